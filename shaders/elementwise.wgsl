@@ -1,0 +1,33 @@
+// Element-wise updates y = f(y, x, z) with two scalars, over n elements:
+//   OP 0 scale:       y = s0 * y
+//   OP 1 axpy:        y = y + s0 * x
+//   OP 2 addcmul:     y = y + s0 * x * z
+//   OP 3 sqrt_affine: y = sqrt(x) * s0 + s1
+//   OP 4 addcdiv:     y = y + s0 * x / z
+//   OP 5 add:         y = x + z
+struct Params { n: u32, s0: f32, s1: f32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read> z: array<f32>;
+
+override WG: u32 = 256;
+override OP: u32 = 0;
+
+// #include lib/flat_index.wgsl
+
+@compute @workgroup_size(WG)
+fn elementwise(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+               @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid, WG);
+  if (i >= p.n) { return; }
+  switch (OP) {
+    case 0u: { y[i] = p.s0 * y[i]; }
+    case 1u: { y[i] = fma(p.s0, x[i], y[i]); }
+    case 2u: { y[i] = y[i] + p.s0 * x[i] * z[i]; }
+    case 3u: { y[i] = sqrt(x[i]) * p.s0 + p.s1; }
+    case 4u: { y[i] = y[i] + p.s0 * x[i] / z[i]; }
+    default: { y[i] = x[i] + z[i]; }
+  }
+}

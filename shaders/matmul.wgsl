@@ -1,0 +1,109 @@
+// Batched f32 matmul for the three products of a linear layer:
+//   C[b] = alpha * op(A[b]) @ op(B[b])            (ACCUMULATE = false)
+//   C[b] = alpha * op(A[b]) @ op(B[b]) + C[b]     (ACCUMULATE = true: summing gradients)
+// op(A) is [M, K], stored [M, K] row-major or, with TRANS_A, [K, M]; op(B) is [K, N], stored [K, N] or,
+// with TRANS_B, [N, K]. Forward y = x W^T uses TRANS_B; dX = dY W plain; dW = dY^T X uses TRANS_A.
+// Batch b starts at b * stride (in elements); a stride of 0 broadcasts an operand (shared weights).
+// Any M, N, K: edge tiles are guarded. Each invocation owns a TM x TN block of C (register blocking).
+struct Params {
+  M: u32, N: u32, K: u32, batch: u32,
+  strideA: u32, strideB: u32, strideC: u32, alpha: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> A: array<f32>;
+@group(0) @binding(2) var<storage, read> B: array<f32>;
+@group(0) @binding(3) var<storage, read_write> C: array<f32>;
+
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+override ACCUMULATE: bool = false;
+
+const TM = 4u;
+const TN = 4u;
+const WGX = 16u;
+const WGY = 16u;
+const BM = 64u; // WGY * TM
+const BN = 64u; // WGX * TN
+const BK = 16u;
+
+fn a_at(base: u32, m: u32, k: u32) -> f32 {
+  if (m >= p.M || k >= p.K) { return 0.0; }
+  if (TRANS_A) { return A[base + k * p.M + m]; }
+  return A[base + m * p.K + k];
+}
+
+fn b_at(base: u32, k: u32, n: u32) -> f32 {
+  if (k >= p.K || n >= p.N) { return 0.0; }
+  if (TRANS_B) { return B[base + n * p.K + k]; }
+  return B[base + k * p.N + n];
+}
+
+fn store(base: u32, m: u32, n: u32, acc: f32) {
+  if (m >= p.M || n >= p.N) { return; }
+  let i = base + m * p.N + n;
+  var c = p.alpha * acc;
+  if (ACCUMULATE) { c += C[i]; }
+  C[i] = c;
+}
+
+// ---- Shared-memory tiled: a 64x64 tile of C per workgroup, K in steps of 16 staged in workgroup memory.
+var<workgroup> As: array<f32, 1024>; // [BK][BM]
+var<workgroup> Bs: array<f32, 1024>; // [BK][BN]
+
+@compute @workgroup_size(WGX, WGY)
+fn matmul_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
+                @builtin(local_invocation_index) li: u32) {
+  let aBase = wid.z * p.strideA;
+  let bBase = wid.z * p.strideB;
+  let m0 = wid.y * BM;
+  let n0 = wid.x * BN;
+  var acc: array<vec4f, TM>;
+  for (var k0 = 0u; k0 < p.K; k0 += BK) {
+    // 1024 elements per tile, 4 per invocation; the fast-moving index follows memory order.
+    for (var r = 0u; r < 4u; r++) {
+      let e = li + r * 256u;
+      var mm: u32; var ka: u32;
+      if (TRANS_A) { mm = e % BM; ka = e / BM; } else { ka = e % BK; mm = e / BK; }
+      As[ka * BM + mm] = a_at(aBase, m0 + mm, k0 + ka);
+      var nn: u32; var kb: u32;
+      if (TRANS_B) { kb = e % BK; nn = e / BK; } else { nn = e % BN; kb = e / BN; }
+      Bs[kb * BN + nn] = b_at(bBase, k0 + kb, n0 + nn);
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < BK; kk++) {
+      let ar = kk * BM + lid.y * TM;
+      let br = kk * BN + lid.x * TN;
+      let bv = vec4f(Bs[br], Bs[br + 1u], Bs[br + 2u], Bs[br + 3u]);
+      for (var i = 0u; i < TM; i++) { acc[i] = fma(vec4f(As[ar + i]), bv, acc[i]); }
+    }
+    workgroupBarrier();
+  }
+  let cBase = wid.z * p.strideC;
+  for (var i = 0u; i < TM; i++) {
+    let m = m0 + lid.y * TM + i;
+    for (var j = 0u; j < TN; j++) { store(cBase, m, n0 + lid.x * TN + j, acc[i][j]); }
+  }
+}
+
+// ---- Direct: same 4x4 register blocks, operands read straight from storage, no barriers. Faster on
+// CPU implementations (SwiftShader), where barriers are costly and caches do the staging.
+const DWG = 8u; // 8x8 invocations, a 32x32 tile of C per workgroup
+
+@compute @workgroup_size(DWG, DWG)
+fn matmul_direct(@builtin(global_invocation_id) gid: vec3u) {
+  let aBase = gid.z * p.strideA;
+  let bBase = gid.z * p.strideB;
+  let m0 = gid.y * TM;
+  let n0 = gid.x * TN;
+  if (m0 >= p.M || n0 >= p.N) { return; }
+  var acc: array<vec4f, TM>;
+  for (var k = 0u; k < p.K; k++) {
+    let bv = vec4f(b_at(bBase, k, n0), b_at(bBase, k, n0 + 1u), b_at(bBase, k, n0 + 2u), b_at(bBase, k, n0 + 3u));
+    for (var i = 0u; i < TM; i++) { acc[i] = fma(vec4f(a_at(aBase, m0 + i, k)), bv, acc[i]); }
+  }
+  let cBase = gid.z * p.strideC;
+  for (var i = 0u; i < TM; i++) {
+    for (var j = 0u; j < TN; j++) { store(cBase, m0 + i, n0 + j, acc[i][j]); }
+  }
+}

@@ -1,0 +1,31 @@
+// Row reductions: out[r] = reduce over c of x[r * cols + c], for x of shape [rows, cols].
+// OP: 0 = sum, 1 = max, 2 = sum of squares. One workgroup per row (rows folded into x and y).
+struct Params { rows: u32, cols: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+override WG: u32 = 256;
+override OP: u32 = 0;
+
+// #include lib/workgroup_reduce.wgsl
+
+@compute @workgroup_size(WG)
+fn reduce_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+               @builtin(local_invocation_index) lid: u32) {
+  let row = wid.y * nwg.x + wid.x;
+  // Rows past the end still take part in the barriers (uniform control flow) but contribute nothing.
+  let live = row < p.rows;
+  let base = row * p.cols;
+  var acc = select(0.0, -3.402823e38, OP == 1u);
+  if (live) {
+    for (var c = lid; c < p.cols; c += WG) {
+      let v = x[base + c];
+      if (OP == 1u) { acc = max(acc, v); } else if (OP == 2u) { acc = fma(v, v, acc); } else { acc += v; }
+    }
+  }
+  var total: f32;
+  if (OP == 1u) { total = wg_max(lid, acc); } else { total = wg_sum(lid, acc); }
+  if (live && lid == 0u) { out[row] = total; }
+}

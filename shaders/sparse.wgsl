@@ -1,0 +1,60 @@
+// Sparse fine-tuning of a weight W [N, K] (HF layout [out, in]) at a fixed mask: idx holds sorted,
+// unique flat indices n * K + k. Values are the trainable entries W[idx[p]].
+struct Params { nnz: u32, T: u32, N: u32, K: u32, alpha: f32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> idx: array<u32>;
+@group(0) @binding(2) var<storage, read> dY: array<f32>;    // [T, N]
+@group(0) @binding(3) var<storage, read> X: array<f32>;     // [T, K]
+@group(0) @binding(4) var<storage, read_write> values: array<f32>; // [nnz]
+@group(0) @binding(5) var<storage, read_write> W: array<f32>;      // [N, K]
+
+override WG: u32 = 256;
+override ACCUMULATE: bool = false;
+override ADD: bool = false;
+
+// #include lib/flat_index.wgsl
+
+// Sampled dense-dense product: values[p] = alpha * sum_t dY[t, n] * X[t, k] at (n, k) = idx[p], the
+// gradient of y = x W^T at the masked entries only (nnz * T work instead of N * K * T). Sorted indices
+// make neighbouring invocations share n and read neighbouring k, so loads of a row of X coalesce.
+@compute @workgroup_size(WG)
+fn sparse_grad(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+               @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid, WG);
+  if (i >= p.nnz) { return; }
+  let flat = idx[i];
+  let n = flat / p.K;
+  let k = flat % p.K;
+  // Four independent partial sums shorten the dependency chain.
+  var acc = vec4f(0.0);
+  var t = 0u;
+  for (; t + 4u <= p.T; t += 4u) {
+    let dy = vec4f(dY[t * p.N + n], dY[(t + 1u) * p.N + n], dY[(t + 2u) * p.N + n], dY[(t + 3u) * p.N + n]);
+    let x = vec4f(X[t * p.K + k], X[(t + 1u) * p.K + k], X[(t + 2u) * p.K + k], X[(t + 3u) * p.K + k]);
+    acc = fma(dy, x, acc);
+  }
+  for (; t < p.T; t++) { acc.x = fma(dY[t * p.N + n], X[t * p.K + k], acc.x); }
+  var g = p.alpha * ((acc.x + acc.y) + (acc.z + acc.w));
+  if (ACCUMULATE) { g += values[i]; }
+  values[i] = g;
+}
+
+// W[idx[p]] = values[p] (ADD: W[idx[p]] += values[p], e.g. to merge a sparse delta).
+@compute @workgroup_size(WG)
+fn scatter(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+           @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid, WG);
+  if (i >= p.nnz) { return; }
+  let at = idx[i];
+  if (ADD) { W[at] += values[i]; } else { W[at] = values[i]; }
+}
+
+// values[p] = W[idx[p]]: initial trainable values from the frozen weight.
+@compute @workgroup_size(WG)
+fn gather(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+          @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid, WG);
+  if (i >= p.nnz) { return; }
+  values[i] = W[idx[i]];
+}

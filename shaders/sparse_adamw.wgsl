@@ -1,0 +1,28 @@
+// Sparse AdamW: the fused AdamW update over the masked values and their moments, then each new value is
+// written into the dense weight in place, W[idx[p]] = value, so the next forward pass sees it with no
+// adapter and no separate scatter dispatch.
+// #include lib/adamw_update.wgsl
+// #include lib/flat_index.wgsl
+
+@group(0) @binding(0) var<uniform> o: AdamParams;
+@group(0) @binding(1) var<storage, read_write> values: array<f32>;
+@group(0) @binding(2) var<storage, read> grads: array<f32>;
+@group(0) @binding(3) var<storage, read_write> m: array<f32>;
+@group(0) @binding(4) var<storage, read_write> v: array<f32>;
+@group(0) @binding(5) var<storage, read> clip: array<f32>;
+@group(0) @binding(6) var<storage, read> idx: array<u32>;
+@group(0) @binding(7) var<storage, read_write> W: array<f32>;
+
+override WG: u32 = 256;
+
+@compute @workgroup_size(WG)
+fn sparse_adamw(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid, WG);
+  if (i >= o.n) { return; }
+  let r = adamw_update(o, values[i], grads[i], m[i], v[i], clip[0]);
+  values[i] = r.x;
+  m[i] = r.y;
+  v[i] = r.z;
+  W[idx[i]] = r.x;
+}

@@ -1,0 +1,64 @@
+/**
+ * Typed errors. Each says what went wrong and, where the user can act, what to do.
+ * `code` is stable for programmatic handling; `name` is the class name.
+ */
+export class WebGPUFinetuneError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** No WebGPU adapter could be obtained in this runtime. */
+export class WebGPUUnavailableError extends WebGPUFinetuneError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('webgpu-unavailable', message, options);
+  }
+}
+
+/** The GPU device was lost (driver reset, destroyed, out of resources). Every later call fails with it. */
+export class DeviceLostError extends WebGPUFinetuneError {
+  readonly reason: string;
+  constructor(reason: string, detail: string) {
+    super('device-lost', `GPU device lost (${reason})${detail ? `: ${detail}` : ''}. Create a new device to continue.`);
+    this.reason = reason;
+  }
+}
+
+/** A WebGPU validation error surfaced from the device (a bug in this library or bad arguments that slipped past checks). */
+export class GPUValidationFailedError extends WebGPUFinetuneError {
+  constructor(message: string) {
+    super('gpu-validation', `WebGPU validation error: ${message}`);
+  }
+}
+
+/** The device could not allocate memory. */
+export class GPUOutOfMemoryError extends WebGPUFinetuneError {
+  constructor(message: string) {
+    super('gpu-out-of-memory', `GPU out of memory: ${message}. Use a smaller batch or sequence length, or free other GPU work.`);
+  }
+}
+
+/** A buffer or binding exceeds what this device supports. */
+export class BufferTooLargeError extends WebGPUFinetuneError {
+  readonly requestedBytes: number;
+  readonly limitBytes: number;
+  constructor(what: string, requestedBytes: number, limitBytes: number, limitName: string) {
+    super(
+      'buffer-too-large',
+      `${what} needs ${requestedBytes} bytes but this device's ${limitName} is ${limitBytes} bytes. ` +
+        'Split the tensor, or use a smaller shape.',
+    );
+    this.requestedBytes = requestedBytes;
+    this.limitBytes = limitBytes;
+  }
+}
+
+/** Shapes or buffer sizes passed to a kernel do not agree. */
+export class ShapeError extends WebGPUFinetuneError {
+  constructor(message: string) {
+    super('shape', message);
+  }
+}

@@ -1,0 +1,340 @@
+/**
+ * A WebGPU device with what the kernels need around it: recorded limits and features, labelled buffer
+ * creation with limit checks and memory accounting, a temporary-buffer pool, the pipeline cache,
+ * batched submission, asynchronous readback and GPU timestamps. Device loss and uncaptured errors are
+ * turned into typed errors thrown at the next call that touches the device.
+ */
+import {
+  BufferTooLargeError,
+  DeviceLostError,
+  GPUOutOfMemoryError,
+  GPUValidationFailedError,
+  WebGPUFinetuneError,
+} from '../errors.js';
+import { SHADERS } from '../kernels/shaders.gen.js';
+import { asView, BufferPool, MAP_READ_DST, STORAGE, UNIFORM_DST, type BufferLike } from './buffers.js';
+import type { Runtime, RequestDeviceOptions } from './device.js';
+import { PipelineCache } from './pipelines.js';
+import { CommandRecorder } from './recorder.js';
+
+export interface GpuFeatures {
+  shaderF16: boolean;
+  subgroups: boolean;
+  timestampQuery: boolean;
+}
+
+export interface GpuLimits {
+  maxBufferSize: number;
+  maxStorageBufferBindingSize: number;
+  maxComputeWorkgroupStorageSize: number;
+  maxComputeInvocationsPerWorkgroup: number;
+  maxComputeWorkgroupSizeX: number;
+  maxComputeWorkgroupSizeY: number;
+  maxComputeWorkgroupsPerDimension: number;
+  maxStorageBuffersPerShaderStage: number;
+  minStorageBufferOffsetAlignment: number;
+  minUniformBufferOffsetAlignment: number;
+  [name: string]: number;
+}
+
+export interface AdapterDescription {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  isFallbackAdapter: boolean;
+  /** True for CPU implementations (SwiftShader, llvmpipe): only ratios are meaningful there. */
+  isSoftware: boolean;
+}
+
+export interface MemoryStats {
+  /** Bytes in live buffers created through this device wrapper. */
+  currentBytes: number;
+  peakBytes: number;
+  buffers: number;
+}
+
+type TypedArray = Float32Array | Uint32Array | Int32Array | Uint8Array | Uint16Array;
+
+export class Gpu {
+  readonly device: GPUDevice;
+  readonly runtime: Runtime;
+  readonly adapter: AdapterDescription;
+  readonly features: GpuFeatures;
+  readonly limits: GpuLimits;
+  readonly pipelines: PipelineCache;
+  readonly pool: BufferPool;
+  readonly debug: boolean;
+  /** Resolves when the device is lost, with the typed error every later call throws. */
+  readonly lost: Promise<DeviceLostError>;
+  /** Command buffers submitted by recorders so far (a training step should submit few). */
+  submitCount = 0;
+
+  private lostError: DeviceLostError | null = null;
+  private pendingErrors: WebGPUFinetuneError[] = [];
+  private scopeChecks: Promise<void>[] = [];
+  private uniforms: GPUBuffer | null = null;
+  private querySet: GPUQuerySet | null = null;
+  private dummy: GPUBuffer | null = null;
+  private memory: MemoryStats = { currentBytes: 0, peakBytes: 0, buffers: 0 };
+  private readonly labelPrefix: string;
+
+  constructor(device: GPUDevice, adapter: GPUAdapter, runtime: Runtime, options: RequestDeviceOptions = {}) {
+    this.device = device;
+    this.runtime = runtime;
+    this.debug = options.debug ?? false;
+    this.labelPrefix = options.label ?? 'wgft';
+    const info = (adapter as GPUAdapter & { info?: GPUAdapterInfo }).info;
+    const vendor = info?.vendor ?? '';
+    const architecture = info?.architecture ?? '';
+    const isFallbackAdapter = Boolean(
+      (info as { isFallbackAdapter?: boolean } | undefined)?.isFallbackAdapter ??
+        (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter,
+    );
+    this.adapter = {
+      vendor,
+      architecture,
+      device: info?.device ?? '',
+      description: info?.description ?? '',
+      isFallbackAdapter,
+      isSoftware: isFallbackAdapter || /swiftshader|llvmpipe|lavapipe/i.test(`${vendor} ${architecture} ${info?.description ?? ''}`),
+    };
+    this.features = {
+      shaderF16: device.features.has('shader-f16'),
+      subgroups: device.features.has('subgroups'),
+      timestampQuery: device.features.has('timestamp-query'),
+    };
+    const limits: Record<string, number> = {};
+    for (const key in device.limits) {
+      const v = (device.limits as unknown as Record<string, unknown>)[key];
+      if (typeof v === 'number') limits[key] = v;
+    }
+    this.limits = limits as GpuLimits;
+    this.pipelines = new PipelineCache(device, SHADERS);
+    this.pool = new BufferPool(this);
+    this.lost = device.lost.then((info) => {
+      this.lostError = new DeviceLostError(String(info.reason ?? 'unknown'), info.message);
+      return this.lostError;
+    });
+    device.onuncapturederror = (event: GPUUncapturedErrorEvent) => {
+      this.pendingErrors.push(toTypedError(event.error));
+    };
+  }
+
+  /** Human-readable one-line description. */
+  describe(): string {
+    const a = this.adapter;
+    const name = [a.vendor, a.architecture, a.device, a.description].filter(Boolean).join(' ');
+    return `${name || 'unknown adapter'} (${this.runtime}${a.isSoftware ? ', software' : ''})`;
+  }
+
+  get isLost(): boolean {
+    return this.lostError !== null;
+  }
+
+  memoryStats(): MemoryStats {
+    return { ...this.memory };
+  }
+
+  resetPeakMemory(): void {
+    this.memory.peakBytes = this.memory.currentBytes;
+  }
+
+  /** Throws the device-lost error or the oldest uncaptured GPU error, if any. */
+  throwIfFailed(): void {
+    if (this.lostError) throw this.lostError;
+    const e = this.pendingErrors.shift();
+    if (e) throw e;
+  }
+
+  createBuffer(size: number, usage: number = STORAGE, label = 'buffer'): GPUBuffer {
+    this.throwIfFailed();
+    const bytes = Math.max(4, Math.ceil(size / 4) * 4);
+    if (bytes > this.limits.maxBufferSize) {
+      throw new BufferTooLargeError(`buffer '${label}'`, bytes, this.limits.maxBufferSize, 'maxBufferSize');
+    }
+    const buffer = this.device.createBuffer({ size: bytes, usage, label: `${this.labelPrefix}:${label}` });
+    this.memory.currentBytes += bytes;
+    this.memory.buffers++;
+    this.memory.peakBytes = Math.max(this.memory.peakBytes, this.memory.currentBytes);
+    return buffer;
+  }
+
+  /** Like createBuffer, but waits for the allocation and reports out-of-memory as a typed error. */
+  async allocate(size: number, usage: number = STORAGE, label = 'buffer'): Promise<GPUBuffer> {
+    this.device.pushErrorScope('out-of-memory');
+    const buffer = this.createBuffer(size, usage, label);
+    const error = await this.device.popErrorScope();
+    if (error) {
+      this.destroyBuffer(buffer);
+      throw new GPUOutOfMemoryError(`allocating ${size} bytes for '${label}': ${error.message}`);
+    }
+    return buffer;
+  }
+
+  destroyBuffer(buffer: GPUBuffer): void {
+    this.memory.currentBytes -= buffer.size;
+    this.memory.buffers--;
+    buffer.destroy();
+  }
+
+  /** A new storage buffer holding `data`. */
+  upload(data: TypedArray, label = 'upload', usage: number = STORAGE): GPUBuffer {
+    const buffer = this.createBuffer(data.byteLength, usage, label);
+    this.write(buffer, data);
+    return buffer;
+  }
+
+  write(target: BufferLike, data: TypedArray, byteOffset = 0): void {
+    this.throwIfFailed();
+    const v = asView(target);
+    if (byteOffset + data.byteLength > v.size) {
+      throw new RangeError(`writing ${data.byteLength} bytes at ${byteOffset} overflows a ${v.size}-byte view`);
+    }
+    // writeBuffer needs a multiple of 4 bytes; every dtype here is 4-byte aligned in practice.
+    this.device.queue.writeBuffer(v.buffer, v.offset + byteOffset, data.buffer, data.byteOffset, data.byteLength);
+  }
+
+  /** Fill a view with copies of a 32-bit pattern (e.g. NaN to poison outputs in tests). */
+  fill(target: BufferLike, value: number, as: 'f32' | 'u32' = 'f32'): void {
+    const v = asView(target);
+    const n = v.size / 4;
+    const data = as === 'f32' ? new Float32Array(n).fill(value) : new Uint32Array(n).fill(value);
+    this.write(v, data);
+  }
+
+  /** Read a view back to the host. Resolves after all previously submitted work. */
+  async read(source: BufferLike, byteOffset = 0, byteSize?: number): Promise<ArrayBuffer> {
+    this.throwIfFailed();
+    const v = asView(source);
+    const size = byteSize ?? v.size - byteOffset;
+    const staging = this.pool.acquire(size, MAP_READ_DST, 'readback');
+    const encoder = this.device.createCommandEncoder({ label: 'readback' });
+    encoder.copyBufferToBuffer(v.buffer, v.offset + byteOffset, staging, 0, Math.ceil(size / 4) * 4);
+    this.device.queue.submit([encoder.finish()]);
+    try {
+      await this.mapOrFail(staging);
+      const out = staging.getMappedRange(0, Math.ceil(size / 4) * 4).slice(0, size);
+      staging.unmap();
+      this.pool.release(staging);
+      this.throwIfFailed();
+      return out;
+    } catch (e) {
+      throw (await this.lostWithin(100)) ?? e;
+    }
+  }
+
+  async readF32(source: BufferLike, byteOffset = 0, count?: number): Promise<Float32Array> {
+    return new Float32Array(await this.read(source, byteOffset, count === undefined ? undefined : count * 4));
+  }
+
+  async readU32(source: BufferLike, byteOffset = 0, count?: number): Promise<Uint32Array> {
+    return new Uint32Array(await this.read(source, byteOffset, count === undefined ? undefined : count * 4));
+  }
+
+  /** Start recording a batch of commands. */
+  recorder(): CommandRecorder {
+    return new CommandRecorder(this);
+  }
+
+  /** Record with `fn`, submit, and wait for completion. */
+  async run(fn: (rec: CommandRecorder) => void): Promise<void> {
+    const rec = this.recorder();
+    fn(rec);
+    await rec.submit();
+    await this.sync();
+  }
+
+  /** Wait for all submitted work; surfaces device loss and uncaptured errors. */
+  async sync(): Promise<void> {
+    this.throwIfFailed();
+    await Promise.race([this.device.queue.onSubmittedWorkDone(), this.lost]);
+    const checks = this.scopeChecks;
+    this.scopeChecks = [];
+    await Promise.all(checks);
+    this.throwIfFailed();
+  }
+
+  /** Debug mode: a validation scope was pushed before a dispatch; check it without blocking. */
+  watchErrorScope(label: string): void {
+    this.scopeChecks.push(
+      this.device.popErrorScope().then((error) => {
+        if (error) this.pendingErrors.push(new GPUValidationFailedError(`${label}: ${error.message}`));
+      }),
+    );
+  }
+
+  /** A tiny storage buffer bound where an entry point declares a binding that the chosen mode ignores. */
+  placeholder(): GPUBuffer {
+    this.dummy ??= this.createBuffer(256, STORAGE, 'placeholder');
+    return this.dummy;
+  }
+
+  /** The device-wide uniform buffer, grown to at least `bytes`. */
+  uniformBuffer(bytes: number): GPUBuffer {
+    if (!this.uniforms || this.uniforms.size < bytes) {
+      if (this.uniforms) this.destroyBuffer(this.uniforms);
+      let size = 64 * 1024;
+      while (size < bytes) size *= 2;
+      this.uniforms = this.createBuffer(size, UNIFORM_DST, 'uniforms');
+    }
+    return this.uniforms;
+  }
+
+  timestampQuerySet(): GPUQuerySet {
+    this.querySet ??= this.device.createQuerySet({ type: 'timestamp', count: 2, label: 'timestamps' });
+    return this.querySet;
+  }
+
+  /** Encode the timestamp resolve; the returned function (call after submit) reads the elapsed ms. */
+  resolveTimestamps(encoder: GPUCommandEncoder, querySet: GPUQuerySet): () => Promise<number | null> {
+    const resolve = this.createBuffer(16, 0x0200 | 0x0004, 'timestamps-resolve'); // QUERY_RESOLVE | COPY_SRC
+    const staging = this.pool.acquire(16, MAP_READ_DST, 'timestamps-read');
+    encoder.resolveQuerySet(querySet, 0, 2, resolve, 0);
+    encoder.copyBufferToBuffer(resolve, 0, staging, 0, 16);
+    return async () => {
+      try {
+        await this.mapOrFail(staging);
+        const t = new BigUint64Array(staging.getMappedRange(0, 16).slice(0));
+        staging.unmap();
+        this.pool.release(staging);
+        const ns = Number(t[1] - t[0]);
+        // Some implementations report zeros or non-monotonic values; callers then fall back to wall clock.
+        return t[1] > t[0] && Number.isFinite(ns) ? ns / 1e6 : null;
+      } finally {
+        this.destroyBuffer(resolve);
+      }
+    };
+  }
+
+  noteSubmitted(): void {
+    this.submitCount++;
+  }
+
+  /** Release pooled temporaries and the device. */
+  destroy(): void {
+    this.pool.trim();
+    this.device.destroy();
+  }
+
+  private async mapOrFail(buffer: GPUBuffer): Promise<void> {
+    await Promise.race([
+      buffer.mapAsync(0x0001 /* GPUMapMode.READ */),
+      this.lost.then((e) => {
+        throw e;
+      }),
+    ]);
+  }
+
+  private async lostWithin(ms: number): Promise<DeviceLostError | null> {
+    if (this.lostError) return this.lostError;
+    const timeout = new Promise<null>((r) => setTimeout(() => r(null), ms));
+    return Promise.race([this.lost, timeout]);
+  }
+}
+
+function toTypedError(error: GPUError): WebGPUFinetuneError {
+  const name = (error as { constructor?: { name?: string } }).constructor?.name ?? '';
+  if (name.includes('OutOfMemory')) return new GPUOutOfMemoryError(error.message);
+  return new GPUValidationFailedError(error.message);
+}

@@ -1,0 +1,10 @@
+export { requestDevice, detectRuntime, SWIFTSHADER_ICD } from './device.js';
+export type { RequestDeviceOptions, Runtime } from './device.js';
+export { Gpu } from './gpu.js';
+export type { GpuFeatures, GpuLimits, AdapterDescription, MemoryStats } from './gpu.js';
+export { asView, view, BufferPool, STORAGE, alignUp } from './buffers.js';
+export type { BufferLike, TensorView } from './buffers.js';
+export { CommandRecorder, u32, i32, f32 } from './recorder.js';
+export type { DispatchSpec, SubmitOptions, UniformValue } from './recorder.js';
+export { PipelineCache, pipelineKey } from './pipelines.js';
+export type { KernelId, Constants } from './pipelines.js';

@@ -1,0 +1,194 @@
+/**
+ * Batched command recording: kernels append dispatches, copies and clears; `submit()` encodes them into
+ * one command buffer (consecutive dispatches share one compute pass) and writes every dispatch's
+ * uniforms with a single queue write. Uniforms live in one device-wide buffer; reusing it across
+ * submissions is safe because queue writes and submissions execute in queue order.
+ */
+import { ShapeError } from '../errors.js';
+import { asView, alignUp, type BufferLike, type TensorView } from './buffers.js';
+import type { Gpu } from './gpu.js';
+import type { KernelId } from './pipelines.js';
+
+export type UniformValue = { type: 'u32' | 'i32' | 'f32'; value: number };
+export const u32 = (value: number): UniformValue => ({ type: 'u32', value });
+export const i32 = (value: number): UniformValue => ({ type: 'i32', value });
+export const f32 = (value: number): UniformValue => ({ type: 'f32', value });
+
+export interface DispatchSpec extends KernelId {
+  /** Shown in validation errors and debug output. */
+  label?: string;
+  /** Scalars of the shader's uniform struct (binding 0), in declaration order; all 4-byte fields. */
+  uniforms?: UniformValue[];
+  /** Storage buffers at bindings 1..n, in order; `undefined` leaves a binding out (unused by this entry point). */
+  storage: (BufferLike | undefined)[];
+  workgroups: [number, number?, number?];
+}
+
+type Command =
+  | { kind: 'dispatch'; spec: DispatchSpec; uniformOffset: number; uniformSize: number }
+  | { kind: 'copy'; src: TensorView; dst: TensorView; size: number }
+  | { kind: 'clear'; dst: TensorView };
+
+export interface SubmitOptions {
+  /** Measure the GPU time of this submission with timestamp queries (when the device has them). */
+  timed?: boolean;
+}
+
+export class CommandRecorder {
+  private commands: Command[] = [];
+  private uniformBytes = 0;
+  private submitted = false;
+
+  constructor(readonly gpu: Gpu) {}
+
+  get length(): number {
+    return this.commands.length;
+  }
+
+  dispatch(spec: DispatchSpec): this {
+    const [x, y = 1, z = 1] = spec.workgroups;
+    const maxDim = this.gpu.limits.maxComputeWorkgroupsPerDimension;
+    if (x > maxDim || y > maxDim || z > maxDim) {
+      throw new ShapeError(`${spec.label ?? spec.entryPoint}: dispatch ${x}x${y}x${z} exceeds ${maxDim} workgroups per dimension`);
+    }
+    const align = this.gpu.limits.minStorageBufferOffsetAlignment;
+    const maxBinding = this.gpu.limits.maxStorageBufferBindingSize;
+    spec.storage.forEach((b, i) => {
+      if (!b) return;
+      const v = asView(b);
+      if (v.offset % align !== 0) {
+        throw new ShapeError(`${spec.label ?? spec.entryPoint}: binding ${i + 1} offset ${v.offset} is not a multiple of ${align}`);
+      }
+      if (v.size > maxBinding) {
+        throw new ShapeError(
+          `${spec.label ?? spec.entryPoint}: binding ${i + 1} is ${v.size} bytes, over maxStorageBufferBindingSize ${maxBinding}`,
+        );
+      }
+    });
+    const uniformSize = (spec.uniforms?.length ?? 0) * 4;
+    const uniformOffset = this.uniformBytes;
+    if (uniformSize) this.uniformBytes = alignUp(uniformOffset + uniformSize, this.gpu.limits.minUniformBufferOffsetAlignment);
+    if (x * y * z > 0) this.commands.push({ kind: 'dispatch', spec, uniformOffset, uniformSize });
+    return this;
+  }
+
+  copy(src: BufferLike, dst: BufferLike, size?: number): this {
+    const s = asView(src);
+    const d = asView(dst);
+    const n = size ?? Math.min(s.size, d.size);
+    if (n > s.size || n > d.size) throw new ShapeError(`copy of ${n} bytes does not fit (src ${s.size}, dst ${d.size})`);
+    this.commands.push({ kind: 'copy', src: s, dst: d, size: n });
+    return this;
+  }
+
+  /** Zero a buffer range. */
+  clear(dst: BufferLike): this {
+    this.commands.push({ kind: 'clear', dst: asView(dst) });
+    return this;
+  }
+
+  /** Encode and submit everything recorded. With `timed`, resolves to the GPU time in ms (null without timestamps). */
+  submit(options: SubmitOptions = {}): Promise<number | null> {
+    if (this.submitted) throw new Error('CommandRecorder.submit() called twice');
+    this.submitted = true;
+    const gpu = this.gpu;
+    gpu.throwIfFailed();
+    const device = gpu.device;
+
+    let uniformBuffer: GPUBuffer | undefined;
+    if (this.uniformBytes > 0) {
+      const data = new ArrayBuffer(this.uniformBytes);
+      const u = new Uint32Array(data);
+      const i = new Int32Array(data);
+      const f = new Float32Array(data);
+      for (const c of this.commands) {
+        if (c.kind !== 'dispatch' || !c.spec.uniforms) continue;
+        c.spec.uniforms.forEach((uv, k) => {
+          const at = c.uniformOffset / 4 + k;
+          if (uv.type === 'f32') f[at] = uv.value;
+          else if (uv.type === 'i32') i[at] = uv.value;
+          else u[at] = uv.value;
+        });
+      }
+      uniformBuffer = gpu.uniformBuffer(this.uniformBytes);
+      device.queue.writeBuffer(uniformBuffer, 0, data);
+    }
+
+    const timing = options.timed && gpu.features.timestampQuery ? gpu.timestampQuerySet() : undefined;
+    const encoder = device.createCommandEncoder({ label: 'webgpu-finetune batch' });
+    let pass: GPUComputePassEncoder | undefined;
+    let passCount = 0;
+    const lastPass = this.lastPassIndex();
+    const endPass = () => {
+      pass?.end();
+      pass = undefined;
+    };
+    for (const c of this.commands) {
+      if (c.kind === 'dispatch') {
+        if (!pass) {
+          const tw: GPUComputePassTimestampWrites | undefined = timing
+            ? {
+                querySet: timing,
+                ...(passCount === 0 ? { beginningOfPassWriteIndex: 0 } : {}),
+                ...(passCount === lastPass ? { endOfPassWriteIndex: 1 } : {}),
+              }
+            : undefined;
+          pass = encoder.beginComputePass(
+            tw && (tw.beginningOfPassWriteIndex !== undefined || tw.endOfPassWriteIndex !== undefined)
+              ? { timestampWrites: tw }
+              : {},
+          );
+          passCount++;
+        }
+        this.encodeDispatch(pass, c.spec, uniformBuffer, c.uniformOffset, c.uniformSize);
+      } else {
+        endPass();
+        if (c.kind === 'copy') encoder.copyBufferToBuffer(c.src.buffer, c.src.offset, c.dst.buffer, c.dst.offset, c.size);
+        else encoder.clearBuffer(c.dst.buffer, c.dst.offset, c.dst.size);
+      }
+    }
+    endPass();
+    const result = timing && passCount > 0 ? gpu.resolveTimestamps(encoder, timing) : null;
+    device.queue.submit([encoder.finish()]);
+    gpu.noteSubmitted();
+    return result ? result() : Promise.resolve(null);
+  }
+
+  private lastPassIndex(): number {
+    let passes = 0;
+    let inPass = false;
+    for (const c of this.commands) {
+      if (c.kind === 'dispatch') {
+        if (!inPass) passes++;
+        inPass = true;
+      } else inPass = false;
+    }
+    return passes - 1;
+  }
+
+  private encodeDispatch(
+    pass: GPUComputePassEncoder,
+    spec: DispatchSpec,
+    uniformBuffer: GPUBuffer | undefined,
+    uniformOffset: number,
+    uniformSize: number,
+  ): void {
+    const gpu = this.gpu;
+    const pipeline = gpu.pipelines.get(spec);
+    const entries: GPUBindGroupEntry[] = [];
+    if (uniformSize > 0) entries.push({ binding: 0, resource: { buffer: uniformBuffer!, offset: uniformOffset, size: uniformSize } });
+    spec.storage.forEach((b, i) => {
+      if (!b) return;
+      const v = asView(b);
+      entries.push({ binding: i + 1, resource: { buffer: v.buffer, offset: v.offset, size: v.size } });
+    });
+    const label = spec.label ?? `${spec.shader}:${spec.entryPoint}`;
+    if (gpu.debug) gpu.device.pushErrorScope('validation');
+    const bindGroup = gpu.device.createBindGroup({ label, layout: pipeline.getBindGroupLayout(0), entries });
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    const [x, y = 1, z = 1] = spec.workgroups;
+    pass.dispatchWorkgroups(x, y, z);
+    if (gpu.debug) gpu.watchErrorScope(label);
+  }
+}

@@ -1,0 +1,151 @@
+/**
+ * Fused AdamW (shaders/adamw.wgsl, shaders/sparse_adamw.wgsl) and the global gradient-norm reduction that
+ * feeds its clipping factor (shaders/gradnorm.wgsl).
+ */
+import { ShapeError } from '../errors.js';
+import type { BufferLike } from '../gpu/buffers.js';
+import type { CommandRecorder, UniformValue } from '../gpu/recorder.js';
+import { f32, u32 } from '../gpu/recorder.js';
+import { launch1d, requireDims, requireElements } from './common.js';
+
+export interface AdamWOptions {
+  lr: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  weightDecay?: number;
+}
+
+export const ADAMW_DEFAULTS = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 };
+const WG = 256;
+
+/** The AdamParams uniform: bias corrections for step `step` (1-based) computed here in float64. */
+export function adamwUniforms(n: number, step: number, opts: AdamWOptions, gradScale = 1): UniformValue[] {
+  if (!Number.isInteger(step) || step < 1) throw new ShapeError(`AdamW step must be an integer >= 1, got ${step}`);
+  const { beta1, beta2, eps, weightDecay } = { ...ADAMW_DEFAULTS, ...opts };
+  const bc1 = 1 - beta1 ** step;
+  const bc2 = 1 - beta2 ** step;
+  return [
+    u32(n),
+    f32(opts.lr),
+    f32(beta1),
+    f32(beta2),
+    f32(eps),
+    f32(weightDecay),
+    f32(opts.lr / bc1),
+    f32(Math.sqrt(bc2)),
+    f32(gradScale),
+  ];
+}
+
+export interface AdamWStepArgs extends AdamWOptions {
+  params: BufferLike;
+  grads: BufferLike;
+  m: BufferLike;
+  v: BufferLike;
+  /** clip[0]: global clipping factor (from gradNorm, or 1.0). */
+  clip: BufferLike;
+  n: number;
+  step: number;
+  /** Multiplies the gradient before the update, e.g. 1 / accumulation steps. Default 1. */
+  gradScale?: number;
+}
+
+export function adamwStep(rec: CommandRecorder, a: AdamWStepArgs): void {
+  requireDims('adamw', { n: a.n });
+  for (const [name, b] of [['params', a.params], ['grads', a.grads], ['m', a.m], ['v', a.v]] as const) {
+    requireElements('adamw', name, b, a.n);
+  }
+  requireElements('adamw', 'clip', a.clip, 1);
+  rec.dispatch({
+    shader: 'adamw',
+    entryPoint: 'adamw_step',
+    constants: { WG },
+    uniforms: adamwUniforms(a.n, a.step, a, a.gradScale),
+    storage: [a.params, a.grads, a.m, a.v, a.clip],
+    workgroups: launch1d(rec.gpu, a.n, WG),
+    label: `adamw ${a.n}`,
+  });
+}
+
+export interface SparseAdamWStepArgs extends AdamWStepArgs {
+  /** Sorted flat indices into `weight` (u32), one per value. */
+  indices: BufferLike;
+  /** The dense weight the values live in; each updated value is written to weight[indices[i]]. */
+  weight: BufferLike;
+  /** Elements of the dense weight (for bounds checking). */
+  weightSize: number;
+}
+
+export function sparseAdamwStep(rec: CommandRecorder, a: SparseAdamWStepArgs): void {
+  requireDims('sparseAdamw', { n: a.n, weightSize: a.weightSize });
+  for (const [name, b] of [['values', a.params], ['grads', a.grads], ['m', a.m], ['v', a.v], ['indices', a.indices]] as const) {
+    requireElements('sparseAdamw', name, b, a.n);
+  }
+  requireElements('sparseAdamw', 'weight', a.weight, a.weightSize);
+  requireElements('sparseAdamw', 'clip', a.clip, 1);
+  rec.dispatch({
+    shader: 'sparse_adamw',
+    entryPoint: 'sparse_adamw',
+    constants: { WG },
+    uniforms: adamwUniforms(a.n, a.step, a, a.gradScale),
+    storage: [a.params, a.grads, a.m, a.v, a.clip, a.indices, a.weight],
+    workgroups: launch1d(rec.gpu, a.n, WG),
+    label: `sparse_adamw ${a.n}`,
+  });
+}
+
+/** At most this many workgroups (partial sums) per tensor in the first stage of the norm. */
+export const MAX_NORM_PARTIALS = 256;
+
+export function normPartials(n: number): number {
+  return Math.max(1, Math.min(MAX_NORM_PARTIALS, Math.ceil(n / WG)));
+}
+
+/** Floats needed for the partials buffer of gradNorm over tensors of these sizes. */
+export function gradNormScratchSize(sizes: number[]): number {
+  return sizes.reduce((s, n) => s + normPartials(n), 0);
+}
+
+export interface GradNormArgs {
+  /** Gradient tensors (flat f32) whose global L2 norm is wanted. */
+  tensors: { buffer: BufferLike; n: number }[];
+  /** Scratch of gradNormScratchSize(sizes) floats. */
+  partials: BufferLike;
+  /** out[0] = clipping factor min(1, maxNorm / (norm + 1e-6)), out[1] = norm. */
+  out: BufferLike;
+  /** No clipping (factor 1) when <= 0 or infinite. */
+  maxNorm: number;
+}
+
+export function gradNorm(rec: CommandRecorder, { tensors, partials, out, maxNorm }: GradNormArgs): void {
+  const total = gradNormScratchSize(tensors.map((t) => t.n));
+  requireElements('gradNorm', 'partials', partials, total);
+  requireElements('gradNorm', 'out', out, 2);
+  const max = Number.isFinite(maxNorm) ? maxNorm : 0;
+  let offset = 0;
+  for (const t of tensors) {
+    requireDims('gradNorm', { n: t.n });
+    requireElements('gradNorm', 'tensor', t.buffer, t.n);
+    const groups = normPartials(t.n);
+    rec.dispatch({
+      shader: 'gradnorm',
+      entryPoint: 'sumsq_partials',
+      constants: { WG },
+      uniforms: [u32(t.n), u32(offset), u32(total), f32(max)],
+      storage: [t.buffer, partials],
+      workgroups: [groups],
+      label: `gradnorm partials ${t.n}`,
+    });
+    offset += groups;
+  }
+  rec.dispatch({
+    shader: 'gradnorm',
+    entryPoint: 'clip_factor',
+    constants: { WG },
+    uniforms: [u32(0), u32(0), u32(total), f32(max)],
+    storage: [undefined, partials, out],
+    workgroups: [1],
+    label: 'gradnorm clip factor',
+  });
+}

@@ -1,0 +1,28 @@
+/** Shape and size checks shared by the kernel modules, and 1-D launch folding. */
+import { ShapeError } from '../errors.js';
+import { asView, type BufferLike } from '../gpu/buffers.js';
+import type { Gpu } from '../gpu/gpu.js';
+
+export function requireDims(kernel: string, dims: Record<string, number>): void {
+  for (const [name, v] of Object.entries(dims)) {
+    if (!Number.isInteger(v) || v < 0) throw new ShapeError(`${kernel}: ${name} must be a non-negative integer, got ${v}`);
+  }
+}
+
+/** The view must hold at least `count` 4-byte elements. */
+export function requireElements(kernel: string, name: string, b: BufferLike, count: number): void {
+  const have = asView(b).size;
+  if (have < count * 4) {
+    throw new ShapeError(`${kernel}: ${name} needs ${count} elements (${count * 4} bytes) but the buffer has ${have} bytes`);
+  }
+  if (count > 2 ** 32) throw new ShapeError(`${kernel}: ${name} has more than 2^32 elements; split it`);
+}
+
+/** Workgroup counts for `invocations` threads in workgroups of `wg`, folded into x and y past the per-dimension limit. */
+export function launch1d(gpu: Gpu, invocations: number, wg: number): [number, number] {
+  const groups = Math.ceil(invocations / wg);
+  const maxDim = gpu.limits.maxComputeWorkgroupsPerDimension;
+  if (groups <= maxDim) return [groups, 1];
+  const y = Math.ceil(groups / maxDim);
+  return [Math.ceil(groups / y), y];
+}

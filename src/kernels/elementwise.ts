@@ -1,0 +1,44 @@
+/** Element-wise updates (shaders/elementwise.wgsl); the building blocks of unfused optimizers and residuals. */
+import type { BufferLike } from '../gpu/buffers.js';
+import type { CommandRecorder } from '../gpu/recorder.js';
+import { f32, u32 } from '../gpu/recorder.js';
+import { launch1d, requireDims, requireElements } from './common.js';
+
+export type ElementwiseOp = 'scale' | 'axpy' | 'addcmul' | 'sqrtAffine' | 'addcdiv' | 'add';
+const OPS: Record<ElementwiseOp, { code: number; x: boolean; z: boolean }> = {
+  scale: { code: 0, x: false, z: false },
+  axpy: { code: 1, x: true, z: false },
+  addcmul: { code: 2, x: true, z: true },
+  sqrtAffine: { code: 3, x: true, z: false },
+  addcdiv: { code: 4, x: true, z: true },
+  add: { code: 5, x: true, z: true },
+};
+const WG = 256;
+
+export interface ElementwiseArgs {
+  op: ElementwiseOp;
+  y: BufferLike;
+  x?: BufferLike;
+  z?: BufferLike;
+  n: number;
+  s0?: number;
+  s1?: number;
+}
+
+export function elementwise(rec: CommandRecorder, { op, y, x, z, n, s0 = 1, s1 = 0 }: ElementwiseArgs): void {
+  const spec = OPS[op];
+  requireDims(`elementwise ${op}`, { n });
+  requireElements(`elementwise ${op}`, 'y', y, n);
+  if (spec.x) requireElements(`elementwise ${op}`, 'x', x ?? rec.gpu.placeholder(), n);
+  if (spec.z) requireElements(`elementwise ${op}`, 'z', z ?? rec.gpu.placeholder(), n);
+  // Every binding is statically used by the entry point, so unused operands get a placeholder buffer.
+  rec.dispatch({
+    shader: 'elementwise',
+    entryPoint: 'elementwise',
+    constants: { OP: spec.code, WG },
+    uniforms: [u32(n), f32(s0), f32(s1)],
+    storage: [y, spec.x ? x : rec.gpu.placeholder(), spec.z ? z : rec.gpu.placeholder()],
+    workgroups: launch1d(rec.gpu, n, WG),
+    label: `elementwise ${op} ${n}`,
+  });
+}

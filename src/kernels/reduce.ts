@@ -1,0 +1,33 @@
+/** Row reductions (shaders/reduce.wgsl): out[r] = sum | max | sum of squares over row r of x [rows, cols]. */
+import type { BufferLike } from '../gpu/buffers.js';
+import type { CommandRecorder } from '../gpu/recorder.js';
+import { u32 } from '../gpu/recorder.js';
+import { launch1d, requireDims, requireElements } from './common.js';
+
+export type ReduceOp = 'sum' | 'max' | 'sumsq';
+const OPS: Record<ReduceOp, number> = { sum: 0, max: 1, sumsq: 2 };
+const WG = 256;
+
+export interface ReduceRowsArgs {
+  x: BufferLike;
+  out: BufferLike;
+  rows: number;
+  cols: number;
+  op: ReduceOp;
+}
+
+export function reduceRows(rec: CommandRecorder, { x, out, rows, cols, op }: ReduceRowsArgs): void {
+  requireDims('reduceRows', { rows, cols });
+  requireElements('reduceRows', 'x', x, rows * cols);
+  requireElements('reduceRows', 'out', out, rows);
+  rec.dispatch({
+    shader: 'reduce',
+    entryPoint: 'reduce_rows',
+    constants: { OP: OPS[op], WG },
+    uniforms: [u32(rows), u32(cols)],
+    storage: [x, out],
+    // one workgroup per row, folded like a 1-D launch of `rows` workgroups of size 1
+    workgroups: launch1d(rec.gpu, rows, 1),
+    label: `reduce_rows ${op} ${rows}x${cols}`,
+  });
+}

@@ -1,0 +1,105 @@
+/**
+ * Sparse fine-tuning kernels (shaders/sparse.wgsl): the masked weight gradient, scatter and gather.
+ * The optimizer for the values is sparseAdamwStep in ./adamw.ts (it also writes the values into W).
+ */
+import { ShapeError } from '../errors.js';
+import type { BufferLike } from '../gpu/buffers.js';
+import type { CommandRecorder } from '../gpu/recorder.js';
+import { f32, u32 } from '../gpu/recorder.js';
+import { launch1d, requireDims, requireElements } from './common.js';
+
+const WG = 256;
+
+/** Checks that a mask is sorted, unique and inside a [rows, cols] matrix; throws ShapeError otherwise. */
+export function validateMask(indices: Uint32Array, rows: number, cols: number): void {
+  requireDims('mask', { rows, cols });
+  const size = rows * cols;
+  if (size > 2 ** 32) throw new ShapeError(`mask: a ${rows}x${cols} matrix does not fit u32 flat indices`);
+  for (let i = 0; i < indices.length; i++) {
+    if (indices[i] >= size) throw new ShapeError(`mask: index ${indices[i]} at ${i} is outside a ${rows}x${cols} matrix`);
+    if (i > 0 && indices[i] <= indices[i - 1]) {
+      throw new ShapeError(`mask: indices must be strictly increasing (position ${i}: ${indices[i - 1]} then ${indices[i]})`);
+    }
+  }
+}
+
+interface MaskArgs {
+  /** Sorted, unique flat indices n * K + k (u32). */
+  indices: BufferLike;
+  nnz: number;
+}
+
+export interface SparseGradArgs extends MaskArgs {
+  /** Upstream gradient dY [T, N]. */
+  dY: BufferLike;
+  /** Layer input X [T, K]. */
+  x: BufferLike;
+  T: number;
+  N: number;
+  K: number;
+  /** out[i] = alpha * sum_t dY[t, n_i] X[t, k_i] (+ out[i] when accumulate). */
+  out: BufferLike;
+  alpha?: number;
+  accumulate?: boolean;
+}
+
+export function sparseGrad(rec: CommandRecorder, a: SparseGradArgs): void {
+  requireDims('sparseGrad', { nnz: a.nnz, T: a.T, N: a.N, K: a.K });
+  if (a.N * a.K > 2 ** 32) throw new ShapeError('sparseGrad: N * K exceeds u32 flat indices');
+  requireElements('sparseGrad', 'indices', a.indices, a.nnz);
+  requireElements('sparseGrad', 'dY', a.dY, a.T * a.N);
+  requireElements('sparseGrad', 'X', a.x, a.T * a.K);
+  requireElements('sparseGrad', 'out', a.out, a.nnz);
+  rec.dispatch({
+    shader: 'sparse',
+    entryPoint: 'sparse_grad',
+    constants: { WG, ACCUMULATE: !!a.accumulate },
+    uniforms: [u32(a.nnz), u32(a.T), u32(a.N), u32(a.K), f32(a.alpha ?? 1)],
+    storage: [a.indices, a.dY, a.x, a.out],
+    workgroups: launch1d(rec.gpu, a.nnz, WG),
+    label: `sparse_grad nnz=${a.nnz} T=${a.T}`,
+  });
+}
+
+export interface ScatterArgs extends MaskArgs {
+  values: BufferLike;
+  weight: BufferLike;
+  /** Elements in the dense weight. */
+  weightSize: number;
+  /** weight[idx] += values instead of =. */
+  add?: boolean;
+}
+
+/** weight[indices[i]] = values[i] (or +=). */
+export function sparseScatter(rec: CommandRecorder, a: ScatterArgs): void {
+  requireDims('sparseScatter', { nnz: a.nnz, weightSize: a.weightSize });
+  requireElements('sparseScatter', 'indices', a.indices, a.nnz);
+  requireElements('sparseScatter', 'values', a.values, a.nnz);
+  requireElements('sparseScatter', 'weight', a.weight, a.weightSize);
+  rec.dispatch({
+    shader: 'sparse',
+    entryPoint: 'scatter',
+    constants: { WG, ADD: !!a.add },
+    uniforms: [u32(a.nnz), u32(0), u32(0), u32(0), f32(0)],
+    storage: [a.indices, undefined, undefined, a.values, a.weight],
+    workgroups: launch1d(rec.gpu, a.nnz, WG),
+    label: `sparse scatter ${a.nnz}`,
+  });
+}
+
+/** values[i] = weight[indices[i]]. */
+export function sparseGather(rec: CommandRecorder, a: Omit<ScatterArgs, 'add'>): void {
+  requireDims('sparseGather', { nnz: a.nnz, weightSize: a.weightSize });
+  requireElements('sparseGather', 'indices', a.indices, a.nnz);
+  requireElements('sparseGather', 'values', a.values, a.nnz);
+  requireElements('sparseGather', 'weight', a.weight, a.weightSize);
+  rec.dispatch({
+    shader: 'sparse',
+    entryPoint: 'gather',
+    constants: { WG },
+    uniforms: [u32(a.nnz), u32(0), u32(0), u32(0), f32(0)],
+    storage: [a.indices, undefined, undefined, a.values, a.weight],
+    workgroups: launch1d(rec.gpu, a.nnz, WG),
+    label: `sparse gather ${a.nnz}`,
+  });
+}

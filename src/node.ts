@@ -1,0 +1,2 @@
+/** Node entry: everything of the browser entry; Dawn is loaded by requestDevice() when it runs in Node. */
+export * from './index.js';

@@ -1,0 +1,65 @@
+/** Shared test utilities: seeded randomness (seed printed on failure), GPU setup, error metrics. */
+import { requestDevice, type Gpu } from '../src/index.js';
+
+/** mulberry32: small, fast, good enough for test data. */
+export function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A fresh seed per run; tests put it in their assertion messages so a failure can be replayed. */
+export function freshSeed(): number {
+  return Math.floor(Math.random() * 2 ** 31);
+}
+
+export function randn(n: number, rand: () => number, scale = 1): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const u = Math.max(rand(), 1e-12);
+    out[i] = scale * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rand());
+  }
+  return out;
+}
+
+export interface ErrorReport {
+  maxAbs: number;
+  /** max |got - want| / max |want|: relative to the output's scale, robust to entries near zero. */
+  rel: number;
+  nonFinite: number;
+}
+
+export function compare(got: ArrayLike<number>, want: ArrayLike<number>): ErrorReport {
+  if (got.length < want.length) throw new Error(`got ${got.length} values, want ${want.length}`);
+  let maxAbs = 0;
+  let scale = 0;
+  let nonFinite = 0;
+  for (let i = 0; i < want.length; i++) {
+    if (!Number.isFinite(got[i])) nonFinite++;
+    maxAbs = Math.max(maxAbs, Math.abs(got[i] - want[i]));
+    scale = Math.max(scale, Math.abs(want[i]));
+  }
+  return { maxAbs, rel: nonFinite ? Infinity : maxAbs / Math.max(scale, 1e-30), nonFinite };
+}
+
+let shared: Promise<Gpu> | null = null;
+/** One device per test file (worker), created on first use. */
+export function testGpu(): Promise<Gpu> {
+  shared ??= requestDevice({ label: 'test' });
+  return shared;
+}
+
+/** A storage buffer of n floats filled with NaN: any element a kernel fails to write shows up. */
+export function poisoned(gpu: Gpu, n: number, label = 'poisoned'): GPUBuffer {
+  const b = gpu.createBuffer(n * 4, undefined, label);
+  gpu.fill(b, NaN);
+  return b;
+}
+
+/** Shapes that are not multiples of any tile size. */
+export const AWKWARD = [1, 3, 17, 33, 100, 257];

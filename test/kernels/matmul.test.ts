@@ -1,0 +1,77 @@
+import { describe, expect, it } from 'vitest';
+import { matmul, ShapeError, type MatmulVariant } from '../../src/index.js';
+import { compare, freshSeed, poisoned, randn, rng, testGpu } from '../helpers.js';
+import { matmulRef } from '../reference/matmul.js';
+
+const VARIANTS: MatmulVariant[] = ['tiled', 'direct'];
+
+interface Case {
+  M: number;
+  N: number;
+  K: number;
+  batch?: number;
+  transA?: boolean;
+  transB?: boolean;
+  alpha?: number;
+  accumulate?: boolean;
+  broadcastB?: boolean;
+}
+
+async function check(variant: MatmulVariant, c: Case): Promise<void> {
+  const gpu = await testGpu();
+  const seed = freshSeed();
+  const rand = rng(seed);
+  const batch = c.batch ?? 1;
+  const strideB = c.broadcastB ? 0 : c.K * c.N;
+  const a = randn(batch * c.M * c.K, rand);
+  const b = randn(c.broadcastB ? c.K * c.N : batch * c.K * c.N, rand);
+  const c0 = randn(batch * c.M * c.N, rand);
+  const A = gpu.upload(a, 'A');
+  const B = gpu.upload(b, 'B');
+  // Accumulation reads C, so it starts from random values; otherwise C is poisoned.
+  const C = c.accumulate ? gpu.upload(c0, 'C') : poisoned(gpu, batch * c.M * c.N, 'C');
+  await gpu.run((rec) =>
+    matmul(rec, { a: A, b: B, c: C, M: c.M, N: c.N, K: c.K, batch, strideB, transA: c.transA, transB: c.transB, alpha: c.alpha, accumulate: c.accumulate, variant }),
+  );
+  const got = await gpu.readF32(C);
+  const want = matmulRef({ a, b, c: c0, M: c.M, N: c.N, K: c.K, batch, strideB, transA: c.transA, transB: c.transB, alpha: c.alpha, accumulate: c.accumulate });
+  const err = compare(got, want);
+  expect(err.rel, `seed ${seed} ${variant} ${JSON.stringify(c)} maxAbs ${err.maxAbs}`).toBeLessThan(1e-4);
+  for (const buf of [A, B, C]) gpu.destroyBuffer(buf);
+}
+
+describe.each(VARIANTS)('matmul (%s)', (variant) => {
+  it.each([
+    [1, 1, 1],
+    [3, 17, 33],
+    [17, 3, 100],
+    [33, 100, 17],
+    [100, 33, 257],
+    [65, 64, 63],
+  ])('M=%i N=%i K=%i plain', (M, N, K) => check(variant, { M, N, K }));
+
+  it.each([
+    [false, true],
+    [true, false],
+    [true, true],
+  ])('transA=%s transB=%s at 37x29x53', (transA, transB) => check(variant, { M: 37, N: 29, K: 53, transA, transB }));
+
+  it('batched with scale and accumulate (dW += alpha dY^T X)', () =>
+    check(variant, { M: 19, N: 23, K: 41, batch: 3, transA: true, alpha: 0.37, accumulate: true }));
+
+  it('broadcasts a shared weight across the batch (y = x W^T)', () =>
+    check(variant, { M: 13, N: 31, K: 27, batch: 4, transB: true, broadcastB: true }));
+});
+
+describe('matmul input checks', () => {
+  it('rejects buffers smaller than the shapes say', async () => {
+    const gpu = await testGpu();
+    const A = gpu.createBuffer(4 * 10);
+    const B = gpu.createBuffer(4 * 12);
+    const C = gpu.createBuffer(4 * 6);
+    const rec = gpu.recorder();
+    expect(() => matmul(rec, { a: A, b: B, c: C, M: 2, N: 3, K: 5 })).toThrow(ShapeError);
+    expect(() => matmul(rec, { a: A, b: B, c: C, M: 2, N: 3, K: -1 })).toThrow(ShapeError);
+    expect(() => matmul(rec, { a: A, b: B, c: C, M: 2, N: 3, K: 4, batch: 2 })).toThrow(/needs \d+ elements/);
+  });
+});

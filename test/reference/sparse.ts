@@ -1,0 +1,37 @@
+/** float64 references for shaders/sparse.wgsl. */
+
+// out (nnz) = alpha * sum_t dY (T, N)[t, n] * X (T, K)[t, k] at (n, k) = divmod(idx, K)
+export function sparseGradRef(
+  indices: ArrayLike<number>,
+  dY: ArrayLike<number>,
+  x: ArrayLike<number>,
+  T: number,
+  N: number,
+  K: number,
+  alpha = 1,
+  initial?: ArrayLike<number>,
+): Float64Array {
+  const out = new Float64Array(indices.length);
+  for (let i = 0; i < indices.length; i++) {
+    const n = Math.floor(indices[i] / K);
+    const k = indices[i] % K;
+    let acc = 0;
+    for (let t = 0; t < T; t++) acc += dY[t * N + n] * x[t * K + k];
+    out[i] = alpha * acc + (initial ? initial[i] : 0);
+  }
+  return out;
+}
+
+export function scatterRef(indices: ArrayLike<number>, values: ArrayLike<number>, weight: ArrayLike<number>, add = false): Float64Array {
+  const out = Float64Array.from(weight);
+  for (let i = 0; i < indices.length; i++) out[indices[i]] = (add ? out[indices[i]] : 0) + values[i];
+  return out;
+}
+
+/** A random sorted, unique mask with round(density * size) entries (at least 1). */
+export function randomMask(size: number, density: number, rand: () => number): Uint32Array {
+  const nnz = Math.max(1, Math.min(size, Math.round(size * density)));
+  const chosen = new Set<number>();
+  while (chosen.size < nnz) chosen.add(Math.floor(rand() * size));
+  return Uint32Array.from([...chosen].sort((p, q) => p - q));
+}
