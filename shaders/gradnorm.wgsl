@@ -1,9 +1,10 @@
 // Global gradient norm and the clipping factor that fused AdamW reads from a buffer, so clipping never
 // needs a host round trip. Stage 1 (sumsq_partials) writes one partial sum of squares per workgroup at
 // partials[offset + workgroup]; several tensors can fill disjoint ranges. Stage 2 (clip_factor, one
-// workgroup) sums the partials: out[0] = min(1, maxNorm / (norm + 1e-6)) (1 when maxNorm <= 0),
-// out[1] = norm. This is torch.nn.utils.clip_grad_norm_'s rule.
-struct Params { n: u32, offset: u32, numPartials: u32, maxNorm: f32 }
+// workgroup) sums the partials: norm = scale * sqrt(sum), out[0] = min(1, maxNorm / (norm + 1e-6))
+// (1 when maxNorm <= 0), out[1] = norm. This is torch.nn.utils.clip_grad_norm_'s rule; `scale` is the
+// factor the optimizer applies to the raw gradient sum first (e.g. 1 / accumulation steps).
+struct Params { n: u32, offset: u32, numPartials: u32, maxNorm: f32, scale: f32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -30,7 +31,7 @@ fn sumsq_partials(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nw
 fn clip_factor(@builtin(local_invocation_index) lid: u32) {
   var acc = 0.0;
   for (var i = lid; i < p.numPartials; i += WG) { acc += partials[i]; }
-  let norm = sqrt(wg_sum(lid, acc));
+  let norm = p.scale * sqrt(wg_sum(lid, acc));
   if (lid == 0u) {
     var factor = 1.0;
     if (p.maxNorm > 0.0) { factor = min(1.0, p.maxNorm / (norm + 1e-6)); }

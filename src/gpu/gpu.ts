@@ -72,7 +72,7 @@ export class Gpu {
 
   private lostError: DeviceLostError | null = null;
   private pendingErrors: WebGPUFinetuneError[] = [];
-  private scopeChecks: Promise<void>[] = [];
+  private scopeChecks = new Set<Promise<void>>();
   private uniforms: GPUBuffer | null = null;
   private querySet: GPUQuerySet | null = null;
   private dummy: GPUBuffer | null = null;
@@ -140,11 +140,18 @@ export class Gpu {
     this.memory.peakBytes = this.memory.currentBytes;
   }
 
-  /** Throws the device-lost error or the oldest uncaptured GPU error, if any. */
+  /**
+   * Throws the device-lost error, or the oldest uncaptured GPU error if any. One mistake usually cascades
+   * (invalid bind group, then invalid pass, then invalid command buffer), so the rest are dropped with it.
+   */
   throwIfFailed(): void {
     if (this.lostError) throw this.lostError;
-    const e = this.pendingErrors.shift();
-    if (e) throw e;
+    const [first, ...rest] = this.pendingErrors;
+    this.pendingErrors = [];
+    if (first) {
+      if (rest.length) first.message += ` (followed by ${rest.length} more error${rest.length > 1 ? 's' : ''})`;
+      throw first;
+    }
   }
 
   createBuffer(size: number, usage: number = STORAGE, label = 'buffer'): GPUBuffer {
@@ -217,6 +224,7 @@ export class Gpu {
       const out = staging.getMappedRange(0, Math.ceil(size / 4) * 4).slice(0, size);
       staging.unmap();
       this.pool.release(staging);
+      await Promise.all(this.scopeChecks);
       this.throwIfFailed();
       return out;
     } catch (e) {
@@ -249,19 +257,25 @@ export class Gpu {
   async sync(): Promise<void> {
     this.throwIfFailed();
     await Promise.race([this.device.queue.onSubmittedWorkDone(), this.lost]);
-    const checks = this.scopeChecks;
-    this.scopeChecks = [];
-    await Promise.all(checks);
+    await Promise.all(this.scopeChecks);
     this.throwIfFailed();
   }
 
-  /** Debug mode: a validation scope was pushed before a dispatch; check it without blocking. */
+  /**
+   * Pop the innermost error scope without blocking; its error (only the first inside a scope is kept,
+   * which drops the cascade one mistake causes) is thrown by the next sync() or device call.
+   */
   watchErrorScope(label: string): void {
-    this.scopeChecks.push(
-      this.device.popErrorScope().then((error) => {
-        if (error) this.pendingErrors.push(new GPUValidationFailedError(`${label}: ${error.message}`));
-      }),
+    const check: Promise<void> = this.device.popErrorScope().then(
+      (error) => {
+        this.scopeChecks.delete(check);
+        if (error) this.pendingErrors.push(toTypedError(error, label));
+      },
+      () => {
+        this.scopeChecks.delete(check); // popping fails only once the device is lost, reported elsewhere
+      },
     );
+    this.scopeChecks.add(check);
   }
 
   /** A tiny storage buffer bound where an entry point declares a binding that the chosen mode ignores. */
@@ -333,8 +347,9 @@ export class Gpu {
   }
 }
 
-function toTypedError(error: GPUError): WebGPUFinetuneError {
+function toTypedError(error: GPUError, label?: string): WebGPUFinetuneError {
   const name = (error as { constructor?: { name?: string } }).constructor?.name ?? '';
-  if (name.includes('OutOfMemory')) return new GPUOutOfMemoryError(error.message);
-  return new GPUValidationFailedError(error.message);
+  const message = label ? `${label}: ${error.message}` : error.message;
+  if (name.includes('OutOfMemory')) return new GPUOutOfMemoryError(message);
+  return new GPUValidationFailedError(message);
 }

@@ -114,7 +114,24 @@ export class CommandRecorder {
       device.queue.writeBuffer(uniformBuffer, 0, data);
     }
 
-    const timing = options.timed && gpu.features.timestampQuery ? gpu.timestampQuerySet() : undefined;
+    // Errors of this submission are caught by scopes and thrown by the next sync() or device call.
+    device.pushErrorScope('out-of-memory');
+    device.pushErrorScope('validation');
+    let result: (() => Promise<number | null>) | null = null;
+    try {
+      result = this.encodeAndSubmit(uniformBuffer, options.timed ?? false);
+    } finally {
+      gpu.watchErrorScope('submit');
+      gpu.watchErrorScope('submit');
+    }
+    gpu.noteSubmitted();
+    return result ? result() : Promise.resolve(null);
+  }
+
+  private encodeAndSubmit(uniformBuffer: GPUBuffer | undefined, timed: boolean): (() => Promise<number | null>) | null {
+    const gpu = this.gpu;
+    const device = gpu.device;
+    const timing = timed && gpu.features.timestampQuery ? gpu.timestampQuerySet() : undefined;
     const encoder = device.createCommandEncoder({ label: 'webgpu-finetune batch' });
     let pass: GPUComputePassEncoder | undefined;
     let passCount = 0;
@@ -150,8 +167,7 @@ export class CommandRecorder {
     endPass();
     const result = timing && passCount > 0 ? gpu.resolveTimestamps(encoder, timing) : null;
     device.queue.submit([encoder.finish()]);
-    gpu.noteSubmitted();
-    return result ? result() : Promise.resolve(null);
+    return result;
   }
 
   private lastPassIndex(): number {

@@ -116,9 +116,11 @@ export interface GradNormArgs {
   out: BufferLike;
   /** No clipping (factor 1) when <= 0 or infinite. */
   maxNorm: number;
+  /** The norm is of gradScale * gradients: pass the optimizer's gradScale. Default 1. */
+  gradScale?: number;
 }
 
-export function gradNorm(rec: CommandRecorder, { tensors, partials, out, maxNorm }: GradNormArgs): void {
+export function gradNorm(rec: CommandRecorder, { tensors, partials, out, maxNorm, gradScale = 1 }: GradNormArgs): void {
   const total = gradNormScratchSize(tensors.map((t) => t.n));
   requireElements('gradNorm', 'partials', partials, total);
   requireElements('gradNorm', 'out', out, 2);
@@ -132,7 +134,7 @@ export function gradNorm(rec: CommandRecorder, { tensors, partials, out, maxNorm
       shader: 'gradnorm',
       entryPoint: 'sumsq_partials',
       constants: { WG },
-      uniforms: [u32(t.n), u32(offset), u32(total), f32(max)],
+      uniforms: [u32(t.n), u32(offset), u32(total), f32(max), f32(gradScale)],
       storage: [t.buffer, partials],
       workgroups: [groups],
       label: `gradnorm partials ${t.n}`,
@@ -143,7 +145,7 @@ export function gradNorm(rec: CommandRecorder, { tensors, partials, out, maxNorm
     shader: 'gradnorm',
     entryPoint: 'clip_factor',
     constants: { WG },
-    uniforms: [u32(0), u32(0), u32(total), f32(max)],
+    uniforms: [u32(0), u32(0), u32(total), f32(max), f32(Math.abs(gradScale))],
     storage: [undefined, partials, out],
     workgroups: [1],
     label: 'gradnorm clip factor',

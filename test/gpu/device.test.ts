@@ -1,0 +1,105 @@
+import { describe, expect, it } from 'vitest';
+import {
+  BufferTooLargeError,
+  DeviceLostError,
+  GPUValidationFailedError,
+  detectRuntime,
+  matmul,
+  requestDevice,
+  ShapeError,
+  view,
+  launch1d,
+} from '../../src/index.js';
+import { testGpu } from '../helpers.js';
+
+describe('device', () => {
+  it('reports the runtime, the adapter, real limits and features', async () => {
+    const gpu = await testGpu();
+    const inBrowser = typeof window !== 'undefined';
+    expect(gpu.runtime).toBe(inBrowser ? 'browser' : 'node');
+    expect(detectRuntime()).toBe(gpu.runtime);
+    // The adapter's limits are requested, not WebGPU's defaults (128 MiB bindings, 16 KiB workgroup storage).
+    expect(gpu.limits.maxStorageBufferBindingSize).toBeGreaterThanOrEqual(128 * 1024 * 1024);
+    expect(gpu.limits.maxComputeWorkgroupStorageSize).toBeGreaterThanOrEqual(16 * 1024);
+    expect(typeof gpu.features.timestampQuery).toBe('boolean');
+    expect(gpu.describe()).toMatch(/\((node|browser)/);
+  });
+
+  it('caches pipelines by shader, entry point and constants, never by shape', async () => {
+    const gpu = await testGpu();
+    const a = gpu.createBuffer(4 * 64);
+    const b = gpu.createBuffer(4 * 64);
+    const c = gpu.createBuffer(4 * 64);
+    await gpu.run((rec) => matmul(rec, { a, b, c, M: 2, N: 3, K: 4, variant: 'direct' }));
+    const after = gpu.pipelines.size;
+    await gpu.run((rec) => matmul(rec, { a, b, c, M: 7, N: 5, K: 3, variant: 'direct' }));
+    expect(gpu.pipelines.size).toBe(after);
+    await gpu.run((rec) => matmul(rec, { a, b, c, M: 7, N: 5, K: 3, variant: 'direct', transA: true }));
+    expect(gpu.pipelines.size).toBe(after + 1);
+  });
+
+  it('batches many dispatches into one submission and times it', async () => {
+    const gpu = await testGpu();
+    const a = gpu.upload(new Float32Array(64).fill(1));
+    const c = gpu.createBuffer(4 * 64);
+    const before = gpu.submitCount;
+    const rec = gpu.recorder();
+    for (let i = 0; i < 10; i++) matmul(rec, { a, b: a, c, M: 8, N: 8, K: 8, accumulate: i > 0 });
+    const ms = await rec.submit({ timed: true });
+    await gpu.sync();
+    expect(gpu.submitCount - before).toBe(1);
+    if (gpu.features.timestampQuery) expect(ms === null || ms >= 0).toBe(true);
+    else expect(ms).toBeNull();
+    expect((await gpu.readF32(c))[0]).toBe(80);
+  });
+
+  it('folds large 1-D launches into two dimensions', () => {
+    const fake = { limits: { maxComputeWorkgroupsPerDimension: 65535 } } as never;
+    expect(launch1d(fake, 1000, 256)).toEqual([4, 1]);
+    const [x, y] = launch1d(fake, 65535 * 256 * 3 + 1, 256);
+    expect(x).toBeLessThanOrEqual(65535);
+    expect(x * y * 256).toBeGreaterThanOrEqual(65535 * 256 * 3 + 1);
+  });
+});
+
+describe('bad input and failures', () => {
+  it('refuses buffers over maxBufferSize with a typed error', async () => {
+    const gpu = await testGpu();
+    expect(() => gpu.createBuffer(gpu.limits.maxBufferSize + 4, undefined, 'huge')).toThrow(BufferTooLargeError);
+  });
+
+  it('refuses misaligned views and oversized dispatches', async () => {
+    const gpu = await testGpu();
+    const buf = gpu.createBuffer(4096);
+    const rec = gpu.recorder();
+    expect(() => matmul(rec, { a: view(buf, 4, 64), b: buf, c: buf, M: 2, N: 2, K: 2 })).toThrow(/multiple of 256/);
+    expect(() =>
+      rec.dispatch({ shader: 'reduce', entryPoint: 'reduce_rows', storage: [buf, buf], workgroups: [70000] }),
+    ).toThrow(ShapeError);
+  });
+
+  it('surfaces WebGPU validation errors as typed errors', async () => {
+    const gpu = await testGpu();
+    const ok = gpu.createBuffer(4 * 16);
+    const notStorage = gpu.createBuffer(4 * 16, 0x0008 /* COPY_DST only */, 'not-storage');
+    await expect(gpu.run((rec) => matmul(rec, { a: notStorage, b: ok, c: ok, M: 2, N: 2, K: 2 }))).rejects.toThrow(
+      GPUValidationFailedError,
+    );
+    // The device stays usable afterwards.
+    const out = gpu.createBuffer(4 * 16);
+    await gpu.run((rec) => matmul(rec, { a: ok, b: ok, c: out, M: 1, N: 1, K: 1 }));
+  });
+
+  it('turns a lost device into DeviceLostError for every later call', async () => {
+    const gpu = await requestDevice({ label: 'doomed' });
+    const buf = gpu.upload(new Float32Array([1, 2, 3]));
+    gpu.device.destroy();
+    const lost = await gpu.lost;
+    expect(lost).toBeInstanceOf(DeviceLostError);
+    expect(lost.reason).toBe('destroyed');
+    expect(gpu.isLost).toBe(true);
+    await expect(gpu.read(buf)).rejects.toThrow(DeviceLostError);
+    expect(() => gpu.createBuffer(16)).toThrow(DeviceLostError);
+    expect(() => gpu.recorder().submit()).toThrow(DeviceLostError);
+  });
+});

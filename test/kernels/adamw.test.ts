@@ -1,0 +1,112 @@
+import { describe, expect, it } from 'vitest';
+import { adamwStep, gradNorm, gradNormScratchSize, sparseAdamwStep, sparseGather, ShapeError } from '../../src/index.js';
+import { compare, freshSeed, randn, rng, testGpu } from '../helpers.js';
+import { adamwRef, clipFactorRef } from '../reference/adamw.js';
+import { randomMask } from '../reference/sparse.js';
+
+const HYPER = { lr: 3e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1 };
+
+describe('fused AdamW', () => {
+  it.each([1, 3, 17, 257, 4099])('n=%i, three steps with clipping and a gradient scale', async (n) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const p0 = randn(n, rand);
+    const params = gpu.upload(p0, 'params');
+    const m = gpu.upload(new Float32Array(n), 'm');
+    const v = gpu.upload(new Float32Array(n), 'v');
+    const grads = gpu.createBuffer(n * 4, undefined, 'grads');
+    const partials = gpu.createBuffer(gradNormScratchSize([n]) * 4, undefined, 'partials');
+    const clip = gpu.createBuffer(8, undefined, 'clip');
+    const rp = Float64Array.from(p0);
+    const rm = new Float64Array(n);
+    const rv = new Float64Array(n);
+    const maxNorm = 0.4 * Math.sqrt(n); // clips some steps, not others
+    for (let step = 1; step <= 3; step++) {
+      const g = randn(n, rand, step);
+      gpu.write(grads, g);
+      gpu.fill(clip, NaN);
+      await gpu.run((rec) => {
+        gradNorm(rec, { tensors: [{ buffer: grads, n }], partials, out: clip, maxNorm, gradScale: 0.5 });
+        adamwStep(rec, { params, grads, m, v, clip, n, step, gradScale: 0.5, ...HYPER });
+      });
+      const [factor] = clipFactorRef([Array.from(g, (x) => x * 0.5)], maxNorm);
+      adamwRef(rp, g, rm, rv, { ...HYPER, step, gradScale: 0.5, clip: factor });
+    }
+    for (const [name, buf, want] of [['params', params, rp], ['m', m, rm], ['v', v, rv]] as const) {
+      const err = compare(await gpu.readF32(buf), want);
+      expect(err.rel, `seed ${seed} n ${n} ${name} maxAbs ${err.maxAbs}`).toBeLessThan(1e-4);
+    }
+  });
+
+  it('rejects a non-positive step', async () => {
+    const gpu = await testGpu();
+    const b = gpu.createBuffer(16);
+    expect(() =>
+      adamwStep(gpu.recorder(), { params: b, grads: b, m: b, v: b, clip: b, n: 4, step: 0, lr: 1 }),
+    ).toThrow(ShapeError);
+  });
+});
+
+describe('global gradient norm and clipping factor', () => {
+  it.each([
+    [[1], 1e9],
+    [[3, 17, 100], 1.0],
+    [[70_001, 257, 1], 10.0], // more than 256 workgroups of input: the first stage strides
+    [[33, 5], 0], // maxNorm 0: report the norm, do not clip
+  ])('sizes %j maxNorm %f', async (sizes, maxNorm) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const hosts = sizes.map((n) => randn(n, rand, 0.7));
+    const tensors = hosts.map((h) => ({ buffer: gpu.upload(h, 'g'), n: h.length }));
+    const partials = gpu.createBuffer(gradNormScratchSize(sizes) * 4);
+    const out = gpu.createBuffer(8);
+    gpu.fill(out, NaN);
+    gpu.fill(partials, NaN);
+    await gpu.run((rec) => gradNorm(rec, { tensors, partials, out, maxNorm }));
+    const got = await gpu.readF32(out);
+    const want = clipFactorRef(hosts, maxNorm);
+    expect(compare(got, want).rel, `seed ${seed}`).toBeLessThan(1e-4);
+    if (maxNorm === 0) expect(got[0]).toBe(1);
+  });
+});
+
+describe('sparse AdamW writes the values into the dense weight', () => {
+  it.each([
+    [17, 33, 0.05],
+    [100, 257, 0.01],
+    [3, 3, 1.0],
+  ])('W %ix%i density %f', async (rows, cols, density) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const size = rows * cols;
+    const w0 = randn(size, rand);
+    const mask = randomMask(size, density, rand);
+    const nnz = mask.length;
+    const W = gpu.upload(w0, 'W');
+    const indices = gpu.upload(mask, 'mask');
+    const values = gpu.createBuffer(nnz * 4, undefined, 'values');
+    gpu.fill(values, NaN);
+    const m = gpu.upload(new Float32Array(nnz));
+    const v = gpu.upload(new Float32Array(nnz));
+    const g = randn(nnz, rand);
+    const grads = gpu.upload(g);
+    const clip = gpu.upload(new Float32Array([1, 0]));
+    await gpu.run((rec) => {
+      sparseGather(rec, { indices, nnz, values, weight: W, weightSize: size });
+      sparseAdamwStep(rec, { params: values, grads, m, v, clip, n: nnz, step: 1, indices, weight: W, weightSize: size, ...HYPER });
+    });
+    const rp = Float64Array.from(mask, (i) => w0[i]);
+    adamwRef(rp, g, new Float64Array(nnz), new Float64Array(nnz), { ...HYPER, step: 1 });
+    const wantW = Float64Array.from(w0);
+    mask.forEach((i, k) => (wantW[i] = rp[k]));
+    const gotW = await gpu.readF32(W);
+    expect(compare(gotW, wantW).rel, `seed ${seed}`).toBeLessThan(1e-4);
+    expect(compare(await gpu.readF32(values), rp).rel, `seed ${seed}`).toBeLessThan(1e-4);
+    // Entries outside the mask stay bit-identical.
+    const inMask = new Set(mask);
+    for (let i = 0; i < size; i++) if (!inMask.has(i)) expect(gotW[i]).toBe(w0[i]);
+  });
+});

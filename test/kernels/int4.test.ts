@@ -1,0 +1,93 @@
+import { describe, expect, it } from 'vitest';
+import { dequantizeInt4, int4Bytes, int4Layout, matmulInt4, quantizeInt4, ShapeError, type Gpu, type Int4Weight } from '../../src/index.js';
+import { compare, freshSeed, poisoned, randn, rng, testGpu } from '../helpers.js';
+import { dequantizeInt4Ref, int4Scale, matmulInt4Ref, type PackedInt4 } from '../reference/int4.js';
+
+async function quantized(gpu: Gpu, w: Float32Array, N: number, K: number, groupSize: number) {
+  const layout = int4Layout(N, K, groupSize);
+  const bytes = int4Bytes(layout);
+  const weight: Int4Weight = {
+    layout,
+    qweight: gpu.createBuffer(bytes.qweight, undefined, 'qweight'),
+    scales: gpu.createBuffer(bytes.scales, undefined, 'scales'),
+    zeros: gpu.createBuffer(bytes.zeros, undefined, 'zeros'),
+  };
+  // Poison with all-ones words: every word the quantizer fails to write is detectable.
+  for (const b of [weight.qweight, weight.scales, weight.zeros]) gpu.fill(b as GPUBuffer, 0xffffffff, 'u32');
+  const W = gpu.upload(w, 'W');
+  await gpu.run((rec) => quantizeInt4(rec, { w: W, out: weight }));
+  const packed: PackedInt4 = {
+    N,
+    K,
+    groupSize,
+    qweight: await gpu.readU32(weight.qweight),
+    scales: await gpu.readU32(weight.scales),
+    zeros: await gpu.readU32(weight.zeros),
+  };
+  return { weight, packed };
+}
+
+describe.each([32, 64, 128])('int4 group size %i', (groupSize) => {
+  it.each([
+    [1, 1],
+    [3, 17],
+    [17, 100],
+    [33, 257],
+    [5, 300],
+  ])('N=%i K=%i: packing, exact dequantization, error bound', async (N, K) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const w = randn(N * K, rand, 0.2);
+    if (N * K > 3) w[2] = 0; // exact zeros must survive
+    const { weight, packed } = await quantized(gpu, w, N, K, groupSize);
+    const l = weight.layout;
+    // Padding nibbles past K are zero, and unused scale halves are zero.
+    if (K % 8) for (let n = 0; n < N; n++) expect(packed.qweight[n * l.wordsPerRow + l.wordsPerRow - 1] >>> (4 * (K % 8)), `seed ${seed}`).toBe(0);
+    if (l.groupsPerRow % 2) for (let n = 0; n < N; n++) expect(packed.scales[n * l.scaleWordsPerRow + l.scaleWordsPerRow - 1] >>> 16).toBe(0);
+
+    const out = poisoned(gpu, N * K, 'dequantized');
+    await gpu.run((rec) => dequantizeInt4(rec, { weight, out }));
+    const got = await gpu.readF32(out);
+    const ref = dequantizeInt4Ref(packed);
+    // (q - zero) * f16 scale is exact in f32, so GPU and reference agree bit for bit.
+    expect(compare(got, ref).maxAbs, `seed ${seed}`).toBe(0);
+    // Quantization error: at most half a step, plus the f16 rounding of the scale (15 * 2^-11 steps).
+    for (let n = 0; n < N; n++) {
+      for (let k = 0; k < K; k++) {
+        const s = int4Scale(packed, n, Math.floor(k / groupSize));
+        const err = Math.abs(w[n * K + k] - got[n * K + k]);
+        expect(err, `seed ${seed} n ${n} k ${k} scale ${s}`).toBeLessThanOrEqual(s * (0.5 + 15 * 2 ** -11) + 1e-7);
+      }
+    }
+    if (N * K > 3) expect(got[2]).toBe(0);
+  });
+
+  it.each([
+    [1, 33, 100],
+    [17, 5, 257],
+    [70, 65, 64],
+  ])('fused dequant-matmul M=%i N=%i K=%i', async (M, N, K) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const { weight, packed } = await quantized(gpu, randn(N * K, rand, 0.2), N, K, groupSize);
+    const xh = randn(M * K, rand);
+    const x = gpu.upload(xh, 'x');
+    const y = poisoned(gpu, M * N, 'y');
+    await gpu.run((rec) => matmulInt4(rec, { x, weight, y, M }));
+    const err = compare(await gpu.readF32(y), matmulInt4Ref(xh, packed, M));
+    expect(err.rel, `seed ${seed} maxAbs ${err.maxAbs}`).toBeLessThan(1e-4);
+  });
+});
+
+describe('int4 input checks', () => {
+  it('rejects unsupported group sizes and short buffers', async () => {
+    const gpu = await testGpu();
+    expect(() => int4Layout(4, 64, 48)).toThrow(ShapeError);
+    const layout = int4Layout(4, 64, 32);
+    const small = gpu.createBuffer(4);
+    const weight: Int4Weight = { layout, qweight: small, scales: small, zeros: small };
+    expect(() => quantizeInt4(gpu.recorder(), { w: gpu.createBuffer(4 * 256), out: weight })).toThrow(/qweight needs/);
+  });
+});

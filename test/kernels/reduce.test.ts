@@ -1,0 +1,48 @@
+import { describe, expect, it } from 'vitest';
+import { elementwise, reduceRows, type ElementwiseOp, type ReduceOp } from '../../src/index.js';
+import { compare, freshSeed, poisoned, randn, rng, testGpu } from '../helpers.js';
+import { reduceRowsRef } from '../reference/reduce.js';
+
+describe.each<ReduceOp>(['sum', 'max', 'sumsq'])('reduce rows: %s', (op) => {
+  it.each([
+    [1, 1],
+    [3, 17],
+    [17, 257],
+    [100, 33],
+    [2, 1000],
+  ])('%ix%i', async (rows, cols) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const xh = randn(rows * cols, rand);
+    const x = gpu.upload(xh);
+    const out = poisoned(gpu, rows);
+    await gpu.run((rec) => reduceRows(rec, { x, out, rows, cols, op }));
+    const err = compare(await gpu.readF32(out), reduceRowsRef(xh, rows, cols, op));
+    expect(err.rel, `seed ${seed} maxAbs ${err.maxAbs}`).toBeLessThan(1e-4);
+  });
+});
+
+describe('element-wise updates', () => {
+  const ref: Record<ElementwiseOp, (y: number, x: number, z: number, s0: number, s1: number) => number> = {
+    scale: (y, _x, _z, s0) => s0 * y,
+    axpy: (y, x, _z, s0) => y + s0 * x,
+    addcmul: (y, x, z, s0) => y + s0 * x * z,
+    sqrtAffine: (_y, x, _z, s0, s1) => Math.sqrt(Math.abs(x)) * s0 + s1,
+    addcdiv: (y, x, z, s0) => y + (s0 * x) / z,
+    add: (_y, x, z) => x + z,
+  };
+  it.each(Object.keys(ref) as ElementwiseOp[])('%s over 1031 elements', async (op) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const n = 1031;
+    const yh = randn(n, rand);
+    const xh = op === 'sqrtAffine' ? randn(n, rand).map(Math.abs) : randn(n, rand);
+    const zh = randn(n, rand).map((v) => v + Math.sign(v) * 0.5); // keep divisors away from 0
+    const y = gpu.upload(yh);
+    await gpu.run((rec) => elementwise(rec, { op, y, x: gpu.upload(xh), z: gpu.upload(zh), n, s0: 0.3, s1: -1.5 }));
+    const want = Array.from(yh, (v, i) => ref[op](v, xh[i], zh[i], 0.3, -1.5));
+    expect(compare(await gpu.readF32(y), want).rel, `seed ${seed}`).toBeLessThan(1e-4);
+  });
+});
