@@ -159,3 +159,41 @@ fn matmul_int4(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) 
     }
   }
 }
+
+// Barrier-free variant: each invocation owns one row m of Y and four consecutive columns n, and walks K
+// one packed word (8 values) at a time with the scale applied once per word. The shape for decoding
+// (M = 1) and for CPU implementations, where barriers are costly.
+fn dot8(word: u32, x0: vec4f, x1: vec4f, zero: f32) -> f32 {
+  let q0 = vec4f(f32(word & 15u), f32((word >> 4u) & 15u), f32((word >> 8u) & 15u), f32((word >> 12u) & 15u));
+  let q1 = vec4f(f32((word >> 16u) & 15u), f32((word >> 20u) & 15u), f32((word >> 24u) & 15u), f32(word >> 28u));
+  return dot(q0 - zero, x0) + dot(q1 - zero, x1);
+}
+
+fn x_at(m: u32, k: u32) -> f32 {
+  // Past K the packed nibbles are padding: multiply them by 0 (branch-free, index kept in bounds).
+  return select(0.0, X[m * p.K + min(k, p.K - 1u)], k < p.K);
+}
+
+@compute @workgroup_size(16, 4)
+fn matmul_int4_direct(@builtin(global_invocation_id) gid: vec3u) {
+  let m = gid.y;
+  let n0 = gid.x * 4u;
+  if (m >= p.M || n0 >= p.N) { return; }
+  let kw = words_per_row();
+  var rows: array<u32, 4>;
+  for (var j = 0u; j < 4u; j++) { rows[j] = min(n0 + j, p.N - 1u); }
+  var acc = vec4f(0.0);
+  for (var w = 0u; w < kw; w++) {
+    let k = w * 8u;
+    let g = k / p.G;
+    let x0 = vec4f(x_at(m, k), x_at(m, k + 1u), x_at(m, k + 2u), x_at(m, k + 3u));
+    let x1 = vec4f(x_at(m, k + 4u), x_at(m, k + 5u), x_at(m, k + 6u), x_at(m, k + 7u));
+    acc[0] = fma(scale_of(rows[0], g), dot8(qweight[rows[0] * kw + w], x0, x1, zero_of(rows[0], g)), acc[0]);
+    acc[1] = fma(scale_of(rows[1], g), dot8(qweight[rows[1] * kw + w], x0, x1, zero_of(rows[1], g)), acc[1]);
+    acc[2] = fma(scale_of(rows[2], g), dot8(qweight[rows[2] * kw + w], x0, x1, zero_of(rows[2], g)), acc[2]);
+    acc[3] = fma(scale_of(rows[3], g), dot8(qweight[rows[3] * kw + w], x0, x1, zero_of(rows[3], g)), acc[3]);
+  }
+  for (var j = 0u; j < 4u; j++) {
+    if (n0 + j < p.N) { Y[m * p.N + n0 + j] = acc[j]; }
+  }
+}

@@ -75,7 +75,10 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id)
       let ar = kk * BM + lid.y * TM;
       let br = kk * BN + lid.x * TN;
       let bv = vec4f(Bs[br], Bs[br + 1u], Bs[br + 2u], Bs[br + 3u]);
-      for (var i = 0u; i < TM; i++) { acc[i] = fma(vec4f(As[ar + i]), bv, acc[i]); }
+      acc[0] = fma(vec4f(As[ar]), bv, acc[0]);
+      acc[1] = fma(vec4f(As[ar + 1u]), bv, acc[1]);
+      acc[2] = fma(vec4f(As[ar + 2u]), bv, acc[2]);
+      acc[3] = fma(vec4f(As[ar + 3u]), bv, acc[3]);
     }
     workgroupBarrier();
   }
@@ -90,6 +93,17 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id)
 // CPU implementations (SwiftShader), where barriers are costly and caches do the staging.
 const DWG = 8u; // 8x8 invocations, a 32x32 tile of C per workgroup
 
+// One rank-1 update of the 4x4 block at k, written out so no inner loop is left to the compiler.
+fn step_k(acc: array<vec4f, 4>, am: array<u32, 4>, bn: array<u32, 4>, k: u32, ak: u32, bk: u32) -> array<vec4f, 4> {
+  let bv = vec4f(B[bn[0] + k * bk], B[bn[1] + k * bk], B[bn[2] + k * bk], B[bn[3] + k * bk]);
+  return array<vec4f, 4>(
+    fma(vec4f(A[am[0] + k * ak]), bv, acc[0]),
+    fma(vec4f(A[am[1] + k * ak]), bv, acc[1]),
+    fma(vec4f(A[am[2] + k * ak]), bv, acc[2]),
+    fma(vec4f(A[am[3] + k * ak]), bv, acc[3]),
+  );
+}
+
 @compute @workgroup_size(DWG, DWG)
 fn matmul_direct(@builtin(global_invocation_id) gid: vec3u) {
   let aBase = gid.z * p.strideA;
@@ -97,11 +111,31 @@ fn matmul_direct(@builtin(global_invocation_id) gid: vec3u) {
   let m0 = gid.y * TM;
   let n0 = gid.x * TN;
   if (m0 >= p.M || n0 >= p.N) { return; }
-  var acc: array<vec4f, TM>;
-  for (var k = 0u; k < p.K; k++) {
-    let bv = vec4f(b_at(bBase, k, n0), b_at(bBase, k, n0 + 1u), b_at(bBase, k, n0 + 2u), b_at(bBase, k, n0 + 3u));
-    for (var i = 0u; i < TM; i++) { acc[i] = fma(vec4f(a_at(aBase, m0 + i, k)), bv, acc[i]); }
+  // Rows and columns past the edge are clamped rather than branched on: they read valid memory and
+  // their results are never stored. Branch-free inner loops matter on SIMD-across-invocations CPUs.
+  var am: array<u32, TM>;
+  var bn: array<u32, TN>;
+  for (var i = 0u; i < TM; i++) {
+    let m = min(m0 + i, p.M - 1u);
+    if (TRANS_A) { am[i] = aBase + m; } else { am[i] = aBase + m * p.K; }
   }
+  for (var j = 0u; j < TN; j++) {
+    let n = min(n0 + j, p.N - 1u);
+    if (TRANS_B) { bn[j] = bBase + n * p.K; } else { bn[j] = bBase + n; }
+  }
+  // Step between consecutive k for each operand.
+  let ak = select(1u, p.M, TRANS_A);
+  let bk = select(p.N, 1u, TRANS_B);
+  var acc: array<vec4f, TM>;
+  var k = 0u;
+  // Unrolled by 4: loop overhead is significant for JIT compilers of CPU implementations.
+  for (; k + 4u <= p.K; k += 4u) {
+    acc = step_k(acc, am, bn, k, ak, bk);
+    acc = step_k(acc, am, bn, k + 1u, ak, bk);
+    acc = step_k(acc, am, bn, k + 2u, ak, bk);
+    acc = step_k(acc, am, bn, k + 3u, ak, bk);
+  }
+  for (; k < p.K; k++) { acc = step_k(acc, am, bn, k, ak, bk); }
   let cBase = gid.z * p.strideC;
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN; j++) { store(cBase, m0 + i, n0 + j, acc[i][j]); }

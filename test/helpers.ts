@@ -1,5 +1,5 @@
 /** Shared test utilities: seeded randomness (seed printed on failure), GPU setup, error metrics. */
-import { requestDevice, type Gpu } from '../src/index.js';
+import { requestDevice, type Gpu, type GpuTuning } from '../src/index.js';
 
 /** mulberry32: small, fast, good enough for test data. */
 export function rng(seed: number): () => number {
@@ -47,12 +47,20 @@ export function compare(got: ArrayLike<number>, want: ArrayLike<number>): ErrorR
   return { maxAbs, rel: nonFinite ? Infinity : maxAbs / Math.max(scale, 1e-30), nonFinite };
 }
 
-let shared: Promise<Gpu> | null = null;
-/** One device per test file (worker), created on first use. */
-export function testGpu(): Promise<Gpu> {
-  shared ??= requestDevice({ label: 'test' });
-  return shared;
+const shared = new Map<string, Promise<Gpu>>();
+/**
+ * One device per test file (worker) and tuning, created on first use. Tests pass each tuning profile
+ * explicitly so the GPU choices are exercised on CPU implementations too, and vice versa.
+ */
+export function testGpu(tuning?: Partial<GpuTuning>): Promise<Gpu> {
+  const key = JSON.stringify(tuning ?? {});
+  let gpu = shared.get(key);
+  if (!gpu) shared.set(key, (gpu = requestDevice({ label: 'test', tuning })));
+  return gpu;
 }
+
+/** Both reduction profiles: the CPU one (4 invocations) and the GPU one (256). */
+export const REDUCTION_SIZES = [4, 256];
 
 /** A storage buffer of n floats filled with NaN: any element a kernel fails to write shows up. */
 export function poisoned(gpu: Gpu, n: number, label = 'poisoned'): GPUBuffer {

@@ -4,7 +4,7 @@
  * package, imported lazily so browser bundles never see it).
  */
 import { WebGPUUnavailableError } from '../errors.js';
-import { Gpu } from './gpu.js';
+import { Gpu, type GpuTuning } from './gpu.js';
 
 export type Runtime = 'browser' | 'node';
 
@@ -19,6 +19,8 @@ export interface RequestDeviceOptions {
   debug?: boolean;
   /** Label prefix for every GPU object this device creates. */
   label?: string;
+  /** Override the kernel choices made for this kind of device. */
+  tuning?: Partial<GpuTuning>;
 }
 
 /** SwiftShader's Vulkan driver as shipped by Debian's `chromium` package: the CPU fallback on GPU-less machines. */

@@ -1,7 +1,7 @@
 export { requestDevice, detectRuntime, SWIFTSHADER_ICD } from './device.js';
 export type { RequestDeviceOptions, Runtime } from './device.js';
-export { Gpu } from './gpu.js';
-export type { GpuFeatures, GpuLimits, AdapterDescription, MemoryStats } from './gpu.js';
+export { Gpu, defaultTuning } from './gpu.js';
+export type { GpuTuning, GpuFeatures, GpuLimits, AdapterDescription, MemoryStats } from './gpu.js';
 export { asView, view, BufferPool, STORAGE, alignUp } from './buffers.js';
 export type { BufferLike, TensorView } from './buffers.js';
 export { CommandRecorder, u32, i32, f32 } from './recorder.js';

@@ -98,8 +98,9 @@ export function sparseAdamwStep(rec: CommandRecorder, a: SparseAdamWStepArgs): v
 /** At most this many workgroups (partial sums) per tensor in the first stage of the norm. */
 export const MAX_NORM_PARTIALS = 256;
 
+/** Partial sums for a tensor of n elements: one per 256 elements up to the cap, whatever the workgroup size. */
 export function normPartials(n: number): number {
-  return Math.max(1, Math.min(MAX_NORM_PARTIALS, Math.ceil(n / WG)));
+  return Math.max(1, Math.min(MAX_NORM_PARTIALS, Math.ceil(n / 256)));
 }
 
 /** Floats needed for the partials buffer of gradNorm over tensors of these sizes. */
@@ -133,7 +134,7 @@ export function gradNorm(rec: CommandRecorder, { tensors, partials, out, maxNorm
     rec.dispatch({
       shader: 'gradnorm',
       entryPoint: 'sumsq_partials',
-      constants: { WG },
+      constants: { WG: rec.gpu.tuning.reductionWorkgroupSize },
       uniforms: [u32(t.n), u32(offset), u32(total), f32(max), f32(gradScale)],
       storage: [t.buffer, partials],
       workgroups: [groups],
@@ -144,7 +145,7 @@ export function gradNorm(rec: CommandRecorder, { tensors, partials, out, maxNorm
   rec.dispatch({
     shader: 'gradnorm',
     entryPoint: 'clip_factor',
-    constants: { WG },
+    constants: { WG: rec.gpu.tuning.reductionWorkgroupSize },
     uniforms: [u32(0), u32(0), u32(total), f32(max), f32(Math.abs(gradScale))],
     storage: [undefined, partials, out],
     workgroups: [1],

@@ -7,6 +7,7 @@ import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { u32 } from '../gpu/recorder.js';
 import { launch1d, requireDims, requireElements } from './common.js';
+import type { MatmulVariant } from './matmul.js';
 
 export const INT4_GROUP_SIZES = [32, 64, 128] as const;
 export type Int4GroupSize = (typeof INT4_GROUP_SIZES)[number];
@@ -105,19 +106,21 @@ export function dequantizeInt4(rec: CommandRecorder, { weight, out }: { weight: 
 /** y [M, N] = x [M, K] @ dequant(W)^T. */
 export function matmulInt4(
   rec: CommandRecorder,
-  { x, weight, y, M }: { x: BufferLike; weight: Int4Weight; y: BufferLike; M: number },
+  { x, weight, y, M, variant }: { x: BufferLike; weight: Int4Weight; y: BufferLike; M: number; variant?: MatmulVariant },
 ): void {
   const l = weight.layout;
   requireDims('matmulInt4', { M });
   requirePacked('matmulInt4', weight);
   requireElements('matmulInt4', 'x', x, M * l.K);
   requireElements('matmulInt4', 'y', y, M * l.N);
+  // Tiles of 64 rows waste most of their work when M is small (decoding), so small M goes direct.
+  const v = variant ?? (rec.gpu.tuning.matmulVariant === 'direct' || M < 16 ? 'direct' : 'tiled');
   rec.dispatch({
     shader: 'int4',
-    entryPoint: 'matmul_int4',
+    entryPoint: v === 'tiled' ? 'matmul_int4' : 'matmul_int4_direct',
     uniforms: params(M, l),
     storage: [undefined, weight.qweight, weight.scales, weight.zeros, y, x],
-    workgroups: [Math.ceil(l.N / 64), Math.ceil(M / 64)],
-    label: `matmul_int4 ${M}x${l.N}x${l.K}`,
+    workgroups: v === 'tiled' ? [Math.ceil(l.N / 64), Math.ceil(M / 64)] : [Math.ceil(l.N / 64), Math.ceil(M / 4)],
+    label: `matmul_int4 ${v} ${M}x${l.N}x${l.K}`,
   });
 }

@@ -26,12 +26,8 @@ export interface MatmulArgs {
   strideA?: number;
   strideB?: number;
   strideC?: number;
-  /** Default: 'direct' on CPU implementations, 'tiled' on GPUs (see bench:kernels). */
+  /** Default: the device's tuning (see GpuTuning and bench:kernels). */
   variant?: MatmulVariant;
-}
-
-export function defaultMatmulVariant(isSoftware: boolean): MatmulVariant {
-  return isSoftware ? 'direct' : 'tiled';
 }
 
 export function matmul(rec: CommandRecorder, args: MatmulArgs): void {
@@ -44,7 +40,7 @@ export function matmul(rec: CommandRecorder, args: MatmulArgs): void {
   requireElements('matmul', 'A', args.a, (batch - 1) * strideA + M * K);
   requireElements('matmul', 'B', args.b, (batch - 1) * strideB + K * N);
   requireElements('matmul', 'C', args.c, (batch - 1) * strideC + M * N);
-  const variant = args.variant ?? defaultMatmulVariant(rec.gpu.adapter.isSoftware);
+  const variant = args.variant ?? rec.gpu.tuning.matmulVariant;
   const tile = variant === 'tiled' ? 64 : 32;
   rec.dispatch({
     shader: 'matmul',

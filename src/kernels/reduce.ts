@@ -6,7 +6,6 @@ import { launch1d, requireDims, requireElements } from './common.js';
 
 export type ReduceOp = 'sum' | 'max' | 'sumsq';
 const OPS: Record<ReduceOp, number> = { sum: 0, max: 1, sumsq: 2 };
-const WG = 256;
 
 export interface ReduceRowsArgs {
   x: BufferLike;
@@ -23,7 +22,7 @@ export function reduceRows(rec: CommandRecorder, { x, out, rows, cols, op }: Red
   rec.dispatch({
     shader: 'reduce',
     entryPoint: 'reduce_rows',
-    constants: { OP: OPS[op], WG },
+    constants: { OP: OPS[op], WG: rec.gpu.tuning.reductionWorkgroupSize },
     uniforms: [u32(rows), u32(cols)],
     storage: [x, out],
     // one workgroup per row, folded like a 1-D launch of `rows` workgroups of size 1

@@ -64,10 +64,13 @@ describe.each([32, 64, 128])('int4 group size %i', (groupSize) => {
   });
 
   it.each([
-    [1, 33, 100],
-    [17, 5, 257],
-    [70, 65, 64],
-  ])('fused dequant-matmul M=%i N=%i K=%i', async (M, N, K) => {
+    [1, 33, 100, 'direct'],
+    [17, 5, 257, 'direct'],
+    [70, 65, 64, 'direct'],
+    [1, 33, 100, 'tiled'],
+    [17, 5, 257, 'tiled'],
+    [70, 65, 64, 'tiled'],
+  ] as const)('fused dequant-matmul M=%i N=%i K=%i (%s)', async (M, N, K, variant) => {
     const gpu = await testGpu();
     const seed = freshSeed();
     const rand = rng(seed);
@@ -75,7 +78,7 @@ describe.each([32, 64, 128])('int4 group size %i', (groupSize) => {
     const xh = randn(M * K, rand);
     const x = gpu.upload(xh, 'x');
     const y = poisoned(gpu, M * N, 'y');
-    await gpu.run((rec) => matmulInt4(rec, { x, weight, y, M }));
+    await gpu.run((rec) => matmulInt4(rec, { x, weight, y, M, variant }));
     const err = compare(await gpu.readF32(y), matmulInt4Ref(xh, packed, M));
     expect(err.rel, `seed ${seed} maxAbs ${err.maxAbs}`).toBeLessThan(1e-4);
   });

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { elementwise, reduceRows, type ElementwiseOp, type ReduceOp } from '../../src/index.js';
-import { compare, freshSeed, poisoned, randn, rng, testGpu } from '../helpers.js';
+import { compare, freshSeed, poisoned, randn, REDUCTION_SIZES, rng, testGpu } from '../helpers.js';
 import { reduceRowsRef } from '../reference/reduce.js';
 
-describe.each<ReduceOp>(['sum', 'max', 'sumsq'])('reduce rows: %s', (op) => {
+describe.each(REDUCTION_SIZES.flatMap((wg) => (['sum', 'max', 'sumsq'] as ReduceOp[]).map((op) => [op, wg] as const)))('reduce rows: %s, workgroup %i', (op, wg) => {
   it.each([
     [1, 1],
     [3, 17],
@@ -11,7 +11,7 @@ describe.each<ReduceOp>(['sum', 'max', 'sumsq'])('reduce rows: %s', (op) => {
     [100, 33],
     [2, 1000],
   ])('%ix%i', async (rows, cols) => {
-    const gpu = await testGpu();
+    const gpu = await testGpu({ reductionWorkgroupSize: wg });
     const seed = freshSeed();
     const rand = rng(seed);
     const xh = randn(rows * cols, rand);
