@@ -160,40 +160,73 @@ fn matmul_int4(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) 
   }
 }
 
-// Barrier-free variant: each invocation owns one row m of Y and four consecutive columns n, and walks K
-// one packed word (8 values) at a time with the scale applied once per word. The shape for decoding
-// (M = 1) and for CPU implementations, where barriers are costly.
-fn dot8(word: u32, x0: vec4f, x1: vec4f, zero: f32) -> f32 {
-  let q0 = vec4f(f32(word & 15u), f32((word >> 4u) & 15u), f32((word >> 8u) & 15u), f32((word >> 12u) & 15u));
-  let q1 = vec4f(f32((word >> 16u) & 15u), f32((word >> 20u) & 15u), f32((word >> 24u) & 15u), f32(word >> 28u));
-  return dot(q0 - zero, x0) + dot(q1 - zero, x1);
+// Barrier-free variant: each invocation owns ROWS rows of Y (4, or 1 when decoding) and four columns,
+// walks K group by group (scales and zero points loaded once per group) and word by word, unpacking each
+// weight word once for all its rows. For decoding (M = 1) and for CPU implementations, where barriers
+// are costly.
+override ROWS: u32 = 4;
+
+// The 8 values of a packed word minus the zero point, as two vec4s.
+fn unpack8(word: u32, zero: f32) -> array<vec4f, 2> {
+  return array<vec4f, 2>(
+    vec4f(f32(word & 15u), f32((word >> 4u) & 15u), f32((word >> 8u) & 15u), f32((word >> 12u) & 15u)) - zero,
+    vec4f(f32((word >> 16u) & 15u), f32((word >> 20u) & 15u), f32((word >> 24u) & 15u), f32(word >> 28u)) - zero,
+  );
 }
 
-fn x_at(m: u32, k: u32) -> f32 {
+fn x_at(row: u32, k: u32) -> f32 {
   // Past K the packed nibbles are padding: multiply them by 0 (branch-free, index kept in bounds).
-  return select(0.0, X[m * p.K + min(k, p.K - 1u)], k < p.K);
+  return select(0.0, X[row * p.K + min(k, p.K - 1u)], k < p.K);
+}
+
+// One row of X (8 values from k) against the unpacked words of four weight rows.
+fn row_dots(row: u32, k: u32, q0: array<vec4f, 2>, q1: array<vec4f, 2>, q2: array<vec4f, 2>, q3: array<vec4f, 2>) -> vec4f {
+  let x0 = vec4f(x_at(row, k), x_at(row, k + 1u), x_at(row, k + 2u), x_at(row, k + 3u));
+  let x1 = vec4f(x_at(row, k + 4u), x_at(row, k + 5u), x_at(row, k + 6u), x_at(row, k + 7u));
+  return vec4f(
+    dot(q0[0], x0) + dot(q0[1], x1),
+    dot(q1[0], x0) + dot(q1[1], x1),
+    dot(q2[0], x0) + dot(q2[1], x1),
+    dot(q3[0], x0) + dot(q3[1], x1),
+  );
 }
 
 @compute @workgroup_size(16, 4)
 fn matmul_int4_direct(@builtin(global_invocation_id) gid: vec3u) {
-  let m = gid.y;
+  let m0 = gid.y * ROWS;
   let n0 = gid.x * 4u;
-  if (m >= p.M || n0 >= p.N) { return; }
+  if (m0 >= p.M || n0 >= p.N) { return; }
   let kw = words_per_row();
-  var rows: array<u32, 4>;
-  for (var j = 0u; j < 4u; j++) { rows[j] = min(n0 + j, p.N - 1u); }
-  var acc = vec4f(0.0);
-  for (var w = 0u; w < kw; w++) {
-    let k = w * 8u;
-    let g = k / p.G;
-    let x0 = vec4f(x_at(m, k), x_at(m, k + 1u), x_at(m, k + 2u), x_at(m, k + 3u));
-    let x1 = vec4f(x_at(m, k + 4u), x_at(m, k + 5u), x_at(m, k + 6u), x_at(m, k + 7u));
-    acc[0] = fma(scale_of(rows[0], g), dot8(qweight[rows[0] * kw + w], x0, x1, zero_of(rows[0], g)), acc[0]);
-    acc[1] = fma(scale_of(rows[1], g), dot8(qweight[rows[1] * kw + w], x0, x1, zero_of(rows[1], g)), acc[1]);
-    acc[2] = fma(scale_of(rows[2], g), dot8(qweight[rows[2] * kw + w], x0, x1, zero_of(rows[2], g)), acc[2]);
-    acc[3] = fma(scale_of(rows[3], g), dot8(qweight[rows[3] * kw + w], x0, x1, zero_of(rows[3], g)), acc[3]);
+  let ng = groups_per_row();
+  let wordsPerGroup = p.G / 8u;
+  var cols: array<u32, 4>;
+  for (var j = 0u; j < 4u; j++) { cols[j] = min(n0 + j, p.N - 1u); }
+  var acc: array<vec4f, 4>; // acc[i][j]: row m0 + i, column n0 + j
+  for (var g = 0u; g < ng; g++) {
+    let s = vec4f(scale_of(cols[0], g), scale_of(cols[1], g), scale_of(cols[2], g), scale_of(cols[3], g));
+    let z = vec4f(zero_of(cols[0], g), zero_of(cols[1], g), zero_of(cols[2], g), zero_of(cols[3], g));
+    // Explicit initializer: SwiftShader was seen to keep the previous iteration's values otherwise.
+    var part = array<vec4f, 4>(vec4f(0.0), vec4f(0.0), vec4f(0.0), vec4f(0.0));
+    let wEnd = min(kw, (g + 1u) * wordsPerGroup);
+    for (var w = g * wordsPerGroup; w < wEnd; w++) {
+      let q0 = unpack8(qweight[cols[0] * kw + w], z[0]);
+      let q1 = unpack8(qweight[cols[1] * kw + w], z[1]);
+      let q2 = unpack8(qweight[cols[2] * kw + w], z[2]);
+      let q3 = unpack8(qweight[cols[3] * kw + w], z[3]);
+      let k = w * 8u;
+      // Written out for ROWS = 4: CPU JIT compilers do not unroll this loop themselves.
+      part[0] += row_dots(min(m0, p.M - 1u), k, q0, q1, q2, q3);
+      if (ROWS == 4u) {
+        part[1] += row_dots(min(m0 + 1u, p.M - 1u), k, q0, q1, q2, q3);
+        part[2] += row_dots(min(m0 + 2u, p.M - 1u), k, q0, q1, q2, q3);
+        part[3] += row_dots(min(m0 + 3u, p.M - 1u), k, q0, q1, q2, q3);
+      }
+    }
+    for (var i = 0u; i < ROWS; i++) { acc[i] = fma(part[i], s, acc[i]); }
   }
-  for (var j = 0u; j < 4u; j++) {
-    if (n0 + j < p.N) { Y[m * p.N + n0 + j] = acc[j]; }
+  for (var i = 0u; i < ROWS; i++) {
+    for (var j = 0u; j < 4u; j++) {
+      if (m0 + i < p.M && n0 + j < p.N) { Y[(m0 + i) * p.N + n0 + j] = acc[i][j]; }
+    }
   }
 }

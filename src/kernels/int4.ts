@@ -115,12 +115,14 @@ export function matmulInt4(
   requireElements('matmulInt4', 'y', y, M * l.N);
   // Tiles of 64 rows waste most of their work when M is small (decoding), so small M goes direct.
   const v = variant ?? (rec.gpu.tuning.matmulVariant === 'direct' || M < 16 ? 'direct' : 'tiled');
+  const rows = M < 4 ? 1 : 4;
   rec.dispatch({
     shader: 'int4',
     entryPoint: v === 'tiled' ? 'matmul_int4' : 'matmul_int4_direct',
+    constants: v === 'tiled' ? {} : { ROWS: rows },
     uniforms: params(M, l),
     storage: [undefined, weight.qweight, weight.scales, weight.zeros, y, x],
-    workgroups: v === 'tiled' ? [Math.ceil(l.N / 64), Math.ceil(M / 64)] : [Math.ceil(l.N / 64), Math.ceil(M / 4)],
+    workgroups: v === 'tiled' ? [Math.ceil(l.N / 64), Math.ceil(M / 64)] : [Math.ceil(l.N / 64), Math.ceil(M / (4 * rows))],
     label: `matmul_int4 ${v} ${M}x${l.N}x${l.K}`,
   });
 }
