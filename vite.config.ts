@@ -23,6 +23,7 @@ const testTimeout = 120_000;
 
 export default defineConfig({
   test: {
+    reporters: ['default', './test/summary-reporter.ts'],
     projects: [
       {
         test: {
