@@ -12,14 +12,22 @@
 @group(0) @binding(5) var<storage, read> clip: array<f32>;
 
 override WG: u32 = 256;
+// Elements per invocation, strided by the launch size so neighbouring invocations touch neighbouring
+// elements. More than 1 amortizes the per-invocation cost of CPU implementations.
+override PER: u32 = 1;
 
 @compute @workgroup_size(WG)
 fn adamw_step(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
               @builtin(local_invocation_index) lid: u32) {
-  let i = flat_index(wid, nwg, lid, WG);
-  if (i >= o.n) { return; }
-  let r = adamw_update(o, params[i], grads[i], m[i], v[i], clip[0]);
-  params[i] = r.x;
-  m[i] = r.y;
-  v[i] = r.z;
+  let first = flat_index(wid, nwg, lid, WG);
+  let stride = nwg.x * nwg.y * WG;
+  let scale = clip[0];
+  for (var e = 0u; e < PER; e++) {
+    let i = first + e * stride;
+    if (i >= o.n) { return; }
+    let r = adamw_update(o, params[i], grads[i], m[i], v[i], scale);
+    params[i] = r.x;
+    m[i] = r.y;
+    v[i] = r.z;
+  }
 }

@@ -14,20 +14,26 @@ struct Params { n: u32, s0: f32, s1: f32 }
 
 override WG: u32 = 256;
 override OP: u32 = 0;
+// Elements per invocation, strided by the launch size (see adamw.wgsl).
+override PER: u32 = 1;
 
 // #include lib/flat_index.wgsl
 
 @compute @workgroup_size(WG)
 fn elementwise(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                @builtin(local_invocation_index) lid: u32) {
-  let i = flat_index(wid, nwg, lid, WG);
-  if (i >= p.n) { return; }
-  switch (OP) {
-    case 0u: { y[i] = p.s0 * y[i]; }
-    case 1u: { y[i] = fma(p.s0, x[i], y[i]); }
-    case 2u: { y[i] = y[i] + p.s0 * x[i] * z[i]; }
-    case 3u: { y[i] = sqrt(x[i]) * p.s0 + p.s1; }
-    case 4u: { y[i] = y[i] + p.s0 * x[i] / z[i]; }
-    default: { y[i] = x[i] + z[i]; }
+  let first = flat_index(wid, nwg, lid, WG);
+  let stride = nwg.x * nwg.y * WG;
+  for (var e = 0u; e < PER; e++) {
+    let i = first + e * stride;
+    if (i >= p.n) { return; }
+    switch (OP) {
+      case 0u: { y[i] = p.s0 * y[i]; }
+      case 1u: { y[i] = fma(p.s0, x[i], y[i]); }
+      case 2u: { y[i] = y[i] + p.s0 * x[i] * z[i]; }
+      case 3u: { y[i] = sqrt(x[i]) * p.s0 + p.s1; }
+      case 4u: { y[i] = y[i] + p.s0 * x[i] / z[i]; }
+      default: { y[i] = x[i] + z[i]; }
+    }
   }
 }

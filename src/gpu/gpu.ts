@@ -50,20 +50,23 @@ export interface AdapterDescription {
 /**
  * Per-device kernel choices. CPU implementations (SwiftShader) run a workgroup's invocations as
  * coroutines on SIMD lanes, so barriers are very expensive and shared-memory tiling does not pay:
- * measured there, a 4-invocation tree reduction runs ~20x faster than a 256-invocation one and the
- * barrier-free 'direct' matmul ~2x faster than the tiled one. GPUs want the opposite.
+ * measured there, a 4-invocation tree reduction runs ~20x faster than a 256-invocation one, the
+ * barrier-free 'direct' matmul ~2x faster than the tiled one, and element-wise kernels ~2x faster with
+ * 8 elements per invocation. GPUs want the opposite.
  */
 export interface GpuTuning {
   /** Matmul family variant: 'tiled' (workgroup-memory tiles) or 'direct' (registers only). */
   matmulVariant: 'tiled' | 'direct';
   /** Workgroup size of kernels built on workgroup tree reductions (a power of two). */
   reductionWorkgroupSize: number;
+  /** Elements each invocation of an element-wise kernel (AdamW, element-wise ops) handles. */
+  elementsPerInvocation: number;
 }
 
 export function defaultTuning(isSoftware: boolean): GpuTuning {
   return isSoftware
-    ? { matmulVariant: 'direct', reductionWorkgroupSize: 4 }
-    : { matmulVariant: 'tiled', reductionWorkgroupSize: 256 };
+    ? { matmulVariant: 'direct', reductionWorkgroupSize: 4, elementsPerInvocation: 8 }
+    : { matmulVariant: 'tiled', reductionWorkgroupSize: 256, elementsPerInvocation: 1 };
 }
 
 export interface MemoryStats {

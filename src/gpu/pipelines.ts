@@ -26,6 +26,7 @@ function numericConstants(constants: Constants | undefined): Record<string, numb
 export class PipelineCache {
   private modules = new Map<string, GPUShaderModule>();
   private pipelines = new Map<string, GPUComputePipeline>();
+  private compiling = new Map<string, Promise<GPUShaderModule>>();
 
   constructor(
     private readonly device: GPUDevice,
@@ -67,12 +68,7 @@ export class PipelineCache {
       ids.map(async (id) => {
         const key = pipelineKey(id);
         if (this.pipelines.has(key)) return;
-        const module = this.module(id.shader);
-        const info = await module.getCompilationInfo();
-        const errors = info.messages.filter((m) => m.type === 'error');
-        if (errors.length) {
-          throw new Error(`${id.shader}: ${errors.map((e) => `${e.lineNum}:${e.linePos} ${e.message}`).join('; ')}`);
-        }
+        const module = await this.checkedModule(id.shader);
         const p = await this.device.createComputePipelineAsync({
           label: key,
           layout: 'auto',
@@ -81,5 +77,33 @@ export class PipelineCache {
         this.pipelines.set(key, p);
       }),
     );
+  }
+
+  /** The shader module, compiled inside an error scope so a broken shader rejects here, with line numbers. */
+  private checkedModule(shader: string): Promise<GPUShaderModule> {
+    const cached = this.modules.get(shader);
+    if (cached) return Promise.resolve(cached);
+    // Concurrent warm-ups of one shader share a single compilation.
+    let pending = this.compiling.get(shader);
+    if (!pending) {
+      pending = this.compileChecked(shader).finally(() => this.compiling.delete(shader));
+      this.compiling.set(shader, pending);
+    }
+    return pending;
+  }
+
+  private async compileChecked(shader: string): Promise<GPUShaderModule> {
+    const code = this.sources[shader];
+    if (code === undefined) throw new Error(`unknown shader '${shader}'`);
+    this.device.pushErrorScope('validation');
+    const m = this.device.createShaderModule({ label: shader, code });
+    const [info, error] = await Promise.all([m.getCompilationInfo(), this.device.popErrorScope()]);
+    const errors = info.messages.filter((msg) => msg.type === 'error');
+    if (errors.length || error) {
+      const detail = errors.map((e) => `${e.lineNum}:${e.linePos} ${e.message}`).join('; ') || error!.message;
+      throw new Error(`${shader}: ${detail}`);
+    }
+    this.modules.set(shader, m);
+    return m;
   }
 }

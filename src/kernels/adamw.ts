@@ -57,13 +57,14 @@ export function adamwStep(rec: CommandRecorder, a: AdamWStepArgs): void {
     requireElements('adamw', name, b, a.n);
   }
   requireElements('adamw', 'clip', a.clip, 1);
+  const per = rec.gpu.tuning.elementsPerInvocation;
   rec.dispatch({
     shader: 'adamw',
     entryPoint: 'adamw_step',
-    constants: { WG },
+    constants: { WG, PER: per },
     uniforms: adamwUniforms(a.n, a.step, a, a.gradScale),
     storage: [a.params, a.grads, a.m, a.v, a.clip],
-    workgroups: launch1d(rec.gpu, a.n, WG),
+    workgroups: launch1d(rec.gpu, Math.ceil(a.n / per), WG),
     label: `adamw ${a.n}`,
   });
 }

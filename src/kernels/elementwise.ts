@@ -31,14 +31,15 @@ export function elementwise(rec: CommandRecorder, { op, y, x, z, n, s0 = 1, s1 =
   requireElements(`elementwise ${op}`, 'y', y, n);
   if (spec.x) requireElements(`elementwise ${op}`, 'x', x ?? rec.gpu.placeholder(), n);
   if (spec.z) requireElements(`elementwise ${op}`, 'z', z ?? rec.gpu.placeholder(), n);
+  const per = rec.gpu.tuning.elementsPerInvocation;
   // Every binding is statically used by the entry point, so unused operands get a placeholder buffer.
   rec.dispatch({
     shader: 'elementwise',
     entryPoint: 'elementwise',
-    constants: { OP: spec.code, WG },
+    constants: { OP: spec.code, WG, PER: per },
     uniforms: [u32(n), f32(s0), f32(s1)],
     storage: [y, spec.x ? x : rec.gpu.placeholder(), spec.z ? z : rec.gpu.placeholder()],
-    workgroups: launch1d(rec.gpu, n, WG),
+    workgroups: launch1d(rec.gpu, Math.ceil(n / per), WG),
     label: `elementwise ${op} ${n}`,
   });
 }

@@ -9,6 +9,7 @@ import {
   ShapeError,
   view,
   launch1d,
+  PipelineCache,
 } from '../../src/index.js';
 import { testGpu } from '../helpers.js';
 
@@ -36,6 +37,28 @@ describe('device', () => {
     expect(gpu.pipelines.size).toBe(after);
     await gpu.run((rec) => matmul(rec, { a, b, c, M: 7, N: 5, K: 3, variant: 'direct', transA: true }));
     expect(gpu.pipelines.size).toBe(after + 1);
+  });
+
+  it('compiles every entry point ahead of use, and reports compile errors', async () => {
+    const gpu = await testGpu();
+    const bools = [false, true];
+    await gpu.pipelines.warm([
+      ...bools.flatMap((TRANS_A) =>
+        bools.flatMap((TRANS_B) =>
+          ['matmul_tiled', 'matmul_direct'].map((entryPoint) => ({ shader: 'matmul', entryPoint, constants: { TRANS_A, TRANS_B, ACCUMULATE: true } })),
+        ),
+      ),
+      { shader: 'adamw', entryPoint: 'adamw_step', constants: { PER: 8 } },
+      { shader: 'sparse_adamw', entryPoint: 'sparse_adamw' },
+      { shader: 'gradnorm', entryPoint: 'sumsq_partials', constants: { WG: 4 } },
+      { shader: 'gradnorm', entryPoint: 'clip_factor', constants: { WG: 256 } },
+      ...['quantize', 'dequantize', 'matmul_int4', 'matmul_int4_direct'].map((entryPoint) => ({ shader: 'int4', entryPoint })),
+      ...['sparse_grad', 'scatter', 'gather'].map((entryPoint) => ({ shader: 'sparse', entryPoint, constants: { ADD: true } })),
+      { shader: 'reduce', entryPoint: 'reduce_rows', constants: { OP: 1, WG: 64 } },
+      { shader: 'elementwise', entryPoint: 'elementwise', constants: { OP: 4 } },
+    ]);
+    const broken = new PipelineCache(gpu.device, { broken: '@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }' });
+    await expect(broken.warm([{ shader: 'broken', entryPoint: 'main' }])).rejects.toThrow(/broken: \d+:\d+/);
   });
 
   it('batches many dispatches into one submission and times it', async () => {

@@ -6,9 +6,9 @@ import { randomMask } from '../reference/sparse.js';
 
 const HYPER = { lr: 3e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1 };
 
-describe('fused AdamW', () => {
+describe.each([1, 8])('fused AdamW, %i elements per invocation', (per) => {
   it.each([1, 3, 17, 257, 4099])('n=%i, three steps with clipping and a gradient scale', async (n) => {
-    const gpu = await testGpu();
+    const gpu = await testGpu({ elementsPerInvocation: per });
     const seed = freshSeed();
     const rand = rng(seed);
     const p0 = randn(n, rand);

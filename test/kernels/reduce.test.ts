@@ -23,7 +23,7 @@ describe.each(REDUCTION_SIZES.flatMap((wg) => (['sum', 'max', 'sumsq'] as Reduce
   });
 });
 
-describe('element-wise updates', () => {
+describe.each([1, 8])('element-wise updates, %i elements per invocation', (per) => {
   const ref: Record<ElementwiseOp, (y: number, x: number, z: number, s0: number, s1: number) => number> = {
     scale: (y, _x, _z, s0) => s0 * y,
     axpy: (y, x, _z, s0) => y + s0 * x,
@@ -33,7 +33,7 @@ describe('element-wise updates', () => {
     add: (_y, x, z) => x + z,
   };
   it.each(Object.keys(ref) as ElementwiseOp[])('%s over 1031 elements', async (op) => {
-    const gpu = await testGpu();
+    const gpu = await testGpu({ elementsPerInvocation: per });
     const seed = freshSeed();
     const rand = rng(seed);
     const n = 1031;
