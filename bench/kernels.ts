@@ -292,6 +292,6 @@ export function formatKernelBench(r: KernelBenchResult): string {
     );
   }
   lines.push('', 'ratios (times faster):');
-  for (const [k, v] of Object.entries(r.ratios)) lines.push(`  ${k.padEnd(36)} ${v.toFixed(2)}x`);
+  for (const [k, v] of Object.entries(r.ratios)) lines.push(`  ${k.padEnd(44)} ${v.toFixed(2)}x`);
   return lines.join('\n');
 }

@@ -70,12 +70,16 @@ export interface ScatterArgs extends MaskArgs {
   add?: boolean;
 }
 
+function requireScatterArgs(kernel: string, a: Omit<ScatterArgs, 'add'>): void {
+  requireDims(kernel, { nnz: a.nnz, weightSize: a.weightSize });
+  requireElements(kernel, 'indices', a.indices, a.nnz);
+  requireElements(kernel, 'values', a.values, a.nnz);
+  requireElements(kernel, 'weight', a.weight, a.weightSize);
+}
+
 /** weight[indices[i]] = values[i] (or +=). */
 export function sparseScatter(rec: CommandRecorder, a: ScatterArgs): void {
-  requireDims('sparseScatter', { nnz: a.nnz, weightSize: a.weightSize });
-  requireElements('sparseScatter', 'indices', a.indices, a.nnz);
-  requireElements('sparseScatter', 'values', a.values, a.nnz);
-  requireElements('sparseScatter', 'weight', a.weight, a.weightSize);
+  requireScatterArgs('sparseScatter', a);
   rec.dispatch({
     shader: 'sparse',
     entryPoint: 'scatter',
@@ -89,10 +93,7 @@ export function sparseScatter(rec: CommandRecorder, a: ScatterArgs): void {
 
 /** values[i] = weight[indices[i]]. */
 export function sparseGather(rec: CommandRecorder, a: Omit<ScatterArgs, 'add'>): void {
-  requireDims('sparseGather', { nnz: a.nnz, weightSize: a.weightSize });
-  requireElements('sparseGather', 'indices', a.indices, a.nnz);
-  requireElements('sparseGather', 'values', a.values, a.nnz);
-  requireElements('sparseGather', 'weight', a.weight, a.weightSize);
+  requireScatterArgs('sparseGather', a);
   rec.dispatch({
     shader: 'sparse',
     entryPoint: 'gather',

@@ -1,21 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { matmul, ShapeError, type MatmulVariant } from '../../src/index.js';
 import { compare, freshSeed, poisoned, randn, rng, testGpu } from '../helpers.js';
-import { matmulRef } from '../reference/matmul.js';
+import { matmulRef, type MatmulRefArgs } from '../reference/matmul.js';
 
 const VARIANTS: MatmulVariant[] = ['tiled', 'direct'];
 
-interface Case {
-  M: number;
-  N: number;
-  K: number;
-  batch?: number;
-  transA?: boolean;
-  transB?: boolean;
-  alpha?: number;
-  accumulate?: boolean;
-  broadcastB?: boolean;
-}
+/** One matmul call: the reference's arguments without the data, and whether B is shared across the batch. */
+type Case = Omit<MatmulRefArgs, 'a' | 'b' | 'c' | 'strideA' | 'strideB' | 'strideC'> & { broadcastB?: boolean };
 
 async function check(variant: MatmulVariant, c: Case): Promise<void> {
   const gpu = await testGpu();
