@@ -1,0 +1,245 @@
+/**
+ * safetensors: an 8-byte little-endian header length N, N bytes of JSON
+ * ({name: {dtype, shape, data_offsets: [begin, end]}, __metadata__?: {string: string}}), then the data,
+ * offsets relative to its start. The header is validated completely (bounds, dtypes, sizes, overlaps)
+ * before anything is allocated; tensors are then read one at a time by byte range.
+ */
+import { WebGPUFinetuneError } from '../errors.js';
+import type { ByteSource } from './bytes.js';
+
+/** A file that is not valid safetensors, or disagrees with what the model needs. */
+export class InvalidModelFileError extends WebGPUFinetuneError {
+  readonly file: string;
+  constructor(file: string, message: string) {
+    super('invalid-model-file', `${file}: ${message}`);
+    this.file = file;
+  }
+}
+
+export const DTYPE_BYTES = {
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
+} as const;
+export type Dtype = keyof typeof DTYPE_BYTES;
+
+export interface TensorInfo {
+  name: string;
+  dtype: Dtype;
+  shape: number[];
+  /** Absolute byte range in the file. */
+  begin: number;
+  end: number;
+}
+
+export interface SafetensorsHeader {
+  /** Tensors in file order. */
+  tensors: TensorInfo[];
+  byName: Map<string, TensorInfo>;
+  metadata: Record<string, string>;
+  /** Byte offset where the data section starts. */
+  dataStart: number;
+}
+
+/** Headers larger than this are refused before reading them (the reference implementation uses 100 MB). */
+export const MAX_HEADER_BYTES = 100_000_000;
+
+export function elementCount(shape: number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Read and validate the header of a safetensors source. */
+export async function readHeader(source: ByteSource): Promise<SafetensorsHeader> {
+  const bad = (msg: string) => new InvalidModelFileError(source.name, msg);
+  if (source.size < 8) throw bad(`${source.size} bytes is too short for a safetensors file`);
+  const prefix = await source.read(0, 8);
+  const n = Number(new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true));
+  if (n > MAX_HEADER_BYTES) throw bad(`header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+  if (8 + n > source.size) throw bad(`header length ${n} runs past the end of the ${source.size}-byte file (truncated?)`);
+  const text = new TextDecoder('utf-8', { fatal: true });
+  let json: unknown;
+  try {
+    json = JSON.parse(text.decode(await source.read(8, n)));
+  } catch (e) {
+    throw bad(`header is not valid UTF-8 JSON (${e instanceof Error ? e.message : e})`);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw bad('header is not a JSON object');
+  const dataStart = 8 + n;
+  const dataSize = source.size - dataStart;
+  const tensors: TensorInfo[] = [];
+  let metadata: Record<string, string> = {};
+  for (const [name, value] of Object.entries(json as Record<string, unknown>)) {
+    if (name === '__metadata__') {
+      if (typeof value !== 'object' || value === null) throw bad('__metadata__ is not an object');
+      metadata = Object.fromEntries(Object.entries(value).map(([k, v]) => [k, String(v)]));
+      continue;
+    }
+    const t = value as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+    if (typeof t !== 'object' || t === null) throw bad(`tensor '${name}' is not an object`);
+    if (typeof t.dtype !== 'string' || !(t.dtype in DTYPE_BYTES)) throw bad(`tensor '${name}' has unknown dtype ${JSON.stringify(t.dtype)}`);
+    const dtype = t.dtype as Dtype;
+    if (!Array.isArray(t.shape) || !t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+      throw bad(`tensor '${name}' has an invalid shape ${JSON.stringify(t.shape)}`);
+    }
+    const off = t.data_offsets;
+    if (!Array.isArray(off) || off.length !== 2 || !off.every((o) => Number.isSafeInteger(o) && o >= 0) || off[0] > off[1]) {
+      throw bad(`tensor '${name}' has invalid data_offsets ${JSON.stringify(off)}`);
+    }
+    if (off[1] > dataSize) {
+      throw bad(`tensor '${name}' ends at data byte ${off[1]} but the file holds only ${dataSize} data bytes (truncated?)`);
+    }
+    const shape = t.shape as number[];
+    const want = elementCount(shape) * DTYPE_BYTES[dtype];
+    if (off[1] - off[0] !== want) {
+      throw bad(`tensor '${name}' (${dtype} ${JSON.stringify(shape)}) needs ${want} bytes but its offsets span ${off[1] - off[0]}`);
+    }
+    tensors.push({ name, dtype, shape, begin: dataStart + off[0], end: dataStart + off[1] });
+  }
+  tensors.sort((a, b) => a.begin - b.begin || a.end - b.end);
+  for (let i = 1; i < tensors.length; i++) {
+    if (tensors[i].begin < tensors[i - 1].end) throw bad(`tensors '${tensors[i - 1].name}' and '${tensors[i].name}' overlap`);
+  }
+  return { tensors, byName: new Map(tensors.map((t) => [t.name, t])), metadata, dataStart };
+}
+
+/** IEEE binary16 bits to float32. */
+export function f16ToF32(src: Uint16Array, out = new Float32Array(src.length)): Float32Array {
+  const u = new Uint32Array(out.buffer, out.byteOffset, out.length);
+  for (let i = 0; i < src.length; i++) {
+    const h = src[i];
+    const sign = (h & 0x8000) << 16;
+    const exp = (h >> 10) & 0x1f;
+    const frac = h & 0x3ff;
+    if (exp === 0) {
+      out[i] = (frac * 2 ** -24) * (sign ? -1 : 1); // zero and subnormals
+    } else if (exp === 31) {
+      u[i] = sign | 0x7f800000 | (frac << 13); // inf, nan
+    } else {
+      u[i] = sign | ((exp + 112) << 23) | (frac << 13);
+    }
+  }
+  return out;
+}
+
+/** bfloat16 bits to float32: the high half of the float32 bits. */
+export function bf16ToF32(src: Uint16Array, out = new Float32Array(src.length)): Float32Array {
+  const u = new Uint32Array(out.buffer, out.byteOffset, out.length);
+  for (let i = 0; i < src.length; i++) u[i] = src[i] << 16;
+  return out;
+}
+
+/** float32 to binary16 bits, round to nearest even (for writing f16 files). */
+export function f32ToF16(src: Float32Array): Uint16Array {
+  const out = new Uint16Array(src.length);
+  const u = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  for (let i = 0; i < src.length; i++) {
+    const x = u[i];
+    const sign = (x >>> 16) & 0x8000;
+    const exp = (x >>> 23) & 0xff;
+    let frac = x & 0x7fffff;
+    if (exp === 0xff) {
+      out[i] = sign | 0x7c00 | (frac ? 0x200 : 0);
+      continue;
+    }
+    const e = exp - 127 + 15;
+    if (e >= 31) {
+      out[i] = sign | 0x7c00;
+      continue;
+    }
+    if (e <= 0) {
+      if (e < -10) {
+        out[i] = sign;
+        continue;
+      }
+      frac |= 0x800000;
+      const shift = 14 - e;
+      let half = frac >> shift;
+      const rem = frac & ((1 << shift) - 1);
+      const mid = 1 << (shift - 1);
+      if (rem > mid || (rem === mid && half & 1)) half++;
+      out[i] = sign | half;
+      continue;
+    }
+    let half = (e << 10) | (frac >> 13);
+    const rem = frac & 0x1fff;
+    if (rem > 0x1000 || (rem === 0x1000 && half & 1)) half++;
+    out[i] = sign | half; // a carry into the exponent is the correct rounding
+  }
+  return out;
+}
+
+/** float32 to bfloat16 bits, round to nearest even. */
+export function f32ToBf16(src: Float32Array): Uint16Array {
+  const out = new Uint16Array(src.length);
+  const u = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  for (let i = 0; i < src.length; i++) {
+    const x = u[i];
+    if ((x & 0x7f800000) === 0x7f800000 && x & 0x7fffff) out[i] = (x >>> 16) | 0x40; // keep NaN a NaN
+    else out[i] = (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
+  }
+  return out;
+}
+
+/** Read one tensor as float32 (F32, F16 and BF16 sources). */
+export async function readTensorF32(source: ByteSource, info: TensorInfo): Promise<Float32Array> {
+  const raw = await source.read(info.begin, info.end - info.begin);
+  // Copy into an aligned buffer: offsets inside the file need not be multiples of 4.
+  const bytes = new Uint8Array(raw.byteLength);
+  bytes.set(raw);
+  switch (info.dtype) {
+    case 'F32':
+      return new Float32Array(bytes.buffer);
+    case 'F16':
+      return f16ToF32(new Uint16Array(bytes.buffer));
+    case 'BF16':
+      return bf16ToF32(new Uint16Array(bytes.buffer));
+    default:
+      throw new InvalidModelFileError(source.name, `tensor '${info.name}' has dtype ${info.dtype}; expected F32, F16 or BF16`);
+  }
+}
+
+export interface TensorToWrite {
+  dtype: 'F32' | 'F16' | 'BF16';
+  shape: number[];
+  data: Float32Array;
+}
+
+/** Serialize tensors (in the given order) into safetensors bytes. */
+export function writeSafetensors(tensors: Record<string, TensorToWrite>, metadata?: Record<string, string>): Uint8Array {
+  const header: Record<string, unknown> = {};
+  if (metadata) header.__metadata__ = metadata;
+  const chunks: Uint8Array[] = [];
+  let offset = 0;
+  for (const [name, t] of Object.entries(tensors)) {
+    if (t.data.length !== elementCount(t.shape)) {
+      throw new RangeError(`tensor '${name}': ${t.data.length} values for shape ${JSON.stringify(t.shape)}`);
+    }
+    const encoded =
+      t.dtype === 'F32'
+        ? new Uint8Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + t.data.byteLength))
+        : new Uint8Array((t.dtype === 'F16' ? f32ToF16(t.data) : f32ToBf16(t.data)).buffer);
+    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + encoded.byteLength] };
+    chunks.push(encoded);
+    offset += encoded.byteLength;
+  }
+  let json = JSON.stringify(header);
+  // Pad with spaces so the data section starts 8-byte aligned, as the reference writer does.
+  json += ' '.repeat((8 - ((8 + new TextEncoder().encode(json).byteLength) % 8)) % 8);
+  const headerBytes = new TextEncoder().encode(json);
+  const out = new Uint8Array(8 + headerBytes.byteLength + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(headerBytes.byteLength), true);
+  out.set(headerBytes, 8);
+  let at = 8 + headerBytes.byteLength;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
+}
