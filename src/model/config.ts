@@ -1,0 +1,160 @@
+/**
+ * Hugging Face config.json -> one normalized description of the architectures the engine implements:
+ * the Llama family (Llama, Qwen2, Mistral: RMSNorm, RoPE rotate-half, SwiGLU, GQA) and GPT-2
+ * (LayerNorm, learned positions, GELU). Defaults follow transformers' config classes.
+ */
+import { WebGPUFinetuneError } from '../errors.js';
+
+export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'MistralForCausalLM', 'GPT2LMHeadModel'] as const;
+export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
+
+export class UnsupportedArchitectureError extends WebGPUFinetuneError {
+  constructor(found: string) {
+    super(
+      'unsupported-architecture',
+      `Unsupported model architecture ${found}. Supported: ${SUPPORTED_ARCHITECTURES.join(', ')}.`,
+    );
+  }
+}
+
+export class InvalidConfigError extends WebGPUFinetuneError {
+  constructor(message: string) {
+    super('invalid-config', `config.json: ${message}`);
+  }
+}
+
+export interface ModelConfig {
+  architecture: Architecture;
+  family: 'llama' | 'gpt2';
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  /** Key/value heads (GQA); equal to numHeads without GQA. */
+  numKvHeads: number;
+  headDim: number;
+  maxPositions: number;
+  norm: 'rmsnorm' | 'layernorm';
+  normEps: number;
+  /** 'silu' (SwiGLU MLP) or a GELU variant ('gelu_new' is the tanh approximation GPT-2 uses). */
+  activation: 'silu' | 'gelu_new' | 'gelu';
+  /** RoPE base frequency; null for learned absolute positions (GPT-2). */
+  ropeTheta: number | null;
+  tieWordEmbeddings: boolean;
+  /** Biases on the q, k, v projections (Qwen2, GPT-2) and on the output and MLP projections (GPT-2). */
+  qkvBias: boolean;
+  outputBias: boolean;
+  mlpBias: boolean;
+  /** Mistral's sliding attention window, or null. */
+  slidingWindow: number | null;
+  bosTokenId: number | null;
+  eosTokenIds: number[];
+  /** The parsed config.json, for fields the engine does not interpret. */
+  raw: Record<string, unknown>;
+}
+
+type Json = Record<string, unknown>;
+
+function int(raw: Json, key: string, fallback?: number): number {
+  const v = raw[key] ?? fallback;
+  if (!Number.isSafeInteger(v) || (v as number) <= 0) {
+    throw new InvalidConfigError(`'${key}' must be a positive integer, got ${JSON.stringify(raw[key])}`);
+  }
+  return v as number;
+}
+
+function num(raw: Json, key: string, fallback: number): number {
+  const v = raw[key] ?? fallback;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new InvalidConfigError(`'${key}' must be a positive number, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function tokenIds(v: unknown): number[] {
+  if (v === undefined || v === null) return [];
+  return (Array.isArray(v) ? v : [v]).filter((x): x is number => Number.isInteger(x));
+}
+
+export function parseConfig(input: string | Json): ModelConfig {
+  let raw: Json;
+  if (typeof input === 'string') {
+    try {
+      raw = JSON.parse(input) as Json;
+    } catch (e) {
+      throw new InvalidConfigError(`not valid JSON (${e instanceof Error ? e.message : e})`);
+    }
+  } else raw = input;
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new InvalidConfigError('not a JSON object');
+  const archs = raw.architectures;
+  const name = Array.isArray(archs) && typeof archs[0] === 'string' ? archs[0] : `model_type '${String(raw.model_type)}'`;
+  if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(name)) throw new UnsupportedArchitectureError(name);
+  const architecture = name as Architecture;
+  const common = { architecture, raw, bosTokenId: Number.isInteger(raw.bos_token_id) ? (raw.bos_token_id as number) : null, eosTokenIds: tokenIds(raw.eos_token_id) };
+
+  if (architecture === 'GPT2LMHeadModel') {
+    const hiddenSize = int(raw, 'n_embd');
+    const numHeads = int(raw, 'n_head');
+    if (hiddenSize % numHeads) throw new InvalidConfigError(`n_embd ${hiddenSize} is not divisible by n_head ${numHeads}`);
+    const act = String(raw.activation_function ?? 'gelu_new');
+    if (act !== 'gelu_new' && act !== 'gelu') throw new InvalidConfigError(`activation_function '${act}' is not supported (gelu_new, gelu)`);
+    return {
+      ...common,
+      family: 'gpt2',
+      vocabSize: int(raw, 'vocab_size'),
+      hiddenSize,
+      intermediateSize: raw.n_inner == null ? 4 * hiddenSize : int(raw, 'n_inner'),
+      numLayers: int(raw, 'n_layer'),
+      numHeads,
+      numKvHeads: numHeads,
+      headDim: hiddenSize / numHeads,
+      maxPositions: int(raw, 'n_positions', 1024),
+      norm: 'layernorm',
+      normEps: num(raw, 'layer_norm_epsilon', 1e-5),
+      activation: act,
+      ropeTheta: null,
+      tieWordEmbeddings: raw.tie_word_embeddings !== false,
+      qkvBias: true,
+      outputBias: true,
+      mlpBias: true,
+      slidingWindow: null,
+    };
+  }
+
+  const hiddenSize = int(raw, 'hidden_size');
+  const numHeads = int(raw, 'num_attention_heads');
+  const numKvHeads = int(raw, 'num_key_value_heads', numHeads);
+  if (numHeads % numKvHeads) throw new InvalidConfigError(`num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
+  const headDim = raw.head_dim == null ? hiddenSize / numHeads : int(raw, 'head_dim');
+  if (!Number.isInteger(headDim)) throw new InvalidConfigError(`hidden_size ${hiddenSize} is not divisible by num_attention_heads ${numHeads}`);
+  if (headDim % 2) throw new InvalidConfigError(`head_dim ${headDim} must be even for rotary embeddings`);
+  const act = String(raw.hidden_act ?? 'silu');
+  if (act !== 'silu') throw new InvalidConfigError(`hidden_act '${act}' is not supported (silu)`);
+  const scaling = raw.rope_scaling as Json | null | undefined;
+  if (scaling && scaling.rope_type !== 'default' && scaling.type !== 'default') {
+    throw new InvalidConfigError(`rope_scaling ${JSON.stringify(scaling)} is not supported yet (plain RoPE only)`);
+  }
+  const isQwen2 = architecture === 'Qwen2ForCausalLM';
+  const attentionBias = raw.attention_bias === true;
+  const window = architecture === 'MistralForCausalLM' || raw.use_sliding_window === true ? raw.sliding_window : null;
+  return {
+    ...common,
+    family: 'llama',
+    vocabSize: int(raw, 'vocab_size'),
+    hiddenSize,
+    intermediateSize: int(raw, 'intermediate_size'),
+    numLayers: int(raw, 'num_hidden_layers'),
+    numHeads,
+    numKvHeads,
+    headDim,
+    maxPositions: int(raw, 'max_position_embeddings', 2048),
+    norm: 'rmsnorm',
+    normEps: num(raw, 'rms_norm_eps', 1e-6),
+    activation: 'silu',
+    ropeTheta: num(raw, 'rope_theta', 10000),
+    tieWordEmbeddings: raw.tie_word_embeddings === true,
+    qkvBias: isQwen2 || attentionBias,
+    outputBias: attentionBias,
+    mlpBias: raw.mlp_bias === true,
+    slidingWindow: Number.isSafeInteger(window) ? (window as number) : null,
+  };
+}
