@@ -1,6 +1,19 @@
 /// <reference types="vitest/config" />
 import { defineConfig } from 'vite';
 import { playwright } from '@vitest/browser-playwright';
+import type { Plugin } from 'vite';
+import { hubMiddleware } from './test/fixtures/hub-middleware';
+
+/** Test fixtures in the hub's URL layout at /hub/, so browser tests load models over HTTP like users do. */
+function fixtureHub(): Plugin {
+  return {
+    name: 'fixture-hub',
+    configureServer(server) {
+      const handler = hubMiddleware();
+      server.middlewares.use('/hub', (req, res, next) => void handler(req, res, next));
+    },
+  };
+}
 
 /** Debian's chromium; never a downloaded browser. Override with CHROMIUM_PATH. */
 export const CHROMIUM_PATH = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -35,6 +48,7 @@ export default defineConfig({
         },
       },
       {
+        plugins: [fixtureHub()],
         test: {
           name: 'chromium',
           include: ['test/**/*.test.ts'],

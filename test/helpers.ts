@@ -1,30 +1,11 @@
 /** Shared test utilities: seeded randomness (seed printed on failure), GPU setup, error metrics. */
 import { requestDevice, type Gpu, type GpuTuning } from '../src/index.js';
 
-/** mulberry32: small, fast, good enough for test data. */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { rng, randn } from '../src/util/random.js';
 
 /** A fresh seed per run; tests put it in their assertion messages so a failure can be replayed. */
 export function freshSeed(): number {
   return Math.floor(Math.random() * 2 ** 31);
-}
-
-export function randn(n: number, rand: () => number, scale = 1): Float32Array {
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    const u = Math.max(rand(), 1e-12);
-    out[i] = scale * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rand());
-  }
-  return out;
 }
 
 export interface ErrorReport {

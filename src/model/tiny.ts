@@ -1,0 +1,86 @@
+/**
+ * Seeded tiny models in exact Hugging Face format (config.json, model.safetensors, tokenizer.json,
+ * tokenizer_config.json, generation_config.json): the fixtures for tests, benchmarks and the demo.
+ * The same options and seed always give the same bytes.
+ */
+import { writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
+import { byteTokenizerFiles, SPECIAL_TOKENS } from '../data/byte-tokenizer.js';
+import { randn, rng } from '../util/random.js';
+import { parseConfig } from './config.js';
+import { expectedWeights } from './weights.js';
+
+export interface TinyModelOptions {
+  architecture: 'llama' | 'qwen2' | 'gpt2';
+  seed?: number;
+  hiddenSize?: number;
+  intermediateSize?: number;
+  numLayers?: number;
+  numHeads?: number;
+  /** Llama family only (GQA when below numHeads). */
+  numKvHeads?: number;
+  maxPositions?: number;
+  tieWordEmbeddings?: boolean;
+  /** Standard deviation of the random weights (HF's initializer_range). */
+  initStd?: number;
+  dtype?: 'F32' | 'F16' | 'BF16';
+}
+
+const VOCAB = 256 + SPECIAL_TOKENS.length;
+const EOS = 256;
+
+export function tinyConfig(o: TinyModelOptions): Record<string, unknown> {
+  const H = o.hiddenSize ?? 64;
+  const heads = o.numHeads ?? 4;
+  const common = { vocab_size: VOCAB, bos_token_id: EOS, eos_token_id: EOS, torch_dtype: 'float32', initializer_range: o.initStd ?? 0.02 };
+  if (o.architecture === 'gpt2') {
+    return {
+      architectures: ['GPT2LMHeadModel'],
+      model_type: 'gpt2',
+      n_embd: H,
+      n_head: heads,
+      n_layer: o.numLayers ?? 2,
+      n_positions: o.maxPositions ?? 256,
+      n_inner: o.intermediateSize ?? 4 * H,
+      activation_function: 'gelu_new',
+      layer_norm_epsilon: 1e-5,
+      tie_word_embeddings: o.tieWordEmbeddings ?? true,
+      ...common,
+    };
+  }
+  return {
+    architectures: [o.architecture === 'qwen2' ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'],
+    model_type: o.architecture,
+    hidden_size: H,
+    intermediate_size: o.intermediateSize ?? Math.round((8 * H) / 3 / 4) * 4,
+    num_hidden_layers: o.numLayers ?? 2,
+    num_attention_heads: heads,
+    num_key_value_heads: o.numKvHeads ?? Math.max(1, heads / 2),
+    max_position_embeddings: o.maxPositions ?? 256,
+    rms_norm_eps: 1e-6,
+    rope_theta: 10000.0,
+    hidden_act: 'silu',
+    tie_word_embeddings: o.tieWordEmbeddings ?? false,
+    ...common,
+  };
+}
+
+export function tinyModelFiles(o: TinyModelOptions): Record<string, string | Uint8Array> {
+  const raw = tinyConfig(o);
+  const config = parseConfig(raw);
+  const rand = rng(o.seed ?? 0);
+  const std = o.initStd ?? 0.02;
+  const tensors: Record<string, TensorToWrite> = {};
+  for (const w of expectedWeights(config)) {
+    const n = w.shape.reduce((a, b) => a * b, 1);
+    const isNormWeight = /(layernorm|norm|ln_\d|ln_f)\.weight$/.test(w.name);
+    const data = isNormWeight ? new Float32Array(n).fill(1) : w.name.endsWith('.bias') ? new Float32Array(n) : randn(n, rand, std);
+    tensors[w.name] = { dtype: o.dtype ?? 'F32', shape: w.shape, data };
+  }
+  const tokenizer = byteTokenizerFiles(o.architecture === 'gpt2' ? 'GPT2Tokenizer' : 'PreTrainedTokenizerFast', config.maxPositions);
+  return {
+    'config.json': JSON.stringify(raw, null, 2),
+    'generation_config.json': JSON.stringify({ bos_token_id: EOS, eos_token_id: EOS }, null, 2),
+    'model.safetensors': writeSafetensors(tensors, { format: 'pt' }),
+    ...tokenizer,
+  };
+}

@@ -1,0 +1,99 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bytesSource } from '../../src/io/bytes.js';
+import { InvalidModelFileError, readHeader, readTensorF32 } from '../../src/io/safetensors.js';
+import { fileListSource, hubSource, ModelSourceError, resolveSource, type HubOptions } from '../../src/io/sources.js';
+import { loadTokenizer } from '../../src/data/tokenizer.js';
+import { openCheckpoint, uploadWeights } from '../../src/model/checkpoint.js';
+import { UnsupportedArchitectureError } from '../../src/model/config.js';
+import { fixtureRepos } from '../fixtures/repos.js';
+import { testGpu } from '../helpers.js';
+
+// Browsers load from the Vite server's /hub middleware; Node starts its own server with the same layout.
+let hub: HubOptions;
+let close = async () => {};
+beforeAll(async () => {
+  if (typeof window !== 'undefined') {
+    hub = { endpoint: `${location.origin}/hub` };
+  } else {
+    const specifier = '../fixtures/node-hub-server.js';
+    const { startHub } = (await import(/* @vite-ignore */ specifier)) as typeof import('../fixtures/node-hub-server.js');
+    const server = await startHub();
+    hub = { endpoint: server.endpoint };
+    close = server.close;
+  }
+});
+afterAll(() => close());
+
+/** The f32 values of a tensor as generated, read from the in-memory file. */
+async function generated(repo: string, file: string, tensor: string): Promise<Float32Array> {
+  const bytes = (await fixtureRepos())[repo][file] as Uint8Array;
+  const src = bytesSource(file, bytes);
+  return readTensorF32(src, (await readHeader(src)).byName.get(tensor)!);
+}
+
+describe('loading checkpoints from a hub', () => {
+  it.each([
+    ['fixtures/tiny-llama', 'LlamaForCausalLM', 'model.layers.1.mlp.down_proj.weight', 'model.safetensors'],
+    ['fixtures/tiny-gpt2', 'GPT2LMHeadModel', 'transformer.h.0.attn.c_attn.weight', 'model.safetensors'],
+    ['fixtures/tiny-qwen2-bf16', 'Qwen2ForCausalLM', 'model.layers.0.self_attn.k_proj.bias', 'model.safetensors'],
+  ])('%s (%s)', async (id, architecture, probe, file) => {
+    const gpu = await testGpu();
+    const ckpt = await openCheckpoint(hubSource(id, hub));
+    expect(ckpt.config.architecture).toBe(architecture);
+    const progress: number[] = [];
+    const weights = await uploadWeights(gpu, ckpt, (p) => progress.push(p.bytesLoaded / p.bytesTotal));
+    expect(progress.at(-1)).toBe(1);
+    expect(weights.size).toBe(ckpt.tensors.size);
+    expect(Array.from(await gpu.readF32(weights.get(probe)!))).toEqual(Array.from(await generated(id, file, probe)));
+    for (const b of weights.values()) gpu.destroyBuffer(b);
+  });
+
+  it('reads a sharded checkpoint to the same weights as the single file', async () => {
+    const gpu = await testGpu();
+    const single = await uploadWeights(gpu, await openCheckpoint(hubSource('fixtures/tiny-llama', hub)));
+    const ckpt = await openCheckpoint(hubSource('fixtures/tiny-llama-sharded', hub));
+    expect(ckpt.files).toHaveLength(3);
+    const sharded = await uploadWeights(gpu, ckpt);
+    for (const [name, buf] of single) expect(Array.from(await gpu.readF32(sharded.get(name)!)), name).toEqual(Array.from(await gpu.readF32(buf)));
+  });
+
+  it('resolves a URL with the hub layout, and loads the tokenizer from the same source', async () => {
+    const source = await resolveSource(`${hub.endpoint}/fixtures/tiny-gpt2`);
+    expect((await openCheckpoint(source)).config.family).toBe('gpt2');
+    const tok = await loadTokenizer(source);
+    const ids = tok.encode('ab<|endoftext|>');
+    expect(ids).toEqual([97, 98, 256]);
+    expect(tok.decode(ids)).toBe('ab<|endoftext|>');
+  });
+
+  it.each([
+    ['fixtures/broken-truncated', InvalidModelFileError, /truncated/],
+    ['fixtures/broken-mismatch', InvalidModelFileError, /config and weights disagree/],
+    ['fixtures/broken-bert', UnsupportedArchitectureError, /BertForMaskedLM/],
+    ['fixtures/no-weights', ModelSourceError, /no model\.safetensors/],
+    ['fixtures/does-not-exist', ModelSourceError, /no config\.json/],
+  ])('%s fails clearly before allocating anything', async (id, type, message) => {
+    const gpu = await testGpu();
+    const before = gpu.memoryStats().buffers;
+    const err = await openCheckpoint(hubSource(id, hub)).catch((e) => e);
+    expect(err).toBeInstanceOf(type);
+    expect(err.message).toMatch(message);
+    expect(gpu.memoryStats().buffers).toBe(before);
+  });
+
+  it('rejects ids that are not hub ids', () => {
+    expect(() => hubSource('../../etc/passwd', hub)).toThrow(ModelSourceError);
+  });
+});
+
+describe('loading from File objects', () => {
+  it('reads a picked folder of files', async () => {
+    const repo = (await fixtureRepos())['fixtures/tiny-qwen2-bf16'];
+    const files = Object.entries(repo).map(([name, v]) => new File([typeof v === 'string' ? v : new Uint8Array(v)], name));
+    const source = fileListSource(files);
+    const ckpt = await openCheckpoint(source);
+    expect(ckpt.config).toMatchObject({ tieWordEmbeddings: true, qkvBias: true, numKvHeads: 2 });
+    expect(ckpt.tensors.get('model.embed_tokens.weight')!.info.dtype).toBe('BF16');
+    expect((await loadTokenizer(source)).encode('z')).toEqual([122]);
+  });
+});
