@@ -5,3 +5,4 @@ export * from './sparse.js';
 export * from './reduce.js';
 export * from './elementwise.js';
 export { launch1d } from './common.js';
+export * from './norm.js';

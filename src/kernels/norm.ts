@@ -1,0 +1,87 @@
+/** RMSNorm and LayerNorm forward and backward (shaders/norm.wgsl). */
+import type { BufferLike } from '../gpu/buffers.js';
+import type { CommandRecorder } from '../gpu/recorder.js';
+import { f32, u32 } from '../gpu/recorder.js';
+import { launch1d, requireDims, requireElements } from './common.js';
+
+export type NormKind = 'rmsnorm' | 'layernorm';
+
+interface NormShape {
+  kind: NormKind;
+  rows: number;
+  cols: number;
+  eps: number;
+}
+
+function check(kernel: string, s: NormShape, views: Record<string, [BufferLike | undefined, number]>): void {
+  requireDims(kernel, { rows: s.rows, cols: s.cols });
+  for (const [name, [b, n]] of Object.entries(views)) if (b) requireElements(kernel, name, b, n);
+}
+
+const uniforms = (s: NormShape) => [u32(s.rows), u32(s.cols), f32(s.eps)];
+
+export interface NormForwardArgs extends NormShape {
+  x: BufferLike;
+  weight: BufferLike;
+  /** LayerNorm only. */
+  bias?: BufferLike;
+  y: BufferLike;
+  /** [rows, 2]: mean and rstd per row, saved for the backward pass. */
+  stats: BufferLike;
+}
+
+export function normForward(rec: CommandRecorder, a: NormForwardArgs): void {
+  const ln = a.kind === 'layernorm';
+  check('normForward', a, { x: [a.x, a.rows * a.cols], weight: [a.weight, a.cols], bias: [a.bias, a.cols], y: [a.y, a.rows * a.cols], stats: [a.stats, 2 * a.rows] });
+  if (ln && !a.bias) throw new TypeError('normForward: layernorm needs a bias');
+  rec.dispatch({
+    shader: 'norm',
+    entryPoint: 'norm_forward',
+    constants: { WG: rec.gpu.tuning.reductionWorkgroupSize, LAYERNORM: ln },
+    uniforms: uniforms(a),
+    // `b` and `db` are statically used even when LAYERNORM is off, so RMSNorm binds the placeholder.
+    storage: [a.x, a.weight, ln ? a.bias : rec.gpu.placeholder(), a.y, a.stats],
+    workgroups: launch1d(rec.gpu, a.rows, 1),
+    label: `${a.kind} forward ${a.rows}x${a.cols}`,
+  });
+}
+
+export interface NormBackwardArgs extends NormShape {
+  x: BufferLike;
+  weight: BufferLike;
+  stats: BufferLike;
+  dy: BufferLike;
+  /** Overwritten. */
+  dx: BufferLike;
+  /** Accumulated (+=); omit when the norm weight is frozen. */
+  dWeight?: BufferLike;
+  /** LayerNorm: accumulated (+=) with dWeight. */
+  dBias?: BufferLike;
+}
+
+export function normBackward(rec: CommandRecorder, a: NormBackwardArgs): void {
+  const ln = a.kind === 'layernorm';
+  const n = a.rows * a.cols;
+  check('normBackward', a, { x: [a.x, n], weight: [a.weight, a.cols], stats: [a.stats, 2 * a.rows], dy: [a.dy, n], dx: [a.dx, n], dWeight: [a.dWeight, a.cols], dBias: [a.dBias, a.cols] });
+  const constants = { WG: rec.gpu.tuning.reductionWorkgroupSize, LAYERNORM: ln };
+  rec.dispatch({
+    shader: 'norm',
+    entryPoint: 'norm_backward',
+    constants,
+    uniforms: uniforms(a),
+    storage: [a.x, a.weight, undefined, undefined, a.stats, a.dy, a.dx],
+    workgroups: launch1d(rec.gpu, a.rows, 1),
+    label: `${a.kind} backward ${a.rows}x${a.cols}`,
+  });
+  if (!a.dWeight) return;
+  if (ln && !a.dBias) throw new TypeError('normBackward: layernorm weight gradients need dBias too');
+  rec.dispatch({
+    shader: 'norm',
+    entryPoint: 'norm_backward_weight',
+    constants: { LAYERNORM: ln },
+    uniforms: uniforms(a),
+    storage: [a.x, undefined, undefined, undefined, a.stats, a.dy, undefined, a.dWeight, ln ? a.dBias : rec.gpu.placeholder()],
+    workgroups: [Math.ceil(a.cols / 64)],
+    label: `${a.kind} backward weight ${a.rows}x${a.cols}`,
+  });
+}

@@ -1,0 +1,51 @@
+import { describe, expect, it } from 'vitest';
+import { normBackward, normForward, type NormKind } from '../../src/index.js';
+import { compare, freshSeed, poisoned, randn, REDUCTION_SIZES, rng, testGpu } from '../helpers.js';
+import { normBackwardRef, normForwardRef } from '../reference/layers.js';
+
+const cases = REDUCTION_SIZES.flatMap((wg) => (['rmsnorm', 'layernorm'] as NormKind[]).map((kind) => [kind, wg] as const));
+
+describe.each(cases)('%s, workgroup %i', (kind, wg) => {
+  it.each([
+    [1, 1],
+    [3, 17],
+    [17, 100],
+    [5, 257],
+    [33, 64],
+  ])('%ix%i forward and backward', async (rows, cols) => {
+    const gpu = await testGpu({ reductionWorkgroupSize: wg });
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const eps = 1e-5;
+    const xh = randn(rows * cols, rand);
+    const wh = randn(cols, rand);
+    const bh = randn(cols, rand);
+    const dyh = randn(rows * cols, rand);
+    const dw0 = randn(cols, rand);
+    const db0 = randn(cols, rand);
+    const ln = kind === 'layernorm';
+    const [x, w, b, dy] = [xh, wh, bh, dyh].map((a) => gpu.upload(a));
+    const y = poisoned(gpu, rows * cols);
+    const stats = poisoned(gpu, 2 * rows);
+    const dx = poisoned(gpu, rows * cols);
+    const dWeight = gpu.upload(dw0); // accumulated into
+    const dBias = gpu.upload(db0);
+    await gpu.run((rec) => {
+      normForward(rec, { kind, rows, cols, eps, x, weight: w, bias: ln ? b : undefined, y, stats });
+      normBackward(rec, { kind, rows, cols, eps, x, weight: w, stats, dy, dx, dWeight, dBias: ln ? dBias : undefined });
+    });
+    const fwd = normForwardRef(kind, xh, wh, ln ? bh : null, rows, cols, eps);
+    const bwd = normBackwardRef(kind, xh, wh, dyh, rows, cols, eps);
+    const msg = `seed ${seed} ${kind} ${rows}x${cols}`;
+    expect(compare(await gpu.readF32(y), fwd.y).rel, msg).toBeLessThan(1e-4);
+    expect(compare(await gpu.readF32(stats), fwd.stats).rel, msg).toBeLessThan(1e-4);
+    // dx subtracts terms of size rstd * |dy * w|; f32 error is relative to them, not to their difference
+    // (with one column RMSNorm's dx is eps-sized while the terms are not).
+    let termScale = 0;
+    for (let i = 0; i < rows * cols; i++) termScale = Math.max(termScale, fwd.stats[2 * Math.floor(i / cols) + 1] * Math.abs(dyh[i] * wh[i % cols]));
+    expect(compare(await gpu.readF32(dx), bwd.dx).maxAbs / termScale, msg).toBeLessThan(1e-4);
+    expect(compare(await gpu.readF32(dWeight), bwd.dw.map((v, i) => v + dw0[i])).rel, msg).toBeLessThan(1e-4);
+    if (ln) expect(compare(await gpu.readF32(dBias), bwd.db.map((v, i) => v + db0[i])).rel, msg).toBeLessThan(1e-4);
+    else expect(Array.from(await gpu.readF32(dBias))).toEqual(Array.from(db0)); // rmsnorm leaves it alone
+  });
+});
