@@ -6,3 +6,6 @@ export * from './reduce.js';
 export * from './elementwise.js';
 export { launch1d } from './common.js';
 export * from './norm.js';
+export * from './rope.js';
+export * from './activation.js';
+export * from './embedding.js';

@@ -2,7 +2,18 @@
 import { describe, expect, it } from 'vitest';
 import { randn, rng } from '../../src/util/random.js';
 import { numericGradient, relError } from './gradcheck.js';
-import { normBackwardRef, normForwardRef } from './layers.js';
+import {
+  embeddingBackwardRef,
+  embeddingForwardRef,
+  erf,
+  geluGradRef,
+  geluRef,
+  normBackwardRef,
+  normForwardRef,
+  ropeRef,
+  swigluBackwardRef,
+  swigluForwardRef,
+} from './layers.js';
 
 const f64 = (a: Float32Array) => Float64Array.from(a);
 
@@ -19,5 +30,50 @@ describe.each(['rmsnorm', 'layernorm'] as const)('%s reference backward', (kind)
     expect(relError(dx, numericGradient(x, fwd, dy))).toBeLessThan(1e-6);
     expect(relError(dw, numericGradient(w, fwd, dy))).toBeLessThan(1e-6);
     if (kind === 'layernorm') expect(relError(db, numericGradient(b, fwd, dy))).toBeLessThan(1e-6);
+  });
+});
+
+describe('rope, activations and embeddings: reference backward', () => {
+  it('rope backward is the gradient of rope forward', () => {
+    const rand = rng(8);
+    const [T, heads, D, stride, off] = [3, 2, 6, 15, 2];
+    const x = f64(randn(T * stride, rand));
+    const pos = [0, 5, 2];
+    const dy = randn(T * stride, rand);
+    const dx = ropeRef(dy, pos, T, heads, D, 10000, stride, off, true);
+    const num = numericGradient(x, () => ropeRef(x, pos, T, heads, D, 10000, stride, off), dy);
+    expect(relError(dx, num)).toBeLessThan(1e-6);
+  });
+
+  it('swiglu backward matches finite differences', () => {
+    const rand = rng(9);
+    const gate = f64(randn(11, rand, 2));
+    const up = f64(randn(11, rand));
+    const dh = randn(11, rand);
+    const { dGate, dUp } = swigluBackwardRef(gate, up, dh);
+    expect(relError(dGate, numericGradient(gate, () => swigluForwardRef(gate, up), dh))).toBeLessThan(1e-6);
+    expect(relError(dUp, numericGradient(up, () => swigluForwardRef(gate, up), dh))).toBeLessThan(1e-6);
+  });
+
+  it.each(['gelu_new', 'gelu'] as const)('%s derivative matches finite differences; erf is accurate', (kind) => {
+    const x = f64(randn(25, rng(10), 2.5));
+    const dy = new Float64Array(25).fill(1);
+    const num = numericGradient(x, () => x.map((v) => geluRef(v, kind)), dy);
+    expect(relError(Float64Array.from(x, (v) => geluGradRef(v, kind)), num)).toBeLessThan(1e-6);
+    // erf(0.5), erf(1), erf(2), erf(3.5) to 15 digits
+    expect(Math.abs(erf(0.5) - 0.520499877813047)).toBeLessThan(1e-14);
+    expect(Math.abs(erf(-1) + 0.842700792949715)).toBeLessThan(1e-14);
+    expect(Math.abs(erf(2) - 0.995322265018953)).toBeLessThan(1e-14);
+    expect(Math.abs(erf(3.5) - 0.999999256901628)).toBeLessThan(1e-14);
+  });
+
+  it('embedding backward matches finite differences, with repeated ids', () => {
+    const rand = rng(11);
+    const [T, C, rows] = [6, 3, 4];
+    const ids = [1, 3, 1, 0, 1, 3];
+    const table = f64(randn(rows * C, rand));
+    const dy = randn(T * C, rand);
+    const num = numericGradient(table, () => embeddingForwardRef(ids, table, T, C), dy);
+    expect(relError(embeddingBackwardRef(ids, dy, T, C, rows), num)).toBeLessThan(1e-6);
   });
 });

@@ -53,3 +53,81 @@ export function normBackwardRef(kind: 'rmsnorm' | 'layernorm', x: Arr, w: Arr, d
   }
   return { dx, dw, db };
 }
+
+// x (T, rowStride) rotated in place on a copy; heads of size D from colOffset; angle in float64
+export function ropeRef(x: Arr, pos: Arr, T: number, heads: number, D: number, theta: number, rowStride: number, colOffset = 0, backward = false) {
+  const out = Float64Array.from(x);
+  const half = D / 2;
+  for (let t = 0; t < T; t++) {
+    for (let h = 0; h < heads; h++) {
+      for (let j = 0; j < half; j++) {
+        const angle = pos[t] * theta ** (-(2 * j) / D);
+        const c = Math.cos(angle);
+        const s = backward ? -Math.sin(angle) : Math.sin(angle);
+        const at = t * rowStride + colOffset + h * D + j;
+        const a = x[at];
+        const b = x[at + half];
+        out[at] = a * c - b * s;
+        out[at + half] = b * c + a * s;
+      }
+    }
+  }
+  return out;
+}
+
+const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
+
+export function swigluForwardRef(gate: Arr, up: Arr): Float64Array {
+  return Float64Array.from(gate, (g, i) => g * sigmoid(g) * up[i]);
+}
+
+export function swigluBackwardRef(gate: Arr, up: Arr, dh: Arr) {
+  const dGate = Float64Array.from(gate, (g, i) => dh[i] * up[i] * sigmoid(g) * (1 + g * (1 - sigmoid(g))));
+  const dUp = Float64Array.from(gate, (g, i) => dh[i] * g * sigmoid(g));
+  return { dGate, dUp };
+}
+
+/** erf in float64: Taylor series below 3, continued fraction for erfc above. */
+export function erf(x: number): number {
+  const ax = Math.abs(x);
+  if (ax < 3) {
+    let term = ax;
+    let sum = ax;
+    for (let n = 1; n < 60; n++) {
+      term *= (-ax * ax) / n;
+      sum += term / (2 * n + 1);
+    }
+    return Math.sign(x) * sum * (2 / Math.sqrt(Math.PI));
+  }
+  // erfc(x) = exp(-x^2)/sqrt(pi) * 1/(x + 1/2/(x + 1/(x + 3/2/(x + ...)))), evaluated from the tail.
+  let f = ax;
+  for (let n = 60; n >= 1; n--) f = ax + n / 2 / f;
+  const erfc = Math.exp(-ax * ax) / Math.sqrt(Math.PI) / f;
+  return Math.sign(x) * (1 - erfc);
+}
+
+const K = Math.sqrt(2 / Math.PI);
+
+export function geluRef(x: number, kind: 'gelu_new' | 'gelu'): number {
+  return kind === 'gelu_new' ? 0.5 * x * (1 + Math.tanh(K * (x + 0.044715 * x ** 3))) : 0.5 * x * (1 + erf(x / Math.SQRT2));
+}
+
+export function geluGradRef(x: number, kind: 'gelu_new' | 'gelu'): number {
+  if (kind === 'gelu') return 0.5 * (1 + erf(x / Math.SQRT2)) + (x * Math.exp(-0.5 * x * x)) / Math.sqrt(2 * Math.PI);
+  const t = Math.tanh(K * (x + 0.044715 * x ** 3));
+  return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * K * (1 + 3 * 0.044715 * x * x);
+}
+
+// out (T, C) = table (rows, C)[ids]
+export function embeddingForwardRef(ids: Arr, table: Arr, T: number, C: number): Float64Array {
+  const out = new Float64Array(T * C);
+  for (let t = 0; t < T; t++) for (let c = 0; c < C; c++) out[t * C + c] = table[ids[t] * C + c];
+  return out;
+}
+
+// dtable (rows, C): sum of dout rows by id
+export function embeddingBackwardRef(ids: Arr, dout: Arr, T: number, C: number, rows: number): Float64Array {
+  const d = new Float64Array(rows * C);
+  for (let t = 0; t < T; t++) for (let c = 0; c < C; c++) d[ids[t] * C + c] += dout[t * C + c];
+  return d;
+}

@@ -1,0 +1,79 @@
+// Activations of the MLP, element-wise over n values; backward passes overwrite their outputs.
+//   swiglu: h = silu(gate) * up, silu(x) = x sigmoid(x)                       (Llama family)
+//   gelu:   y = gelu(x); GELU_TANH: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (GPT-2 'gelu_new')
+//           otherwise exact: 0.5 x (1 + erf(x / sqrt(2)))
+struct Params { n: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;       // gate, or x
+@group(0) @binding(2) var<storage, read> b: array<f32>;       // up
+@group(0) @binding(3) var<storage, read_write> out: array<f32>; // h, or y
+@group(0) @binding(4) var<storage, read> dout: array<f32>;
+@group(0) @binding(5) var<storage, read_write> da: array<f32>;
+@group(0) @binding(6) var<storage, read_write> db: array<f32>;
+
+override WG: u32 = 256;
+override GELU_TANH: bool = true;
+
+// #include lib/flat_index.wgsl
+
+fn sigmoid(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
+
+// Abramowitz & Stegun 7.1.26: |error| < 1.5e-7.
+fn erf_approx(x: f32) -> f32 {
+  let t = 1.0 / (1.0 + 0.3275911 * abs(x));
+  let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+  return sign(x) * (1.0 - poly * exp(-x * x));
+}
+
+const K = 0.7978845608028654; // sqrt(2 / pi)
+
+fn gelu(x: f32) -> f32 {
+  if (GELU_TANH) { return 0.5 * x * (1.0 + tanh(K * (x + 0.044715 * x * x * x))); }
+  return 0.5 * x * (1.0 + erf_approx(x * 0.7071067811865476));
+}
+
+fn gelu_grad(x: f32) -> f32 {
+  if (GELU_TANH) {
+    let t = tanh(K * (x + 0.044715 * x * x * x));
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * K * (1.0 + 0.134145 * x * x);
+  }
+  return 0.5 * (1.0 + erf_approx(x * 0.7071067811865476)) + x * exp(-0.5 * x * x) * 0.3989422804014327;
+}
+
+@compute @workgroup_size(WG)
+fn swiglu_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                  @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid, WG);
+  if (i >= p.n) { return; }
+  let g = a[i];
+  out[i] = g * sigmoid(g) * b[i];
+}
+
+@compute @workgroup_size(WG)
+fn swiglu_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                   @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid, WG);
+  if (i >= p.n) { return; }
+  let g = a[i];
+  let s = sigmoid(g);
+  let d = dout[i];
+  da[i] = d * b[i] * s * (1.0 + g * (1.0 - s));
+  db[i] = d * g * s;
+}
+
+@compute @workgroup_size(WG)
+fn gelu_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid, WG);
+  if (i >= p.n) { return; }
+  out[i] = gelu(a[i]);
+}
+
+@compute @workgroup_size(WG)
+fn gelu_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                 @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid, WG);
+  if (i >= p.n) { return; }
+  da[i] = dout[i] * gelu_grad(a[i]);
+}

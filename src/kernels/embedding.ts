@@ -1,0 +1,96 @@
+/** Embedding lookup and its deterministic gradient (shaders/embedding.wgsl). */
+import { ShapeError } from '../errors.js';
+import type { BufferLike } from '../gpu/buffers.js';
+import type { CommandRecorder } from '../gpu/recorder.js';
+import { u32 } from '../gpu/recorder.js';
+import { launch1d, requireDims, requireElements } from './common.js';
+
+const WG = 256;
+
+/** Token ids grouped by id, for the segmented-sum backward: unique ids, offsets into order, token order. */
+export interface EmbeddingGradPlan {
+  unique: Uint32Array;
+  offsets: Uint32Array;
+  order: Uint32Array;
+}
+
+export function embeddingGradPlan(ids: ArrayLike<number>, rows: number): EmbeddingGradPlan {
+  const order = Uint32Array.from({ length: ids.length }, (_, t) => t);
+  for (let t = 0; t < ids.length; t++) {
+    if (!Number.isInteger(ids[t]) || ids[t] < 0 || ids[t] >= rows) throw new ShapeError(`embedding: id ${ids[t]} at ${t} is outside [0, ${rows})`);
+  }
+  order.sort((a, b) => ids[a] - ids[b] || a - b);
+  const unique: number[] = [];
+  const offsets: number[] = [];
+  order.forEach((t, k) => {
+    if (k === 0 || ids[t] !== ids[order[k - 1]]) {
+      unique.push(ids[t]);
+      offsets.push(k);
+    }
+  });
+  offsets.push(order.length);
+  return { unique: Uint32Array.from(unique), offsets: Uint32Array.from(offsets), order };
+}
+
+export interface EmbeddingForwardArgs {
+  /** u32 [T]. */
+  ids: BufferLike;
+  /** [rows, C]. */
+  table: BufferLike;
+  /** [T, C]. */
+  out: BufferLike;
+  T: number;
+  C: number;
+  rows: number;
+  /** out += lookup (e.g. position embeddings onto token embeddings). */
+  accumulate?: boolean;
+}
+
+export function embeddingForward(rec: CommandRecorder, a: EmbeddingForwardArgs): void {
+  requireDims('embeddingForward', { T: a.T, C: a.C, rows: a.rows });
+  requireElements('embeddingForward', 'ids', a.ids, a.T);
+  requireElements('embeddingForward', 'table', a.table, a.rows * a.C);
+  requireElements('embeddingForward', 'out', a.out, a.T * a.C);
+  rec.dispatch({
+    shader: 'embedding',
+    entryPoint: 'embedding_forward',
+    constants: { WG, ACCUMULATE: !!a.accumulate },
+    uniforms: [u32(a.T), u32(a.C), u32(a.rows), u32(0)],
+    storage: [a.ids, a.table, a.out],
+    workgroups: launch1d(rec.gpu, a.T * a.C, WG),
+    label: `embedding forward ${a.T}x${a.C}`,
+  });
+}
+
+export interface EmbeddingBackwardArgs {
+  /** The plan's arrays uploaded as u32 buffers. */
+  unique: BufferLike;
+  offsets: BufferLike;
+  order: BufferLike;
+  /** Number of unique ids. */
+  U: number;
+  dOut: BufferLike;
+  /** [rows, C], accumulated (+=). */
+  dTable: BufferLike;
+  T: number;
+  C: number;
+  rows: number;
+}
+
+export function embeddingBackward(rec: CommandRecorder, a: EmbeddingBackwardArgs): void {
+  requireDims('embeddingBackward', { T: a.T, C: a.C, rows: a.rows, U: a.U });
+  requireElements('embeddingBackward', 'unique', a.unique, a.U);
+  requireElements('embeddingBackward', 'offsets', a.offsets, a.U + 1);
+  requireElements('embeddingBackward', 'order', a.order, a.T);
+  requireElements('embeddingBackward', 'dOut', a.dOut, a.T * a.C);
+  requireElements('embeddingBackward', 'dTable', a.dTable, a.rows * a.C);
+  rec.dispatch({
+    shader: 'embedding',
+    entryPoint: 'embedding_backward',
+    constants: { WG },
+    uniforms: [u32(a.T), u32(a.C), u32(a.rows), u32(a.U)],
+    storage: [a.unique, undefined, undefined, a.offsets, a.order, a.dOut, a.dTable],
+    workgroups: launch1d(rec.gpu, a.U * a.C, WG),
+    label: `embedding backward ${a.U}x${a.C}`,
+  });
+}

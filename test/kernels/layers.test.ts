@@ -1,0 +1,122 @@
+import { describe, expect, it } from 'vitest';
+import {
+  embeddingBackward,
+  embeddingForward,
+  embeddingGradPlan,
+  geluBackward,
+  geluForward,
+  rope,
+  ropeTable,
+  ShapeError,
+  swigluBackward,
+  swigluForward,
+  type GeluKind,
+} from '../../src/index.js';
+import { compare, freshSeed, poisoned, randn, rng, testGpu } from '../helpers.js';
+import { embeddingBackwardRef, embeddingForwardRef, geluGradRef, geluRef, ropeRef, swigluBackwardRef, swigluForwardRef } from '../reference/layers.js';
+
+describe('rope', () => {
+  it.each([
+    [1, 1, 2, 0],
+    [17, 3, 8, 0],
+    [33, 2, 64, 5], // heads inside a wider (fused) row
+    [100, 5, 16, 0],
+  ])('T=%i heads=%i D=%i, forward then backward restores x', async (T, heads, D, pad) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const rowStride = heads * D + 2 * pad;
+    const maxPos = 300;
+    const xh = randn(T * rowStride, rand);
+    // Packed documents: positions restart.
+    const pos = Uint32Array.from({ length: T }, (_, t) => (t < T / 2 ? t : t - Math.floor(T / 2)) + (t % 7 === 3 ? 250 : 0));
+    const x = gpu.upload(xh);
+    const positions = gpu.upload(pos);
+    const table = gpu.upload(ropeTable(D, 10000, maxPos));
+    const args = { x, positions, table, T, heads, headDim: D, maxPositions: maxPos, rowStride, colOffset: pad };
+    await gpu.run((rec) => rope(rec, args));
+    const want = ropeRef(xh, pos, T, heads, D, 10000, rowStride, pad);
+    expect(compare(await gpu.readF32(x), want).rel, `seed ${seed}`).toBeLessThan(1e-4);
+    await gpu.run((rec) => rope(rec, { ...args, backward: true }));
+    expect(compare(await gpu.readF32(x), xh).rel, `seed ${seed}`).toBeLessThan(1e-4);
+  });
+
+  it('rejects odd head sizes and heads past the row', async () => {
+    const gpu = await testGpu();
+    const b = gpu.createBuffer(1024);
+    expect(() => rope(gpu.recorder(), { x: b, positions: b, table: b, T: 1, heads: 1, headDim: 3, maxPositions: 1 })).toThrow(ShapeError);
+    expect(() => rope(gpu.recorder(), { x: b, positions: b, table: b, T: 1, heads: 2, headDim: 4, maxPositions: 1, rowStride: 6 })).toThrow(/past the end/);
+  });
+});
+
+describe('activations', () => {
+  it.each([1, 17, 1000])('swiglu forward and backward, n=%i', async (n) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const [gh, uh, dhh] = [randn(n, rand, 3), randn(n, rand), randn(n, rand)];
+    const [gate, up, dH] = [gh, uh, dhh].map((a) => gpu.upload(a));
+    const [h, dGate, dUp] = [poisoned(gpu, n), poisoned(gpu, n), poisoned(gpu, n)];
+    await gpu.run((rec) => {
+      swigluForward(rec, { gate, up, h, n });
+      swigluBackward(rec, { gate, up, dH, dGate, dUp, n });
+    });
+    const ref = swigluBackwardRef(gh, uh, dhh);
+    expect(compare(await gpu.readF32(h), swigluForwardRef(gh, uh)).rel, `seed ${seed}`).toBeLessThan(1e-4);
+    expect(compare(await gpu.readF32(dGate), ref.dGate).rel, `seed ${seed}`).toBeLessThan(1e-4);
+    expect(compare(await gpu.readF32(dUp), ref.dUp).rel, `seed ${seed}`).toBeLessThan(1e-4);
+  });
+
+  it.each(['gelu_new', 'gelu'] as GeluKind[])('%s forward and backward', async (kind) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const n = 1031;
+    const [xh, dyh] = [randn(n, rand, 3), randn(n, rand)];
+    const [x, dY] = [gpu.upload(xh), gpu.upload(dyh)];
+    const [y, dX] = [poisoned(gpu, n), poisoned(gpu, n)];
+    await gpu.run((rec) => {
+      geluForward(rec, { x, y, n, kind });
+      geluBackward(rec, { x, dY, dX, n, kind });
+    });
+    expect(compare(await gpu.readF32(y), Array.from(xh, (v) => geluRef(v, kind))).rel, `seed ${seed}`).toBeLessThan(1e-4);
+    expect(compare(await gpu.readF32(dX), Array.from(xh, (v, i) => dyh[i] * geluGradRef(v, kind))).rel, `seed ${seed}`).toBeLessThan(1e-4);
+  });
+});
+
+describe('embedding', () => {
+  it.each([
+    [1, 1, 1],
+    [17, 33, 10],
+    [100, 17, 257],
+  ])('T=%i C=%i rows=%i forward, position add, deterministic backward', async (T, C, rows) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const ids = Uint32Array.from({ length: T }, () => Math.floor(rand() * Math.min(rows, 7))); // many repeats
+    const pos = Uint32Array.from({ length: T }, (_, t) => t % rows);
+    const [tabh, ptabh, douth, d0] = [randn(rows * C, rand), randn(rows * C, rand), randn(T * C, rand), randn(rows * C, rand)];
+    const [table, ptable, dOut] = [gpu.upload(tabh), gpu.upload(ptabh), gpu.upload(douth)];
+    const out = poisoned(gpu, T * C);
+    const dTable = gpu.upload(d0);
+    const plan = embeddingGradPlan(ids, rows);
+    await gpu.run((rec) => {
+      embeddingForward(rec, { ids: gpu.upload(ids), table, out, T, C, rows });
+      embeddingForward(rec, { ids: gpu.upload(pos), table: ptable, out, T, C, rows, accumulate: true });
+      embeddingBackward(rec, {
+        unique: gpu.upload(plan.unique), offsets: gpu.upload(plan.offsets), order: gpu.upload(plan.order),
+        U: plan.unique.length, dOut, dTable, T, C, rows,
+      });
+    });
+    const posPart = embeddingForwardRef(pos, ptabh, T, C);
+    const fwd = embeddingForwardRef(ids, tabh, T, C).map((v, i) => v + posPart[i]);
+    expect(compare(await gpu.readF32(out), fwd).rel, `seed ${seed}`).toBeLessThan(1e-4);
+    const bwd = embeddingBackwardRef(ids, douth, T, C, rows).map((v, i) => v + d0[i]);
+    expect(compare(await gpu.readF32(dTable), bwd).rel, `seed ${seed}`).toBeLessThan(1e-4);
+  });
+
+  it('rejects ids outside the table', () => {
+    expect(() => embeddingGradPlan([0, 5], 5)).toThrow(ShapeError);
+    expect(() => embeddingGradPlan([-1], 5)).toThrow(/outside/);
+  });
+});
