@@ -9,3 +9,4 @@ export * from './norm.js';
 export * from './rope.js';
 export * from './activation.js';
 export * from './embedding.js';
+export * from './attention.js';

@@ -1,6 +1,7 @@
 /** The reference backward passes against finite differences of the reference forward passes. */
 import { describe, expect, it } from 'vitest';
 import { randn, rng } from '../../src/util/random.js';
+import { attentionBackwardRef, attentionForwardRef } from './attention.js';
 import { numericGradient, relError } from './gradcheck.js';
 import {
   embeddingBackwardRef,
@@ -75,5 +76,22 @@ describe('rope, activations and embeddings: reference backward', () => {
     const dy = randn(T * C, rand);
     const num = numericGradient(table, () => embeddingForwardRef(ids, table, T, C), dy);
     expect(relError(embeddingBackwardRef(ids, dy, T, C, rows), num)).toBeLessThan(1e-6);
+  });
+});
+
+describe('attention reference backward', () => {
+  it.each([false, true])('matches finite differences for q, k, v (GQA, segments %s)', (useSegments) => {
+    const rand = rng(12);
+    const shape = { B: 2, S: 5, nH: 4, nKV: 2, D: 3, segments: useSegments ? [0, 0, 1, 1, 1, 0, 0, 0, 2, 2] : undefined };
+    const n = shape.B * shape.S;
+    const q = f64(randn(n * shape.nH * shape.D, rand));
+    const k = f64(randn(n * shape.nKV * shape.D, rand));
+    const v = f64(randn(n * shape.nKV * shape.D, rand));
+    const dO = randn(n * shape.nH * shape.D, rand);
+    const fwd = () => attentionForwardRef(shape, q, k, v);
+    const { dq, dk, dv } = attentionBackwardRef(shape, q, k, v, dO);
+    expect(relError(dq, numericGradient(q, fwd, dO))).toBeLessThan(1e-6);
+    expect(relError(dk, numericGradient(k, fwd, dO))).toBeLessThan(1e-6);
+    expect(relError(dv, numericGradient(v, fwd, dO))).toBeLessThan(1e-6);
   });
 });

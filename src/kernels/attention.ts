@@ -1,0 +1,102 @@
+/**
+ * Flash-style causal attention with GQA and packed-document segments (shaders/attention.wgsl): forward
+ * saves the log-sum-exp; backward recomputes probabilities in a dQ pass and a dK/dV pass, no atomics.
+ */
+import { ShapeError } from '../errors.js';
+import type { BufferLike } from '../gpu/buffers.js';
+import type { CommandRecorder } from '../gpu/recorder.js';
+import { f32, u32 } from '../gpu/recorder.js';
+import { launch1d, requireDims, requireElements } from './common.js';
+
+export const ATTENTION_MAX_HEAD_DIM = 256;
+const WG = 64;
+
+export interface AttentionShape {
+  /** Sequences in the batch and tokens per sequence. */
+  B: number;
+  S: number;
+  nH: number;
+  nKV: number;
+  headDim: number;
+  /** Default 1 / sqrt(headDim). */
+  scale?: number;
+  /** u32 [B * S] document ids: attention stays within a document. Omit for one document per sequence. */
+  segments?: BufferLike;
+}
+
+function checkShape(kernel: string, s: AttentionShape): void {
+  requireDims(kernel, { B: s.B, S: s.S, nH: s.nH, nKV: s.nKV, headDim: s.headDim });
+  if (s.nKV === 0 || s.nH % s.nKV) throw new ShapeError(`${kernel}: ${s.nH} query heads are not a multiple of ${s.nKV} key/value heads`);
+  if (s.headDim > ATTENTION_MAX_HEAD_DIM) throw new ShapeError(`${kernel}: head dim ${s.headDim} exceeds ${ATTENTION_MAX_HEAD_DIM}`);
+  if (s.segments) requireElements(kernel, 'segments', s.segments, s.B * s.S);
+}
+
+function params(s: AttentionShape) {
+  return [u32(s.B), u32(s.S), u32(s.nH), u32(s.nKV), u32(s.headDim), f32(s.scale ?? 1 / Math.sqrt(s.headDim))];
+}
+
+export interface AttentionForwardArgs extends AttentionShape {
+  q: BufferLike;
+  k: BufferLike;
+  v: BufferLike;
+  /** [B * S, nH, D], overwritten. */
+  o: BufferLike;
+  /** [B * S, nH, 2]: log-sum-exp per (row, head) for the backward pass. */
+  stats: BufferLike;
+}
+
+export function attentionForward(rec: CommandRecorder, a: AttentionForwardArgs): void {
+  checkShape('attentionForward', a);
+  const rows = a.B * a.S;
+  requireElements('attentionForward', 'q', a.q, rows * a.nH * a.headDim);
+  requireElements('attentionForward', 'k', a.k, rows * a.nKV * a.headDim);
+  requireElements('attentionForward', 'v', a.v, rows * a.nKV * a.headDim);
+  requireElements('attentionForward', 'o', a.o, rows * a.nH * a.headDim);
+  requireElements('attentionForward', 'stats', a.stats, rows * a.nH * 2);
+  rec.dispatch({
+    shader: 'attention',
+    entryPoint: 'attention_forward',
+    constants: { WG, SEGMENTS: !!a.segments },
+    uniforms: params(a),
+    storage: [a.q, a.k, a.v, a.segments ?? rec.gpu.placeholder(), a.o, a.stats],
+    workgroups: launch1d(rec.gpu, rows * a.nH, WG),
+    label: `attention forward ${a.B}x${a.S} h${a.nH}/${a.nKV} d${a.headDim}`,
+  });
+}
+
+export interface AttentionBackwardArgs extends AttentionForwardArgs {
+  dO: BufferLike;
+  /** Overwritten. */
+  dQ: BufferLike;
+  dK: BufferLike;
+  dV: BufferLike;
+}
+
+export function attentionBackward(rec: CommandRecorder, a: AttentionBackwardArgs): void {
+  checkShape('attentionBackward', a);
+  const rows = a.B * a.S;
+  const qn = rows * a.nH * a.headDim;
+  const kvn = rows * a.nKV * a.headDim;
+  for (const [name, b, n] of [['q', a.q, qn], ['k', a.k, kvn], ['v', a.v, kvn], ['o', a.o, qn], ['dO', a.dO, qn], ['dQ', a.dQ, qn], ['dK', a.dK, kvn], ['dV', a.dV, kvn]] as const) {
+    requireElements('attentionBackward', name, b, n);
+  }
+  requireElements('attentionBackward', 'stats', a.stats, rows * a.nH * 2);
+  const constants = { WG, SEGMENTS: !!a.segments };
+  const seg = a.segments ?? rec.gpu.placeholder();
+  const label = `${a.B}x${a.S} h${a.nH}/${a.nKV} d${a.headDim}`;
+  rec.dispatch({
+    shader: 'attention', entryPoint: 'attention_backward_prep', constants, uniforms: params(a),
+    storage: [undefined, undefined, undefined, undefined, a.o, a.stats, a.dO],
+    workgroups: launch1d(rec.gpu, rows * a.nH, WG), label: `attention backward prep ${label}`,
+  });
+  rec.dispatch({
+    shader: 'attention', entryPoint: 'attention_backward_dq', constants, uniforms: params(a),
+    storage: [a.q, a.k, a.v, seg, undefined, a.stats, a.dO, a.dQ],
+    workgroups: launch1d(rec.gpu, rows * a.nH, WG), label: `attention backward dq ${label}`,
+  });
+  rec.dispatch({
+    shader: 'attention', entryPoint: 'attention_backward_dkv', constants, uniforms: params(a),
+    storage: [a.q, a.k, a.v, seg, undefined, a.stats, a.dO, undefined, a.dK, a.dV],
+    workgroups: launch1d(rec.gpu, rows * a.nKV, WG), label: `attention backward dkv ${label}`,
+  });
+}

@@ -1,0 +1,68 @@
+import { describe, expect, it } from 'vitest';
+import { attentionBackward, attentionForward, ShapeError } from '../../src/index.js';
+import { compare, freshSeed, poisoned, randn, rng, testGpu } from '../helpers.js';
+import { attentionBackwardRef, attentionForwardRef } from '../reference/attention.js';
+
+/** Document ids for packed rows: random document lengths, restarting per sequence. */
+function packedSegments(B: number, S: number, rand: () => number): Uint32Array {
+  const seg = new Uint32Array(B * S);
+  let id = 0;
+  for (let b = 0; b < B; b++) {
+    let left = 0;
+    for (let i = 0; i < S; i++) {
+      if (left === 0) {
+        id++;
+        left = 1 + Math.floor(rand() * Math.max(1, S / 3));
+      }
+      seg[b * S + i] = id;
+      left--;
+    }
+  }
+  return seg;
+}
+
+describe.each([false, true])('flash attention equals naive attention (segments: %s)', (useSegments) => {
+  it.each([
+    // B, S, nH, nKV, D
+    [1, 1, 1, 1, 4],
+    [2, 3, 2, 1, 8],
+    [1, 17, 4, 2, 16],
+    [2, 100, 2, 2, 5],
+    [1, 300, 2, 1, 8],
+  ])('B=%i S=%i heads %i/%i D=%i, forward and backward', async (B, S, nH, nKV, D) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const rows = B * S;
+    const [qh, kh, vh, dOh] = [randn(rows * nH * D, rand), randn(rows * nKV * D, rand), randn(rows * nKV * D, rand), randn(rows * nH * D, rand)];
+    const seg = useSegments ? packedSegments(B, S, rand) : undefined;
+    const [q, k, v, dO] = [qh, kh, vh, dOh].map((a) => gpu.upload(a));
+    const segments = seg ? gpu.upload(seg) : undefined;
+    const o = poisoned(gpu, rows * nH * D);
+    const stats = poisoned(gpu, rows * nH * 2);
+    const [dQ, dK, dV] = [poisoned(gpu, rows * nH * D), poisoned(gpu, rows * nKV * D), poisoned(gpu, rows * nKV * D)];
+    const shape = { B, S, nH, nKV, headDim: D, segments };
+    await gpu.run((rec) => {
+      attentionForward(rec, { ...shape, q, k, v, o, stats });
+      attentionBackward(rec, { ...shape, q, k, v, o, stats, dO, dQ, dK, dV });
+    });
+    const ref = { B, S, nH, nKV, D, segments: seg };
+    const msg = `seed ${seed} B${B} S${S} h${nH}/${nKV} D${D}`;
+    expect(compare(await gpu.readF32(o), attentionForwardRef(ref, qh, kh, vh)).rel, msg).toBeLessThan(1e-4);
+    const bwd = attentionBackwardRef(ref, qh, kh, vh, dOh);
+    expect(compare(await gpu.readF32(dQ), bwd.dq).rel, `${msg} dQ`).toBeLessThan(1e-4);
+    expect(compare(await gpu.readF32(dK), bwd.dk).rel, `${msg} dK`).toBeLessThan(1e-4);
+    expect(compare(await gpu.readF32(dV), bwd.dv).rel, `${msg} dV`).toBeLessThan(1e-4);
+  });
+});
+
+describe('attention input checks', () => {
+  it('rejects GQA shapes that do not divide, oversize heads and short buffers', async () => {
+    const gpu = await testGpu();
+    const b = gpu.createBuffer(4096);
+    const base = { B: 1, S: 4, headDim: 8, q: b, k: b, v: b, o: b, stats: b };
+    expect(() => attentionForward(gpu.recorder(), { ...base, nH: 3, nKV: 2 })).toThrow(ShapeError);
+    expect(() => attentionForward(gpu.recorder(), { ...base, nH: 1, nKV: 1, headDim: 512 })).toThrow(/exceeds 256/);
+    expect(() => attentionForward(gpu.recorder(), { ...base, nH: 64, nKV: 8 })).toThrow(/needs \d+ elements/);
+  });
+});
