@@ -10,3 +10,4 @@ export * from './rope.js';
 export * from './activation.js';
 export * from './embedding.js';
 export * from './attention.js';
+export * from './cross-entropy.js';

@@ -56,6 +56,16 @@ describe('device', () => {
       ...['sparse_grad', 'scatter', 'gather'].map((entryPoint) => ({ shader: 'sparse', entryPoint, constants: { ADD: true } })),
       { shader: 'reduce', entryPoint: 'reduce_rows', constants: { OP: 1, WG: 64 } },
       { shader: 'elementwise', entryPoint: 'elementwise', constants: { OP: 4 } },
+      ...['norm_forward', 'norm_backward', 'norm_backward_weight'].map((entryPoint) => ({ shader: 'norm', entryPoint, constants: { LAYERNORM: true } })),
+      { shader: 'rope', entryPoint: 'rope', constants: { BACKWARD: true } },
+      ...['swiglu_forward', 'swiglu_backward', 'gelu_forward', 'gelu_backward'].map((entryPoint) => ({ shader: 'activation', entryPoint })),
+      ...['embedding_forward', 'embedding_backward'].map((entryPoint) => ({ shader: 'embedding', entryPoint })),
+      ...['attention_forward', 'attention_backward_prep', 'attention_backward_dq', 'attention_backward_dkv'].map((entryPoint) => ({
+        shader: 'attention',
+        entryPoint,
+        constants: { SEGMENTS: true },
+      })),
+      ...['ce_reset', 'ce_chunk_stats', 'ce_loss', 'ce_chunk_grad'].map((entryPoint) => ({ shader: 'cross_entropy', entryPoint })),
     ]);
     const broken = new PipelineCache(gpu.device, { broken: '@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }' });
     await expect(broken.warm([{ shader: 'broken', entryPoint: 'main' }])).rejects.toThrow(/broken: \d+:\d+/);

@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { randn, rng } from '../../src/util/random.js';
 import { attentionBackwardRef, attentionForwardRef } from './attention.js';
+import { crossEntropyRef } from './cross-entropy.js';
 import { numericGradient, relError } from './gradcheck.js';
 import {
   embeddingBackwardRef,
@@ -93,5 +94,20 @@ describe('attention reference backward', () => {
     expect(relError(dq, numericGradient(q, fwd, dO))).toBeLessThan(1e-6);
     expect(relError(dk, numericGradient(k, fwd, dO))).toBeLessThan(1e-6);
     expect(relError(dv, numericGradient(v, fwd, dO))).toBeLessThan(1e-6);
+  });
+});
+
+describe('cross-entropy reference backward', () => {
+  it('matches finite differences of the summed, scaled loss', () => {
+    const rand = rng(13);
+    const [T, H, V, scale] = [4, 3, 7, 0.25];
+    const hidden = f64(randn(T * H, rand));
+    const weight = f64(randn(V * H, rand));
+    const targets = [2, -100, 6, 0];
+    const ones = new Float64Array(T).fill(scale);
+    const loss = () => crossEntropyRef(hidden, weight, targets, T, H, V, scale).losses;
+    const { dHidden, dWeight } = crossEntropyRef(hidden, weight, targets, T, H, V, scale);
+    expect(relError(dHidden, numericGradient(hidden, loss, ones))).toBeLessThan(1e-6);
+    expect(relError(dWeight, numericGradient(weight, loss, ones))).toBeLessThan(1e-6);
   });
 });

@@ -1,0 +1,80 @@
+// Cross-entropy over the LM head, chunked along the vocabulary: the host computes one chunk of logits
+// [T, VC] at a time (a matmul into a scratch buffer), these kernels fold it into running per-row
+// statistics, so full [T, V] logits never exist.
+//   stats[3t + 0] = running max m, [3t + 1] = running sum l of exp(x - m), [3t + 2] = the target's logit
+//   loss[t] = m + log(l) - logit[target]   (0 for ignored rows, target < 0, e.g. HF's -100)
+// Backward recomputes each chunk and turns it into d logits = scale * (softmax - onehot) in place.
+struct Params { T: u32, VC: u32, c0: u32, scale: f32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> logits: array<f32>; // [T, VC] chunk starting at vocab c0
+@group(0) @binding(2) var<storage, read> targets: array<i32>;
+@group(0) @binding(3) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(4) var<storage, read_write> losses: array<f32>;
+
+override WG: u32 = 256;
+const NEG_INF = -3.402823e38;
+
+// #include lib/workgroup_reduce.wgsl
+// #include lib/flat_index.wgsl
+
+@compute @workgroup_size(WG)
+fn ce_reset(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+            @builtin(local_invocation_index) lid: u32) {
+  let t = flat_index(wid, nwg, lid, WG);
+  if (t >= p.T) { return; }
+  stats[3u * t] = NEG_INF;
+  stats[3u * t + 1u] = 0.0;
+  stats[3u * t + 2u] = 0.0;
+}
+
+// One workgroup per row: merge this chunk's max and sum of exponentials into the running statistics.
+@compute @workgroup_size(WG)
+fn ce_chunk_stats(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                  @builtin(local_invocation_index) lid: u32) {
+  let t = wid.y * nwg.x + wid.x;
+  let live = t < p.T;
+  let base = t * p.VC;
+  var mx = NEG_INF;
+  if (live) { for (var c = lid; c < p.VC; c += WG) { mx = max(mx, logits[base + c]); } }
+  let chunkMax = wg_max(lid, mx);
+  var m = NEG_INF;
+  if (live) { m = max(stats[3u * t], chunkMax); }
+  var s = 0.0;
+  if (live) { for (var c = lid; c < p.VC; c += WG) { s += exp(logits[base + c] - m); } }
+  let chunkSum = wg_sum(lid, s);
+  if (!live || lid != 0u) { return; }
+  stats[3u * t + 1u] = stats[3u * t + 1u] * exp(stats[3u * t] - m) + chunkSum;
+  stats[3u * t] = m;
+  let tgt = targets[t];
+  if (tgt >= i32(p.c0) && tgt < i32(p.c0 + p.VC)) { stats[3u * t + 2u] = logits[base + u32(tgt) - p.c0]; }
+}
+
+@compute @workgroup_size(WG)
+fn ce_loss(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+           @builtin(local_invocation_index) lid: u32) {
+  let t = flat_index(wid, nwg, lid, WG);
+  if (t >= p.T) { return; }
+  var loss = 0.0;
+  if (targets[t] >= 0) { loss = stats[3u * t] + log(stats[3u * t + 1u]) - stats[3u * t + 2u]; }
+  losses[t] = loss;
+}
+
+// In place: logits -> scale * (softmax - onehot(tgt)); ignored rows get 0.
+@compute @workgroup_size(WG)
+fn ce_chunk_grad(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                 @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid, WG);
+  if (i >= p.T * p.VC) { return; }
+  let t = i / p.VC;
+  let c = i % p.VC;
+  let tgt = targets[t];
+  var g = 0.0;
+  if (tgt >= 0) {
+    let lse = stats[3u * t] + log(stats[3u * t + 1u]);
+    g = exp(logits[i] - lse);
+    if (u32(tgt) == p.c0 + c) { g -= 1.0; }
+    g *= p.scale;
+  }
+  logits[i] = g;
+}

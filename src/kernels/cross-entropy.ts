@@ -1,0 +1,124 @@
+/**
+ * Cross-entropy fused with the LM head and chunked along the vocabulary (shaders/cross_entropy.wgsl):
+ * only a [T, chunk] slice of logits exists at any time. Backward recomputes each slice, so the cost is
+ * one extra logits matmul in exchange for never holding [T, V] floats.
+ */
+import { ShapeError } from '../errors.js';
+import { view, type BufferLike } from '../gpu/buffers.js';
+import type { CommandRecorder } from '../gpu/recorder.js';
+import { f32, u32 } from '../gpu/recorder.js';
+import { launch1d, requireDims, requireElements } from './common.js';
+import { matmul } from './matmul.js';
+
+const WG = 256;
+/** Targets below zero (Hugging Face uses -100) contribute no loss and no gradient. */
+export const IGNORE_INDEX = -100;
+
+/**
+ * Vocabulary columns per chunk: a multiple of 64 (so weight slices stay 256-byte aligned) whose
+ * [T, chunk] f32 slice fits `budgetBytes`.
+ */
+export function crossEntropyChunk(T: number, V: number, budgetBytes = 64 << 20): number {
+  const fit = Math.floor(budgetBytes / (4 * Math.max(T, 1)) / 64) * 64;
+  return Math.max(64, Math.min(fit, Math.ceil(V / 64) * 64));
+}
+
+export interface CrossEntropyArgs {
+  /** Final hidden states [T, H]. */
+  hidden: BufferLike;
+  /** LM head weight [V, H] (HF layout; the embedding matrix when tied). */
+  weight: BufferLike;
+  /** i32 [T]; negative = ignored. Already shifted: targets[t] is the token after position t. */
+  targets: BufferLike;
+  T: number;
+  H: number;
+  V: number;
+  /** Vocabulary columns per chunk (crossEntropyChunk) and a [T, chunk] scratch buffer. */
+  chunk: number;
+  logits: BufferLike;
+  /** [T, 3] running statistics, kept for the backward pass. */
+  stats: BufferLike;
+  /** [T] per-token losses (0 where ignored). */
+  losses: BufferLike;
+}
+
+function check(kernel: string, a: CrossEntropyArgs): void {
+  requireDims(kernel, { T: a.T, H: a.H, V: a.V, chunk: a.chunk });
+  if (a.chunk % 64 || a.chunk === 0) throw new ShapeError(`${kernel}: chunk ${a.chunk} must be a positive multiple of 64`);
+  requireElements(kernel, 'hidden', a.hidden, a.T * a.H);
+  requireElements(kernel, 'weight', a.weight, a.V * a.H);
+  requireElements(kernel, 'targets', a.targets, a.T);
+  requireElements(kernel, 'logits', a.logits, a.T * Math.min(a.chunk, a.V));
+  requireElements(kernel, 'stats', a.stats, a.T * 3);
+  requireElements(kernel, 'losses', a.losses, a.T);
+}
+
+/** Each vocabulary chunk: [c0, c0 + width). */
+function chunks(V: number, chunk: number): { c0: number; width: number }[] {
+  const out = [];
+  for (let c0 = 0; c0 < V; c0 += chunk) out.push({ c0, width: Math.min(chunk, V - c0) });
+  return out;
+}
+
+function chunkLogits(rec: CommandRecorder, a: CrossEntropyArgs, c0: number, width: number): void {
+  matmul(rec, { a: a.hidden, b: view(a.weight, c0 * a.H * 4, width * a.H * 4), c: a.logits, M: a.T, N: width, K: a.H, transB: true });
+}
+
+/** The buffers each entry point uses, in binding order (an entry point must bind exactly what it uses). */
+const BINDINGS: Record<string, (keyof CrossEntropyArgs | undefined)[]> = {
+  ce_reset: [undefined, undefined, 'stats'],
+  ce_chunk_stats: ['logits', 'targets', 'stats'],
+  ce_loss: [undefined, 'targets', 'stats', 'losses'],
+  ce_chunk_grad: ['logits', 'targets', 'stats'],
+};
+
+function ceDispatch(rec: CommandRecorder, entryPoint: string, a: CrossEntropyArgs, width: number, c0: number, scale: number, workgroups: [number, number?]): void {
+  rec.dispatch({
+    shader: 'cross_entropy',
+    entryPoint,
+    constants: { WG: entryPoint === 'ce_chunk_stats' ? rec.gpu.tuning.reductionWorkgroupSize : WG },
+    uniforms: [u32(a.T), u32(width), u32(c0), f32(scale)],
+    storage: BINDINGS[entryPoint].map((name) => (name ? a[name] : undefined)),
+    workgroups,
+    label: `${entryPoint} T=${a.T} c0=${c0}`,
+  });
+}
+
+/** Per-token losses into `losses` and the statistics the backward pass needs into `stats`. */
+export function crossEntropyForward(rec: CommandRecorder, a: CrossEntropyArgs): void {
+  check('crossEntropyForward', a);
+  const rows = launch1d(rec.gpu, a.T, WG);
+  ceDispatch(rec, 'ce_reset', a, 0, 0, 0, rows);
+  for (const { c0, width } of chunks(a.V, a.chunk)) {
+    chunkLogits(rec, a, c0, width);
+    ceDispatch(rec, 'ce_chunk_stats', a, width, c0, 0, launch1d(rec.gpu, a.T, 1));
+  }
+  ceDispatch(rec, 'ce_loss', a, 0, 0, 0, rows);
+}
+
+export interface CrossEntropyBackwardArgs extends CrossEntropyArgs {
+  /** d loss / d hidden [T, H], overwritten. */
+  dHidden: BufferLike;
+  /** d loss / d weight [V, H], accumulated (+=); omit when the head is frozen. */
+  dWeight?: BufferLike;
+  /** Gradient of the objective per token loss, e.g. 1 / (number of target tokens) for a mean. */
+  gradScale: number;
+}
+
+/** Needs `stats` from crossEntropyForward on the same inputs. */
+export function crossEntropyBackward(rec: CommandRecorder, a: CrossEntropyBackwardArgs): void {
+  check('crossEntropyBackward', a);
+  requireElements('crossEntropyBackward', 'dHidden', a.dHidden, a.T * a.H);
+  if (a.dWeight) requireElements('crossEntropyBackward', 'dWeight', a.dWeight, a.V * a.H);
+  chunks(a.V, a.chunk).forEach(({ c0, width }, i) => {
+    chunkLogits(rec, a, c0, width);
+    ceDispatch(rec, 'ce_chunk_grad', a, width, c0, a.gradScale, launch1d(rec.gpu, a.T * width, WG));
+    const w = view(a.weight, c0 * a.H * 4, width * a.H * 4);
+    // dHidden (+)= dLogits [T, width] @ W_chunk [width, H]
+    matmul(rec, { a: a.logits, b: w, c: a.dHidden, M: a.T, N: a.H, K: width, accumulate: i > 0 });
+    // dW_chunk += dLogits^T [width, T] @ hidden [T, H]
+    if (a.dWeight) {
+      matmul(rec, { a: a.logits, b: a.hidden, c: view(a.dWeight, c0 * a.H * 4, width * a.H * 4), M: width, N: a.H, K: a.T, transA: true, accumulate: true });
+    }
+  });
+}

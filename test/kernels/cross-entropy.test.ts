@@ -1,0 +1,52 @@
+import { describe, expect, it } from 'vitest';
+import { crossEntropyBackward, crossEntropyChunk, crossEntropyForward, IGNORE_INDEX, ShapeError } from '../../src/index.js';
+import { compare, freshSeed, poisoned, randn, REDUCTION_SIZES, rng, testGpu } from '../helpers.js';
+import { crossEntropyRef } from '../reference/cross-entropy.js';
+
+describe.each(REDUCTION_SIZES)('fused chunked cross-entropy, workgroup %i', (wg) => {
+  it.each([
+    // T, H, V, chunk
+    [1, 8, 100, 64],
+    [17, 17, 257, 64], // 5 chunks, the last of 1 column
+    [33, 8, 300, 128],
+    [5, 33, 64, 64],
+    [9, 4, 100, 256], // one chunk wider than the vocabulary
+  ])('T=%i H=%i V=%i chunk %i: losses, dHidden, dWeight', async (T, H, V, chunk) => {
+    const gpu = await testGpu({ reductionWorkgroupSize: wg });
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const hh = randn(T * H, rand, 1.5);
+    const wh = randn(V * H, rand, 1.5);
+    const tgt = Int32Array.from({ length: T }, (_, t) => (t % 4 === 1 ? IGNORE_INDEX : Math.floor(rand() * V)));
+    const valid = tgt.filter((x) => x >= 0).length;
+    const scale = 1 / Math.max(valid, 1);
+    const dW0 = randn(V * H, rand);
+    const args = {
+      hidden: gpu.upload(hh), weight: gpu.upload(wh), targets: gpu.upload(tgt), T, H, V, chunk,
+      logits: poisoned(gpu, T * Math.min(chunk, V)), stats: poisoned(gpu, 3 * T), losses: poisoned(gpu, T),
+    };
+    const dHidden = poisoned(gpu, T * H);
+    const dWeight = gpu.upload(dW0);
+    await gpu.run((rec) => {
+      crossEntropyForward(rec, args);
+      crossEntropyBackward(rec, { ...args, dHidden, dWeight, gradScale: scale });
+    });
+    const ref = crossEntropyRef(hh, wh, tgt, T, H, V, scale);
+    const msg = `seed ${seed}`;
+    expect(compare(await gpu.readF32(args.losses), ref.losses).rel, msg).toBeLessThan(1e-4);
+    expect(compare(await gpu.readF32(dHidden), ref.dHidden).rel, msg).toBeLessThan(1e-4);
+    expect(compare(await gpu.readF32(dWeight), ref.dWeight.map((v, i) => v + dW0[i])).rel, msg).toBeLessThan(1e-4);
+  });
+
+  it('chooses aligned chunks within a memory budget', () => {
+    expect(crossEntropyChunk(1024, 151936, 64 << 20)).toBe(16384);
+    expect(crossEntropyChunk(4, 100)).toBe(128);
+    expect(crossEntropyChunk(1 << 20, 50257, 1 << 20) % 64).toBe(0);
+  });
+
+  it('rejects chunks that break weight alignment', async () => {
+    const gpu = await testGpu({ reductionWorkgroupSize: wg });
+    const b = gpu.createBuffer(1 << 16);
+    expect(() => crossEntropyForward(gpu.recorder(), { hidden: b, weight: b, targets: b, T: 2, H: 4, V: 100, chunk: 50, logits: b, stats: b, losses: b })).toThrow(ShapeError);
+  });
+});
