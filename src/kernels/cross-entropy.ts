@@ -65,7 +65,8 @@ function chunkLogits(rec: CommandRecorder, a: CrossEntropyArgs, c0: number, widt
 }
 
 /** The buffers each entry point uses, in binding order (an entry point must bind exactly what it uses). */
-const BINDINGS: Record<string, (keyof CrossEntropyArgs | undefined)[]> = {
+type BufferArg = 'logits' | 'targets' | 'stats' | 'losses';
+const BINDINGS: Record<string, (BufferArg | undefined)[]> = {
   ce_reset: [undefined, undefined, 'stats'],
   ce_chunk_stats: ['logits', 'targets', 'stats'],
   ce_loss: [undefined, 'targets', 'stats', 'losses'],

@@ -4,6 +4,7 @@
  */
 import { InvalidModelFileError } from '../io/safetensors.js';
 import type { ModelConfig } from './config.js';
+import { hfMappings } from './layout.js';
 
 export interface WeightSpec {
   name: string;
@@ -11,63 +12,7 @@ export interface WeightSpec {
 }
 
 export function expectedWeights(c: ModelConfig): WeightSpec[] {
-  const H = c.hiddenSize;
-  const I = c.intermediateSize;
-  const V = c.vocabSize;
-  const out: WeightSpec[] = [];
-  const add = (name: string, ...shape: number[]) => out.push({ name, shape });
-  if (c.family === 'gpt2') {
-    add('transformer.wte.weight', V, H);
-    add('transformer.wpe.weight', c.maxPositions, H);
-    for (let i = 0; i < c.numLayers; i++) {
-      const p = `transformer.h.${i}`;
-      add(`${p}.ln_1.weight`, H);
-      add(`${p}.ln_1.bias`, H);
-      add(`${p}.attn.c_attn.weight`, H, 3 * H);
-      add(`${p}.attn.c_attn.bias`, 3 * H);
-      add(`${p}.attn.c_proj.weight`, H, H);
-      add(`${p}.attn.c_proj.bias`, H);
-      add(`${p}.ln_2.weight`, H);
-      add(`${p}.ln_2.bias`, H);
-      add(`${p}.mlp.c_fc.weight`, H, I);
-      add(`${p}.mlp.c_fc.bias`, I);
-      add(`${p}.mlp.c_proj.weight`, I, H);
-      add(`${p}.mlp.c_proj.bias`, H);
-    }
-    add('transformer.ln_f.weight', H);
-    add('transformer.ln_f.bias', H);
-    if (!c.tieWordEmbeddings) add('lm_head.weight', V, H);
-    return out;
-  }
-  const q = c.numHeads * c.headDim;
-  const kv = c.numKvHeads * c.headDim;
-  add('model.embed_tokens.weight', V, H);
-  for (let i = 0; i < c.numLayers; i++) {
-    const p = `model.layers.${i}`;
-    add(`${p}.input_layernorm.weight`, H);
-    add(`${p}.self_attn.q_proj.weight`, q, H);
-    add(`${p}.self_attn.k_proj.weight`, kv, H);
-    add(`${p}.self_attn.v_proj.weight`, kv, H);
-    if (c.qkvBias) {
-      add(`${p}.self_attn.q_proj.bias`, q);
-      add(`${p}.self_attn.k_proj.bias`, kv);
-      add(`${p}.self_attn.v_proj.bias`, kv);
-    }
-    add(`${p}.self_attn.o_proj.weight`, H, q);
-    if (c.outputBias) add(`${p}.self_attn.o_proj.bias`, H);
-    add(`${p}.post_attention_layernorm.weight`, H);
-    add(`${p}.mlp.gate_proj.weight`, I, H);
-    add(`${p}.mlp.up_proj.weight`, I, H);
-    add(`${p}.mlp.down_proj.weight`, H, I);
-    if (c.mlpBias) {
-      add(`${p}.mlp.gate_proj.bias`, I);
-      add(`${p}.mlp.up_proj.bias`, I);
-      add(`${p}.mlp.down_proj.bias`, H);
-    }
-  }
-  add('model.norm.weight', H);
-  if (!c.tieWordEmbeddings) add('lm_head.weight', V, H);
-  return out;
+  return hfMappings(c).map((m) => ({ name: m.hfName, shape: m.hfShape }));
 }
 
 /**

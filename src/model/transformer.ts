@@ -1,0 +1,290 @@
+/**
+ * Forward and backward passes of a decoder-only transformer (Llama family and GPT-2) as explicit call
+ * lists, llm.c style: forward() records every layer's kernels in order and saves what backward() needs;
+ * backward() mirrors it in reverse. Activations live in one arena planned per (batch, sequence) shape,
+ * so a training step allocates nothing. Conventions: parameter gradients accumulate (+=), activation
+ * gradients are overwritten.
+ */
+import type { TensorView } from '../gpu/buffers.js';
+import type { Gpu } from '../gpu/gpu.js';
+import type { CommandRecorder } from '../gpu/recorder.js';
+import { attentionBackward, attentionForward } from '../kernels/attention.js';
+import { crossEntropyBackward, crossEntropyChunk, crossEntropyForward } from '../kernels/cross-entropy.js';
+import { embeddingBackward, embeddingForward } from '../kernels/embedding.js';
+import { elementwise } from '../kernels/elementwise.js';
+import { geluBackward, geluForward, swigluBackward, swigluForward } from '../kernels/activation.js';
+import { matmul } from '../kernels/matmul.js';
+import { normBackward, normForward } from '../kernels/norm.js';
+import { rope, ropeTable } from '../kernels/rope.js';
+import { Arena, arenaLimit, planArena } from './arena.js';
+import type { PreparedBatch } from './batch.js';
+import type { ModelConfig } from './config.js';
+
+type View = TensorView;
+
+/** Parameters by internal name (see layout.ts); gradients for the trainable ones. */
+export interface ParamAccess {
+  param(name: string): View;
+  /** The gradient view, or null when the parameter is frozen. */
+  grad(name: string): View | null;
+  has(name: string): boolean;
+}
+
+/** The per-shape activation arena and its named views. */
+export class Activations {
+  readonly arena: Arena;
+  readonly T: number;
+  readonly chunk: number;
+  /** Set by load(): whether the batch packs documents, and the unique id counts of its gradient plans. */
+  hasSegments = false;
+  uniqueIds = 0;
+  uniquePositions = 0;
+  constructor(gpu: Gpu, readonly config: ModelConfig, readonly B: number, readonly S: number) {
+    const c = config;
+    const T = (this.T = B * S);
+    const H = c.hiddenSize;
+    const qd = c.numHeads * c.headDim;
+    const kvd = c.numKvHeads * c.headDim;
+    const I = c.intermediateSize;
+    this.chunk = crossEntropyChunk(T, c.vocabSize, 32 << 20);
+    const t: { name: string; length: number }[] = [];
+    const add = (name: string, length: number) => t.push({ name, length });
+    for (const n of ['ids', 'positions', 'segments', 'targets', 'ones', 'emb.order', 'emb.unique', 'pos.order', 'pos.unique']) add(n, T);
+    add('emb.offsets', T + 1);
+    add('pos.offsets', T + 1);
+    for (let i = 0; i <= c.numLayers; i++) add(`x${i}`, T * H);
+    for (let i = 0; i < c.numLayers; i++) {
+      const p = `l${i}.`;
+      add(`${p}ln1`, T * H);
+      add(`${p}st1`, 2 * T);
+      add(`${p}q`, T * qd);
+      add(`${p}k`, T * kvd);
+      add(`${p}v`, T * kvd);
+      add(`${p}att`, T * qd);
+      add(`${p}ast`, 2 * T * c.numHeads);
+      add(`${p}xm`, T * H);
+      add(`${p}ln2`, T * H);
+      add(`${p}st2`, 2 * T);
+      add(`${p}a`, T * I);
+      if (c.family === 'llama') add(`${p}b`, T * I);
+      add(`${p}h`, T * I);
+    }
+    add('lnf', T * H);
+    add('stf', 2 * T);
+    add('logits', T * Math.min(this.chunk, c.vocabSize));
+    add('cestats', 3 * T);
+    add('losses', T);
+    // Backward scratch, reused by every layer.
+    for (const n of ['dx', 'dtmp', 'dln']) add(n, T * H);
+    add('dq', T * qd);
+    add('dk', T * kvd);
+    add('dv', T * kvd);
+    add('datt', T * qd);
+    for (const n of ['da', 'db', 'dh']) add(n, T * I);
+    this.arena = new Arena(gpu, planArena(t, arenaLimit(gpu)), `activations ${B}x${S}`);
+    gpu.write(this.arena.view('ones'), new Float32Array(T).fill(1));
+  }
+
+  v(name: string): View {
+    return this.arena.view(name);
+  }
+
+  /** Upload a batch's token data into this arena. */
+  load(gpu: Gpu, b: PreparedBatch): void {
+    if (b.B !== this.B || b.S !== this.S) throw new Error(`batch ${b.B}x${b.S} loaded into activations planned for ${this.B}x${this.S}`);
+    this.hasSegments = b.segments !== null;
+    this.uniqueIds = b.embedPlan.unique.length;
+    this.uniquePositions = b.positionPlan.unique.length;
+    gpu.write(this.v('pos.unique'), b.positionPlan.unique);
+    gpu.write(this.v('pos.offsets'), b.positionPlan.offsets);
+    gpu.write(this.v('pos.order'), b.positionPlan.order);
+    gpu.write(this.v('ids'), b.ids);
+    gpu.write(this.v('positions'), b.positions);
+    gpu.write(this.v('targets'), b.targets);
+    if (b.segments) gpu.write(this.v('segments'), b.segments);
+    gpu.write(this.v('emb.unique'), b.embedPlan.unique);
+    gpu.write(this.v('emb.offsets'), b.embedPlan.offsets);
+    gpu.write(this.v('emb.order'), b.embedPlan.order);
+  }
+
+  destroy(): void {
+    this.arena.destroy();
+  }
+}
+
+export class Transformer {
+  readonly ropeTable: GPUBuffer | null;
+  constructor(
+    readonly gpu: Gpu,
+    readonly config: ModelConfig,
+    readonly params: ParamAccess,
+  ) {
+    const c = config;
+    this.ropeTable = c.ropeTheta === null ? null : gpu.upload(ropeTable(c.headDim, c.ropeTheta, c.maxPositions), 'rope table');
+  }
+
+  private get lmHead(): string {
+    return this.config.tieWordEmbeddings ? 'embed' : 'lm_head';
+  }
+
+  /** y (=, or += with accumulate) = x W^T (+ b). */
+  private linear(rec: CommandRecorder, acts: Activations, x: View, name: string, y: View, outDim: number, inDim: number, accumulate = false): void {
+    const T = acts.T;
+    matmul(rec, { a: x, b: this.params.param(`${name}.weight`), c: y, M: T, N: outDim, K: inDim, transB: true, accumulate });
+    if (this.params.has(`${name}.bias`)) {
+      // Broadcast the bias over rows: y += ones[T, 1] @ b[1, out].
+      matmul(rec, { a: acts.v('ones'), b: this.params.param(`${name}.bias`), c: y, M: T, N: outDim, K: 1, accumulate: true });
+    }
+  }
+
+  /** dx (= or +=) = dy W; dW += dy^T x; db += ones^T dy. */
+  private linearBackward(rec: CommandRecorder, acts: Activations, x: View, name: string, dy: View, dx: View | null, outDim: number, inDim: number, accumulateDx = false): void {
+    const T = acts.T;
+    if (dx) matmul(rec, { a: dy, b: this.params.param(`${name}.weight`), c: dx, M: T, N: inDim, K: outDim, accumulate: accumulateDx });
+    const dW = this.params.grad(`${name}.weight`);
+    if (dW) matmul(rec, { a: dy, b: x, c: dW, M: outDim, N: inDim, K: T, transA: true, accumulate: true });
+    const dB = this.params.has(`${name}.bias`) ? this.params.grad(`${name}.bias`) : null;
+    if (dB) matmul(rec, { a: acts.v('ones'), b: dy, c: dB, M: 1, N: outDim, K: T, accumulate: true });
+  }
+
+  private norm(rec: CommandRecorder, acts: Activations, name: string, x: View, y: View, stats: View): void {
+    const c = this.config;
+    normForward(rec, {
+      kind: c.norm, rows: acts.T, cols: c.hiddenSize, eps: c.normEps, x, y, stats,
+      weight: this.params.param(`${name}.weight`),
+      bias: c.norm === 'layernorm' ? this.params.param(`${name}.bias`) : undefined,
+    });
+  }
+
+  /** dx += norm backward of dy (through the scratch buffer dtmp). */
+  private normBackwardInto(rec: CommandRecorder, acts: Activations, name: string, x: View, stats: View, dy: View, dx: View, accumulate: boolean): void {
+    const c = this.config;
+    const target = accumulate ? acts.v('dtmp') : dx;
+    normBackward(rec, {
+      kind: c.norm, rows: acts.T, cols: c.hiddenSize, eps: c.normEps, x, stats, dy, dx: target,
+      weight: this.params.param(`${name}.weight`),
+      dWeight: this.params.grad(`${name}.weight`) ?? undefined,
+      dBias: c.norm === 'layernorm' ? this.params.grad(`${name}.bias`) ?? undefined : undefined,
+    });
+    if (accumulate) elementwise(rec, { op: 'axpy', y: dx, x: target, n: acts.T * c.hiddenSize, s0: 1 });
+  }
+
+  private attentionShape(acts: Activations) {
+    const c = this.config;
+    return { B: acts.B, S: acts.S, nH: c.numHeads, nKV: c.numKvHeads, headDim: c.headDim, segments: acts.hasSegments ? acts.v('segments') : undefined };
+  }
+
+  /** Records the forward pass through the per-token losses (acts 'losses'). */
+  forward(rec: CommandRecorder, acts: Activations): void {
+    const c = this.config;
+    const T = acts.T;
+    const H = c.hiddenSize;
+    const qd = c.numHeads * c.headDim;
+    const kvd = c.numKvHeads * c.headDim;
+    const I = c.intermediateSize;
+    embeddingForward(rec, { ids: acts.v('ids'), table: this.params.param('embed'), out: acts.v('x0'), T, C: H, rows: c.vocabSize });
+    if (c.family === 'gpt2') {
+      embeddingForward(rec, { ids: acts.v('positions'), table: this.params.param('pos_embed'), out: acts.v('x0'), T, C: H, rows: c.maxPositions, accumulate: true });
+    }
+    for (let i = 0; i < c.numLayers; i++) {
+      const L = `layers.${i}`;
+      const a = (n: string) => acts.v(`l${i}.${n}`);
+      this.norm(rec, acts, `${L}.norm1`, acts.v(`x${i}`), a('ln1'), a('st1'));
+      this.linear(rec, acts, a('ln1'), `${L}.q`, a('q'), qd, H);
+      this.linear(rec, acts, a('ln1'), `${L}.k`, a('k'), kvd, H);
+      this.linear(rec, acts, a('ln1'), `${L}.v`, a('v'), kvd, H);
+      if (this.ropeTable) {
+        const r = { positions: acts.v('positions'), table: this.ropeTable, T, headDim: c.headDim, maxPositions: c.maxPositions };
+        rope(rec, { ...r, x: a('q'), heads: c.numHeads });
+        rope(rec, { ...r, x: a('k'), heads: c.numKvHeads });
+      }
+      attentionForward(rec, { ...this.attentionShape(acts), q: a('q'), k: a('k'), v: a('v'), o: a('att'), stats: a('ast') });
+      rec.copy(acts.v(`x${i}`), a('xm'));
+      this.linear(rec, acts, a('att'), `${L}.o`, a('xm'), H, qd, true);
+      this.norm(rec, acts, `${L}.norm2`, a('xm'), a('ln2'), a('st2'));
+      if (c.family === 'gpt2') {
+        this.linear(rec, acts, a('ln2'), `${L}.fc`, a('a'), I, H);
+        geluForward(rec, { x: a('a'), y: a('h'), n: T * I, kind: c.activation === 'gelu' ? 'gelu' : 'gelu_new' });
+      } else {
+        this.linear(rec, acts, a('ln2'), `${L}.gate`, a('a'), I, H);
+        this.linear(rec, acts, a('ln2'), `${L}.up`, a('b'), I, H);
+        swigluForward(rec, { gate: a('a'), up: a('b'), h: a('h'), n: T * I });
+      }
+      rec.copy(a('xm'), acts.v(`x${i + 1}`));
+      this.linear(rec, acts, a('h'), `${L}.${c.family === 'gpt2' ? 'proj' : 'down'}`, acts.v(`x${i + 1}`), H, I, true);
+    }
+    this.norm(rec, acts, 'norm_f', acts.v(`x${c.numLayers}`), acts.v('lnf'), acts.v('stf'));
+    crossEntropyForward(rec, this.ceArgs(acts));
+  }
+
+  private ceArgs(acts: Activations) {
+    const c = this.config;
+    return {
+      hidden: acts.v('lnf'), weight: this.params.param(this.lmHead), targets: acts.v('targets'),
+      T: acts.T, H: c.hiddenSize, V: c.vocabSize, chunk: acts.chunk,
+      logits: acts.v('logits'), stats: acts.v('cestats'), losses: acts.v('losses'),
+    };
+  }
+
+  /** Records the backward pass of sum(losses) * gradScale; needs forward() recorded first on the same acts. */
+  backward(rec: CommandRecorder, acts: Activations, gradScale: number): void {
+    const c = this.config;
+    const T = acts.T;
+    const H = c.hiddenSize;
+    const qd = c.numHeads * c.headDim;
+    const kvd = c.numKvHeads * c.headDim;
+    const I = c.intermediateSize;
+    const dx = acts.v('dx');
+    crossEntropyBackward(rec, { ...this.ceArgs(acts), dHidden: acts.v('dln'), dWeight: this.params.grad(this.lmHead) ?? undefined, gradScale });
+    this.normBackwardInto(rec, acts, 'norm_f', acts.v(`x${c.numLayers}`), acts.v('stf'), acts.v('dln'), dx, false);
+    for (let i = c.numLayers - 1; i >= 0; i--) {
+      const L = `layers.${i}`;
+      const a = (n: string) => acts.v(`l${i}.${n}`);
+      // x_{i+1} = xm + mlp(norm2(xm)): dx flows to xm unchanged, plus through the MLP.
+      this.linearBackward(rec, acts, a('h'), `${L}.${c.family === 'gpt2' ? 'proj' : 'down'}`, dx, acts.v('dh'), H, I);
+      if (c.family === 'gpt2') {
+        geluBackward(rec, { x: a('a'), dY: acts.v('dh'), dX: acts.v('da'), n: T * I, kind: c.activation === 'gelu' ? 'gelu' : 'gelu_new' });
+        this.linearBackward(rec, acts, a('ln2'), `${L}.fc`, acts.v('da'), acts.v('dln'), I, H);
+      } else {
+        swigluBackward(rec, { gate: a('a'), up: a('b'), dH: acts.v('dh'), dGate: acts.v('da'), dUp: acts.v('db'), n: T * I });
+        this.linearBackward(rec, acts, a('ln2'), `${L}.gate`, acts.v('da'), acts.v('dln'), I, H);
+        this.linearBackward(rec, acts, a('ln2'), `${L}.up`, acts.v('db'), acts.v('dln'), I, H, true);
+      }
+      this.normBackwardInto(rec, acts, `${L}.norm2`, a('xm'), a('st2'), acts.v('dln'), dx, true);
+      // xm = x_i + attention(norm1(x_i)) W_o^T.
+      this.linearBackward(rec, acts, a('att'), `${L}.o`, dx, acts.v('datt'), H, qd);
+      attentionBackward(rec, {
+        ...this.attentionShape(acts), q: a('q'), k: a('k'), v: a('v'), o: a('att'), stats: a('ast'),
+        dO: acts.v('datt'), dQ: acts.v('dq'), dK: acts.v('dk'), dV: acts.v('dv'),
+      });
+      if (this.ropeTable) {
+        const r = { positions: acts.v('positions'), table: this.ropeTable, T, headDim: c.headDim, maxPositions: c.maxPositions, backward: true };
+        rope(rec, { ...r, x: acts.v('dq'), heads: c.numHeads });
+        rope(rec, { ...r, x: acts.v('dk'), heads: c.numKvHeads });
+      }
+      this.linearBackward(rec, acts, a('ln1'), `${L}.q`, acts.v('dq'), acts.v('dln'), qd, H);
+      this.linearBackward(rec, acts, a('ln1'), `${L}.k`, acts.v('dk'), acts.v('dln'), kvd, H, true);
+      this.linearBackward(rec, acts, a('ln1'), `${L}.v`, acts.v('dv'), acts.v('dln'), kvd, H, true);
+      this.normBackwardInto(rec, acts, `${L}.norm1`, acts.v(`x${i}`), a('st1'), acts.v('dln'), dx, true);
+    }
+    const dEmbed = this.params.grad('embed');
+    if (dEmbed) {
+      embeddingBackward(rec, {
+        unique: acts.v('emb.unique'), offsets: acts.v('emb.offsets'), order: acts.v('emb.order'), U: acts.uniqueIds,
+        dOut: dx, dTable: dEmbed, T, C: H, rows: c.vocabSize,
+      });
+    }
+    const dPos = c.family === 'gpt2' ? this.params.grad('pos_embed') : null;
+    if (dPos) {
+      // Positions as ids: each position's gradient is the sum over the tokens at that position.
+      embeddingBackward(rec, {
+        unique: acts.v('pos.unique'), offsets: acts.v('pos.offsets'), order: acts.v('pos.order'), U: acts.uniquePositions,
+        dOut: dx, dTable: dPos, T, C: H, rows: c.maxPositions,
+      });
+    }
+  }
+
+  destroy(): void {
+    if (this.ropeTable) this.gpu.destroyBuffer(this.ropeTable);
+  }
+}
