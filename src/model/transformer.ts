@@ -16,7 +16,6 @@ import { geluBackward, geluForward, swigluBackward, swigluForward } from '../ker
 import { matmul } from '../kernels/matmul.js';
 import { normBackward, normForward } from '../kernels/norm.js';
 import { rope, ropeTable } from '../kernels/rope.js';
-import { Arena, arenaLimit, planArena } from './arena.js';
 import type { PreparedBatch } from './batch.js';
 import type { ModelConfig } from './config.js';
 
@@ -30,16 +29,20 @@ export interface ParamAccess {
   has(name: string): boolean;
 }
 
-/** The per-shape activation arena and its named views. */
+/**
+ * The activations of one (batch, sequence) shape, allocated once and reused every step. Each tensor has
+ * its own buffer: WebGPU checks read/write conflicts per buffer, not per range, and kernels read one
+ * activation while writing the next.
+ */
 export class Activations {
-  readonly arena: Arena;
+  private readonly buffers = new Map<string, GPUBuffer>();
   readonly T: number;
   readonly chunk: number;
   /** Set by load(): whether the batch packs documents, and the unique id counts of its gradient plans. */
   hasSegments = false;
   uniqueIds = 0;
   uniquePositions = 0;
-  constructor(gpu: Gpu, readonly config: ModelConfig, readonly B: number, readonly S: number) {
+  constructor(private readonly gpu: Gpu, readonly config: ModelConfig, readonly B: number, readonly S: number) {
     const c = config;
     const T = (this.T = B * S);
     const H = c.hiddenSize;
@@ -81,12 +84,14 @@ export class Activations {
     add('dv', T * kvd);
     add('datt', T * qd);
     for (const n of ['da', 'db', 'dh']) add(n, T * I);
-    this.arena = new Arena(gpu, planArena(t, arenaLimit(gpu)), `activations ${B}x${S}`);
-    gpu.write(this.arena.view('ones'), new Float32Array(T).fill(1));
+    for (const { name, length } of t) this.buffers.set(name, gpu.createBuffer(length * 4, undefined, `act ${name}`));
+    gpu.write(this.v('ones'), new Float32Array(T).fill(1));
   }
 
   v(name: string): View {
-    return this.arena.view(name);
+    const buffer = this.buffers.get(name);
+    if (!buffer) throw new Error(`no activation '${name}'`);
+    return { buffer, offset: 0, size: buffer.size };
   }
 
   /** Upload a batch's token data into this arena. */
@@ -108,7 +113,8 @@ export class Activations {
   }
 
   destroy(): void {
-    this.arena.destroy();
+    for (const b of this.buffers.values()) this.gpu.destroyBuffer(b);
+    this.buffers.clear();
   }
 }
 
@@ -127,10 +133,10 @@ export class Transformer {
     return this.config.tieWordEmbeddings ? 'embed' : 'lm_head';
   }
 
-  /** y (=, or += with accumulate) = x W^T (+ b). */
-  private linear(rec: CommandRecorder, acts: Activations, x: View, name: string, y: View, outDim: number, inDim: number, accumulate = false): void {
+  /** y = x W^T (+ b). */
+  private linear(rec: CommandRecorder, acts: Activations, x: View, name: string, y: View, outDim: number, inDim: number): void {
     const T = acts.T;
-    matmul(rec, { a: x, b: this.params.param(`${name}.weight`), c: y, M: T, N: outDim, K: inDim, transB: true, accumulate });
+    matmul(rec, { a: x, b: this.params.param(`${name}.weight`), c: y, M: T, N: outDim, K: inDim, transB: true });
     if (this.params.has(`${name}.bias`)) {
       // Broadcast the bias over rows: y += ones[T, 1] @ b[1, out].
       matmul(rec, { a: acts.v('ones'), b: this.params.param(`${name}.bias`), c: y, M: T, N: outDim, K: 1, accumulate: true });
@@ -199,8 +205,9 @@ export class Transformer {
         rope(rec, { ...r, x: a('k'), heads: c.numKvHeads });
       }
       attentionForward(rec, { ...this.attentionShape(acts), q: a('q'), k: a('k'), v: a('v'), o: a('att'), stats: a('ast') });
-      rec.copy(acts.v(`x${i}`), a('xm'));
-      this.linear(rec, acts, a('att'), `${L}.o`, a('xm'), H, qd, true);
+      // Residuals: write the projection, then add the stream (one arena buffer cannot copy into itself).
+      this.linear(rec, acts, a('att'), `${L}.o`, a('xm'), H, qd);
+      elementwise(rec, { op: 'axpy', y: a('xm'), x: acts.v(`x${i}`), n: T * H, s0: 1 });
       this.norm(rec, acts, `${L}.norm2`, a('xm'), a('ln2'), a('st2'));
       if (c.family === 'gpt2') {
         this.linear(rec, acts, a('ln2'), `${L}.fc`, a('a'), I, H);
@@ -210,8 +217,8 @@ export class Transformer {
         this.linear(rec, acts, a('ln2'), `${L}.up`, a('b'), I, H);
         swigluForward(rec, { gate: a('a'), up: a('b'), h: a('h'), n: T * I });
       }
-      rec.copy(a('xm'), acts.v(`x${i + 1}`));
-      this.linear(rec, acts, a('h'), `${L}.${c.family === 'gpt2' ? 'proj' : 'down'}`, acts.v(`x${i + 1}`), H, I, true);
+      this.linear(rec, acts, a('h'), `${L}.${c.family === 'gpt2' ? 'proj' : 'down'}`, acts.v(`x${i + 1}`), H, I);
+      elementwise(rec, { op: 'axpy', y: acts.v(`x${i + 1}`), x: a('xm'), n: T * H, s0: 1 });
     }
     this.norm(rec, acts, 'norm_f', acts.v(`x${c.numLayers}`), acts.v('lnf'), acts.v('stf'));
     crossEntropyForward(rec, this.ceArgs(acts));

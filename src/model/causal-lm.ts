@@ -1,0 +1,159 @@
+/**
+ * A causal LM on the GPU: parameters in an arena (engine layout, see layout.ts), gradients and optimizer
+ * moments in arenas of the same layout for the trainable parameters, activation arenas per batch shape,
+ * and the transformer's forward and backward passes. Tensors can be read and written by Hugging Face
+ * name, converted through the layout mappings.
+ */
+import type { TensorView } from '../gpu/buffers.js';
+import type { Gpu } from '../gpu/gpu.js';
+import type { CommandRecorder } from '../gpu/recorder.js';
+import { readTensorF32 } from '../io/safetensors.js';
+import { Arena, arenaLimit, planArena } from './arena.js';
+import { prepareBatch, type BatchInput, type PreparedBatch } from './batch.js';
+import type { Checkpoint, LoadProgress } from './checkpoint.js';
+import type { ModelConfig } from './config.js';
+import { hfMappings, hfToParts, paramSpecs, partsToHf, size, type HfMapping } from './layout.js';
+import { Activations, Transformer, type ParamAccess } from './transformer.js';
+
+export interface CausalLMOptions {
+  /** Internal parameter names that get gradients; default none (inference). */
+  trainable?: (name: string) => boolean;
+  onProgress?: (p: LoadProgress) => void;
+}
+
+export class CausalLM {
+  readonly transformer: Transformer;
+  readonly params: Arena;
+  /** Gradients of the trainable parameters (null when nothing trains). */
+  readonly grads: Arena | null;
+  readonly trainableNames: string[];
+  private readonly mappings: Map<string, HfMapping>;
+  private readonly activations = new Map<string, Activations>();
+
+  private constructor(
+    readonly gpu: Gpu,
+    readonly config: ModelConfig,
+    trainable: (name: string) => boolean,
+  ) {
+    const specs = paramSpecs(config);
+    const limit = arenaLimit(gpu);
+    this.params = new Arena(gpu, planArena(specs.map((s) => ({ name: s.name, length: size(s.shape) })), limit), 'params');
+    this.trainableNames = specs.map((s) => s.name).filter(trainable);
+    this.grads = this.trainableNames.length
+      ? new Arena(gpu, planArena(this.trainableNames.map((name) => ({ name, length: size(specs.find((s) => s.name === name)!.shape) })), limit), 'grads')
+      : null;
+    this.mappings = new Map(hfMappings(config).map((m) => [m.hfName, m]));
+    const access: ParamAccess = {
+      param: (name) => this.params.view(name),
+      grad: (name) => (this.grads?.has(name) ? this.grads.view(name) : null),
+      has: (name) => this.params.has(name),
+    };
+    this.transformer = new Transformer(gpu, config, access);
+  }
+
+  /** Stream a checkpoint's weights into a new model, tensor by tensor. */
+  static async fromCheckpoint(gpu: Gpu, ckpt: Checkpoint, options: CausalLMOptions = {}): Promise<CausalLM> {
+    const model = new CausalLM(gpu, ckpt.config, options.trainable ?? (() => false));
+    try {
+      const maps = hfMappings(ckpt.config);
+      let bytesLoaded = 0;
+      const bytesTotal = maps.reduce((s, m) => s + ckpt.tensors.get(m.hfName)!.info.end - ckpt.tensors.get(m.hfName)!.info.begin, 0);
+      for (const [i, m] of maps.entries()) {
+        const { file, info } = ckpt.tensors.get(m.hfName)!;
+        model.writeHfParts(m, await readTensorF32(file, info));
+        bytesLoaded += info.end - info.begin;
+        options.onProgress?.({ tensor: m.hfName, loaded: i + 1, total: maps.length, bytesLoaded, bytesTotal });
+      }
+    } catch (e) {
+      model.destroy();
+      throw e;
+    }
+    return model;
+  }
+
+  get hfNames(): string[] {
+    return [...this.mappings.keys()];
+  }
+
+  private mapping(hfName: string): HfMapping {
+    const m = this.mappings.get(hfName);
+    if (!m) throw new Error(`'${hfName}' is not a tensor of this ${this.config.architecture}`);
+    return m;
+  }
+
+  private writeHfParts(m: HfMapping, data: Float32Array): void {
+    if (data.length !== size(m.hfShape)) throw new RangeError(`'${m.hfName}' needs ${size(m.hfShape)} values, got ${data.length}`);
+    hfToParts(m, data).forEach((part, i) => this.gpu.write(this.params.view(m.parts[i]), part));
+  }
+
+  /** Overwrite a parameter by its Hugging Face name and layout. */
+  writeHf(hfName: string, data: Float32Array): void {
+    this.writeHfParts(this.mapping(hfName), data);
+  }
+
+  /** A parameter in its Hugging Face name and layout. */
+  async readHf(hfName: string, from: 'params' | 'grads' = 'params'): Promise<Float32Array> {
+    const m = this.mapping(hfName);
+    const arena = from === 'params' ? this.params : this.grads;
+    if (!arena) throw new Error('this model has no gradients (nothing is trainable)');
+    const parts = await Promise.all(m.parts.map((p) => this.gpu.readF32(arena.view(p))));
+    return partsToHf(m, parts);
+  }
+
+  activationsFor(B: number, S: number): Activations {
+    const key = `${B}x${S}`;
+    let acts = this.activations.get(key);
+    if (!acts) this.activations.set(key, (acts = new Activations(this.gpu, this.config, B, S)));
+    return acts;
+  }
+
+  prepare(batch: BatchInput): PreparedBatch {
+    return prepareBatch(batch, this.config.vocabSize, this.config.maxPositions);
+  }
+
+  zeroGrads(rec: CommandRecorder): void {
+    if (this.grads) for (const b of this.grads.buffers) rec.clear(b);
+  }
+
+  /**
+   * Record forward (and, with gradScale, backward) for a prepared batch. Gradients accumulate into the
+   * grads arena; zero them first for a fresh step. Returns the activations holding the per-token losses.
+   */
+  record(rec: CommandRecorder, batch: PreparedBatch, gradScale?: number): Activations {
+    const acts = this.activationsFor(batch.B, batch.S);
+    acts.load(this.gpu, batch);
+    this.transformer.forward(rec, acts);
+    if (gradScale !== undefined) {
+      if (!this.grads) throw new Error('no trainable parameters: nothing to differentiate');
+      this.transformer.backward(rec, acts, gradScale);
+    }
+    return acts;
+  }
+
+  /** Mean loss over the batch's target tokens (and gradients of it, with `withGrad`). */
+  async loss(input: BatchInput | PreparedBatch, withGrad = false): Promise<number> {
+    const batch = 'embedPlan' in input ? input : this.prepare(input);
+    const count = Math.max(batch.targetCount, 1);
+    const rec = this.gpu.recorder();
+    if (withGrad) this.zeroGrads(rec);
+    const acts = this.record(rec, batch, withGrad ? 1 / count : undefined);
+    await rec.submit();
+    const losses = await this.gpu.readF32(acts.v('losses'));
+    let sum = 0;
+    for (const l of losses) sum += l;
+    return sum / count;
+  }
+
+  /** Gradient of a parameter by internal name (engine layout). */
+  gradView(name: string): TensorView | null {
+    return this.grads?.has(name) ? this.grads.view(name) : null;
+  }
+
+  destroy(): void {
+    for (const a of this.activations.values()) a.destroy();
+    this.activations.clear();
+    this.params.destroy();
+    this.grads?.destroy();
+    this.transformer.destroy();
+  }
+}

@@ -1,0 +1,151 @@
+/**
+ * float64 reference of the whole model (engine layout, see src/model/layout.ts): forward to the mean
+ * loss over target tokens and backward to every parameter's gradient, composed from the layer references.
+ */
+import type { ModelConfig } from '../../src/model/config.js';
+import type { PreparedBatch } from '../../src/model/batch.js';
+import { attentionBackwardRef, attentionForwardRef } from './attention.js';
+import { crossEntropyRef } from './cross-entropy.js';
+import {
+  embeddingBackwardRef,
+  embeddingForwardRef,
+  geluGradRef,
+  geluRef,
+  normBackwardRef,
+  normForwardRef,
+  ropeRef,
+  swigluBackwardRef,
+  swigluForwardRef,
+} from './layers.js';
+
+type P = Map<string, Float64Array>;
+
+// y (T, out) = x (T, in) W^T + b
+function linear(x: Float64Array, w: Float64Array, b: Float64Array | undefined, T: number, out: number, inp: number): Float64Array {
+  const y = new Float64Array(T * out);
+  for (let t = 0; t < T; t++) {
+    for (let o = 0; o < out; o++) {
+      let s = b ? b[o] : 0;
+      for (let i = 0; i < inp; i++) s += x[t * inp + i] * w[o * inp + i];
+      y[t * out + o] = s;
+    }
+  }
+  return y;
+}
+
+function linearBack(x: Float64Array, w: Float64Array, dy: Float64Array, T: number, out: number, inp: number) {
+  const dx = new Float64Array(T * inp);
+  const dw = new Float64Array(out * inp);
+  const db = new Float64Array(out);
+  for (let t = 0; t < T; t++) {
+    for (let o = 0; o < out; o++) {
+      const g = dy[t * out + o];
+      db[o] += g;
+      for (let i = 0; i < inp; i++) {
+        dx[t * inp + i] += g * w[o * inp + i];
+        dw[o * inp + i] += g * x[t * inp + i];
+      }
+    }
+  }
+  return { dx, dw, db };
+}
+
+const add = (a: Float64Array, b: ArrayLike<number>) => a.map((v, i) => v + b[i]);
+
+export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatch): { loss: number; grads: P } {
+  const { B, S } = batch;
+  const T = B * S;
+  const H = c.hiddenSize;
+  const D = c.headDim;
+  const qd = c.numHeads * D;
+  const kvd = c.numKvHeads * D;
+  const I = c.intermediateSize;
+  const gpt2 = c.family === 'gpt2';
+  const p = (n: string) => params.get(n)!;
+  const norm = (n: string, x: Float64Array) => normForwardRef(c.norm, x, p(`${n}.weight`), gpt2 ? p(`${n}.bias`) : null, T, H, c.normEps).y;
+  const attnShape = { B, S, nH: c.numHeads, nKV: c.numKvHeads, D, segments: batch.segments ?? undefined };
+
+  // Forward, keeping what backward needs.
+  let x = embeddingForwardRef(batch.ids, p('embed'), T, H);
+  if (gpt2) x = add(x, embeddingForwardRef(batch.positions, p('pos_embed'), T, H));
+  const saved: Record<string, Float64Array>[] = [];
+  for (let i = 0; i < c.numLayers; i++) {
+    const L = `layers.${i}`;
+    const s: Record<string, Float64Array> = { x };
+    s.ln1 = norm(`${L}.norm1`, x);
+    let q = linear(s.ln1, p(`${L}.q.weight`), params.get(`${L}.q.bias`), T, qd, H);
+    let k = linear(s.ln1, p(`${L}.k.weight`), params.get(`${L}.k.bias`), T, kvd, H);
+    const v = linear(s.ln1, p(`${L}.v.weight`), params.get(`${L}.v.bias`), T, kvd, H);
+    if (c.ropeTheta !== null) {
+      q = ropeRef(q, batch.positions, T, c.numHeads, D, c.ropeTheta, qd);
+      k = ropeRef(k, batch.positions, T, c.numKvHeads, D, c.ropeTheta, kvd);
+    }
+    Object.assign(s, { q, k, v });
+    s.att = attentionForwardRef(attnShape, q, k, v);
+    s.xm = add(x, linear(s.att, p(`${L}.o.weight`), params.get(`${L}.o.bias`), T, H, qd));
+    s.ln2 = norm(`${L}.norm2`, s.xm);
+    if (gpt2) {
+      s.a = linear(s.ln2, p(`${L}.fc.weight`), p(`${L}.fc.bias`), T, I, H);
+      s.h = s.a.map((v) => geluRef(v, c.activation === 'gelu' ? 'gelu' : 'gelu_new'));
+    } else {
+      s.a = linear(s.ln2, p(`${L}.gate.weight`), params.get(`${L}.gate.bias`), T, I, H);
+      s.b = linear(s.ln2, p(`${L}.up.weight`), params.get(`${L}.up.bias`), T, I, H);
+      s.h = swigluForwardRef(s.a, s.b);
+    }
+    const down = gpt2 ? 'proj' : 'down';
+    x = add(s.xm, linear(s.h, p(`${L}.${down}.weight`), params.get(`${L}.${down}.bias`), T, H, I));
+    saved.push(s);
+  }
+  const lnf = norm('norm_f', x);
+  const head = c.tieWordEmbeddings ? 'embed' : 'lm_head';
+  const count = Math.max(batch.targetCount, 1);
+  const ce = crossEntropyRef(lnf, p(head), batch.targets, T, H, c.vocabSize, 1 / count);
+  const loss = ce.losses.reduce((a, b) => a + b, 0) / count;
+
+  // Backward.
+  const grads: P = new Map([...params].map(([n, v]) => [n, new Float64Array(v.length)]));
+  const acc = (n: string, g: ArrayLike<number>) => {
+    const t = grads.get(n)!;
+    for (let i = 0; i < t.length; i++) t[i] += g[i];
+  };
+  const normBack = (n: string, xin: Float64Array, dy: Float64Array) => {
+    const r = normBackwardRef(c.norm, xin, p(`${n}.weight`), dy, T, H, c.normEps);
+    acc(`${n}.weight`, r.dw);
+    if (gpt2) acc(`${n}.bias`, r.db);
+    return r.dx;
+  };
+  const linBack = (n: string, xin: Float64Array, dy: Float64Array, out: number, inp: number) => {
+    const r = linearBack(xin, p(`${n}.weight`), dy, T, out, inp);
+    acc(`${n}.weight`, r.dw);
+    if (params.has(`${n}.bias`)) acc(`${n}.bias`, r.db);
+    return r.dx;
+  };
+  acc(head, ce.dWeight);
+  let dx = normBack('norm_f', x, ce.dHidden);
+  for (let i = c.numLayers - 1; i >= 0; i--) {
+    const L = `layers.${i}`;
+    const s = saved[i];
+    const down = gpt2 ? 'proj' : 'down';
+    const dh = linBack(`${L}.${down}`, s.h, dx, H, I);
+    let dln2: Float64Array;
+    if (gpt2) {
+      const da = dh.map((g, j) => g * geluGradRef(s.a[j], c.activation === 'gelu' ? 'gelu' : 'gelu_new'));
+      dln2 = linBack(`${L}.fc`, s.ln2, da, I, H);
+    } else {
+      const { dGate, dUp } = swigluBackwardRef(s.a, s.b, dh);
+      dln2 = add(linBack(`${L}.gate`, s.ln2, dGate, I, H), linBack(`${L}.up`, s.ln2, dUp, I, H));
+    }
+    dx = add(dx, normBack(`${L}.norm2`, s.xm, dln2));
+    const datt = linBack(`${L}.o`, s.att, dx, H, qd);
+    let { dq, dk, dv } = attentionBackwardRef(attnShape, s.q, s.k, s.v, datt);
+    if (c.ropeTheta !== null) {
+      dq = ropeRef(dq, batch.positions, T, c.numHeads, D, c.ropeTheta, qd, 0, true);
+      dk = ropeRef(dk, batch.positions, T, c.numKvHeads, D, c.ropeTheta, kvd, 0, true);
+    }
+    const dln1 = add(add(linBack(`${L}.q`, s.ln1, dq, qd, H), linBack(`${L}.k`, s.ln1, dk, kvd, H)), linBack(`${L}.v`, s.ln1, dv, kvd, H));
+    dx = add(dx, normBack(`${L}.norm1`, s.x, dln1));
+  }
+  acc('embed', embeddingBackwardRef(batch.ids, dx, T, H, c.vocabSize));
+  if (gpt2) acc('pos_embed', embeddingBackwardRef(batch.positions, dx, T, H, c.maxPositions));
+  return { loss, grads };
+}
