@@ -124,7 +124,7 @@ export class CausalLM {
     acts.load(this.gpu, batch);
     this.transformer.forward(rec, acts);
     if (gradScale !== undefined) {
-      if (!this.grads) throw new Error('no trainable parameters: nothing to differentiate');
+      if (!this.grads && !this.transformer.adapter) throw new Error('no trainable parameters: nothing to differentiate');
       this.transformer.backward(rec, acts, gradScale);
     }
     return acts;

@@ -30,6 +30,17 @@ export interface ParamAccess {
 }
 
 /**
+ * A trainable addition to some linear layers (LoRA): forward adds its output to y; backward adds its
+ * input gradient to dx and accumulates its own parameter gradients.
+ */
+export interface LinearAdapter {
+  /** Whether the linear layer `name` (e.g. 'layers.0.q') has an adapter that is active. */
+  has(name: string): boolean;
+  forward(rec: CommandRecorder, acts: Activations, name: string, x: View, y: View, outDim: number, inDim: number): void;
+  backward(rec: CommandRecorder, acts: Activations, name: string, x: View, dy: View, dx: View, outDim: number, inDim: number): void;
+}
+
+/**
  * The activations of one (batch, sequence) shape, allocated once and reused every step. Each tensor has
  * its own buffer: WebGPU checks read/write conflicts per buffer, not per range, and kernels read one
  * activation while writing the next.
@@ -120,6 +131,7 @@ export class Activations {
 
 export class Transformer {
   readonly ropeTable: GPUBuffer | null;
+  adapter: LinearAdapter | null = null;
   constructor(
     readonly gpu: Gpu,
     readonly config: ModelConfig,
@@ -141,6 +153,7 @@ export class Transformer {
       // Broadcast the bias over rows: y += ones[T, 1] @ b[1, out].
       matmul(rec, { a: acts.v('ones'), b: this.params.param(`${name}.bias`), c: y, M: T, N: outDim, K: 1, accumulate: true });
     }
+    if (this.adapter?.has(name)) this.adapter.forward(rec, acts, name, x, y, outDim, inDim);
   }
 
   /** dx (= or +=) = dy W; dW += dy^T x; db += ones^T dy. */
@@ -151,6 +164,7 @@ export class Transformer {
     if (dW) matmul(rec, { a: dy, b: x, c: dW, M: outDim, N: inDim, K: T, transA: true, accumulate: true });
     const dB = this.params.has(`${name}.bias`) ? this.params.grad(`${name}.bias`) : null;
     if (dB) matmul(rec, { a: acts.v('ones'), b: dy, c: dB, M: 1, N: outDim, K: T, accumulate: true });
+    if (dx && this.adapter?.has(name)) this.adapter.backward(rec, acts, name, x, dy, dx, outDim, inDim);
   }
 
   private norm(rec: CommandRecorder, acts: Activations, name: string, x: View, y: View, stats: View): void {

@@ -52,7 +52,14 @@ function linearBack(x: Float64Array, w: Float64Array, dy: Float64Array, T: numbe
 
 const add = (a: Float64Array, b: ArrayLike<number>) => a.map((v, i) => v + b[i]);
 
-export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatch): { loss: number; grads: P } {
+/** LoRA on some linear layers: y += scale * (x A^T) B^T with A [r, in], B [out, r], by module name. */
+export interface LoraRef {
+  scale: number;
+  rank: number;
+  modules: Map<string, { A: Float64Array; B: Float64Array }>;
+}
+
+export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatch, lora?: LoraRef): { loss: number; grads: P } {
   const { B, S } = batch;
   const T = B * S;
   const H = c.hiddenSize;
@@ -64,6 +71,14 @@ export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatc
   const p = (n: string) => params.get(n)!;
   const norm = (n: string, x: Float64Array) => normForwardRef(c.norm, x, p(`${n}.weight`), gpt2 ? p(`${n}.bias`) : null, T, H, c.normEps).y;
   const attnShape = { B, S, nH: c.numHeads, nKV: c.numKvHeads, D, segments: batch.segments ?? undefined };
+  const lin = (n: string, x: Float64Array, out: number, inp: number) => {
+    const y = linear(x, p(`${n}.weight`), params.get(`${n}.bias`), T, out, inp);
+    const ad = lora?.modules.get(n);
+    if (!ad) return y;
+    const u = linear(x, ad.A, undefined, T, lora!.rank, inp);
+    const delta = linear(u, ad.B, undefined, T, out, lora!.rank);
+    return y.map((v, i) => v + lora!.scale * delta[i]);
+  };
 
   // Forward, keeping what backward needs.
   let x = embeddingForwardRef(batch.ids, p('embed'), T, H);
@@ -73,27 +88,27 @@ export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatc
     const L = `layers.${i}`;
     const s: Record<string, Float64Array> = { x };
     s.ln1 = norm(`${L}.norm1`, x);
-    let q = linear(s.ln1, p(`${L}.q.weight`), params.get(`${L}.q.bias`), T, qd, H);
-    let k = linear(s.ln1, p(`${L}.k.weight`), params.get(`${L}.k.bias`), T, kvd, H);
-    const v = linear(s.ln1, p(`${L}.v.weight`), params.get(`${L}.v.bias`), T, kvd, H);
+    let q = lin(`${L}.q`, s.ln1, qd, H);
+    let k = lin(`${L}.k`, s.ln1, kvd, H);
+    const v = lin(`${L}.v`, s.ln1, kvd, H);
     if (c.ropeTheta !== null) {
       q = ropeRef(q, batch.positions, T, c.numHeads, D, c.ropeTheta, qd);
       k = ropeRef(k, batch.positions, T, c.numKvHeads, D, c.ropeTheta, kvd);
     }
     Object.assign(s, { q, k, v });
     s.att = attentionForwardRef(attnShape, q, k, v);
-    s.xm = add(x, linear(s.att, p(`${L}.o.weight`), params.get(`${L}.o.bias`), T, H, qd));
+    s.xm = add(x, lin(`${L}.o`, s.att, H, qd));
     s.ln2 = norm(`${L}.norm2`, s.xm);
     if (gpt2) {
-      s.a = linear(s.ln2, p(`${L}.fc.weight`), p(`${L}.fc.bias`), T, I, H);
+      s.a = lin(`${L}.fc`, s.ln2, I, H);
       s.h = s.a.map((v) => geluRef(v, c.activation === 'gelu' ? 'gelu' : 'gelu_new'));
     } else {
-      s.a = linear(s.ln2, p(`${L}.gate.weight`), params.get(`${L}.gate.bias`), T, I, H);
-      s.b = linear(s.ln2, p(`${L}.up.weight`), params.get(`${L}.up.bias`), T, I, H);
+      s.a = lin(`${L}.gate`, s.ln2, I, H);
+      s.b = lin(`${L}.up`, s.ln2, I, H);
       s.h = swigluForwardRef(s.a, s.b);
     }
     const down = gpt2 ? 'proj' : 'down';
-    x = add(s.xm, linear(s.h, p(`${L}.${down}.weight`), params.get(`${L}.${down}.bias`), T, H, I));
+    x = add(s.xm, lin(`${L}.${down}`, s.h, H, I));
     saved.push(s);
   }
   const lnf = norm('norm_f', x);
@@ -114,11 +129,24 @@ export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatc
     if (gpt2) acc(`${n}.bias`, r.db);
     return r.dx;
   };
+  for (const [n, ad] of lora?.modules ?? []) {
+    grads.set(`${n}.lora_A`, new Float64Array(ad.A.length));
+    grads.set(`${n}.lora_B`, new Float64Array(ad.B.length));
+  }
   const linBack = (n: string, xin: Float64Array, dy: Float64Array, out: number, inp: number) => {
     const r = linearBack(xin, p(`${n}.weight`), dy, T, out, inp);
     acc(`${n}.weight`, r.dw);
     if (params.has(`${n}.bias`)) acc(`${n}.bias`, r.db);
-    return r.dx;
+    const ad = lora?.modules.get(n);
+    if (!ad) return r.dx;
+    // y += s u B^T with u = x A^T
+    const u = linear(xin, ad.A, undefined, T, lora!.rank, inp);
+    const sdy = dy.map((g) => g * lora!.scale);
+    const rb = linearBack(u, ad.B, sdy, T, out, lora!.rank);
+    acc(`${n}.lora_B`, rb.dw);
+    const ra = linearBack(xin, ad.A, rb.dx, T, lora!.rank, inp);
+    acc(`${n}.lora_A`, ra.dw);
+    return add(r.dx, ra.dx);
   };
   acc(head, ce.dWeight);
   let dx = normBack('norm_f', x, ce.dHidden);

@@ -1,0 +1,140 @@
+/**
+ * LoRA (Hu et al.; Hugging Face PEFT conventions): for each targeted linear layer, y += s * (x A^T) B^T
+ * with A [r, in], B [out, r], s = alpha / r; A starts kaiming-uniform (bound 1 / sqrt(in), PEFT's
+ * kaiming_uniform_(a=sqrt(5))) and B at zero, so an attached adapter leaves the model's output unchanged.
+ * Merging adds s * B A into the base weight (then the adapter path is skipped); unmerging subtracts it.
+ */
+import { ShapeError } from '../errors.js';
+import type { TensorView } from '../gpu/buffers.js';
+import type { Gpu } from '../gpu/gpu.js';
+import type { CommandRecorder } from '../gpu/recorder.js';
+import { matmul } from '../kernels/matmul.js';
+import { Arena, arenaLimit, planArena } from '../model/arena.js';
+import type { ModelConfig } from '../model/config.js';
+import { paramSpecs } from '../model/layout.js';
+import type { Activations, LinearAdapter } from '../model/transformer.js';
+import { rng } from '../util/random.js';
+
+export interface LoraOptions {
+  rank: number;
+  /** Scale numerator: s = alpha / rank. Default 2 * rank. */
+  alpha?: number;
+  /**
+   * Linear layers to adapt, by engine name (q, k, v, o, gate, up, down, fc, proj) or Hugging Face module
+   * name (q_proj, ..., down_proj). Default q and v, PEFT's default for Llama.
+   */
+  targetModules?: string[];
+  /** Dropout on the adapter's input; only 0 is implemented so far. */
+  dropout?: number;
+  seed?: number;
+}
+
+const ALIASES: Record<string, string> = {
+  q_proj: 'q', k_proj: 'k', v_proj: 'v', o_proj: 'o', gate_proj: 'gate', up_proj: 'up', down_proj: 'down', c_fc: 'fc', out_proj: 'o',
+};
+
+export class Lora implements LinearAdapter {
+  readonly params: Arena;
+  readonly grads: Arena;
+  readonly scale: number;
+  readonly modules: Map<string, { out: number; in: number }>;
+  merged = false;
+  private readonly scratch = new Map<string, Map<string, GPUBuffer>>();
+
+  constructor(
+    private readonly gpu: Gpu,
+    readonly config: ModelConfig,
+    readonly options: LoraOptions,
+  ) {
+    const r = options.rank;
+    if (!Number.isInteger(r) || r < 1) throw new ShapeError(`LoRA rank must be a positive integer, got ${r}`);
+    if (options.dropout) throw new ShapeError('LoRA dropout > 0 is not supported yet; use dropout 0');
+    this.scale = (options.alpha ?? 2 * r) / r;
+    const targets = new Set((options.targetModules ?? ['q', 'v']).map((m) => ALIASES[m] ?? m));
+    this.modules = new Map();
+    for (const spec of paramSpecs(config)) {
+      const m = /^(layers\.\d+\.(\w+))\.weight$/.exec(spec.name);
+      if (m && targets.has(m[2])) this.modules.set(m[1], { out: spec.shape[0], in: spec.shape[1] });
+    }
+    const found = new Set([...this.modules.keys()].map((k) => k.split('.')[2]));
+    const missing = [...targets].filter((t) => !found.has(t));
+    if (missing.length) throw new ShapeError(`LoRA target modules ${missing.join(', ')} do not exist in ${config.architecture}`);
+    const tensors = [...this.modules].flatMap(([name, d]) => [
+      { name: `${name}.lora_A`, length: r * d.in },
+      { name: `${name}.lora_B`, length: d.out * r },
+    ]);
+    const layout = planArena(tensors, arenaLimit(gpu));
+    this.params = new Arena(gpu, layout, 'lora');
+    this.grads = new Arena(gpu, layout, 'lora grads');
+    const rand = rng(options.seed ?? 0);
+    for (const [name, d] of this.modules) {
+      const bound = 1 / Math.sqrt(d.in);
+      gpu.write(this.params.view(`${name}.lora_A`), Float32Array.from({ length: r * d.in }, () => (2 * rand() - 1) * bound));
+      gpu.write(this.params.view(`${name}.lora_B`), new Float32Array(d.out * r));
+    }
+  }
+
+  get names(): string[] {
+    return [...this.params.layout.slots.keys()];
+  }
+
+  has(name: string): boolean {
+    return !this.merged && this.modules.has(name);
+  }
+
+  /** Per-shape buffers: x A^T for every module (kept for backward) and one shared gradient scratch. */
+  private buffers(acts: Activations): Map<string, GPUBuffer> {
+    const key = `${acts.B}x${acts.S}`;
+    let m = this.scratch.get(key);
+    if (!m) {
+      m = new Map();
+      for (const name of this.modules.keys()) m.set(name, this.gpu.createBuffer(acts.T * this.options.rank * 4, undefined, `lora u ${name}`));
+      m.set('du', this.gpu.createBuffer(acts.T * this.options.rank * 4, undefined, 'lora du'));
+      this.scratch.set(key, m);
+    }
+    return m;
+  }
+
+  forward(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, y: TensorView, outDim: number, inDim: number): void {
+    const r = this.options.rank;
+    const u = this.buffers(acts).get(name)!;
+    matmul(rec, { a: x, b: this.params.view(`${name}.lora_A`), c: u, M: acts.T, N: r, K: inDim, transB: true });
+    matmul(rec, { a: u, b: this.params.view(`${name}.lora_B`), c: y, M: acts.T, N: outDim, K: r, transB: true, alpha: this.scale, accumulate: true });
+  }
+
+  backward(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, dy: TensorView, dx: TensorView, outDim: number, inDim: number): void {
+    const r = this.options.rank;
+    const T = acts.T;
+    const bufs = this.buffers(acts);
+    const u = bufs.get(name)!;
+    const du = bufs.get('du')!;
+    // dB += s dy^T u;  du = s dy B;  dA += du^T x;  dx += du A
+    matmul(rec, { a: dy, b: u, c: this.grads.view(`${name}.lora_B`), M: outDim, N: r, K: T, transA: true, alpha: this.scale, accumulate: true });
+    matmul(rec, { a: dy, b: this.params.view(`${name}.lora_B`), c: du, M: T, N: r, K: outDim, alpha: this.scale });
+    matmul(rec, { a: du, b: x, c: this.grads.view(`${name}.lora_A`), M: r, N: inDim, K: T, transA: true, accumulate: true });
+    matmul(rec, { a: du, b: this.params.view(`${name}.lora_A`), c: dx, M: T, N: inDim, K: r, accumulate: true });
+  }
+
+  /** Fold s * B A into the base weights (param(name) gives each base weight) or take it back out. */
+  setMerged(rec: CommandRecorder, merged: boolean, baseWeight: (name: string) => TensorView): void {
+    if (merged === this.merged) return;
+    for (const [name, d] of this.modules) {
+      matmul(rec, {
+        a: this.params.view(`${name}.lora_B`), b: this.params.view(`${name}.lora_A`), c: baseWeight(`${name}.weight`),
+        M: d.out, N: d.in, K: this.options.rank, alpha: merged ? this.scale : -this.scale, accumulate: true,
+      });
+    }
+    this.merged = merged;
+  }
+
+  zeroGrads(rec: CommandRecorder): void {
+    for (const b of this.grads.buffers) rec.clear(b);
+  }
+
+  destroy(): void {
+    this.params.destroy();
+    this.grads.destroy();
+    for (const m of this.scratch.values()) for (const b of m.values()) this.gpu.destroyBuffer(b);
+    this.scratch.clear();
+  }
+}

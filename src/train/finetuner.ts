@@ -1,0 +1,119 @@
+/**
+ * Fine-tuning a causal LM: a model, a method (full or LoRA), AdamW with warmup and decay, global
+ * gradient clipping and gradient accumulation. step(batch) runs one micro-batch and, every
+ * `gradientAccumulation` micro-batches, the optimizer; it returns the micro-batch's mean loss.
+ */
+import type { Gpu } from '../gpu/gpu.js';
+import { AdamW, type AdamWConfig } from '../optim/adamw.js';
+import { learningRate, type ScheduleOptions } from '../optim/schedule.js';
+import { Lora, type LoraOptions } from '../peft/lora.js';
+import type { BatchInput, PreparedBatch } from '../model/batch.js';
+import { CausalLM } from '../model/causal-lm.js';
+import type { Checkpoint, LoadProgress } from '../model/checkpoint.js';
+
+export interface FineTuneOptions {
+  method: 'full' | 'lora';
+  lora?: LoraOptions;
+  optimizer?: AdamWConfig & ScheduleOptions;
+  /** Micro-batches per optimizer step. Default 1. */
+  gradientAccumulation?: number;
+  onProgress?: (p: LoadProgress) => void;
+}
+
+export interface StepResult {
+  /** Mean loss over the micro-batch's target tokens (before this step's update). */
+  loss: number;
+  /** Whether this micro-batch completed an optimizer step. */
+  updated: boolean;
+  /** Learning rate of that step (0 when no update). */
+  lr: number;
+  optimizerStep: number;
+}
+
+export interface EvalResult {
+  loss: number;
+  /** Fraction of target tokens whose highest logit is the target (ties count as correct). */
+  accuracy: number;
+  tokens: number;
+}
+
+export class FineTuner {
+  readonly lora: Lora | null;
+  readonly optimizer: AdamW;
+  private micro = 0;
+
+  private constructor(
+    readonly gpu: Gpu,
+    readonly model: CausalLM,
+    readonly options: FineTuneOptions,
+  ) {
+    if (options.method === 'lora') {
+      this.lora = new Lora(gpu, model.config, options.lora ?? { rank: 8 });
+      model.transformer.adapter = this.lora;
+      const lora = this.lora;
+      this.optimizer = new AdamW(gpu, { names: lora.names, param: (n) => lora.params.view(n), grads: lora.grads }, options.optimizer);
+    } else {
+      this.lora = null;
+      const grads = model.grads!;
+      this.optimizer = new AdamW(gpu, { names: model.trainableNames, param: (n) => model.params.view(n), grads }, options.optimizer);
+    }
+  }
+
+  static async create(gpu: Gpu, ckpt: Checkpoint, options: FineTuneOptions): Promise<FineTuner> {
+    const model = await CausalLM.fromCheckpoint(gpu, ckpt, {
+      trainable: options.method === 'full' ? () => true : () => false,
+      onProgress: options.onProgress,
+    });
+    return new FineTuner(gpu, model, options);
+  }
+
+  private get accumulation(): number {
+    return Math.max(1, this.options.gradientAccumulation ?? 1);
+  }
+
+  async step(input: BatchInput | PreparedBatch): Promise<StepResult> {
+    const batch = 'embedPlan' in input ? input : this.model.prepare(input);
+    const count = Math.max(batch.targetCount, 1);
+    const rec = this.gpu.recorder();
+    if (this.micro === 0) {
+      this.model.zeroGrads(rec);
+      this.lora?.zeroGrads(rec);
+    }
+    const acts = this.model.record(rec, batch, 1 / (count * this.accumulation));
+    this.micro++;
+    let lr = 0;
+    const updated = this.micro === this.accumulation;
+    if (updated) {
+      this.micro = 0;
+      lr = learningRate(this.optimizer.step + 1, this.options.optimizer ?? { lr: 1e-4 });
+      this.optimizer.record(rec, lr);
+    }
+    await rec.submit();
+    const losses = await this.gpu.readF32(acts.v('losses'));
+    return { loss: losses.reduce((a, b) => a + b, 0) / count, updated, lr, optimizerStep: this.optimizer.step };
+  }
+
+  async evaluate(input: BatchInput | PreparedBatch): Promise<EvalResult> {
+    const batch = 'embedPlan' in input ? input : this.model.prepare(input);
+    const rec = this.gpu.recorder();
+    const acts = this.model.record(rec, batch);
+    await rec.submit();
+    const [losses, stats] = await Promise.all([this.gpu.readF32(acts.v('losses')), this.gpu.readF32(acts.v('cestats'))]);
+    let loss = 0;
+    let correct = 0;
+    for (let t = 0; t < batch.targets.length; t++) {
+      if (batch.targets[t] < 0) continue;
+      loss += losses[t];
+      // The target's logit equals the running maximum exactly when it is the argmax.
+      if (stats[3 * t + 2] >= stats[3 * t]) correct++;
+    }
+    const n = Math.max(batch.targetCount, 1);
+    return { loss: loss / n, accuracy: correct / n, tokens: batch.targetCount };
+  }
+
+  destroy(): void {
+    this.optimizer.destroy();
+    this.lora?.destroy();
+    this.model.destroy();
+  }
+}
