@@ -19,3 +19,4 @@ export * from './optim/schedule.js';
 export * from './optim/adamw.js';
 export * from './peft/lora.js';
 export * from './train/finetuner.js';
+export * from './io/files.js';

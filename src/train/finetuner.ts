@@ -3,7 +3,10 @@
  * gradient clipping and gradient accumulation. step(batch) runs one micro-batch and, every
  * `gradientAccumulation` micro-batches, the optimizer; it returns the micro-batch's mean loss.
  */
+import type { TensorView } from '../gpu/buffers.js';
 import type { Gpu } from '../gpu/gpu.js';
+import { bytesSource } from '../io/bytes.js';
+import { InvalidModelFileError, readHeader, readTensorF32, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { AdamW, type AdamWConfig } from '../optim/adamw.js';
 import { learningRate, type ScheduleOptions } from '../optim/schedule.js';
 import { Lora, type LoraOptions } from '../peft/lora.js';
@@ -109,6 +112,54 @@ export class FineTuner {
     }
     const n = Math.max(batch.targetCount, 1);
     return { loss: loss / n, accuracy: correct / n, tokens: batch.targetCount };
+  }
+
+  /** The trainable tensors (engine names) and where they live. */
+  private trainable(): { names: string[]; param: (n: string) => TensorView } {
+    const lora = this.lora;
+    if (lora) return { names: lora.names, param: (n) => lora.params.view(n) };
+    return { names: this.model.trainableNames, param: (n) => this.model.params.view(n) };
+  }
+
+  /**
+   * The trainable state as safetensors bytes: each trainable tensor, its AdamW moments ('.adam_m',
+   * '.adam_v') and, in the metadata, the method, optimizer step and pending micro-batches.
+   */
+  async saveState(): Promise<Uint8Array> {
+    if (this.micro !== 0) throw new Error('saveState() in the middle of gradient accumulation; save after an optimizer step');
+    const { names, param } = this.trainable();
+    const tensors: Record<string, TensorToWrite> = {};
+    for (const n of names) {
+      const length = param(n).size / 4;
+      tensors[n] = { dtype: 'F32', shape: [length], data: await this.gpu.readF32(param(n)) };
+      tensors[`${n}.adam_m`] = { dtype: 'F32', shape: [length], data: await this.gpu.readF32(this.optimizer.m.view(n)) };
+      tensors[`${n}.adam_v`] = { dtype: 'F32', shape: [length], data: await this.gpu.readF32(this.optimizer.v.view(n)) };
+    }
+    return writeSafetensors(tensors, { format: 'webgpu-finetune', method: this.options.method, step: String(this.optimizer.step) });
+  }
+
+  /** Restore state written by saveState() into a FineTuner created with the same model and options. */
+  async loadState(bytes: Uint8Array): Promise<void> {
+    const source = bytesSource('trainable state', bytes);
+    const header = await readHeader(source);
+    if (header.metadata.method !== this.options.method) {
+      throw new InvalidModelFileError('trainable state', `was saved for method '${header.metadata.method}', this fine-tuner uses '${this.options.method}'`);
+    }
+    const { names, param } = this.trainable();
+    // Check everything before writing anything, so a mismatched file changes nothing.
+    for (const n of names) {
+      for (const key of [n, `${n}.adam_m`, `${n}.adam_v`]) {
+        const info = header.byName.get(key);
+        if (!info || info.shape[0] * 4 !== param(n).size) throw new InvalidModelFileError('trainable state', `tensor '${key}' is missing or has the wrong size`);
+      }
+    }
+    for (const n of names) {
+      this.gpu.write(param(n), await readTensorF32(source, header.byName.get(n)!));
+      this.gpu.write(this.optimizer.m.view(n), await readTensorF32(source, header.byName.get(`${n}.adam_m`)!));
+      this.gpu.write(this.optimizer.v.view(n), await readTensorF32(source, header.byName.get(`${n}.adam_v`)!));
+    }
+    this.optimizer.step = Number(header.metadata.step ?? 0);
+    this.micro = 0;
   }
 
   destroy(): void {
