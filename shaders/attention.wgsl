@@ -10,7 +10,9 @@
 // Query head h reads key/value head h / (nH / nKV). Scores are scaled by `scale` (1 / sqrt(D)).
 // Each invocation owns one (row, head) and keeps its D-vector in registers; D <= MAX_D. Every entry
 // point binds at most 8 storage buffers, WebGPU's default limit.
-struct Params { B: u32, S: u32, nH: u32, nKV: u32, D: u32, scale: f32 }
+// Decoding (forward only): queries are Sq rows per sequence at absolute positions qOffset.., keys and
+// values Skv rows per sequence (a KV cache); query i sees keys j <= qOffset + i. Training: Sq = Skv = S.
+struct Params { B: u32, S: u32, nH: u32, nKV: u32, D: u32, scale: f32, Skv: u32, qOffset: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -47,7 +49,8 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups)
   if (t >= p.B * p.S * p.nH) { return; }
   let h = t % p.nH;
   let row = t / p.nH;
-  let first = (row / p.S) * p.S; // first row of this sequence
+  let first = (row / p.S) * p.Skv; // first key row of this sequence
+  let last = first + min(p.qOffset + row % p.S, p.Skv - 1u); // last visible key row
   let g = h / (p.nH / p.nKV);
   var qr: array<f32, MAX_D>;
   var acc: array<f32, MAX_D>;
@@ -55,7 +58,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups)
   for (var d = 0u; d < p.D; d++) { qr[d] = q[qb + d] * p.scale; acc[d] = 0.0; }
   var m = NEG_INF;
   var l = 0.0;
-  for (var j = first; j <= row; j++) {
+  for (var j = first; j <= last; j++) {
     if (!visible(row, j)) { continue; }
     let kb = kv_at(j, g);
     var s = 0.0;

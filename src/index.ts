@@ -20,3 +20,4 @@ export * from './optim/adamw.js';
 export * from './peft/lora.js';
 export * from './train/finetuner.js';
 export * from './io/files.js';
+export * from './serve/generate.js';

@@ -31,14 +31,19 @@ function checkShape(kernel: string, s: AttentionShape): void {
   if (s.segments) requireElements(kernel, 'segments', s.segments, s.B * s.S);
 }
 
-function params(s: AttentionShape) {
-  return [u32(s.B), u32(s.S), u32(s.nH), u32(s.nKV), u32(s.headDim), f32(s.scale ?? 1 / Math.sqrt(s.headDim))];
+function params(s: AttentionShape, kvRows = s.S, qOffset = 0) {
+  return [u32(s.B), u32(s.S), u32(s.nH), u32(s.nKV), u32(s.headDim), f32(s.scale ?? 1 / Math.sqrt(s.headDim)), u32(kvRows), u32(qOffset)];
 }
 
 export interface AttentionForwardArgs extends AttentionShape {
   q: BufferLike;
   k: BufferLike;
   v: BufferLike;
+  /**
+   * Decoding with a KV cache: k and v hold kvRows rows per sequence (S is then the number of new query
+   * tokens), and query i sits at position qOffset + i. Forward only; no segments.
+   */
+  cache?: { kvRows: number; qOffset: number };
   /** [B * S, nH, D], overwritten. */
   o: BufferLike;
   /** [B * S, nH, 2]: log-sum-exp per (row, head) for the backward pass. */
@@ -48,16 +53,23 @@ export interface AttentionForwardArgs extends AttentionShape {
 export function attentionForward(rec: CommandRecorder, a: AttentionForwardArgs): void {
   checkShape('attentionForward', a);
   const rows = a.B * a.S;
+  const kvRows = a.cache?.kvRows ?? a.S;
+  const qOffset = a.cache?.qOffset ?? 0;
+  if (a.cache) {
+    requireDims('attentionForward', { kvRows, qOffset });
+    if (a.segments) throw new ShapeError('attentionForward: segments are not supported with a KV cache');
+    if (qOffset + a.S > kvRows) throw new ShapeError(`attentionForward: positions up to ${qOffset + a.S} exceed the ${kvRows}-row cache`);
+  }
   requireElements('attentionForward', 'q', a.q, rows * a.nH * a.headDim);
-  requireElements('attentionForward', 'k', a.k, rows * a.nKV * a.headDim);
-  requireElements('attentionForward', 'v', a.v, rows * a.nKV * a.headDim);
+  requireElements('attentionForward', 'k', a.k, a.B * kvRows * a.nKV * a.headDim);
+  requireElements('attentionForward', 'v', a.v, a.B * kvRows * a.nKV * a.headDim);
   requireElements('attentionForward', 'o', a.o, rows * a.nH * a.headDim);
   requireElements('attentionForward', 'stats', a.stats, rows * a.nH * 2);
   rec.dispatch({
     shader: 'attention',
     entryPoint: 'attention_forward',
     constants: { WG, SEGMENTS: !!a.segments },
-    uniforms: params(a),
+    uniforms: params(a, kvRows, qOffset),
     storage: [a.q, a.k, a.v, a.segments ?? rec.gpu.placeholder(), a.o, a.stats],
     workgroups: launch1d(rec.gpu, rows * a.nH, WG),
     label: `attention forward ${a.B}x${a.S} h${a.nH}/${a.nKV} d${a.headDim}`,

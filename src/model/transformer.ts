@@ -29,6 +29,13 @@ export interface ParamAccess {
   has(name: string): boolean;
 }
 
+/** Keys and values of every layer for one sequence: rows [rows, nKV * headDim] per layer. */
+export interface KvCache {
+  k: GPUBuffer[];
+  v: GPUBuffer[];
+  rows: number;
+}
+
 /**
  * A trainable addition to some linear layers (LoRA): forward adds its output to y; backward adds its
  * input gradient to dx and accumulates its own parameter gradients.
@@ -196,6 +203,15 @@ export class Transformer {
 
   /** Records the forward pass through the per-token losses (acts 'losses'). */
   forward(rec: CommandRecorder, acts: Activations): void {
+    this.forwardHidden(rec, acts);
+    crossEntropyForward(rec, this.ceArgs(acts));
+  }
+
+  /**
+   * Records the forward pass through the final norm (acts 'lnf'). With `kv`, the new tokens (one
+   * sequence, at positions pos0..) write their keys and values into the cache and attend over it.
+   */
+  forwardHidden(rec: CommandRecorder, acts: Activations, kv?: { cache: KvCache; pos0: number }): void {
     const c = this.config;
     const T = acts.T;
     const H = c.hiddenSize;
@@ -218,7 +234,17 @@ export class Transformer {
         rope(rec, { ...r, x: a('q'), heads: c.numHeads });
         rope(rec, { ...r, x: a('k'), heads: c.numKvHeads });
       }
-      attentionForward(rec, { ...this.attentionShape(acts), q: a('q'), k: a('k'), v: a('v'), o: a('att'), stats: a('ast') });
+      if (kv) {
+        const at = kv.pos0 * kvd * 4;
+        rec.copy(a('k'), { buffer: kv.cache.k[i], offset: at, size: T * kvd * 4 }, T * kvd * 4);
+        rec.copy(a('v'), { buffer: kv.cache.v[i], offset: at, size: T * kvd * 4 }, T * kvd * 4);
+        attentionForward(rec, {
+          B: 1, S: T, nH: c.numHeads, nKV: c.numKvHeads, headDim: c.headDim, q: a('q'), k: kv.cache.k[i], v: kv.cache.v[i],
+          o: a('att'), stats: a('ast'), cache: { kvRows: kv.cache.rows, qOffset: kv.pos0 },
+        });
+      } else {
+        attentionForward(rec, { ...this.attentionShape(acts), q: a('q'), k: a('k'), v: a('v'), o: a('att'), stats: a('ast') });
+      }
       // Residuals: write the projection, then add the stream (one arena buffer cannot copy into itself).
       this.linear(rec, acts, a('att'), `${L}.o`, a('xm'), H, qd);
       elementwise(rec, { op: 'axpy', y: a('xm'), x: acts.v(`x${i}`), n: T * H, s0: 1 });
@@ -235,7 +261,12 @@ export class Transformer {
       elementwise(rec, { op: 'axpy', y: acts.v(`x${i + 1}`), x: a('xm'), n: T * H, s0: 1 });
     }
     this.norm(rec, acts, 'norm_f', acts.v(`x${c.numLayers}`), acts.v('lnf'), acts.v('stf'));
-    crossEntropyForward(rec, this.ceArgs(acts));
+  }
+
+  /** logits [1, V] = hidden [1, H] W_head^T. */
+  logits(rec: CommandRecorder, hidden: View, logits: View): void {
+    const c = this.config;
+    matmul(rec, { a: hidden, b: this.params.param(this.lmHead), c: logits, M: 1, N: c.vocabSize, K: c.hiddenSize, transB: true });
   }
 
   private ceArgs(acts: Activations) {

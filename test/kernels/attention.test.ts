@@ -56,6 +56,33 @@ describe.each([false, true])('flash attention equals naive attention (segments: 
   });
 });
 
+describe('attention over a KV cache (decoding)', () => {
+  it.each([
+    [20, 5, 32, 4, 2, 8],
+    [7, 1, 7, 2, 2, 4],
+    [33, 33, 40, 2, 1, 16], // prefill: every query new
+  ])('S=%i, last %i queries, cache of %i rows, heads %i/%i, D=%i', async (S, newRows, cacheRows, nH, nKV, D) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const [qh, kh, vh] = [randn(S * nH * D, rand), randn(S * nKV * D, rand), randn(S * nKV * D, rand)];
+    const full = attentionForwardRef({ B: 1, S, nH, nKV, D }, qh, kh, vh);
+    // The cache holds the S rows written so far; rows past them are poison that must never be read.
+    const cacheK = poisoned(gpu, cacheRows * nKV * D);
+    const cacheV = poisoned(gpu, cacheRows * nKV * D);
+    gpu.write(cacheK, kh);
+    gpu.write(cacheV, vh);
+    const q = gpu.upload(qh.slice((S - newRows) * nH * D));
+    const o = poisoned(gpu, newRows * nH * D);
+    const stats = poisoned(gpu, newRows * nH * 2);
+    await gpu.run((rec) =>
+      attentionForward(rec, { B: 1, S: newRows, nH, nKV, headDim: D, q, k: cacheK, v: cacheV, o, stats, cache: { kvRows: cacheRows, qOffset: S - newRows } }),
+    );
+    const err = compare(await gpu.readF32(o), full.slice((S - newRows) * nH * D));
+    expect(err.rel, `seed ${seed}`).toBeLessThan(1e-4);
+  });
+});
+
 describe('attention input checks', () => {
   it('rejects GQA shapes that do not divide, oversize heads and short buffers', async () => {
     const gpu = await testGpu();

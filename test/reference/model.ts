@@ -59,7 +59,8 @@ export interface LoraRef {
   modules: Map<string, { A: Float64Array; B: Float64Array }>;
 }
 
-export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatch, lora?: LoraRef): { loss: number; grads: P } {
+/** Forward to the final norm: the last residual stream x, its norm lnf, and each layer's saved tensors. */
+export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch, 'B' | 'S' | 'ids' | 'positions' | 'segments'>, lora?: LoraRef) {
   const { B, S } = batch;
   const T = B * S;
   const H = c.hiddenSize;
@@ -112,6 +113,22 @@ export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatc
     saved.push(s);
   }
   const lnf = norm('norm_f', x);
+  return { x, lnf, saved };
+}
+
+export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatch, lora?: LoraRef): { loss: number; grads: P } {
+  const { B, S } = batch;
+  const T = B * S;
+  const H = c.hiddenSize;
+  const D = c.headDim;
+  const qd = c.numHeads * D;
+  const kvd = c.numKvHeads * D;
+  const I = c.intermediateSize;
+  const gpt2 = c.family === 'gpt2';
+  const p = (n: string) => params.get(n)!;
+  const attnShape = { B, S, nH: c.numHeads, nKV: c.numKvHeads, D, segments: batch.segments ?? undefined };
+
+  const { x, lnf, saved } = forwardRef(c, params, batch, lora);
   const head = c.tieWordEmbeddings ? 'embed' : 'lm_head';
   const count = Math.max(batch.targetCount, 1);
   const ce = crossEntropyRef(lnf, p(head), batch.targets, T, H, c.vocabSize, 1 / count);

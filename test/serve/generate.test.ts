@@ -1,0 +1,136 @@
+import { describe, expect, it } from 'vitest';
+import { memorySource } from '../../src/io/sources.js';
+import { CausalLM } from '../../src/model/causal-lm.js';
+import { openCheckpoint } from '../../src/model/checkpoint.js';
+import { paramSpecs } from '../../src/model/layout.js';
+import { tinyModelFiles, type TinyModelOptions } from '../../src/model/tiny.js';
+import { Lora } from '../../src/peft/lora.js';
+import { Generator, sampleToken } from '../../src/serve/generate.js';
+import { ShapeError } from '../../src/errors.js';
+import { compare, freshSeed, randn, rng, testGpu } from '../helpers.js';
+import { forwardRef } from '../reference/model.js';
+
+const MODELS: [string, TinyModelOptions][] = [
+  ['llama', { architecture: 'llama', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 2, maxPositions: 64 }],
+  ['gpt2', { architecture: 'gpt2', hiddenSize: 32, numLayers: 2, numHeads: 4, maxPositions: 64 }],
+];
+
+async function refLastLogits(model: CausalLM, ids: number[]): Promise<Float64Array> {
+  const c = model.config;
+  const params = new Map<string, Float64Array>();
+  for (const s of paramSpecs(c)) params.set(s.name, Float64Array.from(await model.gpu.readF32(model.params.view(s.name))));
+  const T = ids.length;
+  const { lnf } = forwardRef(c, params, { B: 1, S: T, ids: Uint32Array.from(ids), positions: Uint32Array.from(ids.keys()), segments: null });
+  const head = params.get(c.tieWordEmbeddings ? 'embed' : 'lm_head')!;
+  const H = c.hiddenSize;
+  return Float64Array.from({ length: c.vocabSize }, (_, v) => {
+    let s = 0;
+    for (let h = 0; h < H; h++) s += lnf[(T - 1) * H + h] * head[v * H + h];
+    return s;
+  });
+}
+
+describe.each(MODELS)('generation with a KV cache: %s', (_name, options) => {
+  it('every step matches the float64 model recomputed over the whole sequence', async () => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const model = await CausalLM.fromCheckpoint(gpu, await openCheckpoint(memorySource(tinyModelFiles({ ...options, seed, initStd: 0.3 }))));
+    const gen = new Generator(model);
+    try {
+      const prompt = Array.from({ length: 7 }, () => Math.floor(rand() * 256));
+      const out = await gen.generate(prompt, { maxNewTokens: 6, keepLogits: true, stopTokens: [] });
+      expect(out.tokens).toHaveLength(6);
+      for (let i = 0; i < out.tokens.length; i++) {
+        const ref = await refLastLogits(model, [...prompt, ...out.tokens.slice(0, i)]);
+        expect(compare(out.logits![i], ref).rel, `seed ${seed} step ${i}`).toBeLessThan(1e-3);
+        const best = ref.indexOf(Math.max(...ref));
+        expect(out.tokens[i], `seed ${seed} step ${i}`).toBe(best);
+      }
+      // A second run reuses the cache and gives the same tokens.
+      expect((await gen.generate(prompt, { maxNewTokens: 6, stopTokens: [] })).tokens).toEqual(out.tokens);
+    } finally {
+      gen.destroy();
+      model.destroy();
+    }
+  });
+});
+
+describe('generation with LoRA', () => {
+  it('gives the same tokens with the adapter unmerged and merged', async () => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const model = await CausalLM.fromCheckpoint(gpu, await openCheckpoint(memorySource(tinyModelFiles({ ...MODELS[0][1], seed, initStd: 0.3 }))));
+    const lora = new Lora(gpu, model.config, { rank: 4, targetModules: ['q', 'v', 'down'], seed });
+    for (const name of lora.names) if (name.endsWith('lora_B')) gpu.write(lora.params.view(name), randn(lora.params.view(name).size / 4, rng(seed), 0.3));
+    model.transformer.adapter = lora;
+    const gen = new Generator(model);
+    try {
+      const prompt = [104, 101, 108, 108, 111];
+      const base = await (async () => {
+        model.transformer.adapter = null;
+        const r = await gen.generate(prompt, { maxNewTokens: 8, stopTokens: [], keepLogits: true });
+        model.transformer.adapter = lora;
+        return r;
+      })();
+      const unmerged = await gen.generate(prompt, { maxNewTokens: 8, stopTokens: [], keepLogits: true });
+      const rec = gpu.recorder();
+      lora.setMerged(rec, true, (n) => model.params.view(n));
+      await rec.submit();
+      const merged = await gen.generate(prompt, { maxNewTokens: 8, stopTokens: [], keepLogits: true });
+      expect(merged.tokens).toEqual(unmerged.tokens);
+      for (let i = 0; i < 8; i++) expect(compare(merged.logits![i], unmerged.logits![i]).rel, `seed ${seed}`).toBeLessThan(1e-4);
+      expect(compare(unmerged.logits![0], base.logits![0]).maxAbs).toBeGreaterThan(1e-3); // the adapter matters
+    } finally {
+      gen.destroy();
+      lora.destroy();
+      model.destroy();
+    }
+  });
+});
+
+describe('sampling and stopping', () => {
+  const logits = Float32Array.from([0.5, 2.0, -1.0, 1.5, 0.0]);
+
+  it('greedy, top-k 1 and a tiny top-p all pick the argmax', () => {
+    const r = rng(1);
+    expect(sampleToken(logits, {}, r)).toBe(1);
+    expect(sampleToken(logits, { temperature: 1, topK: 1 }, r)).toBe(1);
+    expect(sampleToken(logits, { temperature: 1, topP: 0.01 }, r)).toBe(1);
+  });
+
+  it('samples in proportion to softmax(logits / T), reproducibly from a seed', () => {
+    const counts = new Array(5).fill(0);
+    const r = rng(2);
+    const n = 20000;
+    for (let i = 0; i < n; i++) counts[sampleToken(logits, { temperature: 0.7 }, r)]++;
+    const p = Array.from(logits, (l) => Math.exp(l / 0.7));
+    const z = p.reduce((a, b) => a + b, 0);
+    p.forEach((pi, i) => expect(Math.abs(counts[i] / n - pi / z)).toBeLessThan(0.015));
+    const draw = (seed: number) => {
+      const rs = rng(seed);
+      return Array.from({ length: 20 }, () => sampleToken(logits, { temperature: 1 }, rs));
+    };
+    expect(draw(3)).toEqual(draw(3));
+    expect(draw(3)).not.toEqual(draw(4));
+    // top-k 2 never leaves the two best tokens
+    for (let i = 0; i < 200; i++) expect([1, 3]).toContain(sampleToken(logits, { temperature: 5, topK: 2 }, r));
+  });
+
+  it('stops at a stop token and refuses bad prompts', async () => {
+    const gpu = await testGpu();
+    const model = await CausalLM.fromCheckpoint(gpu, await openCheckpoint(memorySource(tinyModelFiles({ ...MODELS[1][1], seed: 4 }))));
+    const gen = new Generator(model);
+    try {
+      const first = (await gen.generate([1, 2, 3], { maxNewTokens: 1, stopTokens: [] })).tokens[0];
+      const r = await gen.generate([1, 2, 3], { maxNewTokens: 10, stopTokens: [first] });
+      expect(r).toMatchObject({ tokens: [first], stoppedBy: 'stop-token' });
+      await expect(gen.generate([], { maxNewTokens: 2 })).rejects.toThrow(ShapeError);
+      await expect(gen.generate([1], { maxNewTokens: 100 })).rejects.toThrow(/exceed/);
+      await expect(gen.generate([999], { maxNewTokens: 1 })).rejects.toThrow(/vocabulary/);
+    } finally {
+      gen.destroy();
+      model.destroy();
+    }
+  });
+});
