@@ -112,3 +112,27 @@ export function attentionBackward(rec: CommandRecorder, a: AttentionBackwardArgs
     workgroups: launch1d(rec.gpu, rows * a.nKV, WG), label: `attention backward dkv ${label}`,
   });
 }
+
+/** Bytes of the probability matrix naive attention materializes. */
+export function naiveAttentionScratchBytes(B: number, S: number, nH: number): number {
+  return B * nH * S * S * 4;
+}
+
+/**
+ * Naive attention through an explicit [B, nH, S, S] probability matrix (shaders/attention_naive.wgsl):
+ * the baseline flash attention is benchmarked against. Forward only, no segments.
+ */
+export function naiveAttentionForward(rec: CommandRecorder, a: AttentionForwardArgs & { scores: BufferLike }): void {
+  checkShape('naiveAttentionForward', a);
+  const rows = a.B * a.S;
+  requireElements('naiveAttentionForward', 'scores', a.scores, naiveAttentionScratchBytes(a.B, a.S, a.nH) / 4);
+  requireElements('naiveAttentionForward', 'o', a.o, rows * a.nH * a.headDim);
+  const uniforms = params(a).slice(0, 6);
+  const label = `naive attention ${a.B}x${a.S} h${a.nH}`;
+  rec.dispatch({ shader: 'attention_naive', entryPoint: 'naive_scores', uniforms, storage: [a.q, a.k, undefined, a.scores], workgroups: launch1d(rec.gpu, a.B * a.nH * a.S * a.S, 256), label });
+  rec.dispatch({
+    shader: 'attention_naive', entryPoint: 'naive_softmax', constants: { WG: rec.gpu.tuning.reductionWorkgroupSize }, uniforms,
+    storage: [undefined, undefined, undefined, a.scores], workgroups: launch1d(rec.gpu, a.B * a.nH * a.S, 1), label,
+  });
+  rec.dispatch({ shader: 'attention_naive', entryPoint: 'naive_output', uniforms, storage: [undefined, undefined, a.v, a.scores, a.o], workgroups: launch1d(rec.gpu, rows * a.nH * a.headDim, 256), label });
+}

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { attentionBackward, attentionForward, ShapeError } from '../../src/index.js';
+import { attentionBackward, attentionForward, naiveAttentionForward, naiveAttentionScratchBytes, ShapeError } from '../../src/index.js';
 import { compare, freshSeed, poisoned, randn, rng, testGpu } from '../helpers.js';
 import { attentionBackwardRef, attentionForwardRef } from '../reference/attention.js';
 
@@ -80,6 +80,27 @@ describe('attention over a KV cache (decoding)', () => {
     );
     const err = compare(await gpu.readF32(o), full.slice((S - newRows) * nH * D));
     expect(err.rel, `seed ${seed}`).toBeLessThan(1e-4);
+  });
+});
+
+describe('naive attention (the benchmark baseline)', () => {
+  it.each([
+    [1, 1, 1, 1, 4],
+    [2, 17, 4, 2, 8],
+    [1, 100, 2, 1, 5],
+  ])('B=%i S=%i heads %i/%i D=%i equals the reference', async (B, S, nH, nKV, D) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const [qh, kh, vh] = [randn(B * S * nH * D, rand), randn(B * S * nKV * D, rand), randn(B * S * nKV * D, rand)];
+    const o = poisoned(gpu, B * S * nH * D);
+    await gpu.run((rec) =>
+      naiveAttentionForward(rec, {
+        B, S, nH, nKV, headDim: D, q: gpu.upload(qh), k: gpu.upload(kh), v: gpu.upload(vh), o, stats: o,
+        scores: poisoned(gpu, naiveAttentionScratchBytes(B, S, nH) / 4),
+      }),
+    );
+    expect(compare(await gpu.readF32(o), attentionForwardRef({ B, S, nH, nKV, D }, qh, kh, vh)).rel, `seed ${seed}`).toBeLessThan(1e-4);
   });
 });
 

@@ -1,0 +1,211 @@
+/**
+ * Training benchmark, runtime-neutral (Node: bench/train-node.ts; Chromium: bench/train-page.ts driven
+ * by bench/train-chromium.ts). Per (model, method): step time, tokens/s, peak GPU memory and model FLOPs
+ * utilization against this device's measured matmul peak; flash vs naive attention time and memory.
+ * CPU implementations (SwiftShader) get smaller shapes; only ratios mean anything there.
+ */
+import {
+  attentionForward,
+  FineTuner,
+  matmul,
+  matmulFlops,
+  memorySource,
+  naiveAttentionForward,
+  naiveAttentionScratchBytes,
+  openCheckpoint,
+  paramSpecs,
+  SHIPPED_MODELS,
+  tinyModelFiles,
+  type CommandRecorder,
+  type FineTuneOptions,
+  type Gpu,
+  type MatmulVariant,
+  type ModelConfig,
+  type TinyModelOptions,
+} from '../src/index.js';
+import { rng } from '../src/util/random.js';
+
+export interface TrainRow {
+  model: string;
+  method: 'full' | 'lora';
+  batch: string;
+  step_ms: number;
+  tokens_per_s: number;
+  peak_gpu_bytes: number;
+  mfu: number;
+}
+
+export interface AttentionRow {
+  seq: number;
+  flash_ms: number;
+  naive_ms: number;
+  flash_bytes: number;
+  naive_bytes: number;
+}
+
+export interface TrainBenchResult {
+  runtime: string;
+  device: string;
+  peakGflops: number;
+  rows: TrainRow[];
+  attention: AttentionRow[];
+  ratios: { flash_vs_naive_seq1024: number; flash_vs_naive_mem_seq1024: number; lora_vs_full_step: number; [k: string]: number };
+  notes: string[];
+  date: string;
+}
+
+interface Preset {
+  models: { name: string; options: TinyModelOptions; B: number; S: number }[];
+  steps: number;
+  attentionSeqs: number[];
+  attention: { nH: number; D: number };
+  peakShape: [number, number, number];
+}
+
+const LARGE: TinyModelOptions = { architecture: 'llama', seed: 7, hiddenSize: 512, intermediateSize: 1376, numLayers: 8, numHeads: 8, numKvHeads: 8, maxPositions: 256 };
+
+const PRESETS: Record<'software' | 'hardware', Preset> = {
+  software: {
+    models: [
+      { name: 'tiny-llama', options: SHIPPED_MODELS['tiny-llama'], B: 8, S: 64 },
+      { name: 'llama-d512-L8', options: LARGE, B: 1, S: 64 },
+    ],
+    steps: 2,
+    attentionSeqs: [128, 256, 512, 1024],
+    attention: { nH: 4, D: 64 },
+    peakShape: [256, 1024, 256],
+  },
+  hardware: {
+    models: [
+      { name: 'tiny-llama', options: SHIPPED_MODELS['tiny-llama'], B: 32, S: 128 },
+      { name: 'llama-d512-L8', options: LARGE, B: 8, S: 256 },
+    ],
+    steps: 10,
+    attentionSeqs: [128, 256, 512, 1024],
+    attention: { nH: 8, D: 64 },
+    peakShape: [4096, 4096, 4096],
+  },
+};
+
+/**
+ * Training FLOPs per token actually performed: per matmul parameter 2 (forward) + 2 (input gradient)
+ * + 2 (weight gradient, full fine-tuning only; a frozen LoRA base skips it), plus causal attention.
+ * LoRA's own matrices are negligible at these ranks and left out.
+ */
+export function trainFlopsPerToken(c: ModelConfig, S: number, method: 'full' | 'lora'): number {
+  const matmulParams = paramSpecs(c)
+    .filter((p) => p.shape.length === 2 && p.name !== 'embed' && p.name !== 'pos_embed')
+    .reduce((s, p) => s + p.shape[0] * p.shape[1], 0) + (c.tieWordEmbeddings ? c.vocabSize * c.hiddenSize : 0);
+  const attention = 6 * c.numLayers * S * c.numHeads * c.headDim; // q k^T and P v over ~S/2 keys, times 3 for training
+  return (method === 'full' ? 6 : 4) * matmulParams + attention;
+}
+
+export async function runTrainBench(gpu: Gpu, options: { preset?: 'software' | 'hardware'; log?: (l: string) => void } = {}): Promise<TrainBenchResult> {
+  const preset = PRESETS[options.preset ?? (gpu.adapter.isSoftware ? 'software' : 'hardware')];
+  const log = options.log ?? (() => {});
+  const notes: string[] = [];
+
+  // Compute peak: the best matmul variant at one large shape.
+  const [M, N, K] = preset.peakShape;
+  const a = gpu.createBuffer(M * K * 4);
+  const b = gpu.createBuffer(K * N * 4);
+  const c = gpu.createBuffer(M * N * 4);
+  let peakGflops = 0;
+  for (const variant of ['tiled', 'direct'] as MatmulVariant[]) {
+    await gpu.run((rec) => matmul(rec, { a, b, c, M, N, K, transB: true, variant }));
+    const t0 = performance.now();
+    await gpu.run((rec) => matmul(rec, { a, b, c, M, N, K, transB: true, variant }));
+    peakGflops = Math.max(peakGflops, matmulFlops(M, N, K) / (performance.now() - t0) / 1e6);
+  }
+  for (const x of [a, b, c]) gpu.destroyBuffer(x);
+  log(`matmul peak ${peakGflops.toFixed(2)} GFLOP/s`);
+
+  const rows: TrainRow[] = [];
+  for (const m of preset.models) {
+    const ckpt = await openCheckpoint(memorySource(tinyModelFiles(m.options)));
+    for (const method of ['full', 'lora'] as const) {
+      const opts: FineTuneOptions = method === 'full'
+        ? { method, optimizer: { lr: 1e-4 } }
+        : { method, lora: { rank: 16, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] }, optimizer: { lr: 1e-4 } };
+      gpu.resetPeakMemory();
+      const base = gpu.memoryStats().currentBytes;
+      const ft = await FineTuner.create(gpu, ckpt, opts);
+      const rand = rng(1);
+      const batch = () => ({ ids: Array.from({ length: m.B * m.S }, () => Math.floor(rand() * 256)), B: m.B, S: m.S });
+      await ft.step(batch()); // warm-up: pipelines, activation arena
+      const t0 = performance.now();
+      for (let s = 0; s < preset.steps; s++) await ft.step(batch());
+      const stepMs = (performance.now() - t0) / preset.steps;
+      const tokens = m.B * m.S;
+      const flops = trainFlopsPerToken(ckpt.config, m.S, method) * tokens;
+      const row: TrainRow = {
+        model: m.name, method, batch: `${m.B}x${m.S}`, step_ms: stepMs, tokens_per_s: tokens / (stepMs / 1000),
+        peak_gpu_bytes: gpu.memoryStats().peakBytes - base, mfu: flops / (stepMs / 1000) / (peakGflops * 1e9),
+      };
+      rows.push(row);
+      log(`${m.name} ${method}: ${stepMs.toFixed(0)} ms/step, ${row.tokens_per_s.toFixed(0)} tokens/s, peak ${(row.peak_gpu_bytes / 2 ** 20).toFixed(1)} MiB, MFU ${(100 * row.mfu).toFixed(1)}%`);
+      ft.destroy();
+    }
+  }
+  notes.push('MFU: FLOPs performed (6 per matmul parameter per token for full fine-tuning, 4 for LoRA whose frozen base needs no weight gradients, plus causal attention) over the measured matmul peak.');
+
+  const attention: AttentionRow[] = [];
+  const { nH, D } = preset.attention;
+  for (const S of preset.attentionSeqs) {
+    const n = S * nH * D;
+    const rand = rng(S);
+    const data = () => Float32Array.from({ length: n }, () => rand() * 2 - 1);
+    const [q, k, v] = [gpu.upload(data()), gpu.upload(data()), gpu.upload(data())];
+    const o = gpu.createBuffer(n * 4);
+    const stats = gpu.createBuffer(S * nH * 2 * 4);
+    const scores = gpu.createBuffer(naiveAttentionScratchBytes(1, S, nH));
+    const shape = { B: 1, S, nH, nKV: nH, headDim: D, q, k, v, o, stats };
+    const time = async (record: (rec: CommandRecorder) => void) => {
+      await gpu.run(record); // warm-up
+      const t0 = performance.now();
+      await gpu.run(record);
+      return performance.now() - t0;
+    };
+    const flashMs = await time((rec) => attentionForward(rec, shape));
+    const naiveMs = await time((rec) => naiveAttentionForward(rec, { ...shape, scores }));
+    attention.push({ seq: S, flash_ms: flashMs, naive_ms: naiveMs, flash_bytes: n * 4 + S * nH * 8, naive_bytes: n * 4 + naiveAttentionScratchBytes(1, S, nH) });
+    log(`attention S=${S}: flash ${flashMs.toFixed(1)} ms, naive ${naiveMs.toFixed(1)} ms`);
+    for (const x of [q, k, v, o, stats, scores]) gpu.destroyBuffer(x);
+  }
+  notes.push(`Attention: forward only, B=1, ${nH} heads of ${D}; memory is the workspace beyond q, k, v (output and log-sum-exp for flash; output and the S x S probabilities for naive).`);
+
+  const at1024 = attention.find((r) => r.seq === 1024)!;
+  const large = preset.models[preset.models.length - 1].name;
+  const step = (method: string) => rows.find((r) => r.model === large && r.method === method)!.step_ms;
+  return {
+    runtime: gpu.runtime === 'node' ? 'node' : 'chromium',
+    device: gpu.describe(),
+    peakGflops,
+    rows,
+    attention,
+    ratios: {
+      flash_vs_naive_seq1024: at1024.naive_ms / at1024.flash_ms,
+      flash_vs_naive_mem_seq1024: at1024.naive_bytes / at1024.flash_bytes,
+      lora_vs_full_step: step('lora') / step('full'),
+      lora_vs_full_peak_memory: rows.find((r) => r.model === large && r.method === 'lora')!.peak_gpu_bytes / rows.find((r) => r.model === large && r.method === 'full')!.peak_gpu_bytes,
+    },
+    notes,
+    date: new Date().toISOString(),
+  };
+}
+
+export function formatTrainBench(r: TrainBenchResult): string {
+  const lines = [`device: ${r.device}   matmul peak ${r.peakGflops.toFixed(2)} GFLOP/s`, ''];
+  lines.push(`${'model'.padEnd(16)} ${'method'.padEnd(6)} ${'batch'.padEnd(8)} ${'step ms'.padStart(10)} ${'tokens/s'.padStart(10)} ${'peak MiB'.padStart(9)} ${'MFU'.padStart(7)}`);
+  for (const x of r.rows) {
+    lines.push(`${x.model.padEnd(16)} ${x.method.padEnd(6)} ${x.batch.padEnd(8)} ${x.step_ms.toFixed(1).padStart(10)} ${x.tokens_per_s.toFixed(0).padStart(10)} ${(x.peak_gpu_bytes / 2 ** 20).toFixed(1).padStart(9)} ${`${(100 * x.mfu).toFixed(1)}%`.padStart(7)}`);
+  }
+  lines.push('', `${'seq'.padStart(6)} ${'flash ms'.padStart(10)} ${'naive ms'.padStart(10)} ${'flash MiB'.padStart(10)} ${'naive MiB'.padStart(10)}`);
+  for (const a of r.attention) {
+    lines.push(`${String(a.seq).padStart(6)} ${a.flash_ms.toFixed(1).padStart(10)} ${a.naive_ms.toFixed(1).padStart(10)} ${(a.flash_bytes / 2 ** 20).toFixed(2).padStart(10)} ${(a.naive_bytes / 2 ** 20).toFixed(2).padStart(10)}`);
+  }
+  lines.push('', 'ratios:');
+  for (const [k, v] of Object.entries(r.ratios)) lines.push(`  ${k.padEnd(30)} ${v.toFixed(2)}`);
+  for (const n of r.notes) lines.push(`note: ${n}`);
+  return lines.join('\n');
+}
