@@ -108,7 +108,7 @@ export class CausalLM {
   }
 
   prepare(batch: BatchInput): PreparedBatch {
-    return prepareBatch(batch, this.config.vocabSize, this.config.maxPositions);
+    return prepareBatch(batch, this.config.vocabSize, this.config.maxPositions, this.config.slidingWindow);
   }
 
   zeroGrads(rec: CommandRecorder): void {

@@ -68,6 +68,31 @@ describe('config.json', () => {
   });
 });
 
+describe('batches', () => {
+  it('refuse sequences beyond a sliding window the kernels do not apply', async () => {
+    const { prepareBatch } = await import('../../src/model/batch.js');
+    expect(() => prepareBatch({ ids: [1, 2, 3, 4, 5], B: 1 }, 10, 64, 4)).toThrow(/sliding window/);
+    expect(prepareBatch({ ids: [1, 2, 3, 4], B: 1 }, 10, 64, 4).targetCount).toBe(3);
+  });
+
+  it('reject bad rows with clear errors', async () => {
+    const { prepareBatch } = await import('../../src/model/batch.js');
+    expect(() => prepareBatch({ ids: [1, 2, 99], B: 1 }, 10, 64)).toThrow(/outside the vocabulary/);
+    expect(() => prepareBatch({ ids: [[1, 2], [3]] }, 10, 64)).toThrow(/different lengths/);
+    expect(() => prepareBatch({ ids: [1, 2, 3], B: 2 }, 10, 64)).toThrow(/do not form 2 rows/);
+    expect(() => prepareBatch({ ids: [1, 2, 3], B: 1, lossMask: [1] }, 10, 64)).toThrow(/lossMask/);
+    expect(() => prepareBatch({ ids: new Array(65).fill(1), B: 1 }, 10, 64)).toThrow(/positions/);
+  });
+
+  it('derive per-document positions and shifted targets with the loss mask', async () => {
+    const { prepareBatch } = await import('../../src/model/batch.js');
+    const b = prepareBatch({ ids: [5, 6, 7, 8, 9, 1], B: 1, segments: [0, 0, 0, 1, 1, 1], lossMask: [0, 0, 1, 0, 1, 1] }, 10, 64);
+    expect(Array.from(b.positions)).toEqual([0, 1, 2, 0, 1, 2]);
+    expect(Array.from(b.targets)).toEqual([-100, 7, -100, 9, 1, -100]);
+    expect(b.targetCount).toBe(3);
+  });
+});
+
 describe('expected weights', () => {
   const tiny = parseConfig({ ...QWEN2_05B, hidden_size: 8, intermediate_size: 12, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 11 });
   const have = () => new Map(expectedWeights(tiny).map((w) => [w.name, { shape: w.shape }]));
