@@ -5,7 +5,9 @@
 //   OP 3 sqrt_affine: y = sqrt(x) * s0 + s1
 //   OP 4 addcdiv:     y = y + s0 * x / z
 //   OP 5 add:         y = x + z
-struct Params { n: u32, s0: f32, s1: f32 }
+//   OP 6 dropout:     y = x * keep(i) * s0          keep(i) = hash(i ^ hash(u0)) >= u1, u1 = p * 2^32
+//   OP 7 dropout_add: y = y + x * keep(i) * s0      (the gradient of dropout, with the same mask)
+struct Params { n: u32, s0: f32, s1: f32, u0: u32, u1: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
@@ -18,6 +20,19 @@ override OP: u32 = 0;
 override PER: u32 = 1;
 
 // #include lib/flat_index.wgsl
+
+// A stateless integer hash (the "lowbias32" finalizer); src/util/random.ts has the same function.
+fn hash32(x: u32) -> u32 {
+  var h = x;
+  h ^= h >> 16u;
+  h *= 0x7feb352du;
+  h ^= h >> 15u;
+  h *= 0x846ca68bu;
+  h ^= h >> 16u;
+  return h;
+}
+
+fn keep(i: u32) -> f32 { return select(0.0, p.s0, hash32(i ^ hash32(p.u0)) >= p.u1); }
 
 @compute @workgroup_size(WG)
 fn elementwise(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -33,6 +48,8 @@ fn elementwise(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
       case 2u: { y[i] = y[i] + p.s0 * x[i] * z[i]; }
       case 3u: { y[i] = sqrt(x[i]) * p.s0 + p.s1; }
       case 4u: { y[i] = y[i] + p.s0 * x[i] / z[i]; }
+      case 6u: { y[i] = x[i] * keep(i); }
+      case 7u: { y[i] = y[i] + x[i] * keep(i); }
       default: { y[i] = x[i] + z[i]; }
     }
   }

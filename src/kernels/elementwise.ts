@@ -4,7 +4,7 @@ import type { CommandRecorder } from '../gpu/recorder.js';
 import { f32, u32 } from '../gpu/recorder.js';
 import { launch1d, requireDims, requireElements } from './common.js';
 
-export type ElementwiseOp = 'scale' | 'axpy' | 'addcmul' | 'sqrtAffine' | 'addcdiv' | 'add';
+export type ElementwiseOp = 'scale' | 'axpy' | 'addcmul' | 'sqrtAffine' | 'addcdiv' | 'add' | 'dropout' | 'dropoutAdd';
 const OPS: Record<ElementwiseOp, { code: number; x: boolean; z: boolean }> = {
   scale: { code: 0, x: false, z: false },
   axpy: { code: 1, x: true, z: false },
@@ -12,6 +12,8 @@ const OPS: Record<ElementwiseOp, { code: number; x: boolean; z: boolean }> = {
   sqrtAffine: { code: 3, x: true, z: false },
   addcdiv: { code: 4, x: true, z: true },
   add: { code: 5, x: true, z: true },
+  dropout: { code: 6, x: true, z: false },
+  dropoutAdd: { code: 7, x: true, z: false },
 };
 const WG = 256;
 
@@ -23,10 +25,15 @@ export interface ElementwiseArgs {
   n: number;
   s0?: number;
   s1?: number;
+  /** Dropout: drop probability and mask seed (the same seed gives the same mask). */
+  dropout?: { p: number; seed: number };
 }
 
-export function elementwise(rec: CommandRecorder, { op, y, x, z, n, s0 = 1, s1 = 0 }: ElementwiseArgs): void {
+export function elementwise(rec: CommandRecorder, { op, y, x, z, n, s0 = 1, s1 = 0, dropout }: ElementwiseArgs): void {
   const spec = OPS[op];
+  if ((op === 'dropout' || op === 'dropoutAdd') && !(dropout && dropout.p >= 0 && dropout.p < 1)) {
+    throw new RangeError(`elementwise ${op}: needs dropout.p in [0, 1)`);
+  }
   requireDims(`elementwise ${op}`, { n });
   requireElements(`elementwise ${op}`, 'y', y, n);
   if (spec.x) requireElements(`elementwise ${op}`, 'x', x ?? rec.gpu.placeholder(), n);
@@ -37,7 +44,13 @@ export function elementwise(rec: CommandRecorder, { op, y, x, z, n, s0 = 1, s1 =
     shader: 'elementwise',
     entryPoint: 'elementwise',
     constants: { OP: spec.code, WG, PER: per },
-    uniforms: [u32(n), f32(s0), f32(s1)],
+    uniforms: [
+      u32(n),
+      f32(dropout ? 1 / (1 - dropout.p) : s0),
+      f32(s1),
+      u32(dropout ? dropout.seed >>> 0 : 0),
+      u32(dropout ? Math.min(Math.floor(dropout.p * 2 ** 32), 2 ** 32 - 1) : 0),
+    ],
     storage: [y, spec.x ? x : rec.gpu.placeholder(), spec.z ? z : rec.gpu.placeholder()],
     workgroups: launch1d(rec.gpu, Math.ceil(n / per), WG),
     label: `elementwise ${op} ${n}`,

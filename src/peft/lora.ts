@@ -8,12 +8,13 @@ import { ShapeError } from '../errors.js';
 import type { TensorView } from '../gpu/buffers.js';
 import type { Gpu } from '../gpu/gpu.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
+import { elementwise } from '../kernels/elementwise.js';
 import { matmul } from '../kernels/matmul.js';
 import { Arena, arenaLimit, planArena } from '../model/arena.js';
 import type { ModelConfig } from '../model/config.js';
 import { paramSpecs } from '../model/layout.js';
 import type { Activations, LinearAdapter } from '../model/transformer.js';
-import { rng } from '../util/random.js';
+import { hash32, rng } from '../util/random.js';
 
 export interface LoraOptions {
   rank: number;
@@ -24,7 +25,7 @@ export interface LoraOptions {
    * name (q_proj, ..., down_proj). Default q and v, PEFT's default for Llama.
    */
   targetModules?: string[];
-  /** Dropout on the adapter's input; only 0 is implemented so far. */
+  /** Dropout on the adapter's input while training (PEFT's lora_dropout). Default 0. */
   dropout?: number;
   seed?: number;
 }
@@ -39,6 +40,10 @@ export class Lora implements LinearAdapter {
   readonly scale: number;
   readonly modules: Map<string, { out: number; in: number }>;
   merged = false;
+  /** Dropout applies only while true (set by the trainer around training passes). */
+  training = false;
+  private round = 0;
+  private readonly moduleIndex = new Map<string, number>();
   private readonly scratch = new Map<string, Map<string, GPUBuffer>>();
 
   constructor(
@@ -48,7 +53,8 @@ export class Lora implements LinearAdapter {
   ) {
     const r = options.rank;
     if (!Number.isInteger(r) || r < 1) throw new ShapeError(`LoRA rank must be a positive integer, got ${r}`);
-    if (options.dropout) throw new ShapeError('LoRA dropout > 0 is not supported yet; use dropout 0');
+    const p = options.dropout ?? 0;
+    if (!(p >= 0 && p < 1)) throw new ShapeError(`LoRA dropout must be in [0, 1), got ${p}`);
     this.scale = (options.alpha ?? 2 * r) / r;
     const targets = new Set((options.targetModules ?? ['q', 'v']).map((m) => ALIASES[m] ?? m));
     this.modules = new Map();
@@ -56,6 +62,7 @@ export class Lora implements LinearAdapter {
       const m = /^(layers\.\d+\.(\w+))\.weight$/.exec(spec.name);
       if (m && targets.has(m[2])) this.modules.set(m[1], { out: spec.shape[0], in: spec.shape[1] });
     }
+    [...this.modules.keys()].forEach((name, i) => this.moduleIndex.set(name, i));
     const found = new Set([...this.modules.keys()].map((k) => k.split('.')[2]));
     const missing = [...targets].filter((t) => !found.has(t));
     if (missing.length) throw new ShapeError(`LoRA target modules ${missing.join(', ')} do not exist in ${config.architecture}`);
@@ -78,6 +85,36 @@ export class Lora implements LinearAdapter {
     return [...this.params.layout.slots.keys()];
   }
 
+  /** A new dropout mask for every module: call once per training forward/backward pair. */
+  beginStep(): void {
+    this.round++;
+  }
+
+  /** The dropout mask seed of a module in the current step (the same in forward and backward). */
+  dropoutSeed(name: string): number {
+    return hash32(Math.imul((this.options.seed ?? 0) + 1, 0x9e3779b1) ^ Math.imul(this.round, 0x85ebca6b) ^ this.moduleIndex.get(name)!);
+  }
+
+  private get dropoutActive(): boolean {
+    return this.training && (this.options.dropout ?? 0) > 0;
+  }
+
+  /** A per-shape [T, width] scratch buffer, shared by the modules of that width. */
+  private scratchBuffer(acts: Activations, kind: string, width: number): GPUBuffer {
+    const bufs = this.buffers(acts);
+    const key = `${kind}:${width}`;
+    let b = bufs.get(key);
+    if (!b) bufs.set(key, (b = this.gpu.createBuffer(acts.T * width * 4, undefined, `lora ${key}`)));
+    return b;
+  }
+
+  /** dropout(x) with this module's mask for the current step. */
+  private droppedInput(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, inDim: number): GPUBuffer {
+    const xd = this.scratchBuffer(acts, 'xd', inDim);
+    elementwise(rec, { op: 'dropout', y: xd, x, n: acts.T * inDim, dropout: { p: this.options.dropout!, seed: this.dropoutSeed(name) } });
+    return xd;
+  }
+
   has(name: string): boolean {
     return !this.merged && this.modules.has(name);
   }
@@ -98,7 +135,8 @@ export class Lora implements LinearAdapter {
   forward(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, y: TensorView, outDim: number, inDim: number): void {
     const r = this.options.rank;
     const u = this.buffers(acts).get(name)!;
-    matmul(rec, { a: x, b: this.params.view(`${name}.lora_A`), c: u, M: acts.T, N: r, K: inDim, transB: true });
+    const input = this.dropoutActive ? this.droppedInput(rec, acts, name, x, inDim) : x;
+    matmul(rec, { a: input, b: this.params.view(`${name}.lora_A`), c: u, M: acts.T, N: r, K: inDim, transB: true });
     matmul(rec, { a: u, b: this.params.view(`${name}.lora_B`), c: y, M: acts.T, N: outDim, K: r, transB: true, alpha: this.scale, accumulate: true });
   }
 
@@ -108,11 +146,20 @@ export class Lora implements LinearAdapter {
     const bufs = this.buffers(acts);
     const u = bufs.get(name)!;
     const du = bufs.get('du')!;
-    // dB += s dy^T u;  du = s dy B;  dA += du^T x;  dx += du A
+    // dB += s dy^T u;  du = s dy B;  dA += du^T x';  dx += mask(du A), with x' = dropout(x) (mask
+    // regenerated from the same seed rather than stored).
     matmul(rec, { a: dy, b: u, c: this.grads.view(`${name}.lora_B`), M: outDim, N: r, K: T, transA: true, alpha: this.scale, accumulate: true });
     matmul(rec, { a: dy, b: this.params.view(`${name}.lora_B`), c: du, M: T, N: r, K: outDim, alpha: this.scale });
-    matmul(rec, { a: du, b: x, c: this.grads.view(`${name}.lora_A`), M: r, N: inDim, K: T, transA: true, accumulate: true });
-    matmul(rec, { a: du, b: this.params.view(`${name}.lora_A`), c: dx, M: T, N: inDim, K: r, accumulate: true });
+    if (!this.dropoutActive) {
+      matmul(rec, { a: du, b: x, c: this.grads.view(`${name}.lora_A`), M: r, N: inDim, K: T, transA: true, accumulate: true });
+      matmul(rec, { a: du, b: this.params.view(`${name}.lora_A`), c: dx, M: T, N: inDim, K: r, accumulate: true });
+      return;
+    }
+    const xd = this.droppedInput(rec, acts, name, x, inDim);
+    matmul(rec, { a: du, b: xd, c: this.grads.view(`${name}.lora_A`), M: r, N: inDim, K: T, transA: true, accumulate: true });
+    const tmp = this.scratchBuffer(acts, 'tmp', inDim);
+    matmul(rec, { a: du, b: this.params.view(`${name}.lora_A`), c: tmp, M: T, N: inDim, K: r });
+    elementwise(rec, { op: 'dropoutAdd', y: dx, x: tmp, n: T * inDim, dropout: { p: this.options.dropout!, seed: this.dropoutSeed(name) } });
   }
 
   /** Fold s * B A into the base weights (param(name) gives each base weight) or take it back out. */

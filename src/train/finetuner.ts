@@ -82,7 +82,16 @@ export class FineTuner {
       this.model.zeroGrads(rec);
       this.lora?.zeroGrads(rec);
     }
-    const acts = this.model.record(rec, batch, 1 / (count * this.accumulation));
+    if (this.lora) {
+      this.lora.training = true; // dropout on for this forward/backward pair only
+      this.lora.beginStep();
+    }
+    let acts;
+    try {
+      acts = this.model.record(rec, batch, 1 / (count * this.accumulation));
+    } finally {
+      if (this.lora) this.lora.training = false;
+    }
     this.micro++;
     let lr = 0;
     const updated = this.micro === this.accumulation;

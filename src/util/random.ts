@@ -19,3 +19,19 @@ export function randn(n: number, rand: () => number, std = 1): Float32Array {
   }
   return out;
 }
+
+/** The integer hash the dropout kernel uses (shaders/elementwise.wgsl hash32), for host-side masks. */
+export function hash32(x: number): number {
+  let h = x >>> 0;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x7feb352d) >>> 0;
+  h ^= h >>> 15;
+  h = Math.imul(h, 0x846ca68b) >>> 0;
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/** The dropout kernel's mask: element i is kept when hash32(i ^ hash32(seed)) >= p * 2^32. */
+export function dropoutKeep(i: number, seed: number, p: number): boolean {
+  return hash32((i ^ hash32(seed)) >>> 0) >= Math.min(Math.floor(p * 2 ** 32), 2 ** 32 - 1);
+}

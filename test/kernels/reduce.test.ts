@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { elementwise, reduceRows, type ElementwiseOp, type ReduceOp } from '../../src/index.js';
 import { compare, freshSeed, poisoned, randn, REDUCTION_SIZES, rng, testGpu } from '../helpers.js';
+import { dropoutKeep } from '../../src/util/random.js';
 import { reduceRowsRef } from '../reference/reduce.js';
 
 describe.each(REDUCTION_SIZES.flatMap((wg) => (['sum', 'max', 'sumsq'] as ReduceOp[]).map((op) => [op, wg] as const)))('reduce rows: %s, workgroup %i', (op, wg) => {
@@ -24,7 +25,7 @@ describe.each(REDUCTION_SIZES.flatMap((wg) => (['sum', 'max', 'sumsq'] as Reduce
 });
 
 describe.each([1, 8])('element-wise updates, %i elements per invocation', (per) => {
-  const ref: Record<ElementwiseOp, (y: number, x: number, z: number, s0: number, s1: number) => number> = {
+  const ref: Record<Exclude<ElementwiseOp, 'dropout' | 'dropoutAdd'>, (y: number, x: number, z: number, s0: number, s1: number) => number> = {
     scale: (y, _x, _z, s0) => s0 * y,
     axpy: (y, x, _z, s0) => y + s0 * x,
     addcmul: (y, x, z, s0) => y + s0 * x * z,
@@ -32,7 +33,7 @@ describe.each([1, 8])('element-wise updates, %i elements per invocation', (per) 
     addcdiv: (y, x, z, s0) => y + (s0 * x) / z,
     add: (_y, x, z) => x + z,
   };
-  it.each(Object.keys(ref) as ElementwiseOp[])('%s over 1031 elements', async (op) => {
+  it.each(Object.keys(ref) as (keyof typeof ref)[])('%s over 1031 elements', async (op) => {
     const gpu = await testGpu({ elementsPerInvocation: per });
     const seed = freshSeed();
     const rand = rng(seed);
@@ -44,5 +45,30 @@ describe.each([1, 8])('element-wise updates, %i elements per invocation', (per) 
     await gpu.run((rec) => elementwise(rec, { op, y, x: gpu.upload(xh), z: gpu.upload(zh), n, s0: 0.3, s1: -1.5 }));
     const want = Array.from(yh, (v, i) => ref[op](v, xh[i], zh[i], 0.3, -1.5));
     expect(compare(await gpu.readF32(y), want).rel, `seed ${seed}`).toBeLessThan(1e-4);
+  });
+});
+
+describe.each([1, 8])('dropout, %i elements per invocation', (per) => {
+  it('uses the host-reproducible mask, scales kept values, and its gradient reuses the mask', async () => {
+    const gpu = await testGpu({ elementsPerInvocation: per });
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const n = 4099;
+    const p = 0.3;
+    const xh = randn(n, rand);
+    const y0 = randn(n, rand);
+    const x = gpu.upload(xh);
+    const y = poisoned(gpu, n);
+    const acc = gpu.upload(y0);
+    await gpu.run((rec) => {
+      elementwise(rec, { op: 'dropout', y, x, n, dropout: { p, seed } });
+      elementwise(rec, { op: 'dropoutAdd', y: acc, x, n, dropout: { p, seed } });
+    });
+    const keep = Array.from({ length: n }, (_, i) => dropoutKeep(i, seed, p));
+    const want = Array.from(xh, (v, i) => (keep[i] ? v / (1 - p) : 0));
+    expect(compare(await gpu.readF32(y), want).rel, `seed ${seed}`).toBeLessThan(1e-6);
+    expect(compare(await gpu.readF32(acc), want.map((v, i) => v + y0[i])).rel, `seed ${seed}`).toBeLessThan(1e-6);
+    const kept = keep.filter(Boolean).length / n;
+    expect(Math.abs(kept - (1 - p))).toBeLessThan(0.03);
   });
 });

@@ -53,14 +53,14 @@ describe.each(MODELS)('whole-model loss and gradients: %s', (_name, options) => 
   });
 });
 
-describe('LoRA gradients', () => {
+describe.each([0, 0.3])('LoRA gradients, dropout %f', (dropout) => {
   it.each(MODELS)('match the float64 reference on %s (base frozen, all projections adapted)', async (_name, options) => {
     const gpu = await testGpu();
     const seed = freshSeed();
     const rand = rng(seed);
     const ckpt = await openCheckpoint(memorySource(tinyModelFiles({ ...options, seed, initStd: 0.2 })));
     const model = await CausalLM.fromCheckpoint(gpu, ckpt);
-    const lora = new Lora(gpu, ckpt.config, { rank: 3, alpha: 5, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down', 'fc', 'proj'].filter((m) => paramSpecs(ckpt.config).some((s) => s.name.endsWith(`.${m}.weight`))), seed });
+    const lora = new Lora(gpu, ckpt.config, { rank: 3, alpha: 5, dropout, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down', 'fc', 'proj'].filter((m) => paramSpecs(ckpt.config).some((s) => s.name.endsWith(`.${m}.weight`))), seed });
     model.transformer.adapter = lora;
     try {
       // B starts at zero (which would zero A's gradient): give it random values to test both.
@@ -68,7 +68,10 @@ describe('LoRA gradients', () => {
       const batch = model.prepare({ ids: Array.from({ length: 18 }, () => Math.floor(rand() * 256)), B: 2, S: 9 });
       const rec = gpu.recorder();
       lora.zeroGrads(rec);
+      lora.training = true;
+      lora.beginStep();
       const acts = model.record(rec, batch, 1 / batch.targetCount);
+      lora.training = false;
       await rec.submit();
       const loss = (await gpu.readF32(acts.v('losses'))).reduce((a, b) => a + b, 0) / batch.targetCount;
       const params = new Map<string, Float64Array>();
@@ -80,7 +83,7 @@ describe('LoRA gradients', () => {
           B: Float64Array.from(await gpu.readF32(lora.params.view(`${name}.lora_B`))),
         });
       }
-      const ref = modelLossAndGrads(ckpt.config, params, batch, { scale: lora.scale, rank: 3, modules });
+      const ref = modelLossAndGrads(ckpt.config, params, batch, { scale: lora.scale, rank: 3, modules, dropout: { p: dropout, seed: (m) => lora.dropoutSeed(m) } });
       expect(Math.abs(loss - ref.loss) / ref.loss, `seed ${seed}`).toBeLessThan(1e-4);
       for (const name of lora.names) {
         const err = compare(await gpu.readF32(lora.grads.view(name)), ref.grads.get(name)!);

@@ -62,6 +62,24 @@ describe('LoRA, as PEFT tests it', () => {
     ft.destroy();
   });
 
+  it('applies dropout only in training steps: evaluation is deterministic and matches dropout 0', async () => {
+    const gpu = await testGpu();
+    const ckpt = await openCheckpoint(memorySource(files));
+    const make = (dropout: number) => FineTuner.create(gpu, ckpt, { method: 'lora', lora: { rank: 4, targetModules: ['q', 'v', 'up'], dropout, seed: 1 } });
+    const [withDropout, without] = [await make(0.5), await make(0)];
+    for (const ft of [withDropout, without]) {
+      for (const name of ft.lora!.names) if (name.endsWith('lora_B')) gpu.write(ft.lora!.params.view(name), randn(ft.lora!.params.view(name).size / 4, rng(8), 0.3));
+    }
+    const batch = toBatchInput(successorRows(2, 4, 5));
+    const a = await withDropout.evaluate(batch);
+    expect((await withDropout.evaluate(batch)).loss).toBe(a.loss);
+    expect(a.loss).toBe((await without.evaluate(batch)).loss);
+    // In a training step the mask changes the loss.
+    expect((await withDropout.step(batch)).loss).not.toBe((await without.step(batch)).loss);
+    withDropout.destroy();
+    without.destroy();
+  });
+
   it('rejects target modules the architecture does not have', async () => {
     const gpu = await testGpu();
     const ckpt = await openCheckpoint(memorySource(files));

@@ -4,6 +4,7 @@
  */
 import type { ModelConfig } from '../../src/model/config.js';
 import type { PreparedBatch } from '../../src/model/batch.js';
+import { dropoutKeep } from '../../src/util/random.js';
 import { attentionBackwardRef, attentionForwardRef } from './attention.js';
 import { crossEntropyRef } from './cross-entropy.js';
 import {
@@ -57,6 +58,16 @@ export interface LoraRef {
   scale: number;
   rank: number;
   modules: Map<string, { A: Float64Array; B: Float64Array }>;
+  /** Dropout on the adapter input with the kernel's mask (dropoutKeep) and each module's seed. */
+  dropout?: { p: number; seed: (module: string) => number };
+}
+
+/** The adapter's input: x, or dropout(x) with the same mask the GPU draws. */
+function loraInput(lora: LoraRef, module: string, x: Float64Array): Float64Array {
+  const d = lora.dropout;
+  if (!d || d.p === 0) return x;
+  const seed = d.seed(module);
+  return x.map((v, i) => (dropoutKeep(i, seed, d.p) ? v / (1 - d.p) : 0));
 }
 
 /** Forward to the final norm: the last residual stream x, its norm lnf, and each layer's saved tensors. */
@@ -76,7 +87,7 @@ export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch,
     const y = linear(x, p(`${n}.weight`), params.get(`${n}.bias`), T, out, inp);
     const ad = lora?.modules.get(n);
     if (!ad) return y;
-    const u = linear(x, ad.A, undefined, T, lora!.rank, inp);
+    const u = linear(loraInput(lora!, n, x), ad.A, undefined, T, lora!.rank, inp);
     const delta = linear(u, ad.B, undefined, T, out, lora!.rank);
     return y.map((v, i) => v + lora!.scale * delta[i]);
   };
@@ -156,14 +167,17 @@ export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatc
     if (params.has(`${n}.bias`)) acc(`${n}.bias`, r.db);
     const ad = lora?.modules.get(n);
     if (!ad) return r.dx;
-    // y += s u B^T with u = x A^T
-    const u = linear(xin, ad.A, undefined, T, lora!.rank, inp);
+    // y += s u B^T with u = x' A^T, x' = dropout(x): d x = mask * d x'
+    const xd = loraInput(lora!, n, xin);
+    const u = linear(xd, ad.A, undefined, T, lora!.rank, inp);
     const sdy = dy.map((g) => g * lora!.scale);
     const rb = linearBack(u, ad.B, sdy, T, out, lora!.rank);
     acc(`${n}.lora_B`, rb.dw);
-    const ra = linearBack(xin, ad.A, rb.dx, T, lora!.rank, inp);
+    const ra = linearBack(xd, ad.A, rb.dx, T, lora!.rank, inp);
     acc(`${n}.lora_A`, ra.dw);
-    return add(r.dx, ra.dx);
+    const drop = lora!.dropout?.p ?? 0;
+    const seed = drop ? lora!.dropout!.seed(n) : 0;
+    return add(r.dx, drop ? ra.dx.map((g, i) => (dropoutKeep(i, seed, drop) ? g / (1 - drop) : 0)) : ra.dx);
   };
   acc(head, ce.dWeight);
   let dx = normBack('norm_f', x, ce.dHidden);
