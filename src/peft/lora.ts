@@ -30,6 +30,13 @@ export interface LoraOptions {
   seed?: number;
 }
 
+/** Engine module -> Hugging Face module path inside a layer, for PEFT's tensor names. */
+const HF_MODULES: Record<string, Record<string, string>> = {
+  llama: { q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj', o: 'self_attn.o_proj', gate: 'mlp.gate_proj', up: 'mlp.up_proj', down: 'mlp.down_proj' },
+  // GPT-2's q, k and v are one fused c_attn in Hugging Face; separate adapters on them have no PEFT name.
+  gpt2: { o: 'attn.c_proj', fc: 'mlp.c_fc', proj: 'mlp.c_proj' },
+};
+
 const ALIASES: Record<string, string> = {
   q_proj: 'q', k_proj: 'k', v_proj: 'v', o_proj: 'o', gate_proj: 'gate', up_proj: 'up', down_proj: 'down', c_fc: 'fc', out_proj: 'o',
 };
@@ -83,6 +90,23 @@ export class Lora implements LinearAdapter {
 
   get names(): string[] {
     return [...this.params.layout.slots.keys()];
+  }
+
+  /**
+   * PEFT's name for an adapter tensor, e.g. layers.0.q.lora_A -> base_model.model.model.layers.0.
+   * self_attn.q_proj.lora_A.weight (shapes as PEFT: A [r, in], B [out, r]); null when PEFT has none.
+   */
+  peftName(name: string): string | null {
+    const m = /^layers\.(\d+)\.(\w+)\.(lora_[AB])$/.exec(name);
+    const hf = m && HF_MODULES[this.config.family][m[2]];
+    if (!m || !hf) return null;
+    const prefix = this.config.family === 'gpt2' ? `transformer.h.${m[1]}` : `model.layers.${m[1]}`;
+    return `base_model.model.${prefix}.${hf}.${m[3]}.weight`;
+  }
+
+  /** The engine name of a PEFT tensor name (inverse of peftName), or null. */
+  fromPeftName(peft: string): string | null {
+    return this.names.find((n) => this.peftName(n) === peft) ?? null;
   }
 
   /** A new dropout mask for every module: call once per training forward/backward pair. */

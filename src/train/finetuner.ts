@@ -123,6 +123,25 @@ export class FineTuner {
     return { loss: loss / n, accuracy: correct / n, tokens: batch.targetCount };
   }
 
+  /**
+   * A tensor by Hugging Face name: a base weight (model.layers.0.self_attn.q_proj.weight, in HF layout)
+   * or, with LoRA, an adapter tensor by its PEFT name (base_model.model....lora_A.weight).
+   */
+  async readTensor(name: string): Promise<Float32Array> {
+    const lora = this.lora?.fromPeftName(name);
+    if (lora) return this.gpu.readF32(this.lora!.params.view(lora));
+    return this.model.readHf(name);
+  }
+
+  /** Overwrite a tensor by Hugging Face (or PEFT) name; sizes are checked. */
+  writeTensor(name: string, data: Float32Array): void {
+    const lora = this.lora?.fromPeftName(name);
+    if (!lora) return this.model.writeHf(name, data);
+    const view = this.lora!.params.view(lora);
+    if (data.length * 4 !== view.size) throw new RangeError(`'${name}' needs ${view.size / 4} values, got ${data.length}`);
+    this.gpu.write(view, data);
+  }
+
   /** The trainable tensors (engine names) and where they live. */
   private trainable(): { names: string[]; param: (n: string) => TensorView } {
     const lora = this.lora;

@@ -80,6 +80,23 @@ describe('LoRA, as PEFT tests it', () => {
     without.destroy();
   });
 
+  it('reads and writes adapter tensors by their PEFT names, base tensors by HF names', async () => {
+    const gpu = await testGpu();
+    const ckpt = await openCheckpoint(memorySource(files));
+    const ft = await FineTuner.create(gpu, ckpt, { method: 'lora', lora: { rank: 4, targetModules: ['q_proj', 'down_proj'] } });
+    const lora = ft.lora!;
+    expect(lora.peftName('layers.1.q.lora_A')).toBe('base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight');
+    expect(lora.peftName('layers.0.down.lora_B')).toBe('base_model.model.model.layers.0.mlp.down_proj.lora_B.weight');
+    const name = 'base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight';
+    const b = randn(32 * 4, rng(2)); // [out 32, r 4]
+    ft.writeTensor(name, b);
+    expect(Array.from(await ft.readTensor(name))).toEqual(Array.from(b));
+    expect(await ft.readTensor('model.layers.1.self_attn.q_proj.weight')).toHaveLength(32 * 32);
+    expect(() => ft.writeTensor(name, new Float32Array(3))).toThrow(/needs 128 values/);
+    expect(() => ft.writeTensor('model.layers.9.mlp.up_proj.weight', new Float32Array(3))).toThrow(/not a tensor/);
+    ft.destroy();
+  });
+
   it('rejects target modules the architecture does not have', async () => {
     const gpu = await testGpu();
     const ckpt = await openCheckpoint(memorySource(files));
