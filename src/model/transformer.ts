@@ -196,6 +196,15 @@ export class Transformer {
     if (accumulate) elementwise(rec, { op: 'axpy', y: dx, x: target, n: acts.T * c.hiddenSize, s0: 1 });
   }
 
+  /** RoPE in place on queries and keys (backward: the inverse rotation on their gradients); no-op for GPT-2. */
+  private rope(rec: CommandRecorder, acts: Activations, q: View, k: View, backward: boolean): void {
+    if (!this.ropeTable) return;
+    const c = this.config;
+    const r = { positions: acts.v('positions'), table: this.ropeTable, T: acts.T, headDim: c.headDim, maxPositions: c.maxPositions, backward };
+    rope(rec, { ...r, x: q, heads: c.numHeads });
+    rope(rec, { ...r, x: k, heads: c.numKvHeads });
+  }
+
   private attentionShape(acts: Activations) {
     const c = this.config;
     return { B: acts.B, S: acts.S, nH: c.numHeads, nKV: c.numKvHeads, headDim: c.headDim, segments: acts.hasSegments ? acts.v('segments') : undefined };
@@ -229,11 +238,7 @@ export class Transformer {
       this.linear(rec, acts, a('ln1'), `${L}.q`, a('q'), qd, H);
       this.linear(rec, acts, a('ln1'), `${L}.k`, a('k'), kvd, H);
       this.linear(rec, acts, a('ln1'), `${L}.v`, a('v'), kvd, H);
-      if (this.ropeTable) {
-        const r = { positions: acts.v('positions'), table: this.ropeTable, T, headDim: c.headDim, maxPositions: c.maxPositions };
-        rope(rec, { ...r, x: a('q'), heads: c.numHeads });
-        rope(rec, { ...r, x: a('k'), heads: c.numKvHeads });
-      }
+      this.rope(rec, acts, a('q'), a('k'), false);
       if (kv) {
         const at = kv.pos0 * kvd * 4;
         rec.copy(a('k'), { buffer: kv.cache.k[i], offset: at, size: T * kvd * 4 }, T * kvd * 4);
@@ -309,11 +314,7 @@ export class Transformer {
         ...this.attentionShape(acts), q: a('q'), k: a('k'), v: a('v'), o: a('att'), stats: a('ast'),
         dO: acts.v('datt'), dQ: acts.v('dq'), dK: acts.v('dk'), dV: acts.v('dv'),
       });
-      if (this.ropeTable) {
-        const r = { positions: acts.v('positions'), table: this.ropeTable, T, headDim: c.headDim, maxPositions: c.maxPositions, backward: true };
-        rope(rec, { ...r, x: acts.v('dq'), heads: c.numHeads });
-        rope(rec, { ...r, x: acts.v('dk'), heads: c.numKvHeads });
-      }
+      this.rope(rec, acts, acts.v('dq'), acts.v('dk'), true);
       this.linearBackward(rec, acts, a('ln1'), `${L}.q`, acts.v('dq'), acts.v('dln'), qd, H);
       this.linearBackward(rec, acts, a('ln1'), `${L}.k`, acts.v('dk'), acts.v('dln'), kvd, H, true);
       this.linearBackward(rec, acts, a('ln1'), `${L}.v`, acts.v('dv'), acts.v('dln'), kvd, H, true);

@@ -70,19 +70,21 @@ function loraInput(lora: LoraRef, module: string, x: Float64Array): Float64Array
   return x.map((v, i) => (dropoutKeep(i, seed, d.p) ? v / (1 - d.p) : 0));
 }
 
+/** The shapes both passes use. */
+function dims(c: ModelConfig, batch: Pick<PreparedBatch, 'B' | 'S' | 'segments'>) {
+  const { B, S } = batch;
+  const D = c.headDim;
+  return {
+    T: B * S, H: c.hiddenSize, D, qd: c.numHeads * D, kvd: c.numKvHeads * D, I: c.intermediateSize, gpt2: c.family === 'gpt2',
+    attnShape: { B, S, nH: c.numHeads, nKV: c.numKvHeads, D, segments: batch.segments ?? undefined },
+  };
+}
+
 /** Forward to the final norm: the last residual stream x, its norm lnf, and each layer's saved tensors. */
 export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch, 'B' | 'S' | 'ids' | 'positions' | 'segments'>, lora?: LoraRef) {
-  const { B, S } = batch;
-  const T = B * S;
-  const H = c.hiddenSize;
-  const D = c.headDim;
-  const qd = c.numHeads * D;
-  const kvd = c.numKvHeads * D;
-  const I = c.intermediateSize;
-  const gpt2 = c.family === 'gpt2';
+  const { T, H, D, qd, kvd, I, gpt2, attnShape } = dims(c, batch);
   const p = (n: string) => params.get(n)!;
   const norm = (n: string, x: Float64Array) => normForwardRef(c.norm, x, p(`${n}.weight`), gpt2 ? p(`${n}.bias`) : null, T, H, c.normEps).y;
-  const attnShape = { B, S, nH: c.numHeads, nKV: c.numKvHeads, D, segments: batch.segments ?? undefined };
   const lin = (n: string, x: Float64Array, out: number, inp: number) => {
     const y = linear(x, p(`${n}.weight`), params.get(`${n}.bias`), T, out, inp);
     const ad = lora?.modules.get(n);
@@ -128,16 +130,8 @@ export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch,
 }
 
 export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatch, lora?: LoraRef): { loss: number; grads: P } {
-  const { B, S } = batch;
-  const T = B * S;
-  const H = c.hiddenSize;
-  const D = c.headDim;
-  const qd = c.numHeads * D;
-  const kvd = c.numKvHeads * D;
-  const I = c.intermediateSize;
-  const gpt2 = c.family === 'gpt2';
+  const { T, H, D, qd, kvd, I, gpt2, attnShape } = dims(c, batch);
   const p = (n: string) => params.get(n)!;
-  const attnShape = { B, S, nH: c.numHeads, nKV: c.numKvHeads, D, segments: batch.segments ?? undefined };
 
   const { x, lnf, saved } = forwardRef(c, params, batch, lora);
   const head = c.tieWordEmbeddings ? 'embed' : 'lm_head';
