@@ -77,6 +77,7 @@ export class CommandRecorder {
     const d = asView(dst);
     const n = size ?? Math.min(s.size, d.size);
     if (n > s.size || n > d.size) throw new ShapeError(`copy of ${n} bytes does not fit (src ${s.size}, dst ${d.size})`);
+    if (s.buffer === d.buffer) throw new ShapeError('copy: WebGPU cannot copy between ranges of one buffer; use separate buffers');
     this.commands.push({ kind: 'copy', src: s, dst: d, size: n });
     return this;
   }

@@ -7,10 +7,9 @@
 import type { TensorView } from '../gpu/buffers.js';
 import type { Gpu } from '../gpu/gpu.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { readTensorF32 } from '../io/safetensors.js';
 import { Arena, arenaLimit, planArena } from './arena.js';
 import { prepareBatch, type BatchInput, type PreparedBatch } from './batch.js';
-import type { Checkpoint, LoadProgress } from './checkpoint.js';
+import { forEachTensor, type Checkpoint, type LoadProgress } from './checkpoint.js';
 import type { ModelConfig } from './config.js';
 import { hfMappings, hfToParts, paramSpecs, partsToHf, size, type HfMapping } from './layout.js';
 import { Activations, Transformer, type ParamAccess } from './transformer.js';
@@ -55,15 +54,7 @@ export class CausalLM {
   static async fromCheckpoint(gpu: Gpu, ckpt: Checkpoint, options: CausalLMOptions = {}): Promise<CausalLM> {
     const model = new CausalLM(gpu, ckpt.config, options.trainable ?? (() => false));
     try {
-      const maps = hfMappings(ckpt.config);
-      let bytesLoaded = 0;
-      const bytesTotal = maps.reduce((s, m) => s + ckpt.tensors.get(m.hfName)!.info.end - ckpt.tensors.get(m.hfName)!.info.begin, 0);
-      for (const [i, m] of maps.entries()) {
-        const { file, info } = ckpt.tensors.get(m.hfName)!;
-        model.writeHfParts(m, await readTensorF32(file, info));
-        bytesLoaded += info.end - info.begin;
-        options.onProgress?.({ tensor: m.hfName, loaded: i + 1, total: maps.length, bytesLoaded, bytesTotal });
-      }
+      await forEachTensor(ckpt, model.hfNames, (name, data) => model.writeHfParts(model.mapping(name), data), options.onProgress);
     } catch (e) {
       model.destroy();
       throw e;

@@ -83,24 +83,36 @@ export async function openCheckpoint(source: ModelSource): Promise<Checkpoint> {
   return { source, config, tensors, files };
 }
 
+/**
+ * Read the named tensors (canonical HF names) one at a time as f32, in order, reporting progress: the
+ * streaming loop every loader shares, so host memory holds one tensor at a time.
+ */
+export async function forEachTensor(
+  ckpt: Checkpoint,
+  names: string[],
+  use: (name: string, data: Float32Array) => void,
+  onProgress?: (p: LoadProgress) => void,
+): Promise<void> {
+  const span = (n: string) => ckpt.tensors.get(n)!.info.end - ckpt.tensors.get(n)!.info.begin;
+  const bytesTotal = names.reduce((s, n) => s + span(n), 0);
+  let bytesLoaded = 0;
+  for (const [i, name] of names.entries()) {
+    const { file, info } = ckpt.tensors.get(name)!;
+    use(name, await readTensorF32(file, info));
+    bytesLoaded += span(name);
+    onProgress?.({ tensor: name, loaded: i + 1, total: names.length, bytesLoaded, bytesTotal });
+  }
+}
+
 /** Read every required weight as f32 into its own GPU buffer, in expectedWeights order. */
 export async function uploadWeights(
   gpu: Gpu,
   ckpt: Checkpoint,
   onProgress?: (p: LoadProgress) => void,
 ): Promise<Map<string, GPUBuffer>> {
-  const order = expectedWeights(ckpt.config).map((w) => w.name);
-  const bytesTotal = order.reduce((s, n) => s + (ckpt.tensors.get(n)!.info.end - ckpt.tensors.get(n)!.info.begin), 0);
   const out = new Map<string, GPUBuffer>();
-  let bytesLoaded = 0;
   try {
-    for (const name of order) {
-      const { file, info } = ckpt.tensors.get(name)!;
-      const data = await readTensorF32(file, info);
-      out.set(name, gpu.upload(data, name));
-      bytesLoaded += info.end - info.begin;
-      onProgress?.({ tensor: name, loaded: out.size, total: order.length, bytesLoaded, bytesTotal });
-    }
+    await forEachTensor(ckpt, expectedWeights(ckpt.config).map((w) => w.name), (name, data) => out.set(name, gpu.upload(data, name)), onProgress);
   } catch (e) {
     for (const b of out.values()) gpu.destroyBuffer(b); // nothing half-loaded stays allocated
     throw e;

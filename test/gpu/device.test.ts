@@ -109,6 +109,7 @@ describe('bad input and failures', () => {
     expect(() =>
       rec.dispatch({ shader: 'reduce', entryPoint: 'reduce_rows', storage: [buf, buf], workgroups: [70000] }),
     ).toThrow(ShapeError);
+    expect(() => rec.copy(view(buf, 0, 256), view(buf, 1024, 256))).toThrow(/one buffer/);
   });
 
   it('surfaces WebGPU validation errors as typed errors', async () => {
