@@ -50,10 +50,22 @@ export function hubSource(id: string, options: HubOptions = {}): ModelSource {
   if (!/^[\w.-]+(\/[\w.-]+)?$/.test(id)) throw new ModelSourceError(`'${id}' is not a hub model id (expected 'org/name')`);
   const revision = options.revision ?? 'main';
   const endpoint = (options.endpoint ?? DEFAULT_HUB).replace(/\/+$/, '');
-  const doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
-  const description = `hub ${id}@${revision} (${endpoint})`;
-  const url = (file: string) => `${endpoint}/${id}/resolve/${encodeURIComponent(revision)}/${file.split('/').map(encodeURIComponent).join('/')}`;
+  return httpSource(`hub ${id}@${revision} (${endpoint})`, (file) => `${endpoint}/${id}/resolve/${encodeURIComponent(revision)}/${encodePath(file)}`, options, id);
+}
 
+/** A model folder served over HTTP as plain files, {base}/{file} (a static host, a dev server's public folder). */
+export function urlSource(base: string, options: Omit<HubOptions, 'revision' | 'endpoint'> = {}): ModelSource {
+  const root = base.replace(/\/+$/, '');
+  return httpSource(`url ${root}`, (file) => `${root}/${encodePath(file)}`, options, root);
+}
+
+function encodePath(file: string): string {
+  return file.split('/').map(encodeURIComponent).join('/');
+}
+
+/** Files over HTTP: size from HEAD, bytes by range requests (whole-body fallback when ranges are ignored). */
+function httpSource(description: string, url: (file: string) => string, options: Omit<HubOptions, 'revision' | 'endpoint'>, namePrefix: string): ModelSource {
+  const doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
   const request = async (file: string, init: RequestInit): Promise<Response> => {
     try {
       return await doFetch(url(file), { ...init, headers: { ...options.headers, ...(init.headers as Record<string, string>) } });
@@ -76,11 +88,12 @@ export function hubSource(id: string, options: HubOptions = {}): ModelSource {
       const size = Number(head.headers.get('x-linked-size') ?? head.headers.get('content-length'));
       if (!Number.isSafeInteger(size)) throw new ModelSourceError(`${description}: ${file}: the server did not report its size`);
       let whole: Uint8Array | null = null; // when the server ignores ranges, the first read keeps the body
+      const name = `${namePrefix}/${file}`;
       return {
-        name: `${id}/${file}`,
+        name,
         size,
         async read(offset, length) {
-          if (offset + length > size) throw new RangeError(`${id}/${file}: read past the end`);
+          if (offset + length > size) throw new RangeError(`${name}: read past the end`);
           if (length === 0) return new Uint8Array(0);
           if (whole) return whole.subarray(offset, offset + length);
           const r = await request(file, { headers: { Range: `bytes=${offset}-${offset + length - 1}` } });

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bytesSource } from '../../src/io/bytes.js';
 import { InvalidModelFileError, readHeader, readTensorF32 } from '../../src/io/safetensors.js';
-import { fileListSource, hubSource, ModelSourceError, resolveSource, type HubOptions } from '../../src/io/sources.js';
+import { fileListSource, hubSource, ModelSourceError, resolveSource, urlSource, type HubOptions } from '../../src/io/sources.js';
 import { loadTokenizer } from '../../src/data/tokenizer.js';
 import { openCheckpoint, uploadWeights } from '../../src/model/checkpoint.js';
 import { UnsupportedArchitectureError } from '../../src/model/config.js';
@@ -9,20 +9,29 @@ import { fixtureRepos } from '../fixtures/repos.js';
 import { testGpu } from '../helpers.js';
 
 // Browsers load from the Vite server's /hub middleware; Node starts its own server with the same layout.
+// Static files (public/) come from the Vite server in browsers and from a small static server in Node.
 let hub: HubOptions;
-let close = async () => {};
+let staticOrigin: string;
+const closers: (() => Promise<void>)[] = [];
 beforeAll(async () => {
   if (typeof window !== 'undefined') {
     hub = { endpoint: `${location.origin}/hub` };
+    staticOrigin = location.origin;
   } else {
     const specifier = '../fixtures/node-hub-server.js';
-    const { startHub } = (await import(/* @vite-ignore */ specifier)) as typeof import('../fixtures/node-hub-server.js');
+    const { startHub, startStatic } = (await import(/* @vite-ignore */ specifier)) as typeof import('../fixtures/node-hub-server.js');
     const server = await startHub();
     hub = { endpoint: server.endpoint };
-    close = server.close;
+    const pathSpecifier = 'node:url';
+    const { fileURLToPath } = (await import(/* @vite-ignore */ pathSpecifier)) as typeof import('node:url');
+    const files = await startStatic(fileURLToPath(new URL('../../public', import.meta.url)));
+    staticOrigin = files.origin;
+    closers.push(server.close, files.close);
   }
 });
-afterAll(() => close());
+afterAll(async () => {
+  for (const c of closers) await c();
+});
 
 /** The f32 values of a tensor as generated, read from the in-memory file. */
 async function generated(repo: string, file: string, tensor: string): Promise<Float32Array> {
@@ -83,6 +92,16 @@ describe('loading checkpoints from a hub', () => {
 
   it('rejects ids that are not hub ids', () => {
     expect(() => hubSource('../../etc/passwd', hub)).toThrow(ModelSourceError);
+  });
+});
+
+describe('loading from a static URL', () => {
+  it('reads the shipped tiny model as plain files over HTTP', async () => {
+    const source = urlSource(`${staticOrigin}/models/tiny-llama`);
+    const ckpt = await openCheckpoint(source);
+    expect(ckpt.config).toMatchObject({ architecture: 'LlamaForCausalLM', numLayers: 2, hiddenSize: 64 });
+    expect((await loadTokenizer(source)).encode('a>b')).toEqual([97, 62, 98]);
+    await expect(openCheckpoint(urlSource(`${staticOrigin}/models/none`))).rejects.toThrow(/no config\.json/);
   });
 });
 
