@@ -1,9 +1,9 @@
-import { requestDevice, type Gpu } from '../src/index.js';
+import { FineTuner, openCheckpoint, requestDevice, successorRows, toBatchInput, urlSource, type Gpu } from '../src/index.js';
 import { formatKernelBench, runKernelBench } from '../bench/kernels.js';
 
 const deviceEl = document.getElementById('device')!;
 const out = document.getElementById('out')!;
-const button = document.getElementById('bench') as HTMLButtonElement;
+const buttons = ['train', 'train-full', 'bench'].map((id) => document.getElementById(id) as HTMLButtonElement);
 
 function describe(gpu: Gpu): string {
   const l = gpu.limits;
@@ -15,22 +15,55 @@ function describe(gpu: Gpu): string {
   ].join('\n');
 }
 
+const print = (line: string) => (out.textContent += `${line}\n`);
+
+async function finetune(gpu: Gpu, method: 'lora' | 'full'): Promise<void> {
+  out.textContent = '';
+  const source = urlSource(new URL('/models/tiny-llama', location.href).href);
+  const ckpt = await openCheckpoint(source);
+  print(`model: ${source.description} (${ckpt.config.architecture}, ${ckpt.config.numLayers} layers)`);
+  const steps = method === 'lora' ? 60 : 50;
+  const ft = await FineTuner.create(gpu, ckpt, {
+    method,
+    lora: { rank: 16, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] },
+    optimizer: { lr: method === 'lora' ? 1e-2 : 3e-3, warmupSteps: 5, totalSteps: steps, schedule: 'cosine' },
+  });
+  try {
+    const heldOut = toBatchInput(successorRows(64, 8, 1_000_000));
+    const before = await ft.evaluate(heldOut);
+    print(`held-out before: accuracy ${(100 * before.accuracy).toFixed(1)}%, loss ${before.loss.toFixed(3)}`);
+    const t0 = performance.now();
+    for (let s = 0; s < steps; s++) {
+      const r = await ft.step(toBatchInput(successorRows(16, 8, s)));
+      if (s % 10 === 0 || s === steps - 1) print(`step ${s + 1}: loss ${r.loss.toFixed(4)} (${(((s + 1) * 512) / ((performance.now() - t0) / 1000)).toFixed(0)} tokens/s)`);
+    }
+    const after = await ft.evaluate(heldOut);
+    print(`held-out after: accuracy ${(100 * after.accuracy).toFixed(1)}%, loss ${after.loss.toFixed(3)}`);
+  } finally {
+    ft.destroy();
+  }
+}
+
 try {
   const gpu = await requestDevice({ powerPreference: 'high-performance' });
   deviceEl.textContent = describe(gpu);
-  button.disabled = false;
-  button.onclick = async () => {
-    button.disabled = true;
-    out.textContent = 'running...';
+  const run = (task: () => Promise<void>) => async () => {
+    buttons.forEach((b) => (b.disabled = true));
     try {
-      const result = await runKernelBench(gpu, { log: (l) => (out.textContent += `\n${l}`) });
-      out.textContent = formatKernelBench(result);
+      await task();
     } catch (e) {
-      out.textContent = String(e);
+      print(e instanceof Error ? `${e.name}: ${e.message}` : String(e));
     } finally {
-      button.disabled = false;
+      buttons.forEach((b) => (b.disabled = false));
     }
   };
+  buttons[0].onclick = run(() => finetune(gpu, 'lora'));
+  buttons[1].onclick = run(() => finetune(gpu, 'full'));
+  buttons[2].onclick = run(async () => {
+    out.textContent = 'running...';
+    out.textContent = formatKernelBench(await runKernelBench(gpu, { log: print }));
+  });
+  buttons.forEach((b) => (b.disabled = false));
 } catch (e) {
   deviceEl.textContent = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
 }
