@@ -158,3 +158,63 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgr
   }
   for (var d = 0u; d < p.D; d++) { dK[kb + d] = dk[d]; dV[kb + d] = dv[d]; }
 }
+
+// ---- Tiled forward for GPUs: a workgroup owns QT consecutive query rows of one (sequence, head); key and
+// value rows are staged through workgroup memory KT at a time and shared by all of its queries, so each
+// K/V element is read from storage once per workgroup instead of once per query. Same results as
+// attention_forward (dispatch: x = query tiles, y = heads, z = sequences).
+override QT: u32 = 64; // queries per workgroup (the workgroup size)
+override KT: u32 = 16; // keys per staged tile
+override DK: u32 = 64; // head dim capacity of the staged tiles (>= D)
+var<workgroup> Kt: array<f32, KT * DK>;
+var<workgroup> Vt: array<f32, KT * DK>;
+
+@compute @workgroup_size(QT)
+fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let b = wid.z;
+  let h = wid.y;
+  let g = h / (p.nH / p.nKV);
+  let i = wid.x * QT + lid; // query position within the sequence
+  let live = i < p.S;
+  let row = b * p.S + min(i, p.S - 1u);
+  var qr: array<f32, MAX_D>;
+  var acc: array<f32, MAX_D>;
+  let qb = q_at(row, h);
+  for (var d = 0u; d < p.D; d++) { qr[d] = q[qb + d] * p.scale; acc[d] = 0.0; }
+  var m = NEG_INF;
+  var l = 0.0;
+  // Keys up to the workgroup's last query (causal), uniform across the workgroup.
+  let lastKey = min(wid.x * QT + QT, p.S);
+  for (var j0 = 0u; j0 < lastKey; j0 += KT) {
+    for (var e = lid; e < KT * p.D; e += QT) {
+      let j = j0 + e / p.D;
+      var kv = vec2f(0.0);
+      if (j < p.S) {
+        let at = kv_at(b * p.S + j, g) + e % p.D;
+        kv = vec2f(k[at], v[at]);
+      }
+      Kt[e] = kv.x;
+      Vt[e] = kv.y;
+    }
+    workgroupBarrier();
+    if (live) {
+      let jEnd = min(KT, i + 1u - min(j0, i + 1u)); // keys j0 .. min(i, j0 + KT - 1)
+      for (var jj = 0u; jj < jEnd; jj++) {
+        if (!visible(row, b * p.S + j0 + jj)) { continue; }
+        var s = 0.0;
+        for (var d = 0u; d < p.D; d++) { s = fma(qr[d], Kt[jj * p.D + d], s); }
+        let mNew = max(m, s);
+        let correction = exp(m - mNew);
+        let pr = exp(s - mNew);
+        l = l * correction + pr;
+        for (var d = 0u; d < p.D; d++) { acc[d] = fma(pr, Vt[jj * p.D + d], acc[d] * correction); }
+        m = mNew;
+      }
+    }
+    workgroupBarrier();
+  }
+  if (!live) { return; }
+  let inv = 1.0 / l;
+  for (var d = 0u; d < p.D; d++) { o[qb + d] = acc[d] * inv; }
+  stats[2u * (row * p.nH + h)] = m + log(l);
+}

@@ -61,12 +61,14 @@ export interface GpuTuning {
   reductionWorkgroupSize: number;
   /** Elements each invocation of an element-wise kernel (AdamW, element-wise ops) handles. */
   elementsPerInvocation: number;
+  /** Attention forward: 'tiled' (K/V staged in workgroup memory, for GPUs) or 'direct'. */
+  attentionVariant: 'tiled' | 'direct';
 }
 
 export function defaultTuning(isSoftware: boolean): GpuTuning {
   return isSoftware
-    ? { matmulVariant: 'direct', reductionWorkgroupSize: 4, elementsPerInvocation: 8 }
-    : { matmulVariant: 'tiled', reductionWorkgroupSize: 256, elementsPerInvocation: 1 };
+    ? { matmulVariant: 'direct', reductionWorkgroupSize: 4, elementsPerInvocation: 8, attentionVariant: 'direct' }
+    : { matmulVariant: 'tiled', reductionWorkgroupSize: 256, elementsPerInvocation: 1, attentionVariant: 'tiled' };
 }
 
 export interface MemoryStats {

@@ -65,6 +65,22 @@ export function attentionForward(rec: CommandRecorder, a: AttentionForwardArgs):
   requireElements('attentionForward', 'v', a.v, a.B * kvRows * a.nKV * a.headDim);
   requireElements('attentionForward', 'o', a.o, rows * a.nH * a.headDim);
   requireElements('attentionForward', 'stats', a.stats, rows * a.nH * 2);
+  if (!a.cache && rec.gpu.tuning.attentionVariant === 'tiled') {
+    // Stage KT keys of DK floats (K and V) within the device's workgroup storage.
+    const DK = Math.max(8, 2 ** Math.ceil(Math.log2(a.headDim)));
+    const KT = Math.max(1, Math.min(32, Math.floor(rec.gpu.limits.maxComputeWorkgroupStorageSize / (8 * DK))));
+    const QT = 64;
+    rec.dispatch({
+      shader: 'attention',
+      entryPoint: 'attention_forward_tiled',
+      constants: { QT, KT, DK, SEGMENTS: !!a.segments },
+      uniforms: params(a),
+      storage: [a.q, a.k, a.v, a.segments ?? rec.gpu.placeholder(), a.o, a.stats],
+      workgroups: [Math.ceil(a.S / QT), a.nH, a.B],
+      label: `attention forward tiled ${a.B}x${a.S} h${a.nH}/${a.nKV} d${a.headDim}`,
+    });
+    return;
+  }
   rec.dispatch({
     shader: 'attention',
     entryPoint: 'attention_forward',

@@ -21,7 +21,12 @@ function packedSegments(B: number, S: number, rand: () => number): Uint32Array {
   return seg;
 }
 
-describe.each([false, true])('flash attention equals naive attention (segments: %s)', (useSegments) => {
+describe.each([
+  [false, 'direct'],
+  [true, 'direct'],
+  [false, 'tiled'],
+  [true, 'tiled'],
+] as const)('flash attention equals naive attention (segments: %s, forward %s)', (useSegments, attentionVariant) => {
   it.each([
     // B, S, nH, nKV, D
     [1, 1, 1, 1, 4],
@@ -30,7 +35,7 @@ describe.each([false, true])('flash attention equals naive attention (segments: 
     [2, 100, 2, 2, 5],
     [1, 300, 2, 1, 8],
   ])('B=%i S=%i heads %i/%i D=%i, forward and backward', async (B, S, nH, nKV, D) => {
-    const gpu = await testGpu();
+    const gpu = await testGpu({ attentionVariant });
     const seed = freshSeed();
     const rand = rng(seed);
     const rows = B * S;
