@@ -42,6 +42,17 @@ fn visible(i: u32, j: u32) -> bool {
   return true;
 }
 
+// One step of the online softmax: folds score s into the running max m and sum l, and returns
+// (weight of this key, correction factor for everything accumulated so far).
+fn online_softmax(m: ptr<function, f32>, l: ptr<function, f32>, s: f32) -> vec2f {
+  let mNew = max(*m, s);
+  let correction = exp(*m - mNew);
+  let pr = exp(s - mNew);
+  *l = *l * correction + pr;
+  *m = mNew;
+  return vec2f(pr, correction);
+}
+
 @compute @workgroup_size(WG)
 fn attention_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                      @builtin(local_invocation_index) lid: u32) {
@@ -63,12 +74,8 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups)
     let kb = kv_at(j, g);
     var s = 0.0;
     for (var d = 0u; d < p.D; d++) { s = fma(qr[d], k[kb + d], s); }
-    let mNew = max(m, s);
-    let correction = exp(m - mNew);
-    let pr = exp(s - mNew);
-    l = l * correction + pr;
-    for (var d = 0u; d < p.D; d++) { acc[d] = fma(pr, v[kb + d], acc[d] * correction); }
-    m = mNew;
+    let w = online_softmax(&m, &l, s);
+    for (var d = 0u; d < p.D; d++) { acc[d] = fma(w.x, v[kb + d], acc[d] * w.y); }
   }
   let inv = 1.0 / l;
   for (var d = 0u; d < p.D; d++) { o[qb + d] = acc[d] * inv; }
@@ -203,12 +210,8 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_inv
         if (!visible(row, b * p.S + j0 + jj)) { continue; }
         var s = 0.0;
         for (var d = 0u; d < p.D; d++) { s = fma(qr[d], Kt[jj * p.D + d], s); }
-        let mNew = max(m, s);
-        let correction = exp(m - mNew);
-        let pr = exp(s - mNew);
-        l = l * correction + pr;
-        for (var d = 0u; d < p.D; d++) { acc[d] = fma(pr, Vt[jj * p.D + d], acc[d] * correction); }
-        m = mNew;
+        let w = online_softmax(&m, &l, s);
+        for (var d = 0u; d < p.D; d++) { acc[d] = fma(w.x, Vt[jj * p.D + d], acc[d] * w.y); }
       }
     }
     workgroupBarrier();
