@@ -5,6 +5,7 @@
  * CPU implementations (SwiftShader) get smaller shapes; only ratios mean anything there.
  */
 import {
+  attentionBackward,
   attentionForward,
   FineTuner,
   matmul,
@@ -37,7 +38,13 @@ export interface TrainRow {
 
 export interface AttentionRow {
   seq: number;
+  /** Forward, in the device's default kernel form. */
   flash_ms: number;
+  /** Backward (delta, dQ, dK/dV passes), default form. */
+  flash_backward_ms: number;
+  /** Forward plus backward in each kernel form, at the longest sequence only. */
+  tiled_fwd_bwd_ms?: number;
+  direct_fwd_bwd_ms?: number;
   naive_ms: number;
   flash_bytes: number;
   naive_bytes: number;
@@ -161,7 +168,9 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: 'software' | '
     const o = gpu.createBuffer(n * 4);
     const stats = gpu.createBuffer(S * nH * 2 * 4);
     const scores = gpu.createBuffer(naiveAttentionScratchBytes(1, S, nH));
+    const [dO, dQ, dK, dV] = [gpu.upload(data()), gpu.createBuffer(n * 4), gpu.createBuffer(n * 4), gpu.createBuffer(n * 4)];
     const shape = { B: 1, S, nH, nKV: nH, headDim: D, q, k, v, o, stats };
+    const grads = { ...shape, dO, dQ, dK, dV };
     const time = async (record: (rec: CommandRecorder) => void) => {
       await gpu.run(record); // warm-up
       const t0 = performance.now();
@@ -169,12 +178,26 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: 'software' | '
       return performance.now() - t0;
     };
     const flashMs = await time((rec) => attentionForward(rec, shape));
+    const backwardMs = await time((rec) => attentionBackward(rec, grads));
     const naiveMs = await time((rec) => naiveAttentionForward(rec, { ...shape, scores }));
-    attention.push({ seq: S, flash_ms: flashMs, naive_ms: naiveMs, flash_bytes: n * 4 + S * nH * 8, naive_bytes: n * 4 + naiveAttentionScratchBytes(1, S, nH) });
-    log(`attention S=${S}: flash ${flashMs.toFixed(1)} ms, naive ${naiveMs.toFixed(1)} ms`);
-    for (const x of [q, k, v, o, stats, scores]) gpu.destroyBuffer(x);
+    const row: AttentionRow = {
+      seq: S, flash_ms: flashMs, flash_backward_ms: backwardMs, naive_ms: naiveMs,
+      flash_bytes: n * 4 + S * nH * 8, naive_bytes: n * 4 + naiveAttentionScratchBytes(1, S, nH),
+    };
+    if (S === preset.attentionSeqs[preset.attentionSeqs.length - 1]) {
+      for (const variant of ['tiled', 'direct'] as const) {
+        const ms = await time((rec) => {
+          attentionForward(rec, { ...shape, variant });
+          attentionBackward(rec, { ...grads, variant });
+        });
+        row[`${variant}_fwd_bwd_ms`] = ms;
+      }
+    }
+    attention.push(row);
+    log(`attention S=${S}: flash ${flashMs.toFixed(1)} ms (backward ${backwardMs.toFixed(1)} ms), naive ${naiveMs.toFixed(1)} ms`);
+    for (const x of [q, k, v, o, stats, scores, dO, dQ, dK, dV]) gpu.destroyBuffer(x);
   }
-  notes.push(`Attention: forward only, B=1, ${nH} heads of ${D}; memory is the workspace beyond q, k, v (output and log-sum-exp for flash; output and the S x S probabilities for naive).`);
+  notes.push(`Attention: B=1, ${nH} heads of ${D}; naive is forward only. Memory is the workspace beyond q, k, v (output and log-sum-exp for flash; output and the S x S probabilities for naive). At the longest sequence, forward plus backward runs in both kernel forms (tiled: K/V or Q/dO tiles shared through workgroup memory; direct: one invocation per row reading storage).`);
 
   const at1024 = attention.find((r) => r.seq === 1024)!;
   const large = preset.models[preset.models.length - 1].name;
@@ -188,6 +211,7 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: 'software' | '
     ratios: {
       flash_vs_naive_seq1024: at1024.naive_ms / at1024.flash_ms,
       flash_vs_naive_mem_seq1024: at1024.naive_bytes / at1024.flash_bytes,
+      attention_tiled_vs_direct_seq1024: at1024.direct_fwd_bwd_ms! / at1024.tiled_fwd_bwd_ms!,
       lora_vs_full_step: step('lora') / step('full'),
       lora_vs_full_peak_memory: rows.find((r) => r.model === large && r.method === 'lora')!.peak_gpu_bytes / rows.find((r) => r.model === large && r.method === 'full')!.peak_gpu_bytes,
     },
@@ -198,13 +222,13 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: 'software' | '
 
 export function formatTrainBench(r: TrainBenchResult): string {
   const lines = [`device: ${r.device}   matmul peak ${r.peakGflops.toFixed(2)} GFLOP/s`, ''];
-  lines.push(`${'model'.padEnd(16)} ${'method'.padEnd(6)} ${'batch'.padEnd(8)} ${'step ms'.padStart(10)} ${'tokens/s'.padStart(10)} ${'peak MiB'.padStart(9)} ${'MFU'.padStart(7)}`);
+  lines.push(`${'model'.padEnd(16)} ${'method'.padEnd(13)} ${'batch'.padEnd(8)} ${'step ms'.padStart(10)} ${'tokens/s'.padStart(10)} ${'peak MiB'.padStart(9)} ${'MFU'.padStart(7)}`);
   for (const x of r.rows) {
-    lines.push(`${x.model.padEnd(16)} ${x.method.padEnd(6)} ${x.batch.padEnd(8)} ${x.step_ms.toFixed(1).padStart(10)} ${x.tokens_per_s.toFixed(0).padStart(10)} ${(x.peak_gpu_bytes / 2 ** 20).toFixed(1).padStart(9)} ${`${(100 * x.mfu).toFixed(1)}%`.padStart(7)}`);
+    lines.push(`${x.model.padEnd(16)} ${x.method.padEnd(13)} ${x.batch.padEnd(8)} ${x.step_ms.toFixed(1).padStart(10)} ${x.tokens_per_s.toFixed(0).padStart(10)} ${(x.peak_gpu_bytes / 2 ** 20).toFixed(1).padStart(9)} ${`${(100 * x.mfu).toFixed(1)}%`.padStart(7)}`);
   }
-  lines.push('', `${'seq'.padStart(6)} ${'flash ms'.padStart(10)} ${'naive ms'.padStart(10)} ${'flash MiB'.padStart(10)} ${'naive MiB'.padStart(10)}`);
+  lines.push('', `${'seq'.padStart(6)} ${'flash ms'.padStart(10)} ${'bwd ms'.padStart(10)} ${'naive ms'.padStart(10)} ${'flash MiB'.padStart(10)} ${'naive MiB'.padStart(10)}`);
   for (const a of r.attention) {
-    lines.push(`${String(a.seq).padStart(6)} ${a.flash_ms.toFixed(1).padStart(10)} ${a.naive_ms.toFixed(1).padStart(10)} ${(a.flash_bytes / 2 ** 20).toFixed(2).padStart(10)} ${(a.naive_bytes / 2 ** 20).toFixed(2).padStart(10)}`);
+    lines.push(`${String(a.seq).padStart(6)} ${a.flash_ms.toFixed(1).padStart(10)} ${a.flash_backward_ms.toFixed(1).padStart(10)} ${a.naive_ms.toFixed(1).padStart(10)} ${(a.flash_bytes / 2 ** 20).toFixed(2).padStart(10)} ${(a.naive_bytes / 2 ** 20).toFixed(2).padStart(10)}`);
   }
   lines.push('', 'ratios:');
   for (const [k, v] of Object.entries(r.ratios)) lines.push(`  ${k.padEnd(30)} ${v.toFixed(2)}`);

@@ -12,7 +12,8 @@
 // point binds at most 8 storage buffers, WebGPU's default limit.
 // Decoding (forward only): queries are Sq rows per sequence at absolute positions qOffset.., keys and
 // values Skv rows per sequence (a KV cache); query i sees keys j <= qOffset + i. Training: Sq = Skv = S.
-struct Params { B: u32, S: u32, nH: u32, nKV: u32, D: u32, scale: f32, Skv: u32, qOffset: u32 }
+// Sliding window (window > 0, Mistral): query position i also needs i - j < window; 0 means unlimited.
+struct Params { B: u32, S: u32, nH: u32, nKV: u32, D: u32, scale: f32, Skv: u32, qOffset: u32, window: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -35,6 +36,18 @@ const NEG_INF = -3.402823e38;
 
 fn q_at(row: u32, h: u32) -> u32 { return (row * p.nH + h) * p.D; }
 fn kv_at(row: u32, g: u32) -> u32 { return (row * p.nKV + g) * p.D; }
+
+// First key position that query position i sees under the sliding window.
+fn window_start(i: u32) -> u32 {
+  if (p.window == 0u || i < p.window) { return 0u; }
+  return i + 1u - p.window;
+}
+
+// One past the last query position that sees key position j under the sliding window (capped at S).
+fn window_end(j: u32) -> u32 {
+  if (p.window == 0u) { return p.S; }
+  return min(p.S, j + p.window);
+}
 
 fn visible(i: u32, j: u32) -> bool {
   // j <= i is guaranteed by the loops; only the segment test remains.
@@ -60,8 +73,10 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups)
   if (t >= p.B * p.S * p.nH) { return; }
   let h = t % p.nH;
   let row = t / p.nH;
-  let first = (row / p.S) * p.Skv; // first key row of this sequence
-  let last = first + min(p.qOffset + row % p.S, p.Skv - 1u); // last visible key row
+  let pos = p.qOffset + row % p.S; // absolute position of this query
+  let seqStart = (row / p.S) * p.Skv; // first key row of this sequence
+  let first = seqStart + window_start(pos);
+  let last = seqStart + min(pos, p.Skv - 1u); // last visible key row
   let g = h / (p.nH / p.nKV);
   var qr: array<f32, MAX_D>;
   var acc: array<f32, MAX_D>;
@@ -102,7 +117,7 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgro
   if (t >= p.B * p.S * p.nH) { return; }
   let h = t % p.nH;
   let row = t / p.nH;
-  let first = (row / p.S) * p.S;
+  let first = (row / p.S) * p.S + window_start(row % p.S);
   let g = h / (p.nH / p.nKV);
   let qb = q_at(row, h);
   var qr: array<f32, MAX_D>;
@@ -135,7 +150,7 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgr
   if (t >= p.B * p.S * p.nKV) { return; }
   let g = t % p.nKV;
   let row = t / p.nKV;
-  let last = (row / p.S) * p.S + p.S; // one past the last row of this sequence
+  let last = (row / p.S) * p.S + window_end(row % p.S); // one past the last row that sees this key
   let group = p.nH / p.nKV;
   let kb = kv_at(row, g);
   var kr: array<f32, MAX_D>;
@@ -166,22 +181,46 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgr
   for (var d = 0u; d < p.D; d++) { dK[kb + d] = dk[d]; dV[kb + d] = dv[d]; }
 }
 
-// ---- Tiled forward for GPUs: a workgroup owns QT consecutive query rows of one (sequence, head); key and
-// value rows are staged through workgroup memory KT at a time and shared by all of its queries, so each
-// K/V element is read from storage once per workgroup instead of once per query. Same results as
-// attention_forward (dispatch: x = query tiles, y = heads, z = sequences).
-override QT: u32 = 64; // queries per workgroup (the workgroup size)
-override KT: u32 = 16; // keys per staged tile
+// ---- Tiled kernels for GPUs. A workgroup owns OWN consecutive rows (queries for the forward and dQ passes,
+// keys for the dK/dV pass) of one (sequence, head) and walks the rows they interact with, staging TILE of
+// them at a time through workgroup memory, where all OWN invocations share them: each staged element is
+// read from storage once per workgroup instead of once per invocation. Same results as the direct entry
+// points. Dispatch: x = row tiles, y = heads (query heads, or key/value heads for dK/dV), z = sequences.
+override OWN: u32 = 64; // rows per workgroup (the workgroup size)
+override TILE: u32 = 16; // rows per staged tile
 override DK: u32 = 64; // head dim capacity of the staged tiles (>= D)
-var<workgroup> Kt: array<f32, KT * DK>;
-var<workgroup> Vt: array<f32, KT * DK>;
+// Forward and dQ stage keys in tileA and values in tileB; dK/dV stages queries and output gradients, with
+// their (log-sum-exp, delta) pairs in tileStats.
+var<workgroup> tileA: array<f32, TILE * DK>;
+var<workgroup> tileB: array<f32, TILE * DK>;
+var<workgroup> tileStats: array<vec2f, TILE>;
 
-@compute @workgroup_size(QT)
+// Stages rows r0 .. r0 + TILE - 1 of key/value head g of sequence b into tileA (K) and tileB (V); rows past
+// the sequence read as zero. Every invocation of the workgroup must call it.
+fn stage_kv(b: u32, g: u32, r0: u32, lid: u32) {
+  for (var e = lid; e < TILE * p.D; e += OWN) {
+    let j = r0 + e / p.D;
+    var kv = vec2f(0.0);
+    if (j < p.S) {
+      let at = kv_at(b * p.S + j, g) + e % p.D;
+      kv = vec2f(k[at], v[at]);
+    }
+    tileA[e] = kv.x;
+    tileB[e] = kv.y;
+  }
+}
+
+// The staged key range [start, end) that queries q0 .. q0 + OWN - 1 of the workgroup see (causal, window).
+fn query_tile_keys(q0: u32) -> vec2u {
+  return vec2u(window_start(q0), min(q0 + OWN, p.S));
+}
+
+@compute @workgroup_size(OWN)
 fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   let b = wid.z;
   let h = wid.y;
   let g = h / (p.nH / p.nKV);
-  let i = wid.x * QT + lid; // query position within the sequence
+  let i = wid.x * OWN + lid; // query position within the sequence
   let live = i < p.S;
   let row = b * p.S + min(i, p.S - 1u);
   var qr: array<f32, MAX_D>;
@@ -190,28 +229,20 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_inv
   for (var d = 0u; d < p.D; d++) { qr[d] = q[qb + d] * p.scale; acc[d] = 0.0; }
   var m = NEG_INF;
   var l = 0.0;
-  // Keys up to the workgroup's last query (causal), uniform across the workgroup.
-  let lastKey = min(wid.x * QT + QT, p.S);
-  for (var j0 = 0u; j0 < lastKey; j0 += KT) {
-    for (var e = lid; e < KT * p.D; e += QT) {
-      let j = j0 + e / p.D;
-      var kv = vec2f(0.0);
-      if (j < p.S) {
-        let at = kv_at(b * p.S + j, g) + e % p.D;
-        kv = vec2f(k[at], v[at]);
-      }
-      Kt[e] = kv.x;
-      Vt[e] = kv.y;
-    }
+  let keys = query_tile_keys(wid.x * OWN);
+  let jMin = window_start(i);
+  for (var j0 = keys.x; j0 < keys.y; j0 += TILE) {
+    stage_kv(b, g, j0, lid);
     workgroupBarrier();
     if (live) {
-      let jEnd = min(KT, i + 1u - min(j0, i + 1u)); // keys j0 .. min(i, j0 + KT - 1)
-      for (var jj = 0u; jj < jEnd; jj++) {
-        if (!visible(row, b * p.S + j0 + jj)) { continue; }
+      for (var jj = 0u; jj < TILE; jj++) {
+        let j = j0 + jj;
+        if (j > i) { break; }
+        if (j < jMin || !visible(row, b * p.S + j)) { continue; }
         var s = 0.0;
-        for (var d = 0u; d < p.D; d++) { s = fma(qr[d], Kt[jj * p.D + d], s); }
+        for (var d = 0u; d < p.D; d++) { s = fma(qr[d], tileA[jj * p.D + d], s); }
         let w = online_softmax(&m, &l, s);
-        for (var d = 0u; d < p.D; d++) { acc[d] = fma(w.x, Vt[jj * p.D + d], acc[d] * w.y); }
+        for (var d = 0u; d < p.D; d++) { acc[d] = fma(w.x, tileB[jj * p.D + d], acc[d] * w.y); }
       }
     }
     workgroupBarrier();
@@ -220,4 +251,113 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_inv
   let inv = 1.0 / l;
   for (var d = 0u; d < p.D; d++) { o[qb + d] = acc[d] * inv; }
   stats[2u * (row * p.nH + h)] = m + log(l);
+}
+
+// Tiled attention_backward_dq (needs attention_backward_prep's delta, like the direct form).
+@compute @workgroup_size(OWN)
+fn attention_backward_dq_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let b = wid.z;
+  let h = wid.y;
+  let g = h / (p.nH / p.nKV);
+  let i = wid.x * OWN + lid;
+  let live = i < p.S;
+  let row = b * p.S + min(i, p.S - 1u);
+  let qb = q_at(row, h);
+  var qr: array<f32, MAX_D>;
+  var dor: array<f32, MAX_D>;
+  var acc: array<f32, MAX_D>;
+  for (var d = 0u; d < p.D; d++) { qr[d] = q[qb + d] * p.scale; dor[d] = dO[qb + d]; acc[d] = 0.0; }
+  let st = 2u * (row * p.nH + h);
+  let rowLse = stats[st];
+  let rowDelta = stats[st + 1u];
+  let keys = query_tile_keys(wid.x * OWN);
+  let jMin = window_start(i);
+  for (var j0 = keys.x; j0 < keys.y; j0 += TILE) {
+    stage_kv(b, g, j0, lid);
+    workgroupBarrier();
+    if (live) {
+      for (var jj = 0u; jj < TILE; jj++) {
+        let j = j0 + jj;
+        if (j > i) { break; }
+        if (j < jMin || !visible(row, b * p.S + j)) { continue; }
+        var s = 0.0;
+        var dp = 0.0;
+        for (var d = 0u; d < p.D; d++) {
+          s = fma(qr[d], tileA[jj * p.D + d], s);
+          dp = fma(dor[d], tileB[jj * p.D + d], dp);
+        }
+        let ds = exp(s - rowLse) * (dp - rowDelta);
+        for (var d = 0u; d < p.D; d++) { acc[d] = fma(ds, tileA[jj * p.D + d], acc[d]); }
+      }
+    }
+    workgroupBarrier();
+  }
+  if (!live) { return; }
+  for (var d = 0u; d < p.D; d++) { dQ[qb + d] = acc[d] * p.scale; }
+}
+
+// Tiled attention_backward_dkv: the workgroup owns OWN key rows of key/value head g and stages, for each
+// query head sharing g, TILE query rows at a time (q, dO and their log-sum-exp and delta).
+@compute @workgroup_size(OWN)
+fn attention_backward_dkv_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let b = wid.z;
+  let g = wid.y;
+  let j = wid.x * OWN + lid; // key position within the sequence
+  let live = j < p.S;
+  let row = b * p.S + min(j, p.S - 1u);
+  let kb = kv_at(row, g);
+  var kr: array<f32, MAX_D>;
+  var vr: array<f32, MAX_D>;
+  var dk: array<f32, MAX_D>;
+  var dv: array<f32, MAX_D>;
+  for (var d = 0u; d < p.D; d++) { kr[d] = k[kb + d] * p.scale; vr[d] = v[kb + d]; dk[d] = 0.0; dv[d] = 0.0; }
+  // Queries from the first owned key to the last query that sees the last owned key.
+  let k0 = wid.x * OWN;
+  let qStart = k0;
+  let qEnd = window_end(min(k0 + OWN, p.S) - 1u);
+  let iEnd = window_end(j);
+  let group = p.nH / p.nKV;
+  for (var hh = 0u; hh < group; hh++) {
+    let h = g * group + hh;
+    for (var i0 = qStart; i0 < qEnd; i0 += TILE) {
+      for (var e = lid; e < TILE * p.D; e += OWN) {
+        let i = i0 + e / p.D;
+        var qd = vec2f(0.0);
+        if (i < p.S) {
+          let at = q_at(b * p.S + i, h) + e % p.D;
+          qd = vec2f(q[at], dO[at]);
+        }
+        tileA[e] = qd.x;
+        tileB[e] = qd.y;
+      }
+      for (var e = lid; e < TILE; e += OWN) {
+        let i = min(i0 + e, p.S - 1u);
+        let st = 2u * ((b * p.S + i) * p.nH + h);
+        tileStats[e] = vec2f(stats[st], stats[st + 1u]);
+      }
+      workgroupBarrier();
+      if (live) {
+        for (var ii = 0u; ii < TILE; ii++) {
+          let i = i0 + ii;
+          if (i >= iEnd) { break; }
+          if (i < j || !visible(b * p.S + i, row)) { continue; }
+          var s = 0.0;
+          var dp = 0.0;
+          for (var d = 0u; d < p.D; d++) {
+            s = fma(tileA[ii * p.D + d], kr[d], s);
+            dp = fma(tileB[ii * p.D + d], vr[d], dp);
+          }
+          let pr = exp(s - tileStats[ii].x);
+          let ds = pr * (dp - tileStats[ii].y) * p.scale;
+          for (var d = 0u; d < p.D; d++) {
+            dv[d] = fma(pr, tileB[ii * p.D + d], dv[d]);
+            dk[d] = fma(ds, tileA[ii * p.D + d], dk[d]);
+          }
+        }
+      }
+      workgroupBarrier();
+    }
+  }
+  if (!live) { return; }
+  for (var d = 0u; d < p.D; d++) { dK[kb + d] = dk[d]; dV[kb + d] = dv[d]; }
 }

@@ -1,6 +1,7 @@
 /**
  * Flash-style causal attention with GQA and packed-document segments (shaders/attention.wgsl): forward
  * saves the log-sum-exp; backward recomputes probabilities in a dQ pass and a dK/dV pass, no atomics.
+ * Direct kernels (one invocation per row and head) or workgroup-tiled ones, as the device tuning says.
  */
 import { ShapeError } from '../errors.js';
 import type { BufferLike } from '../gpu/buffers.js';
@@ -22,6 +23,10 @@ export interface AttentionShape {
   scale?: number;
   /** u32 [B * S] document ids: attention stays within a document. Omit for one document per sequence. */
   segments?: BufferLike;
+  /** Sliding window (Mistral): query position i sees key positions j with i - j < window. Omit for none. */
+  window?: number | null;
+  /** Kernel form; default: the device tuning's. Decoding over a KV cache always runs direct. */
+  variant?: 'tiled' | 'direct';
 }
 
 function checkShape(kernel: string, s: AttentionShape): void {
@@ -29,10 +34,25 @@ function checkShape(kernel: string, s: AttentionShape): void {
   if (s.nKV === 0 || s.nH % s.nKV) throw new ShapeError(`${kernel}: ${s.nH} query heads are not a multiple of ${s.nKV} key/value heads`);
   if (s.headDim > ATTENTION_MAX_HEAD_DIM) throw new ShapeError(`${kernel}: head dim ${s.headDim} exceeds ${ATTENTION_MAX_HEAD_DIM}`);
   if (s.segments) requireElements(kernel, 'segments', s.segments, s.B * s.S);
+  if (s.window != null && (!Number.isInteger(s.window) || s.window < 1)) throw new ShapeError(`${kernel}: window must be a positive integer, got ${s.window}`);
 }
 
 function params(s: AttentionShape, kvRows = s.S, qOffset = 0) {
-  return [u32(s.B), u32(s.S), u32(s.nH), u32(s.nKV), u32(s.headDim), f32(s.scale ?? 1 / Math.sqrt(s.headDim)), u32(kvRows), u32(qOffset)];
+  return [u32(s.B), u32(s.S), u32(s.nH), u32(s.nKV), u32(s.headDim), f32(s.scale ?? 1 / Math.sqrt(s.headDim)), u32(kvRows), u32(qOffset), u32(s.window ?? 0)];
+}
+
+/** Rows per workgroup of the tiled kernels (their workgroup size). */
+const OWN = 64;
+
+/**
+ * Override constants for the tiled kernels: staged tiles of TILE rows of DK floats, two of them (plus
+ * TILE (lse, delta) pairs when `withStats`), within the device's workgroup storage.
+ */
+function tileConstants(rec: CommandRecorder, headDim: number, segments: boolean, withStats: boolean) {
+  const DK = Math.max(8, 2 ** Math.ceil(Math.log2(headDim)));
+  const bytesPerRow = 8 * DK + (withStats ? 8 : 0);
+  const TILE = Math.max(1, Math.min(32, Math.floor(rec.gpu.limits.maxComputeWorkgroupStorageSize / bytesPerRow)));
+  return { OWN, TILE, DK, SEGMENTS: segments };
 }
 
 export interface AttentionForwardArgs extends AttentionShape {
@@ -65,18 +85,14 @@ export function attentionForward(rec: CommandRecorder, a: AttentionForwardArgs):
   requireElements('attentionForward', 'v', a.v, a.B * kvRows * a.nKV * a.headDim);
   requireElements('attentionForward', 'o', a.o, rows * a.nH * a.headDim);
   requireElements('attentionForward', 'stats', a.stats, rows * a.nH * 2);
-  if (!a.cache && rec.gpu.tuning.attentionVariant === 'tiled') {
-    // Stage KT keys of DK floats (K and V) within the device's workgroup storage.
-    const DK = Math.max(8, 2 ** Math.ceil(Math.log2(a.headDim)));
-    const KT = Math.max(1, Math.min(32, Math.floor(rec.gpu.limits.maxComputeWorkgroupStorageSize / (8 * DK))));
-    const QT = 64;
+  if (!a.cache && (a.variant ?? rec.gpu.tuning.attentionVariant) === 'tiled') {
     rec.dispatch({
       shader: 'attention',
       entryPoint: 'attention_forward_tiled',
-      constants: { QT, KT, DK, SEGMENTS: !!a.segments },
+      constants: tileConstants(rec, a.headDim, !!a.segments, false),
       uniforms: params(a),
       storage: [a.q, a.k, a.v, a.segments ?? rec.gpu.placeholder(), a.o, a.stats],
-      workgroups: [Math.ceil(a.S / QT), a.nH, a.B],
+      workgroups: [Math.ceil(a.S / OWN), a.nH, a.B],
       label: `attention forward tiled ${a.B}x${a.S} h${a.nH}/${a.nKV} d${a.headDim}`,
     });
     return;
@@ -117,6 +133,19 @@ export function attentionBackward(rec: CommandRecorder, a: AttentionBackwardArgs
     storage: [undefined, undefined, undefined, undefined, a.o, a.stats, a.dO],
     workgroups: launch1d(rec.gpu, rows * a.nH, WG), label: `attention backward prep ${label}`,
   });
+  if ((a.variant ?? rec.gpu.tuning.attentionVariant) === 'tiled') {
+    rec.dispatch({
+      shader: 'attention', entryPoint: 'attention_backward_dq_tiled', constants: tileConstants(rec, a.headDim, !!a.segments, false),
+      uniforms: params(a), storage: [a.q, a.k, a.v, seg, undefined, a.stats, a.dO, a.dQ],
+      workgroups: [Math.ceil(a.S / OWN), a.nH, a.B], label: `attention backward dq tiled ${label}`,
+    });
+    rec.dispatch({
+      shader: 'attention', entryPoint: 'attention_backward_dkv_tiled', constants: tileConstants(rec, a.headDim, !!a.segments, true),
+      uniforms: params(a), storage: [a.q, a.k, a.v, seg, undefined, a.stats, a.dO, undefined, a.dK, a.dV],
+      workgroups: [Math.ceil(a.S / OWN), a.nKV, a.B], label: `attention backward dkv tiled ${label}`,
+    });
+    return;
+  }
   rec.dispatch({
     shader: 'attention', entryPoint: 'attention_backward_dq', constants, uniforms: params(a),
     storage: [a.q, a.k, a.v, seg, undefined, a.stats, a.dO, a.dQ],
@@ -140,6 +169,7 @@ export function naiveAttentionScratchBytes(B: number, S: number, nH: number): nu
  */
 export function naiveAttentionForward(rec: CommandRecorder, a: AttentionForwardArgs & { scores: BufferLike }): void {
   checkShape('naiveAttentionForward', a);
+  if (a.segments || a.window) throw new ShapeError('naiveAttentionForward: segments and sliding windows are not supported');
   const rows = a.B * a.S;
   requireElements('naiveAttentionForward', 'scores', a.scores, naiveAttentionScratchBytes(a.B, a.S, a.nH) / 4);
   requireElements('naiveAttentionForward', 'o', a.o, rows * a.nH * a.headDim);

@@ -33,7 +33,7 @@ export interface PreparedBatch {
   positionPlan: EmbeddingGradPlan;
 }
 
-export function prepareBatch(input: BatchInput, vocabSize: number, maxPositions: number, slidingWindow: number | null = null): PreparedBatch {
+export function prepareBatch(input: BatchInput, vocabSize: number, maxPositions: number): PreparedBatch {
   let flat: ArrayLike<number>;
   let B = input.B;
   let S = input.S;
@@ -50,9 +50,6 @@ export function prepareBatch(input: BatchInput, vocabSize: number, maxPositions:
   }
   if (!Number.isInteger(S) || B * S !== flat.length || B * S === 0) throw new ShapeError(`batch: ${flat.length} ids do not form ${B} rows`);
   if (S > maxPositions) throw new ShapeError(`batch: sequence length ${S} exceeds the model's ${maxPositions} positions`);
-  if (slidingWindow !== null && S > slidingWindow) {
-    throw new ShapeError(`batch: sequence length ${S} exceeds the ${slidingWindow}-token sliding window, which attention does not apply yet; use shorter sequences`);
-  }
   const ids = Uint32Array.from(flat);
   for (let t = 0; t < ids.length; t++) {
     if (!Number.isInteger(flat[t]) || flat[t] < 0 || flat[t] >= vocabSize) throw new ShapeError(`batch: token id ${flat[t]} at ${t} is outside the vocabulary (${vocabSize})`);

@@ -99,7 +99,7 @@ export class CausalLM {
   }
 
   prepare(batch: BatchInput): PreparedBatch {
-    return prepareBatch(batch, this.config.vocabSize, this.config.maxPositions, this.config.slidingWindow);
+    return prepareBatch(batch, this.config.vocabSize, this.config.maxPositions);
   }
 
   zeroGrads(rec: CommandRecorder): void {

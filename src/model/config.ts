@@ -46,8 +46,10 @@ export interface ModelConfig {
   qkvBias: boolean;
   outputBias: boolean;
   mlpBias: boolean;
-  /** Mistral's sliding attention window, or null. */
+  /** The sliding attention window (Mistral, some Qwen2 layers), or null. */
   slidingWindow: number | null;
+  /** Per layer: the window its attention applies (query i sees keys j with i - j < window), or null. */
+  layerWindows: (number | null)[];
   bosTokenId: number | null;
   eosTokenIds: number[];
   /** The parsed config.json, for fields the engine does not interpret. */
@@ -117,6 +119,7 @@ export function parseConfig(input: string | Json): ModelConfig {
       outputBias: true,
       mlpBias: true,
       slidingWindow: null,
+      layerWindows: new Array<null>(int(raw, 'n_layer')).fill(null),
     };
   }
 
@@ -135,14 +138,15 @@ export function parseConfig(input: string | Json): ModelConfig {
   }
   const isQwen2 = architecture === 'Qwen2ForCausalLM';
   const attentionBias = raw.attention_bias === true;
-  const window = architecture === 'MistralForCausalLM' || raw.use_sliding_window === true ? raw.sliding_window : null;
+  const numLayers = int(raw, 'num_hidden_layers');
+  const { slidingWindow, layerWindows } = slidingWindows(raw, architecture, numLayers);
   return {
     ...common,
     family: 'llama',
     vocabSize: int(raw, 'vocab_size'),
     hiddenSize,
     intermediateSize: int(raw, 'intermediate_size'),
-    numLayers: int(raw, 'num_hidden_layers'),
+    numLayers,
     numHeads,
     numKvHeads,
     headDim,
@@ -155,6 +159,37 @@ export function parseConfig(input: string | Json): ModelConfig {
     qkvBias: isQwen2 || attentionBias,
     outputBias: attentionBias,
     mlpBias: raw.mlp_bias === true,
-    slidingWindow: Number.isSafeInteger(window) ? (window as number) : null,
+    slidingWindow,
+    layerWindows,
   };
+}
+
+/**
+ * Which layers attend within a sliding window, as Hugging Face decides it: an explicit `layer_types` list
+ * wins; otherwise Mistral windows every layer, and Qwen2 with `use_sliding_window` the layers from
+ * `max_window_layers` on.
+ */
+function slidingWindows(raw: Json, architecture: string, numLayers: number): Pick<ModelConfig, 'slidingWindow' | 'layerWindows'> {
+  const none = { slidingWindow: null, layerWindows: new Array<null>(numLayers).fill(null) };
+  const size = raw.sliding_window;
+  if (size == null) return none;
+  if (!Number.isSafeInteger(size) || (size as number) < 1) throw new InvalidConfigError(`sliding_window must be a positive integer, got ${JSON.stringify(size)}`);
+  const window = size as number;
+  let sliding: boolean[];
+  if (Array.isArray(raw.layer_types)) {
+    if (raw.layer_types.length !== numLayers) throw new InvalidConfigError(`layer_types lists ${raw.layer_types.length} layers, num_hidden_layers is ${numLayers}`);
+    sliding = raw.layer_types.map((t, i) => {
+      if (t !== 'sliding_attention' && t !== 'full_attention') throw new InvalidConfigError(`layer_types[${i}] '${String(t)}' is not supported (full_attention, sliding_attention)`);
+      return t === 'sliding_attention';
+    });
+  } else if (architecture === 'MistralForCausalLM') {
+    sliding = new Array<boolean>(numLayers).fill(true);
+  } else if (raw.use_sliding_window === true) {
+    const from = int(raw, 'max_window_layers', 28);
+    sliding = Array.from({ length: numLayers }, (_, i) => i >= from);
+  } else {
+    return none;
+  }
+  if (!sliding.includes(true)) return none;
+  return { slidingWindow: window, layerWindows: sliding.map((s) => (s ? window : null)) };
 }

@@ -10,7 +10,7 @@ import { parseConfig } from './config.js';
 import { expectedWeights } from './weights.js';
 
 export interface TinyModelOptions {
-  architecture: 'llama' | 'qwen2' | 'gpt2';
+  architecture: 'llama' | 'qwen2' | 'mistral' | 'gpt2';
   seed?: number;
   hiddenSize?: number;
   intermediateSize?: number;
@@ -20,6 +20,9 @@ export interface TinyModelOptions {
   numKvHeads?: number;
   maxPositions?: number;
   tieWordEmbeddings?: boolean;
+  /** Sliding attention window: every layer for Mistral; for Qwen2 the layers from maxWindowLayers on. */
+  slidingWindow?: number;
+  maxWindowLayers?: number;
   /** Standard deviation of the random weights (HF's initializer_range). */
   initStd?: number;
   dtype?: 'F32' | 'F16' | 'BF16';
@@ -47,8 +50,15 @@ export function tinyConfig(o: TinyModelOptions): Record<string, unknown> {
       ...common,
     };
   }
+  const architecture = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', mistral: 'MistralForCausalLM' }[o.architecture];
+  const window =
+    o.slidingWindow === undefined
+      ? {}
+      : o.architecture === 'qwen2'
+        ? { use_sliding_window: true, sliding_window: o.slidingWindow, max_window_layers: o.maxWindowLayers ?? 0 }
+        : { sliding_window: o.slidingWindow };
   return {
-    architectures: [o.architecture === 'qwen2' ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'],
+    architectures: [architecture],
     model_type: o.architecture,
     hidden_size: H,
     intermediate_size: o.intermediateSize ?? Math.round((8 * H) / 3 / 4) * 4,
@@ -60,6 +70,7 @@ export function tinyConfig(o: TinyModelOptions): Record<string, unknown> {
     rope_theta: 10000.0,
     hidden_act: 'silu',
     tie_word_embeddings: o.tieWordEmbeddings ?? false,
+    ...window,
     ...common,
   };
 }

@@ -205,9 +205,12 @@ export class Transformer {
     rope(rec, { ...r, x: k, heads: c.numKvHeads });
   }
 
-  private attentionShape(acts: Activations) {
+  private attentionShape(acts: Activations, layer: number) {
     const c = this.config;
-    return { B: acts.B, S: acts.S, nH: c.numHeads, nKV: c.numKvHeads, headDim: c.headDim, segments: acts.hasSegments ? acts.v('segments') : undefined };
+    return {
+      B: acts.B, S: acts.S, nH: c.numHeads, nKV: c.numKvHeads, headDim: c.headDim, window: c.layerWindows[layer],
+      segments: acts.hasSegments ? acts.v('segments') : undefined,
+    };
   }
 
   /** Records the forward pass through the per-token losses (acts 'losses'). */
@@ -244,11 +247,11 @@ export class Transformer {
         rec.copy(a('k'), { buffer: kv.cache.k[i], offset: at, size: T * kvd * 4 }, T * kvd * 4);
         rec.copy(a('v'), { buffer: kv.cache.v[i], offset: at, size: T * kvd * 4 }, T * kvd * 4);
         attentionForward(rec, {
-          B: 1, S: T, nH: c.numHeads, nKV: c.numKvHeads, headDim: c.headDim, q: a('q'), k: kv.cache.k[i], v: kv.cache.v[i],
+          B: 1, S: T, nH: c.numHeads, nKV: c.numKvHeads, headDim: c.headDim, window: c.layerWindows[i], q: a('q'), k: kv.cache.k[i], v: kv.cache.v[i],
           o: a('att'), stats: a('ast'), cache: { kvRows: kv.cache.rows, qOffset: kv.pos0 },
         });
       } else {
-        attentionForward(rec, { ...this.attentionShape(acts), q: a('q'), k: a('k'), v: a('v'), o: a('att'), stats: a('ast') });
+        attentionForward(rec, { ...this.attentionShape(acts, i), q: a('q'), k: a('k'), v: a('v'), o: a('att'), stats: a('ast') });
       }
       // Residuals: write the projection, then add the stream (one arena buffer cannot copy into itself).
       this.linear(rec, acts, a('att'), `${L}.o`, a('xm'), H, qd);
@@ -311,7 +314,7 @@ export class Transformer {
       // xm = x_i + attention(norm1(x_i)) W_o^T.
       this.linearBackward(rec, acts, a('att'), `${L}.o`, dx, acts.v('datt'), H, qd);
       attentionBackward(rec, {
-        ...this.attentionShape(acts), q: a('q'), k: a('k'), v: a('v'), o: a('att'), stats: a('ast'),
+        ...this.attentionShape(acts, i), q: a('q'), k: a('k'), v: a('v'), o: a('att'), stats: a('ast'),
         dO: acts.v('datt'), dQ: acts.v('dq'), dK: acts.v('dk'), dV: acts.v('dv'),
       });
       this.rope(rec, acts, acts.v('dq'), acts.v('dk'), true);

@@ -124,9 +124,6 @@ export class Generator {
     if (prompt.length === 0) throw new ShapeError('generate: the prompt is empty');
     const total = prompt.length + o.maxNewTokens;
     if (total > c.maxPositions) throw new ShapeError(`generate: ${total} tokens exceed the model's ${c.maxPositions} positions`);
-    if (c.slidingWindow !== null && total > c.slidingWindow) {
-      throw new ShapeError(`generate: ${total} tokens exceed the ${c.slidingWindow}-token sliding window, which attention does not apply yet`);
-    }
     for (const t of prompt) if (!Number.isInteger(t) || t < 0 || t >= c.vocabSize) throw new ShapeError(`generate: token ${t} is outside the vocabulary`);
     this.ensureCache(total);
     const stop = new Set(o.stopTokens ?? c.eosTokenIds);

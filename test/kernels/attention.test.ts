@@ -26,15 +26,18 @@ describe.each([
   [true, 'direct'],
   [false, 'tiled'],
   [true, 'tiled'],
-] as const)('flash attention equals naive attention (segments: %s, forward %s)', (useSegments, attentionVariant) => {
+] as const)('flash attention equals naive attention (segments: %s, kernels %s)', (useSegments, attentionVariant) => {
   it.each([
-    // B, S, nH, nKV, D
-    [1, 1, 1, 1, 4],
-    [2, 3, 2, 1, 8],
-    [1, 17, 4, 2, 16],
-    [2, 100, 2, 2, 5],
-    [1, 300, 2, 1, 8],
-  ])('B=%i S=%i heads %i/%i D=%i, forward and backward', async (B, S, nH, nKV, D) => {
+    // B, S, nH, nKV, D, sliding window
+    [1, 1, 1, 1, 4, null],
+    [2, 3, 2, 1, 8, null],
+    [1, 17, 4, 2, 16, null],
+    [2, 100, 2, 2, 5, null],
+    [1, 300, 2, 1, 8, null],
+    [2, 70, 2, 1, 8, 1],
+    [1, 150, 4, 2, 4, 37],
+    [2, 130, 2, 2, 12, 64],
+  ])('B=%i S=%i heads %i/%i D=%i window %s, forward and backward', async (B, S, nH, nKV, D, window) => {
     const gpu = await testGpu({ attentionVariant });
     const seed = freshSeed();
     const rand = rng(seed);
@@ -46,13 +49,13 @@ describe.each([
     const o = poisoned(gpu, rows * nH * D);
     const stats = poisoned(gpu, rows * nH * 2);
     const [dQ, dK, dV] = [poisoned(gpu, rows * nH * D), poisoned(gpu, rows * nKV * D), poisoned(gpu, rows * nKV * D)];
-    const shape = { B, S, nH, nKV, headDim: D, segments };
+    const shape = { B, S, nH, nKV, headDim: D, segments, window };
     await gpu.run((rec) => {
       attentionForward(rec, { ...shape, q, k, v, o, stats });
       attentionBackward(rec, { ...shape, q, k, v, o, stats, dO, dQ, dK, dV });
     });
-    const ref = { B, S, nH, nKV, D, segments: seg };
-    const msg = `seed ${seed} B${B} S${S} h${nH}/${nKV} D${D}`;
+    const ref = { B, S, nH, nKV, D, segments: seg, window };
+    const msg = `seed ${seed} B${B} S${S} h${nH}/${nKV} D${D} window ${window}`;
     expect(compare(await gpu.readF32(o), attentionForwardRef(ref, qh, kh, vh)).rel, msg).toBeLessThan(1e-4);
     const bwd = attentionBackwardRef(ref, qh, kh, vh, dOh);
     expect(compare(await gpu.readF32(dQ), bwd.dq).rel, `${msg} dQ`).toBeLessThan(1e-4);
@@ -63,15 +66,16 @@ describe.each([
 
 describe('attention over a KV cache (decoding)', () => {
   it.each([
-    [20, 5, 32, 4, 2, 8],
-    [7, 1, 7, 2, 2, 4],
-    [33, 33, 40, 2, 1, 16], // prefill: every query new
-  ])('S=%i, last %i queries, cache of %i rows, heads %i/%i, D=%i', async (S, newRows, cacheRows, nH, nKV, D) => {
+    [20, 5, 32, 4, 2, 8, null],
+    [7, 1, 7, 2, 2, 4, null],
+    [33, 33, 40, 2, 1, 16, null], // prefill: every query new
+    [45, 3, 50, 2, 1, 8, 16], // sliding window shorter than the cache
+  ])('S=%i, last %i queries, cache of %i rows, heads %i/%i, D=%i, window %s', async (S, newRows, cacheRows, nH, nKV, D, window) => {
     const gpu = await testGpu();
     const seed = freshSeed();
     const rand = rng(seed);
     const [qh, kh, vh] = [randn(S * nH * D, rand), randn(S * nKV * D, rand), randn(S * nKV * D, rand)];
-    const full = attentionForwardRef({ B: 1, S, nH, nKV, D }, qh, kh, vh);
+    const full = attentionForwardRef({ B: 1, S, nH, nKV, D, window }, qh, kh, vh);
     // The cache holds the S rows written so far; rows past them are poison that must never be read.
     const cacheK = poisoned(gpu, cacheRows * nKV * D);
     const cacheV = poisoned(gpu, cacheRows * nKV * D);
@@ -81,7 +85,7 @@ describe('attention over a KV cache (decoding)', () => {
     const o = poisoned(gpu, newRows * nH * D);
     const stats = poisoned(gpu, newRows * nH * 2);
     await gpu.run((rec) =>
-      attentionForward(rec, { B: 1, S: newRows, nH, nKV, headDim: D, q, k: cacheK, v: cacheV, o, stats, cache: { kvRows: cacheRows, qOffset: S - newRows } }),
+      attentionForward(rec, { B: 1, S: newRows, nH, nKV, headDim: D, window, q, k: cacheK, v: cacheV, o, stats, cache: { kvRows: cacheRows, qOffset: S - newRows } }),
     );
     const err = compare(await gpu.readF32(o), full.slice((S - newRows) * nH * D));
     expect(err.rel, `seed ${seed}`).toBeLessThan(1e-4);

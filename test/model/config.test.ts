@@ -36,7 +36,21 @@ describe('config.json', () => {
   });
 
   it('reads Mistral with its sliding window', () => {
-    expect(parseConfig(MISTRAL)).toMatchObject({ slidingWindow: 4096, numKvHeads: 8, normEps: 1e-6, maxPositions: 2048 });
+    const c = parseConfig(MISTRAL);
+    expect(c).toMatchObject({ slidingWindow: 4096, numKvHeads: 8, normEps: 1e-6, maxPositions: 2048 });
+    expect(c.layerWindows).toEqual(new Array(32).fill(4096));
+    expect(parseConfig({ ...MISTRAL, sliding_window: null }).layerWindows).toEqual(new Array(32).fill(null));
+  });
+
+  it('windows the layers Hugging Face windows: Qwen2 from max_window_layers on, or as layer_types says', () => {
+    const qwen = { ...QWEN2_05B, num_hidden_layers: 4, use_sliding_window: true, sliding_window: 8, max_window_layers: 2 };
+    expect(parseConfig(qwen).layerWindows).toEqual([null, null, 8, 8]);
+    expect(parseConfig(QWEN2_05B).layerWindows.every((w) => w === null)).toBe(true);
+    const types = { ...qwen, layer_types: ['sliding_attention', 'full_attention', 'full_attention', 'sliding_attention'] };
+    expect(parseConfig(types)).toMatchObject({ slidingWindow: 8, layerWindows: [8, null, null, 8] });
+    expect(() => parseConfig({ ...types, layer_types: ['full_attention'] })).toThrow(/layer_types lists 1 layers/);
+    expect(() => parseConfig({ ...types, layer_types: ['chunked_attention', 'full_attention', 'full_attention', 'full_attention'] })).toThrow(/not supported/);
+    expect(() => parseConfig({ ...MISTRAL, sliding_window: -3 })).toThrow(/positive integer/);
   });
 
   it('reads GPT-2 (layer norm, learned positions, 4x MLP, tied head)', () => {
@@ -69,12 +83,6 @@ describe('config.json', () => {
 });
 
 describe('batches', () => {
-  it('refuse sequences beyond a sliding window the kernels do not apply', async () => {
-    const { prepareBatch } = await import('../../src/model/batch.js');
-    expect(() => prepareBatch({ ids: [1, 2, 3, 4, 5], B: 1 }, 10, 64, 4)).toThrow(/sliding window/);
-    expect(prepareBatch({ ids: [1, 2, 3, 4], B: 1 }, 10, 64, 4).targetCount).toBe(3);
-  });
-
   it('reject bad rows with clear errors', async () => {
     const { prepareBatch } = await import('../../src/model/batch.js');
     expect(() => prepareBatch({ ids: [1, 2, 99], B: 1 }, 10, 64)).toThrow(/outside the vocabulary/);

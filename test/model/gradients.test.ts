@@ -12,6 +12,8 @@ const MODELS: [string, TinyModelOptions][] = [
   ['llama (GQA)', { architecture: 'llama', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 2, maxPositions: 32 }],
   ['qwen2 (qkv bias, tied head)', { architecture: 'qwen2', hiddenSize: 24, intermediateSize: 36, numLayers: 2, numHeads: 2, numKvHeads: 1, tieWordEmbeddings: true, maxPositions: 32 }],
   ['gpt2', { architecture: 'gpt2', hiddenSize: 32, numLayers: 2, numHeads: 4, maxPositions: 32 }],
+  ['mistral (sliding window 4)', { architecture: 'mistral', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 1, slidingWindow: 4, maxPositions: 32 }],
+  ['qwen2 (window 3 on the second layer only)', { architecture: 'qwen2', hiddenSize: 24, intermediateSize: 36, numLayers: 2, numHeads: 2, numKvHeads: 1, slidingWindow: 3, maxWindowLayers: 1, maxPositions: 32 }],
 ];
 
 describe.each(MODELS)('whole-model loss and gradients: %s', (_name, options) => {

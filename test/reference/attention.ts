@@ -1,6 +1,7 @@
 /**
- * float64 naive attention: the full score matrix per (sequence, head), causal and segment masks, softmax,
- * and the textbook backward through the explicit probability matrix. Flash attention must equal it.
+ * float64 naive attention: the full score matrix per (sequence, head), causal, segment and sliding-window
+ * masks, softmax, and the textbook backward through the explicit probability matrix. Flash attention must
+ * equal it.
  * Layout as shaders/attention.wgsl: q [B*S, nH, D], k and v [B*S, nKV, D].
  */
 type Arr = ArrayLike<number>;
@@ -12,6 +13,13 @@ export interface AttnShape {
   nKV: number;
   D: number;
   segments?: Arr;
+  /** Sliding window: query i sees keys j with i - j < window. */
+  window?: number | null;
+}
+
+function visible(s: AttnShape, b: number, i: number, j: number): boolean {
+  if (s.window && i - j >= s.window) return false;
+  return !s.segments || s.segments[b * s.S + i] === s.segments[b * s.S + j];
 }
 
 function probs(s: AttnShape, q: Arr, k: Arr, b: number, h: number): Float64Array {
@@ -24,7 +32,7 @@ function probs(s: AttnShape, q: Arr, k: Arr, b: number, h: number): Float64Array
     const row = b * S + i;
     for (let j = 0; j <= i; j++) {
       const col = b * S + j;
-      if (s.segments && s.segments[row] !== s.segments[col]) continue;
+      if (!visible(s, b, i, j)) continue;
       let dot = 0;
       for (let d = 0; d < D; d++) dot += q[(row * nH + h) * D + d] * k[(col * nKV + g) * D + d];
       P[i * S + j] = dot * scale;
@@ -32,9 +40,7 @@ function probs(s: AttnShape, q: Arr, k: Arr, b: number, h: number): Float64Array
     }
     let sum = 0;
     for (let j = 0; j <= i; j++) {
-      const col = b * S + j;
-      const visible = !s.segments || s.segments[row] === s.segments[col];
-      P[i * S + j] = visible ? Math.exp(P[i * S + j] - max) : 0;
+      P[i * S + j] = visible(s, b, i, j) ? Math.exp(P[i * S + j] - max) : 0;
       sum += P[i * S + j];
     }
     for (let j = 0; j <= i; j++) P[i * S + j] /= sum;

@@ -81,9 +81,14 @@ describe('rope, activations and embeddings: reference backward', () => {
 });
 
 describe('attention reference backward', () => {
-  it.each([false, true])('matches finite differences for q, k, v (GQA, segments %s)', (useSegments) => {
+  it.each([
+    [false, null],
+    [true, null],
+    [false, 2],
+    [true, 3],
+  ])('matches finite differences for q, k, v (GQA, segments %s, window %s)', (useSegments, window) => {
     const rand = rng(12);
-    const shape = { B: 2, S: 5, nH: 4, nKV: 2, D: 3, segments: useSegments ? [0, 0, 1, 1, 1, 0, 0, 0, 2, 2] : undefined };
+    const shape = { B: 2, S: 5, nH: 4, nKV: 2, D: 3, window, segments: useSegments ? [0, 0, 1, 1, 1, 0, 0, 0, 2, 2] : undefined };
     const n = shape.B * shape.S;
     const q = f64(randn(n * shape.nH * shape.D, rand));
     const k = f64(randn(n * shape.nKV * shape.D, rand));

@@ -110,7 +110,7 @@ export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch,
       k = ropeRef(k, batch.positions, T, c.numKvHeads, D, c.ropeTheta, kvd);
     }
     Object.assign(s, { q, k, v });
-    s.att = attentionForwardRef(attnShape, q, k, v);
+    s.att = attentionForwardRef({ ...attnShape, window: c.layerWindows[i] }, q, k, v);
     s.xm = add(x, lin(`${L}.o`, s.att, H, qd));
     s.ln2 = norm(`${L}.norm2`, s.xm);
     if (gpt2) {
@@ -190,7 +190,7 @@ export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatc
     }
     dx = add(dx, normBack(`${L}.norm2`, s.xm, dln2));
     const datt = linBack(`${L}.o`, s.att, dx, H, qd);
-    let { dq, dk, dv } = attentionBackwardRef(attnShape, s.q, s.k, s.v, datt);
+    let { dq, dk, dv } = attentionBackwardRef({ ...attnShape, window: c.layerWindows[i] }, s.q, s.k, s.v, datt);
     if (c.ropeTheta !== null) {
       dq = ropeRef(dq, batch.positions, T, c.numHeads, D, c.ropeTheta, qd, 0, true);
       dk = ropeRef(dk, batch.positions, T, c.numKvHeads, D, c.ropeTheta, kvd, 0, true);

@@ -13,6 +13,7 @@ import { forwardRef } from '../reference/model.js';
 const MODELS: [string, TinyModelOptions][] = [
   ['llama', { architecture: 'llama', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 2, maxPositions: 64 }],
   ['gpt2', { architecture: 'gpt2', hiddenSize: 32, numLayers: 2, numHeads: 4, maxPositions: 64 }],
+  ['mistral (sliding window 5, shorter than the sequence)', { architecture: 'mistral', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 2, slidingWindow: 5, maxPositions: 64 }],
 ];
 
 async function refLastLogits(model: CausalLM, ids: number[]): Promise<Float64Array> {
