@@ -5,6 +5,7 @@
  */
 import {
   adamwStep,
+  addLowRank,
   dequantizeInt4,
   elementwise,
   gradNorm,
@@ -56,6 +57,8 @@ interface Sizes {
   adamwN: number;
   int4: { M: number; N: number; K: number }[];
   sparse: { T: number; N: number; K: number };
+  /** A LoRA linear layer: tokens, out, in, rank. */
+  lora: { T: number; N: number; K: number; R: number };
   reduce: [number, number];
   reps: number;
 }
@@ -73,6 +76,7 @@ const SOFTWARE: Sizes = {
     { M: 128, N: 512, K: 512 },
   ],
   sparse: { T: 256, N: 512, K: 512 },
+  lora: { T: 256, N: 512, K: 512, R: 16 },
   reduce: [512, 2048],
   reps: 3,
 };
@@ -91,6 +95,7 @@ const HARDWARE: Sizes = {
     { M: 2048, N: 4096, K: 4096 },
   ],
   sparse: { T: 4096, N: 4096, K: 4096 },
+  lora: { T: 4096, N: 4096, K: 4096, R: 16 },
   reduce: [8192, 8192],
   reps: 20,
 };
@@ -226,6 +231,32 @@ export async function runKernelBench(gpu: Gpu, options: KernelBenchOptions = {})
     log(`int4 ${M}x${N}x${K}: fused ${fused.toFixed(2)} ms, dequant+matmul ${twoStep.toFixed(2)} ms`);
   }
 
+  // A LoRA linear layer's forward, y = x W^T + s (x A^T) B^T: the adapter term fused into the base
+  // matmul's store vs a separate pass over y.
+  const lo = sizes.lora;
+  const lx = buf(lo.T * lo.K, random(lo.T * lo.K));
+  const lw = buf(lo.N * lo.K, random(lo.N * lo.K));
+  const la = buf(lo.R * lo.K, random(lo.R * lo.K));
+  const lb = buf(lo.N * lo.R, random(lo.N * lo.R));
+  const lu = buf(lo.T * lo.R);
+  const ly = buf(lo.T * lo.N);
+  const term = { u: lu, v: lb, rank: lo.R, transV: true, scale: 2 };
+  const loraInput = (rec: CommandRecorder) => matmul(rec, { a: lx, b: la, c: lu, M: lo.T, N: lo.R, K: lo.K, transB: true });
+  const loraFusedMs = await time((rec) => {
+    loraInput(rec);
+    matmul(rec, { a: lx, b: lw, c: ly, M: lo.T, N: lo.N, K: lo.K, transB: true, lowRank: term });
+  });
+  const loraSeparateMs = await time((rec) => {
+    loraInput(rec);
+    matmul(rec, { a: lx, b: lw, c: ly, M: lo.T, N: lo.N, K: lo.K, transB: true });
+    addLowRank(rec, ly, lo.T, lo.N, term);
+  });
+  const loraShape = `${lo.T}x${lo.N}x${lo.K} r${lo.R}`;
+  const loraFlops = matmulFlops(lo.T, lo.N, lo.K) + 2 * matmulFlops(lo.T, lo.R, lo.K);
+  rows.push({ kernel: 'LoRA linear, adapter fused', shape: loraShape, ms: loraFusedMs, gflops: loraFlops / loraFusedMs / 1e6 });
+  rows.push({ kernel: 'LoRA linear, adapter separate', shape: loraShape, ms: loraSeparateMs, gflops: loraFlops / loraSeparateMs / 1e6 });
+  log(`LoRA linear ${loraShape}: fused ${loraFusedMs.toFixed(2)} ms, separate ${loraSeparateMs.toFixed(2)} ms`);
+
   // Sparse gradient at 1% density vs the dense dW = dY^T X it replaces.
   const { T, N: SN, K: SK } = sizes.sparse;
   const dY = buf(T * SN, random(T * SN));
@@ -269,6 +300,7 @@ export async function runKernelBench(gpu: Gpu, options: KernelBenchOptions = {})
       int4_fused_vs_dequant_then_matmul: int4Ratios[1],
       int4_fused_vs_dequant_then_matmul_decode: int4Ratios[0],
       sparse_grad_vs_dense_5pct: ratios.sparse_grad_vs_dense_5pct,
+      lora_fused_vs_separate: loraSeparateMs / loraFusedMs,
       matmul_tiled_vs_direct_largest: (() => {
         const [M, N, K] = sizes.matmul[sizes.matmul.length - 1];
         return matmulMs.get(`direct ${M}x${N}x${K}`)! / matmulMs.get(`tiled ${M}x${N}x${K}`)!;

@@ -28,7 +28,8 @@ import { rng } from '../src/util/random.js';
 
 export interface TrainRow {
   model: string;
-  method: 'full' | 'lora';
+  /** 'lora-separate': LoRA with the adapter path as its own pass rather than fused into the base matmul. */
+  method: 'full' | 'lora' | 'lora-separate';
   batch: string;
   step_ms: number;
   tokens_per_s: number;
@@ -132,10 +133,11 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: 'software' | '
   const rows: TrainRow[] = [];
   for (const m of preset.models) {
     const ckpt = await openCheckpoint(memorySource(tinyModelFiles(m.options)));
-    for (const method of ['full', 'lora'] as const) {
+    const large = m === preset.models[preset.models.length - 1];
+    for (const method of large ? (['full', 'lora', 'lora-separate'] as const) : (['full', 'lora'] as const)) {
       const opts: FineTuneOptions = method === 'full'
         ? { method, optimizer: { lr: 1e-4 } }
-        : { method, lora: { rank: 16, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] }, optimizer: { lr: 1e-4 } };
+        : { method: 'lora', lora: { rank: 16, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], fused: method === 'lora' }, optimizer: { lr: 1e-4 } };
       gpu.resetPeakMemory();
       const base = gpu.memoryStats().currentBytes;
       const ft = await FineTuner.create(gpu, ckpt, opts);
@@ -146,7 +148,7 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: 'software' | '
       for (let s = 0; s < preset.steps; s++) await ft.step(batch());
       const stepMs = (performance.now() - t0) / preset.steps;
       const tokens = m.B * m.S;
-      const flops = trainFlopsPerToken(ckpt.config, m.S, method) * tokens;
+      const flops = trainFlopsPerToken(ckpt.config, m.S, method === 'full' ? 'full' : 'lora') * tokens;
       const row: TrainRow = {
         model: m.name, method, batch: `${m.B}x${m.S}`, step_ms: stepMs, tokens_per_s: tokens / (stepMs / 1000),
         peak_gpu_bytes: gpu.memoryStats().peakBytes - base, mfu: flops / (stepMs / 1000) / (peakGflops * 1e9),
@@ -156,6 +158,7 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: 'software' | '
       ft.destroy();
     }
   }
+  notes.push('lora-separate: the same LoRA step with the adapter path as its own pass over each output and input gradient instead of fused into the base matmul (lora_fused_vs_separate_step: its step time over the fused one).');
   notes.push('MFU: FLOPs performed (6 per matmul parameter per token for full fine-tuning, 4 for LoRA whose frozen base needs no weight gradients, plus causal attention) over the measured matmul peak.');
 
   const attention: AttentionRow[] = [];
@@ -213,6 +216,7 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: 'software' | '
       flash_vs_naive_mem_seq1024: at1024.naive_bytes / at1024.flash_bytes,
       attention_tiled_vs_direct_seq1024: at1024.direct_fwd_bwd_ms! / at1024.tiled_fwd_bwd_ms!,
       lora_vs_full_step: step('lora') / step('full'),
+      lora_fused_vs_separate_step: step('lora-separate') / step('lora'),
       lora_vs_full_peak_memory: rows.find((r) => r.model === large && r.method === 'lora')!.peak_gpu_bytes / rows.find((r) => r.model === large && r.method === 'full')!.peak_gpu_bytes,
     },
     notes,

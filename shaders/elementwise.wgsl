@@ -21,18 +21,9 @@ override PER: u32 = 1;
 
 // #include lib/flat_index.wgsl
 
-// A stateless integer hash (the "lowbias32" finalizer); src/util/random.ts has the same function.
-fn hash32(x: u32) -> u32 {
-  var h = x;
-  h ^= h >> 16u;
-  h *= 0x7feb352du;
-  h ^= h >> 15u;
-  h *= 0x846ca68bu;
-  h ^= h >> 16u;
-  return h;
-}
+// #include lib/hash.wgsl
 
-fn keep(i: u32) -> f32 { return select(0.0, p.s0, hash32(i ^ hash32(p.u0)) >= p.u1); }
+fn keep(i: u32) -> f32 { return select(0.0, p.s0, dropout_keeps(i, p.u0, p.u1)); }
 
 @compute @workgroup_size(WG)
 fn elementwise(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,

@@ -5,19 +5,37 @@
 // with TRANS_B, [N, K]. Forward y = x W^T uses TRANS_B; dX = dY W plain; dW = dY^T X uses TRANS_A.
 // Batch b starts at b * stride (in elements); a stride of 0 broadcasts an operand (shared weights).
 // Any M, N, K: edge tiles are guarded. Each invocation owns a TM x TN block of C (register blocking).
+//
+// Fused epilogue terms, added before C is stored, so a linear layer's bias and a LoRA adapter's path cost
+// no extra pass over C:
+//   BIAS:     + bias[n]                                     (every batch entry)
+//   LOW_RANK: + beta * keep(m, n) * (U @ op(V))[m, n]      (batch 1; U [M, R] row-major, op(V) [R, N]
+//             stored [R, N] or, with TRANS_V, [N, R]); with DROPOUT, keep(m, n) is the dropout mask of
+//             element m * N + n under `seed` (as elementwise.wgsl's), otherwise 1.
+// LoRA forward: y = x W^T + s (x A^T) B^T is U = x A^T, V = B with TRANS_V; backward: dx = dy W + du A.
 struct Params {
   M: u32, N: u32, K: u32, batch: u32,
   strideA: u32, strideB: u32, strideC: u32, alpha: f32,
+  R: u32, beta: f32, seed: u32, threshold: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> A: array<f32>;
 @group(0) @binding(2) var<storage, read> B: array<f32>;
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read> U: array<f32>;
+@group(0) @binding(6) var<storage, read> V: array<f32>;
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override ACCUMULATE: bool = false;
+override BIAS: bool = false;
+override LOW_RANK: bool = false;
+override TRANS_V: bool = false;
+override DROPOUT: bool = false;
+
+// #include lib/hash.wgsl
 
 const TM = 4u;
 const TN = 4u;
@@ -39,10 +57,39 @@ fn b_at(base: u32, k: u32, n: u32) -> f32 {
   return B[base + k * p.N + n];
 }
 
-fn store(base: u32, m: u32, n: u32, acc: f32) {
+// The 4x4 block of U @ op(V) at rows m0.., columns n0.. (indices past the edge clamped; never stored).
+fn low_rank_block(m0: u32, n0: u32) -> array<vec4f, 4> {
+  var out = array<vec4f, 4>(vec4f(0.0), vec4f(0.0), vec4f(0.0), vec4f(0.0));
+  if (!LOW_RANK) { return out; }
+  var um: array<u32, 4>;
+  var vn: array<u32, 4>;
+  for (var i = 0u; i < 4u; i++) {
+    um[i] = min(m0 + i, p.M - 1u) * p.R;
+    let n = min(n0 + i, p.N - 1u);
+    vn[i] = select(n, n * p.R, TRANS_V);
+  }
+  let vr = select(p.N, 1u, TRANS_V); // step between consecutive r in V
+  for (var r = 0u; r < p.R; r++) {
+    let v = vec4f(V[vn[0] + r * vr], V[vn[1] + r * vr], V[vn[2] + r * vr], V[vn[3] + r * vr]);
+    out[0] = fma(vec4f(U[um[0] + r]), v, out[0]);
+    out[1] = fma(vec4f(U[um[1] + r]), v, out[1]);
+    out[2] = fma(vec4f(U[um[2] + r]), v, out[2]);
+    out[3] = fma(vec4f(U[um[3] + r]), v, out[3]);
+  }
+  return out;
+}
+
+// Stores C[m, n] = alpha * acc + epilogue terms (+ C); lowRank is this element's (U @ op(V))[m, n].
+fn store(base: u32, m: u32, n: u32, acc: f32, lowRank: f32) {
   if (m >= p.M || n >= p.N) { return; }
   let i = base + m * p.N + n;
   var c = p.alpha * acc;
+  if (BIAS) { c += bias[n]; }
+  if (LOW_RANK) {
+    var term = p.beta * lowRank;
+    if (DROPOUT && !dropout_keeps(m * p.N + n, p.seed, p.threshold)) { term = 0.0; }
+    c += term;
+  }
   if (ACCUMULATE) { c += C[i]; }
   C[i] = c;
 }
@@ -83,9 +130,11 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id)
     workgroupBarrier();
   }
   let cBase = wid.z * p.strideC;
+  let bm = m0 + lid.y * TM;
+  let bn = n0 + lid.x * TN;
+  let lr = low_rank_block(bm, bn);
   for (var i = 0u; i < TM; i++) {
-    let m = m0 + lid.y * TM + i;
-    for (var j = 0u; j < TN; j++) { store(cBase, m, n0 + lid.x * TN + j, acc[i][j]); }
+    for (var j = 0u; j < TN; j++) { store(cBase, bm + i, bn + j, acc[i][j], lr[i][j]); }
   }
 }
 
@@ -137,7 +186,8 @@ fn matmul_direct(@builtin(global_invocation_id) gid: vec3u) {
   }
   for (; k < p.K; k++) { acc = step_k(acc, am, bn, k, ak, bk); }
   let cBase = gid.z * p.strideC;
+  let lr = low_rank_block(m0, n0);
   for (var i = 0u; i < TM; i++) {
-    for (var j = 0u; j < TN; j++) { store(cBase, m0 + i, n0 + j, acc[i][j]); }
+    for (var j = 0u; j < TN; j++) { store(cBase, m0 + i, n0 + j, acc[i][j], lr[i][j]); }
   }
 }

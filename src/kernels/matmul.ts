@@ -1,4 +1,8 @@
-/** Batched f32 matmul with optional transposes, scale and accumulation (shaders/matmul.wgsl). */
+/**
+ * Batched f32 matmul with optional transposes, scale and accumulation, and epilogue terms fused into the
+ * store: a broadcast bias and a low-rank product (a LoRA path) with optional dropout (shaders/matmul.wgsl).
+ */
+import { ShapeError } from '../errors.js';
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { f32, u32 } from '../gpu/recorder.js';
@@ -28,6 +32,22 @@ export interface MatmulArgs {
   strideC?: number;
   /** Default: the device's tuning (see GpuTuning and bench:kernels). */
   variant?: MatmulVariant;
+  /** [N], added to every row of C (in every batch entry). */
+  bias?: BufferLike;
+  /** A rank-R term added to C (batch 1 only). */
+  lowRank?: LowRankTerm;
+}
+
+/** C += scale * mask * (u @ op(v)): u [M, rank] row-major; op(v) [rank, N], stored [rank, N] or [N, rank] with transV. */
+export interface LowRankTerm {
+  u: BufferLike;
+  v: BufferLike;
+  rank: number;
+  transV?: boolean;
+  /** Default 1. */
+  scale?: number;
+  /** Dropout on the term: element (m, n) keeps when elementwise's dropout mask under `seed` keeps index m * N + n; kept values are scaled by 1 / (1 - p). */
+  dropout?: { p: number; seed: number };
 }
 
 export function matmul(rec: CommandRecorder, args: MatmulArgs): void {
@@ -40,17 +60,44 @@ export function matmul(rec: CommandRecorder, args: MatmulArgs): void {
   requireElements('matmul', 'A', args.a, (batch - 1) * strideA + M * K);
   requireElements('matmul', 'B', args.b, (batch - 1) * strideB + K * N);
   requireElements('matmul', 'C', args.c, (batch - 1) * strideC + M * N);
+  if (args.bias) requireElements('matmul', 'bias', args.bias, N);
+  const lr = args.lowRank;
+  let dropoutScale = 1;
+  if (lr) {
+    requireDims('matmul', { rank: lr.rank });
+    if (batch !== 1) throw new ShapeError('matmul: a low-rank term needs batch 1');
+    requireElements('matmul', 'lowRank.u', lr.u, M * lr.rank);
+    requireElements('matmul', 'lowRank.v', lr.v, lr.rank * N);
+    if (lr.dropout) {
+      if (!(lr.dropout.p >= 0 && lr.dropout.p < 1)) throw new RangeError(`matmul: lowRank.dropout.p must be in [0, 1), got ${lr.dropout.p}`);
+      dropoutScale = 1 / (1 - lr.dropout.p);
+    }
+  }
   const variant = args.variant ?? rec.gpu.tuning.matmulVariant;
   const tile = variant === 'tiled' ? 64 : 32;
+  const unused = rec.gpu.placeholder();
   rec.dispatch({
     shader: 'matmul',
     entryPoint: variant === 'tiled' ? 'matmul_tiled' : 'matmul_direct',
-    constants: { TRANS_A: !!args.transA, TRANS_B: !!args.transB, ACCUMULATE: !!args.accumulate },
-    uniforms: [u32(M), u32(N), u32(K), u32(batch), u32(strideA), u32(strideB), u32(strideC), f32(args.alpha ?? 1)],
-    storage: [args.a, args.b, args.c],
+    constants: {
+      TRANS_A: !!args.transA, TRANS_B: !!args.transB, ACCUMULATE: !!args.accumulate,
+      BIAS: !!args.bias, LOW_RANK: !!lr, TRANS_V: !!lr?.transV, DROPOUT: !!lr?.dropout,
+    },
+    uniforms: [
+      u32(M), u32(N), u32(K), u32(batch), u32(strideA), u32(strideB), u32(strideC), f32(args.alpha ?? 1),
+      u32(lr?.rank ?? 0), f32((lr?.scale ?? 1) * dropoutScale), u32(lr?.dropout ? lr.dropout.seed >>> 0 : 0),
+      u32(lr?.dropout ? Math.min(Math.floor(lr.dropout.p * 2 ** 32), 2 ** 32 - 1) : 0),
+    ],
+    storage: [args.a, args.b, args.c, args.bias ?? unused, lr?.u ?? unused, lr?.v ?? unused],
     workgroups: [Math.ceil(N / tile), Math.ceil(M / tile), batch],
     label: `matmul ${batch}x${M}x${N}x${K}`,
   });
+}
+
+/** C[M, N] += the low-rank term alone, as its own pass (what the fused epilogue saves). */
+export function addLowRank(rec: CommandRecorder, c: BufferLike, M: number, N: number, term: LowRankTerm, variant?: MatmulVariant): void {
+  const none = rec.gpu.placeholder();
+  matmul(rec, { a: none, b: none, c, M, N, K: 0, accumulate: true, lowRank: term, variant });
 }
 
 /** Floating-point operations of one matmul call (multiply-adds count 2). */

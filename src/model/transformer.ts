@@ -13,7 +13,7 @@ import { crossEntropyBackward, crossEntropyChunk, crossEntropyForward } from '..
 import { embeddingBackward, embeddingForward } from '../kernels/embedding.js';
 import { elementwise } from '../kernels/elementwise.js';
 import { geluBackward, geluForward, swigluBackward, swigluForward } from '../kernels/activation.js';
-import { matmul } from '../kernels/matmul.js';
+import { addLowRank, matmul, type LowRankTerm } from '../kernels/matmul.js';
 import { normBackward, normForward } from '../kernels/norm.js';
 import { rope, ropeTable } from '../kernels/rope.js';
 import type { PreparedBatch } from './batch.js';
@@ -37,14 +37,18 @@ export interface KvCache {
 }
 
 /**
- * A trainable addition to some linear layers (LoRA): forward adds its output to y; backward adds its
- * input gradient to dx and accumulates its own parameter gradients.
+ * A low-rank adapter on linear layers (LoRA). Each pass records the adapter's own work and returns the
+ * term it adds to the layer's output (forward) or input gradient (backward); the transformer fuses that
+ * term into the base matmul's store, or with `fused` false applies it as a separate pass.
  */
 export interface LinearAdapter {
   /** Whether the linear layer `name` (e.g. 'layers.0.q') has an adapter that is active. */
   has(name: string): boolean;
-  forward(rec: CommandRecorder, acts: Activations, name: string, x: View, y: View, outDim: number, inDim: number): void;
-  backward(rec: CommandRecorder, acts: Activations, name: string, x: View, dy: View, dx: View, outDim: number, inDim: number): void;
+  readonly fused: boolean;
+  /** y += the returned term. */
+  forward(rec: CommandRecorder, acts: Activations, name: string, x: View, outDim: number, inDim: number): LowRankTerm;
+  /** Records the adapter's gradients; dx += the returned term. */
+  backward(rec: CommandRecorder, acts: Activations, name: string, x: View, dy: View, outDim: number, inDim: number): LowRankTerm;
 }
 
 /**
@@ -152,26 +156,27 @@ export class Transformer {
     return this.config.tieWordEmbeddings ? 'embed' : 'lm_head';
   }
 
-  /** y = x W^T (+ b). */
+  /** y = x W^T (+ b) (+ the adapter's term), one matmul with the bias and adapter fused into its store. */
   private linear(rec: CommandRecorder, acts: Activations, x: View, name: string, y: View, outDim: number, inDim: number): void {
     const T = acts.T;
-    matmul(rec, { a: x, b: this.params.param(`${name}.weight`), c: y, M: T, N: outDim, K: inDim, transB: true });
-    if (this.params.has(`${name}.bias`)) {
-      // Broadcast the bias over rows: y += ones[T, 1] @ b[1, out].
-      matmul(rec, { a: acts.v('ones'), b: this.params.param(`${name}.bias`), c: y, M: T, N: outDim, K: 1, accumulate: true });
-    }
-    if (this.adapter?.has(name)) this.adapter.forward(rec, acts, name, x, y, outDim, inDim);
+    const adapter = this.adapter?.has(name) ? this.adapter : null;
+    const term = adapter?.forward(rec, acts, name, x, outDim, inDim);
+    const bias = this.params.has(`${name}.bias`) ? this.params.param(`${name}.bias`) : undefined;
+    matmul(rec, { a: x, b: this.params.param(`${name}.weight`), c: y, M: T, N: outDim, K: inDim, transB: true, bias, lowRank: adapter?.fused ? term : undefined });
+    if (term && !adapter!.fused) addLowRank(rec, y, T, outDim, term);
   }
 
-  /** dx (= or +=) = dy W; dW += dy^T x; db += ones^T dy. */
-  private linearBackward(rec: CommandRecorder, acts: Activations, x: View, name: string, dy: View, dx: View | null, outDim: number, inDim: number, accumulateDx = false): void {
+  /** dx (= or +=) = dy W (+ the adapter's term); dW += dy^T x; db += ones^T dy. */
+  private linearBackward(rec: CommandRecorder, acts: Activations, x: View, name: string, dy: View, dx: View, outDim: number, inDim: number, accumulateDx = false): void {
     const T = acts.T;
-    if (dx) matmul(rec, { a: dy, b: this.params.param(`${name}.weight`), c: dx, M: T, N: inDim, K: outDim, accumulate: accumulateDx });
+    const adapter = this.adapter?.has(name) ? this.adapter : null;
+    const term = adapter?.backward(rec, acts, name, x, dy, outDim, inDim);
+    matmul(rec, { a: dy, b: this.params.param(`${name}.weight`), c: dx, M: T, N: inDim, K: outDim, accumulate: accumulateDx, lowRank: adapter?.fused ? term : undefined });
+    if (term && !adapter!.fused) addLowRank(rec, dx, T, inDim, term);
     const dW = this.params.grad(`${name}.weight`);
     if (dW) matmul(rec, { a: dy, b: x, c: dW, M: outDim, N: inDim, K: T, transA: true, accumulate: true });
     const dB = this.params.has(`${name}.bias`) ? this.params.grad(`${name}.bias`) : null;
     if (dB) matmul(rec, { a: acts.v('ones'), b: dy, c: dB, M: 1, N: outDim, K: T, accumulate: true });
-    if (dx && this.adapter?.has(name)) this.adapter.backward(rec, acts, name, x, dy, dx, outDim, inDim);
   }
 
   private norm(rec: CommandRecorder, acts: Activations, name: string, x: View, y: View, stats: View): void {

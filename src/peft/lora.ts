@@ -9,7 +9,7 @@ import type { TensorView } from '../gpu/buffers.js';
 import type { Gpu } from '../gpu/gpu.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { elementwise } from '../kernels/elementwise.js';
-import { matmul } from '../kernels/matmul.js';
+import { matmul, type LowRankTerm } from '../kernels/matmul.js';
 import { Arena, arenaLimit, planArena } from '../model/arena.js';
 import type { ModelConfig } from '../model/config.js';
 import { paramSpecs } from '../model/layout.js';
@@ -28,6 +28,11 @@ export interface LoraOptions {
   /** Dropout on the adapter's input while training (PEFT's lora_dropout). Default 0. */
   dropout?: number;
   seed?: number;
+  /**
+   * Fuse the adapter's path into the base layer's matmul (its store adds s (x A^T) B^T, and du A in
+   * backward) rather than running it as a separate pass over the output. Default true.
+   */
+  fused?: boolean;
 }
 
 /** Engine module -> Hugging Face module path inside a layer, for PEFT's tensor names. */
@@ -46,6 +51,7 @@ export class Lora implements LinearAdapter {
   readonly grads: Arena;
   readonly scale: number;
   readonly modules: Map<string, { out: number; in: number }>;
+  readonly fused: boolean;
   merged = false;
   /** Dropout applies only while true (set by the trainer around training passes). */
   training = false;
@@ -63,6 +69,7 @@ export class Lora implements LinearAdapter {
     const p = options.dropout ?? 0;
     if (!(p >= 0 && p < 1)) throw new ShapeError(`LoRA dropout must be in [0, 1), got ${p}`);
     this.scale = (options.alpha ?? 2 * r) / r;
+    this.fused = options.fused ?? true;
     const targets = new Set((options.targetModules ?? ['q', 'v']).map((m) => ALIASES[m] ?? m));
     this.modules = new Map();
     for (const spec of paramSpecs(config)) {
@@ -123,7 +130,7 @@ export class Lora implements LinearAdapter {
     return this.training && (this.options.dropout ?? 0) > 0;
   }
 
-  /** A per-shape [T, width] scratch buffer, shared by the modules of that width. */
+  /** A per-shape [T, width] scratch buffer (the dropped-out input), shared by the modules of that width. */
   private scratchBuffer(acts: Activations, kind: string, width: number): GPUBuffer {
     const bufs = this.buffers(acts);
     const key = `${kind}:${width}`;
@@ -156,34 +163,31 @@ export class Lora implements LinearAdapter {
     return m;
   }
 
-  forward(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, y: TensorView, outDim: number, inDim: number): void {
+  /** Records u = x' A^T (x' = dropout(x) while training) and returns the term s u B^T the layer adds. */
+  forward(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, _outDim: number, inDim: number): LowRankTerm {
     const r = this.options.rank;
     const u = this.buffers(acts).get(name)!;
     const input = this.dropoutActive ? this.droppedInput(rec, acts, name, x, inDim) : x;
     matmul(rec, { a: input, b: this.params.view(`${name}.lora_A`), c: u, M: acts.T, N: r, K: inDim, transB: true });
-    matmul(rec, { a: u, b: this.params.view(`${name}.lora_B`), c: y, M: acts.T, N: outDim, K: r, transB: true, alpha: this.scale, accumulate: true });
+    return { u, v: this.params.view(`${name}.lora_B`), rank: r, transV: true, scale: this.scale };
   }
 
-  backward(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, dy: TensorView, dx: TensorView, outDim: number, inDim: number): void {
+  /**
+   * Records dB += s dy^T u, du = s dy B and dA += du^T x', and returns the term mask(du A) the layer adds
+   * to dx, where x' = dropout(x) with its mask regenerated from the same seed rather than stored.
+   */
+  backward(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, dy: TensorView, outDim: number, inDim: number): LowRankTerm {
     const r = this.options.rank;
     const T = acts.T;
     const bufs = this.buffers(acts);
     const u = bufs.get(name)!;
     const du = bufs.get('du')!;
-    // dB += s dy^T u;  du = s dy B;  dA += du^T x';  dx += mask(du A), with x' = dropout(x) (mask
-    // regenerated from the same seed rather than stored).
     matmul(rec, { a: dy, b: u, c: this.grads.view(`${name}.lora_B`), M: outDim, N: r, K: T, transA: true, alpha: this.scale, accumulate: true });
     matmul(rec, { a: dy, b: this.params.view(`${name}.lora_B`), c: du, M: T, N: r, K: outDim, alpha: this.scale });
-    if (!this.dropoutActive) {
-      matmul(rec, { a: du, b: x, c: this.grads.view(`${name}.lora_A`), M: r, N: inDim, K: T, transA: true, accumulate: true });
-      matmul(rec, { a: du, b: this.params.view(`${name}.lora_A`), c: dx, M: T, N: inDim, K: r, accumulate: true });
-      return;
-    }
-    const xd = this.droppedInput(rec, acts, name, x, inDim);
-    matmul(rec, { a: du, b: xd, c: this.grads.view(`${name}.lora_A`), M: r, N: inDim, K: T, transA: true, accumulate: true });
-    const tmp = this.scratchBuffer(acts, 'tmp', inDim);
-    matmul(rec, { a: du, b: this.params.view(`${name}.lora_A`), c: tmp, M: T, N: inDim, K: r });
-    elementwise(rec, { op: 'dropoutAdd', y: dx, x: tmp, n: T * inDim, dropout: { p: this.options.dropout!, seed: this.dropoutSeed(name) } });
+    const dropout = this.dropoutActive ? { p: this.options.dropout!, seed: this.dropoutSeed(name) } : undefined;
+    const input = dropout ? this.droppedInput(rec, acts, name, x, inDim) : x;
+    matmul(rec, { a: du, b: input, c: this.grads.view(`${name}.lora_A`), M: r, N: inDim, K: T, transA: true, accumulate: true });
+    return { u: du, v: this.params.view(`${name}.lora_A`), rank: r, dropout };
   }
 
   /** Fold s * B A into the base weights (param(name) gives each base weight) or take it back out. */

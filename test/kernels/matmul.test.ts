@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { matmul, ShapeError, type MatmulVariant } from '../../src/index.js';
+import { dropoutKeep } from '../../src/util/random.js';
 import { compare, freshSeed, poisoned, randn, rng, testGpu } from '../helpers.js';
 import { matmulRef, type MatmulRefArgs } from '../reference/matmul.js';
 
@@ -52,6 +53,52 @@ describe.each(VARIANTS)('matmul (%s)', (variant) => {
 
   it('broadcasts a shared weight across the batch (y = x W^T)', () =>
     check(variant, { M: 13, N: 31, K: 27, batch: 4, transB: true, broadcastB: true }));
+});
+
+describe.each(VARIANTS)('matmul epilogue: bias and a low-rank (LoRA) term fused into the store (%s)', (variant) => {
+  it.each([
+    // M, N, K, rank, transV, accumulate, bias, dropout p
+    [1, 1, 1, 1, false, false, true, 0],
+    [37, 29, 53, 3, true, false, false, 0], // forward: x W^T + s (x A^T) B^T
+    [100, 33, 17, 16, false, true, false, 0], // backward: dx += dy W + du A
+    [65, 70, 9, 5, true, false, true, 0], // bias and adapter together (Qwen2's q, v)
+    [33, 100, 20, 7, false, true, false, 0.3], // backward with dropout on the adapter input
+    [17, 3, 100, 2, true, true, true, 0.5],
+  ])('M=%i N=%i K=%i rank %i transV %s accumulate %s bias %s dropout %f', async (M, N, K, R, transV, accumulate, withBias, p) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const [a, b, c0, u, v, bias] = [randn(M * K, rand), randn(N * K, rand), randn(M * N, rand), randn(M * R, rand), randn(R * N, rand), randn(N, rand)];
+    const [alpha, scale, dropSeed] = [0.7, 1.9, Math.floor(rand() * 2 ** 32)];
+    const C = accumulate ? gpu.upload(c0) : poisoned(gpu, M * N);
+    await gpu.run((rec) =>
+      matmul(rec, {
+        a: gpu.upload(a), b: gpu.upload(b), c: C, M, N, K, transB: true, alpha, accumulate, variant,
+        bias: withBias ? gpu.upload(bias) : undefined,
+        lowRank: { u: gpu.upload(u), v: gpu.upload(v), rank: R, transV, scale, dropout: p ? { p, seed: dropSeed } : undefined },
+      }),
+    );
+    const want = matmulRef({ a, b, c: c0, M, N, K, transB: true, alpha, accumulate });
+    for (let m = 0; m < M; m++) {
+      for (let n = 0; n < N; n++) {
+        let term = 0;
+        for (let r = 0; r < R; r++) term += u[m * R + r] * v[transV ? n * R + r : r * N + n];
+        const keep = p === 0 ? 1 : dropoutKeep(m * N + n, dropSeed, p) ? 1 / (1 - p) : 0;
+        want[m * N + n] += scale * keep * term + (withBias ? bias[n] : 0);
+      }
+    }
+    expect(compare(await gpu.readF32(C), want).rel, `seed ${seed}`).toBeLessThan(1e-4);
+  });
+
+  it('refuses a low-rank term on a batch and a short bias', async () => {
+    const gpu = await testGpu();
+    const x = gpu.createBuffer(4 * 64);
+    const rec = gpu.recorder();
+    const lowRank = { u: x, v: x, rank: 2 };
+    expect(() => matmul(rec, { a: x, b: x, c: x, M: 2, N: 2, K: 2, batch: 2, lowRank })).toThrow(/batch 1/);
+    const big = gpu.createBuffer(4 * 400);
+    expect(() => matmul(rec, { a: big, b: big, c: big, M: 4, N: 80, K: 1, bias: x })).toThrow(/bias needs 80/);
+  });
 });
 
 describe('matmul input checks', () => {

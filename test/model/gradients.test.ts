@@ -55,14 +55,18 @@ describe.each(MODELS)('whole-model loss and gradients: %s', (_name, options) => 
   });
 });
 
-describe.each([0, 0.3])('LoRA gradients, dropout %f', (dropout) => {
+describe.each([
+  [0, true],
+  [0.3, true],
+  [0.3, false],
+])('LoRA gradients, dropout %f, fused into the base matmul %s', (dropout, fused) => {
   it.each(MODELS)('match the float64 reference on %s (base frozen, all projections adapted)', async (_name, options) => {
     const gpu = await testGpu();
     const seed = freshSeed();
     const rand = rng(seed);
     const ckpt = await openCheckpoint(memorySource(tinyModelFiles({ ...options, seed, initStd: 0.2 })));
     const model = await CausalLM.fromCheckpoint(gpu, ckpt);
-    const lora = new Lora(gpu, ckpt.config, { rank: 3, alpha: 5, dropout, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down', 'fc', 'proj'].filter((m) => paramSpecs(ckpt.config).some((s) => s.name.endsWith(`.${m}.weight`))), seed });
+    const lora = new Lora(gpu, ckpt.config, { rank: 3, alpha: 5, dropout, fused, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down', 'fc', 'proj'].filter((m) => paramSpecs(ckpt.config).some((s) => s.name.endsWith(`.${m}.weight`))), seed });
     model.transformer.adapter = lora;
     try {
       // B starts at zero (which would zero A's gradient): give it random values to test both.
