@@ -4,11 +4,13 @@
  * The class is chosen the way AutoTokenizer does, by tokenizer_config.tokenizer_class.
  */
 import type { PreTrainedTokenizer } from '@huggingface/transformers';
-import { ModelSourceError, readJson, type ModelSource } from '../io/sources.js';
+import { ModelSourceError, readJson, resolveSource, type HubOptions, type SourceLike } from '../io/sources.js';
 
 export type Tokenizer = PreTrainedTokenizer;
 
-export async function loadTokenizer(source: ModelSource): Promise<Tokenizer> {
+/** The tokenizer of a model: the same sources as the weights (hub id or URL, folder, File objects). */
+export async function loadTokenizer(from: SourceLike, hub: HubOptions = {}): Promise<Tokenizer> {
+  const source = await resolveSource(from, hub);
   const json = await readJson<Record<string, unknown>>(source, 'tokenizer.json');
   if (!json) throw new ModelSourceError(`${source.description} has no tokenizer.json (only fast tokenizers are supported)`);
   const config = (await readJson<Record<string, unknown>>(source, 'tokenizer_config.json')) ?? {};

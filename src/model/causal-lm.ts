@@ -9,7 +9,9 @@ import type { Gpu } from '../gpu/gpu.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { Arena, arenaLimit, planArena } from './arena.js';
 import { prepareBatch, type BatchInput, type PreparedBatch } from './batch.js';
-import { forEachTensor, type Checkpoint, type LoadProgress } from './checkpoint.js';
+import { requestDevice } from '../gpu/device.js';
+import { resolveSource, type HubOptions, type SourceLike } from '../io/sources.js';
+import { forEachTensor, openCheckpoint, type Checkpoint, type LoadProgress } from './checkpoint.js';
 import type { ModelConfig } from './config.js';
 import { hfMappings, hfToParts, paramSpecs, partsToHf, size, type HfMapping } from './layout.js';
 import { Activations, Transformer, type ParamAccess } from './transformer.js';
@@ -18,6 +20,20 @@ export interface CausalLMOptions {
   /** Internal parameter names that get gradients; default none (inference). */
   trainable?: (name: string) => boolean;
   onProgress?: (p: LoadProgress) => void;
+}
+
+/** Where fromPretrained factories load from and run on. */
+export interface PretrainedOptions {
+  /** Default: a new device from requestDevice() (the model's `gpu`; destroy it when done). */
+  gpu?: Gpu;
+  /** Hub endpoint and revision for hub ids and URLs. */
+  hub?: HubOptions;
+}
+
+/** Resolves the source, opens its checkpoint, and gets a device when none was given. */
+export async function openPretrained(source: SourceLike, options: PretrainedOptions): Promise<{ gpu: Gpu; ckpt: Checkpoint }> {
+  const ckpt = await openCheckpoint(await resolveSource(source, options.hub));
+  return { gpu: options.gpu ?? (await requestDevice()), ckpt };
 }
 
 export class CausalLM {
@@ -48,6 +64,15 @@ export class CausalLM {
       has: (name) => this.params.has(name),
     };
     this.transformer = new Transformer(gpu, config, access);
+  }
+
+  /**
+   * Load a model for inference (or training, with `trainable`) from a hub id or URL, a local folder or
+   * File objects: `await CausalLM.fromPretrained('Qwen/Qwen2-0.5B')`.
+   */
+  static async fromPretrained(source: SourceLike, options: CausalLMOptions & PretrainedOptions = {}): Promise<CausalLM> {
+    const { gpu, ckpt } = await openPretrained(source, options);
+    return CausalLM.fromCheckpoint(gpu, ckpt, options);
   }
 
   /** Stream a checkpoint's weights into a new model, tensor by tensor. */

@@ -11,7 +11,8 @@ import { AdamW, type AdamWConfig } from '../optim/adamw.js';
 import { learningRate, type ScheduleOptions } from '../optim/schedule.js';
 import { Lora, type LoraOptions } from '../peft/lora.js';
 import type { BatchInput, PreparedBatch } from '../model/batch.js';
-import { CausalLM } from '../model/causal-lm.js';
+import { CausalLM, openPretrained, type PretrainedOptions } from '../model/causal-lm.js';
+import type { SourceLike } from '../io/sources.js';
 import type { Checkpoint, LoadProgress } from '../model/checkpoint.js';
 
 export interface FineTuneOptions {
@@ -60,6 +61,15 @@ export class FineTuner {
       const grads = model.grads!;
       this.optimizer = new AdamW(gpu, { names: model.trainableNames, param: (n) => model.params.view(n), grads }, options.optimizer);
     }
+  }
+
+  /**
+   * Load a model from a hub id or URL, a local folder or File objects and attach the method:
+   * `await FineTuner.fromPretrained('Qwen/Qwen2-0.5B', { method: 'lora', lora: { rank: 16 } })`.
+   */
+  static async fromPretrained(source: SourceLike, options: FineTuneOptions & PretrainedOptions): Promise<FineTuner> {
+    const { gpu, ckpt } = await openPretrained(source, options);
+    return FineTuner.create(gpu, ckpt, options);
   }
 
   static async create(gpu: Gpu, ckpt: Checkpoint, options: FineTuneOptions): Promise<FineTuner> {

@@ -4,6 +4,8 @@ import { InvalidModelFileError, readHeader, readTensorF32 } from '../../src/io/s
 import { fileListSource, hubSource, ModelSourceError, resolveSource, urlSource, type HubOptions } from '../../src/io/sources.js';
 import { loadTokenizer } from '../../src/data/tokenizer.js';
 import { openCheckpoint, uploadWeights } from '../../src/model/checkpoint.js';
+import { CausalLM } from '../../src/model/causal-lm.js';
+import { FineTuner } from '../../src/train/finetuner.js';
 import { UnsupportedArchitectureError } from '../../src/model/config.js';
 import { fixtureRepos } from '../fixtures/repos.js';
 import { testGpu } from '../helpers.js';
@@ -88,6 +90,28 @@ describe('loading checkpoints from a hub', () => {
     expect(err).toBeInstanceOf(type);
     expect(err.message).toMatch(message);
     expect(gpu.memoryStats().buffers).toBe(before);
+  });
+
+  it('fromPretrained: a fine-tuner and a model from a hub id, the tokenizer from the same id', async () => {
+    const gpu = await testGpu();
+    const ft = await FineTuner.fromPretrained('fixtures/tiny-llama', { method: 'lora', lora: { rank: 4 }, gpu, hub });
+    const tok = await loadTokenizer('fixtures/tiny-llama', hub);
+    try {
+      const ids = tok.encode('abcabcabc');
+      expect(ft.model.config.architecture).toBe('LlamaForCausalLM');
+      expect(Number.isFinite((await ft.step({ ids: [ids] })).loss)).toBe(true);
+      const probe = 'model.layers.1.mlp.down_proj.weight';
+      expect(Array.from(await ft.model.readHf(probe))).toEqual(Array.from(await generated('fixtures/tiny-llama', 'model.safetensors', probe)));
+    } finally {
+      ft.destroy();
+    }
+    // Without a device, one is requested.
+    const model = await CausalLM.fromPretrained(`${hub.endpoint}/fixtures/tiny-gpt2`);
+    expect(model.config.family).toBe('gpt2');
+    expect(model.gpu).not.toBe(gpu);
+    model.destroy();
+    model.gpu.destroy();
+    await expect(FineTuner.fromPretrained('fixtures/broken-bert', { method: 'full', gpu, hub })).rejects.toThrow(UnsupportedArchitectureError);
   });
 
   it('rejects ids that are not hub ids', () => {
