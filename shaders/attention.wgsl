@@ -11,7 +11,9 @@
 // Each invocation owns one (row, head) and keeps its D-vector in registers; D <= MAX_D. Every entry
 // point binds at most 8 storage buffers, WebGPU's default limit.
 // Decoding (forward only): queries are Sq rows per sequence at absolute positions qOffset.., keys and
-// values Skv rows per sequence (a KV cache); query i sees keys j <= qOffset + i. Training: Sq = Skv = S.
+// values Skv rows per sequence (a KV cache); query i sees keys j <= qOffset + i. With SEQ_OFFSETS each
+// sequence b has its own qOffset, seqOffsets[b] (a batch of prompts of different lengths). Training:
+// Sq = Skv = S.
 // Sliding window (window > 0, Mistral): query position i also needs i - j < window; 0 means unlimited.
 struct Params { B: u32, S: u32, nH: u32, nKV: u32, D: u32, scale: f32, Skv: u32, qOffset: u32, window: u32 }
 
@@ -26,9 +28,11 @@ struct Params { B: u32, S: u32, nH: u32, nKV: u32, D: u32, scale: f32, Skv: u32,
 @group(0) @binding(8) var<storage, read_write> dQ: array<f32>;
 @group(0) @binding(9) var<storage, read_write> dK: array<f32>;
 @group(0) @binding(10) var<storage, read_write> dV: array<f32>;
+@group(0) @binding(11) var<storage, read> seqOffsets: array<u32>;
 
 override WG: u32 = 64;
 override SEGMENTS: bool = false;
+override SEQ_OFFSETS: bool = false;
 const MAX_D = 256u;
 const NEG_INF = -3.402823e38;
 
@@ -73,7 +77,9 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups)
   if (t >= p.B * p.S * p.nH) { return; }
   let h = t % p.nH;
   let row = t / p.nH;
-  let pos = p.qOffset + row % p.S; // absolute position of this query
+  var qOffset = p.qOffset;
+  if (SEQ_OFFSETS) { qOffset = seqOffsets[row / p.S]; }
+  let pos = qOffset + row % p.S; // absolute position of this query
   let seqStart = (row / p.S) * p.Skv; // first key row of this sequence
   let first = seqStart + window_start(pos);
   let last = seqStart + min(pos, p.Skv - 1u); // last visible key row

@@ -61,9 +61,11 @@ export interface AttentionForwardArgs extends AttentionShape {
   v: BufferLike;
   /**
    * Decoding with a KV cache: k and v hold kvRows rows per sequence (S is then the number of new query
-   * tokens), and query i sits at position qOffset + i. Forward only; no segments.
+   * tokens), and query i sits at position qOffset + i. Forward only; no segments. A batch of sequences
+   * at different positions gives one qOffset per sequence, with `offsets` holding the same values
+   * (u32 [B]) for the kernel.
    */
-  cache?: { kvRows: number; qOffset: number };
+  cache?: { kvRows: number; qOffset: number } | { kvRows: number; qOffset: number[]; offsets: BufferLike };
   /** [B * S, nH, D], overwritten. */
   o: BufferLike;
   /** [B * S, nH, 2]: log-sum-exp per (row, head) for the backward pass. */
@@ -74,11 +76,17 @@ export function attentionForward(rec: CommandRecorder, a: AttentionForwardArgs):
   checkShape('attentionForward', a);
   const rows = a.B * a.S;
   const kvRows = a.cache?.kvRows ?? a.S;
-  const qOffset = a.cache?.qOffset ?? 0;
+  const offsets = typeof a.cache?.qOffset === 'number' ? [a.cache.qOffset] : (a.cache?.qOffset ?? [0]);
+  const perSequence = !!a.cache && typeof a.cache.qOffset !== 'number';
   if (a.cache) {
-    requireDims('attentionForward', { kvRows, qOffset });
+    requireDims('attentionForward', { kvRows });
     if (a.segments) throw new ShapeError('attentionForward: segments are not supported with a KV cache');
-    if (qOffset + a.S > kvRows) throw new ShapeError(`attentionForward: positions up to ${qOffset + a.S} exceed the ${kvRows}-row cache`);
+    if (perSequence && offsets.length !== a.B) throw new ShapeError(`attentionForward: ${offsets.length} query offsets for ${a.B} sequences`);
+    for (const qOffset of offsets) {
+      requireDims('attentionForward', { qOffset });
+      if (qOffset + a.S > kvRows) throw new ShapeError(`attentionForward: positions up to ${qOffset + a.S} exceed the ${kvRows}-row cache`);
+    }
+    if (perSequence) requireElements('attentionForward', 'offsets', (a.cache as { offsets: BufferLike }).offsets, a.B);
   }
   requireElements('attentionForward', 'q', a.q, rows * a.nH * a.headDim);
   requireElements('attentionForward', 'k', a.k, a.B * kvRows * a.nKV * a.headDim);
@@ -97,12 +105,13 @@ export function attentionForward(rec: CommandRecorder, a: AttentionForwardArgs):
     });
     return;
   }
+  const unused = rec.gpu.placeholder();
   rec.dispatch({
     shader: 'attention',
     entryPoint: 'attention_forward',
-    constants: { WG, SEGMENTS: !!a.segments },
-    uniforms: params(a, kvRows, qOffset),
-    storage: [a.q, a.k, a.v, a.segments ?? rec.gpu.placeholder(), a.o, a.stats],
+    constants: { WG, SEGMENTS: !!a.segments, SEQ_OFFSETS: perSequence },
+    uniforms: params(a, kvRows, perSequence ? 0 : offsets[0]),
+    storage: [a.q, a.k, a.v, a.segments ?? unused, a.o, a.stats, undefined, undefined, undefined, undefined, perSequence ? (a.cache as { offsets: BufferLike }).offsets : unused],
     workgroups: launch1d(rec.gpu, rows * a.nH, WG),
     label: `attention forward ${a.B}x${a.S} h${a.nH}/${a.nKV} d${a.headDim}`,
   });

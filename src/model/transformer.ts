@@ -5,7 +5,7 @@
  * so a training step allocates nothing. Conventions: parameter gradients accumulate (+=), activation
  * gradients are overwritten.
  */
-import type { TensorView } from '../gpu/buffers.js';
+import { view, type TensorView } from '../gpu/buffers.js';
 import type { Gpu } from '../gpu/gpu.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { attentionBackward, attentionForward } from '../kernels/attention.js';
@@ -29,11 +29,23 @@ export interface ParamAccess {
   has(name: string): boolean;
 }
 
-/** Keys and values of every layer for one sequence: rows [rows, nKV * headDim] per layer. */
+/** Keys and values of every layer for `batch` sequences: [batch * rows, nKV * headDim] per layer. */
 export interface KvCache {
   k: GPUBuffer[];
   v: GPUBuffer[];
+  /** Rows (positions) per sequence. */
   rows: number;
+  batch: number;
+}
+
+/**
+ * Decoding over a KV cache: sequence b's S new tokens sit at positions starts[b].., and the same starts
+ * are in `startsBuffer` (u32 [B]) for the attention kernel.
+ */
+export interface KvStep {
+  cache: KvCache;
+  starts: number[];
+  startsBuffer: GPUBuffer;
 }
 
 /**
@@ -225,10 +237,10 @@ export class Transformer {
   }
 
   /**
-   * Records the forward pass through the final norm (acts 'lnf'). With `kv`, the new tokens (one
-   * sequence, at positions pos0..) write their keys and values into the cache and attend over it.
+   * Records the forward pass through the final norm (acts 'lnf'). With `kv`, the new tokens of each
+   * sequence write their keys and values into its rows of the cache and attend over them.
    */
-  forwardHidden(rec: CommandRecorder, acts: Activations, kv?: { cache: KvCache; pos0: number }): void {
+  forwardHidden(rec: CommandRecorder, acts: Activations, kv?: KvStep): void {
     const c = this.config;
     const T = acts.T;
     const H = c.hiddenSize;
@@ -248,12 +260,16 @@ export class Transformer {
       this.linear(rec, acts, a('ln1'), `${L}.v`, a('v'), kvd, H);
       this.rope(rec, acts, a('q'), a('k'), false);
       if (kv) {
-        const at = kv.pos0 * kvd * 4;
-        rec.copy(a('k'), { buffer: kv.cache.k[i], offset: at, size: T * kvd * 4 }, T * kvd * 4);
-        rec.copy(a('v'), { buffer: kv.cache.v[i], offset: at, size: T * kvd * 4 }, T * kvd * 4);
+        const rowBytes = kvd * 4;
+        const bytes = acts.S * rowBytes;
+        for (let b = 0; b < acts.B; b++) {
+          const at = (b * kv.cache.rows + kv.starts[b]) * rowBytes;
+          rec.copy(view(a('k'), b * bytes, bytes), { buffer: kv.cache.k[i], offset: at, size: bytes }, bytes);
+          rec.copy(view(a('v'), b * bytes, bytes), { buffer: kv.cache.v[i], offset: at, size: bytes }, bytes);
+        }
         attentionForward(rec, {
-          B: 1, S: T, nH: c.numHeads, nKV: c.numKvHeads, headDim: c.headDim, window: c.layerWindows[i], q: a('q'), k: kv.cache.k[i], v: kv.cache.v[i],
-          o: a('att'), stats: a('ast'), cache: { kvRows: kv.cache.rows, qOffset: kv.pos0 },
+          B: acts.B, S: acts.S, nH: c.numHeads, nKV: c.numKvHeads, headDim: c.headDim, window: c.layerWindows[i], q: a('q'), k: kv.cache.k[i], v: kv.cache.v[i],
+          o: a('att'), stats: a('ast'), cache: { kvRows: kv.cache.rows, qOffset: kv.starts, offsets: kv.startsBuffer },
         });
       } else {
         attentionForward(rec, { ...this.attentionShape(acts, i), q: a('q'), k: a('k'), v: a('v'), o: a('att'), stats: a('ast') });
@@ -277,9 +293,10 @@ export class Transformer {
   }
 
   /** logits [1, V] = hidden [1, H] W_head^T. */
-  logits(rec: CommandRecorder, hidden: View, logits: View): void {
+  /** logits [rows, vocab] of final hidden states [rows, hidden]. */
+  logits(rec: CommandRecorder, hidden: View, logits: View, rows = 1): void {
     const c = this.config;
-    matmul(rec, { a: hidden, b: this.params.param(this.lmHead), c: logits, M: 1, N: c.vocabSize, K: c.hiddenSize, transB: true });
+    matmul(rec, { a: hidden, b: this.params.param(this.lmHead), c: logits, M: rows, N: c.vocabSize, K: c.hiddenSize, transB: true });
   }
 
   private ceArgs(acts: Activations) {

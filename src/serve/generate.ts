@@ -2,7 +2,8 @@
  * Text generation with a KV cache: the prompt is run once (prefill), writing every layer's keys and
  * values into the cache; each new token then runs the model on one position, attending over the cache.
  * The last hidden state's logits come back to the host, which samples the next token (greedy,
- * temperature, top-k, top-p). Works with a LoRA adapter attached, merged or not.
+ * temperature, top-k, top-p). Works with a LoRA adapter attached, merged or not, and for a batch of
+ * prompts at once.
  */
 import { ShapeError } from '../errors.js';
 import { view } from '../gpu/buffers.js';
@@ -26,8 +27,8 @@ export interface GenerateOptions extends SamplingOptions {
   maxNewTokens: number;
   /** Stop after generating any of these (it is included in the output). Default: the config's eos ids. */
   stopTokens?: number[];
-  /** Called with each new token as it is produced. */
-  onToken?: (token: number) => void;
+  /** Called with each new token as it is produced (and its sequence's index in a batch). */
+  onToken?: (token: number, sequence: number) => void;
   /** Keep each step's logits (for tests and scoring). */
   keepLogits?: boolean;
 }
@@ -67,25 +68,40 @@ export function sampleToken(logits: Float32Array, o: SamplingOptions, rand: () =
   return order[order.length - 1];
 }
 
+/**
+ * Generation for one prompt or a batch of prompts of different lengths. A batch is prefilled together
+ * (prompts right-padded to the longest; padding rows land in the cache past each prompt and are
+ * overwritten by its next tokens before anything reads them), then decoded in lockstep, one token per
+ * sequence per step, each at its own position.
+ */
 export class Generator {
   private cache: KvCache | null = null;
-  private readonly hidden: GPUBuffer;
-  private readonly logitsBuffer: GPUBuffer;
+  private scratch: { rows: number; hidden: GPUBuffer; logits: GPUBuffer; starts: GPUBuffer } | null = null;
 
-  constructor(readonly model: CausalLM) {
-    const c = model.config;
-    this.hidden = model.gpu.createBuffer(c.hiddenSize * 4, undefined, 'generate hidden');
-    this.logitsBuffer = model.gpu.createBuffer(c.vocabSize * 4, undefined, 'generate logits');
-  }
+  constructor(readonly model: CausalLM) {}
 
-  private ensureCache(rows: number): KvCache {
-    if (this.cache && this.cache.rows >= rows) return this.cache;
+  private ensureCache(batch: number, rows: number): KvCache {
+    if (this.cache && this.cache.rows >= rows && this.cache.batch === batch) return this.cache;
     this.releaseCache();
     const c = this.model.config;
-    const bytes = rows * c.numKvHeads * c.headDim * 4;
+    const bytes = batch * rows * c.numKvHeads * c.headDim * 4;
     const make = (kind: string) => Array.from({ length: c.numLayers }, (_, i) => this.model.gpu.createBuffer(bytes, undefined, `kv ${kind} ${i}`));
-    this.cache = { k: make('k'), v: make('v'), rows };
+    this.cache = { k: make('k'), v: make('v'), rows, batch };
     return this.cache;
+  }
+
+  /** Per-batch-size buffers: the last hidden state and logits of each sequence, and the start positions. */
+  private ensureScratch(batch: number) {
+    if (this.scratch?.rows === batch) return this.scratch;
+    this.releaseScratch();
+    const { gpu, config: c } = this.model;
+    this.scratch = {
+      rows: batch,
+      hidden: gpu.createBuffer(batch * c.hiddenSize * 4, undefined, 'generate hidden'),
+      logits: gpu.createBuffer(batch * c.vocabSize * 4, undefined, 'generate logits'),
+      starts: gpu.createBuffer(batch * 4, undefined, 'generate positions'),
+    };
+    return this.scratch;
   }
 
   private releaseCache(): void {
@@ -94,57 +110,91 @@ export class Generator {
     this.cache = null;
   }
 
-  /** Run `tokens` at positions pos0.. through the model and return the logits after the last one. */
-  private async step(tokens: number[], pos0: number): Promise<Float32Array> {
+  private releaseScratch(): void {
+    if (!this.scratch) return;
+    for (const b of [this.scratch.hidden, this.scratch.logits, this.scratch.starts]) this.model.gpu.destroyBuffer(b);
+    this.scratch = null;
+  }
+
+  /**
+   * Run rows[b] (all of one length, S) at positions starts[b].. through the model and return, per
+   * sequence, the logits after its token at index last[b].
+   */
+  private async step(rows: number[][], starts: number[], last: number[]): Promise<Float32Array[]> {
     const { model } = this;
     const c = model.config;
-    const n = tokens.length;
-    const ids = Uint32Array.from(tokens);
-    const positions = Uint32Array.from({ length: n }, (_, i) => pos0 + i);
+    const B = rows.length;
+    const S = rows[0].length;
+    const ids = Uint32Array.from(rows.flat());
+    const positions = Uint32Array.from({ length: B * S }, (_, t) => starts[Math.floor(t / S)] + (t % S));
+    const noPlan = { unique: new Uint32Array(0), offsets: new Uint32Array(1), order: new Uint32Array(0) };
     const batch: PreparedBatch = {
-      B: 1, S: n, ids, positions, segments: null, targetCount: 0,
-      targets: new Int32Array(n).fill(IGNORE_INDEX),
-      embedPlan: { unique: new Uint32Array(0), offsets: new Uint32Array(1), order: new Uint32Array(0) },
-      positionPlan: { unique: new Uint32Array(0), offsets: new Uint32Array(1), order: new Uint32Array(0) },
+      B, S, ids, positions, segments: null, targetCount: 0, targets: new Int32Array(B * S).fill(IGNORE_INDEX), embedPlan: noPlan, positionPlan: noPlan,
     };
-    const acts = model.activationsFor(1, n);
+    const scratch = this.ensureScratch(B);
+    const acts = model.activationsFor(B, S);
     acts.load(model.gpu, batch);
+    model.gpu.write(scratch.starts, Uint32Array.from(starts));
     const rec = model.gpu.recorder();
-    model.transformer.forwardHidden(rec, acts, { cache: this.cache!, pos0 });
-    // Only the last position's logits are needed: copy its hidden state out, then one row of logits.
+    model.transformer.forwardHidden(rec, acts, { cache: this.cache!, starts, startsBuffer: scratch.starts });
+    // Only one position per sequence needs logits: gather those hidden states, then one matmul.
     const rowBytes = c.hiddenSize * 4;
-    rec.copy(view(acts.v('lnf'), (n - 1) * rowBytes, rowBytes), this.hidden, rowBytes);
-    model.transformer.logits(rec, { buffer: this.hidden, offset: 0, size: c.hiddenSize * 4 }, { buffer: this.logitsBuffer, offset: 0, size: c.vocabSize * 4 });
+    for (let b = 0; b < B; b++) rec.copy(view(acts.v('lnf'), (b * S + last[b]) * rowBytes, rowBytes), view(scratch.hidden, b * rowBytes, rowBytes), rowBytes);
+    model.transformer.logits(rec, view(scratch.hidden, 0, B * rowBytes), view(scratch.logits, 0, B * c.vocabSize * 4), B);
     await rec.submit();
-    return this.model.gpu.readF32(this.logitsBuffer);
+    const all = await model.gpu.readF32(scratch.logits);
+    return Array.from({ length: B }, (_, b) => all.slice(b * c.vocabSize, (b + 1) * c.vocabSize));
   }
 
   async generate(prompt: number[], o: GenerateOptions): Promise<GenerateResult> {
+    return (await this.generateBatch([prompt], o))[0];
+  }
+
+  /**
+   * Continue each prompt; sequence b samples with its own generator seeded (seed + b), so a batch gives
+   * what generating each prompt alone would. onToken gets the token and its sequence's index.
+   */
+  async generateBatch(prompts: number[][], o: GenerateOptions): Promise<GenerateResult[]> {
     const c = this.model.config;
-    if (prompt.length === 0) throw new ShapeError('generate: the prompt is empty');
-    const total = prompt.length + o.maxNewTokens;
-    if (total > c.maxPositions) throw new ShapeError(`generate: ${total} tokens exceed the model's ${c.maxPositions} positions`);
-    for (const t of prompt) if (!Number.isInteger(t) || t < 0 || t >= c.vocabSize) throw new ShapeError(`generate: token ${t} is outside the vocabulary`);
-    this.ensureCache(total);
-    const stop = new Set(o.stopTokens ?? c.eosTokenIds);
-    const rand = rng(o.seed ?? 0);
-    const tokens: number[] = [];
-    const kept: Float32Array[] = [];
-    let logits = await this.step(prompt, 0);
-    for (let i = 0; i < o.maxNewTokens; i++) {
-      if (o.keepLogits) kept.push(logits);
-      const next = sampleToken(logits, o, rand);
-      tokens.push(next);
-      o.onToken?.(next);
-      if (stop.has(next)) return { tokens, stoppedBy: 'stop-token', logits: o.keepLogits ? kept : undefined };
-      if (i + 1 < o.maxNewTokens) logits = await this.step([next], prompt.length + i);
+    if (prompts.length === 0) throw new ShapeError('generate: no prompts');
+    if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1) throw new ShapeError(`generate: maxNewTokens must be a positive integer, got ${o.maxNewTokens}`);
+    for (const prompt of prompts) {
+      if (prompt.length === 0) throw new ShapeError('generate: the prompt is empty');
+      const total = prompt.length + o.maxNewTokens;
+      if (total > c.maxPositions) throw new ShapeError(`generate: ${total} tokens exceed the model's ${c.maxPositions} positions`);
+      for (const t of prompt) if (!Number.isInteger(t) || t < 0 || t >= c.vocabSize) throw new ShapeError(`generate: token ${t} is outside the vocabulary`);
     }
-    return { tokens, stoppedBy: 'max-new-tokens', logits: o.keepLogits ? kept : undefined };
+    const B = prompts.length;
+    const longest = Math.max(...prompts.map((p) => p.length));
+    this.ensureCache(B, longest + o.maxNewTokens);
+    const stop = new Set(o.stopTokens ?? c.eosTokenIds);
+    const rands = prompts.map((_, b) => rng((o.seed ?? 0) + b));
+    const results: GenerateResult[] = prompts.map(() => ({ tokens: [], stoppedBy: 'max-new-tokens', logits: o.keepLogits ? [] : undefined }));
+    const done = prompts.map(() => false);
+    const padded = prompts.map((p) => [...p, ...new Array<number>(longest - p.length).fill(0)]);
+    let logits = await this.step(padded, prompts.map(() => 0), prompts.map((p) => p.length - 1));
+    for (let i = 0; i < o.maxNewTokens; i++) {
+      const next = prompts.map((_, b) => {
+        if (done[b]) return 0; // finished sequences ride along; their outputs are ignored
+        const r = results[b];
+        r.logits?.push(logits[b]);
+        const token = sampleToken(logits[b], o, rands[b]);
+        r.tokens.push(token);
+        o.onToken?.(token, b);
+        if (stop.has(token)) {
+          r.stoppedBy = 'stop-token';
+          done[b] = true;
+        }
+        return token;
+      });
+      if (done.every(Boolean) || i + 1 === o.maxNewTokens) break;
+      logits = await this.step(next.map((t) => [t]), prompts.map((p) => p.length + i), prompts.map(() => 0));
+    }
+    return results;
   }
 
   destroy(): void {
     this.releaseCache();
-    this.model.gpu.destroyBuffer(this.hidden);
-    this.model.gpu.destroyBuffer(this.logitsBuffer);
+    this.releaseScratch();
   }
 }

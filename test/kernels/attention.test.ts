@@ -92,6 +92,42 @@ describe('attention over a KV cache (decoding)', () => {
   });
 });
 
+describe('attention over a batch of KV caches at different positions', () => {
+  it.each([
+    [1, null],
+    [3, null],
+    [2, 6],
+  ])('sequences of different lengths, %i new queries each, window %s', async (newRows, window) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const [nH, nKV, D, cacheRows] = [4, 2, 8, 40];
+    const lengths = [9, 23, 14]; // tokens written so far per sequence, the last newRows of them new
+    const B = lengths.length;
+    const cacheK = poisoned(gpu, B * cacheRows * nKV * D);
+    const cacheV = poisoned(gpu, B * cacheRows * nKV * D);
+    const q = new Float32Array(B * newRows * nH * D);
+    const want = new Float64Array(B * newRows * nH * D);
+    for (let b = 0; b < B; b++) {
+      const S = lengths[b];
+      const [qh, kh, vh] = [randn(S * nH * D, rand), randn(S * nKV * D, rand), randn(S * nKV * D, rand)];
+      gpu.write({ buffer: cacheK, offset: b * cacheRows * nKV * D * 4, size: kh.byteLength }, kh);
+      gpu.write({ buffer: cacheV, offset: b * cacheRows * nKV * D * 4, size: vh.byteLength }, vh);
+      q.set(qh.subarray((S - newRows) * nH * D), b * newRows * nH * D);
+      want.set(attentionForwardRef({ B: 1, S, nH, nKV, D, window }, qh, kh, vh).subarray((S - newRows) * nH * D), b * newRows * nH * D);
+    }
+    const qOffset = lengths.map((S) => S - newRows);
+    const o = poisoned(gpu, B * newRows * nH * D);
+    await gpu.run((rec) =>
+      attentionForward(rec, {
+        B, S: newRows, nH, nKV, headDim: D, window, q: gpu.upload(q), k: cacheK, v: cacheV, o, stats: poisoned(gpu, B * newRows * nH * 2),
+        cache: { kvRows: cacheRows, qOffset, offsets: gpu.upload(Uint32Array.from(qOffset)) },
+      }),
+    );
+    expect(compare(await gpu.readF32(o), want).rel, `seed ${seed}`).toBeLessThan(1e-4);
+  });
+});
+
 describe('naive attention (the benchmark baseline)', () => {
   it.each([
     [1, 1, 1, 1, 4],

@@ -57,6 +57,40 @@ describe.each(MODELS)('generation with a KV cache: %s', (_name, options) => {
   });
 });
 
+describe.each(MODELS)('batched generation: %s', (_name, options) => {
+  it('prompts of different lengths give what each gives alone, sampled and greedy, stopping on their own', async () => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const model = await CausalLM.fromCheckpoint(gpu, await openCheckpoint(memorySource(tinyModelFiles({ ...options, seed, initStd: 0.3 }))));
+    const gen = new Generator(model);
+    try {
+      const prompts = [3, 11, 1, 7].map((n) => Array.from({ length: n }, () => Math.floor(rand() * 256)));
+      for (const sampling of [{}, { temperature: 0.8, topK: 20 }]) {
+        const opts = { ...sampling, maxNewTokens: 6, stopTokens: [], keepLogits: true };
+        // Sequence b of a batch samples with seed + b.
+        const alone = [];
+        for (let b = 0; b < prompts.length; b++) alone.push(await gen.generate(prompts[b], { ...opts, seed: 5 + b }));
+        const seen: [number, number][] = [];
+        const batch = await gen.generateBatch(prompts, { ...opts, seed: 5, onToken: (t, b) => seen.push([t, b]) });
+        for (let b = 0; b < prompts.length; b++) {
+          expect(batch[b].tokens, `seed ${seed} sequence ${b}`).toEqual(alone[b].tokens);
+          for (let i = 0; i < 6; i++) expect(compare(batch[b].logits![i], alone[b].logits![i]).rel, `seed ${seed} sequence ${b} step ${i}`).toBeLessThan(1e-4);
+        }
+        expect(seen).toHaveLength(4 * 6);
+      }
+      // A sequence that meets its stop token ends there while the others go on.
+      const firstOfSecond = (await gen.generate(prompts[1], { maxNewTokens: 1, stopTokens: [] })).tokens[0];
+      const stopped = await gen.generateBatch(prompts, { maxNewTokens: 5, stopTokens: [firstOfSecond] });
+      expect(stopped[1]).toMatchObject({ tokens: [firstOfSecond], stoppedBy: 'stop-token' });
+      for (const r of stopped) expect(r.tokens.length === 5 || r.stoppedBy === 'stop-token').toBe(true);
+    } finally {
+      gen.destroy();
+      model.destroy();
+    }
+  });
+});
+
 describe('generation with LoRA', () => {
   it('gives the same tokens with the adapter unmerged and merged', async () => {
     const gpu = await testGpu();
