@@ -1,4 +1,4 @@
-import { FineTuner, openCheckpoint, requestDevice, successorRows, toBatchInput, urlSource, type Gpu } from '../src/index.js';
+import { FineTuner, openCheckpoint, requestDevice, sampleGenerations, successorRows, toBatchInput, urlSource, type Gpu } from '../src/index.js';
 import { formatKernelBench, runKernelBench } from '../bench/kernels.js';
 
 const deviceEl = document.getElementById('device')!;
@@ -39,6 +39,7 @@ async function finetune(gpu: Gpu, method: 'lora' | 'full'): Promise<void> {
     }
     const after = await ft.evaluate(heldOut);
     print(`held-out after: accuracy ${(100 * after.accuracy).toFixed(1)}%, loss ${after.loss.toFixed(3)}`);
+    print(await sampleGenerations(ft));
   } finally {
     ft.destroy();
   }

@@ -36,3 +36,22 @@ export function successorRows(rows: number, pairs: number, seed: number): TaskBa
 export function toBatchInput(t: TaskBatch) {
   return { ids: t.ids, lossMask: t.lossMask.flat() };
 }
+
+/** A query of the letter-successor task for generation: a few solved pairs, then "x>". */
+export interface SuccessorPrompt {
+  text: string;
+  ids: number[];
+  /** The letter that should come next. */
+  answer: string;
+}
+
+/** One prompt per letter in `letters`, each after `1 + i % 4` solved pairs (prompts of different lengths). */
+export function successorPrompts(letters: string, seed: number): SuccessorPrompt[] {
+  const context = successorRows(1, 4, seed).ids[0];
+  return [...letters].map((letter, i) => {
+    const x = letter.charCodeAt(0) - A;
+    if (!(x >= 0 && x < 26)) throw new RangeError(`successorPrompts: '${letter}' is not a lowercase letter`);
+    const ids = [...context.slice(0, 4 * (1 + (i % 4))), A + x, '>'.charCodeAt(0)];
+    return { text: String.fromCharCode(...ids), ids, answer: String.fromCharCode(A + ((x + 1) % 26)) };
+  });
+}

@@ -11,6 +11,7 @@ import { successorRows, toBatchInput } from '../data/tasks.js';
 import { resolveSource } from '../io/sources.js';
 import { openCheckpoint } from '../model/checkpoint.js';
 import { FineTuner } from '../train/finetuner.js';
+import { sampleGenerations } from '../train/samples.js';
 
 function flag(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -54,6 +55,7 @@ async function finetune(): Promise<void> {
   }
   const after = await ft.evaluate(heldOut);
   console.log(`\nheld-out after:  accuracy ${(100 * after.accuracy).toFixed(1)}%  loss ${after.loss.toFixed(3)}`);
+  console.log(await sampleGenerations(ft));
   ft.destroy();
   gpu.destroy();
 }
