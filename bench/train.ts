@@ -76,7 +76,7 @@ const PRESETS: Record<'software' | 'hardware', Preset> = {
   software: {
     models: [
       { name: 'tiny-llama', options: SHIPPED_MODELS['tiny-llama'], B: 8, S: 64 },
-      { name: 'llama-d512-L8', options: LARGE, B: 1, S: 64 },
+      { name: 'llama-d512-L8', options: LARGE, B: 1, S: 256 },
     ],
     steps: 2,
     attentionSeqs: [128, 256, 512, 1024],
