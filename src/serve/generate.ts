@@ -70,7 +70,7 @@ export function sampleToken(logits: Float32Array, o: SamplingOptions, rand: () =
 
 /**
  * Generation for one prompt or a batch of prompts of different lengths. A batch is prefilled together
- * (prompts right-padded to the longest; padding rows land in the cache past each prompt and are
+ * (prompts right-padded to a common length; padding rows land in the cache past each prompt and are
  * overwritten by its next tokens before anything reads them), then decoded in lockstep, one token per
  * sequence per step, each at its own position.
  */
@@ -166,12 +166,15 @@ export class Generator {
     }
     const B = prompts.length;
     const longest = Math.max(...prompts.map((p) => p.length));
-    this.ensureCache(B, longest + o.maxNewTokens);
+    // Prefill lengths are padded to a power of two (at least 8) so that prompts of many lengths share a
+    // few activation shapes instead of each allocating its own.
+    const prefill = Math.min(Math.max(8, 2 ** Math.ceil(Math.log2(longest))), c.maxPositions);
+    this.ensureCache(B, Math.max(prefill, longest + o.maxNewTokens));
     const stop = new Set(o.stopTokens ?? c.eosTokenIds);
     const rands = prompts.map((_, b) => rng((o.seed ?? 0) + b));
     const results: GenerateResult[] = prompts.map(() => ({ tokens: [], stoppedBy: 'max-new-tokens', logits: o.keepLogits ? [] : undefined }));
     const done = prompts.map(() => false);
-    const padded = prompts.map((p) => [...p, ...new Array<number>(longest - p.length).fill(0)]);
+    const padded = prompts.map((p) => [...p, ...new Array<number>(prefill - p.length).fill(0)]);
     let logits = await this.step(padded, prompts.map(() => 0), prompts.map((p) => p.length - 1));
     for (let i = 0; i < o.maxNewTokens; i++) {
       const next = prompts.map((_, b) => {

@@ -160,6 +160,11 @@ describe('sampling and stopping', () => {
       const first = (await gen.generate([1, 2, 3], { maxNewTokens: 1, stopTokens: [] })).tokens[0];
       const r = await gen.generate([1, 2, 3], { maxNewTokens: 10, stopTokens: [first] });
       expect(r).toMatchObject({ tokens: [first], stoppedBy: 'stop-token' });
+      // Prompts of other lengths in the same padded bucket allocate nothing new.
+      await gen.generate([1, 2, 3, 4, 5, 6], { maxNewTokens: 2, stopTokens: [] });
+      const buffers = gpu.memoryStats().buffers;
+      await gen.generate([7, 8, 9, 10, 11], { maxNewTokens: 3, stopTokens: [] });
+      expect(gpu.memoryStats().buffers).toBe(buffers);
       await expect(gen.generate([], { maxNewTokens: 2 })).rejects.toThrow(ShapeError);
       await expect(gen.generate([1], { maxNewTokens: 100 })).rejects.toThrow(/exceed/);
       await expect(gen.generate([999], { maxNewTokens: 1 })).rejects.toThrow(/vocabulary/);
