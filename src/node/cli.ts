@@ -5,13 +5,21 @@
  *   webgpu-finetune finetune   fine-tune a model on the shipped letter-successor task (defaults: the
  *                              shipped tiny Llama, LoRA) and report held-out accuracy before and after
  *     --model PATH|ID|URL  --method lora|full  --steps N  --lr X  --rank R  --batch B  --hub ENDPOINT
+ *   webgpu-finetune generate   continue a prompt with a model (default: the shipped tiny Llama)
+ *     --model PATH|ID|URL  --prompt TEXT  --max-new-tokens N  --temperature T  --top-k K  --top-p P
+ *     --seed S  --hub ENDPOINT
  */
 import { requestDevice } from '../node.js';
 import { successorRows, toBatchInput } from '../data/tasks.js';
 import { resolveSource } from '../io/sources.js';
 import { openCheckpoint } from '../model/checkpoint.js';
 import { FineTuner } from '../train/finetuner.js';
+import { CausalLM } from '../model/causal-lm.js';
+import { loadTokenizer } from '../data/tokenizer.js';
+import { Generator } from '../serve/generate.js';
 import { sampleGenerations } from '../train/samples.js';
+
+const shippedModel = new URL('../../public/models/tiny-llama', import.meta.url).pathname;
 
 function flag(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -19,7 +27,7 @@ function flag(name: string, fallback: string): string {
 }
 
 async function finetune(): Promise<void> {
-  const modelPath = flag('model', new URL('../../public/models/tiny-llama', import.meta.url).pathname);
+  const modelPath = flag('model', shippedModel);
   const method = flag('method', 'lora') as 'lora' | 'full';
   if (method !== 'lora' && method !== 'full') throw new Error(`--method must be lora or full, got ${method}`);
   const steps = Number(flag('steps', method === 'lora' ? '60' : '50'));
@@ -60,6 +68,33 @@ async function finetune(): Promise<void> {
   gpu.destroy();
 }
 
+async function generate(): Promise<void> {
+  const model = flag('model', shippedModel);
+  const hub = { endpoint: process.argv.includes('--hub') ? flag('hub', '') : undefined };
+  const number = (name: string, fallback: string) => {
+    const v = Number(flag(name, fallback));
+    if (!Number.isFinite(v)) throw new Error(`--${name} must be a number, got ${flag(name, fallback)}`);
+    return v;
+  };
+  const lm = await CausalLM.fromPretrained(model, { hub });
+  const tokenizer = await loadTokenizer(model, hub);
+  const gen = new Generator(lm);
+  try {
+    const prompt = flag('prompt', 'k>l;c>d;m>');
+    const ids = Array.from(tokenizer.encode(prompt, { add_special_tokens: false }) as number[]);
+    const out = await gen.generate(ids, {
+      maxNewTokens: number('max-new-tokens', '16'), temperature: number('temperature', '0'),
+      topK: number('top-k', '0'), topP: number('top-p', '1'), seed: number('seed', '0'),
+    });
+    console.log(`${prompt}${tokenizer.decode(out.tokens)}`);
+    console.log(`(${out.tokens.length} tokens, stopped by ${out.stoppedBy})`);
+  } finally {
+    gen.destroy();
+    lm.destroy();
+    lm.gpu.destroy();
+  }
+}
+
 async function info(): Promise<void> {
   const gpu = await requestDevice({ powerPreference: 'high-performance' });
   const l = gpu.limits;
@@ -73,7 +108,7 @@ async function info(): Promise<void> {
 }
 
 const command = process.argv[2] ?? 'info';
-const commands: Record<string, () => Promise<void>> = { info, finetune };
+const commands: Record<string, () => Promise<void>> = { info, finetune, generate };
 if (!commands[command]) {
   console.error(`unknown command '${command}'. Commands: ${Object.keys(commands).join(', ')}`);
   process.exit(2);

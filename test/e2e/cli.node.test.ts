@@ -1,0 +1,35 @@
+/** The command line, run as a user runs it (a child process through tsx). */
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const cli = fileURLToPath(new URL('../../src/node/cli.ts', import.meta.url));
+
+function run(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['--import', 'tsx', cli, ...args], { timeout: 120_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+describe('command line', () => {
+  it('generate continues a prompt with the shipped model', async () => {
+    const r = await run('generate', '--prompt', 'k>l;c>d;m>', '--max-new-tokens', '3', '--temperature', '0.7', '--seed', '3');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^k>l;c>d;m>/);
+    expect(r.stdout).toMatch(/\(([1-3]) tokens, stopped by (max-new-tokens|stop-token)\)/);
+  }, 120_000);
+
+  it('fails clearly on a missing model, a bad number and an unknown command', async () => {
+    const missing = await run('generate', '--model', '/nonexistent/model');
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/no config\.json/);
+    const bad = await run('generate', '--max-new-tokens', 'many');
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/--max-new-tokens must be a number/);
+    const unknown = await run('train-everything');
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/Commands: info, finetune, generate/);
+  }, 120_000);
+});
