@@ -75,25 +75,27 @@ export interface AttentionForwardArgs extends AttentionShape {
 export function attentionForward(rec: CommandRecorder, a: AttentionForwardArgs): void {
   checkShape('attentionForward', a);
   const rows = a.B * a.S;
-  const kvRows = a.cache?.kvRows ?? a.S;
-  const offsets = typeof a.cache?.qOffset === 'number' ? [a.cache.qOffset] : (a.cache?.qOffset ?? [0]);
-  const perSequence = !!a.cache && typeof a.cache.qOffset !== 'number';
-  if (a.cache) {
+  const cache = a.cache;
+  const kvRows = cache?.kvRows ?? a.S;
+  const offsets = cache ? (typeof cache.qOffset === 'number' ? [cache.qOffset] : cache.qOffset) : [0];
+  // Per-sequence offsets reach the kernel through this buffer; one shared offset through the uniforms.
+  const offsetsBuffer = cache && 'offsets' in cache ? cache.offsets : undefined;
+  if (cache) {
     requireDims('attentionForward', { kvRows });
     if (a.segments) throw new ShapeError('attentionForward: segments are not supported with a KV cache');
-    if (perSequence && offsets.length !== a.B) throw new ShapeError(`attentionForward: ${offsets.length} query offsets for ${a.B} sequences`);
+    if (offsetsBuffer && offsets.length !== a.B) throw new ShapeError(`attentionForward: ${offsets.length} query offsets for ${a.B} sequences`);
     for (const qOffset of offsets) {
       requireDims('attentionForward', { qOffset });
       if (qOffset + a.S > kvRows) throw new ShapeError(`attentionForward: positions up to ${qOffset + a.S} exceed the ${kvRows}-row cache`);
     }
-    if (perSequence) requireElements('attentionForward', 'offsets', (a.cache as { offsets: BufferLike }).offsets, a.B);
+    if (offsetsBuffer) requireElements('attentionForward', 'offsets', offsetsBuffer, a.B);
   }
   requireElements('attentionForward', 'q', a.q, rows * a.nH * a.headDim);
   requireElements('attentionForward', 'k', a.k, a.B * kvRows * a.nKV * a.headDim);
   requireElements('attentionForward', 'v', a.v, a.B * kvRows * a.nKV * a.headDim);
   requireElements('attentionForward', 'o', a.o, rows * a.nH * a.headDim);
   requireElements('attentionForward', 'stats', a.stats, rows * a.nH * 2);
-  if (!a.cache && (a.variant ?? rec.gpu.tuning.attentionVariant) === 'tiled') {
+  if (!cache && (a.variant ?? rec.gpu.tuning.attentionVariant) === 'tiled') {
     rec.dispatch({
       shader: 'attention',
       entryPoint: 'attention_forward_tiled',
@@ -109,9 +111,9 @@ export function attentionForward(rec: CommandRecorder, a: AttentionForwardArgs):
   rec.dispatch({
     shader: 'attention',
     entryPoint: 'attention_forward',
-    constants: { WG, SEGMENTS: !!a.segments, SEQ_OFFSETS: perSequence },
-    uniforms: params(a, kvRows, perSequence ? 0 : offsets[0]),
-    storage: [a.q, a.k, a.v, a.segments ?? unused, a.o, a.stats, undefined, undefined, undefined, undefined, perSequence ? (a.cache as { offsets: BufferLike }).offsets : unused],
+    constants: { WG, SEGMENTS: !!a.segments, SEQ_OFFSETS: !!offsetsBuffer },
+    uniforms: params(a, kvRows, offsetsBuffer ? 0 : offsets[0]),
+    storage: [a.q, a.k, a.v, a.segments ?? unused, a.o, a.stats, undefined, undefined, undefined, undefined, offsetsBuffer ?? unused],
     workgroups: launch1d(rec.gpu, rows * a.nH, WG),
     label: `attention forward ${a.B}x${a.S} h${a.nH}/${a.nKV} d${a.headDim}`,
   });
