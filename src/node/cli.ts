@@ -69,15 +69,15 @@ async function finetune(): Promise<void> {
 }
 
 async function generate(): Promise<void> {
-  const model = flag('model', shippedModel);
   const hub = { endpoint: process.argv.includes('--hub') ? flag('hub', '') : undefined };
+  const source = await resolveSource(flag('model', shippedModel), hub);
   const number = (name: string, fallback: string) => {
     const v = Number(flag(name, fallback));
     if (!Number.isFinite(v)) throw new Error(`--${name} must be a number, got ${flag(name, fallback)}`);
     return v;
   };
-  const lm = await CausalLM.fromPretrained(model, { hub });
-  const tokenizer = await loadTokenizer(model, hub);
+  const lm = await CausalLM.fromPretrained(source);
+  const tokenizer = await loadTokenizer(source);
   const gen = new Generator(lm);
   try {
     const prompt = flag('prompt', 'k>l;c>d;m>');
