@@ -133,8 +133,8 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: 'software' | '
   const rows: TrainRow[] = [];
   for (const m of preset.models) {
     const ckpt = await openCheckpoint(memorySource(tinyModelFiles(m.options)));
-    const large = m === preset.models[preset.models.length - 1];
-    for (const method of large ? (['full', 'lora', 'lora-separate'] as const) : (['full', 'lora'] as const)) {
+    const isLarge = m === preset.models[preset.models.length - 1];
+    for (const method of isLarge ? (['full', 'lora', 'lora-separate'] as const) : (['full', 'lora'] as const)) {
       const opts: FineTuneOptions = method === 'full'
         ? { method, optimizer: { lr: 1e-4 } }
         : { method: 'lora', lora: { rank: 16, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], fused: method === 'lora' }, optimizer: { lr: 1e-4 } };
