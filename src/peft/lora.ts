@@ -130,18 +130,12 @@ export class Lora implements LinearAdapter {
     return this.training && (this.options.dropout ?? 0) > 0;
   }
 
-  /** A per-shape [T, width] scratch buffer (the dropped-out input), shared by the modules of that width. */
-  private scratchBuffer(acts: Activations, kind: string, width: number): GPUBuffer {
-    const bufs = this.buffers(acts);
-    const key = `${kind}:${width}`;
-    let b = bufs.get(key);
-    if (!b) bufs.set(key, (b = this.gpu.createBuffer(acts.T * width * 4, undefined, `lora ${key}`)));
-    return b;
-  }
-
-  /** dropout(x) with this module's mask for the current step. */
+  /** dropout(x) with this module's mask for the current step, in a per-shape buffer shared by the modules of that input width. */
   private droppedInput(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, inDim: number): GPUBuffer {
-    const xd = this.scratchBuffer(acts, 'xd', inDim);
+    const bufs = this.buffers(acts);
+    const key = `xd:${inDim}`;
+    let xd = bufs.get(key);
+    if (!xd) bufs.set(key, (xd = this.gpu.createBuffer(acts.T * inDim * 4, undefined, `lora ${key}`)));
     elementwise(rec, { op: 'dropout', y: xd, x, n: acts.T * inDim, dropout: { p: this.options.dropout!, seed: this.dropoutSeed(name) } });
     return xd;
   }
