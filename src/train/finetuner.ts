@@ -51,16 +51,9 @@ export class FineTuner {
     readonly model: CausalLM,
     readonly options: FineTuneOptions,
   ) {
-    if (options.method === 'lora') {
-      this.lora = new Lora(gpu, model.config, options.lora ?? { rank: 8 });
-      model.transformer.adapter = this.lora;
-      const lora = this.lora;
-      this.optimizer = new AdamW(gpu, { names: lora.names, param: (n) => lora.params.view(n), grads: lora.grads }, options.optimizer);
-    } else {
-      this.lora = null;
-      const grads = model.grads!;
-      this.optimizer = new AdamW(gpu, { names: model.trainableNames, param: (n) => model.params.view(n), grads }, options.optimizer);
-    }
+    this.lora = options.method === 'lora' ? new Lora(gpu, model.config, options.lora ?? { rank: 8 }) : null;
+    if (this.lora) model.transformer.adapter = this.lora;
+    this.optimizer = new AdamW(gpu, { ...this.trainable(), grads: this.lora?.grads ?? model.grads! }, options.optimizer);
   }
 
   /**
