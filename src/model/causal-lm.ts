@@ -123,8 +123,9 @@ export class CausalLM {
     return acts;
   }
 
-  prepare(batch: BatchInput): PreparedBatch {
-    return prepareBatch(batch, this.config.vocabSize, this.config.maxPositions);
+  /** Validate and plan a batch for this model; an already prepared batch is returned as is. */
+  prepare(batch: BatchInput | PreparedBatch): PreparedBatch {
+    return 'embedPlan' in batch ? batch : prepareBatch(batch, this.config.vocabSize, this.config.maxPositions);
   }
 
   zeroGrads(rec: CommandRecorder): void {
@@ -148,7 +149,7 @@ export class CausalLM {
 
   /** Mean loss over the batch's target tokens (and gradients of it, with `withGrad`). */
   async loss(input: BatchInput | PreparedBatch, withGrad = false): Promise<number> {
-    const batch = 'embedPlan' in input ? input : this.prepare(input);
+    const batch = this.prepare(input);
     const count = Math.max(batch.targetCount, 1);
     const rec = this.gpu.recorder();
     if (withGrad) this.zeroGrads(rec);

@@ -78,7 +78,7 @@ export class FineTuner {
   }
 
   async step(input: BatchInput | PreparedBatch): Promise<StepResult> {
-    const batch = 'embedPlan' in input ? input : this.model.prepare(input);
+    const batch = this.model.prepare(input);
     const count = Math.max(batch.targetCount, 1);
     const rec = this.gpu.recorder();
     if (this.micro === 0) {
@@ -109,7 +109,7 @@ export class FineTuner {
   }
 
   async evaluate(input: BatchInput | PreparedBatch): Promise<EvalResult> {
-    const batch = 'embedPlan' in input ? input : this.model.prepare(input);
+    const batch = this.model.prepare(input);
     const rec = this.gpu.recorder();
     const acts = this.model.record(rec, batch);
     await rec.submit();
