@@ -76,7 +76,7 @@ export function sampleToken(logits: Float32Array, o: SamplingOptions, rand: () =
  */
 export class Generator {
   private cache: KvCache | null = null;
-  private scratch: { rows: number; hidden: GPUBuffer; logits: GPUBuffer; starts: GPUBuffer } | null = null;
+  private scratch: { batch: number; hidden: GPUBuffer; logits: GPUBuffer; starts: GPUBuffer } | null = null;
 
   constructor(readonly model: CausalLM) {}
 
@@ -92,11 +92,11 @@ export class Generator {
 
   /** Per-batch-size buffers: the last hidden state and logits of each sequence, and the start positions. */
   private ensureScratch(batch: number) {
-    if (this.scratch?.rows === batch) return this.scratch;
+    if (this.scratch?.batch === batch) return this.scratch;
     this.releaseScratch();
     const { gpu, config: c } = this.model;
     this.scratch = {
-      rows: batch,
+      batch,
       hidden: gpu.createBuffer(batch * c.hiddenSize * 4, undefined, 'generate hidden'),
       logits: gpu.createBuffer(batch * c.vocabSize * 4, undefined, 'generate logits'),
       starts: gpu.createBuffer(batch * 4, undefined, 'generate positions'),
