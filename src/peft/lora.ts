@@ -12,7 +12,7 @@ import { elementwise } from '../kernels/elementwise.js';
 import { matmul, type LowRankTerm } from '../kernels/matmul.js';
 import { Arena, arenaLimit, planArena } from '../model/arena.js';
 import type { ModelConfig } from '../model/config.js';
-import { paramSpecs } from '../model/layout.js';
+import { hfMappings, paramSpecs } from '../model/layout.js';
 import type { Activations, LinearAdapter } from '../model/transformer.js';
 import { hash32, rng } from '../util/random.js';
 
@@ -35,13 +35,6 @@ export interface LoraOptions {
   fused?: boolean;
 }
 
-/** Engine module -> Hugging Face module path inside a layer, for PEFT's tensor names. */
-const HF_MODULES: Record<string, Record<string, string>> = {
-  llama: { q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj', o: 'self_attn.o_proj', gate: 'mlp.gate_proj', up: 'mlp.up_proj', down: 'mlp.down_proj' },
-  // GPT-2's q, k and v are one fused c_attn in Hugging Face; separate adapters on them have no PEFT name.
-  gpt2: { o: 'attn.c_proj', fc: 'mlp.c_fc', proj: 'mlp.c_proj' },
-};
-
 const ALIASES: Record<string, string> = {
   q_proj: 'q', k_proj: 'k', v_proj: 'v', o_proj: 'o', gate_proj: 'gate', up_proj: 'up', down_proj: 'down', c_fc: 'fc', out_proj: 'o',
 };
@@ -57,6 +50,12 @@ export class Lora implements LinearAdapter {
   training = false;
   private round = 0;
   private readonly moduleIndex = new Map<string, number>();
+  /**
+   * Engine module -> Hugging Face module path (layers.0.q -> model.layers.0.self_attn.q_proj), from the
+   * model's weight mappings. Only weights that map one to one: GPT-2's q, k and v are one fused c_attn
+   * in Hugging Face, so separate adapters on them have no PEFT name.
+   */
+  private readonly hfModules: Map<string, string>;
   private readonly scratch = new Map<string, Map<string, GPUBuffer>>();
 
   constructor(
@@ -77,6 +76,13 @@ export class Lora implements LinearAdapter {
       if (m && targets.has(m[2])) this.modules.set(m[1], { out: spec.shape[0], in: spec.shape[1] });
     }
     [...this.modules.keys()].forEach((name, i) => this.moduleIndex.set(name, i));
+    const weight = (n: string) => n.endsWith('.weight');
+    const module = (n: string) => n.slice(0, -'.weight'.length);
+    this.hfModules = new Map(
+      hfMappings(config)
+        .filter((m) => m.parts.length === 1 && weight(m.parts[0]) && weight(m.hfName))
+        .map((m) => [module(m.parts[0]), module(m.hfName)]),
+    );
     const found = new Set([...this.modules.keys()].map((k) => k.split('.')[2]));
     const missing = [...targets].filter((t) => !found.has(t));
     if (missing.length) throw new ShapeError(`LoRA target modules ${missing.join(', ')} do not exist in ${config.architecture}`);
@@ -104,11 +110,9 @@ export class Lora implements LinearAdapter {
    * self_attn.q_proj.lora_A.weight (shapes as PEFT: A [r, in], B [out, r]); null when PEFT has none.
    */
   peftName(name: string): string | null {
-    const m = /^layers\.(\d+)\.(\w+)\.(lora_[AB])$/.exec(name);
-    const hf = m && HF_MODULES[this.config.family][m[2]];
-    if (!m || !hf) return null;
-    const prefix = this.config.family === 'gpt2' ? `transformer.h.${m[1]}` : `model.layers.${m[1]}`;
-    return `base_model.model.${prefix}.${hf}.${m[3]}.weight`;
+    const m = /^(layers\.\d+\.\w+)\.(lora_[AB])$/.exec(name);
+    const hf = m && this.hfModules.get(m[1]);
+    return hf ? `base_model.model.${hf}.${m![2]}.weight` : null;
   }
 
   /** The engine name of a PEFT tensor name (inverse of peftName), or null. */

@@ -4,6 +4,7 @@ import { memorySource } from '../../src/io/sources.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { tinyModelFiles } from '../../src/model/tiny.js';
 import { FineTuner } from '../../src/train/finetuner.js';
+import { Lora } from '../../src/peft/lora.js';
 import { compare, randn, rng, testGpu } from '../helpers.js';
 
 const files = tinyModelFiles({ architecture: 'llama', seed: 5, hiddenSize: 32, intermediateSize: 48, numLayers: 2, numHeads: 4, numKvHeads: 2, initStd: 0.2, maxPositions: 64 });
@@ -95,6 +96,18 @@ describe('LoRA, as PEFT tests it', () => {
     expect(() => ft.writeTensor(name, new Float32Array(3))).toThrow(/needs 128 values/);
     expect(() => ft.writeTensor('model.layers.9.mlp.up_proj.weight', new Float32Array(3))).toThrow(/not a tensor/);
     ft.destroy();
+  });
+
+  it('names GPT-2 adapters as PEFT does; q, k and v (one fused c_attn there) have no PEFT name', async () => {
+    const gpu = await testGpu();
+    const config = (await openCheckpoint(memorySource(tinyModelFiles({ architecture: 'gpt2', hiddenSize: 16, numLayers: 2, numHeads: 2 })))).config;
+    const lora = new Lora(gpu, config, { rank: 2, targetModules: ['q', 'o', 'fc', 'proj'] });
+    expect(lora.peftName('layers.1.o.lora_A')).toBe('base_model.model.transformer.h.1.attn.c_proj.lora_A.weight');
+    expect(lora.peftName('layers.0.fc.lora_B')).toBe('base_model.model.transformer.h.0.mlp.c_fc.lora_B.weight');
+    expect(lora.peftName('layers.0.proj.lora_A')).toBe('base_model.model.transformer.h.0.mlp.c_proj.lora_A.weight');
+    expect(lora.peftName('layers.0.q.lora_A')).toBeNull();
+    expect(lora.fromPeftName('base_model.model.transformer.h.1.attn.c_proj.lora_A.weight')).toBe('layers.1.o.lora_A');
+    lora.destroy();
   });
 
   it('rejects target modules the architecture does not have', async () => {
