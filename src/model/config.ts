@@ -96,6 +96,7 @@ export function parseConfig(input: string | Json): ModelConfig {
   if (architecture === 'GPT2LMHeadModel') {
     const hiddenSize = int(raw, 'n_embd');
     const numHeads = int(raw, 'n_head');
+    const numLayers = int(raw, 'n_layer');
     if (hiddenSize % numHeads) throw new InvalidConfigError(`n_embd ${hiddenSize} is not divisible by n_head ${numHeads}`);
     const act = String(raw.activation_function ?? 'gelu_new');
     if (act !== 'gelu_new' && act !== 'gelu') throw new InvalidConfigError(`activation_function '${act}' is not supported (gelu_new, gelu)`);
@@ -105,7 +106,7 @@ export function parseConfig(input: string | Json): ModelConfig {
       vocabSize: int(raw, 'vocab_size'),
       hiddenSize,
       intermediateSize: raw.n_inner == null ? 4 * hiddenSize : int(raw, 'n_inner'),
-      numLayers: int(raw, 'n_layer'),
+      numLayers,
       numHeads,
       numKvHeads: numHeads,
       headDim: hiddenSize / numHeads,
@@ -119,7 +120,7 @@ export function parseConfig(input: string | Json): ModelConfig {
       outputBias: true,
       mlpBias: true,
       slidingWindow: null,
-      layerWindows: new Array<null>(int(raw, 'n_layer')).fill(null),
+      layerWindows: new Array<null>(numLayers).fill(null),
     };
   }
 
@@ -171,10 +172,8 @@ export function parseConfig(input: string | Json): ModelConfig {
  */
 function slidingWindows(raw: Json, architecture: string, numLayers: number): Pick<ModelConfig, 'slidingWindow' | 'layerWindows'> {
   const none = { slidingWindow: null, layerWindows: new Array<null>(numLayers).fill(null) };
-  const size = raw.sliding_window;
-  if (size == null) return none;
-  if (!Number.isSafeInteger(size) || (size as number) < 1) throw new InvalidConfigError(`sliding_window must be a positive integer, got ${JSON.stringify(size)}`);
-  const window = size as number;
+  if (raw.sliding_window == null) return none;
+  const window = int(raw, 'sliding_window');
   let sliding: boolean[];
   if (Array.isArray(raw.layer_types)) {
     if (raw.layer_types.length !== numLayers) throw new InvalidConfigError(`layer_types lists ${raw.layer_types.length} layers, num_hidden_layers is ${numLayers}`);
