@@ -2,6 +2,7 @@
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { f32, u32 } from '../gpu/recorder.js';
+import { dropoutThreshold } from '../util/random.js';
 import { launch1d, requireDims, requireElements } from './common.js';
 
 export type ElementwiseOp = 'scale' | 'axpy' | 'addcmul' | 'sqrtAffine' | 'addcdiv' | 'add' | 'dropout' | 'dropoutAdd';
@@ -49,7 +50,7 @@ export function elementwise(rec: CommandRecorder, { op, y, x, z, n, s0 = 1, s1 =
       f32(dropout ? 1 / (1 - dropout.p) : s0),
       f32(s1),
       u32(dropout ? dropout.seed >>> 0 : 0),
-      u32(dropout ? Math.min(Math.floor(dropout.p * 2 ** 32), 2 ** 32 - 1) : 0),
+      u32(dropout ? dropoutThreshold(dropout.p) : 0),
     ],
     storage: [y, spec.x ? x : rec.gpu.placeholder(), spec.z ? z : rec.gpu.placeholder()],
     workgroups: launch1d(rec.gpu, Math.ceil(n / per), WG),

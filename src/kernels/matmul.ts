@@ -6,6 +6,7 @@ import { ShapeError } from '../errors.js';
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { f32, u32 } from '../gpu/recorder.js';
+import { dropoutThreshold } from '../util/random.js';
 import { requireDims, requireElements } from './common.js';
 
 export type MatmulVariant = 'tiled' | 'direct';
@@ -86,7 +87,7 @@ export function matmul(rec: CommandRecorder, args: MatmulArgs): void {
     uniforms: [
       u32(M), u32(N), u32(K), u32(batch), u32(strideA), u32(strideB), u32(strideC), f32(args.alpha ?? 1),
       u32(lr?.rank ?? 0), f32((lr?.scale ?? 1) * dropoutScale), u32(lr?.dropout ? lr.dropout.seed >>> 0 : 0),
-      u32(lr?.dropout ? Math.min(Math.floor(lr.dropout.p * 2 ** 32), 2 ** 32 - 1) : 0),
+      u32(lr?.dropout ? dropoutThreshold(lr.dropout.p) : 0),
     ],
     storage: [args.a, args.b, args.c, args.bias ?? unused, lr?.u ?? unused, lr?.v ?? unused],
     workgroups: [Math.ceil(N / tile), Math.ceil(M / tile), batch],

@@ -31,7 +31,12 @@ export function hash32(x: number): number {
   return h >>> 0;
 }
 
-/** The dropout kernel's mask: element i is kept when hash32(i ^ hash32(seed)) >= p * 2^32. */
+/** The u32 a hash must reach for dropout probability p to keep an element: p * 2^32, within u32. */
+export function dropoutThreshold(p: number): number {
+  return Math.min(Math.floor(p * 2 ** 32), 2 ** 32 - 1);
+}
+
+/** The dropout kernels' mask: element i is kept when hash32(i ^ hash32(seed)) >= dropoutThreshold(p). */
 export function dropoutKeep(i: number, seed: number, p: number): boolean {
-  return hash32((i ^ hash32(seed)) >>> 0) >= Math.min(Math.floor(p * 2 ** 32), 2 ** 32 - 1);
+  return hash32((i ^ hash32(seed)) >>> 0) >= dropoutThreshold(p);
 }
