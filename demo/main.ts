@@ -1,4 +1,4 @@
-import { FineTuner, openCheckpoint, requestDevice, sampleGenerations, successorRows, toBatchInput, urlSource, type Gpu } from '../src/index.js';
+import { FineTuner, openCheckpoint, requestDevice, SUCCESSOR_DEFAULTS, successorFineTuneOptions, trainOnSuccessor, urlSource, type Gpu } from '../src/index.js';
 import { formatKernelBench, runKernelBench } from '../bench/kernels.js';
 
 const deviceEl = document.getElementById('device')!;
@@ -22,24 +22,9 @@ async function finetune(gpu: Gpu, method: 'lora' | 'full'): Promise<void> {
   const source = urlSource(new URL('/models/tiny-llama', location.href).href);
   const ckpt = await openCheckpoint(source);
   print(`model: ${source.description} (${ckpt.config.architecture}, ${ckpt.config.numLayers} layers)`);
-  const steps = method === 'lora' ? 60 : 50;
-  const ft = await FineTuner.create(gpu, ckpt, {
-    method,
-    lora: { rank: 16, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] },
-    optimizer: { lr: method === 'lora' ? 1e-2 : 3e-3, warmupSteps: 5, totalSteps: steps, schedule: 'cosine' },
-  });
+  const ft = await FineTuner.create(gpu, ckpt, successorFineTuneOptions(ckpt.config, method, SUCCESSOR_DEFAULTS[method]));
   try {
-    const heldOut = toBatchInput(successorRows(64, 8, 1_000_000));
-    const before = await ft.evaluate(heldOut);
-    print(`held-out before: accuracy ${(100 * before.accuracy).toFixed(1)}%, loss ${before.loss.toFixed(3)}`);
-    const t0 = performance.now();
-    for (let s = 0; s < steps; s++) {
-      const r = await ft.step(toBatchInput(successorRows(16, 8, s)));
-      if (s % 10 === 0 || s === steps - 1) print(`step ${s + 1}: loss ${r.loss.toFixed(4)} (${(((s + 1) * 512) / ((performance.now() - t0) / 1000)).toFixed(0)} tokens/s)`);
-    }
-    const after = await ft.evaluate(heldOut);
-    print(`held-out after: accuracy ${(100 * after.accuracy).toFixed(1)}%, loss ${after.loss.toFixed(3)}`);
-    print(await sampleGenerations(ft));
+    await trainOnSuccessor(ft, { steps: SUCCESSOR_DEFAULTS[method].steps, rows: 16, log: print });
   } finally {
     ft.destroy();
   }

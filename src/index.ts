@@ -19,6 +19,6 @@ export * from './optim/schedule.js';
 export * from './optim/adamw.js';
 export * from './peft/lora.js';
 export * from './train/finetuner.js';
-export * from './train/samples.js';
+export * from './train/successor.js';
 export * from './io/files.js';
 export * from './serve/generate.js';

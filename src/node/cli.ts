@@ -10,14 +10,13 @@
  *     --seed S  --hub ENDPOINT
  */
 import { requestDevice } from '../node.js';
-import { successorRows, toBatchInput } from '../data/tasks.js';
 import { resolveSource } from '../io/sources.js';
 import { openCheckpoint } from '../model/checkpoint.js';
 import { FineTuner } from '../train/finetuner.js';
 import { CausalLM } from '../model/causal-lm.js';
 import { loadTokenizer } from '../data/tokenizer.js';
 import { Generator } from '../serve/generate.js';
-import { sampleGenerations } from '../train/samples.js';
+import { SUCCESSOR_DEFAULTS, successorFineTuneOptions, trainOnSuccessor } from '../train/successor.js';
 
 const shippedModel = new URL('../../public/models/tiny-llama', import.meta.url).pathname;
 
@@ -30,8 +29,8 @@ async function finetune(): Promise<void> {
   const modelPath = flag('model', shippedModel);
   const method = flag('method', 'lora') as 'lora' | 'full';
   if (method !== 'lora' && method !== 'full') throw new Error(`--method must be lora or full, got ${method}`);
-  const steps = Number(flag('steps', method === 'lora' ? '60' : '50'));
-  const lr = Number(flag('lr', method === 'lora' ? '1e-2' : '3e-3'));
+  const steps = Number(flag('steps', String(SUCCESSOR_DEFAULTS[method].steps)));
+  const lr = Number(flag('lr', String(SUCCESSOR_DEFAULTS[method].lr)));
   const rows = Number(flag('batch', '16'));
   const gpu = await requestDevice({ powerPreference: 'high-performance' });
   console.log(`device: ${gpu.describe()}`);
@@ -39,31 +38,11 @@ async function finetune(): Promise<void> {
   const ckpt = await openCheckpoint(source);
   const c = ckpt.config;
   console.log(`model:  ${source.description}: ${c.architecture}, ${c.numLayers} layers, d=${c.hiddenSize}, vocab ${c.vocabSize}`);
-  const ft = await FineTuner.create(gpu, ckpt, {
-    method,
-    lora: { rank: Number(flag('rank', '16')), targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down', 'fc', 'proj'].filter((m) => c.family === 'gpt2' ? ['q', 'k', 'v', 'o', 'fc', 'proj'].includes(m) : !['fc', 'proj'].includes(m)) },
-    optimizer: { lr, warmupSteps: 5, totalSteps: steps, schedule: 'cosine', weightDecay: method === 'full' ? 0.01 : 0 },
-  });
+  const ft = await FineTuner.create(gpu, ckpt, successorFineTuneOptions(c, method, { steps, lr, rank: Number(flag('rank', '16')) }));
   const trainable = method === 'lora' ? ft.lora!.names.length : ft.model.trainableNames.length;
   console.log(`method: ${method}${method === 'lora' ? ` (rank ${ft.lora!.options.rank}, ${trainable} adapter tensors)` : ` (${trainable} tensors)`}, ${steps} steps, lr ${lr}`);
   console.log('task:   letter successor ("x>y;" pairs, loss on y), held-out rows from another seed\n');
-  const heldOut = toBatchInput(successorRows(64, 8, 1_000_000));
-  const before = await ft.evaluate(heldOut);
-  console.log(`held-out before: accuracy ${(100 * before.accuracy).toFixed(1)}%  loss ${before.loss.toFixed(3)}  (chance 3.8%)`);
-  const t0 = performance.now();
-  let tokens = 0;
-  for (let s = 0; s < steps; s++) {
-    const batch = toBatchInput(successorRows(rows, 8, s));
-    const r = await ft.step(batch);
-    tokens += rows * 32;
-    if (s % 10 === 0 || s === steps - 1) {
-      const sec = (performance.now() - t0) / 1000;
-      console.log(`step ${String(s + 1).padStart(4)}  loss ${r.loss.toFixed(4)}  lr ${r.lr.toExponential(2)}  ${(tokens / sec).toFixed(0)} tokens/s`);
-    }
-  }
-  const after = await ft.evaluate(heldOut);
-  console.log(`\nheld-out after:  accuracy ${(100 * after.accuracy).toFixed(1)}%  loss ${after.loss.toFixed(3)}`);
-  console.log(await sampleGenerations(ft));
+  await trainOnSuccessor(ft, { steps, rows, log: (line) => console.log(line) });
   ft.destroy();
   gpu.destroy();
 }
