@@ -5,6 +5,7 @@ export * from './kernels/index.js';
 export * from './io/bytes.js';
 export * from './io/safetensors.js';
 export * from './io/sources.js';
+export { NetworkError, type HttpOptions, type NetworkFailure } from './io/http.js';
 export * from './model/config.js';
 export * from './model/weights.js';
 export * from './model/layout.js';

@@ -4,19 +4,59 @@
  * The class is chosen the way AutoTokenizer does, by tokenizer_config.tokenizer_class.
  */
 import type { PreTrainedTokenizer } from '@huggingface/transformers';
+import { WebGPUFinetuneError } from '../errors.js';
 import { ModelSourceError, readJson, resolveSource, type HubOptions, type SourceLike } from '../io/sources.js';
+import { brief } from '../io/strict-json.js';
 
 export type Tokenizer = PreTrainedTokenizer;
+
+/** A tokenizer file that is malformed or that the tokenizer library cannot build a tokenizer from. */
+export class InvalidTokenizerError extends WebGPUFinetuneError {
+  constructor(
+    readonly file: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super('invalid-tokenizer', `${file}: ${message}`, options);
+  }
+}
+
+/** tokenizer.json can be tens of megabytes (large vocabularies); beyond this it is refused unread. */
+const MAX_TOKENIZER_BYTES = 256 << 20;
+
+async function readObject(source: { description: string }, read: () => Promise<unknown>, file: string): Promise<Record<string, unknown> | null> {
+  let json: unknown;
+  try {
+    json = await read();
+  } catch (e) {
+    // Network failures and unsafe names stay what they are; a malformed file is the tokenizer's fault.
+    if (!(e instanceof ModelSourceError) || !/is not valid (JSON|UTF-8)|over the/.test(e.message)) throw e;
+    const prefix = `${source.description}: ${file} `;
+    throw new InvalidTokenizerError(`${source.description}: ${file}`, e.message.startsWith(prefix) ? e.message.slice(prefix.length) : e.message, { cause: e });
+  }
+  if (json === null) return null;
+  if (typeof json !== 'object' || Array.isArray(json)) throw new InvalidTokenizerError(`${source.description}: ${file}`, 'is not a JSON object');
+  return json as Record<string, unknown>;
+}
 
 /** The tokenizer of a model: the same sources as the weights (hub id or URL, folder, File objects). */
 export async function loadTokenizer(from: SourceLike, hub: HubOptions = {}): Promise<Tokenizer> {
   const source = await resolveSource(from, hub);
-  const json = await readJson<Record<string, unknown>>(source, 'tokenizer.json');
+  const json = await readObject(source, () => readJson(source, 'tokenizer.json', MAX_TOKENIZER_BYTES), 'tokenizer.json');
   if (!json) throw new ModelSourceError(`${source.description} has no tokenizer.json (only fast tokenizers are supported)`);
-  const config = (await readJson<Record<string, unknown>>(source, 'tokenizer_config.json')) ?? {};
+  const config = (await readObject(source, () => readJson(source, 'tokenizer_config.json'), 'tokenizer_config.json')) ?? {};
   // Loaded on first use: the package is large and only tokenization needs it.
   const transformers = (await import('@huggingface/transformers')) as unknown as Record<string, unknown>;
   const name = String(config.tokenizer_class ?? 'PreTrainedTokenizer').replace(/Fast$/, '');
   const Class = (transformers[name] ?? transformers.PreTrainedTokenizer) as new (json: unknown, config: unknown) => Tokenizer;
-  return new Class(json, config);
+  // The library reports malformed files with plain Errors and TypeErrors, some only on first use, so a
+  // tokenizer is built and tried once here and any failure is named after its file.
+  try {
+    const tokenizer = new Class(json, config);
+    tokenizer.decode(tokenizer.encode('a'));
+    return tokenizer;
+  } catch (e) {
+    const message = e instanceof Error ? e.message : String(e);
+    throw new InvalidTokenizerError(`${source.description}: tokenizer.json`, `the tokenizer library cannot use it (${brief(message, 160)})`, { cause: e });
+  }
 }

@@ -98,6 +98,8 @@ export class Gpu {
   submitCount = 0;
 
   private lostError: DeviceLostError | null = null;
+  /** Rejections of the operations now waiting on the device, called if it is lost (see untilLost). */
+  private readonly lostWaiters = new Set<(e: DeviceLostError) => void>();
   private pendingErrors: WebGPUFinetuneError[] = [];
   private scopeChecks = new Set<Promise<void>>();
   private uniforms: GPUBuffer | null = null;
@@ -141,8 +143,10 @@ export class Gpu {
     this.pipelines = new PipelineCache(device, SHADERS);
     this.pool = new BufferPool(this);
     this.lost = device.lost.then((info) => {
-      this.lostError = new DeviceLostError(String(info.reason ?? 'unknown'), info.message);
-      return this.lostError;
+      const error = (this.lostError = new DeviceLostError(String(info.reason ?? 'unknown'), info.message));
+      for (const reject of this.lostWaiters) reject(error);
+      this.lostWaiters.clear();
+      return error;
     });
     device.onuncapturederror = (event: GPUUncapturedErrorEvent) => {
       this.pendingErrors.push(toTypedError(event.error));
@@ -182,12 +186,18 @@ export class Gpu {
     }
   }
 
-  createBuffer(size: number, usage: number = STORAGE, label = 'buffer'): GPUBuffer {
-    this.throwIfFailed();
+  /** Throws BufferTooLargeError when a buffer of `size` bytes exceeds the device's maxBufferSize. */
+  checkBufferSize(size: number, label = 'buffer'): void {
     const bytes = Math.max(4, Math.ceil(size / 4) * 4);
     if (bytes > this.limits.maxBufferSize) {
       throw new BufferTooLargeError(`buffer '${label}'`, bytes, this.limits.maxBufferSize, 'maxBufferSize');
     }
+  }
+
+  createBuffer(size: number, usage: number = STORAGE, label = 'buffer'): GPUBuffer {
+    this.throwIfFailed();
+    this.checkBufferSize(size, label);
+    const bytes = Math.max(4, Math.ceil(size / 4) * 4);
     const buffer = this.device.createBuffer({ size: bytes, usage, label: `${this.labelPrefix}:${label}` });
     this.memory.currentBytes += bytes;
     this.memory.buffers++;
@@ -284,7 +294,7 @@ export class Gpu {
   /** Wait for all submitted work; surfaces device loss and uncaptured errors. */
   async sync(): Promise<void> {
     this.throwIfFailed();
-    await Promise.race([this.device.queue.onSubmittedWorkDone(), this.lost]);
+    await this.untilLost(this.device.queue.onSubmittedWorkDone());
     await Promise.all(this.scopeChecks);
     this.throwIfFailed();
   }
@@ -360,18 +370,38 @@ export class Gpu {
   }
 
   private async mapOrFail(buffer: GPUBuffer): Promise<void> {
-    await Promise.race([
-      buffer.mapAsync(0x0001 /* GPUMapMode.READ */),
-      this.lost.then((e) => {
-        throw e;
-      }),
-    ]);
+    await this.untilLost(buffer.mapAsync(0x0001 /* GPUMapMode.READ */));
+  }
+
+  /**
+   * `work`, or the device-lost error if the device is lost first. Racing `work` against the `lost`
+   * promise would leave a reaction on that never-settling promise per call (a heap leak of every
+   * readback); a waiter set entry is removed as soon as `work` settles.
+   */
+  private untilLost<T>(work: Promise<T>): Promise<T> {
+    if (this.lostError) return Promise.reject(this.lostError);
+    return new Promise<T>((resolve, reject) => {
+      this.lostWaiters.add(reject);
+      work.then(
+        (value) => {
+          this.lostWaiters.delete(reject);
+          resolve(value);
+        },
+        (error) => {
+          this.lostWaiters.delete(reject);
+          reject(error);
+        },
+      );
+    });
   }
 
   private async lostWithin(ms: number): Promise<DeviceLostError | null> {
-    if (this.lostError) return this.lostError;
-    const timeout = new Promise<null>((r) => setTimeout(() => r(null), ms));
-    return Promise.race([this.lost, timeout]);
+    try {
+      await this.untilLost(new Promise((r) => setTimeout(r, ms)));
+      return null;
+    } catch (e) {
+      return e instanceof DeviceLostError ? e : null;
+    }
   }
 }
 

@@ -1,25 +1,60 @@
 /**
  * Writing files in Node so that a crash never leaves a half-written file in place: write a temporary
  * file beside the target, flush it, then rename over the target (atomic on POSIX file systems).
+ * Temporary names carry the writer's process id (`<target>.tmp-<pid>-<random>`), so a later save can
+ * tell the leftovers of an interrupted write (their process is gone) from a write still in progress.
  */
+const pending = new Set<string>();
+
 export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
   const specifier = 'node:fs/promises';
   const fs = (await import(/* @vite-ignore */ specifier)) as typeof import('node:fs/promises');
-  const tmp = `${path}.tmp-${Date.now()}-${Math.floor(Math.random() * 1e9)}`;
-  const handle = await fs.open(tmp, 'w');
+  await removeStaleTemporaries(fs, path);
+  const tmp = `${path}.tmp-${process.pid}-${Math.floor(Math.random() * 1e9)}`;
+  pending.add(tmp);
   try {
-    await handle.writeFile(data);
-    await handle.sync();
-  } catch (e) {
-    await handle.close();
-    await fs.rm(tmp, { force: true });
-    throw e;
-  }
-  await handle.close();
-  try {
+    const handle = await fs.open(tmp, 'w');
+    try {
+      await handle.writeFile(data);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
     await fs.rename(tmp, path);
   } catch (e) {
     await fs.rm(tmp, { force: true });
     throw e;
+  } finally {
+    pending.delete(tmp);
+  }
+}
+
+/** Temporaries of `path` left by writes that can no longer finish: their process is gone, or is this one and no longer writing. */
+async function removeStaleTemporaries(fs: typeof import('node:fs/promises'), path: string): Promise<void> {
+  const slash = path.lastIndexOf('/');
+  const dir = slash >= 0 ? path.slice(0, slash) || '/' : '.';
+  const base = path.slice(slash + 1);
+  let names: string[];
+  try {
+    names = await fs.readdir(dir);
+  } catch {
+    return; // the write itself reports a missing folder
+  }
+  for (const name of names) {
+    const m = /^\.tmp-(\d+)-\d+$/.exec(name.startsWith(base) ? name.slice(base.length) : '');
+    if (!m) continue;
+    const full = `${dir}/${name}`;
+    const pid = Number(m[1]);
+    const stale = pid === process.pid ? !pending.has(full) && !pending.has(`${path}${name.slice(base.length)}`) : !processAlive(pid);
+    if (stale) await fs.rm(full, { force: true });
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as { code?: string }).code === 'EPERM'; // alive, but another user's
   }
 }

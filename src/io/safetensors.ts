@@ -6,13 +6,28 @@
  */
 import { WebGPUFinetuneError } from '../errors.js';
 import type { ByteSource } from './bytes.js';
+import { brief, JsonNumber, parseStrictJson, StrictJsonError, type StrictJson } from './strict-json.js';
+
+/**
+ * The safetensors rules a header breaks, named so callers and tests can tell them apart: 'size' (file
+ * too short, header length out of bounds), 'utf8', 'header-start' (the JSON must begin with '{'),
+ * 'json' (syntax), 'duplicate-key', 'depth', 'structure' (not a map of tensors), 'metadata' (not a map
+ * of strings to strings), 'dtype', 'shape', 'offsets' (not non-negative integers written as such, or
+ * disagreeing with dtype and shape), 'coverage' (tensor data must tile the data section: no gaps,
+ * overlaps or trailing bytes), and 'content' (a valid file that lacks what the model needs).
+ */
+export type SafetensorsRule =
+  | 'size' | 'utf8' | 'header-start' | 'json' | 'duplicate-key' | 'depth' | 'structure' | 'metadata'
+  | 'dtype' | 'shape' | 'offsets' | 'coverage' | 'content';
 
 /** A file that is not valid safetensors, or disagrees with what the model needs. */
 export class InvalidModelFileError extends WebGPUFinetuneError {
   readonly file: string;
-  constructor(file: string, message: string) {
+  readonly rule: SafetensorsRule;
+  constructor(file: string, message: string, rule: SafetensorsRule = 'content') {
     super('invalid-model-file', `${file}: ${message}`);
     this.file = file;
+    this.rule = rule;
   }
 }
 
@@ -21,10 +36,15 @@ export const DTYPE_BYTES = {
   F32: 4,
   F16: 2,
   BF16: 2,
+  F8_E4M3: 1,
+  F8_E5M2: 1,
   I64: 8,
   I32: 4,
   I16: 2,
   I8: 1,
+  U64: 8,
+  U32: 4,
+  U16: 2,
   U8: 1,
   BOOL: 1,
 } as const;
@@ -48,64 +68,99 @@ export interface SafetensorsHeader {
   dataStart: number;
 }
 
-/** Headers larger than this are refused before reading them (the reference implementation uses 100 MB). */
+/** Headers larger than this are refused before reading them (the reference implementation's limit). */
 export const MAX_HEADER_BYTES = 100_000_000;
+/** A valid header nests three levels (file, tensor, shape); anything much deeper is hostile. */
+const MAX_HEADER_DEPTH = 8;
 
 export function elementCount(shape: number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
-/** Read and validate the header of a safetensors source. */
+/** A user-controlled JSON value, shortened for a one-line message. */
+function show(v: StrictJson | undefined): string {
+  return brief(JSON.stringify(v, (_k, x) => (x instanceof JsonNumber ? x.value : x instanceof Map ? Object.fromEntries(x) : x)) ?? 'nothing');
+}
+
+/**
+ * Read and validate the header of a safetensors source by the format's rules (those of the reference
+ * implementation), before any tensor is read or allocated.
+ */
 export async function readHeader(source: ByteSource): Promise<SafetensorsHeader> {
-  const bad = (msg: string) => new InvalidModelFileError(source.name, msg);
-  if (source.size < 8) throw bad(`${source.size} bytes is too short for a safetensors file`);
+  const bad = (rule: SafetensorsRule, msg: string) => new InvalidModelFileError(source.name, msg, rule);
+  if (source.size < 8) throw bad('size', `${source.size} bytes is too short for a safetensors file`);
   const prefix = await source.read(0, 8);
   const n = Number(new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true));
-  if (n > MAX_HEADER_BYTES) throw bad(`header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
-  if (8 + n > source.size) throw bad(`header length ${n} runs past the end of the ${source.size}-byte file (truncated?)`);
-  const text = new TextDecoder('utf-8', { fatal: true });
-  let json: unknown;
+  if (n > MAX_HEADER_BYTES) throw bad('size', `header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+  if (8 + n > source.size) throw bad('size', `header length ${n} runs past the end of the ${source.size}-byte file (truncated?)`);
+  let text: string;
   try {
-    json = JSON.parse(text.decode(await source.read(8, n)));
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(await source.read(8, n));
   } catch (e) {
-    throw bad(`header is not valid UTF-8 JSON (${e instanceof Error ? e.message : e})`);
+    if (e instanceof TypeError) throw bad('utf8', 'header is not valid UTF-8');
+    throw e;
   }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw bad('header is not a JSON object');
+  if (!text.startsWith('{')) throw bad('header-start', `header must begin with '{', found ${JSON.stringify(brief(text.slice(0, 4), 4))}`);
+  let json: StrictJson;
+  try {
+    json = parseStrictJson(text, MAX_HEADER_DEPTH);
+  } catch (e) {
+    if (!(e instanceof StrictJsonError)) throw e;
+    throw bad(e.rule === 'syntax' ? 'json' : e.rule, `header is not valid JSON: ${e.message}`);
+  }
+  if (!(json instanceof Map)) throw bad('structure', 'header is not a JSON object');
   const dataStart = 8 + n;
   const dataSize = source.size - dataStart;
   const tensors: TensorInfo[] = [];
   let metadata: Record<string, string> = {};
-  for (const [name, value] of Object.entries(json as Record<string, unknown>)) {
-    if (name === '__metadata__') {
-      if (typeof value !== 'object' || value === null) throw bad('__metadata__ is not an object');
-      metadata = Object.fromEntries(Object.entries(value).map(([k, v]) => [k, String(v)]));
+  for (const [key, value] of json) {
+    const name = brief(key);
+    if (key === '__metadata__') {
+      if (value === null) continue;
+      if (!(value instanceof Map)) throw bad('metadata', `__metadata__ must be a map of strings to strings, found ${show(value)}`);
+      metadata = {};
+      for (const [k, v] of value) {
+        if (typeof v !== 'string') throw bad('metadata', `__metadata__ value '${brief(k)}' must be a string, found ${show(v)}`);
+        metadata[k] = v;
+      }
       continue;
     }
-    const t = value as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    if (typeof t !== 'object' || t === null) throw bad(`tensor '${name}' is not an object`);
-    if (typeof t.dtype !== 'string' || !(t.dtype in DTYPE_BYTES)) throw bad(`tensor '${name}' has unknown dtype ${JSON.stringify(t.dtype)}`);
-    const dtype = t.dtype as Dtype;
-    if (!Array.isArray(t.shape) || !t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      throw bad(`tensor '${name}' has an invalid shape ${JSON.stringify(t.shape)}`);
+    if (!(value instanceof Map)) throw bad('structure', `tensor '${name}' is not an object`);
+    const dtype = value.get('dtype');
+    if (dtype === undefined) throw bad('dtype', `tensor '${name}' has no dtype`);
+    if (typeof dtype !== 'string' || !Object.hasOwn(DTYPE_BYTES, dtype)) throw bad('dtype', `tensor '${name}' has unknown dtype ${show(dtype)}`);
+    const shape = value.get('shape');
+    if (shape === undefined) throw bad('shape', `tensor '${name}' has no shape`);
+    if (!Array.isArray(shape) || !shape.every((d) => d instanceof JsonNumber && d.isIndex)) {
+      throw bad('shape', `tensor '${name}' has an invalid shape ${show(shape)} (dimensions are non-negative integers)`);
     }
-    const off = t.data_offsets;
-    if (!Array.isArray(off) || off.length !== 2 || !off.every((o) => Number.isSafeInteger(o) && o >= 0) || off[0] > off[1]) {
-      throw bad(`tensor '${name}' has invalid data_offsets ${JSON.stringify(off)}`);
+    const off = value.get('data_offsets');
+    if (off === undefined) throw bad('offsets', `tensor '${name}' has no data_offsets`);
+    if (!Array.isArray(off) || off.length !== 2 || !off.every((o) => o instanceof JsonNumber && o.isIndex)) {
+      throw bad('offsets', `tensor '${name}' has invalid data_offsets ${show(off)} (two non-negative integers)`);
     }
-    if (off[1] > dataSize) {
-      throw bad(`tensor '${name}' ends at data byte ${off[1]} but the file holds only ${dataSize} data bytes (truncated?)`);
+    const [begin, end] = (off as JsonNumber[]).map((o) => o.value);
+    if (begin > end) throw bad('offsets', `tensor '${name}' has data_offsets [${begin}, ${end}] that end before they begin`);
+    if (end > dataSize) throw bad('offsets', `tensor '${name}' ends at data byte ${end} but the file holds only ${dataSize} data bytes (truncated?)`);
+    const dims = (shape as JsonNumber[]).map((d) => d.value);
+    const want = elementCount(dims) * DTYPE_BYTES[dtype as Dtype];
+    if (end - begin !== want) {
+      throw bad('offsets', `tensor '${name}' (${dtype} ${show(shape)}) needs ${want} bytes but its offsets span ${end - begin}`);
     }
-    const shape = t.shape as number[];
-    const want = elementCount(shape) * DTYPE_BYTES[dtype];
-    if (off[1] - off[0] !== want) {
-      throw bad(`tensor '${name}' (${dtype} ${JSON.stringify(shape)}) needs ${want} bytes but its offsets span ${off[1] - off[0]}`);
+    for (const k of value.keys()) {
+      if (k !== 'dtype' && k !== 'shape' && k !== 'data_offsets') throw bad('structure', `tensor '${name}' has an unknown field '${brief(k)}'`);
     }
-    tensors.push({ name, dtype, shape, begin: dataStart + off[0], end: dataStart + off[1] });
+    tensors.push({ name: key, dtype: dtype as Dtype, shape: dims, begin: dataStart + begin, end: dataStart + end });
   }
+  // The data section is exactly the tensors, back to back in offset order.
   tensors.sort((a, b) => a.begin - b.begin || a.end - b.end);
-  for (let i = 1; i < tensors.length; i++) {
-    if (tensors[i].begin < tensors[i - 1].end) throw bad(`tensors '${tensors[i - 1].name}' and '${tensors[i].name}' overlap`);
+  let at = dataStart;
+  for (const t of tensors) {
+    if (t.begin > at) throw bad('coverage', `${t.begin - at} data bytes before tensor '${brief(t.name)}' belong to no tensor (a gap)`);
+    if (t.begin < at) throw bad('coverage', `tensor '${brief(t.name)}' overlaps the tensor before it`);
+    at = t.end;
   }
+  if (at !== source.size) throw bad('coverage', `${source.size - at} trailing data bytes belong to no tensor`);
   return { tensors, byName: new Map(tensors.map((t) => [t.name, t])), metadata, dataStart };
 }
 
@@ -201,7 +256,7 @@ export async function readTensorF32(source: ByteSource, info: TensorInfo): Promi
     case 'BF16':
       return bf16ToF32(new Uint16Array(bytes.buffer));
     default:
-      throw new InvalidModelFileError(source.name, `tensor '${info.name}' has dtype ${info.dtype}; expected F32, F16 or BF16`);
+      throw new InvalidModelFileError(source.name, `tensor '${brief(info.name)}' has dtype ${info.dtype}; expected F32, F16 or BF16`, 'dtype');
   }
 }
 

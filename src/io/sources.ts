@@ -5,11 +5,42 @@
  */
 import { WebGPUFinetuneError } from '../errors.js';
 import { blobSource, bytesSource, type ByteSource } from './bytes.js';
+import { httpRequest, NetworkError, type HttpOptions } from './http.js';
+import { brief } from './strict-json.js';
 
 export class ModelSourceError extends WebGPUFinetuneError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('model-source', message, options);
   }
+}
+
+/**
+ * A file name taken from a config or an index (a shard, a tokenizer file) that would leave the model's
+ * source: an absolute path, a '..' or '.' segment, a backslash, a drive or URL scheme, or control characters.
+ */
+export class UnsafeFileNameError extends WebGPUFinetuneError {
+  constructor(
+    readonly fileName: string,
+    where: string,
+  ) {
+    super('unsafe-file-name', `${where}: refusing file name '${brief(fileName)}': model files must be relative paths inside the model's source`);
+  }
+}
+
+/**
+ * Checks that a file name stays inside its source: relative, '/'-separated, no empty, '.' or '..'
+ * segments, no backslashes, colons or control characters. Every source applies it in open(), so no
+ * caller can reach outside a folder, URL prefix or File set. (Symbolic links inside a folder are
+ * followed: the Hugging Face cache links snapshot files to its blob store.)
+ */
+export function checkFileName(file: string, where: string): void {
+  const ok =
+    typeof file === 'string' &&
+    file.length > 0 &&
+    file.length <= 1024 &&
+    !/[\\:\u0000-\u001f\u007f]/.test(file) &&
+    file.split('/').every((part) => part !== '' && part !== '.' && part !== '..');
+  if (!ok) throw new UnsafeFileNameError(String(file), where);
 }
 
 export interface ModelSource {
@@ -19,35 +50,44 @@ export interface ModelSource {
   open(file: string): Promise<ByteSource | null>;
 }
 
-export async function readText(source: ModelSource, file: string): Promise<string | null> {
+/** JSON files larger than this are refused before reading them (configs and indexes are kilobytes). */
+export const MAX_JSON_BYTES = 16 << 20;
+
+/** A text file of the source, refused unread when larger than maxBytes; null when the source lacks it. */
+export async function readText(source: ModelSource, file: string, maxBytes = MAX_JSON_BYTES): Promise<string | null> {
   const f = await source.open(file);
   if (!f) return null;
-  return new TextDecoder().decode(await f.read(0, f.size));
+  if (f.size > maxBytes) throw new ModelSourceError(`${source.description}: ${file} is ${f.size} bytes, over the ${maxBytes}-byte limit for this file`);
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(await f.read(0, f.size));
+  } catch (e) {
+    if (e instanceof TypeError && !(e instanceof WebGPUFinetuneError)) throw new ModelSourceError(`${source.description}: ${file} is not valid UTF-8`);
+    throw e;
+  }
 }
 
-export async function readJson<T = unknown>(source: ModelSource, file: string): Promise<T | null> {
-  const text = await readText(source, file);
+export async function readJson<T = unknown>(source: ModelSource, file: string, maxBytes = MAX_JSON_BYTES): Promise<T | null> {
+  const text = await readText(source, file, maxBytes);
   if (text === null) return null;
   try {
     return JSON.parse(text) as T;
   } catch (e) {
-    throw new ModelSourceError(`${source.description}: ${file} is not valid JSON (${e instanceof Error ? e.message : e})`);
+    throw new ModelSourceError(`${source.description}: ${file} is not valid JSON (${brief(e instanceof Error ? e.message : String(e), 120)})`);
   }
 }
 
-export interface HubOptions {
+export interface HubOptions extends HttpOptions {
   revision?: string;
   /** Hub root; default https://huggingface.co. Mirrors and test servers use the same layout. */
   endpoint?: string;
-  /** Extra request headers, e.g. { Authorization: 'Bearer hf_...' } for gated models. */
-  headers?: Record<string, string>;
-  fetch?: typeof fetch;
 }
 
 export const DEFAULT_HUB = 'https://huggingface.co';
 
 export function hubSource(id: string, options: HubOptions = {}): ModelSource {
-  if (!/^[\w.-]+(\/[\w.-]+)?$/.test(id)) throw new ModelSourceError(`'${id}' is not a hub model id (expected 'org/name')`);
+  if (!/^[\w.-]+(\/[\w.-]+)?$/.test(id) || id.split('/').some((part) => part === '.' || part === '..')) {
+    throw new ModelSourceError(`'${brief(id)}' is not a hub model id (expected 'org/name')`);
+  }
   const revision = options.revision ?? 'main';
   const endpoint = (options.endpoint ?? DEFAULT_HUB).replace(/\/+$/, '');
   return httpSource(`hub ${id}@${revision} (${endpoint})`, (file) => `${endpoint}/${id}/resolve/${encodeURIComponent(revision)}/${encodePath(file)}`, options, id);
@@ -63,49 +103,70 @@ function encodePath(file: string): string {
   return file.split('/').map(encodeURIComponent).join('/');
 }
 
-/** Files over HTTP: size from HEAD, bytes by range requests (whole-body fallback when ranges are ignored). */
+/**
+ * Files over HTTP: the size from HEAD (or, when HEAD reports none, from a one-byte range request), bytes
+ * by range requests, with a whole-body fallback when a server ignores ranges. Requests go through
+ * httpRequest: deadlines, retries and typed network errors.
+ */
 function httpSource(description: string, url: (file: string) => string, options: Omit<HubOptions, 'revision' | 'endpoint'>, namePrefix: string): ModelSource {
-  const doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
-  const request = async (file: string, init: RequestInit): Promise<Response> => {
-    try {
-      return await doFetch(url(file), { ...init, headers: { ...options.headers, ...(init.headers as Record<string, string>) } });
-    } catch (cause) {
-      throw new ModelSourceError(`${description}: could not fetch ${file} (${cause instanceof Error ? cause.message : cause})`, { cause });
-    }
-  };
   const failure = (file: string, r: Response) => {
     const hint = r.status === 401 || r.status === 403 ? ' (gated or private: pass an access token in headers)' : '';
     return new ModelSourceError(`${description}: ${file}: HTTP ${r.status} ${r.statusText}${hint}`);
+  };
+  const contentLength = (r: Response): number | null => {
+    const text = r.headers.get('x-linked-size') ?? r.headers.get('content-length');
+    return text !== null && /^\d+$/.test(text.trim()) ? Number(text) : null;
   };
 
   return {
     description,
     async open(file) {
-      const head = await request(file, { method: 'HEAD' });
-      if (head.status === 404) return null;
-      if (!head.ok) throw failure(file, head);
+      checkFileName(file, description);
+      const at = url(file);
       // The hub answers HEAD for large files with a redirect whose x-linked-size is the real size.
-      const size = Number(head.headers.get('x-linked-size') ?? head.headers.get('content-length'));
-      if (!Number.isSafeInteger(size)) throw new ModelSourceError(`${description}: ${file}: the server did not report its size`);
+      const head = await httpRequest(at, { method: 'HEAD' }, options, async (r) => {
+        if (r.status === 404) return null;
+        if (!r.ok) throw failure(file, r);
+        return { size: contentLength(r) };
+      });
+      if (!head) return null;
       let whole: Uint8Array | null = null; // when the server ignores ranges, the first read keeps the body
+      let size = head.size;
+      if (size === null) {
+        // No size in the HEAD response (chunked encoding): ask for one byte and read the total from
+        // Content-Range, or take the whole body when the server ignores ranges.
+        size = await httpRequest(at, { headers: { Range: 'bytes=0-0' } }, options, async (r, body) => {
+          if (r.status === 404) return null;
+          if (!r.ok) throw failure(file, r);
+          const total = /\/(\d+)\s*$/.exec(r.headers.get('content-range') ?? '');
+          if (r.status === 206 && total) return Number(total[1]);
+          if (r.status === 206) throw new ModelSourceError(`${description}: ${file}: the server reported no size for it`);
+          whole = await body();
+          return whole.byteLength;
+        });
+      }
+      if (size === null) return null;
+      const total = size;
       const name = `${namePrefix}/${file}`;
       return {
         name,
-        size,
+        size: total,
         async read(offset, length) {
-          if (offset + length > size) throw new RangeError(`${name}: read past the end`);
+          if (offset + length > total) throw new RangeError(`${name}: read past the end`);
           if (length === 0) return new Uint8Array(0);
           if (whole) return whole.subarray(offset, offset + length);
-          const r = await request(file, { headers: { Range: `bytes=${offset}-${offset + length - 1}` } });
-          if (r.status === 206) {
-            const bytes = new Uint8Array(await r.arrayBuffer());
-            if (bytes.byteLength !== length) throw new ModelSourceError(`${description}: ${file}: short range response`);
-            return bytes;
-          }
-          if (!r.ok) throw failure(file, r);
-          whole = new Uint8Array(await r.arrayBuffer());
-          if (whole.byteLength !== size) throw new ModelSourceError(`${description}: ${file}: got ${whole.byteLength} bytes, expected ${size}`);
-          return whole.subarray(offset, offset + length);
+          return httpRequest(at, { headers: { Range: `bytes=${offset}-${offset + length - 1}` } }, options, async (r, body) => {
+            if (r.status === 206) {
+              const bytes = await body();
+              if (bytes.byteLength !== length) throw new NetworkError(at, 'reset', `range response held ${bytes.byteLength} bytes, expected ${length}`);
+              return bytes;
+            }
+            if (!r.ok) throw failure(file, r);
+            const all = await body();
+            if (all.byteLength !== total) throw new ModelSourceError(`${description}: ${file}: got ${all.byteLength} bytes, expected ${total} (the file changed?)`);
+            whole = all;
+            return all.subarray(offset, offset + length);
+          });
         },
       };
     },
@@ -124,6 +185,7 @@ export function fileListSource(files: Iterable<File> | ArrayLike<File>, descript
   return {
     description,
     async open(file) {
+      checkFileName(file, description);
       const f = byName.get(file);
       return f ? blobSource(file, f) : null;
     },
@@ -135,8 +197,9 @@ export function memorySource(files: Record<string, Uint8Array | string>, descrip
   return {
     description,
     async open(file) {
+      checkFileName(file, description);
+      if (!Object.hasOwn(files, file)) return null;
       const v = files[file];
-      if (v === undefined) return null;
       return bytesSource(file, typeof v === 'string' ? new TextEncoder().encode(v) : v);
     },
   };
@@ -150,6 +213,7 @@ export function folderSource(path: string): ModelSource {
   return {
     description: `folder ${path}`,
     async open(file) {
+      checkFileName(file, `folder ${path}`);
       const fs = await fsp;
       let handle: import('node:fs/promises').FileHandle;
       try {
@@ -158,8 +222,10 @@ export function folderSource(path: string): ModelSource {
         if ((e as { code?: string }).code === 'ENOENT') return null;
         throw new ModelSourceError(`folder ${path}: cannot open ${file} (${e instanceof Error ? e.message : e})`, { cause: e });
       }
-      const { size } = await handle.stat();
+      const stat = await handle.stat();
       await handle.close();
+      if (!stat.isFile()) throw new ModelSourceError(`folder ${path}: ${file} is not a regular file`);
+      const size = stat.size;
       return {
         name: join(file),
         size,
@@ -192,17 +258,31 @@ export type SourceLike = string | ModelSource | Iterable<File> | ArrayLike<File>
  */
 export async function resolveSource(source: SourceLike, hub: HubOptions = {}): Promise<ModelSource> {
   if (typeof source !== 'string') {
-    if ('open' in (source as object)) return source as ModelSource;
-    return fileListSource(source as Iterable<File>);
+    if (typeof source !== 'object' || source === null) {
+      throw new ModelSourceError(`expected a model source (a hub id, URL, folder path, ModelSource or File objects), got ${source === null ? 'null' : typeof source}`);
+    }
+    if (typeof (source as ModelSource).open === 'function') return source as ModelSource;
+    const files = Array.from(source as ArrayLike<File>);
+    if (files.length === 0 || !files.every((f) => typeof Blob !== 'undefined' && f instanceof Blob && typeof f.name === 'string')) {
+      throw new ModelSourceError('expected a model source (a hub id, URL, folder path, ModelSource or File objects), got an object that is none of these');
+    }
+    return fileListSource(files);
   }
   const m = /^(https?:\/\/[^/]+(?:\/.*?)?)\/([\w.-]+\/[\w.-]+)\/?$/.exec(source);
   if (m) return hubSource(m[2], { ...hub, endpoint: m[1] });
   const proc = (globalThis as { process?: { versions?: { node?: string } } }).process;
   if (proc?.versions?.node && (source.startsWith('.') || source.startsWith('/'))) return folderSource(source);
-  if (proc?.versions?.node) {
-    const specifier = 'node:fs';
-    const fs = (await import(/* @vite-ignore */ specifier)) as typeof import('node:fs');
-    if (fs.existsSync(source)) return folderSource(source);
+  if (!proc?.versions?.node) return hubSource(source, hub);
+  const specifier = 'node:fs';
+  const fs = (await import(/* @vite-ignore */ specifier)) as typeof import('node:fs');
+  if (fs.existsSync(source)) return folderSource(source);
+  // Say why a name that may have been meant as a folder went to the hub, in every message about it.
+  const because = `no folder '${brief(source)}' exists here, so it was tried as a hub id`;
+  let hubbed: ModelSource;
+  try {
+    hubbed = hubSource(source, hub);
+  } catch (e) {
+    throw new ModelSourceError(`${because}: ${(e as Error).message}`);
   }
-  return hubSource(source, hub);
+  return { description: `${hubbed.description} [${because}]`, open: (file) => hubbed.open(file) };
 }

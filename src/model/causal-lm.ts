@@ -20,6 +20,16 @@ export interface CausalLMOptions {
   /** Internal parameter names that get gradients; default none (inference). */
   trainable?: (name: string) => boolean;
   onProgress?: (p: LoadProgress) => void;
+  /**
+   * Bytes of activations kept for batch shapes seen before; the least recently used shapes are released
+   * beyond it (the shape in use always stays). Default: the device's maxBufferSize, at least 256 MiB:
+   * WebGPU reports no memory size, and the largest allocation it allows scales with the device.
+   */
+  activationCacheBytes?: number;
+}
+
+export function defaultActivationCacheBytes(gpu: Gpu): number {
+  return Math.max(256 << 20, gpu.limits.maxBufferSize);
 }
 
 /** Where fromPretrained factories load from and run on. */
@@ -43,19 +53,23 @@ export class CausalLM {
   readonly grads: Arena | null;
   readonly trainableNames: string[];
   private readonly mappings: Map<string, HfMapping>;
+  /** Activation arenas by shape, least recently used first (Map order is insertion order). */
   private readonly activations = new Map<string, Activations>();
+  readonly activationCacheBytes: number;
 
   private constructor(
     readonly gpu: Gpu,
     readonly config: ModelConfig,
     trainable: (name: string) => boolean,
+    activationCacheBytes?: number,
   ) {
     const specs = paramSpecs(config);
     const limit = arenaLimit(gpu);
-    this.params = new Arena(gpu, planArena(specs.map((s) => ({ name: s.name, length: size(s.shape) })), limit), 'params');
+    this.activationCacheBytes = activationCacheBytes ?? defaultActivationCacheBytes(gpu);
     this.trainableNames = specs.map((s) => s.name).filter(trainable);
-    this.grads = this.trainableNames.length
-      ? new Arena(gpu, planArena(this.trainableNames.map((name) => ({ name, length: size(specs.find((s) => s.name === name)!.shape) })), limit), 'grads')
+    const paramLayout = planArena(specs.map((s) => ({ name: s.name, length: size(s.shape) })), limit);
+    const gradLayout = this.trainableNames.length
+      ? planArena(this.trainableNames.map((name) => ({ name, length: size(specs.find((s) => s.name === name)!.shape) })), limit)
       : null;
     this.mappings = new Map(hfMappings(config).map((m) => [m.hfName, m]));
     const access: ParamAccess = {
@@ -63,7 +77,18 @@ export class CausalLM {
       grad: (name) => (this.grads?.has(name) ? this.grads.view(name) : null),
       has: (name) => this.params.has(name),
     };
-    this.transformer = new Transformer(gpu, config, access);
+    // Each allocation is undone if a later one fails, so a failed load leaves the device as it was.
+    const made: { destroy(): void }[] = [];
+    try {
+      this.params = new Arena(gpu, paramLayout, 'params');
+      made.push(this.params);
+      this.grads = gradLayout ? new Arena(gpu, gradLayout, 'grads') : null;
+      if (this.grads) made.push(this.grads);
+      this.transformer = new Transformer(gpu, config, access);
+    } catch (e) {
+      for (const m of made) m.destroy();
+      throw e;
+    }
   }
 
   /**
@@ -72,12 +97,17 @@ export class CausalLM {
    */
   static async fromPretrained(source: SourceLike, options: CausalLMOptions & PretrainedOptions = {}): Promise<CausalLM> {
     const { gpu, ckpt } = await openPretrained(source, options);
-    return CausalLM.fromCheckpoint(gpu, ckpt, options);
+    try {
+      return await CausalLM.fromCheckpoint(gpu, ckpt, options);
+    } catch (e) {
+      if (!options.gpu) gpu.destroy(); // a device made for this call goes with it
+      throw e;
+    }
   }
 
   /** Stream a checkpoint's weights into a new model, tensor by tensor. */
   static async fromCheckpoint(gpu: Gpu, ckpt: Checkpoint, options: CausalLMOptions = {}): Promise<CausalLM> {
-    const model = new CausalLM(gpu, ckpt.config, options.trainable ?? (() => false));
+    const model = new CausalLM(gpu, ckpt.config, options.trainable ?? (() => false), options.activationCacheBytes);
     try {
       await forEachTensor(ckpt, model.hfNames, (name, data) => model.writeHfParts(model.mapping(name), data), options.onProgress);
     } catch (e) {
@@ -116,11 +146,40 @@ export class CausalLM {
     return partsToHf(m, parts);
   }
 
+  /**
+   * The activation arena of a (batch, sequence) shape, made on first use and kept for reuse; arenas of
+   * other shapes are released, least recently used first, to keep the total within activationCacheBytes.
+   */
   activationsFor(B: number, S: number): Activations {
     const key = `${B}x${S}`;
     let acts = this.activations.get(key);
-    if (!acts) this.activations.set(key, (acts = new Activations(this.gpu, this.config, B, S)));
+    if (acts) {
+      this.activations.delete(key); // move to the most recently used end
+    } else {
+      const bytes = Activations.plan(this.config, B, S).reduce((sum, t) => sum + Math.max(4, t.length * 4), 0);
+      let total = this.activationBytes;
+      for (const [k, a] of this.activations) {
+        if (total + bytes <= this.activationCacheBytes) break;
+        a.destroy();
+        this.activations.delete(k);
+        total -= a.bytes;
+      }
+      acts = new Activations(this.gpu, this.config, B, S);
+    }
+    this.activations.set(key, acts);
     return acts;
+  }
+
+  /** Bytes held by cached activation arenas. */
+  get activationBytes(): number {
+    let total = 0;
+    for (const a of this.activations.values()) total += a.bytes;
+    return total;
+  }
+
+  /** Shapes whose activations are cached, least recently used first ('BxS'). */
+  get cachedShapes(): string[] {
+    return [...this.activations.keys()];
   }
 
   /** Validate and plan a batch for this model; an already prepared batch is returned as is. */

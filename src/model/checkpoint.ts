@@ -7,7 +7,8 @@
 import type { Gpu } from '../gpu/gpu.js';
 import type { ByteSource } from '../io/bytes.js';
 import { InvalidModelFileError, readHeader, readTensorF32, type TensorInfo } from '../io/safetensors.js';
-import { ModelSourceError, readJson, readText, type ModelSource } from '../io/sources.js';
+import { checkFileName, ModelSourceError, readJson, readText, type ModelSource } from '../io/sources.js';
+import { brief } from '../io/strict-json.js';
 import { parseConfig, type ModelConfig } from './config.js';
 import { expectedWeights, resolveWeights } from './weights.js';
 
@@ -36,47 +37,99 @@ export interface LoadProgress {
 
 const INDEX = 'model.safetensors.index.json';
 
+/** The shard names of an index, checked: a map of tensor names to safe relative file names. */
+function indexWeightMap(index: unknown, where: string): Map<string, string> {
+  const weightMap = (index as { weight_map?: unknown } | null)?.weight_map;
+  if (typeof index !== 'object' || index === null || typeof weightMap !== 'object' || weightMap === null || Array.isArray(weightMap)) {
+    throw new InvalidModelFileError(INDEX, 'has no weight_map object', 'structure');
+  }
+  const out = new Map<string, string>();
+  for (const [tensor, file] of Object.entries(weightMap)) {
+    if (typeof file !== 'string') throw new InvalidModelFileError(INDEX, `weight_map['${brief(tensor)}'] is not a file name`, 'structure');
+    checkFileName(file, `${where}: ${INDEX}`);
+    out.set(tensor, file);
+  }
+  return out;
+}
+
+/**
+ * Configs claim sizes; weights prove them. Before per-layer names are expanded (a config claiming 10^9
+ * layers would otherwise exhaust memory listing them), the layer count must be one the checkpoint's
+ * tensor names can hold.
+ */
+function checkPlausible(config: ModelConfig, names: Iterable<string>, where: string): void {
+  let count = 0;
+  let layers = 0;
+  for (const n of names) {
+    count++;
+    const m = /(?:^|\.)(?:layers|h)\.(\d{1,9})\./.exec(n);
+    if (m) layers = Math.max(layers, Number(m[1]) + 1);
+  }
+  const perLayer = config.family === 'gpt2' ? 12 : 9; // the fewest tensors a layer of the family has
+  if (config.numLayers > layers || config.numLayers * perLayer > count) {
+    throw new InvalidModelFileError(
+      where,
+      `config.json claims ${config.numLayers} layers, but the weights hold ${layers} layer(s) in ${count} tensors (config and weights disagree)`,
+    );
+  }
+}
+
 export async function openCheckpoint(source: ModelSource): Promise<Checkpoint> {
   const configText = await readText(source, 'config.json');
   if (configText === null) throw new ModelSourceError(`${source.description} has no config.json`);
   const config = parseConfig(configText);
 
-  const index = await readJson<{ weight_map?: Record<string, string> }>(source, INDEX);
-  let files: string[];
-  if (index) {
-    if (!index.weight_map || typeof index.weight_map !== 'object') throw new InvalidModelFileError(INDEX, 'has no weight_map');
-    files = [...new Set(Object.values(index.weight_map))].sort();
-  } else {
-    files = ['model.safetensors'];
-  }
+  const index = await readJson<unknown>(source, INDEX);
+  const weightMap = index === null ? null : indexWeightMap(index, source.description);
+  const files = weightMap ? [...new Set(weightMap.values())].sort() : ['model.safetensors'];
 
-  const available = new Map<string, TensorLocation>();
+  // Every tensor of every file, with each file holding it: a tensor may (wrongly) sit in two shards.
+  const holders = new Map<string, TensorLocation[]>();
   for (const name of files) {
     const file = await source.open(name);
     if (!file) {
-      if (!index && (await source.open('pytorch_model.bin'))) {
+      if (!weightMap && (await source.open('pytorch_model.bin'))) {
         throw new ModelSourceError(`${source.description} has only pytorch_model.bin; convert it to safetensors first`);
       }
-      throw new ModelSourceError(`${source.description} has no ${name}${index ? ` (listed in ${INDEX})` : ''}`);
+      throw new ModelSourceError(`${source.description} has no ${name}${weightMap ? ` (listed in ${INDEX})` : ''}`);
     }
     const header = await readHeader(file);
-    for (const info of header.tensors) available.set(info.name, { file, info });
-  }
-  if (index) {
-    for (const [tensor, file] of Object.entries(index.weight_map!)) {
-      const at = available.get(tensor);
-      if (!at || at.file.name.split('/').pop() !== file.split('/').pop()) {
-        throw new InvalidModelFileError(INDEX, `lists '${tensor}' in ${file}, but that file does not hold it`);
-      }
+    for (const info of header.tensors) {
+      const list = holders.get(info.name);
+      if (list) list.push({ file, info });
+      else holders.set(info.name, [{ file, info }]);
     }
   }
+  // The index says where each tensor is, as transformers reads it; a tensor in two shards is taken from
+  // the one the index names, and is an error only when the index names neither.
+  const shardOf = (loc: TensorLocation) => files.find((f) => loc.file.name === f || loc.file.name.endsWith(`/${f}`));
+  const available = new Map<string, TensorLocation>();
+  if (weightMap) {
+    for (const [tensor, file] of weightMap) {
+      const found = holders.get(tensor) ?? [];
+      const at = found.find((l) => shardOf(l) === file);
+      if (!at) {
+        const elsewhere = found.map(shardOf).join(', ');
+        throw new InvalidModelFileError(INDEX, `lists '${brief(tensor)}' in ${file}, but that file does not hold it${elsewhere ? ` (${elsewhere} does)` : ''}`);
+      }
+      available.set(tensor, at);
+    }
+  }
+  for (const [tensor, found] of holders) {
+    if (available.has(tensor)) continue;
+    if (found.length > 1) {
+      throw new InvalidModelFileError(found[1].file.name, `tensor '${brief(tensor)}' is also in ${shardOf(found[0])}${weightMap ? `, and ${INDEX} names neither` : ''}`);
+    }
+    available.set(tensor, found[0]);
+  }
 
+  checkPlausible(config, available.keys(), source.description);
   const resolved = resolveWeights(config, new Map([...available].map(([n, l]) => [n, { shape: l.info.shape }])), source.description);
   const tensors = new Map<string, TensorLocation>();
   for (const [canonical, stored] of resolved) {
     const loc = available.get(stored)!;
     if (!['F32', 'F16', 'BF16'].includes(loc.info.dtype)) {
-      throw new InvalidModelFileError(loc.file.name, `tensor '${stored}' is ${loc.info.dtype}; weights must be F32, F16 or BF16`);
+      throw new InvalidModelFileError(loc.file.name, `tensor '${stored}' is ${loc.info.dtype}; weights must be F32, F16 or BF16`, 'dtype');
     }
     tensors.set(canonical, loc);
   }

@@ -4,6 +4,7 @@
  * (LayerNorm, learned positions, GELU). Defaults follow transformers' config classes.
  */
 import { WebGPUFinetuneError } from '../errors.js';
+import { brief } from '../io/strict-json.js';
 
 export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'MistralForCausalLM', 'GPT2LMHeadModel'] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
@@ -58,17 +59,33 @@ export interface ModelConfig {
 
 type Json = Record<string, unknown>;
 
+/**
+ * Upper bounds far beyond any real model (the largest have ~130 layers, 2^14-wide hidden states and
+ * 2^18-token vocabularies), so absurd configs fail here instead of exhausting memory later.
+ */
+const MAX: Record<string, number> = {
+  num_hidden_layers: 1024, n_layer: 1024,
+  num_attention_heads: 4096, num_key_value_heads: 4096, n_head: 4096, head_dim: 4096,
+  hidden_size: 1 << 20, n_embd: 1 << 20, intermediate_size: 1 << 22, n_inner: 1 << 22,
+  vocab_size: 1 << 24,
+};
+const MAX_INT = 1 << 30;
+
+/** Config files larger than this are refused before parsing (real ones are a few kilobytes). */
+export const MAX_CONFIG_BYTES = 16 << 20;
+
 function int(raw: Json, key: string, fallback?: number): number {
   const v = raw[key] ?? fallback;
-  if (!Number.isSafeInteger(v) || (v as number) <= 0) {
-    throw new InvalidConfigError(`'${key}' must be a positive integer, got ${JSON.stringify(raw[key])}`);
+  const max = MAX[key] ?? MAX_INT;
+  if (!Number.isSafeInteger(v) || (v as number) <= 0 || (v as number) > max) {
+    throw new InvalidConfigError(`'${key}' must be a positive integer up to ${max}, got ${brief(JSON.stringify(raw[key]) ?? 'nothing', 40)}`);
   }
   return v as number;
 }
 
 function num(raw: Json, key: string, fallback: number): number {
   const v = raw[key] ?? fallback;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new InvalidConfigError(`'${key}' must be a positive number, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new InvalidConfigError(`'${key}' must be a positive number, got ${brief(JSON.stringify(v) ?? 'nothing', 40)}`);
   return v;
 }
 
@@ -80,6 +97,7 @@ function tokenIds(v: unknown): number[] {
 export function parseConfig(input: string | Json): ModelConfig {
   let raw: Json;
   if (typeof input === 'string') {
+    if (input.length > MAX_CONFIG_BYTES) throw new InvalidConfigError(`${input.length} characters is over the ${MAX_CONFIG_BYTES} limit for a config file`);
     try {
       raw = JSON.parse(input) as Json;
     } catch (e) {
@@ -88,8 +106,8 @@ export function parseConfig(input: string | Json): ModelConfig {
   } else raw = input;
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new InvalidConfigError('not a JSON object');
   const archs = raw.architectures;
-  const name = Array.isArray(archs) && typeof archs[0] === 'string' ? archs[0] : `model_type '${String(raw.model_type)}'`;
-  if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(name)) throw new UnsupportedArchitectureError(name);
+  const name = Array.isArray(archs) && typeof archs[0] === 'string' ? archs[0] : `model_type '${brief(String(raw.model_type))}'`;
+  if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(name)) throw new UnsupportedArchitectureError(brief(name));
   const architecture = name as Architecture;
   const common = { architecture, raw, bosTokenId: Number.isInteger(raw.bos_token_id) ? (raw.bos_token_id as number) : null, eosTokenIds: tokenIds(raw.eos_token_id) };
 
@@ -99,7 +117,7 @@ export function parseConfig(input: string | Json): ModelConfig {
     const numLayers = int(raw, 'n_layer');
     if (hiddenSize % numHeads) throw new InvalidConfigError(`n_embd ${hiddenSize} is not divisible by n_head ${numHeads}`);
     const act = String(raw.activation_function ?? 'gelu_new');
-    if (act !== 'gelu_new' && act !== 'gelu') throw new InvalidConfigError(`activation_function '${act}' is not supported (gelu_new, gelu)`);
+    if (act !== 'gelu_new' && act !== 'gelu') throw new InvalidConfigError(`activation_function '${brief(act)}' is not supported (gelu_new, gelu)`);
     return {
       ...common,
       family: 'gpt2',
@@ -132,10 +150,10 @@ export function parseConfig(input: string | Json): ModelConfig {
   if (!Number.isInteger(headDim)) throw new InvalidConfigError(`hidden_size ${hiddenSize} is not divisible by num_attention_heads ${numHeads}`);
   if (headDim % 2) throw new InvalidConfigError(`head_dim ${headDim} must be even for rotary embeddings`);
   const act = String(raw.hidden_act ?? 'silu');
-  if (act !== 'silu') throw new InvalidConfigError(`hidden_act '${act}' is not supported (silu)`);
+  if (act !== 'silu') throw new InvalidConfigError(`hidden_act '${brief(act)}' is not supported (silu)`);
   const scaling = raw.rope_scaling as Json | null | undefined;
   if (scaling && scaling.rope_type !== 'default' && scaling.type !== 'default') {
-    throw new InvalidConfigError(`rope_scaling ${JSON.stringify(scaling)} is not supported yet (plain RoPE only)`);
+    throw new InvalidConfigError(`rope_scaling ${brief(JSON.stringify(scaling))} is not supported yet (plain RoPE only)`);
   }
   const isQwen2 = architecture === 'Qwen2ForCausalLM';
   const attentionBias = raw.attention_bias === true;
@@ -178,7 +196,7 @@ function slidingWindows(raw: Json, architecture: string, numLayers: number): Pic
   if (Array.isArray(raw.layer_types)) {
     if (raw.layer_types.length !== numLayers) throw new InvalidConfigError(`layer_types lists ${raw.layer_types.length} layers, num_hidden_layers is ${numLayers}`);
     sliding = raw.layer_types.map((t, i) => {
-      if (t !== 'sliding_attention' && t !== 'full_attention') throw new InvalidConfigError(`layer_types[${i}] '${String(t)}' is not supported (full_attention, sliding_attention)`);
+      if (t !== 'sliding_attention' && t !== 'full_attention') throw new InvalidConfigError(`layer_types[${i}] '${brief(String(t))}' is not supported (full_attention, sliding_attention)`);
       return t === 'sliding_attention';
     });
   } else if (architecture === 'MistralForCausalLM') {

@@ -70,20 +70,39 @@ export interface LinearAdapter {
  */
 export class Activations {
   private readonly buffers = new Map<string, GPUBuffer>();
+  private readonly onDestroyed: (() => void)[] = [];
   readonly T: number;
   readonly chunk: number;
+  /** Bytes of this arena's own buffers (what the model's activation cache budgets). */
+  readonly bytes: number;
   /** Set by load(): whether the batch packs documents, and the unique id counts of its gradient plans. */
   hasSegments = false;
   uniqueIds = 0;
   uniquePositions = 0;
   constructor(private readonly gpu: Gpu, readonly config: ModelConfig, readonly B: number, readonly S: number) {
-    const c = config;
-    const T = (this.T = B * S);
+    const t = Activations.plan(config, B, S);
+    this.T = B * S;
+    this.chunk = crossEntropyChunk(this.T, config.vocabSize, 32 << 20);
+    // Every size is checked before the first allocation, and a failure part way releases what was made.
+    for (const { name, length } of t) gpu.checkBufferSize(length * 4, `act ${name}`);
+    try {
+      for (const { name, length } of t) this.buffers.set(name, gpu.createBuffer(length * 4, undefined, `act ${name}`));
+      gpu.write(this.v('ones'), new Float32Array(this.T).fill(1));
+    } catch (e) {
+      this.destroy();
+      throw e;
+    }
+    this.bytes = [...this.buffers.values()].reduce((sum, b) => sum + b.size, 0);
+  }
+
+  /** The tensors of a (batch, sequence) shape, by name and f32 length. */
+  static plan(c: ModelConfig, B: number, S: number): { name: string; length: number }[] {
+    const T = B * S;
     const H = c.hiddenSize;
     const qd = c.numHeads * c.headDim;
     const kvd = c.numKvHeads * c.headDim;
     const I = c.intermediateSize;
-    this.chunk = crossEntropyChunk(T, c.vocabSize, 32 << 20);
+    const chunk = crossEntropyChunk(T, c.vocabSize, 32 << 20);
     const t: { name: string; length: number }[] = [];
     const add = (name: string, length: number) => t.push({ name, length });
     for (const n of ['ids', 'positions', 'segments', 'targets', 'ones', 'emb.order', 'emb.unique', 'pos.order', 'pos.unique']) add(n, T);
@@ -108,7 +127,7 @@ export class Activations {
     }
     add('lnf', T * H);
     add('stf', 2 * T);
-    add('logits', T * Math.min(this.chunk, c.vocabSize));
+    add('logits', T * Math.min(chunk, c.vocabSize));
     add('cestats', 3 * T);
     add('losses', T);
     // Backward scratch, reused by every layer.
@@ -118,8 +137,12 @@ export class Activations {
     add('dv', T * kvd);
     add('datt', T * qd);
     for (const n of ['da', 'db', 'dh']) add(n, T * I);
-    for (const { name, length } of t) this.buffers.set(name, gpu.createBuffer(length * 4, undefined, `act ${name}`));
-    gpu.write(this.v('ones'), new Float32Array(T).fill(1));
+    return t;
+  }
+
+  /** Run `release` when this arena is destroyed: adapters free their per-shape buffers with it. */
+  onDestroy(release: () => void): void {
+    this.onDestroyed.push(release);
   }
 
   v(name: string): View {
@@ -149,6 +172,7 @@ export class Activations {
   destroy(): void {
     for (const b of this.buffers.values()) this.gpu.destroyBuffer(b);
     this.buffers.clear();
+    for (const release of this.onDestroyed.splice(0)) release();
   }
 }
 

@@ -9,6 +9,7 @@
  *     --model PATH|ID|URL  --prompt TEXT  --max-new-tokens N  --temperature T  --top-k K  --top-p P
  *     --seed S  --hub ENDPOINT
  */
+import { parseArgs } from 'node:util';
 import { requestDevice } from '../node.js';
 import { resolveSource } from '../io/sources.js';
 import { openCheckpoint } from '../model/checkpoint.js';
@@ -20,25 +21,58 @@ import { SUCCESSOR_DEFAULTS, successorFineTuneOptions, trainOnSuccessor } from '
 
 const shippedModel = new URL('../../public/models/tiny-llama', import.meta.url).pathname;
 
-function flag(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : fallback;
+/** A usage mistake: reported with the usage line and exit code 2, distinct from a failed run (1). */
+class UsageError extends Error {}
+
+type Spec = Record<string, { type: 'string' | 'boolean'; default?: string }>;
+const common: Spec = { model: { type: 'string', default: shippedModel }, hub: { type: 'string' }, help: { type: 'boolean' } };
+const specs: Record<string, Spec> = {
+  info: { help: { type: 'boolean' } },
+  finetune: { ...common, method: { type: 'string', default: 'lora' }, steps: { type: 'string' }, lr: { type: 'string' }, rank: { type: 'string', default: '16' }, batch: { type: 'string', default: '16' } },
+  generate: {
+    ...common, prompt: { type: 'string', default: 'k>l;c>d;m>' }, 'max-new-tokens': { type: 'string', default: '16' }, temperature: { type: 'string', default: '0' },
+    'top-k': { type: 'string', default: '0' }, 'top-p': { type: 'string', default: '1' }, seed: { type: 'string', default: '0' },
+  },
+};
+
+/** The command's flags, strictly: an unknown flag, a missing value or a stray argument is a usage error. */
+function flags(command: string): Record<string, string | boolean | undefined> {
+  try {
+    return parseArgs({ args: process.argv.slice(3), options: specs[command], strict: true, allowPositionals: false }).values;
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+/** A flag's number: finite, and an integer within bounds where asked. */
+function numberFlag(values: Record<string, unknown>, name: string, o: { integer?: boolean; min?: number; max?: number } = {}): number {
+  const text = String(values[name]);
+  const v = Number(text);
+  const ok = text.trim() !== '' && Number.isFinite(v) && (!o.integer || Number.isInteger(v)) && v >= (o.min ?? -Infinity) && v <= (o.max ?? Infinity);
+  if (!ok) {
+    const want = `${o.integer ? 'an integer' : 'a number'}${o.min !== undefined ? ` >= ${o.min}` : ''}${o.max !== undefined ? ` <= ${o.max}` : ''}`;
+    throw new UsageError(`--${name} must be ${want}, got '${text}'`);
+  }
+  return v;
 }
 
 async function finetune(): Promise<void> {
-  const modelPath = flag('model', shippedModel);
-  const method = flag('method', 'lora') as 'lora' | 'full';
-  if (method !== 'lora' && method !== 'full') throw new Error(`--method must be lora or full, got ${method}`);
-  const steps = Number(flag('steps', String(SUCCESSOR_DEFAULTS[method].steps)));
-  const lr = Number(flag('lr', String(SUCCESSOR_DEFAULTS[method].lr)));
-  const rows = Number(flag('batch', '16'));
+  const values = flags('finetune');
+  const method = values.method as 'lora' | 'full';
+  if (method !== 'lora' && method !== 'full') throw new UsageError(`--method must be lora or full, got '${method}'`);
+  values.steps ??= String(SUCCESSOR_DEFAULTS[method].steps);
+  values.lr ??= String(SUCCESSOR_DEFAULTS[method].lr);
+  const steps = numberFlag(values, 'steps', { integer: true, min: 1 });
+  const lr = numberFlag(values, 'lr', { min: 0 });
+  const rows = numberFlag(values, 'batch', { integer: true, min: 1 });
+  const rank = numberFlag(values, 'rank', { integer: true, min: 1 });
   const gpu = await requestDevice({ powerPreference: 'high-performance' });
   console.log(`device: ${gpu.describe()}`);
-  const source = await resolveSource(modelPath, { endpoint: process.argv.includes('--hub') ? flag('hub', '') : undefined });
+  const source = await resolveSource(values.model as string, { endpoint: values.hub as string | undefined });
   const ckpt = await openCheckpoint(source);
   const c = ckpt.config;
   console.log(`model:  ${source.description}: ${c.architecture}, ${c.numLayers} layers, d=${c.hiddenSize}, vocab ${c.vocabSize}`);
-  const ft = await FineTuner.create(gpu, ckpt, successorFineTuneOptions(c, method, { steps, lr, rank: Number(flag('rank', '16')) }));
+  const ft = await FineTuner.create(gpu, ckpt, successorFineTuneOptions(c, method, { steps, lr, rank }));
   const trainable = method === 'lora' ? ft.lora!.names.length : ft.model.trainableNames.length;
   console.log(`method: ${method}${method === 'lora' ? ` (rank ${ft.lora!.options.rank}, ${trainable} adapter tensors)` : ` (${trainable} tensors)`}, ${steps} steps, lr ${lr}`);
   console.log('task:   letter successor ("x>y;" pairs, loss on y), held-out rows from another seed\n');
@@ -48,23 +82,19 @@ async function finetune(): Promise<void> {
 }
 
 async function generate(): Promise<void> {
-  const hub = { endpoint: process.argv.includes('--hub') ? flag('hub', '') : undefined };
-  const source = await resolveSource(flag('model', shippedModel), hub);
-  const number = (name: string, fallback: string) => {
-    const v = Number(flag(name, fallback));
-    if (!Number.isFinite(v)) throw new Error(`--${name} must be a number, got ${flag(name, fallback)}`);
-    return v;
+  const values = flags('generate');
+  const options = {
+    maxNewTokens: numberFlag(values, 'max-new-tokens', { integer: true, min: 1 }), temperature: numberFlag(values, 'temperature', { min: 0 }),
+    topK: numberFlag(values, 'top-k', { integer: true, min: 0 }), topP: numberFlag(values, 'top-p', { min: 0, max: 1 }), seed: numberFlag(values, 'seed', { integer: true }),
   };
+  const source = await resolveSource(values.model as string, { endpoint: values.hub as string | undefined });
   const lm = await CausalLM.fromPretrained(source);
   const tokenizer = await loadTokenizer(source);
   const gen = new Generator(lm);
   try {
-    const prompt = flag('prompt', 'k>l;c>d;m>');
+    const prompt = values.prompt as string;
     const ids = Array.from(tokenizer.encode(prompt, { add_special_tokens: false }) as number[]);
-    const out = await gen.generate(ids, {
-      maxNewTokens: number('max-new-tokens', '16'), temperature: number('temperature', '0'),
-      topK: number('top-k', '0'), topP: number('top-p', '1'), seed: number('seed', '0'),
-    });
+    const out = await gen.generate(ids, options);
     console.log(`${prompt}${tokenizer.decode(out.tokens)}`);
     console.log(`(${out.tokens.length} tokens, stopped by ${out.stoppedBy})`);
   } finally {
@@ -75,6 +105,7 @@ async function generate(): Promise<void> {
 }
 
 async function info(): Promise<void> {
+  flags('info');
   const gpu = await requestDevice({ powerPreference: 'high-performance' });
   const l = gpu.limits;
   console.log(`device:   ${gpu.describe()}`);
@@ -86,16 +117,29 @@ async function info(): Promise<void> {
   gpu.destroy();
 }
 
+const USAGE = `usage: webgpu-finetune <command> [flags]
+  info       the WebGPU device Node gets here
+  finetune   --model PATH|ID|URL --method lora|full --steps N --lr X --rank R --batch B --hub ENDPOINT
+  generate   --model PATH|ID|URL --prompt TEXT --max-new-tokens N --temperature T --top-k K --top-p P --seed S --hub ENDPOINT`;
+
 const command = process.argv[2] ?? 'info';
 const commands: Record<string, () => Promise<void>> = { info, finetune, generate };
+if (command === '--help' || command === 'help' || process.argv.slice(3).includes('--help')) {
+  console.log(USAGE);
+  process.exit(0);
+}
 if (!commands[command]) {
-  console.error(`unknown command '${command}'. Commands: ${Object.keys(commands).join(', ')}`);
+  console.error(`unknown command '${command}'. Commands: ${Object.keys(commands).join(', ')}\n${USAGE}`);
   process.exit(2);
 }
 try {
   await commands[command]();
   process.exit(0);
 } catch (e) {
+  if (e instanceof UsageError) {
+    console.error(`${e.message}\n${USAGE}`);
+    process.exit(2);
+  }
   console.error(e instanceof Error ? `${e.name}: ${e.message}` : e);
   process.exit(1);
 }

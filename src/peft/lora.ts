@@ -48,7 +48,8 @@ export class Lora implements LinearAdapter {
   merged = false;
   /** Dropout applies only while true (set by the trainer around training passes). */
   training = false;
-  private round = 0;
+  /** Training passes so far: each draws new dropout masks from it, so resuming restores it (exact resume). */
+  round = 0;
   private readonly moduleIndex = new Map<string, number>();
   /**
    * Engine module -> Hugging Face module path (layers.0.q -> model.layers.0.self_attn.q_proj), from the
@@ -56,7 +57,8 @@ export class Lora implements LinearAdapter {
    * in Hugging Face, so separate adapters on them have no PEFT name.
    */
   private readonly hfModules: Map<string, string>;
-  private readonly scratch = new Map<string, Map<string, GPUBuffer>>();
+  /** Per activation arena: x A^T of every module, the shared gradient scratch and dropped inputs. */
+  private readonly scratch = new Map<Activations, Map<string, GPUBuffer>>();
 
   constructor(
     private readonly gpu: Gpu,
@@ -64,17 +66,9 @@ export class Lora implements LinearAdapter {
     readonly options: LoraOptions,
   ) {
     const r = options.rank;
-    if (!Number.isInteger(r) || r < 1) throw new ShapeError(`LoRA rank must be a positive integer, got ${r}`);
-    const p = options.dropout ?? 0;
-    if (!(p >= 0 && p < 1)) throw new ShapeError(`LoRA dropout must be in [0, 1), got ${p}`);
+    this.modules = Lora.check(config, options);
     this.scale = (options.alpha ?? 2 * r) / r;
     this.fused = options.fused ?? true;
-    const targets = new Set((options.targetModules ?? ['q', 'v']).map((m) => ALIASES[m] ?? m));
-    this.modules = new Map();
-    for (const spec of paramSpecs(config)) {
-      const m = /^(layers\.\d+\.(\w+))\.weight$/.exec(spec.name);
-      if (m && targets.has(m[2])) this.modules.set(m[1], { out: spec.shape[0], in: spec.shape[1] });
-    }
     [...this.modules.keys()].forEach((name, i) => this.moduleIndex.set(name, i));
     const weight = (n: string) => n.endsWith('.weight');
     const module = (n: string) => n.slice(0, -'.weight'.length);
@@ -83,22 +77,46 @@ export class Lora implements LinearAdapter {
         .filter((m) => m.parts.length === 1 && weight(m.parts[0]) && weight(m.hfName))
         .map((m) => [module(m.parts[0]), module(m.hfName)]),
     );
-    const found = new Set([...this.modules.keys()].map((k) => k.split('.')[2]));
-    const missing = [...targets].filter((t) => !found.has(t));
-    if (missing.length) throw new ShapeError(`LoRA target modules ${missing.join(', ')} do not exist in ${config.architecture}`);
     const tensors = [...this.modules].flatMap(([name, d]) => [
       { name: `${name}.lora_A`, length: r * d.in },
       { name: `${name}.lora_B`, length: d.out * r },
     ]);
     const layout = planArena(tensors, arenaLimit(gpu));
     this.params = new Arena(gpu, layout, 'lora');
-    this.grads = new Arena(gpu, layout, 'lora grads');
+    try {
+      this.grads = new Arena(gpu, layout, 'lora grads');
+    } catch (e) {
+      this.params.destroy();
+      throw e;
+    }
     const rand = rng(options.seed ?? 0);
     for (const [name, d] of this.modules) {
       const bound = 1 / Math.sqrt(d.in);
       gpu.write(this.params.view(`${name}.lora_A`), Float32Array.from({ length: r * d.in }, () => (2 * rand() - 1) * bound));
       gpu.write(this.params.view(`${name}.lora_B`), new Float32Array(d.out * r));
     }
+  }
+
+  /**
+   * Validates options against a model config without allocating anything (so a bad rank or target fails
+   * before a model is loaded) and returns the adapted modules with their shapes.
+   */
+  static check(config: ModelConfig, options: LoraOptions): Map<string, { out: number; in: number }> {
+    const r = options.rank;
+    if (!Number.isInteger(r) || r < 1) throw new ShapeError(`LoRA rank must be a positive integer, got ${r}`);
+    const p = options.dropout ?? 0;
+    if (!(p >= 0 && p < 1)) throw new ShapeError(`LoRA dropout must be in [0, 1), got ${p}`);
+    if (options.alpha !== undefined && !(Number.isFinite(options.alpha) && options.alpha > 0)) throw new ShapeError(`LoRA alpha must be a positive number, got ${options.alpha}`);
+    const targets = new Set((options.targetModules ?? ['q', 'v']).map((m) => ALIASES[m] ?? m));
+    const modules = new Map<string, { out: number; in: number }>();
+    for (const spec of paramSpecs(config)) {
+      const m = /^(layers\.\d+\.(\w+))\.weight$/.exec(spec.name);
+      if (m && targets.has(m[2])) modules.set(m[1], { out: spec.shape[0], in: spec.shape[1] });
+    }
+    const found = new Set([...modules.keys()].map((k) => k.split('.')[2]));
+    const missing = [...targets].filter((t) => !found.has(t));
+    if (missing.length) throw new ShapeError(`LoRA target modules ${missing.map((m) => `'${m}'`).join(', ')} do not exist in ${config.architecture}`);
+    return modules;
   }
 
   get names(): string[] {
@@ -150,15 +168,22 @@ export class Lora implements LinearAdapter {
 
   /** Per-shape buffers: x A^T for every module (kept for backward) and one shared gradient scratch. */
   private buffers(acts: Activations): Map<string, GPUBuffer> {
-    const key = `${acts.B}x${acts.S}`;
-    let m = this.scratch.get(key);
+    let m = this.scratch.get(acts);
     if (!m) {
-      m = new Map();
-      for (const name of this.modules.keys()) m.set(name, this.gpu.createBuffer(acts.T * this.options.rank * 4, undefined, `lora u ${name}`));
-      m.set('du', this.gpu.createBuffer(acts.T * this.options.rank * 4, undefined, 'lora du'));
-      this.scratch.set(key, m);
+      const made = new Map<string, GPUBuffer>();
+      m = made;
+      this.scratch.set(acts, made);
+      // Released with the arena, when the model's activation cache evicts its shape.
+      acts.onDestroy(() => this.releaseScratch(acts));
+      for (const name of this.modules.keys()) made.set(name, this.gpu.createBuffer(acts.T * this.options.rank * 4, undefined, `lora u ${name}`));
+      made.set('du', this.gpu.createBuffer(acts.T * this.options.rank * 4, undefined, 'lora du'));
     }
     return m;
+  }
+
+  private releaseScratch(acts: Activations): void {
+    for (const b of this.scratch.get(acts)?.values() ?? []) this.gpu.destroyBuffer(b);
+    this.scratch.delete(acts);
   }
 
   /** Records u = x' A^T (x' = dropout(x) while training) and returns the term s u B^T the layer adds. */
@@ -207,7 +232,6 @@ export class Lora implements LinearAdapter {
   destroy(): void {
     this.params.destroy();
     this.grads.destroy();
-    for (const m of this.scratch.values()) for (const b of m.values()) this.gpu.destroyBuffer(b);
-    this.scratch.clear();
+    for (const acts of [...this.scratch.keys()]) this.releaseScratch(acts);
   }
 }

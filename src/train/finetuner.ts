@@ -3,6 +3,7 @@
  * gradient clipping and gradient accumulation. step(batch) runs one micro-batch and, every
  * `gradientAccumulation` micro-batches, the optimizer; it returns the micro-batch's mean loss.
  */
+import { ShapeError } from '../errors.js';
 import type { TensorView } from '../gpu/buffers.js';
 import type { Gpu } from '../gpu/gpu.js';
 import { bytesSource } from '../io/bytes.js';
@@ -52,8 +53,13 @@ export class FineTuner {
     readonly options: FineTuneOptions,
   ) {
     this.lora = options.method === 'lora' ? new Lora(gpu, model.config, options.lora ?? { rank: 8 }) : null;
+    try {
+      this.optimizer = new AdamW(gpu, { ...this.trainable(), grads: this.lora?.grads ?? model.grads! }, options.optimizer);
+    } catch (e) {
+      this.lora?.destroy();
+      throw e;
+    }
     if (this.lora) model.transformer.adapter = this.lora;
-    this.optimizer = new AdamW(gpu, { ...this.trainable(), grads: this.lora?.grads ?? model.grads! }, options.optimizer);
   }
 
   /**
@@ -62,15 +68,35 @@ export class FineTuner {
    */
   static async fromPretrained(source: SourceLike, options: FineTuneOptions & PretrainedOptions): Promise<FineTuner> {
     const { gpu, ckpt } = await openPretrained(source, options);
-    return FineTuner.create(gpu, ckpt, options);
+    try {
+      return await FineTuner.create(gpu, ckpt, options);
+    } catch (e) {
+      if (!options.gpu) gpu.destroy(); // a device made for this call goes with it
+      throw e;
+    }
   }
 
+  /**
+   * Load the checkpoint's weights and attach the method. Options are checked before any weight is read,
+   * and a failure releases everything allocated so far.
+   */
   static async create(gpu: Gpu, ckpt: Checkpoint, options: FineTuneOptions): Promise<FineTuner> {
+    if (options.method !== 'full' && options.method !== 'lora') {
+      throw new ShapeError(`unknown fine-tuning method '${String(options.method)}' (full, lora)`);
+    }
+    if (options.method === 'lora') Lora.check(ckpt.config, options.lora ?? { rank: 8 });
+    const accumulation = options.gradientAccumulation ?? 1;
+    if (!Number.isInteger(accumulation) || accumulation < 1) throw new ShapeError(`gradientAccumulation must be a positive integer, got ${accumulation}`);
     const model = await CausalLM.fromCheckpoint(gpu, ckpt, {
       trainable: options.method === 'full' ? () => true : () => false,
       onProgress: options.onProgress,
     });
-    return new FineTuner(gpu, model, options);
+    try {
+      return new FineTuner(gpu, model, options);
+    } catch (e) {
+      model.destroy();
+      throw e;
+    }
   }
 
   private get accumulation(): number {
@@ -166,7 +192,10 @@ export class FineTuner {
       tensors[`${n}.adam_m`] = { dtype: 'F32', shape: [length], data: await this.gpu.readF32(this.optimizer.m.view(n)) };
       tensors[`${n}.adam_v`] = { dtype: 'F32', shape: [length], data: await this.gpu.readF32(this.optimizer.v.view(n)) };
     }
-    return writeSafetensors(tensors, { format: 'webgpu-finetune', method: this.options.method, step: String(this.optimizer.step) });
+    // Everything that shapes the next step is saved, so a resumed run continues exactly.
+    const metadata: Record<string, string> = { format: 'webgpu-finetune', method: this.options.method, step: String(this.optimizer.step) };
+    if (this.lora) metadata.dropout_round = String(this.lora.round);
+    return writeSafetensors(tensors, metadata);
   }
 
   /** Restore state written by saveState() into a FineTuner created with the same model and options. */
@@ -176,6 +205,13 @@ export class FineTuner {
     if (header.metadata.method !== this.options.method) {
       throw new InvalidModelFileError('trainable state', `was saved for method '${header.metadata.method}', this fine-tuner uses '${this.options.method}'`);
     }
+    const counter = (key: string): number => {
+      const text = header.metadata[key] ?? '0';
+      if (!/^\d{1,15}$/.test(text)) throw new InvalidModelFileError('trainable state', `metadata '${key}' is not a step count`, 'metadata');
+      return Number(text);
+    };
+    const step = counter('step');
+    const round = counter('dropout_round');
     const { names, param } = this.trainable();
     // Check everything before writing anything, so a mismatched file changes nothing.
     for (const n of names) {
@@ -189,7 +225,8 @@ export class FineTuner {
       this.gpu.write(this.optimizer.m.view(n), await readTensorF32(source, header.byName.get(`${n}.adam_m`)!));
       this.gpu.write(this.optimizer.v.view(n), await readTensorF32(source, header.byName.get(`${n}.adam_v`)!));
     }
-    this.optimizer.step = Number(header.metadata.step ?? 0);
+    this.optimizer.step = step;
+    if (this.lora) this.lora.round = round;
     this.micro = 0;
   }
 

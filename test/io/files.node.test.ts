@@ -24,4 +24,17 @@ describe('atomic file writes', () => {
     expect(readdirSync(dir)).toEqual(['state.safetensors']);
     expect(readdirSync(join(dir, '..')).filter((f) => f.startsWith(dir.split('/').pop()! + '.tmp'))).toEqual([]);
   });
+
+  it('removes temporaries that interrupted writes left behind, and only those', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'wgft-atomic-'));
+    const path = join(dir, 'state.safetensors');
+    const { spawnSync } = await import('node:child_process');
+    const deadPid = spawnSync(process.execPath, ['-e', '0']).pid!; // a process that has exited
+    const stale = `state.safetensors.tmp-${deadPid}-123`;
+    const live = `state.safetensors.tmp-${process.ppid}-456`; // a writer that is still running
+    const other = `other.safetensors.tmp-${deadPid}-789`; // another target's: left to its own saves
+    for (const f of [stale, live, other]) writeFileSync(join(dir, f), 'partial');
+    await writeFileAtomic(path, 'new');
+    expect(readdirSync(dir).sort()).toEqual([other, 'state.safetensors', live].sort());
+  });
 });

@@ -22,6 +22,15 @@ function rawFile(header: unknown, data: Uint8Array, lieAboutLength?: number): Ui
   return out;
 }
 
+/** A file from raw header bytes and a data section. */
+function rawHeaderFile(json: Uint8Array, data: Uint8Array): Uint8Array {
+  const out = new Uint8Array(8 + json.length + data.length);
+  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
+  out.set(json, 8);
+  out.set(data, 8 + json.length);
+  return out;
+}
+
 describe('safetensors', () => {
   it('round-trips F32, F16 and BF16 tensors with metadata', async () => {
     const seed = freshSeed();
@@ -61,23 +70,66 @@ describe('safetensors', () => {
 
   const data = new Uint8Array(24);
   const good = { w: { dtype: 'F32', shape: [2, 3], data_offsets: [0, 24] } };
+  /** A file whose header is the given text, verbatim (for what JSON.stringify cannot write). */
+  const textFile = (header: string, body = data) => rawHeaderFile(new TextEncoder().encode(header), body);
   it.each([
-    ['a file shorter than the length prefix', new Uint8Array(5), /too short/],
-    ['a header length past the end', rawFile(good, data, 10_000), /runs past the end/],
-    ['a header length over the limit', rawFile(good, data, 2e9), /exceeds/],
-    ['a header that is not JSON', (() => { const f = rawFile(good, data); f[8] = 0x7b; f[9] = 0x7b; return f; })(), /not valid UTF-8 JSON/],
-    ['a header that is an array', rawFile([1, 2], data), /not a JSON object/],
-    ['an unknown dtype', rawFile({ w: { dtype: 'F8', shape: [2], data_offsets: [0, 2] } }, data), /unknown dtype/],
-    ['a negative dimension', rawFile({ w: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, data), /invalid shape/],
-    ['offsets that disagree with the shape', rawFile({ w: { dtype: 'F32', shape: [2, 2], data_offsets: [0, 24] } }, data), /needs 16 bytes/],
-    ['a tensor past the end of the data (truncated file)', rawFile({ w: { dtype: 'F32', shape: [2, 4], data_offsets: [0, 32] } }, data), /truncated/],
-    ['overlapping tensors', rawFile({ a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] }, b: { dtype: 'F32', shape: [4], data_offsets: [8, 24] } }, data), /overlap/],
-    ['reversed offsets', rawFile({ w: { dtype: 'F32', shape: [0], data_offsets: [8, 4] } }, data), /invalid data_offsets/],
-  ])('rejects %s', async (_what, bytes, message) => {
+    ['a file shorter than the length prefix', new Uint8Array(5), 'size', /too short/],
+    ['a header length past the end', rawFile(good, data, 10_000), 'size', /runs past the end/],
+    ['a header length over the limit', rawFile(good, data, 2e9), 'size', /exceeds/],
+    ['a header that is not JSON', (() => { const f = rawFile(good, data); f[9] = 0x7b; return f; })(), 'json', /not valid JSON/],
+    ['a header that is not UTF-8', (() => { const f = rawFile(good, data); f[12] = 0xff; return f; })(), 'utf8', /UTF-8/],
+    ['a header with a byte-order mark', rawHeaderFile(Uint8Array.from([0xef, 0xbb, 0xbf, ...new TextEncoder().encode(JSON.stringify(good))]), data), 'header-start', /begin with '\{'/],
+    ['a header with leading whitespace', textFile(` ${JSON.stringify(good)}`), 'header-start', /begin with '\{'/],
+    ['a header that is an array', rawFile([1, 2], data), 'header-start', /begin with/],
+    ['a duplicate tensor name', textFile('{"w":{"dtype":"F32","shape":[6],"data_offsets":[0,24]},"w":{"dtype":"F32","shape":[6],"data_offsets":[0,24]}}'), 'duplicate-key', /duplicate key 'w'/],
+    ['a duplicate field inside a tensor', textFile('{"w":{"dtype":"F32","shape":[6],"shape":[6],"data_offsets":[0,24]}}'), 'duplicate-key', /duplicate key 'shape'/],
+    ['a dimension written as a float', textFile('{"w":{"dtype":"F32","shape":[6.0],"data_offsets":[0,24]}}'), 'shape', /invalid shape/],
+    ['a dimension in exponent form', textFile('{"w":{"dtype":"F32","shape":[6e0],"data_offsets":[0,24]}}'), 'shape', /invalid shape/],
+    ['an offset written as a float', textFile('{"w":{"dtype":"F32","shape":[6],"data_offsets":[0,24.0]}}'), 'offsets', /invalid data_offsets/],
+    ['an offset in exponent form', textFile('{"w":{"dtype":"F32","shape":[6],"data_offsets":[0,2.4e1]}}'), 'offsets', /invalid data_offsets/],
+    ['a dimension past 2^53', textFile('{"w":{"dtype":"F32","shape":[9007199254740993],"data_offsets":[0,24]}}'), 'shape', /invalid shape/],
+    ['a missing dtype', rawFile({ w: { shape: [6], data_offsets: [0, 24] } }, data), 'dtype', /tensor 'w' has no dtype/],
+    ['a missing shape', rawFile({ w: { dtype: 'F32', data_offsets: [0, 24] } }, data), 'shape', /tensor 'w' has no shape/],
+    ['missing data_offsets', rawFile({ w: { dtype: 'F32', shape: [6] } }, data), 'offsets', /tensor 'w' has no data_offsets/],
+    ['an unknown field', rawFile({ w: { ...good.w, strides: [1] } }, data), 'structure', /unknown field 'strides'/],
+    ['an unknown dtype', rawFile({ w: { dtype: 'F8', shape: [2], data_offsets: [0, 2] } }, data), 'dtype', /unknown dtype/],
+    ['a negative dimension', rawFile({ w: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, data), 'shape', /invalid shape/],
+    ['offsets that disagree with the shape', rawFile({ w: { dtype: 'F32', shape: [2, 2], data_offsets: [0, 24] } }, data), 'offsets', /needs 16 bytes/],
+    ['a tensor past the end of the data (truncated file)', rawFile({ w: { dtype: 'F32', shape: [2, 4], data_offsets: [0, 32] } }, data), 'offsets', /truncated/],
+    ['overlapping tensors', rawFile({ a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] }, b: { dtype: 'F32', shape: [4], data_offsets: [8, 24] } }, data), 'coverage', /overlap/],
+    ['a gap between tensors', rawFile({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [16, 24] } }, data), 'coverage', /gap/],
+    ['a gap before the first tensor', rawFile({ a: { dtype: 'F32', shape: [4], data_offsets: [8, 24] } }, data), 'coverage', /gap/],
+    ['unindexed trailing bytes', rawFile({ a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }, data), 'coverage', /8 trailing data bytes/],
+    ['reversed offsets', rawFile({ w: { dtype: 'F32', shape: [0], data_offsets: [8, 4] } }, data), 'offsets', /end before they begin/],
+    ['metadata that is not a map', rawFile({ __metadata__: ['a'], ...good }, data), 'metadata', /map of strings to strings/],
+    ['a metadata value that is not a string', rawFile({ __metadata__: { step: 3 }, ...good }, data), 'metadata', /'step' must be a string/],
+    ['a header nested too deeply', textFile(`{"w":${'['.repeat(100_000)}${']'.repeat(100_000)}}`), 'depth', /nesting deeper/],
+  ])('rejects %s', async (_what, bytes, rule, message) => {
     const err = await readHeader(bytesSource('bad.safetensors', bytes)).catch((e) => e);
     expect(err).toBeInstanceOf(InvalidModelFileError);
+    expect(err.rule).toBe(rule);
     expect(err.message).toMatch(message);
     expect(err.message).toContain('bad.safetensors');
+    expect(err.message.length).toBeLessThan(300);
+  });
+
+  it('accepts null or absent metadata, space padding and empty files of no tensors', async () => {
+    expect((await readHeader(bytesSource('a', rawFile({ __metadata__: null, ...good }, data)))).metadata).toEqual({});
+    expect((await readHeader(bytesSource('b', textFile(`${JSON.stringify(good)}     `)))).tensors).toHaveLength(1);
+    expect((await readHeader(bytesSource('c', rawFile({}, new Uint8Array(0))))).tensors).toHaveLength(0);
+    const zero = rawFile({ e: { dtype: 'F32', shape: [0, 5], data_offsets: [0, 0] }, ...good }, data);
+    expect((await readHeader(bytesSource('d', zero))).tensors.map((t) => t.name)).toEqual(['e', 'w']);
+  });
+
+  it('keeps messages short for huge shapes and names', async () => {
+    const huge = rawFile({ w: { dtype: 'F32', shape: new Array(100_001).fill(1), data_offsets: [0, 8] } }, data);
+    const err = await readHeader(bytesSource('bad.safetensors', huge)).catch((e) => e);
+    expect(err).toBeInstanceOf(InvalidModelFileError);
+    expect(err.message.length).toBeLessThan(300);
+    const longName = rawFile({ ['x'.repeat(1e6)]: { dtype: 'F32', shape: [1], data_offsets: [0, 8] } }, data);
+    const err2 = await readHeader(bytesSource('bad.safetensors', longName)).catch((e) => e);
+    expect(err2.message).toMatch(/1000000 chars/);
+    expect(err2.message.length).toBeLessThan(300);
   });
 
   it('refuses to convert non-float tensors', async () => {

@@ -113,6 +113,10 @@ describe('LoRA, as PEFT tests it', () => {
   it('rejects target modules the architecture does not have', async () => {
     const gpu = await testGpu();
     const ckpt = await openCheckpoint(memorySource(files));
-    await expect(FineTuner.create(gpu, ckpt, { method: 'lora', lora: { rank: 4, targetModules: ['c_attn'] } })).rejects.toThrow(/c_attn do not exist/);
+    const before = gpu.memoryStats();
+    await expect(FineTuner.create(gpu, ckpt, { method: 'lora', lora: { rank: 4, targetModules: ['c_attn'] } })).rejects.toThrow(/'c_attn' do not exist/);
+    await expect(FineTuner.create(gpu, ckpt, { method: 'lora', lora: { rank: 0 } })).rejects.toThrow(/rank must be a positive integer/);
+    const after = gpu.memoryStats();
+    expect([after.currentBytes, after.buffers]).toEqual([before.currentBytes, before.buffers]); // nothing was loaded or left allocated
   });
 });

@@ -1,0 +1,113 @@
+/**
+ * Network sources against a server that hangs, stalls, drops connections, fails for a while, or leaves
+ * out sizes: every wait is bounded, transient failures are retried, the caller can abort, and what
+ * fails is a typed NetworkError naming the URL and the cause, never blamed on the file.
+ */
+import { createServer } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { classifyFailure, NetworkError } from '../../src/io/http.js';
+import { hubSource, resolveSource, type HubOptions } from '../../src/io/sources.js';
+import { openCheckpoint } from '../../src/model/checkpoint.js';
+import { CausalLM } from '../../src/model/causal-lm.js';
+import { startHostileServer, type HostileServer } from '../fixtures/hostile-server.js';
+import { testGpu } from '../helpers.js';
+
+let server: HostileServer;
+beforeAll(async () => {
+  server = await startHostileServer();
+});
+afterAll(async () => {
+  await server.close();
+});
+
+const fast: HubOptions = { timeoutMs: 300, idleTimeoutMs: 300, retries: 0 };
+const repo = 'fixtures/tiny-llama';
+
+async function networkFailure(p: Promise<unknown>): Promise<NetworkError> {
+  const e = await p.then(() => null, (err: unknown) => err);
+  expect(e).toBeInstanceOf(NetworkError);
+  return e as NetworkError;
+}
+
+describe('network sources', () => {
+  it('load normally through the same server', async () => {
+    const ckpt = await openCheckpoint(hubSource(repo, { ...fast, endpoint: server.endpoint('ok') }));
+    expect(ckpt.config.architecture).toBe('LlamaForCausalLM');
+  });
+
+  it('time out on a server that never answers', async () => {
+    const started = Date.now();
+    const e = await networkFailure(openCheckpoint(hubSource(repo, { ...fast, endpoint: server.endpoint('hang') })));
+    expect(e.kind).toBe('timeout');
+    expect(e.message).toContain(`${server.endpoint('hang')}/${repo}/resolve/main/config.json`);
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
+
+  it('time out on a body that stalls mid-transfer', async () => {
+    // GET 1 is config.json; GET 3 the safetensors header.
+    for (const n of [1, 3]) {
+      const e = await networkFailure(openCheckpoint(hubSource(repo, { ...fast, endpoint: server.endpoint(`stall-${n}`) })));
+      expect(e.kind).toBe('timeout');
+      expect(e.message).toMatch(/the body stalled for 300 ms after \d+ bytes/);
+    }
+  });
+
+  it('report a dropped connection as a reset, during the header read and during a tensor read', async () => {
+    const gpu = await testGpu();
+    const header = await networkFailure(openCheckpoint(hubSource(repo, { ...fast, endpoint: server.endpoint('drop-3') })));
+    expect(header.kind).toBe('reset');
+    expect(header.message).toContain('model.safetensors');
+    expect(header.message).not.toMatch(/JSON|UTF-8/); // not blamed on the file
+    const ckpt = await openCheckpoint(hubSource(repo, { ...fast, endpoint: server.endpoint('drop-6') }));
+    const before = gpu.memoryStats();
+    const tensor = await networkFailure(CausalLM.fromCheckpoint(gpu, ckpt));
+    expect(tensor.kind).toBe('reset');
+    expect(gpu.memoryStats().currentBytes).toBe(before.currentBytes); // the half-loaded model was released
+  });
+
+  it('retry transient failures (resets and 503) with backoff, and give up after the retries', async () => {
+    const ckpt = await openCheckpoint(hubSource(repo, { ...fast, retries: 4, retryDelayMs: 10, endpoint: server.endpoint('flaky-4') }));
+    expect(ckpt.tensors.size).toBeGreaterThan(0);
+    const e = await networkFailure(openCheckpoint(hubSource(repo, { ...fast, retries: 1, retryDelayMs: 10, endpoint: server.endpoint('flaky-9') })));
+    expect(['reset', 'http']).toContain(e.kind);
+  });
+
+  it('stop at once when the caller aborts', async () => {
+    const controller = new AbortController();
+    const started = Date.now();
+    setTimeout(() => controller.abort(), 100);
+    const e = await networkFailure(openCheckpoint(hubSource(repo, { timeoutMs: 60_000, signal: controller.signal, endpoint: server.endpoint('hang') })));
+    expect(e.kind).toBe('aborted');
+    expect(Date.now() - started).toBeLessThan(3000);
+  });
+
+  it('report a refused connection', async () => {
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const port = (closed.address() as { port: number }).port;
+    await new Promise((r) => closed.close(r));
+    const e = await networkFailure(openCheckpoint(hubSource(repo, { ...fast, endpoint: `http://127.0.0.1:${port}/hub` })));
+    expect(e.kind).toBe('refused');
+    expect(e.message).toMatch(/refused/);
+  });
+
+  it('classify DNS failures and resets from the cause chain fetch gives', () => {
+    const wrapped = (code: string) => Object.assign(new TypeError('fetch failed'), { cause: Object.assign(new Error(code), { code }) });
+    expect(classifyFailure(wrapped('ENOTFOUND'))).toBe('dns');
+    expect(classifyFailure(wrapped('ECONNRESET'))).toBe('reset');
+    expect(classifyFailure(new TypeError('terminated'))).toBe('reset');
+  });
+
+  it('find the size when HEAD reports none, with ranges or without', async () => {
+    for (const mode of ['no-size', 'chunked']) {
+      const ckpt = await openCheckpoint(hubSource(repo, { ...fast, endpoint: server.endpoint(mode) }));
+      expect(ckpt.tensors.size, mode).toBeGreaterThan(0);
+    }
+  });
+
+  it('say that a bare name that is no folder was tried as a hub id', async () => {
+    const source = await resolveSource('no-such-folder/model', { ...fast, endpoint: server.endpoint('ok') });
+    await expect(openCheckpoint(source)).rejects.toThrow(/no folder 'no-such-folder\/model' exists here, so it was tried as a hub id/);
+    await expect(resolveSource('no/such/folder')).rejects.toThrow(/no folder 'no\/such\/folder' exists here, so it was tried as a hub id: 'no\/such\/folder' is not a hub model id/);
+  });
+});
