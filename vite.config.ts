@@ -3,14 +3,20 @@ import { defineConfig } from 'vite';
 import { playwright } from '@vitest/browser-playwright';
 import type { Plugin } from 'vite';
 import { hubMiddleware } from './test/fixtures/hub-middleware';
+import { hostileMiddleware } from './test/fixtures/hostile-server';
 
-/** Test fixtures in the hub's URL layout at /hub/, so browser tests load models over HTTP like users do. */
+/**
+ * Test fixtures in the hub's URL layout at /hub/, so browser tests load models over HTTP like users do,
+ * and the same behind a misbehaving server at /hostile/{mode}/hub/ (see test/fixtures/hostile-server.ts).
+ */
 function fixtureHub(): Plugin {
   return {
     name: 'fixture-hub',
     configureServer(server) {
       const handler = hubMiddleware();
       server.middlewares.use('/hub', (req, res, next) => void handler(req, res, next));
+      const hostile = hostileMiddleware();
+      server.middlewares.use('/hostile', (req, res) => void hostile(req, res));
     },
   };
 }

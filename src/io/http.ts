@@ -162,7 +162,11 @@ async function attemptOnce<T>(
         }
         return out;
       } catch (e) {
-        throw fail(e);
+        const error = fail(e);
+        // Headers arrived and the body broke off: the connection was dropped, whatever the runtime calls
+        // it (browsers say only "network error").
+        if (error.kind === 'other') throw new NetworkError(url, 'reset', `${DESCRIBE.reset} (${causeText(e)})`, undefined, { cause: e });
+        throw error;
       }
     };
     const result = await consume(response, body);

@@ -3,6 +3,7 @@
  * provides them. Shapes are as stored: Linear weights are [out, in]; GPT-2's Conv1D weights are [in, out].
  */
 import { InvalidModelFileError } from '../io/safetensors.js';
+import { brief } from '../io/strict-json.js';
 import type { ModelConfig } from './config.js';
 import { hfMappings } from './layout.js';
 
@@ -37,7 +38,7 @@ export function resolveWeights(
     if (shape.length !== spec.shape.length || shape.some((d, i) => d !== spec.shape[i])) {
       throw new InvalidModelFileError(
         where,
-        `tensor '${found}' has shape ${JSON.stringify(shape)} but config.json implies ${JSON.stringify(spec.shape)} (config and weights disagree)`,
+        `tensor '${found}' has shape ${brief(JSON.stringify(shape))} but config.json implies ${JSON.stringify(spec.shape)} (config and weights disagree)`,
       );
     }
     resolved.set(spec.name, found);
