@@ -44,7 +44,13 @@ export class Arena {
     readonly layout: ArenaLayout,
     label: string,
   ) {
-    this.buffers = layout.bufferBytes.map((bytes, i) => gpu.createBuffer(Math.max(bytes, 256), undefined, `${label}[${i}]`));
+    this.buffers = [];
+    try {
+      layout.bufferBytes.forEach((bytes, i) => this.buffers.push(gpu.createBuffer(Math.max(bytes, 256), undefined, `${label}[${i}]`)));
+    } catch (e) {
+      this.destroy(); // a failure part way releases the buffers already made
+      throw e;
+    }
   }
 
   view(name: string): TensorView {

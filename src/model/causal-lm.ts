@@ -28,6 +28,12 @@ export interface CausalLMOptions {
   activationCacheBytes?: number;
 }
 
+/**
+ * Shapes kept at most, whatever their size: training on packed rows reuses one shape, generation a few
+ * (power-of-two prefills and one decode shape per batch size), so more than this is churn, not reuse.
+ */
+const MAX_CACHED_SHAPES = 8;
+
 export function defaultActivationCacheBytes(gpu: Gpu): number {
   return Math.max(256 << 20, gpu.limits.maxBufferSize);
 }
@@ -148,7 +154,8 @@ export class CausalLM {
 
   /**
    * The activation arena of a (batch, sequence) shape, made on first use and kept for reuse; arenas of
-   * other shapes are released, least recently used first, to keep the total within activationCacheBytes.
+   * other shapes are released, least recently used first, to keep the total within activationCacheBytes
+   * and at most MAX_CACHED_SHAPES shapes.
    */
   activationsFor(B: number, S: number): Activations {
     const key = `${B}x${S}`;
@@ -158,8 +165,10 @@ export class CausalLM {
     } else {
       const bytes = Activations.plan(this.config, B, S).reduce((sum, t) => sum + Math.max(4, t.length * 4), 0);
       let total = this.activationBytes;
+      let count = this.activations.size;
       for (const [k, a] of this.activations) {
-        if (total + bytes <= this.activationCacheBytes) break;
+        if (total + bytes <= this.activationCacheBytes && count < MAX_CACHED_SHAPES) break;
+        count--;
         a.destroy();
         this.activations.delete(k);
         total -= a.bytes;

@@ -85,6 +85,7 @@ export class Generator {
     this.releaseCache();
     const c = this.model.config;
     const bytes = batch * rows * c.numKvHeads * c.headDim * 4;
+    this.model.gpu.checkBufferSize(bytes, 'kv cache'); // before anything is made, so a refusal leaks nothing
     const make = (kind: string) => Array.from({ length: c.numLayers }, (_, i) => this.model.gpu.createBuffer(bytes, undefined, `kv ${kind} ${i}`));
     this.cache = { k: make('k'), v: make('v'), rows, batch };
     return this.cache;
@@ -95,6 +96,7 @@ export class Generator {
     if (this.scratch?.batch === batch) return this.scratch;
     this.releaseScratch();
     const { gpu, config: c } = this.model;
+    gpu.checkBufferSize(batch * c.vocabSize * 4, 'generate logits');
     this.scratch = {
       batch,
       hidden: gpu.createBuffer(batch * c.hiddenSize * 4, undefined, 'generate hidden'),

@@ -67,6 +67,19 @@ describe('memory over long runs', () => {
     ft.destroy();
   });
 
+  it('keeps at most eight shapes however small they are', async () => {
+    const gpu = await testGpu();
+    const lm = await CausalLM.fromCheckpoint(gpu, await openCheckpoint(memorySource(files)));
+    const before = gpu.memoryStats().buffers;
+    for (let s = 1; s <= 20; s++) lm.activationsFor(1, s);
+    expect(lm.cachedShapes).toEqual(Array.from({ length: 8 }, (_, i) => `1x${13 + i}`));
+    lm.activationsFor(1, 14); // a hit moves to the most recent end, evicting nothing
+    expect(lm.cachedShapes).toEqual(['1x13', '1x15', '1x16', '1x17', '1x18', '1x19', '1x20', '1x14']);
+    const perShape = Activations.plan(lm.config, 1, 1).length;
+    expect(gpu.memoryStats().buffers - before).toBe(8 * perShape);
+    lm.destroy();
+  });
+
   it('a batch too large for the device throws BufferTooLargeError and allocates nothing', async () => {
     const gpu = await testGpu();
     const lm = await CausalLM.fromCheckpoint(gpu, await openCheckpoint(memorySource(files)));
