@@ -5,7 +5,7 @@
  */
 import type { PreTrainedTokenizer } from '@huggingface/transformers';
 import { WebGPUFinetuneError } from '../errors.js';
-import { ModelSourceError, readJson, resolveSource, type HubOptions, type SourceLike } from '../io/sources.js';
+import { MalformedFileError, ModelSourceError, readJson, resolveSource, type HubOptions, type SourceLike } from '../io/sources.js';
 import { brief } from '../io/strict-json.js';
 
 export type Tokenizer = PreTrainedTokenizer;
@@ -30,9 +30,8 @@ async function readObject(source: { description: string }, read: () => Promise<u
     json = await read();
   } catch (e) {
     // Network failures and unsafe names stay what they are; a malformed file is the tokenizer's fault.
-    if (!(e instanceof ModelSourceError) || !/is not valid (JSON|UTF-8)|over the/.test(e.message)) throw e;
-    const prefix = `${source.description}: ${file} `;
-    throw new InvalidTokenizerError(`${source.description}: ${file}`, e.message.startsWith(prefix) ? e.message.slice(prefix.length) : e.message, { cause: e });
+    if (!(e instanceof MalformedFileError)) throw e;
+    throw new InvalidTokenizerError(`${source.description}: ${file}`, e.problem, { cause: e });
   }
   if (json === null) return null;
   if (typeof json !== 'object' || Array.isArray(json)) throw new InvalidTokenizerError(`${source.description}: ${file}`, 'is not a JSON object');

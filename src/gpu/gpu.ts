@@ -325,10 +325,11 @@ export class Gpu {
   /** The device-wide uniform buffer, grown to at least `bytes`. */
   uniformBuffer(bytes: number): GPUBuffer {
     if (!this.uniforms || this.uniforms.size < bytes) {
-      if (this.uniforms) this.destroyBuffer(this.uniforms);
       let size = 64 * 1024;
       while (size < bytes) size *= 2;
-      this.uniforms = this.createBuffer(size, UNIFORM_DST, 'uniforms');
+      const grown = this.createBuffer(size, UNIFORM_DST, 'uniforms'); // the old one stays if this fails
+      if (this.uniforms) this.destroyBuffer(this.uniforms);
+      this.uniforms = grown;
     }
     return this.uniforms;
   }

@@ -7,6 +7,7 @@
  * "terminated".
  */
 import { WebGPUFinetuneError } from '../errors.js';
+import { brief } from './strict-json.js';
 
 export interface HttpOptions {
   /** Milliseconds to wait for a response's headers (connecting included). Default 30,000. */
@@ -49,6 +50,23 @@ const DESCRIBE: Record<NetworkFailure, string> = {
   other: 'the request failed',
 };
 
+function codes(e: unknown): string[] {
+  const out: string[] = [];
+  for (let c: unknown = e, depth = 0; c && depth < 5; c = (c as { cause?: unknown }).cause, depth++) out.push(String((c as { code?: unknown }).code ?? ''));
+  return out;
+}
+
+/**
+ * Whether trying again may help: not after the caller aborted, a name that does not resolve (a
+ * temporary resolver failure excepted), a TLS certificate problem or a malformed URL.
+ */
+function retryable(e: NetworkError): boolean {
+  if (e.kind === 'aborted') return false;
+  const found = codes(e.cause);
+  if (e.kind === 'dns') return found.includes('EAI_AGAIN');
+  return !found.some((c) => /^(ERR_TLS|ERR_SSL|CERT_|UNABLE_TO_|DEPTH_ZERO|SELF_SIGNED|ERR_INVALID_URL)/.test(c));
+}
+
 /** The kind of a fetch failure, from the error codes Node's fetch (undici) puts in its cause chain. */
 export function classifyFailure(e: unknown): NetworkFailure {
   for (let c: unknown = e, depth = 0; c && depth < 5; c = (c as { cause?: unknown }).cause, depth++) {
@@ -89,8 +107,7 @@ export async function httpRequest<T>(
     try {
       return await attemptOnce(url, init, options, consume);
     } catch (e) {
-      const retryable = e instanceof NetworkError && e.kind !== 'aborted' && e.kind !== 'dns';
-      if (!retryable || attempt >= retries) throw e;
+      if (!(e instanceof NetworkError) || !retryable(e) || attempt >= retries) throw e;
       const delay = baseDelay * 2 ** attempt * (0.75 + Math.random() / 2);
       await sleep(delay, options.signal, url);
     }
@@ -116,6 +133,10 @@ async function attemptOnce<T>(
   };
   const onAbort = () => controller.abort();
   options.signal?.addEventListener('abort', onAbort);
+  // Settles when this attempt is aborted (deadline or caller), so that even a fetch or a body that
+  // ignores its signal (a custom fetch) cannot keep the attempt waiting.
+  const abandoned = new Promise<never>((_, reject) => controller.signal.addEventListener('abort', () => reject(new Error('aborted')), { once: true }));
+  abandoned.catch(() => undefined);
   const fail = (e: unknown): NetworkError => {
     if (e instanceof NetworkError) return e;
     if (options.signal?.aborted) return new NetworkError(url, 'aborted', DESCRIBE.aborted, undefined, { cause: e });
@@ -124,30 +145,29 @@ async function attemptOnce<T>(
     const text = causeText(e);
     return new NetworkError(url, kind, `${DESCRIBE[kind]}${text ? ` (${text})` : ''}`, undefined, { cause: e });
   };
+  let response: Response | undefined;
   try {
     if (options.signal?.aborted) throw fail(new Error('aborted before the request'));
     const headersMs = options.timeoutMs ?? 30_000;
     arm(headersMs, `no response within ${headersMs} ms`);
-    let response: Response;
     try {
-      response = await doFetch(url, { ...init, headers: { ...options.headers, ...(init.headers as Record<string, string>) }, signal: controller.signal });
+      const headers = { ...options.headers, ...(init.headers as Record<string, string>) };
+      response = await Promise.race([doFetch(url, { ...init, headers, signal: controller.signal }), abandoned]);
     } catch (e) {
       throw fail(e);
     }
-    if (RETRY_STATUS.has(response.status)) {
-      await response.body?.cancel().catch(() => undefined);
-      throw new NetworkError(url, 'http', `HTTP ${response.status} ${response.statusText}`.trim(), response.status);
-    }
+    const r = response;
+    if (RETRY_STATUS.has(r.status)) throw new NetworkError(url, 'http', `HTTP ${r.status} ${brief(r.statusText, 60)}`.trim(), r.status);
     const idleMs = options.idleTimeoutMs ?? 30_000;
     const body = async (): Promise<Uint8Array> => {
       arm(idleMs, `the body stalled for ${idleMs} ms`);
       try {
-        if (!response.body) return new Uint8Array(0);
-        const reader = response.body.getReader();
+        if (!r.body) return new Uint8Array(0);
+        const reader = r.body.getReader();
         const chunks: Uint8Array[] = [];
         let total = 0;
         for (;;) {
-          const { done, value } = await reader.read();
+          const { done, value } = await Promise.race([reader.read(), abandoned]);
           if (done) break;
           chunks.push(value);
           total += value.byteLength;
@@ -169,12 +189,13 @@ async function attemptOnce<T>(
         throw error;
       }
     };
-    const result = await consume(response, body);
-    await response.body?.cancel().catch(() => undefined); // a body consume left unread frees its connection
-    return result;
+    return await consume(r, body);
   } finally {
     clearTimeout(timer);
     options.signal?.removeEventListener('abort', onAbort);
+    // A body left unread (an error status, a consumer that threw) is cancelled to free its connection.
+    if (response?.body && !response.bodyUsed && !response.body.locked) await response.body.cancel().catch(() => undefined);
+    if (response?.body?.locked) controller.abort();
   }
 }
 

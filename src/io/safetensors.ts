@@ -31,24 +31,30 @@ export class InvalidModelFileError extends WebGPUFinetuneError {
   }
 }
 
-export const DTYPE_BYTES = {
-  F64: 8,
-  F32: 4,
-  F16: 2,
-  BF16: 2,
-  F8_E4M3: 1,
-  F8_E5M2: 1,
-  I64: 8,
-  I32: 4,
-  I16: 2,
-  I8: 1,
-  U64: 8,
-  U32: 4,
-  U16: 2,
-  U8: 1,
-  BOOL: 1,
+/** Bits per element of every dtype the format defines (F4 and F6 pack below a byte). */
+export const DTYPE_BITS = {
+  F64: 64,
+  C64: 64,
+  F32: 32,
+  F16: 16,
+  BF16: 16,
+  F8_E4M3: 8,
+  F8_E5M2: 8,
+  F8_E8M0: 8,
+  F6_E2M3: 6,
+  F6_E3M2: 6,
+  F4: 4,
+  I64: 64,
+  I32: 32,
+  I16: 16,
+  I8: 8,
+  U64: 64,
+  U32: 32,
+  U16: 16,
+  U8: 8,
+  BOOL: 8,
 } as const;
-export type Dtype = keyof typeof DTYPE_BYTES;
+export type Dtype = keyof typeof DTYPE_BITS;
 
 export interface TensorInfo {
   name: string;
@@ -118,17 +124,17 @@ export async function readHeader(source: ByteSource): Promise<SafetensorsHeader>
     if (key === '__metadata__') {
       if (value === null) continue;
       if (!(value instanceof Map)) throw bad('metadata', `__metadata__ must be a map of strings to strings, found ${show(value)}`);
-      metadata = {};
       for (const [k, v] of value) {
         if (typeof v !== 'string') throw bad('metadata', `__metadata__ value '${brief(k)}' must be a string, found ${show(v)}`);
-        metadata[k] = v;
       }
+      metadata = Object.fromEntries(value as Map<string, string>); // own properties, '__proto__' included
       continue;
     }
+    // Fields other than these three are ignored, as the reference implementation ignores them.
     if (!(value instanceof Map)) throw bad('structure', `tensor '${name}' is not an object`);
     const dtype = value.get('dtype');
     if (dtype === undefined) throw bad('dtype', `tensor '${name}' has no dtype`);
-    if (typeof dtype !== 'string' || !Object.hasOwn(DTYPE_BYTES, dtype)) throw bad('dtype', `tensor '${name}' has unknown dtype ${show(dtype)}`);
+    if (typeof dtype !== 'string' || !Object.hasOwn(DTYPE_BITS, dtype)) throw bad('dtype', `tensor '${name}' has unknown dtype ${show(dtype)}`);
     const shape = value.get('shape');
     if (shape === undefined) throw bad('shape', `tensor '${name}' has no shape`);
     if (!Array.isArray(shape) || !shape.every((d) => d instanceof JsonNumber && d.isIndex)) {
@@ -143,12 +149,17 @@ export async function readHeader(source: ByteSource): Promise<SafetensorsHeader>
     if (begin > end) throw bad('offsets', `tensor '${name}' has data_offsets [${begin}, ${end}] that end before they begin`);
     if (end > dataSize) throw bad('offsets', `tensor '${name}' ends at data byte ${end} but the file holds only ${dataSize} data bytes (truncated?)`);
     const dims = (shape as JsonNumber[]).map((d) => d.value);
-    const want = elementCount(dims) * DTYPE_BYTES[dtype as Dtype];
-    if (end - begin !== want) {
-      throw bad('offsets', `tensor '${name}' (${dtype} ${show(shape)}) needs ${want} bytes but its offsets span ${end - begin}`);
+    // The element count must not overflow on the way, even when a later dimension is 0 (the reference
+    // multiplies with overflow checks in that order).
+    let elements = 1;
+    for (const d of dims) {
+      elements *= d;
+      if (!Number.isSafeInteger(elements)) throw bad('shape', `tensor '${name}' has a shape ${show(shape)} whose element count overflows`);
     }
-    for (const k of value.keys()) {
-      if (k !== 'dtype' && k !== 'shape' && k !== 'data_offsets') throw bad('structure', `tensor '${name}' has an unknown field '${brief(k)}'`);
+    const bits = elements * DTYPE_BITS[dtype as Dtype];
+    if (bits % 8) throw bad('shape', `tensor '${name}' (${dtype} ${show(shape)}) does not fill whole bytes`);
+    if (end - begin !== bits / 8) {
+      throw bad('offsets', `tensor '${name}' (${dtype} ${show(shape)}) needs ${bits / 8} bytes but its offsets span ${end - begin}`);
     }
     tensors.push({ name: key, dtype: dtype as Dtype, shape: dims, begin: dataStart + begin, end: dataStart + end });
   }

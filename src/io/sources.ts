@@ -14,6 +14,17 @@ export class ModelSourceError extends WebGPUFinetuneError {
   }
 }
 
+/** A text file of a source that cannot be read as what it must be: too large, not UTF-8, not JSON. */
+export class MalformedFileError extends ModelSourceError {
+  constructor(
+    where: string,
+    readonly file: string,
+    readonly problem: string,
+  ) {
+    super(`${where}: ${file} ${problem}`);
+  }
+}
+
 /**
  * A file name taken from a config or an index (a shard, a tokenizer file) that would leave the model's
  * source: an absolute path, a '..' or '.' segment, a backslash, a drive or URL scheme, or control characters.
@@ -57,12 +68,12 @@ export const MAX_JSON_BYTES = 16 << 20;
 export async function readText(source: ModelSource, file: string, maxBytes = MAX_JSON_BYTES): Promise<string | null> {
   const f = await source.open(file);
   if (!f) return null;
-  if (f.size > maxBytes) throw new ModelSourceError(`${source.description}: ${file} is ${f.size} bytes, over the ${maxBytes}-byte limit for this file`);
+  if (f.size > maxBytes) throw new MalformedFileError(source.description, file, `is ${f.size} bytes, over the ${maxBytes}-byte limit for this file`);
+  const bytes = await f.read(0, f.size);
   try {
-    return new TextDecoder('utf-8', { fatal: true }).decode(await f.read(0, f.size));
-  } catch (e) {
-    if (e instanceof TypeError && !(e instanceof WebGPUFinetuneError)) throw new ModelSourceError(`${source.description}: ${file} is not valid UTF-8`);
-    throw e;
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new MalformedFileError(source.description, file, 'is not valid UTF-8');
   }
 }
 
@@ -72,7 +83,7 @@ export async function readJson<T = unknown>(source: ModelSource, file: string, m
   try {
     return JSON.parse(text) as T;
   } catch (e) {
-    throw new ModelSourceError(`${source.description}: ${file} is not valid JSON (${brief(e instanceof Error ? e.message : String(e), 120)})`);
+    throw new MalformedFileError(source.description, file, `is not valid JSON (${brief(e instanceof Error ? e.message : String(e), 120)})`);
   }
 }
 
@@ -111,7 +122,7 @@ function encodePath(file: string): string {
 function httpSource(description: string, url: (file: string) => string, options: Omit<HubOptions, 'revision' | 'endpoint'>, namePrefix: string): ModelSource {
   const failure = (file: string, r: Response) => {
     const hint = r.status === 401 || r.status === 403 ? ' (gated or private: pass an access token in headers)' : '';
-    return new ModelSourceError(`${description}: ${file}: HTTP ${r.status} ${r.statusText}${hint}`);
+    return new ModelSourceError(`${description}: ${file}: HTTP ${r.status} ${brief(r.statusText, 60)}${hint}`);
   };
   const contentLength = (r: Response): number | null => {
     const text = r.headers.get('x-linked-size') ?? r.headers.get('content-length');

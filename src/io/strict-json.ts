@@ -36,6 +36,18 @@ export function brief(text: string, max = 60): string {
   return text.length <= max ? text : `${text.slice(0, max - 20)}...(${text.length} chars)`;
 }
 
+/**
+ * A short description of any parsed JSON value for a message: primitives as text (shortened),
+ * containers by kind and size, so a deeply nested value cannot overflow the stack on its way into a message.
+ */
+export function describeValue(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  if (v === null || typeof v === 'number' || typeof v === 'boolean') return String(v);
+  if (typeof v === 'string') return JSON.stringify(brief(v, 40));
+  if (Array.isArray(v)) return `an array of ${v.length}`;
+  return 'an object';
+}
+
 const WS = new Set([0x20, 0x09, 0x0a, 0x0d]);
 
 export function parseStrictJson(text: string, maxDepth = 64): StrictJson {

@@ -163,13 +163,15 @@ export class CausalLM {
     if (acts) {
       this.activations.delete(key); // move to the most recently used end
     } else {
-      const bytes = Activations.plan(this.config, B, S).reduce((sum, t) => sum + Math.max(4, t.length * 4), 0);
+      const plan = Activations.plan(this.config, B, S);
+      for (const t of plan) this.gpu.checkBufferSize(t.length * 4, `act ${t.name}`); // refuse before evicting anything
+      const bytes = plan.reduce((sum, t) => sum + Math.max(4, t.length * 4), 0);
       let total = this.activationBytes;
       let count = this.activations.size;
       for (const [k, a] of this.activations) {
         if (total + bytes <= this.activationCacheBytes && count < MAX_CACHED_SHAPES) break;
         count--;
-        a.destroy();
+        a.retire(); // destroyed once no caller still reads it
         this.activations.delete(k);
         total -= a.bytes;
       }
@@ -202,15 +204,22 @@ export class CausalLM {
 
   /**
    * Record forward (and, with gradScale, backward) for a prepared batch. Gradients accumulate into the
-   * grads arena; zero them first for a fresh step. Returns the activations holding the per-token losses.
+   * grads arena; zero them first for a fresh step. Returns the activations holding the per-token losses,
+   * pinned so that no call for another shape evicts them meanwhile: unpin() them once read.
    */
   record(rec: CommandRecorder, batch: PreparedBatch, gradScale?: number): Activations {
     const acts = this.activationsFor(batch.B, batch.S);
-    acts.load(this.gpu, batch);
-    this.transformer.forward(rec, acts);
-    if (gradScale !== undefined) {
-      if (!this.grads && !this.transformer.adapter) throw new Error('no trainable parameters: nothing to differentiate');
-      this.transformer.backward(rec, acts, gradScale);
+    acts.pin();
+    try {
+      acts.load(this.gpu, batch);
+      this.transformer.forward(rec, acts);
+      if (gradScale !== undefined) {
+        if (!this.grads && !this.transformer.adapter) throw new Error('no trainable parameters: nothing to differentiate');
+        this.transformer.backward(rec, acts, gradScale);
+      }
+    } catch (e) {
+      acts.unpin();
+      throw e;
     }
     return acts;
   }
@@ -222,8 +231,13 @@ export class CausalLM {
     const rec = this.gpu.recorder();
     if (withGrad) this.zeroGrads(rec);
     const acts = this.record(rec, batch, withGrad ? 1 / count : undefined);
-    await rec.submit();
-    const losses = await this.gpu.readF32(acts.v('losses'));
+    let losses: Float32Array;
+    try {
+      await rec.submit();
+      losses = await this.gpu.readF32(acts.v('losses'));
+    } finally {
+      acts.unpin();
+    }
     let sum = 0;
     for (const l of losses) sum += l;
     return sum / count;

@@ -84,33 +84,32 @@ export async function openCheckpoint(source: ModelSource): Promise<Checkpoint> {
   const files = weightMap ? [...new Set(weightMap.values())].sort() : ['model.safetensors'];
 
   // Every tensor of every file, with each file holding it: a tensor may (wrongly) sit in two shards.
-  const holders = new Map<string, TensorLocation[]>();
+  const holders = new Map<string, (TensorLocation & { shard: string })[]>();
   for (const name of files) {
     const file = await source.open(name);
     if (!file) {
       if (!weightMap && (await source.open('pytorch_model.bin'))) {
         throw new ModelSourceError(`${source.description} has only pytorch_model.bin; convert it to safetensors first`);
       }
-      throw new ModelSourceError(`${source.description} has no ${name}${weightMap ? ` (listed in ${INDEX})` : ''}`);
+      throw new ModelSourceError(`${source.description} has no ${brief(name)}${weightMap ? ` (listed in ${INDEX})` : ''}`);
     }
     const header = await readHeader(file);
     for (const info of header.tensors) {
       const list = holders.get(info.name);
-      if (list) list.push({ file, info });
-      else holders.set(info.name, [{ file, info }]);
+      if (list) list.push({ file, info, shard: name });
+      else holders.set(info.name, [{ file, info, shard: name }]);
     }
   }
   // The index says where each tensor is, as transformers reads it; a tensor in two shards is taken from
   // the one the index names, and is an error only when the index names neither.
-  const shardOf = (loc: TensorLocation) => files.find((f) => loc.file.name === f || loc.file.name.endsWith(`/${f}`));
   const available = new Map<string, TensorLocation>();
   if (weightMap) {
     for (const [tensor, file] of weightMap) {
       const found = holders.get(tensor) ?? [];
-      const at = found.find((l) => shardOf(l) === file);
+      const at = found.find((l) => l.shard === file);
       if (!at) {
-        const elsewhere = found.map(shardOf).join(', ');
-        throw new InvalidModelFileError(INDEX, `lists '${brief(tensor)}' in ${file}, but that file does not hold it${elsewhere ? ` (${elsewhere} does)` : ''}`);
+        const elsewhere = found.map((l) => brief(l.shard)).join(', ');
+        throw new InvalidModelFileError(INDEX, `lists '${brief(tensor)}' in ${brief(file)}, but that file does not hold it${elsewhere ? ` (${elsewhere} does)` : ''}`);
       }
       available.set(tensor, at);
     }
@@ -118,7 +117,7 @@ export async function openCheckpoint(source: ModelSource): Promise<Checkpoint> {
   for (const [tensor, found] of holders) {
     if (available.has(tensor)) continue;
     if (found.length > 1) {
-      throw new InvalidModelFileError(found[1].file.name, `tensor '${brief(tensor)}' is also in ${shardOf(found[0])}${weightMap ? `, and ${INDEX} names neither` : ''}`);
+      throw new InvalidModelFileError(found[1].file.name, `tensor '${brief(tensor)}' is also in ${brief(found[0].shard)}${weightMap ? `, and ${INDEX} names neither` : ''}`);
     }
     available.set(tensor, found[0]);
   }

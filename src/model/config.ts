@@ -4,7 +4,7 @@
  * (LayerNorm, learned positions, GELU). Defaults follow transformers' config classes.
  */
 import { WebGPUFinetuneError } from '../errors.js';
-import { brief } from '../io/strict-json.js';
+import { brief, describeValue } from '../io/strict-json.js';
 
 export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'MistralForCausalLM', 'GPT2LMHeadModel'] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
@@ -78,14 +78,14 @@ function int(raw: Json, key: string, fallback?: number): number {
   const v = raw[key] ?? fallback;
   const max = MAX[key] ?? MAX_INT;
   if (!Number.isSafeInteger(v) || (v as number) <= 0 || (v as number) > max) {
-    throw new InvalidConfigError(`'${key}' must be a positive integer up to ${max}, got ${brief(JSON.stringify(raw[key]) ?? 'nothing', 40)}`);
+    throw new InvalidConfigError(`'${key}' must be a positive integer up to ${max}, got ${describeValue(raw[key])}`);
   }
   return v as number;
 }
 
 function num(raw: Json, key: string, fallback: number): number {
   const v = raw[key] ?? fallback;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new InvalidConfigError(`'${key}' must be a positive number, got ${brief(JSON.stringify(v) ?? 'nothing', 40)}`);
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new InvalidConfigError(`'${key}' must be a positive number, got ${describeValue(v)}`);
   return v;
 }
 
@@ -153,7 +153,7 @@ export function parseConfig(input: string | Json): ModelConfig {
   if (act !== 'silu') throw new InvalidConfigError(`hidden_act '${brief(act)}' is not supported (silu)`);
   const scaling = raw.rope_scaling as Json | null | undefined;
   if (scaling && scaling.rope_type !== 'default' && scaling.type !== 'default') {
-    throw new InvalidConfigError(`rope_scaling ${brief(JSON.stringify(scaling))} is not supported yet (plain RoPE only)`);
+    throw new InvalidConfigError(`rope_scaling of type ${describeValue(scaling.rope_type ?? scaling.type)} is not supported yet (plain RoPE only)`);
   }
   const isQwen2 = architecture === 'Qwen2ForCausalLM';
   const attentionBias = raw.attention_bias === true;

@@ -140,6 +140,26 @@ export class Activations {
     return t;
   }
 
+  /** Holders that still read this arena after an await (a readback of its losses); see retire(). */
+  private pins = 0;
+  private retired = false;
+
+  pin(): void {
+    this.pins++;
+  }
+
+  /** Ends a pin; an arena retired while pinned is destroyed with its last pin. */
+  unpin(): void {
+    this.pins--;
+    if (this.pins === 0 && this.retired) this.destroy();
+  }
+
+  /** Destroy now, or, while a holder still reads it, when the last pin ends (cache eviction). */
+  retire(): void {
+    this.retired = true;
+    if (this.pins === 0) this.destroy();
+  }
+
   /** Run `release` when this arena is destroyed: adapters free their per-shape buffers with it. */
   onDestroy(release: () => void): void {
     this.onDestroyed.push(release);

@@ -43,13 +43,26 @@ export class AdamW {
     private readonly set: TrainableSet,
     readonly config: AdamWConfig = {},
   ) {
-    this.m = new Arena(gpu, set.grads.layout, 'adam m');
-    this.v = new Arena(gpu, set.grads.layout, 'adam v');
+    const made: { destroy(): void }[] = [];
+    const buffer = (bytes: number, label: string) => {
+      const b = gpu.createBuffer(bytes, undefined, label);
+      made.push({ destroy: () => gpu.destroyBuffer(b) });
+      return b;
+    };
+    try {
+      this.m = new Arena(gpu, set.grads.layout, 'adam m');
+      made.push(this.m);
+      this.v = new Arena(gpu, set.grads.layout, 'adam v');
+      made.push(this.v);
+      this.partials = buffer(gradNormScratchSize(set.grads.spans().map((s) => s.length)) * 4, 'grad norm partials');
+      this.normOut = buffer(8, 'grad norm');
+    } catch (e) {
+      for (const m of made) m.destroy(); // a failure part way releases what was made
+      throw e;
+    }
     const rec = gpu.recorder();
     for (const b of [...this.m.buffers, ...this.v.buffers]) rec.clear(b);
     void rec.submit();
-    this.partials = gpu.createBuffer(gradNormScratchSize(set.grads.spans().map((s) => s.length)) * 4, undefined, 'grad norm partials');
-    this.normOut = gpu.createBuffer(8, undefined, 'grad norm');
   }
 
   /** Record one optimizer step at learning rate `lr`; gradients are scaled by gradScale first. */

@@ -175,8 +175,13 @@ export class Lora implements LinearAdapter {
       this.scratch.set(acts, made);
       // Released with the arena, when the model's activation cache evicts its shape.
       acts.onDestroy(() => this.releaseScratch(acts));
-      for (const name of this.modules.keys()) made.set(name, this.gpu.createBuffer(acts.T * this.options.rank * 4, undefined, `lora u ${name}`));
-      made.set('du', this.gpu.createBuffer(acts.T * this.options.rank * 4, undefined, 'lora du'));
+      try {
+        for (const name of this.modules.keys()) made.set(name, this.gpu.createBuffer(acts.T * this.options.rank * 4, undefined, `lora u ${name}`));
+        made.set('du', this.gpu.createBuffer(acts.T * this.options.rank * 4, undefined, 'lora du'));
+      } catch (e) {
+        this.releaseScratch(acts); // no half-made set stays cached for the next step to trip on
+        throw e;
+      }
     }
     return m;
   }

@@ -86,8 +86,14 @@ export class Generator {
     const c = this.model.config;
     const bytes = batch * rows * c.numKvHeads * c.headDim * 4;
     this.model.gpu.checkBufferSize(bytes, 'kv cache'); // before anything is made, so a refusal leaks nothing
-    const make = (kind: string) => Array.from({ length: c.numLayers }, (_, i) => this.model.gpu.createBuffer(bytes, undefined, `kv ${kind} ${i}`));
-    this.cache = { k: make('k'), v: make('v'), rows, batch };
+    const made: GPUBuffer[] = [];
+    const make = (kind: string) => Array.from({ length: c.numLayers }, (_, i) => made[made.push(this.model.gpu.createBuffer(bytes, undefined, `kv ${kind} ${i}`)) - 1]);
+    try {
+      this.cache = { k: make('k'), v: make('v'), rows, batch };
+    } catch (e) {
+      for (const b of made) this.model.gpu.destroyBuffer(b); // a failure part way releases the layers made
+      throw e;
+    }
     return this.cache;
   }
 
@@ -97,12 +103,19 @@ export class Generator {
     this.releaseScratch();
     const { gpu, config: c } = this.model;
     gpu.checkBufferSize(batch * c.vocabSize * 4, 'generate logits');
-    this.scratch = {
-      batch,
-      hidden: gpu.createBuffer(batch * c.hiddenSize * 4, undefined, 'generate hidden'),
-      logits: gpu.createBuffer(batch * c.vocabSize * 4, undefined, 'generate logits'),
-      starts: gpu.createBuffer(batch * 4, undefined, 'generate positions'),
-    };
+    const made: GPUBuffer[] = [];
+    const make = (bytes: number, label: string) => made[made.push(gpu.createBuffer(bytes, undefined, label)) - 1];
+    try {
+      this.scratch = {
+        batch,
+        hidden: make(batch * c.hiddenSize * 4, 'generate hidden'),
+        logits: make(batch * c.vocabSize * 4, 'generate logits'),
+        starts: make(batch * 4, 'generate positions'),
+      };
+    } catch (e) {
+      for (const b of made) gpu.destroyBuffer(b);
+      throw e;
+    }
     return this.scratch;
   }
 

@@ -121,16 +121,22 @@ export class FineTuner {
     } finally {
       if (this.lora) this.lora.training = false;
     }
-    this.micro++;
     let lr = 0;
-    const updated = this.micro === this.accumulation;
-    if (updated) {
-      this.micro = 0;
-      lr = learningRate(this.optimizer.step + 1, this.options.optimizer ?? { lr: 1e-4 });
-      this.optimizer.record(rec, lr);
+    let updated = false;
+    let losses: Float32Array;
+    try {
+      this.micro++;
+      updated = this.micro === this.accumulation;
+      if (updated) {
+        this.micro = 0;
+        lr = learningRate(this.optimizer.step + 1, this.options.optimizer ?? { lr: 1e-4 });
+        this.optimizer.record(rec, lr);
+      }
+      await rec.submit();
+      losses = await this.gpu.readF32(acts.v('losses'));
+    } finally {
+      acts.unpin();
     }
-    await rec.submit();
-    const losses = await this.gpu.readF32(acts.v('losses'));
     return { loss: losses.reduce((a, b) => a + b, 0) / count, updated, lr, optimizerStep: this.optimizer.step };
   }
 
@@ -138,8 +144,14 @@ export class FineTuner {
     const batch = this.model.prepare(input);
     const rec = this.gpu.recorder();
     const acts = this.model.record(rec, batch);
-    await rec.submit();
-    const [losses, stats] = await Promise.all([this.gpu.readF32(acts.v('losses')), this.gpu.readF32(acts.v('cestats'))]);
+    let losses: Float32Array;
+    let stats: Float32Array;
+    try {
+      await rec.submit();
+      [losses, stats] = await Promise.all([this.gpu.readF32(acts.v('losses')), this.gpu.readF32(acts.v('cestats'))]);
+    } finally {
+      acts.unpin();
+    }
     let loss = 0;
     let correct = 0;
     for (let t = 0; t < batch.targets.length; t++) {

@@ -5,13 +5,14 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
-import { BufferTooLargeError } from '../../src/errors.js';
+import { BufferTooLargeError, GPUOutOfMemoryError } from '../../src/errors.js';
 import { memorySource } from '../../src/io/sources.js';
 import { CausalLM } from '../../src/model/causal-lm.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { Activations } from '../../src/model/transformer.js';
+import { Generator } from '../../src/serve/generate.js';
 import { tinyModelFiles } from '../../src/model/tiny.js';
-import { FineTuner } from '../../src/train/finetuner.js';
+import { FineTuner, type FineTuneOptions } from '../../src/train/finetuner.js';
 import { successorRows, toBatchInput } from '../../src/data/tasks.js';
 import { testGpu } from '../helpers.js';
 
@@ -83,12 +84,78 @@ describe('memory over long runs', () => {
   it('a batch too large for the device throws BufferTooLargeError and allocates nothing', async () => {
     const gpu = await testGpu();
     const lm = await CausalLM.fromCheckpoint(gpu, await openCheckpoint(memorySource(files)));
+    lm.activationsFor(2, 8);
     const before = gpu.memoryStats();
     expect(() => lm.activationsFor(64, 1 << 20)).toThrow(BufferTooLargeError);
     expect(() => new Activations(gpu, lm.config, 64, 1 << 20)).toThrow(BufferTooLargeError);
     const after = gpu.memoryStats();
     expect([after.currentBytes, after.buffers]).toEqual([before.currentBytes, before.buffers]);
+    expect(lm.cachedShapes).toEqual(['2x8']); // refused before anything was evicted
     lm.destroy();
+  });
+
+  it.each<[string, FineTuneOptions]>([
+    ['LoRA', { method: 'lora', lora: { rank: 4, dropout: 0.2, targetModules: ['q', 'v', 'down'] } }],
+    ['full fine-tuning', { method: 'full' }],
+  ])('an allocation failing at any point of loading, attaching the method, a step or generation leaves nothing allocated (%s)', async (_name, options) => {
+    const gpu = await testGpu();
+    const ckpt = await openCheckpoint(memorySource(files));
+    const batch = toBatchInput(successorRows(2, 2, 1));
+    const scenario = async () => {
+      const ft = await FineTuner.create(gpu, ckpt, options);
+      const gen = new Generator(ft.model);
+      try {
+        await ft.step(batch);
+        await gen.generateBatch([[1, 2, 3], [4, 5]], { maxNewTokens: 2 });
+      } finally {
+        gen.destroy();
+        ft.destroy();
+      }
+    };
+    await scenario(); // warm the device's pools and uniform buffer
+    const create = gpu.createBuffer;
+    let calls = 0;
+    let failAt = Infinity;
+    gpu.createBuffer = (...args: Parameters<typeof create>) => {
+      if (++calls === failAt) throw new GPUOutOfMemoryError('injected failure');
+      return create.apply(gpu, args);
+    };
+    try {
+      await scenario();
+      const total = calls;
+      expect(total).toBeGreaterThan(10);
+      const before = gpu.memoryStats();
+      for (failAt = 1; failAt <= total; failAt++) {
+        calls = 0;
+        await expect(scenario(), `allocation ${failAt} of ${total}`).rejects.toThrow(/injected failure/);
+        const after = gpu.memoryStats();
+        expect([after.currentBytes, after.buffers], `allocation ${failAt} of ${total} failed`).toEqual([before.currentBytes, before.buffers]);
+      }
+    } finally {
+      gpu.createBuffer = create;
+    }
+  });
+
+  it('an arena evicted while a call still reads it stays valid until that call is done', async () => {
+    const gpu = await testGpu();
+    const ckpt = await openCheckpoint(memorySource(files));
+    const options = { method: 'lora', lora: { rank: 4 } } as const;
+    const batches = [1, 2, 3, 4].map((pairs) => toBatchInput(successorRows(2, pairs, pairs)));
+    const reference = await FineTuner.create(gpu, ckpt, options);
+    const alone = [];
+    for (const b of batches) alone.push((await reference.evaluate(b)).loss);
+    reference.destroy();
+    const ft = await FineTuner.create(gpu, ckpt, options);
+    (ft.model as { activationCacheBytes: number }).activationCacheBytes = 1; // every new shape evicts the others
+    const before = gpu.memoryStats().currentBytes;
+    const together = await Promise.all(batches.map((b) => ft.evaluate(b)));
+    expect(together.map((r) => r.loss)).toEqual(alone);
+    expect(ft.model.cachedShapes).toHaveLength(1);
+    // The retired arenas (and their LoRA buffers) were destroyed when their readers finished: what is
+    // left is one shape's arena and its small adapter buffers, not four arenas.
+    const held = gpu.memoryStats().currentBytes - before;
+    expect(held).toBeLessThan(1.5 * ft.model.activationBytes);
+    ft.destroy();
   });
 
   it('a load that fails part way releases the half-loaded model', async () => {

@@ -91,7 +91,9 @@ describe('safetensors', () => {
     ['a missing dtype', rawFile({ w: { shape: [6], data_offsets: [0, 24] } }, data), 'dtype', /tensor 'w' has no dtype/],
     ['a missing shape', rawFile({ w: { dtype: 'F32', data_offsets: [0, 24] } }, data), 'shape', /tensor 'w' has no shape/],
     ['missing data_offsets', rawFile({ w: { dtype: 'F32', shape: [6] } }, data), 'offsets', /tensor 'w' has no data_offsets/],
-    ['an unknown field', rawFile({ w: { ...good.w, strides: [1] } }, data), 'structure', /unknown field 'strides'/],
+    ['a tensor entry that is not an object', rawFile({ w: [1] }, data), 'structure', /tensor 'w' is not an object/],
+    ['an element count that overflows before a zero dimension', rawFile({ w: { dtype: 'F32', shape: [2 ** 40, 2 ** 40, 0], data_offsets: [0, 0] }, a: { dtype: 'F32', shape: [6], data_offsets: [0, 24] } }, data), 'shape', /overflows/],
+    ['sub-byte elements that do not fill whole bytes', rawFile({ w: { dtype: 'F4', shape: [3], data_offsets: [0, 2] } }, data), 'shape', /whole bytes/],
     ['an unknown dtype', rawFile({ w: { dtype: 'F8', shape: [2], data_offsets: [0, 2] } }, data), 'dtype', /unknown dtype/],
     ['a negative dimension', rawFile({ w: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, data), 'shape', /invalid shape/],
     ['offsets that disagree with the shape', rawFile({ w: { dtype: 'F32', shape: [2, 2], data_offsets: [0, 24] } }, data), 'offsets', /needs 16 bytes/],
@@ -111,6 +113,14 @@ describe('safetensors', () => {
     expect(err.message).toMatch(message);
     expect(err.message).toContain('bad.safetensors');
     expect(err.message.length).toBeLessThan(300);
+  });
+
+  it('reads what the reference implementation reads: unknown tensor fields, sub-byte dtypes, any metadata key', async () => {
+    const h = await readHeader(bytesSource('a', textFile(`{"__metadata__":{"__proto__":"x"},"w":${JSON.stringify({ ...good.w, strides: [1] })}}`)));
+    expect(h.tensors.map((t) => t.name)).toEqual(['w']);
+    expect(Object.hasOwn(h.metadata, '__proto__') && h.metadata['__proto__']).toBe('x');
+    const f4 = await readHeader(bytesSource('b', rawFile({ w: { dtype: 'F4', shape: [48], data_offsets: [0, 24] } }, data)));
+    expect(f4.tensors[0].end - f4.tensors[0].begin).toBe(24);
   });
 
   it('accepts null or absent metadata, space padding and empty files of no tensors', async () => {
