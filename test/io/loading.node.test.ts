@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { hubSource, resolveSource } from '../../src/io/sources.js';
+import { hubSource, resolveSource, UnsafeFileNameError } from '../../src/io/sources.js';
 import { openCheckpoint, uploadWeights } from '../../src/model/checkpoint.js';
 import { fixtureRepos } from '../fixtures/repos.js';
 import { startHub } from '../fixtures/node-hub-server.js';
@@ -46,5 +46,25 @@ describe('loading in Node', () => {
       const weights = await uploadWeights(gpu, ckpt);
       expect(weights.size).toBe(3 + 2 * 9); // embeddings, 9 per layer, final norm, lm_head
     }
+  });
+
+  it('refuses an index that points outside the model folder, even at a valid checkpoint there', async () => {
+    const parent = mkdtempSync(join(tmpdir(), 'wgft-traversal-'));
+    const folder = join(parent, 'model');
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(folder);
+    const repo = (await fixtureRepos())['fixtures/tiny-llama-sharded'];
+    for (const [name, data] of Object.entries(repo)) writeFileSync(join(folder, name), data);
+    const index = JSON.parse(repo['model.safetensors.index.json'] as string) as { weight_map: Record<string, string> };
+    const shardName = Object.values(index.weight_map)[0];
+    writeFileSync(join(parent, 'outside.safetensors'), repo[shardName]); // what the index would load
+    for (const target of ['../outside.safetensors', join(parent, 'outside.safetensors')]) {
+      for (const k of Object.keys(index.weight_map)) if (index.weight_map[k] === shardName) index.weight_map[k] = target;
+      writeFileSync(join(folder, 'model.safetensors.index.json'), JSON.stringify(index));
+      await expect(openCheckpoint(await resolveSource(folder))).rejects.toThrow(UnsafeFileNameError);
+      for (const k of Object.keys(index.weight_map)) if (index.weight_map[k] === target) index.weight_map[k] = shardName;
+    }
+    writeFileSync(join(folder, 'model.safetensors.index.json'), JSON.stringify(index));
+    await expect(openCheckpoint(await resolveSource(folder))).resolves.toBeTruthy(); // the honest index loads
   });
 });
