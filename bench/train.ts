@@ -11,6 +11,7 @@ import {
   matmul,
   matmulFlops,
   memorySource,
+  methodNames,
   naiveAttentionForward,
   naiveAttentionScratchBytes,
   openCheckpoint,
@@ -21,6 +22,7 @@ import {
   type FineTuneOptions,
   type Gpu,
   type MatmulVariant,
+  type MethodName,
   type ModelConfig,
   type TinyModelOptions,
 } from '../src/index.js';
@@ -28,8 +30,8 @@ import { rng } from '../src/util/random.js';
 
 export interface TrainRow {
   model: string;
-  /** 'lora-separate': LoRA with the adapter path as its own pass rather than fused into the base matmul. */
-  method: 'full' | 'lora' | 'lora-separate';
+  /** A registered method, or 'lora-separate': LoRA with the adapter path as its own pass rather than fused into the base matmul. */
+  method: string;
   batch: string;
   step_ms: number;
   tokens_per_s: number;
@@ -97,16 +99,21 @@ const PRESETS: Record<'software' | 'hardware', Preset> = {
 
 /**
  * Training FLOPs per token actually performed: per matmul parameter 2 (forward) + 2 (input gradient)
- * + 2 (weight gradient, full fine-tuning only; a frozen LoRA base skips it), plus causal attention.
+ * + 2 (weight gradient, when the base trains; a frozen base under an adapter skips it), plus causal attention.
  * LoRA's own matrices are negligible at these ranks and left out.
  */
-export function trainFlopsPerToken(c: ModelConfig, S: number, method: 'full' | 'lora'): number {
+export function trainFlopsPerToken(c: ModelConfig, S: number, baseWeightGradients: boolean): number {
   const matmulParams = paramSpecs(c)
     .filter((p) => p.shape.length === 2 && p.name !== 'embed' && p.name !== 'pos_embed')
     .reduce((s, p) => s + p.shape[0] * p.shape[1], 0) + (c.tieWordEmbeddings ? c.vocabSize * c.hiddenSize : 0);
   const attention = 6 * c.numLayers * S * c.numHeads * c.headDim; // q k^T and P v over ~S/2 keys, times 3 for training
-  return (method === 'full' ? 6 : 4) * matmulParams + attention;
+  return (baseWeightGradients ? 6 : 4) * matmulParams + attention;
 }
+
+/** Settings per method where its defaults would not show its cost (every method runs; these are extras). */
+const BENCH_OPTIONS: Partial<Record<MethodName, Partial<FineTuneOptions>>> = {
+  lora: { lora: { rank: 16, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] } },
+};
 
 export async function runTrainBench(gpu: Gpu, options: { preset?: 'software' | 'hardware'; log?: (l: string) => void } = {}): Promise<TrainBenchResult> {
   const preset = PRESETS[options.preset ?? (gpu.adapter.isSoftware ? 'software' : 'hardware')];
@@ -134,10 +141,10 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: 'software' | '
   for (const m of preset.models) {
     const ckpt = await openCheckpoint(memorySource(tinyModelFiles(m.options)));
     const isLarge = m === preset.models[preset.models.length - 1];
-    for (const method of isLarge ? (['full', 'lora', 'lora-separate'] as const) : (['full', 'lora'] as const)) {
-      const opts: FineTuneOptions = method === 'full'
-        ? { method, optimizer: { lr: 1e-4 } }
-        : { method: 'lora', lora: { rank: 16, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], fused: method === 'lora' }, optimizer: { lr: 1e-4 } };
+    // Every registered method; on the large model also LoRA with its path as a separate pass.
+    const variants: [string, FineTuneOptions][] = methodNames().map((name) => [name, { method: name, ...BENCH_OPTIONS[name], optimizer: { lr: 1e-4 } }]);
+    if (isLarge) variants.push(['lora-separate', { method: 'lora', lora: { ...BENCH_OPTIONS.lora!.lora, fused: false }, optimizer: { lr: 1e-4 } }]);
+    for (const [method, opts] of variants) {
       gpu.resetPeakMemory();
       const base = gpu.memoryStats().currentBytes;
       const ft = await FineTuner.create(gpu, ckpt, opts);
@@ -148,7 +155,7 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: 'software' | '
       for (let s = 0; s < preset.steps; s++) await ft.step(batch());
       const stepMs = (performance.now() - t0) / preset.steps;
       const tokens = m.B * m.S;
-      const flops = trainFlopsPerToken(ckpt.config, m.S, method === 'full' ? 'full' : 'lora') * tokens;
+      const flops = trainFlopsPerToken(ckpt.config, m.S, ft.model.trainableNames.length > 0) * tokens;
       const row: TrainRow = {
         model: m.name, method, batch: `${m.B}x${m.S}`, step_ms: stepMs, tokens_per_s: tokens / (stepMs / 1000),
         peak_gpu_bytes: gpu.memoryStats().peakBytes - base, mfu: flops / (stepMs / 1000) / (peakGflops * 1e9),

@@ -1,9 +1,12 @@
-import { FineTuner, openCheckpoint, requestDevice, SUCCESSOR_DEFAULTS, successorFineTuneOptions, trainOnSuccessor, urlSource, type Gpu } from '../src/index.js';
+import { FineTuner, METHODS, methodNames, openCheckpoint, requestDevice, successorDefaults, successorFineTuneOptions, trainOnSuccessor, urlSource, type Gpu, type MethodName } from '../src/index.js';
 import { formatKernelBench, runKernelBench } from '../bench/kernels.js';
 
 const deviceEl = document.getElementById('device')!;
 const out = document.getElementById('out')!;
-const buttons = ['train', 'train-full', 'bench'].map((id) => document.getElementById(id) as HTMLButtonElement);
+const buttons = ['train', 'bench'].map((id) => document.getElementById(id) as HTMLButtonElement);
+// Every registered method, LoRA first selected.
+const methodSelect = document.getElementById('method') as HTMLSelectElement;
+for (const name of methodNames()) methodSelect.add(new Option(`${name}: ${METHODS[name].summary}`, name, name === 'lora', name === 'lora'));
 
 function describe(gpu: Gpu): string {
   const l = gpu.limits;
@@ -17,14 +20,14 @@ function describe(gpu: Gpu): string {
 
 const print = (line: string) => (out.textContent += `${line}\n`);
 
-async function finetune(gpu: Gpu, method: 'lora' | 'full'): Promise<void> {
+async function finetune(gpu: Gpu, method: MethodName): Promise<void> {
   out.textContent = '';
   const source = urlSource(new URL('/models/tiny-llama', location.href).href);
   const ckpt = await openCheckpoint(source);
   print(`model: ${source.description} (${ckpt.config.architecture}, ${ckpt.config.numLayers} layers)`);
-  const ft = await FineTuner.create(gpu, ckpt, successorFineTuneOptions(ckpt.config, method, SUCCESSOR_DEFAULTS[method]));
+  const ft = await FineTuner.create(gpu, ckpt, successorFineTuneOptions(ckpt.config, method, successorDefaults(method)));
   try {
-    await trainOnSuccessor(ft, { steps: SUCCESSOR_DEFAULTS[method].steps, rows: 16, log: print });
+    await trainOnSuccessor(ft, { steps: successorDefaults(method).steps, rows: 16, log: print });
   } finally {
     ft.destroy();
   }
@@ -43,9 +46,8 @@ try {
       buttons.forEach((b) => (b.disabled = false));
     }
   };
-  buttons[0].onclick = run(() => finetune(gpu, 'lora'));
-  buttons[1].onclick = run(() => finetune(gpu, 'full'));
-  buttons[2].onclick = run(async () => {
+  buttons[0].onclick = run(() => finetune(gpu, methodSelect.value as MethodName));
+  buttons[1].onclick = run(async () => {
     out.textContent = 'running...';
     out.textContent = formatKernelBench(await runKernelBench(gpu, { log: print }));
   });

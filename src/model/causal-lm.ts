@@ -15,6 +15,7 @@ import { forEachTensor, openCheckpoint, type Checkpoint, type LoadProgress } fro
 import type { ModelConfig } from './config.js';
 import { hfMappings, hfToParts, paramSpecs, partsToHf, size, type HfMapping } from './layout.js';
 import { Activations, Transformer, type ParamAccess } from './transformer.js';
+import { EVAL_PASS, type PassContext } from '../methods/method.js';
 
 export interface CausalLMOptions {
   /** Internal parameter names that get gradients; default none (inference). */
@@ -127,6 +128,11 @@ export class CausalLM {
     return [...this.mappings.keys()];
   }
 
+  /** The engine parameters a Hugging Face tensor maps to (GPT-2's c_attn: three). */
+  enginePartsOf(hfName: string): string[] {
+    return [...this.mapping(hfName).parts];
+  }
+
   private mapping(hfName: string): HfMapping {
     const m = this.mappings.get(hfName);
     if (!m) throw new Error(`'${hfName}' is not a tensor of this ${this.config.architecture}`);
@@ -203,19 +209,20 @@ export class CausalLM {
   }
 
   /**
-   * Record forward (and, with gradScale, backward) for a prepared batch. Gradients accumulate into the
+   * Record forward (and, with gradScale, backward) for a prepared batch, as the pass `pass` (a training
+   * pass turns on the method's dropout). Gradients accumulate into the
    * grads arena; zero them first for a fresh step. Returns the activations holding the per-token losses,
    * pinned so that no call for another shape evicts them meanwhile: unpin() them once read.
    */
-  record(rec: CommandRecorder, batch: PreparedBatch, gradScale?: number): Activations {
+  record(rec: CommandRecorder, batch: PreparedBatch, gradScale?: number, pass: PassContext = EVAL_PASS): Activations {
     const acts = this.activationsFor(batch.B, batch.S);
     acts.pin();
     try {
       acts.load(this.gpu, batch);
-      this.transformer.forward(rec, acts);
+      this.transformer.forward(rec, acts, pass);
       if (gradScale !== undefined) {
-        if (!this.grads && !this.transformer.adapter) throw new Error('no trainable parameters: nothing to differentiate');
-        this.transformer.backward(rec, acts, gradScale);
+        if (!this.grads && !this.transformer.hooks) throw new Error('no trainable parameters: nothing to differentiate');
+        this.transformer.backward(rec, acts, gradScale, pass);
       }
     } catch (e) {
       acts.unpin();

@@ -18,6 +18,7 @@ import { normBackward, normForward } from '../kernels/norm.js';
 import { rope, ropeTable } from '../kernels/rope.js';
 import type { PreparedBatch } from './batch.js';
 import type { ModelConfig } from './config.js';
+import { EVAL_PASS, type LinearHooks, type PassContext } from '../methods/method.js';
 
 type View = TensorView;
 
@@ -46,21 +47,6 @@ export interface KvStep {
   cache: KvCache;
   starts: number[];
   startsBuffer: GPUBuffer;
-}
-
-/**
- * A low-rank adapter on linear layers (LoRA). Each pass records the adapter's own work and returns the
- * term it adds to the layer's output (forward) or input gradient (backward); the transformer fuses that
- * term into the base matmul's store, or with `fused` false applies it as a separate pass.
- */
-export interface LinearAdapter {
-  /** Whether the linear layer `name` (e.g. 'layers.0.q') has an adapter that is active. */
-  has(name: string): boolean;
-  readonly fused: boolean;
-  /** y += the returned term. */
-  forward(rec: CommandRecorder, acts: Activations, name: string, x: View, outDim: number, inDim: number): LowRankTerm;
-  /** Records the adapter's gradients; dx += the returned term. */
-  backward(rec: CommandRecorder, acts: Activations, name: string, x: View, dy: View, outDim: number, inDim: number): LowRankTerm;
 }
 
 /**
@@ -198,7 +184,10 @@ export class Activations {
 
 export class Transformer {
   readonly ropeTable: GPUBuffer | null;
-  adapter: LinearAdapter | null = null;
+  /** The fine-tuning method's hooks in linear layers (LoRA's adapter path, a sparse gradient), if any. */
+  hooks: LinearHooks | null = null;
+  /** The pass being recorded: set from the caller's context at each forward() and backward(). */
+  private pass: PassContext = EVAL_PASS;
   constructor(
     readonly gpu: Gpu,
     readonly config: ModelConfig,
@@ -212,24 +201,28 @@ export class Transformer {
     return this.config.tieWordEmbeddings ? 'embed' : 'lm_head';
   }
 
-  /** y = x W^T (+ b) (+ the adapter's term), one matmul with the bias and adapter fused into its store. */
+  /** y = x W^T (+ b) (+ the method's term), one matmul with the bias and the term fused into its store. */
   private linear(rec: CommandRecorder, acts: Activations, x: View, name: string, y: View, outDim: number, inDim: number): void {
     const T = acts.T;
-    const adapter = this.adapter?.has(name) ? this.adapter : null;
-    const term = adapter?.forward(rec, acts, name, x, outDim, inDim);
+    const hooks = this.hooks?.has(name) ? this.hooks : null;
+    const term = hooks?.outputTerm?.(rec, acts, name, x, outDim, inDim, this.pass);
     const bias = this.params.has(`${name}.bias`) ? this.params.param(`${name}.bias`) : undefined;
-    matmul(rec, { a: x, b: this.params.param(`${name}.weight`), c: y, M: T, N: outDim, K: inDim, transB: true, bias, lowRank: adapter?.fused ? term : undefined });
-    if (term && !adapter!.fused) addLowRank(rec, y, T, outDim, term);
+    matmul(rec, { a: x, b: this.params.param(`${name}.weight`), c: y, M: T, N: outDim, K: inDim, transB: true, bias, lowRank: hooks?.fused ? term : undefined });
+    if (term && !hooks!.fused) addLowRank(rec, y, T, outDim, term);
   }
 
-  /** dx (= or +=) = dy W (+ the adapter's term); dW += dy^T x; db += ones^T dy. */
+  /**
+   * dx (= or +=) = dy W (+ the method's term); dW += dy^T x (or the method's own weight gradient);
+   * db += ones^T dy.
+   */
   private linearBackward(rec: CommandRecorder, acts: Activations, x: View, name: string, dy: View, dx: View, outDim: number, inDim: number, accumulateDx = false): void {
     const T = acts.T;
-    const adapter = this.adapter?.has(name) ? this.adapter : null;
-    const term = adapter?.backward(rec, acts, name, x, dy, outDim, inDim);
-    matmul(rec, { a: dy, b: this.params.param(`${name}.weight`), c: dx, M: T, N: inDim, K: outDim, accumulate: accumulateDx, lowRank: adapter?.fused ? term : undefined });
-    if (term && !adapter!.fused) addLowRank(rec, dx, T, inDim, term);
-    const dW = this.params.grad(`${name}.weight`);
+    const hooks = this.hooks?.has(name) ? this.hooks : null;
+    const term = hooks?.inputGradTerm?.(rec, acts, name, x, dy, outDim, inDim, this.pass);
+    matmul(rec, { a: dy, b: this.params.param(`${name}.weight`), c: dx, M: T, N: inDim, K: outDim, accumulate: accumulateDx, lowRank: hooks?.fused ? term : undefined });
+    if (term && !hooks!.fused) addLowRank(rec, dx, T, inDim, term);
+    const ownGradient = hooks?.weightGradient?.(rec, acts, name, x, dy, outDim, inDim, this.pass) ?? false;
+    const dW = ownGradient ? null : this.params.grad(`${name}.weight`);
     if (dW) matmul(rec, { a: dy, b: x, c: dW, M: outDim, N: inDim, K: T, transA: true, accumulate: true });
     const dB = this.params.has(`${name}.bias`) ? this.params.grad(`${name}.bias`) : null;
     if (dB) matmul(rec, { a: acts.v('ones'), b: dy, c: dB, M: 1, N: outDim, K: T, accumulate: true });
@@ -275,7 +268,8 @@ export class Transformer {
   }
 
   /** Records the forward pass through the per-token losses (acts 'losses'). */
-  forward(rec: CommandRecorder, acts: Activations): void {
+  forward(rec: CommandRecorder, acts: Activations, pass: PassContext = EVAL_PASS): void {
+    this.pass = pass;
     this.forwardHidden(rec, acts);
     crossEntropyForward(rec, this.ceArgs(acts));
   }
@@ -285,6 +279,7 @@ export class Transformer {
    * sequence write their keys and values into its rows of the cache and attend over them.
    */
   forwardHidden(rec: CommandRecorder, acts: Activations, kv?: KvStep): void {
+    if (kv) this.pass = EVAL_PASS; // decoding never trains
     const c = this.config;
     const T = acts.T;
     const H = c.hiddenSize;
@@ -353,7 +348,8 @@ export class Transformer {
   }
 
   /** Records the backward pass of sum(losses) * gradScale; needs forward() recorded first on the same acts. */
-  backward(rec: CommandRecorder, acts: Activations, gradScale: number): void {
+  backward(rec: CommandRecorder, acts: Activations, gradScale: number, pass: PassContext = EVAL_PASS): void {
+    this.pass = pass;
     const c = this.config;
     const T = acts.T;
     const H = c.hiddenSize;

@@ -17,7 +17,8 @@ import { FineTuner } from '../train/finetuner.js';
 import { CausalLM } from '../model/causal-lm.js';
 import { loadTokenizer } from '../data/tokenizer.js';
 import { Generator } from '../serve/generate.js';
-import { SUCCESSOR_DEFAULTS, successorFineTuneOptions, trainOnSuccessor } from '../train/successor.js';
+import { successorDefaults, successorFineTuneOptions, trainOnSuccessor } from '../train/successor.js';
+import { METHODS, methodNames, type MethodName } from '../methods/registry.js';
 
 const shippedModel = new URL('../../public/models/tiny-llama', import.meta.url).pathname;
 
@@ -58,10 +59,10 @@ function numberFlag(values: Record<string, unknown>, name: string, o: { integer?
 
 async function finetune(): Promise<void> {
   const values = flags('finetune');
-  const method = values.method as 'lora' | 'full';
-  if (method !== 'lora' && method !== 'full') throw new UsageError(`--method must be lora or full, got '${method}'`);
-  values.steps ??= String(SUCCESSOR_DEFAULTS[method].steps);
-  values.lr ??= String(SUCCESSOR_DEFAULTS[method].lr);
+  const method = values.method as MethodName;
+  if (!methodNames().includes(method)) throw new UsageError(`--method must be one of ${methodNames().join(', ')}, got '${method}'`);
+  values.steps ??= String(successorDefaults(method).steps);
+  values.lr ??= String(successorDefaults(method).lr);
   const steps = numberFlag(values, 'steps', { integer: true, min: 1 });
   const lr = numberFlag(values, 'lr', { min: 0 });
   const rows = numberFlag(values, 'batch', { integer: true, min: 1 });
@@ -73,8 +74,9 @@ async function finetune(): Promise<void> {
   const c = ckpt.config;
   console.log(`model:  ${source.description}: ${c.architecture}, ${c.numLayers} layers, d=${c.hiddenSize}, vocab ${c.vocabSize}`);
   const ft = await FineTuner.create(gpu, ckpt, successorFineTuneOptions(c, method, { steps, lr, rank }));
-  const trainable = method === 'lora' ? ft.lora!.names.length : ft.model.trainableNames.length;
-  console.log(`method: ${method}${method === 'lora' ? ` (rank ${ft.lora!.options.rank}, ${trainable} adapter tensors)` : ` (${trainable} tensors)`}, ${steps} steps, lr ${lr}`);
+  const { names, param } = ft.method.trainable;
+  const parameters = names.reduce((sum, n) => sum + param(n).size / 4, 0);
+  console.log(`method: ${method} (${METHODS[method].summary}): ${names.length} tensors, ${parameters} parameters train; ${steps} steps, lr ${lr}`);
   console.log('task:   letter successor ("x>y;" pairs, loss on y), held-out rows from another seed\n');
   await trainOnSuccessor(ft, { steps, rows, log: (line) => console.log(line) });
   ft.destroy();
@@ -119,7 +121,7 @@ async function info(): Promise<void> {
 
 const USAGE = `usage: webgpu-finetune <command> [flags]
   info       the WebGPU device Node gets here
-  finetune   --model PATH|ID|URL --method lora|full --steps N --lr X --rank R --batch B --hub ENDPOINT
+  finetune   --model PATH|ID|URL --method ${methodNames().join('|')} --steps N --lr X --rank R --batch B --hub ENDPOINT
   generate   --model PATH|ID|URL --prompt TEXT --max-new-tokens N --temperature T --top-k K --top-p P --seed S --hub ENDPOINT`;
 
 const command = process.argv[2] ?? 'info';

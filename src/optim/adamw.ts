@@ -9,28 +9,60 @@ import type { CommandRecorder } from '../gpu/recorder.js';
 import { adamwStep, gradNorm, gradNormScratchSize } from '../kernels/adamw.js';
 import { Arena } from '../model/arena.js';
 
+/**
+ * AdamW settings; the defaults are PyTorch's and the Hugging Face Trainer's. Learning rate and schedule
+ * are ScheduleOptions (the optimizer gets the rate per step).
+ */
 export interface AdamWConfig {
+  /** Default 0.9. */
   beta1?: number;
+  /** Default 0.999. */
   beta2?: number;
+  /** Default 1e-8. */
   eps?: number;
+  /** Decoupled weight decay. Default 0. */
   weightDecay?: number;
-  /** Clip the global gradient norm to this value; 0 or Infinity disables clipping. Default 1. */
+  /**
+   * Which tensors weight decay applies to, by engine name (base parameters such as 'layers.0.q.weight',
+   * 'layers.0.norm1.weight', 'layers.0.q.bias', 'embed.weight'; adapter tensors such as
+   * 'layers.0.q.lora_A'), in the
+   * spirit of PyTorch's parameter groups. Default `decays`: every tensor but biases and norm weights,
+   * as the Hugging Face Trainer does.
+   */
+  decay?: (name: string) => boolean;
+  /**
+   * Clip the global gradient norm to this value, on by default as in the Hugging Face Trainer
+   * (max_grad_norm 1); 0 or Infinity disables clipping. Default 1.
+   */
   maxGradNorm?: number;
 }
 
+/** Named trainable tensors, their views, and the arena their gradients accumulate in. */
 export interface TrainableSet {
+  /** Engine names (base parameters such as 'layers.0.q.weight', or a method's own tensors). */
   names: string[];
   param(name: string): TensorView;
   /** The gradient arena; moments get arenas of the same layout. */
   grads: Arena;
 }
 
-/** Biases and 1-D norm weights are not decayed. */
+/** An update rule over a trainable set, with its state for checkpoints. */
+export interface Optimizer {
+  /** Optimizer steps taken (schedules are 1-based: the next step is step + 1). */
+  step: number;
+  /** Record one update at learning rate `lr`. */
+  record(rec: CommandRecorder, lr: number): void;
+  /** Its state tensors by checkpoint name (e.g. '<tensor>.adam_m'), to save and restore. */
+  stateViews(): Map<string, TensorView>;
+  destroy(): void;
+}
+
+/** The default decay rule: biases and norm weights are not decayed. */
 export function decays(name: string): boolean {
   return !/(\.bias$|norm[^.]*\.weight$)/.test(name);
 }
 
-export class AdamW {
+export class AdamW implements Optimizer {
   readonly m: Arena;
   readonly v: Arena;
   private readonly partials: GPUBuffer;
@@ -77,9 +109,18 @@ export class AdamW {
         params, grads: this.set.grads.view(name), m: this.m.view(name), v: this.v.view(name), clip: this.normOut,
         n: params.size / 4, step: this.step, lr, gradScale,
         beta1: c.beta1 ?? 0.9, beta2: c.beta2 ?? 0.999, eps: c.eps ?? 1e-8,
-        weightDecay: decays(name) ? c.weightDecay ?? 0 : 0,
+        weightDecay: (c.decay ?? decays)(name) ? c.weightDecay ?? 0 : 0,
       });
     }
+  }
+
+  stateViews(): Map<string, TensorView> {
+    const out = new Map<string, TensorView>();
+    for (const n of this.set.names) {
+      out.set(`${n}.adam_m`, this.m.view(n));
+      out.set(`${n}.adam_v`, this.v.view(n));
+    }
+    return out;
   }
 
   /** The global gradient norm of the last recorded step (after it ran). */

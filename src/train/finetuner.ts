@@ -1,24 +1,28 @@
 /**
- * Fine-tuning a causal LM: a model, a method (full or LoRA), AdamW with warmup and decay, global
- * gradient clipping and gradient accumulation. step(batch) runs one micro-batch and, every
- * `gradientAccumulation` micro-batches, the optimizer; it returns the micro-batch's mean loss.
+ * Fine-tuning a causal LM: a model, a method from the registry (src/methods), its optimizer with warmup
+ * and decay, global gradient clipping and gradient accumulation. step(batch) runs one micro-batch and,
+ * every `gradientAccumulation` micro-batches, the optimizer; it returns the micro-batch's mean loss.
+ * Nothing here knows a method by name.
  */
 import { ShapeError } from '../errors.js';
 import type { TensorView } from '../gpu/buffers.js';
+import { brief } from '../io/strict-json.js';
 import type { Gpu } from '../gpu/gpu.js';
 import { bytesSource } from '../io/bytes.js';
 import { InvalidModelFileError, readHeader, readTensorF32, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
-import { AdamW, type AdamWConfig } from '../optim/adamw.js';
+import type { AdamWConfig, Optimizer } from '../optim/adamw.js';
 import { learningRate, type ScheduleOptions } from '../optim/schedule.js';
-import { Lora, type LoraOptions } from '../peft/lora.js';
+import type { Method } from '../methods/method.js';
+import { methodDefinition, type MethodName, type MethodOptions } from '../methods/registry.js';
 import type { BatchInput, PreparedBatch } from '../model/batch.js';
 import { CausalLM, openPretrained, type PretrainedOptions } from '../model/causal-lm.js';
 import type { SourceLike } from '../io/sources.js';
 import type { Checkpoint, LoadProgress } from '../model/checkpoint.js';
 
-export interface FineTuneOptions {
-  method: 'full' | 'lora';
-  lora?: LoraOptions;
+/** The method by name and its options under the same name: `{ method: 'lora', lora: { rank: 16 } }`. */
+export interface FineTuneOptions extends MethodOptions {
+  method: MethodName;
+  /** AdamW and the learning-rate schedule; defaults in AdamWConfig and ScheduleOptions (lr 1e-4). */
   optimizer?: AdamWConfig & ScheduleOptions;
   /** Micro-batches per optimizer step. Default 1. */
   gradientAccumulation?: number;
@@ -43,23 +47,27 @@ export interface EvalResult {
 }
 
 export class FineTuner {
-  readonly lora: Lora | null;
-  readonly optimizer: AdamW;
+  /** The attached method: what trains and how it reaches the model's layers. */
+  readonly method: Method;
+  readonly optimizer: Optimizer;
   private micro = 0;
+  /** Training passes so far: the pass index a method's per-pass randomness (dropout) derives from. */
+  private passes = 0;
 
   private constructor(
     readonly gpu: Gpu,
     readonly model: CausalLM,
     readonly options: FineTuneOptions,
   ) {
-    this.lora = options.method === 'lora' ? new Lora(gpu, model.config, options.lora ?? { rank: 8 }) : null;
+    const definition = methodDefinition(options.method);
+    this.method = definition.attach(model, options[options.method]);
     try {
-      this.optimizer = new AdamW(gpu, { ...this.trainable(), grads: this.lora?.grads ?? model.grads! }, options.optimizer);
+      this.optimizer = this.method.createOptimizer(options.optimizer ?? {});
     } catch (e) {
-      this.lora?.destroy();
+      this.method.destroy();
       throw e;
     }
-    if (this.lora) model.transformer.adapter = this.lora;
+    model.transformer.hooks = this.method.linear;
   }
 
   /**
@@ -81,14 +89,13 @@ export class FineTuner {
    * and a failure releases everything allocated so far.
    */
   static async create(gpu: Gpu, ckpt: Checkpoint, options: FineTuneOptions): Promise<FineTuner> {
-    if (options.method !== 'full' && options.method !== 'lora') {
-      throw new ShapeError(`unknown fine-tuning method '${String(options.method)}' (full, lora)`);
-    }
-    if (options.method === 'lora') Lora.check(ckpt.config, options.lora ?? { rank: 8 });
+    const definition = methodDefinition(options.method);
+    const methodOptions = options[options.method];
+    definition.check(ckpt.config, methodOptions);
     const accumulation = options.gradientAccumulation ?? 1;
     if (!Number.isInteger(accumulation) || accumulation < 1) throw new ShapeError(`gradientAccumulation must be a positive integer, got ${accumulation}`);
     const model = await CausalLM.fromCheckpoint(gpu, ckpt, {
-      trainable: options.method === 'full' ? () => true : () => false,
+      trainable: definition.baseTrainable(methodOptions),
       onProgress: options.onProgress,
     });
     try {
@@ -109,18 +116,10 @@ export class FineTuner {
     const rec = this.gpu.recorder();
     if (this.micro === 0) {
       this.model.zeroGrads(rec);
-      this.lora?.zeroGrads(rec);
+      this.method.zeroGrads(rec);
     }
-    if (this.lora) {
-      this.lora.training = true; // dropout on for this forward/backward pair only
-      this.lora.beginStep();
-    }
-    let acts;
-    try {
-      acts = this.model.record(rec, batch, 1 / (count * this.accumulation));
-    } finally {
-      if (this.lora) this.lora.training = false;
-    }
+    const acts = this.model.record(rec, batch, 1 / (count * this.accumulation), { training: true, pass: this.passes + 1 });
+    this.passes++;
     let lr = 0;
     let updated = false;
     let losses: Float32Array;
@@ -165,49 +164,38 @@ export class FineTuner {
   }
 
   /**
-   * A tensor by Hugging Face name: a base weight (model.layers.0.self_attn.q_proj.weight, in HF layout)
-   * or, with LoRA, an adapter tensor by its PEFT name (base_model.model....lora_A.weight).
+   * A tensor by name: a base weight by its Hugging Face name (model.layers.0.self_attn.q_proj.weight, in
+   * HF layout), or a method's tensor by its interchange name (LoRA: the PEFT name,
+   * base_model.model....lora_A.weight).
    */
   async readTensor(name: string): Promise<Float32Array> {
-    const lora = this.lora?.fromPeftName(name);
-    if (lora) return this.gpu.readF32(this.lora!.params.view(lora));
+    const own = this.method.fromInterchangeName(name);
+    if (own) return this.gpu.readF32(this.method.trainable.param(own));
     return this.model.readHf(name);
   }
 
-  /** Overwrite a tensor by Hugging Face (or PEFT) name; sizes are checked. */
+  /** Overwrite a tensor by Hugging Face or interchange name; sizes are checked. */
   writeTensor(name: string, data: Float32Array): void {
-    const lora = this.lora?.fromPeftName(name);
-    if (!lora) return this.model.writeHf(name, data);
-    const view = this.lora!.params.view(lora);
+    const own = this.method.fromInterchangeName(name);
+    if (!own) return this.model.writeHf(name, data);
+    const view = this.method.trainable.param(own);
     if (data.length * 4 !== view.size) throw new RangeError(`'${name}' needs ${view.size / 4} values, got ${data.length}`);
     this.gpu.write(view, data);
   }
 
-  /** The trainable tensors (engine names) and where they live. */
-  private trainable(): { names: string[]; param: (n: string) => TensorView } {
-    const lora = this.lora;
-    if (lora) return { names: lora.names, param: (n) => lora.params.view(n) };
-    return { names: this.model.trainableNames, param: (n) => this.model.params.view(n) };
-  }
-
   /**
-   * The trainable state as safetensors bytes: each trainable tensor, its AdamW moments ('.adam_m',
-   * '.adam_v') and, in the metadata, the method, optimizer step and pending micro-batches.
+   * The trainable state as safetensors bytes: each trainable tensor, the optimizer's state tensors
+   * (AdamW: '<tensor>.adam_m', '<tensor>.adam_v') and, in the metadata, the method, the optimizer step and
+   * the training pass count (dropout masks derive from it): everything that shapes the next step, so a
+   * resumed run continues exactly.
    */
   async saveState(): Promise<Uint8Array> {
     if (this.micro !== 0) throw new Error('saveState() in the middle of gradient accumulation; save after an optimizer step');
-    const { names, param } = this.trainable();
     const tensors: Record<string, TensorToWrite> = {};
-    for (const n of names) {
-      const length = param(n).size / 4;
-      tensors[n] = { dtype: 'F32', shape: [length], data: await this.gpu.readF32(param(n)) };
-      tensors[`${n}.adam_m`] = { dtype: 'F32', shape: [length], data: await this.gpu.readF32(this.optimizer.m.view(n)) };
-      tensors[`${n}.adam_v`] = { dtype: 'F32', shape: [length], data: await this.gpu.readF32(this.optimizer.v.view(n)) };
-    }
-    // Everything that shapes the next step is saved, so a resumed run continues exactly.
-    const metadata: Record<string, string> = { format: 'webgpu-finetune', method: this.options.method, step: String(this.optimizer.step) };
-    if (this.lora) metadata.dropout_round = String(this.lora.round);
-    return writeSafetensors(tensors, metadata);
+    for (const [name, view] of this.stateViews()) tensors[name] = { dtype: 'F32', shape: [view.size / 4], data: await this.gpu.readF32(view) };
+    return writeSafetensors(tensors, {
+      format: 'webgpu-finetune', method: this.options.method, step: String(this.optimizer.step), passes: String(this.passes),
+    });
   }
 
   /** Restore state written by saveState() into a FineTuner created with the same model and options. */
@@ -215,7 +203,7 @@ export class FineTuner {
     const source = bytesSource('trainable state', bytes);
     const header = await readHeader(source);
     if (header.metadata.method !== this.options.method) {
-      throw new InvalidModelFileError('trainable state', `was saved for method '${header.metadata.method}', this fine-tuner uses '${this.options.method}'`);
+      throw new InvalidModelFileError('trainable state', `was saved for method '${brief(String(header.metadata.method))}', this fine-tuner uses '${this.options.method}'`);
     }
     const counter = (key: string): number => {
       const text = header.metadata[key] ?? '0';
@@ -223,28 +211,29 @@ export class FineTuner {
       return Number(text);
     };
     const step = counter('step');
-    const round = counter('dropout_round');
-    const { names, param } = this.trainable();
+    const passes = counter('passes');
+    const views = this.stateViews();
     // Check everything before writing anything, so a mismatched file changes nothing.
-    for (const n of names) {
-      for (const key of [n, `${n}.adam_m`, `${n}.adam_v`]) {
-        const info = header.byName.get(key);
-        if (!info || info.shape[0] * 4 !== param(n).size) throw new InvalidModelFileError('trainable state', `tensor '${key}' is missing or has the wrong size`);
-      }
+    for (const [name, view] of views) {
+      const info = header.byName.get(name);
+      if (!info || info.shape.length !== 1 || info.shape[0] * 4 !== view.size) throw new InvalidModelFileError('trainable state', `tensor '${name}' is missing or has the wrong size`);
     }
-    for (const n of names) {
-      this.gpu.write(param(n), await readTensorF32(source, header.byName.get(n)!));
-      this.gpu.write(this.optimizer.m.view(n), await readTensorF32(source, header.byName.get(`${n}.adam_m`)!));
-      this.gpu.write(this.optimizer.v.view(n), await readTensorF32(source, header.byName.get(`${n}.adam_v`)!));
-    }
+    for (const [name, view] of views) this.gpu.write(view, await readTensorF32(source, header.byName.get(name)!));
     this.optimizer.step = step;
-    if (this.lora) this.lora.round = round;
+    this.passes = passes;
     this.micro = 0;
+  }
+
+  /** Every tensor the state holds: the trainable tensors and the optimizer's. */
+  private stateViews(): Map<string, TensorView> {
+    const { names, param } = this.method.trainable;
+    return new Map([...names.map((n) => [n, param(n)] as const), ...this.optimizer.stateViews()]);
   }
 
   destroy(): void {
     this.optimizer.destroy();
-    this.lora?.destroy();
+    this.method.destroy();
+    this.model.transformer.hooks = null;
     this.model.destroy();
   }
 }

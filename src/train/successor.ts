@@ -7,12 +7,20 @@ import { successorPrompts, successorRows, toBatchInput } from '../data/tasks.js'
 import type { ModelConfig } from '../model/config.js';
 import { Generator } from '../serve/generate.js';
 import type { EvalResult, FineTuneOptions, FineTuner } from './finetuner.js';
+import type { MethodName } from '../methods/registry.js';
 
-/** Steps and learning rate per method when the caller gives none. */
-export const SUCCESSOR_DEFAULTS = { lora: { steps: 60, lr: 1e-2 }, full: { steps: 50, lr: 3e-3 } } as const;
+/** Steps and learning rate tuned for this task per method; other methods start from the adapter setting. */
+const SUCCESSOR_DEFAULTS: Partial<Record<MethodName, { steps: number; lr: number }>> = { lora: { steps: 60, lr: 1e-2 }, full: { steps: 50, lr: 3e-3 } };
 
-/** LoRA (every projection the architecture has) or full fine-tuning, warmup then cosine decay. */
-export function successorFineTuneOptions(config: ModelConfig, method: 'lora' | 'full', o: { steps: number; lr: number; rank?: number }): FineTuneOptions {
+export function successorDefaults(method: MethodName): { steps: number; lr: number } {
+  return SUCCESSOR_DEFAULTS[method] ?? { steps: 60, lr: 1e-2 };
+}
+
+/**
+ * Any method, warmup then cosine decay; LoRA adapts every projection the architecture has, and full
+ * fine-tuning decays weights by 0.01. Other methods get their defaults.
+ */
+export function successorFineTuneOptions(config: ModelConfig, method: MethodName, o: { steps: number; lr: number; rank?: number }): FineTuneOptions {
   const targetModules = config.family === 'gpt2' ? ['q', 'k', 'v', 'o', 'fc', 'proj'] : ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
   return {
     method,

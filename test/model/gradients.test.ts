@@ -5,7 +5,7 @@ import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { paramSpecs } from '../../src/model/layout.js';
 import { tinyModelFiles, type TinyModelOptions } from '../../src/model/tiny.js';
 import { compare, freshSeed, randn, rng, testGpu } from '../helpers.js';
-import { Lora } from '../../src/peft/lora.js';
+import { Lora } from '../../src/methods/lora/index.js';
 import { modelLossAndGrads } from '../reference/model.js';
 
 const MODELS: [string, TinyModelOptions][] = [
@@ -67,19 +67,18 @@ describe.each([
     const ckpt = await openCheckpoint(memorySource(tinyModelFiles({ ...options, seed, initStd: 0.2 })));
     const model = await CausalLM.fromCheckpoint(gpu, ckpt);
     const lora = new Lora(gpu, ckpt.config, { rank: 3, alpha: 5, dropout, fused, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down', 'fc', 'proj'].filter((m) => paramSpecs(ckpt.config).some((s) => s.name.endsWith(`.${m}.weight`))), seed });
-    model.transformer.adapter = lora;
+    model.transformer.hooks = lora;
+    const pass = { training: true, pass: 1 + Math.floor(rand() * 100) };
     try {
       // B starts at zero (which would zero A's gradient): give it random values to test both.
       for (const name of lora.names) if (name.endsWith('lora_B')) gpu.write(lora.params.view(name), randn(lora.params.view(name).size / 4, rand, 0.3));
       const batch = model.prepare({ ids: Array.from({ length: 18 }, () => Math.floor(rand() * 256)), B: 2, S: 9 });
       const rec = gpu.recorder();
       lora.zeroGrads(rec);
-      lora.training = true;
-      lora.beginStep();
-      const acts = model.record(rec, batch, 1 / batch.targetCount);
-      lora.training = false;
+      const acts = model.record(rec, batch, 1 / batch.targetCount, pass);
       await rec.submit();
       const loss = (await gpu.readF32(acts.v('losses'))).reduce((a, b) => a + b, 0) / batch.targetCount;
+      acts.unpin();
       const params = new Map<string, Float64Array>();
       for (const s of paramSpecs(ckpt.config)) params.set(s.name, Float64Array.from(await gpu.readF32(model.params.view(s.name))));
       const modules = new Map<string, { A: Float64Array; B: Float64Array }>();
@@ -89,7 +88,7 @@ describe.each([
           B: Float64Array.from(await gpu.readF32(lora.params.view(`${name}.lora_B`))),
         });
       }
-      const ref = modelLossAndGrads(ckpt.config, params, batch, { scale: lora.scale, rank: 3, modules, dropout: { p: dropout, seed: (m) => lora.dropoutSeed(m) } });
+      const ref = modelLossAndGrads(ckpt.config, params, batch, { scale: lora.scale, rank: 3, modules, dropout: { p: dropout, seed: (m) => lora.dropoutSeed(m, pass) } });
       expect(Math.abs(loss - ref.loss) / ref.loss, `seed ${seed}`).toBeLessThan(1e-4);
       for (const name of lora.names) {
         const err = compare(await gpu.readF32(lora.grads.view(name)), ref.grads.get(name)!);

@@ -3,53 +3,34 @@
  * with A [r, in], B [out, r], s = alpha / r; A starts kaiming-uniform (bound 1 / sqrt(in), PEFT's
  * kaiming_uniform_(a=sqrt(5))) and B at zero, so an attached adapter leaves the model's output unchanged.
  * Merging adds s * B A into the base weight (then the adapter path is skipped); unmerging subtracts it.
+ * The adapter is the method (what trains, its optimizer, its PEFT names) and its linear-layer hooks.
  */
-import { ShapeError } from '../errors.js';
-import type { TensorView } from '../gpu/buffers.js';
-import type { Gpu } from '../gpu/gpu.js';
-import type { CommandRecorder } from '../gpu/recorder.js';
-import { elementwise } from '../kernels/elementwise.js';
-import { matmul, type LowRankTerm } from '../kernels/matmul.js';
-import { Arena, arenaLimit, planArena } from '../model/arena.js';
-import type { ModelConfig } from '../model/config.js';
-import { hfMappings, paramSpecs } from '../model/layout.js';
-import type { Activations, LinearAdapter } from '../model/transformer.js';
-import { hash32, rng } from '../util/random.js';
+import type { TensorView } from '../../gpu/buffers.js';
+import type { Gpu } from '../../gpu/gpu.js';
+import type { CommandRecorder } from '../../gpu/recorder.js';
+import { elementwise } from '../../kernels/elementwise.js';
+import { matmul, type LowRankTerm } from '../../kernels/matmul.js';
+import { Arena, arenaLimit, planArena } from '../../model/arena.js';
+import type { ModelConfig } from '../../model/config.js';
+import { hfMappings } from '../../model/layout.js';
+import type { Activations } from '../../model/transformer.js';
+import type { AdamWConfig, Optimizer, TrainableSet } from '../../optim/adamw.js';
+import { hash32, rng } from '../../util/random.js';
+import { denseAdamW, type LinearHooks, type Method, type PassContext } from '../method.js';
+import { LORA_DEFAULT_RANK, loraModules, type LoraOptions } from './config.js';
 
-export interface LoraOptions {
-  rank: number;
-  /** Scale numerator: s = alpha / rank. Default 2 * rank. */
-  alpha?: number;
-  /**
-   * Linear layers to adapt, by engine name (q, k, v, o, gate, up, down, fc, proj) or Hugging Face module
-   * name (q_proj, ..., down_proj). Default q and v, PEFT's default for Llama.
-   */
-  targetModules?: string[];
-  /** Dropout on the adapter's input while training (PEFT's lora_dropout). Default 0. */
-  dropout?: number;
-  seed?: number;
-  /**
-   * Fuse the adapter's path into the base layer's matmul (its store adds s (x A^T) B^T, and du A in
-   * backward) rather than running it as a separate pass over the output. Default true.
-   */
-  fused?: boolean;
-}
-
-const ALIASES: Record<string, string> = {
-  q_proj: 'q', k_proj: 'k', v_proj: 'v', o_proj: 'o', gate_proj: 'gate', up_proj: 'up', down_proj: 'down', c_fc: 'fc', out_proj: 'o',
-};
-
-export class Lora implements LinearAdapter {
+export class Lora implements Method, LinearHooks {
+  readonly name = 'lora';
   readonly params: Arena;
   readonly grads: Arena;
+  readonly rank: number;
   readonly scale: number;
   readonly modules: Map<string, { out: number; in: number }>;
   readonly fused: boolean;
+  readonly trainable: TrainableSet;
+  /** Its own hooks: the adapter path of each adapted linear layer. */
+  readonly linear: LinearHooks = this;
   merged = false;
-  /** Dropout applies only while true (set by the trainer around training passes). */
-  training = false;
-  /** Training passes so far: each draws new dropout masks from it, so resuming restores it (exact resume). */
-  round = 0;
   private readonly moduleIndex = new Map<string, number>();
   /**
    * Engine module -> Hugging Face module path (layers.0.q -> model.layers.0.self_attn.q_proj), from the
@@ -60,13 +41,15 @@ export class Lora implements LinearAdapter {
   /** Per activation arena: x A^T of every module, the shared gradient scratch and dropped inputs. */
   private readonly scratch = new Map<Activations, Map<string, GPUBuffer>>();
 
+  /** `baseWeight` gives the base weight of a module ('layers.0.q.weight'), for merging. */
   constructor(
     private readonly gpu: Gpu,
     readonly config: ModelConfig,
     readonly options: LoraOptions,
+    private readonly baseWeight?: (name: string) => TensorView,
   ) {
-    const r = options.rank;
-    this.modules = Lora.check(config, options);
+    const r = (this.rank = options.rank ?? LORA_DEFAULT_RANK);
+    this.modules = loraModules(config, options);
     this.scale = (options.alpha ?? 2 * r) / r;
     this.fused = options.fused ?? true;
     [...this.modules.keys()].forEach((name, i) => this.moduleIndex.set(name, i));
@@ -89,34 +72,13 @@ export class Lora implements LinearAdapter {
       this.params.destroy();
       throw e;
     }
+    this.trainable = { names: this.names, param: (n) => this.params.view(n), grads: this.grads };
     const rand = rng(options.seed ?? 0);
     for (const [name, d] of this.modules) {
       const bound = 1 / Math.sqrt(d.in);
       gpu.write(this.params.view(`${name}.lora_A`), Float32Array.from({ length: r * d.in }, () => (2 * rand() - 1) * bound));
       gpu.write(this.params.view(`${name}.lora_B`), new Float32Array(d.out * r));
     }
-  }
-
-  /**
-   * Validates options against a model config without allocating anything (so a bad rank or target fails
-   * before a model is loaded) and returns the adapted modules with their shapes.
-   */
-  static check(config: ModelConfig, options: LoraOptions): Map<string, { out: number; in: number }> {
-    const r = options.rank;
-    if (!Number.isInteger(r) || r < 1) throw new ShapeError(`LoRA rank must be a positive integer, got ${r}`);
-    const p = options.dropout ?? 0;
-    if (!(p >= 0 && p < 1)) throw new ShapeError(`LoRA dropout must be in [0, 1), got ${p}`);
-    if (options.alpha !== undefined && !(Number.isFinite(options.alpha) && options.alpha > 0)) throw new ShapeError(`LoRA alpha must be a positive number, got ${options.alpha}`);
-    const targets = new Set((options.targetModules ?? ['q', 'v']).map((m) => ALIASES[m] ?? m));
-    const modules = new Map<string, { out: number; in: number }>();
-    for (const spec of paramSpecs(config)) {
-      const m = /^(layers\.\d+\.(\w+))\.weight$/.exec(spec.name);
-      if (m && targets.has(m[2])) modules.set(m[1], { out: spec.shape[0], in: spec.shape[1] });
-    }
-    const found = new Set([...modules.keys()].map((k) => k.split('.')[2]));
-    const missing = [...targets].filter((t) => !found.has(t));
-    if (missing.length) throw new ShapeError(`LoRA target modules ${missing.map((m) => `'${m}'`).join(', ')} do not exist in ${config.architecture}`);
-    return modules;
   }
 
   get names(): string[] {
@@ -138,27 +100,34 @@ export class Lora implements LinearAdapter {
     return this.names.find((n) => this.peftName(n) === peft) ?? null;
   }
 
-  /** A new dropout mask for every module: call once per training forward/backward pair. */
-  beginStep(): void {
-    this.round++;
+  interchangeName(name: string): string | null {
+    return this.peftName(name);
   }
 
-  /** The dropout mask seed of a module in the current step (the same in forward and backward). */
-  dropoutSeed(name: string): number {
-    return hash32(Math.imul((this.options.seed ?? 0) + 1, 0x9e3779b1) ^ Math.imul(this.round, 0x85ebca6b) ^ this.moduleIndex.get(name)!);
+  fromInterchangeName(name: string): string | null {
+    return this.fromPeftName(name);
   }
 
-  private get dropoutActive(): boolean {
-    return this.training && (this.options.dropout ?? 0) > 0;
+  createOptimizer(config: AdamWConfig): Optimizer {
+    return denseAdamW(this.gpu, this.trainable, config);
+  }
+
+  /** The dropout mask seed of a module in a training pass (the same in its forward and backward). */
+  dropoutSeed(name: string, pass: PassContext): number {
+    return hash32(Math.imul((this.options.seed ?? 0) + 1, 0x9e3779b1) ^ Math.imul(pass.pass, 0x85ebca6b) ^ this.moduleIndex.get(name)!);
+  }
+
+  private dropoutActive(pass: PassContext): boolean {
+    return pass.training && (this.options.dropout ?? 0) > 0;
   }
 
   /** dropout(x) with this module's mask for the current step, in a per-shape buffer shared by the modules of that input width. */
-  private droppedInput(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, inDim: number): GPUBuffer {
+  private droppedInput(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, inDim: number, pass: PassContext): GPUBuffer {
     const bufs = this.buffers(acts);
     const key = `xd:${inDim}`;
     let xd = bufs.get(key);
     if (!xd) bufs.set(key, (xd = this.gpu.createBuffer(acts.T * inDim * 4, undefined, `lora ${key}`)));
-    elementwise(rec, { op: 'dropout', y: xd, x, n: acts.T * inDim, dropout: { p: this.options.dropout!, seed: this.dropoutSeed(name) } });
+    elementwise(rec, { op: 'dropout', y: xd, x, n: acts.T * inDim, dropout: { p: this.options.dropout!, seed: this.dropoutSeed(name, pass) } });
     return xd;
   }
 
@@ -176,8 +145,8 @@ export class Lora implements LinearAdapter {
       // Released with the arena, when the model's activation cache evicts its shape.
       acts.onDestroy(() => this.releaseScratch(acts));
       try {
-        for (const name of this.modules.keys()) made.set(name, this.gpu.createBuffer(acts.T * this.options.rank * 4, undefined, `lora u ${name}`));
-        made.set('du', this.gpu.createBuffer(acts.T * this.options.rank * 4, undefined, 'lora du'));
+        for (const name of this.modules.keys()) made.set(name, this.gpu.createBuffer(acts.T * this.rank * 4, undefined, `lora u ${name}`));
+        made.set('du', this.gpu.createBuffer(acts.T * this.rank * 4, undefined, 'lora du'));
       } catch (e) {
         this.releaseScratch(acts); // no half-made set stays cached for the next step to trip on
         throw e;
@@ -192,10 +161,10 @@ export class Lora implements LinearAdapter {
   }
 
   /** Records u = x' A^T (x' = dropout(x) while training) and returns the term s u B^T the layer adds. */
-  forward(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, _outDim: number, inDim: number): LowRankTerm {
-    const r = this.options.rank;
+  outputTerm(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, _outDim: number, inDim: number, pass: PassContext): LowRankTerm {
+    const r = this.rank;
     const u = this.buffers(acts).get(name)!;
-    const input = this.dropoutActive ? this.droppedInput(rec, acts, name, x, inDim) : x;
+    const input = this.dropoutActive(pass) ? this.droppedInput(rec, acts, name, x, inDim, pass) : x;
     matmul(rec, { a: input, b: this.params.view(`${name}.lora_A`), c: u, M: acts.T, N: r, K: inDim, transB: true });
     return { u, v: this.params.view(`${name}.lora_B`), rank: r, transV: true, scale: this.scale };
   }
@@ -204,30 +173,41 @@ export class Lora implements LinearAdapter {
    * Records dB += s dy^T u, du = s dy B and dA += du^T x', and returns the term mask(du A) the layer adds
    * to dx, where x' = dropout(x) with its mask regenerated from the same seed rather than stored.
    */
-  backward(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, dy: TensorView, outDim: number, inDim: number): LowRankTerm {
-    const r = this.options.rank;
+  inputGradTerm(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, dy: TensorView, outDim: number, inDim: number, pass: PassContext): LowRankTerm {
+    const r = this.rank;
     const T = acts.T;
     const bufs = this.buffers(acts);
     const u = bufs.get(name)!;
     const du = bufs.get('du')!;
     matmul(rec, { a: dy, b: u, c: this.grads.view(`${name}.lora_B`), M: outDim, N: r, K: T, transA: true, alpha: this.scale, accumulate: true });
     matmul(rec, { a: dy, b: this.params.view(`${name}.lora_B`), c: du, M: T, N: r, K: outDim, alpha: this.scale });
-    const dropout = this.dropoutActive ? { p: this.options.dropout!, seed: this.dropoutSeed(name) } : undefined;
-    const input = dropout ? this.droppedInput(rec, acts, name, x, inDim) : x;
+    const dropout = this.dropoutActive(pass) ? { p: this.options.dropout!, seed: this.dropoutSeed(name, pass) } : undefined;
+    const input = dropout ? this.droppedInput(rec, acts, name, x, inDim, pass) : x;
     matmul(rec, { a: du, b: input, c: this.grads.view(`${name}.lora_A`), M: r, N: inDim, K: T, transA: true, accumulate: true });
     return { u: du, v: this.params.view(`${name}.lora_A`), rank: r, dropout };
   }
 
-  /** Fold s * B A into the base weights (param(name) gives each base weight) or take it back out. */
-  setMerged(rec: CommandRecorder, merged: boolean, baseWeight: (name: string) => TensorView): void {
+  /** Fold s * B A into the base weights or take it back out. */
+  setMerged(rec: CommandRecorder, merged: boolean): void {
     if (merged === this.merged) return;
+    const baseWeight = this.baseWeight;
+    if (!baseWeight) throw new Error('this LoRA adapter was made without access to base weights, so it cannot merge');
     for (const [name, d] of this.modules) {
       matmul(rec, {
         a: this.params.view(`${name}.lora_B`), b: this.params.view(`${name}.lora_A`), c: baseWeight(`${name}.weight`),
-        M: d.out, N: d.in, K: this.options.rank, alpha: merged ? this.scale : -this.scale, accumulate: true,
+        M: d.out, N: d.in, K: this.rank, alpha: merged ? this.scale : -this.scale, accumulate: true,
       });
     }
     this.merged = merged;
+  }
+
+  /** The change s B A to base weight `weight` ('layers.0.q.weight'), written to `out`; false for a weight it does not adapt. */
+  deltaWeight(rec: CommandRecorder, weight: string, out: TensorView): boolean {
+    const name = weight.replace(/\.weight$/, '');
+    const d = this.modules.get(name);
+    if (!d || !weight.endsWith('.weight')) return false;
+    matmul(rec, { a: this.params.view(`${name}.lora_B`), b: this.params.view(`${name}.lora_A`), c: out, M: d.out, N: d.in, K: this.rank, alpha: this.scale });
+    return true;
   }
 
   zeroGrads(rec: CommandRecorder): void {

@@ -4,72 +4,20 @@ import { memorySource } from '../../src/io/sources.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { tinyModelFiles } from '../../src/model/tiny.js';
 import { FineTuner } from '../../src/train/finetuner.js';
-import { Lora } from '../../src/peft/lora.js';
-import { compare, randn, rng, testGpu } from '../helpers.js';
+import { Lora } from '../../src/methods/lora/index.js';
+import { randn, rng, testGpu } from '../helpers.js';
 
 const files = tinyModelFiles({ architecture: 'llama', seed: 5, hiddenSize: 32, intermediateSize: 48, numLayers: 2, numHeads: 4, numKvHeads: 2, initStd: 0.2, maxPositions: 64 });
 
-async function losses(ft: FineTuner, batch: ReturnType<typeof toBatchInput>): Promise<Float32Array> {
-  const prepared = ft.model.prepare(batch);
-  const rec = ft.gpu.recorder();
-  const acts = ft.model.record(rec, prepared);
-  await rec.submit();
-  return ft.gpu.readF32(acts.v('losses'));
-}
-
-describe('LoRA, as PEFT tests it', () => {
-  it('a fresh adapter (B = 0) gives exactly the base model output', async () => {
-    const gpu = await testGpu();
-    const ckpt = await openCheckpoint(memorySource(files));
-    const base = await FineTuner.create(gpu, ckpt, { method: 'full' });
-    const adapted = await FineTuner.create(gpu, ckpt, { method: 'lora', lora: { rank: 4, targetModules: ['q', 'v', 'down'] } });
-    const batch = toBatchInput(successorRows(2, 4, 1));
-    expect(Array.from(await losses(adapted, batch))).toEqual(Array.from(await losses(base, batch)));
-    base.destroy();
-    adapted.destroy();
-  });
-
-  it('merging gives the adapted output; unmerging restores the base weights', async () => {
-    const gpu = await testGpu();
-    const ckpt = await openCheckpoint(memorySource(files));
-    const ft = await FineTuner.create(gpu, ckpt, { method: 'lora', lora: { rank: 4, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] } });
-    const lora = ft.lora!;
-    for (const name of lora.names) if (name.endsWith('lora_B')) gpu.write(lora.params.view(name), randn(lora.params.view(name).size / 4, rng(3), 0.2));
-    const batch = toBatchInput(successorRows(2, 4, 2));
-    const baseQ = await ft.model.readHf('model.layers.1.self_attn.q_proj.weight');
-    const unmerged = await losses(ft, batch);
-    const rec = gpu.recorder();
-    lora.setMerged(rec, true, (n) => ft.model.params.view(n));
-    await rec.submit();
-    expect(compare(await losses(ft, batch), unmerged).rel).toBeLessThan(1e-4);
-    expect(compare(await ft.model.readHf('model.layers.1.self_attn.q_proj.weight'), baseQ).maxAbs).toBeGreaterThan(1e-3);
-    const rec2 = gpu.recorder();
-    lora.setMerged(rec2, false, (n) => ft.model.params.view(n));
-    await rec2.submit();
-    expect(compare(await ft.model.readHf('model.layers.1.self_attn.q_proj.weight'), baseQ).maxAbs).toBeLessThan(1e-6);
-    ft.destroy();
-  });
-
-  it('training leaves the frozen base bit-identical and changes the adapter', async () => {
-    const gpu = await testGpu();
-    const ckpt = await openCheckpoint(memorySource(files));
-    const ft = await FineTuner.create(gpu, ckpt, { method: 'lora', lora: { rank: 4, targetModules: ['q', 'v'] }, optimizer: { lr: 1e-2 } });
-    const before = await Promise.all(ft.model.hfNames.map((n) => ft.model.readHf(n)));
-    for (let s = 0; s < 3; s++) await ft.step(toBatchInput(successorRows(2, 4, s)));
-    const after = await Promise.all(ft.model.hfNames.map((n) => ft.model.readHf(n)));
-    after.forEach((t, i) => expect(Array.from(t), ft.model.hfNames[i]).toEqual(Array.from(before[i])));
-    const b = await gpu.readF32(ft.lora!.params.view('layers.0.q.lora_B'));
-    expect(b.some((v) => v !== 0)).toBe(true);
-    ft.destroy();
-  });
-
+// PEFT's four adapter tests run for LoRA with every other method in shared.test.ts.
+describe('LoRA', () => {
   it('applies dropout only in training steps: evaluation is deterministic and matches dropout 0', async () => {
     const gpu = await testGpu();
     const ckpt = await openCheckpoint(memorySource(files));
     const make = (dropout: number) => FineTuner.create(gpu, ckpt, { method: 'lora', lora: { rank: 4, targetModules: ['q', 'v', 'up'], dropout, seed: 1 } });
     const [withDropout, without] = [await make(0.5), await make(0)];
     for (const ft of [withDropout, without]) {
-      for (const name of ft.lora!.names) if (name.endsWith('lora_B')) gpu.write(ft.lora!.params.view(name), randn(ft.lora!.params.view(name).size / 4, rng(8), 0.3));
+      for (const name of (ft.method as Lora).names) if (name.endsWith('lora_B')) gpu.write((ft.method as Lora).params.view(name), randn((ft.method as Lora).params.view(name).size / 4, rng(8), 0.3));
     }
     const batch = toBatchInput(successorRows(2, 4, 5));
     const a = await withDropout.evaluate(batch);
@@ -85,7 +33,7 @@ describe('LoRA, as PEFT tests it', () => {
     const gpu = await testGpu();
     const ckpt = await openCheckpoint(memorySource(files));
     const ft = await FineTuner.create(gpu, ckpt, { method: 'lora', lora: { rank: 4, targetModules: ['q_proj', 'down_proj'] } });
-    const lora = ft.lora!;
+    const lora = (ft.method as Lora);
     expect(lora.peftName('layers.1.q.lora_A')).toBe('base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight');
     expect(lora.peftName('layers.0.down.lora_B')).toBe('base_model.model.model.layers.0.mlp.down_proj.lora_B.weight');
     const name = 'base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight';

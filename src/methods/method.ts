@@ -1,0 +1,93 @@
+/**
+ * The seam every fine-tuning method plugs into, after PEFT's tuners/<method>/{config, layer, model}:
+ * a method is a folder under src/methods with a MethodDefinition (options checked before any weight
+ * loads, which base parameters need dense gradients, how to attach), and the Method it attaches: the
+ * hooks it places in linear layers, the tensors it trains with their optimizer, merging, and the names
+ * its tensors have in other tools. The registry (./registry.ts) lists the definitions; FineTuner, the
+ * command line, the benchmarks and the demo read it and know no method by name.
+ */
+import type { TensorView } from '../gpu/buffers.js';
+import type { Gpu } from '../gpu/gpu.js';
+import type { CommandRecorder } from '../gpu/recorder.js';
+import type { LowRankTerm } from '../kernels/matmul.js';
+import type { CausalLM } from '../model/causal-lm.js';
+import type { ModelConfig } from '../model/config.js';
+import type { Activations } from '../model/transformer.js';
+import { AdamW, type AdamWConfig, type Optimizer, type TrainableSet } from '../optim/adamw.js';
+
+export type { Optimizer, TrainableSet };
+
+/**
+ * What one forward/backward pass tells the methods: whether it trains (dropout and similar apply) and
+ * its index among training passes, from which per-pass randomness (dropout masks) derives. Passing it
+ * explicitly keeps a pass's behaviour independent of call order, and makes it reproducible on resume.
+ */
+export interface PassContext {
+  training: boolean;
+  pass: number;
+}
+
+export const EVAL_PASS: PassContext = { training: false, pass: 0 };
+
+type View = TensorView;
+
+/**
+ * Hooks a method places in the model's linear layers (engine names such as 'layers.0.q'). Each is
+ * optional; the transformer calls what a method provides and does the base work itself.
+ */
+export interface LinearHooks {
+  /** Whether the hooks act on linear `name` now (e.g. not while an adapter is merged). */
+  has(name: string): boolean;
+  /** Fuse returned terms into the base matmul's store (true), or apply them as separate passes. */
+  readonly fused: boolean;
+  /** Records the method's forward work and returns a low-rank term added to the output (LoRA). */
+  outputTerm?(rec: CommandRecorder, acts: Activations, name: string, x: View, outDim: number, inDim: number, pass: PassContext): LowRankTerm;
+  /** Records the method's own gradients and returns a term added to the input gradient dx (LoRA). */
+  inputGradTerm?(rec: CommandRecorder, acts: Activations, name: string, x: View, dy: View, outDim: number, inDim: number, pass: PassContext): LowRankTerm;
+  /**
+   * Computes the weight gradient the method's way (sparse: only at its mask) instead of the dense
+   * dW += dy^T x; returns true when it did, and the transformer then skips the dense product.
+   */
+  weightGradient?(rec: CommandRecorder, acts: Activations, name: string, x: View, dy: View, outDim: number, inDim: number, pass: PassContext): boolean;
+}
+
+export interface Method {
+  readonly name: string;
+  /** Hooks in linear layers, or null when the method trains base parameters directly (full). */
+  readonly linear: LinearHooks | null;
+  /** What trains. */
+  readonly trainable: TrainableSet;
+  /** The update rule of the trainable set (dense AdamW unless the method brings its own). */
+  createOptimizer(config: AdamWConfig): Optimizer;
+  /** Clear the gradients the method owns (the model clears the base gradients). */
+  zeroGrads(rec: CommandRecorder): void;
+  /** Fold the method's change into the base weights, or take it out again; absent when nothing merges. */
+  setMerged?(rec: CommandRecorder, merged: boolean): void;
+  /**
+   * Records the change the method makes to base weight `weight` (engine name, e.g. 'layers.0.q.weight')
+   * into `out` (the weight's shape); returns false, writing nothing, for weights it leaves alone.
+   */
+  deltaWeight?(rec: CommandRecorder, weight: string, out: View): boolean;
+  /** The name other tools give one of its tensors (PEFT's, for adapters), or null. */
+  interchangeName(name: string): string | null;
+  /** The method's tensor with that interchange name, or null. */
+  fromInterchangeName(name: string): string | null;
+  destroy(): void;
+}
+
+export interface MethodDefinition<Options = unknown> {
+  readonly name: string;
+  /** One line for help texts and the demo. */
+  readonly summary: string;
+  /** Checks options against the model before any weight is read (throws ShapeError); allocates nothing. */
+  check(config: ModelConfig, options: Options | undefined): void;
+  /** Base parameters (engine names) the model must give dense gradients: all for full fine-tuning. */
+  baseTrainable(options: Options | undefined): (param: string) => boolean;
+  /** Attach to a loaded model; a failure releases what it allocated. */
+  attach(model: CausalLM, options: Options | undefined): Method;
+}
+
+/** Dense AdamW over a trainable set: the update rule of methods that bring none of their own. */
+export function denseAdamW(gpu: Gpu, set: TrainableSet, config: AdamWConfig): Optimizer {
+  return new AdamW(gpu, set, config);
+}
