@@ -9,7 +9,7 @@ import { requestDevice } from '../src/node.js';
 import { successorRows, toBatchInput } from '../src/data/tasks.js';
 import { folderSource } from '../src/io/sources.js';
 import { openCheckpoint } from '../src/model/checkpoint.js';
-import { Activations } from '../src/model/transformer.js';
+import { Activations } from '../src/model/activations.js';
 import { Generator } from '../src/serve/generate.js';
 import { FineTuner } from '../src/train/finetuner.js';
 import { writeResult } from './runner.js';

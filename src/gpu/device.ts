@@ -11,7 +11,12 @@ export type Runtime = 'browser' | 'node';
 export interface RequestDeviceOptions {
   /** Adapter power preference; 'high-performance' picks a discrete GPU where there is a choice. */
   powerPreference?: GPUPowerPreference;
-  /** Dawn toggles for Node, e.g. ['enable-dawn-features=allow_unsafe_apis']. Ignored in browsers. */
+  /**
+   * Dawn instance options for Node. Default: `enable-dawn-features=allow_unsafe_apis,
+   * vulkan_enable_f16_on_nvidia` (without the f16 toggle when allowF16 is false), because Dawn hides
+   * shader-f16 on NVIDIA's Vulkan driver and the experimental subgroup-matrix feature (tensor cores)
+   * behind them. Pass [] for Dawn's defaults. Ignored in browsers, where the page cannot choose.
+   */
   dawnOptions?: string[];
   /** Use f16 features when present (default true). */
   allowF16?: boolean;
@@ -26,7 +31,13 @@ export interface RequestDeviceOptions {
 /** SwiftShader's Vulkan driver as shipped by Debian's `chromium` package: the CPU fallback on GPU-less machines. */
 export const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
 
-const OPTIONAL_FEATURES: GPUFeatureName[] = ['shader-f16', 'subgroups', 'timestamp-query'] as GPUFeatureName[];
+/** Features requested whenever the adapter has them; the kernels choose by what the device then reports. */
+const OPTIONAL_FEATURES: GPUFeatureName[] = ['shader-f16', 'subgroups', 'timestamp-query', 'chromium-experimental-subgroup-matrix'] as GPUFeatureName[];
+
+/** The Dawn options Node devices get unless the caller gives their own. */
+export function defaultDawnOptions(allowF16 = true): string[] {
+  return [`enable-dawn-features=allow_unsafe_apis${allowF16 ? ',vulkan_enable_f16_on_nvidia' : ''}`];
+}
 
 export function detectRuntime(): Runtime {
   const nav = (globalThis as { navigator?: Navigator }).navigator;
@@ -37,8 +48,9 @@ export function detectRuntime(): Runtime {
 }
 
 /** Request an adapter and a device with the adapter's full limits and the optional features it has. */
-export async function requestDevice(options: RequestDeviceOptions = {}): Promise<Gpu> {
+export async function requestDevice(requested: RequestDeviceOptions = {}): Promise<Gpu> {
   const runtime = detectRuntime();
+  const options = runtime === 'node' ? { ...requested, dawnOptions: requested.dawnOptions ?? defaultDawnOptions(requested.allowF16 !== false) } : requested;
   const adapter = runtime === 'node' ? await nodeAdapter(options) : await browserAdapter(options);
   const wanted = OPTIONAL_FEATURES.filter(
     (f) => adapter.features.has(f) && (f !== 'shader-f16' || options.allowF16 !== false),

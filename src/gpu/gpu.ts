@@ -21,6 +21,8 @@ export interface GpuFeatures {
   shaderF16: boolean;
   subgroups: boolean;
   timestampQuery: boolean;
+  /** Dawn's experimental subgroup matrices (cooperative matrices: tensor cores on NVIDIA, simdgroups on Apple). */
+  subgroupMatrix: boolean;
 }
 
 export interface GpuLimits {
@@ -94,6 +96,8 @@ export class Gpu {
   readonly debug: boolean;
   /** Resolves when the device is lost, with the typed error every later call throws. */
   readonly lost: Promise<DeviceLostError>;
+  /** The options the device was made with (in Node, with the Dawn options it got by default). */
+  readonly requested: RequestDeviceOptions;
   /** Command buffers submitted by recorders so far (a training step should submit few). */
   submitCount = 0;
 
@@ -133,7 +137,9 @@ export class Gpu {
       shaderF16: device.features.has('shader-f16'),
       subgroups: device.features.has('subgroups'),
       timestampQuery: device.features.has('timestamp-query'),
+      subgroupMatrix: device.features.has('chromium-experimental-subgroup-matrix' as GPUFeatureName),
     };
+    this.requested = options;
     const limits: Record<string, number> = {};
     for (const key in device.limits) {
       const v = (device.limits as unknown as Record<string, unknown>)[key];

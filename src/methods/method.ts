@@ -12,7 +12,7 @@ import type { CommandRecorder } from '../gpu/recorder.js';
 import type { LowRankTerm } from '../kernels/matmul.js';
 import type { CausalLM } from '../model/causal-lm.js';
 import type { ModelConfig } from '../model/config.js';
-import type { Activations } from '../model/transformer.js';
+import type { Activations } from '../model/activations.js';
 import { AdamW, type AdamWConfig, type Optimizer, type TrainableSet } from '../optim/adamw.js';
 
 export type { Optimizer, TrainableSet };

@@ -14,7 +14,8 @@ import { resolveSource, type HubOptions, type SourceLike } from '../io/sources.j
 import { forEachTensor, openCheckpoint, type Checkpoint, type LoadProgress } from './checkpoint.js';
 import type { ModelConfig } from './config.js';
 import { hfMappings, hfToParts, paramSpecs, partsToHf, size, type HfMapping } from './layout.js';
-import { Activations, Transformer, type ParamAccess } from './transformer.js';
+import { Transformer, type ParamAccess } from './transformer.js';
+import { Activations, type ActivationKind } from './activations.js';
 import { EVAL_PASS, type PassContext } from '../methods/method.js';
 
 export interface CausalLMOptions {
@@ -159,19 +160,22 @@ export class CausalLM {
   }
 
   /**
-   * The activation arena of a (batch, sequence) shape, made on first use and kept for reuse; arenas of
-   * other shapes are released, least recently used first, to keep the total within activationCacheBytes
-   * and at most MAX_CACHED_SHAPES shapes.
+   * The activation arena of a (batch, sequence) shape, made on first use and kept for reuse: a training
+   * arena (with backward scratch), or for evaluation and generation an inference arena unless the shape
+   * already has a training one. Arenas of other shapes are released, least recently used first, to keep
+   * the total within activationCacheBytes and at most MAX_CACHED_SHAPES shapes.
    */
-  activationsFor(B: number, S: number): Activations {
-    const key = `${B}x${S}`;
+  activationsFor(B: number, S: number, kind: ActivationKind = 'train'): Activations {
+    // A training arena serves inference too: no second arena for evaluating a shape that trains.
+    const trainKey = `${B}x${S}`;
+    const key = kind === 'train' || this.activations.has(trainKey) ? trainKey : `${B}x${S} inference`;
     let acts = this.activations.get(key);
     if (acts) {
       this.activations.delete(key); // move to the most recently used end
     } else {
-      const plan = Activations.plan(this.config, B, S);
+      const plan = Activations.plan(this.config, B, S, kind);
       for (const t of plan) this.gpu.checkBufferSize(t.length * 4, `act ${t.name}`); // refuse before evicting anything
-      const bytes = plan.reduce((sum, t) => sum + Math.max(4, t.length * 4), 0);
+      const bytes = Activations.bytesFor(this.config, B, S, kind);
       let total = this.activationBytes;
       let count = this.activations.size;
       for (const [k, a] of this.activations) {
@@ -181,7 +185,12 @@ export class CausalLM {
         this.activations.delete(k);
         total -= a.bytes;
       }
-      acts = new Activations(this.gpu, this.config, B, S);
+      acts = new Activations(this.gpu, this.config, B, S, kind);
+      if (kind === 'train') {
+        // A training arena supersedes an inference one of the same shape.
+        this.activations.get(`${B}x${S} inference`)?.retire();
+        this.activations.delete(`${B}x${S} inference`);
+      }
     }
     this.activations.set(key, acts);
     return acts;
@@ -215,7 +224,7 @@ export class CausalLM {
    * pinned so that no call for another shape evicts them meanwhile: unpin() them once read.
    */
   record(rec: CommandRecorder, batch: PreparedBatch, gradScale?: number, pass: PassContext = EVAL_PASS): Activations {
-    const acts = this.activationsFor(batch.B, batch.S);
+    const acts = this.activationsFor(batch.B, batch.S, gradScale === undefined ? 'inference' : 'train');
     acts.pin();
     try {
       acts.load(this.gpu, batch);
@@ -241,7 +250,7 @@ export class CausalLM {
     let losses: Float32Array;
     try {
       await rec.submit();
-      losses = await this.gpu.readF32(acts.v('losses'));
+      losses = await this.gpu.readF32(acts.losses);
     } finally {
       acts.unpin();
     }

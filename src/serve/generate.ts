@@ -147,14 +147,14 @@ export class Generator {
       B, S, ids, positions, segments: null, targetCount: 0, targets: new Int32Array(B * S).fill(IGNORE_INDEX), embedPlan: noPlan, positionPlan: noPlan,
     };
     const scratch = this.ensureScratch(B);
-    const acts = model.activationsFor(B, S);
+    const acts = model.activationsFor(B, S, 'inference');
     acts.load(model.gpu, batch);
     model.gpu.write(scratch.starts, Uint32Array.from(starts));
     const rec = model.gpu.recorder();
     model.transformer.forwardHidden(rec, acts, { cache: this.cache!, starts, startsBuffer: scratch.starts });
     // Only one position per sequence needs logits: gather those hidden states, then one matmul.
     const rowBytes = c.hiddenSize * 4;
-    for (let b = 0; b < B; b++) rec.copy(view(acts.v('lnf'), (b * S + last[b]) * rowBytes, rowBytes), view(scratch.hidden, b * rowBytes, rowBytes), rowBytes);
+    for (let b = 0; b < B; b++) rec.copy(view(acts.lnf, (b * S + last[b]) * rowBytes, rowBytes), view(scratch.hidden, b * rowBytes, rowBytes), rowBytes);
     model.transformer.logits(rec, view(scratch.hidden, 0, B * rowBytes), view(scratch.logits, 0, B * c.vocabSize * 4), B);
     await rec.submit();
     const all = await model.gpu.readF32(scratch.logits);

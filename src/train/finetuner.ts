@@ -132,7 +132,7 @@ export class FineTuner {
         this.optimizer.record(rec, lr);
       }
       await rec.submit();
-      losses = await this.gpu.readF32(acts.v('losses'));
+      losses = await this.gpu.readF32(acts.losses);
     } finally {
       acts.unpin();
     }
@@ -147,7 +147,7 @@ export class FineTuner {
     let stats: Float32Array;
     try {
       await rec.submit();
-      [losses, stats] = await Promise.all([this.gpu.readF32(acts.v('losses')), this.gpu.readF32(acts.v('cestats'))]);
+      [losses, stats] = await Promise.all([this.gpu.readF32(acts.losses), this.gpu.readF32(acts.cestats)]);
     } finally {
       acts.unpin();
     }

@@ -23,7 +23,19 @@ describe('device', () => {
     expect(gpu.limits.maxStorageBufferBindingSize).toBeGreaterThanOrEqual(128 * 1024 * 1024);
     expect(gpu.limits.maxComputeWorkgroupStorageSize).toBeGreaterThanOrEqual(16 * 1024);
     expect(typeof gpu.features.timestampQuery).toBe('boolean');
+    expect(typeof gpu.features.subgroupMatrix).toBe('boolean');
     expect(gpu.describe()).toMatch(/\((node|browser)/);
+    // In Node, Dawn is asked for what it hides by default (f16 on NVIDIA, experimental subgroup matrices).
+    if (!inBrowser) expect(gpu.requested.dawnOptions).toEqual(['enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia']);
+  });
+
+  it.skipIf(typeof window !== 'undefined')('takes Dawn options from the caller, and leaves out the f16 toggle when f16 is not wanted', async () => {
+    const { requestDevice, defaultDawnOptions } = await import('../../src/gpu/device.js');
+    expect(defaultDawnOptions(false)).toEqual(['enable-dawn-features=allow_unsafe_apis']);
+    const gpu = await requestDevice({ dawnOptions: [], allowF16: false });
+    expect(gpu.requested.dawnOptions).toEqual([]);
+    expect(gpu.features.shaderF16).toBe(false);
+    gpu.destroy();
   });
 
   it('caches pipelines by shader, entry point and constants, never by shape', async () => {

@@ -9,7 +9,7 @@ import { BufferTooLargeError, GPUOutOfMemoryError } from '../../src/errors.js';
 import { memorySource } from '../../src/io/sources.js';
 import { CausalLM } from '../../src/model/causal-lm.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
-import { Activations } from '../../src/model/transformer.js';
+import { Activations } from '../../src/model/activations.js';
 import { Generator } from '../../src/serve/generate.js';
 import { tinyModelFiles } from '../../src/model/tiny.js';
 import { FineTuner, type FineTuneOptions } from '../../src/train/finetuner.js';
@@ -63,8 +63,31 @@ describe('memory over long runs', () => {
     const shapes = model.cachedShapes;
     const again = model.prepare(toBatchInput(successorRows(2, 1, 0)));
     await ft.evaluate(again);
-    expect(model.cachedShapes.at(-1)).toBe(`${again.B}x${again.S}`);
+    expect(model.cachedShapes.at(-1)).toBe(`${again.B}x${again.S} inference`); // evaluation needs no backward scratch
     expect(model.cachedShapes.slice(0, -1)).toEqual(shapes.slice(-(model.cachedShapes.length - 1)));
+    ft.destroy();
+  });
+
+  it('evaluation and generation plan arenas without backward scratch; training supersedes them', async () => {
+    const gpu = await testGpu();
+    const ckpt = await openCheckpoint(memorySource(files));
+    const ft = await FineTuner.create(gpu, ckpt, { method: 'lora' });
+    const batch = ft.model.prepare(toBatchInput(successorRows(2, 3, 0)));
+    const key = `${batch.B}x${batch.S}`;
+    await ft.evaluate(batch);
+    expect(ft.model.cachedShapes).toEqual([`${key} inference`]);
+    const inference = Activations.bytesFor(ckpt.config, batch.B, batch.S, 'inference');
+    const train = Activations.bytesFor(ckpt.config, batch.B, batch.S, 'train');
+    expect(ft.model.activationBytes).toBe(inference);
+    expect(inference).toBeLessThan(0.8 * train);
+    const arena = ft.model.activationsFor(batch.B, batch.S, 'inference');
+    expect(arena.grad).toBeNull();
+    expect(() => ft.model.transformer.backward(gpu.recorder(), arena, 1)).toThrow(/training activations/);
+    await ft.step(batch);
+    expect(ft.model.cachedShapes).toEqual([key]);
+    expect(ft.model.activationBytes).toBe(train);
+    await ft.evaluate(batch); // reuses the training arena
+    expect(ft.model.cachedShapes).toEqual([key]);
     ft.destroy();
   });
 

@@ -33,7 +33,7 @@ async function losses(ft: FineTuner, seed: number): Promise<Float32Array> {
   const rec = ft.gpu.recorder();
   const acts = ft.model.record(rec, batch);
   await rec.submit();
-  const out = await ft.gpu.readF32(acts.v('losses'));
+  const out = await ft.gpu.readF32(acts.losses);
   acts.unpin();
   return out;
 }

@@ -77,7 +77,7 @@ describe.each([
       lora.zeroGrads(rec);
       const acts = model.record(rec, batch, 1 / batch.targetCount, pass);
       await rec.submit();
-      const loss = (await gpu.readF32(acts.v('losses'))).reduce((a, b) => a + b, 0) / batch.targetCount;
+      const loss = (await gpu.readF32(acts.losses)).reduce((a, b) => a + b, 0) / batch.targetCount;
       acts.unpin();
       const params = new Map<string, Float64Array>();
       for (const s of paramSpecs(ckpt.config)) params.set(s.name, Float64Array.from(await gpu.readF32(model.params.view(s.name))));

@@ -13,7 +13,7 @@ import { matmul, type LowRankTerm } from '../../kernels/matmul.js';
 import { Arena, arenaLimit, planArena } from '../../model/arena.js';
 import type { ModelConfig } from '../../model/config.js';
 import { hfMappings } from '../../model/layout.js';
-import type { Activations } from '../../model/transformer.js';
+import type { Activations } from '../../model/activations.js';
 import type { AdamWConfig, Optimizer, TrainableSet } from '../../optim/adamw.js';
 import { hash32, rng } from '../../util/random.js';
 import { denseAdamW, type LinearHooks, type Method, type PassContext } from '../method.js';

@@ -1,0 +1,247 @@
+/**
+ * The activations of one (batch, sequence) shape, allocated once and reused every step, as typed
+ * records: `acts.layers[i].q`, `acts.stream[i]`, `acts.grad.dx`. Each tensor has its own buffer: WebGPU
+ * checks read/write conflicts per buffer, not per range, and kernels read one activation while writing
+ * the next. A training arena adds the backward scratch (`grad`); an inference arena (evaluation,
+ * generation) has none.
+ */
+import type { TensorView } from '../gpu/buffers.js';
+import type { Gpu } from '../gpu/gpu.js';
+import { crossEntropyChunk } from '../kernels/cross-entropy.js';
+import type { PreparedBatch } from './batch.js';
+import type { ModelConfig } from './config.js';
+
+type View = TensorView;
+
+export type ActivationKind = 'train' | 'inference';
+
+/** What one layer keeps from its forward pass for its backward pass. */
+export interface LayerActivations {
+  /** norm1(x), [T, H], and its per-token statistics [T, 2]. */
+  ln1: View;
+  st1: View;
+  /** Projections after RoPE: [T, heads * headDim], [T, kvHeads * headDim]. */
+  q: View;
+  k: View;
+  v: View;
+  /** Attention output [T, heads * headDim] and its log-sum-exp statistics [T, heads, 2]. */
+  att: View;
+  ast: View;
+  /** The stream after attention (x + o-projection), [T, H]. */
+  xm: View;
+  ln2: View;
+  st2: View;
+  /** MLP pre-activations [T, I]: `a` is fc (GPT-2) or gate (SwiGLU), `b` is up (SwiGLU only). */
+  a: View;
+  b: View | null;
+  /** MLP activation output [T, I]. */
+  h: View;
+}
+
+/** Backward scratch shared by every layer (activation gradients are overwritten, layer by layer). */
+export interface GradientScratch {
+  dx: View;
+  dtmp: View;
+  dln: View;
+  dq: View;
+  dk: View;
+  dv: View;
+  datt: View;
+  da: View;
+  db: View;
+  dh: View;
+}
+
+/** A sorted grouping of token positions by id, for deterministic embedding gradients. */
+export interface IdPlanViews {
+  order: View;
+  unique: View;
+  offsets: View;
+}
+
+export class Activations {
+  private readonly buffers = new Map<string, GPUBuffer>();
+  private readonly onDestroyed: (() => void)[] = [];
+  readonly T: number;
+  readonly chunk: number;
+  /** Bytes of this arena's own buffers (what the model's activation cache budgets). */
+  readonly bytes: number;
+  /** Batch inputs: token ids, positions, segment ids and targets per token, and a row of ones. */
+  readonly ids: View;
+  readonly positions: View;
+  readonly segments: View;
+  readonly targets: View;
+  readonly ones: View;
+  readonly embedPlan: IdPlanViews;
+  readonly positionPlan: IdPlanViews;
+  /** The residual stream: stream[i] enters layer i; stream[numLayers] leaves the last one. */
+  readonly stream: View[];
+  readonly layers: LayerActivations[];
+  /** Final norm output [T, H] and statistics; one vocabulary chunk of logits; [T, 3] cross-entropy stats; [T] losses. */
+  readonly lnf: View;
+  readonly stf: View;
+  readonly logits: View;
+  readonly cestats: View;
+  readonly losses: View;
+  /** Backward scratch; null in an inference arena. */
+  readonly grad: GradientScratch | null;
+  /** Set by load(): whether the batch packs documents, and the unique id counts of its gradient plans. */
+  hasSegments = false;
+  uniqueIds = 0;
+  uniquePositions = 0;
+
+  constructor(
+    private readonly gpu: Gpu,
+    readonly config: ModelConfig,
+    readonly B: number,
+    readonly S: number,
+    readonly kind: ActivationKind = 'train',
+  ) {
+    const plan = Activations.plan(config, B, S, kind);
+    this.T = B * S;
+    this.chunk = crossEntropyChunk(this.T, config.vocabSize, 32 << 20);
+    // Every size is checked before the first allocation, and a failure part way releases what was made.
+    for (const { name, length } of plan) gpu.checkBufferSize(length * 4, `act ${name}`);
+    try {
+      for (const { name, length } of plan) this.buffers.set(name, gpu.createBuffer(length * 4, undefined, `act ${name}`));
+    } catch (e) {
+      this.destroy();
+      throw e;
+    }
+    const v = (name: string): View => {
+      const buffer = this.buffers.get(name)!;
+      return { buffer, offset: 0, size: buffer.size };
+    };
+    this.ids = v('ids');
+    this.positions = v('positions');
+    this.segments = v('segments');
+    this.targets = v('targets');
+    this.ones = v('ones');
+    this.embedPlan = { order: v('emb.order'), unique: v('emb.unique'), offsets: v('emb.offsets') };
+    this.positionPlan = { order: v('pos.order'), unique: v('pos.unique'), offsets: v('pos.offsets') };
+    this.stream = Array.from({ length: config.numLayers + 1 }, (_, i) => v(`x${i}`));
+    this.layers = Array.from({ length: config.numLayers }, (_, i) => {
+      const l = (n: string) => v(`l${i}.${n}`);
+      return {
+        ln1: l('ln1'), st1: l('st1'), q: l('q'), k: l('k'), v: l('v'), att: l('att'), ast: l('ast'), xm: l('xm'),
+        ln2: l('ln2'), st2: l('st2'), a: l('a'), b: config.family === 'llama' ? l('b') : null, h: l('h'),
+      };
+    });
+    this.lnf = v('lnf');
+    this.stf = v('stf');
+    this.logits = v('logits');
+    this.cestats = v('cestats');
+    this.losses = v('losses');
+    this.grad = kind === 'train'
+      ? { dx: v('dx'), dtmp: v('dtmp'), dln: v('dln'), dq: v('dq'), dk: v('dk'), dv: v('dv'), datt: v('datt'), da: v('da'), db: v('db'), dh: v('dh') }
+      : null;
+    this.bytes = [...this.buffers.values()].reduce((sum, b) => sum + b.size, 0);
+    try {
+      gpu.write(this.ones, new Float32Array(this.T).fill(1));
+    } catch (e) {
+      this.destroy();
+      throw e;
+    }
+  }
+
+  /** The tensors of a (batch, sequence) shape, by name and f32 length. */
+  static plan(c: ModelConfig, B: number, S: number, kind: ActivationKind = 'train'): { name: string; length: number }[] {
+    const T = B * S;
+    const H = c.hiddenSize;
+    const qd = c.numHeads * c.headDim;
+    const kvd = c.numKvHeads * c.headDim;
+    const I = c.intermediateSize;
+    const chunk = crossEntropyChunk(T, c.vocabSize, 32 << 20);
+    const t: { name: string; length: number }[] = [];
+    const add = (name: string, length: number) => t.push({ name, length });
+    for (const n of ['ids', 'positions', 'segments', 'targets', 'ones', 'emb.order', 'emb.unique', 'pos.order', 'pos.unique']) add(n, T);
+    add('emb.offsets', T + 1);
+    add('pos.offsets', T + 1);
+    for (let i = 0; i <= c.numLayers; i++) add(`x${i}`, T * H);
+    for (let i = 0; i < c.numLayers; i++) {
+      const p = `l${i}.`;
+      add(`${p}ln1`, T * H);
+      add(`${p}st1`, 2 * T);
+      add(`${p}q`, T * qd);
+      add(`${p}k`, T * kvd);
+      add(`${p}v`, T * kvd);
+      add(`${p}att`, T * qd);
+      add(`${p}ast`, 2 * T * c.numHeads);
+      add(`${p}xm`, T * H);
+      add(`${p}ln2`, T * H);
+      add(`${p}st2`, 2 * T);
+      add(`${p}a`, T * I);
+      if (c.family === 'llama') add(`${p}b`, T * I);
+      add(`${p}h`, T * I);
+    }
+    add('lnf', T * H);
+    add('stf', 2 * T);
+    add('logits', T * Math.min(chunk, c.vocabSize));
+    add('cestats', 3 * T);
+    add('losses', T);
+    if (kind === 'train') {
+      // Backward scratch, reused by every layer.
+      for (const n of ['dx', 'dtmp', 'dln']) add(n, T * H);
+      add('dq', T * qd);
+      add('dk', T * kvd);
+      add('dv', T * kvd);
+      add('datt', T * qd);
+      for (const n of ['da', 'db', 'dh']) add(n, T * I);
+    }
+    return t;
+  }
+
+  /** Bytes an arena of this shape and kind allocates. */
+  static bytesFor(c: ModelConfig, B: number, S: number, kind: ActivationKind): number {
+    return Activations.plan(c, B, S, kind).reduce((sum, t) => sum + Math.max(4, Math.ceil(t.length) * 4), 0);
+  }
+
+  /** Holders that still read this arena after an await (a readback of its losses); see retire(). */
+  private pins = 0;
+  private retired = false;
+
+  pin(): void {
+    this.pins++;
+  }
+
+  /** Ends a pin; an arena retired while pinned is destroyed with its last pin. */
+  unpin(): void {
+    this.pins--;
+    if (this.pins === 0 && this.retired) this.destroy();
+  }
+
+  /** Destroy now, or, while a holder still reads it, when the last pin ends (cache eviction). */
+  retire(): void {
+    this.retired = true;
+    if (this.pins === 0) this.destroy();
+  }
+
+  /** Run `release` when this arena is destroyed: adapters free their per-shape buffers with it. */
+  onDestroy(release: () => void): void {
+    this.onDestroyed.push(release);
+  }
+
+  /** Upload a batch's token data into this arena. */
+  load(gpu: Gpu, b: PreparedBatch): void {
+    if (b.B !== this.B || b.S !== this.S) throw new Error(`batch ${b.B}x${b.S} loaded into activations planned for ${this.B}x${this.S}`);
+    this.hasSegments = b.segments !== null;
+    this.uniqueIds = b.embedPlan.unique.length;
+    this.uniquePositions = b.positionPlan.unique.length;
+    gpu.write(this.positionPlan.unique, b.positionPlan.unique);
+    gpu.write(this.positionPlan.offsets, b.positionPlan.offsets);
+    gpu.write(this.positionPlan.order, b.positionPlan.order);
+    gpu.write(this.ids, b.ids);
+    gpu.write(this.positions, b.positions);
+    gpu.write(this.targets, b.targets);
+    if (b.segments) gpu.write(this.segments, b.segments);
+    gpu.write(this.embedPlan.unique, b.embedPlan.unique);
+    gpu.write(this.embedPlan.offsets, b.embedPlan.offsets);
+    gpu.write(this.embedPlan.order, b.embedPlan.order);
+  }
+
+  destroy(): void {
+    for (const b of this.buffers.values()) this.gpu.destroyBuffer(b);
+    this.buffers.clear();
+    for (const release of this.onDestroyed.splice(0)) release();
+  }
+}
