@@ -15,7 +15,11 @@ export interface ErrorReport {
   nonFinite: number;
 }
 
-export function compare(got: ArrayLike<number>, want: ArrayLike<number>): ErrorReport {
+/**
+ * `minScale`: the smallest scale the error is taken relative to, for outputs whose values can cancel to
+ * near zero (a moment that sums terms of both signs): then the natural scale is that of the terms.
+ */
+export function compare(got: ArrayLike<number>, want: ArrayLike<number>, minScale = 1e-30): ErrorReport {
   if (got.length < want.length) throw new Error(`got ${got.length} values, want ${want.length}`);
   let maxAbs = 0;
   let scale = 0;
@@ -25,7 +29,7 @@ export function compare(got: ArrayLike<number>, want: ArrayLike<number>): ErrorR
     maxAbs = Math.max(maxAbs, Math.abs(got[i] - want[i]));
     scale = Math.max(scale, Math.abs(want[i]));
   }
-  return { maxAbs, rel: nonFinite ? Infinity : maxAbs / Math.max(scale, 1e-30), nonFinite };
+  return { maxAbs, rel: nonFinite ? Infinity : maxAbs / Math.max(scale, minScale), nonFinite };
 }
 
 const shared = new Map<string, Promise<Gpu>>();

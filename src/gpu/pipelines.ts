@@ -79,6 +79,14 @@ export class PipelineCache {
     );
   }
 
+  /**
+   * Compile shader modules ahead of use (default: every shader), so a model's first step does not pay
+   * for WGSL compilation; pipelines for the constants a kernel picks are then quick to create.
+   */
+  async warmModules(shaders: string[] = Object.keys(this.sources)): Promise<void> {
+    await Promise.all(shaders.map((shader) => this.checkedModule(shader)));
+  }
+
   /** The shader module, compiled inside an error scope so a broken shader rejects here, with line numbers. */
   private checkedModule(shader: string): Promise<GPUShaderModule> {
     const cached = this.modules.get(shader);

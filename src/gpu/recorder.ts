@@ -8,24 +8,64 @@ import { ShapeError } from '../errors.js';
 import { asView, alignUp, type BufferLike, type TensorView } from './buffers.js';
 import type { Gpu } from './gpu.js';
 import type { KernelId } from './pipelines.js';
+import { SHADER_INTERFACES } from '../kernels/shaders.gen.js';
 
+/** One 4-byte field of a uniform struct, typed as the WGSL declares it. */
 export type UniformValue = { type: 'u32' | 'i32' | 'f32'; value: number };
-export const u32 = (value: number): UniformValue => ({ type: 'u32', value });
-export const i32 = (value: number): UniformValue => ({ type: 'i32', value });
-export const f32 = (value: number): UniformValue => ({ type: 'f32', value });
 
 export interface DispatchSpec extends KernelId {
   /** Shown in validation errors and debug output. */
   label?: string;
-  /** Scalars of the shader's uniform struct (binding 0), in declaration order; all 4-byte fields. */
-  uniforms?: UniformValue[];
-  /** Storage buffers at bindings 1..n, in order; `undefined` leaves a binding out (unused by this entry point). */
+  /** The uniform struct's fields by name (`{ rows, cols, eps }`), typed by the WGSL struct. */
+  uniforms?: Record<string, number>;
+  /**
+   * Storage buffers by the names the WGSL gives its bindings (`{ x, stats, dy, dx }`): every binding the
+   * entry point uses, and no other (WebGPU's automatic layout holds exactly those).
+   */
+  storage: Record<string, BufferLike>;
+  workgroups: [number, number?, number?];
+}
+
+/** A dispatch with its bindings and uniforms laid out by binding number and field order. */
+interface ResolvedSpec extends KernelId {
+  label?: string;
+  uniforms: UniformValue[];
+  /** Index i is binding i + 1; holes are bindings the entry point does not use. */
   storage: (BufferLike | undefined)[];
   workgroups: [number, number?, number?];
 }
 
+/** Checks names against the shader's generated interface and lays them out for the bind group. */
+export function resolveBindings(spec: DispatchSpec): ResolvedSpec {
+  const where = spec.label ?? `${spec.shader}.${spec.entryPoint}`;
+  const iface = SHADER_INTERFACES[spec.shader];
+  const entry = iface?.entryPoints[spec.entryPoint];
+  if (!iface || !entry) throw new ShapeError(`${where}: shaders/${spec.shader}.wgsl has no entry point '${spec.entryPoint}'`);
+  const given = spec.storage;
+  for (const name of Object.keys(given)) {
+    if (!Object.hasOwn(iface.storage, name)) throw new ShapeError(`${where}: '${name}' is not a storage binding of shaders/${spec.shader}.wgsl (${Object.keys(iface.storage).join(', ')})`);
+    if (!entry.storage.includes(name)) throw new ShapeError(`${where}: entry point ${spec.entryPoint} does not use binding '${name}' (it uses ${entry.storage.join(', ')})`);
+  }
+  const storage: (BufferLike | undefined)[] = [];
+  for (const name of entry.storage) {
+    if (!given[name]) throw new ShapeError(`${where}: entry point ${spec.entryPoint} uses binding '${name}': bind a buffer (the placeholder where the mode ignores it)`);
+    storage[iface.storage[name] - 1] = given[name];
+  }
+  const values = spec.uniforms ?? {};
+  const fields = entry.uniforms ? (iface.uniforms?.fields ?? []) : [];
+  for (const name of Object.keys(values)) {
+    if (!fields.some(([f]) => f === name)) throw new ShapeError(`${where}: '${name}' is not a uniform of ${spec.entryPoint} in shaders/${spec.shader}.wgsl (${fields.map(([f]) => f).join(', ') || 'none'})`);
+  }
+  const uniforms = fields.map(([name, type]): UniformValue => {
+    const value = values[name];
+    if (value === undefined) throw new ShapeError(`${where}: uniform '${name}' is not set`);
+    return { type, value };
+  });
+  return { shader: spec.shader, entryPoint: spec.entryPoint, constants: spec.constants, label: spec.label, uniforms, storage, workgroups: spec.workgroups };
+}
+
 type Command =
-  | { kind: 'dispatch'; spec: DispatchSpec; uniformOffset: number; uniformSize: number }
+  | { kind: 'dispatch'; spec: ResolvedSpec; uniformOffset: number; uniformSize: number }
   | { kind: 'copy'; src: TensorView; dst: TensorView; size: number }
   | { kind: 'clear'; dst: TensorView };
 
@@ -45,7 +85,8 @@ export class CommandRecorder {
     return this.commands.length;
   }
 
-  dispatch(spec: DispatchSpec): this {
+  dispatch(named: DispatchSpec): this {
+    const spec = resolveBindings(named);
     const [x, y = 1, z = 1] = spec.workgroups;
     const maxDim = this.gpu.limits.maxComputeWorkgroupsPerDimension;
     if (x > maxDim || y > maxDim || z > maxDim) {
@@ -65,7 +106,7 @@ export class CommandRecorder {
         );
       }
     });
-    const uniformSize = (spec.uniforms?.length ?? 0) * 4;
+    const uniformSize = spec.uniforms.length * 4;
     const uniformOffset = this.uniformBytes;
     if (uniformSize) this.uniformBytes = alignUp(uniformOffset + uniformSize, this.gpu.limits.minUniformBufferOffsetAlignment);
     if (x * y * z > 0) this.commands.push({ kind: 'dispatch', spec, uniformOffset, uniformSize });
@@ -185,7 +226,7 @@ export class CommandRecorder {
 
   private encodeDispatch(
     pass: GPUComputePassEncoder,
-    spec: DispatchSpec,
+    spec: ResolvedSpec,
     uniformBuffer: GPUBuffer | undefined,
     uniformOffset: number,
     uniformSize: number,

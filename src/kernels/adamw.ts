@@ -4,8 +4,7 @@
  */
 import { ShapeError } from '../errors.js';
 import type { BufferLike } from '../gpu/buffers.js';
-import type { CommandRecorder, UniformValue } from '../gpu/recorder.js';
-import { f32, u32 } from '../gpu/recorder.js';
+import type { CommandRecorder } from '../gpu/recorder.js';
 import { launch1d, requireDims, requireElements } from './common.js';
 
 export interface AdamWOptions {
@@ -20,22 +19,12 @@ export const ADAMW_DEFAULTS = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay
 const WG = 256;
 
 /** The AdamParams uniform: bias corrections for step `step` (1-based) computed here in float64. */
-export function adamwUniforms(n: number, step: number, opts: AdamWOptions, gradScale = 1): UniformValue[] {
+export function adamwUniforms(n: number, step: number, opts: AdamWOptions, gradScale = 1): Record<string, number> {
   if (!Number.isInteger(step) || step < 1) throw new ShapeError(`AdamW step must be an integer >= 1, got ${step}`);
   const { beta1, beta2, eps, weightDecay } = { ...ADAMW_DEFAULTS, ...opts };
   const bc1 = 1 - beta1 ** step;
   const bc2 = 1 - beta2 ** step;
-  return [
-    u32(n),
-    f32(opts.lr),
-    f32(beta1),
-    f32(beta2),
-    f32(eps),
-    f32(weightDecay),
-    f32(opts.lr / bc1),
-    f32(Math.sqrt(bc2)),
-    f32(gradScale),
-  ];
+  return { n, lr: opts.lr, beta1, beta2, eps, weightDecay, stepSize: opts.lr / bc1, bc2Sqrt: Math.sqrt(bc2), gradScale };
 }
 
 export interface AdamWStepArgs extends AdamWOptions {
@@ -63,7 +52,7 @@ export function adamwStep(rec: CommandRecorder, a: AdamWStepArgs): void {
     entryPoint: 'adamw_step',
     constants: { WG, PER: per },
     uniforms: adamwUniforms(a.n, a.step, a, a.gradScale),
-    storage: [a.params, a.grads, a.m, a.v, a.clip],
+    storage: { params: a.params, grads: a.grads, m: a.m, v: a.v, clip: a.clip },
     workgroups: launch1d(rec.gpu, Math.ceil(a.n / per), WG),
     label: `adamw ${a.n}`,
   });
@@ -90,7 +79,7 @@ export function sparseAdamwStep(rec: CommandRecorder, a: SparseAdamWStepArgs): v
     entryPoint: 'sparse_adamw',
     constants: { WG },
     uniforms: adamwUniforms(a.n, a.step, a, a.gradScale),
-    storage: [a.params, a.grads, a.m, a.v, a.clip, a.indices, a.weight],
+    storage: { values: a.params, grads: a.grads, m: a.m, v: a.v, clip: a.clip, idx: a.indices, W: a.weight },
     workgroups: launch1d(rec.gpu, a.n, WG),
     label: `sparse_adamw ${a.n}`,
   });
@@ -136,8 +125,8 @@ export function gradNorm(rec: CommandRecorder, { tensors, partials, out, maxNorm
       shader: 'gradnorm',
       entryPoint: 'sumsq_partials',
       constants: { WG: rec.gpu.tuning.reductionWorkgroupSize },
-      uniforms: [u32(t.n), u32(offset), u32(total), f32(max), f32(gradScale)],
-      storage: [t.buffer, partials],
+      uniforms: { n: t.n, offset, numPartials: total, maxNorm: max, scale: gradScale },
+      storage: { x: t.buffer, partials },
       workgroups: [groups],
       label: `gradnorm partials ${t.n}`,
     });
@@ -147,8 +136,8 @@ export function gradNorm(rec: CommandRecorder, { tensors, partials, out, maxNorm
     shader: 'gradnorm',
     entryPoint: 'clip_factor',
     constants: { WG: rec.gpu.tuning.reductionWorkgroupSize },
-    uniforms: [u32(0), u32(0), u32(total), f32(max), f32(Math.abs(gradScale))],
-    storage: [undefined, partials, out],
+    uniforms: { n: 0, offset: 0, numPartials: total, maxNorm: max, scale: Math.abs(gradScale) },
+    storage: { partials, out },
     workgroups: [1],
     label: 'gradnorm clip factor',
   });

@@ -6,7 +6,6 @@
 import { ShapeError } from '../errors.js';
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { f32, u32 } from '../gpu/recorder.js';
 import { launch1d, requireDims, requireElements } from './common.js';
 
 export const ATTENTION_MAX_HEAD_DIM = 256;
@@ -38,7 +37,7 @@ function checkShape(kernel: string, s: AttentionShape): void {
 }
 
 function params(s: AttentionShape, kvRows = s.S, qOffset = 0) {
-  return [u32(s.B), u32(s.S), u32(s.nH), u32(s.nKV), u32(s.headDim), f32(s.scale ?? 1 / Math.sqrt(s.headDim)), u32(kvRows), u32(qOffset), u32(s.window ?? 0)];
+  return { B: s.B, S: s.S, nH: s.nH, nKV: s.nKV, D: s.headDim, scale: s.scale ?? 1 / Math.sqrt(s.headDim), Skv: kvRows, qOffset, window: s.window ?? 0 };
 }
 
 /** Rows per workgroup of the tiled kernels (their workgroup size). */
@@ -101,7 +100,7 @@ export function attentionForward(rec: CommandRecorder, a: AttentionForwardArgs):
       entryPoint: 'attention_forward_tiled',
       constants: tileConstants(rec, a.headDim, !!a.segments, false),
       uniforms: params(a),
-      storage: [a.q, a.k, a.v, a.segments ?? rec.gpu.placeholder(), a.o, a.stats],
+      storage: { q: a.q, k: a.k, v: a.v, segments: a.segments ?? rec.gpu.placeholder(), o: a.o, stats: a.stats },
       workgroups: [Math.ceil(a.S / OWN), a.nH, a.B],
       label: `attention forward tiled ${a.B}x${a.S} h${a.nH}/${a.nKV} d${a.headDim}`,
     });
@@ -113,7 +112,7 @@ export function attentionForward(rec: CommandRecorder, a: AttentionForwardArgs):
     entryPoint: 'attention_forward',
     constants: { WG, SEGMENTS: !!a.segments, SEQ_OFFSETS: !!offsetsBuffer },
     uniforms: params(a, kvRows, offsetsBuffer ? 0 : offsets[0]),
-    storage: [a.q, a.k, a.v, a.segments ?? unused, a.o, a.stats, undefined, undefined, undefined, undefined, offsetsBuffer ?? unused],
+    storage: { q: a.q, k: a.k, v: a.v, segments: a.segments ?? unused, o: a.o, stats: a.stats, seqOffsets: offsetsBuffer ?? unused },
     workgroups: launch1d(rec.gpu, rows * a.nH, WG),
     label: `attention forward ${a.B}x${a.S} h${a.nH}/${a.nKV} d${a.headDim}`,
   });
@@ -141,30 +140,30 @@ export function attentionBackward(rec: CommandRecorder, a: AttentionBackwardArgs
   const label = `${a.B}x${a.S} h${a.nH}/${a.nKV} d${a.headDim}`;
   rec.dispatch({
     shader: 'attention', entryPoint: 'attention_backward_prep', constants, uniforms: params(a),
-    storage: [undefined, undefined, undefined, undefined, a.o, a.stats, a.dO],
+    storage: { o: a.o, stats: a.stats, dO: a.dO },
     workgroups: launch1d(rec.gpu, rows * a.nH, WG), label: `attention backward prep ${label}`,
   });
   if ((a.variant ?? rec.gpu.tuning.attentionVariant) === 'tiled') {
     rec.dispatch({
       shader: 'attention', entryPoint: 'attention_backward_dq_tiled', constants: tileConstants(rec, a.headDim, !!a.segments, false),
-      uniforms: params(a), storage: [a.q, a.k, a.v, seg, undefined, a.stats, a.dO, a.dQ],
+      uniforms: params(a), storage: { q: a.q, k: a.k, v: a.v, segments: seg, stats: a.stats, dO: a.dO, dQ: a.dQ },
       workgroups: [Math.ceil(a.S / OWN), a.nH, a.B], label: `attention backward dq tiled ${label}`,
     });
     rec.dispatch({
       shader: 'attention', entryPoint: 'attention_backward_dkv_tiled', constants: tileConstants(rec, a.headDim, !!a.segments, true),
-      uniforms: params(a), storage: [a.q, a.k, a.v, seg, undefined, a.stats, a.dO, undefined, a.dK, a.dV],
+      uniforms: params(a), storage: { q: a.q, k: a.k, v: a.v, segments: seg, stats: a.stats, dO: a.dO, dK: a.dK, dV: a.dV },
       workgroups: [Math.ceil(a.S / OWN), a.nKV, a.B], label: `attention backward dkv tiled ${label}`,
     });
     return;
   }
   rec.dispatch({
     shader: 'attention', entryPoint: 'attention_backward_dq', constants, uniforms: params(a),
-    storage: [a.q, a.k, a.v, seg, undefined, a.stats, a.dO, a.dQ],
+    storage: { q: a.q, k: a.k, v: a.v, segments: seg, stats: a.stats, dO: a.dO, dQ: a.dQ },
     workgroups: launch1d(rec.gpu, rows * a.nH, WG), label: `attention backward dq ${label}`,
   });
   rec.dispatch({
     shader: 'attention', entryPoint: 'attention_backward_dkv', constants, uniforms: params(a),
-    storage: [a.q, a.k, a.v, seg, undefined, a.stats, a.dO, undefined, a.dK, a.dV],
+    storage: { q: a.q, k: a.k, v: a.v, segments: seg, stats: a.stats, dO: a.dO, dK: a.dK, dV: a.dV },
     workgroups: launch1d(rec.gpu, rows * a.nKV, WG), label: `attention backward dkv ${label}`,
   });
 }
@@ -184,12 +183,13 @@ export function naiveAttentionForward(rec: CommandRecorder, a: AttentionForwardA
   const rows = a.B * a.S;
   requireElements('naiveAttentionForward', 'scores', a.scores, naiveAttentionScratchBytes(a.B, a.S, a.nH) / 4);
   requireElements('naiveAttentionForward', 'o', a.o, rows * a.nH * a.headDim);
-  const uniforms = params(a).slice(0, 6);
+  const { B, S, nH, nKV, D, scale } = params(a);
+  const uniforms = { B, S, nH, nKV, D, scale };
   const label = `naive attention ${a.B}x${a.S} h${a.nH}`;
-  rec.dispatch({ shader: 'attention_naive', entryPoint: 'naive_scores', uniforms, storage: [a.q, a.k, undefined, a.scores], workgroups: launch1d(rec.gpu, a.B * a.nH * a.S * a.S, 256), label });
+  rec.dispatch({ shader: 'attention_naive', entryPoint: 'naive_scores', uniforms, storage: { q: a.q, k: a.k, P: a.scores }, workgroups: launch1d(rec.gpu, a.B * a.nH * a.S * a.S, 256), label });
   rec.dispatch({
     shader: 'attention_naive', entryPoint: 'naive_softmax', constants: { WG: rec.gpu.tuning.reductionWorkgroupSize }, uniforms,
-    storage: [undefined, undefined, undefined, a.scores], workgroups: launch1d(rec.gpu, a.B * a.nH * a.S, 1), label,
+    storage: { P: a.scores }, workgroups: launch1d(rec.gpu, a.B * a.nH * a.S, 1), label,
   });
-  rec.dispatch({ shader: 'attention_naive', entryPoint: 'naive_output', uniforms, storage: [undefined, undefined, a.v, a.scores, a.o], workgroups: launch1d(rec.gpu, rows * a.nH * a.headDim, 256), label });
+  rec.dispatch({ shader: 'attention_naive', entryPoint: 'naive_output', uniforms, storage: { v: a.v, P: a.scores, o: a.o }, workgroups: launch1d(rec.gpu, rows * a.nH * a.headDim, 256), label });
 }

@@ -6,7 +6,6 @@
 import { ShapeError } from '../errors.js';
 import { view, type BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { f32, u32 } from '../gpu/recorder.js';
 import { launch1d, requireDims, requireElements } from './common.js';
 import { matmul } from './matmul.js';
 
@@ -64,12 +63,12 @@ function chunkLogits(rec: CommandRecorder, a: CrossEntropyArgs, c0: number, widt
   matmul(rec, { a: a.hidden, b: view(a.weight, c0 * a.H * 4, width * a.H * 4), c: a.logits, M: a.T, N: width, K: a.H, transB: true });
 }
 
-/** The buffers each entry point uses, in binding order (an entry point must bind exactly what it uses). */
+/** The buffers each entry point uses (an entry point binds exactly what it uses; checked against the WGSL). */
 type BufferArg = 'logits' | 'targets' | 'stats' | 'losses';
-const BINDINGS: Record<string, (BufferArg | undefined)[]> = {
-  ce_reset: [undefined, undefined, 'stats'],
+const BINDINGS: Record<string, BufferArg[]> = {
+  ce_reset: ['stats'],
   ce_chunk_stats: ['logits', 'targets', 'stats'],
-  ce_loss: [undefined, 'targets', 'stats', 'losses'],
+  ce_loss: ['targets', 'stats', 'losses'],
   ce_chunk_grad: ['logits', 'targets', 'stats'],
 };
 
@@ -78,8 +77,8 @@ function ceDispatch(rec: CommandRecorder, entryPoint: string, a: CrossEntropyArg
     shader: 'cross_entropy',
     entryPoint,
     constants: { WG: entryPoint === 'ce_chunk_stats' ? rec.gpu.tuning.reductionWorkgroupSize : WG },
-    uniforms: [u32(a.T), u32(width), u32(c0), f32(scale)],
-    storage: BINDINGS[entryPoint].map((name) => (name ? a[name] : undefined)),
+    uniforms: { T: a.T, VC: width, c0, scale },
+    storage: Object.fromEntries(BINDINGS[entryPoint].map((name) => [name, a[name]])),
     workgroups,
     label: `${entryPoint} T=${a.T} c0=${c0}`,
   });

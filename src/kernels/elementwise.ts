@@ -1,7 +1,6 @@
 /** Element-wise updates (shaders/elementwise.wgsl); the building blocks of unfused optimizers and residuals. */
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { f32, u32 } from '../gpu/recorder.js';
 import { dropoutThreshold } from '../util/random.js';
 import { launch1d, requireDims, requireElements } from './common.js';
 
@@ -45,14 +44,14 @@ export function elementwise(rec: CommandRecorder, { op, y, x, z, n, s0 = 1, s1 =
     shader: 'elementwise',
     entryPoint: 'elementwise',
     constants: { OP: spec.code, WG, PER: per },
-    uniforms: [
-      u32(n),
-      f32(dropout ? 1 / (1 - dropout.p) : s0),
-      f32(s1),
-      u32(dropout ? dropout.seed >>> 0 : 0),
-      u32(dropout ? dropoutThreshold(dropout.p) : 0),
-    ],
-    storage: [y, spec.x ? x : rec.gpu.placeholder(), spec.z ? z : rec.gpu.placeholder()],
+    uniforms: {
+      n,
+      s0: dropout ? 1 / (1 - dropout.p) : s0,
+      s1,
+      u0: dropout ? dropout.seed >>> 0 : 0,
+      u1: dropout ? dropoutThreshold(dropout.p) : 0,
+    },
+    storage: { y, x: spec.x ? x! : rec.gpu.placeholder(), z: spec.z ? z! : rec.gpu.placeholder() },
     workgroups: launch1d(rec.gpu, Math.ceil(n / per), WG),
     label: `elementwise ${op} ${n}`,
   });

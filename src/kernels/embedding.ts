@@ -2,7 +2,6 @@
 import { ShapeError } from '../errors.js';
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { u32 } from '../gpu/recorder.js';
 import { launch1d, requireDims, requireElements } from './common.js';
 
 const WG = 256;
@@ -55,8 +54,8 @@ export function embeddingForward(rec: CommandRecorder, a: EmbeddingForwardArgs):
     shader: 'embedding',
     entryPoint: 'embedding_forward',
     constants: { WG, ACCUMULATE: !!a.accumulate },
-    uniforms: [u32(a.T), u32(a.C), u32(a.rows), u32(0)],
-    storage: [a.ids, a.table, a.out],
+    uniforms: { T: a.T, C: a.C, rows: a.rows, U: 0 },
+    storage: { ids: a.ids, table: a.table, out: a.out },
     workgroups: launch1d(rec.gpu, a.T * a.C, WG),
     label: `embedding forward ${a.T}x${a.C}`,
   });
@@ -88,8 +87,8 @@ export function embeddingBackward(rec: CommandRecorder, a: EmbeddingBackwardArgs
     shader: 'embedding',
     entryPoint: 'embedding_backward',
     constants: { WG },
-    uniforms: [u32(a.T), u32(a.C), u32(a.rows), u32(a.U)],
-    storage: [a.unique, undefined, undefined, a.offsets, a.order, a.dOut, a.dTable],
+    uniforms: { T: a.T, C: a.C, rows: a.rows, U: a.U },
+    storage: { ids: a.unique, offsets: a.offsets, order: a.order, dout: a.dOut, dtable: a.dTable },
     workgroups: launch1d(rec.gpu, a.U * a.C, WG),
     label: `embedding backward ${a.U}x${a.C}`,
   });

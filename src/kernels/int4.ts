@@ -5,7 +5,6 @@
 import { ShapeError } from '../errors.js';
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { u32 } from '../gpu/recorder.js';
 import { launch1d, requireDims, requireElements } from './common.js';
 import type { MatmulVariant } from './matmul.js';
 
@@ -68,7 +67,7 @@ function requirePacked(kernel: string, w: Int4Weight): void {
 }
 
 function params(M: number, l: Int4Layout) {
-  return [u32(M), u32(l.N), u32(l.K), u32(l.groupSize)];
+  return { M, N: l.N, K: l.K, G: l.groupSize };
 }
 
 /** Quantize an f32 weight [N, K] into `out`'s packed arrays. */
@@ -81,7 +80,7 @@ export function quantizeInt4(rec: CommandRecorder, { w, out }: { w: BufferLike; 
     entryPoint: 'quantize',
     constants: { WG },
     uniforms: params(0, l),
-    storage: [w, out.qweight, out.scales, out.zeros],
+    storage: { W: w, qweight: out.qweight, scales: out.scales, zeros: out.zeros },
     workgroups: launch1d(rec.gpu, l.N * l.zeroWordsPerRow, WG),
     label: `int4 quantize ${l.N}x${l.K}/g${l.groupSize}`,
   });
@@ -97,7 +96,7 @@ export function dequantizeInt4(rec: CommandRecorder, { weight, out }: { weight: 
     entryPoint: 'dequantize',
     constants: { WG },
     uniforms: params(0, l),
-    storage: [undefined, weight.qweight, weight.scales, weight.zeros, out],
+    storage: { qweight: weight.qweight, scales: weight.scales, zeros: weight.zeros, Y: out },
     workgroups: launch1d(rec.gpu, l.N * l.wordsPerRow, WG),
     label: `int4 dequantize ${l.N}x${l.K}`,
   });
@@ -121,7 +120,7 @@ export function matmulInt4(
     entryPoint: v === 'tiled' ? 'matmul_int4' : 'matmul_int4_direct',
     constants: v === 'tiled' ? {} : { ROWS: rows },
     uniforms: params(M, l),
-    storage: [undefined, weight.qweight, weight.scales, weight.zeros, y, x],
+    storage: { qweight: weight.qweight, scales: weight.scales, zeros: weight.zeros, Y: y, X: x },
     workgroups: v === 'tiled' ? [Math.ceil(l.N / 64), Math.ceil(M / 64)] : [Math.ceil(l.N / 64), Math.ceil(M / (4 * rows))],
     label: `matmul_int4 ${v} ${M}x${l.N}x${l.K}`,
   });

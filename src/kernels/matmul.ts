@@ -5,7 +5,6 @@
 import { ShapeError } from '../errors.js';
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { f32, u32 } from '../gpu/recorder.js';
 import { dropoutThreshold } from '../util/random.js';
 import { requireDims, requireElements } from './common.js';
 
@@ -84,12 +83,12 @@ export function matmul(rec: CommandRecorder, args: MatmulArgs): void {
       TRANS_A: !!args.transA, TRANS_B: !!args.transB, ACCUMULATE: !!args.accumulate,
       BIAS: !!args.bias, LOW_RANK: !!lr, TRANS_V: !!lr?.transV, DROPOUT: !!lr?.dropout,
     },
-    uniforms: [
-      u32(M), u32(N), u32(K), u32(batch), u32(strideA), u32(strideB), u32(strideC), f32(args.alpha ?? 1),
-      u32(lr?.rank ?? 0), f32((lr?.scale ?? 1) * dropoutScale), u32(lr?.dropout ? lr.dropout.seed >>> 0 : 0),
-      u32(lr?.dropout ? dropoutThreshold(lr.dropout.p) : 0),
-    ],
-    storage: [args.a, args.b, args.c, args.bias ?? unused, lr?.u ?? unused, lr?.v ?? unused],
+    uniforms: {
+      M, N, K, batch, strideA, strideB, strideC, alpha: args.alpha ?? 1,
+      R: lr?.rank ?? 0, beta: (lr?.scale ?? 1) * dropoutScale, seed: lr?.dropout ? lr.dropout.seed >>> 0 : 0,
+      threshold: lr?.dropout ? dropoutThreshold(lr.dropout.p) : 0,
+    },
+    storage: { A: args.a, B: args.b, C: args.c, bias: args.bias ?? unused, U: lr?.u ?? unused, V: lr?.v ?? unused },
     workgroups: [Math.ceil(N / tile), Math.ceil(M / tile), batch],
     label: `matmul ${batch}x${M}x${N}x${K}`,
   });

@@ -1,7 +1,6 @@
 /** RMSNorm and LayerNorm forward and backward (shaders/norm.wgsl). */
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { f32, u32 } from '../gpu/recorder.js';
 import { launch1d, requireDims, requireElements } from './common.js';
 
 export type NormKind = 'rmsnorm' | 'layernorm';
@@ -18,7 +17,7 @@ function check(kernel: string, s: NormShape, views: Record<string, [BufferLike |
   for (const [name, [b, n]] of Object.entries(views)) if (b) requireElements(kernel, name, b, n);
 }
 
-const uniforms = (s: NormShape) => [u32(s.rows), u32(s.cols), f32(s.eps)];
+const uniforms = (s: NormShape) => ({ rows: s.rows, cols: s.cols, eps: s.eps });
 
 export interface NormForwardArgs extends NormShape {
   x: BufferLike;
@@ -40,7 +39,7 @@ export function normForward(rec: CommandRecorder, a: NormForwardArgs): void {
     constants: { WG: rec.gpu.tuning.reductionWorkgroupSize, LAYERNORM: ln },
     uniforms: uniforms(a),
     // `b` and `db` are statically used even when LAYERNORM is off, so RMSNorm binds the placeholder.
-    storage: [a.x, a.weight, ln ? a.bias : rec.gpu.placeholder(), a.y, a.stats],
+    storage: { x: a.x, w: a.weight, b: ln ? a.bias! : rec.gpu.placeholder(), y: a.y, stats: a.stats },
     workgroups: launch1d(rec.gpu, a.rows, 1),
     label: `${a.kind} forward ${a.rows}x${a.cols}`,
   });
@@ -69,7 +68,7 @@ export function normBackward(rec: CommandRecorder, a: NormBackwardArgs): void {
     entryPoint: 'norm_backward',
     constants,
     uniforms: uniforms(a),
-    storage: [a.x, a.weight, undefined, undefined, a.stats, a.dy, a.dx],
+    storage: { x: a.x, w: a.weight, stats: a.stats, dy: a.dy, dx: a.dx },
     workgroups: launch1d(rec.gpu, a.rows, 1),
     label: `${a.kind} backward ${a.rows}x${a.cols}`,
   });
@@ -80,7 +79,7 @@ export function normBackward(rec: CommandRecorder, a: NormBackwardArgs): void {
     entryPoint: 'norm_backward_weight',
     constants: { LAYERNORM: ln },
     uniforms: uniforms(a),
-    storage: [a.x, undefined, undefined, undefined, a.stats, a.dy, undefined, a.dWeight, ln ? a.dBias : rec.gpu.placeholder()],
+    storage: { x: a.x, stats: a.stats, dy: a.dy, dw: a.dWeight, db: ln ? a.dBias! : rec.gpu.placeholder() },
     workgroups: [Math.ceil(a.cols / 64)],
     label: `${a.kind} backward weight ${a.rows}x${a.cols}`,
   });

@@ -1,7 +1,6 @@
 /** Row reductions (shaders/reduce.wgsl): out[r] = sum | max | sum of squares over row r of x [rows, cols]. */
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { u32 } from '../gpu/recorder.js';
 import { launch1d, requireDims, requireElements } from './common.js';
 
 export type ReduceOp = 'sum' | 'max' | 'sumsq';
@@ -23,8 +22,8 @@ export function reduceRows(rec: CommandRecorder, { x, out, rows, cols, op }: Red
     shader: 'reduce',
     entryPoint: 'reduce_rows',
     constants: { OP: OPS[op], WG: rec.gpu.tuning.reductionWorkgroupSize },
-    uniforms: [u32(rows), u32(cols)],
-    storage: [x, out],
+    uniforms: { rows, cols },
+    storage: { x, out },
     // one workgroup per row, folded like a 1-D launch of `rows` workgroups of size 1
     workgroups: launch1d(rec.gpu, rows, 1),
     label: `reduce_rows ${op} ${rows}x${cols}`,

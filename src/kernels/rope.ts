@@ -2,7 +2,6 @@
 import { ShapeError } from '../errors.js';
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { u32 } from '../gpu/recorder.js';
 import { launch1d, requireDims, requireElements } from './common.js';
 
 const WG = 256;
@@ -54,8 +53,8 @@ export function rope(rec: CommandRecorder, a: RopeArgs): void {
     shader: 'rope',
     entryPoint: 'rope',
     constants: { WG, BACKWARD: !!a.backward },
-    uniforms: [u32(a.T), u32(a.heads), u32(a.headDim), u32(rowStride), u32(colOffset), u32(a.maxPositions)],
-    storage: [a.x, a.positions, a.table],
+    uniforms: { T: a.T, heads: a.heads, D: a.headDim, rowStride, colOffset, maxPos: a.maxPositions },
+    storage: { x: a.x, positions: a.positions, table: a.table },
     workgroups: launch1d(rec.gpu, (a.T * a.heads * a.headDim) / 2, WG),
     label: `rope${a.backward ? ' backward' : ''} ${a.T}x${a.heads}x${a.headDim}`,
   });

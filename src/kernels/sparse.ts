@@ -5,7 +5,6 @@
 import { ShapeError } from '../errors.js';
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { f32, u32 } from '../gpu/recorder.js';
 import { launch1d, requireDims, requireElements } from './common.js';
 
 const WG = 256;
@@ -54,8 +53,8 @@ export function sparseGrad(rec: CommandRecorder, a: SparseGradArgs): void {
     shader: 'sparse',
     entryPoint: 'sparse_grad',
     constants: { WG, ACCUMULATE: !!a.accumulate },
-    uniforms: [u32(a.nnz), u32(a.T), u32(a.N), u32(a.K), f32(a.alpha ?? 1)],
-    storage: [a.indices, a.dY, a.x, a.out],
+    uniforms: { nnz: a.nnz, T: a.T, N: a.N, K: a.K, alpha: a.alpha ?? 1 },
+    storage: { idx: a.indices, dY: a.dY, X: a.x, values: a.out },
     workgroups: launch1d(rec.gpu, a.nnz, WG),
     label: `sparse_grad nnz=${a.nnz} T=${a.T}`,
   });
@@ -84,8 +83,8 @@ export function sparseScatter(rec: CommandRecorder, a: ScatterArgs): void {
     shader: 'sparse',
     entryPoint: 'scatter',
     constants: { WG, ADD: !!a.add },
-    uniforms: [u32(a.nnz), u32(0), u32(0), u32(0), f32(0)],
-    storage: [a.indices, undefined, undefined, a.values, a.weight],
+    uniforms: { nnz: a.nnz, T: 0, N: 0, K: 0, alpha: 0 },
+    storage: { idx: a.indices, values: a.values, W: a.weight },
     workgroups: launch1d(rec.gpu, a.nnz, WG),
     label: `sparse scatter ${a.nnz}`,
   });
@@ -98,8 +97,8 @@ export function sparseGather(rec: CommandRecorder, a: Omit<ScatterArgs, 'add'>):
     shader: 'sparse',
     entryPoint: 'gather',
     constants: { WG },
-    uniforms: [u32(a.nnz), u32(0), u32(0), u32(0), f32(0)],
-    storage: [a.indices, undefined, undefined, a.values, a.weight],
+    uniforms: { nnz: a.nnz, T: 0, N: 0, K: 0, alpha: 0 },
+    storage: { idx: a.indices, values: a.values, W: a.weight },
     workgroups: launch1d(rec.gpu, a.nnz, WG),
     label: `sparse gather ${a.nnz}`,
   });

@@ -116,8 +116,12 @@ export class CausalLM {
   /** Stream a checkpoint's weights into a new model, tensor by tensor. */
   static async fromCheckpoint(gpu: Gpu, ckpt: Checkpoint, options: CausalLMOptions = {}): Promise<CausalLM> {
     const model = new CausalLM(gpu, ckpt.config, options.trainable ?? (() => false), options.activationCacheBytes);
+    // Shaders compile while the weights stream, so the first step does not wait for them.
+    const warming = gpu.pipelines.warmModules();
+    warming.catch(() => undefined); // a broken shader is reported by the step that uses it
     try {
       await forEachTensor(ckpt, model.hfNames, (name, data) => model.writeHfParts(model.mapping(name), data), options.onProgress);
+      await warming.catch(() => undefined);
     } catch (e) {
       model.destroy();
       throw e;

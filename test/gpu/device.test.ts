@@ -1,3 +1,4 @@
+import { SHADER_INTERFACES } from '../../src/kernels/shaders.gen.js';
 import { describe, expect, it } from 'vitest';
 import {
   BufferTooLargeError,
@@ -79,8 +80,42 @@ describe('device', () => {
       })),
       ...['ce_reset', 'ce_chunk_stats', 'ce_loss', 'ce_chunk_grad'].map((entryPoint) => ({ shader: 'cross_entropy', entryPoint })),
     ]);
+    // And every entry point of every shader, from the generated interface, with its default constants.
+    await gpu.pipelines.warm(Object.entries(SHADER_INTERFACES).flatMap(([shader, iface]) => Object.keys(iface.entryPoints).map((entryPoint) => ({ shader, entryPoint }))));
     const broken = new PipelineCache(gpu.device, { broken: '@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }' });
     await expect(broken.warm([{ shader: 'broken', entryPoint: 'main' }])).rejects.toThrow(/broken: \d+:\d+/);
+  });
+
+  it('binds by the names the WGSL declares: the generated interface matches what WebGPU expects', async () => {
+    const gpu = await testGpu();
+    // For every entry point, a bind group with exactly the bindings the interface lists must fit the
+    // pipeline's automatic layout (a missing or extra binding is a validation error).
+    for (const [shader, iface] of Object.entries(SHADER_INTERFACES)) {
+      for (const [entryPoint, entry] of Object.entries(iface.entryPoints)) {
+        const pipeline = gpu.pipelines.get({ shader, entryPoint });
+        const buffer = gpu.placeholder();
+        const entries: GPUBindGroupEntry[] = entry.storage.map((name) => ({ binding: iface.storage[name], resource: { buffer } }));
+        if (entry.uniforms) entries.push({ binding: 0, resource: { buffer: gpu.uniformBuffer(256), size: Math.max(16, iface.uniforms!.fields.length * 4) } });
+        gpu.device.pushErrorScope('validation');
+        gpu.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+        const error = await gpu.device.popErrorScope();
+        expect(error?.message, `${shader}.${entryPoint}`).toBeUndefined();
+      }
+    }
+  });
+
+  it('refuses a binding or uniform name the shader does not declare, and a binding the entry point needs but lacks', async () => {
+    const gpu = await testGpu();
+    const buf = gpu.createBuffer(64);
+    const rec = gpu.recorder();
+    const base = { shader: 'reduce', entryPoint: 'reduce_rows', workgroups: [1] as [number] };
+    expect(() => rec.dispatch({ ...base, uniforms: { rows: 1, cols: 1 }, storage: { x: buf, output: buf } })).toThrow(/'output' is not a storage binding of shaders\/reduce.wgsl \(x, out\)/);
+    expect(() => rec.dispatch({ ...base, uniforms: { rows: 1, cols: 1 }, storage: { x: buf } })).toThrow(/uses binding 'out'/);
+    expect(() => rec.dispatch({ ...base, uniforms: { rows: 1, columns: 1 }, storage: { x: buf, out: buf } })).toThrow(/'columns' is not a uniform/);
+    expect(() => rec.dispatch({ ...base, uniforms: { rows: 1 }, storage: { x: buf, out: buf } })).toThrow(/uniform 'cols' is not set/);
+    expect(() => rec.dispatch({ shader: 'norm', entryPoint: 'norm_backward', uniforms: { rows: 1, cols: 1, eps: 1 }, storage: { x: buf, w: buf, y: buf, stats: buf, dy: buf, dx: buf }, workgroups: [1] })).toThrow(/does not use binding 'y'/);
+    expect(() => rec.dispatch({ ...base, entryPoint: 'reduce_columns', storage: {} })).toThrow(/has no entry point 'reduce_columns'/);
+    gpu.destroyBuffer(buf);
   });
 
   it('batches many dispatches into one submission and times it', async () => {
@@ -119,7 +154,7 @@ describe('bad input and failures', () => {
     const rec = gpu.recorder();
     expect(() => matmul(rec, { a: view(buf, 4, 64), b: buf, c: buf, M: 2, N: 2, K: 2 })).toThrow(/multiple of 256/);
     expect(() =>
-      rec.dispatch({ shader: 'reduce', entryPoint: 'reduce_rows', storage: [buf, buf], workgroups: [70000] }),
+      rec.dispatch({ shader: 'reduce', entryPoint: 'reduce_rows', storage: { x: buf, out: buf }, uniforms: { rows: 1, cols: 1 }, workgroups: [70000] }),
     ).toThrow(ShapeError);
     expect(() => rec.copy(view(buf, 0, 256), view(buf, 1024, 256))).toThrow(/one buffer/);
   });
