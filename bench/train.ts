@@ -36,6 +36,8 @@ export interface TrainRow {
   step_ms: number;
   tokens_per_s: number;
   peak_gpu_bytes: number;
+  /** Bytes of the linear-layer weights as stored (16-bit bases halve them). */
+  linear_weight_bytes: number;
   mfu: number;
 }
 
@@ -143,7 +145,11 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: 'software' | '
     const isLarge = m === preset.models[preset.models.length - 1];
     // Every registered method; on the large model also LoRA with its path as a separate pass.
     const variants: [string, FineTuneOptions][] = methodNames().map((name) => [name, { method: name, ...BENCH_OPTIONS[name], optimizer: { lr: 1e-4 } }]);
-    if (isLarge) variants.push(['lora-separate', { method: 'lora', lora: { ...BENCH_OPTIONS.lora!.lora, fused: false }, optimizer: { lr: 1e-4 } }]);
+    if (isLarge) {
+      variants.push(['lora-separate', { method: 'lora', lora: { ...BENCH_OPTIONS.lora!.lora, fused: false }, optimizer: { lr: 1e-4 } }]);
+      // The same LoRA step over a frozen base stored bf16 and read packed by the matmul.
+      variants.push(['lora-bf16-base', { method: 'lora', ...BENCH_OPTIONS.lora, baseDtype: 'bf16', optimizer: { lr: 1e-4 } }]);
+    }
     for (const [method, opts] of variants) {
       gpu.resetPeakMemory();
       const base = gpu.memoryStats().currentBytes;
@@ -158,7 +164,7 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: 'software' | '
       const flops = trainFlopsPerToken(ckpt.config, m.S, ft.model.trainableNames.length > 0) * tokens;
       const row: TrainRow = {
         model: m.name, method, batch: `${m.B}x${m.S}`, step_ms: stepMs, tokens_per_s: tokens / (stepMs / 1000),
-        peak_gpu_bytes: gpu.memoryStats().peakBytes - base, mfu: flops / (stepMs / 1000) / (peakGflops * 1e9),
+        peak_gpu_bytes: gpu.memoryStats().peakBytes - base, linear_weight_bytes: ft.model.linearWeightBytes, mfu: flops / (stepMs / 1000) / (peakGflops * 1e9),
       };
       rows.push(row);
       log(`${m.name} ${method}: ${stepMs.toFixed(0)} ms/step, ${row.tokens_per_s.toFixed(0)} tokens/s, peak ${(row.peak_gpu_bytes / 2 ** 20).toFixed(1)} MiB, MFU ${(100 * row.mfu).toFixed(1)}%`);
@@ -166,6 +172,7 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: 'software' | '
     }
   }
   notes.push('lora-separate: the same LoRA step with the adapter path as its own pass over each output and input gradient instead of fused into the base matmul (lora_fused_vs_separate_step: its step time over the fused one).');
+  notes.push('lora-bf16-base: the same LoRA step with the frozen base stored bf16, read packed by the matmul (lora_bf16_base_vs_f32_step; bf16_base_bytes_vs_f32: its linear-weight bytes over the f32 base).');
   notes.push('MFU: FLOPs performed (6 per matmul parameter per token for full fine-tuning, 4 for LoRA whose frozen base needs no weight gradients, plus causal attention) over the measured matmul peak.');
 
   const attention: AttentionRow[] = [];
@@ -211,7 +218,8 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: 'software' | '
 
   const at1024 = attention.find((r) => r.seq === 1024)!;
   const large = preset.models[preset.models.length - 1].name;
-  const step = (method: string) => rows.find((r) => r.model === large && r.method === method)!.step_ms;
+  const row = (method: string) => rows.find((r) => r.model === large && r.method === method)!;
+  const step = (method: string) => row(method).step_ms;
   return {
     runtime: gpu.runtime === 'node' ? 'node' : 'chromium',
     device: gpu.describe(),
@@ -224,6 +232,8 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: 'software' | '
       attention_tiled_vs_direct_seq1024: at1024.direct_fwd_bwd_ms! / at1024.tiled_fwd_bwd_ms!,
       lora_vs_full_step: step('lora') / step('full'),
       lora_fused_vs_separate_step: step('lora-separate') / step('lora'),
+      lora_bf16_base_vs_f32_step: step('lora-bf16-base') / step('lora'),
+      bf16_base_bytes_vs_f32: row('lora-bf16-base').linear_weight_bytes / row('lora').linear_weight_bytes,
       lora_vs_full_peak_memory: rows.find((r) => r.model === large && r.method === 'lora')!.peak_gpu_bytes / rows.find((r) => r.model === large && r.method === 'full')!.peak_gpu_bytes,
     },
     notes,

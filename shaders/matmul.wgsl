@@ -13,6 +13,12 @@
 //             stored [R, N] or, with TRANS_V, [N, R]); with DROPOUT, keep(m, n) is the dropout mask of
 //             element m * N + n under `seed` (as elementwise.wgsl's), otherwise 1.
 // LoRA forward: y = x W^T + s (x A^T) B^T is U = x A^T, V = B with TRANS_V; backward: dx = dy W + du A.
+//
+// B_FORMAT picks how B is stored, so a frozen 16-bit weight is read as it is, never widened in memory:
+//   0: f32 in B;  1: bfloat16 in Bh;  2: IEEE binary16 in Bh.
+// Bh packs two values per u32, element 2i in the low half and 2i + 1 in the high half (little-endian
+// order, as the file's bytes); bf16 widens by a shift, f16 by the core unpack2x16float (no shader-f16
+// needed). The operand not in use is bound to a placeholder.
 struct Params {
   M: u32, N: u32, K: u32, batch: u32,
   strideA: u32, strideB: u32, strideC: u32, alpha: f32,
@@ -26,6 +32,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read> U: array<f32>;
 @group(0) @binding(6) var<storage, read> V: array<f32>;
+@group(0) @binding(7) var<storage, read> Bh: array<u32>;
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
@@ -34,6 +41,7 @@ override BIAS: bool = false;
 override LOW_RANK: bool = false;
 override TRANS_V: bool = false;
 override DROPOUT: bool = false;
+override B_FORMAT: u32 = 0;
 
 // #include lib/hash.wgsl
 
@@ -51,10 +59,18 @@ fn a_at(base: u32, m: u32, k: u32) -> f32 {
   return A[base + m * p.K + k];
 }
 
+// Element i of B in its storage format.
+fn b_elem(i: u32) -> f32 {
+  if (B_FORMAT == 0u) { return B[i]; }
+  let bits = (Bh[i >> 1u] >> ((i & 1u) * 16u)) & 0xffffu;
+  if (B_FORMAT == 1u) { return bitcast<f32>(bits << 16u); }
+  return unpack2x16float(bits).x;
+}
+
 fn b_at(base: u32, k: u32, n: u32) -> f32 {
   if (k >= p.K || n >= p.N) { return 0.0; }
-  if (TRANS_B) { return B[base + n * p.K + k]; }
-  return B[base + k * p.N + n];
+  if (TRANS_B) { return b_elem(base + n * p.K + k); }
+  return b_elem(base + k * p.N + n);
 }
 
 // The 4x4 block of U @ op(V) at rows m0.., columns n0.. (indices past the edge clamped; never stored).
@@ -144,7 +160,7 @@ const DWG = 8u; // 8x8 invocations, a 32x32 tile of C per workgroup
 
 // One rank-1 update of the 4x4 block at k, written out so no inner loop is left to the compiler.
 fn step_k(acc: array<vec4f, 4>, am: array<u32, 4>, bn: array<u32, 4>, k: u32, ak: u32, bk: u32) -> array<vec4f, 4> {
-  let bv = vec4f(B[bn[0] + k * bk], B[bn[1] + k * bk], B[bn[2] + k * bk], B[bn[3] + k * bk]);
+  let bv = vec4f(b_elem(bn[0] + k * bk), b_elem(bn[1] + k * bk), b_elem(bn[2] + k * bk), b_elem(bn[3] + k * bk));
   return array<vec4f, 4>(
     fma(vec4f(A[am[0] + k * ak]), bv, acc[0]),
     fma(vec4f(A[am[1] + k * ak]), bv, acc[1]),

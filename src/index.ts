@@ -12,6 +12,8 @@ export * from './model/layout.js';
 export * from './model/checkpoint.js';
 export * from './model/batch.js';
 export * from './model/causal-lm.js';
+export * from './model/linear-weights.js';
+export * from './model/activations.js';
 export * from './model/tiny.js';
 export * from './model/shipped.js';
 export * from './data/tokenizer.js';

@@ -15,6 +15,8 @@ export interface MatmulArgs {
   a: BufferLike;
   /** op(B) is [K, N]: B stored [K, N], or [N, K] when transB. */
   b: BufferLike;
+  /** How B is stored: f32 (default), or bf16 / f16 packed two per u32 (a frozen 16-bit weight). */
+  bFormat?: WeightFormat;
   /** C [M, N], overwritten, or accumulated into when `accumulate`. */
   c: BufferLike;
   M: number;
@@ -38,6 +40,10 @@ export interface MatmulArgs {
   lowRank?: LowRankTerm;
 }
 
+/** Storage formats of a matmul's B operand (and of linear weights). */
+export type WeightFormat = 'f32' | 'bf16' | 'f16';
+const B_FORMAT: Record<WeightFormat, number> = { f32: 0, bf16: 1, f16: 2 };
+
 /** C += scale * mask * (u @ op(v)): u [M, rank] row-major; op(v) [rank, N], stored [rank, N] or [N, rank] with transV. */
 export interface LowRankTerm {
   u: BufferLike;
@@ -58,7 +64,9 @@ export function matmul(rec: CommandRecorder, args: MatmulArgs): void {
   const strideC = args.strideC ?? M * N;
   requireDims('matmul', { M, N, K, batch, strideA, strideB, strideC });
   requireElements('matmul', 'A', args.a, (batch - 1) * strideA + M * K);
-  requireElements('matmul', 'B', args.b, (batch - 1) * strideB + K * N);
+  const bFormat = args.bFormat ?? 'f32';
+  // 16-bit operands hold two elements per 4-byte word.
+  requireElements('matmul', 'B', args.b, bFormat === 'f32' ? (batch - 1) * strideB + K * N : Math.ceil(((batch - 1) * strideB + K * N) / 2));
   requireElements('matmul', 'C', args.c, (batch - 1) * strideC + M * N);
   if (args.bias) requireElements('matmul', 'bias', args.bias, N);
   const lr = args.lowRank;
@@ -81,14 +89,17 @@ export function matmul(rec: CommandRecorder, args: MatmulArgs): void {
     entryPoint: variant === 'tiled' ? 'matmul_tiled' : 'matmul_direct',
     constants: {
       TRANS_A: !!args.transA, TRANS_B: !!args.transB, ACCUMULATE: !!args.accumulate,
-      BIAS: !!args.bias, LOW_RANK: !!lr, TRANS_V: !!lr?.transV, DROPOUT: !!lr?.dropout,
+      BIAS: !!args.bias, LOW_RANK: !!lr, TRANS_V: !!lr?.transV, DROPOUT: !!lr?.dropout, B_FORMAT: B_FORMAT[bFormat],
     },
     uniforms: {
       M, N, K, batch, strideA, strideB, strideC, alpha: args.alpha ?? 1,
       R: lr?.rank ?? 0, beta: (lr?.scale ?? 1) * dropoutScale, seed: lr?.dropout ? lr.dropout.seed >>> 0 : 0,
       threshold: lr?.dropout ? dropoutThreshold(lr.dropout.p) : 0,
     },
-    storage: { A: args.a, B: args.b, C: args.c, bias: args.bias ?? unused, U: lr?.u ?? unused, V: lr?.v ?? unused },
+    storage: {
+      A: args.a, B: bFormat === 'f32' ? args.b : unused, Bh: bFormat === 'f32' ? unused : args.b, C: args.c,
+      bias: args.bias ?? unused, U: lr?.u ?? unused, V: lr?.v ?? unused,
+    },
     workgroups: [Math.ceil(N / tile), Math.ceil(M / tile), batch],
     label: `matmul ${batch}x${M}x${N}x${K}`,
   });

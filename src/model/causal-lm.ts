@@ -17,6 +17,8 @@ import { hfMappings, hfToParts, paramSpecs, partsToHf, size, type HfMapping } fr
 import { Transformer, type ParamAccess } from './transformer.js';
 import { Activations, type ActivationKind } from './activations.js';
 import { EVAL_PASS, type PassContext } from '../methods/method.js';
+import { ShapeError } from '../errors.js';
+import { decodeHalves, encodeHalves, halfWeightFormats, LINEAR_WEIGHT, type HalfFormat, type LinearWeight, type WeightFormat } from './linear-weights.js';
 
 export interface CausalLMOptions {
   /** Internal parameter names that get gradients; default none (inference). */
@@ -28,6 +30,12 @@ export interface CausalLMOptions {
    * WebGPU reports no memory size, and the largest allocation it allows scales with the device.
    */
   activationCacheBytes?: number;
+  /**
+   * How frozen linear weights are stored: 'f32', or 16-bit 'bf16' / 'f16' read packed by the matmul (half
+   * the memory; values rounded to the format). Default: each weight's checkpoint dtype (a BF16
+   * checkpoint stays bf16). Trainable weights are always f32.
+   */
+  baseDtype?: WeightFormat;
 }
 
 /**
@@ -56,7 +64,10 @@ export async function openPretrained(source: SourceLike, options: PretrainedOpti
 
 export class CausalLM {
   readonly transformer: Transformer;
+  /** f32 parameters: every trainable one, and frozen ones not kept 16-bit. */
   readonly params: Arena;
+  /** Frozen linear weights kept 16-bit, packed two per u32 (null when none). */
+  readonly packed: Arena | null;
   /** Gradients of the trainable parameters (null when nothing trains). */
   readonly grads: Arena | null;
   readonly trainableNames: string[];
@@ -70,26 +81,32 @@ export class CausalLM {
     readonly config: ModelConfig,
     trainable: (name: string) => boolean,
     activationCacheBytes?: number,
+    /** Frozen linear weights kept 16-bit, by engine name. */
+    private readonly halfWeights: Map<string, HalfFormat> = new Map(),
   ) {
     const specs = paramSpecs(config);
     const limit = arenaLimit(gpu);
     this.activationCacheBytes = activationCacheBytes ?? defaultActivationCacheBytes(gpu);
     this.trainableNames = specs.map((s) => s.name).filter(trainable);
-    const paramLayout = planArena(specs.map((s) => ({ name: s.name, length: size(s.shape) })), limit);
+    const paramLayout = planArena(specs.filter((s) => !halfWeights.has(s.name)).map((s) => ({ name: s.name, length: size(s.shape) })), limit);
+    const packedLayout = halfWeights.size ? planArena(specs.filter((s) => halfWeights.has(s.name)).map((s) => ({ name: s.name, length: Math.ceil(size(s.shape) / 2) })), limit) : null;
     const gradLayout = this.trainableNames.length
       ? planArena(this.trainableNames.map((name) => ({ name, length: size(specs.find((s) => s.name === name)!.shape) })), limit)
       : null;
     this.mappings = new Map(hfMappings(config).map((m) => [m.hfName, m]));
     const access: ParamAccess = {
-      param: (name) => this.params.view(name),
+      param: (name) => this.f32Param(name),
+      weight: (name) => this.linearWeight(name),
       grad: (name) => (this.grads?.has(name) ? this.grads.view(name) : null),
-      has: (name) => this.params.has(name),
+      has: (name) => this.params.has(name) || halfWeights.has(name),
     };
     // Each allocation is undone if a later one fails, so a failed load leaves the device as it was.
     const made: { destroy(): void }[] = [];
     try {
       this.params = new Arena(gpu, paramLayout, 'params');
       made.push(this.params);
+      this.packed = packedLayout ? new Arena(gpu, packedLayout, 'packed 16-bit weights') : null;
+      if (this.packed) made.push(this.packed);
       this.grads = gradLayout ? new Arena(gpu, gradLayout, 'grads') : null;
       if (this.grads) made.push(this.grads);
       this.transformer = new Transformer(gpu, config, access);
@@ -115,7 +132,8 @@ export class CausalLM {
 
   /** Stream a checkpoint's weights into a new model, tensor by tensor. */
   static async fromCheckpoint(gpu: Gpu, ckpt: Checkpoint, options: CausalLMOptions = {}): Promise<CausalLM> {
-    const model = new CausalLM(gpu, ckpt.config, options.trainable ?? (() => false), options.activationCacheBytes);
+    const trainable = options.trainable ?? (() => false);
+    const model = new CausalLM(gpu, ckpt.config, trainable, options.activationCacheBytes, halfWeightFormats(ckpt, trainable, options.baseDtype));
     // Shaders compile while the weights stream, so the first step does not wait for them.
     const warming = gpu.pipelines.warmModules();
     warming.catch(() => undefined); // a broken shader is reported by the step that uses it
@@ -146,7 +164,40 @@ export class CausalLM {
 
   private writeHfParts(m: HfMapping, data: Float32Array): void {
     if (data.length !== size(m.hfShape)) throw new RangeError(`'${m.hfName}' needs ${size(m.hfShape)} values, got ${data.length}`);
-    hfToParts(m, data).forEach((part, i) => this.gpu.write(this.params.view(m.parts[i]), part));
+    hfToParts(m, data).forEach((part, i) => this.writeParam(m.parts[i], part));
+  }
+
+  /** Overwrite a parameter by engine name, rounding to its storage format. */
+  private writeParam(name: string, data: Float32Array): void {
+    const format = this.halfWeights.get(name);
+    if (format) this.gpu.write(this.packed!.view(name), encodeHalves(data, format));
+    else this.gpu.write(this.params.view(name), data);
+  }
+
+  /** A parameter by engine name, as f32 values (16-bit weights widened on the host). */
+  async readParam(name: string): Promise<Float32Array> {
+    const format = this.halfWeights.get(name);
+    if (!format) return this.gpu.readF32(this.params.view(name));
+    const spec = paramSpecs(this.config).find((s) => s.name === name)!;
+    return decodeHalves(await this.gpu.read(this.packed!.view(name)), size(spec.shape), format);
+  }
+
+  /** A linear weight as the matmul reads it: f32, or packed 16-bit. */
+  linearWeight(name: string): LinearWeight {
+    const format = this.halfWeights.get(name);
+    return format ? { view: this.packed!.view(name), format } : { view: this.params.view(name), format: 'f32' };
+  }
+
+  /** An f32 parameter's view; a 16-bit weight has none, and a caller that would write f32 into it is refused. */
+  f32Param(name: string): TensorView {
+    const format = this.halfWeights.get(name);
+    if (format) throw new ShapeError(`'${name}' is stored as ${format}; this operation needs an f32 weight (load the model with baseDtype 'f32')`);
+    return this.params.view(name);
+  }
+
+  /** Bytes of the linear-layer weights as stored (what a 16-bit base halves). */
+  get linearWeightBytes(): number {
+    return paramSpecs(this.config).filter((s) => LINEAR_WEIGHT.test(s.name)).reduce((sum, s) => sum + size(s.shape) * (this.halfWeights.has(s.name) ? 2 : 4), 0);
   }
 
   /** Overwrite a parameter by its Hugging Face name and layout. */
@@ -159,7 +210,7 @@ export class CausalLM {
     const m = this.mapping(hfName);
     const arena = from === 'params' ? this.params : this.grads;
     if (!arena) throw new Error('this model has no gradients (nothing is trainable)');
-    const parts = await Promise.all(m.parts.map((p) => this.gpu.readF32(arena.view(p))));
+    const parts = await Promise.all(m.parts.map((p) => (from === 'params' ? this.readParam(p) : this.gpu.readF32(arena.view(p)))));
     return partsToHf(m, parts);
   }
 
@@ -272,6 +323,7 @@ export class CausalLM {
     for (const a of this.activations.values()) a.destroy();
     this.activations.clear();
     this.params.destroy();
+    this.packed?.destroy();
     this.grads?.destroy();
     this.transformer.destroy();
   }

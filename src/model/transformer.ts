@@ -5,7 +5,7 @@
  * so a training step allocates nothing. Conventions: parameter gradients accumulate (+=), activation
  * gradients are overwritten.
  */
-import { view, type TensorView } from '../gpu/buffers.js';
+import type { TensorView } from '../gpu/buffers.js';
 import type { Gpu } from '../gpu/gpu.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { attentionBackward, attentionForward } from '../kernels/attention.js';
@@ -17,36 +17,43 @@ import { addLowRank, matmul, type LowRankTerm } from '../kernels/matmul.js';
 import { normBackward, normForward } from '../kernels/norm.js';
 import { rope, ropeTable } from '../kernels/rope.js';
 import type { ModelConfig } from './config.js';
-import type { Activations } from './activations.js';
+import type { Activations, GradientScratch, LayerActivations } from './activations.js';
+import type { LinearWeight } from './linear-weights.js';
 import { EVAL_PASS, type LinearHooks, type PassContext } from '../methods/method.js';
 
 type View = TensorView;
 
 /** Parameters by internal name (see layout.ts); gradients for the trainable ones. */
 export interface ParamAccess {
+  /** An f32 parameter (norms, embeddings, biases, trainable weights). */
   param(name: string): View;
+  /** A linear layer's weight in its storage format (f32, or packed 16-bit when frozen). */
+  weight(name: string): LinearWeight;
   /** The gradient view, or null when the parameter is frozen. */
   grad(name: string): View | null;
   has(name: string): boolean;
 }
 
-/** Keys and values of every layer for `batch` sequences: [batch * rows, nKV * headDim] per layer. */
-export interface KvCache {
-  k: GPUBuffer[];
-  v: GPUBuffer[];
-  /** Rows (positions) per sequence. */
-  rows: number;
-  batch: number;
-}
-
 /**
- * Decoding over a KV cache: sequence b's S new tokens sit at positions starts[b].., and the same starts
- * are in `startsBuffer` (u32 [B]) for the attention kernel.
+ * A layer's self-attention from its projected queries, keys and values (RoPE applied) into `l.att` and
+ * `l.ast`. Training attends within the batch; generation supplies one that attends over a KV cache
+ * (src/serve/kv-cache.ts).
  */
-export interface KvStep {
-  cache: KvCache;
-  starts: number[];
-  startsBuffer: GPUBuffer;
+export type AttentionStep = (rec: CommandRecorder, acts: Activations, layer: number, l: LayerActivations) => void;
+
+/** What differs between the families, chosen once: how positions enter, and the MLP. */
+interface FamilyParts {
+  /** Adds learned position embeddings to the stream (GPT-2); nothing for RoPE models. */
+  embedPositions(rec: CommandRecorder, acts: Activations): void;
+  embedPositionsBackward(rec: CommandRecorder, acts: Activations, dx: View): void;
+  /** Rotates queries and keys (RoPE; backward: their gradients by the inverse); nothing for GPT-2. */
+  rotate(rec: CommandRecorder, acts: Activations, q: View, k: View, backward: boolean): void;
+  /** h = activation of the MLP's input projections of ln2 (fc + GELU, or gate/up + SwiGLU). */
+  mlpUp(rec: CommandRecorder, acts: Activations, L: string, l: LayerActivations): void;
+  /** From dh, the gradients of the input projections, written (and accumulated) into dln. */
+  mlpUpBackward(rec: CommandRecorder, acts: Activations, L: string, l: LayerActivations, g: GradientScratch): void;
+  /** The MLP's output projection: 'proj' (GPT-2) or 'down'. */
+  readonly down: string;
 }
 
 export class Transformer {
@@ -55,6 +62,7 @@ export class Transformer {
   hooks: LinearHooks | null = null;
   /** The pass being recorded: set from the caller's context at each forward() and backward(). */
   private pass: PassContext = EVAL_PASS;
+  private readonly family: FamilyParts;
   constructor(
     readonly gpu: Gpu,
     readonly config: ModelConfig,
@@ -62,6 +70,60 @@ export class Transformer {
   ) {
     const c = config;
     this.ropeTable = c.ropeTheta === null ? null : gpu.upload(ropeTable(c.headDim, c.ropeTheta, c.maxPositions), 'rope table');
+    this.family = c.family === 'gpt2' ? this.gpt2Parts() : this.llamaParts();
+  }
+
+  /** GPT-2: learned absolute positions, and a GELU MLP (fc, proj). */
+  private gpt2Parts(): FamilyParts {
+    const c = this.config;
+    const kind = c.activation === 'gelu' ? 'gelu' : 'gelu_new';
+    return {
+      embedPositions: (rec, acts) =>
+        embeddingForward(rec, { ids: acts.positions, table: this.params.param('pos_embed'), out: acts.stream[0], T: acts.T, C: c.hiddenSize, rows: c.maxPositions, accumulate: true }),
+      embedPositionsBackward: (rec, acts, dx) => {
+        const dPos = this.params.grad('pos_embed');
+        if (!dPos) return;
+        // Positions as ids: each position's gradient is the sum over the tokens at that position.
+        const plan = acts.positionPlan;
+        embeddingBackward(rec, { unique: plan.unique, offsets: plan.offsets, order: plan.order, U: acts.uniquePositions, dOut: dx, dTable: dPos, T: acts.T, C: c.hiddenSize, rows: c.maxPositions });
+      },
+      rotate: () => {},
+      mlpUp: (rec, acts, L, l) => {
+        this.linear(rec, acts, l.ln2, `${L}.fc`, l.a, c.intermediateSize, c.hiddenSize);
+        geluForward(rec, { x: l.a, y: l.h, n: acts.T * c.intermediateSize, kind });
+      },
+      mlpUpBackward: (rec, acts, L, l, g) => {
+        geluBackward(rec, { x: l.a, dY: g.dh, dX: g.da, n: acts.T * c.intermediateSize, kind });
+        this.linearBackward(rec, acts, l.ln2, `${L}.fc`, g.da, g.dln, c.intermediateSize, c.hiddenSize);
+      },
+      down: 'proj',
+    };
+  }
+
+  /** The Llama family: rotary positions, and a SwiGLU MLP (gate, up, down). */
+  private llamaParts(): FamilyParts {
+    const c = this.config;
+    const I = c.intermediateSize;
+    return {
+      embedPositions: () => {},
+      embedPositionsBackward: () => {},
+      rotate: (rec, acts, q, k, backward) => {
+        const r = { positions: acts.positions, table: this.ropeTable!, T: acts.T, headDim: c.headDim, maxPositions: c.maxPositions, backward };
+        rope(rec, { ...r, x: q, heads: c.numHeads });
+        rope(rec, { ...r, x: k, heads: c.numKvHeads });
+      },
+      mlpUp: (rec, acts, L, l) => {
+        this.linear(rec, acts, l.ln2, `${L}.gate`, l.a, I, c.hiddenSize);
+        this.linear(rec, acts, l.ln2, `${L}.up`, l.b!, I, c.hiddenSize);
+        swigluForward(rec, { gate: l.a, up: l.b!, h: l.h, n: acts.T * I });
+      },
+      mlpUpBackward: (rec, acts, L, l, g) => {
+        swigluBackward(rec, { gate: l.a, up: l.b!, dH: g.dh, dGate: g.da, dUp: g.db, n: acts.T * I });
+        this.linearBackward(rec, acts, l.ln2, `${L}.gate`, g.da, g.dln, I, c.hiddenSize);
+        this.linearBackward(rec, acts, l.ln2, `${L}.up`, g.db, g.dln, I, c.hiddenSize, true);
+      },
+      down: 'down',
+    };
   }
 
   private get lmHead(): string {
@@ -74,7 +136,8 @@ export class Transformer {
     const hooks = this.hooks?.has(name) ? this.hooks : null;
     const term = hooks?.outputTerm?.(rec, acts, name, x, outDim, inDim, this.pass);
     const bias = this.params.has(`${name}.bias`) ? this.params.param(`${name}.bias`) : undefined;
-    matmul(rec, { a: x, b: this.params.param(`${name}.weight`), c: y, M: T, N: outDim, K: inDim, transB: true, bias, lowRank: hooks?.fused ? term : undefined });
+    const w = this.params.weight(`${name}.weight`);
+    matmul(rec, { a: x, b: w.view, bFormat: w.format, c: y, M: T, N: outDim, K: inDim, transB: true, bias, lowRank: hooks?.fused ? term : undefined });
     if (term && !hooks!.fused) addLowRank(rec, y, T, outDim, term);
   }
 
@@ -86,7 +149,8 @@ export class Transformer {
     const T = acts.T;
     const hooks = this.hooks?.has(name) ? this.hooks : null;
     const term = hooks?.inputGradTerm?.(rec, acts, name, x, dy, outDim, inDim, this.pass);
-    matmul(rec, { a: dy, b: this.params.param(`${name}.weight`), c: dx, M: T, N: inDim, K: outDim, accumulate: accumulateDx, lowRank: hooks?.fused ? term : undefined });
+    const w = this.params.weight(`${name}.weight`);
+    matmul(rec, { a: dy, b: w.view, bFormat: w.format, c: dx, M: T, N: inDim, K: outDim, accumulate: accumulateDx, lowRank: hooks?.fused ? term : undefined });
     if (term && !hooks!.fused) addLowRank(rec, dx, T, inDim, term);
     const ownGradient = hooks?.weightGradient?.(rec, acts, name, x, dy, outDim, inDim, this.pass) ?? false;
     const dW = ownGradient ? null : this.params.grad(`${name}.weight`);
@@ -117,15 +181,6 @@ export class Transformer {
     if (accumulate) elementwise(rec, { op: 'axpy', y: dx, x: target, n: acts.T * c.hiddenSize, s0: 1 });
   }
 
-  /** RoPE in place on queries and keys (backward: the inverse rotation on their gradients); no-op for GPT-2. */
-  private rope(rec: CommandRecorder, acts: Activations, q: View, k: View, backward: boolean): void {
-    if (!this.ropeTable) return;
-    const c = this.config;
-    const r = { positions: acts.positions, table: this.ropeTable, T: acts.T, headDim: c.headDim, maxPositions: c.maxPositions, backward };
-    rope(rec, { ...r, x: q, heads: c.numHeads });
-    rope(rec, { ...r, x: k, heads: c.numKvHeads });
-  }
-
   private attentionShape(acts: Activations, layer: number) {
     const c = this.config;
     return {
@@ -141,22 +196,23 @@ export class Transformer {
     crossEntropyForward(rec, this.ceArgs(acts));
   }
 
+  /** Self-attention within the batch (causal, segments, windows): what training and evaluation use. */
+  private readonly selfAttention: AttentionStep = (rec, acts, i, l) =>
+    attentionForward(rec, { ...this.attentionShape(acts, i), q: l.q, k: l.k, v: l.v, o: l.att, stats: l.ast });
+
   /**
-   * Records the forward pass through the final norm (acts 'lnf'). With `kv`, the new tokens of each
-   * sequence write their keys and values into its rows of the cache and attend over them.
+   * Records the forward pass through the final norm (acts.lnf), with `attend` as each layer's
+   * attention (default: within the batch; generation passes attention over its KV cache).
    */
-  forwardHidden(rec: CommandRecorder, acts: Activations, kv?: KvStep): void {
-    if (kv) this.pass = EVAL_PASS; // decoding never trains
+  forwardHidden(rec: CommandRecorder, acts: Activations, attend: AttentionStep = this.selfAttention): void {
+    if (attend !== this.selfAttention) this.pass = EVAL_PASS; // decoding never trains
     const c = this.config;
     const T = acts.T;
     const H = c.hiddenSize;
     const qd = c.numHeads * c.headDim;
     const kvd = c.numKvHeads * c.headDim;
-    const I = c.intermediateSize;
     embeddingForward(rec, { ids: acts.ids, table: this.params.param('embed'), out: acts.stream[0], T, C: H, rows: c.vocabSize });
-    if (c.family === 'gpt2') {
-      embeddingForward(rec, { ids: acts.positions, table: this.params.param('pos_embed'), out: acts.stream[0], T, C: H, rows: c.maxPositions, accumulate: true });
-    }
+    this.family.embedPositions(rec, acts);
     for (let i = 0; i < c.numLayers; i++) {
       const L = `layers.${i}`;
       const l = acts.layers[i];
@@ -164,35 +220,14 @@ export class Transformer {
       this.linear(rec, acts, l.ln1, `${L}.q`, l.q, qd, H);
       this.linear(rec, acts, l.ln1, `${L}.k`, l.k, kvd, H);
       this.linear(rec, acts, l.ln1, `${L}.v`, l.v, kvd, H);
-      this.rope(rec, acts, l.q, l.k, false);
-      if (kv) {
-        const rowBytes = kvd * 4;
-        const bytes = acts.S * rowBytes;
-        for (let b = 0; b < acts.B; b++) {
-          const at = (b * kv.cache.rows + kv.starts[b]) * rowBytes;
-          rec.copy(view(l.k, b * bytes, bytes), { buffer: kv.cache.k[i], offset: at, size: bytes }, bytes);
-          rec.copy(view(l.v, b * bytes, bytes), { buffer: kv.cache.v[i], offset: at, size: bytes }, bytes);
-        }
-        attentionForward(rec, {
-          B: acts.B, S: acts.S, nH: c.numHeads, nKV: c.numKvHeads, headDim: c.headDim, window: c.layerWindows[i], q: l.q, k: kv.cache.k[i], v: kv.cache.v[i],
-          o: l.att, stats: l.ast, cache: { kvRows: kv.cache.rows, qOffset: kv.starts, offsets: kv.startsBuffer },
-        });
-      } else {
-        attentionForward(rec, { ...this.attentionShape(acts, i), q: l.q, k: l.k, v: l.v, o: l.att, stats: l.ast });
-      }
+      this.family.rotate(rec, acts, l.q, l.k, false);
+      attend(rec, acts, i, l);
       // Residuals: write the projection, then add the stream (one arena buffer cannot copy into itself).
       this.linear(rec, acts, l.att, `${L}.o`, l.xm, H, qd);
       elementwise(rec, { op: 'axpy', y: l.xm, x: acts.stream[i], n: T * H, s0: 1 });
       this.norm(rec, acts, `${L}.norm2`, l.xm, l.ln2, l.st2);
-      if (c.family === 'gpt2') {
-        this.linear(rec, acts, l.ln2, `${L}.fc`, l.a, I, H);
-        geluForward(rec, { x: l.a, y: l.h, n: T * I, kind: c.activation === 'gelu' ? 'gelu' : 'gelu_new' });
-      } else {
-        this.linear(rec, acts, l.ln2, `${L}.gate`, l.a, I, H);
-        this.linear(rec, acts, l.ln2, `${L}.up`, l.b!, I, H);
-        swigluForward(rec, { gate: l.a, up: l.b!, h: l.h, n: T * I });
-      }
-      this.linear(rec, acts, l.h, `${L}.${c.family === 'gpt2' ? 'proj' : 'down'}`, acts.stream[i + 1], H, I);
+      this.family.mlpUp(rec, acts, L, l);
+      this.linear(rec, acts, l.h, `${L}.${this.family.down}`, acts.stream[i + 1], H, c.intermediateSize);
       elementwise(rec, { op: 'axpy', y: acts.stream[i + 1], x: l.xm, n: T * H, s0: 1 });
     }
     this.norm(rec, acts, 'norm_f', acts.stream[c.numLayers], acts.lnf, acts.stf);
@@ -232,15 +267,8 @@ export class Transformer {
       const L = `layers.${i}`;
       const l = acts.layers[i];
       // x_{i+1} = xm + mlp(norm2(xm)): dx flows to xm unchanged, plus through the MLP.
-      this.linearBackward(rec, acts, l.h, `${L}.${c.family === 'gpt2' ? 'proj' : 'down'}`, dx, g.dh, H, I);
-      if (c.family === 'gpt2') {
-        geluBackward(rec, { x: l.a, dY: g.dh, dX: g.da, n: T * I, kind: c.activation === 'gelu' ? 'gelu' : 'gelu_new' });
-        this.linearBackward(rec, acts, l.ln2, `${L}.fc`, g.da, g.dln, I, H);
-      } else {
-        swigluBackward(rec, { gate: l.a, up: l.b!, dH: g.dh, dGate: g.da, dUp: g.db, n: T * I });
-        this.linearBackward(rec, acts, l.ln2, `${L}.gate`, g.da, g.dln, I, H);
-        this.linearBackward(rec, acts, l.ln2, `${L}.up`, g.db, g.dln, I, H, true);
-      }
+      this.linearBackward(rec, acts, l.h, `${L}.${this.family.down}`, dx, g.dh, H, I);
+      this.family.mlpUpBackward(rec, acts, L, l, g);
       this.normBackwardInto(rec, acts, `${L}.norm2`, l.xm, l.st2, g.dln, dx, true);
       // xm = x_i + attention(norm1(x_i)) W_o^T.
       this.linearBackward(rec, acts, l.att, `${L}.o`, dx, g.datt, H, qd);
@@ -248,7 +276,7 @@ export class Transformer {
         ...this.attentionShape(acts, i), q: l.q, k: l.k, v: l.v, o: l.att, stats: l.ast,
         dO: g.datt, dQ: g.dq, dK: g.dk, dV: g.dv,
       });
-      this.rope(rec, acts, g.dq, g.dk, true);
+      this.family.rotate(rec, acts, g.dq, g.dk, true);
       this.linearBackward(rec, acts, l.ln1, `${L}.q`, g.dq, g.dln, qd, H);
       this.linearBackward(rec, acts, l.ln1, `${L}.k`, g.dk, g.dln, kvd, H, true);
       this.linearBackward(rec, acts, l.ln1, `${L}.v`, g.dv, g.dln, kvd, H, true);
@@ -261,14 +289,7 @@ export class Transformer {
         dOut: dx, dTable: dEmbed, T, C: H, rows: c.vocabSize,
       });
     }
-    const dPos = c.family === 'gpt2' ? this.params.grad('pos_embed') : null;
-    if (dPos) {
-      // Positions as ids: each position's gradient is the sum over the tokens at that position.
-      embeddingBackward(rec, {
-        unique: acts.positionPlan.unique, offsets: acts.positionPlan.offsets, order: acts.positionPlan.order, U: acts.uniquePositions,
-        dOut: dx, dTable: dPos, T, C: H, rows: c.maxPositions,
-      });
-    }
+    this.family.embedPositionsBackward(rec, acts, dx);
   }
 
   destroy(): void {

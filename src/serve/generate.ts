@@ -10,7 +10,7 @@ import { view } from '../gpu/buffers.js';
 import { IGNORE_INDEX } from '../kernels/cross-entropy.js';
 import type { CausalLM } from '../model/causal-lm.js';
 import type { PreparedBatch } from '../model/batch.js';
-import type { KvCache } from '../model/transformer.js';
+import { cachedAttention, type KvCache } from './kv-cache.js';
 import { rng } from '../util/random.js';
 
 export interface SamplingOptions {
@@ -151,7 +151,7 @@ export class Generator {
     acts.load(model.gpu, batch);
     model.gpu.write(scratch.starts, Uint32Array.from(starts));
     const rec = model.gpu.recorder();
-    model.transformer.forwardHidden(rec, acts, { cache: this.cache!, starts, startsBuffer: scratch.starts });
+    model.transformer.forwardHidden(rec, acts, cachedAttention(c, { cache: this.cache!, starts, startsBuffer: scratch.starts }));
     // Only one position per sequence needs logits: gather those hidden states, then one matmul.
     const rowBytes = c.hiddenSize * 4;
     for (let b = 0; b < B; b++) rec.copy(view(acts.lnf, (b * S + last[b]) * rowBytes, rowBytes), view(scratch.hidden, b * rowBytes, rowBytes), rowBytes);

@@ -18,12 +18,15 @@ import type { BatchInput, PreparedBatch } from '../model/batch.js';
 import { CausalLM, openPretrained, type PretrainedOptions } from '../model/causal-lm.js';
 import type { SourceLike } from '../io/sources.js';
 import type { Checkpoint, LoadProgress } from '../model/checkpoint.js';
+import type { WeightFormat } from '../model/linear-weights.js';
 
 /** The method by name and its options under the same name: `{ method: 'lora', lora: { rank: 16 } }`. */
 export interface FineTuneOptions extends MethodOptions {
   method: MethodName;
   /** AdamW and the learning-rate schedule; defaults in AdamWConfig and ScheduleOptions (lr 1e-4). */
   optimizer?: AdamWConfig & ScheduleOptions;
+  /** How frozen linear weights are stored (CausalLMOptions.baseDtype): default each weight's checkpoint dtype. */
+  baseDtype?: WeightFormat;
   /** Micro-batches per optimizer step. Default 1. */
   gradientAccumulation?: number;
   onProgress?: (p: LoadProgress) => void;
@@ -97,6 +100,7 @@ export class FineTuner {
     const model = await CausalLM.fromCheckpoint(gpu, ckpt, {
       trainable: definition.baseTrainable(methodOptions),
       onProgress: options.onProgress,
+      baseDtype: options.baseDtype,
     });
     try {
       return new FineTuner(gpu, model, options);

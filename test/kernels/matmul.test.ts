@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { matmul, ShapeError, type MatmulVariant } from '../../src/index.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, matmul, ShapeError, type MatmulVariant, type WeightFormat } from '../../src/index.js';
 import { dropoutKeep } from '../../src/util/random.js';
 import { compare, freshSeed, poisoned, randn, rng, testGpu } from '../helpers.js';
 import { matmulRef, type MatmulRefArgs } from '../reference/matmul.js';
@@ -7,7 +7,15 @@ import { matmulRef, type MatmulRefArgs } from '../reference/matmul.js';
 const VARIANTS: MatmulVariant[] = ['tiled', 'direct'];
 
 /** One matmul call: the reference's arguments without the data, and whether B is shared across the batch. */
-type Case = Omit<MatmulRefArgs, 'a' | 'b' | 'c' | 'strideA' | 'strideB' | 'strideC'> & { broadcastB?: boolean };
+type Case = Omit<MatmulRefArgs, 'a' | 'b' | 'c' | 'strideA' | 'strideB' | 'strideC'> & { broadcastB?: boolean; bFormat?: WeightFormat };
+
+/** B rounded to its 16-bit format (what the reference multiplies) and packed two per word (what the GPU reads). */
+function packHalves(b: Float32Array, format: 'bf16' | 'f16'): { rounded: Float32Array; packed: Uint16Array } {
+  const bits = format === 'bf16' ? f32ToBf16(b) : f32ToF16(b);
+  const packed = new Uint16Array(bits.length + (bits.length % 2)); // whole 4-byte words
+  packed.set(bits);
+  return { rounded: format === 'bf16' ? bf16ToF32(bits) : f16ToF32(bits), packed };
+}
 
 async function check(variant: MatmulVariant, c: Case): Promise<void> {
   const gpu = await testGpu();
@@ -16,14 +24,16 @@ async function check(variant: MatmulVariant, c: Case): Promise<void> {
   const batch = c.batch ?? 1;
   const strideB = c.broadcastB ? 0 : c.K * c.N;
   const a = randn(batch * c.M * c.K, rand);
-  const b = randn(c.broadcastB ? c.K * c.N : batch * c.K * c.N, rand);
+  let b = randn(c.broadcastB ? c.K * c.N : batch * c.K * c.N, rand);
+  let bData: Float32Array | Uint16Array = b;
+  if (c.bFormat && c.bFormat !== 'f32') ({ rounded: b, packed: bData } = packHalves(b, c.bFormat));
   const c0 = randn(batch * c.M * c.N, rand);
   const A = gpu.upload(a, 'A');
-  const B = gpu.upload(b, 'B');
+  const B = gpu.upload(bData, 'B');
   // Accumulation reads C, so it starts from random values; otherwise C is poisoned.
   const C = c.accumulate ? gpu.upload(c0, 'C') : poisoned(gpu, batch * c.M * c.N, 'C');
   await gpu.run((rec) =>
-    matmul(rec, { a: A, b: B, c: C, M: c.M, N: c.N, K: c.K, batch, strideB, transA: c.transA, transB: c.transB, alpha: c.alpha, accumulate: c.accumulate, variant }),
+    matmul(rec, { a: A, b: B, bFormat: c.bFormat, c: C, M: c.M, N: c.N, K: c.K, batch, strideB, transA: c.transA, transB: c.transB, alpha: c.alpha, accumulate: c.accumulate, variant }),
   );
   const got = await gpu.readF32(C);
   const want = matmulRef({ a, b, c: c0, M: c.M, N: c.N, K: c.K, batch, strideB, transA: c.transA, transB: c.transB, alpha: c.alpha, accumulate: c.accumulate });
@@ -53,6 +63,15 @@ describe.each(VARIANTS)('matmul (%s)', (variant) => {
 
   it('broadcasts a shared weight across the batch (y = x W^T)', () =>
     check(variant, { M: 13, N: 31, K: 27, batch: 4, transB: true, broadcastB: true }));
+
+  // A frozen 16-bit weight read packed: the forward product (x W^T) and the input gradient (dY W).
+  it.each([
+    ['bf16', true, 17, 33, 101],
+    ['bf16', false, 33, 17, 3],
+    ['f16', true, 3, 65, 33],
+    ['f16', false, 100, 33, 17],
+  ] as const)('B stored %s, transB=%s at %ix%ix%i', (bFormat, transB, M, N, K) => check(variant, { M, N, K, transB, bFormat }));
+  it('B stored bf16 and broadcast across a batch', () => check(variant, { M: 7, N: 9, K: 11, batch: 3, transB: true, broadcastB: true, bFormat: 'bf16' }));
 });
 
 describe.each(VARIANTS)('matmul epilogue: bias and a low-rank (LoRA) term fused into the store (%s)', (variant) => {

@@ -67,4 +67,22 @@ describe('LoRA', () => {
     const after = gpu.memoryStats();
     expect([after.currentBytes, after.buffers]).toEqual([before.currentBytes, before.buffers]); // nothing was loaded or left allocated
   });
+
+  it('keeps a 16-bit checkpoint 16-bit under LoRA: half the linear-weight bytes, refusing to merge into it', async () => {
+    const gpu = await testGpu();
+    const bf16 = await openCheckpoint(memorySource(tinyModelFiles({ architecture: 'llama', seed: 7, hiddenSize: 32, numLayers: 2, numHeads: 4, dtype: 'BF16' })));
+    const packed = await FineTuner.create(gpu, bf16, { method: 'lora' });
+    const widened = await FineTuner.create(gpu, bf16, { method: 'lora', baseDtype: 'f32' });
+    const full = await FineTuner.create(gpu, bf16, { method: 'full' });
+    expect(packed.model.packed).not.toBeNull();
+    expect(packed.model.linearWeightBytes / widened.model.linearWeightBytes).toBe(0.5);
+    expect(full.model.packed).toBeNull(); // trained weights are f32 masters
+    // Both read back the checkpoint's values exactly (bf16 values are exact in f32 too).
+    const name = 'model.layers.1.mlp.down_proj.weight';
+    expect(Array.from(await packed.readTensor(name))).toEqual(Array.from(await widened.readTensor(name)));
+    const batch = toBatchInput(successorRows(2, 4, 3));
+    expect((await packed.evaluate(batch)).loss).toBeCloseTo((await widened.evaluate(batch)).loss, 5);
+    expect(() => (packed.method as Lora).setMerged(gpu.recorder(), true)).toThrow(/stored as bf16.*baseDtype 'f32'/);
+    for (const ft of [packed, widened, full]) ft.destroy();
+  });
 });

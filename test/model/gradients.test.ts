@@ -55,49 +55,66 @@ describe.each(MODELS)('whole-model loss and gradients: %s', (_name, options) => 
   });
 });
 
+/** How the frozen base is stored: as the checkpoint (f32), a BF16 checkpoint kept bf16, or f32 stored f16 on request. */
+interface BaseStorage {
+  dtype?: 'BF16';
+  baseDtype?: 'f16';
+}
+
+async function loraGradients(options: TinyModelOptions, dropout: number, fused: boolean, base: BaseStorage = {}): Promise<void> {
+  const gpu = await testGpu();
+  const seed = freshSeed();
+  const rand = rng(seed);
+  const ckpt = await openCheckpoint(memorySource(tinyModelFiles({ ...options, seed, initStd: 0.2, dtype: base.dtype })));
+  const model = await CausalLM.fromCheckpoint(gpu, ckpt, { baseDtype: base.baseDtype });
+  if (base.dtype || base.baseDtype) expect(model.packed).not.toBeNull(); // the frozen linears really are 16-bit
+  const lora = new Lora(gpu, ckpt.config, { rank: 3, alpha: 5, dropout, fused, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down', 'fc', 'proj'].filter((m) => paramSpecs(ckpt.config).some((s) => s.name.endsWith(`.${m}.weight`))), seed });
+  model.transformer.hooks = lora;
+  const pass = { training: true, pass: 1 + Math.floor(rand() * 100) };
+  try {
+    // B starts at zero (which would zero A's gradient): give it random values to test both.
+    for (const name of lora.names) if (name.endsWith('lora_B')) gpu.write(lora.params.view(name), randn(lora.params.view(name).size / 4, rand, 0.3));
+    const batch = model.prepare({ ids: Array.from({ length: 18 }, () => Math.floor(rand() * 256)), B: 2, S: 9 });
+    const rec = gpu.recorder();
+    lora.zeroGrads(rec);
+    const acts = model.record(rec, batch, 1 / batch.targetCount, pass);
+    await rec.submit();
+    const loss = (await gpu.readF32(acts.losses)).reduce((a, b) => a + b, 0) / batch.targetCount;
+    acts.unpin();
+    // The reference reads the weights as stored (rounded to 16 bits where they are).
+    const params = new Map<string, Float64Array>();
+    for (const s of paramSpecs(ckpt.config)) params.set(s.name, Float64Array.from(await model.readParam(s.name)));
+    const modules = new Map<string, { A: Float64Array; B: Float64Array }>();
+    for (const name of lora.modules.keys()) {
+      modules.set(name, {
+        A: Float64Array.from(await gpu.readF32(lora.params.view(`${name}.lora_A`))),
+        B: Float64Array.from(await gpu.readF32(lora.params.view(`${name}.lora_B`))),
+      });
+    }
+    const ref = modelLossAndGrads(ckpt.config, params, batch, { scale: lora.scale, rank: 3, modules, dropout: { p: dropout, seed: (m) => lora.dropoutSeed(m, pass) } });
+    expect(Math.abs(loss - ref.loss) / ref.loss, `seed ${seed}`).toBeLessThan(1e-4);
+    for (const name of lora.names) {
+      const err = compare(await gpu.readF32(lora.grads.view(name)), ref.grads.get(name)!);
+      expect(err.rel, `seed ${seed} grad of ${name} (max abs ${err.maxAbs})`).toBeLessThan(1e-3);
+    }
+    expect(model.grads).toBeNull(); // the base model keeps no gradients at all
+  } finally {
+    lora.destroy();
+    model.destroy();
+  }
+}
+
 describe.each([
   [0, true],
   [0.3, true],
   [0.3, false],
 ])('LoRA gradients, dropout %f, fused into the base matmul %s', (dropout, fused) => {
-  it.each(MODELS)('match the float64 reference on %s (base frozen, all projections adapted)', async (_name, options) => {
-    const gpu = await testGpu();
-    const seed = freshSeed();
-    const rand = rng(seed);
-    const ckpt = await openCheckpoint(memorySource(tinyModelFiles({ ...options, seed, initStd: 0.2 })));
-    const model = await CausalLM.fromCheckpoint(gpu, ckpt);
-    const lora = new Lora(gpu, ckpt.config, { rank: 3, alpha: 5, dropout, fused, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down', 'fc', 'proj'].filter((m) => paramSpecs(ckpt.config).some((s) => s.name.endsWith(`.${m}.weight`))), seed });
-    model.transformer.hooks = lora;
-    const pass = { training: true, pass: 1 + Math.floor(rand() * 100) };
-    try {
-      // B starts at zero (which would zero A's gradient): give it random values to test both.
-      for (const name of lora.names) if (name.endsWith('lora_B')) gpu.write(lora.params.view(name), randn(lora.params.view(name).size / 4, rand, 0.3));
-      const batch = model.prepare({ ids: Array.from({ length: 18 }, () => Math.floor(rand() * 256)), B: 2, S: 9 });
-      const rec = gpu.recorder();
-      lora.zeroGrads(rec);
-      const acts = model.record(rec, batch, 1 / batch.targetCount, pass);
-      await rec.submit();
-      const loss = (await gpu.readF32(acts.losses)).reduce((a, b) => a + b, 0) / batch.targetCount;
-      acts.unpin();
-      const params = new Map<string, Float64Array>();
-      for (const s of paramSpecs(ckpt.config)) params.set(s.name, Float64Array.from(await gpu.readF32(model.params.view(s.name))));
-      const modules = new Map<string, { A: Float64Array; B: Float64Array }>();
-      for (const name of lora.modules.keys()) {
-        modules.set(name, {
-          A: Float64Array.from(await gpu.readF32(lora.params.view(`${name}.lora_A`))),
-          B: Float64Array.from(await gpu.readF32(lora.params.view(`${name}.lora_B`))),
-        });
-      }
-      const ref = modelLossAndGrads(ckpt.config, params, batch, { scale: lora.scale, rank: 3, modules, dropout: { p: dropout, seed: (m) => lora.dropoutSeed(m, pass) } });
-      expect(Math.abs(loss - ref.loss) / ref.loss, `seed ${seed}`).toBeLessThan(1e-4);
-      for (const name of lora.names) {
-        const err = compare(await gpu.readF32(lora.grads.view(name)), ref.grads.get(name)!);
-        expect(err.rel, `seed ${seed} grad of ${name} (max abs ${err.maxAbs})`).toBeLessThan(1e-3);
-      }
-      expect(model.grads).toBeNull(); // the base model keeps no gradients at all
-    } finally {
-      lora.destroy();
-      model.destroy();
-    }
-  });
+  it.each(MODELS)('match the float64 reference on %s (base frozen, all projections adapted)', (_name, options) => loraGradients(options, dropout, fused));
+});
+
+describe.each<[string, BaseStorage]>([
+  ['a BF16 checkpoint kept bf16', { dtype: 'BF16' }],
+  ['an f32 checkpoint stored f16', { baseDtype: 'f16' }],
+])('LoRA gradients on a 16-bit base: %s', (_base, base) => {
+  it.each(MODELS)('match the float64 reference on %s', (_name, options) => loraGradients(options, 0.3, true, base));
 });

@@ -8,7 +8,7 @@ export const lora: MethodDefinition<LoraOptions> = {
   summary: 'low-rank adapters on chosen linear layers; the base stays frozen (PEFT-compatible)',
   check: (config, options) => void loraModules(config, options),
   baseTrainable: () => () => false,
-  attach: (model, options) => new Lora(model.gpu, model.config, options ?? {}, (name) => model.params.view(name)),
+  attach: (model, options) => new Lora(model.gpu, model.config, options ?? {}, (name) => model.f32Param(name)),
 };
 
 export { Lora, loraModules, type LoraOptions };

@@ -1,0 +1,53 @@
+/**
+ * Typed weights of linear layers. A trainable weight is an f32 master; a frozen one may stay 16-bit
+ * (bf16 or f16, packed two per u32) and is read packed by the matmul for both products a frozen linear
+ * needs (y = x W^T and dx = dy W), so a 16-bit checkpoint under LoRA costs half the memory and is never
+ * widened. Room for more formats (int4, NF4) is the WeightFormat union.
+ */
+import type { TensorView } from '../gpu/buffers.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../io/safetensors.js';
+import type { WeightFormat } from '../kernels/matmul.js';
+import type { Checkpoint } from './checkpoint.js';
+import { hfMappings } from './layout.js';
+
+export type { WeightFormat };
+
+export interface LinearWeight {
+  view: TensorView;
+  format: WeightFormat;
+}
+
+export type HalfFormat = Exclude<WeightFormat, 'f32'>;
+
+/** Engine names of linear-layer weights (the matmul's B operand). */
+export const LINEAR_WEIGHT = /^layers\.\d+\.(q|k|v|o|gate|up|down|fc|proj)\.weight$/;
+
+/**
+ * The frozen linear weights to keep 16-bit: with `baseDtype` given, every frozen linear weight in that
+ * format ('f32' keeps none); by default each in its checkpoint's dtype (BF16 stays bf16, F16 stays f16).
+ */
+export function halfWeightFormats(ckpt: Checkpoint, trainable: (name: string) => boolean, baseDtype?: WeightFormat): Map<string, HalfFormat> {
+  const out = new Map<string, HalfFormat>();
+  for (const m of hfMappings(ckpt.config)) {
+    const dtype = ckpt.tensors.get(m.hfName)?.info.dtype;
+    const format = baseDtype ?? (dtype === 'BF16' ? 'bf16' : dtype === 'F16' ? 'f16' : 'f32');
+    if (format === 'f32') continue;
+    for (const part of m.parts) if (LINEAR_WEIGHT.test(part) && !trainable(part)) out.set(part, format);
+  }
+  return out;
+}
+
+/** 16-bit values of `data` (rounded to nearest even), padded to whole 4-byte words. */
+export function encodeHalves(data: Float32Array, format: HalfFormat): Uint16Array {
+  const bits = format === 'bf16' ? f32ToBf16(data) : f32ToF16(data);
+  if (bits.length % 2 === 0) return bits;
+  const padded = new Uint16Array(bits.length + 1);
+  padded.set(bits);
+  return padded;
+}
+
+/** The f32 values of `length` packed 16-bit elements. */
+export function decodeHalves(bytes: ArrayBuffer, length: number, format: HalfFormat): Float32Array {
+  const bits = new Uint16Array(bytes, 0, length);
+  return format === 'bf16' ? bf16ToF32(bits) : f16ToF32(bits);
+}
