@@ -26,9 +26,14 @@ function expand(file, seen = new Set()) {
  * the binding names referenced by the entry point and every function it calls, comments excluded.
  */
 export function shaderInterface(name, text) {
-  const code = text.replace(/\/\/[^\n]*/g, '');
+  const code = text.replace(/\/\*[\s\S]*?\*\//g, '').replace(/\/\/[^\n]*/g, '');
   const bindings = {};
   let uniforms = null;
+  // Every buffer declaration must be in the one form read below (group 0, then binding), or the
+  // interface would silently miss it.
+  const declared = (code.match(/\bvar<(uniform|storage)\b/g) ?? []).length;
+  const parsed = [...code.matchAll(/@group\(0\)\s*@binding\((\d+)\)\s*var<(\w+)(?:\s*,\s*(\w+))?>\s*(\w+)\s*:\s*([^;]+);/g)].length;
+  if (declared !== parsed) throw new Error(`${name}: ${declared - parsed} buffer declaration(s) not written as '@group(0) @binding(N) var<...> name: type;'`);
   for (const m of code.matchAll(/@group\(0\)\s*@binding\((\d+)\)\s*var<(\w+)(?:\s*,\s*(\w+))?>\s*(\w+)\s*:\s*([^;]+);/g)) {
     const [, binding, space, , varName, type] = m;
     if (space === 'uniform') {
@@ -36,11 +41,14 @@ export function shaderInterface(name, text) {
       if (!struct) throw new Error(`${name}: no struct ${type} for the uniform ${varName}`);
       const fields = struct[1].split(',').map((f) => f.trim()).filter(Boolean).map((f) => {
         const [field, fieldType] = f.split(':').map((x) => x.trim());
+        if (/@/.test(f)) throw new Error(`${name}: uniform field '${f}' has an attribute; fields are packed 4-byte scalars in order`);
         if (!['u32', 'i32', 'f32'].includes(fieldType)) throw new Error(`${name}: uniform field ${field} is ${fieldType}; only 4-byte scalars are supported`);
         return [field, fieldType];
       });
-      uniforms = { binding: Number(binding), variable: varName, fields };
+      if (Number(binding) !== 0) throw new Error(`${name}: the uniform struct must be binding 0, found ${binding}`);
+      uniforms = { binding: 0, variable: varName, fields };
     } else {
+      if (Number(binding) === 0) throw new Error(`${name}: storage ${varName} at binding 0, which is the uniforms'`);
       bindings[varName] = Number(binding);
     }
   }

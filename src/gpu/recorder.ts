@@ -41,6 +41,9 @@ export function resolveBindings(spec: DispatchSpec): ResolvedSpec {
   const iface = SHADER_INTERFACES[spec.shader];
   const entry = iface?.entryPoints[spec.entryPoint];
   if (!iface || !entry) throw new ShapeError(`${where}: shaders/${spec.shader}.wgsl has no entry point '${spec.entryPoint}'`);
+  for (const name of Object.keys(spec.constants ?? {})) {
+    if (!iface.overrides.includes(name)) throw new ShapeError(`${where}: '${name}' is not an override constant of shaders/${spec.shader}.wgsl (${iface.overrides.join(', ') || 'none'})`);
+  }
   const given = spec.storage;
   for (const name of Object.keys(given)) {
     if (!Object.hasOwn(iface.storage, name)) throw new ShapeError(`${where}: '${name}' is not a storage binding of shaders/${spec.shader}.wgsl (${Object.keys(iface.storage).join(', ')})`);

@@ -15,7 +15,8 @@ export interface AdamWOptions {
   weightDecay?: number;
 }
 
-export const ADAMW_DEFAULTS = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 };
+/** PyTorch's AdamW defaults except weight decay, which is off unless asked for (as in the Hugging Face Trainer). */
+export const ADAMW_DEFAULTS = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 };
 const WG = 256;
 
 /** The AdamParams uniform: bias corrections for step `step` (1-based) computed here in float64. */

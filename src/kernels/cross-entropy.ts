@@ -4,6 +4,7 @@
  * one extra logits matmul in exchange for never holding [T, V] floats.
  */
 import { ShapeError } from '../errors.js';
+import { SHADER_INTERFACES } from './shaders.gen.js';
 import { view, type BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { launch1d, requireDims, requireElements } from './common.js';
@@ -63,14 +64,7 @@ function chunkLogits(rec: CommandRecorder, a: CrossEntropyArgs, c0: number, widt
   matmul(rec, { a: a.hidden, b: view(a.weight, c0 * a.H * 4, width * a.H * 4), c: a.logits, M: a.T, N: width, K: a.H, transB: true });
 }
 
-/** The buffers each entry point uses (an entry point binds exactly what it uses; checked against the WGSL). */
 type BufferArg = 'logits' | 'targets' | 'stats' | 'losses';
-const BINDINGS: Record<string, BufferArg[]> = {
-  ce_reset: ['stats'],
-  ce_chunk_stats: ['logits', 'targets', 'stats'],
-  ce_loss: ['targets', 'stats', 'losses'],
-  ce_chunk_grad: ['logits', 'targets', 'stats'],
-};
 
 function ceDispatch(rec: CommandRecorder, entryPoint: string, a: CrossEntropyArgs, width: number, c0: number, scale: number, workgroups: [number, number?]): void {
   rec.dispatch({
@@ -78,7 +72,8 @@ function ceDispatch(rec: CommandRecorder, entryPoint: string, a: CrossEntropyArg
     entryPoint,
     constants: { WG: entryPoint === 'ce_chunk_stats' ? rec.gpu.tuning.reductionWorkgroupSize : WG },
     uniforms: { T: a.T, VC: width, c0, scale },
-    storage: Object.fromEntries(BINDINGS[entryPoint].map((name) => [name, a[name]])),
+    // Each entry point binds exactly the buffers its WGSL uses, as the generated interface lists them.
+    storage: Object.fromEntries(SHADER_INTERFACES.cross_entropy.entryPoints[entryPoint].storage.map((name) => [name, a[name as BufferArg]])),
     workgroups,
     label: `${entryPoint} T=${a.T} c0=${c0}`,
   });

@@ -170,7 +170,7 @@ export class CausalLM {
   /** Overwrite a parameter by engine name, rounding to its storage format. */
   private writeParam(name: string, data: Float32Array): void {
     const format = this.halfWeights.get(name);
-    if (format) this.gpu.write(this.packed!.view(name), encodeHalves(data, format));
+    if (format) this.gpu.write(this.packed!.view(name), encodeHalves(data, format, name));
     else this.gpu.write(this.params.view(name), data);
   }
 
@@ -230,6 +230,12 @@ export class CausalLM {
     } else {
       const plan = Activations.plan(this.config, B, S, kind);
       for (const t of plan) this.gpu.checkBufferSize(t.length * 4, `act ${t.name}`); // refuse before evicting anything
+      if (kind === 'train') {
+        // A training arena supersedes an inference one of the same shape: release it first, so the two
+        // never coexist and it is not counted against the budget.
+        this.activations.get(`${B}x${S} inference`)?.retire();
+        this.activations.delete(`${B}x${S} inference`);
+      }
       const bytes = Activations.bytesFor(this.config, B, S, kind);
       let total = this.activationBytes;
       let count = this.activations.size;
@@ -241,11 +247,6 @@ export class CausalLM {
         total -= a.bytes;
       }
       acts = new Activations(this.gpu, this.config, B, S, kind);
-      if (kind === 'train') {
-        // A training arena supersedes an inference one of the same shape.
-        this.activations.get(`${B}x${S} inference`)?.retire();
-        this.activations.delete(`${B}x${S} inference`);
-      }
     }
     this.activations.set(key, acts);
     return acts;

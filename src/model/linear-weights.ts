@@ -4,6 +4,7 @@
  * needs (y = x W^T and dx = dy W), so a 16-bit checkpoint under LoRA costs half the memory and is never
  * widened. Room for more formats (int4, NF4) is the WeightFormat union.
  */
+import { ShapeError } from '../errors.js';
 import type { TensorView } from '../gpu/buffers.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../io/safetensors.js';
 import type { WeightFormat } from '../kernels/matmul.js';
@@ -37,9 +38,18 @@ export function halfWeightFormats(ckpt: Checkpoint, trainable: (name: string) =>
   return out;
 }
 
-/** 16-bit values of `data` (rounded to nearest even), padded to whole 4-byte words. */
-export function encodeHalves(data: Float32Array, format: HalfFormat): Uint16Array {
+/**
+ * 16-bit values of `data` (rounded to nearest even), padded to whole 4-byte words. A finite value the
+ * format cannot hold (f16 ends at 65504) is an error rather than a silent infinity.
+ */
+export function encodeHalves(data: Float32Array, format: HalfFormat, name = 'weight'): Uint16Array {
   const bits = format === 'bf16' ? f32ToBf16(data) : f32ToF16(data);
+  for (let i = 0; i < bits.length; i++) {
+    const exponentAllOnes = format === 'bf16' ? (bits[i] & 0x7f80) === 0x7f80 : (bits[i] & 0x7c00) === 0x7c00;
+    if (exponentAllOnes && Number.isFinite(data[i])) {
+      throw new ShapeError(`'${name}' holds ${data[i]}, beyond the range of ${format}: store this base as 'f32' or 'bf16'`);
+    }
+  }
   if (bits.length % 2 === 0) return bits;
   const padded = new Uint16Array(bits.length + 1);
   padded.set(bits);

@@ -191,8 +191,7 @@ export class Transformer {
 
   /** Records the forward pass through the per-token losses (acts 'losses'). */
   forward(rec: CommandRecorder, acts: Activations, pass: PassContext = EVAL_PASS): void {
-    this.pass = pass;
-    this.forwardHidden(rec, acts);
+    this.forwardHidden(rec, acts, this.selfAttention, pass);
     crossEntropyForward(rec, this.ceArgs(acts));
   }
 
@@ -204,8 +203,8 @@ export class Transformer {
    * Records the forward pass through the final norm (acts.lnf), with `attend` as each layer's
    * attention (default: within the batch; generation passes attention over its KV cache).
    */
-  forwardHidden(rec: CommandRecorder, acts: Activations, attend: AttentionStep = this.selfAttention): void {
-    if (attend !== this.selfAttention) this.pass = EVAL_PASS; // decoding never trains
+  forwardHidden(rec: CommandRecorder, acts: Activations, attend: AttentionStep = this.selfAttention, pass: PassContext = EVAL_PASS): void {
+    this.pass = pass;
     const c = this.config;
     const T = acts.T;
     const H = c.hiddenSize;
@@ -233,7 +232,6 @@ export class Transformer {
     this.norm(rec, acts, 'norm_f', acts.stream[c.numLayers], acts.lnf, acts.stf);
   }
 
-  /** logits [1, V] = hidden [1, H] W_head^T. */
   /** logits [rows, vocab] of final hidden states [rows, hidden]. */
   logits(rec: CommandRecorder, hidden: View, logits: View, rows = 1): void {
     const c = this.config;

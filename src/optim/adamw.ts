@@ -6,7 +6,7 @@
 import type { TensorView } from '../gpu/buffers.js';
 import type { Gpu } from '../gpu/gpu.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { adamwStep, gradNorm, gradNormScratchSize } from '../kernels/adamw.js';
+import { ADAMW_DEFAULTS, adamwStep, gradNorm, gradNormScratchSize } from '../kernels/adamw.js';
 import { Arena } from '../model/arena.js';
 
 /**
@@ -24,7 +24,7 @@ export interface AdamWConfig {
   weightDecay?: number;
   /**
    * Which tensors weight decay applies to, by engine name (base parameters such as 'layers.0.q.weight',
-   * 'layers.0.norm1.weight', 'layers.0.q.bias', 'embed.weight'; adapter tensors such as
+   * 'layers.0.norm1.weight', 'layers.0.q.bias', 'embed', 'lm_head'; adapter tensors such as
    * 'layers.0.q.lora_A'), in the
    * spirit of PyTorch's parameter groups. Default `decays`: every tensor but biases and norm weights,
    * as the Hugging Face Trainer does.
@@ -108,8 +108,8 @@ export class AdamW implements Optimizer {
       adamwStep(rec, {
         params, grads: this.set.grads.view(name), m: this.m.view(name), v: this.v.view(name), clip: this.normOut,
         n: params.size / 4, step: this.step, lr, gradScale,
-        beta1: c.beta1 ?? 0.9, beta2: c.beta2 ?? 0.999, eps: c.eps ?? 1e-8,
-        weightDecay: (c.decay ?? decays)(name) ? c.weightDecay ?? 0 : 0,
+        beta1: c.beta1 ?? ADAMW_DEFAULTS.beta1, beta2: c.beta2 ?? ADAMW_DEFAULTS.beta2, eps: c.eps ?? ADAMW_DEFAULTS.eps,
+        weightDecay: (c.decay ?? decays)(name) ? c.weightDecay ?? ADAMW_DEFAULTS.weightDecay : 0,
       });
     }
   }

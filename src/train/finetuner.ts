@@ -206,6 +206,9 @@ export class FineTuner {
   async loadState(bytes: Uint8Array): Promise<void> {
     const source = bytesSource('trainable state', bytes);
     const header = await readHeader(source);
+    if (header.metadata.format !== 'webgpu-finetune') {
+      throw new InvalidModelFileError('trainable state', `is not a webgpu-finetune state file (format '${brief(String(header.metadata.format))}')`, 'metadata');
+    }
     if (header.metadata.method !== this.options.method) {
       throw new InvalidModelFileError('trainable state', `was saved for method '${brief(String(header.metadata.method))}', this fine-tuner uses '${this.options.method}'`);
     }
@@ -215,7 +218,8 @@ export class FineTuner {
       return Number(text);
     };
     const step = counter('step');
-    const passes = counter('passes');
+    // Files from before the pass count was saved under this name kept it as LoRA's 'dropout_round'.
+    const passes = counter(header.metadata.passes === undefined ? 'dropout_round' : 'passes');
     const views = this.stateViews();
     // Check everything before writing anything, so a mismatched file changes nothing.
     for (const [name, view] of views) {

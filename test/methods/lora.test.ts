@@ -83,6 +83,15 @@ describe('LoRA', () => {
     const batch = toBatchInput(successorRows(2, 4, 3));
     expect((await packed.evaluate(batch)).loss).toBeCloseTo((await widened.evaluate(batch)).loss, 5);
     expect(() => (packed.method as Lora).setMerged(gpu.recorder(), true)).toThrow(/stored as bf16.*baseDtype 'f32'/);
+    expect((packed.method as Lora).merged).toBe(false);
     for (const ft of [packed, widened, full]) ft.destroy();
+  });
+
+  it('refuses to store a base in f16 when its values exceed the format, leaving nothing allocated', async () => {
+    const gpu = await testGpu();
+    const big = await openCheckpoint(memorySource(tinyModelFiles({ architecture: 'llama', seed: 8, hiddenSize: 32, numLayers: 1, numHeads: 4, initStd: 1e5 })));
+    const before = gpu.memoryStats();
+    await expect(FineTuner.create(gpu, big, { method: 'lora', baseDtype: 'f16' })).rejects.toThrow(/beyond the range of f16/);
+    expect(gpu.memoryStats().currentBytes).toBe(before.currentBytes);
   });
 });

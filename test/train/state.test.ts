@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { successorRows, toBatchInput } from '../../src/data/tasks.js';
 import { memorySource } from '../../src/io/sources.js';
-import { InvalidModelFileError } from '../../src/io/safetensors.js';
+import { InvalidModelFileError, readHeader, readTensorF32, writeSafetensors, type TensorToWrite } from '../../src/io/safetensors.js';
+import { bytesSource } from '../../src/io/bytes.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { tinyModelFiles } from '../../src/model/tiny.js';
 import { FineTuner, type FineTuneOptions } from '../../src/train/finetuner.js';
@@ -46,6 +47,30 @@ describe.each<[string, FineTuneOptions]>([
     const before = (await b.evaluate(batch)).loss;
     await expect(b.loadState(await a.saveState())).rejects.toThrow(InvalidModelFileError);
     expect((await b.evaluate(batch)).loss).toBe(before);
+    a.destroy();
+    b.destroy();
+  });
+});
+
+describe('state files from elsewhere', () => {
+  it('refuses a safetensors file that is not a fine-tuner state, and reads the dropout counter of older files', async () => {
+    const gpu = await testGpu();
+    const ckpt = await openCheckpoint(memorySource(files));
+    const options: FineTuneOptions = { method: 'lora', lora: { rank: 4, dropout: 0.3 }, optimizer: { lr: 1e-2 } };
+    const a = await FineTuner.create(gpu, ckpt, options);
+    await expect(a.loadState(files['model.safetensors'] as Uint8Array)).rejects.toThrow(/not a webgpu-finetune state file/);
+    for (let s = 0; s < 2; s++) await a.step(toBatchInput(successorRows(2, 4, s)));
+    // An older file: the same tensors, the pass count under LoRA's former 'dropout_round'.
+    const saved = bytesSource('state', await a.saveState());
+    const header = await readHeader(saved);
+    const tensors: Record<string, TensorToWrite> = {};
+    for (const t of header.tensors) tensors[t.name] = { dtype: 'F32', shape: t.shape, data: await readTensorF32(saved, t) };
+    const { passes, ...rest } = header.metadata;
+    const older = writeSafetensors(tensors, { ...rest, dropout_round: passes });
+    const b = await FineTuner.create(gpu, ckpt, options);
+    await b.loadState(older);
+    const next = toBatchInput(successorRows(2, 4, 9));
+    expect((await b.step(next)).loss).toBe((await a.step(next)).loss); // same dropout masks
     a.destroy();
     b.destroy();
   });

@@ -192,9 +192,11 @@ export class Lora implements Method, LinearHooks {
     if (merged === this.merged) return;
     const baseWeight = this.baseWeight;
     if (!baseWeight) throw new Error('this LoRA adapter was made without access to base weights, so it cannot merge');
+    // Every base weight is looked up before anything is recorded: a refusal leaves none half-merged.
+    const targets = new Map([...this.modules.keys()].map((name) => [name, baseWeight(`${name}.weight`)]));
     for (const [name, d] of this.modules) {
       matmul(rec, {
-        a: this.params.view(`${name}.lora_B`), b: this.params.view(`${name}.lora_A`), c: baseWeight(`${name}.weight`),
+        a: this.params.view(`${name}.lora_B`), b: this.params.view(`${name}.lora_A`), c: targets.get(name)!,
         M: d.out, N: d.in, K: this.rank, alpha: merged ? this.scale : -this.scale, accumulate: true,
       });
     }
