@@ -2,7 +2,7 @@
  * HTTP requests that neither hang nor mislead. Every request has a deadline for its response headers
  * and an idle deadline between body chunks (fetch's own limits are 300 s, or none in browsers); the
  * caller's AbortSignal cancels at any point; idempotent requests are retried with exponential backoff on
- * network failures, timeouts, 408, 429 and 5xx; and failures become a typed NetworkError that names the
+ * network failures, timeouts, 408, 429, 500, 502, 503 and 504; and failures become a typed NetworkError that names the
  * URL and the cause (DNS failure, refused, reset, timeout) instead of fetch's bare "fetch failed" or
  * "terminated".
  */
