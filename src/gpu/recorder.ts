@@ -32,6 +32,8 @@ interface ResolvedSpec extends KernelId {
   uniforms: UniformValue[];
   /** Index i is binding i + 1; holes are bindings the entry point does not use. */
   storage: (BufferLike | undefined)[];
+  /** The WGSL name of each bound binding, for messages. */
+  bindingNames: (string | undefined)[];
   workgroups: [number, number?, number?];
 }
 
@@ -50,9 +52,11 @@ export function resolveBindings(spec: DispatchSpec): ResolvedSpec {
     if (!entry.storage.includes(name)) throw new ShapeError(`${where}: entry point ${spec.entryPoint} does not use binding '${name}' (it uses ${entry.storage.join(', ')})`);
   }
   const storage: (BufferLike | undefined)[] = [];
+  const bindingNames: (string | undefined)[] = [];
   for (const name of entry.storage) {
     if (!given[name]) throw new ShapeError(`${where}: entry point ${spec.entryPoint} uses binding '${name}': bind a buffer (the placeholder where the mode ignores it)`);
     storage[iface.storage[name] - 1] = given[name];
+    bindingNames[iface.storage[name] - 1] = name;
   }
   const values = spec.uniforms ?? {};
   const fields = entry.uniforms ? (iface.uniforms?.fields ?? []) : [];
@@ -64,7 +68,7 @@ export function resolveBindings(spec: DispatchSpec): ResolvedSpec {
     if (value === undefined) throw new ShapeError(`${where}: uniform '${name}' is not set`);
     return { type, value };
   });
-  return { shader: spec.shader, entryPoint: spec.entryPoint, constants: spec.constants, label: spec.label, uniforms, storage, workgroups: spec.workgroups };
+  return { shader: spec.shader, entryPoint: spec.entryPoint, constants: spec.constants, label: spec.label, uniforms, storage, bindingNames, workgroups: spec.workgroups };
 }
 
 type Command =
@@ -101,11 +105,11 @@ export class CommandRecorder {
       if (!b) return;
       const v = asView(b);
       if (v.offset % align !== 0) {
-        throw new ShapeError(`${spec.label ?? spec.entryPoint}: binding ${i + 1} offset ${v.offset} is not a multiple of ${align}`);
+        throw new ShapeError(`${spec.label ?? spec.entryPoint}: binding '${spec.bindingNames[i]}' offset ${v.offset} is not a multiple of ${align}`);
       }
       if (v.size > maxBinding) {
         throw new ShapeError(
-          `${spec.label ?? spec.entryPoint}: binding ${i + 1} is ${v.size} bytes, over maxStorageBufferBindingSize ${maxBinding}`,
+          `${spec.label ?? spec.entryPoint}: binding '${spec.bindingNames[i]}' is ${v.size} bytes, over maxStorageBufferBindingSize ${maxBinding}`,
         );
       }
     });

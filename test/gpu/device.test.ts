@@ -115,6 +115,8 @@ describe('device', () => {
     expect(() => rec.dispatch({ ...base, uniforms: { rows: 1 }, storage: { x: buf, out: buf } })).toThrow(/uniform 'cols' is not set/);
     expect(() => rec.dispatch({ shader: 'norm', entryPoint: 'norm_backward', uniforms: { rows: 1, cols: 1, eps: 1 }, storage: { x: buf, w: buf, y: buf, stats: buf, dy: buf, dx: buf }, workgroups: [1] })).toThrow(/does not use binding 'y'/);
     expect(() => rec.dispatch({ ...base, entryPoint: 'reduce_columns', storage: {} })).toThrow(/has no entry point 'reduce_columns'/);
+    expect(() => rec.dispatch({ ...base, uniforms: { rows: 1, cols: 1 }, storage: { x: view(buf, 4, 32), out: buf } })).toThrow(/binding 'x' offset 4 is not a multiple of/);
+    expect(() => rec.dispatch({ ...base, constants: { WG: 64, TILE: 8 }, uniforms: { rows: 1, cols: 1 }, storage: { x: buf, out: buf } })).toThrow(/'TILE' is not an override constant of shaders\/reduce.wgsl/);
     gpu.destroyBuffer(buf);
   });
 

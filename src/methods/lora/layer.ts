@@ -146,7 +146,6 @@ export class Lora implements Method, LinearHooks {
       acts.onDestroy(() => this.releaseScratch(acts));
       try {
         for (const name of this.modules.keys()) made.set(name, this.gpu.createBuffer(acts.T * this.rank * 4, undefined, `lora u ${name}`));
-        made.set('du', this.gpu.createBuffer(acts.T * this.rank * 4, undefined, 'lora du'));
       } catch (e) {
         this.releaseScratch(acts); // no half-made set stays cached for the next step to trip on
         throw e;
@@ -178,7 +177,9 @@ export class Lora implements Method, LinearHooks {
     const T = acts.T;
     const bufs = this.buffers(acts);
     const u = bufs.get(name)!;
-    const du = bufs.get('du')!;
+    // The shared gradient scratch, made on the first backward pass (inference arenas never need it).
+    let du = bufs.get('du');
+    if (!du) bufs.set('du', (du = this.gpu.createBuffer(T * r * 4, undefined, 'lora du')));
     matmul(rec, { a: dy, b: u, c: this.grads.view(`${name}.lora_B`), M: outDim, N: r, K: T, transA: true, alpha: this.scale, accumulate: true });
     matmul(rec, { a: dy, b: this.params.view(`${name}.lora_B`), c: du, M: T, N: r, K: outDim, alpha: this.scale });
     const dropout = this.dropoutActive(pass) ? { p: this.options.dropout!, seed: this.dropoutSeed(name, pass) } : undefined;
