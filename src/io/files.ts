@@ -53,13 +53,13 @@ async function removeStaleTemporaries(fs: typeof import('node:fs/promises'), pat
   for (const name of names) {
     const m = /^\.tmp-([A-Za-z0-9._]+)-(\d+)-\d+$/.exec(name.startsWith(base) ? name.slice(base.length) : '');
     if (!m) continue;
-    const full = `${dir}/${name}`;
+    const full = `${path}${name.slice(base.length)}`; // as its writer named it (see `pending`)
     const pid = Number(m[2]);
     let stale: boolean;
     if (m[1] !== host) {
       const stat = await fs.stat(full).catch(() => null);
       stale = stat !== null && Date.now() - stat.mtimeMs > STALE_FOREIGN_MS;
-    } else if (pid === process.pid) stale = !pending.has(full) && !pending.has(`${path}${name.slice(base.length)}`);
+    } else if (pid === process.pid) stale = !pending.has(full);
     else stale = !processAlive(pid);
     if (stale) await fs.rm(full, { force: true });
   }

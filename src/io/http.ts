@@ -50,11 +50,14 @@ const DESCRIBE: Record<NetworkFailure, string> = {
   other: 'the request failed',
 };
 
-function codes(e: unknown): string[] {
-  const out: string[] = [];
-  for (let c: unknown = e, depth = 0; c && depth < 5; c = (c as { cause?: unknown }).cause, depth++) out.push(String((c as { code?: unknown }).code ?? ''));
+/** An error and its causes, outermost first (fetch wraps the socket's error in one or two layers). */
+function causeChain(e: unknown): unknown[] {
+  const out: unknown[] = [];
+  for (let c: unknown = e; c && out.length < 5; c = (c as { cause?: unknown }).cause) out.push(c);
   return out;
 }
+
+const codeOf = (c: unknown): string => String((c as { code?: unknown }).code ?? '');
 
 /**
  * Whether trying again may help: not after the caller aborted, a name that does not resolve (a
@@ -62,15 +65,15 @@ function codes(e: unknown): string[] {
  */
 function retryable(e: NetworkError): boolean {
   if (e.kind === 'aborted') return false;
-  const found = codes(e.cause);
+  const found = causeChain(e.cause).map(codeOf);
   if (e.kind === 'dns') return found.includes('EAI_AGAIN');
   return !found.some((c) => /^(ERR_TLS|ERR_SSL|CERT_|UNABLE_TO_|DEPTH_ZERO|SELF_SIGNED|ERR_INVALID_URL)/.test(c));
 }
 
 /** The kind of a fetch failure, from the error codes Node's fetch (undici) puts in its cause chain. */
 export function classifyFailure(e: unknown): NetworkFailure {
-  for (let c: unknown = e, depth = 0; c && depth < 5; c = (c as { cause?: unknown }).cause, depth++) {
-    const code = String((c as { code?: unknown }).code ?? '');
+  for (const c of causeChain(e)) {
+    const code = codeOf(c);
     const message = c instanceof Error ? c.message : '';
     if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_NONAME') return 'dns';
     if (code === 'ECONNREFUSED') return 'refused';
@@ -82,9 +85,7 @@ export function classifyFailure(e: unknown): NetworkFailure {
 
 function causeText(e: unknown): string {
   const parts: string[] = [];
-  for (let c: unknown = e, depth = 0; c && depth < 5; c = (c as { cause?: unknown }).cause, depth++) {
-    if (c instanceof Error && c.message && !parts.includes(c.message)) parts.push(c.message);
-  }
+  for (const c of causeChain(e)) if (c instanceof Error && c.message && !parts.includes(c.message)) parts.push(c.message);
   return parts.join(': ').slice(0, 200);
 }
 

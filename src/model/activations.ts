@@ -193,7 +193,12 @@ export class Activations {
 
   /** Bytes an arena of this shape and kind allocates. */
   static bytesFor(c: ModelConfig, B: number, S: number, kind: ActivationKind): number {
-    return Activations.plan(c, B, S, kind).reduce((sum, t) => sum + Math.max(4, Math.ceil(t.length) * 4), 0);
+    return Activations.bytesOf(Activations.plan(c, B, S, kind));
+  }
+
+  /** Bytes a plan allocates (every buffer at least 4 bytes). */
+  static bytesOf(plan: { length: number }[]): number {
+    return plan.reduce((sum, t) => sum + Math.max(4, Math.ceil(t.length) * 4), 0);
   }
 
   /** Holders that still read this arena after an await (a readback of its losses); see retire(). */

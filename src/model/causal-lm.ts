@@ -72,6 +72,8 @@ export class CausalLM {
   readonly grads: Arena | null;
   readonly trainableNames: string[];
   private readonly mappings: Map<string, HfMapping>;
+  /** Element count of every parameter, by engine name. */
+  private readonly sizes: Map<string, number>;
   /** Activation arenas by shape, least recently used first (Map order is insertion order). */
   private readonly activations = new Map<string, Activations>();
   readonly activationCacheBytes: number;
@@ -85,13 +87,14 @@ export class CausalLM {
     private readonly halfWeights: Map<string, HalfFormat> = new Map(),
   ) {
     const specs = paramSpecs(config);
+    this.sizes = new Map(specs.map((s) => [s.name, size(s.shape)]));
     const limit = arenaLimit(gpu);
     this.activationCacheBytes = activationCacheBytes ?? defaultActivationCacheBytes(gpu);
     this.trainableNames = specs.map((s) => s.name).filter(trainable);
     const paramLayout = planArena(specs.filter((s) => !halfWeights.has(s.name)).map((s) => ({ name: s.name, length: size(s.shape) })), limit);
     const packedLayout = halfWeights.size ? planArena(specs.filter((s) => halfWeights.has(s.name)).map((s) => ({ name: s.name, length: Math.ceil(size(s.shape) / 2) })), limit) : null;
     const gradLayout = this.trainableNames.length
-      ? planArena(this.trainableNames.map((name) => ({ name, length: size(specs.find((s) => s.name === name)!.shape) })), limit)
+      ? planArena(this.trainableNames.map((name) => ({ name, length: this.sizes.get(name)! })), limit)
       : null;
     this.mappings = new Map(hfMappings(config).map((m) => [m.hfName, m]));
     const access: ParamAccess = {
@@ -178,8 +181,7 @@ export class CausalLM {
   async readParam(name: string): Promise<Float32Array> {
     const format = this.halfWeights.get(name);
     if (!format) return this.gpu.readF32(this.params.view(name));
-    const spec = paramSpecs(this.config).find((s) => s.name === name)!;
-    return decodeHalves(await this.gpu.read(this.packed!.view(name)), size(spec.shape), format);
+    return decodeHalves(await this.gpu.read(this.packed!.view(name)), this.sizes.get(name)!, format);
   }
 
   /** A linear weight as the matmul reads it: f32, or packed 16-bit. */
@@ -197,7 +199,9 @@ export class CausalLM {
 
   /** Bytes of the linear-layer weights as stored (what a 16-bit base halves). */
   get linearWeightBytes(): number {
-    return paramSpecs(this.config).filter((s) => LINEAR_WEIGHT.test(s.name)).reduce((sum, s) => sum + size(s.shape) * (this.halfWeights.has(s.name) ? 2 : 4), 0);
+    let bytes = 0;
+    for (const [name, n] of this.sizes) if (LINEAR_WEIGHT.test(name)) bytes += n * (this.halfWeights.has(name) ? 2 : 4);
+    return bytes;
   }
 
   /** Overwrite a parameter by its Hugging Face name and layout. */
@@ -236,7 +240,7 @@ export class CausalLM {
         this.activations.get(`${B}x${S} inference`)?.retire();
         this.activations.delete(`${B}x${S} inference`);
       }
-      const bytes = Activations.bytesFor(this.config, B, S, kind);
+      const bytes = Activations.bytesOf(plan);
       let total = this.activationBytes;
       let count = this.activations.size;
       for (const [k, a] of this.activations) {

@@ -46,7 +46,7 @@ describe('memory over long runs', () => {
   it('activations of many batch shapes stay within the cache budget, least recently used released first', async () => {
     const gpu = await testGpu();
     const ckpt = await openCheckpoint(memorySource(files));
-    const shapeBytes = (B: number, S: number) => Activations.plan(ckpt.config, B, S).reduce((s, t) => s + Math.max(4, t.length * 4), 0);
+    const shapeBytes = (B: number, S: number) => Activations.bytesFor(ckpt.config, B, S, 'train');
     const budget = 3 * shapeBytes(2, 64);
     const ft = await FineTuner.create(gpu, ckpt, { method: 'lora', lora: { rank: 4 } });
     const model = ft.model;
