@@ -117,8 +117,20 @@ const BENCH_OPTIONS: Partial<Record<MethodName, Partial<FineTuneOptions>>> = {
   lora: { lora: { rank: 16, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] } },
 };
 
-export async function runTrainBench(gpu: Gpu, options: { preset?: 'software' | 'hardware'; log?: (l: string) => void } = {}): Promise<TrainBenchResult> {
-  const preset = PRESETS[options.preset ?? (gpu.adapter.isSoftware ? 'software' : 'hardware')];
+export type TrainPreset = 'software' | 'hardware';
+
+/** The preset a device gets unless one is named: small shapes on a CPU implementation. */
+export function trainPreset(gpu: Gpu, preset?: TrainPreset): TrainPreset {
+  return preset ?? (gpu.adapter.isSoftware ? 'software' : 'hardware');
+}
+
+/** The models and batch shapes a preset trains (the PyTorch reference of the GPU kit uses the same). */
+export function trainBenchModels(preset: TrainPreset): Preset['models'] {
+  return PRESETS[preset].models;
+}
+
+export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; log?: (l: string) => void } = {}): Promise<TrainBenchResult> {
+  const preset = PRESETS[trainPreset(gpu, options.preset)];
   const log = options.log ?? (() => {});
   const notes: string[] = [];
 

@@ -108,7 +108,7 @@ export class Gpu {
   private scopeChecks = new Set<Promise<void>>();
   private uniforms: GPUBuffer | null = null;
   private querySet: GPUQuerySet | null = null;
-  private dummy: GPUBuffer | null = null;
+  private readonly placeholders = new Map<'read' | 'write', GPUBuffer>();
   private memory: MemoryStats = { currentBytes: 0, peakBytes: 0, buffers: 0 };
   private readonly labelPrefix: string;
 
@@ -323,9 +323,12 @@ export class Gpu {
   }
 
   /** A tiny storage buffer bound where an entry point declares a binding that the chosen mode ignores. */
-  placeholder(): GPUBuffer {
-    this.dummy ??= this.createBuffer(256, STORAGE, 'placeholder');
-    return this.dummy;
+  placeholder(use: 'read' | 'write' = 'read'): GPUBuffer {
+    // A dispatch may leave both a read-only and a writable binding unused: WebGPU forbids one buffer
+    // in both roles within a dispatch, so writable bindings get a placeholder of their own.
+    let b = this.placeholders.get(use);
+    if (!b) this.placeholders.set(use, (b = this.createBuffer(256, STORAGE, use === 'read' ? 'placeholder' : 'writable placeholder')));
+    return b;
   }
 
   /** The device-wide uniform buffer, grown to at least `bytes`. */

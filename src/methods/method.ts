@@ -6,7 +6,7 @@
  * its tensors have in other tools. The registry (./registry.ts) lists the definitions; FineTuner, the
  * command line, the benchmarks and the demo read it and know no method by name.
  */
-import type { TensorView } from '../gpu/buffers.js';
+import type { BufferLike, TensorView } from '../gpu/buffers.js';
 import type { Gpu } from '../gpu/gpu.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import type { LowRankTerm } from '../kernels/matmul.js';
@@ -45,10 +45,29 @@ export interface LinearHooks {
   /** Records the method's own gradients and returns a term added to the input gradient dx (LoRA). */
   inputGradTerm?(rec: CommandRecorder, acts: Activations, name: string, x: View, dy: View, outDim: number, inDim: number, pass: PassContext): LowRankTerm;
   /**
+   * A per-column scale on the output, y = s ⊙ (x W^T + term) + b (DoRA: magnitude over the column norm
+   * of W + ΔW). Called in the forward pass (in a training arena, `acts.grad`, the layer keeps its unscaled
+   * output z in `saved`) and again in the backward pass, where the layer takes dz = dy ⊙ s for every
+   * gradient below the scale (input, term, weight) and, given `scaleGrad`, accumulates ds += Σ dy ⊙ z.
+   */
+  outputScale?(rec: CommandRecorder, acts: Activations, name: string, outDim: number, pass: PassContext, phase: 'forward' | 'backward'): ColumnScale;
+  /**
    * Computes the weight gradient the method's way (sparse: only at its mask) instead of the dense
    * dW += dy^T x; returns true when it did, and the transformer then skips the dense product.
    */
   weightGradient?(rec: CommandRecorder, acts: Activations, name: string, x: View, dy: View, outDim: number, inDim: number, pass: PassContext): boolean;
+}
+
+/** What a method's outputScale hook hands the layer; buffers are the method's, sized for `acts`. */
+export interface ColumnScale {
+  /** s, one per output column. */
+  scale: BufferLike;
+  /** [T, outDim]: where the layer keeps z = x W^T + term for the backward pass (training arenas only). */
+  saved?: BufferLike;
+  /** Backward: [T, outDim] room for dz = dy ⊙ s. */
+  dz?: BufferLike;
+  /** Backward: ds accumulates Σ over tokens of dy ⊙ z here; absent when s does not train. */
+  scaleGrad?: BufferLike;
 }
 
 export interface Method {

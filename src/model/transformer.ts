@@ -5,7 +5,7 @@
  * so a training step allocates nothing. Conventions: parameter gradients accumulate (+=), activation
  * gradients are overwritten.
  */
-import type { TensorView } from '../gpu/buffers.js';
+import { asView, type TensorView } from '../gpu/buffers.js';
 import type { Gpu } from '../gpu/gpu.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { attentionBackward, attentionForward } from '../kernels/attention.js';
@@ -14,6 +14,7 @@ import { embeddingBackward, embeddingForward } from '../kernels/embedding.js';
 import { elementwise } from '../kernels/elementwise.js';
 import { geluBackward, geluForward, swigluBackward, swigluForward } from '../kernels/activation.js';
 import { addLowRank, matmul, type LowRankTerm } from '../kernels/matmul.js';
+import { columnScaleBackward, columnScaleForward } from '../kernels/column-scale.js';
 import { normBackward, normForward } from '../kernels/norm.js';
 import { rope, ropeTable } from '../kernels/rope.js';
 import type { ModelConfig } from './config.js';
@@ -130,24 +131,40 @@ export class Transformer {
     return this.config.tieWordEmbeddings ? 'embed' : 'lm_head';
   }
 
-  /** y = x W^T (+ b) (+ the method's term), one matmul with the bias and the term fused into its store. */
+  /**
+   * y = x W^T (+ b) (+ the method's term), one matmul with the bias and the term fused into its store;
+   * under a method's per-column scale, y = s ⊙ (x W^T + term) + b, the scale applied after the matmul.
+   */
   private linear(rec: CommandRecorder, acts: Activations, x: View, name: string, y: View, outDim: number, inDim: number): void {
     const T = acts.T;
     const hooks = this.hooks?.has(name) ? this.hooks : null;
     const term = hooks?.outputTerm?.(rec, acts, name, x, outDim, inDim, this.pass);
     const bias = this.params.has(`${name}.bias`) ? this.params.param(`${name}.bias`) : undefined;
+    const scale = hooks?.outputScale?.(rec, acts, name, outDim, this.pass, 'forward');
     const w = this.params.weight(`${name}.weight`);
-    matmul(rec, { a: x, b: w.view, bFormat: w.format, c: y, M: T, N: outDim, K: inDim, transB: true, bias, lowRank: hooks?.fused ? term : undefined });
+    matmul(rec, { a: x, b: w.view, bFormat: w.format, c: y, M: T, N: outDim, K: inDim, transB: true, bias: scale ? undefined : bias, lowRank: hooks?.fused ? term : undefined });
     if (term && !hooks!.fused) addLowRank(rec, y, T, outDim, term);
+    // z is kept wherever a backward pass may follow: in training arenas, whatever the pass.
+    if (scale) columnScaleForward(rec, { y, scale: scale.scale, bias, saved: acts.grad ? scale.saved : undefined, rows: T, cols: outDim });
   }
 
   /**
    * dx (= or +=) = dy W (+ the method's term); dW += dy^T x (or the method's own weight gradient);
-   * db += ones^T dy.
+   * db += ones^T dy. Under a per-column scale, dy ⊙ s takes dy's place below the scale.
    */
-  private linearBackward(rec: CommandRecorder, acts: Activations, x: View, name: string, dy: View, dx: View, outDim: number, inDim: number, accumulateDx = false): void {
+  private linearBackward(rec: CommandRecorder, acts: Activations, x: View, name: string, dyOut: View, dx: View, outDim: number, inDim: number, accumulateDx = false): void {
     const T = acts.T;
     const hooks = this.hooks?.has(name) ? this.hooks : null;
+    const dB = this.params.has(`${name}.bias`) ? this.params.grad(`${name}.bias`) : null;
+    if (dB) matmul(rec, { a: acts.ones, b: dyOut, c: dB, M: 1, N: outDim, K: T, accumulate: true });
+    const scale = hooks?.outputScale?.(rec, acts, name, outDim, this.pass, 'backward');
+    let dy = dyOut;
+    if (scale) {
+      if (!scale.dz || (scale.scaleGrad && !scale.saved)) throw new Error(`${name}: a per-column scale's backward needs dz (and the saved output for its gradient)`);
+      const grad = scale.scaleGrad ? { z: scale.saved!, ds: scale.scaleGrad } : undefined;
+      columnScaleBackward(rec, { dy: dyOut, scale: scale.scale, dz: scale.dz, grad, rows: T, cols: outDim });
+      dy = asView(scale.dz);
+    }
     const term = hooks?.inputGradTerm?.(rec, acts, name, x, dy, outDim, inDim, this.pass);
     const w = this.params.weight(`${name}.weight`);
     matmul(rec, { a: dy, b: w.view, bFormat: w.format, c: dx, M: T, N: inDim, K: outDim, accumulate: accumulateDx, lowRank: hooks?.fused ? term : undefined });
@@ -155,8 +172,6 @@ export class Transformer {
     const ownGradient = hooks?.weightGradient?.(rec, acts, name, x, dy, outDim, inDim, this.pass) ?? false;
     const dW = ownGradient ? null : this.params.grad(`${name}.weight`);
     if (dW) matmul(rec, { a: dy, b: x, c: dW, M: outDim, N: inDim, K: T, transA: true, accumulate: true });
-    const dB = this.params.has(`${name}.bias`) ? this.params.grad(`${name}.bias`) : null;
-    if (dB) matmul(rec, { a: acts.ones, b: dy, c: dB, M: 1, N: outDim, K: T, accumulate: true });
   }
 
   private norm(rec: CommandRecorder, acts: Activations, name: string, x: View, y: View, stats: View): void {

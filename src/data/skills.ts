@@ -1,0 +1,137 @@
+/**
+ * The synthetic skills corpus the shipped pretrained base learns from: short character-level problems,
+ * each one document "<skill>:<input>=<answer>" followed by the end-of-text token, so that a base that
+ * learned them has attention patterns worth fine-tuning (copying, reversing, sorting, carrying digits,
+ * looking up a key). Token ids are bytes, matching the byte-level tokenizer of the shipped models.
+ *
+ * The letter-successor task (src/data/tasks.ts) is kept out of this corpus on purpose: it is the
+ * held-out task that fine-tuning methods are compared on.
+ */
+import { rng } from '../util/random.js';
+
+export const END_OF_TEXT = 256;
+export const PAD = 257;
+
+export interface SkillExample {
+  skill: SkillName;
+  /** "<skill>:<input>=" as bytes: what a prompt for generation holds. */
+  prompt: number[];
+  /** The answer's bytes followed by END_OF_TEXT. */
+  answer: number[];
+}
+
+type Rand = () => number;
+
+const LETTERS = 'abcdefghijklmnopqrstuvwxyz';
+const letter = (rand: Rand) => LETTERS[Math.floor(rand() * 26)];
+const word = (rand: Rand, min: number, max: number) => {
+  const n = min + Math.floor(rand() * (max - min + 1));
+  let s = '';
+  for (let i = 0; i < n; i++) s += letter(rand);
+  return s;
+};
+
+/** Each skill draws one (input, answer) pair. */
+const SKILLS = {
+  /** The word again: an induction head's job. */
+  copy: (rand: Rand) => {
+    const w = word(rand, 3, 8);
+    return [w, w];
+  },
+  /** The word backwards. */
+  rev: (rand: Rand) => {
+    const w = word(rand, 3, 7);
+    return [w, [...w].reverse().join('')];
+  },
+  /** The word's letters in alphabetical order. */
+  sort: (rand: Rand) => {
+    const w = word(rand, 3, 6);
+    return [w, [...w].sort().join('')];
+  },
+  /** The word in capitals: a fixed per-token map. */
+  upper: (rand: Rand) => {
+    const w = word(rand, 3, 8);
+    return [w, w.toUpperCase()];
+  },
+  /** Sum of two numbers below 100. */
+  add: (rand: Rand) => {
+    const a = Math.floor(rand() * 100);
+    const b = Math.floor(rand() * 100);
+    return [`${a}+${b}`, String(a + b)];
+  },
+  /** The digit stored under a key among three or four distinct key-digit pairs. */
+  find: (rand: Rand) => {
+    const n = 3 + Math.floor(rand() * 2);
+    const keys: string[] = [];
+    while (keys.length < n) {
+      const k = letter(rand);
+      if (!keys.includes(k)) keys.push(k);
+    }
+    const values = keys.map(() => String(Math.floor(rand() * 10)));
+    const q = Math.floor(rand() * n);
+    return [`${keys.map((k, i) => k + values[i]).join(',')}?${keys[q]}`, values[q]];
+  },
+} satisfies Record<string, (rand: Rand) => [string, string] | string[]>;
+
+export type SkillName = keyof typeof SKILLS;
+export const SKILL_NAMES = Object.keys(SKILLS) as SkillName[];
+
+const bytes = (s: string) => [...s].map((c) => c.charCodeAt(0));
+
+export function skillExample(skill: SkillName, rand: Rand): SkillExample {
+  const [input, answer] = SKILLS[skill](rand);
+  return { skill, prompt: bytes(`${skill}:${input}=`), answer: [...bytes(answer), END_OF_TEXT] };
+}
+
+/** `count` examples of one skill, or of skills drawn uniformly when `skill` is omitted. */
+export function skillExamples(count: number, seed: number, skill?: SkillName): SkillExample[] {
+  const rand = rng(seed);
+  return Array.from({ length: count }, () => skillExample(skill ?? SKILL_NAMES[Math.floor(rand() * SKILL_NAMES.length)], rand));
+}
+
+export interface PackedRows {
+  /** [rows * seq] token ids; unused tail positions hold PAD. */
+  ids: Uint32Array;
+  /** 1 where the token's prediction counts towards the loss. */
+  lossMask: Uint8Array;
+  /** A document id per token, so attention and positions stay inside one example. */
+  segments: Uint32Array;
+  rows: number;
+  seq: number;
+  /** Fraction of positions left as padding. */
+  padding: number;
+}
+
+/**
+ * Examples packed into rows of `seq` tokens, each its own document, in order (an example that does not
+ * fit starts the next row; the tail is padding in a segment of its own). `target: 'answer'` puts the
+ * loss on the answers only; `'all'` trains on every token, as language-model pre-training does.
+ */
+export function packExamples(examples: SkillExample[], rows: number, seq: number, target: 'all' | 'answer'): PackedRows {
+  const ids = new Uint32Array(rows * seq).fill(PAD);
+  const lossMask = new Uint8Array(rows * seq);
+  const segments = new Uint32Array(rows * seq);
+  let r = 0;
+  let pos = 0;
+  let doc = 0;
+  let used = 0;
+  for (const ex of examples) {
+    const n = ex.prompt.length + ex.answer.length;
+    if (n > seq) throw new RangeError(`a ${ex.skill} example of ${n} tokens does not fit rows of ${seq}`);
+    if (pos + n > seq) {
+      segments.fill(++doc, r * seq + pos, (r + 1) * seq);
+      r++;
+      pos = 0;
+    }
+    if (r === rows) break;
+    doc++;
+    const at = r * seq + pos;
+    ids.set([...ex.prompt, ...ex.answer], at);
+    segments.fill(doc, at, at + n);
+    lossMask.fill(1, target === 'all' ? at : at + ex.prompt.length, at + n);
+    pos += n;
+    used += n;
+  }
+  if (r < rows) segments.fill(++doc, r * seq + pos, (r + 1) * seq);
+  return { ids, lossMask, segments, rows, seq, padding: 1 - used / (rows * seq) };
+}
