@@ -1,12 +1,12 @@
 // Element-wise updates y = f(y, x, z) with two scalars, over n elements:
-//   OP 0 scale:       y = s0 * y
-//   OP 1 axpy:        y = y + s0 * x
-//   OP 2 addcmul:     y = y + s0 * x * z
-//   OP 3 sqrt_affine: y = sqrt(x) * s0 + s1
-//   OP 4 addcdiv:     y = y + s0 * x / z
-//   OP 5 add:         y = x + z
-//   OP 6 dropout:     y = x * keep(i) * s0          keep(i) = hash(i ^ hash(u0)) >= u1, u1 = p * 2^32
-//   OP 7 dropout_add: y = y + x * keep(i) * s0      (the gradient of dropout, with the same mask)
+//   OP_SCALE:         y = s0 * y
+//   OP_AXPY:          y = y + s0 * x
+//   OP_ADDCMUL:       y = y + s0 * x * z
+//   OP_SQRT_AFFINE: y = sqrt(x) * s0 + s1
+//   OP_ADDCDIV:       y = y + s0 * x / z
+//   OP_ADD:           y = x + z
+//   OP_DROPOUT:       y = x * keep(i) * s0          keep(i) = hash(i ^ hash(u0)) >= u1, u1 = p * 2^32
+//   OP_DROPOUT_ADD: y = y + x * keep(i) * s0      (the gradient of dropout, with the same mask)
 struct Params { n: u32, s0: f32, s1: f32, u0: u32, u1: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -15,7 +15,15 @@ struct Params { n: u32, s0: f32, s1: f32, u0: u32, u1: u32 }
 @group(0) @binding(3) var<storage, read> z: array<f32>;
 
 override WG: u32 = 256;
-override OP: u32 = 0;
+override OP: u32 = 0; // one of the OP_ codes below (the host reads them from here)
+const OP_SCALE = 0u;
+const OP_AXPY = 1u;
+const OP_ADDCMUL = 2u;
+const OP_SQRT_AFFINE = 3u;
+const OP_ADDCDIV = 4u;
+const OP_ADD = 5u;
+const OP_DROPOUT = 6u;
+const OP_DROPOUT_ADD = 7u;
 // Elements per invocation, strided by the launch size (see adamw.wgsl).
 override PER: u32 = 1;
 
@@ -34,13 +42,13 @@ fn elementwise(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
     let i = first + e * stride;
     if (i >= p.n) { return; }
     switch (OP) {
-      case 0u: { y[i] = p.s0 * y[i]; }
-      case 1u: { y[i] = fma(p.s0, x[i], y[i]); }
-      case 2u: { y[i] = y[i] + p.s0 * x[i] * z[i]; }
-      case 3u: { y[i] = sqrt(x[i]) * p.s0 + p.s1; }
-      case 4u: { y[i] = y[i] + p.s0 * x[i] / z[i]; }
-      case 6u: { y[i] = x[i] * keep(i); }
-      case 7u: { y[i] = y[i] + x[i] * keep(i); }
+      case OP_SCALE: { y[i] = p.s0 * y[i]; }
+      case OP_AXPY: { y[i] = fma(p.s0, x[i], y[i]); }
+      case OP_ADDCMUL: { y[i] = y[i] + p.s0 * x[i] * z[i]; }
+      case OP_SQRT_AFFINE: { y[i] = sqrt(x[i]) * p.s0 + p.s1; }
+      case OP_ADDCDIV: { y[i] = y[i] + p.s0 * x[i] / z[i]; }
+      case OP_DROPOUT: { y[i] = x[i] * keep(i); }
+      case OP_DROPOUT_ADD: { y[i] = y[i] + x[i] * keep(i); }
       default: { y[i] = x[i] + z[i]; }
     }
   }

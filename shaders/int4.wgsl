@@ -191,7 +191,9 @@ fn row_dots(row: u32, k: u32, q0: array<vec4f, 2>, q1: array<vec4f, 2>, q2: arra
   );
 }
 
-@compute @workgroup_size(16, 4)
+const DX = 16u; // invocations per workgroup along N, four columns each
+const DY = 4u; // along M, ROWS rows each
+@compute @workgroup_size(DX, DY)
 fn matmul_int4_direct(@builtin(global_invocation_id) gid: vec3u) {
   let m0 = gid.y * ROWS;
   let n0 = gid.x * 4u;

@@ -42,6 +42,9 @@ override LOW_RANK: bool = false;
 override TRANS_V: bool = false;
 override DROPOUT: bool = false;
 override B_FORMAT: u32 = 0;
+const FORMAT_F32 = 0u;
+const FORMAT_BF16 = 1u;
+const FORMAT_F16 = 2u;
 
 // #include lib/hash.wgsl
 
@@ -61,9 +64,9 @@ fn a_at(base: u32, m: u32, k: u32) -> f32 {
 
 // Element i of B in its storage format.
 fn b_elem(i: u32) -> f32 {
-  if (B_FORMAT == 0u) { return B[i]; }
+  if (B_FORMAT == FORMAT_F32) { return B[i]; }
   let bits = (Bh[i >> 1u] >> ((i & 1u) * 16u)) & 0xffffu;
-  if (B_FORMAT == 1u) { return bitcast<f32>(bits << 16u); }
+  if (B_FORMAT == FORMAT_BF16) { return bitcast<f32>(bits << 16u); }
   return unpack2x16float(bits).x;
 }
 

@@ -92,7 +92,8 @@ fn norm_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
 }
 
 // dw[c] += sum over rows of dy * xhat; with LAYERNORM also db[c] += sum over rows of dy.
-@compute @workgroup_size(64)
+const WEIGHT_COLS = 64u; // columns per workgroup, one per invocation
+@compute @workgroup_size(WEIGHT_COLS)
 fn norm_backward_weight(@builtin(global_invocation_id) gid: vec3u) {
   let c = gid.x;
   if (c >= p.cols) { return; }

@@ -1,5 +1,5 @@
 // Row reductions: out[r] = reduce over c of x[r * cols + c], for x of shape [rows, cols].
-// OP: 0 = sum, 1 = max, 2 = sum of squares. One workgroup per row (rows folded into x and y).
+// OP: OP_SUM, OP_MAX or OP_SUMSQ (sum of squares). One workgroup per row (rows folded into x and y).
 struct Params { rows: u32, cols: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -8,6 +8,9 @@ struct Params { rows: u32, cols: u32 }
 
 override WG: u32 = 256;
 override OP: u32 = 0;
+const OP_SUM = 0u;
+const OP_MAX = 1u;
+const OP_SUMSQ = 2u;
 
 // #include lib/workgroup_reduce.wgsl
 
@@ -18,14 +21,14 @@ fn reduce_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
   // Rows past the end still take part in the barriers (uniform control flow) but contribute nothing.
   let live = row < p.rows;
   let base = row * p.cols;
-  var acc = select(0.0, -3.402823e38, OP == 1u);
+  var acc = select(0.0, -3.402823e38, OP == OP_MAX);
   if (live) {
     for (var c = lid; c < p.cols; c += WG) {
       let v = x[base + c];
-      if (OP == 1u) { acc = max(acc, v); } else if (OP == 2u) { acc = fma(v, v, acc); } else { acc += v; }
+      if (OP == OP_MAX) { acc = max(acc, v); } else if (OP == OP_SUMSQ) { acc = fma(v, v, acc); } else { acc += v; }
     }
   }
   var total: f32;
-  if (OP == 1u) { total = wg_max(lid, acc); } else { total = wg_sum(lid, acc); }
+  if (OP == OP_MAX) { total = wg_max(lid, acc); } else { total = wg_sum(lid, acc); }
   if (live && lid == 0u) { out[row] = total; }
 }

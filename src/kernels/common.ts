@@ -2,6 +2,7 @@
 import { ShapeError } from '../errors.js';
 import { asView, type BufferLike } from '../gpu/buffers.js';
 import type { Gpu } from '../gpu/gpu.js';
+import { SHADER_INTERFACES } from './shaders.gen.js';
 
 export function requireDims(kernel: string, dims: Record<string, number>): void {
   for (const [name, v] of Object.entries(dims)) {
@@ -25,4 +26,14 @@ export function launch1d(gpu: Gpu, invocations: number, wg: number): [number, nu
   if (groups <= maxDim) return [groups, 1];
   const y = Math.ceil(groups / maxDim);
   return [Math.ceil(groups / y), y];
+}
+
+/**
+ * A module-scope `const` of a shader (a tile size, an op code), read from the interface generated from
+ * its WGSL, so the host never states the number a second time.
+ */
+export function shaderConstant(shader: string, name: string): number {
+  const value = SHADER_INTERFACES[shader]?.constants[name];
+  if (value === undefined) throw new Error(`shaders/${shader}.wgsl declares no constant '${name}'`);
+  return value;
 }

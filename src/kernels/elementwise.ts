@@ -2,19 +2,21 @@
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { dropoutThreshold } from '../util/random.js';
-import { launch1d, requireDims, requireElements } from './common.js';
+import { launch1d, requireDims, requireElements, shaderConstant } from './common.js';
 
 export type ElementwiseOp = 'scale' | 'axpy' | 'addcmul' | 'sqrtAffine' | 'addcdiv' | 'add' | 'dropout' | 'dropoutAdd';
-const OPS: Record<ElementwiseOp, { code: number; x: boolean; z: boolean }> = {
-  scale: { code: 0, x: false, z: false },
-  axpy: { code: 1, x: true, z: false },
-  addcmul: { code: 2, x: true, z: true },
-  sqrtAffine: { code: 3, x: true, z: false },
-  addcdiv: { code: 4, x: true, z: true },
-  add: { code: 5, x: true, z: true },
-  dropout: { code: 6, x: true, z: false },
-  dropoutAdd: { code: 7, x: true, z: false },
+/** Which inputs each op reads; its code is the shader's OP_<NAME> constant (sqrtAffine: OP_SQRT_AFFINE). */
+const OPS: Record<ElementwiseOp, { x: boolean; z: boolean }> = {
+  scale: { x: false, z: false },
+  axpy: { x: true, z: false },
+  addcmul: { x: true, z: true },
+  sqrtAffine: { x: true, z: false },
+  addcdiv: { x: true, z: true },
+  add: { x: true, z: true },
+  dropout: { x: true, z: false },
+  dropoutAdd: { x: true, z: false },
 };
+const opCode = (op: ElementwiseOp) => shaderConstant('elementwise', `OP_${op.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`);
 const WG = 256;
 
 export interface ElementwiseArgs {
@@ -43,7 +45,7 @@ export function elementwise(rec: CommandRecorder, { op, y, x, z, n, s0 = 1, s1 =
   rec.dispatch({
     shader: 'elementwise',
     entryPoint: 'elementwise',
-    constants: { OP: spec.code, WG, PER: per },
+    constants: { OP: opCode(op), WG, PER: per },
     uniforms: {
       n,
       s0: dropout ? 1 / (1 - dropout.p) : s0,

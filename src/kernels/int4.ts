@@ -5,7 +5,7 @@
 import { ShapeError } from '../errors.js';
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { launch1d, requireDims, requireElements } from './common.js';
+import { launch1d, requireDims, requireElements, shaderConstant } from './common.js';
 import type { MatmulVariant } from './matmul.js';
 
 export const INT4_GROUP_SIZES = [32, 64, 128] as const;
@@ -112,7 +112,7 @@ export function matmulInt4(
   requirePacked('matmulInt4', weight);
   requireElements('matmulInt4', 'x', x, M * l.K);
   requireElements('matmulInt4', 'y', y, M * l.N);
-  // Tiles of 64 rows waste most of their work when M is small (decoding), so small M goes direct.
+  // Tiles of BM rows waste most of their work when M is small (decoding), so small M goes direct.
   const v = variant ?? (rec.gpu.tuning.matmulVariant === 'direct' || M < 16 ? 'direct' : 'tiled');
   const rows = M < 4 ? 1 : 4;
   rec.dispatch({
@@ -121,7 +121,10 @@ export function matmulInt4(
     constants: v === 'tiled' ? {} : { ROWS: rows },
     uniforms: params(M, l),
     storage: { qweight: weight.qweight, scales: weight.scales, zeros: weight.zeros, Y: y, X: x },
-    workgroups: v === 'tiled' ? [Math.ceil(l.N / 64), Math.ceil(M / 64)] : [Math.ceil(l.N / 64), Math.ceil(M / (4 * rows))],
+    workgroups:
+      v === 'tiled'
+        ? [Math.ceil(l.N / shaderConstant('int4', 'BN')), Math.ceil(M / shaderConstant('int4', 'BM'))]
+        : [Math.ceil(l.N / (4 * shaderConstant('int4', 'DX'))), Math.ceil(M / (rows * shaderConstant('int4', 'DY')))],
     label: `matmul_int4 ${v} ${M}x${l.N}x${l.K}`,
   });
 }

@@ -6,7 +6,7 @@ import { ShapeError } from '../errors.js';
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { dropoutThreshold } from '../util/random.js';
-import { requireDims, requireElements } from './common.js';
+import { requireDims, requireElements, shaderConstant } from './common.js';
 
 export type MatmulVariant = 'tiled' | 'direct';
 
@@ -42,7 +42,6 @@ export interface MatmulArgs {
 
 /** Storage formats of a matmul's B operand (and of linear weights). */
 export type WeightFormat = 'f32' | 'bf16' | 'f16';
-const B_FORMAT: Record<WeightFormat, number> = { f32: 0, bf16: 1, f16: 2 };
 
 /** C += scale * mask * (u @ op(v)): u [M, rank] row-major; op(v) [rank, N], stored [rank, N] or [N, rank] with transV. */
 export interface LowRankTerm {
@@ -82,14 +81,15 @@ export function matmul(rec: CommandRecorder, args: MatmulArgs): void {
     }
   }
   const variant = args.variant ?? rec.gpu.tuning.matmulVariant;
-  const tile = variant === 'tiled' ? 64 : 32;
+  // C tile per workgroup, as the shader declares it: BM x BN (tiled), DWG x DWG invocations of TM x TN (direct).
+  const [tileM, tileN] = variant === 'tiled' ? [shaderConstant('matmul', 'BM'), shaderConstant('matmul', 'BN')] : [shaderConstant('matmul', 'DWG') * shaderConstant('matmul', 'TM'), shaderConstant('matmul', 'DWG') * shaderConstant('matmul', 'TN')];
   const unused = rec.gpu.placeholder();
   rec.dispatch({
     shader: 'matmul',
     entryPoint: variant === 'tiled' ? 'matmul_tiled' : 'matmul_direct',
     constants: {
       TRANS_A: !!args.transA, TRANS_B: !!args.transB, ACCUMULATE: !!args.accumulate,
-      BIAS: !!args.bias, LOW_RANK: !!lr, TRANS_V: !!lr?.transV, DROPOUT: !!lr?.dropout, B_FORMAT: B_FORMAT[bFormat],
+      BIAS: !!args.bias, LOW_RANK: !!lr, TRANS_V: !!lr?.transV, DROPOUT: !!lr?.dropout, B_FORMAT: shaderConstant('matmul', `FORMAT_${bFormat.toUpperCase()}`),
     },
     uniforms: {
       M, N, K, batch, strideA, strideB, strideC, alpha: args.alpha ?? 1,
@@ -100,7 +100,7 @@ export function matmul(rec: CommandRecorder, args: MatmulArgs): void {
       A: args.a, B: bFormat === 'f32' ? args.b : unused, Bh: bFormat === 'f32' ? unused : args.b, C: args.c,
       bias: args.bias ?? unused, U: lr?.u ?? unused, V: lr?.v ?? unused,
     },
-    workgroups: [Math.ceil(N / tile), Math.ceil(M / tile), batch],
+    workgroups: [Math.ceil(N / tileN), Math.ceil(M / tileM), batch],
     label: `matmul ${batch}x${M}x${N}x${K}`,
   });
 }

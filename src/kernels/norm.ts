@@ -1,7 +1,7 @@
 /** RMSNorm and LayerNorm forward and backward (shaders/norm.wgsl). */
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { launch1d, requireDims, requireElements } from './common.js';
+import { launch1d, requireDims, requireElements, shaderConstant } from './common.js';
 
 export type NormKind = 'rmsnorm' | 'layernorm';
 
@@ -80,7 +80,7 @@ export function normBackward(rec: CommandRecorder, a: NormBackwardArgs): void {
     constants: { LAYERNORM: ln },
     uniforms: uniforms(a),
     storage: { x: a.x, stats: a.stats, dy: a.dy, dw: a.dWeight, db: ln ? a.dBias! : rec.gpu.placeholder() },
-    workgroups: [Math.ceil(a.cols / 64)],
+    workgroups: [Math.ceil(a.cols / shaderConstant('norm', 'WEIGHT_COLS'))],
     label: `${a.kind} backward weight ${a.rows}x${a.cols}`,
   });
 }

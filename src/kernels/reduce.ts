@@ -1,10 +1,9 @@
 /** Row reductions (shaders/reduce.wgsl): out[r] = sum | max | sum of squares over row r of x [rows, cols]. */
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { launch1d, requireDims, requireElements } from './common.js';
+import { launch1d, requireDims, requireElements, shaderConstant } from './common.js';
 
 export type ReduceOp = 'sum' | 'max' | 'sumsq';
-const OPS: Record<ReduceOp, number> = { sum: 0, max: 1, sumsq: 2 };
 
 export interface ReduceRowsArgs {
   x: BufferLike;
@@ -21,7 +20,7 @@ export function reduceRows(rec: CommandRecorder, { x, out, rows, cols, op }: Red
   rec.dispatch({
     shader: 'reduce',
     entryPoint: 'reduce_rows',
-    constants: { OP: OPS[op], WG: rec.gpu.tuning.reductionWorkgroupSize },
+    constants: { OP: shaderConstant('reduce', `OP_${op.toUpperCase()}`), WG: rec.gpu.tuning.reductionWorkgroupSize },
     uniforms: { rows, cols },
     storage: { x, out },
     // one workgroup per row, folded like a 1-D launch of `rows` workgroups of size 1
