@@ -40,7 +40,8 @@ describe('device', () => {
   });
 
   it('caches pipelines by shader, entry point and constants, never by shape', async () => {
-    const gpu = await testGpu();
+    // A device of its own: the counts below assume no other test has made these pipelines yet.
+    const gpu = await requestDevice({ label: 'pipeline cache' });
     const a = gpu.createBuffer(4 * 64);
     const b = gpu.createBuffer(4 * 64);
     const c = gpu.createBuffer(4 * 64);
@@ -50,6 +51,7 @@ describe('device', () => {
     expect(gpu.pipelines.size).toBe(after);
     await gpu.run((rec) => matmul(rec, { a, b, c, M: 7, N: 5, K: 3, variant: 'direct', transA: true }));
     expect(gpu.pipelines.size).toBe(after + 1);
+    gpu.destroy();
   });
 
   it('compiles every entry point ahead of use, and reports compile errors', async () => {
