@@ -1,4 +1,4 @@
-import { FineTuner, METHODS, methodNames, openCheckpoint, requestDevice, successorDefaults, successorFineTuneOptions, trainOnSuccessor, urlSource, type Gpu, type MethodName } from '../src/index.js';
+import { FineTuner, METHODS, methodNames, openCheckpoint, PRETRAINED_BASE, requestDevice, fineTuneOnTask, taskDefaults, taskFineTuneOptions, urlSource, type Gpu, type MethodName } from '../src/index.js';
 import { formatKernelBench, runKernelBench } from '../bench/kernels.js';
 
 const deviceEl = document.getElementById('device')!;
@@ -22,12 +22,12 @@ const print = (line: string) => (out.textContent += `${line}\n`);
 
 async function finetune(gpu: Gpu, method: MethodName): Promise<void> {
   out.textContent = '';
-  const source = urlSource(new URL('/models/tiny-llama', location.href).href);
+  const source = urlSource(new URL(`/models/${PRETRAINED_BASE.name}`, location.href).href);
   const ckpt = await openCheckpoint(source);
   print(`model: ${source.description} (${ckpt.config.architecture}, ${ckpt.config.numLayers} layers)`);
-  const ft = await FineTuner.create(gpu, ckpt, successorFineTuneOptions(ckpt.config, method, successorDefaults(method)));
+  const ft = await FineTuner.create(gpu, ckpt, taskFineTuneOptions(ckpt.config, method, taskDefaults(method)));
   try {
-    await trainOnSuccessor(ft, { steps: successorDefaults(method).steps, rows: 16, log: print });
+    await fineTuneOnTask(ft, { steps: taskDefaults(method).steps, rows: 8, log: print });
   } finally {
     ft.destroy();
   }

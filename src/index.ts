@@ -26,7 +26,7 @@ export * from './methods/registry.js';
 export * from './methods/lora/index.js';
 export * from './methods/full/index.js';
 export * from './train/finetuner.js';
-export * from './train/successor.js';
+export * from './train/main-task.js';
 export * from './train/skills-eval.js';
 export * from './io/files.js';
 export * from './serve/generate.js';

@@ -4,8 +4,8 @@
  * learned them has attention patterns worth fine-tuning (copying, reversing, sorting, carrying digits,
  * looking up a key). Token ids are bytes, matching the byte-level tokenizer of the shipped models.
  *
- * The letter-successor task (src/data/tasks.ts) is kept out of this corpus on purpose: it is the
- * held-out task that fine-tuning methods are compared on.
+ * HELD_OUT_SKILLS are written the same way but never pre-trained on: the tasks the main job, the demo
+ * and method comparisons fine-tune the base on.
  */
 import { rng } from '../util/random.js';
 
@@ -13,7 +13,7 @@ export const END_OF_TEXT = 256;
 export const PAD = 257;
 
 export interface SkillExample {
-  skill: SkillName;
+  skill: SkillName | HeldOutSkill;
   /** "<skill>:<input>=" as bytes: what a prompt for generation holds. */
   prompt: number[];
   /** The answer's bytes followed by END_OF_TEXT. */
@@ -73,18 +73,40 @@ const SKILLS = {
   },
 } satisfies Record<string, (rand: Rand) => [string, string] | string[]>;
 
+const shift = (w: string, by: number) => [...w].map((c) => LETTERS[(LETTERS.indexOf(c) + by + 26) % 26]).join('');
+
+/** Tasks in the corpus's format that pre-training never sees. */
+const HELD_OUT = {
+  /** The letter after a letter, z wraps to a: the letter-successor task. */
+  next: (rand: Rand) => {
+    const c = letter(rand);
+    return [c, shift(c, 1)];
+  },
+  /** Each letter of a word replaced by the next one: the successor applied along a copy. */
+  shift: (rand: Rand) => {
+    const w = word(rand, 3, 8);
+    return [w, shift(w, 1)];
+  },
+} satisfies Record<string, (rand: Rand) => [string, string] | string[]>;
+
+/** The pre-training skills. */
 export type SkillName = keyof typeof SKILLS;
 export const SKILL_NAMES = Object.keys(SKILLS) as SkillName[];
+/** The held-out skills, for fine-tuning. */
+export type HeldOutSkill = keyof typeof HELD_OUT;
+export const HELD_OUT_SKILLS = Object.keys(HELD_OUT) as HeldOutSkill[];
+type AnySkill = SkillName | HeldOutSkill;
+const ALL: Record<AnySkill, (rand: Rand) => string[]> = { ...SKILLS, ...HELD_OUT };
 
 const bytes = (s: string) => [...s].map((c) => c.charCodeAt(0));
 
-export function skillExample(skill: SkillName, rand: Rand): SkillExample {
-  const [input, answer] = SKILLS[skill](rand);
+export function skillExample(skill: AnySkill, rand: Rand): SkillExample {
+  const [input, answer] = ALL[skill](rand);
   return { skill, prompt: bytes(`${skill}:${input}=`), answer: [...bytes(answer), END_OF_TEXT] };
 }
 
-/** `count` examples of one skill, or of skills drawn uniformly when `skill` is omitted. */
-export function skillExamples(count: number, seed: number, skill?: SkillName): SkillExample[] {
+/** `count` examples of one skill, or of the pre-training skills drawn uniformly when `skill` is omitted. */
+export function skillExamples(count: number, seed: number, skill?: AnySkill): SkillExample[] {
   const rand = rng(seed);
   return Array.from({ length: count }, () => skillExample(skill ?? SKILL_NAMES[Math.floor(rand() * SKILL_NAMES.length)], rand));
 }

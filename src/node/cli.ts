@@ -2,10 +2,11 @@
 /**
  * Command line.
  *   webgpu-finetune info       the WebGPU device Node gets here (adapter, features, limits, tuning)
- *   webgpu-finetune finetune   fine-tune a model on the shipped letter-successor task (defaults: the
- *                              shipped tiny Llama, LoRA) and report held-out accuracy before and after
+ *   webgpu-finetune finetune   fine-tune a model on a skill its pre-training never saw ("next:a=b", the
+ *                              letter successor; defaults: the shipped pretrained tiny Llama, LoRA)
+ *                              and report held-out accuracy before and after
  *     --model PATH|ID|URL  --method lora|full  --steps N  --lr X  --rank R  --batch B  --hub ENDPOINT
- *   webgpu-finetune generate   continue a prompt with a model (default: the shipped tiny Llama)
+ *   webgpu-finetune generate   continue a prompt with a model (default: the shipped pretrained tiny Llama)
  *     --model PATH|ID|URL  --prompt TEXT  --max-new-tokens N  --temperature T  --top-k K  --top-p P
  *     --seed S  --hub ENDPOINT
  */
@@ -17,10 +18,11 @@ import { FineTuner } from '../train/finetuner.js';
 import { CausalLM } from '../model/causal-lm.js';
 import { loadTokenizer } from '../data/tokenizer.js';
 import { Generator } from '../serve/generate.js';
-import { successorDefaults, successorFineTuneOptions, trainOnSuccessor } from '../train/successor.js';
+import { fineTuneOnTask, MAIN_TASK, taskDefaults, taskFineTuneOptions } from '../train/main-task.js';
 import { METHODS, methodNames, type MethodName } from '../methods/registry.js';
+import { PRETRAINED_BASE } from '../model/shipped.js';
 
-const shippedModel = new URL('../../public/models/tiny-llama', import.meta.url).pathname;
+const shippedModel = new URL(`../../public/models/${PRETRAINED_BASE.name}`, import.meta.url).pathname;
 
 /** A usage mistake: reported with the usage line and exit code 2, distinct from a failed run (1). */
 class UsageError extends Error {}
@@ -29,9 +31,9 @@ type Spec = Record<string, { type: 'string' | 'boolean'; default?: string }>;
 const common: Spec = { model: { type: 'string', default: shippedModel }, hub: { type: 'string' }, help: { type: 'boolean' } };
 const specs: Record<string, Spec> = {
   info: { help: { type: 'boolean' } },
-  finetune: { ...common, method: { type: 'string', default: 'lora' }, steps: { type: 'string' }, lr: { type: 'string' }, rank: { type: 'string', default: '16' }, batch: { type: 'string', default: '16' } },
+  finetune: { ...common, method: { type: 'string', default: 'lora' }, steps: { type: 'string' }, lr: { type: 'string' }, rank: { type: 'string', default: '16' }, batch: { type: 'string', default: '8' } },
   generate: {
-    ...common, prompt: { type: 'string', default: 'k>l;c>d;m>' }, 'max-new-tokens': { type: 'string', default: '16' }, temperature: { type: 'string', default: '0' },
+    ...common, prompt: { type: 'string', default: 'rev:webgpu=' }, 'max-new-tokens': { type: 'string', default: '16' }, temperature: { type: 'string', default: '0' },
     'top-k': { type: 'string', default: '0' }, 'top-p': { type: 'string', default: '1' }, seed: { type: 'string', default: '0' },
   },
 };
@@ -61,8 +63,8 @@ async function finetune(): Promise<void> {
   const values = flags('finetune');
   const method = values.method as MethodName;
   if (!methodNames().includes(method)) throw new UsageError(`--method must be one of ${methodNames().join(', ')}, got '${method}'`);
-  values.steps ??= String(successorDefaults(method).steps);
-  values.lr ??= String(successorDefaults(method).lr);
+  values.steps ??= String(taskDefaults(method).steps);
+  values.lr ??= String(taskDefaults(method).lr);
   const steps = numberFlag(values, 'steps', { integer: true, min: 1 });
   const lr = numberFlag(values, 'lr', { min: 0 });
   const rows = numberFlag(values, 'batch', { integer: true, min: 1 });
@@ -73,12 +75,12 @@ async function finetune(): Promise<void> {
   const ckpt = await openCheckpoint(source);
   const c = ckpt.config;
   console.log(`model:  ${source.description}: ${c.architecture}, ${c.numLayers} layers, d=${c.hiddenSize}, vocab ${c.vocabSize}`);
-  const ft = await FineTuner.create(gpu, ckpt, successorFineTuneOptions(c, method, { steps, lr, rank }));
+  const ft = await FineTuner.create(gpu, ckpt, taskFineTuneOptions(c, method, { steps, lr, rank }));
   const { names, param } = ft.method.trainable;
   const parameters = names.reduce((sum, n) => sum + param(n).size / 4, 0);
   console.log(`method: ${method} (${METHODS[method].summary}): ${names.length} tensors, ${parameters} parameters train; ${steps} steps, lr ${lr}`);
-  console.log('task:   letter successor ("x>y;" pairs, loss on y), held-out rows from another seed\n');
-  await trainOnSuccessor(ft, { steps, rows, log: (line) => console.log(line) });
+  console.log(`task:   '${MAIN_TASK}' ("${MAIN_TASK}:a=b", the letter after a letter), not in the base's pre-training; loss on answers, ${rows} rows of 64 tokens per step\n`);
+  await fineTuneOnTask(ft, { steps, rows, log: (line) => console.log(line) });
   ft.destroy();
   gpu.destroy();
 }

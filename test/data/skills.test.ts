@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { END_OF_TEXT, packExamples, PAD, skillExamples, SKILL_NAMES } from '../../src/data/skills.js';
+import { END_OF_TEXT, HELD_OUT_SKILLS, packExamples, PAD, skillExamples, SKILL_NAMES } from '../../src/data/skills.js';
 import { prepareBatch } from '../../src/model/batch.js';
 
+const successor = (c: string) => (c === 'z' ? 'a' : String.fromCharCode(c.charCodeAt(0) + 1));
 const text = (ids: ArrayLike<number>) => String.fromCharCode(...Array.from(ids).filter((t) => t < 256));
 
 describe('skills corpus', () => {
@@ -16,9 +17,14 @@ describe('skills corpus', () => {
         const [pairs, key] = i.split('?');
         expect(pairs.split(',').find((p) => p[0] === key)![1]).toBe(a);
       },
+      next: (i, a) => {
+        expect(i).toMatch(/^[a-z]$/);
+        expect(a).toBe(successor(i));
+      },
+      shift: (i, a) => expect(a).toBe([...i].map(successor).join('')),
     };
-    expect(Object.keys(check).sort()).toEqual([...SKILL_NAMES].sort());
-    for (const skill of SKILL_NAMES) {
+    expect(Object.keys(check).sort()).toEqual([...SKILL_NAMES, ...HELD_OUT_SKILLS].sort());
+    for (const skill of [...SKILL_NAMES, ...HELD_OUT_SKILLS]) {
       for (const ex of skillExamples(50, 3, skill)) {
         const prompt = text(ex.prompt);
         expect(prompt.startsWith(`${skill}:`) && prompt.endsWith('=')).toBe(true);
@@ -27,9 +33,9 @@ describe('skills corpus', () => {
         expect(ex.prompt.length + ex.answer.length).toBeLessThanOrEqual(24);
       }
     }
-    // Mixed draws cover every skill; the same seed gives the same examples.
+    // Mixed draws cover every pre-training skill and no held-out one; the same seed gives the same examples.
     const mixed = skillExamples(300, 9);
-    expect(new Set(mixed.map((e) => e.skill)).size).toBe(SKILL_NAMES.length);
+    expect([...new Set(mixed.map((e) => e.skill))].sort()).toEqual([...SKILL_NAMES].sort());
     expect(skillExamples(300, 9)).toEqual(mixed);
   });
 
