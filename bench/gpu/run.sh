@@ -6,13 +6,15 @@
 #   bash bench/gpu/run.sh [OUT_DIR]     (default: $OUT when set, else bench/results/gpu)
 #
 # Writes into OUT_DIR: kit.log, tests.json, kernels-node.json, train-node.json, torch.json, summary.md.
+# KIT_STEPS picks steps (default "tests bench reference"; the summary always runs), so a machine with a
+# per-command time limit can run them in separate calls into the same OUT_DIR.
 # Runs on any Vulkan device Dawn accepts, SwiftShader included (then with the benchmarks' software preset).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 kit=.carry/gpu-kit
 out=${1:-${OUT:-bench/results/gpu}}
 mkdir -p "$out"
-exec > >(tee "$out/kit.log") 2>&1
+exec > >(tee -a "$out/kit.log") 2>&1
 [ -f "$kit/node.xz" ] || { echo "no kit in $kit: run 'npm run gpu:pack' first"; exit 2; }
 
 # Node and dawn.node, unpacked outside the repository (so the packed kit stays small enough to carry).
@@ -38,17 +40,20 @@ export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
 
 echo "node $("$node" --version); $(uname -m); $(command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader)"
 status=0
+steps=" ${KIT_STEPS:-tests bench reference} "
 step() { echo; echo "== $1"; shift; "$@" || { echo "FAILED: $*"; status=1; }; }
-step "tests" "$node" "$work/app/kit.mjs" tests --out "$out"
-step "benchmarks" "$node" "$work/app/kit.mjs" bench --out "$out"
-ref=$(mktemp -d)
-step "reference inputs" "$node" "$work/app/kit.mjs" reference --out "$ref"
-python=${PYTHON:-python3}
-if "$python" -c "import torch" 2>/dev/null; then
-  step "PyTorch reference" "$python" bench/gpu/torch_reference.py "$ref" "$out/torch.json"
-else
-  echo; echo "== PyTorch reference: skipped ($python has no torch here; PYTHON names another)"
+[[ $steps == *" tests "* ]] && step "tests" "$node" "$work/app/kit.mjs" tests --out "$out"
+[[ $steps == *" bench "* ]] && step "benchmarks" "$node" "$work/app/kit.mjs" bench --out "$out"
+if [[ $steps == *" reference "* ]]; then
+  ref=$(mktemp -d)
+  step "reference inputs" "$node" "$work/app/kit.mjs" reference --out "$ref"
+  python=${PYTHON:-python3}
+  if "$python" -c "import torch" 2>/dev/null; then
+    step "PyTorch reference" "$python" bench/gpu/torch_reference.py "$ref" "$out/torch.json"
+  else
+    echo; echo "== PyTorch reference: skipped ($python has no torch here; PYTHON names another)"
+  fi
+  rm -rf "$ref"
 fi
 step "summary" "$node" "$work/app/kit.mjs" summary --out "$out"
-rm -rf "$ref"
 exit $status
