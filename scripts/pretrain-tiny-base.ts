@@ -89,8 +89,7 @@ async function save(step: number, final: boolean): Promise<void> {
 
 for (let local = 1; local <= steps; local++) {
   const step = prior.stepsDone + local;
-  const packed = packExamples(skillExamples(rows * seq, step), rows, seq, 'all');
-  const r = await ft.step({ ids: packed.ids, lossMask: packed.lossMask, segments: packed.segments, B: rows, S: seq });
+  const r = await ft.step(packExamples(skillExamples(rows * seq, step), rows, seq, 'all'));
   tokens += rows * seq;
   lossSum += r.loss;
   lossCount++;

@@ -17,7 +17,7 @@ import { requestDevice } from '../../src/node.js';
 import { memorySource } from '../../src/io/sources.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { tinyModelFiles } from '../../src/model/tiny.js';
-import { FineTuner } from '../../src/train/finetuner.js';
+import { CausalLM } from '../../src/model/causal-lm.js';
 import { rng } from '../../src/util/random.js';
 import { formatKernelBench, runKernelBench } from '../kernels.js';
 import { formatTrainBench, runTrainBench, trainBenchModels, trainPreset, type TrainBenchResult, type TrainPreset } from '../train.js';
@@ -80,9 +80,9 @@ async function reference(): Promise<boolean> {
     for (const [file, content] of Object.entries(files)) writeFileSync(join(dir, file), content);
     const rand = rng(1);
     const ids = Array.from({ length: m.B * m.S }, () => Math.floor(rand() * 256));
-    const ft = await FineTuner.create(gpu, await openCheckpoint(memorySource(files)), { method: 'full' });
-    const { loss } = await ft.evaluate({ ids, B: m.B, S: m.S });
-    ft.destroy();
+    const model = await CausalLM.fromCheckpoint(gpu, await openCheckpoint(memorySource(files)));
+    const loss = await model.loss({ ids, B: m.B, S: m.S });
+    model.destroy();
     models.push({ name: m.name, folder: `models/${m.name}`, B: m.B, S: m.S, ids, engineLoss: loss });
     console.log(`${m.name}: ${m.B}x${m.S}, engine loss ${loss.toFixed(6)}`);
   }

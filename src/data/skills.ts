@@ -98,6 +98,9 @@ export const HELD_OUT_SKILLS = Object.keys(HELD_OUT) as HeldOutSkill[];
 type AnySkill = SkillName | HeldOutSkill;
 const ALL: Record<AnySkill, (rand: Rand) => string[]> = { ...SKILLS, ...HELD_OUT };
 
+/** No example of any skill is longer (prompt, answer and end-of-text): a row of 24 tokens fits any one. */
+export const LONGEST_EXAMPLE = 24;
+
 const bytes = (s: string) => [...s].map((c) => c.charCodeAt(0));
 
 export function skillExample(skill: AnySkill, rand: Rand): SkillExample {
@@ -118,8 +121,9 @@ export interface PackedRows {
   lossMask: Uint8Array;
   /** A document id per token, so attention and positions stay inside one example. */
   segments: Uint32Array;
-  rows: number;
-  seq: number;
+  /** Rows and tokens per row: the fields a BatchInput names them by, so packed rows are a batch as they are. */
+  B: number;
+  S: number;
   /** Fraction of positions left as padding. */
   padding: number;
 }
@@ -155,5 +159,5 @@ export function packExamples(examples: SkillExample[], rows: number, seq: number
     used += n;
   }
   if (r < rows) segments.fill(++doc, r * seq + pos, (r + 1) * seq);
-  return { ids, lossMask, segments, rows, seq, padding: 1 - used / (rows * seq) };
+  return { ids, lossMask, segments, B: rows, S: seq, padding: 1 - used / (rows * seq) };
 }

@@ -79,7 +79,7 @@ export function normBackward(rec: CommandRecorder, a: NormBackwardArgs): void {
     entryPoint: 'norm_backward_weight',
     constants: { LAYERNORM: ln },
     uniforms: uniforms(a),
-    storage: { x: a.x, stats: a.stats, dy: a.dy, dw: a.dWeight, db: ln ? a.dBias! : rec.gpu.placeholder() },
+    storage: { x: a.x, stats: a.stats, dy: a.dy, dw: a.dWeight, db: ln ? a.dBias! : rec.gpu.placeholder('write') },
     workgroups: [Math.ceil(a.cols / shaderConstant('norm', 'WEIGHT_COLS'))],
     label: `${a.kind} backward weight ${a.rows}x${a.cols}`,
   });

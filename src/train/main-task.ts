@@ -14,6 +14,8 @@ export const MAIN_TASK: HeldOutSkill = 'next';
 
 /** Tokens per packed row of the task's batches. */
 const SEQ = 64;
+/** Held-out examples scored before and after. */
+const HELD_OUT_EXAMPLES = 64;
 
 /** Steps and learning rate tuned for the main task per method; other methods start from the adapter setting. */
 const TASK_DEFAULTS: Partial<Record<MethodName, { steps: number; lr: number }>> = { lora: { steps: 40, lr: 1e-2 }, full: { steps: 40, lr: 1e-3 } };
@@ -45,21 +47,20 @@ export async function fineTuneOnTask(
   o: { steps: number; rows: number; log: (line: string) => void; skill?: HeldOutSkill },
 ): Promise<{ before: SkillScore; after: SkillScore }> {
   const skill = o.skill ?? MAIN_TASK;
-  const before = await evaluateSkill(ft, skill);
-  o.log(`held-out before: accuracy ${(100 * before.answerAccuracy).toFixed(1)}%  loss ${before.answerLoss.toFixed(3)}  (answers of 64 '${skill}' examples)`);
+  const before = await evaluateSkill(ft, skill, { examples: HELD_OUT_EXAMPLES });
+  o.log(`held-out before: accuracy ${(100 * before.answerAccuracy).toFixed(1)}%  loss ${before.answerLoss.toFixed(3)}  (answers of ${HELD_OUT_EXAMPLES} '${skill}' examples)`);
   const t0 = performance.now();
   let tokens = 0;
   for (let s = 0; s < o.steps; s++) {
     // More examples than fit: the packer fills every row and drops the rest.
-    const packed = packExamples(skillExamples(o.rows * SEQ, s, skill), o.rows, SEQ, 'answer');
-    const r = await ft.step({ ids: packed.ids, lossMask: packed.lossMask, segments: packed.segments, B: o.rows, S: SEQ });
+    const r = await ft.step(packExamples(skillExamples(o.rows * SEQ, s, skill), o.rows, SEQ, 'answer'));
     tokens += o.rows * SEQ;
     if (s % 10 === 0 || s === o.steps - 1) {
       const sec = (performance.now() - t0) / 1000;
       o.log(`step ${String(s + 1).padStart(4)}  loss ${r.loss.toFixed(4)}  lr ${r.lr.toExponential(2)}  ${(tokens / sec).toFixed(0)} tokens/s`);
     }
   }
-  const after = await evaluateSkill(ft, skill);
+  const after = await evaluateSkill(ft, skill, { examples: HELD_OUT_EXAMPLES });
   o.log(`held-out after: accuracy ${(100 * after.answerAccuracy).toFixed(1)}%  loss ${after.answerLoss.toFixed(3)}`);
   o.log(await sampleGenerations(ft, skill));
   return { before, after };

@@ -4,7 +4,7 @@
  * generation (the whole answer and its end-of-text token, nothing else). The held-out examples come
  * from seeds that training never draws.
  */
-import { HELD_OUT_SKILLS, packExamples, skillExamples, SKILL_NAMES, type HeldOutSkill, type SkillExample, type SkillName } from '../data/skills.js';
+import { HELD_OUT_SKILLS, LONGEST_EXAMPLE, packExamples, skillExamples, SKILL_NAMES, type HeldOutSkill, type SkillExample, type SkillName } from '../data/skills.js';
 import { Generator } from '../serve/generate.js';
 import type { FineTuner } from './finetuner.js';
 
@@ -31,9 +31,8 @@ export function heldOutExamples(skill: SkillName | HeldOutSkill, count: number):
 export async function evaluateSkill(ft: FineTuner, skill: SkillName | HeldOutSkill, o: { examples?: number; generate?: boolean } = {}): Promise<SkillScore> {
   const examples = heldOutExamples(skill, o.examples ?? 64);
   const seq = Math.min(ft.model.config.maxPositions, 64);
-  const rows = Math.ceil(examples.length / Math.floor(seq / 24)); // every example fits: none is longer than 24 tokens
-  const packed = packExamples(examples, rows, seq, 'answer');
-  const r = await ft.evaluate({ ids: packed.ids, lossMask: packed.lossMask, segments: packed.segments, B: rows, S: seq });
+  const rows = Math.ceil(examples.length / Math.floor(seq / LONGEST_EXAMPLE)); // room for every example
+  const r = await ft.evaluate(packExamples(examples, rows, seq, 'answer'));
   const score: SkillScore = { answerLoss: r.loss, answerAccuracy: r.accuracy, tokens: r.tokens };
   if (o.generate) score.exactMatch = (await generateAnswers(ft, examples.slice(0, 32))).filter((a) => a.right).length / Math.min(32, examples.length);
   return score;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { END_OF_TEXT, HELD_OUT_SKILLS, packExamples, PAD, skillExamples, SKILL_NAMES } from '../../src/data/skills.js';
+import { END_OF_TEXT, HELD_OUT_SKILLS, LONGEST_EXAMPLE, packExamples, PAD, skillExamples, SKILL_NAMES } from '../../src/data/skills.js';
 import { prepareBatch } from '../../src/model/batch.js';
 
 const successor = (c: string) => (c === 'z' ? 'a' : String.fromCharCode(c.charCodeAt(0) + 1));
@@ -30,7 +30,7 @@ describe('skills corpus', () => {
         expect(prompt.startsWith(`${skill}:`) && prompt.endsWith('=')).toBe(true);
         expect(ex.answer.at(-1)).toBe(END_OF_TEXT);
         check[skill](prompt.slice(skill.length + 1, -1), text(ex.answer));
-        expect(ex.prompt.length + ex.answer.length).toBeLessThanOrEqual(24);
+        expect(ex.prompt.length + ex.answer.length).toBeLessThanOrEqual(LONGEST_EXAMPLE);
       }
     }
     // Mixed draws cover every pre-training skill and no held-out one; the same seed gives the same examples.
@@ -66,7 +66,7 @@ describe('skills corpus', () => {
     expect(all.ids).toEqual(packed.ids);
     expect(all.lossMask.reduce((a, b) => a + b, 0)).toBe(rows * seq * (1 - packed.padding));
     // The engine turns it into targets inside each document only: answers' tokens, never across examples.
-    const batch = prepareBatch({ ids: packed.ids, lossMask: packed.lossMask, segments: packed.segments, B: rows, S: seq }, 258, 128);
+    const batch = prepareBatch(packed, 258, 128);
     const answerTokens = examples.slice(0, placed).reduce((n, e) => n + e.answer.length, 0);
     expect(batch.targetCount).toBe(answerTokens);
     expect(() => packExamples(skillExamples(1, 1), 1, 8, 'all')).toThrow(/does not fit rows of 8/);
