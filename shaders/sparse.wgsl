@@ -40,6 +40,61 @@ fn sparse_grad(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
   values[i] = g;
 }
 
+// Block-sparse weight gradient: for each selected BS x BS block (idx holds block ids
+// (n / BS) * (K / BS) + k / BS), values[blk * BS * BS + r * BS + c] = alpha * sum_t dY[t, n0 + r] X[t, k0 + c],
+// a small tiled product per block. One 16x16 workgroup per block; each invocation owns (BS / 16)^2
+// outputs; dY and X columns of the block are staged through workgroup memory TILE_T tokens at a time.
+override BS: u32 = 16;
+const TILE_T: u32 = 16u;
+const MAX_BS: u32 = 64u;
+var<workgroup> dyTile: array<f32, TILE_T * MAX_BS>; // [TILE_T, BS], BS <= MAX_BS
+var<workgroup> xTile: array<f32, TILE_T * MAX_BS>;
+
+@compute @workgroup_size(16, 16)
+fn block_grad(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+              @builtin(local_invocation_id) lid3: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let blk = wid.x + wid.y * nwg.x;
+  if (blk >= p.nnz) { return; } // uniform: the whole workgroup leaves together
+  let id = idx[blk];
+  let perRow = p.K / BS;
+  let n0 = (id / perRow) * BS;
+  let k0 = (id % perRow) * BS;
+  let per = BS / 16u;
+  var acc: array<f32, (MAX_BS / 16u) * (MAX_BS / 16u)>; // [per, per] with row stride MAX_BS / 16
+  for (var t0 = 0u; t0 < p.T; t0 += TILE_T) {
+    for (var e = lid; e < TILE_T * BS; e += 256u) {
+      let t = t0 + e / BS;
+      let j = e % BS;
+      var a = 0.0;
+      var b = 0.0;
+      if (t < p.T) {
+        a = dY[t * p.N + n0 + j];
+        b = X[t * p.K + k0 + j];
+      }
+      dyTile[e] = a;
+      xTile[e] = b;
+    }
+    workgroupBarrier();
+    for (var tt = 0u; tt < TILE_T; tt++) {
+      for (var a = 0u; a < per; a++) {
+        let dy = dyTile[tt * BS + lid3.y + 16u * a];
+        for (var b = 0u; b < per; b++) {
+          acc[a * (MAX_BS / 16u) + b] = fma(dy, xTile[tt * BS + lid3.x + 16u * b], acc[a * (MAX_BS / 16u) + b]);
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var a = 0u; a < per; a++) {
+    for (var b = 0u; b < per; b++) {
+      let at = blk * BS * BS + (lid3.y + 16u * a) * BS + lid3.x + 16u * b;
+      var g = p.alpha * acc[a * (MAX_BS / 16u) + b];
+      if (ACCUMULATE) { g += values[at]; }
+      values[at] = g;
+    }
+  }
+}
+
 // W[idx[p]] = values[p] (ADD: W[idx[p]] += values[p], e.g. to merge a sparse delta).
 @compute @workgroup_size(WG)
 fn scatter(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,

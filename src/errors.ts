@@ -62,3 +62,10 @@ export class ShapeError extends WebGPUFinetuneError {
     super('shape', message);
   }
 }
+
+/** A file made for one model (a sparse mask, a delta, an adapter) was given to another. */
+export class ModelMismatchError extends WebGPUFinetuneError {
+  constructor(message: string) {
+    super('model-mismatch', message);
+  }
+}

@@ -92,6 +92,24 @@ export class CommandRecorder {
     return this.commands.length;
   }
 
+  /**
+   * One line per recorded command: kernel, constants, uniforms, workgroups and each binding's buffer
+   * (by label), offset and size. Two recordings of the same work give the same lines (tests use it).
+   */
+  describe(): string[] {
+    const at = (b: BufferLike | undefined) => {
+      if (!b) return '-';
+      const v = asView(b);
+      return `${v.buffer.label}@${v.offset}+${v.size}`;
+    };
+    return this.commands.map((c) => {
+      if (c.kind === 'copy') return `copy ${at(c.src)} -> ${at(c.dst)} ${c.size}`;
+      if (c.kind === 'clear') return `clear ${at(c.dst)}`;
+      const s = c.spec;
+      return `${s.shader}.${s.entryPoint} ${JSON.stringify(s.constants ?? {})} u=${JSON.stringify(s.uniforms)} wg=${s.workgroups.join('x')} ${s.storage.map(at).join(' ')}`;
+    });
+  }
+
   dispatch(named: DispatchSpec): this {
     const spec = resolveBindings(named);
     const [x, y = 1, z = 1] = spec.workgroups;

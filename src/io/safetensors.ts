@@ -271,10 +271,23 @@ export async function readTensorF32(source: ByteSource, info: TensorInfo): Promi
   }
 }
 
-export interface TensorToWrite {
-  dtype: 'F32' | 'F16' | 'BF16';
-  shape: number[];
-  data: Float32Array;
+/** A tensor to write: floats (stored F32, F16 or BF16) or unsigned 32-bit integers (indices). */
+export type TensorToWrite =
+  | { dtype: 'F32' | 'F16' | 'BF16'; shape: number[]; data: Float32Array }
+  | { dtype: 'U32'; shape: number[]; data: Uint32Array };
+
+function encodeTensor(t: TensorToWrite): Uint8Array {
+  if (t.dtype === 'F32' || t.dtype === 'U32') return new Uint8Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + t.data.byteLength));
+  return new Uint8Array((t.dtype === 'F16' ? f32ToF16(t.data) : f32ToBf16(t.data)).buffer);
+}
+
+/** Read one U32 tensor (indices) as stored. */
+export async function readTensorU32(source: ByteSource, info: TensorInfo): Promise<Uint32Array> {
+  if (info.dtype !== 'U32') throw new InvalidModelFileError(source.name, `tensor '${brief(info.name)}' has dtype ${info.dtype}; expected U32`, 'dtype');
+  const raw = await source.read(info.begin, info.end - info.begin);
+  const bytes = new Uint8Array(raw.byteLength);
+  bytes.set(raw);
+  return new Uint32Array(bytes.buffer);
 }
 
 /** Serialize tensors (in the given order) into safetensors bytes. */
@@ -287,10 +300,7 @@ export function writeSafetensors(tensors: Record<string, TensorToWrite>, metadat
     if (t.data.length !== elementCount(t.shape)) {
       throw new RangeError(`tensor '${name}': ${t.data.length} values for shape ${JSON.stringify(t.shape)}`);
     }
-    const encoded =
-      t.dtype === 'F32'
-        ? new Uint8Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + t.data.byteLength))
-        : new Uint8Array((t.dtype === 'F16' ? f32ToF16(t.data) : f32ToBf16(t.data)).buffer);
+    const encoded = encodeTensor(t);
     header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + encoded.byteLength] };
     chunks.push(encoded);
     offset += encoded.byteLength;

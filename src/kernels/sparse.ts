@@ -5,7 +5,7 @@
 import { ShapeError } from '../errors.js';
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { launch1d, requireDims, requireElements } from './common.js';
+import { launch1d, requireDims, requireElements, shaderConstant } from './common.js';
 
 const WG = 256;
 
@@ -57,6 +57,38 @@ export function sparseGrad(rec: CommandRecorder, a: SparseGradArgs): void {
     storage: { idx: a.indices, dY: a.dY, X: a.x, values: a.out },
     workgroups: launch1d(rec.gpu, a.nnz, WG),
     label: `sparse_grad nnz=${a.nnz} T=${a.T}`,
+  });
+}
+
+export interface BlockSparseGradArgs extends Omit<SparseGradArgs, 'indices' | 'nnz'> {
+  /** Sorted block ids (n / blockSize) * (K / blockSize) + k / blockSize (u32). */
+  blocks: BufferLike;
+  numBlocks: number;
+  /** Side of the square blocks: 16, 32 or 64; it must divide N and K. */
+  blockSize: number;
+}
+
+/**
+ * out[p * bs^2 + r * bs + c] = alpha * sum_t dY[t, n0 + r] X[t, k0 + c] for each selected block p at
+ * (n0, k0) (+ out when accumulate): the weight gradient of y = x W^T on whole blocks only.
+ */
+export function blockSparseGrad(rec: CommandRecorder, a: BlockSparseGradArgs): void {
+  const bs = a.blockSize;
+  requireDims('blockSparseGrad', { numBlocks: a.numBlocks, T: a.T, N: a.N, K: a.K });
+  if (bs % 16 || bs < 16 || bs > shaderConstant('sparse', 'MAX_BS')) throw new ShapeError(`blockSparseGrad: block size ${bs} is not 16, 32 or 64`);
+  if (a.N % bs || a.K % bs) throw new ShapeError(`blockSparseGrad: ${bs}x${bs} blocks do not tile a ${a.N}x${a.K} weight`);
+  requireElements('blockSparseGrad', 'blocks', a.blocks, a.numBlocks);
+  requireElements('blockSparseGrad', 'dY', a.dY, a.T * a.N);
+  requireElements('blockSparseGrad', 'X', a.x, a.T * a.K);
+  requireElements('blockSparseGrad', 'out', a.out, a.numBlocks * bs * bs);
+  rec.dispatch({
+    shader: 'sparse',
+    entryPoint: 'block_grad',
+    constants: { BS: bs, ACCUMULATE: !!a.accumulate },
+    uniforms: { nnz: a.numBlocks, T: a.T, N: a.N, K: a.K, alpha: a.alpha ?? 1 },
+    storage: { idx: a.blocks, dY: a.dY, X: a.x, values: a.out },
+    workgroups: launch1d(rec.gpu, a.numBlocks, 1),
+    label: `block_grad ${a.numBlocks}x${bs}^2 T=${a.T}`,
   });
 }
 

@@ -80,6 +80,13 @@ export interface Method {
   createOptimizer(config: AdamWConfig): Optimizer;
   /** Clear the gradients the method owns (the model clears the base gradients). */
   zeroGrads(rec: CommandRecorder): void;
+  /**
+   * Called after its trainable tensors were overwritten from outside (state restored, a tensor written):
+   * bring what derives from them up to date (sparse: write the values into the weights when merged).
+   */
+  trainableWritten?(rec: CommandRecorder): void;
+  /** Whether the method's change is in the base weights now (LoRA: once merged; sparse: from the start). */
+  readonly merged?: boolean;
   /** Fold the method's change into the base weights, or take it out again; absent when nothing merges. */
   setMerged?(rec: CommandRecorder, merged: boolean): void;
   /**

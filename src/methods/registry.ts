@@ -5,11 +5,13 @@
 import { ShapeError } from '../errors.js';
 import { full } from './full/index.js';
 import { lora } from './lora/index.js';
+import { sparse } from './sparse/index.js';
 import type { MethodDefinition } from './method.js';
 
 export const METHODS = {
   full,
   lora,
+  sparse,
 } as const;
 
 export type MethodName = keyof typeof METHODS;

@@ -14,6 +14,7 @@ import { resolveSource, type HubOptions, type SourceLike } from '../io/sources.j
 import { forEachTensor, openCheckpoint, type Checkpoint, type LoadProgress } from './checkpoint.js';
 import type { ModelConfig } from './config.js';
 import { hfMappings, hfToParts, paramSpecs, partsToHf, size, type HfMapping } from './layout.js';
+import { shapesDigest, WeightsHasher, type ModelFingerprint } from './fingerprint.js';
 import { Transformer, type ParamAccess } from './transformer.js';
 import { Activations, type ActivationKind } from './activations.js';
 import { EVAL_PASS, type PassContext } from '../methods/method.js';
@@ -77,6 +78,7 @@ export class CausalLM {
   /** Activation arenas by shape, least recently used first (Map order is insertion order). */
   private readonly activations = new Map<string, Activations>();
   readonly activationCacheBytes: number;
+  private weightsDigest = '';
 
   private constructor(
     readonly gpu: Gpu,
@@ -141,13 +143,23 @@ export class CausalLM {
     const warming = gpu.pipelines.warmModules();
     warming.catch(() => undefined); // a broken shader is reported by the step that uses it
     try {
-      await forEachTensor(ckpt, model.hfNames, (name, data) => model.writeHfParts(model.mapping(name), data), options.onProgress);
+      const hasher = new WeightsHasher();
+      await forEachTensor(ckpt, model.hfNames, (name, data) => {
+        hasher.add(name, data);
+        model.writeHfParts(model.mapping(name), data);
+      }, options.onProgress);
+      model.weightsDigest = hasher.digest();
       await warming.catch(() => undefined);
     } catch (e) {
       model.destroy();
       throw e;
     }
     return model;
+  }
+
+  /** Identifies the base as loaded (config, shapes and weights), for files made for one model. */
+  get fingerprint(): ModelFingerprint {
+    return { shapes: shapesDigest(this.config), weights: this.weightsDigest };
   }
 
   get hfNames(): string[] {

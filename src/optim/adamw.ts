@@ -2,11 +2,13 @@
  * AdamW over a set of named trainable tensors: moments in arenas with the gradients' layout, the global
  * gradient norm and clipping factor computed on the GPU (no host round trip), then one fused AdamW
  * dispatch per tensor. Weight decay skips biases and norm weights, as the Hugging Face Trainer does.
+ * Tensors of masked values (sparse fine-tuning) take the sparse kernel, which writes each updated value
+ * into its frozen weight in place.
  */
 import type { TensorView } from '../gpu/buffers.js';
 import type { Gpu } from '../gpu/gpu.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { ADAMW_DEFAULTS, adamwStep, gradNorm, gradNormScratchSize } from '../kernels/adamw.js';
+import { ADAMW_DEFAULTS, adamwStep, gradNorm, gradNormScratchSize, sparseAdamwStep } from '../kernels/adamw.js';
 import { Arena } from '../model/arena.js';
 
 /**
@@ -62,64 +64,98 @@ export function decays(name: string): boolean {
   return !/(\.bias$|norm[^.]*\.weight$)/.test(name);
 }
 
+/** Where a trainable tensor of masked values lives inside a frozen weight (sparse fine-tuning). */
+export interface InPlaceTarget {
+  /** Flat element indices into `weight` (u32), one per value, in value order. */
+  indices: TensorView;
+  /** The dense f32 weight the updated values are written into. */
+  weight: TensorView;
+}
+
+/**
+ * A trainable set and, for tensors of masked values, where they live in a frozen weight: those update
+ * with the sparse AdamW kernel, which also writes each new value into the weight (W[idx] = value).
+ */
+export interface OptimizerGroup {
+  set: TrainableSet;
+  inPlace?: (name: string) => InPlaceTarget | null;
+}
+
 export class AdamW implements Optimizer {
-  readonly m: Arena;
-  readonly v: Arena;
+  private readonly groups: OptimizerGroup[];
+  private readonly moments: { m: Arena; v: Arena }[] = [];
   private readonly partials: GPUBuffer;
   /** out[0] = clip factor, out[1] = global gradient norm (before clipping). */
   readonly normOut: GPUBuffer;
   step = 0;
 
+  /**
+   * One trainable set, or several groups (e.g. a sparse set written in place beside a dense adapter):
+   * one global gradient norm clips them all. `beforeStep` throws when an update must not run now.
+   */
   constructor(
     private readonly gpu: Gpu,
-    private readonly set: TrainableSet,
+    groups: TrainableSet | OptimizerGroup[],
     readonly config: AdamWConfig = {},
+    private readonly beforeStep: () => void = () => {},
   ) {
+    this.groups = Array.isArray(groups) ? groups : [{ set: groups }];
     const made: { destroy(): void }[] = [];
-    const buffer = (bytes: number, label: string) => {
-      const b = gpu.createBuffer(bytes, undefined, label);
-      made.push({ destroy: () => gpu.destroyBuffer(b) });
-      return b;
-    };
     try {
-      this.m = new Arena(gpu, set.grads.layout, 'adam m');
-      made.push(this.m);
-      this.v = new Arena(gpu, set.grads.layout, 'adam v');
-      made.push(this.v);
-      this.partials = buffer(gradNormScratchSize(set.grads.spans().map((s) => s.length)) * 4, 'grad norm partials');
-      this.normOut = buffer(8, 'grad norm');
+      for (const { set } of this.groups) {
+        const m = new Arena(gpu, set.grads.layout, 'adam m');
+        made.push(m);
+        const v = new Arena(gpu, set.grads.layout, 'adam v');
+        made.push(v);
+        this.moments.push({ m, v });
+      }
+      this.partials = gpu.createBuffer(gradNormScratchSize(this.gradTensors().map((t) => t.n)) * 4, undefined, 'grad norm partials');
+      made.push({ destroy: () => gpu.destroyBuffer(this.partials) });
+      this.normOut = gpu.createBuffer(8, undefined, 'grad norm');
     } catch (e) {
       for (const m of made) m.destroy(); // a failure part way releases what was made
       throw e;
     }
     const rec = gpu.recorder();
-    for (const b of [...this.m.buffers, ...this.v.buffers]) rec.clear(b);
+    for (const { m, v } of this.moments) for (const b of [...m.buffers, ...v.buffers]) rec.clear(b);
     void rec.submit();
+  }
+
+  private gradTensors(): { buffer: GPUBuffer; n: number }[] {
+    return this.groups.flatMap((g) => g.set.grads.spans().map((s) => ({ buffer: s.buffer, n: s.length })));
   }
 
   /** Record one optimizer step at learning rate `lr`; gradients are scaled by gradScale first. */
   record(rec: CommandRecorder, lr: number, gradScale = 1): void {
+    this.beforeStep();
     this.step++;
     const c = this.config;
-    const maxNorm = c.maxGradNorm ?? 1;
-    gradNorm(rec, { tensors: this.set.grads.spans().map((s) => ({ buffer: s.buffer, n: s.length })), partials: this.partials, out: this.normOut, maxNorm, gradScale });
-    for (const name of this.set.names) {
-      const params = this.set.param(name);
-      adamwStep(rec, {
-        params, grads: this.set.grads.view(name), m: this.m.view(name), v: this.v.view(name), clip: this.normOut,
-        n: params.size / 4, step: this.step, lr, gradScale,
-        beta1: c.beta1 ?? ADAMW_DEFAULTS.beta1, beta2: c.beta2 ?? ADAMW_DEFAULTS.beta2, eps: c.eps ?? ADAMW_DEFAULTS.eps,
-        weightDecay: (c.decay ?? decays)(name) ? c.weightDecay ?? ADAMW_DEFAULTS.weightDecay : 0,
-      });
-    }
+    gradNorm(rec, { tensors: this.gradTensors(), partials: this.partials, out: this.normOut, maxNorm: c.maxGradNorm ?? 1, gradScale });
+    this.groups.forEach(({ set, inPlace }, g) => {
+      const { m, v } = this.moments[g];
+      for (const name of set.names) {
+        const params = set.param(name);
+        const args = {
+          params, grads: set.grads.view(name), m: m.view(name), v: v.view(name), clip: this.normOut,
+          n: params.size / 4, step: this.step, lr, gradScale,
+          beta1: c.beta1 ?? ADAMW_DEFAULTS.beta1, beta2: c.beta2 ?? ADAMW_DEFAULTS.beta2, eps: c.eps ?? ADAMW_DEFAULTS.eps,
+          weightDecay: (c.decay ?? decays)(name) ? c.weightDecay ?? ADAMW_DEFAULTS.weightDecay : 0,
+        };
+        const target = inPlace?.(name);
+        if (target) sparseAdamwStep(rec, { ...args, indices: target.indices, weight: target.weight, weightSize: target.weight.size / 4 });
+        else adamwStep(rec, args);
+      }
+    });
   }
 
   stateViews(): Map<string, TensorView> {
     const out = new Map<string, TensorView>();
-    for (const n of this.set.names) {
-      out.set(`${n}.adam_m`, this.m.view(n));
-      out.set(`${n}.adam_v`, this.v.view(n));
-    }
+    this.groups.forEach(({ set }, g) => {
+      for (const n of set.names) {
+        out.set(`${n}.adam_m`, this.moments[g].m.view(n));
+        out.set(`${n}.adam_v`, this.moments[g].v.view(n));
+      }
+    });
     return out;
   }
 
@@ -129,8 +165,10 @@ export class AdamW implements Optimizer {
   }
 
   destroy(): void {
-    this.m.destroy();
-    this.v.destroy();
+    for (const { m, v } of this.moments) {
+      m.destroy();
+      v.destroy();
+    }
     this.gpu.destroyBuffer(this.partials);
     this.gpu.destroyBuffer(this.normOut);
   }

@@ -185,6 +185,14 @@ export class FineTuner {
     const view = this.method.trainable.param(own);
     if (data.length * 4 !== view.size) throw new RangeError(`'${name}' needs ${view.size / 4} values, got ${data.length}`);
     this.gpu.write(view, data);
+    this.afterTrainableWritten();
+  }
+
+  private afterTrainableWritten(): void {
+    if (!this.method.trainableWritten) return;
+    const rec = this.gpu.recorder();
+    this.method.trainableWritten(rec);
+    void rec.submit();
   }
 
   /**
@@ -227,6 +235,7 @@ export class FineTuner {
       if (!info || info.shape.length !== 1 || info.shape[0] * 4 !== view.size) throw new InvalidModelFileError('trainable state', `tensor '${name}' is missing or has the wrong size`);
     }
     for (const [name, view] of views) this.gpu.write(view, await readTensorF32(source, header.byName.get(name)!));
+    this.afterTrainableWritten();
     this.optimizer.step = step;
     this.passes = passes;
     this.micro = 0;

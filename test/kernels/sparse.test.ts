@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { matmul, sparseGather, sparseGrad, sparseScatter, ShapeError, validateMask } from '../../src/index.js';
+import { blockSparseGrad, matmul, sparseGather, sparseGrad, sparseScatter, ShapeError, validateMask } from '../../src/index.js';
 import { compare, freshSeed, poisoned, randn, rng, testGpu } from '../helpers.js';
-import { randomMask, scatterRef, sparseGradRef } from '../reference/sparse.js';
+import { blockSparseGradRef, randomMask, scatterRef, sparseGradRef } from '../reference/sparse.js';
 
 describe('sparse gradient at masked positions (sampled dense-dense product)', () => {
   it.each([
@@ -51,6 +51,37 @@ describe('sparse gradient at masked positions (sampled dense-dense product)', ()
     const d = await gpu.readF32(dense);
     const denseAtMask = Array.from(mask, (i, k) => d[i] + initial[k]);
     expect(compare(got, denseAtMask).rel, `seed ${seed}`).toBeLessThan(1e-4);
+  });
+});
+
+describe('block-sparse gradient (a tiled product per selected block)', () => {
+  it.each([
+    [1, 16, 16, 16, 1.0, false],
+    [17, 48, 32, 16, 0.4, true],
+    [5, 64, 96, 32, 0.5, false],
+    [33, 128, 64, 64, 0.5, true],
+    [40, 96, 160, 32, 0.1, true],
+  ])('T=%i N=%i K=%i blocks of %i, density %f, accumulate %s', async (T, N, K, bs, density, accumulate) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const blocks = randomMask((N / bs) * (K / bs), density, rand);
+    const dYh = randn(T * N, rand);
+    const xh = randn(T * K, rand);
+    const initial = accumulate ? randn(blocks.length * bs * bs, rand) : undefined;
+    const out = initial ? gpu.upload(initial, 'grad') : poisoned(gpu, blocks.length * bs * bs, 'grad');
+    await gpu.run((rec) => blockSparseGrad(rec, { blocks: gpu.upload(blocks), numBlocks: blocks.length, blockSize: bs, dY: gpu.upload(dYh), x: gpu.upload(xh), T, N, K, out, alpha: 1.25, accumulate }));
+    const err = compare(await gpu.readF32(out), blockSparseGradRef(blocks, bs, dYh, xh, T, N, K, 1.25, initial));
+    expect(err.rel, `seed ${seed} maxAbs ${err.maxAbs}`).toBeLessThan(1e-4);
+  });
+
+  it('refuses block sizes that do not tile the weight, or that the kernel lacks', async () => {
+    const gpu = await testGpu();
+    const buf = gpu.upload(new Float32Array(64 * 64));
+    const blocks = gpu.upload(new Uint32Array([0]));
+    const args = { blocks, numBlocks: 1, dY: buf, x: buf, T: 1, N: 48, K: 64, out: buf };
+    await expect(gpu.run((rec) => blockSparseGrad(rec, { ...args, blockSize: 32 }))).rejects.toThrow(ShapeError);
+    await expect(gpu.run((rec) => blockSparseGrad(rec, { ...args, N: 64, blockSize: 8 }))).rejects.toThrow(ShapeError);
   });
 });
 

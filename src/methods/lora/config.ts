@@ -1,7 +1,7 @@
 /** LoRA's options, their defaults (PEFT's), and the check made before any weight is loaded. */
 import { ShapeError } from '../../errors.js';
 import type { ModelConfig } from '../../model/config.js';
-import { paramSpecs } from '../../model/layout.js';
+import { linearModules, type LinearShape } from '../targets.js';
 
 export interface LoraOptions {
   /** Rank r of the update B A. Default 8. */
@@ -9,8 +9,8 @@ export interface LoraOptions {
   /** Scale numerator: s = alpha / rank. Default 2 * rank. */
   alpha?: number;
   /**
-   * Linear layers to adapt, by engine name (q, k, v, o, gate, up, down, fc, proj) or Hugging Face module
-   * name (q_proj, ..., down_proj). Default q and v, PEFT's default for Llama.
+   * Linear layers to adapt, by engine name (q, k, v, o, gate, up, down, fc, proj), Hugging Face module
+   * name (q_proj, ..., down_proj) or 'all-linear'. Default q and v, PEFT's default for Llama.
    */
   targetModules?: string[];
   /** Dropout on the adapter's input while training (PEFT's lora_dropout). Default 0. */
@@ -26,28 +26,15 @@ export interface LoraOptions {
 
 export const LORA_DEFAULT_RANK = 8;
 
-const ALIASES: Record<string, string> = {
-  q_proj: 'q', k_proj: 'k', v_proj: 'v', o_proj: 'o', gate_proj: 'gate', up_proj: 'up', down_proj: 'down', c_fc: 'fc', out_proj: 'o',
-};
-
 /**
  * Validates options against a model config without allocating anything (so a bad rank or target fails
  * before a model is loaded) and returns the adapted modules with their shapes.
  */
-export function loraModules(config: ModelConfig, options: LoraOptions = {}): Map<string, { out: number; in: number }> {
+export function loraModules(config: ModelConfig, options: LoraOptions = {}): Map<string, LinearShape> {
   const r = options.rank ?? LORA_DEFAULT_RANK;
   if (!Number.isInteger(r) || r < 1) throw new ShapeError(`LoRA rank must be a positive integer, got ${r}`);
   const p = options.dropout ?? 0;
   if (!(p >= 0 && p < 1)) throw new ShapeError(`LoRA dropout must be in [0, 1), got ${p}`);
   if (options.alpha !== undefined && !(Number.isFinite(options.alpha) && options.alpha > 0)) throw new ShapeError(`LoRA alpha must be a positive number, got ${options.alpha}`);
-  const targets = new Set((options.targetModules ?? ['q', 'v']).map((m) => ALIASES[m] ?? m));
-  const modules = new Map<string, { out: number; in: number }>();
-  for (const spec of paramSpecs(config)) {
-    const m = /^(layers\.\d+\.(\w+))\.weight$/.exec(spec.name);
-    if (m && targets.has(m[2])) modules.set(m[1], { out: spec.shape[0], in: spec.shape[1] });
-  }
-  const found = new Set([...modules.keys()].map((k) => k.split('.')[2]));
-  const missing = [...targets].filter((t) => !found.has(t));
-  if (missing.length) throw new ShapeError(`LoRA target modules ${missing.map((m) => `'${m}'`).join(', ')} do not exist in ${config.architecture}`);
-  return modules;
+  return linearModules(config, options.targetModules ?? ['q', 'v'], 'LoRA');
 }

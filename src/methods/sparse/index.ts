@@ -1,0 +1,19 @@
+/**
+ * Sparse fine-tuning as a registered method: options in ./config.ts, masks in ./mask.ts (file format)
+ * and ./budget.ts (scores to masks, data-free selections), the method in ./layer.ts.
+ */
+import type { MethodDefinition } from '../method.js';
+import { checkSparseOptions, resolveMask, type SparseOptions } from './config.js';
+import { SparseFineTuning } from './layer.js';
+
+export const sparse: MethodDefinition<SparseOptions> = {
+  name: 'sparse',
+  summary: 'only the weights at a mask train, in place inside the frozen base (Sylva-style); forward costs exactly the base',
+  check: (config, options) => checkSparseOptions(config, options),
+  baseTrainable: () => () => false,
+  attach: (model, options) => new SparseFineTuning(model.gpu, model, resolveMask(model.config, options)),
+};
+
+export { SparseFineTuning, type SparseOptions };
+export { SparseMask, type Granularity, type MaskEntry, type MaskInfo } from './mask.js';
+export { columnMask, randomMask, topK, type BudgetOptions } from './budget.js';

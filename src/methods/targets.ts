@@ -1,0 +1,35 @@
+/**
+ * Which linear layers a method targets: engine names (q, k, v, o, gate, up, down, fc, proj), Hugging
+ * Face module names (q_proj, ..., down_proj, c_fc) or PEFT's 'all-linear', checked against the model.
+ */
+import { ShapeError } from '../errors.js';
+import type { ModelConfig } from '../model/config.js';
+import { paramSpecs } from '../model/layout.js';
+
+const ALIASES: Record<string, string> = {
+  q_proj: 'q', k_proj: 'k', v_proj: 'v', o_proj: 'o', gate_proj: 'gate', up_proj: 'up', down_proj: 'down', c_fc: 'fc', out_proj: 'o',
+};
+
+/** Shapes of a targeted linear layer: out x in, as its weight [out, in]. */
+export interface LinearShape {
+  out: number;
+  in: number;
+}
+
+/**
+ * The targeted linear layers by engine module name ('layers.0.q') with their shapes, in model order;
+ * a target the architecture lacks is a ShapeError naming it (`method` says whose option it was).
+ */
+export function linearModules(config: ModelConfig, targets: string[], method: string): Map<string, LinearShape> {
+  const all = targets.includes('all-linear');
+  const wanted = new Set(targets.map((m) => ALIASES[m] ?? m));
+  const modules = new Map<string, LinearShape>();
+  for (const spec of paramSpecs(config)) {
+    const m = /^(layers\.\d+\.(\w+))\.weight$/.exec(spec.name);
+    if (m && !m[2].startsWith('norm') && (all || wanted.has(m[2]))) modules.set(m[1], { out: spec.shape[0], in: spec.shape[1] });
+  }
+  const found = new Set([...modules.keys()].map((k) => k.split('.')[2]));
+  const missing = all ? [] : [...wanted].filter((t) => !found.has(t));
+  if (missing.length) throw new ShapeError(`${method} target modules ${missing.map((m) => `'${m}'`).join(', ')} do not exist in ${config.architecture}`);
+  return modules;
+}
