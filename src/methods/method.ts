@@ -85,9 +85,10 @@ export interface Method {
    * bring what derives from them up to date (sparse: write the values into the weights when merged).
    */
   trainableWritten?(rec: CommandRecorder): void;
-  /** Whether the method's change is in the base weights now (LoRA: once merged; sparse: from the start). */
-  readonly merged?: boolean;
-  /** Fold the method's change into the base weights, or take it out again; absent when nothing merges. */
+  /**
+   * Fold the method's change into the base weights, or take it out again (restoring the base); absent
+   * when nothing merges. A method that trains inside the weights (sparse) starts merged.
+   */
   setMerged?(rec: CommandRecorder, merged: boolean): void;
   /**
    * Records the change the method makes to base weight `weight` (engine name, e.g. 'layers.0.q.weight')

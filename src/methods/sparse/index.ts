@@ -17,3 +17,4 @@ export const sparse: MethodDefinition<SparseOptions> = {
 export { SparseFineTuning, type SparseOptions };
 export { SparseMask, type Granularity, type MaskEntry, type MaskInfo } from './mask.js';
 export { columnMask, randomMask, topK, type BudgetOptions } from './budget.js';
+export { calibrate, inverseDiagonal, selectMask, SELECTIONS, sylvaScores, type LayerStatistics, type Selection, type SelectionCost, type SelectOptions } from './select.js';
