@@ -17,6 +17,12 @@ import { AdamW, type AdamWConfig, type Optimizer, type TrainableSet } from '../o
 
 export type { Optimizer, TrainableSet };
 
+/** What a method trains, by name: FineTuner saves, restores, reads and writes these. */
+export interface TrainableTensors {
+  names: string[];
+  param(name: string): TensorView;
+}
+
 /**
  * What one forward/backward pass tells the methods: whether it trains (dropout and similar apply) and
  * its index among training passes, from which per-pass randomness (dropout masks) derives. Passing it
@@ -40,10 +46,10 @@ export interface LinearHooks {
   has(name: string): boolean;
   /** Fuse returned terms into the base matmul's store (true), or apply them as separate passes. */
   readonly fused: boolean;
-  /** Records the method's forward work and returns a low-rank term added to the output (LoRA). */
-  outputTerm?(rec: CommandRecorder, acts: Activations, name: string, x: View, outDim: number, inDim: number, pass: PassContext): LowRankTerm;
-  /** Records the method's own gradients and returns a term added to the input gradient dx (LoRA). */
-  inputGradTerm?(rec: CommandRecorder, acts: Activations, name: string, x: View, dy: View, outDim: number, inDim: number, pass: PassContext): LowRankTerm;
+  /** Records the method's forward work and returns a low-rank term added to the output (LoRA), if any here. */
+  outputTerm?(rec: CommandRecorder, acts: Activations, name: string, x: View, outDim: number, inDim: number, pass: PassContext): LowRankTerm | undefined;
+  /** Records the method's own gradients and returns a term added to the input gradient dx (LoRA), if any here. */
+  inputGradTerm?(rec: CommandRecorder, acts: Activations, name: string, x: View, dy: View, outDim: number, inDim: number, pass: PassContext): LowRankTerm | undefined;
   /**
    * A per-column scale on the output, y = s ⊙ (x W^T + term) + b (DoRA: magnitude over the column norm
    * of W + ΔW). Called in the forward pass (in a training arena, `acts.grad`, the layer keeps its unscaled
@@ -75,11 +81,16 @@ export interface Method {
   /** Hooks in linear layers, or null when the method trains base parameters directly (full). */
   readonly linear: LinearHooks | null;
   /** What trains. */
-  readonly trainable: TrainableSet;
+  readonly trainable: TrainableTensors;
   /** The update rule of the trainable set (dense AdamW unless the method brings its own). */
   createOptimizer(config: AdamWConfig): Optimizer;
   /** Clear the gradients the method owns (the model clears the base gradients). */
   zeroGrads(rec: CommandRecorder): void;
+  /**
+   * Records what returns the method to its training state before a training pass (an adapter taken out
+   * of the weights, sparse values put back in); nothing when already there.
+   */
+  readyToTrain?(rec: CommandRecorder): void;
   /**
    * Called after its trainable tensors were overwritten from outside (state restored, a tensor written):
    * bring what derives from them up to date (sparse: write the values into the weights when merged).

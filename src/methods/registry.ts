@@ -6,12 +6,14 @@ import { ShapeError } from '../errors.js';
 import { full } from './full/index.js';
 import { lora } from './lora/index.js';
 import { sparse } from './sparse/index.js';
+import { sparseLora } from './sparse-lora/index.js';
 import type { MethodDefinition } from './method.js';
 
 export const METHODS = {
   full,
   lora,
   sparse,
+  'sparse+lora': sparseLora,
 } as const;
 
 export type MethodName = keyof typeof METHODS;

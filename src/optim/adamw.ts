@@ -91,13 +91,12 @@ export class AdamW implements Optimizer {
 
   /**
    * One trainable set, or several groups (e.g. a sparse set written in place beside a dense adapter):
-   * one global gradient norm clips them all. `beforeStep` throws when an update must not run now.
+   * one global gradient norm clips them all.
    */
   constructor(
     private readonly gpu: Gpu,
     groups: TrainableSet | OptimizerGroup[],
     readonly config: AdamWConfig = {},
-    private readonly beforeStep: () => void = () => {},
   ) {
     this.groups = Array.isArray(groups) ? groups : [{ set: groups }];
     const made: { destroy(): void }[] = [];
@@ -127,7 +126,6 @@ export class AdamW implements Optimizer {
 
   /** Record one optimizer step at learning rate `lr`; gradients are scaled by gradScale first. */
   record(rec: CommandRecorder, lr: number, gradScale = 1): void {
-    this.beforeStep();
     this.step++;
     const c = this.config;
     gradNorm(rec, { tensors: this.gradTensors(), partials: this.partials, out: this.normOut, maxNorm: c.maxGradNorm ?? 1, gradScale });

@@ -118,6 +118,7 @@ export class FineTuner {
     const batch = this.model.prepare(input);
     const count = Math.max(batch.targetCount, 1);
     const rec = this.gpu.recorder();
+    this.method.readyToTrain?.(rec);
     if (this.micro === 0) {
       this.model.zeroGrads(rec);
       this.method.zeroGrads(rec);

@@ -188,6 +188,11 @@ export class Lora implements Method, LinearHooks {
     return { u: du, v: this.params.view(`${name}.lora_A`), rank: r, dropout };
   }
 
+  /** The adapter trains beside the base: take it out of the weights when merged. */
+  readyToTrain(rec: CommandRecorder): void {
+    this.setMerged(rec, false);
+  }
+
   /** Fold s * B A into the base weights or take it back out. */
   setMerged(rec: CommandRecorder, merged: boolean): void {
     if (merged === this.merged) return;

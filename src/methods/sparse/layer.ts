@@ -14,7 +14,7 @@ import { Arena, arenaLimit, planArena } from '../../model/arena.js';
 import type { Activations } from '../../model/activations.js';
 import type { CausalLM } from '../../model/causal-lm.js';
 import { ShapeError } from '../../errors.js';
-import { AdamW, type AdamWConfig, type InPlaceTarget, type Optimizer, type TrainableSet } from '../../optim/adamw.js';
+import { AdamW, type AdamWConfig, type InPlaceTarget, type Optimizer, type OptimizerGroup, type TrainableSet } from '../../optim/adamw.js';
 import type { LinearHooks, Method } from '../method.js';
 import type { SparseMask } from './mask.js';
 
@@ -41,7 +41,7 @@ export class SparseFineTuning implements Method, LinearHooks {
   private readonly scratch: GPUBuffer;
 
   constructor(
-    private readonly gpu: Gpu,
+    readonly gpu: Gpu,
     model: CausalLM,
     readonly mask: SparseMask,
   ) {
@@ -106,13 +106,21 @@ export class SparseFineTuning implements Method, LinearHooks {
   }
 
   createOptimizer(config: AdamWConfig): Optimizer {
+    return new AdamW(this.gpu, [this.optimizerGroup()], config);
+  }
+
+  /** The values as an optimizer group: updated values go straight into their weights. */
+  optimizerGroup(): OptimizerGroup {
     const inPlace = (name: string): InPlaceTarget => {
       const module = name.slice(0, -VALUES.length);
       return { indices: this.indices.view(module), weight: this.weights.get(module)! };
     };
-    return new AdamW(this.gpu, [{ set: this.trainable, inPlace }], config, () => {
-      if (!this.merged) throw new Error('sparse fine-tuning trains inside the base weights: merge it again (setMerged(true)) before training');
-    });
+    return { set: this.trainable, inPlace };
+  }
+
+  /** Training happens inside the weights: put the values back in when unmerged. */
+  readyToTrain(rec: CommandRecorder): void {
+    this.setMerged(rec, true);
   }
 
   zeroGrads(rec: CommandRecorder): void {
@@ -141,13 +149,18 @@ export class SparseFineTuning implements Method, LinearHooks {
   deltaWeight(rec: CommandRecorder, weight: string, out: TensorView): boolean {
     const m = weight.replace(/\.weight$/, '');
     if (!weight.endsWith('.weight') || !this.mask.entries.has(m)) return false;
+    rec.clear(out);
+    this.addDelta(rec, m, out);
+    return true;
+  }
+
+  /** out[idx] += values - originals for one module. */
+  addDelta(rec: CommandRecorder, m: string, out: TensorView): void {
     const nnz = this.mask.nnz(m);
     const delta = { buffer: this.scratch, offset: 0, size: nnz * 4 };
-    rec.clear(out);
     rec.copy(this.values.view(`${m}${VALUES}`), delta);
     elementwise(rec, { op: 'axpy', y: delta, x: this.originals.view(`${m}${VALUES}`), n: nnz, s0: -1 });
-    sparseScatter(rec, { indices: this.indices.view(m), nnz, values: delta, weight: out, weightSize: out.size / 4 });
-    return true;
+    sparseScatter(rec, { indices: this.indices.view(m), nnz, values: delta, weight: out, weightSize: out.size / 4, add: true });
   }
 
   interchangeName(): string | null {

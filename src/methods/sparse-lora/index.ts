@@ -1,0 +1,138 @@
+/**
+ * Sparse plus low-rank (RoSA, Nikdan et al.): a sparse set trained in place inside the frozen weights and
+ * a LoRA adapter beside it, trained together. Published tables show pure sparse fine-tuning losing to
+ * LoRA on some tasks while the two together win. The forward pass is the base's plus the adapter's
+ * low-rank term; one AdamW step (one global gradient norm) updates both.
+ */
+import type { TensorView } from '../../gpu/buffers.js';
+import type { CommandRecorder } from '../../gpu/recorder.js';
+import type { LowRankTerm } from '../../kernels/matmul.js';
+import type { Activations } from '../../model/activations.js';
+import type { ModelConfig } from '../../model/config.js';
+import { AdamW, type AdamWConfig, type Optimizer } from '../../optim/adamw.js';
+import { loraModules, type LoraOptions } from '../lora/config.js';
+import { Lora } from '../lora/layer.js';
+import type { LinearHooks, Method, MethodDefinition, PassContext, TrainableTensors } from '../method.js';
+import { checkSparseOptions, resolveMask, type SparseOptions } from '../sparse/config.js';
+import { SparseFineTuning } from '../sparse/layer.js';
+
+export interface SparseLoraOptions {
+  /** The sparse part (mask, or a data-free selection and its budget). Default: random, density 0.01. */
+  sparse?: SparseOptions;
+  /** The low-rank part. Default: LoRA's defaults, on every linear layer ('all-linear'). */
+  lora?: LoraOptions;
+}
+
+const loraOptions = (o: SparseLoraOptions = {}): LoraOptions => ({ targetModules: ['all-linear'], ...o.lora });
+
+class SparseLora implements Method, LinearHooks {
+  readonly name = 'sparse+lora';
+  readonly linear: LinearHooks = this;
+  readonly trainable: TrainableTensors;
+  readonly fused: boolean;
+
+  constructor(
+    readonly sparse: SparseFineTuning,
+    readonly lora: Lora,
+  ) {
+    this.fused = lora.fused;
+    const loraNames = new Set(lora.names);
+    this.trainable = {
+      names: [...lora.trainable.names, ...sparse.trainable.names],
+      param: (n) => (loraNames.has(n) ? lora.trainable.param(n) : sparse.trainable.param(n)),
+    };
+  }
+
+  has(name: string): boolean {
+    return this.lora.has(name) || this.sparse.has(name);
+  }
+
+  outputTerm(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, outDim: number, inDim: number, pass: PassContext): LowRankTerm | undefined {
+    return this.lora.has(name) ? this.lora.outputTerm(rec, acts, name, x, outDim, inDim, pass) : undefined;
+  }
+
+  inputGradTerm(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, dy: TensorView, outDim: number, inDim: number, pass: PassContext): LowRankTerm | undefined {
+    return this.lora.has(name) ? this.lora.inputGradTerm(rec, acts, name, x, dy, outDim, inDim, pass) : undefined;
+  }
+
+  weightGradient(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, dy: TensorView, outDim: number, inDim: number): boolean {
+    return this.sparse.has(name) && this.sparse.weightGradient(rec, acts, name, x, dy, outDim, inDim);
+  }
+
+  createOptimizer(config: AdamWConfig): Optimizer {
+    return new AdamW(this.sparse.gpu, [{ set: this.lora.trainable }, this.sparse.optimizerGroup()], config);
+  }
+
+  zeroGrads(rec: CommandRecorder): void {
+    this.lora.zeroGrads(rec);
+    this.sparse.zeroGrads(rec);
+  }
+
+  /**
+   * Merged: the sparse values and the adapter in the weights; unmerged: the base restored. The order
+   * matters where both touch an element: the values are written (not added), so they go in first and
+   * come out last.
+   */
+  setMerged(rec: CommandRecorder, merged: boolean): void {
+    if (merged) {
+      this.sparse.setMerged(rec, true);
+      this.lora.setMerged(rec, true);
+    } else {
+      this.lora.setMerged(rec, false);
+      this.sparse.setMerged(rec, false);
+    }
+  }
+
+  /** Training state: the sparse values in the weights, the adapter beside them. */
+  readyToTrain(rec: CommandRecorder): void {
+    this.lora.setMerged(rec, false);
+    this.sparse.setMerged(rec, true);
+  }
+
+  trainableWritten(rec: CommandRecorder): void {
+    this.sparse.trainableWritten(rec);
+  }
+
+  /** s B A where the adapter is, plus values - originals at the mask. */
+  deltaWeight(rec: CommandRecorder, weight: string, out: TensorView): boolean {
+    const module = weight.replace(/\.weight$/, '');
+    const low = this.lora.deltaWeight(rec, weight, out);
+    const sparse = weight.endsWith('.weight') && this.sparse.mask.entries.has(module);
+    if (!sparse) return low;
+    if (!low) rec.clear(out);
+    this.sparse.addDelta(rec, module, out);
+    return true;
+  }
+
+  interchangeName(name: string): string | null {
+    return this.lora.interchangeName(name);
+  }
+
+  fromInterchangeName(name: string): string | null {
+    return this.lora.fromInterchangeName(name);
+  }
+
+  destroy(): void {
+    this.lora.destroy();
+    this.sparse.destroy();
+  }
+}
+
+export const sparseLora: MethodDefinition<SparseLoraOptions> = {
+  name: 'sparse+lora',
+  summary: 'a sparse set trained in place plus a LoRA adapter, together (RoSA-style)',
+  check: (config: ModelConfig, options) => {
+    checkSparseOptions(config, options?.sparse);
+    loraModules(config, loraOptions(options));
+  },
+  baseTrainable: () => () => false,
+  attach: (model, options) => {
+    const sparse = new SparseFineTuning(model.gpu, model, resolveMask(model.config, options?.sparse));
+    try {
+      return new SparseLora(sparse, new Lora(model.gpu, model.config, loraOptions(options), (name) => model.f32Param(name)));
+    } catch (e) {
+      sparse.destroy();
+      throw e;
+    }
+  },
+};
