@@ -36,7 +36,7 @@ describe('command line', () => {
     expect(noValue.stderr).toMatch(/--steps/);
     const badMethod = await run('finetune', '--method', 'qlora-ish');
     expect(badMethod.code).toBe(2);
-    expect(badMethod.stderr).toMatch(/--method must be one of [a-z, ]*lora[a-z, ]*, got 'qlora-ish'/);
+    expect(badMethod.stderr).toMatch(/--method must be one of [a-z+, ]*lora[a-z+, ]*, got 'qlora-ish'/);
     const unknown = await run('train-everything');
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toMatch(/Commands: info, finetune, generate/);

@@ -1,0 +1,189 @@
+/**
+ * The method-quality study: the shipped pretrained base fine-tuned on a held-out skill (one it never saw
+ * in pre-training) by every method on the same data and steps, each with its learning rate tuned on a
+ * validation set (never the held-out test examples), over several seeds. Reports held-out answer
+ * accuracy and loss (mean ± standard deviation over seeds), trainable parameters, the learning rate
+ * chosen and, for data-driven masks, the selection cost.
+ *
+ *   npx tsx scripts/method-quality.ts [--task shift] [--steps 40] [--rows 8] [--seeds 3]
+ *                                     [--only REGEX] [--out bench/results/method-quality.json]
+ *
+ * Results are appended run by run to --out (a rerun skips runs already there), so the study can be split
+ * across calls with --only and resumed after an interruption; the table is printed from everything in
+ * the file.
+ */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { packExamples, skillExamples, HELD_OUT_SKILLS, type HeldOutSkill } from '../src/data/skills.js';
+import { folderSource } from '../src/io/sources.js';
+import { CausalLM } from '../src/model/causal-lm.js';
+import { openCheckpoint } from '../src/model/checkpoint.js';
+import { requestDevice } from '../src/node.js';
+import { selectMask, type Selection, type SparseMask } from '../src/methods/sparse/index.js';
+import type { MethodName } from '../src/methods/registry.js';
+import { FineTuner, type FineTuneOptions } from '../src/train/finetuner.js';
+import { evaluateSkill } from '../src/train/skills-eval.js';
+
+const { values } = parseArgs({
+  options: {
+    task: { type: 'string', default: 'shift' },
+    steps: { type: 'string', default: '40' },
+    rows: { type: 'string', default: '8' },
+    seeds: { type: 'string', default: '3' },
+    only: { type: 'string' },
+    out: { type: 'string', default: 'bench/results/method-quality.json' },
+    model: { type: 'string', default: 'public/models/tiny-llama-skills' },
+  },
+  strict: true,
+});
+const task = values.task as HeldOutSkill;
+if (!HELD_OUT_SKILLS.includes(task)) throw new Error(`--task must be one of ${HELD_OUT_SKILLS.join(', ')}`);
+const steps = Number(values.steps);
+const rows = Number(values.rows);
+const seeds = Number(values.seeds);
+const SEQ = 64;
+const only = values.only ? new RegExp(values.only) : null;
+
+/** A row of the table: a method with its options, and the learning rates its tuning tries. */
+interface Config {
+  label: string;
+  method: MethodName;
+  lrs: number[];
+  /** Method options for a seed, given the mask when the method is sparse. */
+  options: (mask: SparseMask | undefined, seed: number) => Partial<FineTuneOptions>;
+  mask?: { selection: Selection; density: number };
+}
+
+const ALL_LINEAR = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
+const SPARSE_LRS = [3e-3, 1e-2, 3e-2];
+const configs: Config[] = [
+  { label: 'full', method: 'full', lrs: [3e-4, 1e-3, 3e-3], options: () => ({ optimizer: { weightDecay: 0.01 } }) },
+  ...[8, 16].map((rank): Config => ({ label: `LoRA r${rank}`, method: 'lora', lrs: [3e-3, 1e-2, 3e-2], options: (_m, seed) => ({ lora: { rank, targetModules: ALL_LINEAR, seed } }) })),
+];
+/** LoRA r8's trainable parameters as a fraction of the linear weights: the density of a like-for-like sparse run. */
+const LORA_R8_DENSITY = 41472 / 304128;
+for (const selection of ['sylva', 'fisher', 'snip', 'random', 'columns'] as const) {
+  for (const density of [0.005, 0.01, 0.03, 0.1, ...(selection === 'sylva' || selection === 'random' ? [LORA_R8_DENSITY] : [])]) {
+    const pct = density === LORA_R8_DENSITY ? `${(100 * density).toFixed(1)}% (LoRA r8's count)` : `${100 * density}%`;
+    configs.push({ label: `sparse ${selection} ${pct}`, method: 'sparse', lrs: SPARSE_LRS, mask: { selection, density }, options: (mask) => ({ sparse: { mask } }) });
+  }
+}
+configs.push({
+  label: 'sparse+LoRA (sylva 1% + r8)', method: 'sparse+lora', lrs: [3e-3, 1e-2, 3e-2], mask: { selection: 'sylva', density: 0.01 },
+  options: (mask, seed) => ({ 'sparse+lora': { sparse: { mask }, lora: { rank: 8, targetModules: ALL_LINEAR, seed } } }),
+});
+
+interface RunResult {
+  label: string;
+  lr: number;
+  seed: number;
+  phase: 'tune' | 'final';
+  validLoss: number;
+  heldOutAccuracy: number;
+  heldOutLoss: number;
+  trainable: number;
+  seconds: number;
+  selection?: { seconds: number; peakGpuBytes: number; calibrationTokens: number };
+}
+
+const results: RunResult[] = existsSync(values.out!) ? JSON.parse(readFileSync(values.out!, 'utf8')).runs : [];
+const save = () => writeFileSync(values.out!, JSON.stringify({ task, steps, rows, seq: SEQ, seeds, runs: results }, null, 1) + '\n');
+const has = (label: string, lr: number, seed: number) => results.some((r) => r.label === label && r.lr === lr && r.seed === seed);
+
+const gpu = await requestDevice({ powerPreference: 'high-performance' });
+const open = () => openCheckpoint(folderSource(values.model!));
+/** Calibration: batches of the task's training distribution, from seeds training never draws. */
+const calibration = Array.from({ length: 4 }, (_, b) => packExamples(skillExamples(rows * SEQ, 900_000 + b, task), rows, SEQ, 'answer'));
+/** Validation for tuning: examples from seeds apart from training and from the held-out test set. */
+const validation = packExamples(skillExamples(256, 700_000, task), 16, SEQ, 'answer');
+
+const masks = new Map<string, { mask: SparseMask; cost: RunResult['selection'] }>();
+async function maskFor(c: Config, seed: number): Promise<{ mask: SparseMask; cost: RunResult['selection'] } | undefined> {
+  if (!c.mask) return undefined;
+  const dataFree = c.mask.selection === 'random' || c.mask.selection === 'columns';
+  const key = `${c.mask.selection} ${c.mask.density} ${dataFree ? seed : ''}`;
+  if (!masks.has(key)) {
+    const model = await CausalLM.fromCheckpoint(gpu, await open());
+    try {
+      const { mask, cost } = await selectMask(model, calibration, { ...c.mask, targetModules: ALL_LINEAR, seed });
+      masks.set(key, { mask, cost: { seconds: cost.seconds, peakGpuBytes: cost.peakGpuBytes, calibrationTokens: cost.calibrationTokens } });
+    } finally {
+      model.destroy();
+    }
+  }
+  return masks.get(key);
+}
+
+async function run(c: Config, lr: number, seed: number, phase: RunResult['phase']): Promise<RunResult> {
+  const selected = await maskFor(c, seed);
+  const t0 = performance.now();
+  const ft = await FineTuner.create(gpu, await open(), {
+    method: c.method,
+    ...c.options(selected?.mask, seed),
+    optimizer: { weightDecay: 0, ...c.options(selected?.mask, seed).optimizer, lr, warmupSteps: 5, totalSteps: steps, schedule: 'cosine' },
+  });
+  try {
+    for (let s = 0; s < steps; s++) {
+      // Seed-dependent data order: each seed draws its own training examples.
+      await ft.step(packExamples(skillExamples(rows * SEQ, seed * 100_000 + s, task), rows, SEQ, 'answer'));
+    }
+    const valid = await ft.evaluate(validation);
+    const test = await evaluateSkill(ft, task, { examples: 64 });
+    const trainable = ft.method.trainable.names.reduce((n, name) => n + ft.method.trainable.param(name).size / 4, 0);
+    return {
+      label: c.label, lr, seed, phase, validLoss: valid.loss, heldOutAccuracy: test.answerAccuracy, heldOutLoss: test.answerLoss,
+      trainable, seconds: (performance.now() - t0) / 1000, selection: selected?.cost,
+    };
+  } finally {
+    ft.destroy();
+  }
+}
+
+for (const c of configs) {
+  if (only && !only.test(c.label)) continue;
+  // Tune on seed 0 by validation loss, then the other seeds at the chosen rate.
+  for (const lr of c.lrs) {
+    if (has(c.label, lr, 0)) continue;
+    const r = await run(c, lr, 0, 'tune');
+    results.push(r);
+    save();
+    console.log(`${c.label} lr ${lr}: valid ${r.validLoss.toFixed(3)} held-out ${(100 * r.heldOutAccuracy).toFixed(1)}% (${r.seconds.toFixed(0)} s)`);
+  }
+  const best = bestLr(c.label);
+  for (let seed = 1; seed < seeds; seed++) {
+    if (has(c.label, best, seed)) continue;
+    const r = await run(c, best, seed, 'final');
+    results.push(r);
+    save();
+    console.log(`${c.label} lr ${best} seed ${seed}: held-out ${(100 * r.heldOutAccuracy).toFixed(1)}%`);
+  }
+}
+
+function bestLr(label: string): number {
+  const tuned = results.filter((r) => r.label === label && r.seed === 0);
+  return tuned.reduce((a, b) => (b.validLoss < a.validLoss ? b : a)).lr;
+}
+
+const stats = (xs: number[]) => {
+  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+  const sd = Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, xs.length - 1));
+  return { mean, sd };
+};
+const lines = [
+  `Task '${task}', ${steps} steps of ${rows}x${SEQ} tokens, learning rate tuned on validation loss (seed 0), mean ± sd over seeds.`,
+  '',
+  '| method | trainable params | lr | seeds | held-out accuracy % | held-out loss | selection s |',
+  '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+];
+for (const c of configs) {
+  if (!results.some((r) => r.label === c.label && r.seed === 0)) continue;
+  const lr = bestLr(c.label);
+  const runs = results.filter((r) => r.label === c.label && r.lr === lr);
+  const acc = stats(runs.map((r) => 100 * r.heldOutAccuracy));
+  const loss = stats(runs.map((r) => r.heldOutLoss));
+  const sel = runs[0].selection ? runs[0].selection.seconds.toFixed(1) : '';
+  lines.push(`| ${c.label} | ${runs[0].trainable.toLocaleString('en-US')} | ${lr} | ${runs.length} | ${acc.mean.toFixed(1)} ± ${acc.sd.toFixed(1)} | ${loss.mean.toFixed(3)} ± ${loss.sd.toFixed(3)} | ${sel} |`);
+}
+console.log(lines.join('\n'));
+writeFileSync(join(values.out!.replace(/\.json$/, '.md')), lines.join('\n') + '\n');
