@@ -7,6 +7,8 @@
 import {
   attentionBackward,
   attentionForward,
+  blockSparseGrad,
+  CausalLM,
   FineTuner,
   matmul,
   matmulFlops,
@@ -17,7 +19,9 @@ import {
   openCheckpoint,
   paramSpecs,
   SHIPPED_MODELS,
+  sparseGrad,
   tinyModelFiles,
+  type BatchInput,
   type CommandRecorder,
   type FineTuneOptions,
   type Gpu,
@@ -26,6 +30,7 @@ import {
   type ModelConfig,
   type TinyModelOptions,
 } from '../src/index.js';
+import { randomMask, selectMask } from '../src/methods/sparse/index.js';
 import { rng } from '../src/util/random.js';
 
 export interface TrainRow {
@@ -39,6 +44,28 @@ export interface TrainRow {
   /** Bytes of the linear-layer weights as stored (16-bit bases halve them). */
   linear_weight_bytes: number;
   mfu: number;
+  /** One training step split into its phases (wall time of each, recorded and run alone). */
+  forward_ms: number;
+  backward_ms: number;
+  optimizer_ms: number;
+}
+
+/** Sylva-style mask selection on the large model: one calibration batch, every linear layer. */
+export interface SelectionRow {
+  model: string;
+  seconds: number;
+  layers: number;
+  calibration_tokens: number;
+  peak_gpu_bytes: number;
+}
+
+/** The masked weight-gradient kernels alone over every linear layer of the large model at 1%. */
+export interface SparseGradRow {
+  model: string;
+  tokens: number;
+  element_ms: number;
+  block_ms: number;
+  block_size: number;
 }
 
 export interface AttentionRow {
@@ -61,6 +88,8 @@ export interface TrainBenchResult {
   peakGflops: number;
   rows: TrainRow[];
   attention: AttentionRow[];
+  selection: SelectionRow;
+  sparse_grad: SparseGradRow;
   ratios: { flash_vs_naive_seq1024: number; flash_vs_naive_mem_seq1024: number; lora_vs_full_step: number; [k: string]: number };
   notes: string[];
   date: string;
@@ -113,9 +142,48 @@ export function trainFlopsPerToken(c: ModelConfig, S: number, baseWeightGradient
 }
 
 /** Settings per method where its defaults would not show its cost (every method runs; these are extras). */
+const ALL_LINEAR = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
 const BENCH_OPTIONS: Partial<Record<MethodName, Partial<FineTuneOptions>>> = {
-  lora: { lora: { rank: 16, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] } },
+  lora: { lora: { rank: 16, targetModules: ALL_LINEAR } },
+  sparse: { sparse: { density: 0.01, targetModules: ALL_LINEAR } },
+  'sparse+lora': { 'sparse+lora': { sparse: { density: 0.01, targetModules: ALL_LINEAR }, lora: { rank: 16, targetModules: ALL_LINEAR } } },
 };
+/** Block side of the block-mask runs on the large model (Sylva uses 64; 1376 rows are tiled by 32, not 64). */
+const BENCH_BLOCK = 32;
+
+/**
+ * One training step of `ft` on `input`, phase by phase: forward (with the method's training state and
+ * zeroed gradients), backward, optimizer, each recorded and run on its own and timed to completion.
+ */
+async function stepPhases(ft: FineTuner, input: BatchInput): Promise<{ forward: number; backward: number; optimizer: number }> {
+  const { gpu, model } = ft;
+  const batch = model.prepare(input);
+  const pass = { training: true, pass: 1 };
+  const acts = model.activationsFor(batch.B, batch.S, 'train');
+  acts.pin();
+  try {
+    acts.load(gpu, batch);
+    const timed = async (record: (rec: CommandRecorder) => void) => {
+      const t0 = performance.now();
+      const rec = gpu.recorder();
+      record(rec);
+      await rec.submit();
+      await gpu.sync();
+      return performance.now() - t0;
+    };
+    const forward = await timed((rec) => {
+      ft.method.readyToTrain?.(rec);
+      model.zeroGrads(rec);
+      ft.method.zeroGrads(rec);
+      model.transformer.forward(rec, acts, pass);
+    });
+    const backward = await timed((rec) => model.transformer.backward(rec, acts, 1 / Math.max(batch.targetCount, 1), pass));
+    const optimizer = await timed((rec) => ft.optimizer.record(rec, 1e-4));
+    return { forward, backward, optimizer };
+  } finally {
+    acts.unpin();
+  }
+}
 
 export type TrainPreset = 'software' | 'hardware';
 
@@ -158,6 +226,8 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
     // Every registered method; on the large model also LoRA with its path as a separate pass.
     const variants: [string, FineTuneOptions][] = methodNames().map((name) => [name, { method: name, ...BENCH_OPTIONS[name], optimizer: { lr: 1e-4 } }]);
     if (isLarge) {
+      // Sparse fine-tuning with square blocks instead of single elements, the same density.
+      variants.push(['sparse-block', { method: 'sparse', sparse: { ...BENCH_OPTIONS.sparse!.sparse, granularity: BENCH_BLOCK }, optimizer: { lr: 1e-4 } }]);
       variants.push(['lora-separate', { method: 'lora', lora: { ...BENCH_OPTIONS.lora!.lora, fused: false }, optimizer: { lr: 1e-4 } }]);
       // The same LoRA step over a frozen base stored bf16 and read packed by the matmul.
       variants.push(['lora-bf16-base', { method: 'lora', ...BENCH_OPTIONS.lora, baseDtype: 'bf16', optimizer: { lr: 1e-4 } }]);
@@ -172,17 +242,28 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
       const t0 = performance.now();
       for (let s = 0; s < preset.steps; s++) await ft.step(batch());
       const stepMs = (performance.now() - t0) / preset.steps;
+      const phases = await stepPhases(ft, batch());
       const tokens = m.B * m.S;
       const flops = trainFlopsPerToken(ckpt.config, m.S, ft.model.trainableNames.length > 0) * tokens;
       const row: TrainRow = {
         model: m.name, method, batch: `${m.B}x${m.S}`, step_ms: stepMs, tokens_per_s: tokens / (stepMs / 1000),
         peak_gpu_bytes: gpu.memoryStats().peakBytes - base, linear_weight_bytes: ft.model.linearWeightBytes, mfu: flops / (stepMs / 1000) / (peakGflops * 1e9),
+        forward_ms: phases.forward, backward_ms: phases.backward, optimizer_ms: phases.optimizer,
       };
       rows.push(row);
-      log(`${m.name} ${method}: ${stepMs.toFixed(0)} ms/step, ${row.tokens_per_s.toFixed(0)} tokens/s, peak ${(row.peak_gpu_bytes / 2 ** 20).toFixed(1)} MiB, MFU ${(100 * row.mfu).toFixed(1)}%`);
+      log(`${m.name} ${method}: ${stepMs.toFixed(0)} ms/step (forward ${phases.forward.toFixed(0)}, backward ${phases.backward.toFixed(0)}, optimizer ${phases.optimizer.toFixed(0)}), ${row.tokens_per_s.toFixed(0)} tokens/s, peak ${(row.peak_gpu_bytes / 2 ** 20).toFixed(1)} MiB, MFU ${(100 * row.mfu).toFixed(1)}%`);
       ft.destroy();
     }
   }
+  const largeModel = preset.models[preset.models.length - 1];
+  const selection = await benchSelection(gpu, largeModel);
+  log(`mask selection (sylva) on ${selection.model}: ${selection.seconds.toFixed(1)} s for ${selection.layers} layers, peak ${(selection.peak_gpu_bytes / 2 ** 20).toFixed(1)} MiB`);
+  const sparseGrad = await benchSparseGrad(gpu, largeModel);
+  log(`masked weight gradients at 1% (${sparseGrad.tokens} tokens): elements ${sparseGrad.element_ms.toFixed(1)} ms, ${BENCH_BLOCK}x${BENCH_BLOCK} blocks ${sparseGrad.block_ms.toFixed(1)} ms`);
+  notes.push(`sparse: 1% of every linear layer's elements (random mask), trained in place; sparse-block: the same density in ${BENCH_BLOCK}x${BENCH_BLOCK} blocks (large model only: the tiny model's 172 rows are not tiled by blocks); sparse+lora: that mask plus LoRA r16 on every linear layer.`);
+  notes.push('forward_ms / backward_ms / optimizer_ms: one step split into phases, each recorded, submitted and waited for on its own (so their sum exceeds step_ms by the per-submit overhead).');
+  notes.push('mask_selection_seconds_per_layer: Sylva selection (one calibration batch of the benchmark shape, K-FAC factors, saliency, top-k) over every linear layer of the large model, per layer.');
+  notes.push('sparse_block_vs_element_grad: time of the masked weight-gradient kernels alone for every linear layer of the large model at 1% density, blocks over elements.');
   notes.push('lora-separate: the same LoRA step with the adapter path as its own pass over each output and input gradient instead of fused into the base matmul (lora_fused_vs_separate_step: its step time over the fused one).');
   notes.push('lora-bf16-base: the same LoRA step with the frozen base stored bf16, read packed by the matmul (lora_bf16_base_vs_f32_step; bf16_base_bytes_vs_f32: its linear-weight bytes over the f32 base).');
   notes.push('MFU: FLOPs performed (6 per matmul parameter per token for full fine-tuning, 4 for LoRA whose frozen base needs no weight gradients, plus causal attention) over the measured matmul peak.');
@@ -238,6 +319,8 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
     peakGflops,
     rows,
     attention,
+    selection,
+    sparse_grad: sparseGrad,
     ratios: {
       flash_vs_naive_seq1024: at1024.naive_ms / at1024.flash_ms,
       flash_vs_naive_mem_seq1024: at1024.naive_bytes / at1024.flash_bytes,
@@ -246,19 +329,79 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
       lora_fused_vs_separate_step: step('lora-separate') / step('lora'),
       lora_bf16_base_vs_f32_step: step('lora-bf16-base') / step('lora'),
       bf16_base_bytes_vs_f32: row('lora-bf16-base').linear_weight_bytes / row('lora').linear_weight_bytes,
-      lora_vs_full_peak_memory: rows.find((r) => r.model === large && r.method === 'lora')!.peak_gpu_bytes / rows.find((r) => r.model === large && r.method === 'full')!.peak_gpu_bytes,
+      lora_vs_full_peak_memory: row('lora').peak_gpu_bytes / row('full').peak_gpu_bytes,
+      sparse_vs_lora_step: step('sparse') / step('lora'),
+      sparse_block_vs_lora_step: step('sparse-block') / step('lora'),
+      sparse_lora_vs_lora_step: step('sparse+lora') / step('lora'),
+      sparse_vs_lora_peak_memory: row('sparse').peak_gpu_bytes / row('lora').peak_gpu_bytes,
+      sparse_block_vs_element_grad: sparseGrad.block_ms / sparseGrad.element_ms,
+      mask_selection_seconds_per_layer: selection.seconds / selection.layers,
     },
     notes,
     date: new Date().toISOString(),
   };
 }
 
+/** Sylva selection on a model: one calibration batch of its benchmark shape. */
+async function benchSelection(gpu: Gpu, m: Preset['models'][number]): Promise<SelectionRow> {
+  const model = await CausalLM.fromCheckpoint(gpu, await openCheckpoint(memorySource(tinyModelFiles(m.options))));
+  try {
+    const rand = rng(3);
+    const batch = { ids: Array.from({ length: m.B * m.S }, () => Math.floor(rand() * 256)), B: m.B, S: m.S };
+    const { cost } = await selectMask(model, [batch], { selection: 'sylva', density: 0.01, targetModules: ALL_LINEAR });
+    return { model: m.name, seconds: cost.seconds, layers: cost.layers, calibration_tokens: cost.calibrationTokens, peak_gpu_bytes: cost.peakGpuBytes };
+  } finally {
+    model.destroy();
+  }
+}
+
+/** The masked weight-gradient kernels for every linear layer of a model, element vs block masks at 1%. */
+async function benchSparseGrad(gpu: Gpu, m: Preset['models'][number]): Promise<SparseGradRow> {
+  const config = (await openCheckpoint(memorySource(tinyModelFiles(m.options)))).config;
+  const T = m.B * m.S;
+  const element = randomMask(config, { density: 0.01, targetModules: ALL_LINEAR, seed: 1 });
+  const block = randomMask(config, { density: 0.01, granularity: BENCH_BLOCK, targetModules: ALL_LINEAR, seed: 1 });
+  const made: GPUBuffer[] = [];
+  const upload = (data: Float32Array | Uint32Array) => {
+    const b = gpu.upload(data);
+    made.push(b);
+    return b;
+  };
+  const rand = rng(5);
+  const widest = Math.max(...[...element.entries.values()].flatMap((e) => [e.rows, e.cols]));
+  const dY = upload(Float32Array.from({ length: T * widest }, () => rand() - 0.5));
+  const x = upload(Float32Array.from({ length: T * widest }, () => rand() - 0.5));
+  const out = gpu.createBuffer(Math.max(element.totalNnz, block.totalNnz) * 4);
+  made.push(out);
+  const elementArgs = [...element.entries].map(([name, e]) => ({ indices: upload(e.indices), nnz: e.indices.length, N: e.rows, K: e.cols, name }));
+  const blockArgs = [...block.entries].map(([, e]) => ({ blocks: upload(e.indices), numBlocks: e.indices.length, N: e.rows, K: e.cols }));
+  const time = async (record: (rec: CommandRecorder) => void) => {
+    await gpu.run(record); // warm-up
+    const t0 = performance.now();
+    await gpu.run(record);
+    return performance.now() - t0;
+  };
+  try {
+    const elementMs = await time((rec) => {
+      for (const a of elementArgs) sparseGrad(rec, { indices: a.indices, nnz: a.nnz, dY, x, T, N: a.N, K: a.K, out });
+    });
+    const blockMs = await time((rec) => {
+      for (const a of blockArgs) blockSparseGrad(rec, { blocks: a.blocks, numBlocks: a.numBlocks, blockSize: BENCH_BLOCK, dY, x, T, N: a.N, K: a.K, out });
+    });
+    return { model: m.name, tokens: T, element_ms: elementMs, block_ms: blockMs, block_size: BENCH_BLOCK };
+  } finally {
+    for (const b of made) gpu.destroyBuffer(b);
+  }
+}
+
 export function formatTrainBench(r: TrainBenchResult): string {
   const lines = [`device: ${r.device}   matmul peak ${r.peakGflops.toFixed(2)} GFLOP/s`, ''];
-  lines.push(`${'model'.padEnd(16)} ${'method'.padEnd(13)} ${'batch'.padEnd(8)} ${'step ms'.padStart(10)} ${'tokens/s'.padStart(10)} ${'peak MiB'.padStart(9)} ${'MFU'.padStart(7)}`);
+  lines.push(`${'model'.padEnd(16)} ${'method'.padEnd(14)} ${'batch'.padEnd(8)} ${'step ms'.padStart(10)} ${'fwd ms'.padStart(9)} ${'bwd ms'.padStart(9)} ${'opt ms'.padStart(8)} ${'tokens/s'.padStart(10)} ${'peak MiB'.padStart(9)} ${'MFU'.padStart(7)}`);
   for (const x of r.rows) {
-    lines.push(`${x.model.padEnd(16)} ${x.method.padEnd(13)} ${x.batch.padEnd(8)} ${x.step_ms.toFixed(1).padStart(10)} ${x.tokens_per_s.toFixed(0).padStart(10)} ${(x.peak_gpu_bytes / 2 ** 20).toFixed(1).padStart(9)} ${`${(100 * x.mfu).toFixed(1)}%`.padStart(7)}`);
+    lines.push(`${x.model.padEnd(16)} ${x.method.padEnd(14)} ${x.batch.padEnd(8)} ${x.step_ms.toFixed(1).padStart(10)} ${x.forward_ms.toFixed(1).padStart(9)} ${x.backward_ms.toFixed(1).padStart(9)} ${x.optimizer_ms.toFixed(1).padStart(8)} ${x.tokens_per_s.toFixed(0).padStart(10)} ${(x.peak_gpu_bytes / 2 ** 20).toFixed(1).padStart(9)} ${`${(100 * x.mfu).toFixed(1)}%`.padStart(7)}`);
   }
+  lines.push('', `mask selection (sylva, ${r.selection.model}): ${r.selection.seconds.toFixed(1)} s for ${r.selection.layers} layers (${r.selection.calibration_tokens} calibration tokens), peak ${(r.selection.peak_gpu_bytes / 2 ** 20).toFixed(1)} MiB`);
+  lines.push(`masked weight gradients at 1% (${r.sparse_grad.model}, ${r.sparse_grad.tokens} tokens): elements ${r.sparse_grad.element_ms.toFixed(1)} ms, ${r.sparse_grad.block_size}x${r.sparse_grad.block_size} blocks ${r.sparse_grad.block_ms.toFixed(1)} ms`);
   lines.push('', `${'seq'.padStart(6)} ${'flash ms'.padStart(10)} ${'bwd ms'.padStart(10)} ${'naive ms'.padStart(10)} ${'flash MiB'.padStart(10)} ${'naive MiB'.padStart(10)}`);
   for (const a of r.attention) {
     lines.push(`${String(a.seq).padStart(6)} ${a.flash_ms.toFixed(1).padStart(10)} ${a.flash_backward_ms.toFixed(1).padStart(10)} ${a.naive_ms.toFixed(1).padStart(10)} ${(a.flash_bytes / 2 ** 20).toFixed(2).padStart(10)} ${(a.naive_bytes / 2 ** 20).toFixed(2).padStart(10)}`);

@@ -271,23 +271,37 @@ export async function readTensorF32(source: ByteSource, info: TensorInfo): Promi
   }
 }
 
-/** A tensor to write: floats (stored F32, F16 or BF16) or unsigned 32-bit integers (indices). */
+/** A tensor to write: floats (stored F32, F16 or BF16) or 32-bit integers (indices). */
 export type TensorToWrite =
   | { dtype: 'F32' | 'F16' | 'BF16'; shape: number[]; data: Float32Array }
-  | { dtype: 'U32'; shape: number[]; data: Uint32Array };
+  | { dtype: 'U32'; shape: number[]; data: Uint32Array }
+  | { dtype: 'I32'; shape: number[]; data: Int32Array };
 
 function encodeTensor(t: TensorToWrite): Uint8Array {
-  if (t.dtype === 'F32' || t.dtype === 'U32') return new Uint8Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + t.data.byteLength));
-  return new Uint8Array((t.dtype === 'F16' ? f32ToF16(t.data) : f32ToBf16(t.data)).buffer);
+  if (t.dtype === 'F16' || t.dtype === 'BF16') return new Uint8Array((t.dtype === 'F16' ? f32ToF16(t.data) : f32ToBf16(t.data)).buffer);
+  return new Uint8Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + t.data.byteLength));
 }
 
-/** Read one U32 tensor (indices) as stored. */
-export async function readTensorU32(source: ByteSource, info: TensorInfo): Promise<Uint32Array> {
-  if (info.dtype !== 'U32') throw new InvalidModelFileError(source.name, `tensor '${brief(info.name)}' has dtype ${info.dtype}; expected U32`, 'dtype');
+/**
+ * Read an integer tensor of indices (U32, I32 or I64, as PyTorch writes them) as u32; negative values
+ * or values past 2^32 are an error naming the tensor.
+ */
+export async function readIndexTensor(source: ByteSource, info: TensorInfo): Promise<Uint32Array> {
+  if (info.dtype !== 'U32' && info.dtype !== 'I32' && info.dtype !== 'I64') {
+    throw new InvalidModelFileError(source.name, `tensor '${brief(info.name)}' has dtype ${info.dtype}; expected integer indices (U32, I32 or I64)`, 'dtype');
+  }
   const raw = await source.read(info.begin, info.end - info.begin);
   const bytes = new Uint8Array(raw.byteLength);
   bytes.set(raw);
-  return new Uint32Array(bytes.buffer);
+  if (info.dtype === 'U32') return new Uint32Array(bytes.buffer);
+  const values = info.dtype === 'I32' ? new Int32Array(bytes.buffer) : new BigInt64Array(bytes.buffer);
+  const out = new Uint32Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    const v = Number(values[i]);
+    if (!(v >= 0 && v < 2 ** 32)) throw new InvalidModelFileError(source.name, `tensor '${brief(info.name)}' holds index ${v} at ${i}, outside [0, 2^32)`);
+    out[i] = v;
+  }
+  return out;
 }
 
 /** Serialize tensors (in the given order) into safetensors bytes. */

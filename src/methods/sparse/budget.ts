@@ -20,6 +20,11 @@ export interface BudgetOptions {
   budget?: 'per-matrix' | 'global';
   /** Linear layers to target (engine or Hugging Face names, or 'all-linear', the default). */
   targetModules?: string[];
+  /**
+   * Instead of a density: r * (in + out) elements per matrix, the parameter count of a rank-r LoRA
+   * adapter on it and the budget rule of PEFT's SHiRA adapters (element granularity only).
+   */
+  loraRank?: number;
 }
 
 export const DEFAULT_DENSITY = 0.01;
@@ -32,6 +37,11 @@ export function budgetModules(config: ModelConfig, o: BudgetOptions = {}): Map<s
   if (g !== 'element' && !BLOCK_SIZES.includes(g)) throw new ShapeError(`sparse granularity must be 'element' or a block size of ${BLOCK_SIZES.join(', ')}, got ${String(g)}`);
   if (o.budget !== undefined && o.budget !== 'per-matrix' && o.budget !== 'global') throw new ShapeError(`sparse budget must be 'per-matrix' or 'global', got '${String(o.budget)}'`);
   const modules = linearModules(config, o.targetModules ?? ['all-linear'], 'sparse');
+  if (o.loraRank !== undefined) {
+    if (!Number.isInteger(o.loraRank) || o.loraRank < 1) throw new ShapeError(`sparse loraRank must be a positive integer, got ${o.loraRank}`);
+    if (g !== 'element') throw new ShapeError('a loraRank budget counts elements: use element granularity');
+    for (const [m, d] of modules) if (o.loraRank * (d.out + d.in) > d.out * d.in) throw new ShapeError(`sparse: rank ${o.loraRank}'s budget ${o.loraRank * (d.out + d.in)} exceeds the ${d.out * d.in} elements of '${m}'`);
+  }
   if (g !== 'element') {
     for (const [m, d] of modules) if (d.out % g || d.in % g) throw new ShapeError(`sparse: ${g}x${g} blocks do not tile '${m}' (${d.out}x${d.in}); choose a block size that divides both`);
   }
@@ -49,6 +59,8 @@ export function maskFromScores(
   const g = o.granularity ?? 'element';
   const b = g === 'element' ? 1 : g;
   const density = o.density ?? DEFAULT_DENSITY;
+  /** Units (elements or blocks) a module keeps under a per-matrix budget. */
+  const keep = (d: LinearShape, units: number) => (o.loraRank ? o.loraRank * (d.out + d.in) : Math.max(1, Math.round(density * units)));
   // Per unit (element or block) scores of every module.
   const units = new Map<string, Float64Array | Float32Array>();
   for (const [m, d] of modules) {
@@ -60,7 +72,7 @@ export function maskFromScores(
   if ((o.budget ?? 'per-matrix') === 'per-matrix') {
     for (const [m, d] of modules) {
       const u = units.get(m)!;
-      entries.set(m, { rows: d.out, cols: d.in, indices: topK(u, Math.max(1, Math.round(density * u.length))) });
+      entries.set(m, { rows: d.out, cols: d.in, indices: topK(u, keep(d, u.length)) });
     }
   } else {
     const total = [...units.values()].reduce((s, u) => s + u.length, 0);
@@ -70,7 +82,7 @@ export function maskFromScores(
       all.set(u, at);
       at += u.length;
     }
-    const chosen = topK(all, Math.max(1, Math.round(density * total)));
+    const chosen = topK(all, [...modules].reduce((n, [m, d]) => n + keep(d, units.get(m)!.length), 0));
     let start = 0;
     let c = 0;
     for (const [m, d] of modules) {

@@ -16,6 +16,7 @@ import type { CausalLM } from '../../model/causal-lm.js';
 import { ShapeError } from '../../errors.js';
 import { AdamW, type AdamWConfig, type InPlaceTarget, type Optimizer, type OptimizerGroup, type TrainableSet } from '../../optim/adamw.js';
 import type { LinearHooks, Method } from '../method.js';
+import type { ModelFingerprint } from '../../model/fingerprint.js';
 import type { SparseMask } from './mask.js';
 
 const VALUES = '.sparse_values';
@@ -36,6 +37,8 @@ export class SparseFineTuning implements Method, LinearHooks {
   readonly blocks: Arena | null;
   /** Whether the trained values are in the weights (from the start; unmerging restores the base). */
   merged = true;
+  /** The base the method was attached to (deltas and masks made from it record this). */
+  readonly base: ModelFingerprint;
   private readonly weights = new Map<string, TensorView>();
   /** Room for the largest module's delta (deltaWeight). */
   private readonly scratch: GPUBuffer;
@@ -46,6 +49,7 @@ export class SparseFineTuning implements Method, LinearHooks {
     readonly mask: SparseMask,
   ) {
     mask.checkModel(model.config, model.fingerprint);
+    this.base = model.fingerprint;
     for (const module of mask.entries.keys()) {
       const w = model.linearWeight(`${module}.weight`);
       if (w.format !== 'f32') throw new ShapeError(`sparse fine-tuning writes into the base weights, and '${module}.weight' is stored ${w.format}: load the base with baseDtype 'f32'`);
@@ -143,6 +147,39 @@ export class SparseFineTuning implements Method, LinearHooks {
     if (!this.merged) return;
     this.merged = false;
     this.setMerged(rec, true);
+  }
+
+  /** The trained change per module, values - originals, in value order. */
+  async deltas(): Promise<Map<string, Float32Array>> {
+    const out = new Map<string, Float32Array>();
+    for (const m of this.modules) {
+      const [values, originals] = await Promise.all([this.gpu.readF32(this.values.view(`${m}${VALUES}`)), this.gpu.readF32(this.originals.view(`${m}${VALUES}`))]);
+      out.set(m, values.map((v, i) => v - originals[i]));
+    }
+    return out;
+  }
+
+  /**
+   * Sets the values to originals + delta per module (value order) and, while merged, writes them into
+   * the weights; unmerging still restores the base exactly. Every size is checked before anything is
+   * written; modules the map lacks keep their values.
+   */
+  applyDeltas(deltas: ReadonlyMap<string, Float32Array>): void {
+    for (const [m, d] of deltas) {
+      if (!this.mask.entries.has(m)) throw new ShapeError(`sparse delta: '${m}' is not in this mask`);
+      if (d.length !== this.mask.nnz(m)) throw new ShapeError(`sparse delta: '${m}' has ${d.length} values, the mask ${this.mask.nnz(m)}`);
+    }
+    const rec = this.gpu.recorder();
+    for (const [m, d] of deltas) {
+      const name = `${m}${VALUES}`;
+      // The gradient slot is scratch here: the next step clears it.
+      this.gpu.write(this.grads.view(name), d);
+      rec.copy(this.originals.view(name), this.values.view(name));
+      elementwise(rec, { op: 'axpy', y: this.values.view(name), x: this.grads.view(name), n: d.length, s0: 1 });
+      rec.clear(this.grads.view(name));
+    }
+    this.trainableWritten(rec);
+    void rec.submit();
   }
 
   /** values - originals at the mask, zero elsewhere. */

@@ -13,7 +13,7 @@
  */
 import { ModelMismatchError, ShapeError } from '../../errors.js';
 import { bytesSource } from '../../io/bytes.js';
-import { InvalidModelFileError, readHeader, readTensorU32, writeSafetensors, type TensorToWrite } from '../../io/safetensors.js';
+import { InvalidModelFileError, readHeader, readIndexTensor, writeSafetensors, type TensorToWrite } from '../../io/safetensors.js';
 import type { ModelConfig } from '../../model/config.js';
 import { shapesDigest, type ModelFingerprint } from '../../model/fingerprint.js';
 import { hfMappings, paramSpecs, type HfMapping } from '../../model/layout.js';
@@ -123,24 +123,8 @@ export class SparseMask {
   /** The mask as a safetensors file (see the module comment). */
   toSafetensors(config: ModelConfig): Uint8Array {
     const tensors: Record<string, TensorToWrite> = {};
-    for (const m of hfMappings(config)) {
-      const modules = m.parts.map((p) => p.replace(/\.weight$/, ''));
-      if (!m.parts.every((p) => p.endsWith('.weight')) || !modules.some((mod) => this.entries.has(mod))) continue;
-      const hf = modules.flatMap((mod, part) => (this.entries.has(mod) ? Array.from(this.elementIndices(mod), (f) => engineToHf(m, part, f)) : []));
-      const data = Uint32Array.from(hf).sort();
-      tensors[m.hfName] = { dtype: 'U32', shape: [data.length], data };
-    }
-    const f = this.info.fingerprint;
-    return writeSafetensors(tensors, {
-      format: FORMAT,
-      selection: this.info.selection,
-      density: String(this.density),
-      granularity: String(this.granularity),
-      budget: this.info.budget,
-      calibration_tokens: String(this.info.calibrationTokens),
-      base_shapes: f?.shapes ?? '',
-      base_weights: f?.weights ?? '',
-    });
+    for (const [hfName, e] of hfElements(this, config)) tensors[hfName] = { dtype: 'U32', shape: [e.hf.length], data: e.hf };
+    return writeSafetensors(tensors, this.metadata(FORMAT));
   }
 
   /** Read a mask file for a model of this config; anything malformed or for another model is an error. */
@@ -149,43 +133,108 @@ export class SparseMask {
     const header = await readHeader(source);
     const meta = header.metadata;
     if (meta.format !== FORMAT) throw new InvalidModelFileError(name, `is not a sparse mask file (metadata format '${String(meta.format).slice(0, 60)}')`, 'metadata');
-    const granularity: Granularity = meta.granularity === 'element' ? 'element' : (Number(meta.granularity) as BlockSize);
-    if (granularity !== 'element' && !BLOCK_SIZES.includes(granularity)) throw new InvalidModelFileError(name, `unknown granularity '${String(meta.granularity).slice(0, 20)}'`, 'metadata');
-    const budget = meta.budget === 'global' ? 'global' : 'per-matrix';
-    const tokens = Number(meta.calibration_tokens ?? 0);
-    if (!Number.isInteger(tokens) || tokens < 0) throw new InvalidModelFileError(name, 'metadata calibration_tokens is not a count', 'metadata');
-    const fingerprint = meta.base_shapes ? { shapes: meta.base_shapes, weights: meta.base_weights ?? '' } : null;
-    if (fingerprint && fingerprint.shapes !== shapesDigest(config)) throw new ModelMismatchError(`${name} was selected on a model with another configuration or shapes`);
-    const specs = new Map(paramSpecs(config).map((s) => [s.name, s.shape]));
-    const mappings = new Map(hfMappings(config).map((m) => [m.hfName, m]));
-    const entries = new Map<string, MaskEntry>();
-    for (const t of header.tensors) {
-      const m = mappings.get(t.name);
-      if (!m || !m.parts.every((p) => p.endsWith('.weight') && specs.get(p)!.length === 2)) throw new ModelMismatchError(`${name}: tensor '${t.name.slice(0, 120)}' is not a linear weight of this ${config.architecture} model`);
-      if (t.shape.length !== 1) throw new InvalidModelFileError(name, `tensor '${t.name}' must be 1-D indices`, 'shape');
-      const hf = await readTensorU32(source, t);
-      const [rows, cols] = m.hfShape;
-      try {
-        validateMask(hf, rows, cols);
-      } catch (e) {
-        throw new InvalidModelFileError(name, `tensor '${t.name}': ${(e as Error).message}`);
-      }
-      const perPart = m.parts.map(() => [] as number[]);
-      for (const f of hf) {
-        const [part, flat] = hfToEngine(m, f);
-        perPart[part].push(flat);
-      }
-      m.parts.forEach((p, part) => {
-        if (!perPart[part].length) return;
-        const [out, inDim] = specs.get(p)!;
-        const elements = Uint32Array.from(perPart[part]).sort();
-        entries.set(p.replace(/\.weight$/, ''), { rows: out, cols: inDim, indices: granularity === 'element' ? elements : toBlocks(name, p, elements, out, inDim, granularity) });
-      });
-    }
-    const order = paramSpecs(config).map((s) => s.name.replace(/\.weight$/, ''));
-    const sorted = new Map(order.filter((m) => entries.has(m)).map((m) => [m, entries.get(m)!]));
-    return new SparseMask(granularity, sorted, { selection: String(meta.selection ?? 'file'), budget, calibrationTokens: tokens, fingerprint });
+    const { granularity, info } = maskMetadata(name, meta, config);
+    const tensors = header.tensors.map((t) => ({ hfName: t.name, read: () => readIndexTensor(source, t), shape: t.shape }));
+    const { entries } = await readHfIndices(name, config, tensors, granularity);
+    return new SparseMask(granularity, entries, info);
   }
+
+  /** The metadata a file carrying this mask records (mask and delta files). */
+  metadata(format: string): Record<string, string> {
+    const f = this.info.fingerprint;
+    return {
+      format,
+      selection: this.info.selection,
+      density: String(this.density),
+      granularity: String(this.granularity),
+      budget: this.info.budget,
+      calibration_tokens: String(this.info.calibrationTokens),
+      base_shapes: f?.shapes ?? '',
+      base_weights: f?.weights ?? '',
+    };
+  }
+}
+
+/** Granularity and MaskInfo from a mask or delta file's metadata, checked against the model's shapes. */
+export function maskMetadata(file: string, meta: Record<string, string>, config: ModelConfig): { granularity: Granularity; info: MaskInfo } {
+  const granularity: Granularity = meta.granularity === 'element' ? 'element' : (Number(meta.granularity) as BlockSize);
+  if (granularity !== 'element' && !BLOCK_SIZES.includes(granularity)) throw new InvalidModelFileError(file, `unknown granularity '${String(meta.granularity).slice(0, 20)}'`, 'metadata');
+  const tokens = Number(meta.calibration_tokens ?? 0);
+  if (!Number.isInteger(tokens) || tokens < 0) throw new InvalidModelFileError(file, 'metadata calibration_tokens is not a count', 'metadata');
+  const fingerprint = meta.base_shapes ? { shapes: meta.base_shapes, weights: meta.base_weights ?? '' } : null;
+  if (fingerprint && fingerprint.shapes !== shapesDigest(config)) throw new ModelMismatchError(`${file} was made for a model with another configuration or shapes`);
+  const budget = meta.budget === 'global' ? 'global' : 'per-matrix';
+  return { granularity, info: { selection: String(meta.selection ?? 'file'), budget, calibrationTokens: tokens, fingerprint } };
+}
+
+/** A mask's elements in one Hugging Face tensor: sorted flat indices in its layout, and each one's origin. */
+export interface HfElements {
+  hf: Uint32Array;
+  /** Engine module ('layers.0.k') and flat index in its weight, per element. */
+  module: string[];
+  flat: Uint32Array;
+}
+
+/** The mask's elements per Hugging Face tensor it touches (GPT-2's c_attn joins q, k and v), sorted. */
+export function hfElements(mask: SparseMask, config: ModelConfig): Map<string, HfElements> {
+  const out = new Map<string, HfElements>();
+  for (const m of hfMappings(config)) {
+    const modules = m.parts.map((p) => p.replace(/\.weight$/, ''));
+    if (!m.parts.every((p) => p.endsWith('.weight')) || !modules.some((mod) => mask.entries.has(mod))) continue;
+    const items = modules.flatMap((mod, part) => (mask.entries.has(mod) ? Array.from(mask.elementIndices(mod), (f) => ({ hf: engineToHf(m, part, f), mod, f })) : []));
+    items.sort((a, b) => a.hf - b.hf);
+    out.set(m.hfName, { hf: Uint32Array.from(items, (i) => i.hf), module: items.map((i) => i.mod), flat: Uint32Array.from(items, (i) => i.f) });
+  }
+  return out;
+}
+
+/** An index tensor of a file, by the Hugging Face weight it indexes. */
+export interface HfIndexTensor {
+  hfName: string;
+  shape: number[];
+  read(): Promise<Uint32Array>;
+}
+
+/**
+ * Mask entries (in model order) from sorted flat indices per Hugging Face weight, regrouped into blocks
+ * for block masks, with each file element's origin (aligned with the file's order) for files that carry
+ * values beside the indices. Everything is checked: the weight exists and is linear, the indices are 1-D,
+ * sorted, unique and in range, and block masks hold whole blocks.
+ */
+export async function readHfIndices(file: string, config: ModelConfig, tensors: HfIndexTensor[], granularity: Granularity): Promise<{ entries: Map<string, MaskEntry>; elements: Map<string, HfElements> }> {
+  const specs = new Map(paramSpecs(config).map((s) => [s.name, s.shape]));
+  const mappings = new Map(hfMappings(config).map((m) => [m.hfName, m]));
+  const found = new Map<string, MaskEntry>();
+  const elements = new Map<string, HfElements>();
+  for (const t of tensors) {
+    const m = mappings.get(t.hfName);
+    if (!m || !m.parts.every((p) => p.endsWith('.weight') && specs.get(p)!.length === 2)) throw new ModelMismatchError(`${file}: '${t.hfName.slice(0, 120)}' is not a linear weight of this ${config.architecture} model`);
+    if (t.shape.length !== 1) throw new InvalidModelFileError(file, `the indices of '${t.hfName}' must be 1-D`, 'shape');
+    const hf = await t.read();
+    try {
+      validateMask(hf, m.hfShape[0], m.hfShape[1]);
+    } catch (e) {
+      throw new InvalidModelFileError(file, `'${t.hfName}': ${(e as Error).message}`);
+    }
+    const module: string[] = [];
+    const flat = new Uint32Array(hf.length);
+    const perPart = m.parts.map(() => [] as number[]);
+    hf.forEach((f, i) => {
+      const [part, at] = hfToEngine(m, f);
+      perPart[part].push(at);
+      module.push(m.parts[part].replace(/\.weight$/, ''));
+      flat[i] = at;
+    });
+    elements.set(t.hfName, { hf, module, flat });
+    m.parts.forEach((p, part) => {
+      if (!perPart[part].length) return;
+      const [out, inDim] = specs.get(p)!;
+      const sorted = Uint32Array.from(perPart[part]).sort();
+      found.set(p.replace(/\.weight$/, ''), { rows: out, cols: inDim, indices: granularity === 'element' ? sorted : toBlocks(file, p, sorted, out, inDim, granularity) });
+    });
+  }
+  const order = paramSpecs(config).map((s) => s.name.replace(/\.weight$/, ''));
+  return { entries: new Map(order.filter((m) => found.has(m)).map((m) => [m, found.get(m)!])), elements };
 }
 
 function checkEntry(module: string, e: MaskEntry, g: Granularity): void {
