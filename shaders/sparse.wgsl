@@ -8,12 +8,16 @@ struct Params { nnz: u32, T: u32, N: u32, K: u32, alpha: f32 }
 @group(0) @binding(3) var<storage, read> X: array<f32>;     // [T, K]
 @group(0) @binding(4) var<storage, read_write> values: array<f32>; // [nnz]
 @group(0) @binding(5) var<storage, read_write> W: array<f32>;      // [N, K]
+@group(0) @binding(6) var<storage, read_write> WH: array<atomic<u32>>; // [N, K] 16-bit, packed in pairs
 
 override WG: u32 = 256;
 override ACCUMULATE: bool = false;
 override ADD: bool = false;
 
+override HALF: u32 = 0;
+
 // #include lib/flat_index.wgsl
+// #include lib/half_store.wgsl
 
 // Sampled dense-dense product: values[p] = alpha * sum_t dY[t, n] * X[t, k] at (n, k) = idx[p], the
 // gradient of y = x W^T at the masked entries only (nnz * T work instead of N * K * T). Sorted indices
@@ -112,4 +116,21 @@ fn gather(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u
   let i = flat_index(wid, nwg, lid, WG);
   if (i >= p.nnz) { return; }
   values[i] = W[idx[i]];
+}
+
+// scatter and gather on a 16-bit weight (packed in pairs): the stored value is the f32 value rounded.
+@compute @workgroup_size(WG)
+fn scatter_half(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid, WG);
+  if (i >= p.nnz) { return; }
+  store_half(idx[i], values[i]);
+}
+
+@compute @workgroup_size(WG)
+fn gather_half(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+               @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid, WG);
+  if (i >= p.nnz) { return; }
+  values[i] = load_half(idx[i]);
 }

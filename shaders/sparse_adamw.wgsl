@@ -12,8 +12,12 @@
 @group(0) @binding(5) var<storage, read> clip: array<f32>;
 @group(0) @binding(6) var<storage, read> idx: array<u32>;
 @group(0) @binding(7) var<storage, read_write> W: array<f32>;
+@group(0) @binding(8) var<storage, read_write> WH: array<atomic<u32>>; // a 16-bit weight, packed in pairs
 
 override WG: u32 = 256;
+override HALF: u32 = 0;
+
+// #include lib/half_store.wgsl
 
 @compute @workgroup_size(WG)
 fn sparse_adamw(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -25,4 +29,17 @@ fn sparse_adamw(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
   m[i] = r.y;
   v[i] = r.z;
   W[idx[i]] = r.x;
+}
+
+// The same update on a 16-bit weight: the values stay f32 masters and the weight holds their rounding.
+@compute @workgroup_size(WG)
+fn sparse_adamw_half(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                     @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid, WG);
+  if (i >= o.n) { return; }
+  let r = adamw_update(o, values[i], grads[i], m[i], v[i], clip[0]);
+  values[i] = r.x;
+  m[i] = r.y;
+  v[i] = r.z;
+  store_half(idx[i], r.x);
 }

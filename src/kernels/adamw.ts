@@ -6,6 +6,8 @@ import { ShapeError } from '../errors.js';
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { launch1d, requireDims, requireElements } from './common.js';
+import type { WeightFormat } from './matmul.js';
+import { halfConstant, weightBinding } from './sparse.js';
 
 export interface AdamWOptions {
   lr: number;
@@ -66,6 +68,8 @@ export interface SparseAdamWStepArgs extends AdamWStepArgs {
   weight: BufferLike;
   /** Elements of the dense weight (for bounds checking). */
   weightSize: number;
+  /** How the weight is stored: f32 (default), or bf16 / f16 packed in pairs, holding the values rounded. */
+  weightFormat?: WeightFormat;
 }
 
 export function sparseAdamwStep(rec: CommandRecorder, a: SparseAdamWStepArgs): void {
@@ -73,14 +77,14 @@ export function sparseAdamwStep(rec: CommandRecorder, a: SparseAdamWStepArgs): v
   for (const [name, b] of [['values', a.params], ['grads', a.grads], ['m', a.m], ['v', a.v], ['indices', a.indices]] as const) {
     requireElements('sparseAdamw', name, b, a.n);
   }
-  requireElements('sparseAdamw', 'weight', a.weight, a.weightSize);
   requireElements('sparseAdamw', 'clip', a.clip, 1);
+  const format = a.weightFormat ?? 'f32';
   rec.dispatch({
     shader: 'sparse_adamw',
-    entryPoint: 'sparse_adamw',
-    constants: { WG },
+    entryPoint: format === 'f32' ? 'sparse_adamw' : 'sparse_adamw_half',
+    constants: format === 'f32' ? { WG } : { WG, HALF: halfConstant('sparse_adamw', format) },
     uniforms: adamwUniforms(a.n, a.step, a, a.gradScale),
-    storage: { values: a.params, grads: a.grads, m: a.m, v: a.v, clip: a.clip, idx: a.indices, W: a.weight },
+    storage: { values: a.params, grads: a.grads, m: a.m, v: a.v, clip: a.clip, idx: a.indices, ...weightBinding('sparseAdamw', a.weight, a.weightSize, format) },
     workgroups: launch1d(rec.gpu, a.n, WG),
     label: `sparse_adamw ${a.n}`,
   });

@@ -6,6 +6,7 @@ import { ShapeError } from '../errors.js';
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { launch1d, requireDims, requireElements, shaderConstant } from './common.js';
+import type { WeightFormat } from './matmul.js';
 
 const WG = 256;
 
@@ -97,40 +98,59 @@ export interface ScatterArgs extends MaskArgs {
   weight: BufferLike;
   /** Elements in the dense weight. */
   weightSize: number;
-  /** weight[idx] += values instead of =. */
+  /** How the weight is stored: f32 (default), or bf16 / f16 packed two per u32 (values are rounded in). */
+  weightFormat?: WeightFormat;
+  /** weight[idx] += values instead of = (f32 weights only). */
   add?: boolean;
+}
+
+/** The HALF pipeline constant of shaders/lib/half_store.wgsl for a 16-bit format. */
+export function halfConstant(shader: string, format: Exclude<WeightFormat, 'f32'>): number {
+  return shaderConstant(shader, format === 'bf16' ? 'HALF_BF16' : 'HALF_F16');
+}
+
+/** The weight binding of a sparse kernel: W (f32) or WH (16-bit, packed in pairs), checked for size. */
+export function weightBinding(kernel: string, weight: BufferLike, weightSize: number, format: WeightFormat = 'f32'): { W: BufferLike } | { WH: BufferLike } {
+  if (format === 'f32') {
+    requireElements(kernel, 'weight', weight, weightSize);
+    return { W: weight };
+  }
+  requireElements(kernel, 'weight', weight, Math.ceil(weightSize / 2));
+  return { WH: weight };
 }
 
 function requireScatterArgs(kernel: string, a: Omit<ScatterArgs, 'add'>): void {
   requireDims(kernel, { nnz: a.nnz, weightSize: a.weightSize });
   requireElements(kernel, 'indices', a.indices, a.nnz);
   requireElements(kernel, 'values', a.values, a.nnz);
-  requireElements(kernel, 'weight', a.weight, a.weightSize);
 }
 
-/** weight[indices[i]] = values[i] (or +=). */
+/** weight[indices[i]] = values[i] (or +=); a 16-bit weight takes each value rounded. */
 export function sparseScatter(rec: CommandRecorder, a: ScatterArgs): void {
   requireScatterArgs('sparseScatter', a);
+  const format = a.weightFormat ?? 'f32';
+  if (a.add && format !== 'f32') throw new ShapeError(`sparseScatter: adding into a ${format} weight is not supported`);
   rec.dispatch({
     shader: 'sparse',
-    entryPoint: 'scatter',
-    constants: { WG, ADD: !!a.add },
+    entryPoint: format === 'f32' ? 'scatter' : 'scatter_half',
+    constants: format === 'f32' ? { WG, ADD: !!a.add } : { WG, HALF: halfConstant('sparse', format) },
     uniforms: { nnz: a.nnz, T: 0, N: 0, K: 0, alpha: 0 },
-    storage: { idx: a.indices, values: a.values, W: a.weight },
+    storage: { idx: a.indices, values: a.values, ...weightBinding('sparseScatter', a.weight, a.weightSize, format) },
     workgroups: launch1d(rec.gpu, a.nnz, WG),
     label: `sparse scatter ${a.nnz}`,
   });
 }
 
-/** values[i] = weight[indices[i]]. */
+/** values[i] = weight[indices[i]] (widened from 16 bits for a 16-bit weight). */
 export function sparseGather(rec: CommandRecorder, a: Omit<ScatterArgs, 'add'>): void {
   requireScatterArgs('sparseGather', a);
+  const format = a.weightFormat ?? 'f32';
   rec.dispatch({
     shader: 'sparse',
-    entryPoint: 'gather',
-    constants: { WG },
+    entryPoint: format === 'f32' ? 'gather' : 'gather_half',
+    constants: format === 'f32' ? { WG } : { WG, HALF: halfConstant('sparse', format) },
     uniforms: { nnz: a.nnz, T: 0, N: 0, K: 0, alpha: 0 },
-    storage: { idx: a.indices, values: a.values, W: a.weight },
+    storage: { idx: a.indices, values: a.values, ...weightBinding('sparseGather', a.weight, a.weightSize, format) },
     workgroups: launch1d(rec.gpu, a.nnz, WG),
     label: `sparse gather ${a.nnz}`,
   });

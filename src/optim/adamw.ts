@@ -10,6 +10,7 @@ import type { Gpu } from '../gpu/gpu.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { ADAMW_DEFAULTS, adamwStep, gradNorm, gradNormScratchSize, sparseAdamwStep } from '../kernels/adamw.js';
 import { Arena } from '../model/arena.js';
+import type { WeightFormat } from '../kernels/matmul.js';
 
 /**
  * AdamW settings; the defaults are PyTorch's and the Hugging Face Trainer's. Learning rate and schedule
@@ -68,8 +69,11 @@ export function decays(name: string): boolean {
 export interface InPlaceTarget {
   /** Flat element indices into `weight` (u32), one per value, in value order. */
   indices: TensorView;
-  /** The dense f32 weight the updated values are written into. */
+  /** The weight the updated values are written into: f32, or 16-bit packed in pairs (holding them rounded). */
   weight: TensorView;
+  /** Elements of the weight and how it is stored (default f32). */
+  weightSize: number;
+  weightFormat?: WeightFormat;
 }
 
 /**
@@ -140,7 +144,7 @@ export class AdamW implements Optimizer {
           weightDecay: (c.decay ?? decays)(name) ? c.weightDecay ?? ADAMW_DEFAULTS.weightDecay : 0,
         };
         const target = inPlace?.(name);
-        if (target) sparseAdamwStep(rec, { ...args, indices: target.indices, weight: target.weight, weightSize: target.weight.size / 4 });
+        if (target) sparseAdamwStep(rec, { ...args, indices: target.indices, weight: target.weight, weightSize: target.weightSize, weightFormat: target.weightFormat });
         else adamwStep(rec, args);
       }
     });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { adamwStep, gradNorm, gradNormScratchSize, sparseAdamwStep, sparseGather, ShapeError } from '../../src/index.js';
+import { adamwStep, decodeHalves, encodeHalves, gradNorm, gradNormScratchSize, sparseAdamwStep, sparseGather, ShapeError } from '../../src/index.js';
 import { compare, freshSeed, randn, REDUCTION_SIZES, rng, testGpu } from '../helpers.js';
 import { adamwRef, clipFactorRef } from '../reference/adamw.js';
 import { randomMask } from '../reference/sparse.js';
@@ -113,5 +113,42 @@ describe('sparse AdamW writes the values into the dense weight', () => {
     // Entries outside the mask stay bit-identical.
     const inMask = new Set(mask);
     for (let i = 0; i < size; i++) if (!inMask.has(i)) expect(gotW[i]).toBe(w0[i]);
+  });
+});
+
+describe.each(['bf16', 'f16'] as const)('sparse AdamW on a %s weight (packed in pairs)', (format) => {
+  it.each([
+    [17, 33, 0.3],
+    [8, 9, 1.0],
+  ])('W %ix%i density %f: the weight holds the updated values rounded, the rest untouched', async (rows, cols, density) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const size = rows * cols;
+    // Dense enough that both halves of many words train, written by different invocations.
+    const half0 = encodeHalves(randn(size, rand), format);
+    const w0 = decodeHalves(half0.slice().buffer, size, format);
+    const mask = randomMask(size, density, rand);
+    const nnz = mask.length;
+    const W = gpu.upload(new Uint32Array(half0.buffer), 'W');
+    const indices = gpu.upload(mask, 'mask');
+    const values = gpu.createBuffer(nnz * 4, undefined, 'values');
+    gpu.fill(values, NaN);
+    const [m, v] = [gpu.upload(new Float32Array(nnz)), gpu.upload(new Float32Array(nnz))];
+    const g = randn(nnz, rand);
+    const clip = gpu.upload(new Float32Array([1, 0]));
+    await gpu.run((rec) => {
+      sparseGather(rec, { indices, nnz, values, weight: W, weightSize: size, weightFormat: format });
+      sparseAdamwStep(rec, { params: values, grads: gpu.upload(g), m, v, clip, n: nnz, step: 1, indices, weight: W, weightSize: size, weightFormat: format, ...HYPER });
+    });
+    const rp = Float64Array.from(mask, (i) => w0[i]); // the gathered values: the stored halves, widened
+    adamwRef(rp, g, new Float64Array(nnz), new Float64Array(nnz), { ...HYPER, step: 1 });
+    const got = await gpu.readF32(values);
+    expect(compare(got, rp).rel, `seed ${seed}`).toBeLessThan(1e-4);
+    // The weight holds exactly the values (as updated on the GPU) rounded to the format.
+    const stored = new Uint16Array(await gpu.read(W), 0, size);
+    const want = half0.slice(0, size);
+    mask.forEach((i, k) => (want[i] = encodeHalves(Float32Array.of(got[k]), format)[0]));
+    expect(Array.from(stored), `seed ${seed}`).toEqual(Array.from(want));
   });
 });

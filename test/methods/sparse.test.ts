@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { successorRows, toBatchInput } from '../../src/data/tasks.js';
 import { ModelMismatchError, ShapeError } from '../../src/errors.js';
-import { InvalidModelFileError } from '../../src/io/safetensors.js';
+import { bf16ToF32, f32ToBf16, InvalidModelFileError } from '../../src/io/safetensors.js';
 import { memorySource } from '../../src/io/sources.js';
 import { CausalLM } from '../../src/model/causal-lm.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
@@ -32,6 +32,7 @@ describe.each<[string, TinyModelOptions, Granularity, number]>([
   ['llama, 16x16 blocks', LLAMA, 16, 0.5],
   ['gpt2, elements', GPT2, 'element', 0.2],
   ['gpt2, 16x16 blocks', GPT2, 16, 0.4],
+  ['llama on a bf16 base (kept 16-bit), elements', { ...LLAMA, dtype: 'BF16' }, 'element', 0.3],
 ])('sparse gradients on %s', (_name, options, granularity, density) => {
   it('equal the float64 dense gradient gathered at the mask', async () => {
     const seed = freshSeed();
@@ -59,6 +60,7 @@ describe.each<[string, TinyModelOptions, Granularity, number]>([
         expect(err.rel, `seed ${seed} ${m} (max abs ${err.maxAbs})`).toBeLessThan(1e-3);
       }
       expect(model.grads).toBeNull(); // no dense weight gradient anywhere
+      if (options.dtype) expect(model.packed).not.toBeNull(); // the reference read the same rounded weights
     } finally {
       model.transformer.hooks = null;
       method.destroy();
@@ -140,12 +142,13 @@ describe('sparse fine-tuning in place', () => {
     }
   });
 
-  it.each<[Granularity, number]>([
-    ['element', 0.05],
-    [16, 0.25],
-  ])('learns (%s mask), writes only at the mask, and unmerging restores the base bit for bit', async (granularity, density) => {
+  it.each<[Granularity, number, 'F32' | 'BF16']>([
+    ['element', 0.05, 'F32'],
+    [16, 0.25, 'F32'],
+    ['element', 0.05, 'BF16'],
+  ])('learns (%s mask, %f, %s base), writes only at the mask, and unmerging restores the base bit for bit', async (granularity, density, dtype) => {
     const gpu = await testGpu();
-    const ckpt = await openCheckpoint(memorySource(tinyModelFiles({ ...LLAMA, seed: 11, initStd: 0.2 })));
+    const ckpt = await openCheckpoint(memorySource(tinyModelFiles({ ...LLAMA, seed: 11, initStd: 0.2, dtype })));
     const ft = await FineTuner.create(gpu, ckpt, { method: 'sparse', sparse: { density, granularity }, optimizer: { lr: 1e-2 } });
     const method = ft.method as SparseFineTuning;
     const weights = method.modules.map((m) => `${m}.weight`);
@@ -161,6 +164,15 @@ describe('sparse fine-tuning in place', () => {
       now.forEach((v, i) => {
         if (!inMask.has(i)) expect(v, `${w}[${i}]`).toBe(before.get(w)![i]);
       });
+    }
+    if (dtype === 'BF16') {
+      // A 16-bit base holds the f32 master values rounded to bf16.
+      for (const m of method.modules) {
+        const values = await gpu.readF32(method.values.view(`${m}.sparse_values`));
+        const now = await ft.model.readParam(`${m}.weight`);
+        const want = bf16ToF32(f32ToBf16(values));
+        expect(Array.from(method.mask.valueIndices(m), (i) => now[i]), m).toEqual(Array.from(want));
+      }
     }
     const rec = gpu.recorder();
     method.setMerged(rec, false);

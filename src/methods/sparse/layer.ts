@@ -1,6 +1,7 @@
 /**
  * Sparse fine-tuning in the style of CentML's Sylva: only the weights at a mask train, and they train in
- * place, inside the frozen weights. The forward pass is the base model's own (no adapter work at all),
+ * place, inside the frozen weights (on a 16-bit base the values stay f32 masters and the weight holds
+ * their rounding, as Sylva's bf16 w0). The forward pass is the base model's own (no adapter work at all),
  * the input gradient is the base's, and the weight gradient is computed only at the mask (a sampled
  * product per element, or a small tiled product per block). AdamW updates the masked values and writes
  * each one into its weight. The original values are kept, so unmerging restores the base bit for bit.
@@ -14,6 +15,7 @@ import { Arena, arenaLimit, planArena } from '../../model/arena.js';
 import type { Activations } from '../../model/activations.js';
 import type { CausalLM } from '../../model/causal-lm.js';
 import { ShapeError } from '../../errors.js';
+import type { WeightFormat } from '../../kernels/matmul.js';
 import { AdamW, type AdamWConfig, type InPlaceTarget, type Optimizer, type OptimizerGroup, type TrainableSet } from '../../optim/adamw.js';
 import type { LinearHooks, Method } from '../method.js';
 import type { ModelFingerprint } from '../../model/fingerprint.js';
@@ -39,7 +41,8 @@ export class SparseFineTuning implements Method, LinearHooks {
   merged = true;
   /** The base the method was attached to (deltas and masks made from it record this). */
   readonly base: ModelFingerprint;
-  private readonly weights = new Map<string, TensorView>();
+  /** Each targeted weight as stored: f32, or 16-bit packed in pairs (holding the values rounded). */
+  private readonly weights = new Map<string, { view: TensorView; format: WeightFormat; size: number }>();
   /** Room for the largest module's delta (deltaWeight). */
   private readonly scratch: GPUBuffer;
 
@@ -50,10 +53,9 @@ export class SparseFineTuning implements Method, LinearHooks {
   ) {
     mask.checkModel(model.config, model.fingerprint);
     this.base = model.fingerprint;
-    for (const module of mask.entries.keys()) {
+    for (const [module, e] of mask.entries) {
       const w = model.linearWeight(`${module}.weight`);
-      if (w.format !== 'f32') throw new ShapeError(`sparse fine-tuning writes into the base weights, and '${module}.weight' is stored ${w.format}: load the base with baseDtype 'f32'`);
-      this.weights.set(module, w.view);
+      this.weights.set(module, { view: w.view, format: w.format, size: e.rows * e.cols });
     }
     const modules = [...mask.entries.keys()];
     const limit = arenaLimit(gpu);
@@ -82,7 +84,7 @@ export class SparseFineTuning implements Method, LinearHooks {
       gpu.write(this.indices.view(m), mask.valueIndices(m));
       if (this.blocks) gpu.write(this.blocks.view(m), mask.entries.get(m)!.indices);
       const w = this.weights.get(m)!;
-      sparseGather(rec, { indices: this.indices.view(m), nnz: mask.nnz(m), values: this.values.view(`${m}${VALUES}`), weight: w, weightSize: w.size / 4 });
+      sparseGather(rec, { indices: this.indices.view(m), nnz: mask.nnz(m), values: this.values.view(`${m}${VALUES}`), weight: w.view, weightSize: w.size, weightFormat: w.format });
       rec.copy(this.values.view(`${m}${VALUES}`), this.originals.view(`${m}${VALUES}`));
     }
     for (const b of this.grads.buffers) rec.clear(b);
@@ -117,7 +119,8 @@ export class SparseFineTuning implements Method, LinearHooks {
   optimizerGroup(): OptimizerGroup {
     const inPlace = (name: string): InPlaceTarget => {
       const module = name.slice(0, -VALUES.length);
-      return { indices: this.indices.view(module), weight: this.weights.get(module)! };
+      const w = this.weights.get(module)!;
+      return { indices: this.indices.view(module), weight: w.view, weightSize: w.size, weightFormat: w.format };
     };
     return { set: this.trainable, inPlace };
   }
@@ -137,7 +140,7 @@ export class SparseFineTuning implements Method, LinearHooks {
     for (const m of this.modules) {
       const w = this.weights.get(m)!;
       const from = (merged ? this.values : this.originals).view(`${m}${VALUES}`);
-      sparseScatter(rec, { indices: this.indices.view(m), nnz: this.mask.nnz(m), values: from, weight: w, weightSize: w.size / 4 });
+      sparseScatter(rec, { indices: this.indices.view(m), nnz: this.mask.nnz(m), values: from, weight: w.view, weightSize: w.size, weightFormat: w.format });
     }
     this.merged = merged;
   }
