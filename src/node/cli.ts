@@ -5,7 +5,9 @@
  *   webgpu-finetune finetune   fine-tune a model on a skill its pre-training never saw ("next:a=b", the
  *                              letter successor; defaults: the shipped pretrained tiny Llama, LoRA)
  *                              and report held-out accuracy before and after
- *     --model PATH|ID|URL  --method lora|full  --steps N  --lr X  --rank R  --batch B  --hub ENDPOINT
+ *     --model PATH|ID|URL  --method full|lora|sparse|sparse+lora  --steps N  --lr X  --rank R  --batch B
+ *     --hub ENDPOINT; sparse methods: --selection sylva|fisher|snip|random|columns  --density X
+ *     --granularity element|16|32|64  --mask FILE (a saved mask)  --save-mask FILE  --save-delta FILE
  *   webgpu-finetune generate   continue a prompt with a model (default: the shipped pretrained tiny Llama)
  *     --model PATH|ID|URL  --prompt TEXT  --max-new-tokens N  --temperature T  --top-k K  --top-p P
  *     --seed S  --hub ENDPOINT
@@ -18,9 +20,12 @@ import { FineTuner } from '../train/finetuner.js';
 import { CausalLM } from '../model/causal-lm.js';
 import { loadTokenizer } from '../data/tokenizer.js';
 import { Generator } from '../serve/generate.js';
-import { fineTuneOnTask, MAIN_TASK, taskDefaults, taskFineTuneOptions } from '../train/main-task.js';
+import { fineTuneOnTask, MAIN_TASK, taskCalibration, taskDefaults, taskFineTuneOptions } from '../train/main-task.js';
 import { METHODS, methodNames, type MethodName } from '../methods/registry.js';
 import { PRETRAINED_BASE } from '../model/shipped.js';
+import { readFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../io/files.js';
+import { BLOCK_SIZES, selectMask, SELECTIONS, sparseDeltaFile, SparseFineTuning, SparseMask, type BlockSize, type Granularity, type Selection } from '../methods/sparse/index.js';
 
 const shippedModel = new URL(`../../public/models/${PRETRAINED_BASE.name}`, import.meta.url).pathname;
 
@@ -31,7 +36,11 @@ type Spec = Record<string, { type: 'string' | 'boolean'; default?: string }>;
 const common: Spec = { model: { type: 'string', default: shippedModel }, hub: { type: 'string' }, help: { type: 'boolean' } };
 const specs: Record<string, Spec> = {
   info: { help: { type: 'boolean' } },
-  finetune: { ...common, method: { type: 'string', default: 'lora' }, steps: { type: 'string' }, lr: { type: 'string' }, rank: { type: 'string', default: '16' }, batch: { type: 'string', default: '8' } },
+  finetune: {
+    ...common, method: { type: 'string', default: 'lora' }, steps: { type: 'string' }, lr: { type: 'string' }, rank: { type: 'string', default: '16' }, batch: { type: 'string', default: '8' },
+    // Sparse methods: the mask's selection and budget, or a saved mask; where to save the mask and the delta.
+    selection: { type: 'string' }, density: { type: 'string' }, granularity: { type: 'string' }, mask: { type: 'string' }, 'save-mask': { type: 'string' }, 'save-delta': { type: 'string' },
+  },
   generate: {
     ...common, prompt: { type: 'string', default: 'rev:webgpu=' }, 'max-new-tokens': { type: 'string', default: '16' }, temperature: { type: 'string', default: '0' },
     'top-k': { type: 'string', default: '0' }, 'top-p': { type: 'string', default: '1' }, seed: { type: 'string', default: '0' },
@@ -69,18 +78,50 @@ async function finetune(): Promise<void> {
   const lr = numberFlag(values, 'lr', { min: 0 });
   const rows = numberFlag(values, 'batch', { integer: true, min: 1 });
   const rank = numberFlag(values, 'rank', { integer: true, min: 1 });
+  const sparse = method === 'sparse' || method === 'sparse+lora';
+  const sparseFlags = ['selection', 'density', 'granularity', 'mask', 'save-mask', 'save-delta'].filter((f) => values[f] !== undefined);
+  if (!sparse && sparseFlags.length) throw new UsageError(`--${sparseFlags[0]} applies to the sparse methods (sparse, sparse+lora), not '${method}'`);
+  const selection = (values.selection ?? 'sylva') as Selection;
+  if (!SELECTIONS.includes(selection)) throw new UsageError(`--selection must be one of ${SELECTIONS.join(', ')}, got '${selection}'`);
+  const density = values.density === undefined ? 0.01 : numberFlag(values, 'density', { min: 0, max: 1 });
+  const granularity = values.granularity === undefined || values.granularity === 'element' ? 'element' : numberFlag(values, 'granularity', { integer: true });
+  if (granularity !== 'element' && !BLOCK_SIZES.includes(granularity as BlockSize)) throw new UsageError(`--granularity must be element or a block size of ${BLOCK_SIZES.join(', ')}, got '${values.granularity}'`);
   const gpu = await requestDevice({ powerPreference: 'high-performance' });
   console.log(`device: ${gpu.describe()}`);
   const source = await resolveSource(values.model as string, { endpoint: values.hub as string | undefined });
   const ckpt = await openCheckpoint(source);
   const c = ckpt.config;
   console.log(`model:  ${source.description}: ${c.architecture}, ${c.numLayers} layers, d=${c.hiddenSize}, vocab ${c.vocabSize}`);
-  const ft = await FineTuner.create(gpu, ckpt, taskFineTuneOptions(c, method, { steps, lr, rank }));
+  let mask: SparseMask | undefined;
+  if (sparse && values.mask) {
+    mask = await SparseMask.fromSafetensors(new Uint8Array(await readFile(values.mask as string)), c, values.mask as string);
+    console.log(`mask:   ${values.mask}: ${mask.info.selection}, ${(100 * mask.density).toFixed(2)}% of ${mask.entries.size} layers (${mask.granularity === 'element' ? 'elements' : `${mask.granularity}x${mask.granularity} blocks`})`);
+  } else if (sparse) {
+    const model = await CausalLM.fromCheckpoint(gpu, ckpt);
+    try {
+      const selected = await selectMask(model, taskCalibration(rows), { selection, density, granularity: granularity as Granularity });
+      mask = selected.mask;
+      const cost = selected.cost;
+      console.log(`mask:   ${selection} selection, ${(100 * mask.density).toFixed(2)}% of ${cost.layers} layers in ${cost.seconds.toFixed(1)} s (${cost.calibrationTokens} calibration tokens, peak ${(cost.peakGpuBytes / 2 ** 20).toFixed(1)} MiB)`);
+    } finally {
+      model.destroy();
+    }
+  }
+  if (mask && values['save-mask']) {
+    await writeFileAtomic(values['save-mask'] as string, mask.toSafetensors(c));
+    console.log(`        saved to ${values['save-mask']}`);
+  }
+  const ft = await FineTuner.create(gpu, ckpt, taskFineTuneOptions(c, method, { steps, lr, rank, sparse: mask ? { mask } : undefined }));
   const { names, param } = ft.method.trainable;
   const parameters = names.reduce((sum, n) => sum + param(n).size / 4, 0);
   console.log(`method: ${method} (${METHODS[method].summary}): ${names.length} tensors, ${parameters} parameters train; ${steps} steps, lr ${lr}`);
   console.log(`task:   '${MAIN_TASK}' ("${MAIN_TASK}:a=b", the letter after a letter), not in the base's pre-training; loss on answers, ${rows} rows of 64 tokens per step\n`);
   await fineTuneOnTask(ft, { steps, rows, log: (line) => console.log(line) });
+  if (values['save-delta']) {
+    const inPlace = ft.method instanceof SparseFineTuning ? ft.method : (ft.method as { sparse?: SparseFineTuning }).sparse!;
+    await writeFileAtomic(values['save-delta'] as string, await sparseDeltaFile(inPlace, c));
+    console.log(`sparse delta saved to ${values['save-delta']}`);
+  }
   ft.destroy();
   gpu.destroy();
 }
@@ -125,6 +166,8 @@ async function info(): Promise<void> {
 const USAGE = `usage: webgpu-finetune <command> [flags]
   info       the WebGPU device Node gets here
   finetune   --model PATH|ID|URL --method ${methodNames().join('|')} --steps N --lr X --rank R --batch B --hub ENDPOINT
+             sparse methods: --selection ${SELECTIONS.join('|')} --density X --granularity element|${BLOCK_SIZES.join('|')}
+             --mask FILE --save-mask FILE --save-delta FILE
   generate   --model PATH|ID|URL --prompt TEXT --max-new-tokens N --temperature T --top-k K --top-p P --seed S --hub ENDPOINT`;
 
 const command = process.argv[2] ?? 'info';

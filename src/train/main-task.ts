@@ -4,7 +4,8 @@
  * of a letter: "next:a=b"), with the loss on answers only. It reports the held-out answer
  * accuracy before and after, the loss as it trains, and greedy answers to held-out prompts.
  */
-import { packExamples, skillExamples, type HeldOutSkill } from '../data/skills.js';
+import { packExamples, skillExamples, type HeldOutSkill, type PackedRows } from '../data/skills.js';
+import type { SparseOptions } from '../methods/sparse/config.js';
 import type { ModelConfig } from '../model/config.js';
 import type { MethodName } from '../methods/registry.js';
 import type { FineTuneOptions, FineTuner } from './finetuner.js';
@@ -18,7 +19,12 @@ const SEQ = 64;
 const HELD_OUT_EXAMPLES = 64;
 
 /** Steps and learning rate tuned for the main task per method; other methods start from the adapter setting. */
-const TASK_DEFAULTS: Partial<Record<MethodName, { steps: number; lr: number }>> = { lora: { steps: 40, lr: 1e-2 }, full: { steps: 40, lr: 1e-3 } };
+const TASK_DEFAULTS: Partial<Record<MethodName, { steps: number; lr: number }>> = {
+  lora: { steps: 40, lr: 1e-2 },
+  full: { steps: 40, lr: 1e-3 },
+  sparse: { steps: 40, lr: 3e-2 },
+  'sparse+lora': { steps: 40, lr: 1e-2 },
+};
 
 export function taskDefaults(method: MethodName): { steps: number; lr: number } {
   return TASK_DEFAULTS[method] ?? TASK_DEFAULTS.lora!;
@@ -28,13 +34,20 @@ export function taskDefaults(method: MethodName): { steps: number; lr: number } 
  * Any method, warmup then cosine decay; LoRA adapts every projection the architecture has, and full
  * fine-tuning decays weights by 0.01. Other methods get their defaults.
  */
-export function taskFineTuneOptions(config: ModelConfig, method: MethodName, o: { steps: number; lr: number; rank?: number }): FineTuneOptions {
+export function taskFineTuneOptions(config: ModelConfig, method: MethodName, o: { steps: number; lr: number; rank?: number; sparse?: SparseOptions }): FineTuneOptions {
   const targetModules = config.family === 'gpt2' ? ['q', 'k', 'v', 'o', 'fc', 'proj'] : ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
   return {
     method,
     lora: { rank: o.rank ?? 16, targetModules },
+    sparse: o.sparse,
+    'sparse+lora': { sparse: o.sparse, lora: { rank: o.rank ?? 16, targetModules } },
     optimizer: { lr: o.lr, warmupSteps: 5, totalSteps: o.steps, schedule: 'cosine', weightDecay: method === 'full' ? 0.01 : 0 },
   };
+}
+
+/** Calibration batches for mask selection: the task's training distribution, from seeds training never draws. */
+export function taskCalibration(rows: number, skill: HeldOutSkill = MAIN_TASK, batches = 4): PackedRows[] {
+  return Array.from({ length: batches }, (_, b) => packExamples(skillExamples(rows * SEQ, 900_000 + b, skill), rows, SEQ, 'answer'));
 }
 
 /**

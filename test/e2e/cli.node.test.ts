@@ -1,5 +1,8 @@
 /** The command line, run as a user runs it (a child process through tsx). */
 import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
@@ -40,5 +43,37 @@ describe('command line', () => {
     const unknown = await run('train-everything');
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toMatch(/Commands: info, finetune, generate/);
+  }, 120_000);
+
+  it('sparse fine-tuning selects a mask, saves it and the delta, and a saved mask trains the same run again', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'wf-cli-'));
+    try {
+      const [mask, delta] = [join(dir, 'mask.safetensors'), join(dir, 'delta.safetensors')];
+      const first = await run('finetune', '--method', 'sparse', '--steps', '2', '--batch', '2', '--density', '0.05', '--save-mask', mask, '--save-delta', delta);
+      expect(first.code, first.stderr).toBe(0);
+      expect(first.stdout).toMatch(/mask: {3}sylva selection, 5\.00% of 21 layers/);
+      expect(first.stdout).toMatch(/sparse delta saved to/);
+      expect(statSync(mask).size).toBeGreaterThan(0);
+      expect(statSync(delta).size).toBeGreaterThan(0);
+      const again = await run('finetune', '--method', 'sparse', '--steps', '2', '--batch', '2', '--mask', mask);
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.stdout).toMatch(/mask: {3}.*mask\.safetensors: sylva, 5\.00% of 21 layers \(elements\)/);
+      const after = (out: string) => /held-out after: (.*)/.exec(out)![1];
+      expect(after(again.stdout)).toBe(after(first.stdout));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 240_000);
+
+  it('refuses sparse flags on other methods and bad sparse values', async () => {
+    const wrong = await run('finetune', '--method', 'lora', '--density', '0.1');
+    expect(wrong.code).toBe(2);
+    expect(wrong.stderr).toMatch(/--density applies to the sparse methods/);
+    const selection = await run('finetune', '--method', 'sparse', '--selection', 'magic');
+    expect(selection.code).toBe(2);
+    expect(selection.stderr).toMatch(/--selection must be one of sylva, fisher, snip, random, columns, got 'magic'/);
+    const granularity = await run('finetune', '--method', 'sparse', '--granularity', '12');
+    expect(granularity.code).toBe(2);
+    expect(granularity.stderr).toMatch(/--granularity must be element or a block size of 16, 32, 64/);
   }, 120_000);
 });

@@ -15,7 +15,7 @@ export const sparse: MethodDefinition<SparseOptions> = {
 };
 
 export { SparseFineTuning, type SparseOptions };
-export { SparseMask, type Granularity, type MaskEntry, type MaskInfo } from './mask.js';
+export { BLOCK_SIZES, SparseMask, type BlockSize, type Granularity, type MaskEntry, type MaskInfo } from './mask.js';
 export { columnMask, randomMask, topK, type BudgetOptions } from './budget.js';
 export { calibrate, inverseDiagonal, selectMask, SELECTIONS, sylvaScores, type LayerStatistics, type Selection, type SelectionCost, type SelectOptions } from './select.js';
 export { readShiraAdapter, readSparseDelta, shiraAdapterFiles, sparseDeltaFile, type SparseDelta } from './interchange.js';
