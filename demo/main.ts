@@ -25,7 +25,7 @@ async function finetune(gpu: Gpu, method: MethodName): Promise<void> {
   const source = urlSource(new URL(`/models/${PRETRAINED_BASE.name}`, location.href).href);
   const ckpt = await openCheckpoint(source);
   print(`model: ${source.description} (${ckpt.config.architecture}, ${ckpt.config.numLayers} layers)`);
-  const ft = await FineTuner.create(gpu, ckpt, taskFineTuneOptions(ckpt.config, method, taskDefaults(method)));
+  const ft = await FineTuner.create(gpu, ckpt, await taskFineTuneOptions(gpu, ckpt, method, { ...taskDefaults(method), rows: 8, log: print }));
   try {
     await fineTuneOnTask(ft, { steps: taskDefaults(method).steps, rows: 8, log: print });
   } finally {

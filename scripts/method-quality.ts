@@ -5,7 +5,7 @@
  * accuracy and loss (mean ± standard deviation over seeds), trainable parameters, the learning rate
  * chosen and, for data-driven masks, the selection cost.
  *
- *   npx tsx scripts/method-quality.ts [--task shift] [--steps 40] [--rows 4] [--seeds 3]
+ *   npx tsx scripts/method-quality.ts [--task next] [--steps 40] [--rows 4] [--seeds 3]
  *                                     [--only REGEX] [--out bench/results/method-quality.json]
  *
  * Results are appended run by run to --out (a rerun skips runs already there), so the study can be split
@@ -27,7 +27,7 @@ import { evaluateSkill } from '../src/train/skills-eval.js';
 
 const { values } = parseArgs({
   options: {
-    task: { type: 'string', default: 'shift' },
+    task: { type: 'string', default: 'next' },
     steps: { type: 'string', default: '40' },
     rows: { type: 'string', default: '4' },
     seeds: { type: 'string', default: '3' },

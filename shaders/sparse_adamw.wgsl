@@ -19,16 +19,21 @@ override HALF: u32 = 0;
 
 // #include lib/half_store.wgsl
 
+// Updates value i and its moments; returns the new value.
+fn update(i: u32) -> f32 {
+  let r = adamw_update(o, values[i], grads[i], m[i], v[i], clip[0]);
+  values[i] = r.x;
+  m[i] = r.y;
+  v[i] = r.z;
+  return r.x;
+}
+
 @compute @workgroup_size(WG)
 fn sparse_adamw(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                 @builtin(local_invocation_index) lid: u32) {
   let i = flat_index(wid, nwg, lid, WG);
   if (i >= o.n) { return; }
-  let r = adamw_update(o, values[i], grads[i], m[i], v[i], clip[0]);
-  values[i] = r.x;
-  m[i] = r.y;
-  v[i] = r.z;
-  W[idx[i]] = r.x;
+  W[idx[i]] = update(i);
 }
 
 // The same update on a 16-bit weight: the values stay f32 masters and the weight holds their rounding.
@@ -37,9 +42,5 @@ fn sparse_adamw_half(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups)
                      @builtin(local_invocation_index) lid: u32) {
   let i = flat_index(wid, nwg, lid, WG);
   if (i >= o.n) { return; }
-  let r = adamw_update(o, values[i], grads[i], m[i], v[i], clip[0]);
-  values[i] = r.x;
-  m[i] = r.y;
-  v[i] = r.z;
-  store_half(idx[i], r.x);
+  store_half(idx[i], update(i));
 }

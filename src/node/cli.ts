@@ -20,12 +20,12 @@ import { FineTuner } from '../train/finetuner.js';
 import { CausalLM } from '../model/causal-lm.js';
 import { loadTokenizer } from '../data/tokenizer.js';
 import { Generator } from '../serve/generate.js';
-import { fineTuneOnTask, MAIN_TASK, taskCalibration, taskDefaults, taskFineTuneOptions } from '../train/main-task.js';
+import { fineTuneOnTask, MAIN_TASK, selectTaskMask, taskDefaults, taskFineTuneOptions, trainsAtMask } from '../train/main-task.js';
 import { METHODS, methodNames, type MethodName } from '../methods/registry.js';
 import { PRETRAINED_BASE } from '../model/shipped.js';
 import { readFile } from 'node:fs/promises';
 import { writeFileAtomic } from '../io/files.js';
-import { BLOCK_SIZES, selectMask, SELECTIONS, sparseDeltaFile, SparseFineTuning, SparseMask, type BlockSize, type Granularity, type Selection } from '../methods/sparse/index.js';
+import { BLOCK_SIZES, SELECTIONS, sparseDeltaFile, SparseFineTuning, SparseMask, type BlockSize, type Granularity, type Selection } from '../methods/sparse/index.js';
 
 const shippedModel = new URL(`../../public/models/${PRETRAINED_BASE.name}`, import.meta.url).pathname;
 
@@ -78,7 +78,7 @@ async function finetune(): Promise<void> {
   const lr = numberFlag(values, 'lr', { min: 0 });
   const rows = numberFlag(values, 'batch', { integer: true, min: 1 });
   const rank = numberFlag(values, 'rank', { integer: true, min: 1 });
-  const sparse = method === 'sparse' || method === 'sparse+lora';
+  const sparse = trainsAtMask(method);
   const sparseFlags = ['selection', 'density', 'granularity', 'mask', 'save-mask', 'save-delta'].filter((f) => values[f] !== undefined);
   if (!sparse && sparseFlags.length) throw new UsageError(`--${sparseFlags[0]} applies to the sparse methods (sparse, sparse+lora), not '${method}'`);
   const selection = (values.selection ?? 'sylva') as Selection;
@@ -97,21 +97,13 @@ async function finetune(): Promise<void> {
     mask = await SparseMask.fromSafetensors(new Uint8Array(await readFile(values.mask as string)), c, values.mask as string);
     console.log(`mask:   ${values.mask}: ${mask.info.selection}, ${(100 * mask.density).toFixed(2)}% of ${mask.entries.size} layers (${mask.granularity === 'element' ? 'elements' : `${mask.granularity}x${mask.granularity} blocks`})`);
   } else if (sparse) {
-    const model = await CausalLM.fromCheckpoint(gpu, ckpt);
-    try {
-      const selected = await selectMask(model, taskCalibration(rows), { selection, density, granularity: granularity as Granularity });
-      mask = selected.mask;
-      const cost = selected.cost;
-      console.log(`mask:   ${selection} selection, ${(100 * mask.density).toFixed(2)}% of ${cost.layers} layers in ${cost.seconds.toFixed(1)} s (${cost.calibrationTokens} calibration tokens, peak ${(cost.peakGpuBytes / 2 ** 20).toFixed(1)} MiB)`);
-    } finally {
-      model.destroy();
-    }
+    mask = await selectTaskMask(gpu, ckpt, { selection, density, granularity: granularity as Granularity, rows, log: (line) => console.log(line) });
   }
   if (mask && values['save-mask']) {
     await writeFileAtomic(values['save-mask'] as string, mask.toSafetensors(c));
     console.log(`        saved to ${values['save-mask']}`);
   }
-  const ft = await FineTuner.create(gpu, ckpt, taskFineTuneOptions(c, method, { steps, lr, rank, sparse: mask ? { mask } : undefined }));
+  const ft = await FineTuner.create(gpu, ckpt, await taskFineTuneOptions(gpu, ckpt, method, { steps, lr, rank, rows, mask, log: (line) => console.log(line) }));
   const { names, param } = ft.method.trainable;
   const parameters = names.reduce((sum, n) => sum + param(n).size / 4, 0);
   console.log(`method: ${method} (${METHODS[method].summary}): ${names.length} tensors, ${parameters} parameters train; ${steps} steps, lr ${lr}`);

@@ -5,8 +5,11 @@
  * accuracy before and after, the loss as it trains, and greedy answers to held-out prompts.
  */
 import { packExamples, skillExamples, type HeldOutSkill, type PackedRows } from '../data/skills.js';
-import type { SparseOptions } from '../methods/sparse/config.js';
-import type { ModelConfig } from '../model/config.js';
+import type { SparseMask } from '../methods/sparse/mask.js';
+import { selectMask, type Selection, type SelectOptions } from '../methods/sparse/select.js';
+import type { Gpu } from '../gpu/gpu.js';
+import { CausalLM } from '../model/causal-lm.js';
+import type { Checkpoint } from '../model/checkpoint.js';
 import type { MethodName } from '../methods/registry.js';
 import type { FineTuneOptions, FineTuner } from './finetuner.js';
 import { evaluateSkill, generateAnswers, heldOutExamples, type SkillScore } from './skills-eval.js';
@@ -30,17 +33,33 @@ export function taskDefaults(method: MethodName): { steps: number; lr: number } 
   return TASK_DEFAULTS[method] ?? TASK_DEFAULTS.lora!;
 }
 
+/** The methods that train at a sparse mask: the recipe selects one for them (Sylva's saliency by default). */
+const MASKED: readonly MethodName[] = ['sparse', 'sparse+lora'];
+
+export function trainsAtMask(method: MethodName): boolean {
+  return MASKED.includes(method);
+}
+
 /**
- * Any method, warmup then cosine decay; LoRA adapts every projection the architecture has, and full
- * fine-tuning decays weights by 0.01. Other methods get their defaults.
+ * The task's options for any method: warmup then cosine decay; LoRA (alone or beside a sparse set)
+ * adapts every projection the architecture has; full fine-tuning decays weights by 0.01; a sparse method
+ * trains at `mask`, or at a mask selected here on the task's calibration data (`select`), reported
+ * through `log`.
  */
-export function taskFineTuneOptions(config: ModelConfig, method: MethodName, o: { steps: number; lr: number; rank?: number; sparse?: SparseOptions }): FineTuneOptions {
-  const targetModules = config.family === 'gpt2' ? ['q', 'k', 'v', 'o', 'fc', 'proj'] : ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
+export async function taskFineTuneOptions(
+  gpu: Gpu,
+  ckpt: Checkpoint,
+  method: MethodName,
+  o: { steps: number; lr: number; rank?: number; rows: number; mask?: SparseMask; select?: Partial<SelectOptions>; log: (line: string) => void },
+): Promise<FineTuneOptions> {
+  const targetModules = ckpt.config.family === 'gpt2' ? ['q', 'k', 'v', 'o', 'fc', 'proj'] : ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
+  const mask = trainsAtMask(method) ? (o.mask ?? (await selectTaskMask(gpu, ckpt, { ...o.select, rows: o.rows, log: o.log }))) : undefined;
+  const lora = { rank: o.rank ?? 16, targetModules };
   return {
     method,
-    lora: { rank: o.rank ?? 16, targetModules },
-    sparse: o.sparse,
-    'sparse+lora': { sparse: o.sparse, lora: { rank: o.rank ?? 16, targetModules } },
+    lora,
+    sparse: { mask },
+    'sparse+lora': { sparse: { mask }, lora },
     optimizer: { lr: o.lr, warmupSteps: 5, totalSteps: o.steps, schedule: 'cosine', weightDecay: method === 'full' ? 0.01 : 0 },
   };
 }
@@ -48,6 +67,22 @@ export function taskFineTuneOptions(config: ModelConfig, method: MethodName, o: 
 /** Calibration batches for mask selection: the task's training distribution, from seeds training never draws. */
 export function taskCalibration(rows: number, skill: HeldOutSkill = MAIN_TASK, batches = 4): PackedRows[] {
   return Array.from({ length: batches }, (_, b) => packExamples(skillExamples(rows * SEQ, 900_000 + b, skill), rows, SEQ, 'answer'));
+}
+
+/**
+ * A sparse method's mask for the task: selected on the frozen base (loaded for the selection alone) from
+ * the task's calibration batches, reported through `log`.
+ */
+export async function selectTaskMask(gpu: Gpu, ckpt: Checkpoint, o: Omit<SelectOptions, 'selection'> & { selection?: Selection; rows: number; log: (line: string) => void }): Promise<SparseMask> {
+  const selection = o.selection ?? 'sylva';
+  const model = await CausalLM.fromCheckpoint(gpu, ckpt);
+  try {
+    const { mask, cost } = await selectMask(model, taskCalibration(o.rows), { ...o, selection });
+    o.log(`mask:   ${selection} selection, ${(100 * mask.density).toFixed(2)}% of ${cost.layers} layers in ${cost.seconds.toFixed(1)} s (${cost.calibrationTokens} calibration tokens, peak ${(cost.peakGpuBytes / 2 ** 20).toFixed(1)} MiB)`);
+    return mask;
+  } finally {
+    model.destroy();
+  }
 }
 
 /**

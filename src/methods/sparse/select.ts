@@ -99,15 +99,15 @@ export async function selectMask(model: CausalLM, batches: Iterable<BatchInput |
   if (options.selection === 'columns') return cost(columnMask(model.config, options), 0);
 
   const { stats, totals } = await calibrate(model, modules, batches, options.selection);
-  if (totals.tokens === 0) throw new ShapeError('mask selection needs at least one calibration batch');
+  if (totals.tokens === 0) throw new ShapeError('mask selection needs at least one calibration batch with targets');
+  const weights = new Map<string, Float32Array>();
+  if (options.selection === 'snip') for (const m of modules.keys()) weights.set(m, await model.readParam(`${m}.weight`));
   const scores = (module: string): Float64Array | Float32Array => {
     const s = stats.get(module)!;
     if (options.selection === 'fisher') return s.Fsum!.map((v) => v / totals.batches);
-    if (options.selection === 'snip') return snipScores(s.gsum, weightsOf.get(module)!, totals.tokens);
+    if (options.selection === 'snip') return snipScores(s.gsum, weights.get(module)!, totals.tokens);
     return sylvaScores(s, totals.tokens, damping);
   };
-  const weightsOf = new Map<string, Float32Array>();
-  if (options.selection === 'snip') for (const m of modules.keys()) weightsOf.set(m, await model.readParam(`${m}.weight`));
   const mask = maskFromScores(model.config, options, (m) => scores(m), { selection: options.selection, calibrationTokens: totals.tokens, fingerprint: model.fingerprint });
   return cost(mask, totals.tokens);
 }
