@@ -52,19 +52,25 @@ interface Config {
   lrs: number[];
   /** Method options for a seed, given the mask when the method is sparse. */
   options: (mask: SparseMask | undefined, seed: number) => Partial<FineTuneOptions>;
-  mask?: { selection: Selection; density: number };
+  mask?: { selection: Selection; density?: number; loraRank?: number };
+  /** AdamW's decoupled weight decay. Default 0. */
+  weightDecay?: number;
 }
 
 const ALL_LINEAR = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
 const SPARSE_LRS = [1e-2, 3e-2, 1e-1];
 const configs: Config[] = [
-  { label: 'full', method: 'full', lrs: [3e-4, 1e-3, 3e-3], options: () => ({ optimizer: { weightDecay: 0.01 } }) },
+  { label: 'full', method: 'full', lrs: [3e-4, 1e-3, 3e-3], options: () => ({}), weightDecay: 0.01 },
   ...[8, 16].map((rank): Config => ({ label: `LoRA r${rank}`, method: 'lora', lrs: [3e-3, 1e-2, 3e-2], options: (_m, seed) => ({ lora: { rank, targetModules: ALL_LINEAR, seed } }) })),
 ];
 for (const selection of ['sylva', 'fisher', 'snip', 'random', 'columns'] as const) {
   for (const density of [0.005, 0.01, 0.03, 0.1]) {
     configs.push({ label: `sparse ${selection} ${100 * density}%`, method: 'sparse', lrs: SPARSE_LRS, mask: { selection, density }, options: (mask) => ({ sparse: { mask } }) });
   }
+}
+// The same trainable-parameter count as LoRA r8 in every layer, r (in + out) elements (SHiRA's budget).
+for (const selection of ['sylva', 'random'] as const) {
+  configs.push({ label: `sparse ${selection}, LoRA r8's count`, method: 'sparse', lrs: SPARSE_LRS, mask: { selection, loraRank: 8 }, options: (mask) => ({ sparse: { mask } }) });
 }
 configs.push({
   label: 'sparse+LoRA (sylva 1% + r8)', method: 'sparse+lora', lrs: [3e-3, 1e-2, 3e-2], mask: { selection: 'sylva', density: 0.01 },
@@ -99,7 +105,7 @@ const masks = new Map<string, { mask: SparseMask; cost: RunResult['selection'] }
 async function maskFor(c: Config, seed: number): Promise<{ mask: SparseMask; cost: RunResult['selection'] } | undefined> {
   if (!c.mask) return undefined;
   const dataFree = c.mask.selection === 'random' || c.mask.selection === 'columns';
-  const key = `${c.mask.selection} ${c.mask.density} ${dataFree ? seed : ''}`;
+  const key = `${c.mask.selection} ${c.mask.density} ${c.mask.loraRank} ${dataFree ? seed : ''}`;
   if (!masks.has(key)) {
     const model = await CausalLM.fromCheckpoint(gpu, await open());
     try {
@@ -118,7 +124,7 @@ async function run(c: Config, lr: number, seed: number, phase: RunResult['phase'
   const ft = await FineTuner.create(gpu, await open(), {
     method: c.method,
     ...c.options(selected?.mask, seed),
-    optimizer: { weightDecay: 0, ...c.options(selected?.mask, seed).optimizer, lr, warmupSteps: 5, totalSteps: steps, schedule: 'cosine' },
+    optimizer: { weightDecay: c.weightDecay ?? 0, lr, warmupSteps: 5, totalSteps: steps, schedule: 'cosine' },
   });
   try {
     for (let s = 0; s < steps; s++) {
