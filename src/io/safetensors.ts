@@ -253,19 +253,24 @@ export function f32ToBf16(src: Float32Array): Uint16Array {
   return out;
 }
 
-/** Read one tensor as float32 (F32, F16 and BF16 sources). */
-export async function readTensorF32(source: ByteSource, info: TensorInfo): Promise<Float32Array> {
+/** A tensor's bytes copied into a buffer of their own: offsets inside the file need not be aligned. */
+async function readAligned(source: ByteSource, info: TensorInfo): Promise<ArrayBuffer> {
   const raw = await source.read(info.begin, info.end - info.begin);
-  // Copy into an aligned buffer: offsets inside the file need not be multiples of 4.
   const bytes = new Uint8Array(raw.byteLength);
   bytes.set(raw);
+  return bytes.buffer;
+}
+
+/** Read one tensor as float32 (F32, F16 and BF16 sources). */
+export async function readTensorF32(source: ByteSource, info: TensorInfo): Promise<Float32Array> {
+  const buffer = await readAligned(source, info);
   switch (info.dtype) {
     case 'F32':
-      return new Float32Array(bytes.buffer);
+      return new Float32Array(buffer);
     case 'F16':
-      return f16ToF32(new Uint16Array(bytes.buffer));
+      return f16ToF32(new Uint16Array(buffer));
     case 'BF16':
-      return bf16ToF32(new Uint16Array(bytes.buffer));
+      return bf16ToF32(new Uint16Array(buffer));
     default:
       throw new InvalidModelFileError(source.name, `tensor '${brief(info.name)}' has dtype ${info.dtype}; expected F32, F16 or BF16`, 'dtype');
   }
@@ -290,11 +295,9 @@ export async function readIndexTensor(source: ByteSource, info: TensorInfo): Pro
   if (info.dtype !== 'U32' && info.dtype !== 'I32' && info.dtype !== 'I64') {
     throw new InvalidModelFileError(source.name, `tensor '${brief(info.name)}' has dtype ${info.dtype}; expected integer indices (U32, I32 or I64)`, 'dtype');
   }
-  const raw = await source.read(info.begin, info.end - info.begin);
-  const bytes = new Uint8Array(raw.byteLength);
-  bytes.set(raw);
-  if (info.dtype === 'U32') return new Uint32Array(bytes.buffer);
-  const values = info.dtype === 'I32' ? new Int32Array(bytes.buffer) : new BigInt64Array(bytes.buffer);
+  const buffer = await readAligned(source, info);
+  if (info.dtype === 'U32') return new Uint32Array(buffer);
+  const values = info.dtype === 'I32' ? new Int32Array(buffer) : new BigInt64Array(buffer);
   const out = new Uint32Array(values.length);
   for (let i = 0; i < values.length; i++) {
     const v = Number(values[i]);
