@@ -23,6 +23,7 @@ import { requestDevice } from '../src/node.js';
 import { selectMask, type Selection, type SparseMask } from '../src/methods/sparse/index.js';
 import type { MethodName } from '../src/methods/registry.js';
 import { FineTuner, type FineTuneOptions } from '../src/train/finetuner.js';
+import { taskCalibration } from '../src/train/main-task.js';
 import { evaluateSkill } from '../src/train/skills-eval.js';
 
 const { values } = parseArgs({
@@ -91,13 +92,16 @@ interface RunResult {
 }
 
 const results: RunResult[] = existsSync(values.out!) ? JSON.parse(readFileSync(values.out!, 'utf8')).runs : [];
-const save = () => writeFileSync(values.out!, JSON.stringify({ task, steps, rows, seq: SEQ, seeds, runs: results }, null, 1) + '\n');
+/** One run per line: the file stays a short list however many runs it holds. */
+const save = () => {
+  const head = JSON.stringify({ task, steps, rows, seq: SEQ, seeds });
+  writeFileSync(values.out!, `${head.slice(0, -1)}, "runs": [\n${results.map((r) => JSON.stringify(r)).join(',\n')}\n]}\n`);
+};
 const has = (label: string, lr: number, seed: number) => results.some((r) => r.label === label && r.lr === lr && r.seed === seed);
 
 const gpu = await requestDevice({ powerPreference: 'high-performance' });
 const open = () => openCheckpoint(folderSource(values.model!));
-/** Calibration: batches of the task's training distribution, from seeds training never draws. */
-const calibration = Array.from({ length: 4 }, (_, b) => packExamples(skillExamples(rows * SEQ, 900_000 + b, task), rows, SEQ, 'answer'));
+const calibration = taskCalibration(rows, task);
 /** Validation for tuning: examples from seeds apart from training and from the held-out test set. */
 const validation = packExamples(skillExamples(256, 700_000, task), 16, SEQ, 'answer');
 

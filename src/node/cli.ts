@@ -25,7 +25,8 @@ import { METHODS, methodNames, type MethodName } from '../methods/registry.js';
 import { PRETRAINED_BASE } from '../model/shipped.js';
 import { readFile } from 'node:fs/promises';
 import { writeFileAtomic } from '../io/files.js';
-import { BLOCK_SIZES, SELECTIONS, sparseDeltaFile, SparseFineTuning, SparseMask, type BlockSize, type Granularity, type Selection } from '../methods/sparse/index.js';
+import { sparsePart } from '../methods/sparse-lora/index.js';
+import { BLOCK_SIZES, SELECTIONS, sparseDeltaFile, SparseMask, type BlockSize, type Granularity, type Selection } from '../methods/sparse/index.js';
 
 const shippedModel = new URL(`../../public/models/${PRETRAINED_BASE.name}`, import.meta.url).pathname;
 
@@ -110,8 +111,7 @@ async function finetune(): Promise<void> {
   console.log(`task:   '${MAIN_TASK}' ("${MAIN_TASK}:a=b", the letter after a letter), not in the base's pre-training; loss on answers, ${rows} rows of 64 tokens per step\n`);
   await fineTuneOnTask(ft, { steps, rows, log: (line) => console.log(line) });
   if (values['save-delta']) {
-    const inPlace = ft.method instanceof SparseFineTuning ? ft.method : (ft.method as { sparse?: SparseFineTuning }).sparse!;
-    await writeFileAtomic(values['save-delta'] as string, await sparseDeltaFile(inPlace, c));
+    await writeFileAtomic(values['save-delta'] as string, await sparseDeltaFile(sparsePart(ft.method)!, c));
     console.log(`sparse delta saved to ${values['save-delta']}`);
   }
   ft.destroy();

@@ -43,17 +43,17 @@ export function trainsAtMask(method: MethodName): boolean {
 /**
  * The task's options for any method: warmup then cosine decay; LoRA (alone or beside a sparse set)
  * adapts every projection the architecture has; full fine-tuning decays weights by 0.01; a sparse method
- * trains at `mask`, or at a mask selected here on the task's calibration data (`select`), reported
- * through `log`.
+ * trains at `mask`, or at a Sylva mask selected here on the task's calibration data, reported through
+ * `log`.
  */
 export async function taskFineTuneOptions(
   gpu: Gpu,
   ckpt: Checkpoint,
   method: MethodName,
-  o: { steps: number; lr: number; rank?: number; rows: number; mask?: SparseMask; select?: Partial<SelectOptions>; log: (line: string) => void },
+  o: { steps: number; lr: number; rank?: number; rows: number; mask?: SparseMask; log: (line: string) => void },
 ): Promise<FineTuneOptions> {
   const targetModules = ckpt.config.family === 'gpt2' ? ['q', 'k', 'v', 'o', 'fc', 'proj'] : ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
-  const mask = trainsAtMask(method) ? (o.mask ?? (await selectTaskMask(gpu, ckpt, { ...o.select, rows: o.rows, log: o.log }))) : undefined;
+  const mask = trainsAtMask(method) ? (o.mask ?? (await selectTaskMask(gpu, ckpt, { rows: o.rows, log: o.log }))) : undefined;
   const lora = { rank: o.rank ?? 16, targetModules };
   return {
     method,

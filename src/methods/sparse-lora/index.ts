@@ -118,6 +118,12 @@ class SparseLora implements Method, LinearHooks {
   }
 }
 
+/** The part of a method that trains in place at a mask (sparse itself, or sparse+lora's sparse set), or null. */
+export function sparsePart(method: Method): SparseFineTuning | null {
+  if (method instanceof SparseFineTuning) return method;
+  return method instanceof SparseLora ? method.sparse : null;
+}
+
 export const sparseLora: MethodDefinition<SparseLoraOptions> = {
   name: 'sparse+lora',
   summary: 'a sparse set trained in place plus a LoRA adapter, together (RoSA-style)',
