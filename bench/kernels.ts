@@ -6,7 +6,7 @@
 import {
   adamwStep,
   addLowRank,
-  dequantizeInt4,
+  dequantizeQ4,
   elementwise,
   gradNorm,
   gradNormScratchSize,
@@ -14,13 +14,17 @@ import {
   int4Layout,
   matmul,
   matmulFlops,
-  matmulInt4,
+  matmulQ4,
+  matmulQ4InputGrad,
+  nf4Bytes,
+  nf4Layout,
+  quantizeNf4,
   quantizeInt4,
   reduceRows,
   sparseGrad,
   type CommandRecorder,
   type Gpu,
-  type Int4Weight,
+  type Q4Weight,
   type MatmulVariant,
 } from '../src/index.js';
 
@@ -204,31 +208,43 @@ export async function runKernelBench(gpu: Gpu, options: KernelBenchOptions = {})
   const reduceMs = await time((rec) => reduceRows(rec, { x: rx, out: rout, rows: rr, cols: rc, op: 'sumsq' }));
   rows.push({ kernel: 'reduce rows (sumsq)', shape: `${rr}x${rc}`, ms: reduceMs, gbps: (4 * rr * rc) / reduceMs / 1e6 });
 
-  // int4: fused dequant-matmul vs dequantize into an f32 scratch then matmul.
-  const int4Ratios: number[] = [];
+  // 4-bit weights (int4 group 128, NF4): the fused products vs dequantizing into an f32 scratch and then
+  // a plain matmul; forward (x @ W^T) and input gradient (dy @ W).
+  const q4Ratios: Record<string, number[]> = { int4: [], nf4: [], nf4_input_grad: [] };
   for (const { M, N, K } of sizes.int4) {
-    const layout = int4Layout(N, K, 128);
-    const bytes = int4Bytes(layout);
-    const weight: Int4Weight = {
-      layout,
-      qweight: buf(bytes.qweight / 4),
-      scales: buf(bytes.scales / 4),
-      zeros: buf(bytes.zeros / 4),
-    };
     const w = buf(N * K, random(N * K));
-    await gpu.run((rec) => quantizeInt4(rec, { w, out: weight }));
+    const int4 = int4Layout(N, K, 128);
+    const nf4 = nf4Layout(N, K);
+    const weights: Q4Weight[] = [
+      { format: 'int4', layout: int4, qweight: buf(int4Bytes(int4).qweight / 4), scales: buf(int4Bytes(int4).scales / 4), zeros: buf(int4Bytes(int4).zeros / 4) },
+      { format: 'nf4', layout: nf4, qweight: buf(nf4Bytes(nf4).qweight / 4), absmax: buf(nf4Bytes(nf4).absmax / 4) },
+    ];
     const x = buf(M * K, random(M * K));
-    const y = buf(M * N);
-    const fused = await time((rec) => matmulInt4(rec, { x, weight, y, M }));
-    const twoStep = await time((rec) => {
-      dequantizeInt4(rec, { weight, out: w });
-      matmul(rec, { a: x, b: w, c: y, M, N, K, transB: true });
-    });
+    const y = buf(M * N, random(M * N));
     const flops = matmulFlops(M, N, K);
-    rows.push({ kernel: 'int4 fused dequant-matmul', shape: `${M}x${N}x${K} g128`, ms: fused, gflops: flops / fused / 1e6 });
-    rows.push({ kernel: 'int4 dequantize then matmul', shape: `${M}x${N}x${K} g128`, ms: twoStep, gflops: flops / twoStep / 1e6 });
-    int4Ratios.push(twoStep / fused);
-    log(`int4 ${M}x${N}x${K}: fused ${fused.toFixed(2)} ms, dequant+matmul ${twoStep.toFixed(2)} ms`);
+    for (const weight of weights) {
+      await gpu.run((rec) => (weight.format === 'int4' ? quantizeInt4(rec, { w, out: weight }) : quantizeNf4(rec, { w, out: weight })));
+      const name = weight.format === 'int4' ? 'int4 g128' : 'nf4';
+      const fused = await time((rec) => matmulQ4(rec, { x, weight, y, M }));
+      const twoStep = await time((rec) => {
+        dequantizeQ4(rec, { weight, out: w });
+        matmul(rec, { a: x, b: w, c: y, M, N, K, transB: true });
+      });
+      rows.push({ kernel: `${name} fused dequant-matmul`, shape: `${M}x${N}x${K}`, ms: fused, gflops: flops / fused / 1e6 });
+      rows.push({ kernel: `${name} dequantize then matmul`, shape: `${M}x${N}x${K}`, ms: twoStep, gflops: flops / twoStep / 1e6 });
+      q4Ratios[weight.format].push(twoStep / fused);
+      log(`${name} ${M}x${N}x${K}: fused ${fused.toFixed(2)} ms, dequant+matmul ${twoStep.toFixed(2)} ms`);
+      if (weight.format === 'nf4') {
+        const grad = await time((rec) => matmulQ4InputGrad(rec, { dy: y, weight, dx: x, M }));
+        const gradTwoStep = await time((rec) => {
+          dequantizeQ4(rec, { weight, out: w });
+          matmul(rec, { a: y, b: w, c: x, M, N: K, K: N });
+        });
+        rows.push({ kernel: 'nf4 fused input gradient', shape: `${M}x${N}x${K}`, ms: grad, gflops: flops / grad / 1e6 });
+        rows.push({ kernel: 'nf4 dequantize then input gradient', shape: `${M}x${N}x${K}`, ms: gradTwoStep, gflops: flops / gradTwoStep / 1e6 });
+        q4Ratios.nf4_input_grad.push(gradTwoStep / grad);
+      }
+    }
   }
 
   // A LoRA linear layer's forward, y = x W^T + s (x A^T) B^T: the adapter term fused into the base
@@ -297,8 +313,11 @@ export async function runKernelBench(gpu: Gpu, options: KernelBenchOptions = {})
       adamw_fused_vs_unfused: unfusedMs / fusedMs,
       sparse_grad_vs_dense_1pct: ratios.sparse_grad_vs_dense_1pct,
       // The training-sized shape (M = tokens) is the headline; decoding (M = 1) is reported beside it.
-      int4_fused_vs_dequant_then_matmul: int4Ratios[1],
-      int4_fused_vs_dequant_then_matmul_decode: int4Ratios[0],
+      int4_fused_vs_dequant_then_matmul: q4Ratios.int4[1],
+      int4_fused_vs_dequant_then_matmul_decode: q4Ratios.int4[0],
+      nf4_fused_vs_dequant_then_matmul: q4Ratios.nf4[1],
+      nf4_fused_vs_dequant_then_matmul_decode: q4Ratios.nf4[0],
+      nf4_input_grad_fused_vs_dequant_then_matmul: q4Ratios.nf4_input_grad[1],
       sparse_grad_vs_dense_5pct: ratios.sparse_grad_vs_dense_5pct,
       lora_fused_vs_separate: loraSeparateMs / loraFusedMs,
       matmul_tiled_vs_direct_largest: (() => {

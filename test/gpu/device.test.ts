@@ -67,7 +67,9 @@ describe('device', () => {
       { shader: 'sparse_adamw', entryPoint: 'sparse_adamw' },
       { shader: 'gradnorm', entryPoint: 'sumsq_partials', constants: { WG: 4 } },
       { shader: 'gradnorm', entryPoint: 'clip_factor', constants: { WG: 256 } },
-      ...['quantize', 'dequantize', 'matmul_int4', 'matmul_int4_direct'].map((entryPoint) => ({ shader: 'int4', entryPoint })),
+      ...['int4', 'nf4'].flatMap((shader) =>
+        ['quantize', 'dequantize', 'matmul_q4', 'matmul_q4_direct', 'matmul_q4_t', 'matmul_q4_t_direct'].map((entryPoint) => ({ shader, entryPoint })),
+      ),
       ...['sparse_grad', 'scatter', 'gather'].map((entryPoint) => ({ shader: 'sparse', entryPoint, constants: { ADD: true } })),
       { shader: 'reduce', entryPoint: 'reduce_rows', constants: { OP: 1, WG: 64 } },
       { shader: 'elementwise', entryPoint: 'elementwise', constants: { OP: 4 } },

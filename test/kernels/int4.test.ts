@@ -1,12 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { dequantizeInt4, int4Bytes, int4Layout, matmulInt4, quantizeInt4, ShapeError, type Gpu, type Int4Weight } from '../../src/index.js';
+import { dequantizeQ4, int4Bytes, int4Layout, matmulQ4, matmulQ4InputGrad, quantizeInt4, ShapeError, type Gpu, type Int4Weight } from '../../src/index.js';
 import { compare, freshSeed, poisoned, randn, rng, testGpu } from '../helpers.js';
-import { dequantizeInt4Ref, int4Scale, matmulInt4Ref, type PackedInt4 } from '../reference/int4.js';
+import { dequantizeInt4Ref, int4Scale, type PackedInt4 } from '../reference/int4.js';
+import { matmulRef } from '../reference/matmul.js';
 
 async function quantized(gpu: Gpu, w: Float32Array, N: number, K: number, groupSize: number) {
   const layout = int4Layout(N, K, groupSize);
   const bytes = int4Bytes(layout);
   const weight: Int4Weight = {
+    format: 'int4',
     layout,
     qweight: gpu.createBuffer(bytes.qweight, undefined, 'qweight'),
     scales: gpu.createBuffer(bytes.scales, undefined, 'scales'),
@@ -47,7 +49,7 @@ describe.each([32, 64, 128])('int4 group size %i', (groupSize) => {
     if (l.groupsPerRow % 2) for (let n = 0; n < N; n++) expect(packed.scales[n * l.scaleWordsPerRow + l.scaleWordsPerRow - 1] >>> 16).toBe(0);
 
     const out = poisoned(gpu, N * K, 'dequantized');
-    await gpu.run((rec) => dequantizeInt4(rec, { weight, out }));
+    await gpu.run((rec) => dequantizeQ4(rec, { weight, out }));
     const got = await gpu.readF32(out);
     const ref = dequantizeInt4Ref(packed);
     // (q - zero) * f16 scale is exact in f32, so GPU and reference agree bit for bit.
@@ -70,17 +72,31 @@ describe.each([32, 64, 128])('int4 group size %i', (groupSize) => {
     [1, 33, 100, 'tiled'],
     [17, 5, 257, 'tiled'],
     [70, 65, 64, 'tiled'],
-  ] as const)('fused dequant-matmul M=%i N=%i K=%i (%s)', async (M, N, K, variant) => {
+  ] as const)('fused products M=%i N=%i K=%i (%s): forward and input gradient', async (M, N, K, variant) => {
     const gpu = await testGpu();
     const seed = freshSeed();
     const rand = rng(seed);
     const { weight, packed } = await quantized(gpu, randn(N * K, rand, 0.2), N, K, groupSize);
+    const w = dequantizeInt4Ref(packed);
     const xh = randn(M * K, rand);
-    const x = gpu.upload(xh, 'x');
+    const dyh = randn(M * N, rand);
     const y = poisoned(gpu, M * N, 'y');
-    await gpu.run((rec) => matmulInt4(rec, { x, weight, y, M, variant }));
-    const err = compare(await gpu.readF32(y), matmulInt4Ref(xh, packed, M));
-    expect(err.rel, `seed ${seed} maxAbs ${err.maxAbs}`).toBeLessThan(1e-4);
+    const dx = poisoned(gpu, M * K, 'dx');
+    // Accumulating: the product adds to what the buffer holds.
+    const initial = randn(M * K, rand);
+    const dxSum = gpu.upload(initial, 'dx accumulated');
+    await gpu.run((rec) => {
+      const dy = gpu.upload(dyh, 'dy');
+      matmulQ4(rec, { x: gpu.upload(xh, 'x'), weight, y, M, variant });
+      matmulQ4InputGrad(rec, { dy, weight, dx, M, variant });
+      matmulQ4InputGrad(rec, { dy, weight, dx: dxSum, M, variant, accumulate: true });
+    });
+    const fwd = compare(await gpu.readF32(y), matmulRef({ a: xh, b: w, M, N, K, transB: true }));
+    expect(fwd.rel, `seed ${seed} forward maxAbs ${fwd.maxAbs}`).toBeLessThan(1e-4);
+    const grad = compare(await gpu.readF32(dx), matmulRef({ a: dyh, b: w, M, N: K, K: N }));
+    expect(grad.rel, `seed ${seed} input gradient maxAbs ${grad.maxAbs}`).toBeLessThan(1e-4);
+    const sum = compare(await gpu.readF32(dxSum), matmulRef({ a: dyh, b: w, c: initial, M, N: K, K: N, accumulate: true }));
+    expect(sum.rel, `seed ${seed} accumulated input gradient maxAbs ${sum.maxAbs}`).toBeLessThan(1e-4);
   });
 });
 
@@ -90,7 +106,7 @@ describe('int4 input checks', () => {
     expect(() => int4Layout(4, 64, 48)).toThrow(ShapeError);
     const layout = int4Layout(4, 64, 32);
     const small = gpu.createBuffer(4);
-    const weight: Int4Weight = { layout, qweight: small, scales: small, zeros: small };
+    const weight: Int4Weight = { format: 'int4', layout, qweight: small, scales: small, zeros: small };
     expect(() => quantizeInt4(gpu.recorder(), { w: gpu.createBuffer(4 * 256), out: weight })).toThrow(/qweight needs/);
   });
 });

@@ -44,17 +44,3 @@ export function dequantizeInt4Ref(p: PackedInt4): Float64Array {
   }
   return out;
 }
-
-// y (M, N) = x (M, K) @ dequant(W (N, K))^T
-export function matmulInt4Ref(x: ArrayLike<number>, p: PackedInt4, M: number): Float64Array {
-  const w = dequantizeInt4Ref(p);
-  const y = new Float64Array(M * p.N);
-  for (let m = 0; m < M; m++) {
-    for (let n = 0; n < p.N; n++) {
-      let acc = 0;
-      for (let k = 0; k < p.K; k++) acc += x[m * p.K + k] * w[n * p.K + k];
-      y[m * p.N + n] = acc;
-    }
-  }
-  return y;
-}

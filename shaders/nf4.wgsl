@@ -1,0 +1,81 @@
+// NF4, QLoRA's 4-bit NormalFloat, for a frozen weight W of shape [N, K] (HF layout [out, in]): each block
+// of 64 consecutive values along K (per row) stores its absolute maximum, and each value the index of
+// the nearest of 16 code values (NF4_CODES, quantiles of a normal distribution scaled to [-1, 1], with
+// an exact 0). Packed format, per row n:
+//   qweight u32 [N, KW], KW = ceil(K / 8): code of value k in word n*KW + k/8, bits 4*(k%8).. (low nibble
+//                                          first); padding nibbles past K are 0.
+//   absmax  f32 [N, NB], NB = ceil(K / 64): the block's max |w|.
+// Dequantized value: NF4_CODES[code] * absmax. Codes are chosen as bitsandbytes' kQuantizeBlockwise does:
+// x = w * (1 / absmax) in f32, then the code whose interval (bounded by NF4_THRESHOLDS, the midpoints of
+// adjacent codes, as f32) holds x; an all-zero block stores absmax 0 and code 0.
+// bitsandbytes packs two codes per byte, the first in the high nibble, and its blocks run over the
+// flattened tensor; with K a multiple of 64 its absmax array is this one, row for row.
+struct Params { M: u32, N: u32, K: u32, G: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> W: array<f32>;
+@group(0) @binding(2) var<storage, read_write> qweight: array<u32>;
+@group(0) @binding(3) var<storage, read_write> absmax: array<f32>;
+@group(0) @binding(5) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(6) var<storage, read> X: array<f32>;
+
+const BLOCK = 64u; // p.G is always 64
+
+const NF4_CODES = array<f32, 16>(
+  -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+  -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+  0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+  0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+);
+const NF4_THRESHOLDS = array<f32, 15>(
+  -0.8480964004993439, -0.6106329262256622, -0.4599952697753906, -0.33967943489551544,
+  -0.23460740596055984, -0.13791173323988914, -0.045525018125772476, 0.03979014977812767,
+  0.1202552504837513, 0.2035212516784668, 0.2920137718319893, 0.3893125355243683,
+  0.5016634166240692, 0.6427869200706482, 0.8614784181118011,
+);
+
+// The code of a normalized value: how many thresholds it exceeds (bitsandbytes' decision tree; NaN, from
+// an all-zero block, exceeds none).
+fn nf4_code(x: f32) -> u32 {
+  var code = 0u;
+  for (var i = 0u; i < 15u; i++) { code += select(0u, 1u, x > NF4_THRESHOLDS[i]); }
+  return code;
+}
+
+// One invocation per (row, block): it owns the block's 8 words and its absmax.
+@compute @workgroup_size(WG)
+fn quantize(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+            @builtin(local_invocation_index) lid: u32) {
+  let nb = groups_per_row();
+  let t = flat_index(wid, nwg, lid, WG);
+  if (t >= p.N * nb) { return; }
+  let n = t / nb;
+  let b = t % nb;
+  let k0 = b * BLOCK;
+  let k1 = min(p.K, k0 + BLOCK);
+  var amax = 0.0;
+  for (var k = k0; k < k1; k++) { amax = max(amax, abs(W[n * p.K + k])); }
+  absmax[t] = amax;
+  let inv = 1.0 / amax;
+  let kw = words_per_row();
+  for (var wd = k0 / 8u; wd < (k1 + 7u) / 8u; wd++) {
+    var word = 0u;
+    for (var j = 0u; j < 8u; j++) {
+      let k = wd * 8u + j;
+      if (k < k1) { word |= nf4_code(W[n * p.K + k] * inv) << (4u * j); }
+    }
+    qweight[n * kw + wd] = word;
+  }
+}
+
+// The block's absmax, and the code values of a word (the decoder of lib/q4_matmul.wgsl).
+fn q4_scale(n: u32, g: u32) -> f32 { return absmax[n * groups_per_row() + g]; }
+fn q4_offset(n: u32, g: u32) -> f32 { return 0.0; }
+fn q4_decode8(word: u32, offset: f32) -> array<vec4f, 2> {
+  return array<vec4f, 2>(
+    vec4f(NF4_CODES[word & 15u], NF4_CODES[(word >> 4u) & 15u], NF4_CODES[(word >> 8u) & 15u], NF4_CODES[(word >> 12u) & 15u]),
+    vec4f(NF4_CODES[(word >> 16u) & 15u], NF4_CODES[(word >> 20u) & 15u], NF4_CODES[(word >> 24u) & 15u], NF4_CODES[word >> 28u]),
+  );
+}
+
+// #include lib/q4_matmul.wgsl

@@ -1,0 +1,72 @@
+/**
+ * NF4 weights, QLoRA's 4-bit NormalFloat (shaders/nf4.wgsl): the layout and quantization. The packed
+ * format and the code rule are documented at the top of the shader; dequantization and the products are
+ * the 4-bit family's (q4-matmul.ts).
+ */
+import type { BufferLike } from '../gpu/buffers.js';
+import type { CommandRecorder } from '../gpu/recorder.js';
+import { launch1d, requireDims, requireElements } from './common.js';
+
+/** Values per absmax block (QLoRA's and bitsandbytes' default). */
+export const NF4_BLOCK = 64;
+const WG = 64;
+
+/** The 16 code values, as bitsandbytes' nf4 lookup table (f32). */
+export const NF4_CODES: readonly number[] = [
+  -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+  0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+].map(Math.fround);
+
+/** Word counts of the packed arrays for a weight of shape [N, K]. */
+export interface Nf4Layout {
+  N: number;
+  K: number;
+  /** u32 words of packed codes per row: ceil(K / 8). */
+  wordsPerRow: number;
+  /** absmax blocks per row: ceil(K / 64). */
+  blocksPerRow: number;
+}
+
+export function nf4Layout(N: number, K: number): Nf4Layout {
+  requireDims('nf4', { N, K });
+  return { N, K, wordsPerRow: Math.ceil(K / 8), blocksPerRow: Math.ceil(K / NF4_BLOCK) };
+}
+
+/** Bytes of the two packed arrays. */
+export function nf4Bytes(l: Nf4Layout): { qweight: number; absmax: number; total: number } {
+  const qweight = l.N * l.wordsPerRow * 4;
+  const absmax = l.N * l.blocksPerRow * 4;
+  return { qweight, absmax, total: qweight + absmax };
+}
+
+export interface Nf4Weight {
+  format: 'nf4';
+  layout: Nf4Layout;
+  qweight: BufferLike;
+  /** f32 per block. */
+  absmax: BufferLike;
+}
+
+/** The packed arrays by their shader names, each checked to hold its layout's words. */
+export function nf4Arrays(kernel: string, w: Nf4Weight): Record<string, BufferLike> {
+  const l = w.layout;
+  requireElements(kernel, 'qweight', w.qweight, l.N * l.wordsPerRow);
+  requireElements(kernel, 'absmax', w.absmax, l.N * l.blocksPerRow);
+  return { qweight: w.qweight, absmax: w.absmax };
+}
+
+/** Quantize an f32 weight [N, K] into `out`'s packed arrays. */
+export function quantizeNf4(rec: CommandRecorder, { w, out }: { w: BufferLike; out: Nf4Weight }): void {
+  const l = out.layout;
+  requireElements('quantizeNf4', 'W', w, l.N * l.K);
+  const arrays = nf4Arrays('quantizeNf4', out);
+  rec.dispatch({
+    shader: 'nf4',
+    entryPoint: 'quantize',
+    constants: { WG },
+    uniforms: { M: 0, N: l.N, K: l.K, G: NF4_BLOCK },
+    storage: { W: w, ...arrays },
+    workgroups: launch1d(rec.gpu, l.N * l.blocksPerRow, WG),
+    label: `nf4 quantize ${l.N}x${l.K}`,
+  });
+}

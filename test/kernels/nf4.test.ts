@@ -1,0 +1,126 @@
+import { describe, expect, it } from 'vitest';
+import { dequantizeQ4, matmulQ4, matmulQ4InputGrad, NF4_CODES, nf4Bytes, nf4Layout, quantizeNf4, type Gpu, type Nf4Weight } from '../../src/index.js';
+import { compare, freshSeed, poisoned, randn, rng, testGpu } from '../helpers.js';
+import { matmulRef } from '../reference/matmul.js';
+import { dequantizeNf4Ref, NF4_CODES_REF, NF4_THRESHOLDS_REF, nf4Code, nf4EncodeRef, nf4Normalized, type PackedNf4 } from '../reference/nf4.js';
+
+async function quantized(gpu: Gpu, w: Float32Array, N: number, K: number) {
+  const layout = nf4Layout(N, K);
+  const bytes = nf4Bytes(layout);
+  const weight: Nf4Weight = { format: 'nf4', layout, qweight: gpu.createBuffer(bytes.qweight, undefined, 'qweight'), absmax: gpu.createBuffer(bytes.absmax, undefined, 'absmax') };
+  // Poison with all-ones words: every word the quantizer fails to write is detectable.
+  for (const b of [weight.qweight, weight.absmax]) gpu.fill(b as GPUBuffer, 0xffffffff, 'u32');
+  const W = gpu.upload(w, 'W');
+  await gpu.run((rec) => quantizeNf4(rec, { w: W, out: weight }));
+  const packed: PackedNf4 = { N, K, qweight: await gpu.readU32(weight.qweight), absmax: await gpu.readF32(weight.absmax) };
+  return { weight, packed };
+}
+
+/** Whether x lies within a few f32 steps of a threshold, where WGSL's division (2.5 ULP) may pick either side. */
+function nearThreshold(x: number): boolean {
+  return NF4_THRESHOLDS_REF.some((t) => Math.abs(x - t) <= 8 * 2 ** (Math.floor(Math.log2(Math.abs(t))) - 23));
+}
+
+describe('nf4', () => {
+  it('the codebook is bitsandbytes\' and the thresholds are its midpoints', () => {
+    expect(NF4_CODES).toEqual(NF4_CODES_REF);
+    for (let i = 0; i < 15; i++) expect(Math.abs(NF4_THRESHOLDS_REF[i] - (NF4_CODES_REF[i] + NF4_CODES_REF[i + 1]) / 2)).toBeLessThan(1e-6);
+  });
+
+  it('encodes a hand-checked row exactly', async () => {
+    const gpu = await testGpu();
+    // absmax 1, so x = w exactly. Nearest codes: 1 -> 15, -1 -> 0, 0 -> 7, 0.5 -> 12 (0.4407), -0.5 -> 2
+    // (-0.5251), 0.1 -> 8 (0.0796), 0.2 -> 9 (0.1609), 0.8 -> 14 (0.7230).
+    const { packed } = await quantized(gpu, Float32Array.from([1, -1, 0, 0.5, -0.5, 0.1, 0.2, 0.8]), 1, 8);
+    expect(packed.qweight[0].toString(16)).toBe('e982c70f');
+    expect(Array.from(packed.absmax)).toEqual([1]);
+  });
+
+  it.each([
+    [1, 1],
+    [3, 17],
+    [17, 100],
+    [33, 257],
+    [5, 300],
+    [4, 128],
+  ])('N=%i K=%i: codes and absmax as the reference encoder, exact dequantization, error bound', async (N, K) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const w = randn(N * K, rand, 0.2);
+    if (N > 1) w.fill(0, 0, Math.min(K, 64)); // an all-zero block
+    const { weight, packed } = await quantized(gpu, w, N, K);
+    const ref = nf4EncodeRef(w, N, K);
+    expect(Array.from(packed.absmax), `seed ${seed}`).toEqual(Array.from(ref.absmax));
+    let ambiguous = 0;
+    for (let n = 0; n < N; n++) {
+      for (let k = 0; k < K; k++) {
+        const got = nf4Code(packed, n, k);
+        const want = nf4Code(ref, n, k);
+        if (got === want) continue;
+        const { x } = nf4Normalized(w[n * K + k], ref.absmax[n * Math.ceil(K / 64) + Math.floor(k / 64)]);
+        expect(nearThreshold(x) && Math.abs(got - want) === 1, `seed ${seed} n ${n} k ${k}: code ${got}, reference ${want}, x ${x}`).toBe(true);
+        ambiguous++;
+      }
+    }
+    expect(ambiguous, `seed ${seed}`).toBeLessThanOrEqual(2);
+    const kw = Math.ceil(K / 8);
+    if (K % 8) for (let n = 0; n < N; n++) expect(packed.qweight[n * kw + kw - 1] >>> (4 * (K % 8)), `seed ${seed}`).toBe(0);
+
+    const out = poisoned(gpu, N * K, 'dequantized');
+    await gpu.run((rec) => dequantizeQ4(rec, { weight, out }));
+    const got = await gpu.readF32(out);
+    expect(compare(got, dequantizeNf4Ref(packed)).maxAbs, `seed ${seed}`).toBe(0);
+    // Quantization error: at most half the widest gap between codes (-1 to -0.6962), times absmax.
+    const halfGap = Math.max(...NF4_CODES_REF.slice(1).map((c, i) => (c - NF4_CODES_REF[i]) / 2));
+    for (let n = 0; n < N; n++) {
+      for (let k = 0; k < K; k++) {
+        const amax = packed.absmax[n * Math.ceil(K / 64) + Math.floor(k / 64)];
+        expect(Math.abs(w[n * K + k] - got[n * K + k]), `seed ${seed} n ${n} k ${k}`).toBeLessThanOrEqual(amax * halfGap * (1 + 2 ** -20));
+      }
+    }
+    if (N > 1) for (let k = 0; k < Math.min(K, 64); k++) expect(Math.abs(got[k])).toBe(0);
+  });
+
+  it.each([
+    [1, 33, 100, 'direct'],
+    [17, 5, 257, 'direct'],
+    [70, 65, 64, 'direct'],
+    [1, 33, 100, 'tiled'],
+    [17, 5, 257, 'tiled'],
+    [70, 65, 130, 'tiled'],
+  ] as const)('fused products M=%i N=%i K=%i (%s): forward and input gradient', async (M, N, K, variant) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const { weight, packed } = await quantized(gpu, randn(N * K, rand, 0.2), N, K);
+    const w = dequantizeNf4Ref(packed);
+    const xh = randn(M * K, rand);
+    const dyh = randn(M * N, rand);
+    const y = poisoned(gpu, M * N, 'y');
+    const dx = poisoned(gpu, M * K, 'dx');
+    // Accumulating: the product adds to what the buffer holds.
+    const initial = randn(M * K, rand);
+    const dxSum = gpu.upload(initial, 'dx accumulated');
+    await gpu.run((rec) => {
+      const dy = gpu.upload(dyh, 'dy');
+      matmulQ4(rec, { x: gpu.upload(xh, 'x'), weight, y, M, variant });
+      matmulQ4InputGrad(rec, { dy, weight, dx, M, variant });
+      matmulQ4InputGrad(rec, { dy, weight, dx: dxSum, M, variant, accumulate: true });
+    });
+    const fwd = compare(await gpu.readF32(y), matmulRef({ a: xh, b: w, M, N, K, transB: true }));
+    expect(fwd.rel, `seed ${seed} forward maxAbs ${fwd.maxAbs}`).toBeLessThan(1e-4);
+    const grad = compare(await gpu.readF32(dx), matmulRef({ a: dyh, b: w, M, N: K, K: N }));
+    expect(grad.rel, `seed ${seed} input gradient maxAbs ${grad.maxAbs}`).toBeLessThan(1e-4);
+    const sum = compare(await gpu.readF32(dxSum), matmulRef({ a: dyh, b: w, c: initial, M, N: K, K: N, accumulate: true }));
+    expect(sum.rel, `seed ${seed} accumulated input gradient maxAbs ${sum.maxAbs}`).toBeLessThan(1e-4);
+  });
+
+  it('rejects short buffers', async () => {
+    const gpu = await testGpu();
+    const small = gpu.createBuffer(4);
+    const weight: Nf4Weight = { format: 'nf4', layout: nf4Layout(4, 64), qweight: small, absmax: small };
+    expect(() => quantizeNf4(gpu.recorder(), { w: gpu.createBuffer(4 * 256), out: weight })).toThrow(/qweight needs/);
+    expect(() => matmulQ4(gpu.recorder(), { x: gpu.createBuffer(4 * 64), weight, y: gpu.createBuffer(16), M: 1 })).toThrow(/qweight needs/);
+  });
+});
