@@ -231,6 +231,9 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
       variants.push(['lora-separate', { method: 'lora', lora: { ...BENCH_OPTIONS.lora!.lora, fused: false }, optimizer: { lr: 1e-4 } }]);
       // The same LoRA step over a frozen base stored bf16 and read packed by the matmul.
       variants.push(['lora-bf16-base', { method: 'lora', ...BENCH_OPTIONS.lora, baseDtype: 'bf16', optimizer: { lr: 1e-4 } }]);
+      // QLoRA: the same LoRA step over a 4-bit base, quantized at load.
+      variants.push(['qlora-nf4', { method: 'lora', ...BENCH_OPTIONS.lora, quantize: 'nf4', optimizer: { lr: 1e-4 } }]);
+      variants.push(['qlora-int4', { method: 'lora', ...BENCH_OPTIONS.lora, quantize: 'int4', optimizer: { lr: 1e-4 } }]);
     }
     for (const [method, opts] of variants) {
       gpu.resetPeakMemory();
@@ -266,6 +269,7 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
   notes.push('sparse_block_vs_element_grad: time of the masked weight-gradient kernels alone for every linear layer of the large model at 1% density, blocks over elements.');
   notes.push('lora-separate: the same LoRA step with the adapter path as its own pass over each output and input gradient instead of fused into the base matmul (lora_fused_vs_separate_step: its step time over the fused one).');
   notes.push('lora-bf16-base: the same LoRA step with the frozen base stored bf16, read packed by the matmul (lora_bf16_base_vs_f32_step; bf16_base_bytes_vs_f32: its linear-weight bytes over the f32 base).');
+  notes.push('qlora-nf4 / qlora-int4: the same LoRA step with the frozen base stored 4-bit (NF4 with absmax per 64; int4 with groups of 64), read by the fused 4-bit products (qlora_vs_lora_step, qlora_int4_vs_lora_step; qlora_base_bytes_vs_f32: NF4 linear-weight bytes over the f32 base).');
   notes.push('MFU: FLOPs performed (6 per matmul parameter per token for full fine-tuning, 4 for LoRA whose frozen base needs no weight gradients, plus causal attention) over the measured matmul peak.');
 
   const attention: AttentionRow[] = [];
@@ -329,6 +333,10 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
       lora_fused_vs_separate_step: step('lora-separate') / step('lora'),
       lora_bf16_base_vs_f32_step: step('lora-bf16-base') / step('lora'),
       bf16_base_bytes_vs_f32: row('lora-bf16-base').linear_weight_bytes / row('lora').linear_weight_bytes,
+      qlora_vs_lora_step: step('qlora-nf4') / step('lora'),
+      qlora_int4_vs_lora_step: step('qlora-int4') / step('lora'),
+      qlora_base_bytes_vs_f32: row('qlora-nf4').linear_weight_bytes / row('lora').linear_weight_bytes,
+      qlora_vs_lora_peak_memory: row('qlora-nf4').peak_gpu_bytes / row('lora').peak_gpu_bytes,
       lora_vs_full_peak_memory: row('lora').peak_gpu_bytes / row('full').peak_gpu_bytes,
       sparse_vs_lora_step: step('sparse') / step('lora'),
       sparse_block_vs_lora_step: step('sparse-block') / step('lora'),

@@ -63,6 +63,10 @@ const SPARSE_LRS = [1e-2, 3e-2, 1e-1];
 const configs: Config[] = [
   { label: 'full', method: 'full', lrs: [3e-4, 1e-3, 3e-3], options: () => ({}), weightDecay: 0.01 },
   ...[8, 16].map((rank): Config => ({ label: `LoRA r${rank}`, method: 'lora', lrs: [3e-3, 1e-2, 3e-2], options: (_m, seed) => ({ lora: { rank, targetModules: ALL_LINEAR, seed } }) })),
+  // QLoRA: the same adapter over the base quantized to 4 bits at load.
+  ...(['nf4', 'int4'] as const).map((quantize): Config => ({
+    label: `QLoRA r8 (${quantize} base)`, method: 'lora', lrs: [3e-3, 1e-2, 3e-2], options: (_m, seed) => ({ lora: { rank: 8, targetModules: ALL_LINEAR, seed }, quantize }),
+  })),
 ];
 for (const selection of ['sylva', 'fisher', 'snip', 'random', 'columns'] as const) {
   for (const density of [0.005, 0.01, 0.03, 0.1]) {

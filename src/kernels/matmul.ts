@@ -107,8 +107,14 @@ export function matmul(rec: CommandRecorder, args: MatmulArgs): void {
 
 /** C[M, N] += the low-rank term alone, as its own pass (what the fused epilogue saves). */
 export function addLowRank(rec: CommandRecorder, c: BufferLike, M: number, N: number, term: LowRankTerm, variant?: MatmulVariant): void {
+  addTerms(rec, c, M, N, { lowRank: term }, variant);
+}
+
+/** C[M, N] += a bias [N] and a low-rank term, the matmul's epilogue as its own pass (nothing when neither). */
+export function addTerms(rec: CommandRecorder, c: BufferLike, M: number, N: number, terms: { bias?: BufferLike; lowRank?: LowRankTerm }, variant?: MatmulVariant): void {
+  if (!terms.bias && !terms.lowRank) return;
   const none = rec.gpu.placeholder();
-  matmul(rec, { a: none, b: none, c, M, N, K: 0, accumulate: true, lowRank: term, variant });
+  matmul(rec, { a: none, b: none, c, M, N, K: 0, accumulate: true, ...terms, variant });
 }
 
 /** Floating-point operations of one matmul call (multiply-adds count 2). */

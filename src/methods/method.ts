@@ -121,6 +121,8 @@ export interface MethodDefinition<Options = unknown> {
   check(config: ModelConfig, options: Options | undefined): void;
   /** Base parameters (engine names) the model must give dense gradients: all for full fine-tuning. */
   baseTrainable(options: Options | undefined): (param: string) => boolean;
+  /** Whether training writes into the frozen base weights (sparse, in place): such a base cannot be 4-bit. */
+  readonly writesBase?: boolean;
   /** Attach to a loaded model; a failure releases what it allocated. */
   attach(model: CausalLM, options: Options | undefined): Method;
 }

@@ -20,6 +20,7 @@ import { Activations, type ActivationKind } from './activations.js';
 import { EVAL_PASS, type PassContext } from '../methods/method.js';
 import { ShapeError } from '../errors.js';
 import { decodeHalves, encodeHalves, halfWeightFormats, LINEAR_WEIGHT, type HalfFormat, type LinearWeight, type WeightFormat } from './linear-weights.js';
+import { checkQuantizeOption, QuantizedWeights, type QuantizeOption } from './quantized-weights.js';
 
 export interface CausalLMOptions {
   /** Internal parameter names that get gradients; default none (inference). */
@@ -37,6 +38,12 @@ export interface CausalLMOptions {
    * checkpoint stays bf16). Trainable weights are always f32.
    */
   baseDtype?: WeightFormat;
+  /**
+   * Store the frozen linear weights 4-bit, quantized on the GPU as they load: 'nf4' (QLoRA's NormalFloat,
+   * absmax per 64 values) or 'int4' (group-wise asymmetric, groups of 64 unless given). Embeddings, norms
+   * and the LM head keep `baseDtype`; trainable weights stay f32.
+   */
+  quantize?: QuantizeOption;
 }
 
 /**
@@ -69,6 +76,8 @@ export class CausalLM {
   readonly params: Arena;
   /** Frozen linear weights kept 16-bit, packed two per u32 (null when none). */
   readonly packed: Arena | null;
+  /** Frozen linear weights kept 4-bit (null unless loaded with `quantize`). */
+  readonly quantized: QuantizedWeights | null;
   /** Gradients of the trainable parameters (null when nothing trains). */
   readonly grads: Arena | null;
   readonly trainableNames: string[];
@@ -87,13 +96,21 @@ export class CausalLM {
     activationCacheBytes?: number,
     /** Frozen linear weights kept 16-bit, by engine name. */
     private readonly halfWeights: Map<string, HalfFormat> = new Map(),
+    quantize?: QuantizeOption,
   ) {
     const specs = paramSpecs(config);
+    // 4-bit takes every frozen linear weight; 16-bit storage keeps the rest it asked for.
+    const quantizedShapes = new Map<string, [number, number]>();
+    if (quantize !== undefined) {
+      checkQuantizeOption(quantize);
+      for (const s of specs) if (LINEAR_WEIGHT.test(s.name) && !trainable(s.name)) quantizedShapes.set(s.name, [s.shape[0], s.shape[1]]);
+      for (const name of quantizedShapes.keys()) halfWeights.delete(name);
+    }
     this.sizes = new Map(specs.map((s) => [s.name, size(s.shape)]));
     const limit = arenaLimit(gpu);
     this.activationCacheBytes = activationCacheBytes ?? defaultActivationCacheBytes(gpu);
     this.trainableNames = specs.map((s) => s.name).filter(trainable);
-    const paramLayout = planArena(specs.filter((s) => !halfWeights.has(s.name)).map((s) => ({ name: s.name, length: size(s.shape) })), limit);
+    const paramLayout = planArena(specs.filter((s) => !halfWeights.has(s.name) && !quantizedShapes.has(s.name)).map((s) => ({ name: s.name, length: size(s.shape) })), limit);
     const packedLayout = halfWeights.size ? planArena(specs.filter((s) => halfWeights.has(s.name)).map((s) => ({ name: s.name, length: Math.ceil(size(s.shape) / 2) })), limit) : null;
     const gradLayout = this.trainableNames.length
       ? planArena(this.trainableNames.map((name) => ({ name, length: this.sizes.get(name)! })), limit)
@@ -103,7 +120,7 @@ export class CausalLM {
       param: (name) => this.f32Param(name),
       weight: (name) => this.linearWeight(name),
       grad: (name) => (this.grads?.has(name) ? this.grads.view(name) : null),
-      has: (name) => this.params.has(name) || halfWeights.has(name),
+      has: (name) => this.params.has(name) || halfWeights.has(name) || quantizedShapes.has(name),
     };
     // Each allocation is undone if a later one fails, so a failed load leaves the device as it was.
     const made: { destroy(): void }[] = [];
@@ -112,6 +129,8 @@ export class CausalLM {
       made.push(this.params);
       this.packed = packedLayout ? new Arena(gpu, packedLayout, 'packed 16-bit weights') : null;
       if (this.packed) made.push(this.packed);
+      this.quantized = quantize !== undefined ? new QuantizedWeights(gpu, quantizedShapes, quantize) : null;
+      if (this.quantized) made.push(this.quantized);
       this.grads = gradLayout ? new Arena(gpu, gradLayout, 'grads') : null;
       if (this.grads) made.push(this.grads);
       this.transformer = new Transformer(gpu, config, access);
@@ -138,7 +157,7 @@ export class CausalLM {
   /** Stream a checkpoint's weights into a new model, tensor by tensor. */
   static async fromCheckpoint(gpu: Gpu, ckpt: Checkpoint, options: CausalLMOptions = {}): Promise<CausalLM> {
     const trainable = options.trainable ?? (() => false);
-    const model = new CausalLM(gpu, ckpt.config, trainable, options.activationCacheBytes, halfWeightFormats(ckpt, trainable, options.baseDtype));
+    const model = new CausalLM(gpu, ckpt.config, trainable, options.activationCacheBytes, halfWeightFormats(ckpt, trainable, options.baseDtype), options.quantize);
     // Shaders compile while the weights stream, so the first step does not wait for them.
     const warming = gpu.pipelines.warmModules();
     warming.catch(() => undefined); // a broken shader is reported by the step that uses it
@@ -149,6 +168,7 @@ export class CausalLM {
         model.writeHfParts(model.mapping(name), data);
       }, options.onProgress);
       model.weightsDigest = hasher.digest();
+      model.quantized?.releaseStaging();
       await warming.catch(() => undefined);
     } catch (e) {
       model.destroy();
@@ -184,6 +204,7 @@ export class CausalLM {
 
   /** Overwrite a parameter by engine name, rounding to its storage format. */
   private writeParam(name: string, data: Float32Array): void {
+    if (this.quantized?.has(name)) return this.quantized.write(name, data);
     const format = this.halfWeights.get(name);
     if (format) this.gpu.write(this.packed!.view(name), encodeHalves(data, format, name));
     else this.gpu.write(this.params.view(name), data);
@@ -191,28 +212,31 @@ export class CausalLM {
 
   /** A parameter by engine name, as f32 values (16-bit weights widened on the host). */
   async readParam(name: string): Promise<Float32Array> {
+    if (this.quantized?.has(name)) return this.quantized.read(name);
     const format = this.halfWeights.get(name);
     if (!format) return this.gpu.readF32(this.params.view(name));
     return decodeHalves(await this.gpu.read(this.packed!.view(name)), this.sizes.get(name)!, format);
   }
 
-  /** A linear weight as the matmul reads it: f32, or packed 16-bit. */
+  /** A linear weight as the products read it: f32, packed 16-bit, or 4-bit. */
   linearWeight(name: string): LinearWeight {
+    if (this.quantized?.has(name)) return { format: this.quantized.format, q4: this.quantized.get(name) };
     const format = this.halfWeights.get(name);
     return format ? { view: this.packed!.view(name), format } : { view: this.params.view(name), format: 'f32' };
   }
 
   /** An f32 parameter's view; a 16-bit weight has none, and a caller that would write f32 into it is refused. */
   f32Param(name: string): TensorView {
+    if (this.quantized?.has(name)) throw new ShapeError(`'${name}' is stored ${this.quantized.format}; this operation needs an f32 weight (load the model without quantize)`);
     const format = this.halfWeights.get(name);
     if (format) throw new ShapeError(`'${name}' is stored as ${format}; this operation needs an f32 weight (load the model with baseDtype 'f32')`);
     return this.params.view(name);
   }
 
-  /** Bytes of the linear-layer weights as stored (what a 16-bit base halves). */
+  /** Bytes of the linear-layer weights as stored (what a 16-bit base halves and a 4-bit one cuts further). */
   get linearWeightBytes(): number {
-    let bytes = 0;
-    for (const [name, n] of this.sizes) if (LINEAR_WEIGHT.test(name)) bytes += n * (this.halfWeights.has(name) ? 2 : 4);
+    let bytes = this.quantized?.bytes ?? 0;
+    for (const [name, n] of this.sizes) if (LINEAR_WEIGHT.test(name) && !this.quantized?.has(name)) bytes += n * (this.halfWeights.has(name) ? 2 : 4);
     return bytes;
   }
 
@@ -341,6 +365,7 @@ export class CausalLM {
     this.activations.clear();
     this.params.destroy();
     this.packed?.destroy();
+    this.quantized?.destroy();
     this.grads?.destroy();
     this.transformer.destroy();
   }

@@ -2,20 +2,30 @@
  * Typed weights of linear layers. A trainable weight is an f32 master; a frozen one may stay 16-bit
  * (bf16 or f16, packed two per u32) and is read packed by the matmul for both products a frozen linear
  * needs (y = x W^T and dx = dy W), so a 16-bit checkpoint under LoRA costs half the memory and is never
- * widened. Room for more formats (int4, NF4) is the WeightFormat union.
+ * widened. A frozen one may also be 4-bit (int4 or NF4, ./quantized-weights.ts), read by the fused
+ * 4-bit products.
  */
 import { ShapeError } from '../errors.js';
 import type { TensorView } from '../gpu/buffers.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../io/safetensors.js';
 import type { WeightFormat } from '../kernels/matmul.js';
+import type { Q4Weight } from '../kernels/q4-matmul.js';
 import type { Checkpoint } from './checkpoint.js';
 import { hfMappings } from './layout.js';
+import type { QuantFormat } from './quantized-weights.js';
 
 export type { WeightFormat };
 
-export interface LinearWeight {
+/** A linear weight as the products read it: f32 or packed 16-bit in a view, or 4-bit packed arrays. */
+export type LinearWeight = DenseWeight | { format: QuantFormat; q4: Q4Weight };
+
+export interface DenseWeight {
   view: TensorView;
   format: WeightFormat;
+}
+
+export function isDense(w: LinearWeight): w is DenseWeight {
+  return 'view' in w;
 }
 
 export type HalfFormat = Exclude<WeightFormat, 'f32'>;

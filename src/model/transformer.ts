@@ -13,13 +13,14 @@ import { crossEntropyBackward, crossEntropyChunk, crossEntropyForward } from '..
 import { embeddingBackward, embeddingForward } from '../kernels/embedding.js';
 import { elementwise } from '../kernels/elementwise.js';
 import { geluBackward, geluForward, swigluBackward, swigluForward } from '../kernels/activation.js';
-import { addLowRank, matmul, type LowRankTerm } from '../kernels/matmul.js';
+import { addLowRank, addTerms, matmul, type LowRankTerm } from '../kernels/matmul.js';
+import { matmulQ4, matmulQ4InputGrad } from '../kernels/q4-matmul.js';
 import { columnScaleBackward, columnScaleForward } from '../kernels/column-scale.js';
 import { normBackward, normForward } from '../kernels/norm.js';
 import { rope, ropeTable } from '../kernels/rope.js';
 import type { ModelConfig } from './config.js';
 import type { Activations, GradientScratch, LayerActivations } from './activations.js';
-import type { LinearWeight } from './linear-weights.js';
+import { isDense, type LinearWeight } from './linear-weights.js';
 import { EVAL_PASS, type LinearHooks, type PassContext } from '../methods/method.js';
 
 type View = TensorView;
@@ -142,8 +143,14 @@ export class Transformer {
     const bias = this.params.has(`${name}.bias`) ? this.params.param(`${name}.bias`) : undefined;
     const scale = hooks?.outputScale?.(rec, acts, name, outDim, this.pass, 'forward');
     const w = this.params.weight(`${name}.weight`);
-    matmul(rec, { a: x, b: w.view, bFormat: w.format, c: y, M: T, N: outDim, K: inDim, transB: true, bias: scale ? undefined : bias, lowRank: hooks?.fused ? term : undefined });
-    if (term && !hooks!.fused) addLowRank(rec, y, T, outDim, term);
+    if (isDense(w)) {
+      matmul(rec, { a: x, b: w.view, bFormat: w.format, c: y, M: T, N: outDim, K: inDim, transB: true, bias: scale ? undefined : bias, lowRank: hooks?.fused ? term : undefined });
+      if (term && !hooks!.fused) addLowRank(rec, y, T, outDim, term);
+    } else {
+      // 4-bit: the fused product, then the bias and the method's term in one epilogue pass.
+      matmulQ4(rec, { x, weight: w.q4, y, M: T });
+      addTerms(rec, y, T, outDim, { bias: scale ? undefined : bias, lowRank: term });
+    }
     // z is kept wherever a backward pass may follow: in training arenas, whatever the pass.
     if (scale) columnScaleForward(rec, { y, scale: scale.scale, bias, saved: acts.grad ? scale.saved : undefined, rows: T, cols: outDim });
   }
@@ -167,8 +174,13 @@ export class Transformer {
     }
     const term = hooks?.inputGradTerm?.(rec, acts, name, x, dy, outDim, inDim, this.pass);
     const w = this.params.weight(`${name}.weight`);
-    matmul(rec, { a: dy, b: w.view, bFormat: w.format, c: dx, M: T, N: inDim, K: outDim, accumulate: accumulateDx, lowRank: hooks?.fused ? term : undefined });
-    if (term && !hooks!.fused) addLowRank(rec, dx, T, inDim, term);
+    if (isDense(w)) {
+      matmul(rec, { a: dy, b: w.view, bFormat: w.format, c: dx, M: T, N: inDim, K: outDim, accumulate: accumulateDx, lowRank: hooks?.fused ? term : undefined });
+      if (term && !hooks!.fused) addLowRank(rec, dx, T, inDim, term);
+    } else {
+      matmulQ4InputGrad(rec, { dy, weight: w.q4, dx, M: T, accumulate: accumulateDx });
+      if (term) addLowRank(rec, dx, T, inDim, term);
+    }
     const ownGradient = hooks?.weightGradient?.(rec, acts, name, x, dy, outDim, inDim, this.pass) ?? false;
     const dW = ownGradient ? null : this.params.grad(`${name}.weight`);
     if (dW) matmul(rec, { a: dy, b: x, c: dW, M: outDim, N: inDim, K: T, transA: true, accumulate: true });

@@ -6,7 +6,7 @@
  *                              letter successor; defaults: the shipped pretrained tiny Llama, LoRA)
  *                              and report held-out accuracy before and after
  *     --model PATH|ID|URL  --method full|lora|sparse|sparse+lora  --steps N  --lr X  --rank R  --batch B
- *     --hub ENDPOINT; sparse methods: --selection sylva|fisher|snip|random|columns  --density X
+ *     --hub ENDPOINT  --quantize nf4|int4 (a 4-bit frozen base: QLoRA with --method lora); sparse methods: --selection sylva|fisher|snip|random|columns  --density X
  *     --granularity element|16|32|64  --mask FILE (a saved mask)  --save-mask FILE  --save-delta FILE
  *   webgpu-finetune generate   continue a prompt with a model (default: the shipped pretrained tiny Llama)
  *     --model PATH|ID|URL  --prompt TEXT  --max-new-tokens N  --temperature T  --top-k K  --top-p P
@@ -18,6 +18,7 @@ import { resolveSource } from '../io/sources.js';
 import { openCheckpoint } from '../model/checkpoint.js';
 import { FineTuner } from '../train/finetuner.js';
 import { CausalLM } from '../model/causal-lm.js';
+import { QUANT_FORMATS, type QuantFormat } from '../model/quantized-weights.js';
 import { loadTokenizer } from '../data/tokenizer.js';
 import { Generator } from '../serve/generate.js';
 import { fineTuneOnTask, MAIN_TASK, selectTaskMask, taskDefaults, taskFineTuneOptions, trainsAtMask } from '../train/main-task.js';
@@ -39,6 +40,7 @@ const specs: Record<string, Spec> = {
   info: { help: { type: 'boolean' } },
   finetune: {
     ...common, method: { type: 'string', default: 'lora' }, steps: { type: 'string' }, lr: { type: 'string' }, rank: { type: 'string', default: '16' }, batch: { type: 'string', default: '8' },
+    quantize: { type: 'string' },
     // Sparse methods: the mask's selection and budget, or a saved mask; where to save the mask and the delta.
     selection: { type: 'string' }, density: { type: 'string' }, granularity: { type: 'string' }, mask: { type: 'string' }, 'save-mask': { type: 'string' }, 'save-delta': { type: 'string' },
   },
@@ -79,6 +81,9 @@ async function finetune(): Promise<void> {
   const lr = numberFlag(values, 'lr', { min: 0 });
   const rows = numberFlag(values, 'batch', { integer: true, min: 1 });
   const rank = numberFlag(values, 'rank', { integer: true, min: 1 });
+  const quantize = values.quantize as QuantFormat | undefined;
+  if (quantize !== undefined && !QUANT_FORMATS.includes(quantize)) throw new UsageError(`--quantize must be one of ${QUANT_FORMATS.join(', ')}, got '${quantize}'`);
+  if (quantize !== undefined && METHODS[method].writesBase) throw new UsageError(`--quantize makes the frozen base 4-bit, and '${method}' trains inside the base weights: use --method lora`);
   const sparse = trainsAtMask(method);
   const sparseFlags = ['selection', 'density', 'granularity', 'mask', 'save-mask', 'save-delta'].filter((f) => values[f] !== undefined);
   if (!sparse && sparseFlags.length) throw new UsageError(`--${sparseFlags[0]} applies to the sparse methods (sparse, sparse+lora), not '${method}'`);
@@ -104,7 +109,8 @@ async function finetune(): Promise<void> {
     await writeFileAtomic(values['save-mask'] as string, mask.toSafetensors(c));
     console.log(`        saved to ${values['save-mask']}`);
   }
-  const ft = await FineTuner.create(gpu, ckpt, await taskFineTuneOptions(gpu, ckpt, method, { steps, lr, rank, rows, mask, log: (line) => console.log(line) }));
+  const ft = await FineTuner.create(gpu, ckpt, { ...(await taskFineTuneOptions(gpu, ckpt, method, { steps, lr, rank, rows, mask, log: (line) => console.log(line) })), quantize });
+  if (quantize) console.log(`base:   frozen linear weights ${quantize}, ${(ft.model.linearWeightBytes / 2 ** 20).toFixed(2)} MiB`);
   const { names, param } = ft.method.trainable;
   const parameters = names.reduce((sum, n) => sum + param(n).size / 4, 0);
   console.log(`method: ${method} (${METHODS[method].summary}): ${names.length} tensors, ${parameters} parameters train; ${steps} steps, lr ${lr}`);
@@ -158,6 +164,7 @@ async function info(): Promise<void> {
 const USAGE = `usage: webgpu-finetune <command> [flags]
   info       the WebGPU device Node gets here
   finetune   --model PATH|ID|URL --method ${methodNames().join('|')} --steps N --lr X --rank R --batch B --hub ENDPOINT
+             --quantize ${QUANT_FORMATS.join('|')} (a 4-bit frozen base; QLoRA with --method lora)
              sparse methods: --selection ${SELECTIONS.join('|')} --density X --granularity element|${BLOCK_SIZES.join('|')}
              --mask FILE --save-mask FILE --save-delta FILE
   generate   --model PATH|ID|URL --prompt TEXT --max-new-tokens N --temperature T --top-k K --top-p P --seed S --hub ENDPOINT`;

@@ -18,7 +18,9 @@ import type { BatchInput, PreparedBatch } from '../model/batch.js';
 import { CausalLM, openPretrained, type PretrainedOptions } from '../model/causal-lm.js';
 import type { SourceLike } from '../io/sources.js';
 import type { Checkpoint, LoadProgress } from '../model/checkpoint.js';
-import type { WeightFormat } from '../model/linear-weights.js';
+import { LINEAR_WEIGHT, type WeightFormat } from '../model/linear-weights.js';
+import { paramSpecs } from '../model/layout.js';
+import { checkQuantizeOption, type QuantizeOption } from '../model/quantized-weights.js';
 
 /** The method by name and its options under the same name: `{ method: 'lora', lora: { rank: 16 } }`. */
 export interface FineTuneOptions extends MethodOptions {
@@ -27,6 +29,8 @@ export interface FineTuneOptions extends MethodOptions {
   optimizer?: AdamWConfig & ScheduleOptions;
   /** How frozen linear weights are stored (CausalLMOptions.baseDtype): default each weight's checkpoint dtype. */
   baseDtype?: WeightFormat;
+  /** Store the frozen linear weights 4-bit, quantized as they load (CausalLMOptions.quantize): QLoRA. */
+  quantize?: QuantizeOption;
   /** Micro-batches per optimizer step. Default 1. */
   gradientAccumulation?: number;
   onProgress?: (p: LoadProgress) => void;
@@ -97,11 +101,15 @@ export class FineTuner {
     definition.check(ckpt.config, methodOptions);
     const accumulation = options.gradientAccumulation ?? 1;
     if (!Number.isInteger(accumulation) || accumulation < 1) throw new ShapeError(`gradientAccumulation must be a positive integer, got ${accumulation}`);
-    const model = await CausalLM.fromCheckpoint(gpu, ckpt, {
-      trainable: definition.baseTrainable(methodOptions),
-      onProgress: options.onProgress,
-      baseDtype: options.baseDtype,
-    });
+    const trainable = definition.baseTrainable(methodOptions);
+    if (options.quantize !== undefined) {
+      checkQuantizeOption(options.quantize);
+      if (definition.writesBase) throw new ShapeError(`method '${options.method}' trains inside the base weights, which a 4-bit base cannot hold: drop quantize`);
+      if (!paramSpecs(ckpt.config).some((s) => LINEAR_WEIGHT.test(s.name) && !trainable(s.name))) {
+        throw new ShapeError(`quantize stores frozen linear weights 4-bit, and method '${options.method}' trains all of them: drop quantize`);
+      }
+    }
+    const model = await CausalLM.fromCheckpoint(gpu, ckpt, { trainable, onProgress: options.onProgress, baseDtype: options.baseDtype, quantize: options.quantize });
     try {
       return new FineTuner(gpu, model, options);
     } catch (e) {

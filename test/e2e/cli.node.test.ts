@@ -76,4 +76,17 @@ describe('command line', () => {
     expect(granularity.code).toBe(2);
     expect(granularity.stderr).toMatch(/--granularity must be element or a block size of 16, 32, 64/);
   }, 120_000);
+
+  it('QLoRA: LoRA on a base quantized to NF4 at load trains; a bad format or an in-place method is refused', async () => {
+    const r = await run('finetune', '--method', 'lora', '--quantize', 'nf4', '--steps', '2', '--batch', '2');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/base: {3}frozen linear weights nf4, 0\.\d\d MiB/);
+    expect(r.stdout).toMatch(/held-out after: /);
+    const format = await run('finetune', '--quantize', 'fp4');
+    expect(format.code).toBe(2);
+    expect(format.stderr).toMatch(/--quantize must be one of int4, nf4, got 'fp4'/);
+    const sparse = await run('finetune', '--method', 'sparse', '--quantize', 'nf4');
+    expect(sparse.code).toBe(2);
+    expect(sparse.stderr).toMatch(/--quantize makes the frozen base 4-bit, and 'sparse' trains inside the base weights/);
+  }, 120_000);
 });

@@ -7,6 +7,7 @@ import { tinyModelFiles, type TinyModelOptions } from '../../src/model/tiny.js';
 import { compare, freshSeed, randn, rng, testGpu } from '../helpers.js';
 import { Lora } from '../../src/methods/lora/index.js';
 import { modelLossAndGrads } from '../reference/model.js';
+import type { QuantizeOption } from '../../src/model/quantized-weights.js';
 
 const MODELS: [string, TinyModelOptions][] = [
   ['llama (GQA)', { architecture: 'llama', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 2, maxPositions: 32 }],
@@ -55,10 +56,14 @@ describe.each(MODELS)('whole-model loss and gradients: %s', (_name, options) => 
   });
 });
 
-/** How the frozen base is stored: as the checkpoint (f32), a BF16 checkpoint kept bf16, or f32 stored f16 on request. */
+/**
+ * How the frozen base is stored: as the checkpoint (f32), a BF16 checkpoint kept bf16, f32 stored f16 on
+ * request, or 4-bit (QLoRA).
+ */
 interface BaseStorage {
   dtype?: 'BF16';
   baseDtype?: 'f16';
+  quantize?: QuantizeOption;
 }
 
 async function loraGradients(options: TinyModelOptions, dropout: number, fused: boolean, base: BaseStorage = {}): Promise<void> {
@@ -66,14 +71,17 @@ async function loraGradients(options: TinyModelOptions, dropout: number, fused: 
   const seed = freshSeed();
   const rand = rng(seed);
   const ckpt = await openCheckpoint(memorySource(tinyModelFiles({ ...options, seed, initStd: 0.2, dtype: base.dtype })));
-  const model = await CausalLM.fromCheckpoint(gpu, ckpt, { baseDtype: base.baseDtype });
+  const model = await CausalLM.fromCheckpoint(gpu, ckpt, { baseDtype: base.baseDtype, quantize: base.quantize });
   if (base.dtype || base.baseDtype) expect(model.packed).not.toBeNull(); // the frozen linears really are 16-bit
+  if (base.quantize) expect(model.linearWeight('layers.0.q.weight').format).toBe(typeof base.quantize === 'string' ? base.quantize : base.quantize.format);
   const lora = new Lora(gpu, ckpt.config, { rank: 3, alpha: 5, dropout, fused, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down', 'fc', 'proj'].filter((m) => paramSpecs(ckpt.config).some((s) => s.name.endsWith(`.${m}.weight`))), seed });
   model.transformer.hooks = lora;
   const pass = { training: true, pass: 1 + Math.floor(rand() * 100) };
   try {
-    // B starts at zero (which would zero A's gradient): give it random values to test both.
+    // B starts at zero (which would zero A's gradient): give it random values to test both. Biases start
+    // at zero too: random ones make the bias path count.
     for (const name of lora.names) if (name.endsWith('lora_B')) gpu.write(lora.params.view(name), randn(lora.params.view(name).size / 4, rand, 0.3));
+    for (const name of model.hfNames.filter((n) => n.endsWith('.bias'))) model.writeHf(name, randn((await model.readHf(name)).length, rand, 0.3));
     const batch = model.prepare({ ids: Array.from({ length: 18 }, () => Math.floor(rand() * 256)), B: 2, S: 9 });
     const rec = gpu.recorder();
     lora.zeroGrads(rec);
@@ -81,7 +89,8 @@ async function loraGradients(options: TinyModelOptions, dropout: number, fused: 
     await rec.submit();
     const loss = (await gpu.readF32(acts.losses)).reduce((a, b) => a + b, 0) / batch.targetCount;
     acts.unpin();
-    // The reference reads the weights as stored (rounded to 16 bits where they are).
+    // The reference reads the weights as stored (rounded to 16 bits, or dequantized from the packed 4-bit
+    // arrays, whose decoding the kernel tests check bit for bit).
     const params = new Map<string, Float64Array>();
     for (const s of paramSpecs(ckpt.config)) params.set(s.name, Float64Array.from(await model.readParam(s.name)));
     const modules = new Map<string, { A: Float64Array; B: Float64Array }>();
@@ -116,5 +125,12 @@ describe.each<[string, BaseStorage]>([
   ['a BF16 checkpoint kept bf16', { dtype: 'BF16' }],
   ['an f32 checkpoint stored f16', { baseDtype: 'f16' }],
 ])('LoRA gradients on a 16-bit base: %s', (_base, base) => {
+  it.each(MODELS)('match the float64 reference on %s', (_name, options) => loraGradients(options, 0.3, true, base));
+});
+
+describe.each<[string, BaseStorage]>([
+  ['NF4', { quantize: 'nf4' }],
+  ['int4, groups of 32', { quantize: { format: 'int4', groupSize: 32 } }],
+])('QLoRA: LoRA gradients on a 4-bit base, %s', (_base, base) => {
   it.each(MODELS)('match the float64 reference on %s', (_name, options) => loraGradients(options, 0.3, true, base));
 });

@@ -132,6 +132,7 @@ export const sparseLora: MethodDefinition<SparseLoraOptions> = {
     loraModules(config, loraOptions(options));
   },
   baseTrainable: () => () => false,
+  writesBase: true,
   attach: (model, options) => {
     const sparse = new SparseFineTuning(model.gpu, model, resolveMask(model.config, options?.sparse));
     try {

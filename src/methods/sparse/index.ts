@@ -11,6 +11,7 @@ export const sparse: MethodDefinition<SparseOptions> = {
   summary: 'only the weights at a mask train, in place inside the frozen base (Sylva-style); forward costs exactly the base',
   check: (config, options) => checkSparseOptions(config, options),
   baseTrainable: () => () => false,
+  writesBase: true,
   attach: (model, options) => new SparseFineTuning(model.gpu, model, resolveMask(model.config, options)),
 };
 

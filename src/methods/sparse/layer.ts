@@ -19,6 +19,7 @@ import type { WeightFormat } from '../../kernels/matmul.js';
 import { AdamW, type AdamWConfig, type InPlaceTarget, type Optimizer, type OptimizerGroup, type TrainableSet } from '../../optim/adamw.js';
 import type { LinearHooks, Method } from '../method.js';
 import type { ModelFingerprint } from '../../model/fingerprint.js';
+import { isDense } from '../../model/linear-weights.js';
 import type { SparseMask } from './mask.js';
 
 const VALUES = '.sparse_values';
@@ -55,6 +56,7 @@ export class SparseFineTuning implements Method, LinearHooks {
     this.base = model.fingerprint;
     for (const [module, e] of mask.entries) {
       const w = model.linearWeight(`${module}.weight`);
+      if (!isDense(w)) throw new ShapeError(`sparse fine-tuning trains inside the weights, and '${module}' is stored ${w.format}: load the base without quantize`);
       this.weights.set(module, { view: w.view, format: w.format, size: e.rows * e.cols });
     }
     const modules = [...mask.entries.keys()];
