@@ -5,7 +5,10 @@ import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { tinyModelFiles } from '../../src/model/tiny.js';
 import { FineTuner } from '../../src/train/finetuner.js';
 import { Lora } from '../../src/methods/lora/index.js';
-import { testGpu } from '../helpers.js';
+import { compare, testGpu } from '../helpers.js';
+import { CausalLM } from '../../src/model/causal-lm.js';
+import { Generator } from '../../src/serve/generate.js';
+import { mergedModelFiles } from '../../src/train/export.js';
 
 // Linear layers of 128 x 128 and 128 x 320: whole NF4 blocks and int4 groups.
 const files = tinyModelFiles({ architecture: 'llama', seed: 11, hiddenSize: 128, intermediateSize: 320, numLayers: 2, numHeads: 4, numKvHeads: 2, initStd: 0.2, maxPositions: 64 });
@@ -66,6 +69,26 @@ describe('QLoRA (LoRA on a 4-bit base)', () => {
       }
     }
     expect(Math.abs(final.nf4 - final.f32) / final.f32, `f32 ${final.f32} nf4 ${final.nf4}`).toBeLessThan(0.5);
+  });
+
+  it('generates, and exports a merged model, from the 4-bit base as the dequantized f32 model does', async () => {
+    const gpu = await testGpu();
+    const ckpt = await openCheckpoint(memorySource(files));
+    const ft = await FineTuner.create(gpu, ckpt, { method: 'lora', quantize: 'nf4', lora: { rank: 4, targetModules: ['all-linear'] }, optimizer: { lr: 1e-2 } });
+    for (let s = 0; s < 3; s++) await ft.step(toBatchInput(successorRows(2, 8, 40 + s)));
+    // The same weights in f32: the dequantized base with the adapter merged in (what mergedModelFiles writes).
+    const merged = await mergedModelFiles(ft);
+    const dense = await CausalLM.fromCheckpoint(gpu, await openCheckpoint(memorySource({ ...files, ...merged })));
+    try {
+      const prompt = Array.from({ length: 19 }, (_, i) => 40 + ((i * 7) % 50)); // a prefill of 19: tiled products
+      const o = { maxNewTokens: 6, keepLogits: true };
+      const [q, d] = [await new Generator(ft.model).generate(prompt, o), await new Generator(dense).generate(prompt, o)];
+      expect(q.tokens).toEqual(d.tokens);
+      for (let t = 0; t < q.logits!.length; t++) expect(compare(q.logits![t], d.logits![t]).rel, `step ${t}`).toBeLessThan(1e-4);
+    } finally {
+      dense.destroy();
+      ft.destroy();
+    }
   });
 
   it('refuses methods that train inside the base or train all of it, loading nothing', async () => {
