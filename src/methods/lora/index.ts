@@ -12,3 +12,4 @@ export const lora: MethodDefinition<LoraOptions> = {
 };
 
 export { Lora, loraModules, type LoraOptions };
+export { peftAdapterFiles, readPeftAdapter, type PeftAdapter } from './peft.js';

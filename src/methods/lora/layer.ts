@@ -43,7 +43,7 @@ export class Lora implements Method, LinearHooks {
 
   /** `baseWeight` gives the base weight of a module ('layers.0.q.weight'), for merging. */
   constructor(
-    private readonly gpu: Gpu,
+    readonly gpu: Gpu,
     readonly config: ModelConfig,
     readonly options: LoraOptions,
     private readonly baseWeight?: (name: string) => TensorView,

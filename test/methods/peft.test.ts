@@ -1,0 +1,96 @@
+import { describe, expect, it } from 'vitest';
+import { successorRows, toBatchInput } from '../../src/data/tasks.js';
+import { memorySource } from '../../src/io/sources.js';
+import { readHeader, writeSafetensors } from '../../src/io/safetensors.js';
+import { bytesSource } from '../../src/io/bytes.js';
+import { openCheckpoint } from '../../src/model/checkpoint.js';
+import { tinyModelFiles, type TinyModelOptions } from '../../src/model/tiny.js';
+import { FineTuner } from '../../src/train/finetuner.js';
+import { Lora, peftAdapterFiles, readPeftAdapter } from '../../src/methods/lora/index.js';
+import { randn, rng, testGpu } from '../helpers.js';
+
+const LLAMA: TinyModelOptions = { architecture: 'llama', seed: 31, hiddenSize: 32, intermediateSize: 48, numLayers: 2, numHeads: 4, numKvHeads: 2, maxPositions: 64, initStd: 0.2 };
+const GPT2: TinyModelOptions = { architecture: 'gpt2', seed: 32, hiddenSize: 32, numLayers: 2, numHeads: 4, maxPositions: 64, initStd: 0.2 };
+
+async function trained(files: Record<string, string | Uint8Array>, targetModules: string[]): Promise<FineTuner> {
+  const ft = await FineTuner.create(await testGpu(), await openCheckpoint(memorySource(files)), { method: 'lora', lora: { rank: 4, alpha: 12, targetModules, seed: 3 }, optimizer: { lr: 1e-2 } });
+  for (let s = 0; s < 3; s++) await ft.step(toBatchInput(successorRows(2, 6, 50 + s)));
+  return ft;
+}
+
+const batch = toBatchInput(successorRows(2, 6, 99));
+const json = (bytes: Uint8Array) => JSON.parse(new TextDecoder().decode(bytes));
+
+describe('PEFT LoRA adapters', () => {
+  it.each<[string, TinyModelOptions, string[], string[]]>([
+    ['llama', LLAMA, ['all-linear'], ['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj']],
+    ['gpt2 (Conv1D, fan_in_fan_out)', GPT2, ['o', 'fc', 'proj'], ['c_fc', 'c_proj']],
+  ])('%s: exported as PEFT lays it out, read back into a new run with the same outputs', async (_name, model, targets, peftTargets) => {
+    const files = tinyModelFiles(model);
+    const ft = await trained(files, targets);
+    const out = await peftAdapterFiles(ft.method as Lora, { baseModel: 'org/tiny' });
+    const config = json(out['adapter_config.json']);
+    expect(config).toMatchObject({ peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 4, lora_alpha: 12, target_modules: peftTargets, fan_in_fan_out: model.architecture === 'gpt2', base_model_name_or_path: 'org/tiny', bias: 'none' });
+    const header = await readHeader(bytesSource('adapter', out['adapter_model.safetensors']));
+    expect(header.metadata).toEqual({ format: 'pt' });
+    const first = model.architecture === 'gpt2' ? 'base_model.model.transformer.h.0.mlp.c_fc' : 'base_model.model.model.layers.0.mlp.down_proj';
+    // A [r, in], B [out, r]: c_fc is 32 -> 128, down_proj 48 -> 32.
+    expect(header.byName.get(`${first}.lora_A.weight`)!.shape).toEqual(model.architecture === 'gpt2' ? [4, 32] : [4, 48]);
+    expect(header.byName.get(`${first}.lora_B.weight`)!.shape).toEqual(model.architecture === 'gpt2' ? [128, 4] : [32, 4]);
+
+    const adapter = await readPeftAdapter({ config: out['adapter_config.json'], weights: out['adapter_model.safetensors'] }, ft.model.config);
+    expect(adapter.options).toMatchObject({ rank: 4, alpha: 12 });
+    const again = await FineTuner.create(ft.gpu, await openCheckpoint(memorySource(files)), { method: 'lora', lora: adapter.options });
+    for (const [name, data] of adapter.tensors) again.writeTensor(name, data);
+    for (const [name, data] of adapter.tensors) expect(Array.from(await again.readTensor(name))).toEqual(Array.from(data));
+    expect((await again.evaluate(batch)).loss).toBe((await ft.evaluate(batch)).loss);
+    again.destroy();
+    ft.destroy();
+  });
+
+  it('reads an adapter laid out by hand as PEFT saves one (q_proj and v_proj, r 2, alpha 16)', async () => {
+    const files = tinyModelFiles(LLAMA);
+    const rand = rng(5);
+    const tensors: Parameters<typeof writeSafetensors>[0] = {};
+    for (let l = 0; l < 2; l++) {
+      for (const [p, out] of [['q_proj', 32], ['v_proj', 16]] as const) {
+        tensors[`base_model.model.model.layers.${l}.self_attn.${p}.lora_A.weight`] = { dtype: 'F32', shape: [2, 32], data: randn(64, rand) };
+        tensors[`base_model.model.model.layers.${l}.self_attn.${p}.lora_B.weight`] = { dtype: 'F32', shape: [out, 2], data: randn(out * 2, rand) };
+      }
+    }
+    const config = JSON.stringify({ peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 2, lora_alpha: 16, lora_dropout: 0.05, target_modules: ['q_proj', 'v_proj'], bias: 'none', use_rslora: false, rank_pattern: {}, alpha_pattern: {} });
+    const ckpt = await openCheckpoint(memorySource(files));
+    const adapter = await readPeftAdapter({ config, weights: writeSafetensors(tensors, { format: 'pt' }) }, ckpt.config);
+    expect(adapter.options).toEqual({ rank: 2, alpha: 16, dropout: 0.05, targetModules: ['q', 'v'] });
+    const ft = await FineTuner.create(await testGpu(), ckpt, { method: 'lora', lora: adapter.options });
+    for (const [name, data] of adapter.tensors) ft.writeTensor(name, data);
+    expect((ft.method as Lora).scale).toBe(8);
+    expect(Array.from(await ft.readTensor('base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight'))).toEqual(Array.from(tensors['base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight'].data as Float32Array));
+    ft.destroy();
+  });
+
+  it('refuses what it cannot represent, naming the option or tensor', async () => {
+    const files = tinyModelFiles(LLAMA);
+    const ckpt = await openCheckpoint(memorySource(files));
+    const gpt2 = await trained(tinyModelFiles(GPT2), ['q', 'o']);
+    await expect(peftAdapterFiles(gpt2.method as Lora)).rejects.toThrow(/'layers\.0\.q' has no PEFT form.*fused c_attn/);
+    gpt2.destroy();
+    const ft = await trained(files, ['q', 'v']);
+    const good = await peftAdapterFiles(ft.method as Lora);
+    ft.destroy();
+    const withConfig = (patch: object) => readPeftAdapter({ config: JSON.stringify({ ...json(good['adapter_config.json']), ...patch }), weights: good['adapter_model.safetensors'] }, ckpt.config);
+    await expect(withConfig({ use_rslora: true })).rejects.toThrow(/LoRA option use_rslora is set/);
+    await expect(withConfig({ rank_pattern: { q_proj: 8 } })).rejects.toThrow(/LoRA option rank_pattern is set/);
+    await expect(withConfig({ use_dora: true })).rejects.toThrow(/use_dora/);
+    await expect(withConfig({ peft_type: 'SHIRA' })).rejects.toThrow(/not LORA/);
+    await expect(withConfig({ r: 3 })).rejects.toThrow(/is \[4,32\], expected \[3,32\] \(r 3\)/);
+    await expect(withConfig({ r: 0 })).rejects.toThrow(/r must be a positive integer/);
+    const names = (await readHeader(bytesSource('adapter', good['adapter_model.safetensors']))).tensors.map((t) => t.name);
+    // A file adapting q in layer 0 only, and one whose module the model lacks.
+    const sub: Parameters<typeof writeSafetensors>[0] = {};
+    for (const n of names.filter((n) => n.includes('layers.0.'))) sub[n] = { dtype: 'F32', shape: n.includes('lora_A') ? [4, 32] : [n.includes('v_proj') ? 16 : 32, 4], data: new Float32Array(n.includes('lora_A') ? 128 : n.includes('v_proj') ? 64 : 128) };
+    await expect(readPeftAdapter({ config: good['adapter_config.json'], weights: writeSafetensors(sub) }, ckpt.config)).rejects.toThrow(/adapts 'q' in some layers but not in 'layers\.1\.q'/);
+    sub['base_model.model.model.layers.7.self_attn.q_proj.lora_A.weight'] = { dtype: 'F32', shape: [4, 32], data: new Float32Array(128) };
+    await expect(readPeftAdapter({ config: good['adapter_config.json'], weights: writeSafetensors(sub) }, ckpt.config)).rejects.toThrow(/'model\.layers\.7\.self_attn\.q_proj' is not a linear layer/);
+  });
+});
