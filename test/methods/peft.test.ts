@@ -79,7 +79,12 @@ describe('PEFT LoRA adapters', () => {
     const good = await peftAdapterFiles(ft.method as Lora);
     ft.destroy();
     const withConfig = (patch: object) => readPeftAdapter({ config: JSON.stringify({ ...json(good['adapter_config.json']), ...patch }), weights: good['adapter_model.safetensors'] }, ckpt.config);
-    await expect(withConfig({ use_rslora: true })).rejects.toThrow(/LoRA option use_rslora is set/);
+    const rs = await withConfig({ use_rslora: true });
+    expect(rs.options).toMatchObject({ rank: 4, alpha: 12, rslora: true });
+    const rsFt = await FineTuner.create(await testGpu(), ckpt, { method: 'lora', lora: rs.options });
+    expect((rsFt.method as Lora).scale).toBe(6); // alpha / sqrt(r)
+    expect(json((await peftAdapterFiles(rsFt.method as Lora))['adapter_config.json'])).toMatchObject({ r: 4, lora_alpha: 12, use_rslora: true });
+    rsFt.destroy();
     await expect(withConfig({ rank_pattern: { q_proj: 8 } })).rejects.toThrow(/LoRA option rank_pattern is set/);
     await expect(withConfig({ use_dora: true })).rejects.toThrow(/use_dora/);
     await expect(withConfig({ peft_type: 'SHIRA' })).rejects.toThrow(/not LORA/);

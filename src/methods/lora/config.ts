@@ -6,8 +6,10 @@ import { linearModules, type LinearShape } from '../targets.js';
 export interface LoraOptions {
   /** Rank r of the update B A. Default 8. */
   rank?: number;
-  /** Scale numerator: s = alpha / rank. Default 2 * rank. */
+  /** Scale numerator: s = alpha / rank (alpha / sqrt(rank) with rslora). Default 2 * rank. */
   alpha?: number;
+  /** Rank-stabilized scale alpha / sqrt(rank) (PEFT's use_rslora). Default false. */
+  rslora?: boolean;
   /**
    * Linear layers to adapt, by engine name (q, k, v, o, gate, up, down, fc, proj), Hugging Face module
    * name (q_proj, ..., down_proj) or 'all-linear'. Default q and v, PEFT's default for Llama.

@@ -50,7 +50,7 @@ export class Lora implements Method, LinearHooks {
   ) {
     const r = (this.rank = options.rank ?? LORA_DEFAULT_RANK);
     this.modules = loraModules(config, options);
-    this.scale = (options.alpha ?? 2 * r) / r;
+    this.scale = (options.alpha ?? 2 * r) / (options.rslora ? Math.sqrt(r) : r);
     this.fused = options.fused ?? true;
     [...this.modules.keys()].forEach((name, i) => this.moduleIndex.set(name, i));
     const weight = (n: string) => n.endsWith('.weight');

@@ -2,7 +2,7 @@
  * LoRA adapters in Hugging Face PEFT's files: `adapter_config.json` and `adapter_model.safetensors` as
  * `PeftModel.from_pretrained` reads them. Tensors are `base_model.model.<module>.lora_A.weight` [r, in]
  * and `...lora_B.weight` [out, r] (PEFT saves them without the adapter name), F32, with the safetensors
- * metadata {"format": "pt"}; the scale is lora_alpha / r. GPT-2's Conv1D layers take the same shapes with
+ * metadata {"format": "pt"}; the scale is lora_alpha / r (lora_alpha / sqrt(r) with use_rslora). GPT-2's Conv1D layers take the same shapes with
  * fan_in_fan_out true; its q, k and v are one fused c_attn in Hugging Face, so separate adapters on them
  * have no PEFT form.
  */
@@ -32,8 +32,8 @@ export async function peftAdapterFiles(lora: Lora, options: { baseModel?: string
     targets.add(peft.split('.').at(-3)!);
   }
   const config = {
-    peft_type: 'LORA', task_type: 'CAUSAL_LM', r: lora.rank, lora_alpha: lora.scale * lora.rank, lora_dropout: lora.options.dropout ?? 0,
-    target_modules: [...targets].sort(), bias: 'none', fan_in_fan_out: lora.config.family === 'gpt2', use_rslora: false, use_dora: false,
+    peft_type: 'LORA', task_type: 'CAUSAL_LM', r: lora.rank, lora_alpha: lora.options.alpha ?? 2 * lora.rank, lora_dropout: lora.options.dropout ?? 0,
+    target_modules: [...targets].sort(), bias: 'none', fan_in_fan_out: lora.config.family === 'gpt2', use_rslora: lora.options.rslora ?? false, use_dora: false,
     modules_to_save: null, init_lora_weights: true, layers_to_transform: null, layers_pattern: null, rank_pattern: {}, alpha_pattern: {},
     base_model_name_or_path: options.baseModel ?? null, inference_mode: true, revision: null,
   };
@@ -53,7 +53,6 @@ const empty = (v: StrictJson | undefined) => v === undefined || v === null || v 
 
 /** Options of PEFT's LoraConfig this engine does not apply: a file setting one is refused by name. */
 const UNSUPPORTED: Record<string, (v: StrictJson | undefined) => boolean> = {
-  use_rslora: (v) => !empty(v),
   use_dora: (v) => !empty(v),
   rank_pattern: (v) => !empty(v),
   alpha_pattern: (v) => !empty(v),
@@ -88,6 +87,7 @@ export async function readPeftAdapter(files: { config: Uint8Array | string; weig
   const rank = positive(json, 'r', true);
   const alpha = positive(json, 'lora_alpha', false);
   const dropout = json.get('lora_dropout') instanceof JsonNumber ? (json.get('lora_dropout') as JsonNumber).value : 0;
+  const rslora = json.get('use_rslora') === true;
 
   // Every module path PEFT can name in this architecture, with its shape [out, in].
   const modules = new Map<string, { out: number; in: number }>();
@@ -123,5 +123,5 @@ export async function readPeftAdapter(files: { config: Uint8Array | string; weig
   for (const module of linearModules(config, kinds, 'LoRA').keys()) {
     if (!covered.has(module)) throw new ShapeError(`LoRA adapter: it adapts '${module.split('.')[2]}' in some layers but not in '${module}' (adapters on a subset of layers are not supported)`);
   }
-  return { options: { rank, alpha, dropout, targetModules: kinds }, tensors };
+  return { options: { rank, alpha, dropout, targetModules: kinds, ...(rslora ? { rslora } : {}) }, tensors };
 }
