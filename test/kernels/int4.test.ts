@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { dequantizeQ4, int4Bytes, int4Layout, matmulQ4, matmulQ4InputGrad, quantizeInt4, ShapeError, type Gpu, type Int4Weight } from '../../src/index.js';
+import { dequantizeQ4, int4Bytes, int4Layout, quantizeInt4, ShapeError, type Gpu, type Int4Weight } from '../../src/index.js';
 import { compare, freshSeed, poisoned, randn, rng, testGpu } from '../helpers.js';
 import { dequantizeInt4Ref, int4Scale, type PackedInt4 } from '../reference/int4.js';
-import { matmulRef } from '../reference/matmul.js';
+import { checkQ4Products } from './q4-products.js';
 
 async function quantized(gpu: Gpu, w: Float32Array, N: number, K: number, groupSize: number) {
   const layout = int4Layout(N, K, groupSize);
@@ -77,26 +77,7 @@ describe.each([32, 64, 128])('int4 group size %i', (groupSize) => {
     const seed = freshSeed();
     const rand = rng(seed);
     const { weight, packed } = await quantized(gpu, randn(N * K, rand, 0.2), N, K, groupSize);
-    const w = dequantizeInt4Ref(packed);
-    const xh = randn(M * K, rand);
-    const dyh = randn(M * N, rand);
-    const y = poisoned(gpu, M * N, 'y');
-    const dx = poisoned(gpu, M * K, 'dx');
-    // Accumulating: the product adds to what the buffer holds.
-    const initial = randn(M * K, rand);
-    const dxSum = gpu.upload(initial, 'dx accumulated');
-    await gpu.run((rec) => {
-      const dy = gpu.upload(dyh, 'dy');
-      matmulQ4(rec, { x: gpu.upload(xh, 'x'), weight, y, M, variant });
-      matmulQ4InputGrad(rec, { dy, weight, dx, M, variant });
-      matmulQ4InputGrad(rec, { dy, weight, dx: dxSum, M, variant, accumulate: true });
-    });
-    const fwd = compare(await gpu.readF32(y), matmulRef({ a: xh, b: w, M, N, K, transB: true }));
-    expect(fwd.rel, `seed ${seed} forward maxAbs ${fwd.maxAbs}`).toBeLessThan(1e-4);
-    const grad = compare(await gpu.readF32(dx), matmulRef({ a: dyh, b: w, M, N: K, K: N }));
-    expect(grad.rel, `seed ${seed} input gradient maxAbs ${grad.maxAbs}`).toBeLessThan(1e-4);
-    const sum = compare(await gpu.readF32(dxSum), matmulRef({ a: dyh, b: w, c: initial, M, N: K, K: N, accumulate: true }));
-    expect(sum.rel, `seed ${seed} accumulated input gradient maxAbs ${sum.maxAbs}`).toBeLessThan(1e-4);
+    await checkQ4Products(gpu, weight, dequantizeInt4Ref(packed), M, variant, rand, seed);
   });
 });
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { dequantizeQ4, matmulQ4, matmulQ4InputGrad, NF4_CODES, nf4Bytes, nf4Layout, quantizeNf4, type Gpu, type Nf4Weight } from '../../src/index.js';
+import { dequantizeQ4, matmulQ4, NF4_CODES, nf4Bytes, nf4Layout, quantizeNf4, type Gpu, type Nf4Weight } from '../../src/index.js';
 import { compare, freshSeed, poisoned, randn, rng, testGpu } from '../helpers.js';
-import { matmulRef } from '../reference/matmul.js';
+import { checkQ4Products } from './q4-products.js';
 import { dequantizeNf4Ref, NF4_CODES_REF, NF4_THRESHOLDS_REF, nf4Code, nf4EncodeRef, nf4Normalized, type PackedNf4 } from '../reference/nf4.js';
 
 async function quantized(gpu: Gpu, w: Float32Array, N: number, K: number) {
@@ -94,26 +94,7 @@ describe('nf4', () => {
     const seed = freshSeed();
     const rand = rng(seed);
     const { weight, packed } = await quantized(gpu, randn(N * K, rand, 0.2), N, K);
-    const w = dequantizeNf4Ref(packed);
-    const xh = randn(M * K, rand);
-    const dyh = randn(M * N, rand);
-    const y = poisoned(gpu, M * N, 'y');
-    const dx = poisoned(gpu, M * K, 'dx');
-    // Accumulating: the product adds to what the buffer holds.
-    const initial = randn(M * K, rand);
-    const dxSum = gpu.upload(initial, 'dx accumulated');
-    await gpu.run((rec) => {
-      const dy = gpu.upload(dyh, 'dy');
-      matmulQ4(rec, { x: gpu.upload(xh, 'x'), weight, y, M, variant });
-      matmulQ4InputGrad(rec, { dy, weight, dx, M, variant });
-      matmulQ4InputGrad(rec, { dy, weight, dx: dxSum, M, variant, accumulate: true });
-    });
-    const fwd = compare(await gpu.readF32(y), matmulRef({ a: xh, b: w, M, N, K, transB: true }));
-    expect(fwd.rel, `seed ${seed} forward maxAbs ${fwd.maxAbs}`).toBeLessThan(1e-4);
-    const grad = compare(await gpu.readF32(dx), matmulRef({ a: dyh, b: w, M, N: K, K: N }));
-    expect(grad.rel, `seed ${seed} input gradient maxAbs ${grad.maxAbs}`).toBeLessThan(1e-4);
-    const sum = compare(await gpu.readF32(dxSum), matmulRef({ a: dyh, b: w, c: initial, M, N: K, K: N, accumulate: true }));
-    expect(sum.rel, `seed ${seed} accumulated input gradient maxAbs ${sum.maxAbs}`).toBeLessThan(1e-4);
+    await checkQ4Products(gpu, weight, dequantizeNf4Ref(packed), M, variant, rand, seed);
   });
 
   it('rejects short buffers', async () => {
