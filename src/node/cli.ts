@@ -6,7 +6,8 @@
  *                              letter successor; defaults: the shipped pretrained tiny Llama, LoRA)
  *                              and report held-out accuracy before and after
  *     --model PATH|ID|URL  --method full|lora|sparse|sparse+lora  --steps N  --lr X  --rank R  --batch B
- *     --hub ENDPOINT  --quantize nf4|int4 (a 4-bit frozen base: QLoRA with --method lora); sparse methods: --selection sylva|fisher|snip|random|columns  --density X
+ *     --hub ENDPOINT  --quantize nf4|int4 (a 4-bit frozen base: QLoRA with --method lora)
+ *     --save-adapter DIR (LoRA: the adapter as PEFT's files); sparse methods: --selection sylva|fisher|snip|random|columns  --density X
  *     --granularity element|16|32|64  --mask FILE (a saved mask)  --save-mask FILE  --save-delta FILE
  *   webgpu-finetune generate   continue a prompt with a model (default: the shipped pretrained tiny Llama)
  *     --model PATH|ID|URL  --prompt TEXT  --max-new-tokens N  --temperature T  --top-k K  --top-p P
@@ -24,7 +25,9 @@ import { Generator } from '../serve/generate.js';
 import { fineTuneOnTask, MAIN_TASK, selectTaskMask, taskDefaults, taskFineTuneOptions, trainsAtMask } from '../train/main-task.js';
 import { METHODS, methodNames, type MethodName } from '../methods/registry.js';
 import { PRETRAINED_BASE } from '../model/shipped.js';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { peftAdapterFiles, type Lora } from '../methods/lora/index.js';
 import { writeFileAtomic } from '../io/files.js';
 import { sparsePart } from '../methods/sparse-lora/index.js';
 import { BLOCK_SIZES, SELECTIONS, sparseDeltaFile, SparseMask, type BlockSize, type Granularity, type Selection } from '../methods/sparse/index.js';
@@ -40,7 +43,7 @@ const specs: Record<string, Spec> = {
   info: { help: { type: 'boolean' } },
   finetune: {
     ...common, method: { type: 'string', default: 'lora' }, steps: { type: 'string' }, lr: { type: 'string' }, rank: { type: 'string', default: '16' }, batch: { type: 'string', default: '8' },
-    quantize: { type: 'string' },
+    quantize: { type: 'string' }, 'save-adapter': { type: 'string' },
     // Sparse methods: the mask's selection and budget, or a saved mask; where to save the mask and the delta.
     selection: { type: 'string' }, density: { type: 'string' }, granularity: { type: 'string' }, mask: { type: 'string' }, 'save-mask': { type: 'string' }, 'save-delta': { type: 'string' },
   },
@@ -84,6 +87,7 @@ async function finetune(): Promise<void> {
   const quantize = values.quantize as QuantFormat | undefined;
   if (quantize !== undefined && !QUANT_FORMATS.includes(quantize)) throw new UsageError(`--quantize must be one of ${QUANT_FORMATS.join(', ')}, got '${quantize}'`);
   if (quantize !== undefined && METHODS[method].writesBase) throw new UsageError(`--quantize makes the frozen base 4-bit, and '${method}' trains inside the base weights: use --method lora`);
+  if (values['save-adapter'] !== undefined && method !== 'lora') throw new UsageError(`--save-adapter writes a LoRA adapter in PEFT's files; '${method}' has none (the sparse methods: --save-delta)`);
   const sparse = trainsAtMask(method);
   const sparseFlags = ['selection', 'density', 'granularity', 'mask', 'save-mask', 'save-delta'].filter((f) => values[f] !== undefined);
   if (!sparse && sparseFlags.length) throw new UsageError(`--${sparseFlags[0]} applies to the sparse methods (sparse, sparse+lora), not '${method}'`);
@@ -116,6 +120,12 @@ async function finetune(): Promise<void> {
   console.log(`method: ${method} (${METHODS[method].summary}): ${names.length} tensors, ${parameters} parameters train; ${steps} steps, lr ${lr}`);
   console.log(`task:   '${MAIN_TASK}' ("${MAIN_TASK}:a=b", the letter after a letter), not in the base's pre-training; loss on answers, ${rows} rows of 64 tokens per step\n`);
   await fineTuneOnTask(ft, { steps, rows, log: (line) => console.log(line) });
+  if (values['save-adapter']) {
+    const dir = values['save-adapter'] as string;
+    await mkdir(dir, { recursive: true });
+    for (const [name, data] of Object.entries(await peftAdapterFiles(ft.method as Lora, { baseModel: values.model as string }))) await writeFileAtomic(join(dir, name), data);
+    console.log(`adapter saved to ${dir} (PEFT: adapter_config.json, adapter_model.safetensors)`);
+  }
   if (values['save-delta']) {
     await writeFileAtomic(values['save-delta'] as string, await sparseDeltaFile(sparsePart(ft.method)!, c));
     console.log(`sparse delta saved to ${values['save-delta']}`);
@@ -165,6 +175,7 @@ const USAGE = `usage: webgpu-finetune <command> [flags]
   info       the WebGPU device Node gets here
   finetune   --model PATH|ID|URL --method ${methodNames().join('|')} --steps N --lr X --rank R --batch B --hub ENDPOINT
              --quantize ${QUANT_FORMATS.join('|')} (a 4-bit frozen base; QLoRA with --method lora)
+             --save-adapter DIR (LoRA: PEFT's adapter_config.json and adapter_model.safetensors)
              sparse methods: --selection ${SELECTIONS.join('|')} --density X --granularity element|${BLOCK_SIZES.join('|')}
              --mask FILE --save-mask FILE --save-delta FILE
   generate   --model PATH|ID|URL --prompt TEXT --max-new-tokens N --temperature T --top-k K --top-p P --seed S --hub ENDPOINT`;

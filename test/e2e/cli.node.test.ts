@@ -1,12 +1,16 @@
 /** The command line, run as a user runs it (a child process through tsx). */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { folderSource } from '../../src/io/sources.js';
+import { readPeftAdapter } from '../../src/methods/lora/index.js';
+import { openCheckpoint } from '../../src/model/checkpoint.js';
 
 const cli = fileURLToPath(new URL('../../src/node/cli.ts', import.meta.url));
+const shipped = fileURLToPath(new URL('../../public/models/tiny-llama-skills', import.meta.url));
 
 function run(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -78,10 +82,22 @@ describe('command line', () => {
   }, 120_000);
 
   it('QLoRA: LoRA on a base quantized to NF4 at load trains; a bad format or an in-place method is refused', async () => {
-    const r = await run('finetune', '--method', 'lora', '--quantize', 'nf4', '--steps', '2', '--batch', '2');
-    expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/base: {3}frozen linear weights nf4, 0\.\d\d MiB/);
-    expect(r.stdout).toMatch(/held-out after: /);
+    const dir = mkdtempSync(join(tmpdir(), 'wgft-qlora-'));
+    try {
+      const r = await run('finetune', '--method', 'lora', '--quantize', 'nf4', '--steps', '2', '--batch', '2', '--save-adapter', dir);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/base: {3}frozen linear weights nf4, 0\.\d\d MiB/);
+      expect(r.stdout).toMatch(/held-out after: /);
+      expect(r.stdout).toMatch(/adapter saved to .* \(PEFT: adapter_config\.json, adapter_model\.safetensors\)/);
+      const config = (await openCheckpoint(folderSource(shipped))).config;
+      const adapter = await readPeftAdapter({ config: readFileSync(join(dir, 'adapter_config.json')), weights: readFileSync(join(dir, 'adapter_model.safetensors')) }, config);
+      expect(adapter.options.rank).toBe(16);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const wrong = await run('finetune', '--method', 'sparse', '--save-adapter', 'x');
+    expect(wrong.code).toBe(2);
+    expect(wrong.stderr).toMatch(/--save-adapter writes a LoRA adapter/);
     const format = await run('finetune', '--quantize', 'fp4');
     expect(format.code).toBe(2);
     expect(format.stderr).toMatch(/--quantize must be one of int4, nf4, got 'fp4'/);
