@@ -32,6 +32,7 @@ import {
 } from '../src/index.js';
 import { randomMask, selectMask } from '../src/methods/sparse/index.js';
 import { rng } from '../src/util/random.js';
+import { quantizedModelFiles } from '../src/train/export.js';
 
 export interface TrainRow {
   model: string;
@@ -90,6 +91,7 @@ export interface TrainBenchResult {
   attention: AttentionRow[];
   selection: SelectionRow;
   sparse_grad: SparseGradRow;
+  quantized_load: QuantizedLoadRow;
   ratios: { flash_vs_naive_seq1024: number; flash_vs_naive_mem_seq1024: number; lora_vs_full_step: number; [k: string]: number };
   notes: string[];
   date: string;
@@ -261,6 +263,9 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
   const largeModel = preset.models[preset.models.length - 1];
   const selection = await benchSelection(gpu, largeModel);
   log(`mask selection (sylva) on ${selection.model}: ${selection.seconds.toFixed(1)} s for ${selection.layers} layers, peak ${(selection.peak_gpu_bytes / 2 ** 20).toFixed(1)} MiB`);
+  const load = await benchQuantizedLoad(gpu, largeModel);
+  log(`loading ${load.model} 4-bit (nf4): quantized as it loads ${load.quantize_at_load_ms.toFixed(0)} ms, from a 4-bit checkpoint ${load.prequantized_ms.toFixed(0)} ms (${(load.prequantized_bytes / 2 ** 20).toFixed(1)} MiB of files vs ${(load.f32_bytes / 2 ** 20).toFixed(1)} MiB)`);
+  notes.push('prequantized_vs_quantize_load: loading the large model with its linear weights NF4, quantized on the GPU as each f32 tensor loads, over loading the same model from the 4-bit checkpoint it saved (packed arrays straight to the GPU); both from memory, each waited for on the GPU.');
   const sparseGrad = await benchSparseGrad(gpu, largeModel);
   log(`masked weight gradients at 1% (${sparseGrad.tokens} tokens): elements ${sparseGrad.element_ms.toFixed(1)} ms, ${BENCH_BLOCK}x${BENCH_BLOCK} blocks ${sparseGrad.block_ms.toFixed(1)} ms`);
   notes.push(`sparse: 1% of every linear layer's elements (random mask), trained in place; sparse-block: the same density in ${BENCH_BLOCK}x${BENCH_BLOCK} blocks (large model only: the tiny model's 172 rows are not tiled by blocks); sparse+lora: that mask plus LoRA r16 on every linear layer.`);
@@ -325,6 +330,7 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
     attention,
     selection,
     sparse_grad: sparseGrad,
+    quantized_load: load,
     ratios: {
       flash_vs_naive_seq1024: at1024.naive_ms / at1024.flash_ms,
       flash_vs_naive_mem_seq1024: at1024.naive_bytes / at1024.flash_bytes,
@@ -337,6 +343,7 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
       qlora_int4_vs_lora_step: step('qlora-int4') / step('lora'),
       qlora_base_bytes_vs_f32: row('qlora-nf4').linear_weight_bytes / row('lora').linear_weight_bytes,
       qlora_vs_lora_peak_memory: row('qlora-nf4').peak_gpu_bytes / row('lora').peak_gpu_bytes,
+      prequantized_vs_quantize_load: load.quantize_at_load_ms / load.prequantized_ms,
       lora_vs_full_peak_memory: row('lora').peak_gpu_bytes / row('full').peak_gpu_bytes,
       sparse_vs_lora_step: step('sparse') / step('lora'),
       sparse_block_vs_lora_step: step('sparse-block') / step('lora'),
@@ -348,6 +355,32 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
     notes,
     date: new Date().toISOString(),
   };
+}
+
+interface QuantizedLoadRow {
+  model: string;
+  quantize_at_load_ms: number;
+  prequantized_ms: number;
+  f32_bytes: number;
+  prequantized_bytes: number;
+}
+
+/** Loading a model NF4: quantized as it loads from f32 files, and from the 4-bit checkpoint it saves. */
+async function benchQuantizedLoad(gpu: Gpu, m: Preset['models'][number]): Promise<QuantizedLoadRow> {
+  const files = tinyModelFiles(m.options);
+  const timeLoad = async (f: Record<string, string | Uint8Array>, quantize?: 'nf4') => {
+    const t0 = performance.now();
+    const model = await CausalLM.fromCheckpoint(gpu, await openCheckpoint(memorySource(f)), { quantize });
+    await gpu.sync();
+    return { model, ms: performance.now() - t0 };
+  };
+  const atLoad = await timeLoad(files, 'nf4');
+  const saved = await quantizedModelFiles(atLoad.model);
+  atLoad.model.destroy();
+  const pre = await timeLoad({ ...files, ...saved });
+  pre.model.destroy();
+  const bytes = (f: Record<string, string | Uint8Array>) => Object.values(f).reduce((n, v) => n + (typeof v === 'string' ? v.length : v.byteLength), 0);
+  return { model: m.name, quantize_at_load_ms: atLoad.ms, prequantized_ms: pre.ms, f32_bytes: bytes(files), prequantized_bytes: bytes({ ...files, ...saved }) };
 }
 
 /** Sylva selection on a model: one calibration batch of its benchmark shape. */

@@ -12,6 +12,7 @@ export * from './model/layout.js';
 export * from './model/checkpoint.js';
 export * from './model/batch.js';
 export * from './model/causal-lm.js';
+export { packedTensors, QUANT_FORMATS, type PackedTensorSpec, type QuantFormat, type QuantizeOption } from './model/quantized-weights.js';
 export * from './model/linear-weights.js';
 export * from './model/activations.js';
 export * from './model/tiny.js';

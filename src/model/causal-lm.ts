@@ -20,7 +20,8 @@ import { Activations, type ActivationKind } from './activations.js';
 import { EVAL_PASS, type PassContext } from '../methods/method.js';
 import { ShapeError } from '../errors.js';
 import { decodeHalves, encodeHalves, halfWeightFormats, LINEAR_WEIGHT, type HalfFormat, type LinearWeight, type WeightFormat } from './linear-weights.js';
-import { checkQuantizeOption, QuantizedWeights, type QuantizeOption } from './quantized-weights.js';
+import { checkQuantizeOption, packedTensors, QuantizedWeights, type PackedTensorSpec, type QuantizeOption } from './quantized-weights.js';
+import { readIndexTensor, readTensorF32 } from '../io/safetensors.js';
 
 export interface CausalLMOptions {
   /** Internal parameter names that get gradients; default none (inference). */
@@ -157,16 +158,40 @@ export class CausalLM {
   /** Stream a checkpoint's weights into a new model, tensor by tensor. */
   static async fromCheckpoint(gpu: Gpu, ckpt: Checkpoint, options: CausalLMOptions = {}): Promise<CausalLM> {
     const trainable = options.trainable ?? (() => false);
-    const model = new CausalLM(gpu, ckpt.config, trainable, options.activationCacheBytes, halfWeightFormats(ckpt, trainable, options.baseDtype), options.quantize);
+    const stored = ckpt.config.quantization;
+    if (stored) {
+      // A 4-bit checkpoint loads as it is: its linear weights stay 4-bit and frozen.
+      const asked = options.quantize === undefined ? null : checkQuantizeOption(options.quantize);
+      if (asked && (asked.format !== stored.format || (stored.format === 'int4' && asked.groupSize !== stored.groupSize))) {
+        throw new ShapeError(`this checkpoint is already ${stored.format}${stored.format === 'int4' ? ` (groups of ${stored.groupSize})` : ''}; quantize cannot change it`);
+      }
+      const trained = paramSpecs(ckpt.config).find((s) => LINEAR_WEIGHT.test(s.name) && trainable(s.name));
+      if (trained) throw new ShapeError(`this checkpoint's linear weights are ${stored.format} and stay frozen; '${trained.name}' cannot train (use LoRA)`);
+    }
+    const quantize = stored ?? options.quantize;
+    const model = new CausalLM(gpu, ckpt.config, trainable, options.activationCacheBytes, halfWeightFormats(ckpt, trainable, options.baseDtype), quantize);
     // Shaders compile while the weights stream, so the first step does not wait for them.
     const warming = gpu.pipelines.warmModules();
     warming.catch(() => undefined); // a broken shader is reported by the step that uses it
     try {
       const hasher = new WeightsHasher();
-      await forEachTensor(ckpt, model.hfNames, (name, data) => {
+      const packed = stored ? packedTensors(ckpt.config, stored) : [];
+      const replaced = new Set(packed.map((p) => p.hfName));
+      await forEachTensor(ckpt, model.hfNames.filter((n) => !replaced.has(n)), (name, data) => {
         hasher.add(name, data);
         model.writeHfParts(model.mapping(name), data);
       }, options.onProgress);
+      // The packed arrays go to the GPU as stored: no quantization pass.
+      for (const p of packed) {
+        const arrays: Partial<Record<PackedTensorSpec['array'], Uint32Array | Float32Array>> = {};
+        for (const t of p.tensors) {
+          const { file, info } = ckpt.tensors.get(t.name)!;
+          const data = t.dtype === 'U32' ? await readIndexTensor(file, info) : await readTensorF32(file, info);
+          hasher.add(t.name, new Float32Array(data.buffer, data.byteOffset, data.length));
+          arrays[t.array] = data;
+        }
+        model.quantized!.writePacked(p.part, arrays);
+      }
       model.weightsDigest = hasher.digest();
       model.quantized?.releaseStaging();
       await warming.catch(() => undefined);

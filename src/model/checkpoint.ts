@@ -125,10 +125,11 @@ export async function openCheckpoint(source: ModelSource): Promise<Checkpoint> {
   checkPlausible(config, available.keys(), source.description);
   const resolved = resolveWeights(config, new Map([...available].map(([n, l]) => [n, { shape: l.info.shape }])), source.description);
   const tensors = new Map<string, TensorLocation>();
+  const words = new Set(expectedWeights(config).filter((w) => w.dtype === 'U32').map((w) => w.name));
   for (const [canonical, stored] of resolved) {
     const loc = available.get(stored)!;
-    if (!['F32', 'F16', 'BF16'].includes(loc.info.dtype)) {
-      throw new InvalidModelFileError(loc.file.name, `tensor '${stored}' is ${loc.info.dtype}; weights must be F32, F16 or BF16`, 'dtype');
+    if (words.has(canonical) ? loc.info.dtype !== 'U32' : !['F32', 'F16', 'BF16'].includes(loc.info.dtype)) {
+      throw new InvalidModelFileError(loc.file.name, `tensor '${stored}' is ${loc.info.dtype}; ${words.has(canonical) ? 'packed 4-bit words must be U32' : 'weights must be F32, F16 or BF16'}`, 'dtype');
     }
     tensors.set(canonical, loc);
   }

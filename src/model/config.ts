@@ -55,6 +55,11 @@ export interface ModelConfig {
   eosTokenIds: number[];
   /** The parsed config.json, for fields the engine does not interpret. */
   raw: Record<string, unknown>;
+  /**
+   * Set when the checkpoint stores its linear weights 4-bit in this engine's packed format
+   * (quantization_config with quant_method 'webgpu-finetune'; see model/quantized-weights.ts).
+   */
+  quantization?: { format: 'int4' | 'nf4'; groupSize: 32 | 64 | 128 };
 }
 
 type Json = Record<string, unknown>;
@@ -109,7 +114,7 @@ export function parseConfig(input: string | Json): ModelConfig {
   const name = Array.isArray(archs) && typeof archs[0] === 'string' ? archs[0] : `model_type '${brief(String(raw.model_type))}'`;
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(name)) throw new UnsupportedArchitectureError(brief(name));
   const architecture = name as Architecture;
-  const common = { architecture, raw, bosTokenId: Number.isInteger(raw.bos_token_id) ? (raw.bos_token_id as number) : null, eosTokenIds: tokenIds(raw.eos_token_id) };
+  const common = { architecture, raw, ...quantization(raw.quantization_config), bosTokenId: Number.isInteger(raw.bos_token_id) ? (raw.bos_token_id as number) : null, eosTokenIds: tokenIds(raw.eos_token_id) };
 
   if (architecture === 'GPT2LMHeadModel') {
     const hiddenSize = int(raw, 'n_embd');
@@ -188,6 +193,20 @@ export function parseConfig(input: string | Json): ModelConfig {
  * wins; otherwise Mistral windows every layer, and Qwen2 with `use_sliding_window` the layers from
  * `max_window_layers` on.
  */
+/** The 4-bit format of a checkpoint this engine saved; other quantization schemes are refused by name. */
+function quantization(qc: unknown): Pick<ModelConfig, 'quantization'> {
+  if (qc === undefined || qc === null) return {};
+  const q = qc as Json;
+  if (typeof qc !== 'object' || Array.isArray(qc) || q.quant_method !== 'webgpu-finetune') {
+    const method = typeof qc === 'object' && !Array.isArray(qc) ? String(q.quant_method) : typeof qc;
+    throw new InvalidConfigError(`quantization_config with quant_method '${brief(method)}' is not supported: load the unquantized model (quantize: 'nf4' quantizes it as it loads), or a 4-bit checkpoint this engine saved`);
+  }
+  if (q.format !== 'nf4' && q.format !== 'int4') throw new InvalidConfigError(`quantization_config.format must be 'nf4' or 'int4', got '${brief(String(q.format))}'`);
+  const groupSize = q.format === 'nf4' ? 64 : q.group_size;
+  if (groupSize !== 32 && groupSize !== 64 && groupSize !== 128) throw new InvalidConfigError(`quantization_config.group_size must be 32, 64 or 128, got '${brief(String(q.group_size))}'`);
+  return { quantization: { format: q.format, groupSize } };
+}
+
 function slidingWindows(raw: Json, architecture: string, numLayers: number): Pick<ModelConfig, 'slidingWindow' | 'layerWindows'> {
   const none = { slidingWindow: null, layerWindows: new Array<null>(numLayers).fill(null) };
   if (raw.sliding_window == null) return none;

@@ -4,12 +4,24 @@
  * one f32 staging buffer, so loading streams tensor by tensor and peaks near one f32 tensor above the
  * quantized model. The transformer reads them with the fused 4-bit products (x·dequant(W)ᵀ forward and
  * dy·dequant(W) backward); nothing else ever widens them in GPU memory.
+ *
+ * A 4-bit checkpoint (quantizedModelFiles) stores the packed arrays as they are on the GPU, so it loads
+ * with no quantization pass: config.json gains "quantization_config": {"quant_method":
+ * "webgpu-finetune", "format": "nf4" | "int4", "group_size": G}, and each linear weight `<module>.weight`
+ * is replaced by `<module>.qweight` (U32 [out, ceil(in / 8)]) with `<module>.absmax` (NF4: F32
+ * [out, ceil(in / 64)]) or `<module>.scales` (U32 [out, ceil(ceil(in / G) / 2)]) and `<module>.zeros`
+ * (U32 [out, ceil(ceil(in / G) / 8)]) (int4), in the layouts the shaders document, rows in [out, in]
+ * order (GPT-2's Conv1D weights transposed). A weight Hugging Face fuses (GPT-2's c_attn) stores each
+ * part under `<module>.<part>` (q, k, v). Every other tensor stays as in a Hugging Face checkpoint.
  */
 import { ShapeError } from '../errors.js';
 import type { Gpu } from '../gpu/gpu.js';
 import { INT4_GROUP_SIZES, int4Bytes, int4Layout, quantizeInt4, type Int4GroupSize } from '../kernels/int4.js';
 import { nf4Bytes, nf4Layout, quantizeNf4 } from '../kernels/nf4.js';
 import { dequantizeQ4, type Q4Weight } from '../kernels/q4-matmul.js';
+import type { ModelConfig } from './config.js';
+import { hfMappings, paramSpecs } from './layout.js';
+import { LINEAR_WEIGHT } from './linear-weights.js';
 
 export type QuantFormat = 'int4' | 'nf4';
 export const QUANT_FORMATS: readonly QuantFormat[] = ['int4', 'nf4'];
@@ -25,11 +37,43 @@ export function checkQuantizeOption(q: QuantizeOption): { format: QuantFormat; g
   return { format, groupSize };
 }
 
+/** A packed array of a 4-bit checkpoint: its tensor name, which array it is, shape and dtype. */
+export interface PackedTensorSpec {
+  name: string;
+  array: 'qweight' | 'absmax' | 'scales' | 'zeros';
+  shape: [number, number];
+  dtype: 'U32' | 'F32';
+}
+
+/** Every linear weight of a 4-bit checkpoint: the Hugging Face weight it replaces, its engine part and its packed tensors. */
+export function packedTensors(config: ModelConfig, q: { format: QuantFormat; groupSize: number }): { hfName: string; part: string; tensors: PackedTensorSpec[] }[] {
+  const shapes = new Map(paramSpecs(config).map((s) => [s.name, s.shape]));
+  const out: { hfName: string; part: string; tensors: PackedTensorSpec[] }[] = [];
+  for (const m of hfMappings(config)) {
+    if (!m.parts.every((p) => LINEAR_WEIGHT.test(p))) continue;
+    const module = m.hfName.replace(/\.weight$/, '');
+    for (const part of m.parts) {
+      const [N, K] = shapes.get(part)!;
+      const prefix = m.parts.length === 1 ? module : `${module}.${part.split('.')[2]}`;
+      const spec = (array: PackedTensorSpec['array'], cols: number, dtype: PackedTensorSpec['dtype'] = 'U32'): PackedTensorSpec => ({ name: `${prefix}.${array}`, array, shape: [N, cols], dtype });
+      if (q.format === 'nf4') {
+        const l = nf4Layout(N, K);
+        out.push({ hfName: m.hfName, part, tensors: [spec('qweight', l.wordsPerRow), spec('absmax', l.blocksPerRow, 'F32')] });
+      } else {
+        const l = int4Layout(N, K, q.groupSize);
+        out.push({ hfName: m.hfName, part, tensors: [spec('qweight', l.wordsPerRow), spec('scales', l.scaleWordsPerRow), spec('zeros', l.zeroWordsPerRow)] });
+      }
+    }
+  }
+  return out;
+}
+
 export class QuantizedWeights {
   private readonly weights = new Map<string, Q4Weight>();
   private readonly buffers: GPUBuffer[] = [];
   private staging: GPUBuffer | null = null;
   readonly format: QuantFormat;
+  readonly groupSize: Int4GroupSize;
 
   /** Allocates the packed arrays of each weight, by engine name with its shape [out, in]. */
   constructor(
@@ -39,6 +83,7 @@ export class QuantizedWeights {
   ) {
     const { format, groupSize } = checkQuantizeOption(option);
     this.format = format;
+    this.groupSize = groupSize;
     const buffer = (bytes: number, label: string) => {
       const b = gpu.createBuffer(bytes, undefined, label);
       this.buffers.push(b);
@@ -96,6 +141,30 @@ export class QuantizedWeights {
     if (w.format === 'nf4') quantizeNf4(rec, { w: this.staging, out: w });
     else quantizeInt4(rec, { w: this.staging, out: w });
     void rec.submit();
+  }
+
+  /** Write a weight's packed arrays as a 4-bit checkpoint holds them (no quantization pass). */
+  writePacked(name: string, arrays: Partial<Record<PackedTensorSpec['array'], Uint32Array | Float32Array>>): void {
+    const w = this.get(name);
+    const targets = this.arrays(w);
+    for (const [array, buffer] of Object.entries(targets)) {
+      const data = arrays[array as PackedTensorSpec['array']];
+      if (!data || data.byteLength !== buffer.size) throw new RangeError(`'${name}' needs its ${array} array of ${buffer.size} bytes`);
+    }
+    for (const [array, buffer] of Object.entries(targets)) this.gpu.write(buffer, arrays[array as PackedTensorSpec['array']]!);
+  }
+
+  /** A weight's packed arrays as on the GPU (absmax as f32, the rest as u32 words). */
+  async readPacked(name: string): Promise<Partial<Record<PackedTensorSpec['array'], Uint32Array | Float32Array>>> {
+    const out: Partial<Record<PackedTensorSpec['array'], Uint32Array | Float32Array>> = {};
+    for (const [array, buffer] of Object.entries(this.arrays(this.get(name)))) {
+      out[array as PackedTensorSpec['array']] = array === 'absmax' ? await this.gpu.readF32(buffer) : await this.gpu.readU32(buffer);
+    }
+    return out;
+  }
+
+  private arrays(w: Q4Weight): Record<string, GPUBuffer> {
+    return (w.format === 'nf4' ? { qweight: w.qweight, absmax: w.absmax } : { qweight: w.qweight, scales: w.scales, zeros: w.zeros }) as Record<string, GPUBuffer>;
   }
 
   releaseStaging(): void {

@@ -6,14 +6,23 @@ import { InvalidModelFileError } from '../io/safetensors.js';
 import { brief } from '../io/strict-json.js';
 import type { ModelConfig } from './config.js';
 import { hfMappings } from './layout.js';
+import { packedTensors } from './quantized-weights.js';
 
 export interface WeightSpec {
   name: string;
   shape: number[];
+  /** U32 for the packed words of a 4-bit checkpoint; otherwise any float dtype. */
+  dtype?: 'U32' | 'F32';
 }
 
+/** Every tensor a checkpoint of this config holds: a 4-bit one has packed arrays for its linear weights. */
 export function expectedWeights(c: ModelConfig): WeightSpec[] {
-  return hfMappings(c).map((m) => ({ name: m.hfName, shape: m.hfShape }));
+  const packed = c.quantization ? packedTensors(c, c.quantization) : [];
+  const replaced = new Set(packed.map((p) => p.hfName));
+  return [
+    ...hfMappings(c).filter((m) => !replaced.has(m.hfName)).map((m) => ({ name: m.hfName, shape: m.hfShape })),
+    ...packed.flatMap((p) => p.tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: t.dtype }))),
+  ];
 }
 
 /**

@@ -2,9 +2,13 @@
  * A fine-tuned model as a plain Hugging Face model: config.json and model.safetensors with the method's
  * change merged into the base weights (LoRA's s B A, a sparse delta), loadable by transformers or by
  * this engine with no method attached. Tokenizer files are the base's and are copied by the caller.
+ * Also a base loaded 4-bit as a 4-bit checkpoint, which loads without re-quantizing.
  */
 import { writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { hfMappings, partsToHf } from '../model/layout.js';
+import { ShapeError } from '../errors.js';
+import type { CausalLM } from '../model/causal-lm.js';
+import { packedTensors } from '../model/quantized-weights.js';
 import type { FineTuner } from './finetuner.js';
 
 const TORCH_DTYPE = { F32: 'float32', BF16: 'bfloat16', F16: 'float16' } as const;
@@ -41,9 +45,42 @@ export async function mergedModelFiles(ft: FineTuner, options: { dtype?: keyof t
   } finally {
     if (method.readyToTrain) await gpu.run((rec) => method.readyToTrain!(rec));
   }
-  const config = { ...model.config.raw, torch_dtype: TORCH_DTYPE[dtype] };
+  // Dense weights: a 4-bit base's quantization_config does not describe this file.
+  const { quantization_config: _, ...raw } = model.config.raw;
+  const config = { ...raw, torch_dtype: TORCH_DTYPE[dtype] };
   return {
     'config.json': new TextEncoder().encode(JSON.stringify(config, null, 2) + '\n'),
     'model.safetensors': writeSafetensors(tensors, { format: 'pt' }),
+  };
+}
+
+/**
+ * A model loaded with `quantize` as a 4-bit checkpoint (format in model/quantized-weights.ts): the packed
+ * arrays as they are on the GPU, every other tensor in f32, and config.json with its
+ * quantization_config. Loading it puts the arrays on the GPU with no quantization pass. Adapters are not
+ * included (save them on their own); tokenizer files are the base's and are copied by the caller.
+ */
+export async function quantizedModelFiles(model: CausalLM): Promise<Record<string, Uint8Array>> {
+  const q = model.quantized;
+  if (!q) throw new ShapeError('this model holds no 4-bit weights: load it with quantize to save a 4-bit checkpoint');
+  const spec = { format: q.format, groupSize: q.groupSize };
+  const packed = packedTensors(model.config, spec);
+  const replaced = new Set(packed.map((p) => p.hfName));
+  const tensors: Record<string, TensorToWrite> = {};
+  for (const m of hfMappings(model.config)) if (!replaced.has(m.hfName)) tensors[m.hfName] = { dtype: 'F32', shape: m.hfShape, data: await model.readHf(m.hfName) };
+  for (const p of packed) {
+    const arrays = await q.readPacked(p.part);
+    for (const t of p.tensors) {
+      const data = arrays[t.array]!;
+      tensors[t.name] = data instanceof Uint32Array ? { dtype: 'U32', shape: t.shape, data } : { dtype: 'F32', shape: t.shape, data };
+    }
+  }
+  const config = {
+    ...model.config.raw, torch_dtype: 'float32',
+    quantization_config: { quant_method: 'webgpu-finetune', format: spec.format, ...(spec.format === 'int4' ? { group_size: spec.groupSize } : {}) },
+  };
+  return {
+    'config.json': new TextEncoder().encode(JSON.stringify(config, null, 2) + '\n'),
+    'model.safetensors': writeSafetensors(tensors, { format: 'webgpu-finetune-4bit' }),
   };
 }

@@ -102,8 +102,10 @@ export class FineTuner {
     const accumulation = options.gradientAccumulation ?? 1;
     if (!Number.isInteger(accumulation) || accumulation < 1) throw new ShapeError(`gradientAccumulation must be a positive integer, got ${accumulation}`);
     const trainable = definition.baseTrainable(methodOptions);
-    if (options.quantize !== undefined) {
-      checkQuantizeOption(options.quantize);
+    // A 4-bit checkpoint is quantized already.
+    const quantize = options.quantize ?? ckpt.config.quantization;
+    if (quantize !== undefined) {
+      checkQuantizeOption(quantize);
       if (definition.writesBase) throw new ShapeError(`method '${options.method}' trains inside the base weights, which a 4-bit base cannot hold: drop quantize`);
       if (!paramSpecs(ckpt.config).some((s) => LINEAR_WEIGHT.test(s.name) && !trainable(s.name))) {
         throw new ShapeError(`quantize stores frozen linear weights 4-bit, and method '${options.method}' trains all of them: drop quantize`);
