@@ -64,8 +64,14 @@ export async function taskFineTuneOptions(
   };
 }
 
+/**
+ * Token positions the task's mask selection sees. Fewer make the mean gradient noisy: at 1,024 the
+ * method-quality study's Sylva masks at LoRA r8's parameter count scored 7 points lower than at 4,096.
+ */
+export const CALIBRATION_TOKENS = 4096;
+
 /** Calibration batches for mask selection: the task's training distribution, from seeds training never draws. */
-export function taskCalibration(rows: number, skill: HeldOutSkill = MAIN_TASK, batches = 4): PackedRows[] {
+export function taskCalibration(rows: number, skill: HeldOutSkill = MAIN_TASK, batches = Math.ceil(CALIBRATION_TOKENS / (rows * SEQ))): PackedRows[] {
   return Array.from({ length: batches }, (_, b) => packExamples(skillExamples(rows * SEQ, 900_000 + b, skill), rows, SEQ, 'answer'));
 }
 
