@@ -268,6 +268,7 @@ export class CausalLM {
   /** Overwrite a parameter by its Hugging Face name and layout. */
   writeHf(hfName: string, data: Float32Array): void {
     this.writeHfParts(this.mapping(hfName), data);
+    this.quantized?.releaseStaging(); // a 4-bit weight was quantized through it; loading keeps it for the next tensor
   }
 
   /** A parameter in its Hugging Face name and layout. */

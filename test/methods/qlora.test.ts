@@ -46,6 +46,11 @@ describe('QLoRA (LoRA on a 4-bit base)', () => {
       expect(err).toBeGreaterThan(0);
       expect(err).toBeLessThan(0.2);
       expect(() => (q.method as Lora).setMerged(gpu.recorder(), true)).toThrow(new RegExp(`stored ${format}.*without quantize`));
+      // Writing a 4-bit weight quantizes the values (through a staging buffer released after).
+      const bytes = gpu.memoryStats().currentBytes;
+      q.model.writeHf('model.layers.0.self_attn.q_proj.weight', wd);
+      expect(Array.from(await q.readTensor('model.layers.0.self_attn.q_proj.weight'))).toEqual(Array.from(w));
+      expect(gpu.memoryStats().currentBytes).toBe(bytes);
     } finally {
       q.destroy();
       dense.destroy();
