@@ -48,6 +48,31 @@ describe('PEFT LoRA adapters', () => {
     ft.destroy();
   });
 
+  it('per-module ranks and alphas go out as rank_pattern and alpha_pattern and come back', async () => {
+    const files = tinyModelFiles(LLAMA);
+    const ckpt = await openCheckpoint(memorySource(files));
+    const lora = { rank: 4, alpha: 12, targetModules: ['all-linear'], rankPattern: { down_proj: 2, 'layers\\.1\\.q': 6 }, alphaPattern: { o_proj: 3 }, seed: 3 };
+    const ft = await FineTuner.create(await testGpu(), ckpt, { method: 'lora', lora, optimizer: { lr: 1e-2 } });
+    for (let s = 0; s < 2; s++) await ft.step(toBatchInput(successorRows(2, 6, 60 + s)));
+    const out = await peftAdapterFiles(ft.method as Lora);
+    const config = json(out['adapter_config.json']);
+    expect(config.rank_pattern).toEqual({ 'model.layers.0.mlp.down_proj': 2, 'model.layers.1.mlp.down_proj': 2, 'model.layers.1.self_attn.q_proj': 6 });
+    expect(config.alpha_pattern).toEqual({ 'model.layers.0.self_attn.o_proj': 3, 'model.layers.1.self_attn.o_proj': 3 });
+    const header = await readHeader(bytesSource('adapter', out['adapter_model.safetensors']));
+    expect(header.byName.get('base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight')!.shape).toEqual([32, 6]);
+    const adapter = await readPeftAdapter({ config: out['adapter_config.json'], weights: out['adapter_model.safetensors'] }, ckpt.config);
+    const again = await FineTuner.create(ft.gpu, ckpt, { method: 'lora', lora: adapter.options });
+    expect([...(again.method as Lora).modules].map(([m, d]) => [m, d.rank, d.scale])).toEqual([...(ft.method as Lora).modules].map(([m, d]) => [m, d.rank, d.scale]));
+    for (const [name, data] of adapter.tensors) again.writeTensor(name, data);
+    expect((await again.evaluate(batch)).loss).toBe((await ft.evaluate(batch)).loss);
+    // Short keys, as people write them in Python, match the end of a module's path.
+    const short = await readPeftAdapter({ config: JSON.stringify({ ...config, rank_pattern: { down_proj: 2, 'layers.1.self_attn.q_proj': 6 } }), weights: out['adapter_model.safetensors'] }, ckpt.config);
+    expect(short.options.rankPattern).toEqual({ down_proj: 2, 'layers.1.self_attn.q_proj': 6 });
+    await expect(readPeftAdapter({ config: JSON.stringify({ ...config, rank_pattern: { down_proj: 3 } }), weights: out['adapter_model.safetensors'] }, ckpt.config)).rejects.toThrow(/expected \[3,48\] \(r 3\)/);
+    again.destroy();
+    ft.destroy();
+  });
+
   it('reads an adapter laid out by hand as PEFT saves one (q_proj and v_proj, r 2, alpha 16)', async () => {
     const files = tinyModelFiles(LLAMA);
     const rand = rng(5);
@@ -85,7 +110,8 @@ describe('PEFT LoRA adapters', () => {
     expect((rsFt.method as Lora).scale).toBe(6); // alpha / sqrt(r)
     expect(json((await peftAdapterFiles(rsFt.method as Lora))['adapter_config.json'])).toMatchObject({ r: 4, lora_alpha: 12, use_rslora: true });
     rsFt.destroy();
-    await expect(withConfig({ rank_pattern: { q_proj: 8 } })).rejects.toThrow(/LoRA option rank_pattern is set/);
+    await expect(withConfig({ rank_pattern: { q_proj: 8 } })).rejects.toThrow(/lora_A\.weight' is \[4,32\], expected \[8,32\] \(r 8\)|is \[4,32\], expected \[8,32\] \(r 8\)/);
+    await expect(withConfig({ rank_pattern: { '(': 8 } })).rejects.toThrow(/not a valid regular expression/);
     await expect(withConfig({ use_dora: true })).rejects.toThrow(/use_dora/);
     await expect(withConfig({ peft_type: 'SHIRA' })).rejects.toThrow(/not LORA/);
     await expect(withConfig({ r: 3 })).rejects.toThrow(/is \[4,32\], expected \[3,32\] \(r 3\)/);

@@ -5,7 +5,7 @@ import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { paramSpecs } from '../../src/model/layout.js';
 import { tinyModelFiles, type TinyModelOptions } from '../../src/model/tiny.js';
 import { compare, freshSeed, randn, rng, testGpu } from '../helpers.js';
-import { Lora } from '../../src/methods/lora/index.js';
+import { Lora, type LoraOptions } from '../../src/methods/lora/index.js';
 import { modelLossAndGrads } from '../reference/model.js';
 import type { QuantizeOption } from '../../src/model/quantized-weights.js';
 
@@ -66,7 +66,7 @@ interface BaseStorage {
   quantize?: QuantizeOption;
 }
 
-async function loraGradients(options: TinyModelOptions, dropout: number, fused: boolean, base: BaseStorage = {}): Promise<void> {
+async function loraGradients(options: TinyModelOptions, dropout: number, fused: boolean, base: BaseStorage = {}, patterns: Pick<LoraOptions, 'rankPattern' | 'alphaPattern'> = {}): Promise<void> {
   const gpu = await testGpu();
   const seed = freshSeed();
   const rand = rng(seed);
@@ -74,8 +74,9 @@ async function loraGradients(options: TinyModelOptions, dropout: number, fused: 
   const model = await CausalLM.fromCheckpoint(gpu, ckpt, { baseDtype: base.baseDtype, quantize: base.quantize });
   if (base.dtype || base.baseDtype) expect(model.packed).not.toBeNull(); // the frozen linears really are 16-bit
   if (base.quantize) expect(model.linearWeight('layers.0.q.weight').format).toBe(typeof base.quantize === 'string' ? base.quantize : base.quantize.format);
-  const lora = new Lora(gpu, ckpt.config, { rank: 3, alpha: 5, dropout, fused, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down', 'fc', 'proj'].filter((m) => paramSpecs(ckpt.config).some((s) => s.name.endsWith(`.${m}.weight`))), seed });
+  const lora = new Lora(gpu, ckpt.config, { rank: 3, alpha: 5, dropout, fused, ...patterns, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down', 'fc', 'proj'].filter((m) => paramSpecs(ckpt.config).some((s) => s.name.endsWith(`.${m}.weight`))), seed });
   model.transformer.hooks = lora;
+  if (patterns.rankPattern) expect(new Set([...lora.modules.values()].map((d) => d.rank)).size).toBeGreaterThan(1); // the patterns did apply
   const pass = { training: true, pass: 1 + Math.floor(rand() * 100) };
   try {
     // B starts at zero (which would zero A's gradient): give it random values to test both. Biases start
@@ -93,11 +94,13 @@ async function loraGradients(options: TinyModelOptions, dropout: number, fused: 
     // arrays, whose decoding the kernel tests check bit for bit).
     const params = new Map<string, Float64Array>();
     for (const s of paramSpecs(ckpt.config)) params.set(s.name, Float64Array.from(await model.readParam(s.name)));
-    const modules = new Map<string, { A: Float64Array; B: Float64Array }>();
-    for (const name of lora.modules.keys()) {
+    const modules = new Map<string, { A: Float64Array; B: Float64Array; rank: number; scale: number }>();
+    for (const [name, d] of lora.modules) {
       modules.set(name, {
         A: Float64Array.from(await gpu.readF32(lora.params.view(`${name}.lora_A`))),
         B: Float64Array.from(await gpu.readF32(lora.params.view(`${name}.lora_B`))),
+        rank: d.rank,
+        scale: d.scale,
       });
     }
     const ref = modelLossAndGrads(ckpt.config, params, batch, { scale: lora.scale, rank: 3, modules, dropout: { p: dropout, seed: (m) => lora.dropoutSeed(m, pass) } });
@@ -126,6 +129,11 @@ describe.each<[string, BaseStorage]>([
   ['an f32 checkpoint stored f16', { baseDtype: 'f16' }],
 ])('LoRA gradients on a 16-bit base: %s', (_base, base) => {
   it.each(MODELS)('match the float64 reference on %s', (_name, options) => loraGradients(options, 0.3, true, base));
+});
+
+describe('LoRA gradients with per-module ranks and alphas (rankPattern, alphaPattern)', () => {
+  it.each(MODELS.slice(0, 3))('match the float64 reference on %s', (_name, options) =>
+    loraGradients(options, 0.3, true, {}, { rankPattern: { 'layers\\.1\\.\\w+': 5, q_proj: 2 }, alphaPattern: { 'v|c_fc': 1.5 } }));
 });
 
 describe.each<[string, BaseStorage]>([

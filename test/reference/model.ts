@@ -57,7 +57,8 @@ const add = (a: Float64Array, b: ArrayLike<number>) => a.map((v, i) => v + b[i])
 export interface LoraRef {
   scale: number;
   rank: number;
-  modules: Map<string, { A: Float64Array; B: Float64Array }>;
+  /** A module's own rank and scale, where it has them, override the defaults. */
+  modules: Map<string, { A: Float64Array; B: Float64Array; rank?: number; scale?: number }>;
   /** Dropout on the adapter input with the kernel's mask (dropoutKeep) and each module's seed. */
   dropout?: { p: number; seed: (module: string) => number };
 }
@@ -89,9 +90,10 @@ export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch,
     const y = linear(x, p(`${n}.weight`), params.get(`${n}.bias`), T, out, inp);
     const ad = lora?.modules.get(n);
     if (!ad) return y;
-    const u = linear(loraInput(lora!, n, x), ad.A, undefined, T, lora!.rank, inp);
-    const delta = linear(u, ad.B, undefined, T, out, lora!.rank);
-    return y.map((v, i) => v + lora!.scale * delta[i]);
+    const [r, s] = [ad.rank ?? lora!.rank, ad.scale ?? lora!.scale];
+    const u = linear(loraInput(lora!, n, x), ad.A, undefined, T, r, inp);
+    const delta = linear(u, ad.B, undefined, T, out, r);
+    return y.map((v, i) => v + s * delta[i]);
   };
 
   // Forward, keeping what backward needs.
@@ -163,11 +165,12 @@ export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatc
     if (!ad) return r.dx;
     // y += s u B^T with u = x' A^T, x' = dropout(x): d x = mask * d x'
     const xd = loraInput(lora!, n, xin);
-    const u = linear(xd, ad.A, undefined, T, lora!.rank, inp);
-    const sdy = dy.map((g) => g * lora!.scale);
-    const rb = linearBack(u, ad.B, sdy, T, out, lora!.rank);
+    const [rank, s] = [ad.rank ?? lora!.rank, ad.scale ?? lora!.scale];
+    const u = linear(xd, ad.A, undefined, T, rank, inp);
+    const sdy = dy.map((g) => g * s);
+    const rb = linearBack(u, ad.B, sdy, T, out, rank);
     acc(`${n}.lora_B`, rb.dw);
-    const ra = linearBack(xd, ad.A, rb.dx, T, lora!.rank, inp);
+    const ra = linearBack(xd, ad.A, rb.dx, T, rank, inp);
     acc(`${n}.lora_A`, ra.dw);
     const drop = lora!.dropout?.p ?? 0;
     const seed = drop ? lora!.dropout!.seed(n) : 0;

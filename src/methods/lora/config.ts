@@ -11,6 +11,13 @@ export interface LoraOptions {
   /** Rank-stabilized scale alpha / sqrt(rank) (PEFT's use_rslora). Default false. */
   rslora?: boolean;
   /**
+   * Per-module ranks and alphas (PEFT's rank_pattern and alpha_pattern): each key is a pattern matched
+   * against the end of a module's Hugging Face path ('q_proj', 'model.layers.0.self_attn.q_proj') or its
+   * engine name ('layers.0.q'), the first matching key wins; other modules take rank and alpha.
+   */
+  rankPattern?: Record<string, number>;
+  alphaPattern?: Record<string, number>;
+  /**
    * Linear layers to adapt, by engine name (q, k, v, o, gate, up, down, fc, proj), Hugging Face module
    * name (q_proj, ..., down_proj) or 'all-linear'. Default q and v, PEFT's default for Llama.
    */
@@ -38,5 +45,32 @@ export function loraModules(config: ModelConfig, options: LoraOptions = {}): Map
   const p = options.dropout ?? 0;
   if (!(p >= 0 && p < 1)) throw new ShapeError(`LoRA dropout must be in [0, 1), got ${p}`);
   if (options.alpha !== undefined && !(Number.isFinite(options.alpha) && options.alpha > 0)) throw new ShapeError(`LoRA alpha must be a positive number, got ${options.alpha}`);
+  for (const [key, v] of Object.entries(options.rankPattern ?? {})) {
+    patternRegExp(key);
+    if (!Number.isInteger(v) || v < 1) throw new ShapeError(`LoRA rankPattern['${key.slice(0, 60)}'] must be a positive integer, got ${v}`);
+  }
+  for (const [key, v] of Object.entries(options.alphaPattern ?? {})) {
+    patternRegExp(key);
+    if (!(Number.isFinite(v) && v > 0)) throw new ShapeError(`LoRA alphaPattern['${key.slice(0, 60)}'] must be a positive number, got ${v}`);
+  }
   return linearModules(config, options.targetModules ?? ['q', 'v'], 'LoRA');
+}
+
+/** A rank or alpha pattern key as PEFT matches it: the whole name, or its end after a dot. */
+function patternRegExp(key: string): RegExp {
+  if (key.length === 0 || key.length > 200) throw new ShapeError(`a LoRA pattern key must be 1 to 200 characters, got ${key.length}`);
+  try {
+    return new RegExp(`^(?:.*\\.)?(?:${key})$`);
+  } catch {
+    throw new ShapeError(`the LoRA pattern key '${key.slice(0, 60)}' is not a valid regular expression`);
+  }
+}
+
+/** The value of the first pattern key matching any of a module's names, or undefined. */
+export function patternValue(pattern: Record<string, number> | undefined, names: string[]): number | undefined {
+  for (const [key, v] of Object.entries(pattern ?? {})) {
+    const re = patternRegExp(key);
+    if (names.some((n) => re.test(n))) return v;
+  }
+  return undefined;
 }

@@ -17,15 +17,16 @@ import type { Activations } from '../../model/activations.js';
 import type { AdamWConfig, Optimizer, TrainableSet } from '../../optim/adamw.js';
 import { hash32, rng } from '../../util/random.js';
 import { denseAdamW, type LinearHooks, type Method, type PassContext } from '../method.js';
-import { LORA_DEFAULT_RANK, loraModules, type LoraOptions } from './config.js';
+import { LORA_DEFAULT_RANK, loraModules, patternValue, type LoraOptions } from './config.js';
 
 export class Lora implements Method, LinearHooks {
   readonly name = 'lora';
   readonly params: Arena;
   readonly grads: Arena;
+  /** The default rank and scale; a module's own (rankPattern, alphaPattern) are in `modules`. */
   readonly rank: number;
   readonly scale: number;
-  readonly modules: Map<string, { out: number; in: number }>;
+  readonly modules: Map<string, { out: number; in: number; rank: number; alpha: number; scale: number }>;
   readonly fused: boolean;
   readonly trainable: TrainableSet;
   /** Its own hooks: the adapter path of each adapted linear layer. */
@@ -49,10 +50,10 @@ export class Lora implements Method, LinearHooks {
     private readonly baseWeight?: (name: string) => TensorView,
   ) {
     const r = (this.rank = options.rank ?? LORA_DEFAULT_RANK);
-    this.modules = loraModules(config, options);
-    this.scale = (options.alpha ?? 2 * r) / (options.rslora ? Math.sqrt(r) : r);
+    const alpha = options.alpha ?? 2 * r;
+    const scaleOf = (rank: number, a: number) => a / (options.rslora ? Math.sqrt(rank) : rank);
+    this.scale = scaleOf(r, alpha);
     this.fused = options.fused ?? true;
-    [...this.modules.keys()].forEach((name, i) => this.moduleIndex.set(name, i));
     const weight = (n: string) => n.endsWith('.weight');
     const module = (n: string) => n.slice(0, -'.weight'.length);
     this.hfModules = new Map(
@@ -60,9 +61,18 @@ export class Lora implements Method, LinearHooks {
         .filter((m) => m.parts.length === 1 && weight(m.parts[0]) && weight(m.hfName))
         .map((m) => [module(m.parts[0]), module(m.hfName)]),
     );
+    this.modules = new Map(
+      [...loraModules(config, options)].map(([name, d]) => {
+        const names = [name, ...(this.hfModules.has(name) ? [this.hfModules.get(name)!] : [])];
+        const rank = patternValue(options.rankPattern, names) ?? r;
+        const a = patternValue(options.alphaPattern, names) ?? alpha;
+        return [name, { ...d, rank, alpha: a, scale: scaleOf(rank, a) }];
+      }),
+    );
+    [...this.modules.keys()].forEach((name, i) => this.moduleIndex.set(name, i));
     const tensors = [...this.modules].flatMap(([name, d]) => [
-      { name: `${name}.lora_A`, length: r * d.in },
-      { name: `${name}.lora_B`, length: d.out * r },
+      { name: `${name}.lora_A`, length: d.rank * d.in },
+      { name: `${name}.lora_B`, length: d.out * d.rank },
     ]);
     const layout = planArena(tensors, arenaLimit(gpu));
     this.params = new Arena(gpu, layout, 'lora');
@@ -76,8 +86,8 @@ export class Lora implements Method, LinearHooks {
     const rand = rng(options.seed ?? 0);
     for (const [name, d] of this.modules) {
       const bound = 1 / Math.sqrt(d.in);
-      gpu.write(this.params.view(`${name}.lora_A`), Float32Array.from({ length: r * d.in }, () => (2 * rand() - 1) * bound));
-      gpu.write(this.params.view(`${name}.lora_B`), new Float32Array(d.out * r));
+      gpu.write(this.params.view(`${name}.lora_A`), Float32Array.from({ length: d.rank * d.in }, () => (2 * rand() - 1) * bound));
+      gpu.write(this.params.view(`${name}.lora_B`), new Float32Array(d.out * d.rank));
     }
   }
 
@@ -145,7 +155,7 @@ export class Lora implements Method, LinearHooks {
       // Released with the arena, when the model's activation cache evicts its shape.
       acts.onDestroy(() => this.releaseScratch(acts));
       try {
-        for (const name of this.modules.keys()) made.set(name, this.gpu.createBuffer(acts.T * this.rank * 4, undefined, `lora u ${name}`));
+        for (const [name, d] of this.modules) made.set(name, this.gpu.createBuffer(acts.T * d.rank * 4, undefined, `lora u ${name}`));
       } catch (e) {
         this.releaseScratch(acts); // no half-made set stays cached for the next step to trip on
         throw e;
@@ -161,11 +171,11 @@ export class Lora implements Method, LinearHooks {
 
   /** Records u = x' A^T (x' = dropout(x) while training) and returns the term s u B^T the layer adds. */
   outputTerm(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, _outDim: number, inDim: number, pass: PassContext): LowRankTerm {
-    const r = this.rank;
+    const { rank: r, scale } = this.modules.get(name)!;
     const u = this.buffers(acts).get(name)!;
     const input = this.dropoutActive(pass) ? this.droppedInput(rec, acts, name, x, inDim, pass) : x;
     matmul(rec, { a: input, b: this.params.view(`${name}.lora_A`), c: u, M: acts.T, N: r, K: inDim, transB: true });
-    return { u, v: this.params.view(`${name}.lora_B`), rank: r, transV: true, scale: this.scale };
+    return { u, v: this.params.view(`${name}.lora_B`), rank: r, transV: true, scale };
   }
 
   /**
@@ -173,15 +183,15 @@ export class Lora implements Method, LinearHooks {
    * to dx, where x' = dropout(x) with its mask regenerated from the same seed rather than stored.
    */
   inputGradTerm(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, dy: TensorView, outDim: number, inDim: number, pass: PassContext): LowRankTerm {
-    const r = this.rank;
+    const { rank: r, scale } = this.modules.get(name)!;
     const T = acts.T;
     const bufs = this.buffers(acts);
     const u = bufs.get(name)!;
     // The shared gradient scratch, made on the first backward pass (inference arenas never need it).
     let du = bufs.get('du');
-    if (!du) bufs.set('du', (du = this.gpu.createBuffer(T * r * 4, undefined, 'lora du')));
-    matmul(rec, { a: dy, b: u, c: this.grads.view(`${name}.lora_B`), M: outDim, N: r, K: T, transA: true, alpha: this.scale, accumulate: true });
-    matmul(rec, { a: dy, b: this.params.view(`${name}.lora_B`), c: du, M: T, N: r, K: outDim, alpha: this.scale });
+    if (!du) bufs.set('du', (du = this.gpu.createBuffer(T * Math.max(...[...this.modules.values()].map((d) => d.rank)) * 4, undefined, 'lora du')));
+    matmul(rec, { a: dy, b: u, c: this.grads.view(`${name}.lora_B`), M: outDim, N: r, K: T, transA: true, alpha: scale, accumulate: true });
+    matmul(rec, { a: dy, b: this.params.view(`${name}.lora_B`), c: du, M: T, N: r, K: outDim, alpha: scale });
     const dropout = this.dropoutActive(pass) ? { p: this.options.dropout!, seed: this.dropoutSeed(name, pass) } : undefined;
     const input = dropout ? this.droppedInput(rec, acts, name, x, inDim, pass) : x;
     matmul(rec, { a: du, b: input, c: this.grads.view(`${name}.lora_A`), M: r, N: inDim, K: T, transA: true, accumulate: true });
@@ -203,7 +213,7 @@ export class Lora implements Method, LinearHooks {
     for (const [name, d] of this.modules) {
       matmul(rec, {
         a: this.params.view(`${name}.lora_B`), b: this.params.view(`${name}.lora_A`), c: targets.get(name)!,
-        M: d.out, N: d.in, K: this.rank, alpha: merged ? this.scale : -this.scale, accumulate: true,
+        M: d.out, N: d.in, K: d.rank, alpha: merged ? d.scale : -d.scale, accumulate: true,
       });
     }
     this.merged = merged;
@@ -214,7 +224,7 @@ export class Lora implements Method, LinearHooks {
     const name = weight.replace(/\.weight$/, '');
     const d = this.modules.get(name);
     if (!d || !weight.endsWith('.weight')) return false;
-    matmul(rec, { a: this.params.view(`${name}.lora_B`), b: this.params.view(`${name}.lora_A`), c: out, M: d.out, N: d.in, K: this.rank, alpha: this.scale });
+    matmul(rec, { a: this.params.view(`${name}.lora_B`), b: this.params.view(`${name}.lora_A`), c: out, M: d.out, N: d.in, K: d.rank, alpha: d.scale });
     return true;
   }
 

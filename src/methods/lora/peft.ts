@@ -2,7 +2,8 @@
  * LoRA adapters in Hugging Face PEFT's files: `adapter_config.json` and `adapter_model.safetensors` as
  * `PeftModel.from_pretrained` reads them. Tensors are `base_model.model.<module>.lora_A.weight` [r, in]
  * and `...lora_B.weight` [out, r] (PEFT saves them without the adapter name), F32, with the safetensors
- * metadata {"format": "pt"}; the scale is lora_alpha / r (lora_alpha / sqrt(r) with use_rslora). GPT-2's Conv1D layers take the same shapes with
+ * metadata {"format": "pt"}; the scale is lora_alpha / r (lora_alpha / sqrt(r) with use_rslora), with
+ * rank_pattern and alpha_pattern giving modules their own r and lora_alpha. GPT-2's Conv1D layers take the same shapes with
  * fan_in_fan_out true; its q, k and v are one fused c_attn in Hugging Face, so separate adapters on them
  * have no PEFT form.
  */
@@ -13,13 +14,17 @@ import { brief, JsonNumber, parseStrictJson, type StrictJson } from '../../io/st
 import type { ModelConfig } from '../../model/config.js';
 import { hfMappings } from '../../model/layout.js';
 import { linearModules } from '../targets.js';
-import type { LoraOptions } from './config.js';
+import { patternValue, type LoraOptions } from './config.js';
 import type { Lora } from './layer.js';
 
 /** The adapter as PEFT's two files, by name. */
 export async function peftAdapterFiles(lora: Lora, options: { baseModel?: string } = {}): Promise<Record<string, Uint8Array>> {
   const tensors: Record<string, TensorToWrite> = {};
   const targets = new Set<string>();
+  const alpha = lora.options.alpha ?? 2 * lora.rank;
+  // Modules whose rank or alpha is not the default, by full module path (a pattern PEFT matches exactly).
+  const rankPattern: Record<string, number> = {};
+  const alphaPattern: Record<string, number> = {};
   for (const name of lora.names) {
     const peft = lora.peftName(name);
     if (!peft) {
@@ -27,14 +32,17 @@ export async function peftAdapterFiles(lora: Lora, options: { baseModel?: string
     }
     const module = name.replace(/\.lora_[AB]$/, '');
     const d = lora.modules.get(module)!;
-    const shape = name.endsWith('lora_A') ? [lora.rank, d.in] : [d.out, lora.rank];
+    const shape = name.endsWith('lora_A') ? [d.rank, d.in] : [d.out, d.rank];
     tensors[peft] = { dtype: 'F32', shape, data: await lora.gpu.readF32(lora.params.view(name)) };
-    targets.add(peft.split('.').at(-3)!);
+    const path = peft.replace(/^base_model\.model\./, '').replace(/\.lora_[AB]\.weight$/, '');
+    targets.add(path.split('.').at(-1)!);
+    if (d.rank !== lora.rank) rankPattern[path] = d.rank;
+    if (d.alpha !== alpha) alphaPattern[path] = d.alpha;
   }
   const config = {
-    peft_type: 'LORA', task_type: 'CAUSAL_LM', r: lora.rank, lora_alpha: lora.options.alpha ?? 2 * lora.rank, lora_dropout: lora.options.dropout ?? 0,
+    peft_type: 'LORA', task_type: 'CAUSAL_LM', r: lora.rank, lora_alpha: alpha, lora_dropout: lora.options.dropout ?? 0,
     target_modules: [...targets].sort(), bias: 'none', fan_in_fan_out: lora.config.family === 'gpt2', use_rslora: lora.options.rslora ?? false, use_dora: false,
-    modules_to_save: null, init_lora_weights: true, layers_to_transform: null, layers_pattern: null, rank_pattern: {}, alpha_pattern: {},
+    modules_to_save: null, init_lora_weights: true, layers_to_transform: null, layers_pattern: null, rank_pattern: rankPattern, alpha_pattern: alphaPattern,
     base_model_name_or_path: options.baseModel ?? null, inference_mode: true, revision: null,
   };
   return {
@@ -54,13 +62,26 @@ const empty = (v: StrictJson | undefined) => v === undefined || v === null || v 
 /** Options of PEFT's LoraConfig this engine does not apply: a file setting one is refused by name. */
 const UNSUPPORTED: Record<string, (v: StrictJson | undefined) => boolean> = {
   use_dora: (v) => !empty(v),
-  rank_pattern: (v) => !empty(v),
-  alpha_pattern: (v) => !empty(v),
   modules_to_save: (v) => !empty(v),
   layers_to_transform: (v) => !empty(v),
   lora_bias: (v) => !empty(v),
   bias: (v) => v !== undefined && v !== 'none',
 };
+
+/** PEFT's rank_pattern or alpha_pattern: an object of pattern keys to positive numbers. */
+function pattern(json: Map<string, StrictJson>, key: string, integer: boolean): Record<string, number> {
+  const v = json.get(key);
+  if (v === undefined || v === null) return {};
+  if (!(v instanceof Map)) throw new InvalidModelFileError('adapter_config.json', `${key} must be an object`);
+  const out: Record<string, number> = {};
+  for (const [k, n] of v) {
+    if (!(n instanceof JsonNumber) || !(n.value > 0) || (integer && !Number.isInteger(n.value))) {
+      throw new InvalidModelFileError('adapter_config.json', `${key}['${brief(k)}'] must be a positive ${integer ? 'integer' : 'number'}`);
+    }
+    out[k] = n.value;
+  }
+  return out;
+}
 
 function positive(json: Map<string, StrictJson>, key: string, integer: boolean): number {
   const v = json.get(key);
@@ -88,6 +109,8 @@ export async function readPeftAdapter(files: { config: Uint8Array | string; weig
   const alpha = positive(json, 'lora_alpha', false);
   const dropout = json.get('lora_dropout') instanceof JsonNumber ? (json.get('lora_dropout') as JsonNumber).value : 0;
   const rslora = json.get('use_rslora') === true;
+  const rankPattern = pattern(json, 'rank_pattern', true);
+  const alphaPattern = pattern(json, 'alpha_pattern', false);
 
   // Every module path PEFT can name in this architecture, with its shape [out, in].
   const modules = new Map<string, { out: number; in: number }>();
@@ -105,9 +128,10 @@ export async function readPeftAdapter(files: { config: Uint8Array | string; weig
     if (!m) throw new InvalidModelFileError(source.name, `unexpected tensor '${brief(t.name)}' in a LoRA adapter`);
     const d = modules.get(m[1]);
     if (!d) throw new ShapeError(`LoRA adapter: '${brief(m[1])}' is not a linear layer of this ${config.architecture} model that PEFT names`);
-    const want = m[2] === 'A' ? [rank, d.in] : [d.out, rank];
+    const r = patternValue(rankPattern, [m[1]]) ?? rank;
+    const want = m[2] === 'A' ? [r, d.in] : [d.out, r];
     if (t.shape.length !== 2 || t.shape[0] !== want[0] || t.shape[1] !== want[1]) {
-      throw new InvalidModelFileError(source.name, `'${brief(t.name)}' is ${JSON.stringify(t.shape)}, expected ${JSON.stringify(want)} (r ${rank})`, 'shape');
+      throw new InvalidModelFileError(source.name, `'${brief(t.name)}' is ${JSON.stringify(t.shape)}, expected ${JSON.stringify(want)} (r ${r})`, 'shape');
     }
     tensors.set(t.name, await readTensorF32(source, t));
     targets.add(m[1]);
@@ -123,5 +147,6 @@ export async function readPeftAdapter(files: { config: Uint8Array | string; weig
   for (const module of linearModules(config, kinds, 'LoRA').keys()) {
     if (!covered.has(module)) throw new ShapeError(`LoRA adapter: it adapts '${module.split('.')[2]}' in some layers but not in '${module}' (adapters on a subset of layers are not supported)`);
   }
-  return { options: { rank, alpha, dropout, targetModules: kinds, ...(rslora ? { rslora } : {}) }, tensors };
+  const patterns = { ...(Object.keys(rankPattern).length ? { rankPattern } : {}), ...(Object.keys(alphaPattern).length ? { alphaPattern } : {}) };
+  return { options: { rank, alpha, dropout, targetModules: kinds, ...(rslora ? { rslora } : {}), ...patterns }, tensors };
 }
