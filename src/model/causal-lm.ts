@@ -21,7 +21,6 @@ import { EVAL_PASS, type PassContext } from '../methods/method.js';
 import { ShapeError } from '../errors.js';
 import { decodeHalves, encodeHalves, halfWeightFormats, LINEAR_WEIGHT, type HalfFormat, type LinearWeight, type WeightFormat } from './linear-weights.js';
 import { checkQuantizeOption, packedTensors, QuantizedWeights, type PackedTensorSpec, type QuantizeOption } from './quantized-weights.js';
-import { readIndexTensor, readTensorF32 } from '../io/safetensors.js';
 
 export interface CausalLMOptions {
   /** Internal parameter names that get gradients; default none (inference). */
@@ -175,23 +174,23 @@ export class CausalLM {
     warming.catch(() => undefined); // a broken shader is reported by the step that uses it
     try {
       const hasher = new WeightsHasher();
-      const packed = stored ? packedTensors(ckpt.config, stored) : [];
-      const replaced = new Set(packed.map((p) => p.hfName));
-      await forEachTensor(ckpt, model.hfNames.filter((n) => !replaced.has(n)), (name, data) => {
-        hasher.add(name, data);
-        model.writeHfParts(model.mapping(name), data);
-      }, options.onProgress);
-      // The packed arrays go to the GPU as stored: no quantization pass.
-      for (const p of packed) {
-        const arrays: Partial<Record<PackedTensorSpec['array'], Uint32Array | Float32Array>> = {};
-        for (const t of p.tensors) {
-          const { file, info } = ckpt.tensors.get(t.name)!;
-          const data = t.dtype === 'U32' ? await readIndexTensor(file, info) : await readTensorF32(file, info);
-          hasher.add(t.name, new Float32Array(data.buffer, data.byteOffset, data.length));
-          arrays[t.array] = data;
+      // A 4-bit checkpoint's packed arrays go to the GPU as stored (no quantization pass), each weight
+      // once all its arrays are read.
+      const packed = new Map((stored ? packedTensors(ckpt.config, stored) : []).flatMap((p) => p.tensors.map((t) => [t.name, { ...p, array: t.array }] as const)));
+      const replaced = new Set([...packed.values()].map((p) => p.hfName));
+      const pending = new Map<string, Partial<Record<PackedTensorSpec['array'], Uint32Array | Float32Array>>>();
+      await forEachTensor(ckpt, [...model.hfNames.filter((n) => !replaced.has(n)), ...packed.keys()], (name, data) => {
+        hasher.add(name, data instanceof Float32Array ? data : new Float32Array(data.buffer, data.byteOffset, data.length));
+        const p = packed.get(name);
+        if (!p) return model.writeHfParts(model.mapping(name), data as Float32Array);
+        const arrays = pending.get(p.part) ?? {};
+        pending.set(p.part, arrays);
+        arrays[p.array] = data;
+        if (p.tensors.every((t) => arrays[t.array])) {
+          model.quantized!.writePacked(p.part, arrays);
+          pending.delete(p.part);
         }
-        model.quantized!.writePacked(p.part, arrays);
-      }
+      }, options.onProgress);
       model.weightsDigest = hasher.digest();
       model.quantized?.releaseStaging();
       await warming.catch(() => undefined);

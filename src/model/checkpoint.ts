@@ -6,7 +6,7 @@
  */
 import type { Gpu } from '../gpu/gpu.js';
 import type { ByteSource } from '../io/bytes.js';
-import { InvalidModelFileError, readHeader, readTensorF32, type TensorInfo } from '../io/safetensors.js';
+import { InvalidModelFileError, readHeader, readIndexTensor, readTensorF32, type TensorInfo } from '../io/safetensors.js';
 import { checkFileName, ModelSourceError, readJson, readText, type ModelSource } from '../io/sources.js';
 import { brief } from '../io/strict-json.js';
 import { parseConfig, type ModelConfig } from './config.js';
@@ -137,13 +137,14 @@ export async function openCheckpoint(source: ModelSource): Promise<Checkpoint> {
 }
 
 /**
- * Read the named tensors (canonical HF names) one at a time as f32, in order, reporting progress: the
+ * Read the named tensors (canonical HF names) one at a time as f32 (a 4-bit checkpoint's packed words as
+ * u32), in order, reporting progress: the
  * streaming loop every loader shares, so host memory holds one tensor at a time.
  */
 export async function forEachTensor(
   ckpt: Checkpoint,
   names: string[],
-  use: (name: string, data: Float32Array) => void,
+  use: (name: string, data: Float32Array | Uint32Array) => void,
   onProgress?: (p: LoadProgress) => void,
 ): Promise<void> {
   const span = (n: string) => ckpt.tensors.get(n)!.info.end - ckpt.tensors.get(n)!.info.begin;
@@ -151,7 +152,8 @@ export async function forEachTensor(
   let bytesLoaded = 0;
   for (const [i, name] of names.entries()) {
     const { file, info } = ckpt.tensors.get(name)!;
-    use(name, await readTensorF32(file, info));
+    // U32: the packed words of a 4-bit checkpoint, as stored; everything else as f32 values.
+    use(name, info.dtype === 'U32' ? await readIndexTensor(file, info) : await readTensorF32(file, info));
     bytesLoaded += span(name);
     onProgress?.({ tensor: name, loaded: i + 1, total: names.length, bytesLoaded, bytesTotal });
   }

@@ -4,7 +4,7 @@ import { bytesSource } from '../../src/io/bytes.js';
 import { readHeader, readIndexTensor, readTensorF32, writeSafetensors } from '../../src/io/safetensors.js';
 import { memorySource } from '../../src/io/sources.js';
 import { CausalLM } from '../../src/model/causal-lm.js';
-import { openCheckpoint } from '../../src/model/checkpoint.js';
+import { openCheckpoint, type LoadProgress } from '../../src/model/checkpoint.js';
 import type { QuantizeOption } from '../../src/model/quantized-weights.js';
 import { tinyModelFiles, type TinyModelOptions } from '../../src/model/tiny.js';
 import { mergedModelFiles, quantizedModelFiles } from '../../src/train/export.js';
@@ -41,7 +41,11 @@ describe('4-bit checkpoints', () => {
 
     const ckpt = await openCheckpoint(memorySource({ ...files, ...saved }));
     expect(ckpt.config.quantization).toEqual({ format, groupSize: format === 'int4' ? 32 : 64 });
-    const loaded = await CausalLM.fromCheckpoint(gpu, ckpt);
+    const progress: LoadProgress[] = [];
+    const loaded = await CausalLM.fromCheckpoint(gpu, ckpt, { onProgress: (p) => progress.push(p) });
+    // Progress counts every tensor of the file, packed arrays included.
+    expect(progress.at(-1)).toMatchObject({ loaded: ckpt.tensors.size, total: ckpt.tensors.size });
+    expect(progress.at(-1)!.bytesLoaded).toBe(progress.at(-1)!.bytesTotal);
     try {
       expect(loaded.linearWeight('layers.1.o.weight').format).toBe(format);
       expect(loaded.linearWeightBytes).toBe(quantized.linearWeightBytes);
