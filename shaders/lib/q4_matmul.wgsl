@@ -199,26 +199,50 @@ fn matmul_q4_direct(@builtin(global_invocation_id) gid: vec3u) {
 }
 
 // Input gradient: each invocation owns ROWS rows of Y and the 8 columns of one word, and walks the N rows
-// of W (one multiplier per row: a word lies in one group).
+// of W (one multiplier per row: a word lies in one group). Rows are written out, not looped over: CPU JIT
+// compilers keep a local array indexed in a loop in memory rather than registers.
+fn store_word(row: u32, w: u32, lo: vec4f, hi: vec4f) {
+  if (row >= p.M) { return; }
+  for (var j = 0u; j < 4u; j++) {
+    if (w * 8u + j < p.K) { put(row * p.K + w * 8u + j, lo[j]); }
+    if (w * 8u + 4u + j < p.K) { put(row * p.K + w * 8u + 4u + j, hi[j]); }
+  }
+}
+
 @compute @workgroup_size(DX, DY)
 fn matmul_q4_t_direct(@builtin(global_invocation_id) gid: vec3u) {
   let m0 = gid.y * ROWS;
   let w = gid.x;
-  let kw = words_per_row();
-  if (m0 >= p.M || w >= kw) { return; }
-  var acc = array<vec4f, 8>(vec4f(0.0), vec4f(0.0), vec4f(0.0), vec4f(0.0), vec4f(0.0), vec4f(0.0), vec4f(0.0), vec4f(0.0));
+  if (m0 >= p.M || w >= words_per_row()) { return; }
+  let r0 = m0 * p.N;
+  let r1 = min(m0 + 1u, p.M - 1u) * p.N;
+  let r2 = min(m0 + 2u, p.M - 1u) * p.N;
+  let r3 = min(m0 + 3u, p.M - 1u) * p.N;
+  var lo0 = vec4f(0.0); var hi0 = vec4f(0.0);
+  var lo1 = vec4f(0.0); var hi1 = vec4f(0.0);
+  var lo2 = vec4f(0.0); var hi2 = vec4f(0.0);
+  var lo3 = vec4f(0.0); var hi3 = vec4f(0.0);
   for (var n = 0u; n < p.N; n++) {
     let v = q4_word(n, w);
-    for (var i = 0u; i < ROWS; i++) {
-      let dy = X[min(m0 + i, p.M - 1u) * p.N + n];
-      acc[2u * i] = fma(vec4f(dy), v[0], acc[2u * i]);
-      acc[2u * i + 1u] = fma(vec4f(dy), v[1], acc[2u * i + 1u]);
+    let d0 = X[r0 + n];
+    lo0 = fma(vec4f(d0), v[0], lo0);
+    hi0 = fma(vec4f(d0), v[1], hi0);
+    if (ROWS == 4u) {
+      let d1 = X[r1 + n];
+      let d2 = X[r2 + n];
+      let d3 = X[r3 + n];
+      lo1 = fma(vec4f(d1), v[0], lo1);
+      hi1 = fma(vec4f(d1), v[1], hi1);
+      lo2 = fma(vec4f(d2), v[0], lo2);
+      hi2 = fma(vec4f(d2), v[1], hi2);
+      lo3 = fma(vec4f(d3), v[0], lo3);
+      hi3 = fma(vec4f(d3), v[1], hi3);
     }
   }
-  for (var i = 0u; i < ROWS; i++) {
-    for (var j = 0u; j < 8u; j++) {
-      let k = w * 8u + j;
-      if (m0 + i < p.M && k < p.K) { put((m0 + i) * p.K + k, acc[2u * i + j / 4u][j % 4u]); }
-    }
+  store_word(m0, w, lo0, hi0);
+  if (ROWS == 4u) {
+    store_word(m0 + 1u, w, lo1, hi1);
+    store_word(m0 + 2u, w, lo2, hi2);
+    store_word(m0 + 3u, w, lo3, hi3);
   }
 }
