@@ -4,7 +4,7 @@
  */
 import { ShapeError } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
-import { paramSpecs } from '../model/layout.js';
+import { hfMappings, paramSpecs } from '../model/layout.js';
 
 const ALIASES: Record<string, string> = {
   q_proj: 'q', k_proj: 'k', v_proj: 'v', o_proj: 'o', gate_proj: 'gate', up_proj: 'up', down_proj: 'down', c_fc: 'fc', out_proj: 'o',
@@ -32,4 +32,18 @@ export function linearModules(config: ModelConfig, targets: string[], method: st
   const missing = all ? [] : [...wanted].filter((t) => !found.has(t));
   if (missing.length) throw new ShapeError(`${method} target modules ${missing.map((m) => `'${m}'`).join(', ')} do not exist in ${config.architecture}`);
   return modules;
+}
+
+/**
+ * Engine module -> Hugging Face module path (layers.0.q -> model.layers.0.self_attn.q_proj) for weights
+ * that map one to one: GPT-2's q, k and v are one fused c_attn and have none. `untransposed` also leaves
+ * out weights stored transposed (GPT-2's Conv1D layers).
+ */
+export function hfModulePaths(config: ModelConfig, o: { untransposed?: boolean } = {}): Map<string, string> {
+  const module = (n: string) => n.slice(0, -'.weight'.length);
+  return new Map(
+    hfMappings(config)
+      .filter((m) => m.parts.length === 1 && m.parts[0].endsWith('.weight') && m.hfName.endsWith('.weight') && !(o.untransposed && m.transpose))
+      .map((m) => [module(m.parts[0]), module(m.hfName)]),
+  );
 }

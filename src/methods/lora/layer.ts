@@ -12,10 +12,10 @@ import { elementwise } from '../../kernels/elementwise.js';
 import { matmul, type LowRankTerm } from '../../kernels/matmul.js';
 import { Arena, arenaLimit, planArena } from '../../model/arena.js';
 import type { ModelConfig } from '../../model/config.js';
-import { hfMappings } from '../../model/layout.js';
 import type { Activations } from '../../model/activations.js';
 import type { AdamWConfig, Optimizer, TrainableSet } from '../../optim/adamw.js';
 import { hash32, rng } from '../../util/random.js';
+import { hfModulePaths } from '../targets.js';
 import { denseAdamW, type LinearHooks, type Method, type PassContext } from '../method.js';
 import { LORA_DEFAULT_RANK, loraModules, patternValue, type LoraOptions } from './config.js';
 
@@ -54,13 +54,7 @@ export class Lora implements Method, LinearHooks {
     const scaleOf = (rank: number, a: number) => a / (options.rslora ? Math.sqrt(rank) : rank);
     this.scale = scaleOf(r, alpha);
     this.fused = options.fused ?? true;
-    const weight = (n: string) => n.endsWith('.weight');
-    const module = (n: string) => n.slice(0, -'.weight'.length);
-    this.hfModules = new Map(
-      hfMappings(config)
-        .filter((m) => m.parts.length === 1 && weight(m.parts[0]) && weight(m.hfName))
-        .map((m) => [module(m.parts[0]), module(m.hfName)]),
-    );
+    this.hfModules = hfModulePaths(config);
     this.modules = new Map(
       [...loraModules(config, options)].map(([name, d]) => {
         const names = [name, ...(this.hfModules.has(name) ? [this.hfModules.get(name)!] : [])];

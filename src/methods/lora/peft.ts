@@ -12,8 +12,7 @@ import { bytesSource } from '../../io/bytes.js';
 import { InvalidModelFileError, readHeader, readTensorF32, writeSafetensors, type TensorToWrite } from '../../io/safetensors.js';
 import { brief, JsonNumber, parseStrictJson, type StrictJson } from '../../io/strict-json.js';
 import type { ModelConfig } from '../../model/config.js';
-import { hfMappings } from '../../model/layout.js';
-import { linearModules } from '../targets.js';
+import { hfModulePaths, linearModules } from '../targets.js';
 import { patternValue, type LoraOptions } from './config.js';
 import type { Lora } from './layer.js';
 
@@ -113,12 +112,9 @@ export async function readPeftAdapter(files: { config: Uint8Array | string; weig
   const alphaPattern = pattern(json, 'alpha_pattern', false);
 
   // Every module path PEFT can name in this architecture, with its shape [out, in].
-  const modules = new Map<string, { out: number; in: number }>();
-  for (const m of hfMappings(config)) {
-    if (m.parts.length !== 1 || !m.hfName.endsWith('.weight') || !/\.weight$/.test(m.parts[0]) || !/^layers\.\d+\./.test(m.parts[0])) continue;
-    const [a, b] = m.hfShape;
-    modules.set(m.hfName.slice(0, -'.weight'.length), config.family === 'gpt2' ? { out: b, in: a } : { out: a, in: b });
-  }
+  const shapes = linearModules(config, ['all-linear'], 'LoRA');
+  const engine = new Map([...hfModulePaths(config)].filter(([e]) => shapes.has(e)).map(([e, hf]) => [hf, e]));
+  const modules = new Map([...engine].map(([hf, e]) => [hf, shapes.get(e)!]));
   const source = bytesSource('adapter_model.safetensors', files.weights);
   const header = await readHeader(source);
   const tensors = new Map<string, Float32Array>();
@@ -141,7 +137,6 @@ export async function readPeftAdapter(files: { config: Uint8Array | string; weig
   }
   if (targets.size === 0) throw new InvalidModelFileError(source.name, 'holds no LoRA tensors');
   // Engine targets are module kinds over every layer (q, v, ...): the file must hold each kind in all of them.
-  const engine = new Map([...hfMappings(config)].filter((m) => m.parts.length === 1).map((m) => [m.hfName.slice(0, -'.weight'.length), m.parts[0].slice(0, -'.weight'.length)]));
   const kinds = [...new Set([...targets].map((m) => engine.get(m)!.split('.')[2]))];
   const covered = new Set([...targets].map((m) => engine.get(m)!));
   for (const module of linearModules(config, kinds, 'LoRA').keys()) {

@@ -20,6 +20,7 @@ import { brief, parseStrictJson } from '../../io/strict-json.js';
 import type { ModelConfig } from '../../model/config.js';
 import { shapesDigest } from '../../model/fingerprint.js';
 import { hfMappings } from '../../model/layout.js';
+import { hfModulePaths } from '../targets.js';
 import type { SparseFineTuning } from './layer.js';
 import { hfElements, maskMetadata, readHfIndices, SparseMask, type HfElements, type HfIndexTensor } from './mask.js';
 
@@ -92,15 +93,6 @@ export async function readSparseDelta(bytes: Uint8Array, config: ModelConfig, na
   return { mask, deltas: valueOrder(mask, elements, values) };
 }
 
-/** Engine module -> Hugging Face module path, for weights that map one to one and untransposed. */
-function linearModulePaths(config: ModelConfig): Map<string, string> {
-  return new Map(
-    hfMappings(config)
-      .filter((m) => m.parts.length === 1 && !m.transpose && m.parts[0].endsWith('.weight') && m.hfName.endsWith('.weight'))
-      .map((m) => [m.parts[0].slice(0, -'.weight'.length), m.hfName.slice(0, -'.weight'.length)]),
-  );
-}
-
 /**
  * A trained sparse method as a PEFT SHiRA adapter (see the module comment): the files by name. The
  * mask must hold r * (in + out) elements in every layer for one r (select with `loraRank`).
@@ -108,7 +100,7 @@ function linearModulePaths(config: ModelConfig): Map<string, string> {
 export async function shiraAdapterFiles(method: SparseFineTuning, config: ModelConfig, options: { baseModel?: string } = {}): Promise<Record<string, Uint8Array>> {
   const mask = method.mask;
   if (mask.granularity !== 'element') throw new ShapeError('SHiRA adapters hold single elements: a block mask has no SHiRA form');
-  const paths = linearModulePaths(config);
+  const paths = hfModulePaths(config, { untransposed: true });
   let r: number | null = null;
   for (const [m, e] of mask.entries) {
     if (!paths.has(m)) throw new ShapeError(`SHiRA adapts whole nn.Linear modules: '${m}' of ${config.architecture} (a Conv1D or fused weight) has no SHiRA form`);
@@ -163,7 +155,7 @@ export async function readShiraAdapter(files: { config: Uint8Array | string; wei
   }
   const source = bytesSource('adapter_model.safetensors', files.weights);
   const header = await readHeader(source);
-  const paths = new Map([...linearModulePaths(config)].map(([engine, hf]) => [hf, engine]));
+  const paths = new Map([...hfModulePaths(config, { untransposed: true })].map(([engine, hf]) => [hf, engine]));
   const indexTensors: HfIndexTensor[] = [];
   const weights = new Map<string, { flat: Uint32Array; values: Float32Array }>();
   for (const t of header.tensors) {
