@@ -4,10 +4,12 @@
 //                                          padding nibbles past K are 0.
 //   scales  u32 [N, SW], SW = ceil(NG / 2), NG = ceil(K / G): f16 scale of group g in word n*SW + g/2,
 //                                          low half for even g (pack2x16float order); unused half 0.
-//   zeros   u32 [N, ZW], ZW = ceil(NG / 8): zero point (0..15) of group g in word n*ZW + g/8, nibble g%8.
-// Dequantized value: (q - zero) * scale. Each group's range is widened to include 0 so zero fits 0..15,
-// which bounds the error by scale / 2.
-struct Params { M: u32, N: u32, K: u32, G: u32 }
+//   zeros   u32 [N, ZW], ZW = ceil(NG / 8): stored zero point (0..15) of group g in word n*ZW + g/8,
+//                                          nibble g%8.
+// Dequantized value: (q - (zero + ZB)) * scale, where the uniform ZB is 0 for weights this shader
+// quantizes and 1 for GPTQ checkpoints (which store zero - 1, so their zero points run 1..16). Each
+// group's range is widened to include 0 so zero fits 0..15, which bounds the error by scale / 2.
+struct Params { M: u32, N: u32, K: u32, G: u32, ZB: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> W: array<f32>;
@@ -26,7 +28,7 @@ fn q4_scale(n: u32, g: u32) -> f32 {
 
 fn q4_offset(n: u32, g: u32) -> f32 {
   let zw = (groups_per_row() + 7u) / 8u;
-  return f32((zeros[n * zw + g / 8u] >> (4u * (g % 8u))) & 15u);
+  return f32(((zeros[n * zw + g / 8u] >> (4u * (g % 8u))) & 15u) + p.ZB);
 }
 
 // One invocation per (row, block of 8 groups): it owns whole words of all three arrays, so no atomics.

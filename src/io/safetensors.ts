@@ -307,6 +307,12 @@ export async function readIndexTensor(source: ByteSource, info: TensorInfo): Pro
   return out;
 }
 
+/** Read a tensor of 32-bit words (U32, or I32 as PyTorch packs them) as their u32 bit patterns. */
+export async function readWords(source: ByteSource, info: TensorInfo): Promise<Uint32Array> {
+  if (info.dtype !== 'U32' && info.dtype !== 'I32') throw new InvalidModelFileError(source.name, `tensor '${brief(info.name)}' has dtype ${info.dtype}; expected 32-bit words (U32 or I32)`, 'dtype');
+  return new Uint32Array(await readAligned(source, info));
+}
+
 /** Serialize tensors (in the given order) into safetensors bytes. */
 export function writeSafetensors(tensors: Record<string, TensorToWrite>, metadata?: Record<string, string>): Uint8Array {
   const header: Record<string, unknown> = {};

@@ -25,9 +25,13 @@ export interface Int4Layout {
   scaleWordsPerRow: number;
   /** u32 words of 4-bit zero points per row: ceil(groups / 8). */
   zeroWordsPerRow: number;
+  /** Added to every stored zero point: 0 for weights quantized here, 1 for GPTQ's (zero - 1) storage. */
+  zeroBias: Int4ZeroBias;
 }
 
-export function int4Layout(N: number, K: number, groupSize: number): Int4Layout {
+export type Int4ZeroBias = 0 | 1;
+
+export function int4Layout(N: number, K: number, groupSize: number, zeroBias: Int4ZeroBias = 0): Int4Layout {
   requireDims('int4', { N, K });
   if (!INT4_GROUP_SIZES.includes(groupSize as Int4GroupSize)) {
     throw new ShapeError(`int4: group size must be one of ${INT4_GROUP_SIZES.join(', ')}, got ${groupSize}`);
@@ -41,6 +45,7 @@ export function int4Layout(N: number, K: number, groupSize: number): Int4Layout 
     groupsPerRow,
     scaleWordsPerRow: Math.ceil(groupsPerRow / 2),
     zeroWordsPerRow: Math.ceil(groupsPerRow / 8),
+    zeroBias,
   };
 }
 
@@ -72,13 +77,14 @@ export function int4Arrays(kernel: string, w: Int4Weight): Record<string, Buffer
 /** Quantize an f32 weight [N, K] into `out`'s packed arrays. */
 export function quantizeInt4(rec: CommandRecorder, { w, out }: { w: BufferLike; out: Int4Weight }): void {
   const l = out.layout;
+  if (l.zeroBias !== 0) throw new ShapeError('quantizeInt4: weights quantized here store zero points with no bias');
   requireElements('quantizeInt4', 'W', w, l.N * l.K);
   const arrays = int4Arrays('quantizeInt4', out);
   rec.dispatch({
     shader: 'int4',
     entryPoint: 'quantize',
     constants: { WG },
-    uniforms: { M: 0, N: l.N, K: l.K, G: l.groupSize },
+    uniforms: { M: 0, N: l.N, K: l.K, G: l.groupSize, ZB: 0 },
     storage: { W: w, ...arrays },
     workgroups: launch1d(rec.gpu, l.N * l.zeroWordsPerRow, WG),
     label: `int4 quantize ${l.N}x${l.K}/g${l.groupSize}`,

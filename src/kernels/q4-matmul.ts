@@ -13,10 +13,11 @@ import { nf4Arrays, type Nf4Weight } from './nf4.js';
 export type Q4Weight = Int4Weight | Nf4Weight;
 
 /** The shader, group size and packed arrays of a weight, each checked against its layout. */
-function bind(kernel: string, w: Q4Weight): { shader: string; G: number; arrays: Record<string, BufferLike>; N: number; K: number; wordsPerRow: number } {
+function bind(kernel: string, w: Q4Weight): { shader: string; arrays: Record<string, BufferLike>; N: number; K: number; wordsPerRow: number; uniforms: Record<string, number> } {
   const arrays = w.format === 'int4' ? int4Arrays(kernel, w) : nf4Arrays(kernel, w);
   const l = w.layout;
-  return { shader: w.format, G: w.format === 'int4' ? w.layout.groupSize : 64, arrays, N: l.N, K: l.K, wordsPerRow: l.wordsPerRow };
+  const uniforms: Record<string, number> = w.format === 'int4' ? { N: l.N, K: l.K, G: w.layout.groupSize, ZB: w.layout.zeroBias } : { N: l.N, K: l.K, G: 64 };
+  return { shader: w.format, arrays, N: l.N, K: l.K, wordsPerRow: l.wordsPerRow, uniforms };
 }
 
 /** Write dequant(W) as f32 [N, K] into `out`. */
@@ -28,7 +29,7 @@ export function dequantizeQ4(rec: CommandRecorder, { weight, out }: { weight: Q4
     shader: b.shader,
     entryPoint: 'dequantize',
     constants: { WG },
-    uniforms: { M: 0, N: b.N, K: b.K, G: b.G },
+    uniforms: { M: 0, ...b.uniforms },
     storage: { ...b.arrays, Y: out },
     workgroups: launch1d(rec.gpu, b.N * b.wordsPerRow, WG),
     label: `${b.shader} dequantize ${b.N}x${b.K}`,
@@ -70,7 +71,7 @@ function product(rec: CommandRecorder, kind: 'forward' | 'input-grad', x: Buffer
     shader: b.shader,
     entryPoint: `matmul_q4${kind === 'forward' ? '' : '_t'}${v === 'tiled' ? '' : '_direct'}`,
     constants: v === 'tiled' ? { ACCUMULATE: !!accumulate } : { ACCUMULATE: !!accumulate, ROWS: rows },
-    uniforms: { M, N: b.N, K: b.K, G: b.G },
+    uniforms: { M, ...b.uniforms },
     storage: { ...b.arrays, Y: y, X: x },
     workgroups: v === 'tiled' ? [Math.ceil(outDim / c('BN')), Math.ceil(M / c('BM'))] : [Math.ceil(outDim / (perInvocation * c('DX'))), Math.ceil(M / (rows * c('DY')))],
     label: `${kernel} ${v} ${M}x${b.N}x${b.K}`,

@@ -12,7 +12,7 @@ import { prepareBatch, type BatchInput, type PreparedBatch } from './batch.js';
 import { requestDevice } from '../gpu/device.js';
 import { resolveSource, type HubOptions, type SourceLike } from '../io/sources.js';
 import { forEachTensor, openCheckpoint, type Checkpoint, type LoadProgress } from './checkpoint.js';
-import type { ModelConfig } from './config.js';
+import type { ModelConfig, StoredQuantization } from './config.js';
 import { hfMappings, hfToParts, paramSpecs, partsToHf, size, type HfMapping } from './layout.js';
 import { shapesDigest, WeightsHasher, type ModelFingerprint } from './fingerprint.js';
 import { Transformer, type ParamAccess } from './transformer.js';
@@ -20,7 +20,7 @@ import { Activations, type ActivationKind } from './activations.js';
 import { EVAL_PASS, type PassContext } from '../methods/method.js';
 import { ShapeError } from '../errors.js';
 import { decodeHalves, encodeHalves, halfWeightFormats, LINEAR_WEIGHT, type HalfFormat, type LinearWeight, type WeightFormat } from './linear-weights.js';
-import { checkQuantizeOption, packedTensors, QuantizedWeights, type PackedTensorSpec, type QuantizeOption } from './quantized-weights.js';
+import { checkQuantizeOption, quantizedModules, QuantizedWeights, type QuantizedModule, type QuantizeOption } from './quantized-weights.js';
 
 export interface CausalLMOptions {
   /** Internal parameter names that get gradients; default none (inference). */
@@ -96,7 +96,7 @@ export class CausalLM {
     activationCacheBytes?: number,
     /** Frozen linear weights kept 16-bit, by engine name. */
     private readonly halfWeights: Map<string, HalfFormat> = new Map(),
-    quantize?: QuantizeOption,
+    quantize?: QuantizeOption | StoredQuantization,
   ) {
     const specs = paramSpecs(config);
     // 4-bit takes every frozen linear weight; 16-bit storage keeps the rest it asked for.
@@ -174,21 +174,23 @@ export class CausalLM {
     warming.catch(() => undefined); // a broken shader is reported by the step that uses it
     try {
       const hasher = new WeightsHasher();
-      // A 4-bit checkpoint's packed arrays go to the GPU as stored (no quantization pass), each weight
-      // once all its arrays are read.
-      const packed = new Map((stored ? packedTensors(ckpt.config, stored) : []).flatMap((p) => p.tensors.map((t) => [t.name, { ...p, array: t.array }] as const)));
-      const replaced = new Set([...packed.values()].map((p) => p.hfName));
-      const pending = new Map<string, Partial<Record<PackedTensorSpec['array'], Uint32Array | Float32Array>>>();
+      // A 4-bit checkpoint's packed arrays go to the GPU as stored (no quantization pass; a GPTQ file's
+      // words rearranged), each weight once all its arrays are read.
+      const modules = stored ? quantizedModules(ckpt.config, stored) : [];
+      const present = (m: QuantizedModule) => m.tensors.filter((t) => ckpt.tensors.has(t.name));
+      const packed = new Map(modules.flatMap((m) => present(m).map((t) => [t.name, { module: m, array: t.array }] as const)));
+      const replaced = new Set(modules.map((m) => m.hfName));
+      const pending = new Map<QuantizedModule, Record<string, Uint32Array | Float32Array>>();
       await forEachTensor(ckpt, [...model.hfNames.filter((n) => !replaced.has(n)), ...packed.keys()], (name, data) => {
         hasher.add(name, data instanceof Float32Array ? data : new Float32Array(data.buffer, data.byteOffset, data.length));
         const p = packed.get(name);
         if (!p) return model.writeHfParts(model.mapping(name), data as Float32Array);
-        const arrays = pending.get(p.part) ?? {};
-        pending.set(p.part, arrays);
+        const arrays = pending.get(p.module) ?? {};
+        pending.set(p.module, arrays);
         arrays[p.array] = data;
-        if (p.tensors.every((t) => arrays[t.array])) {
-          model.quantized!.writePacked(p.part, arrays);
-          pending.delete(p.part);
+        if (present(p.module).every((t) => arrays[t.array])) {
+          for (const part of p.module.toParts(arrays)) model.quantized!.writePacked(part.part, part.arrays);
+          pending.delete(p.module);
         }
       }, options.onProgress);
       model.weightsDigest = hasher.digest();
@@ -262,6 +264,12 @@ export class CausalLM {
     let bytes = this.quantized?.bytes ?? 0;
     for (const [name, n] of this.sizes) if (LINEAR_WEIGHT.test(name) && !this.quantized?.has(name)) bytes += n * (this.halfWeights.has(name) ? 2 : 4);
     return bytes;
+  }
+
+  /** Bytes of every weight as stored on the GPU: f32, packed 16-bit and 4-bit (gradients not included). */
+  get weightBytes(): number {
+    const arenas = [this.params, this.packed].reduce((n, a) => n + (a?.buffers.reduce((m, b) => m + b.size, 0) ?? 0), 0);
+    return arenas + (this.quantized?.bytes ?? 0);
   }
 
   /** Overwrite a parameter by its Hugging Face name and layout. */

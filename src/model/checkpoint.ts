@@ -6,7 +6,7 @@
  */
 import type { Gpu } from '../gpu/gpu.js';
 import type { ByteSource } from '../io/bytes.js';
-import { InvalidModelFileError, readHeader, readIndexTensor, readTensorF32, type TensorInfo } from '../io/safetensors.js';
+import { InvalidModelFileError, readHeader, readTensorF32, readWords, type TensorInfo } from '../io/safetensors.js';
 import { checkFileName, ModelSourceError, readJson, readText, type ModelSource } from '../io/sources.js';
 import { brief } from '../io/strict-json.js';
 import { parseConfig, type ModelConfig } from './config.js';
@@ -125,12 +125,13 @@ export async function openCheckpoint(source: ModelSource): Promise<Checkpoint> {
   checkPlausible(config, available.keys(), source.description);
   const resolved = resolveWeights(config, new Map([...available].map(([n, l]) => [n, { shape: l.info.shape }])), source.description);
   const tensors = new Map<string, TensorLocation>();
-  const words = new Set(expectedWeights(config).filter((w) => w.dtype === 'U32').map((w) => w.name));
+  const dtypes = new Map(expectedWeights(config).map((w) => [w.name, w.dtype]));
+  const allowed = { U32: ['U32', 'I32'], F16: ['F16'], F32: ['F32', 'F16', 'BF16'] };
+  const rule = { U32: 'packed 4-bit words must be U32 or I32', F16: 'it must be F16', F32: 'weights must be F32, F16 or BF16' };
   for (const [canonical, stored] of resolved) {
     const loc = available.get(stored)!;
-    if (words.has(canonical) ? loc.info.dtype !== 'U32' : !['F32', 'F16', 'BF16'].includes(loc.info.dtype)) {
-      throw new InvalidModelFileError(loc.file.name, `tensor '${stored}' is ${loc.info.dtype}; ${words.has(canonical) ? 'packed 4-bit words must be U32' : 'weights must be F32, F16 or BF16'}`, 'dtype');
-    }
+    const want = dtypes.get(canonical) ?? 'F32';
+    if (!allowed[want].includes(loc.info.dtype)) throw new InvalidModelFileError(loc.file.name, `tensor '${stored}' is ${loc.info.dtype}; ${rule[want]}`, 'dtype');
     tensors.set(canonical, loc);
   }
   return { source, config, tensors, files };
@@ -138,7 +139,7 @@ export async function openCheckpoint(source: ModelSource): Promise<Checkpoint> {
 
 /**
  * Read the named tensors (canonical HF names) one at a time as f32 (a 4-bit checkpoint's packed words as
- * u32), in order, reporting progress: the
+ * u32 bit patterns), in order, reporting progress: the
  * streaming loop every loader shares, so host memory holds one tensor at a time.
  */
 export async function forEachTensor(
@@ -152,8 +153,8 @@ export async function forEachTensor(
   let bytesLoaded = 0;
   for (const [i, name] of names.entries()) {
     const { file, info } = ckpt.tensors.get(name)!;
-    // U32: the packed words of a 4-bit checkpoint, as stored; everything else as f32 values.
-    use(name, info.dtype === 'U32' ? await readIndexTensor(file, info) : await readTensorF32(file, info));
+    // U32 or I32: the packed words of a 4-bit checkpoint, bit for bit; everything else as f32 values.
+    use(name, info.dtype === 'U32' || info.dtype === 'I32' ? await readWords(file, info) : await readTensorF32(file, info));
     bytesLoaded += span(name);
     onProgress?.({ tensor: name, loaded: i + 1, total: names.length, bytesLoaded, bytesTotal });
   }

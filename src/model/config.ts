@@ -5,6 +5,7 @@
  */
 import { WebGPUFinetuneError } from '../errors.js';
 import { brief, describeValue } from '../io/strict-json.js';
+import { gptqQuantization } from './gptq.js';
 
 export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'MistralForCausalLM', 'GPT2LMHeadModel'] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
@@ -56,10 +57,21 @@ export interface ModelConfig {
   /** The parsed config.json, for fields the engine does not interpret. */
   raw: Record<string, unknown>;
   /**
-   * Set when the checkpoint stores its linear weights 4-bit in this engine's packed format
-   * (quantization_config with quant_method 'webgpu-finetune'; see model/quantized-weights.ts).
+   * Set when the checkpoint stores its linear weights 4-bit: in this engine's packed format
+   * (quantization_config with quant_method 'webgpu-finetune'; see model/quantized-weights.ts) or as
+   * GPTQ (quant_method 'gptq'; see model/gptq.ts).
    */
-  quantization?: { format: 'int4' | 'nf4'; groupSize: 32 | 64 | 128 };
+  quantization?: StoredQuantization;
+}
+
+/** How a checkpoint stores its 4-bit linear weights, and the engine format they load into. */
+export interface StoredQuantization {
+  format: 'int4' | 'nf4';
+  groupSize: 32 | 64 | 128;
+  /** int4: added to each stored zero point (GPTQ stores zero - 1); 0 otherwise. */
+  zeroBias: 0 | 1;
+  /** Whose tensor names and layouts the file uses. */
+  packing: 'webgpu-finetune' | 'gptq';
 }
 
 type Json = Record<string, unknown>;
@@ -193,18 +205,21 @@ export function parseConfig(input: string | Json): ModelConfig {
  * wins; otherwise Mistral windows every layer, and Qwen2 with `use_sliding_window` the layers from
  * `max_window_layers` on.
  */
-/** The 4-bit format of a checkpoint this engine saved; other quantization schemes are refused by name. */
+/** The 4-bit format of a checkpoint this engine saved, or a GPTQ one; other schemes are refused by name. */
 function quantization(qc: unknown): Pick<ModelConfig, 'quantization'> {
   if (qc === undefined || qc === null) return {};
   const q = qc as Json;
+  if (typeof qc === 'object' && !Array.isArray(qc) && q.quant_method === 'gptq') return { quantization: gptqQuantization(q) };
   if (typeof qc !== 'object' || Array.isArray(qc) || q.quant_method !== 'webgpu-finetune') {
     const method = typeof qc === 'object' && !Array.isArray(qc) ? String(q.quant_method) : typeof qc;
-    throw new InvalidConfigError(`quantization_config with quant_method '${brief(method)}' is not supported: load the unquantized model (quantize: 'nf4' quantizes it as it loads), or a 4-bit checkpoint this engine saved`);
+    throw new InvalidConfigError(`quantization_config with quant_method '${brief(method)}' is not supported: load the unquantized model (quantize: 'nf4' quantizes it as it loads), a GPTQ 4-bit checkpoint, or a 4-bit checkpoint this engine saved`);
   }
   if (q.format !== 'nf4' && q.format !== 'int4') throw new InvalidConfigError(`quantization_config.format must be 'nf4' or 'int4', got '${brief(String(q.format))}'`);
   const groupSize = q.format === 'nf4' ? 64 : q.group_size;
   if (groupSize !== 32 && groupSize !== 64 && groupSize !== 128) throw new InvalidConfigError(`quantization_config.group_size must be 32, 64 or 128, got '${brief(String(q.group_size))}'`);
-  return { quantization: { format: q.format, groupSize } };
+  const zeroBias = q.zero_bias ?? 0;
+  if (zeroBias !== 0 && !(zeroBias === 1 && q.format === 'int4')) throw new InvalidConfigError(`quantization_config.zero_bias must be 0${q.format === 'int4' ? ' or 1' : ' for nf4'}, got '${brief(String(q.zero_bias))}'`);
+  return { quantization: { format: q.format, groupSize, zeroBias, packing: 'webgpu-finetune' } };
 }
 
 function slidingWindows(raw: Json, architecture: string, numLayers: number): Pick<ModelConfig, 'slidingWindow' | 'layerWindows'> {

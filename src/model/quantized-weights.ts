@@ -16,10 +16,11 @@
  */
 import { ShapeError } from '../errors.js';
 import type { Gpu } from '../gpu/gpu.js';
-import { INT4_GROUP_SIZES, int4Bytes, int4Layout, quantizeInt4, type Int4GroupSize } from '../kernels/int4.js';
+import { INT4_GROUP_SIZES, int4Bytes, int4Layout, quantizeInt4, type Int4GroupSize, type Int4ZeroBias } from '../kernels/int4.js';
 import { nf4Bytes, nf4Layout, quantizeNf4 } from '../kernels/nf4.js';
 import { dequantizeQ4, type Q4Weight } from '../kernels/q4-matmul.js';
-import type { ModelConfig } from './config.js';
+import type { ModelConfig, StoredQuantization } from './config.js';
+import { gptqModules } from './gptq.js';
 import { hfMappings, paramSpecs } from './layout.js';
 import { LINEAR_WEIGHT } from './linear-weights.js';
 
@@ -29,12 +30,14 @@ export const QUANT_FORMATS: readonly QuantFormat[] = ['int4', 'nf4'];
 /** How to quantize a frozen base: a format, or int4 with its group size along K (default 64). */
 export type QuantizeOption = QuantFormat | { format: 'int4'; groupSize?: Int4GroupSize } | { format: 'nf4' };
 
-export function checkQuantizeOption(q: QuantizeOption): { format: QuantFormat; groupSize: Int4GroupSize } {
+/** A quantize option resolved, or a checkpoint's stored quantization (which may carry a zero bias). */
+export function checkQuantizeOption(q: QuantizeOption | StoredQuantization): { format: QuantFormat; groupSize: Int4GroupSize; zeroBias: Int4ZeroBias } {
   const format = typeof q === 'string' ? q : q?.format;
   if (!QUANT_FORMATS.includes(format)) throw new ShapeError(`quantize must be ${QUANT_FORMATS.map((f) => `'${f}'`).join(' or ')}, got '${String(format).slice(0, 40)}'`);
   const groupSize = (typeof q === 'object' && 'groupSize' in q ? q.groupSize : undefined) ?? 64;
   if (!INT4_GROUP_SIZES.includes(groupSize)) throw new ShapeError(`int4 group size must be one of ${INT4_GROUP_SIZES.join(', ')}, got ${groupSize}`);
-  return { format, groupSize };
+  const zeroBias = typeof q === 'object' && 'zeroBias' in q ? q.zeroBias : 0;
+  return { format, groupSize, zeroBias };
 }
 
 /** A packed array of a 4-bit checkpoint: its tensor name, which array it is, shape and dtype. */
@@ -68,22 +71,43 @@ export function packedTensors(config: ModelConfig, q: { format: QuantFormat; gro
   return out;
 }
 
+type PackedArrays = Partial<Record<PackedTensorSpec['array'], Uint32Array | Float32Array>>;
+
+/**
+ * One Hugging Face linear weight of a 4-bit checkpoint, in whichever packing the file uses: the tensors
+ * that replace it, and how they become the engine's packed weights (one per part). Words are read as
+ * u32 (U32 or I32 in the file), everything else as f32.
+ */
+export interface QuantizedModule {
+  hfName: string;
+  tensors: { name: string; array: string; shape: number[]; dtype: 'U32' | 'F32' | 'F16'; optional?: boolean }[];
+  toParts(arrays: Record<string, Uint32Array | Float32Array>): { part: string; arrays: PackedArrays }[];
+}
+
+/** The quantized modules of a 4-bit checkpoint. */
+export function quantizedModules(config: ModelConfig, q: StoredQuantization): QuantizedModule[] {
+  if (q.packing === 'gptq') return gptqModules(config, q);
+  return packedTensors(config, q).map((p) => ({ hfName: p.hfName, tensors: p.tensors, toParts: (arrays) => [{ part: p.part, arrays }] }));
+}
+
 export class QuantizedWeights {
   private readonly weights = new Map<string, Q4Weight>();
   private readonly buffers: GPUBuffer[] = [];
   private staging: GPUBuffer | null = null;
   readonly format: QuantFormat;
   readonly groupSize: Int4GroupSize;
+  readonly zeroBias: Int4ZeroBias;
 
   /** Allocates the packed arrays of each weight, by engine name with its shape [out, in]. */
   constructor(
     private readonly gpu: Gpu,
     shapes: Map<string, [number, number]>,
-    option: QuantizeOption,
+    option: QuantizeOption | StoredQuantization,
   ) {
-    const { format, groupSize } = checkQuantizeOption(option);
+    const { format, groupSize, zeroBias } = checkQuantizeOption(option);
     this.format = format;
     this.groupSize = groupSize;
+    this.zeroBias = zeroBias;
     const buffer = (bytes: number, label: string) => {
       const b = gpu.createBuffer(bytes, undefined, label);
       this.buffers.push(b);
@@ -96,7 +120,7 @@ export class QuantizedWeights {
           const bytes = nf4Bytes(layout);
           this.weights.set(name, { format, layout, qweight: buffer(bytes.qweight, `${name} nf4 codes`), absmax: buffer(bytes.absmax, `${name} nf4 absmax`) });
         } else {
-          const layout = int4Layout(N, K, groupSize);
+          const layout = int4Layout(N, K, groupSize, zeroBias);
           const bytes = int4Bytes(layout);
           this.weights.set(name, {
             format, layout,
@@ -144,7 +168,7 @@ export class QuantizedWeights {
   }
 
   /** Write a weight's packed arrays as a 4-bit checkpoint holds them (no quantization pass). */
-  writePacked(name: string, arrays: Partial<Record<PackedTensorSpec['array'], Uint32Array | Float32Array>>): void {
+  writePacked(name: string, arrays: PackedArrays): void {
     const w = this.get(name);
     const targets = this.arrays(w);
     for (const [array, buffer] of Object.entries(targets)) {
@@ -155,8 +179,8 @@ export class QuantizedWeights {
   }
 
   /** A weight's packed arrays as on the GPU (absmax as f32, the rest as u32 words). */
-  async readPacked(name: string): Promise<Partial<Record<PackedTensorSpec['array'], Uint32Array | Float32Array>>> {
-    const out: Partial<Record<PackedTensorSpec['array'], Uint32Array | Float32Array>> = {};
+  async readPacked(name: string): Promise<PackedArrays> {
+    const out: PackedArrays = {};
     for (const [array, buffer] of Object.entries(this.arrays(this.get(name)))) {
       out[array as PackedTensorSpec['array']] = array === 'absmax' ? await this.gpu.readF32(buffer) : await this.gpu.readU32(buffer);
     }

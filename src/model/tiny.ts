@@ -6,7 +6,7 @@
 import { writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { byteTokenizerFiles, SPECIAL_TOKENS } from '../data/byte-tokenizer.js';
 import { randn, rng } from '../util/random.js';
-import { parseConfig } from './config.js';
+import { parseConfig, type ModelConfig } from './config.js';
 import { expectedWeights } from './weights.js';
 
 export interface TinyModelOptions {
@@ -75,23 +75,30 @@ export function tinyConfig(o: TinyModelOptions): Record<string, unknown> {
   };
 }
 
-export function tinyModelFiles(o: TinyModelOptions): Record<string, string | Uint8Array> {
-  const raw = tinyConfig(o);
-  const config = parseConfig(raw);
+/**
+ * A safetensors file with every weight a config needs: normal(0, std) matrices, unit norm weights, zero
+ * biases. Also how benchmarks get a model of a real configuration without downloading it.
+ */
+export function randomWeightsFile(config: ModelConfig, o: { seed?: number; std?: number; dtype?: 'F32' | 'F16' | 'BF16' } = {}): Uint8Array {
   const rand = rng(o.seed ?? 0);
-  const std = o.initStd ?? 0.02;
   const tensors: Record<string, TensorToWrite> = {};
   for (const w of expectedWeights(config)) {
     const n = w.shape.reduce((a, b) => a * b, 1);
     const isNormWeight = /(layernorm|norm|ln_\d|ln_f)\.weight$/.test(w.name);
-    const data = isNormWeight ? new Float32Array(n).fill(1) : w.name.endsWith('.bias') ? new Float32Array(n) : randn(n, rand, std);
+    const data = isNormWeight ? new Float32Array(n).fill(1) : w.name.endsWith('.bias') ? new Float32Array(n) : randn(n, rand, o.std ?? 0.02);
     tensors[w.name] = { dtype: o.dtype ?? 'F32', shape: w.shape, data };
   }
+  return writeSafetensors(tensors, { format: 'pt' });
+}
+
+export function tinyModelFiles(o: TinyModelOptions): Record<string, string | Uint8Array> {
+  const raw = tinyConfig(o);
+  const config = parseConfig(raw);
   const tokenizer = byteTokenizerFiles(o.architecture === 'gpt2' ? 'GPT2Tokenizer' : 'PreTrainedTokenizerFast', config.maxPositions);
   return {
     'config.json': JSON.stringify(raw, null, 2),
     'generation_config.json': JSON.stringify({ bos_token_id: EOS, eos_token_id: EOS }, null, 2),
-    'model.safetensors': writeSafetensors(tensors, { format: 'pt' }),
+    'model.safetensors': randomWeightsFile(config, { seed: o.seed, std: o.initStd, dtype: o.dtype }),
     ...tokenizer,
   };
 }

@@ -6,22 +6,27 @@ import { InvalidModelFileError } from '../io/safetensors.js';
 import { brief } from '../io/strict-json.js';
 import type { ModelConfig } from './config.js';
 import { hfMappings } from './layout.js';
-import { packedTensors } from './quantized-weights.js';
+import { quantizedModules } from './quantized-weights.js';
 
 export interface WeightSpec {
   name: string;
   shape: number[];
-  /** U32 for the packed words of a 4-bit checkpoint; otherwise any float dtype. */
-  dtype?: 'U32' | 'F32';
+  /**
+   * U32: packed 32-bit words of a 4-bit checkpoint (stored U32 or I32); F16: exactly F16 (GPTQ's
+   * scales); otherwise any float dtype.
+   */
+  dtype?: 'U32' | 'F32' | 'F16';
+  /** A checkpoint may leave it out. */
+  optional?: boolean;
 }
 
 /** Every tensor a checkpoint of this config holds: a 4-bit one has packed arrays for its linear weights. */
 export function expectedWeights(c: ModelConfig): WeightSpec[] {
-  const packed = c.quantization ? packedTensors(c, c.quantization) : [];
+  const packed = c.quantization ? quantizedModules(c, c.quantization) : [];
   const replaced = new Set(packed.map((p) => p.hfName));
   return [
     ...hfMappings(c).filter((m) => !replaced.has(m.hfName)).map((m) => ({ name: m.hfName, shape: m.hfShape })),
-    ...packed.flatMap((p) => p.tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: t.dtype }))),
+    ...packed.flatMap((p) => p.tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: t.dtype, optional: t.optional }))),
   ];
 }
 
@@ -40,7 +45,7 @@ export function resolveWeights(
     const candidates = c.family === 'gpt2' ? [spec.name, spec.name.replace(/^transformer\./, '')] : [spec.name];
     const found = candidates.find((n) => available.has(n));
     if (!found) {
-      missing.push(spec.name);
+      if (!spec.optional) missing.push(spec.name);
       continue;
     }
     const shape = available.get(found)!.shape;

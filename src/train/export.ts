@@ -77,7 +77,10 @@ export async function quantizedModelFiles(model: CausalLM): Promise<Record<strin
   }
   const config = {
     ...model.config.raw, torch_dtype: 'float32',
-    quantization_config: { quant_method: 'webgpu-finetune', format: spec.format, ...(spec.format === 'int4' ? { group_size: spec.groupSize } : {}) },
+    quantization_config: {
+      quant_method: 'webgpu-finetune', format: spec.format,
+      ...(spec.format === 'int4' ? { group_size: spec.groupSize } : {}), ...(q.zeroBias ? { zero_bias: q.zeroBias } : {}),
+    },
   };
   return {
     'config.json': new TextEncoder().encode(JSON.stringify(config, null, 2) + '\n'),

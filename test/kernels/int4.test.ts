@@ -81,6 +81,51 @@ describe.each([32, 64, 128])('int4 group size %i', (groupSize) => {
   });
 });
 
+describe('int4 with a zero bias of 1 (GPTQ stores zero - 1, so zero points run 1..16)', () => {
+  it.each([
+    [5, 17, 128, 32],
+    [33, 9, 200, 64],
+    [70, 24, 256, 128],
+  ] as const)('M=%i N=%i K=%i, groups of %i: dequantization and both products read the biased zero points', async (M, N, K, groupSize) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const layout = int4Layout(N, K, groupSize, 1);
+    const word = () => (rand() * 2 ** 32) >>> 0;
+    const words = (n: number) => Uint32Array.from({ length: n }, word);
+    // f16 scales in [2^-8, 2^-4): exponent 7..10, any mantissa, either sign.
+    const half = () => ((rand() < 0.5 ? 0x8000 : 0) | ((7 + Math.floor(rand() * 4)) << 10) | Math.floor(rand() * 1024)) >>> 0;
+    const packed: PackedInt4 = {
+      N, K, groupSize, zeroBias: 1,
+      qweight: words(N * layout.wordsPerRow),
+      scales: Uint32Array.from({ length: N * layout.scaleWordsPerRow }, () => (half() | (half() << 16)) >>> 0),
+      zeros: words(N * layout.zeroWordsPerRow),
+    };
+    packed.zeros[0] |= 15; // row 0, group 0 has zero point 16
+    // Clear what the layout leaves unused, as a writer of the format does.
+    for (let n = 0; n < N; n++) {
+      if (K % 8) packed.qweight[(n + 1) * layout.wordsPerRow - 1] &= 2 ** (4 * (K % 8)) - 1;
+      if (layout.groupsPerRow % 2) packed.scales[(n + 1) * layout.scaleWordsPerRow - 1] &= 0xffff;
+    }
+    const weight: Int4Weight = {
+      format: 'int4', layout, qweight: gpu.upload(packed.qweight, 'qweight'), scales: gpu.upload(packed.scales, 'scales'), zeros: gpu.upload(packed.zeros, 'zeros'),
+    };
+    const ref = dequantizeInt4Ref(packed);
+    const out = poisoned(gpu, N * K, 'dequantized');
+    await gpu.run((rec) => dequantizeQ4(rec, { weight, out }));
+    expect(compare(await gpu.readF32(out), ref).maxAbs, `seed ${seed}`).toBe(0);
+    expect(ref[0]).toBe(((packed.qweight[0] & 15) - 16) * int4Scale(packed, 0, 0));
+    for (const variant of ['direct', 'tiled'] as const) await checkQ4Products(gpu, weight, ref, M, variant, rand, seed);
+  });
+
+  it('quantizes only with no bias', async () => {
+    const gpu = await testGpu();
+    const small = gpu.createBuffer(4 * 64);
+    const weight: Int4Weight = { format: 'int4', layout: int4Layout(4, 64, 32, 1), qweight: small, scales: small, zeros: small };
+    expect(() => quantizeInt4(gpu.recorder(), { w: gpu.createBuffer(4 * 256), out: weight })).toThrow(/no bias/);
+  });
+});
+
 describe('int4 input checks', () => {
   it('rejects unsupported group sizes and short buffers', async () => {
     const gpu = await testGpu();

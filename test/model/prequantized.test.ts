@@ -40,7 +40,7 @@ describe('4-bit checkpoints', () => {
     expect(header.byName.has(options.architecture === 'gpt2' ? 'transformer.wte.weight' : 'model.embed_tokens.weight')).toBe(true);
 
     const ckpt = await openCheckpoint(memorySource({ ...files, ...saved }));
-    expect(ckpt.config.quantization).toEqual({ format, groupSize: format === 'int4' ? 32 : 64 });
+    expect(ckpt.config.quantization).toEqual({ format, groupSize: format === 'int4' ? 32 : 64, zeroBias: 0, packing: 'webgpu-finetune' });
     const progress: LoadProgress[] = [];
     const loaded = await CausalLM.fromCheckpoint(gpu, ckpt, { onProgress: (p) => progress.push(p) });
     // Progress counts every tensor of the file, packed arrays included.
@@ -77,7 +77,8 @@ describe('4-bit checkpoints', () => {
     base.destroy();
     const config = JSON.parse(new TextDecoder().decode(saved['config.json']));
     const withConfig = (patch: object) => openCheckpoint(memorySource({ ...files, ...saved, 'config.json': JSON.stringify({ ...config, ...patch }) }));
-    await expect(withConfig({ quantization_config: { quant_method: 'gptq', bits: 4 } })).rejects.toThrow(/quant_method 'gptq' is not supported/);
+    await expect(withConfig({ quantization_config: { quant_method: 'awq', bits: 4 } })).rejects.toThrow(/quant_method 'awq' is not supported/);
+    await expect(withConfig({ quantization_config: { quant_method: 'webgpu-finetune', format: 'nf4', zero_bias: 1 } })).rejects.toThrow(/zero_bias must be 0 for nf4/);
     await expect(withConfig({ quantization_config: { quant_method: 'webgpu-finetune', format: 'fp4' } })).rejects.toThrow(/format must be 'nf4' or 'int4'/);
     // Declared int4 while the file holds NF4 arrays: the expected tensors are missing.
     await expect(withConfig({ quantization_config: { quant_method: 'webgpu-finetune', format: 'int4', group_size: 64 } })).rejects.toThrow(/missing .* tensor/);

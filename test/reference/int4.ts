@@ -6,6 +6,8 @@ export interface PackedInt4 {
   qweight: Uint32Array;
   scales: Uint32Array;
   zeros: Uint32Array;
+  /** Added to each stored zero point (GPTQ stores zero - 1); default 0. */
+  zeroBias?: number;
 }
 
 /** IEEE binary16 bits to a number. */
@@ -26,14 +28,14 @@ export function int4Scale(p: PackedInt4, n: number, g: number): number {
 
 export function int4Zero(p: PackedInt4, n: number, g: number): number {
   const groups = Math.ceil(p.K / p.groupSize);
-  return (p.zeros[n * Math.ceil(groups / 8) + Math.floor(g / 8)] >>> (4 * (g % 8))) & 15;
+  return ((p.zeros[n * Math.ceil(groups / 8) + Math.floor(g / 8)] >>> (4 * (g % 8))) & 15) + (p.zeroBias ?? 0);
 }
 
 export function int4Code(p: PackedInt4, n: number, k: number): number {
   return (p.qweight[n * Math.ceil(p.K / 8) + Math.floor(k / 8)] >>> (4 * (k % 8))) & 15;
 }
 
-// out (N, K) = (q - zero) * scale
+// out (N, K) = (q - (zero + zeroBias)) * scale
 export function dequantizeInt4Ref(p: PackedInt4): Float64Array {
   const out = new Float64Array(p.N * p.K);
   for (let n = 0; n < p.N; n++) {
