@@ -313,6 +313,50 @@ export async function readWords(source: ByteSource, info: TensorInfo): Promise<U
   return new Uint32Array(await readAligned(source, info));
 }
 
+/** Bytes a tensor's data takes in a file. */
+function storedBytes(t: TensorToWrite): number {
+  return t.data.length * (t.dtype === 'F16' || t.dtype === 'BF16' ? 2 : 4);
+}
+
+/** The index file of a sharded checkpoint, as transformers names it. */
+export const SHARD_INDEX = 'model.safetensors.index.json';
+
+/**
+ * Tensors as transformers' save_pretrained writes them: one model.safetensors when they fit in
+ * maxShardBytes, otherwise shards model-0000i-of-0000n.safetensors filled in order (a tensor larger than
+ * the limit gets a shard of its own) and model.safetensors.index.json naming each tensor's shard.
+ */
+export function shardedSafetensors(tensors: Record<string, TensorToWrite>, maxShardBytes: number, metadata?: Record<string, string>): Record<string, Uint8Array> {
+  if (!(maxShardBytes > 0)) throw new RangeError(`maxShardBytes must be positive, got ${maxShardBytes}`);
+  const shards: Record<string, TensorToWrite>[] = [];
+  let current: Record<string, TensorToWrite> = {};
+  let bytes = 0;
+  let totalSize = 0;
+  for (const [name, t] of Object.entries(tensors)) {
+    const size = storedBytes(t);
+    if (bytes > 0 && bytes + size > maxShardBytes) {
+      shards.push(current);
+      current = {};
+      bytes = 0;
+    }
+    current[name] = t;
+    bytes += size;
+    totalSize += size;
+  }
+  shards.push(current);
+  if (shards.length === 1) return { 'model.safetensors': writeSafetensors(shards[0], metadata) };
+  const pad = (i: number) => String(i).padStart(5, '0');
+  const files: Record<string, Uint8Array> = {};
+  const weightMap: Record<string, string> = {};
+  shards.forEach((shard, i) => {
+    const file = `model-${pad(i + 1)}-of-${pad(shards.length)}.safetensors`;
+    files[file] = writeSafetensors(shard, metadata);
+    for (const name of Object.keys(shard)) weightMap[name] = file;
+  });
+  files[SHARD_INDEX] = new TextEncoder().encode(JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2) + '\n');
+  return files;
+}
+
 /** Serialize tensors (in the given order) into safetensors bytes. */
 export function writeSafetensors(tensors: Record<string, TensorToWrite>, metadata?: Record<string, string>): Uint8Array {
   const header: Record<string, unknown> = {};

@@ -10,7 +10,7 @@ import type { CommandRecorder } from '../gpu/recorder.js';
 import { Arena, arenaLimit, planArena } from './arena.js';
 import { prepareBatch, type BatchInput, type PreparedBatch } from './batch.js';
 import { requestDevice } from '../gpu/device.js';
-import { resolveSource, type HubOptions, type SourceLike } from '../io/sources.js';
+import { resolveSource, type HubOptions, type ModelSource, type SourceLike } from '../io/sources.js';
 import { forEachTensor, openCheckpoint, type Checkpoint, type LoadProgress } from './checkpoint.js';
 import type { ModelConfig, StoredQuantization } from './config.js';
 import { hfMappings, hfToParts, paramSpecs, partsToHf, size, type HfMapping } from './layout.js';
@@ -88,6 +88,8 @@ export class CausalLM {
   private readonly activations = new Map<string, Activations>();
   readonly activationCacheBytes: number;
   private weightsDigest = '';
+  /** Where the weights were loaded from (exports copy its tokenizer files), or null. */
+  source: ModelSource | null = null;
 
   private constructor(
     readonly gpu: Gpu,
@@ -194,6 +196,7 @@ export class CausalLM {
         }
       }, options.onProgress);
       model.weightsDigest = hasher.digest();
+      model.source = ckpt.source;
       model.quantized?.releaseStaging();
       await warming.catch(() => undefined);
     } catch (e) {

@@ -35,7 +35,7 @@ export interface LoadProgress {
   bytesTotal: number;
 }
 
-const INDEX = 'model.safetensors.index.json';
+import { SHARD_INDEX as INDEX } from '../io/safetensors.js';
 
 /** The shard names of an index, checked: a map of tensor names to safe relative file names. */
 function indexWeightMap(index: unknown, where: string): Map<string, string> {

@@ -1,10 +1,12 @@
 /**
- * A fine-tuned model as a plain Hugging Face model: config.json and model.safetensors with the method's
- * change merged into the base weights (LoRA's s B A, a sparse delta), loadable by transformers or by
- * this engine with no method attached. Tokenizer files are the base's and are copied by the caller.
- * Also a base loaded 4-bit as a 4-bit checkpoint, which loads without re-quantizing.
+ * A fine-tuned model as a complete Hugging Face model folder: config.json, the weights with the method's
+ * change merged into the base (LoRA's s B A, a sparse delta) as model.safetensors or, when large, shards
+ * with an index as save_pretrained writes them, and the base's tokenizer and generation files: loadable by
+ * transformers or by this engine with no method attached. Also a base loaded 4-bit as a 4-bit
+ * checkpoint, which loads without re-quantizing.
  */
-import { writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
+import { shardedSafetensors, type TensorToWrite } from '../io/safetensors.js';
+import type { ModelSource } from '../io/sources.js';
 import { hfMappings, partsToHf } from '../model/layout.js';
 import { ShapeError } from '../errors.js';
 import type { CausalLM } from '../model/causal-lm.js';
@@ -13,12 +15,36 @@ import type { FineTuner } from './finetuner.js';
 
 const TORCH_DTYPE = { F32: 'float32', BF16: 'bfloat16', F16: 'float16' } as const;
 
+/** transformers' default max_shard_size ("5GB"). */
+export const DEFAULT_MAX_SHARD_BYTES = 5e9;
+
+/** The files of a model folder besides config and weights, copied from the base as they are. */
+export const SIDE_FILES = [
+  'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json', 'vocab.json', 'merges.txt',
+  'tokenizer.model', 'chat_template.jinja', 'chat_template.json', 'generation_config.json',
+];
+
+export interface ModelFolderOptions {
+  /** Larger weights are split into shards of at most this many bytes, with an index. Default 5 GB. */
+  maxShardBytes?: number;
+}
+
+/** The side files (tokenizer, generation config) the model's source holds. */
+async function sideFiles(source: ModelSource | null): Promise<Record<string, Uint8Array>> {
+  const out: Record<string, Uint8Array> = {};
+  for (const name of source ? SIDE_FILES : []) {
+    const file = await source!.open(name);
+    if (file) out[name] = (await file.read(0, file.size)).slice();
+  }
+  return out;
+}
+
 /**
  * The merged model's files by name. Each weight is the base's plus the method's delta, added on the
  * host in f32, then stored in `dtype` (default F32). The base is read with the method unmerged, and the
  * method is left in its training state.
  */
-export async function mergedModelFiles(ft: FineTuner, options: { dtype?: keyof typeof TORCH_DTYPE } = {}): Promise<Record<string, Uint8Array>> {
+export async function mergedModelFiles(ft: FineTuner, options: { dtype?: keyof typeof TORCH_DTYPE } & ModelFolderOptions = {}): Promise<Record<string, Uint8Array>> {
   const { gpu, model, method } = ft;
   const dtype = options.dtype ?? 'F32';
   if (method.setMerged) await gpu.run((rec) => method.setMerged!(rec, false));
@@ -49,8 +75,9 @@ export async function mergedModelFiles(ft: FineTuner, options: { dtype?: keyof t
   const { quantization_config: _, ...raw } = model.config.raw;
   const config = { ...raw, torch_dtype: TORCH_DTYPE[dtype] };
   return {
+    ...(await sideFiles(model.source)),
     'config.json': new TextEncoder().encode(JSON.stringify(config, null, 2) + '\n'),
-    'model.safetensors': writeSafetensors(tensors, { format: 'pt' }),
+    ...shardedSafetensors(tensors, options.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES, { format: 'pt' }),
   };
 }
 
@@ -58,9 +85,9 @@ export async function mergedModelFiles(ft: FineTuner, options: { dtype?: keyof t
  * A model loaded with `quantize` as a 4-bit checkpoint (format in model/quantized-weights.ts): the packed
  * arrays as they are on the GPU, every other tensor in f32, and config.json with its
  * quantization_config. Loading it puts the arrays on the GPU with no quantization pass. Adapters are not
- * included (save them on their own); tokenizer files are the base's and are copied by the caller.
+ * included (save them on their own).
  */
-export async function quantizedModelFiles(model: CausalLM): Promise<Record<string, Uint8Array>> {
+export async function quantizedModelFiles(model: CausalLM, options: ModelFolderOptions = {}): Promise<Record<string, Uint8Array>> {
   const q = model.quantized;
   if (!q) throw new ShapeError('this model holds no 4-bit weights: load it with quantize to save a 4-bit checkpoint');
   const spec = { format: q.format, groupSize: q.groupSize };
@@ -83,7 +110,8 @@ export async function quantizedModelFiles(model: CausalLM): Promise<Record<strin
     },
   };
   return {
+    ...(await sideFiles(model.source)),
     'config.json': new TextEncoder().encode(JSON.stringify(config, null, 2) + '\n'),
-    'model.safetensors': writeSafetensors(tensors, { format: 'webgpu-finetune-4bit' }),
+    ...shardedSafetensors(tensors, options.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES, { format: 'webgpu-finetune-4bit' }),
   };
 }
