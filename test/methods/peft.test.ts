@@ -1,13 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { successorRows, toBatchInput } from '../../src/data/tasks.js';
 import { memorySource } from '../../src/io/sources.js';
-import { readHeader, writeSafetensors } from '../../src/io/safetensors.js';
+import { readHeader, readTensorF32, writeSafetensors } from '../../src/io/safetensors.js';
 import { bytesSource } from '../../src/io/bytes.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { tinyModelFiles, type TinyModelOptions } from '../../src/model/tiny.js';
 import { FineTuner } from '../../src/train/finetuner.js';
 import { Lora, peftAdapterFiles, readPeftAdapter } from '../../src/methods/lora/index.js';
-import { randn, rng, testGpu } from '../helpers.js';
+import { compare, randn, rng, testGpu } from '../helpers.js';
+import { mergedModelFiles } from '../../src/train/export.js';
 
 const LLAMA: TinyModelOptions = { architecture: 'llama', seed: 31, hiddenSize: 32, intermediateSize: 48, numLayers: 2, numHeads: 4, numKvHeads: 2, maxPositions: 64, initStd: 0.2 };
 const GPT2: TinyModelOptions = { architecture: 'gpt2', seed: 32, hiddenSize: 32, numLayers: 2, numHeads: 4, maxPositions: 64, initStd: 0.2 };
@@ -94,12 +95,70 @@ describe('PEFT LoRA adapters', () => {
     ft.destroy();
   });
 
+  it.each([
+    ['q and v (a rank-8 c_attn with zero rows for k)', ['q', 'v', 'o'], false],
+    ['q, k and v with rslora', ['q', 'k', 'v'], true],
+  ] as const)('gpt2: adapters on %s go out as one block-diagonal c_attn adapter and come back with the same logits', async (_name, targetModules, rslora) => {
+    const files = tinyModelFiles(GPT2);
+    const ckpt = await openCheckpoint(memorySource(files));
+    const ft = await FineTuner.create(await testGpu(), ckpt, { method: 'lora', lora: { rank: 4, alpha: 12, rslora, targetModules: [...targetModules], seed: 3 }, optimizer: { lr: 1e-2 } });
+    for (let s = 0; s < 3; s++) await ft.step(toBatchInput(successorRows(2, 6, 50 + s)));
+    const out = await peftAdapterFiles(ft.method as Lora);
+    const config = json(out['adapter_config.json']);
+    const fusedRank = 4 * targetModules.filter((m) => m !== 'o').length;
+    const fusedAlpha = rslora ? 6 * Math.sqrt(fusedRank) : 3 * fusedRank; // the parts' scale, 12 / sqrt(4) or 12 / 4
+    expect(config.target_modules).toEqual(targetModules.includes('o') ? ['c_attn', 'c_proj'] : ['c_attn']);
+    expect(config.rank_pattern).toEqual({ 'transformer.h.0.attn.c_attn': fusedRank, 'transformer.h.1.attn.c_attn': fusedRank });
+    expect(config.alpha_pattern).toEqual({ 'transformer.h.0.attn.c_attn': fusedAlpha, 'transformer.h.1.attn.c_attn': fusedAlpha });
+    const header = await readHeader(bytesSource('adapter', out['adapter_model.safetensors']));
+    expect(header.byName.get('base_model.model.transformer.h.1.attn.c_attn.lora_A.weight')!.shape).toEqual([fusedRank, 32]);
+    expect(header.byName.get('base_model.model.transformer.h.1.attn.c_attn.lora_B.weight')!.shape).toEqual([96, fusedRank]);
+
+    const adapter = await readPeftAdapter({ config: out['adapter_config.json'], weights: out['adapter_model.safetensors'] }, ckpt.config);
+    expect(adapter.options.targetModules).toEqual(targetModules.includes('o') ? ['o', 'q', 'k', 'v'] : ['q', 'k', 'v']);
+    const again = await FineTuner.create(ft.gpu, ckpt, { method: 'lora', lora: adapter.options });
+    for (const [name, data] of adapter.tensors) again.writeTensor(name, data);
+    const [a, b] = [(await again.evaluate(batch)).loss, (await ft.evaluate(batch)).loss];
+    expect(Math.abs(a - b) / b).toBeLessThan(1e-6);
+    again.destroy();
+    ft.destroy();
+  });
+
+  it('gpt2: reads a c_attn adapter laid out by hand as PEFT saves one: the merged weight is W + s (B A)^T', async () => {
+    const files = tinyModelFiles(GPT2);
+    const rand = rng(8);
+    const tensors: Parameters<typeof writeSafetensors>[0] = {};
+    for (let l = 0; l < 2; l++) {
+      tensors[`base_model.model.transformer.h.${l}.attn.c_attn.lora_A.weight`] = { dtype: 'F32', shape: [3, 32], data: randn(96, rand) };
+      tensors[`base_model.model.transformer.h.${l}.attn.c_attn.lora_B.weight`] = { dtype: 'F32', shape: [96, 3], data: randn(288, rand) };
+    }
+    const config = JSON.stringify({ peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 3, lora_alpha: 6, target_modules: ['c_attn'], fan_in_fan_out: true, bias: 'none' });
+    const ckpt = await openCheckpoint(memorySource(files));
+    const adapter = await readPeftAdapter({ config, weights: writeSafetensors(tensors, { format: 'pt' }) }, ckpt.config);
+    const ft = await FineTuner.create(await testGpu(), ckpt, { method: 'lora', lora: adapter.options });
+    for (const [name, data] of adapter.tensors) ft.writeTensor(name, data);
+    const merged = await mergedModelFiles(ft);
+    const header = await readHeader(bytesSource('merged', merged['model.safetensors']));
+    const base = await readHeader(bytesSource('base', files['model.safetensors'] as Uint8Array));
+    const name = 'transformer.h.1.attn.c_attn.weight';
+    const got = await readTensorF32(bytesSource('merged', merged['model.safetensors']), header.byName.get(name)!);
+    const w = await readTensorF32(bytesSource('base', files['model.safetensors'] as Uint8Array), base.byName.get(name)!);
+    const A = tensors['base_model.model.transformer.h.1.attn.c_attn.lora_A.weight'].data as Float32Array;
+    const B = tensors['base_model.model.transformer.h.1.attn.c_attn.lora_B.weight'].data as Float32Array;
+    // Conv1D stores [in, out]; PEFT's delta for it is s (B A)^T, s = 6 / 3.
+    const ref = new Float64Array(32 * 96);
+    for (let i = 0; i < 32; i++) for (let o = 0; o < 96; o++) {
+      let d = 0;
+      for (let r = 0; r < 3; r++) d += B[o * 3 + r] * A[r * 32 + i];
+      ref[i * 96 + o] = w[i * 96 + o] + 2 * d;
+    }
+    expect(compare(got, ref).rel).toBeLessThan(1e-6);
+    ft.destroy();
+  });
+
   it('refuses what it cannot represent, naming the option or tensor', async () => {
     const files = tinyModelFiles(LLAMA);
     const ckpt = await openCheckpoint(memorySource(files));
-    const gpt2 = await trained(tinyModelFiles(GPT2), ['q', 'o']);
-    await expect(peftAdapterFiles(gpt2.method as Lora)).rejects.toThrow(/'layers\.0\.q' has no PEFT form.*fused c_attn/);
-    gpt2.destroy();
     const ft = await trained(files, ['q', 'v']);
     const good = await peftAdapterFiles(ft.method as Lora);
     ft.destroy();

@@ -104,12 +104,17 @@ export class Lora implements Method, LinearHooks {
     return this.names.find((n) => this.peftName(n) === peft) ?? null;
   }
 
+  /** A PEFT name, or one of this adapter's own tensor names (what a fused module's parts go by). */
+  private ownName(name: string): string | null {
+    return this.fromPeftName(name) ?? (this.names.includes(name) ? name : null);
+  }
+
   interchangeName(name: string): string | null {
     return this.peftName(name);
   }
 
   fromInterchangeName(name: string): string | null {
-    return this.fromPeftName(name);
+    return this.ownName(name);
   }
 
   createOptimizer(config: AdamWConfig): Optimizer {

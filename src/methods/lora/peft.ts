@@ -3,44 +3,79 @@
  * `PeftModel.from_pretrained` reads them. Tensors are `base_model.model.<module>.lora_A.weight` [r, in]
  * and `...lora_B.weight` [out, r] (PEFT saves them without the adapter name), F32, with the safetensors
  * metadata {"format": "pt"}; the scale is lora_alpha / r (lora_alpha / sqrt(r) with use_rslora), with
- * rank_pattern and alpha_pattern giving modules their own r and lora_alpha. GPT-2's Conv1D layers take the same shapes with
- * fan_in_fan_out true; its q, k and v are one fused c_attn in Hugging Face, so separate adapters on them
- * have no PEFT form.
+ * rank_pattern and alpha_pattern giving modules their own r and lora_alpha. GPT-2's Conv1D layers take the
+ * same shapes with fan_in_fan_out true. Its q, k and v are one fused c_attn in Hugging Face: adapters on
+ * them go out as one c_attn adapter whose A stacks theirs and whose B is block-diagonal (rank the sum of
+ * theirs, the same product exactly), and a c_attn adapter comes in as q, k and v adapters that share its A
+ * and each take their rows of its B.
  */
 import { ShapeError } from '../../errors.js';
 import { bytesSource } from '../../io/bytes.js';
 import { InvalidModelFileError, readHeader, readTensorF32, writeSafetensors, type TensorToWrite } from '../../io/safetensors.js';
 import { brief, JsonNumber, parseStrictJson, type StrictJson } from '../../io/strict-json.js';
 import type { ModelConfig } from '../../model/config.js';
+import { hfMappings } from '../../model/layout.js';
+import { LINEAR_WEIGHT } from '../../model/linear-weights.js';
 import { hfModulePaths, linearModules } from '../targets.js';
 import { patternValue, type LoraOptions } from './config.js';
 import type { Lora } from './layer.js';
+
+/** Engine modules Hugging Face fuses into one weight (GPT-2's q, k, v in c_attn): HF module -> parts in order. */
+function fusedModules(config: ModelConfig): Map<string, string[]> {
+  return new Map(
+    hfMappings(config)
+      .filter((m) => m.parts.length > 1 && m.parts.every((p) => LINEAR_WEIGHT.test(p)))
+      .map((m) => [m.hfName.replace(/\.weight$/, ''), m.parts.map((p) => p.replace(/\.weight$/, ''))]),
+  );
+}
 
 /** The adapter as PEFT's two files, by name. */
 export async function peftAdapterFiles(lora: Lora, options: { baseModel?: string } = {}): Promise<Record<string, Uint8Array>> {
   const tensors: Record<string, TensorToWrite> = {};
   const targets = new Set<string>();
   const alpha = lora.options.alpha ?? 2 * lora.rank;
+  const rslora = lora.options.rslora ?? false;
   // Modules whose rank or alpha is not the default, by full module path (a pattern PEFT matches exactly).
   const rankPattern: Record<string, number> = {};
   const alphaPattern: Record<string, number> = {};
-  for (const name of lora.names) {
-    const peft = lora.peftName(name);
-    if (!peft) {
-      throw new ShapeError(`'${name.replace(/\.lora_[AB]$/, '')}' has no PEFT form (GPT-2's q, k and v are one fused c_attn in Hugging Face): adapt other modules to export`);
-    }
-    const module = name.replace(/\.lora_[AB]$/, '');
-    const d = lora.modules.get(module)!;
-    const shape = name.endsWith('lora_A') ? [d.rank, d.in] : [d.out, d.rank];
-    tensors[peft] = { dtype: 'F32', shape, data: await lora.gpu.readF32(lora.params.view(name)) };
-    const path = peft.replace(/^base_model\.model\./, '').replace(/\.lora_[AB]\.weight$/, '');
+  const read = (module: string, ab: 'A' | 'B') => lora.gpu.readF32(lora.params.view(`${module}.lora_${ab}`));
+  const add = (path: string, a: Float32Array, b: Float32Array, d: { out: number; in: number; rank: number; alpha: number }) => {
+    tensors[`base_model.model.${path}.lora_A.weight`] = { dtype: 'F32', shape: [d.rank, d.in], data: a };
+    tensors[`base_model.model.${path}.lora_B.weight`] = { dtype: 'F32', shape: [d.out, d.rank], data: b };
     targets.add(path.split('.').at(-1)!);
     if (d.rank !== lora.rank) rankPattern[path] = d.rank;
     if (d.alpha !== alpha) alphaPattern[path] = d.alpha;
+  };
+  const paths = hfModulePaths(lora.config);
+  const shapes = linearModules(lora.config, ['all-linear'], 'LoRA');
+  for (const [module, d] of lora.modules) if (paths.has(module)) add(paths.get(module)!, await read(module, 'A'), await read(module, 'B'), d);
+  for (const [path, parts] of fusedModules(lora.config)) {
+    const adapted = parts.filter((p) => lora.modules.has(p));
+    if (!adapted.length) continue;
+    // One adapter of rank sum(r): A stacks the parts' A; B places each part's B at its rows and columns,
+    // rescaled from its scale to the fused one (the first part's), so s B A is each part's product.
+    const dims = parts.map((p) => shapes.get(p)!.out);
+    const rank = adapted.reduce((r, p) => r + lora.modules.get(p)!.rank, 0);
+    const scale = lora.modules.get(adapted[0])!.scale;
+    const inDim = lora.modules.get(adapted[0])!.in;
+    const out = dims.reduce((a, b) => a + b, 0);
+    const a = new Float32Array(rank * inDim);
+    const b = new Float32Array(out * rank);
+    let col = 0;
+    for (const p of adapted) {
+      const d = lora.modules.get(p)!;
+      const row = dims.slice(0, parts.indexOf(p)).reduce((x, y) => x + y, 0);
+      a.set(await read(p, 'A'), col * inDim);
+      const bp = await read(p, 'B');
+      const k = d.scale / scale;
+      for (let o = 0; o < d.out; o++) for (let r = 0; r < d.rank; r++) b[(row + o) * rank + col + r] = k === 1 ? bp[o * d.rank + r] : bp[o * d.rank + r] * k;
+      col += d.rank;
+    }
+    add(path, a, b, { out, in: inDim, rank, alpha: rslora ? scale * Math.sqrt(rank) : scale * rank });
   }
   const config = {
     peft_type: 'LORA', task_type: 'CAUSAL_LM', r: lora.rank, lora_alpha: alpha, lora_dropout: lora.options.dropout ?? 0,
-    target_modules: [...targets].sort(), bias: 'none', fan_in_fan_out: lora.config.family === 'gpt2', use_rslora: lora.options.rslora ?? false, use_dora: false,
+    target_modules: [...targets].sort(), bias: 'none', fan_in_fan_out: lora.config.family === 'gpt2', use_rslora: rslora, use_dora: false,
     modules_to_save: null, init_lora_weights: true, layers_to_transform: null, layers_pattern: null, rank_pattern: rankPattern, alpha_pattern: alphaPattern,
     base_model_name_or_path: options.baseModel ?? null, inference_mode: true, revision: null,
   };
@@ -50,7 +85,11 @@ export async function peftAdapterFiles(lora: Lora, options: { baseModel?: string
   };
 }
 
-/** A PEFT adapter read for a model: the LoRA options it implies and its tensors by PEFT name. */
+/**
+ * A PEFT adapter read for a model: the LoRA options it implies and its tensors by the names
+ * FineTuner.writeTensor takes: PEFT's, or for a module PEFT fuses (GPT-2's c_attn) each engine part's
+ * ('layers.0.q.lora_A').
+ */
 export interface PeftAdapter {
   options: LoraOptions;
   tensors: Map<string, Float32Array>;
@@ -108,17 +147,19 @@ export async function readPeftAdapter(files: { config: Uint8Array | string; weig
   const alpha = positive(json, 'lora_alpha', false);
   const dropout = json.get('lora_dropout') instanceof JsonNumber ? (json.get('lora_dropout') as JsonNumber).value : 0;
   const rslora = json.get('use_rslora') === true;
-  const rankPattern = pattern(json, 'rank_pattern', true);
-  const alphaPattern = pattern(json, 'alpha_pattern', false);
+  let rankPattern = pattern(json, 'rank_pattern', true);
+  let alphaPattern = pattern(json, 'alpha_pattern', false);
 
-  // Every module path PEFT can name in this architecture, with its shape [out, in].
+  // Every module path PEFT can name in this architecture, with its shape [out, in]; a fused one (c_attn)
+  // with its parts.
   const shapes = linearModules(config, ['all-linear'], 'LoRA');
-  const engine = new Map([...hfModulePaths(config)].filter(([e]) => shapes.has(e)).map(([e, hf]) => [hf, e]));
-  const modules = new Map([...engine].map(([hf, e]) => [hf, shapes.get(e)!]));
+  const engine = new Map([...hfModulePaths(config)].filter(([e]) => shapes.has(e)).map(([e, hf]) => [hf, [e]]));
+  for (const [hf, parts] of fusedModules(config)) engine.set(hf, parts);
+  const modules = new Map([...engine].map(([hf, parts]) => [hf, { out: parts.reduce((n, p) => n + shapes.get(p)!.out, 0), in: shapes.get(parts[0])!.in }]));
   const source = bytesSource('adapter_model.safetensors', files.weights);
   const header = await readHeader(source);
-  const tensors = new Map<string, Float32Array>();
-  const targets = new Set<string>();
+  const read = new Map<string, Float32Array>();
+  const targets = new Map<string, number>();
   for (const t of header.tensors) {
     const m = /^base_model\.model\.(.+)\.lora_([AB])\.weight$/.exec(t.name);
     if (!m) throw new InvalidModelFileError(source.name, `unexpected tensor '${brief(t.name)}' in a LoRA adapter`);
@@ -129,19 +170,43 @@ export async function readPeftAdapter(files: { config: Uint8Array | string; weig
     if (t.shape.length !== 2 || t.shape[0] !== want[0] || t.shape[1] !== want[1]) {
       throw new InvalidModelFileError(source.name, `'${brief(t.name)}' is ${JSON.stringify(t.shape)}, expected ${JSON.stringify(want)} (r ${r})`, 'shape');
     }
-    tensors.set(t.name, await readTensorF32(source, t));
-    targets.add(m[1]);
+    read.set(t.name, await readTensorF32(source, t));
+    targets.set(m[1], r);
   }
-  for (const module of targets) {
-    for (const ab of ['A', 'B']) if (!tensors.has(`base_model.model.${module}.lora_${ab}.weight`)) throw new InvalidModelFileError(source.name, `'${brief(module)}' has no lora_${ab}`);
+  const tensors = new Map<string, Float32Array>();
+  // A fused module's parts each get its rank and alpha, by engine name, ahead of the file's own keys.
+  const partRanks: Record<string, number> = {};
+  const partAlphas: Record<string, number> = {};
+  for (const [module, r] of targets) {
+    const [a, b] = ['A', 'B'].map((ab) => read.get(`base_model.model.${module}.lora_${ab}.weight`));
+    if (!a || !b) throw new InvalidModelFileError(source.name, `'${brief(module)}' has no lora_${a ? 'B' : 'A'}`);
+    const parts = engine.get(module)!;
+    if (parts.length === 1) {
+      for (const ab of ['A', 'B']) tensors.set(`base_model.model.${module}.lora_${ab}.weight`, ab === 'A' ? a : b);
+      continue;
+    }
+    let row = 0;
+    const partAlpha = patternValue(alphaPattern, [module]) ?? alpha;
+    for (const p of parts) {
+      const out = shapes.get(p)!.out;
+      tensors.set(`${p}.lora_A`, a);
+      tensors.set(`${p}.lora_B`, b.slice(row * r, (row + out) * r));
+      row += out;
+      if (r !== rank) partRanks[p] = r;
+      if (partAlpha !== alpha) partAlphas[p] = partAlpha;
+    }
   }
   if (targets.size === 0) throw new InvalidModelFileError(source.name, 'holds no LoRA tensors');
   // Engine targets are module kinds over every layer (q, v, ...): the file must hold each kind in all of them.
-  const kinds = [...new Set([...targets].map((m) => engine.get(m)!.split('.')[2]))];
-  const covered = new Set([...targets].map((m) => engine.get(m)!));
+  const covered = new Set([...targets.keys()].flatMap((m) => engine.get(m)!));
+  const kinds = [...new Set([...covered].map((m) => m.split('.')[2]))];
   for (const module of linearModules(config, kinds, 'LoRA').keys()) {
     if (!covered.has(module)) throw new ShapeError(`LoRA adapter: it adapts '${module.split('.')[2]}' in some layers but not in '${module}' (adapters on a subset of layers are not supported)`);
   }
+  Object.assign(partRanks, rankPattern);
+  Object.assign(partAlphas, alphaPattern);
+  rankPattern = partRanks;
+  alphaPattern = partAlphas;
   const patterns = { ...(Object.keys(rankPattern).length ? { rankPattern } : {}), ...(Object.keys(alphaPattern).length ? { alphaPattern } : {}) };
   return { options: { rank, alpha, dropout, targetModules: kinds, ...(rslora ? { rslora } : {}), ...patterns }, tensors };
 }
