@@ -4,22 +4,32 @@
 // an exact 0). Packed format, per row n:
 //   qweight u32 [N, KW], KW = ceil(K / 8): code of value k in word n*KW + k/8, bits 4*(k%8).. (low nibble
 //                                          first); padding nibbles past K are 0.
-//   absmax  f32 [N, NB], NB = ceil(K / 64): the block's max |w|.
+//   absmax  f32 [N, NB], NB = ceil(K / 64): the block's max |w| (as u32 bits here).
 // Dequantized value: NF4_CODES[code] * absmax. Codes are chosen as bitsandbytes' kQuantizeBlockwise does:
 // x = w * (1 / absmax) in f32, then the code whose interval (bounded by NF4_THRESHOLDS, the midpoints of
 // adjacent codes, as f32) holds x; an all-zero block stores absmax 0 and code 0.
 // bitsandbytes packs two codes per byte, the first in the high nibble, and its blocks run over the
 // flattened tensor; with K a multiple of 64 its absmax array is this one, row for row.
+//
+// With DOUBLE_QUANT (QLoRA's double quantization) the absmax array is itself quantized, 8 bits per block
+// instead of 32. Its T = N * NB values, block i = n * NB + b, are centred on their mean and stored as
+//   absmax  u32 [ceil(T / 4) + ceil(T / 256) + 1]:
+//     words [0, C), C = ceil(T / 4):   int8 code c_i of block i in byte i % 4 of word i / 4 (two's complement)
+//     words [C, C + ceil(T / 256)):    f32 scale s_j of the 256 blocks j = i / 256: max |absmax_i - mean|
+//     word  C + ceil(T / 256):         f32 mean of all absmax
+//   with c_i = round(127 (absmax_i - mean) / s_j), and absmax_i read back as c_i / 127 * s_j + mean.
+//   Codes are chosen with the exact absmax, so qweight is the same with and without it.
 struct Params { M: u32, N: u32, K: u32, G: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> W: array<f32>;
 @group(0) @binding(2) var<storage, read_write> qweight: array<u32>;
-@group(0) @binding(3) var<storage, read_write> absmax: array<f32>;
+@group(0) @binding(3) var<storage, read_write> absmax: array<u32>;
 @group(0) @binding(5) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(6) var<storage, read> X: array<f32>;
 
 const BLOCK = 64u; // p.G is always 64
+override DOUBLE_QUANT: bool = false;
 
 const NF4_CODES = array<f32, 16>(
   -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
@@ -42,7 +52,8 @@ fn nf4_code(x: f32) -> u32 {
   return code;
 }
 
-// One invocation per (row, block): it owns the block's 8 words and its absmax.
+// One invocation per (row, block): it owns the block's 8 words and its absmax (with DOUBLE_QUANT, the
+// absmax goes to Y, as f32 [N, NB], for double_quantize).
 @compute @workgroup_size(WG)
 fn quantize(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
             @builtin(local_invocation_index) lid: u32) {
@@ -55,7 +66,7 @@ fn quantize(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec
   let k1 = min(p.K, k0 + BLOCK);
   var amax = 0.0;
   for (var k = k0; k < k1; k++) { amax = max(amax, abs(W[n * p.K + k])); }
-  absmax[t] = amax;
+  if (DOUBLE_QUANT) { Y[t] = amax; } else { absmax[t] = bitcast<u32>(amax); }
   let inv = 1.0 / amax;
   let kw = words_per_row();
   for (var wd = k0 / 8u; wd < (k1 + 7u) / 8u; wd++) {
@@ -68,8 +79,51 @@ fn quantize(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec
   }
 }
 
+// Word offsets of the double-quantized absmax array: where the scales start, and the mean.
+fn dq_scales_at() -> u32 { return (p.N * groups_per_row() + 3u) / 4u; }
+fn dq_mean_at() -> u32 { return dq_scales_at() + (p.N * groups_per_row() + 255u) / 256u; }
+
+// Double quantization, after quantize has left every block's absmax in Y: one workgroup of 256 takes
+// the mean, then each invocation codes whole 256-block groups (64 words of codes and one scale).
+var<workgroup> partial: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn double_quantize(@builtin(local_invocation_index) lid: u32) {
+  let total = p.N * groups_per_row();
+  var sum = 0.0;
+  for (var i = lid; i < total; i += 256u) { sum += Y[i]; }
+  partial[lid] = sum;
+  workgroupBarrier();
+  for (var stride = 128u; stride > 0u; stride /= 2u) {
+    if (lid < stride) { partial[lid] += partial[lid + stride]; }
+    workgroupBarrier();
+  }
+  let mean = partial[0] / f32(total);
+  for (var j = lid; j < (total + 255u) / 256u; j += 256u) {
+    let i1 = min(total, j * 256u + 256u);
+    var s = 0.0;
+    for (var i = j * 256u; i < i1; i++) { s = max(s, abs(Y[i] - mean)); }
+    absmax[dq_scales_at() + j] = bitcast<u32>(s);
+    let inv = select(0.0, 127.0 / s, s > 0.0);
+    for (var w = j * 64u; w < (i1 + 3u) / 4u; w++) {
+      var word = 0u;
+      for (var b = 0u; b < 4u; b++) {
+        let i = w * 4u + b;
+        if (i < i1) { word |= (u32(i32(clamp(round((Y[i] - mean) * inv), -127.0, 127.0))) & 255u) << (8u * b); }
+      }
+      absmax[w] = word;
+    }
+  }
+  if (lid == 0u) { absmax[dq_mean_at()] = bitcast<u32>(mean); }
+}
+
 // The block's absmax, and the code values of a word (the decoder of lib/q4_matmul.wgsl).
-fn q4_scale(n: u32, g: u32) -> f32 { return absmax[n * groups_per_row() + g]; }
+fn q4_scale(n: u32, g: u32) -> f32 {
+  let i = n * groups_per_row() + g;
+  if (!DOUBLE_QUANT) { return bitcast<f32>(absmax[i]); }
+  let code = f32(i32(absmax[i / 4u] << (24u - 8u * (i % 4u))) >> 24u);
+  return code / 127.0 * bitcast<f32>(absmax[dq_scales_at() + i / 256u]) + bitcast<f32>(absmax[dq_mean_at()]);
+}
 fn q4_offset(n: u32, g: u32) -> f32 { return 0.0; }
 fn q4_decode8(word: u32, offset: f32) -> array<vec4f, 2> {
   return array<vec4f, 2>(

@@ -5,6 +5,7 @@
  */
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
+import { ShapeError } from '../errors.js';
 import { launch1d, requireDims, requireElements } from './common.js';
 
 /** Values per absmax block (QLoRA's and bitsandbytes' default). */
@@ -25,17 +26,24 @@ export interface Nf4Layout {
   wordsPerRow: number;
   /** absmax blocks per row: ceil(K / 64). */
   blocksPerRow: number;
+  /** The absmax array double-quantized (8-bit codes, a scale per 256 blocks, their mean). */
+  doubleQuant: boolean;
+  /** u32 words of the absmax array: one per block, or ceil(T / 4) + ceil(T / 256) + 1 for T blocks double-quantized. */
+  absmaxWords: number;
 }
 
-export function nf4Layout(N: number, K: number): Nf4Layout {
+export function nf4Layout(N: number, K: number, o: { doubleQuant?: boolean } = {}): Nf4Layout {
   requireDims('nf4', { N, K });
-  return { N, K, wordsPerRow: Math.ceil(K / 8), blocksPerRow: Math.ceil(K / NF4_BLOCK) };
+  const blocksPerRow = Math.ceil(K / NF4_BLOCK);
+  const T = N * blocksPerRow;
+  const doubleQuant = o.doubleQuant ?? false;
+  return { N, K, wordsPerRow: Math.ceil(K / 8), blocksPerRow, doubleQuant, absmaxWords: doubleQuant ? Math.ceil(T / 4) + Math.ceil(T / 256) + 1 : T };
 }
 
 /** Bytes of the two packed arrays. */
 export function nf4Bytes(l: Nf4Layout): { qweight: number; absmax: number; total: number } {
   const qweight = l.N * l.wordsPerRow * 4;
-  const absmax = l.N * l.blocksPerRow * 4;
+  const absmax = l.absmaxWords * 4;
   return { qweight, absmax, total: qweight + absmax };
 }
 
@@ -43,7 +51,7 @@ export interface Nf4Weight {
   format: 'nf4';
   layout: Nf4Layout;
   qweight: BufferLike;
-  /** f32 per block. */
+  /** f32 per block, or the double-quantized words. */
   absmax: BufferLike;
 }
 
@@ -51,22 +59,44 @@ export interface Nf4Weight {
 export function nf4Arrays(kernel: string, w: Nf4Weight): Record<string, BufferLike> {
   const l = w.layout;
   requireElements(kernel, 'qweight', w.qweight, l.N * l.wordsPerRow);
-  requireElements(kernel, 'absmax', w.absmax, l.N * l.blocksPerRow);
+  requireElements(kernel, 'absmax', w.absmax, l.absmaxWords);
   return { qweight: w.qweight, absmax: w.absmax };
 }
 
-/** Quantize an f32 weight [N, K] into `out`'s packed arrays. */
-export function quantizeNf4(rec: CommandRecorder, { w, out }: { w: BufferLike; out: Nf4Weight }): void {
+/** Override constants of every NF4 dispatch. */
+export function nf4Constants(l: Nf4Layout): Record<string, boolean> {
+  return { DOUBLE_QUANT: l.doubleQuant };
+}
+
+/**
+ * Quantize an f32 weight [N, K] into `out`'s packed arrays. Double quantization needs `scratch`, f32 of
+ * at least one value per block, which holds the exact absmax between its two passes.
+ */
+export function quantizeNf4(rec: CommandRecorder, { w, out, scratch }: { w: BufferLike; out: Nf4Weight; scratch?: BufferLike }): void {
   const l = out.layout;
   requireElements('quantizeNf4', 'W', w, l.N * l.K);
   const arrays = nf4Arrays('quantizeNf4', out);
+  if (l.doubleQuant && !scratch) throw new ShapeError('quantizeNf4: double quantization needs a scratch buffer for the absmax');
+  if (scratch) requireElements('quantizeNf4', 'scratch', scratch, l.N * l.blocksPerRow);
+  const uniforms = { M: 0, N: l.N, K: l.K, G: NF4_BLOCK };
+  const constants = nf4Constants(l);
   rec.dispatch({
     shader: 'nf4',
     entryPoint: 'quantize',
-    constants: { WG },
-    uniforms: { M: 0, N: l.N, K: l.K, G: NF4_BLOCK },
-    storage: { W: w, ...arrays },
+    constants: { WG, ...constants },
+    uniforms,
+    storage: { W: w, ...arrays, Y: l.doubleQuant ? scratch! : rec.gpu.placeholder('write') },
     workgroups: launch1d(rec.gpu, l.N * l.blocksPerRow, WG),
     label: `nf4 quantize ${l.N}x${l.K}`,
+  });
+  if (!l.doubleQuant) return;
+  rec.dispatch({
+    shader: 'nf4',
+    entryPoint: 'double_quantize',
+    constants,
+    uniforms,
+    storage: { absmax: out.absmax, Y: scratch! },
+    workgroups: [1, 1, 1],
+    label: `nf4 double quantize ${l.N}x${l.K}`,
   });
 }

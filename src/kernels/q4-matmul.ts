@@ -8,16 +8,16 @@ import type { CommandRecorder } from '../gpu/recorder.js';
 import { launch1d, requireDims, requireElements, shaderConstant } from './common.js';
 import { int4Arrays, type Int4Weight } from './int4.js';
 import type { MatmulVariant } from './matmul.js';
-import { nf4Arrays, type Nf4Weight } from './nf4.js';
+import { nf4Arrays, nf4Constants, type Nf4Weight } from './nf4.js';
 
 export type Q4Weight = Int4Weight | Nf4Weight;
 
 /** The shader, group size and packed arrays of a weight, each checked against its layout. */
-function bind(kernel: string, w: Q4Weight): { shader: string; arrays: Record<string, BufferLike>; N: number; K: number; wordsPerRow: number; uniforms: Record<string, number> } {
+function bind(kernel: string, w: Q4Weight): { shader: string; arrays: Record<string, BufferLike>; N: number; K: number; wordsPerRow: number; uniforms: Record<string, number>; constants: Record<string, boolean> } {
   const arrays = w.format === 'int4' ? int4Arrays(kernel, w) : nf4Arrays(kernel, w);
   const l = w.layout;
   const uniforms: Record<string, number> = w.format === 'int4' ? { N: l.N, K: l.K, G: w.layout.groupSize, ZB: w.layout.zeroBias } : { N: l.N, K: l.K, G: 64 };
-  return { shader: w.format, arrays, N: l.N, K: l.K, wordsPerRow: l.wordsPerRow, uniforms };
+  return { shader: w.format, arrays, N: l.N, K: l.K, wordsPerRow: l.wordsPerRow, uniforms, constants: w.format === 'nf4' ? nf4Constants(w.layout) : {} };
 }
 
 /** Write dequant(W) as f32 [N, K] into `out`. */
@@ -28,7 +28,7 @@ export function dequantizeQ4(rec: CommandRecorder, { weight, out }: { weight: Q4
   rec.dispatch({
     shader: b.shader,
     entryPoint: 'dequantize',
-    constants: { WG },
+    constants: { WG, ...b.constants },
     uniforms: { M: 0, ...b.uniforms },
     storage: { ...b.arrays, Y: out },
     workgroups: launch1d(rec.gpu, b.N * b.wordsPerRow, WG),
@@ -70,7 +70,7 @@ function product(rec: CommandRecorder, kind: 'forward' | 'input-grad', x: Buffer
   rec.dispatch({
     shader: b.shader,
     entryPoint: `matmul_q4${kind === 'forward' ? '' : '_t'}${v === 'tiled' ? '' : '_direct'}`,
-    constants: v === 'tiled' ? { ACCUMULATE: !!accumulate } : { ACCUMULATE: !!accumulate, ROWS: rows },
+    constants: { ...b.constants, ...(v === 'tiled' ? { ACCUMULATE: !!accumulate } : { ACCUMULATE: !!accumulate, ROWS: rows }) },
     uniforms: { M, ...b.uniforms },
     storage: { ...b.arrays, Y: y, X: x },
     workgroups: v === 'tiled' ? [Math.ceil(outDim / c('BN')), Math.ceil(M / c('BM'))] : [Math.ceil(outDim / (perInvocation * c('DX'))), Math.ceil(M / (rows * c('DY')))],

@@ -70,6 +70,8 @@ export interface StoredQuantization {
   groupSize: 32 | 64 | 128;
   /** int4: added to each stored zero point (GPTQ stores zero - 1); 0 otherwise. */
   zeroBias: 0 | 1;
+  /** nf4: the absmax array is double-quantized. */
+  doubleQuant?: boolean;
   /** Whose tensor names and layouts the file uses. */
   packing: 'webgpu-finetune' | 'gptq';
 }
@@ -219,7 +221,9 @@ function quantization(qc: unknown): Pick<ModelConfig, 'quantization'> {
   if (groupSize !== 32 && groupSize !== 64 && groupSize !== 128) throw new InvalidConfigError(`quantization_config.group_size must be 32, 64 or 128, got '${brief(String(q.group_size))}'`);
   const zeroBias = q.zero_bias ?? 0;
   if (zeroBias !== 0 && !(zeroBias === 1 && q.format === 'int4')) throw new InvalidConfigError(`quantization_config.zero_bias must be 0${q.format === 'int4' ? ' or 1' : ' for nf4'}, got '${brief(String(q.zero_bias))}'`);
-  return { quantization: { format: q.format, groupSize, zeroBias, packing: 'webgpu-finetune' } };
+  const doubleQuant = q.double_quant ?? false;
+  if (doubleQuant !== false && !(doubleQuant === true && q.format === 'nf4')) throw new InvalidConfigError(`quantization_config.double_quant must be ${q.format === 'nf4' ? 'true or false' : 'false for int4'}, got '${brief(String(q.double_quant))}'`);
+  return { quantization: { format: q.format, groupSize, zeroBias, packing: 'webgpu-finetune', ...(doubleQuant ? { doubleQuant } : {}) } };
 }
 
 function slidingWindows(raw: Json, architecture: string, numLayers: number): Pick<ModelConfig, 'slidingWindow' | 'layerWindows'> {

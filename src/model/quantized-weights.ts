@@ -7,11 +7,13 @@
  *
  * A 4-bit checkpoint (quantizedModelFiles) stores the packed arrays as they are on the GPU, so it loads
  * with no quantization pass: config.json gains "quantization_config": {"quant_method":
- * "webgpu-finetune", "format": "nf4" | "int4", "group_size": G}, and each linear weight `<module>.weight`
+ * "webgpu-finetune", "format": "nf4" | "int4", "group_size": G} (with "double_quant": true for
+ * double-quantized NF4, "zero_bias": 1 for int4 from GPTQ), and each linear weight `<module>.weight`
  * is replaced by `<module>.qweight` (U32 [out, ceil(in / 8)]) with `<module>.absmax` (NF4: F32
- * [out, ceil(in / 64)]) or `<module>.scales` (U32 [out, ceil(ceil(in / G) / 2)]) and `<module>.zeros`
- * (U32 [out, ceil(ceil(in / G) / 8)]) (int4), in the layouts the shaders document, rows in [out, in]
- * order (GPT-2's Conv1D weights transposed). A weight Hugging Face fuses (GPT-2's c_attn) stores each
+ * [out, ceil(in / 64)], or U32 [words] double-quantized) or `<module>.scales` (U32
+ * [out, ceil(ceil(in / G) / 2)]) and `<module>.zeros` (U32 [out, ceil(ceil(in / G) / 8)]) (int4), in the
+ * layouts the shaders document, rows in [out, in] order (GPT-2's Conv1D weights transposed). GPTQ
+ * checkpoints load too (model/gptq.ts). A weight Hugging Face fuses (GPT-2's c_attn) stores each
  * part under `<module>.<part>` (q, k, v). Every other tensor stays as in a Hugging Face checkpoint.
  */
 import { ShapeError } from '../errors.js';
@@ -27,29 +29,42 @@ import { LINEAR_WEIGHT } from './linear-weights.js';
 export type QuantFormat = 'int4' | 'nf4';
 export const QUANT_FORMATS: readonly QuantFormat[] = ['int4', 'nf4'];
 
-/** How to quantize a frozen base: a format, or int4 with its group size along K (default 64). */
-export type QuantizeOption = QuantFormat | { format: 'int4'; groupSize?: Int4GroupSize } | { format: 'nf4' };
+/**
+ * How to quantize a frozen base: a format, int4 with its group size along K (default 64), or NF4 with
+ * double quantization of its absmax (QLoRA's: 8 bits per block instead of 32).
+ */
+export type QuantizeOption = QuantFormat | { format: 'int4'; groupSize?: Int4GroupSize } | { format: 'nf4'; doubleQuant?: boolean };
+
+export interface ResolvedQuantization {
+  format: QuantFormat;
+  groupSize: Int4GroupSize;
+  zeroBias: Int4ZeroBias;
+  doubleQuant: boolean;
+}
 
 /** A quantize option resolved, or a checkpoint's stored quantization (which may carry a zero bias). */
-export function checkQuantizeOption(q: QuantizeOption | StoredQuantization): { format: QuantFormat; groupSize: Int4GroupSize; zeroBias: Int4ZeroBias } {
+export function checkQuantizeOption(q: QuantizeOption | StoredQuantization): ResolvedQuantization {
   const format = typeof q === 'string' ? q : q?.format;
   if (!QUANT_FORMATS.includes(format)) throw new ShapeError(`quantize must be ${QUANT_FORMATS.map((f) => `'${f}'`).join(' or ')}, got '${String(format).slice(0, 40)}'`);
   const groupSize = (typeof q === 'object' && 'groupSize' in q ? q.groupSize : undefined) ?? 64;
   if (!INT4_GROUP_SIZES.includes(groupSize)) throw new ShapeError(`int4 group size must be one of ${INT4_GROUP_SIZES.join(', ')}, got ${groupSize}`);
   const zeroBias = typeof q === 'object' && 'zeroBias' in q ? q.zeroBias : 0;
-  return { format, groupSize, zeroBias };
+  const doubleQuant = typeof q === 'object' && 'doubleQuant' in q ? q.doubleQuant ?? false : false;
+  if (typeof doubleQuant !== 'boolean') throw new ShapeError(`doubleQuant must be true or false, got '${String(doubleQuant).slice(0, 40)}'`);
+  if (doubleQuant && format !== 'nf4') throw new ShapeError('double quantization applies to nf4 (its absmax); int4 stores f16 scales');
+  return { format, groupSize, zeroBias, doubleQuant };
 }
 
 /** A packed array of a 4-bit checkpoint: its tensor name, which array it is, shape and dtype. */
 export interface PackedTensorSpec {
   name: string;
   array: 'qweight' | 'absmax' | 'scales' | 'zeros';
-  shape: [number, number];
+  shape: number[];
   dtype: 'U32' | 'F32';
 }
 
 /** Every linear weight of a 4-bit checkpoint: the Hugging Face weight it replaces, its engine part and its packed tensors. */
-export function packedTensors(config: ModelConfig, q: { format: QuantFormat; groupSize: number }): { hfName: string; part: string; tensors: PackedTensorSpec[] }[] {
+export function packedTensors(config: ModelConfig, q: { format: QuantFormat; groupSize: number; doubleQuant?: boolean }): { hfName: string; part: string; tensors: PackedTensorSpec[] }[] {
   const shapes = new Map(paramSpecs(config).map((s) => [s.name, s.shape]));
   const out: { hfName: string; part: string; tensors: PackedTensorSpec[] }[] = [];
   for (const m of hfMappings(config)) {
@@ -60,8 +75,10 @@ export function packedTensors(config: ModelConfig, q: { format: QuantFormat; gro
       const prefix = m.parts.length === 1 ? module : `${module}.${part.split('.')[2]}`;
       const spec = (array: PackedTensorSpec['array'], cols: number, dtype: PackedTensorSpec['dtype'] = 'U32'): PackedTensorSpec => ({ name: `${prefix}.${array}`, array, shape: [N, cols], dtype });
       if (q.format === 'nf4') {
-        const l = nf4Layout(N, K);
-        out.push({ hfName: m.hfName, part, tensors: [spec('qweight', l.wordsPerRow), spec('absmax', l.blocksPerRow, 'F32')] });
+        const l = nf4Layout(N, K, { doubleQuant: q.doubleQuant });
+        // Double-quantized, absmax is one array of words for the whole weight.
+        const absmax: PackedTensorSpec = l.doubleQuant ? { name: `${prefix}.absmax`, array: 'absmax', shape: [l.absmaxWords], dtype: 'U32' } : spec('absmax', l.blocksPerRow, 'F32');
+        out.push({ hfName: m.hfName, part, tensors: [spec('qweight', l.wordsPerRow), absmax] });
       } else {
         const l = int4Layout(N, K, q.groupSize);
         out.push({ hfName: m.hfName, part, tensors: [spec('qweight', l.wordsPerRow), spec('scales', l.scaleWordsPerRow), spec('zeros', l.zeroWordsPerRow)] });
@@ -97,6 +114,9 @@ export class QuantizedWeights {
   readonly format: QuantFormat;
   readonly groupSize: Int4GroupSize;
   readonly zeroBias: Int4ZeroBias;
+  readonly doubleQuant: boolean;
+  /** Double quantization's f32 absmax between its passes, kept with the staging buffer. */
+  private dqScratch: GPUBuffer | null = null;
 
   /** Allocates the packed arrays of each weight, by engine name with its shape [out, in]. */
   constructor(
@@ -104,10 +124,11 @@ export class QuantizedWeights {
     shapes: Map<string, [number, number]>,
     option: QuantizeOption | StoredQuantization,
   ) {
-    const { format, groupSize, zeroBias } = checkQuantizeOption(option);
+    const { format, groupSize, zeroBias, doubleQuant } = checkQuantizeOption(option);
     this.format = format;
     this.groupSize = groupSize;
     this.zeroBias = zeroBias;
+    this.doubleQuant = doubleQuant;
     const buffer = (bytes: number, label: string) => {
       const b = gpu.createBuffer(bytes, undefined, label);
       this.buffers.push(b);
@@ -116,7 +137,7 @@ export class QuantizedWeights {
     try {
       for (const [name, [N, K]] of shapes) {
         if (format === 'nf4') {
-          const layout = nf4Layout(N, K);
+          const layout = nf4Layout(N, K, { doubleQuant });
           const bytes = nf4Bytes(layout);
           this.weights.set(name, { format, layout, qweight: buffer(bytes.qweight, `${name} nf4 codes`), absmax: buffer(bytes.absmax, `${name} nf4 absmax`) });
         } else {
@@ -161,8 +182,12 @@ export class QuantizedWeights {
       this.staging = this.gpu.createBuffer(data.byteLength, undefined, 'quantization staging');
     }
     this.gpu.write(this.staging, data);
+    if (w.format === 'nf4' && w.layout.doubleQuant && (!this.dqScratch || this.dqScratch.size < w.layout.N * w.layout.blocksPerRow * 4)) {
+      if (this.dqScratch) this.gpu.destroyBuffer(this.dqScratch);
+      this.dqScratch = this.gpu.createBuffer(w.layout.N * w.layout.blocksPerRow * 4, undefined, 'double quantization scratch');
+    }
     const rec = this.gpu.recorder();
-    if (w.format === 'nf4') quantizeNf4(rec, { w: this.staging, out: w });
+    if (w.format === 'nf4') quantizeNf4(rec, { w: this.staging, out: w, scratch: this.dqScratch ?? undefined });
     else quantizeInt4(rec, { w: this.staging, out: w });
     void rec.submit();
   }
@@ -178,11 +203,11 @@ export class QuantizedWeights {
     for (const [array, buffer] of Object.entries(targets)) this.gpu.write(buffer, arrays[array as PackedTensorSpec['array']]!);
   }
 
-  /** A weight's packed arrays as on the GPU (absmax as f32, the rest as u32 words). */
+  /** A weight's packed arrays as on the GPU (absmax as f32 unless double-quantized, the rest as u32 words). */
   async readPacked(name: string): Promise<PackedArrays> {
     const out: PackedArrays = {};
     for (const [array, buffer] of Object.entries(this.arrays(this.get(name)))) {
-      out[array as PackedTensorSpec['array']] = array === 'absmax' ? await this.gpu.readF32(buffer) : await this.gpu.readU32(buffer);
+      out[array as PackedTensorSpec['array']] = array === 'absmax' && !this.doubleQuant ? await this.gpu.readF32(buffer) : await this.gpu.readU32(buffer);
     }
     return out;
   }
@@ -192,8 +217,9 @@ export class QuantizedWeights {
   }
 
   releaseStaging(): void {
-    if (this.staging) this.gpu.destroyBuffer(this.staging);
+    for (const b of [this.staging, this.dqScratch]) if (b) this.gpu.destroyBuffer(b);
     this.staging = null;
+    this.dqScratch = null;
   }
 
   /** The dequantized f32 values [out, in]. */

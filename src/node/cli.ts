@@ -6,7 +6,7 @@
  *                              letter successor; defaults: the shipped pretrained tiny Llama, LoRA)
  *                              and report held-out accuracy before and after
  *     --model PATH|ID|URL  --method full|lora|sparse|sparse+lora  --steps N  --lr X  --rank R  --batch B
- *     --hub ENDPOINT  --quantize nf4|int4 (a 4-bit frozen base: QLoRA with --method lora)
+ *     --hub ENDPOINT  --quantize nf4|int4 (a 4-bit frozen base: QLoRA with --method lora)  --double-quant (nf4)
  *     --save-adapter DIR (LoRA: the adapter as PEFT's files); sparse methods: --selection sylva|fisher|snip|random|columns  --density X
  *     --granularity element|16|32|64  --mask FILE (a saved mask)  --save-mask FILE  --save-delta FILE
  *   webgpu-finetune generate   continue a prompt with a model (default: the shipped pretrained tiny Llama)
@@ -43,7 +43,7 @@ const specs: Record<string, Spec> = {
   info: { help: { type: 'boolean' } },
   finetune: {
     ...common, method: { type: 'string', default: 'lora' }, steps: { type: 'string' }, lr: { type: 'string' }, rank: { type: 'string', default: '16' }, batch: { type: 'string', default: '8' },
-    quantize: { type: 'string' }, 'save-adapter': { type: 'string' },
+    quantize: { type: 'string' }, 'double-quant': { type: 'boolean' }, 'save-adapter': { type: 'string' },
     // Sparse methods: the mask's selection and budget, or a saved mask; where to save the mask and the delta.
     selection: { type: 'string' }, density: { type: 'string' }, granularity: { type: 'string' }, mask: { type: 'string' }, 'save-mask': { type: 'string' }, 'save-delta': { type: 'string' },
   },
@@ -86,6 +86,7 @@ async function finetune(): Promise<void> {
   const rank = numberFlag(values, 'rank', { integer: true, min: 1 });
   const quantize = values.quantize as QuantFormat | undefined;
   if (quantize !== undefined && !QUANT_FORMATS.includes(quantize)) throw new UsageError(`--quantize must be one of ${QUANT_FORMATS.join(', ')}, got '${quantize}'`);
+  if (values['double-quant'] && quantize !== 'nf4') throw new UsageError('--double-quant quantizes the absmax of NF4: use it with --quantize nf4');
   if (quantize !== undefined && METHODS[method].writesBase) throw new UsageError(`--quantize makes the frozen base 4-bit, and '${method}' trains inside the base weights: use --method lora`);
   if (values['save-adapter'] !== undefined && method !== 'lora') throw new UsageError(`--save-adapter writes a LoRA adapter in PEFT's files; '${method}' has none (the sparse methods: --save-delta)`);
   const sparse = trainsAtMask(method);
@@ -113,8 +114,8 @@ async function finetune(): Promise<void> {
     await writeFileAtomic(values['save-mask'] as string, mask.toSafetensors(c));
     console.log(`        saved to ${values['save-mask']}`);
   }
-  const ft = await FineTuner.create(gpu, ckpt, { ...(await taskFineTuneOptions(gpu, ckpt, method, { steps, lr, rank, rows, mask, log: (line) => console.log(line) })), quantize });
-  if (quantize) console.log(`base:   frozen linear weights ${quantize}, ${(ft.model.linearWeightBytes / 2 ** 20).toFixed(2)} MiB`);
+  const ft = await FineTuner.create(gpu, ckpt, { ...(await taskFineTuneOptions(gpu, ckpt, method, { steps, lr, rank, rows, mask, log: (line) => console.log(line) })), quantize: quantize && { format: quantize, ...(values['double-quant'] ? { doubleQuant: true } : {}) } });
+  if (quantize) console.log(`base:   frozen linear weights ${quantize}${values['double-quant'] ? ' (double-quantized absmax)' : ''}, ${(ft.model.linearWeightBytes / 2 ** 20).toFixed(2)} MiB`);
   const { names, param } = ft.method.trainable;
   const parameters = names.reduce((sum, n) => sum + param(n).size / 4, 0);
   console.log(`method: ${method} (${METHODS[method].summary}): ${names.length} tensors, ${parameters} parameters train; ${steps} steps, lr ${lr}`);
@@ -174,7 +175,7 @@ async function info(): Promise<void> {
 const USAGE = `usage: webgpu-finetune <command> [flags]
   info       the WebGPU device Node gets here
   finetune   --model PATH|ID|URL --method ${methodNames().join('|')} --steps N --lr X --rank R --batch B --hub ENDPOINT
-             --quantize ${QUANT_FORMATS.join('|')} (a 4-bit frozen base; QLoRA with --method lora)
+             --quantize ${QUANT_FORMATS.join('|')} (a 4-bit frozen base; QLoRA with --method lora)  --double-quant (nf4: 8-bit absmax)
              --save-adapter DIR (LoRA: PEFT's adapter_config.json and adapter_model.safetensors)
              sparse methods: --selection ${SELECTIONS.join('|')} --density X --granularity element|${BLOCK_SIZES.join('|')}
              --mask FILE --save-mask FILE --save-delta FILE

@@ -90,7 +90,7 @@ export async function mergedModelFiles(ft: FineTuner, options: { dtype?: keyof t
 export async function quantizedModelFiles(model: CausalLM, options: ModelFolderOptions = {}): Promise<Record<string, Uint8Array>> {
   const q = model.quantized;
   if (!q) throw new ShapeError('this model holds no 4-bit weights: load it with quantize to save a 4-bit checkpoint');
-  const spec = { format: q.format, groupSize: q.groupSize };
+  const spec = { format: q.format, groupSize: q.groupSize, doubleQuant: q.doubleQuant };
   const packed = packedTensors(model.config, spec);
   const replaced = new Set(packed.map((p) => p.hfName));
   const tensors: Record<string, TensorToWrite> = {};
@@ -106,7 +106,7 @@ export async function quantizedModelFiles(model: CausalLM, options: ModelFolderO
     ...model.config.raw, torch_dtype: 'float32',
     quantization_config: {
       quant_method: 'webgpu-finetune', format: spec.format,
-      ...(spec.format === 'int4' ? { group_size: spec.groupSize } : {}), ...(q.zeroBias ? { zero_bias: q.zeroBias } : {}),
+      ...(spec.format === 'int4' ? { group_size: spec.groupSize } : {}), ...(q.zeroBias ? { zero_bias: q.zeroBias } : {}), ...(q.doubleQuant ? { double_quant: true } : {}),
     },
   };
   return {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { dequantizeQ4, matmulQ4, NF4_CODES, nf4Bytes, nf4Layout, quantizeNf4, type Gpu, type Nf4Weight } from '../../src/index.js';
 import { compare, freshSeed, poisoned, randn, rng, testGpu } from '../helpers.js';
 import { checkQ4Products } from './q4-products.js';
-import { dequantizeNf4Ref, NF4_CODES_REF, NF4_THRESHOLDS_REF, nf4Code, nf4EncodeRef, nf4Normalized, type PackedNf4 } from '../reference/nf4.js';
+import { dequantizeNf4Ref, doubleQuantAbsmaxRef, NF4_CODES_REF, NF4_THRESHOLDS_REF, nf4Code, nf4EncodeRef, nf4Normalized, type PackedNf4 } from '../reference/nf4.js';
 
 async function quantized(gpu: Gpu, w: Float32Array, N: number, K: number) {
   const layout = nf4Layout(N, K);
@@ -95,6 +95,48 @@ describe('nf4', () => {
     const rand = rng(seed);
     const { weight, packed } = await quantized(gpu, randn(N * K, rand, 0.2), N, K);
     await checkQ4Products(gpu, weight, dequantizeNf4Ref(packed), M, variant, rand, seed);
+  });
+
+  it.each([
+    [1, 1],
+    [5, 300],
+    [33, 257],
+    [300, 130],
+  ])('double quantization N=%i K=%i: the same codes, absmax in 8 bits within half a step, products on the decoded absmax', async (N, K) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const w = randn(N * K, rand, 0.2);
+    const plain = await quantized(gpu, w, N, K);
+    const layout = nf4Layout(N, K, { doubleQuant: true });
+    const T = N * layout.blocksPerRow;
+    expect(layout.absmaxWords).toBe(Math.ceil(T / 4) + Math.ceil(T / 256) + 1);
+    const bytes = nf4Bytes(layout);
+    const weight: Nf4Weight = { format: 'nf4', layout, qweight: gpu.createBuffer(bytes.qweight, undefined, 'qweight'), absmax: gpu.createBuffer(bytes.absmax, undefined, 'absmax') };
+    for (const b of [weight.qweight, weight.absmax]) gpu.fill(b as GPUBuffer, 0xffffffff, 'u32');
+    const scratch = poisoned(gpu, T, 'scratch');
+    await gpu.run((rec) => quantizeNf4(rec, { w: gpu.upload(w, 'W'), out: weight, scratch }));
+    expect(Array.from(await gpu.readU32(weight.qweight)), `seed ${seed}`).toEqual(Array.from(plain.packed.qweight));
+    const exact = plain.packed.absmax;
+    const dq = doubleQuantAbsmaxRef(await gpu.readU32(weight.absmax), T);
+    const mean = exact.reduce((a, b) => a + b, 0) / T;
+    expect(Math.abs(dq.mean - mean) / mean, `seed ${seed}`).toBeLessThan(1e-5);
+    for (let j = 0; j < dq.scales.length; j++) {
+      const group = Array.from(exact.slice(j * 256, (j + 1) * 256));
+      expect(dq.scales[j], `seed ${seed} group ${j}`).toBe(Math.fround(Math.max(...group.map((a) => Math.abs(Math.fround(a - dq.mean))))));
+    }
+    for (let i = 0; i < T; i++) {
+      const step = dq.scales[Math.floor(i / 256)] / 127;
+      expect(Math.abs(dq.absmax[i] - exact[i]), `seed ${seed} block ${i}`).toBeLessThanOrEqual(step * (0.5 + 1e-4) + 1e-7);
+    }
+    const decoded: PackedNf4 = { N, K, qweight: plain.packed.qweight, absmax: Float32Array.from(dq.absmax) };
+    const out = poisoned(gpu, N * K, 'dequantized');
+    await gpu.run((rec) => dequantizeQ4(rec, { weight, out }));
+    const got = compare(await gpu.readF32(out), dequantizeNf4Ref(decoded));
+    expect(got.rel, `seed ${seed} maxAbs ${got.maxAbs}`).toBeLessThan(1e-6);
+    for (const variant of ['direct', 'tiled'] as const) await checkQ4Products(gpu, weight, dequantizeNf4Ref(decoded), 7, variant, rand, seed);
+    if (T >= 256) expect(bytes.absmax).toBeLessThan(0.3 * nf4Bytes(nf4Layout(N, K)).absmax);
+    expect(() => quantizeNf4(gpu.recorder(), { w: gpu.upload(w, 'W'), out: weight })).toThrow(/needs a scratch buffer/);
   });
 
   it('rejects short buffers', async () => {

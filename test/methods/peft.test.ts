@@ -107,7 +107,7 @@ describe('PEFT LoRA adapters', () => {
     const config = json(out['adapter_config.json']);
     const fusedRank = 4 * targetModules.filter((m) => m !== 'o').length;
     const fusedAlpha = rslora ? 6 * Math.sqrt(fusedRank) : 3 * fusedRank; // the parts' scale, 12 / sqrt(4) or 12 / 4
-    expect(config.target_modules).toEqual(targetModules.includes('o') ? ['c_attn', 'c_proj'] : ['c_attn']);
+    expect(config.target_modules).toEqual((targetModules as readonly string[]).includes('o') ? ['c_attn', 'c_proj'] : ['c_attn']);
     expect(config.rank_pattern).toEqual({ 'transformer.h.0.attn.c_attn': fusedRank, 'transformer.h.1.attn.c_attn': fusedRank });
     expect(config.alpha_pattern).toEqual({ 'transformer.h.0.attn.c_attn': fusedAlpha, 'transformer.h.1.attn.c_attn': fusedAlpha });
     const header = await readHeader(bytesSource('adapter', out['adapter_model.safetensors']));
@@ -115,7 +115,7 @@ describe('PEFT LoRA adapters', () => {
     expect(header.byName.get('base_model.model.transformer.h.1.attn.c_attn.lora_B.weight')!.shape).toEqual([96, fusedRank]);
 
     const adapter = await readPeftAdapter({ config: out['adapter_config.json'], weights: out['adapter_model.safetensors'] }, ckpt.config);
-    expect(adapter.options.targetModules).toEqual(targetModules.includes('o') ? ['o', 'q', 'k', 'v'] : ['q', 'k', 'v']);
+    expect(adapter.options.targetModules).toEqual((targetModules as readonly string[]).includes('o') ? ['o', 'q', 'k', 'v'] : ['q', 'k', 'v']);
     const again = await FineTuner.create(ft.gpu, ckpt, { method: 'lora', lora: adapter.options });
     for (const [name, data] of adapter.tensors) again.writeTensor(name, data);
     const [a, b] = [(await again.evaluate(batch)).loss, (await ft.evaluate(batch)).loss];

@@ -139,6 +139,7 @@ describe('LoRA gradients with per-module ranks and alphas (rankPattern, alphaPat
 describe.each<[string, BaseStorage]>([
   ['NF4', { quantize: 'nf4' }],
   ['int4, groups of 32', { quantize: { format: 'int4', groupSize: 32 } }],
+  ['NF4 with double-quantized absmax', { quantize: { format: 'nf4', doubleQuant: true } }],
 ])('QLoRA: LoRA gradients on a 4-bit base, %s', (_base, base) => {
   it.each(MODELS)('match the float64 reference on %s', (_name, options) => loraGradients(options, 0.3, true, base));
 });

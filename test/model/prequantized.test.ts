@@ -23,6 +23,7 @@ describe('4-bit checkpoints', () => {
   it.each<[string, TinyModelOptions, QuantizeOption]>([
     ['llama, nf4', LLAMA, 'nf4'],
     ['llama, int4 groups of 32', LLAMA, { format: 'int4', groupSize: 32 }],
+    ['llama, nf4 with its absmax double-quantized', LLAMA, { format: 'nf4', doubleQuant: true }],
     ['gpt2 (fused c_attn, Conv1D), nf4', GPT2, 'nf4'],
   ])('%s: saved as packed, loaded without re-quantizing, the same model', async (_name, options, quantize) => {
     const gpu = await testGpu();
@@ -31,7 +32,8 @@ describe('4-bit checkpoints', () => {
     const saved = await quantizedModelFiles(quantized);
     const format = typeof quantize === 'string' ? quantize : quantize.format;
     const config = JSON.parse(new TextDecoder().decode(saved['config.json']));
-    expect(config.quantization_config).toEqual({ quant_method: 'webgpu-finetune', format, ...(format === 'int4' ? { group_size: 32 } : {}) });
+    const doubleQuant = typeof quantize === 'object' && 'doubleQuant' in quantize && quantize.doubleQuant;
+    expect(config.quantization_config).toEqual({ quant_method: 'webgpu-finetune', format, ...(format === 'int4' ? { group_size: 32 } : {}), ...(doubleQuant ? { double_quant: true } : {}) });
     const header = await readHeader(bytesSource('model.safetensors', saved['model.safetensors']));
     const q = options.architecture === 'gpt2' ? 'transformer.h.0.attn.c_attn.q' : 'model.layers.0.self_attn.q_proj';
     expect(header.byName.get(`${q}.qweight`)).toMatchObject({ dtype: 'U32', shape: [options.hiddenSize!, options.hiddenSize! / 8] });
@@ -40,7 +42,8 @@ describe('4-bit checkpoints', () => {
     expect(header.byName.has(options.architecture === 'gpt2' ? 'transformer.wte.weight' : 'model.embed_tokens.weight')).toBe(true);
 
     const ckpt = await openCheckpoint(memorySource({ ...files, ...saved }));
-    expect(ckpt.config.quantization).toEqual({ format, groupSize: format === 'int4' ? 32 : 64, zeroBias: 0, packing: 'webgpu-finetune' });
+    expect(ckpt.config.quantization).toEqual({ format, groupSize: format === 'int4' ? 32 : 64, zeroBias: 0, packing: 'webgpu-finetune', ...(doubleQuant ? { doubleQuant } : {}) });
+    if (doubleQuant) expect(header.byName.get(`${q}.absmax`)).toMatchObject({ dtype: 'U32', shape: [Math.ceil(64 / 4) + 1 + 1] });
     const progress: LoadProgress[] = [];
     const loaded = await CausalLM.fromCheckpoint(gpu, ckpt, { onProgress: (p) => progress.push(p) });
     // Progress counts every tensor of the file, packed arrays included.
@@ -84,6 +87,8 @@ describe('4-bit checkpoints', () => {
     await expect(withConfig({ quantization_config: { quant_method: 'webgpu-finetune', format: 'int4', group_size: 64 } })).rejects.toThrow(/missing .* tensor/);
     const ckpt = await openCheckpoint(memorySource({ ...files, ...saved }));
     await expect(CausalLM.fromCheckpoint(gpu, ckpt, { quantize: 'int4' })).rejects.toThrow(/already nf4; quantize cannot change it/);
+    await expect(CausalLM.fromCheckpoint(gpu, ckpt, { quantize: { format: 'nf4', doubleQuant: true } })).rejects.toThrow(/already nf4; quantize cannot change it/);
+    await expect(CausalLM.fromCheckpoint(gpu, await openCheckpoint(memorySource(files)), { quantize: { format: 'int4', doubleQuant: true } as QuantizeOption })).rejects.toThrow(/double quantization applies to nf4/);
     await expect(FineTuner.create(gpu, ckpt, { method: 'full' })).rejects.toThrow(/trains all of them/);
     await expect(FineTuner.create(gpu, ckpt, { method: 'sparse' })).rejects.toThrow(/trains inside the base weights/);
     // Packed words stored as floats are refused by dtype.

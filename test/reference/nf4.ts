@@ -61,3 +61,17 @@ export function dequantizeNf4Ref(p: PackedNf4): Float64Array {
   }
   return out;
 }
+
+/**
+ * The absmax of T blocks from a double-quantized absmax array (shaders/nf4.wgsl): int8 code / 127 times
+ * the 256-block scale, plus the mean, in f64.
+ */
+export function doubleQuantAbsmaxRef(words: Uint32Array, T: number): { absmax: Float64Array; codes: Int8Array; scales: Float32Array; mean: number } {
+  const f32 = new Float32Array(words.buffer, words.byteOffset, words.length);
+  const C = Math.ceil(T / 4);
+  const S = Math.ceil(T / 256);
+  const codes = new Int8Array(words.buffer, words.byteOffset, T);
+  const scales = f32.slice(C, C + S);
+  const mean = f32[C + S];
+  return { absmax: Float64Array.from(codes, (c, i) => (c / 127) * scales[Math.floor(i / 256)] + mean), codes: codes.slice(), scales, mean };
+}
