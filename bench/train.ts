@@ -22,6 +22,7 @@ import {
   sparseGrad,
   tinyModelFiles,
   type BatchInput,
+  type Checkpoint,
   type CommandRecorder,
   type FineTuneOptions,
   type Gpu,
@@ -97,8 +98,15 @@ export interface TrainBenchResult {
   date: string;
 }
 
+export interface BenchModel {
+  name: string;
+  options: TinyModelOptions;
+  B: number;
+  S: number;
+}
+
 interface Preset {
-  models: { name: string; options: TinyModelOptions; B: number; S: number }[];
+  models: BenchModel[];
   steps: number;
   attentionSeqs: number[];
   attention: { nH: number; D: number };
@@ -145,7 +153,7 @@ export function trainFlopsPerToken(c: ModelConfig, S: number, baseWeightGradient
 
 /** Settings per method where its defaults would not show its cost (every method runs; these are extras). */
 const ALL_LINEAR = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
-const BENCH_OPTIONS: Partial<Record<MethodName, Partial<FineTuneOptions>>> = {
+export const BENCH_OPTIONS: Partial<Record<MethodName, Partial<FineTuneOptions>>> = {
   lora: { lora: { rank: 16, targetModules: ALL_LINEAR } },
   sparse: { sparse: { density: 0.01, targetModules: ALL_LINEAR } },
   'sparse+lora': { 'sparse+lora': { sparse: { density: 0.01, targetModules: ALL_LINEAR }, lora: { rank: 16, targetModules: ALL_LINEAR } } },
@@ -184,6 +192,34 @@ async function stepPhases(ft: FineTuner, input: BatchInput): Promise<{ forward: 
     return { forward, backward, optimizer };
   } finally {
     acts.unpin();
+  }
+}
+
+/**
+ * One benchmark row: a warm-up step, `steps` timed steps of random tokens, one step by phase, and the
+ * peak GPU bytes over all of it beyond what was allocated before.
+ */
+export async function measureStep(gpu: Gpu, ckpt: Checkpoint, m: BenchModel, method: string, opts: FineTuneOptions, steps: number, peakGflops: number): Promise<TrainRow> {
+  gpu.resetPeakMemory();
+  const base = gpu.memoryStats().currentBytes;
+  const ft = await FineTuner.create(gpu, ckpt, opts);
+  try {
+    const rand = rng(1);
+    const batch = () => ({ ids: Array.from({ length: m.B * m.S }, () => Math.floor(rand() * 256)), B: m.B, S: m.S });
+    await ft.step(batch()); // warm-up: pipelines, activation arena
+    const t0 = performance.now();
+    for (let s = 0; s < steps; s++) await ft.step(batch());
+    const stepMs = (performance.now() - t0) / steps;
+    const phases = await stepPhases(ft, batch());
+    const tokens = m.B * m.S;
+    const flops = trainFlopsPerToken(ckpt.config, m.S, ft.model.trainableNames.length > 0) * tokens;
+    return {
+      model: m.name, method, batch: `${m.B}x${m.S}`, step_ms: stepMs, tokens_per_s: tokens / (stepMs / 1000),
+      peak_gpu_bytes: gpu.memoryStats().peakBytes - base, linear_weight_bytes: ft.model.linearWeightBytes, mfu: flops / (stepMs / 1000) / (peakGflops * 1e9),
+      forward_ms: phases.forward, backward_ms: phases.backward, optimizer_ms: phases.optimizer,
+    };
+  } finally {
+    ft.destroy();
   }
 }
 
@@ -238,26 +274,9 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
       variants.push(['qlora-int4', { method: 'lora', ...BENCH_OPTIONS.lora, quantize: 'int4', optimizer: { lr: 1e-4 } }]);
     }
     for (const [method, opts] of variants) {
-      gpu.resetPeakMemory();
-      const base = gpu.memoryStats().currentBytes;
-      const ft = await FineTuner.create(gpu, ckpt, opts);
-      const rand = rng(1);
-      const batch = () => ({ ids: Array.from({ length: m.B * m.S }, () => Math.floor(rand() * 256)), B: m.B, S: m.S });
-      await ft.step(batch()); // warm-up: pipelines, activation arena
-      const t0 = performance.now();
-      for (let s = 0; s < preset.steps; s++) await ft.step(batch());
-      const stepMs = (performance.now() - t0) / preset.steps;
-      const phases = await stepPhases(ft, batch());
-      const tokens = m.B * m.S;
-      const flops = trainFlopsPerToken(ckpt.config, m.S, ft.model.trainableNames.length > 0) * tokens;
-      const row: TrainRow = {
-        model: m.name, method, batch: `${m.B}x${m.S}`, step_ms: stepMs, tokens_per_s: tokens / (stepMs / 1000),
-        peak_gpu_bytes: gpu.memoryStats().peakBytes - base, linear_weight_bytes: ft.model.linearWeightBytes, mfu: flops / (stepMs / 1000) / (peakGflops * 1e9),
-        forward_ms: phases.forward, backward_ms: phases.backward, optimizer_ms: phases.optimizer,
-      };
+      const row = await measureStep(gpu, ckpt, m, method, opts, preset.steps, peakGflops);
       rows.push(row);
-      log(`${m.name} ${method}: ${stepMs.toFixed(0)} ms/step (forward ${phases.forward.toFixed(0)}, backward ${phases.backward.toFixed(0)}, optimizer ${phases.optimizer.toFixed(0)}), ${row.tokens_per_s.toFixed(0)} tokens/s, peak ${(row.peak_gpu_bytes / 2 ** 20).toFixed(1)} MiB, MFU ${(100 * row.mfu).toFixed(1)}%`);
-      ft.destroy();
+      log(`${m.name} ${method}: ${row.step_ms.toFixed(0)} ms/step (forward ${row.forward_ms.toFixed(0)}, backward ${row.backward_ms.toFixed(0)}, optimizer ${row.optimizer_ms.toFixed(0)}), ${row.tokens_per_s.toFixed(0)} tokens/s, peak ${(row.peak_gpu_bytes / 2 ** 20).toFixed(1)} MiB, MFU ${(100 * row.mfu).toFixed(1)}%`);
     }
   }
   const largeModel = preset.models[preset.models.length - 1];
@@ -357,7 +376,7 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
   };
 }
 
-interface QuantizedLoadRow {
+export interface QuantizedLoadRow {
   model: string;
   quantize_at_load_ms: number;
   prequantized_ms: number;
@@ -366,7 +385,7 @@ interface QuantizedLoadRow {
 }
 
 /** Loading a model NF4: quantized as it loads from f32 files, and from the 4-bit checkpoint it saves. */
-async function benchQuantizedLoad(gpu: Gpu, m: Preset['models'][number]): Promise<QuantizedLoadRow> {
+export async function benchQuantizedLoad(gpu: Gpu, m: BenchModel): Promise<QuantizedLoadRow> {
   const files = tinyModelFiles(m.options);
   const timeLoad = async (f: Record<string, string | Uint8Array>, quantize?: 'nf4') => {
     const t0 = performance.now();
@@ -384,7 +403,7 @@ async function benchQuantizedLoad(gpu: Gpu, m: Preset['models'][number]): Promis
 }
 
 /** Sylva selection on a model: one calibration batch of its benchmark shape. */
-async function benchSelection(gpu: Gpu, m: Preset['models'][number]): Promise<SelectionRow> {
+async function benchSelection(gpu: Gpu, m: BenchModel): Promise<SelectionRow> {
   const model = await CausalLM.fromCheckpoint(gpu, await openCheckpoint(memorySource(tinyModelFiles(m.options))));
   try {
     const rand = rng(3);
@@ -397,7 +416,7 @@ async function benchSelection(gpu: Gpu, m: Preset['models'][number]): Promise<Se
 }
 
 /** The masked weight-gradient kernels for every linear layer of a model, element vs block masks at 1%. */
-async function benchSparseGrad(gpu: Gpu, m: Preset['models'][number]): Promise<SparseGradRow> {
+async function benchSparseGrad(gpu: Gpu, m: BenchModel): Promise<SparseGradRow> {
   const config = (await openCheckpoint(memorySource(tinyModelFiles(m.options)))).config;
   const T = m.B * m.S;
   const element = randomMask(config, { density: 0.01, targetModules: ALL_LINEAR, seed: 1 });
