@@ -34,7 +34,7 @@ export interface LayerActivations {
   /** MLP pre-activations [T, I]: `a` is fc (GPT-2) or gate (SwiGLU), `b` is up (SwiGLU only). */
   a: View;
   b: View | null;
-  /** MLP activation output [T, I]. */
+  /** MLP activation output [T, I]: one buffer every layer shares (the backward pass recomputes it). */
   h: View;
 }
 
@@ -124,7 +124,7 @@ export class Activations {
       const l = (n: string) => v(`l${i}.${n}`);
       return {
         ln1: l('ln1'), st1: l('st1'), q: l('q'), k: l('k'), v: l('v'), att: l('att'), ast: l('ast'), xm: l('xm'),
-        ln2: l('ln2'), st2: l('st2'), a: l('a'), b: config.family === 'llama' ? l('b') : null, h: l('h'),
+        ln2: l('ln2'), st2: l('st2'), a: l('a'), b: config.family === 'llama' ? l('b') : null, h: v('h'),
       };
     });
     this.lnf = v('lnf');
@@ -172,8 +172,11 @@ export class Activations {
       add(`${p}st2`, 2 * T);
       add(`${p}a`, T * I);
       if (c.family === 'llama') add(`${p}b`, T * I);
-      add(`${p}h`, T * I);
     }
+    // The MLP's activated hidden state: one buffer for all layers. The forward pass writes each layer's
+    // just before its down projection reads it; the backward pass recomputes it from a (and b), one
+    // elementwise op, instead of keeping a copy per layer (a third of the MLP's activations).
+    add('h', T * I);
     add('lnf', T * H);
     add('stf', 2 * T);
     add('logits', T * Math.min(chunk, c.vocabSize));

@@ -50,8 +50,10 @@ interface FamilyParts {
   embedPositionsBackward(rec: CommandRecorder, acts: Activations, dx: View): void;
   /** Rotates queries and keys (RoPE; backward: their gradients by the inverse); nothing for GPT-2. */
   rotate(rec: CommandRecorder, acts: Activations, q: View, k: View, backward: boolean): void;
-  /** h = activation of the MLP's input projections of ln2 (fc + GELU, or gate/up + SwiGLU). */
+  /** The MLP's input projections of ln2 (fc, or gate and up), then mlpActivate. */
   mlpUp(rec: CommandRecorder, acts: Activations, L: string, l: LayerActivations): void;
+  /** h = the activation of those projections (GELU, or SwiGLU); backward recomputes it (see Activations). */
+  mlpActivate(rec: CommandRecorder, acts: Activations, l: LayerActivations): void;
   /** From dh, the gradients of the input projections, written (and accumulated) into dln. */
   mlpUpBackward(rec: CommandRecorder, acts: Activations, L: string, l: LayerActivations, g: GradientScratch): void;
   /** The MLP's output projection: 'proj' (GPT-2) or 'down'. */
@@ -92,8 +94,9 @@ export class Transformer {
       rotate: () => {},
       mlpUp: (rec, acts, L, l) => {
         this.linear(rec, acts, l.ln2, `${L}.fc`, l.a, c.intermediateSize, c.hiddenSize);
-        geluForward(rec, { x: l.a, y: l.h, n: acts.T * c.intermediateSize, kind });
+        this.family.mlpActivate(rec, acts, l);
       },
+      mlpActivate: (rec, acts, l) => geluForward(rec, { x: l.a, y: l.h, n: acts.T * c.intermediateSize, kind }),
       mlpUpBackward: (rec, acts, L, l, g) => {
         geluBackward(rec, { x: l.a, dY: g.dh, dX: g.da, n: acts.T * c.intermediateSize, kind });
         this.linearBackward(rec, acts, l.ln2, `${L}.fc`, g.da, g.dln, c.intermediateSize, c.hiddenSize);
@@ -117,8 +120,9 @@ export class Transformer {
       mlpUp: (rec, acts, L, l) => {
         this.linear(rec, acts, l.ln2, `${L}.gate`, l.a, I, c.hiddenSize);
         this.linear(rec, acts, l.ln2, `${L}.up`, l.b!, I, c.hiddenSize);
-        swigluForward(rec, { gate: l.a, up: l.b!, h: l.h, n: acts.T * I });
+        this.family.mlpActivate(rec, acts, l);
       },
+      mlpActivate: (rec, acts, l) => swigluForward(rec, { gate: l.a, up: l.b!, h: l.h, n: acts.T * I }),
       mlpUpBackward: (rec, acts, L, l, g) => {
         swigluBackward(rec, { gate: l.a, up: l.b!, dH: g.dh, dGate: g.da, dUp: g.db, n: acts.T * I });
         this.linearBackward(rec, acts, l.ln2, `${L}.gate`, g.da, g.dln, I, c.hiddenSize);
@@ -291,7 +295,9 @@ export class Transformer {
     for (let i = c.numLayers - 1; i >= 0; i--) {
       const L = `layers.${i}`;
       const l = acts.layers[i];
-      // x_{i+1} = xm + mlp(norm2(xm)): dx flows to xm unchanged, plus through the MLP.
+      // x_{i+1} = xm + mlp(norm2(xm)): dx flows to xm unchanged, plus through the MLP, whose input h
+      // (one buffer for all layers) is recomputed from a and b.
+      this.family.mlpActivate(rec, acts, l);
       this.linearBackward(rec, acts, l.h, `${L}.${this.family.down}`, dx, g.dh, H, I);
       this.family.mlpUpBackward(rec, acts, L, l, g);
       this.normBackwardInto(rec, acts, `${L}.norm2`, l.xm, l.st2, g.dln, dx, true);
