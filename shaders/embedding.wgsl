@@ -1,5 +1,7 @@
 // Embedding lookup and its gradient.
-//   forward:  out[t, c] = table[ids[t], c]  (+ out[t, c] with ACCUMULATE, e.g. adding position embeddings)
+//   forward:  out[t, c] = table[ids[t], c]  (+ out[t, c] with ACCUMULATE, e.g. adding position embeddings);
+//             TABLE_FORMAT 0: f32 in table; 1: bfloat16, 2: IEEE binary16, packed two per u32 in table_h
+//             (element 2i in the low half), as the matmul's Bh.
 //   backward: dtable[u, c] += sum of dout[t, c] over the tokens t with id u. Without float atomics this is
 //   a segmented sum: the host groups token indices by id (unique ids, offsets, order), so each
 //   invocation owns one (id, c) and the result is deterministic.
@@ -13,9 +15,18 @@ struct Params { T: u32, C: u32, rows: u32, U: u32 }
 @group(0) @binding(5) var<storage, read> order: array<u32>;    // [T], token indices grouped by id
 @group(0) @binding(6) var<storage, read> dout: array<f32>;     // [T, C]
 @group(0) @binding(7) var<storage, read_write> dtable: array<f32>; // [rows, C]
+@group(0) @binding(8) var<storage, read> table_h: array<u32>;  // [rows, C] 16-bit, packed
 
 override WG: u32 = 256;
 override ACCUMULATE: bool = false;
+override TABLE_FORMAT: u32 = 0u;
+
+fn table_value(i: u32) -> f32 {
+  if (TABLE_FORMAT == 0u) { return table[i]; }
+  let bits = (table_h[i >> 1u] >> ((i & 1u) * 16u)) & 0xffffu;
+  if (TABLE_FORMAT == 1u) { return bitcast<f32>(bits << 16u); }
+  return unpack2x16float(bits).x;
+}
 
 // #include lib/flat_index.wgsl
 
@@ -26,7 +37,7 @@ fn embedding_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups)
   if (i >= p.T * p.C) { return; }
   let t = i / p.C;
   let c = i % p.C;
-  let v = table[min(ids[t], p.rows - 1u) * p.C + c];
+  let v = table_value(min(ids[t], p.rows - 1u) * p.C + c);
   if (ACCUMULATE) { out[i] += v; } else { out[i] = v; }
 }
 

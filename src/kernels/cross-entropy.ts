@@ -8,7 +8,7 @@ import { SHADER_INTERFACES } from './shaders.gen.js';
 import { view, type BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { launch1d, requireDims, requireElements } from './common.js';
-import { matmul } from './matmul.js';
+import { matmul, type WeightFormat } from './matmul.js';
 
 const WG = 256;
 /** Targets below zero (Hugging Face uses -100) contribute no loss and no gradient. */
@@ -26,8 +26,9 @@ export function crossEntropyChunk(T: number, V: number, budgetBytes = 64 << 20):
 export interface CrossEntropyArgs {
   /** Final hidden states [T, H]. */
   hidden: BufferLike;
-  /** LM head weight [V, H] (HF layout; the embedding matrix when tied). */
+  /** LM head weight [V, H] (HF layout; the embedding matrix when tied): f32, or 16-bit packed (weightFormat). */
   weight: BufferLike;
+  weightFormat?: WeightFormat;
   /** i32 [T]; negative = ignored. Already shifted: targets[t] is the token after position t. */
   targets: BufferLike;
   T: number;
@@ -46,7 +47,9 @@ function check(kernel: string, a: CrossEntropyArgs): void {
   requireDims(kernel, { T: a.T, H: a.H, V: a.V, chunk: a.chunk });
   if (a.chunk % 64 || a.chunk === 0) throw new ShapeError(`${kernel}: chunk ${a.chunk} must be a positive multiple of 64`);
   requireElements(kernel, 'hidden', a.hidden, a.T * a.H);
-  requireElements(kernel, 'weight', a.weight, a.V * a.H);
+  const packed = (a.weightFormat ?? 'f32') !== 'f32';
+  if (packed && a.H % 2) throw new ShapeError(`${kernel}: a 16-bit weight needs an even hidden size (rows of whole words), got ${a.H}`);
+  requireElements(kernel, 'weight', a.weight, packed ? (a.V * a.H) / 2 : a.V * a.H);
   requireElements(kernel, 'targets', a.targets, a.T);
   requireElements(kernel, 'logits', a.logits, a.T * Math.min(a.chunk, a.V));
   requireElements(kernel, 'stats', a.stats, a.T * 3);
@@ -60,8 +63,14 @@ function chunks(V: number, chunk: number): { c0: number; width: number }[] {
   return out;
 }
 
+/** Rows [c0, c0 + width) of the LM head, in its own format. */
+function weightRows(a: CrossEntropyArgs, c0: number, width: number): BufferLike {
+  const bytes = (a.weightFormat ?? 'f32') === 'f32' ? 4 : 2;
+  return view(a.weight, c0 * a.H * bytes, width * a.H * bytes);
+}
+
 function chunkLogits(rec: CommandRecorder, a: CrossEntropyArgs, c0: number, width: number): void {
-  matmul(rec, { a: a.hidden, b: view(a.weight, c0 * a.H * 4, width * a.H * 4), c: a.logits, M: a.T, N: width, K: a.H, transB: true });
+  matmul(rec, { a: a.hidden, b: weightRows(a, c0, width), bFormat: a.weightFormat, c: a.logits, M: a.T, N: width, K: a.H, transB: true });
 }
 
 type BufferArg = 'logits' | 'targets' | 'stats' | 'losses';
@@ -105,12 +114,12 @@ export function crossEntropyBackward(rec: CommandRecorder, a: CrossEntropyBackwa
   check('crossEntropyBackward', a);
   requireElements('crossEntropyBackward', 'dHidden', a.dHidden, a.T * a.H);
   if (a.dWeight) requireElements('crossEntropyBackward', 'dWeight', a.dWeight, a.V * a.H);
+  if (a.dWeight && (a.weightFormat ?? 'f32') !== 'f32') throw new ShapeError('crossEntropyBackward: a trained LM head is f32');
   chunks(a.V, a.chunk).forEach(({ c0, width }, i) => {
     chunkLogits(rec, a, c0, width);
     ceDispatch(rec, 'ce_chunk_grad', a, width, c0, a.gradScale, launch1d(rec.gpu, a.T * width, WG));
-    const w = view(a.weight, c0 * a.H * 4, width * a.H * 4);
     // dHidden (+)= dLogits [T, width] @ W_chunk [width, H]
-    matmul(rec, { a: a.logits, b: w, c: a.dHidden, M: a.T, N: a.H, K: width, accumulate: i > 0 });
+    matmul(rec, { a: a.logits, b: weightRows(a, c0, width), bFormat: a.weightFormat, c: a.dHidden, M: a.T, N: a.H, K: width, accumulate: i > 0 });
     // dW_chunk += dLogits^T [width, T] @ hidden [T, H]
     if (a.dWeight) {
       matmul(rec, { a: a.logits, b: a.hidden, c: view(a.dWeight, c0 * a.H * 4, width * a.H * 4), M: width, N: a.H, K: a.T, transA: true, accumulate: true });

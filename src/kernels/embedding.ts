@@ -3,6 +3,7 @@ import { ShapeError } from '../errors.js';
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { launch1d, requireDims, requireElements } from './common.js';
+import type { WeightFormat } from './matmul.js';
 
 const WG = 256;
 
@@ -34,8 +35,9 @@ export function embeddingGradPlan(ids: ArrayLike<number>, rows: number): Embeddi
 export interface EmbeddingForwardArgs {
   /** u32 [T]. */
   ids: BufferLike;
-  /** [rows, C]. */
+  /** [rows, C]: f32, or 16-bit packed two per u32 (tableFormat). */
   table: BufferLike;
+  tableFormat?: WeightFormat;
   /** [T, C]. */
   out: BufferLike;
   T: number;
@@ -48,14 +50,16 @@ export interface EmbeddingForwardArgs {
 export function embeddingForward(rec: CommandRecorder, a: EmbeddingForwardArgs): void {
   requireDims('embeddingForward', { T: a.T, C: a.C, rows: a.rows });
   requireElements('embeddingForward', 'ids', a.ids, a.T);
-  requireElements('embeddingForward', 'table', a.table, a.rows * a.C);
+  const format = a.tableFormat ?? 'f32';
+  requireElements('embeddingForward', 'table', a.table, format === 'f32' ? a.rows * a.C : Math.ceil((a.rows * a.C) / 2));
   requireElements('embeddingForward', 'out', a.out, a.T * a.C);
+  const unused = rec.gpu.placeholder();
   rec.dispatch({
     shader: 'embedding',
     entryPoint: 'embedding_forward',
-    constants: { WG, ACCUMULATE: !!a.accumulate },
+    constants: { WG, ACCUMULATE: !!a.accumulate, TABLE_FORMAT: { f32: 0, bf16: 1, f16: 2 }[format] },
     uniforms: { T: a.T, C: a.C, rows: a.rows, U: 0 },
-    storage: { ids: a.ids, table: a.table, out: a.out },
+    storage: { ids: a.ids, table: format === 'f32' ? a.table : unused, table_h: format === 'f32' ? unused : a.table, out: a.out },
     workgroups: launch1d(rec.gpu, a.T * a.C, WG),
     label: `embedding forward ${a.T}x${a.C}`,
   });

@@ -6,7 +6,7 @@
  */
 import type { Gpu } from '../gpu/gpu.js';
 import type { ByteSource } from '../io/bytes.js';
-import { InvalidModelFileError, readHeader, readTensorF32, readWords, type TensorInfo } from '../io/safetensors.js';
+import { InvalidModelFileError, readHeader, readTensorF32, readWords, SHARD_INDEX as INDEX, type TensorInfo } from '../io/safetensors.js';
 import { checkFileName, ModelSourceError, readJson, readText, type ModelSource } from '../io/sources.js';
 import { brief } from '../io/strict-json.js';
 import { parseConfig, type ModelConfig } from './config.js';
@@ -34,8 +34,6 @@ export interface LoadProgress {
   bytesLoaded: number;
   bytesTotal: number;
 }
-
-import { SHARD_INDEX as INDEX } from '../io/safetensors.js';
 
 /** The shard names of an index, checked: a map of tensor names to safe relative file names. */
 function indexWeightMap(index: unknown, where: string): Map<string, string> {

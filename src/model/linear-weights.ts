@@ -34,8 +34,9 @@ export type HalfFormat = Exclude<WeightFormat, 'f32'>;
 export const LINEAR_WEIGHT = /^layers\.\d+\.(q|k|v|o|gate|up|down|fc|proj)\.weight$/;
 
 /**
- * The frozen linear weights to keep 16-bit: with `baseDtype` given, every frozen linear weight in that
- * format ('f32' keeps none); by default each in its checkpoint's dtype (BF16 stays bf16, F16 stays f16).
+ * The frozen weights to keep 16-bit: with `baseDtype` given, every frozen linear weight, token embedding
+ * and LM head in that format ('f32' keeps none); by default each in its checkpoint's dtype (BF16 stays
+ * bf16, F16 stays f16). The embedding needs an even hidden size (rows of whole packed words).
  */
 export function halfWeightFormats(ckpt: Checkpoint, trainable: (name: string) => boolean, baseDtype?: WeightFormat): Map<string, HalfFormat> {
   const out = new Map<string, HalfFormat>();
@@ -43,7 +44,10 @@ export function halfWeightFormats(ckpt: Checkpoint, trainable: (name: string) =>
     const dtype = ckpt.tensors.get(m.hfName)?.info.dtype;
     const format = baseDtype ?? (dtype === 'BF16' ? 'bf16' : dtype === 'F16' ? 'f16' : 'f32');
     if (format === 'f32') continue;
-    for (const part of m.parts) if (LINEAR_WEIGHT.test(part) && !trainable(part)) out.set(part, format);
+    // Frozen linear weights, and the frozen token embedding and LM head (read by the gather and the
+    // logits matmul in 16-bit too); learned positions stay f32.
+    const table = (part: string) => (part === 'embed' || part === 'lm_head') && ckpt.config.hiddenSize % 2 === 0;
+    for (const part of m.parts) if ((LINEAR_WEIGHT.test(part) || table(part)) && !trainable(part)) out.set(part, format);
   }
   return out;
 }

@@ -20,7 +20,7 @@ import { normBackward, normForward } from '../kernels/norm.js';
 import { rope, ropeTable } from '../kernels/rope.js';
 import type { ModelConfig } from './config.js';
 import type { Activations, GradientScratch, LayerActivations } from './activations.js';
-import { isDense, type LinearWeight } from './linear-weights.js';
+import { isDense, type DenseWeight, type LinearWeight } from './linear-weights.js';
 import { EVAL_PASS, type LinearHooks, type PassContext } from '../methods/method.js';
 
 type View = TensorView;
@@ -132,6 +132,13 @@ export class Transformer {
     };
   }
 
+  /** The embedding or LM head: f32, or 16-bit when frozen in a 16-bit base (never 4-bit). */
+  private denseWeight(name: string): DenseWeight {
+    const w = this.params.weight(name);
+    if (!isDense(w)) throw new Error(`'${name}' is not a dense weight`);
+    return w;
+  }
+
   private get lmHead(): string {
     return this.config.tieWordEmbeddings ? 'embed' : 'lm_head';
   }
@@ -241,7 +248,8 @@ export class Transformer {
     const H = c.hiddenSize;
     const qd = c.numHeads * c.headDim;
     const kvd = c.numKvHeads * c.headDim;
-    embeddingForward(rec, { ids: acts.ids, table: this.params.param('embed'), out: acts.stream[0], T, C: H, rows: c.vocabSize });
+    const embed = this.denseWeight('embed');
+    embeddingForward(rec, { ids: acts.ids, table: embed.view, tableFormat: embed.format, out: acts.stream[0], T, C: H, rows: c.vocabSize });
     this.family.embedPositions(rec, acts);
     for (let i = 0; i < c.numLayers; i++) {
       const L = `layers.${i}`;
@@ -266,13 +274,15 @@ export class Transformer {
   /** logits [rows, vocab] of final hidden states [rows, hidden]. */
   logits(rec: CommandRecorder, hidden: View, logits: View, rows = 1): void {
     const c = this.config;
-    matmul(rec, { a: hidden, b: this.params.param(this.lmHead), c: logits, M: rows, N: c.vocabSize, K: c.hiddenSize, transB: true });
+    const head = this.denseWeight(this.lmHead);
+    matmul(rec, { a: hidden, b: head.view, bFormat: head.format, c: logits, M: rows, N: c.vocabSize, K: c.hiddenSize, transB: true });
   }
 
   private ceArgs(acts: Activations) {
     const c = this.config;
+    const head = this.denseWeight(this.lmHead);
     return {
-      hidden: acts.lnf, weight: this.params.param(this.lmHead), targets: acts.targets,
+      hidden: acts.lnf, weight: head.view, weightFormat: head.format, targets: acts.targets,
       T: acts.T, H: c.hiddenSize, V: c.vocabSize, chunk: acts.chunk,
       logits: acts.logits, stats: acts.cestats, losses: acts.losses,
     };

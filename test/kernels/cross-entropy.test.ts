@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { crossEntropyBackward, crossEntropyChunk, crossEntropyForward, IGNORE_INDEX, ShapeError } from '../../src/index.js';
+import { crossEntropyBackward, crossEntropyChunk, crossEntropyForward, decodeHalves, encodeHalves, IGNORE_INDEX, ShapeError } from '../../src/index.js';
 import { compare, freshSeed, poisoned, randn, REDUCTION_SIZES, rng, testGpu } from '../helpers.js';
 import { crossEntropyRef } from '../reference/cross-entropy.js';
 
@@ -36,6 +36,32 @@ describe.each(REDUCTION_SIZES)('fused chunked cross-entropy, workgroup %i', (wg)
     expect(compare(await gpu.readF32(args.losses), ref.losses).rel, msg).toBeLessThan(1e-4);
     expect(compare(await gpu.readF32(dHidden), ref.dHidden).rel, msg).toBeLessThan(1e-4);
     expect(compare(await gpu.readF32(dWeight), ref.dWeight.map((v, i) => v + dW0[i])).rel, msg).toBeLessThan(1e-4);
+  });
+
+  it.each([
+    ['bf16', 17, 18, 257, 64],
+    ['f16', 33, 8, 300, 128],
+  ] as const)('a frozen %s LM head: T=%i H=%i V=%i chunk %i, losses and dHidden of the decoded weight', async (format, T, H, V, chunk) => {
+    const gpu = await testGpu({ reductionWorkgroupSize: wg });
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const hh = randn(T * H, rand, 1.5);
+    const half = encodeHalves(randn(V * H, rand, 1.5), format);
+    const wh = decodeHalves(half.slice().buffer, V * H, format);
+    const tgt = Int32Array.from({ length: T }, () => Math.floor(rand() * V));
+    const args = {
+      hidden: gpu.upload(hh), weight: gpu.upload(new Uint32Array(half.buffer)), weightFormat: format, targets: gpu.upload(tgt), T, H, V, chunk,
+      logits: poisoned(gpu, T * Math.min(chunk, V)), stats: poisoned(gpu, 3 * T), losses: poisoned(gpu, T),
+    };
+    const dHidden = poisoned(gpu, T * H);
+    await gpu.run((rec) => {
+      crossEntropyForward(rec, args);
+      crossEntropyBackward(rec, { ...args, dHidden, gradScale: 1 / T });
+    });
+    const ref = crossEntropyRef(hh, wh, tgt, T, H, V, 1 / T);
+    expect(compare(await gpu.readF32(args.losses), ref.losses).rel, `seed ${seed}`).toBeLessThan(1e-4);
+    expect(compare(await gpu.readF32(dHidden), ref.dHidden).rel, `seed ${seed}`).toBeLessThan(1e-4);
+    expect(() => crossEntropyBackward(gpu.recorder(), { ...args, dHidden, dWeight: gpu.createBuffer(V * H * 4), gradScale: 1 })).toThrow(/trained LM head is f32/);
   });
 
   it('chooses aligned chunks within a memory budget', () => {

@@ -3,6 +3,8 @@ import {
   embeddingBackward,
   embeddingForward,
   embeddingGradPlan,
+  decodeHalves,
+  encodeHalves,
   geluBackward,
   geluForward,
   rope,
@@ -14,6 +16,24 @@ import {
 } from '../../src/index.js';
 import { compare, freshSeed, poisoned, randn, rng, testGpu } from '../helpers.js';
 import { embeddingBackwardRef, embeddingForwardRef, geluGradRef, geluRef, ropeRef, swigluBackwardRef, swigluForwardRef } from '../reference/layers.js';
+
+describe.each(['bf16', 'f16'] as const)('embedding lookup from a %s table', (format) => {
+  it.each([
+    [1, 2, 1],
+    [37, 18, 101],
+    [64, 64, 300],
+  ])('T=%i C=%i rows=%i: the decoded table rows, as from the f32 table', async (T, C, rows) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const half = encodeHalves(randn(rows * C, rand), format);
+    const tab = decodeHalves(half.slice().buffer, rows * C, format);
+    const ids = Uint32Array.from({ length: T }, () => Math.floor(rand() * rows));
+    const out = poisoned(gpu, T * C);
+    await gpu.run((rec) => embeddingForward(rec, { ids: gpu.upload(ids), table: gpu.upload(new Uint32Array(half.buffer)), tableFormat: format, out, T, C, rows }));
+    expect(compare(await gpu.readF32(out), embeddingForwardRef(ids, tab, T, C)).maxAbs, `seed ${seed}`).toBe(0);
+  });
+});
 
 describe('rope', () => {
   it.each([
