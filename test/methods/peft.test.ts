@@ -124,6 +124,25 @@ describe('PEFT LoRA adapters', () => {
     ft.destroy();
   });
 
+  it('gpt2: q, k and v of different ranks and alphas go out as one c_attn adapter (each block rescaled to its scale) and come back the same', async () => {
+    const files = tinyModelFiles(GPT2);
+    const ckpt = await openCheckpoint(memorySource(files));
+    const lora = { rank: 4, alpha: 8, targetModules: ['q', 'k', 'v'], rankPattern: { 'layers\\.\\d+\\.q': 2, 'layers\\.\\d+\\.v': 6 }, alphaPattern: { 'layers\\.\\d+\\.v': 3 }, seed: 4 };
+    const ft = await FineTuner.create(await testGpu(), ckpt, { method: 'lora', lora, optimizer: { lr: 1e-2 } });
+    for (let s = 0; s < 3; s++) await ft.step(toBatchInput(successorRows(2, 6, 60 + s)));
+    const out = await peftAdapterFiles(ft.method as Lora);
+    const config = json(out['adapter_config.json']);
+    expect(config.rank_pattern['transformer.h.0.attn.c_attn']).toBe(12);
+    expect(config.alpha_pattern['transformer.h.0.attn.c_attn']).toBe(48); // q's scale 8 / 2 = 4, times rank 12
+    const adapter = await readPeftAdapter({ config: out['adapter_config.json'], weights: out['adapter_model.safetensors'] }, ckpt.config);
+    const again = await FineTuner.create(ft.gpu, ckpt, { method: 'lora', lora: adapter.options });
+    for (const [name, data] of adapter.tensors) again.writeTensor(name, data);
+    const [a, b] = [(await again.evaluate(batch)).loss, (await ft.evaluate(batch)).loss];
+    expect(Math.abs(a - b) / b).toBeLessThan(1e-6);
+    again.destroy();
+    ft.destroy();
+  });
+
   it('gpt2: reads a c_attn adapter laid out by hand as PEFT saves one: the merged weight is W + s (B A)^T', async () => {
     const files = tinyModelFiles(GPT2);
     const rand = rng(8);
