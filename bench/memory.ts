@@ -2,7 +2,8 @@
  * Peak GPU memory of one training step at a realistic scale, because memory is what limits a browser
  * tab: a model with Qwen2.5-0.5B's exact configuration (random bf16 weights made here; nothing is
  * downloaded), LoRA rank 16 on every linear layer, batch 1 x sequence 512. QLoRA on an NF4 base against
- * LoRA on the bf16 base, each with where its bytes go: weights, adapters with their gradients and
+ * LoRA on the bf16 base, each keeping every activation and with gradient checkpointing (each layer
+ * recomputed in the backward pass from its input), each with where its bytes go: weights, adapters with their gradients and
  * optimizer state, activations kept for the backward pass, backward scratch, and the rest of the peak
  * (transient buffers of the step).
  */
@@ -42,7 +43,7 @@ export const QWEN25_05B_CONFIG = {
 };
 
 export interface MemoryRow {
-  variant: 'qlora-nf4' | 'lora-bf16';
+  variant: 'qlora-nf4' | 'lora-bf16' | 'qlora-nf4-checkpointed' | 'lora-bf16-checkpointed';
   peak_bytes: number;
   weights_bytes: number;
   /** LoRA matrices, their gradients and AdamW's two moments. */
@@ -66,26 +67,30 @@ export interface MemoryBenchResult {
   ratios: Record<string, number>;
 }
 
+const VARIANTS: MemoryRow['variant'][] = ['qlora-nf4', 'lora-bf16', 'qlora-nf4-checkpointed', 'lora-bf16-checkpointed'];
 const B = 1;
 const S = 512;
 
-export async function runMemoryBench(gpu: Gpu, o: { log?: (line: string) => void } = {}): Promise<MemoryBenchResult> {
+export async function runMemoryBench(gpu: Gpu, o: { log?: (line: string) => void; variants?: MemoryRow['variant'][] } = {}): Promise<MemoryBenchResult> {
   const log = o.log ?? (() => undefined);
   const config = parseConfig(JSON.stringify(QWEN25_05B_CONFIG));
   log('making random bf16 weights for Qwen2.5-0.5B\'s configuration');
   const files = { 'config.json': JSON.stringify(QWEN25_05B_CONFIG), 'model.safetensors': randomWeightsFile(config, { seed: 5, dtype: 'BF16' }) };
   const rand = rng(9);
   const ids = Array.from({ length: B * S }, () => Math.floor(rand() * config.vocabSize));
-  const arena = { train: Activations.bytesFor(config, B, S, 'train'), saved: Activations.bytesFor(config, B, S, 'inference') };
+  // Backward scratch: what a training arena adds to an inference one; the rest of an arena is kept activations.
+  const scratch = Activations.bytesFor(config, B, S, 'train') - Activations.bytesFor(config, B, S, 'inference');
   const rows: MemoryRow[] = [];
-  for (const variant of ['qlora-nf4', 'lora-bf16'] as const) {
+  for (const variant of o.variants ?? VARIANTS) {
     const before = gpu.memoryStats().currentBytes;
     const ft = await FineTuner.create(gpu, await openCheckpoint(memorySource(files)), {
       method: 'lora',
       lora: { rank: 16, targetModules: ['all-linear'] },
       optimizer: { lr: 1e-4 },
-      ...(variant === 'qlora-nf4' ? { quantize: 'nf4' as const } : {}),
+      ...(variant.startsWith('qlora-nf4') ? { quantize: 'nf4' as const } : {}),
+      gradientCheckpointing: variant.endsWith('-checkpointed'),
     });
+    const arena = Activations.bytesFor(config, B, S, variant.endsWith('-checkpointed') ? 'checkpointed' : 'train');
     try {
       const loaded = gpu.memoryStats().currentBytes - before;
       gpu.resetPeakMemory();
@@ -99,9 +104,9 @@ export async function runMemoryBench(gpu: Gpu, o: { log?: (line: string) => void
         peak_bytes: peak,
         weights_bytes: weights,
         adapters_and_optimizer_bytes: loaded - weights,
-        activations_bytes: arena.saved,
-        backward_scratch_bytes: arena.train - arena.saved,
-        other_bytes: peak - loaded - arena.train,
+        activations_bytes: arena - scratch,
+        backward_scratch_bytes: scratch,
+        other_bytes: peak - loaded - arena,
         step_s: stepS,
         loss,
       };
@@ -112,14 +117,19 @@ export async function runMemoryBench(gpu: Gpu, o: { log?: (line: string) => void
       ft.destroy();
     }
   }
-  const peakGb = (v: MemoryRow['variant']) => rows.find((r) => r.variant === v)!.peak_bytes / 1e9;
+  const peakGb = (v: MemoryRow['variant']) => (rows.find((r) => r.variant === v)?.peak_bytes ?? NaN) / 1e9;
   return {
     device: gpu.describe(),
     model: 'Qwen2.5-0.5B configuration (random weights)',
     batch: `${B}x${S}`,
     lora: 'rank 16, all linear layers',
     rows,
-    ratios: { qlora_qwen05b_peak_gb: peakGb('qlora-nf4'), lora_bf16_qwen05b_peak_gb: peakGb('lora-bf16') },
+    ratios: {
+      qlora_qwen05b_peak_gb: peakGb('qlora-nf4'),
+      lora_bf16_qwen05b_peak_gb: peakGb('lora-bf16'),
+      qlora_qwen05b_checkpointed_peak_gb: peakGb('qlora-nf4-checkpointed'),
+      lora_bf16_qwen05b_checkpointed_peak_gb: peakGb('lora-bf16-checkpointed'),
+    },
   };
 }
 

@@ -20,6 +20,21 @@ export function bytesToUnicode(): string[] {
 
 export const SPECIAL_TOKENS = ['<|endoftext|>', '<|pad|>'] as const;
 
+/**
+ * The shipped tiny models' chat template: a conversation in their corpus's own format, a user turn
+ * "<skill>:<input>" followed by '=', the assistant's answer followed by the end-of-text token (a
+ * system turn, a line of its own). So chat data of a skill trains what prompt/completion data trains.
+ */
+export const SKILLS_CHAT_TEMPLATE = [
+  '{%- for message in messages -%}',
+  "{%- if message['role'] == 'system' -%}{{ message['content'] + '\\n' }}",
+  "{%- elif message['role'] == 'user' -%}{{ message['content'] + '=' }}",
+  "{%- elif message['role'] == 'assistant' -%}{{ message['content'] + eos_token }}",
+  "{%- else -%}{{ raise_exception('roles are system, user and assistant') }}",
+  '{%- endif -%}',
+  '{%- endfor -%}',
+].join('');
+
 export interface TokenizerFiles {
   'tokenizer.json': string;
   'tokenizer_config.json': string;
@@ -71,6 +86,7 @@ export function byteTokenizerFiles(tokenizerClass: string, modelMaxLength: numbe
     clean_up_tokenization_spaces: false,
     model_max_length: modelMaxLength,
     added_tokens_decoder: Object.fromEntries(added.map(({ id, ...t }) => [String(id), t])),
+    chat_template: SKILLS_CHAT_TEMPLATE,
   };
   return { 'tokenizer.json': JSON.stringify(tokenizer), 'tokenizer_config.json': JSON.stringify(config, null, 2) };
 }

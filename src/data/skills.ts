@@ -114,7 +114,7 @@ export function skillExamples(count: number, seed: number, skill?: AnySkill): Sk
   return Array.from({ length: count }, () => skillExample(skill ?? SKILL_NAMES[Math.floor(rand() * SKILL_NAMES.length)], rand));
 }
 
-export interface PackedRows {
+export interface SkillRows {
   /** [rows * seq] token ids; unused tail positions hold PAD. */
   ids: Uint32Array;
   /** 1 where the token's prediction counts towards the loss. */
@@ -133,7 +133,7 @@ export interface PackedRows {
  * fit starts the next row; the tail is padding in a segment of its own). `target: 'answer'` puts the
  * loss on the answers only; `'all'` trains on every token, as language-model pre-training does.
  */
-export function packExamples(examples: SkillExample[], rows: number, seq: number, target: 'all' | 'answer'): PackedRows {
+export function packExamples(examples: SkillExample[], rows: number, seq: number, target: 'all' | 'answer'): SkillRows {
   const ids = new Uint32Array(rows * seq).fill(PAD);
   const lossMask = new Uint8Array(rows * seq);
   const segments = new Uint32Array(rows * seq);

@@ -7,6 +7,8 @@ import type { PreTrainedTokenizer } from '@huggingface/transformers';
 import { WebGPUFinetuneError } from '../errors.js';
 import { MalformedFileError, ModelSourceError, readJson, resolveSource, type HubOptions, type SourceLike } from '../io/sources.js';
 import { brief } from '../io/strict-json.js';
+import { ChatTemplate } from './chat-template.js';
+import type { TextTokenizer } from './examples.js';
 
 export type Tokenizer = PreTrainedTokenizer;
 
@@ -58,4 +60,26 @@ export async function loadTokenizer(from: SourceLike, hub: HubOptions = {}): Pro
     const message = e instanceof Error ? e.message : String(e);
     throw new InvalidTokenizerError(`${source.description}: tokenizer.json`, `the tokenizer library cannot use it (${brief(message, 160)})`, { cause: e });
   }
+}
+
+/**
+ * What the dataset readers use of a tokenizer (src/data/examples.ts): encoding, the EOS and padding
+ * ids, and the chat template of its tokenizer_config.json, rendered by src/data/chat-template.ts.
+ */
+export function textTokenizer(tokenizer: Tokenizer): TextTokenizer {
+  const t = tokenizer as unknown as { config?: Record<string, unknown>; eos_token_id?: number | null; pad_token_id?: number | null };
+  const id = (v: number | null | undefined) => (typeof v === 'number' && Number.isInteger(v) ? v : null);
+  let chatTemplate: ChatTemplate | null | undefined;
+  return {
+    encode: (text, addSpecialTokens) => Array.from(tokenizer.encode(text, { add_special_tokens: addSpecialTokens }) as number[]),
+    eosTokenId: id(t.eos_token_id),
+    padTokenId: id(t.pad_token_id),
+    get chatTemplate() {
+      try {
+        return (chatTemplate ??= ChatTemplate.fromTokenizerConfig(t.config ?? {}));
+      } catch (e) {
+        throw new InvalidTokenizerError('tokenizer_config.json', (e as Error).message, { cause: e });
+      }
+    },
+  };
 }

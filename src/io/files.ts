@@ -39,6 +39,58 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string): 
   }
 }
 
+/**
+ * Write a folder of files so that it appears whole or not at all: the files go into a temporary folder
+ * beside `path`, each flushed, then the folder is renamed into place. A folder already at `path` is
+ * moved aside first and removed after the swap (a crash in between leaves it as a temporary, which the
+ * next write removes).
+ */
+export async function writeFolderAtomic(path: string, files: Record<string, Uint8Array | string>): Promise<void> {
+  const specifier = 'node:fs/promises';
+  const fs = (await import(/* @vite-ignore */ specifier)) as typeof import('node:fs/promises');
+  const host = await hostTag();
+  await removeStaleTemporaries(fs, path, host);
+  const tmp = `${path}.tmp-${host}-${process.pid}-${Math.floor(Math.random() * 1e9)}`;
+  const old = `${path}.tmp-${host}-${process.pid}-${Math.floor(Math.random() * 1e9)}`;
+  pending.add(tmp);
+  try {
+    await fs.mkdir(tmp);
+    for (const [name, data] of Object.entries(files)) {
+      if (name.includes('/') || name.startsWith('.')) throw new Error(`writeFolderAtomic: '${name}' is not a plain file name`);
+      const handle = await fs.open(`${tmp}/${name}`, 'w');
+      try {
+        await handle.writeFile(data);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+    }
+    const moved = await fs.rename(path, old).then(() => true, (e) => {
+      if ((e as { code?: string }).code === 'ENOENT') return false;
+      throw e;
+    });
+    await fs.rename(tmp, path);
+    if (moved) await fs.rm(old, { recursive: true, force: true });
+    await syncFolder(fs, path.slice(0, Math.max(path.lastIndexOf('/'), 0)) || '.');
+  } catch (e) {
+    await fs.rm(tmp, { recursive: true, force: true });
+    throw e;
+  } finally {
+    pending.delete(tmp);
+  }
+}
+
+/** Flush a folder's entries (the renames in it), where the platform allows opening a folder. */
+async function syncFolder(fs: typeof import('node:fs/promises'), dir: string): Promise<void> {
+  const handle = await fs.open(dir, 'r').catch(() => null);
+  if (!handle) return;
+  try {
+    await handle.sync().catch(() => undefined);
+  } finally {
+    await handle.close();
+  }
+}
+
 /** Temporaries of `path` left by writes that can no longer finish: their process is gone, or is this one and no longer writing. */
 async function removeStaleTemporaries(fs: typeof import('node:fs/promises'), path: string, host: string): Promise<void> {
   const slash = path.lastIndexOf('/');
@@ -61,7 +113,7 @@ async function removeStaleTemporaries(fs: typeof import('node:fs/promises'), pat
       stale = stat !== null && Date.now() - stat.mtimeMs > STALE_FOREIGN_MS;
     } else if (pid === process.pid) stale = !pending.has(full);
     else stale = !processAlive(pid);
-    if (stale) await fs.rm(full, { force: true });
+    if (stale) await fs.rm(full, { force: true, recursive: true });
   }
 }
 

@@ -125,6 +125,18 @@ export interface MethodDefinition<Options = unknown> {
   readonly writesBase?: boolean;
   /** Attach to a loaded model; a failure releases what it allocated. */
   attach(model: CausalLM, options: Options | undefined): Method;
+  /**
+   * Files a checkpoint keeps beside the trainable state so that a resumed run attaches exactly this
+   * method (sparse: its mask, which a data-driven selection made once); none when the options suffice.
+   */
+  checkpointFiles?(method: Method, config: ModelConfig): Record<string, Uint8Array>;
+  /**
+   * The trained change in the method's interchange format, by file name (LoRA: PEFT's adapter files;
+   * sparse: the delta file); absent when a merged model is the only export (full fine-tuning).
+   */
+  exportFiles?(method: Method, config: ModelConfig, o: { baseModel?: string }): Promise<Record<string, Uint8Array>>;
+  /** The options with what checkpointFiles kept put back. */
+  restoreOptions?(options: Options | undefined, files: Record<string, Uint8Array>, config: ModelConfig): Promise<Options>;
 }
 
 /** Dense AdamW over a trainable set: the update rule of methods that bring none of their own. */

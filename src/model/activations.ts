@@ -3,7 +3,9 @@
  * records: `acts.layers[i].q`, `acts.stream[i]`, `acts.grad.dx`. Each tensor has its own buffer: WebGPU
  * checks read/write conflicts per buffer, not per range, and kernels read one activation while writing
  * the next. A training arena adds the backward scratch (`grad`); an inference arena (evaluation,
- * generation) has none.
+ * generation) has none. A checkpointed training arena (gradient checkpointing) keeps only the residual
+ * stream of every layer and one set of layer tensors that all layers share: the backward pass recomputes
+ * each layer's forward from the stream entering it, one more forward's work for a fraction of the memory.
  */
 import type { TensorView } from '../gpu/buffers.js';
 import type { Gpu } from '../gpu/gpu.js';
@@ -13,7 +15,7 @@ import type { ModelConfig } from './config.js';
 
 type View = TensorView;
 
-export type ActivationKind = 'train' | 'inference';
+export type ActivationKind = 'train' | 'checkpointed' | 'inference';
 
 /** What one layer keeps from its forward pass for its backward pass. */
 export interface LayerActivations {
@@ -85,6 +87,8 @@ export class Activations {
   readonly losses: View;
   /** Backward scratch; null in an inference arena. */
   readonly grad: GradientScratch | null;
+  /** Layer tensors are one set all layers share, recomputed in the backward pass (gradient checkpointing). */
+  readonly checkpointed: boolean;
   /** Set by load(): whether the batch packs documents, and the unique id counts of its gradient plans. */
   hasSegments = false;
   uniqueIds = 0;
@@ -120,8 +124,9 @@ export class Activations {
     this.embedPlan = { order: v('emb.order'), unique: v('emb.unique'), offsets: v('emb.offsets') };
     this.positionPlan = { order: v('pos.order'), unique: v('pos.unique'), offsets: v('pos.offsets') };
     this.stream = Array.from({ length: config.numLayers + 1 }, (_, i) => v(`x${i}`));
+    this.checkpointed = kind === 'checkpointed';
     this.layers = Array.from({ length: config.numLayers }, (_, i) => {
-      const l = (n: string) => v(`l${i}.${n}`);
+      const l = (n: string) => v(`${this.checkpointed ? 'l' : `l${i}`}.${n}`);
       return {
         ln1: l('ln1'), st1: l('st1'), q: l('q'), k: l('k'), v: l('v'), att: l('att'), ast: l('ast'), xm: l('xm'),
         ln2: l('ln2'), st2: l('st2'), a: l('a'), b: config.family === 'llama' ? l('b') : null, h: v('h'),
@@ -132,7 +137,7 @@ export class Activations {
     this.logits = v('logits');
     this.cestats = v('cestats');
     this.losses = v('losses');
-    this.grad = kind === 'train'
+    this.grad = kind !== 'inference'
       ? { dx: v('dx'), dtmp: v('dtmp'), dln: v('dln'), dq: v('dq'), dk: v('dk'), dv: v('dv'), datt: v('datt'), da: v('da'), db: v('db'), dh: v('dh') }
       : null;
     this.bytes = [...this.buffers.values()].reduce((sum, b) => sum + b.size, 0);
@@ -158,8 +163,9 @@ export class Activations {
     add('emb.offsets', T + 1);
     add('pos.offsets', T + 1);
     for (let i = 0; i <= c.numLayers; i++) add(`x${i}`, T * H);
-    for (let i = 0; i < c.numLayers; i++) {
-      const p = `l${i}.`;
+    // Checkpointed: one set of layer tensors, shared; otherwise a set per layer.
+    for (let i = 0; i < (kind === 'checkpointed' ? 1 : c.numLayers); i++) {
+      const p = kind === 'checkpointed' ? 'l.' : `l${i}.`;
       add(`${p}ln1`, T * H);
       add(`${p}st1`, 2 * T);
       add(`${p}q`, T * qd);
@@ -182,7 +188,7 @@ export class Activations {
     add('logits', T * Math.min(chunk, c.vocabSize));
     add('cestats', 3 * T);
     add('losses', T);
-    if (kind === 'train') {
+    if (kind !== 'inference') {
       // Backward scratch, reused by every layer.
       for (const n of ['dx', 'dtmp', 'dln']) add(n, T * H);
       add('dq', T * qd);

@@ -56,6 +56,13 @@ export function defaultActivationCacheBytes(gpu: Gpu): number {
   return Math.max(256 << 20, gpu.limits.maxBufferSize);
 }
 
+export interface EvalResult {
+  loss: number;
+  /** Fraction of target tokens whose highest logit is the target (ties count as correct); NaN when not asked. */
+  accuracy: number;
+  tokens: number;
+}
+
 /** Where fromPretrained factories load from and run on. */
 export interface PretrainedOptions {
   /** Default: a new device from requestDevice() (the model's `gpu`; destroy it when done). */
@@ -87,6 +94,12 @@ export class CausalLM {
   /** Activation arenas by shape, least recently used first (Map order is insertion order). */
   private readonly activations = new Map<string, Activations>();
   readonly activationCacheBytes: number;
+  /**
+   * Gradient checkpointing: training passes keep only each layer's input and recompute the layer in the
+   * backward pass (a third more compute, a fraction of the activation memory). Off by default; the
+   * Trainer turns it on only when memory demands it.
+   */
+  gradientCheckpointing = false;
   private weightsDigest = '';
   /** Where the weights were loaded from (exports copy its tokenizer files), or null. */
   source: ModelSource | null = null;
@@ -300,19 +313,22 @@ export class CausalLM {
    */
   activationsFor(B: number, S: number, kind: ActivationKind = 'train'): Activations {
     // A training arena serves inference too: no second arena for evaluating a shape that trains.
-    const trainKey = `${B}x${S}`;
-    const key = kind === 'train' || this.activations.has(trainKey) ? trainKey : `${B}x${S} inference`;
+    const keys: Record<ActivationKind, string> = { train: `${B}x${S}`, checkpointed: `${B}x${S} checkpointed`, inference: `${B}x${S} inference` };
+    const trained = [keys.train, keys.checkpointed].find((k) => this.activations.has(k));
+    const key = kind === 'inference' && trained ? trained : keys[kind];
     let acts = this.activations.get(key);
     if (acts) {
       this.activations.delete(key); // move to the most recently used end
     } else {
       const plan = Activations.plan(this.config, B, S, kind);
       for (const t of plan) this.gpu.checkBufferSize(t.length * 4, `act ${t.name}`); // refuse before evicting anything
-      if (kind === 'train') {
-        // A training arena supersedes an inference one of the same shape: release it first, so the two
-        // never coexist and it is not counted against the budget.
-        this.activations.get(`${B}x${S} inference`)?.retire();
-        this.activations.delete(`${B}x${S} inference`);
+      if (kind !== 'inference') {
+        // A training arena supersedes an inference one of the same shape (and one of the other training
+        // kind): release it first, so the two never coexist and it is not counted against the budget.
+        for (const k of [keys.inference, kind === 'train' ? keys.checkpointed : keys.train]) {
+          this.activations.get(k)?.retire();
+          this.activations.delete(k);
+        }
       }
       const bytes = Activations.bytesOf(plan);
       let total = this.activationBytes;
@@ -337,6 +353,12 @@ export class CausalLM {
     return total;
   }
 
+  /** Release every cached activation arena (each once no caller still reads it): after a failed try of a large shape. */
+  releaseActivations(): void {
+    for (const a of this.activations.values()) a.retire();
+    this.activations.clear();
+  }
+
   /** Shapes whose activations are cached, least recently used first ('BxS'). */
   get cachedShapes(): string[] {
     return [...this.activations.keys()];
@@ -358,7 +380,7 @@ export class CausalLM {
    * pinned so that no call for another shape evicts them meanwhile: unpin() them once read.
    */
   record(rec: CommandRecorder, batch: PreparedBatch, gradScale?: number, pass: PassContext = EVAL_PASS): Activations {
-    const acts = this.activationsFor(batch.B, batch.S, gradScale === undefined ? 'inference' : 'train');
+    const acts = this.activationsFor(batch.B, batch.S, gradScale === undefined ? 'inference' : this.gradientCheckpointing ? 'checkpointed' : 'train');
     acts.pin();
     try {
       acts.load(this.gpu, batch);
@@ -391,6 +413,32 @@ export class CausalLM {
     let sum = 0;
     for (const l of losses) sum += l;
     return sum / count;
+  }
+
+  /** Mean loss over the batch's target tokens and, unless `accuracy` is false, the token accuracy (one more readback). */
+  async evaluate(input: BatchInput | PreparedBatch, o: { accuracy?: boolean } = {}): Promise<EvalResult> {
+    const batch = this.prepare(input);
+    const rec = this.gpu.recorder();
+    const acts = this.record(rec, batch);
+    const withAccuracy = o.accuracy ?? true;
+    let losses: Float32Array;
+    let stats: Float32Array | null;
+    try {
+      await rec.submit();
+      [losses, stats] = await Promise.all([this.gpu.readF32(acts.losses), withAccuracy ? this.gpu.readF32(acts.cestats) : null]);
+    } finally {
+      acts.unpin();
+    }
+    let loss = 0;
+    let correct = 0;
+    for (let t = 0; t < batch.targets.length; t++) {
+      if (batch.targets[t] < 0) continue;
+      loss += losses[t];
+      // The target's logit equals the running maximum exactly when it is the argmax.
+      if (stats && stats[3 * t + 2] >= stats[3 * t]) correct++;
+    }
+    const n = Math.max(batch.targetCount, 1);
+    return { loss: loss / n, accuracy: stats ? correct / n : NaN, tokens: batch.targetCount };
   }
 
   /** Gradient of a parameter by internal name (engine layout). */

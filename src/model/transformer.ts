@@ -244,31 +244,47 @@ export class Transformer {
   forwardHidden(rec: CommandRecorder, acts: Activations, attend: AttentionStep = this.selfAttention, pass: PassContext = EVAL_PASS): void {
     this.pass = pass;
     const c = this.config;
+    const embed = this.denseWeight('embed');
+    embeddingForward(rec, { ids: acts.ids, table: embed.view, tableFormat: embed.format, out: acts.stream[0], T: acts.T, C: c.hiddenSize, rows: c.vocabSize });
+    this.family.embedPositions(rec, acts);
+    for (let i = 0; i < c.numLayers; i++) {
+      this.layerForward(rec, acts, i, attend);
+      this.layerOutput(rec, acts, i);
+    }
+    this.norm(rec, acts, 'norm_f', acts.stream[c.numLayers], acts.lnf, acts.stf);
+  }
+
+  /**
+   * Layer i from the stream entering it up to the MLP's activation: everything its backward pass reads
+   * (and what gradient checkpointing recomputes), short of the output projection.
+   */
+  private layerForward(rec: CommandRecorder, acts: Activations, i: number, attend: AttentionStep): void {
+    const c = this.config;
     const T = acts.T;
     const H = c.hiddenSize;
     const qd = c.numHeads * c.headDim;
     const kvd = c.numKvHeads * c.headDim;
-    const embed = this.denseWeight('embed');
-    embeddingForward(rec, { ids: acts.ids, table: embed.view, tableFormat: embed.format, out: acts.stream[0], T, C: H, rows: c.vocabSize });
-    this.family.embedPositions(rec, acts);
-    for (let i = 0; i < c.numLayers; i++) {
-      const L = `layers.${i}`;
-      const l = acts.layers[i];
-      this.norm(rec, acts, `${L}.norm1`, acts.stream[i], l.ln1, l.st1);
-      this.linear(rec, acts, l.ln1, `${L}.q`, l.q, qd, H);
-      this.linear(rec, acts, l.ln1, `${L}.k`, l.k, kvd, H);
-      this.linear(rec, acts, l.ln1, `${L}.v`, l.v, kvd, H);
-      this.family.rotate(rec, acts, l.q, l.k, false);
-      attend(rec, acts, i, l);
-      // Residuals: write the projection, then add the stream (one arena buffer cannot copy into itself).
-      this.linear(rec, acts, l.att, `${L}.o`, l.xm, H, qd);
-      elementwise(rec, { op: 'axpy', y: l.xm, x: acts.stream[i], n: T * H, s0: 1 });
-      this.norm(rec, acts, `${L}.norm2`, l.xm, l.ln2, l.st2);
-      this.family.mlpUp(rec, acts, L, l);
-      this.linear(rec, acts, l.h, `${L}.${this.family.down}`, acts.stream[i + 1], H, c.intermediateSize);
-      elementwise(rec, { op: 'axpy', y: acts.stream[i + 1], x: l.xm, n: T * H, s0: 1 });
-    }
-    this.norm(rec, acts, 'norm_f', acts.stream[c.numLayers], acts.lnf, acts.stf);
+    const L = `layers.${i}`;
+    const l = acts.layers[i];
+    this.norm(rec, acts, `${L}.norm1`, acts.stream[i], l.ln1, l.st1);
+    this.linear(rec, acts, l.ln1, `${L}.q`, l.q, qd, H);
+    this.linear(rec, acts, l.ln1, `${L}.k`, l.k, kvd, H);
+    this.linear(rec, acts, l.ln1, `${L}.v`, l.v, kvd, H);
+    this.family.rotate(rec, acts, l.q, l.k, false);
+    attend(rec, acts, i, l);
+    // Residuals: write the projection, then add the stream (one arena buffer cannot copy into itself).
+    this.linear(rec, acts, l.att, `${L}.o`, l.xm, H, qd);
+    elementwise(rec, { op: 'axpy', y: l.xm, x: acts.stream[i], n: T * H, s0: 1 });
+    this.norm(rec, acts, `${L}.norm2`, l.xm, l.ln2, l.st2);
+    this.family.mlpUp(rec, acts, L, l);
+  }
+
+  /** The MLP's output projection and the residual: the stream leaving layer i. */
+  private layerOutput(rec: CommandRecorder, acts: Activations, i: number): void {
+    const c = this.config;
+    const l = acts.layers[i];
+    this.linear(rec, acts, l.h, `layers.${i}.${this.family.down}`, acts.stream[i + 1], c.hiddenSize, c.intermediateSize);
+    elementwise(rec, { op: 'axpy', y: acts.stream[i + 1], x: l.xm, n: acts.T * c.hiddenSize, s0: 1 });
   }
 
   /** logits [rows, vocab] of final hidden states [rows, hidden]. */
@@ -305,6 +321,9 @@ export class Transformer {
     for (let i = c.numLayers - 1; i >= 0; i--) {
       const L = `layers.${i}`;
       const l = acts.layers[i];
+      // Gradient checkpointing: the layers share one set of tensors, so this layer's are recomputed
+      // from the stream entering it (same kernels, same pass: bit for bit what the forward pass wrote).
+      if (acts.checkpointed) this.layerForward(rec, acts, i, this.selfAttention);
       // x_{i+1} = xm + mlp(norm2(xm)): dx flows to xm unchanged, plus through the MLP, whose input h
       // (one buffer for all layers) is recomputed from a and b.
       this.family.mlpActivate(rec, acts, l);

@@ -15,7 +15,7 @@ import { learningRate, type ScheduleOptions } from '../optim/schedule.js';
 import type { Method } from '../methods/method.js';
 import { methodDefinition, type MethodName, type MethodOptions } from '../methods/registry.js';
 import type { BatchInput, PreparedBatch } from '../model/batch.js';
-import { CausalLM, openPretrained, type PretrainedOptions } from '../model/causal-lm.js';
+import { CausalLM, openPretrained, type EvalResult, type PretrainedOptions } from '../model/causal-lm.js';
 import type { SourceLike } from '../io/sources.js';
 import type { Checkpoint, LoadProgress } from '../model/checkpoint.js';
 import { LINEAR_WEIGHT, type WeightFormat } from '../model/linear-weights.js';
@@ -33,6 +33,8 @@ export interface FineTuneOptions extends MethodOptions {
   quantize?: QuantizeOption;
   /** Micro-batches per optimizer step. Default 1. */
   gradientAccumulation?: number;
+  /** Recompute each layer in the backward pass instead of keeping its activations (CausalLM.gradientCheckpointing). Default false. */
+  gradientCheckpointing?: boolean;
   onProgress?: (p: LoadProgress) => void;
 }
 
@@ -46,12 +48,14 @@ export interface StepResult {
   optimizerStep: number;
 }
 
-export interface EvalResult {
-  loss: number;
-  /** Fraction of target tokens whose highest logit is the target (ties count as correct). */
-  accuracy: number;
+/** A submitted micro-batch whose loss is still being read back. */
+export interface PendingStep extends Omit<StepResult, 'loss'> {
+  /** Tokens of the micro-batch that carry a target. */
   tokens: number;
+  loss: Promise<number>;
 }
+
+export type { EvalResult };
 
 export class FineTuner {
   /** The attached method: what trains and how it reaches the model's layers. */
@@ -66,6 +70,7 @@ export class FineTuner {
     readonly model: CausalLM,
     readonly options: FineTuneOptions,
   ) {
+    this.accumulation = options.gradientAccumulation ?? 1;
     const definition = methodDefinition(options.method);
     this.method = definition.attach(model, options[options.method]);
     try {
@@ -75,6 +80,7 @@ export class FineTuner {
       throw e;
     }
     model.transformer.hooks = this.method.linear;
+    model.gradientCheckpointing = options.gradientCheckpointing ?? false;
   }
 
   /**
@@ -120,11 +126,30 @@ export class FineTuner {
     }
   }
 
-  private get accumulation(): number {
-    return Math.max(1, this.options.gradientAccumulation ?? 1);
+  private accumulation: number;
+
+  /** Micro-batches per optimizer step; changed only between optimizer steps. */
+  get gradientAccumulation(): number {
+    return this.accumulation;
+  }
+
+  set gradientAccumulation(n: number) {
+    if (!Number.isInteger(n) || n < 1) throw new ShapeError(`gradientAccumulation must be a positive integer, got ${n}`);
+    if (this.micro !== 0) throw new Error('gradientAccumulation changed in the middle of an accumulation');
+    this.accumulation = n;
   }
 
   async step(input: BatchInput | PreparedBatch): Promise<StepResult> {
+    const pending = this.submitStep(input);
+    return { ...pending, loss: await pending.loss };
+  }
+
+  /**
+   * Record and submit one micro-batch (and, when it completes an accumulation, the optimizer step)
+   * without waiting for it: the loss arrives later, read back after the GPU finishes, so a caller
+   * can submit the next micro-batch first and the GPU never waits on the host.
+   */
+  submitStep(input: BatchInput | PreparedBatch): PendingStep {
     const batch = this.model.prepare(input);
     const count = Math.max(batch.targetCount, 1);
     const rec = this.gpu.recorder();
@@ -134,48 +159,49 @@ export class FineTuner {
       this.method.zeroGrads(rec);
     }
     const acts = this.model.record(rec, batch, 1 / (count * this.accumulation), { training: true, pass: this.passes + 1 });
-    this.passes++;
     let lr = 0;
     let updated = false;
-    let losses: Float32Array;
+    let losses: Promise<Float32Array>;
     try {
-      this.micro++;
-      updated = this.micro === this.accumulation;
+      const micro = this.micro + 1;
+      updated = micro === this.accumulation;
       if (updated) {
-        this.micro = 0;
         lr = learningRate(this.optimizer.step + 1, this.options.optimizer ?? { lr: 1e-4 });
         this.optimizer.record(rec, lr);
       }
-      await rec.submit();
-      losses = await this.gpu.readF32(acts.losses);
+      void rec.submit();
+      // The copy for the readback is queued now, ahead of any later step that reuses these activations.
+      losses = this.gpu.readF32(acts.losses);
+      this.passes++;
+      this.micro = updated ? 0 : micro;
     } finally {
       acts.unpin();
     }
-    return { loss: losses.reduce((a, b) => a + b, 0) / count, updated, lr, optimizerStep: this.optimizer.step };
+    return { updated, lr, optimizerStep: this.optimizer.step, tokens: batch.targetCount, loss: losses.then((l) => l.reduce((a, b) => a + b, 0) / count) };
   }
 
-  async evaluate(input: BatchInput | PreparedBatch): Promise<EvalResult> {
+  /**
+   * Run a training pass (forward and backward, no update) of this batch's shape and wait for it: what
+   * a batch of that shape allocates, tried for real. Gradients it leaves are cleared by the next step,
+   * and no counter moves, so training continues as if it never ran.
+   */
+  async probe(input: BatchInput | PreparedBatch): Promise<void> {
+    if (this.micro !== 0) throw new Error('probe() in the middle of gradient accumulation');
     const batch = this.model.prepare(input);
     const rec = this.gpu.recorder();
-    const acts = this.model.record(rec, batch);
-    let losses: Float32Array;
-    let stats: Float32Array;
+    this.method.readyToTrain?.(rec);
+    const acts = this.model.record(rec, batch, 0, { training: true, pass: 0 });
     try {
       await rec.submit();
-      [losses, stats] = await Promise.all([this.gpu.readF32(acts.losses), this.gpu.readF32(acts.cestats)]);
+      await this.gpu.sync();
     } finally {
       acts.unpin();
     }
-    let loss = 0;
-    let correct = 0;
-    for (let t = 0; t < batch.targets.length; t++) {
-      if (batch.targets[t] < 0) continue;
-      loss += losses[t];
-      // The target's logit equals the running maximum exactly when it is the argmax.
-      if (stats[3 * t + 2] >= stats[3 * t]) correct++;
-    }
-    const n = Math.max(batch.targetCount, 1);
-    return { loss: loss / n, accuracy: correct / n, tokens: batch.targetCount };
+  }
+
+  /** Mean loss over the batch's target tokens and, unless `accuracy` is false, the token accuracy (one more readback). */
+  evaluate(input: BatchInput | PreparedBatch, o: { accuracy?: boolean } = {}): Promise<EvalResult> {
+    return this.model.evaluate(input, o);
   }
 
   /**

@@ -4,7 +4,7 @@
  * of a letter: "next:a=b"), with the loss on answers only. It reports the held-out answer
  * accuracy before and after, the loss as it trains, and greedy answers to held-out prompts.
  */
-import { packExamples, skillExamples, type HeldOutSkill, type PackedRows } from '../data/skills.js';
+import { packExamples, skillExamples, type HeldOutSkill, type SkillRows } from '../data/skills.js';
 import type { SparseMask } from '../methods/sparse/mask.js';
 import { selectMask, type Selection, type SelectOptions } from '../methods/sparse/select.js';
 import type { Gpu } from '../gpu/gpu.js';
@@ -70,8 +70,11 @@ export async function taskFineTuneOptions(
  */
 export const CALIBRATION_TOKENS = 4096;
 
+/** Tokens per calibration batch where the rows come from a dataset. */
+export const CALIBRATION_BATCH_TOKENS = 4096;
+
 /** Calibration batches for mask selection: the task's training distribution, from seeds training never draws. */
-export function taskCalibration(rows: number, skill: HeldOutSkill = MAIN_TASK, batches = Math.ceil(CALIBRATION_TOKENS / (rows * SEQ))): PackedRows[] {
+export function taskCalibration(rows: number, skill: HeldOutSkill = MAIN_TASK, batches = Math.ceil(CALIBRATION_TOKENS / (rows * SEQ))): SkillRows[] {
   return Array.from({ length: batches }, (_, b) => packExamples(skillExamples(rows * SEQ, 900_000 + b, skill), rows, SEQ, 'answer'));
 }
 

@@ -64,6 +64,10 @@ describe('LoRA', () => {
     const before = gpu.memoryStats();
     await expect(FineTuner.create(gpu, ckpt, { method: 'lora', lora: { rank: 4, targetModules: ['c_attn'] } })).rejects.toThrow(/'c_attn' do not exist/);
     await expect(FineTuner.create(gpu, ckpt, { method: 'lora', lora: { rank: 0 } })).rejects.toThrow(/rank must be a positive integer/);
+    // A rank above a layer's smaller side, alone or through a pattern, is refused before anything loads.
+    const { hiddenSize: H } = ckpt.config;
+    await expect(FineTuner.create(gpu, ckpt, { method: 'lora', lora: { rank: H + 1, targetModules: ['q'] } })).rejects.toThrow(new RegExp(`LoRA rank ${H + 1} exceeds what 'layers\\.0\\.q' \\(\\d+x${H}\\) can hold: at most \\d+`));
+    await expect(FineTuner.create(gpu, ckpt, { method: 'lora', lora: { rank: 2, rankPattern: { v: 10 * H } } })).rejects.toThrow(/LoRA rank \d+ exceeds what 'layers\.0\.v'/);
     const after = gpu.memoryStats();
     expect([after.currentBytes, after.buffers]).toEqual([before.currentBytes, before.buffers]); // nothing was loaded or left allocated
   });

@@ -1,7 +1,7 @@
 /** LoRA's options, their defaults (PEFT's), and the check made before any weight is loaded. */
 import { ShapeError } from '../../errors.js';
 import type { ModelConfig } from '../../model/config.js';
-import { linearModules, type LinearShape } from '../targets.js';
+import { hfModulePaths, linearModules, type LinearShape } from '../targets.js';
 
 export interface LoraOptions {
   /** Rank r of the update B A. Default 8. */
@@ -53,7 +53,15 @@ export function loraModules(config: ModelConfig, options: LoraOptions = {}): Map
     patternRegExp(key);
     if (!(Number.isFinite(v) && v > 0)) throw new ShapeError(`LoRA alphaPattern['${key.slice(0, 60)}'] must be a positive number, got ${v}`);
   }
-  return linearModules(config, options.targetModules ?? ['q', 'v'], 'LoRA');
+  const modules = linearModules(config, options.targetModules ?? ['q', 'v'], 'LoRA');
+  // A rank above a layer's smaller side adds parameters and no expressiveness: B A cannot exceed it.
+  const hf = hfModulePaths(config);
+  for (const [name, shape] of modules) {
+    const rank = patternValue(options.rankPattern, [name, ...(hf.has(name) ? [hf.get(name)!] : [])]) ?? r;
+    const most = Math.min(shape.in, shape.out);
+    if (rank > most) throw new ShapeError(`LoRA rank ${rank} exceeds what '${name}' (${shape.out}x${shape.in}) can hold: at most ${most}`);
+  }
+  return modules;
 }
 
 /** A rank or alpha pattern key as PEFT matches it: the whole name, or its end after a dot. */

@@ -2,6 +2,7 @@
 import type { MethodDefinition } from '../method.js';
 import { loraModules, type LoraOptions } from './config.js';
 import { Lora } from './layer.js';
+import { peftAdapterFiles } from './peft.js';
 
 export const lora: MethodDefinition<LoraOptions> = {
   name: 'lora',
@@ -9,6 +10,7 @@ export const lora: MethodDefinition<LoraOptions> = {
   check: (config, options) => void loraModules(config, options),
   baseTrainable: () => () => false,
   attach: (model, options) => new Lora(model.gpu, model.config, options ?? {}, (name) => model.f32Param(name)),
+  exportFiles: (method, _config, o) => peftAdapterFiles(method as Lora, o),
 };
 
 export { Lora, loraModules, type LoraOptions };

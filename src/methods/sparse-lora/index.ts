@@ -15,6 +15,9 @@ import { Lora } from '../lora/layer.js';
 import type { LinearHooks, Method, MethodDefinition, PassContext, TrainableTensors } from '../method.js';
 import { checkSparseOptions, resolveMask, type SparseOptions } from '../sparse/config.js';
 import { SparseFineTuning } from '../sparse/layer.js';
+import { DELTA_FILE, MASK_FILE, savedMask } from '../sparse/index.js';
+import { sparseDeltaFile } from '../sparse/interchange.js';
+import { peftAdapterFiles } from '../lora/peft.js';
 
 export interface SparseLoraOptions {
   /** The sparse part (mask, or a data-free selection and its budget). Default: random, density 0.01. */
@@ -142,4 +145,11 @@ export const sparseLora: MethodDefinition<SparseLoraOptions> = {
       throw e;
     }
   },
+  checkpointFiles: (method, config) => ({ [MASK_FILE]: (method as SparseLora).sparse.mask.toSafetensors(config) }),
+  // Both parts in their own formats: the sparse delta, and the LoRA part as PEFT's adapter.
+  exportFiles: async (method, config, o) => ({
+    [DELTA_FILE]: await sparseDeltaFile((method as SparseLora).sparse, config),
+    ...(await peftAdapterFiles((method as SparseLora).lora, o)),
+  }),
+  restoreOptions: async (options, files, config) => ({ ...options, sparse: { ...options?.sparse, mask: await savedMask(files, config) } }),
 };

@@ -2,9 +2,13 @@
  * Sparse fine-tuning as a registered method: options in ./config.ts, masks in ./mask.ts (file format)
  * and ./budget.ts (scores to masks, data-free selections), the method in ./layer.ts.
  */
+import { ShapeError } from '../../errors.js';
+import type { ModelConfig } from '../../model/config.js';
 import type { MethodDefinition } from '../method.js';
 import { checkSparseOptions, resolveMask, type SparseOptions } from './config.js';
 import { SparseFineTuning } from './layer.js';
+import { SparseMask } from './mask.js';
+import { sparseDeltaFile } from './interchange.js';
 
 export const sparse: MethodDefinition<SparseOptions> = {
   name: 'sparse',
@@ -13,7 +17,22 @@ export const sparse: MethodDefinition<SparseOptions> = {
   baseTrainable: () => () => false,
   writesBase: true,
   attach: (model, options) => new SparseFineTuning(model.gpu, model, resolveMask(model.config, options)),
+  checkpointFiles: (method, config) => ({ [MASK_FILE]: (method as SparseFineTuning).mask.toSafetensors(config) }),
+  exportFiles: async (method, config) => ({ [DELTA_FILE]: await sparseDeltaFile(method as SparseFineTuning, config) }),
+  restoreOptions: async (options, files, config) => ({ ...options, mask: await savedMask(files, config) }),
 };
+
+/** The file name of an exported sparse delta. */
+export const DELTA_FILE = 'sparse_delta.safetensors';
+
+/** The file a checkpoint keeps a sparse method's mask in. */
+export const MASK_FILE = 'mask.safetensors';
+
+/** The mask a checkpoint kept. */
+export async function savedMask(files: Record<string, Uint8Array>, config: ModelConfig): Promise<SparseMask> {
+  if (!files[MASK_FILE]) throw new ShapeError(`the checkpoint has no ${MASK_FILE}, which a sparse method needs to resume`);
+  return SparseMask.fromSafetensors(files[MASK_FILE], config, MASK_FILE);
+}
 
 export { SparseFineTuning, type SparseOptions };
 export { BLOCK_SIZES, SparseMask, type BlockSize, type Granularity, type MaskEntry, type MaskInfo } from './mask.js';
