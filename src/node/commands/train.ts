@@ -105,6 +105,10 @@ async function train(values: FlagValues): Promise<void> {
       log(`method:  ${method} (${methodDefinition(method).summary}): ${names.reduce((s, n) => s + param(n).size / 4, 0)} parameters train${quantize ? `; base ${typeof quantize === 'string' ? quantize : quantize.format}, ${(trainer.ft.model.linearWeightBytes / 2 ** 20).toFixed(2)} MiB of linear weights` : ''}`);
       const prompts = samplePrompts(data, samples);
       const before = values.resume || !prompts.length ? null : await generateSamples(trainer.ft, prompts);
+      if (!values.resume && data.validation) {
+        const e = await trainer.evaluateValidation();
+        log(`eval before training: loss ${e.loss.toFixed(4)}, perplexity ${e.perplexity.toFixed(2)} (${e.tokens} held-out tokens)`);
+      }
       const result = await runWithProgress(trainer, json, log);
       if (prompts.length) printSamples(m, prompts, before, await generateSamples(trainer.ft, prompts), log);
       if (result.reason === 'cancelled') {
