@@ -7,7 +7,7 @@
  *     calls on the same batches: the loop's overhead as a fraction of step time.
  * Runs are interleaved where they are compared, so a noisy machine slows both alike.
  */
-import { loadDataset, loadTokenizer, openCheckpoint, textTokenizer, Trainer, FineTuner, type Gpu, type ModelSource, type TrainerEvent, type TrainingData, type TrainerOptions } from '../src/index.js';
+import { loadDataset, loadTokenizer, openCheckpoint, Trainer, FineTuner, type Gpu, type ModelSource, type TrainerEvent, type TrainingData, type TrainerOptions } from '../src/index.js';
 
 export interface TrainerBenchRow {
   name: string;
@@ -77,7 +77,7 @@ async function loopOverhead(gpu: Gpu, source: ModelSource, data: TrainingData, s
 export async function runTrainerBench(gpu: Gpu, source: ModelSource, datasetFile: { name: string; bytes: Uint8Array }, o: { steps?: number; log?: (line: string) => void } = {}): Promise<TrainerBenchResult> {
   const log = o.log ?? (() => undefined);
   const steps = o.steps ?? 5;
-  const tokenizer = textTokenizer(await loadTokenizer(source));
+  const tokenizer = await loadTokenizer(source);
   const S = 64;
   const packed = await loadDataset(datasetFile, tokenizer, { seqLength: S });
   const unpacked = await loadDataset(datasetFile, tokenizer, { seqLength: S, pack: false });

@@ -50,7 +50,7 @@ await build({
   outExtension: { '.js': '.mjs' },
   chunkNames: 'chunks/[name]-[hash]',
   alias: { vitest: join(root, 'bench/gpu/test-runner.ts') },
-  // Loaded only where the kit does not go (tokenizers, browsers); dawn.node comes through `webgpu`.
+  // Loaded only where the kit does not go (the tokenizer cross-check, browsers); dawn.node comes through `webgpu`.
   external: ['webgpu', '@huggingface/transformers', 'playwright', 'playwright-core'],
   banner: { js: "import { createRequire as __kitRequire } from 'node:module'; const require = __kitRequire(import.meta.url);" },
   plugins: [testList],

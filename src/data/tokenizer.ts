@@ -1,16 +1,16 @@
 /**
- * Tokenizers through @huggingface/transformers, built from the tokenizer.json and tokenizer_config.json
- * of any model source (hub, folder, File objects) so tokenizer and weights always come from one place.
- * The class is chosen the way AutoTokenizer does, by tokenizer_config.tokenizer_class.
+ * Tokenizers through @huggingface/tokenizers (what transformers.js is built on), from the tokenizer.json
+ * and tokenizer_config.json of any model source (hub, folder, File objects), so tokenizer and weights
+ * always come from one place. Special tokens are read from the config as transformers.js reads them
+ * (the padding token falls back to the end-of-sequence token), and the chat template is rendered by
+ * src/data/chat-template.ts as transformers.js's apply_chat_template renders it.
  */
-import type { PreTrainedTokenizer } from '@huggingface/transformers';
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { WebGPUFinetuneError } from '../errors.js';
 import { MalformedFileError, ModelSourceError, readJson, resolveSource, type HubOptions, type SourceLike } from '../io/sources.js';
 import { brief } from '../io/strict-json.js';
-import { ChatTemplate } from './chat-template.js';
+import { ChatTemplate, type ChatMessage } from './chat-template.js';
 import type { TextTokenizer } from './examples.js';
-
-export type Tokenizer = PreTrainedTokenizer;
 
 /** A tokenizer file that is malformed or that the tokenizer library cannot build a tokenizer from. */
 export class InvalidTokenizerError extends WebGPUFinetuneError {
@@ -40,46 +40,77 @@ async function readObject(source: { description: string }, read: () => Promise<u
   return json as Record<string, unknown>;
 }
 
+/** A special token of tokenizer_config.json: a string, or an AddedToken object with its content. */
+function tokenText(config: Record<string, unknown>, ...keys: string[]): string | null {
+  for (const key of keys) {
+    const v = config[key];
+    if (typeof v === 'string' && v) return v;
+    if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content;
+  }
+  return null;
+}
+
+/** A model's tokenizer: encoding, decoding, its special token ids and its chat template. */
+export class Tokenizer implements TextTokenizer {
+  readonly eosTokenId: number | null;
+  readonly bosTokenId: number | null;
+  readonly padTokenId: number | null;
+  private template: ChatTemplate | null | undefined;
+
+  constructor(
+    private readonly inner: HfTokenizer,
+    /** tokenizer_config.json as read. */
+    readonly config: Record<string, unknown>,
+  ) {
+    const id = (token: string | null) => {
+      const v = token === null ? undefined : inner.token_to_id(token);
+      return typeof v === 'number' && Number.isInteger(v) ? v : null;
+    };
+    this.eosTokenId = id(tokenText(config, 'eos_token'));
+    this.bosTokenId = id(tokenText(config, 'bos_token'));
+    this.padTokenId = id(tokenText(config, 'pad_token', 'eos_token'));
+  }
+
+  /** Token ids of `text`; `addSpecialTokens` (default true) adds what the tokenizer adds around a sequence (BOS for Llama). */
+  encode(text: string, addSpecialTokens = true): number[] {
+    return this.inner.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+  }
+
+  decode(ids: ArrayLike<number>, o: { skipSpecialTokens?: boolean } = {}): string {
+    return ids.length === 0 ? '' : this.inner.decode(Array.from(ids), { skip_special_tokens: o.skipSpecialTokens ?? false });
+  }
+
+  /** The chat template of tokenizer_config.json, or null when it has none. */
+  get chatTemplate(): ChatTemplate | null {
+    try {
+      return (this.template ??= ChatTemplate.fromTokenizerConfig(this.config));
+    } catch (e) {
+      throw new InvalidTokenizerError('tokenizer_config.json', (e as Error).message, { cause: e });
+    }
+  }
+
+  /** The conversation rendered by the chat template, as transformers.js's apply_chat_template(messages, { tokenize: false }). */
+  applyChatTemplate(messages: ChatMessage[], o: { addGenerationPrompt?: boolean } = {}): string {
+    const template = this.chatTemplate;
+    if (!template) throw new InvalidTokenizerError('tokenizer_config.json', 'has no chat_template');
+    return template.render(messages, o);
+  }
+}
+
 /** The tokenizer of a model: the same sources as the weights (hub id or URL, folder, File objects). */
 export async function loadTokenizer(from: SourceLike, hub: HubOptions = {}): Promise<Tokenizer> {
   const source = await resolveSource(from, hub);
   const json = await readObject(source, () => readJson(source, 'tokenizer.json', MAX_TOKENIZER_BYTES), 'tokenizer.json');
   if (!json) throw new ModelSourceError(`${source.description} has no tokenizer.json (only fast tokenizers are supported)`);
   const config = (await readObject(source, () => readJson(source, 'tokenizer_config.json'), 'tokenizer_config.json')) ?? {};
-  // Loaded on first use: the package is large and only tokenization needs it.
-  const transformers = (await import('@huggingface/transformers')) as unknown as Record<string, unknown>;
-  const name = String(config.tokenizer_class ?? 'PreTrainedTokenizer').replace(/Fast$/, '');
-  const Class = (transformers[name] ?? transformers.PreTrainedTokenizer) as new (json: unknown, config: unknown) => Tokenizer;
   // The library reports malformed files with plain Errors and TypeErrors, some only on first use, so a
   // tokenizer is built and tried once here and any failure is named after its file.
   try {
-    const tokenizer = new Class(json, config);
+    const tokenizer = new Tokenizer(new HfTokenizer(json, config), config);
     tokenizer.decode(tokenizer.encode('a'));
     return tokenizer;
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
     throw new InvalidTokenizerError(`${source.description}: tokenizer.json`, `the tokenizer library cannot use it (${brief(message, 160)})`, { cause: e });
   }
-}
-
-/**
- * What the dataset readers use of a tokenizer (src/data/examples.ts): encoding, the EOS and padding
- * ids, and the chat template of its tokenizer_config.json, rendered by src/data/chat-template.ts.
- */
-export function textTokenizer(tokenizer: Tokenizer): TextTokenizer {
-  const t = tokenizer as unknown as { config?: Record<string, unknown>; eos_token_id?: number | null; pad_token_id?: number | null };
-  const id = (v: number | null | undefined) => (typeof v === 'number' && Number.isInteger(v) ? v : null);
-  let chatTemplate: ChatTemplate | null | undefined;
-  return {
-    encode: (text, addSpecialTokens) => Array.from(tokenizer.encode(text, { add_special_tokens: addSpecialTokens }) as number[]),
-    eosTokenId: id(t.eos_token_id),
-    padTokenId: id(t.pad_token_id),
-    get chatTemplate() {
-      try {
-        return (chatTemplate ??= ChatTemplate.fromTokenizerConfig(t.config ?? {}));
-      } catch (e) {
-        throw new InvalidTokenizerError('tokenizer_config.json', (e as Error).message, { cause: e });
-      }
-    },
-  };
 }

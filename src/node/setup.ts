@@ -10,9 +10,8 @@ import { resolveSource, type ModelSource } from '../io/sources.js';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import { QUANT_FORMATS, type QuantizeOption } from '../model/quantized-weights.js';
 import { PRETRAINED_BASE } from '../model/shipped.js';
-import { loadTokenizer, textTokenizer, type Tokenizer } from '../data/tokenizer.js';
+import { loadTokenizer, type Tokenizer } from '../data/tokenizer.js';
 import { formatProblem, loadDataset, REPORTED_PROBLEMS, type DatasetOptions, type TrainingData } from '../data/dataset.js';
-import type { TextTokenizer } from '../data/examples.js';
 import type { DatasetFile } from '../data/records.js';
 import { methodNames, METHODS, type MethodName, type MethodOptions } from '../methods/registry.js';
 import { BLOCK_SIZES, SELECTIONS, SparseMask, type BlockSize, type Granularity, type Selection } from '../methods/sparse/index.js';
@@ -65,7 +64,6 @@ export interface OpenedModel {
   source: ModelSource;
   ckpt: Checkpoint;
   tokenizer: Tokenizer;
-  text: TextTokenizer;
 }
 
 export async function openModel(values: FlagValues, log: (line: string) => void): Promise<OpenedModel> {
@@ -76,7 +74,7 @@ export async function openModel(values: FlagValues, log: (line: string) => void)
   const c = ckpt.config;
   log(`device:  ${gpu.describe()}`);
   log(`model:   ${source.description}: ${c.architecture}, ${c.numLayers} layers, d=${c.hiddenSize}, vocab ${c.vocabSize}, ${c.maxPositions} positions`);
-  return { gpu, source, ckpt, tokenizer, text: textTokenizer(tokenizer) };
+  return { gpu, source, ckpt, tokenizer };
 }
 
 /** The dataset options of the flags, checked (the sequence against the model's positions). */
@@ -98,7 +96,7 @@ export async function datasetFromFlags(values: FlagValues, m: OpenedModel): Prom
     pack: !values['no-packing'],
     textSampling: choiceFlag(values, 'text-sampling', ['line', 'paragraph', 'document'] as const),
   };
-  return loadDataset(await fileBytes(values.data as string, 'data'), m.text, options);
+  return loadDataset(await fileBytes(values.data as string, 'data'), m.tokenizer, options);
 }
 
 export function describeDataset(d: TrainingData): string[] {

@@ -12,7 +12,7 @@ import { DatasetRowsError, loadDataset, type DatasetOptions } from '../../src/da
 import { firstFitDecreasing, PackedRows } from '../../src/data/packing.js';
 import { DatasetError, type DatasetFile } from '../../src/data/records.js';
 import { skillExamples } from '../../src/data/skills.js';
-import { loadTokenizer, textTokenizer } from '../../src/data/tokenizer.js';
+import { loadTokenizer } from '../../src/data/tokenizer.js';
 import type { TextTokenizer } from '../../src/data/examples.js';
 import { memorySource } from '../../src/io/sources.js';
 import templates from '../fixtures/chat-templates.json';
@@ -27,7 +27,7 @@ const jsonl = (rows: unknown[]) => rows.map((r) => JSON.stringify(r)).join('\n')
 let tokenizerPromise: Promise<TextTokenizer> | null = null;
 /** The shipped tiny models' byte-level tokenizer (one token per byte, EOS 256, PAD 257) with their chat template. */
 function byteTokenizer(): Promise<TextTokenizer> {
-  tokenizerPromise ??= loadTokenizer(memorySource({ ...byteTokenizerFiles('PreTrainedTokenizerFast', 128) })).then(textTokenizer);
+  tokenizerPromise ??= loadTokenizer(memorySource({ ...byteTokenizerFiles('PreTrainedTokenizerFast', 128) }));
   return tokenizerPromise;
 }
 
@@ -188,6 +188,28 @@ describe('chat templates', () => {
   });
 });
 
+describe('tokenizer', () => {
+  it('encodes, decodes and names special tokens exactly as transformers.js does (the shipped tokenizers)', async () => {
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const alphabet = 'abz=:>; \n\tÄé€😀<|endoftext|><|pad|>';
+    for (const cls of ['PreTrainedTokenizerFast', 'GPT2Tokenizer']) {
+      const files = byteTokenizerFiles(cls, 128);
+      const ours = await loadTokenizer(memorySource({ ...files }));
+      const theirs = new PreTrainedTokenizer(JSON.parse(files['tokenizer.json']), JSON.parse(files['tokenizer_config.json']));
+      expect([ours.eosTokenId, ours.padTokenId, ours.bosTokenId]).toEqual([theirs.eos_token_id, theirs.pad_token_id, theirs.bos_token_id]);
+      for (let i = 0; i < 50; i++) {
+        const text = Array.from({ length: 1 + Math.floor(rand() * 30) }, () => [...alphabet][Math.floor(rand() * [...alphabet].length)]).join('');
+        for (const special of [true, false]) {
+          const ids = ours.encode(text, special);
+          expect(ids, `seed ${seed}: ${JSON.stringify(text)}`).toEqual(Array.from(theirs.encode(text, { add_special_tokens: special }) as number[]));
+          for (const skip of [true, false]) expect(ours.decode(ids, { skipSpecialTokens: skip })).toBe(theirs.decode(ids, { skip_special_tokens: skip }));
+        }
+      }
+    }
+  });
+});
+
 describe('packing', () => {
   it('first-fit decreasing: every example once, none across a row, each its own segment, order kept within a row', () => {
     const seed = freshSeed();
@@ -301,7 +323,7 @@ describe('bad rows', () => {
     await expect(loadDataset(file('d.jsonl', '{"a": 1}'), tok, o)).rejects.toThrow(/no row has a 'text', 'prompt' and 'completion', or 'messages' field/);
     await expect(loadDataset(file('d.jsonl', '{"text": ""}\n{"text": 3}'), tok, o)).rejects.toThrow(/no usable training rows; 2 bad rows, first: d\.jsonl:1: field 'text' is empty/);
     await expect(loadDataset(file('d.json', '[{"text": "a"'), tok, o)).rejects.toThrow(/d\.json: invalid JSON/);
-    const plain: TextTokenizer = { ...tok, encode: tok.encode, chatTemplate: null };
+    const plain: TextTokenizer = { encode: (t, special) => tok.encode(t, special), eosTokenId: tok.eosTokenId, padTokenId: tok.padTokenId, chatTemplate: null };
     await expect(loadDataset(file('c.jsonl', jsonl([{ messages: [{ role: 'user', content: 'a' }] }])), plain, o)).rejects.toThrow(/needs the model's chat template/);
     await expect(loadDataset(file('c.jsonl', jsonl([{ text: 'a' }])), tok, { seqLength: 64, longRows: 'split', format: 'chat' })).rejects.toThrow(/'split' applies to text rows/);
     for (const e of [await loadDataset(file('data.csv', ''), tok, o).catch((x) => x)]) expect(e).toBeInstanceOf(DatasetError);

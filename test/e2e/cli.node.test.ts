@@ -70,7 +70,8 @@ describe('command line: bad input', () => {
     [['select-mask'], 2, /select-mask: --out FILE is required/],
     [['train-everything'], 2, /unknown command 'train-everything'/],
   ];
-  it.each(table)('%j exits %i with a one-line message', async (args, code, message) => {
+  // Child processes that mostly start up and stop: run a few at a time.
+  it.concurrent.each(table)('%j exits %i with a one-line message', async (args, code, message) => {
     const r = await run(...args);
     expect(r.code, r.stdout + r.stderr).toBe(code);
     const lines = r.stderr.split('\n').filter((l) => l.trim() && !/^(Warning|\s+at |\s*-?\s*While initializing)/.test(l) && !/Vulkan|vk_|\bICD\b/.test(l));
@@ -107,16 +108,14 @@ describe('command line: runs', () => {
   }, 240_000);
 
   it('resuming in a new process continues with exactly the losses of the uninterrupted run', async () => {
-    const whole = await run('train', '--steps', '4', '--save-every', '2', '--lr', '1e-2', '--output', tempDir(), '--log-json', ...SHORT);
+    const dir = tempDir();
+    const args = ['train', '--steps', '4', '--save-every', '2', '--lr', '1e-2', '--output', dir, '--log-json', ...SHORT];
+    const whole = await run(...args);
     expect(whole.code, whole.stderr).toBe(0);
     const want = events(whole.stdout).filter((e) => e.type === 'step').map((e) => e.loss);
-    // The run above left checkpoints at steps 2 and 4: go back to step 2, as if it had been killed after it.
-    const resumed = tempDir();
-    const first = await run('train', '--steps', '4', '--save-every', '2', '--lr', '1e-2', '--output', resumed, '--log-json', ...SHORT);
-    expect(first.code).toBe(0);
-    rmSync(join(resumed, 'checkpoints/checkpoint-00000004'), { recursive: true });
-    writeFileSync(join(resumed, 'checkpoints/latest'), 'checkpoint-00000004\n'); // a pointer to a checkpoint that is gone
-    const again = await run('train', '--steps', '4', '--save-every', '2', '--lr', '1e-2', '--output', resumed, '--log-json', '--resume', ...SHORT);
+    // Back to the checkpoint of step 2, as if the run had been killed after it; the pointer names one that is gone.
+    rmSync(join(dir, 'checkpoints/checkpoint-00000004'), { recursive: true });
+    const again = await run(...args, '--resume');
     expect(again.code, again.stderr).toBe(0);
     const e = events(again.stdout);
     expect(e.find((x) => x.type === 'plan').resumedFrom).toBe(2);

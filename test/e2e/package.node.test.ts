@@ -1,9 +1,10 @@
 /**
- * The package as users get it: built, packed with `npm pack`, installed into an empty app, and its
- * command line run with `npx webgpu-finetune` on the model and dataset it ships.
+ * The package as users get it: built, packed with `npm pack`, installed into an empty app (alone, as a
+ * browser app has it: nothing native; then with Dawn, as a Node app has it), and its command line run
+ * with `npx webgpu-finetune` on the model and dataset it ships.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,9 +26,16 @@ describe('the installed package', () => {
     for (const needed of ['dist/node/cli.js', 'dist/index.js', 'public/datasets/next-letter.jsonl', 'public/models/tiny-llama-skills/model.safetensors']) expect(paths).toContain(needed);
     expect(paths.some((p) => p.startsWith('src/') || p.startsWith('test/'))).toBe(false);
     writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', type: 'module', private: true }));
-    // onnxruntime-node (pulled in by @huggingface/transformers) downloads binaries in an install script; nothing here uses it.
-    const env = { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip', npm_config_audit: 'false', npm_config_fund: 'false' };
+    const env = { ...process.env, npm_config_audit: 'false', npm_config_fund: 'false' };
+    // A browser app installs the package alone: no Dawn, no runtimes it never calls, no install scripts.
     await exec('npm', ['install', '--prefer-offline', `./${filename}`], { cwd: app, env, timeout: 300_000 });
+    const installed = readdirSync(join(app, 'node_modules'), { recursive: true }).length;
+    expect(existsSync(join(app, 'node_modules/webgpu'))).toBe(false);
+    expect(existsSync(join(app, 'node_modules/onnxruntime-node'))).toBe(false);
+    expect(existsSync(join(app, 'node_modules/@huggingface/transformers'))).toBe(false);
+    expect(installed).toBeLessThan(2000);
+    // A Node app adds Dawn, the optional peer dependency.
+    await exec('npm', ['install', '--prefer-offline', 'webgpu'], { cwd: app, env, timeout: 300_000 });
     const run = join(app, 'run');
     const { stdout } = await exec('npx', ['webgpu-finetune', 'train', '--steps', '1', '--batch-size', '2', '--seq-len', '32', '--samples', '1', '--output', run], { cwd: app, env, timeout: 180_000 });
     expect(stdout).toMatch(/model: {3}folder .*node_modules\/webgpu-finetune\/public\/models\/tiny-llama-skills/);

@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { loadDataset, type TrainingData } from '../../src/data/dataset.js';
 import { skillExamples } from '../../src/data/skills.js';
-import { loadTokenizer, textTokenizer } from '../../src/data/tokenizer.js';
+import { loadTokenizer } from '../../src/data/tokenizer.js';
 import { ShapeError } from '../../src/errors.js';
 import { requestDevice } from '../../src/gpu/device.js';
 import { memorySource } from '../../src/io/sources.js';
@@ -23,7 +23,7 @@ const files = tinyModelFiles({ architecture: 'llama', seed: 4, hiddenSize: 32, n
 let dataPromise: Promise<TrainingData> | null = null;
 function data(): Promise<TrainingData> {
   dataPromise ??= (async () => {
-    const tokenizer = textTokenizer(await loadTokenizer(memorySource(files)));
+    const tokenizer = await loadTokenizer(memorySource(files));
     const rows = skillExamples(120, 5, 'shift').map((e) => JSON.stringify({ prompt: String.fromCharCode(...e.prompt), completion: String.fromCharCode(...e.answer.slice(0, -1)) }));
     return loadDataset({ name: 'shift.jsonl', bytes: new TextEncoder().encode(rows.join('\n')) }, tokenizer, { seqLength: 48, validation: 0.1 });
   })();

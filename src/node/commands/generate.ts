@@ -38,16 +38,16 @@ async function generate(values: FlagValues): Promise<void> {
       const prompt = String(values.prompt);
       let text = prompt;
       if (values.chat) {
-        const template = m.text.chatTemplate;
+        const template = m.tokenizer.chatTemplate;
         if (!template) throw new Error('--chat: this model\'s tokenizer_config.json has no chat_template');
         text = template.render([{ role: 'user', content: prompt }], { addGenerationPrompt: true });
       }
-      const ids = m.text.encode(text, !values.chat);
+      const ids = m.tokenizer.encode(text, !values.chat);
       if (ids.length + options.maxNewTokens > m.ckpt.config.maxPositions) {
         throw new Error(`the prompt (${ids.length} tokens) and --max-new-tokens ${options.maxNewTokens} exceed the model's ${m.ckpt.config.maxPositions} positions`);
       }
       const out = await gen.generate(ids, { ...options, onToken: () => undefined });
-      console.log(`${prompt}${m.tokenizer.decode(out.tokens, { skip_special_tokens: true })}`);
+      console.log(`${prompt}${m.tokenizer.decode(out.tokens, { skipSpecialTokens: true })}`);
       console.log(`(${out.tokens.length} tokens, stopped by ${out.stoppedBy}; ${tuned.description})`);
     } finally {
       gen.destroy();

@@ -220,7 +220,7 @@ async function generateSamples(ft: FineTuner, prompts: SamplePrompt[]): Promise<
 }
 
 function printSamples(m: OpenedModel, prompts: SamplePrompt[], before: number[][] | null, after: number[][], log: (l: string) => void) {
-  const text = (ids: number[]) => JSON.stringify(m.tokenizer.decode(ids, { skip_special_tokens: true }));
+  const text = (ids: number[]) => JSON.stringify(m.tokenizer.decode(ids, { skipSpecialTokens: true }));
   log(`\nheld-out prompts, greedy${before ? ': base -> fine-tuned' : ' (fine-tuned)'}:`);
   let right = 0;
   prompts.forEach((p, i) => {
