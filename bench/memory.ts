@@ -67,11 +67,18 @@ export interface MemoryBenchResult {
   ratios: Record<string, number>;
 }
 
-const VARIANTS: MemoryRow['variant'][] = ['qlora-nf4', 'lora-bf16', 'qlora-nf4-checkpointed', 'lora-bf16-checkpointed'];
+export const MEMORY_VARIANTS: MemoryRow['variant'][] = ['qlora-nf4', 'lora-bf16', 'qlora-nf4-checkpointed', 'lora-bf16-checkpointed'];
 const B = 1;
 const S = 512;
 
-export async function runMemoryBench(gpu: Gpu, o: { log?: (line: string) => void; variants?: MemoryRow['variant'][] } = {}): Promise<MemoryBenchResult> {
+/**
+ * Measure `variants` (all by default). Rows of `earlier` (a previous result's) for variants not measured now are kept,
+ * so the slow variants can be measured one process at a time into one table.
+ */
+export async function runMemoryBench(
+  gpu: Gpu,
+  o: { log?: (line: string) => void; variants?: MemoryRow['variant'][]; earlier?: MemoryRow[] } = {},
+): Promise<MemoryBenchResult> {
   const log = o.log ?? (() => undefined);
   const config = parseConfig(JSON.stringify(QWEN25_05B_CONFIG));
   log('making random bf16 weights for Qwen2.5-0.5B\'s configuration');
@@ -80,8 +87,9 @@ export async function runMemoryBench(gpu: Gpu, o: { log?: (line: string) => void
   const ids = Array.from({ length: B * S }, () => Math.floor(rand() * config.vocabSize));
   // Backward scratch: what a training arena adds to an inference one; the rest of an arena is kept activations.
   const scratch = Activations.bytesFor(config, B, S, 'train') - Activations.bytesFor(config, B, S, 'inference');
-  const rows: MemoryRow[] = [];
-  for (const variant of o.variants ?? VARIANTS) {
+  const measure = o.variants ?? MEMORY_VARIANTS;
+  const rows: MemoryRow[] = (o.earlier ?? []).filter((r) => !measure.includes(r.variant));
+  for (const variant of measure) {
     const before = gpu.memoryStats().currentBytes;
     const ft = await FineTuner.create(gpu, await openCheckpoint(memorySource(files)), {
       method: 'lora',
@@ -123,7 +131,7 @@ export async function runMemoryBench(gpu: Gpu, o: { log?: (line: string) => void
     model: 'Qwen2.5-0.5B configuration (random weights)',
     batch: `${B}x${S}`,
     lora: 'rank 16, all linear layers',
-    rows,
+    rows: MEMORY_VARIANTS.flatMap((v) => rows.filter((r) => r.variant === v)),
     ratios: {
       qlora_qwen05b_peak_gb: peakGb('qlora-nf4'),
       lora_bf16_qwen05b_peak_gb: peakGb('lora-bf16'),

@@ -7,7 +7,7 @@
  */
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { WebGPUFinetuneError } from '../errors.js';
-import { MalformedFileError, ModelSourceError, readJson, resolveSource, type HubOptions, type SourceLike } from '../io/sources.js';
+import { MalformedFileError, missingFileMessage, ModelSourceError, readJson, resolveSource, type HubOptions, type SourceLike } from '../io/sources.js';
 import { brief } from '../io/strict-json.js';
 import { ChatTemplate, type ChatMessage } from './chat-template.js';
 import type { TextTokenizer } from './examples.js';
@@ -101,7 +101,7 @@ export class Tokenizer implements TextTokenizer {
 export async function loadTokenizer(from: SourceLike, hub: HubOptions = {}): Promise<Tokenizer> {
   const source = await resolveSource(from, hub);
   const json = await readObject(source, () => readJson(source, 'tokenizer.json', MAX_TOKENIZER_BYTES), 'tokenizer.json');
-  if (!json) throw new ModelSourceError(`${source.description} has no tokenizer.json (only fast tokenizers are supported)`);
+  if (!json) throw new ModelSourceError(missingFileMessage(source, 'tokenizer.json', ' (only fast tokenizers are supported)'));
   const config = (await readObject(source, () => readJson(source, 'tokenizer_config.json'), 'tokenizer_config.json')) ?? {};
   // The library reports malformed files with plain Errors and TypeErrors, some only on first use, so a
   // tokenizer is built and tried once here and any failure is named after its file.

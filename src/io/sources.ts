@@ -59,6 +59,14 @@ export interface ModelSource {
   readonly description: string;
   /** A file for random access, or null when the source has no such file. */
   open(file: string): Promise<ByteSource | null>;
+  /** Why open(file) took a file as missing, when there was more to it than a 404 (an HTML fallback page). */
+  missingReason?(file: string): string | undefined;
+}
+
+/** "<source> has no <file>", with the source's reason for taking it as missing when it has one. */
+export function missingFileMessage(source: ModelSource, file: string, detail = ''): string {
+  const reason = source.missingReason?.(file);
+  return `${source.description} has no ${brief(file)}${detail}${reason ? `: ${reason}` : ''}`;
 }
 
 /** JSON files larger than this are refused before reading them (configs and indexes are kilobytes). */
@@ -104,7 +112,7 @@ export function hubSource(id: string, options: HubOptions = {}): ModelSource {
   return httpSource(`hub ${id}@${revision} (${endpoint})`, (file) => `${endpoint}/${id}/resolve/${encodeURIComponent(revision)}/${encodePath(file)}`, options, id);
 }
 
-/** A model folder served over HTTP as plain files, {base}/{file} (a static host, a dev server's public folder). */
+/** A model folder served over HTTP as plain files, {base}/{file} (a static host, a dev server's public folder, a CDN). */
 export function urlSource(base: string, options: Omit<HubOptions, 'revision' | 'endpoint'> = {}): ModelSource {
   const root = base.replace(/\/+$/, '');
   return httpSource(`url ${root}`, (file) => `${root}/${encodePath(file)}`, options, root);
@@ -120,6 +128,15 @@ function encodePath(file: string): string {
  * httpRequest: deadlines, retries and typed network errors.
  */
 function httpSource(description: string, url: (file: string) => string, options: Omit<HubOptions, 'revision' | 'endpoint'>, namePrefix: string): ModelSource {
+  // Files a server answered with an HTML page: a single-page app's dev server or host (Vite, Netlify,
+  // a router's catch-all) answers every unknown path with its index.html and status 200.
+  const htmlAnswers = new Map<string, string>();
+  const htmlFallback = (file: string, r: Response): boolean => {
+    const type = (r.headers.get('content-type') ?? '').toLowerCase();
+    if (!type.startsWith('text/html') || /\.html?$/i.test(file)) return false;
+    htmlAnswers.set(file, r.url || url(file));
+    return true;
+  };
   const failure = (file: string, r: Response) => {
     const hint = r.status === 401 || r.status === 403 ? ' (gated or private: pass an access token in headers)' : '';
     return new ModelSourceError(`${description}: ${file}: HTTP ${r.status} ${brief(r.statusText, 60)}${hint}`);
@@ -131,6 +148,10 @@ function httpSource(description: string, url: (file: string) => string, options:
 
   return {
     description,
+    missingReason(file) {
+      const at = htmlAnswers.get(file);
+      return at && `the server answered ${at} with an HTML page, not the file (a single-page app's fallback answers every path it does not have so); check that the URL points at the model's folder`;
+    },
     async open(file) {
       checkFileName(file, description);
       const at = url(file);
@@ -138,6 +159,7 @@ function httpSource(description: string, url: (file: string) => string, options:
       const head = await httpRequest(at, { method: 'HEAD' }, options, async (r) => {
         if (r.status === 404) return null;
         if (!r.ok) throw failure(file, r);
+        if (htmlFallback(file, r)) return null;
         return { size: contentLength(r) };
       });
       if (!head) return null;
@@ -149,6 +171,7 @@ function httpSource(description: string, url: (file: string) => string, options:
         size = await httpRequest(at, { headers: { Range: 'bytes=0-0' } }, options, async (r, body) => {
           if (r.status === 404) return null;
           if (!r.ok) throw failure(file, r);
+          if (htmlFallback(file, r)) return null;
           const total = /\/(\d+)\s*$/.exec(r.headers.get('content-range') ?? '');
           if (r.status === 206 && total) return Number(total[1]);
           if (r.status === 206) throw new ModelSourceError(`${description}: ${file}: the server reported no size for it`);
@@ -264,8 +287,23 @@ export function folderSource(path: string): ModelSource {
 export type SourceLike = string | ModelSource | Iterable<File> | ArrayLike<File>;
 
 /**
- * A source from what users pass: a ModelSource as is; File objects; 'http(s)://host/org/name' (a hub
- * endpoint with the id in the path); an existing local path (Node); otherwise a hub id.
+ * A source from a URL: a model's page on the hub (`{endpoint}/org/name`, optionally `/tree/{revision}`) is
+ * that hub repository; any other URL is a folder of plain files at that address.
+ */
+function sourceFromUrl(url: string, hub: HubOptions): ModelSource {
+  const { revision, endpoint: hubEndpoint, ...http } = hub;
+  const endpoint = (hubEndpoint ?? DEFAULT_HUB).replace(/\/+$/, '');
+  if (url.toLowerCase().startsWith(`${endpoint.toLowerCase()}/`)) {
+    const m = /^([\w.-]+\/[\w.-]+)(?:\/(?:tree|resolve)\/([^/]+))?\/?$/.exec(url.slice(endpoint.length + 1));
+    if (!m) throw new ModelSourceError(`'${brief(url)}' is on the hub ${endpoint} but is not a model's address ('${endpoint}/org/name', optionally followed by /tree/<revision>)`);
+    return hubSource(m[1], { ...hub, endpoint, revision: m[2] ? decodeURIComponent(m[2]) : revision });
+  }
+  return urlSource(url, http);
+}
+
+/**
+ * A source from what users pass: a ModelSource as is; File objects; a URL (a hub model's page, or else a
+ * folder of plain files at that URL); an existing local path (Node); otherwise a hub id ('org/name').
  */
 export async function resolveSource(source: SourceLike, hub: HubOptions = {}): Promise<ModelSource> {
   if (typeof source !== 'string') {
@@ -279,8 +317,7 @@ export async function resolveSource(source: SourceLike, hub: HubOptions = {}): P
     }
     return fileListSource(files);
   }
-  const m = /^(https?:\/\/[^/]+(?:\/.*?)?)\/([\w.-]+\/[\w.-]+)\/?$/.exec(source);
-  if (m) return hubSource(m[2], { ...hub, endpoint: m[1] });
+  if (/^https?:\/\//i.test(source)) return sourceFromUrl(source, hub);
   const proc = (globalThis as { process?: { versions?: { node?: string } } }).process;
   if (proc?.versions?.node && (source.startsWith('.') || source.startsWith('/'))) return folderSource(source);
   if (!proc?.versions?.node) return hubSource(source, hub);
@@ -295,5 +332,5 @@ export async function resolveSource(source: SourceLike, hub: HubOptions = {}): P
   } catch (e) {
     throw new ModelSourceError(`${because}: ${(e as Error).message}`);
   }
-  return { description: `${hubbed.description} [${because}]`, open: (file) => hubbed.open(file) };
+  return { description: `${hubbed.description} [${because}]`, open: (file) => hubbed.open(file), missingReason: (file) => hubbed.missingReason?.(file) };
 }

@@ -7,7 +7,7 @@
 import type { Gpu } from '../gpu/gpu.js';
 import type { ByteSource } from '../io/bytes.js';
 import { InvalidModelFileError, readHeader, readTensorF32, readWords, SHARD_INDEX as INDEX, type TensorInfo } from '../io/safetensors.js';
-import { checkFileName, ModelSourceError, readJson, readText, type ModelSource } from '../io/sources.js';
+import { checkFileName, missingFileMessage, ModelSourceError, readJson, readText, type ModelSource } from '../io/sources.js';
 import { brief } from '../io/strict-json.js';
 import { parseConfig, type ModelConfig } from './config.js';
 import { expectedWeights, resolveWeights } from './weights.js';
@@ -74,7 +74,7 @@ function checkPlausible(config: ModelConfig, names: Iterable<string>, where: str
 
 export async function openCheckpoint(source: ModelSource): Promise<Checkpoint> {
   const configText = await readText(source, 'config.json');
-  if (configText === null) throw new ModelSourceError(`${source.description} has no config.json`);
+  if (configText === null) throw new ModelSourceError(missingFileMessage(source, 'config.json'));
   const config = parseConfig(configText);
 
   const index = await readJson<unknown>(source, INDEX);
@@ -89,7 +89,7 @@ export async function openCheckpoint(source: ModelSource): Promise<Checkpoint> {
       if (!weightMap && (await source.open('pytorch_model.bin'))) {
         throw new ModelSourceError(`${source.description} has only pytorch_model.bin; convert it to safetensors first`);
       }
-      throw new ModelSourceError(`${source.description} has no ${brief(name)}${weightMap ? ` (listed in ${INDEX})` : ''}`);
+      throw new ModelSourceError(missingFileMessage(source, name, weightMap ? ` (listed in ${INDEX})` : ''));
     }
     const header = await readHeader(file);
     for (const info of header.tensors) {

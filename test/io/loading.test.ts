@@ -68,9 +68,12 @@ describe('loading checkpoints from a hub', () => {
     for (const [name, buf] of single) expect(Array.from(await gpu.readF32(sharded.get(name)!)), name).toEqual(Array.from(await gpu.readF32(buf)));
   });
 
-  it('resolves a URL with the hub layout, and loads the tokenizer from the same source', async () => {
-    const source = await resolveSource(`${hub.endpoint}/fixtures/tiny-gpt2`);
+  it('resolves a model page URL on the hub, and loads the tokenizer from the same source', async () => {
+    const source = await resolveSource(`${hub.endpoint}/fixtures/tiny-gpt2`, hub);
+    expect(source.description).toMatch(/^hub fixtures\/tiny-gpt2@main /);
     expect((await openCheckpoint(source)).config.family).toBe('gpt2');
+    expect((await resolveSource(`${hub.endpoint}/fixtures/tiny-gpt2/tree/v1.0/`, hub)).description).toMatch(/^hub fixtures\/tiny-gpt2@v1\.0 /);
+    await expect(resolveSource(`${hub.endpoint}/fixtures`, hub)).rejects.toThrow(/is on the hub .* but is not a model's address/);
     const tok = await loadTokenizer(source);
     const ids = tok.encode('ab<|endoftext|>');
     expect(ids).toEqual([97, 98, 256]);
@@ -106,7 +109,7 @@ describe('loading checkpoints from a hub', () => {
       ft.destroy();
     }
     // Without a device, one is requested.
-    const model = await CausalLM.fromPretrained(`${hub.endpoint}/fixtures/tiny-gpt2`);
+    const model = await CausalLM.fromPretrained(`${hub.endpoint}/fixtures/tiny-gpt2`, { hub });
     expect(model.config.family).toBe('gpt2');
     expect(model.gpu).not.toBe(gpu);
     model.destroy();
@@ -126,6 +129,15 @@ describe('loading from a static URL', () => {
     expect(ckpt.config).toMatchObject({ architecture: 'LlamaForCausalLM', numLayers: 2, hiddenSize: 64 });
     expect((await loadTokenizer(source)).encode('a>b')).toEqual([97, 62, 98]);
     await expect(openCheckpoint(urlSource(`${staticOrigin}/models/none`))).rejects.toThrow(/no config\.json/);
+  });
+
+  it('takes any URL off the hub for a folder of plain files', async () => {
+    const source = await resolveSource(`${staticOrigin}/models/tiny-llama/`, hub);
+    expect(source.description).toBe(`url ${staticOrigin}/models/tiny-llama`);
+    expect((await openCheckpoint(source)).config.architecture).toBe('LlamaForCausalLM');
+    // Two path segments are a folder too, not a hub id, unless the URL is on the hub.
+    expect((await resolveSource('https://cdn.example.com/org/name')).description).toBe('url https://cdn.example.com/org/name');
+    expect((await resolveSource('https://huggingface.co/org/name')).description).toMatch(/^hub org\/name@main \(https:\/\/huggingface\.co\)/);
   });
 });
 

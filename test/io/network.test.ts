@@ -5,7 +5,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { classifyFailure, NetworkError } from '../../src/io/http.js';
-import { hubSource, resolveSource, type HubOptions } from '../../src/io/sources.js';
+import { hubSource, ModelSourceError, resolveSource, urlSource, type HubOptions } from '../../src/io/sources.js';
+import { loadTokenizer } from '../../src/data/tokenizer.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { CausalLM } from '../../src/model/causal-lm.js';
 import { testGpu } from '../helpers.js';
@@ -115,6 +116,20 @@ describe('network sources', () => {
       const ckpt = await openCheckpoint(hubSource(repo, { ...fast, endpoint: server.endpoint(mode) }));
       expect(ckpt.tensors.size, mode).toBeGreaterThan(0);
     }
+  });
+
+  it('take an HTML page answered for a model file as missing, and say so with the URL', async () => {
+    // Optional files (the shard index, tokenizer extras) are missing too: a real model still loads.
+    const ckpt = await openCheckpoint(hubSource(repo, { ...fast, endpoint: server.endpoint('spa') }));
+    expect(ckpt.config.architecture).toBe('LlamaForCausalLM');
+    const e = await openCheckpoint(hubSource('fixtures/nothing-here', { ...fast, endpoint: server.endpoint('spa') })).catch((err: Error) => err);
+    expect(e).toBeInstanceOf(ModelSourceError);
+    expect(e.message).toContain(`has no config.json: the server answered ${server.endpoint('spa')}/fixtures/nothing-here/resolve/main/config.json with an HTML page`);
+    // The same through a plain URL of a folder, and for the tokenizer.
+    const folder = urlSource(`${server.endpoint('spa')}/fixtures/tiny-llama/resolve/main`, fast);
+    expect((await openCheckpoint(folder)).config.architecture).toBe('LlamaForCausalLM');
+    const wrong = urlSource(`${server.endpoint('spa')}/fixtures/tiny-llama/resolve`, fast);
+    await expect(loadTokenizer(wrong)).rejects.toThrow(/has no tokenizer\.json \(only fast tokenizers are supported\): the server answered .*\/resolve\/tokenizer\.json with an HTML page/);
   });
 
   it.skipIf(inBrowser)('say that a bare name that is no folder was tried as a hub id', async () => {
