@@ -42,3 +42,4 @@ export * from './train/checkpoints.js';
 export * from './train/auto-batch.js';
 export * from './io/files.js';
 export * from './serve/generate.js';
+export * from './browser/indexeddb-checkpoints.js';

@@ -1,4 +1,5 @@
 /** The tiny models the project ships in public/models/ (regenerate with `npm run make:models`). */
+import { folderSource, urlSource, type ModelSource } from '../io/sources.js';
 import type { TinyModelOptions } from './tiny.js';
 
 /** Seeded random-init models: the fixtures of tests and benchmarks. */
@@ -15,3 +16,47 @@ export const PRETRAINED_BASE = {
   name: 'tiny-llama-skills',
   init: { architecture: 'llama', seed: 7, hiddenSize: 96, intermediateSize: 256, numLayers: 3, numHeads: 4, numKvHeads: 2, maxPositions: 128 } satisfies TinyModelOptions,
 };
+
+/** The sample datasets the project ships in public/datasets/ (regenerate with `npm run make:datasets`). */
+export const SHIPPED_DATASETS = ['next-letter.jsonl', 'next-letter-chat.jsonl', 'next-letter.txt'] as const;
+
+/**
+ * Where the package's shipped files are: public/ beside dist/ (or src/). Resolved from this module's own
+ * URL, so it is a file: URL in Node and the package's URL where the package is served as files (a CDN,
+ * a dev server of unbundled modules). A bundled app copies public/models and public/datasets into what it
+ * serves and passes that URL as `base` instead. The path is a variable, not a literal, so bundlers leave it be.
+ */
+function shippedUrl(path: string, base?: string | URL): URL {
+  if (base !== undefined) return new URL(path.replace(/^(models|datasets)\//, ''), new URL(String(base).replace(/\/*$/, '/'), globalThis.location?.href));
+  const fromPackage = `../../public/${path}`;
+  return new URL(fromPackage, import.meta.url);
+}
+
+/** The URL of a shipped model's folder (default: the pretrained base), ending in '/'. */
+export function shippedModelUrl(name: string = PRETRAINED_BASE.name, o: { base?: string | URL } = {}): URL {
+  if (!(name === PRETRAINED_BASE.name || Object.hasOwn(SHIPPED_MODELS, name))) {
+    throw new RangeError(`no shipped model '${name}': the shipped models are ${[PRETRAINED_BASE.name, ...Object.keys(SHIPPED_MODELS)].join(', ')}`);
+  }
+  return shippedUrl(`models/${name}/`, o.base);
+}
+
+/** The URL of a shipped sample dataset (default: next-letter.jsonl). */
+export function shippedDatasetUrl(name: (typeof SHIPPED_DATASETS)[number] = 'next-letter.jsonl', o: { base?: string | URL } = {}): URL {
+  if (!SHIPPED_DATASETS.includes(name)) throw new RangeError(`no shipped dataset '${name}': the shipped datasets are ${SHIPPED_DATASETS.join(', ')}`);
+  return shippedUrl(`datasets/${name}`, o.base);
+}
+
+/** A file: URL as a local path (a drive letter's leading slash dropped on Windows). */
+export function fileUrlPath(url: URL): string {
+  const path = decodeURIComponent(url.pathname);
+  return /^\/[A-Za-z]:\//.test(path) ? path.slice(1) : path;
+}
+
+/**
+ * A shipped model as a source: `await FineTuner.fromPretrained(shippedModel(), { method: 'lora' })`.
+ * In Node it is the package's folder; elsewhere the files at shippedModelUrl(name, o).
+ */
+export function shippedModel(name: string = PRETRAINED_BASE.name, o: { base?: string | URL } = {}): ModelSource {
+  const url = shippedModelUrl(name, o);
+  return url.protocol === 'file:' ? folderSource(fileUrlPath(url).replace(/\/$/, '')) : urlSource(url.href);
+}

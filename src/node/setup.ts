@@ -9,7 +9,7 @@ import type { Gpu } from '../gpu/gpu.js';
 import { resolveSource, type ModelSource } from '../io/sources.js';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import { QUANT_FORMATS, type QuantizeOption } from '../model/quantized-weights.js';
-import { PRETRAINED_BASE } from '../model/shipped.js';
+import { fileUrlPath, PRETRAINED_BASE, shippedDatasetUrl, shippedModelUrl } from '../model/shipped.js';
 import { loadTokenizer, type Tokenizer } from '../data/tokenizer.js';
 import { formatProblem, loadDataset, REPORTED_PROBLEMS, type DatasetOptions, type TrainingData } from '../data/dataset.js';
 import type { DatasetFile } from '../data/records.js';
@@ -17,9 +17,8 @@ import { methodNames, METHODS, type MethodName, type MethodOptions } from '../me
 import { BLOCK_SIZES, SELECTIONS, SparseMask, type BlockSize, type Granularity, type Selection } from '../methods/sparse/index.js';
 import { choiceFlag, numberFlag, optionalNumber, UsageError, type FlagTable, type FlagValues } from './flags.js';
 
-const packageRoot = new URL('../../', import.meta.url).pathname;
-export const SHIPPED_MODEL = `${packageRoot}public/models/${PRETRAINED_BASE.name}`;
-export const SHIPPED_DATASET = `${packageRoot}public/datasets/next-letter.jsonl`;
+export const SHIPPED_MODEL = fileUrlPath(shippedModelUrl()).replace(/\/$/, '');
+export const SHIPPED_DATASET = fileUrlPath(shippedDatasetUrl());
 
 export const MODEL_FLAGS: FlagTable = {
   model: { type: 'string', value: 'PATH|ID|URL', default: SHIPPED_MODEL, shownDefault: `the shipped ${PRETRAINED_BASE.name}`, help: 'a model folder, a hub id or a URL' },

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bytesSource } from '../../src/io/bytes.js';
 import { InvalidModelFileError, readHeader, readTensorF32 } from '../../src/io/safetensors.js';
+import { PRETRAINED_BASE, shippedDatasetUrl, shippedModel, shippedModelUrl } from '../../src/model/shipped.js';
 import { fileListSource, hubSource, ModelSourceError, resolveSource, urlSource, type HubOptions } from '../../src/io/sources.js';
 import { loadTokenizer } from '../../src/data/tokenizer.js';
 import { openCheckpoint, uploadWeights } from '../../src/model/checkpoint.js';
@@ -138,6 +139,21 @@ describe('loading from a static URL', () => {
     // Two path segments are a folder too, not a hub id, unless the URL is on the hub.
     expect((await resolveSource('https://cdn.example.com/org/name')).description).toBe('url https://cdn.example.com/org/name');
     expect((await resolveSource('https://huggingface.co/org/name')).description).toMatch(/^hub org\/name@main \(https:\/\/huggingface\.co\)/);
+  });
+});
+
+describe('the shipped models and datasets', () => {
+  it('load from the package, wherever it runs', async () => {
+    const ckpt = await openCheckpoint(shippedModel());
+    expect(ckpt.config).toMatchObject({ architecture: 'LlamaForCausalLM', numLayers: PRETRAINED_BASE.init.numLayers, hiddenSize: PRETRAINED_BASE.init.hiddenSize });
+    expect((await openCheckpoint(shippedModel('tiny-gpt2'))).config.family).toBe('gpt2');
+    // A bundled app serves them itself and names the folder they are in.
+    expect((await openCheckpoint(shippedModel('tiny-llama', { base: `${staticOrigin}/models` }))).config.numLayers).toBe(2);
+    expect(shippedModelUrl('tiny-llama', { base: 'https://cdn.example.com/assets/models/' }).href).toBe('https://cdn.example.com/assets/models/tiny-llama/');
+    expect(() => shippedModelUrl('no-such-model')).toThrow(/no shipped model 'no-such-model': the shipped models are tiny-llama-skills, tiny-llama, tiny-gpt2/);
+    const url = shippedDatasetUrl('next-letter.jsonl');
+    const text = url.protocol === 'file:' ? null : await (await fetch(url)).text();
+    if (text !== null) expect(text.split('\n')[0]).toMatch(/^\{"prompt":"next:/);
   });
 });
 

@@ -25,6 +25,8 @@ beforeAll(async () => {
     base = server.origin;
     close = server.close;
   }
+  // The fixture repositories are generated on the first request: not within a test's 300 ms deadline.
+  await fetch(`${base}/warm-up/hub/${repo}/resolve/main/config.json`);
 });
 afterAll(() => close());
 
@@ -122,7 +124,7 @@ describe('network sources', () => {
     // Optional files (the shard index, tokenizer extras) are missing too: a real model still loads.
     const ckpt = await openCheckpoint(hubSource(repo, { ...fast, endpoint: server.endpoint('spa') }));
     expect(ckpt.config.architecture).toBe('LlamaForCausalLM');
-    const e = await openCheckpoint(hubSource('fixtures/nothing-here', { ...fast, endpoint: server.endpoint('spa') })).catch((err: Error) => err);
+    const e = await openCheckpoint(hubSource('fixtures/nothing-here', { ...fast, endpoint: server.endpoint('spa') })).then(() => new Error('loaded'), (err: Error) => err);
     expect(e).toBeInstanceOf(ModelSourceError);
     expect(e.message).toContain(`has no config.json: the server answered ${server.endpoint('spa')}/fixtures/nothing-here/resolve/main/config.json with an HTML page`);
     // The same through a plain URL of a folder, and for the tokenizer.
