@@ -43,3 +43,6 @@ export * from './train/auto-batch.js';
 export * from './io/files.js';
 export * from './serve/generate.js';
 export * from './browser/indexeddb-checkpoints.js';
+export * from './train/session.js';
+export * from './worker/client.js';
+export { WorkerError } from './worker/errors.js';

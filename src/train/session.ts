@@ -1,0 +1,268 @@
+/**
+ * A fine-tuning session: everything a page or a script does around one training run, from plain
+ * cloneable choices (a model, dataset files, a method with its options, where checkpoints go): open the
+ * model and its tokenizer, read the dataset, select a sparse mask on the training rows when the method
+ * needs one, train with the Trainer's events, pause and resume, generate with the base and the tuned
+ * model side by side, checkpoint, and export the method's interchange files and the merged model.
+ *
+ * The same interface runs in the page's thread (FineTuneSession) or in a Web Worker
+ * (WorkerFineTuneSession in src/worker), so moving training off the main thread is one line.
+ */
+import { WebGPUFinetuneError } from '../errors.js';
+import { requestDevice } from '../gpu/device.js';
+import type { Gpu } from '../gpu/gpu.js';
+import { resolveSource, type HubOptions, type SourceLike } from '../io/sources.js';
+import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
+import { CausalLM } from '../model/causal-lm.js';
+import { loadTokenizer, type Tokenizer } from '../data/tokenizer.js';
+import { loadDataset, type DatasetOptions, type DatasetReport, type TrainingData } from '../data/dataset.js';
+import type { DatasetFile } from '../data/records.js';
+import { methodDefinition, METHODS } from '../methods/registry.js';
+import { selectMask, type SelectOptions } from '../methods/sparse/select.js';
+import { Generator, type SamplingOptions } from '../serve/generate.js';
+import { indexedDbCheckpointStore } from '../browser/indexeddb-checkpoints.js';
+import { latestCheckpoint, memoryCheckpointStore, type CheckpointStore } from './checkpoints.js';
+import { mergedModelFiles } from './export.js';
+import { CALIBRATION_BATCH_TOKENS, CALIBRATION_TOKENS } from './main-task.js';
+import { Trainer, type TrainerEvent, type TrainerOptions, type TrainResult } from './trainer.js';
+
+/** Where a session's checkpoints go: a run in IndexedDB (browsers), memory, or (in the page's thread) any store. */
+export type CheckpointTarget = { indexedDb: string; database?: string } | { memory: true } | { store: CheckpointStore };
+
+export interface SessionSpec {
+  /** A hub id, a URL, a local folder (Node), File objects, or (in the page's thread) a ModelSource. */
+  model: SourceLike;
+  hub?: Omit<HubOptions, 'fetch' | 'signal'>;
+  /** Training files (bytes, or File objects read where the session runs); `dataset.validation` may name held-out files or a fraction. */
+  data: SessionFile | SessionFile[];
+  dataset: DatasetOptions;
+  /** The method with its options and the run's hyperparameters, as the Trainer takes them. */
+  train: Omit<TrainerOptions, 'onEvent' | 'checkpoints' | 'resume'>;
+  /** Sparse methods: a data-driven selection (sylva, fisher, snip) run on the first training rows before training. */
+  select?: Omit<SelectOptions, 'seed'> & { seed?: number };
+  checkpoints?: CheckpointTarget & { every?: number; keep?: number };
+  /** Continue from the checkpoints' latest: true (one must exist) or 'if-any'. */
+  resume?: boolean | 'if-any';
+}
+
+/** A dataset file as bytes, or a File (a dropped file: it crosses to a worker without a copy and is read there). */
+export type SessionFile = DatasetFile | File;
+
+async function datasetFiles(data: SessionFile | SessionFile[]): Promise<DatasetFile[]> {
+  const list = Array.isArray(data) ? data : [data];
+  return Promise.all(list.map(async (f) => (typeof Blob !== 'undefined' && f instanceof Blob ? { name: f.name, bytes: new Uint8Array(await f.arrayBuffer()) } : (f as DatasetFile))));
+}
+
+/** What the page shows about a session once it is open. */
+export interface SessionInfo {
+  model: { description: string; architecture: string; layers: number; hiddenSize: number; vocabSize: number; hasChatTemplate: boolean };
+  dataset: DatasetReport & { trainRows: number; validationRows: number; seqLength: number };
+  method: { name: string; summary: string; trainableParameters: number; quantize: string | null };
+  totalSteps: number;
+  batchSize: number;
+  checkpoints: string | null;
+  /** The step the session resumes from (its latest checkpoint), or null for a new run. */
+  resumesFrom: string | null;
+  mask: { selection: string; density: number; seconds: number } | null;
+}
+
+export type SessionEvent = TrainerEvent | { type: 'status'; message: string };
+
+export interface GenerateRequest extends SamplingOptions {
+  /** 'tuned' (default): with the method attached; 'base': the frozen base model as loaded. */
+  model?: 'base' | 'tuned';
+  maxNewTokens?: number;
+  /** Render the prompt as a user turn with the model's chat template. */
+  chat?: boolean;
+}
+
+/** The interface both sessions have: in the page's thread, and its twin in a worker. */
+export interface FineTuneSessionApi {
+  readonly info: SessionInfo;
+  onEvent: ((event: SessionEvent) => void) | undefined;
+  train(): Promise<TrainResult>;
+  pause(): void;
+  resume(): void;
+  cancel(): void;
+  evaluate(): Promise<{ step: number; loss: number; perplexity: number; accuracy?: number; tokens: number }>;
+  /** Generated text; `onText` gets the text as it grows (streamed tokens). */
+  generate(prompt: string, request?: GenerateRequest, onText?: (text: string) => void): Promise<string>;
+  /** Write a checkpoint now; returns its step. */
+  save(): Promise<number>;
+  /** The method's interchange files (PEFT adapter, sparse delta). */
+  exportAdapter(o?: { baseModel?: string }): Promise<Record<string, Uint8Array>>;
+  /** A complete Hugging Face model folder with the method merged in. */
+  exportMerged(): Promise<Record<string, Uint8Array>>;
+  destroy(): void;
+}
+
+export class SessionError extends WebGPUFinetuneError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('session', message, options);
+  }
+}
+
+/** The store a checkpoint target names. */
+export function checkpointStoreFor(target: CheckpointTarget): CheckpointStore {
+  if ('store' in target) return target.store;
+  if ('memory' in target) return memoryCheckpointStore();
+  return indexedDbCheckpointStore(target.indexedDb, { database: target.database });
+}
+
+/**
+ * A data-driven sparse mask selected on the frozen base from the first training rows (the calibration
+ * data), as the options of `method` ('sparse' or 'sparse+lora') then take it.
+ */
+export async function selectMaskOnRows(gpu: Gpu, ckpt: Checkpoint, data: TrainingData, select: SelectOptions) {
+  const model = await CausalLM.fromCheckpoint(gpu, ckpt);
+  try {
+    const S = data.train.S;
+    const batches = [...data.train.batches(Math.max(1, Math.floor(CALIBRATION_BATCH_TOKENS / S)), Math.ceil(CALIBRATION_TOKENS / S))];
+    return await selectMask(model, batches, select);
+  } finally {
+    model.destroy();
+  }
+}
+
+export class FineTuneSession implements FineTuneSessionApi {
+  onEvent: ((event: SessionEvent) => void) | undefined;
+  private base: { model: CausalLM; generator: Generator } | null = null;
+  private tunedGenerator: Generator | null = null;
+
+  private constructor(
+    readonly gpu: Gpu,
+    private readonly ownsGpu: boolean,
+    readonly ckpt: Checkpoint,
+    readonly tokenizer: Tokenizer,
+    readonly data: TrainingData,
+    readonly trainer: Trainer,
+    readonly store: CheckpointStore | null,
+    readonly info: SessionInfo,
+  ) {
+    trainer.onEvent = (e) => this.onEvent?.(e);
+  }
+
+  /** Open a session: nothing trains until train(). `o.gpu` shares a device; otherwise one is requested. */
+  static async open(spec: SessionSpec, o: { gpu?: Gpu; onEvent?: (event: SessionEvent) => void } = {}): Promise<FineTuneSession> {
+    const status = (message: string) => o.onEvent?.({ type: 'status', message });
+    const method = spec.train.method;
+    if (!Object.hasOwn(METHODS, method)) throw new SessionError(`unknown method '${String(method)}': one of ${Object.keys(METHODS).join(', ')}`);
+    const source = await resolveSource(spec.model, spec.hub);
+    status(`opening ${source.description}`);
+    const ckpt = await openCheckpoint(source);
+    const tokenizer = await loadTokenizer(source);
+    status('reading the dataset');
+    const data = await loadDataset(await datasetFiles(spec.data), tokenizer, spec.dataset);
+    const store = spec.checkpoints ? checkpointStoreFor(spec.checkpoints) : null;
+    const resumesFrom = store && spec.resume ? await latestCheckpoint(store) : null;
+    const gpu = o.gpu ?? (await requestDevice({ powerPreference: 'high-performance' }));
+    try {
+      const options: TrainerOptions = { ...spec.train, checkpoints: store ? { store, every: spec.checkpoints!.every, keep: spec.checkpoints!.keep } : undefined, resume: spec.resume };
+      let mask: SessionInfo['mask'] = null;
+      // A resumed run takes its mask from its checkpoint.
+      if (spec.select && !resumesFrom) {
+        if (method !== 'sparse' && method !== 'sparse+lora') throw new SessionError(`select chooses a sparse mask: it applies to the sparse methods, not '${method}'`);
+        status(`selecting a ${spec.select.selection} mask on the training rows`);
+        const chosen = await selectMaskOnRows(gpu, ckpt, data, spec.select);
+        mask = { selection: spec.select.selection, density: chosen.mask.density, seconds: chosen.cost.seconds };
+        if (method === 'sparse') options.sparse = { ...options.sparse, mask: chosen.mask };
+        else options['sparse+lora'] = { ...options['sparse+lora'], sparse: { ...options['sparse+lora']?.sparse, mask: chosen.mask } };
+      }
+      status(resumesFrom ? `resuming from ${resumesFrom} in ${store!.description}` : 'loading the weights');
+      const trainer = await Trainer.create(gpu, ckpt, data, options);
+      const { names, param } = trainer.ft.method.trainable;
+      const report = data.report;
+      const info: SessionInfo = {
+        model: {
+          description: source.description, architecture: ckpt.config.architecture, layers: ckpt.config.numLayers, hiddenSize: ckpt.config.hiddenSize,
+          vocabSize: ckpt.config.vocabSize, hasChatTemplate: tokenizer.chatTemplate !== null,
+        },
+        dataset: { ...report, trainRows: data.train.rows, validationRows: data.validation?.rows ?? 0, seqLength: data.train.S },
+        method: {
+          name: method, summary: methodDefinition(method).summary, trainableParameters: names.reduce((s, n) => s + param(n).size / 4, 0),
+          quantize: spec.train.quantize === undefined ? null : typeof spec.train.quantize === 'string' ? spec.train.quantize : spec.train.quantize.format,
+        },
+        totalSteps: trainer.totalSteps, batchSize: trainer.batchSize, checkpoints: store?.description ?? null, resumesFrom, mask,
+      };
+      const session = new FineTuneSession(gpu, !o.gpu, ckpt, tokenizer, data, trainer, store, info);
+      session.onEvent = o.onEvent;
+      return session;
+    } catch (e) {
+      if (!o.gpu) gpu.destroy();
+      throw e;
+    }
+  }
+
+  train(): Promise<TrainResult> {
+    this.tunedGenerator?.destroy(); // training rewrites what a generator's caches were made from
+    this.tunedGenerator = null;
+    return this.trainer.train();
+  }
+
+  pause(): void {
+    this.trainer.pause();
+  }
+
+  resume(): void {
+    this.trainer.resume();
+  }
+
+  cancel(): void {
+    this.trainer.cancel();
+  }
+
+  evaluate() {
+    return this.trainer.evaluateValidation();
+  }
+
+  async generate(prompt: string, request: GenerateRequest = {}, onText?: (text: string) => void): Promise<string> {
+    // A rendered template holds its special tokens already.
+    const ids = request.chat ? this.tokenizer.encode(this.tokenizer.applyChatTemplate([{ role: 'user', content: prompt }], { addGenerationPrompt: true }), false) : this.tokenizer.encode(prompt);
+    let generator: Generator;
+    if (request.model === 'base') {
+      if (!this.base) {
+        const model = await CausalLM.fromCheckpoint(this.gpu, this.ckpt);
+        this.base = { model, generator: new Generator(model) };
+      }
+      generator = this.base.generator;
+    } else {
+      generator = this.tunedGenerator ??= new Generator(this.trainer.ft.model);
+    }
+    const tokens: number[] = [];
+    const eos = this.tokenizer.eosTokenId;
+    const maxNewTokens = Math.min(request.maxNewTokens ?? 32, Math.max(1, this.ckpt.config.maxPositions - ids.length));
+    await generator.generate(ids, {
+      ...request,
+      maxNewTokens,
+      onToken: (t) => {
+        tokens.push(t);
+        onText?.(this.tokenizer.decode(tokens.filter((x) => x !== eos), { skipSpecialTokens: true }));
+      },
+    });
+    return this.tokenizer.decode(tokens.filter((x) => x !== eos), { skipSpecialTokens: true });
+  }
+
+  async save(): Promise<number> {
+    if (!this.store) throw new SessionError('this session has no checkpoint store: open it with checkpoints: { indexedDb: "run name" } (or { memory: true })');
+    return this.trainer.save(this.store);
+  }
+
+  async exportAdapter(o: { baseModel?: string } = {}): Promise<Record<string, Uint8Array>> {
+    const ft = this.trainer.ft;
+    const definition = methodDefinition(ft.options.method);
+    if (!definition.exportFiles) throw new SessionError(`method '${ft.options.method}' has no adapter format: export the merged model`);
+    return definition.exportFiles(ft.method, this.ckpt.config, { baseModel: o.baseModel ?? this.info.model.description });
+  }
+
+  async exportMerged(): Promise<Record<string, Uint8Array>> {
+    return mergedModelFiles(this.trainer.ft);
+  }
+
+  destroy(): void {
+    this.tunedGenerator?.destroy();
+    this.base?.generator.destroy();
+    this.base?.model.destroy();
+    this.trainer.destroy();
+    if (this.ownsGpu) this.gpu.destroy();
+  }
+}

@@ -1,0 +1,51 @@
+/**
+ * The worker side of WorkerFineTuneSession: one FineTuneSession at a time, exposed through comlink.
+ * Start it as a module worker: `new Worker(new URL('webgpu-finetune/worker', import.meta.url), { type: 'module' })`
+ * (or the bundler's worker import); WorkerFineTuneSession.open does this for you where it can.
+ */
+import * as Comlink from 'comlink';
+import { FineTuneSession, type GenerateRequest, type SessionEvent, type SessionSpec } from '../train/session.js';
+import { installErrorHandler } from './errors.js';
+
+installErrorHandler();
+
+let session: FineTuneSession | null = null;
+
+function current(): FineTuneSession {
+  if (!session) throw new Error('no session is open in this worker: call open() first');
+  return session;
+}
+
+/** Files handed back to the page: their buffers move instead of being copied. */
+function transferred(files: Record<string, Uint8Array>): Record<string, Uint8Array> {
+  return Comlink.transfer(files, Object.values(files).map((f) => f.buffer as ArrayBuffer).filter((b, i, all) => all.indexOf(b) === i));
+}
+
+export const workerApi = {
+  async open(spec: SessionSpec, onEvent: (event: SessionEvent) => void) {
+    session?.destroy();
+    session = null;
+    session = await FineTuneSession.open(spec, { onEvent: (e) => void onEvent(e) });
+    return session.info;
+  },
+  train: () => current().train(),
+  pause: () => current().pause(),
+  resume: () => current().resume(),
+  cancel: () => current().cancel(),
+  evaluate: () => current().evaluate(),
+  generate: (prompt: string, request: GenerateRequest | undefined, onText?: (text: string) => void) =>
+    current().generate(prompt, request, onText && ((t) => void onText(t))),
+  save: () => current().save(),
+  exportAdapter: async (o?: { baseModel?: string }) => transferred(await current().exportAdapter(o)),
+  exportMerged: async () => transferred(await current().exportMerged()),
+  /** A round trip doing nothing: what the boundary itself costs. */
+  ping: () => performance.now(),
+  destroy() {
+    session?.destroy();
+    session = null;
+  },
+};
+
+export type WorkerApi = typeof workerApi;
+
+Comlink.expose(workerApi);
