@@ -46,3 +46,4 @@ export * from './browser/indexeddb-checkpoints.js';
 export * from './train/session.js';
 export * from './worker/client.js';
 export { WorkerError } from './worker/errors.js';
+export * from './browser/model-cache.js';

@@ -7,7 +7,7 @@
 import { rng } from '../util/random.js';
 import { detectFormat, tokenizeRecords, type Example, type ExampleOptions, type RowFormat, type TextTokenizer } from './examples.js';
 import { PackedRows, type PackingStats } from './packing.js';
-import { DatasetError, readRecords, type DataRecord, type DatasetFile, type RowProblem, type TextSampling } from './records.js';
+import { DatasetError, fileFormat, readRecords, type DataRecord, type DatasetFile, type FileFormat, type RowProblem, type TextSampling } from './records.js';
 
 export interface DatasetOptions extends Omit<ExampleOptions, 'maxTokens'> {
   /** Tokens per row. */
@@ -137,4 +137,34 @@ function split(examples: Example[], fraction: number, seed: number): { train: Ex
   }
   const held = new Set(order.slice(0, count));
   return { train: examples.filter((_, i) => !held.has(i)), validation: examples.filter((_, i) => held.has(i)) };
+}
+
+/** A first look at a dataset file before any model is loaded: what a page shows when a file is dropped. */
+export interface DatasetPreview {
+  name: string;
+  bytes: number;
+  fileFormat: FileFormat;
+  /** Records read, and the row format they have (null: none recognised). */
+  records: number;
+  format: RowFormat | null;
+  /** Records that could not be read (first REPORTED_PROBLEMS), and how many there are in all. */
+  problems: RowProblem[];
+  problemCount: number;
+  /** The first few records, as JSON. */
+  sample: string[];
+}
+
+/** Read a dataset file's records and report its format and unreadable rows; tokenizing waits for the model. */
+export async function previewDataset(file: DatasetFile, o: Pick<DatasetOptions, 'textSampling' | 'format' | 'fields'> = {}): Promise<DatasetPreview> {
+  const { records, problems } = await readRecords(file, { textSampling: o.textSampling });
+  return {
+    name: file.name,
+    bytes: file.bytes.byteLength,
+    fileFormat: fileFormat(file.name),
+    records: records.length,
+    format: detectFormat(records, o),
+    problems: problems.slice(0, REPORTED_PROBLEMS),
+    problemCount: problems.length,
+    sample: records.slice(0, 3).map((r) => JSON.stringify(r.value).slice(0, 300)),
+  };
 }

@@ -21,6 +21,7 @@ import { methodDefinition, METHODS } from '../methods/registry.js';
 import { selectMask, type SelectOptions } from '../methods/sparse/select.js';
 import { Generator, type SamplingOptions } from '../serve/generate.js';
 import { indexedDbCheckpointStore } from '../browser/indexeddb-checkpoints.js';
+import { cachedSource, hasModelCache, type DownloadProgress } from '../browser/model-cache.js';
 import { latestCheckpoint, memoryCheckpointStore, type CheckpointStore } from './checkpoints.js';
 import { mergedModelFiles } from './export.js';
 import { CALIBRATION_BATCH_TOKENS, CALIBRATION_TOKENS } from './main-task.js';
@@ -33,6 +34,8 @@ export interface SessionSpec {
   /** A hub id, a URL, a local folder (Node), File objects, or (in the page's thread) a ModelSource. */
   model: SourceLike;
   hub?: Omit<HubOptions, 'fetch' | 'signal'>;
+  /** Keep downloaded model files in the browser's Cache Storage and load them from there next time (default false). */
+  cache?: boolean;
   /** Training files (bytes, or File objects read where the session runs); `dataset.validation` may name held-out files or a fraction. */
   data: SessionFile | SessionFile[];
   dataset: DatasetOptions;
@@ -48,7 +51,8 @@ export interface SessionSpec {
 /** A dataset file as bytes, or a File (a dropped file: it crosses to a worker without a copy and is read there). */
 export type SessionFile = DatasetFile | File;
 
-async function datasetFiles(data: SessionFile | SessionFile[]): Promise<DatasetFile[]> {
+/** Dataset files as bytes, File objects read. */
+export async function datasetFiles(data: SessionFile | SessionFile[]): Promise<DatasetFile[]> {
   const list = Array.isArray(data) ? data : [data];
   return Promise.all(list.map(async (f) => (typeof Blob !== 'undefined' && f instanceof Blob ? { name: f.name, bytes: new Uint8Array(await f.arrayBuffer()) } : (f as DatasetFile))));
 }
@@ -66,7 +70,7 @@ export interface SessionInfo {
   mask: { selection: string; density: number; seconds: number } | null;
 }
 
-export type SessionEvent = TrainerEvent | { type: 'status'; message: string };
+export type SessionEvent = TrainerEvent | { type: 'status'; message: string } | ({ type: 'download' } & DownloadProgress);
 
 export interface GenerateRequest extends SamplingOptions {
   /** 'tuned' (default): with the method attached; 'base': the frozen base model as loaded. */
@@ -147,7 +151,8 @@ export class FineTuneSession implements FineTuneSessionApi {
     const status = (message: string) => o.onEvent?.({ type: 'status', message });
     const method = spec.train.method;
     if (!Object.hasOwn(METHODS, method)) throw new SessionError(`unknown method '${String(method)}': one of ${Object.keys(METHODS).join(', ')}`);
-    const source = await resolveSource(spec.model, spec.hub);
+    const resolved = await resolveSource(spec.model, spec.hub);
+    const source = spec.cache && hasModelCache() ? cachedSource(resolved, { onProgress: (p) => o.onEvent?.({ type: 'download', ...p }) }) : resolved;
     status(`opening ${source.description}`);
     const ckpt = await openCheckpoint(source);
     const tokenizer = await loadTokenizer(source);

@@ -10,7 +10,8 @@
  */
 import * as Comlink from 'comlink';
 import type { TrainResult } from '../train/trainer.js';
-import type { FineTuneSessionApi, GenerateRequest, SessionEvent, SessionInfo, SessionSpec } from '../train/session.js';
+import type { DatasetPreview } from '../data/dataset.js';
+import type { FineTuneSessionApi, GenerateRequest, SessionEvent, SessionFile, SessionInfo, SessionSpec } from '../train/session.js';
 import { installErrorHandler } from './errors.js';
 import type { WorkerApi } from './worker.js';
 
@@ -30,6 +31,31 @@ function transferables(spec: SessionSpec): ArrayBuffer[] {
     if (bytes instanceof Uint8Array && bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && !out.includes(bytes.buffer as ArrayBuffer)) out.push(bytes.buffer as ArrayBuffer);
   }
   return out;
+}
+
+/**
+ * A worker that runs sessions one at a time, kept across them (the page opens a new session per run
+ * without starting a new worker), and previews datasets off the page's thread.
+ */
+export class SessionWorker {
+  private readonly remote: Comlink.Remote<WorkerApi>;
+  constructor(readonly worker: Worker = createSessionWorker()) {
+    this.remote = Comlink.wrap<WorkerApi>(worker);
+  }
+
+  previewDataset(file: SessionFile): Promise<DatasetPreview> {
+    return this.remote.previewDataset(file);
+  }
+
+  /** A session in this worker (it replaces the worker's previous one, which should be destroyed first). */
+  open(spec: SessionSpec, o: { onEvent?: (event: SessionEvent) => void } = {}): Promise<WorkerFineTuneSession> {
+    return WorkerFineTuneSession.open(spec, { ...o, worker: this.worker });
+  }
+
+  terminate(): void {
+    this.remote[Comlink.releaseProxy]();
+    this.worker.terminate();
+  }
 }
 
 export class WorkerFineTuneSession implements FineTuneSessionApi {

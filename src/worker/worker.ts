@@ -4,7 +4,8 @@
  * (or the bundler's worker import); WorkerFineTuneSession.open does this for you where it can.
  */
 import * as Comlink from 'comlink';
-import { FineTuneSession, type GenerateRequest, type SessionEvent, type SessionSpec } from '../train/session.js';
+import { previewDataset } from '../data/dataset.js';
+import { datasetFiles, FineTuneSession, type GenerateRequest, type SessionEvent, type SessionFile, type SessionSpec } from '../train/session.js';
 import { installErrorHandler } from './errors.js';
 
 installErrorHandler();
@@ -22,6 +23,11 @@ function transferred(files: Record<string, Uint8Array>): Record<string, Uint8Arr
 }
 
 export const workerApi = {
+  /** Read a dataset file's records (no model needed): its format, row count and unreadable rows. */
+  async previewDataset(file: SessionFile) {
+    const [f] = await datasetFiles(file);
+    return previewDataset(f);
+  },
   async open(spec: SessionSpec, onEvent: (event: SessionEvent) => void) {
     session?.destroy();
     session = null;

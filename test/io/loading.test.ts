@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bytesSource } from '../../src/io/bytes.js';
 import { InvalidModelFileError, readHeader, readTensorF32 } from '../../src/io/safetensors.js';
+import { cachedSource, clearModelCache, type DownloadProgress } from '../../src/browser/model-cache.js';
 import { PRETRAINED_BASE, shippedDatasetUrl, shippedModel, shippedModelUrl } from '../../src/model/shipped.js';
 import { fileListSource, hubSource, ModelSourceError, resolveSource, urlSource, type HubOptions } from '../../src/io/sources.js';
 import { loadTokenizer } from '../../src/data/tokenizer.js';
@@ -139,6 +140,28 @@ describe('loading from a static URL', () => {
     // Two path segments are a folder too, not a hub id, unless the URL is on the hub.
     expect((await resolveSource('https://cdn.example.com/org/name')).description).toBe('url https://cdn.example.com/org/name');
     expect((await resolveSource('https://huggingface.co/org/name')).description).toMatch(/^hub org\/name@main \(https:\/\/huggingface\.co\)/);
+  });
+});
+
+describe.skipIf(typeof caches === 'undefined')('the browser model cache', () => {
+  it('downloads each file once with progress, then loads it from Cache Storage', async () => {
+    const cacheName = `test-${Math.random().toString(36).slice(2)}`;
+    const progress: DownloadProgress[] = [];
+    const first = await openCheckpoint(cachedSource(hubSource('fixtures/tiny-llama', hub), { cacheName, chunkBytes: 4096, onProgress: (p) => progress.push(p) }));
+    const weights = progress.filter((p) => p.file === 'model.safetensors');
+    expect(weights.length).toBeGreaterThan(2);
+    expect(weights.every((p) => !p.cached)).toBe(true);
+    expect(weights.at(-1)!.loaded).toBe(weights.at(-1)!.total);
+    progress.length = 0;
+    // A source whose server is gone: only the cache can answer.
+    const gone = hubSource('fixtures/tiny-llama', { ...hub, endpoint: 'http://127.0.0.1:9', retries: 0 });
+    const cachedOnly = { ...gone, description: hubSource('fixtures/tiny-llama', hub).description };
+    const again = await openCheckpoint(cachedSource(cachedOnly, { cacheName, onProgress: (p) => progress.push(p) }));
+    expect(progress.find((p) => p.file === 'model.safetensors')).toMatchObject({ cached: true });
+    const probe = 'model.layers.1.mlp.down_proj.weight';
+    expect(await readTensorF32(again.tensors.get(probe)!.file, again.tensors.get(probe)!.info)).toEqual(await readTensorF32(first.tensors.get(probe)!.file, first.tensors.get(probe)!.info));
+    expect(await cachedSource(hubSource('fixtures/tiny-llama', hub), { cacheName }).open('no-such-file.json')).toBeNull();
+    await clearModelCache(cacheName);
   });
 });
 
