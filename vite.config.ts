@@ -41,6 +41,10 @@ export const CHROMIUM_ARGS = [
 const testTimeout = 120_000;
 
 export default defineConfig({
+  // `npm run build:demo`: the demo page as static files in dist-demo/ (the page at demo/index.html, the
+  // shipped models and datasets beside it), served by any static host.
+  build: { outDir: 'dist-demo', emptyOutDir: true, target: 'es2022', rollupOptions: { input: 'demo/index.html' } },
+  worker: { format: 'es' },
   test: {
     reporters: ['default', './test/summary-reporter.ts'],
     projects: [

@@ -53,7 +53,6 @@ export class SessionWorker {
   }
 
   terminate(): void {
-    this.remote[Comlink.releaseProxy]();
     this.worker.terminate();
   }
 }
@@ -136,8 +135,8 @@ export class WorkerFineTuneSession implements FineTuneSessionApi {
   destroy(): void {
     if (this.closed) return;
     this.closed = true;
+    // No releaseProxy: releasing any proxy of a worker makes its exposed API stop listening for everyone.
     void this.remote.destroy().finally(() => {
-      this.remote[Comlink.releaseProxy]();
       if (this.ownsWorker) this.worker.terminate();
     });
   }

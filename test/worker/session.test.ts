@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { FineTuneSession, type SessionEvent, type SessionSpec } from '../../src/train/session.js';
-import { WorkerFineTuneSession } from '../../src/worker/client.js';
+import { SessionWorker, WorkerFineTuneSession } from '../../src/worker/client.js';
 import { readHeader } from '../../src/io/safetensors.js';
 import { bytesSource } from '../../src/io/bytes.js';
 
@@ -97,6 +97,23 @@ describe.skipIf(!inBrowser)('a session in a Web Worker', () => {
       expect([...head.losses, ...tail.losses]).toEqual(want.losses);
     } finally {
       second.destroy();
+    }
+  });
+
+  it('a SessionWorker previews datasets and runs one session after another', async () => {
+    const worker = new SessionWorker();
+    try {
+      const preview = await worker.previewDataset(new File([jsonl(), '\n{"prompt": 3}\n'], 'next.jsonl'));
+      expect(preview).toMatchObject({ name: 'next.jsonl', records: 49, format: 'prompt-completion', fileFormat: 'jsonl' });
+      for (const rank of [2, 4]) {
+        const session = await worker.open(spec({ train: { ...spec().train, lora: { rank }, steps: 1 } }));
+        expect(session.info.method.trainableParameters).toBeGreaterThan(0);
+        expect((await session.train()).losses).toHaveLength(1);
+        session.destroy();
+      }
+      expect((await worker.previewDataset(new File([jsonl()], 'again.jsonl'))).records).toBe(48);
+    } finally {
+      worker.terminate();
     }
   });
 
