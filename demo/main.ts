@@ -41,6 +41,8 @@ const state = {
   steps: [] as { step: number; loss: number }[],
   evals: [] as { step: number; loss: number }[],
   samples: { base: '', tuned: '' },
+  /** Model files this page fetched or found in the browser's cache, the latest word on each. */
+  downloads: {} as Record<string, { loaded: number; total: number; cached: boolean }>,
 };
 const chart = new LossChart($('chart'));
 const worker = new SessionWorker();
@@ -204,6 +206,7 @@ function setPhase(phase: Phase) {
 function onEvent(e: SessionEvent) {
   if (e.type === 'status') log(e.message);
   else if (e.type === 'download') {
+    state.downloads[e.file] = { loaded: e.loaded, total: e.total, cached: e.cached };
     $('download').hidden = e.cached || e.loaded === e.total;
     input('download-bar' as never).value = String(e.total ? e.loaded / e.total : 1);
     $('download-text').textContent = `${e.file}: ${mb(e.loaded)} of ${mb(e.total)}`;

@@ -152,6 +152,37 @@ describe('the demo page', () => {
     await page.close();
   }, 400_000);
 
+  it('loads a hub model with a progress bar, then from the browser cache with the hub gone', async () => {
+    const { startHub } = await import('../fixtures/node-hub-server.js');
+    const hub = await startHub();
+    const page = await browser.newPage();
+    await openDemo(page);
+    await page.selectOption('#model-kind', 'hub');
+    await page.fill('#model-hub', 'fixtures/tiny-llama');
+    await page.fill('#model-endpoint', hub.endpoint);
+    await page.fill('#batch-size', '2');
+    await page.fill('#validation', '0.01');
+    const first = await train(page, { method: 'lora', quantize: '', steps: 2, lr: '0.005' });
+    expect(first.steps).toHaveLength(2);
+    const downloads = await page.evaluate(() => (window as unknown as { demo: { state: { downloads: Record<string, { loaded: number; total: number; cached: boolean }> } } }).demo.state.downloads);
+    expect(downloads['model.safetensors']).toMatchObject({ cached: false });
+    expect(downloads['model.safetensors'].loaded).toBe(downloads['model.safetensors'].total);
+    expect(await page.textContent('#log')).toMatch(/hub fixtures\/tiny-llama@main/);
+    await hub.close();
+    await page.reload();
+    await page.waitForFunction(() => (window as unknown as { demoReady?: boolean }).demoReady === true);
+    await page.selectOption('#model-kind', 'hub');
+    await page.fill('#model-hub', 'fixtures/tiny-llama');
+    await page.fill('#model-endpoint', hub.endpoint);
+    await page.fill('#batch-size', '2');
+    await page.fill('#validation', '0.01');
+    const again = await train(page, { method: 'lora', quantize: '', steps: 2, lr: '0.005' });
+    expect(again.steps.map((s) => s.loss)).toEqual(first.steps.map((s) => s.loss));
+    const cached = await page.evaluate(() => (window as unknown as { demo: { state: { downloads: Record<string, { cached: boolean }> } } }).demo.state.downloads);
+    expect(cached['model.safetensors'].cached).toBe(true);
+    await page.close();
+  }, 300_000);
+
   it('tells a browser without WebGPU what to use, in full view', async () => {
     const plain = await chromium.launch({ executablePath: CHROMIUM_PATH, args: ['--no-sandbox', '--disable-gpu', '--disable-features=WebGPU,Vulkan'], headless: true });
     try {

@@ -9,9 +9,7 @@ import { basename, join, resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import { writeFileAtomic } from '../../io/files.js';
 import { methodDefinition, methodNames } from '../../methods/registry.js';
-import { selectMask } from '../../methods/sparse/index.js';
-import { CausalLM } from '../../model/causal-lm.js';
-import { CALIBRATION_BATCH_TOKENS, CALIBRATION_TOKENS } from '../../train/main-task.js';
+import { selectMaskOnRows } from '../../train/session.js';
 import type { Example } from '../../data/examples.js';
 import type { TrainingData } from '../../data/dataset.js';
 import { mergedModelFiles } from '../../train/export.js';
@@ -127,17 +125,10 @@ async function train(values: FlagValues): Promise<void> {
 
 /** A data-driven sparse mask, selected on the frozen base from the first training rows (calibration). */
 async function selectOnTrainingRows(m: OpenedModel, data: TrainingData, select: NonNullable<Awaited<ReturnType<typeof methodFromFlags>>['select']>, method: string, options: Record<string, unknown>, log: (l: string) => void) {
-  const model = await CausalLM.fromCheckpoint(m.gpu, m.ckpt);
-  try {
-    const S = data.train.S;
-    const batches = [...data.train.batches(Math.max(1, Math.floor(CALIBRATION_BATCH_TOKENS / S)), Math.ceil(CALIBRATION_TOKENS / S))];
-    const { mask, cost } = await selectMask(model, batches, { ...select });
-    log(`mask:    ${select.selection} selection, ${(100 * mask.density).toFixed(2)}% of ${cost.layers} layers in ${cost.seconds.toFixed(1)} s on ${cost.calibrationTokens} training tokens`);
-    if (method === 'sparse') (options.sparse as Record<string, unknown>).mask = mask;
-    else ((options['sparse+lora'] as Record<string, unknown>).sparse as Record<string, unknown>).mask = mask;
-  } finally {
-    model.destroy();
-  }
+  const { mask, cost } = await selectMaskOnRows(m.gpu, m.ckpt, data, { ...select });
+  log(`mask:    ${select.selection} selection, ${(100 * mask.density).toFixed(2)}% of ${cost.layers} layers in ${cost.seconds.toFixed(1)} s on ${cost.calibrationTokens} training tokens`);
+  if (method === 'sparse') (options.sparse as Record<string, unknown>).mask = mask;
+  else ((options['sparse+lora'] as Record<string, unknown>).sparse as Record<string, unknown>).mask = mask;
 }
 
 async function runWithProgress(trainer: Trainer, json: boolean, log: (l: string) => void) {
