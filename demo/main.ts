@@ -334,11 +334,25 @@ $('resume-run').onclick = async () => {
     const spec = { ...info.spec, resume: true as const };
     if (info.localModel) spec.model = modelChoice().model; // local files cannot be kept: pick them again
     $('resume-banner').hidden = true;
+    showRunOptions(spec);
     await run(spec, resumable.run, false, info.history);
   } catch (e) {
     fail(e);
   }
 };
+/** The form as the resumed run was set up, so what is shown is what trains. */
+function showRunOptions(spec: SessionSpec) {
+  const t = spec.train;
+  select('method').value = t.method;
+  showFor('data-method', t.method);
+  input('lr').value = String(t.optimizer?.lr ?? input('lr').value);
+  input('batch-size').value = String(t.batchSize ?? 8);
+  input('steps').value = t.steps === undefined ? '' : String(t.steps);
+  if (t.epochs !== undefined) input('epochs').value = String(t.epochs);
+  input('seq-len').value = String(spec.dataset.seqLength);
+  if (spec.checkpoints?.every) input('save-every').value = String(spec.checkpoints.every);
+}
+
 $('discard-run').onclick = async () => {
   if (!resumable) return;
   await indexedDbCheckpointStore(resumable.run).clear();

@@ -121,6 +121,10 @@ describe('the demo page', () => {
     const during = whole.longTasks.filter((t) => t.start + t.duration > window.start && t.start < window.end!);
     expect(during.filter((t) => t.duration > 50), 'main-thread long tasks while training').toEqual([]);
 
+    // "Save to browser" writes a checkpoint of the finished run too.
+    await page.click('#save');
+    await page.waitForFunction(() => /saved step 10\n/.test(document.getElementById('log')!.textContent!), undefined, { timeout: 30_000 });
+
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download-adapter')]);
     const zip = unzipSync(new Uint8Array(readFileSync(await download.path())));
     expect(Object.keys(zip).sort()).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
