@@ -280,7 +280,11 @@ async function run(spec: SessionSpec, runName: string, fresh: boolean, history?:
 }
 
 $('start').onclick = async () => {
+  // The last run's points go at once: nothing reads them as this run's while it opens.
   setPhase('opening');
+  state.steps = [];
+  state.evals = [];
+  state.lastError = null;
   try {
     const model = modelChoice();
     const file = await datasetFile();

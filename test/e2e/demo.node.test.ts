@@ -133,7 +133,14 @@ describe('the demo page', () => {
 
     // The same run, stopped after step 5: its checkpoint is in IndexedDB.
     await page.click('#start');
-    await page.waitForFunction(() => (window as unknown as { demo: { state: DemoState } }).demo.state.steps.length >= 5, undefined, { timeout: 120_000, polling: 50 });
+    await page.waitForFunction(
+      () => {
+        const s = (window as unknown as { demo: { state: DemoState } }).demo.state;
+        return s.phase === 'running' && s.steps.length >= 5;
+      },
+      undefined,
+      { timeout: 120_000, polling: 50 },
+    );
     await page.click('#stop');
     const stopped = await waitPhase(page, ['done']);
     const stoppedAt = stopped.steps.at(-1)!.step;
