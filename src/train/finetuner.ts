@@ -129,6 +129,12 @@ export class FineTuner {
   private accumulation: number;
 
   /** Micro-batches per optimizer step; changed only between optimizer steps. */
+  /** Values the method trains (its f32 parameters' element count). */
+  get trainableParameters(): number {
+    const { names, param } = this.method.trainable;
+    return names.reduce((s, n) => s + param(n).size / 4, 0);
+  }
+
   get gradientAccumulation(): number {
     return this.accumulation;
   }

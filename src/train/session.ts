@@ -175,7 +175,6 @@ export class FineTuneSession implements FineTuneSessionApi {
       }
       status(resumesFrom ? `resuming from ${resumesFrom} in ${store!.description}` : 'loading the weights');
       const trainer = await Trainer.create(gpu, ckpt, data, options);
-      const { names, param } = trainer.ft.method.trainable;
       const report = data.report;
       const info: SessionInfo = {
         model: {
@@ -184,7 +183,7 @@ export class FineTuneSession implements FineTuneSessionApi {
         },
         dataset: { ...report, trainRows: data.train.rows, validationRows: data.validation?.rows ?? 0, seqLength: data.train.S },
         method: {
-          name: method, summary: methodDefinition(method).summary, trainableParameters: names.reduce((s, n) => s + param(n).size / 4, 0),
+          name: method, summary: methodDefinition(method).summary, trainableParameters: trainer.ft.trainableParameters,
           quantize: spec.train.quantize === undefined ? null : typeof spec.train.quantize === 'string' ? spec.train.quantize : spec.train.quantize.format,
         },
         totalSteps: trainer.totalSteps, batchSize: trainer.batchSize, checkpoints: store?.description ?? null, resumesFrom, mask,

@@ -72,6 +72,15 @@ async function train(page: Page, o: { method: string; quantize?: string; steps: 
   return s;
 }
 
+/** The fixture hub's tiny Llama as the model, with small batches and few held-out rows. */
+async function chooseHubModel(page: Page, endpoint: string): Promise<void> {
+  await page.selectOption('#model-kind', 'hub');
+  await page.fill('#model-hub', 'fixtures/tiny-llama');
+  await page.fill('#model-endpoint', endpoint);
+  await page.fill('#batch-size', '2');
+  await page.fill('#validation', '0.01');
+}
+
 describe('the demo page', () => {
   it('trains every method on the shipped model and data, with the loss falling on the chart', async () => {
     const page = await browser.newPage({ viewport: { width: 1280, height: 1100 } });
@@ -168,11 +177,7 @@ describe('the demo page', () => {
     const hub = await startHub();
     const page = await browser.newPage();
     await openDemo(page);
-    await page.selectOption('#model-kind', 'hub');
-    await page.fill('#model-hub', 'fixtures/tiny-llama');
-    await page.fill('#model-endpoint', hub.endpoint);
-    await page.fill('#batch-size', '2');
-    await page.fill('#validation', '0.01');
+    await chooseHubModel(page, hub.endpoint);
     const first = await train(page, { method: 'lora', quantize: '', steps: 2, lr: '0.005' });
     expect(first.steps).toHaveLength(2);
     const downloads = await page.evaluate(() => (window as unknown as { demo: { state: { downloads: Record<string, { loaded: number; total: number; cached: boolean }> } } }).demo.state.downloads);
@@ -182,11 +187,7 @@ describe('the demo page', () => {
     await hub.close();
     await page.reload();
     await page.waitForFunction(() => (window as unknown as { demoReady?: boolean }).demoReady === true);
-    await page.selectOption('#model-kind', 'hub');
-    await page.fill('#model-hub', 'fixtures/tiny-llama');
-    await page.fill('#model-endpoint', hub.endpoint);
-    await page.fill('#batch-size', '2');
-    await page.fill('#validation', '0.01');
+    await chooseHubModel(page, hub.endpoint);
     const again = await train(page, { method: 'lora', quantize: '', steps: 2, lr: '0.005' });
     expect(again.steps.map((s) => s.loss)).toEqual(first.steps.map((s) => s.loss));
     const cached = await page.evaluate(() => (window as unknown as { demo: { state: { downloads: Record<string, { cached: boolean }> } } }).demo.state.downloads);

@@ -99,8 +99,7 @@ async function train(values: FlagValues): Promise<void> {
     try {
       await mkdir(output, { recursive: true });
       await writeFile(join(output, 'run.json'), JSON.stringify({ command: 'train', flags: values, output }, null, 2));
-      const { names, param } = trainer.ft.method.trainable;
-      log(`method:  ${method} (${methodDefinition(method).summary}): ${names.reduce((s, n) => s + param(n).size / 4, 0)} parameters train${quantize ? `; base ${typeof quantize === 'string' ? quantize : quantize.format}, ${(trainer.ft.model.linearWeightBytes / 2 ** 20).toFixed(2)} MiB of linear weights` : ''}`);
+      log(`method:  ${method} (${methodDefinition(method).summary}): ${trainer.ft.trainableParameters} parameters train${quantize ? `; base ${typeof quantize === 'string' ? quantize : quantize.format}, ${(trainer.ft.model.linearWeightBytes / 2 ** 20).toFixed(2)} MiB of linear weights` : ''}`);
       const prompts = samplePrompts(data, samples);
       const before = values.resume || !prompts.length ? null : await generateSamples(trainer.ft, prompts);
       if (!values.resume && data.validation) {
