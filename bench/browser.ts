@@ -6,8 +6,10 @@
 import type { SessionEvent, SessionSpec } from '../src/train/session.js';
 import type { FineTuneSessionApi } from '../src/train/session.js';
 
-export const BROWSER_BENCH_STEPS = 16;
-/** Steps left out of the medians: the first ones compile pipelines. */
+export const BROWSER_BENCH_STEPS = 24;
+/** Steps each side trains before handing over to the other, in the browser's alternating run. */
+export const BROWSER_BENCH_SEGMENT = 4;
+/** Steps left out of the figures: the first ones compile pipelines. */
 const WARMUP = 3;
 
 export function benchSpec(model: string, dataset: File | { name: string; bytes: Uint8Array }): SessionSpec {
@@ -29,19 +31,28 @@ export interface RunFigures {
 
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 
+/**
+ * Figures of the steps after warm-up, from the wall time between each step's event and the one before
+ * it (the GPU always has the next step queued, so a gap is one step's time).
+ */
+export function stepFigures(gaps: { step: number; ms: number; tokens: number }[]): Omit<RunFigures, 'where' | 'losses'> {
+  const kept = gaps.filter((g) => g.step > WARMUP);
+  const ms = kept.reduce((a, g) => a + g.ms, 0);
+  return { step_ms: median(kept.map((g) => g.ms)), tokens_per_s: kept.reduce((a, g) => a + g.tokens, 0) / (ms / 1000) };
+}
+
 /** Train a session to the end, timing the gaps between its step events. */
 export async function timeRun(where: string, session: FineTuneSessionApi): Promise<RunFigures> {
-  const at: number[] = [];
-  let tokens = 0;
+  const gaps: { step: number; ms: number; tokens: number }[] = [];
+  let last: number | null = null;
   session.onEvent = (e: SessionEvent) => {
     if (e.type !== 'step') return;
-    at.push(performance.now());
-    if (e.step > WARMUP) tokens += e.tokens;
+    const now = performance.now();
+    if (last !== null) gaps.push({ step: e.step, ms: now - last, tokens: e.tokens });
+    last = now;
   };
   const { losses } = await session.train();
-  const gaps = at.slice(WARMUP).map((t, i) => t - at[WARMUP + i - 1]);
-  const elapsed = (at[at.length - 1] - at[WARMUP - 1]) / 1000;
-  return { where, step_ms: median(gaps), tokens_per_s: tokens / elapsed, losses };
+  return { where, ...stepFigures(gaps), losses };
 }
 
 export interface BrowserBenchResult {
