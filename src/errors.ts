@@ -69,3 +69,14 @@ export class ModelMismatchError extends WebGPUFinetuneError {
     super('model-mismatch', message);
   }
 }
+
+/**
+ * The adapter cache refused: an unknown id ('adapter-unknown'), an id already taken ('adapter-exists'),
+ * an adapter in use by a batch ('adapter-in-use'), no room left ('adapter-cache-full'), or a batch it
+ * cannot serve at once ('adapter-batch').
+ */
+export class AdapterCacheError extends WebGPUFinetuneError {
+  constructor(code: 'adapter-unknown' | 'adapter-exists' | 'adapter-in-use' | 'adapter-cache-full' | 'adapter-batch', message: string) {
+    super(code, message);
+  }
+}

@@ -47,3 +47,6 @@ export * from './train/session.js';
 export * from './worker/client.js';
 export { WorkerError } from './worker/errors.js';
 export * from './browser/model-cache.js';
+export * from './serve/adapters.js';
+export * from './serve/adapter-pool.js';
+export * from './serve/adapter-cache.js';

@@ -14,3 +14,4 @@ export * from './activation.js';
 export * from './embedding.js';
 export * from './attention.js';
 export * from './cross-entropy.js';
+export * from './multi-lora.js';

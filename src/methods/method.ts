@@ -48,6 +48,11 @@ export interface LinearHooks {
   readonly fused: boolean;
   /** Records the method's forward work and returns a low-rank term added to the output (LoRA), if any here. */
   outputTerm?(rec: CommandRecorder, acts: Activations, name: string, x: View, outDim: number, inDim: number, pass: PassContext): LowRankTerm | undefined;
+  /**
+   * Records what adds the hooks' own contribution into y after the base product and its bias (an adapter
+   * cache's per-row adapters, gathered from a pool); forward only: a hook with it does not train.
+   */
+  outputAdd?(rec: CommandRecorder, acts: Activations, name: string, x: View, y: View, outDim: number, inDim: number, pass: PassContext): void;
   /** Records the method's own gradients and returns a term added to the input gradient dx (LoRA), if any here. */
   inputGradTerm?(rec: CommandRecorder, acts: Activations, name: string, x: View, dy: View, outDim: number, inDim: number, pass: PassContext): LowRankTerm | undefined;
   /**

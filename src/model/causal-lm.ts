@@ -61,6 +61,8 @@ export interface EvalResult {
   /** Fraction of target tokens whose highest logit is the target (ties count as correct); NaN when not asked. */
   accuracy: number;
   tokens: number;
+  /** With `perRow`: each batch row's mean loss over its own targets (NaN for a row without any) and their count. */
+  rows?: { loss: number; tokens: number }[];
 }
 
 /** Where fromPretrained factories load from and run on. */
@@ -416,7 +418,7 @@ export class CausalLM {
   }
 
   /** Mean loss over the batch's target tokens and, unless `accuracy` is false, the token accuracy (one more readback). */
-  async evaluate(input: BatchInput | PreparedBatch, o: { accuracy?: boolean } = {}): Promise<EvalResult> {
+  async evaluate(input: BatchInput | PreparedBatch, o: { accuracy?: boolean; perRow?: boolean } = {}): Promise<EvalResult> {
     const batch = this.prepare(input);
     const rec = this.gpu.recorder();
     const acts = this.record(rec, batch);
@@ -438,7 +440,16 @@ export class CausalLM {
       if (stats && stats[3 * t + 2] >= stats[3 * t]) correct++;
     }
     const n = Math.max(batch.targetCount, 1);
-    return { loss: loss / n, accuracy: stats ? correct / n : NaN, tokens: batch.targetCount };
+    const result: EvalResult = { loss: loss / n, accuracy: stats ? correct / n : NaN, tokens: batch.targetCount };
+    if (o.perRow) {
+      result.rows = Array.from({ length: batch.B }, (_, b) => {
+        let sum = 0;
+        let count = 0;
+        for (let t = b * batch.S; t < (b + 1) * batch.S; t++) if (batch.targets[t] >= 0) (sum += losses[t]), count++;
+        return { loss: count ? sum / count : NaN, tokens: count };
+      });
+    }
+    return result;
   }
 
   /** Gradient of a parameter by internal name (engine layout). */

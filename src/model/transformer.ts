@@ -162,6 +162,7 @@ export class Transformer {
       matmulQ4(rec, { x, weight: w.q4, y, M: T });
       addTerms(rec, y, T, outDim, { bias: scale ? undefined : bias, lowRank: term });
     }
+    hooks?.outputAdd?.(rec, acts, name, x, y, outDim, inDim, this.pass);
     // z is kept wherever a backward pass may follow: in training arenas, whatever the pass.
     if (scale) columnScaleForward(rec, { y, scale: scale.scale, bias, saved: acts.grad ? scale.saved : undefined, rows: T, cols: outDim });
   }

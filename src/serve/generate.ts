@@ -2,8 +2,8 @@
  * Text generation with a KV cache: the prompt is run once (prefill), writing every layer's keys and
  * values into the cache; each new token then runs the model on one position, attending over the cache.
  * The last hidden state's logits come back to the host, which samples the next token (greedy,
- * temperature, top-k, top-p). Works with a LoRA adapter attached, merged or not, and for a batch of
- * prompts at once.
+ * temperature, top-k, top-p). Works with a LoRA adapter attached, merged or not, for a batch of
+ * prompts at once, and with an adapter cache (./adapter-cache.ts), each sequence on its own adapter.
  */
 import { ShapeError } from '../errors.js';
 import { view } from '../gpu/buffers.js';
@@ -12,6 +12,7 @@ import type { CausalLM } from '../model/causal-lm.js';
 import type { PreparedBatch } from '../model/batch.js';
 import { cachedAttention, type KvCache } from './kv-cache.js';
 import { rng } from '../util/random.js';
+import type { AdapterCache } from './adapter-cache.js';
 
 export interface SamplingOptions {
   /** 0 (default) picks the most likely token. */
@@ -31,6 +32,11 @@ export interface GenerateOptions extends SamplingOptions {
   onToken?: (token: number, sequence: number) => void;
   /** Keep each step's logits (for tests and scoring). */
   keepLogits?: boolean;
+  /**
+   * With an adapter cache: the adapter of every sequence (an id, or null for the base alone), or one
+   * per prompt. Those adapters are held against eviction until the call returns.
+   */
+  adapters?: string | null | readonly (string | null)[];
 }
 
 export interface GenerateResult {
@@ -78,7 +84,14 @@ export class Generator {
   private cache: KvCache | null = null;
   private scratch: { batch: number; hidden: GPUBuffer; logits: GPUBuffer; starts: GPUBuffer } | null = null;
 
-  constructor(readonly model: CausalLM) {}
+  readonly adapters: AdapterCache | null;
+
+  constructor(
+    readonly model: CausalLM,
+    o: { adapters?: AdapterCache } = {},
+  ) {
+    this.adapters = o.adapters ?? null;
+  }
 
   private ensureCache(batch: number, rows: number): KvCache {
     if (this.cache && this.cache.rows >= rows && this.cache.batch === batch) return this.cache;
@@ -179,6 +192,28 @@ export class Generator {
       if (total > c.maxPositions) throw new ShapeError(`generate: ${total} tokens exceed the model's ${c.maxPositions} positions`);
       for (const t of prompt) if (!Number.isInteger(t) || t < 0 || t >= c.vocabSize) throw new ShapeError(`generate: token ${t} is outside the vocabulary`);
     }
+    const select = this.adapterSelection(prompts.length, o.adapters);
+    const release = select ? this.adapters!.pin(select.ids) : () => undefined;
+    try {
+      return await this.decode(prompts, o, select?.apply);
+    } finally {
+      release();
+    }
+  }
+
+  /** What to select in the cache before each step (the same every step, as the cache's selection may change in between). */
+  private adapterSelection(count: number, adapters: GenerateOptions['adapters']): { ids: (string | null)[]; apply: () => void } | null {
+    if (adapters === undefined) return null;
+    const cache = this.adapters;
+    if (!cache) throw new ShapeError('generate: adapters were named, but this generator was made without an adapter cache');
+    if (typeof adapters === 'string' || adapters === null) return { ids: [adapters], apply: () => cache.select(adapters) };
+    if (adapters.length !== count) throw new ShapeError(`generate: ${adapters.length} adapters for ${count} prompts`);
+    const ids = [...adapters];
+    return { ids, apply: () => cache.selectRows(ids) };
+  }
+
+  private async decode(prompts: number[][], o: GenerateOptions, selectAdapters = () => {}): Promise<GenerateResult[]> {
+    const c = this.model.config;
     const B = prompts.length;
     const longest = Math.max(...prompts.map((p) => p.length));
     // Prefill lengths are padded to a power of two (at least 8) so that prompts of many lengths share a
@@ -190,6 +225,7 @@ export class Generator {
     const results: GenerateResult[] = prompts.map(() => ({ tokens: [], stoppedBy: 'max-new-tokens', logits: o.keepLogits ? [] : undefined }));
     const done = prompts.map(() => false);
     const padded = prompts.map((p) => [...p, ...new Array<number>(prefill - p.length).fill(0)]);
+    selectAdapters();
     let logits = await this.step(padded, prompts.map(() => 0), prompts.map((p) => p.length - 1));
     for (let i = 0; i < o.maxNewTokens; i++) {
       const next = prompts.map((_, b) => {
@@ -206,6 +242,7 @@ export class Generator {
         return token;
       });
       if (done.every(Boolean) || i + 1 === o.maxNewTokens) break;
+      selectAdapters();
       logits = await this.step(next.map((t) => [t]), prompts.map((p) => p.length + i), prompts.map(() => 0));
     }
     return results;

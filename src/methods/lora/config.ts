@@ -64,6 +64,28 @@ export function loraModules(config: ModelConfig, options: LoraOptions = {}): Map
   return modules;
 }
 
+export interface LoraModuleSpec extends LinearShape {
+  rank: number;
+  alpha: number;
+  /** alpha / rank, or alpha / sqrt(rank) with rslora. */
+  scale: number;
+}
+
+/** The adapted modules (checked as loraModules does) with each one's rank, alpha and scale after the patterns. */
+export function loraModuleSpecs(config: ModelConfig, options: LoraOptions = {}): Map<string, LoraModuleSpec> {
+  const r = options.rank ?? LORA_DEFAULT_RANK;
+  const alpha = options.alpha ?? 2 * r;
+  const hf = hfModulePaths(config);
+  return new Map(
+    [...loraModules(config, options)].map(([name, d]) => {
+      const names = [name, ...(hf.has(name) ? [hf.get(name)!] : [])];
+      const rank = patternValue(options.rankPattern, names) ?? r;
+      const a = patternValue(options.alphaPattern, names) ?? alpha;
+      return [name, { ...d, rank, alpha: a, scale: a / (options.rslora ? Math.sqrt(rank) : rank) }];
+    }),
+  );
+}
+
 /** A rank or alpha pattern key as PEFT matches it: the whole name, or its end after a dot. */
 function patternRegExp(key: string): RegExp {
   if (key.length === 0 || key.length > 200) throw new ShapeError(`a LoRA pattern key must be 1 to 200 characters, got ${key.length}`);

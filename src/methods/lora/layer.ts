@@ -17,7 +17,7 @@ import type { AdamWConfig, Optimizer, TrainableSet } from '../../optim/adamw.js'
 import { hash32, rng } from '../../util/random.js';
 import { hfModulePaths } from '../targets.js';
 import { denseAdamW, type LinearHooks, type Method, type PassContext } from '../method.js';
-import { LORA_DEFAULT_RANK, loraModules, patternValue, type LoraOptions } from './config.js';
+import { LORA_DEFAULT_RANK, loraModuleSpecs, type LoraModuleSpec, type LoraOptions } from './config.js';
 
 export class Lora implements Method, LinearHooks {
   readonly name = 'lora';
@@ -26,7 +26,7 @@ export class Lora implements Method, LinearHooks {
   /** The default rank and scale; a module's own (rankPattern, alphaPattern) are in `modules`. */
   readonly rank: number;
   readonly scale: number;
-  readonly modules: Map<string, { out: number; in: number; rank: number; alpha: number; scale: number }>;
+  readonly modules: Map<string, LoraModuleSpec>;
   readonly fused: boolean;
   readonly trainable: TrainableSet;
   /** Its own hooks: the adapter path of each adapted linear layer. */
@@ -51,18 +51,10 @@ export class Lora implements Method, LinearHooks {
   ) {
     const r = (this.rank = options.rank ?? LORA_DEFAULT_RANK);
     const alpha = options.alpha ?? 2 * r;
-    const scaleOf = (rank: number, a: number) => a / (options.rslora ? Math.sqrt(rank) : rank);
-    this.scale = scaleOf(r, alpha);
+    this.scale = alpha / (options.rslora ? Math.sqrt(r) : r);
     this.fused = options.fused ?? true;
     this.hfModules = hfModulePaths(config);
-    this.modules = new Map(
-      [...loraModules(config, options)].map(([name, d]) => {
-        const names = [name, ...(this.hfModules.has(name) ? [this.hfModules.get(name)!] : [])];
-        const rank = patternValue(options.rankPattern, names) ?? r;
-        const a = patternValue(options.alphaPattern, names) ?? alpha;
-        return [name, { ...d, rank, alpha: a, scale: scaleOf(rank, a) }];
-      }),
-    );
+    this.modules = loraModuleSpecs(config, options);
     [...this.modules.keys()].forEach((name, i) => this.moduleIndex.set(name, i));
     const tensors = [...this.modules].flatMap(([name, d]) => [
       { name: `${name}.lora_A`, length: d.rank * d.in },

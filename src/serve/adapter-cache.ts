@@ -1,0 +1,580 @@
+/**
+ * Thousands of adapters resident over one loaded base (f32, 16-bit or 4-bit), in the manner of
+ * Lamini's adapter cache, Punica and S-LoRA.
+ *
+ * - LoRA adapters live in pools (./adapter-pool.ts): one per class rank (a power of two) and set of
+ *   modules, each a few large GPU buffers of fixed-size slots. A forward reads any slots at once
+ *   (src/kernels/multi-lora.ts), so a batch whose rows use different adapters, of different ranks,
+ *   costs one pass over the base plus a gathered low-rank term per row.
+ * - Sparse adapters live as their own small buffers (indices, trained values, the base's values
+ *   there); one at a time is written into the base's weights, and switching away writes the base's
+ *   values back, bit for bit. A batch holds at most one sparse adapter, on every row.
+ * - Tiers: every adapter's arrays stay on the host; the GPU tier holds what the budget allows and
+ *   evicts the least recently used adapter that no batch holds (selected or pinned). A later use
+ *   uploads it again.
+ *
+ * Switching (`select`, `selectRows`) chooses the adapters of the next forwards: for resident adapters it
+ * is host bookkeeping only: no upload, no allocation, no new pipeline. The cache sits in the model's
+ * linear layers as their hooks; generation and evaluation go through the model as usual
+ * (`new Generator(model, { adapters: cache })`).
+ */
+import { AdapterCacheError, ModelMismatchError, ShapeError } from '../errors.js';
+import type { TensorView } from '../gpu/buffers.js';
+import type { Gpu } from '../gpu/gpu.js';
+import type { CommandRecorder } from '../gpu/recorder.js';
+import { elementwise } from '../kernels/elementwise.js';
+import type { WeightFormat } from '../kernels/matmul.js';
+import { multiLora, NO_SLOT } from '../kernels/multi-lora.js';
+import { sparseGather, sparseScatter } from '../kernels/sparse.js';
+import type { LinearHooks, Method, PassContext } from '../methods/method.js';
+import { linearModules, type LinearShape } from '../methods/targets.js';
+import type { Activations } from '../model/activations.js';
+import { Arena, arenaLimit, planArena } from '../model/arena.js';
+import type { BatchInput, PreparedBatch } from '../model/batch.js';
+import type { CausalLM, EvalResult } from '../model/causal-lm.js';
+import { shapesDigest } from '../model/fingerprint.js';
+import { isDense } from '../model/linear-weights.js';
+import type { ModelConfig } from '../model/config.js';
+import { adapterFromMethod, adapterHostBytes, loraAdapterFromPeft, sparseAdapterFromFile, type Adapter, type LoraAdapter, type SparseAdapter } from './adapters.js';
+import { AdapterPool, rankClass, slotFloats } from './adapter-pool.js';
+
+export interface AdapterCacheOptions {
+  /** GPU bytes the cache's pools and sparse adapters may take. Default 512 MiB. */
+  gpuBudgetBytes?: number;
+  /** Slots per pool buffer, at most what fits the device's binding size limit. Default 1024. */
+  slotsPerBuffer?: number;
+}
+
+export interface AdapterInfo {
+  id: string;
+  kind: 'lora' | 'sparse';
+  /** The largest module rank (LoRA), and the pool rank it is padded to. */
+  rank?: number;
+  poolRank?: number;
+  /** Trainable values (sparse). */
+  nnz?: number;
+  modules: string[];
+  /** Whether it is on the GPU now (a later use of a host-only adapter uploads it). */
+  resident: boolean;
+  /** GPU bytes while resident (its slot, or its sparse buffers), and host bytes. */
+  gpuBytes: number;
+  hostBytes: number;
+}
+
+/** How many adapters of one rank over one set of modules a GPU budget holds. */
+export interface AdapterCapacity {
+  poolRank: number;
+  bytesPerAdapter: number;
+  /** Slots per pool buffer under the device's binding size limit. */
+  adaptersPerBuffer: number;
+  adapters: number;
+}
+
+/** A resident sparse adapter: per module its indices, its trained values and the base's values there (separate buffers: one kernel reads one and writes another). */
+interface SparseResident {
+  idx: Arena;
+  values: Arena;
+  originals: Arena;
+  bytes: number;
+}
+
+const destroySparse = (s: SparseResident) => [s.idx, s.values, s.originals].forEach((a) => a.destroy());
+
+interface Entry {
+  id: string;
+  adapter: Adapter;
+  hostBytes: number;
+  modules: string[];
+  /** LoRA: its pool, and its slot there while resident (-1 when not). */
+  pool: AdapterPool | null;
+  slot: number;
+  /** Sparse: its buffers while resident. */
+  sparse: SparseResident | null;
+  /** Batches holding it (pins), and whether the current selection names it. */
+  pins: number;
+  selected: boolean;
+}
+
+/** A group of rows reading one pool buffer: one slot for all rows, or a slot (or none) per sequence. */
+interface Group {
+  pool: AdapterPool;
+  buffer: number;
+  fixed: number | null;
+  perSequence: Uint32Array | null;
+}
+
+interface Selection {
+  /** Per sequence (null: one adapter on every row); entries null where a row has none. */
+  sequences: (Entry | null)[] | null;
+  entries: Entry[];
+  groups: Group[];
+  version: number;
+}
+
+/** Per activation arena: the low-rank scratch and the per-row slots of the selection last written. */
+interface RowState {
+  u: GPUBuffer | null;
+  uFloats: number;
+  rowSlots: GPUBuffer[];
+  version: number;
+}
+
+const DEFAULT_BUDGET = 512 * 2 ** 20;
+const DEFAULT_SLOTS = 1024;
+
+export class AdapterCache implements LinearHooks {
+  readonly fused = false;
+  readonly gpu: Gpu;
+  readonly gpuBudgetBytes: number;
+  private readonly slotsPerBuffer: number;
+  private readonly entries = new Map<string, Entry>();
+  private readonly pools = new Map<string, AdapterPool>();
+  /** Resident entries, least recently used first. */
+  private readonly lru = new Map<string, Entry>();
+  private readonly shapes: Map<string, LinearShape>;
+  private readonly rowStates = new Map<Activations, RowState>();
+  private selection: Selection = { sequences: null, entries: [], groups: [], version: 0 };
+  private activeSparse: Entry | null = null;
+  private sparseBytes = 0;
+  private destroyed = false;
+
+  constructor(
+    readonly model: CausalLM,
+    o: AdapterCacheOptions = {},
+  ) {
+    if (model.transformer.hooks) throw new ShapeError('this model already has a method attached; serve adapters from a base with none (detach it, or merge and reload)');
+    this.gpu = model.gpu;
+    const budget = o.gpuBudgetBytes ?? DEFAULT_BUDGET;
+    if (!(budget > 0)) throw new ShapeError(`gpuBudgetBytes must be positive, got ${budget}`);
+    this.gpuBudgetBytes = budget;
+    const slots = o.slotsPerBuffer ?? DEFAULT_SLOTS;
+    if (!Number.isInteger(slots) || slots < 1) throw new ShapeError(`slotsPerBuffer must be a positive integer, got ${slots}`);
+    this.slotsPerBuffer = slots;
+    this.shapes = linearModules(model.config, ['all-linear'], 'adapter cache');
+    model.transformer.hooks = this;
+  }
+
+  /**
+   * What a budget holds: adapters of `rank` on `targetModules` (engine or Hugging Face names, or
+   * 'all-linear') for a model of this config, under a device's limits.
+   */
+  static capacity(config: ModelConfig, limits: Pick<GPUSupportedLimits, 'maxBufferSize' | 'maxStorageBufferBindingSize'>, o: { rank: number; targetModules: string[]; gpuBudgetBytes?: number }): AdapterCapacity {
+    const shapes = linearModules(config, o.targetModules, 'adapter cache');
+    const poolRank = rankClass(o.rank);
+    const floats = slotFloats(poolRank, shapes.values());
+    const bytesPerAdapter = (floats + shapes.size) * 4;
+    const adaptersPerBuffer = Math.floor(Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize) / (floats * 4));
+    return { poolRank, bytesPerAdapter, adaptersPerBuffer, adapters: Math.floor((o.gpuBudgetBytes ?? DEFAULT_BUDGET) / bytesPerAdapter) };
+  }
+
+  /** Adapters held (on the GPU or only on the host). */
+  get size(): number {
+    return this.entries.size;
+  }
+
+  get residentCount(): number {
+    return this.lru.size;
+  }
+
+  /** GPU bytes taken: pool buffers (whole, free slots included) and resident sparse adapters. */
+  get gpuBytes(): number {
+    let n = this.sparseBytes;
+    for (const p of this.pools.values()) n += p.gpuBytes;
+    return n;
+  }
+
+  has(name: string): boolean {
+    const groups = this.selection.groups;
+    for (let i = 0; i < groups.length; i++) if (groups[i].pool.modules.has(name)) return true;
+    return false;
+  }
+
+  ids(): string[] {
+    return [...this.entries.keys()];
+  }
+
+  info(id: string): AdapterInfo {
+    const e = this.entry(id);
+    const a = e.adapter;
+    const base = { id, kind: a.kind, modules: e.modules, resident: this.lru.has(id), hostBytes: e.hostBytes };
+    if (a.kind === 'lora') {
+      const rank = Math.max(...[...a.modules.values()].map((m) => m.rank));
+      return { ...base, rank, poolRank: e.pool!.rank, gpuBytes: e.pool!.slotBytes };
+    }
+    const nnz = [...a.modules.values()].reduce((n, m) => n + m.indices.length, 0);
+    return { ...base, nnz, gpuBytes: sparseGpuBytes(a) };
+  }
+
+  /**
+   * Take an adapter (its arrays are kept, not copied: do not change them after) and upload it, evicting
+   * the least recently used adapter no batch holds when the budget is full. Shapes that do not fit this
+   * base are a ShapeError; an adapter made for another base, a ModelMismatchError.
+   */
+  add(id: string, adapter: Adapter): AdapterInfo {
+    this.alive();
+    if (typeof id !== 'string' || id.length === 0) throw new ShapeError('an adapter id must be a non-empty string');
+    if (this.entries.has(id)) throw new AdapterCacheError('adapter-exists', `an adapter '${id}' is already in the cache (remove it first)`);
+    this.checkBase(id, adapter);
+    const modules = adapter.kind === 'lora' ? this.checkLora(id, adapter) : this.checkSparse(id, adapter);
+    let pool: AdapterPool | null = null;
+    if (adapter.kind === 'lora') {
+      const rank = rankClass(Math.max(...[...adapter.modules.values()].map((m) => m.rank)));
+      const key = AdapterPool.key(rank, modules);
+      pool = this.pools.get(key) ?? null;
+      if (!pool) {
+        const perBuffer = Math.min(this.slotsPerBuffer, Math.floor(arenaLimit(this.gpu) / (slotFloats(rank, modules.map((m) => this.shapes.get(m)!)) * 4)));
+        if (perBuffer < 1) throw new ShapeError(`adapter '${id}': one slot of rank ${rank} exceeds this device's buffer binding limit`);
+        pool = new AdapterPool(this.gpu, rank, modules.map((m) => [m, this.shapes.get(m)!]), perBuffer);
+        this.pools.set(key, pool);
+      }
+    }
+    const entry: Entry = { id, adapter, hostBytes: adapterHostBytes(adapter), modules, pool, slot: -1, sparse: null, pins: 0, selected: false };
+    this.entries.set(id, entry);
+    try {
+      this.makeResident(entry);
+    } catch (e) {
+      this.entries.delete(id);
+      throw e;
+    }
+    return this.info(id);
+  }
+
+  /** A PEFT LoRA adapter's files (adapter_config.json, adapter_model.safetensors). */
+  async addPeft(id: string, files: { config: Uint8Array | string; weights: Uint8Array }): Promise<AdapterInfo> {
+    return this.add(id, await loraAdapterFromPeft(files, this.model.config));
+  }
+
+  /** A sparse delta file of this engine. */
+  async addSparseDelta(id: string, bytes: Uint8Array): Promise<AdapterInfo> {
+    return this.add(id, await sparseAdapterFromFile(bytes, this.model.config, id));
+  }
+
+  /** What a LoRA or sparse method has trained (on this base, loaded separately or not). */
+  async addFromMethod(id: string, method: Method): Promise<AdapterInfo> {
+    return this.add(id, await adapterFromMethod(method));
+  }
+
+  /** Drop an adapter from every tier; one a batch holds is an AdapterCacheError. */
+  remove(id: string): void {
+    const e = this.entry(id);
+    if (e.selected || e.pins > 0) throw new AdapterCacheError('adapter-in-use', `adapter '${id}' is in use by ${e.selected ? 'the current selection' : 'a batch'}`);
+    this.evict(e);
+    this.entries.delete(id);
+  }
+
+  /** The adapter of every row of the next forwards (null: the base alone). */
+  select(id: string | null): void {
+    const e = id === null ? null : this.entry(id);
+    this.setSelection(null, e ? [e] : []);
+  }
+
+  /** One adapter per sequence of the next forwards' batch (null: that row has the base alone). */
+  selectRows(ids: readonly (string | null)[]): void {
+    const sequences = ids.map((id) => (id === null ? null : this.entry(id)));
+    this.setSelection(sequences, [...new Set(sequences.filter((e): e is Entry => e !== null))]);
+  }
+
+  /** Hold adapters against eviction (while a multi-step batch runs); returns the release. */
+  pin(ids: readonly (string | null)[]): () => void {
+    const held = [...new Set(ids.filter((id): id is string => id !== null))].map((id) => this.entry(id));
+    for (const e of held) e.pins++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      for (const e of held) e.pins--;
+    };
+  }
+
+  /** The model's loss on a batch with one adapter per row (null: the base), each row's loss apart. */
+  async evaluate(input: BatchInput | PreparedBatch, adapters: readonly (string | null)[], o: { accuracy?: boolean } = {}): Promise<EvalResult> {
+    const release = this.pin(adapters);
+    try {
+      this.selectRows(adapters);
+      return await this.model.evaluate(input, { ...o, perRow: true });
+    } finally {
+      release();
+    }
+  }
+
+  /** Records each selected pool's gathered term for linear `name` into y. */
+  outputAdd(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, y: TensorView, outDim: number, inDim: number, _pass: PassContext): void {
+    const { groups } = this.selection;
+    let state: RowState | null = null;
+    for (let k = 0; k < groups.length; k++) {
+      const g = groups[k];
+      const m = g.pool.modules.get(name);
+      if (!m) continue;
+      state ??= this.rowState(acts);
+      const b = g.pool.buffers[g.buffer];
+      multiLora(rec, {
+        x, y, u: state.u!, T: acts.T, inDim, outDim, rank: g.pool.rank, pool: b.pool, slots: g.pool.slotsPerBuffer, slotStride: g.pool.slotStride,
+        offA: m.offA, offB: m.offB, rows: g.fixed !== null ? { slot: g.fixed } : { rowSlots: state.rowSlots[k] }, scales: b.scales, scaleStride: g.pool.modules.size, scaleOffset: m.index,
+      });
+    }
+  }
+
+  /** Restore the base's weights (no sparse adapter in them), free every GPU buffer and leave the model. */
+  destroy(): void {
+    if (this.destroyed) return;
+    this.switchSparse(null);
+    for (const p of this.pools.values()) p.destroy();
+    for (const e of this.entries.values()) if (e.sparse) destroySparse(e.sparse);
+    for (const acts of [...this.rowStates.keys()]) this.releaseRowState(acts);
+    this.pools.clear();
+    this.entries.clear();
+    this.lru.clear();
+    if (this.model.transformer.hooks === this) this.model.transformer.hooks = null;
+    this.destroyed = true;
+  }
+
+  private alive(): void {
+    if (this.destroyed) throw new AdapterCacheError('adapter-unknown', 'this adapter cache was destroyed');
+  }
+
+  private entry(id: string): Entry {
+    this.alive();
+    const e = this.entries.get(id);
+    if (!e) throw new AdapterCacheError('adapter-unknown', `no adapter '${id}' in the cache`);
+    return e;
+  }
+
+  private setSelection(sequences: (Entry | null)[] | null, entries: Entry[]): void {
+    const sparse = entries.filter((e) => e.adapter.kind === 'sparse');
+    if (sparse.length > 0 && (entries.length > 1 || (sequences && sequences.some((e) => e === null)))) {
+      throw new AdapterCacheError('adapter-batch', `sparse adapter '${sparse[0].id}' changes the base's own weights, so a batch with it must use it on every row and nothing else`);
+    }
+    // The new selection is held before anything is uploaded, so making one resident never evicts another.
+    const previous = this.selection.entries;
+    for (const e of previous) e.selected = false;
+    for (const e of entries) e.selected = true;
+    try {
+      for (const e of entries) {
+        if (e.slot < 0 && !e.sparse) this.makeResident(e);
+        else this.touch(e);
+      }
+    } catch (error) {
+      for (const e of entries) e.selected = false;
+      for (const e of previous) e.selected = true;
+      throw error;
+    }
+    this.switchSparse(sparse[0] ?? null);
+    this.selection = { sequences, entries, groups: sequences ? this.rowGroups(sequences) : this.allRowGroups(entries[0]), version: this.selection.version + 1 };
+  }
+
+  private allRowGroups(e: Entry | undefined): Group[] {
+    if (!e?.pool) return [];
+    const { buffer, local } = e.pool.locate(e.slot);
+    return [{ pool: e.pool, buffer, fixed: local, perSequence: null }];
+  }
+
+  private rowGroups(sequences: (Entry | null)[]): Group[] {
+    const groups = new Map<string, Group>();
+    sequences.forEach((e, b) => {
+      if (!e?.pool) return;
+      const { buffer, local } = e.pool.locate(e.slot);
+      const key = `${AdapterPool.key(e.pool.rank, e.modules)}#${buffer}`;
+      let g = groups.get(key);
+      if (!g) groups.set(key, (g = { pool: e.pool, buffer, fixed: null, perSequence: new Uint32Array(sequences.length).fill(NO_SLOT) }));
+      g.perSequence![b] = local;
+    });
+    return [...groups.values()];
+  }
+
+  /** The scratch and row slots of an activation arena, written for the current selection. */
+  private rowState(acts: Activations): RowState {
+    let s = this.rowStates.get(acts);
+    if (!s) {
+      s = { u: null, uFloats: 0, rowSlots: [], version: -1 };
+      this.rowStates.set(acts, s);
+      acts.onDestroy(() => this.releaseRowState(acts));
+    }
+    const { groups, sequences, version } = this.selection;
+    const rank = Math.max(...groups.map((g) => g.pool.rank));
+    if (s.uFloats < acts.T * rank) {
+      if (s.u) this.gpu.destroyBuffer(s.u);
+      s.u = null;
+      s.u = this.gpu.createBuffer(acts.T * rank * 4, undefined, 'adapter cache u');
+      s.uFloats = acts.T * rank;
+    }
+    if (s.version !== version) {
+      if (sequences && sequences.length !== acts.B) throw new ShapeError(`the adapters selected are for ${sequences.length} sequences, but the batch has ${acts.B}`);
+      const perRow = acts.T / acts.B;
+      groups.forEach((g, k) => {
+        if (!g.perSequence) return;
+        s!.rowSlots[k] ??= this.gpu.createBuffer(acts.T * 4, undefined, `adapter cache rows ${k}`);
+        this.gpu.write(s!.rowSlots[k], Uint32Array.from({ length: acts.T }, (_, t) => g.perSequence![Math.floor(t / perRow)]));
+      });
+      s.version = version;
+    }
+    return s;
+  }
+
+  private releaseRowState(acts: Activations): void {
+    const s = this.rowStates.get(acts);
+    if (!s) return;
+    if (s.u) this.gpu.destroyBuffer(s.u);
+    for (const b of s.rowSlots) if (b) this.gpu.destroyBuffer(b);
+    this.rowStates.delete(acts);
+  }
+
+  private touch(e: Entry): void {
+    this.lru.delete(e.id);
+    this.lru.set(e.id, e);
+  }
+
+  /** The least recently used resident entry no batch holds, among those `fits` accepts. */
+  private victim(fits: (e: Entry) => boolean): Entry | null {
+    for (const e of this.lru.values()) if (!e.selected && e.pins === 0 && fits(e)) return e;
+    return null;
+  }
+
+  /** Upload an entry to the GPU tier, making room by eviction if the budget is full. */
+  private makeResident(e: Entry): void {
+    if (e.pool) {
+      const pool = e.pool;
+      let slot = pool.take();
+      if (slot === null && this.gpuBytes + pool.bufferBytes <= this.gpuBudgetBytes) {
+        pool.grow();
+        slot = pool.take();
+      }
+      if (slot === null) {
+        const v = this.victim((o) => o.pool === pool);
+        if (!v) throw new AdapterCacheError('adapter-cache-full', `no room for adapter '${e.id}': its pool (rank ${pool.rank}) is full, every adapter in it is in use, and another pool buffer would pass the ${this.gpuBudgetBytes}-byte budget`);
+        this.evict(v);
+        slot = pool.take()!;
+      }
+      pool.write(slot, e.adapter as LoraAdapter);
+      e.slot = slot;
+    } else {
+      const a = e.adapter as SparseAdapter;
+      const bytes = sparseGpuBytes(a);
+      while (this.gpuBytes + bytes > this.gpuBudgetBytes) {
+        const v = this.victim((o) => o.sparse !== null);
+        if (!v) throw new AdapterCacheError('adapter-cache-full', `no room for sparse adapter '${e.id}' (${bytes} bytes) within the ${this.gpuBudgetBytes}-byte budget: every resident sparse adapter is in use`);
+        this.evict(v);
+      }
+      e.sparse = this.uploadSparse(e.id, a);
+      this.sparseBytes += e.sparse.bytes;
+    }
+    this.touch(e);
+  }
+
+  /** Leave the GPU tier (the host arrays stay). */
+  private evict(e: Entry): void {
+    if (e.pool && e.slot >= 0) {
+      e.pool.release(e.slot);
+      e.slot = -1;
+    }
+    if (e.sparse) {
+      if (this.activeSparse === e) this.switchSparse(null);
+      destroySparse(e.sparse);
+      this.sparseBytes -= e.sparse.bytes;
+      e.sparse = null;
+    }
+    this.lru.delete(e.id);
+  }
+
+  private denseWeight(module: string): { view: TensorView; format: WeightFormat; size: number } {
+    const w = this.model.linearWeight(`${module}.weight`);
+    if (!isDense(w)) throw new ShapeError(`a sparse adapter changes the weights in place, and '${module}' is stored ${w.format}: serve sparse adapters from a base loaded without quantize`);
+    const s = this.shapes.get(module)!;
+    return { view: w.view, format: w.format, size: s.out * s.in };
+  }
+
+  /**
+   * Indices and delta uploaded; then, with no sparse adapter in the weights, the base's values at the
+   * indices gathered and the trained values made from them (originals + delta).
+   */
+  private uploadSparse(id: string, a: SparseAdapter): SparseResident {
+    const layout = planArena([...a.modules].map(([m, d]) => ({ name: m, length: d.indices.length })), arenaLimit(this.gpu));
+    const made: Arena[] = [];
+    try {
+      for (const part of ['indices', 'values', 'originals']) made.push(new Arena(this.gpu, layout, `sparse adapter ${id} ${part}`));
+      const [idx, values, originals] = made;
+      for (const [m, d] of a.modules) {
+        this.gpu.write(idx.view(m), d.indices);
+        this.gpu.write(values.view(m), d.delta);
+      }
+      const rec = this.gpu.recorder();
+      const active = this.activeSparse;
+      if (active) this.scatterSparse(rec, active, 'originals');
+      for (const [m, d] of a.modules) {
+        const w = this.denseWeight(m);
+        sparseGather(rec, { indices: idx.view(m), nnz: d.indices.length, values: originals.view(m), weight: w.view, weightSize: w.size, weightFormat: w.format });
+        elementwise(rec, { op: 'axpy', y: values.view(m), x: originals.view(m), n: d.indices.length, s0: 1 });
+      }
+      if (active) this.scatterSparse(rec, active, 'values');
+      void rec.submit();
+      return { idx, values, originals, bytes: sparseGpuBytes(a) };
+    } catch (e) {
+      for (const arena of made) arena.destroy();
+      throw e;
+    }
+  }
+
+  private scatterSparse(rec: CommandRecorder, e: Entry, which: 'values' | 'originals'): void {
+    for (const [m, d] of (e.adapter as SparseAdapter).modules) {
+      const w = this.denseWeight(m);
+      sparseScatter(rec, { indices: e.sparse!.idx.view(m), nnz: d.indices.length, values: e.sparse![which].view(m), weight: w.view, weightSize: w.size, weightFormat: w.format });
+    }
+  }
+
+  /** Put `next`'s values into the weights, after writing the base's back where the active one was. */
+  private switchSparse(next: Entry | null): void {
+    if (this.activeSparse === next) return;
+    const rec = this.gpu.recorder();
+    if (this.activeSparse) this.scatterSparse(rec, this.activeSparse, 'originals');
+    if (next) this.scatterSparse(rec, next, 'values');
+    void rec.submit();
+    this.activeSparse = next;
+  }
+
+  private checkBase(id: string, a: Adapter): void {
+    const f = a.base;
+    if (!f) return;
+    if (f.shapes && f.shapes !== shapesDigest(this.model.config)) throw new ModelMismatchError(`adapter '${id}' was made for a model with another configuration or shapes`);
+    if (f.weights && f.weights !== this.model.fingerprint.weights) throw new ModelMismatchError(`adapter '${id}' was made for another base: the weights it was trained on differ from this model's`);
+  }
+
+  private module(id: string, name: string): LinearShape {
+    const s = this.shapes.get(name);
+    if (!s) throw new ShapeError(`adapter '${id}': '${name}' is not a linear layer of this ${this.model.config.architecture} model`);
+    return s;
+  }
+
+  /** The adapter's modules in model order, every shape checked. */
+  private checkLora(id: string, a: LoraAdapter): string[] {
+    if (a.modules.size === 0) throw new ShapeError(`adapter '${id}' has no modules`);
+    for (const [name, w] of a.modules) {
+      const s = this.module(id, name);
+      if (!Number.isInteger(w.rank) || w.rank < 1 || w.rank > Math.min(s.in, s.out)) throw new ShapeError(`adapter '${id}': rank ${w.rank} of '${name}' is not between 1 and ${Math.min(s.in, s.out)}`);
+      if (w.A.length !== w.rank * s.in) throw new ShapeError(`adapter '${id}': '${name}' A has ${w.A.length} values; [${w.rank}, ${s.in}] is ${w.rank * s.in}`);
+      if (w.B.length !== s.out * w.rank) throw new ShapeError(`adapter '${id}': '${name}' B has ${w.B.length} values; [${s.out}, ${w.rank}] is ${s.out * w.rank}`);
+      if (!Number.isFinite(w.scale)) throw new ShapeError(`adapter '${id}': the scale of '${name}' is ${w.scale}`);
+    }
+    return [...this.shapes.keys()].filter((m) => a.modules.has(m));
+  }
+
+  private checkSparse(id: string, a: SparseAdapter): string[] {
+    if (a.modules.size === 0) throw new ShapeError(`adapter '${id}' has no modules`);
+    for (const [name, d] of a.modules) {
+      const s = this.module(id, name);
+      this.denseWeight(name);
+      if (d.delta.length !== d.indices.length) throw new ShapeError(`adapter '${id}': '${name}' has ${d.indices.length} indices and ${d.delta.length} values`);
+      const sorted = Uint32Array.from(d.indices).sort();
+      for (let i = 0; i < sorted.length; i++) {
+        if (sorted[i] >= s.out * s.in) throw new ShapeError(`adapter '${id}': index ${sorted[i]} of '${name}' is outside its ${s.out}x${s.in} weight`);
+        if (i > 0 && sorted[i] === sorted[i - 1]) throw new ShapeError(`adapter '${id}': '${name}' names index ${sorted[i]} twice`);
+      }
+    }
+    return [...this.shapes.keys()].filter((m) => a.modules.has(m));
+  }
+}
+
+/** GPU bytes of a resident sparse adapter: indices, values and the base's values, 256-byte aligned per tensor. */
+function sparseGpuBytes(a: SparseAdapter): number {
+  let n = 0;
+  for (const d of a.modules.values()) n += 3 * Math.ceil((d.indices.length * 4) / 256) * 256;
+  return n;
+}

@@ -1,0 +1,94 @@
+/**
+ * Adapters as the adapter cache holds them on the host: plain arrays by engine module name, made from
+ * memory, from PEFT files, from sparse delta files, or from a method that has just trained. Shapes are
+ * checked against the base when the cache takes them.
+ */
+import { ShapeError } from '../errors.js';
+import { Lora } from '../methods/lora/layer.js';
+import { loraModuleSpecs } from '../methods/lora/config.js';
+import { readPeftAdapter } from '../methods/lora/peft.js';
+import type { Method } from '../methods/method.js';
+import { SparseFineTuning } from '../methods/sparse/layer.js';
+import { readSparseDelta, type SparseDelta } from '../methods/sparse/interchange.js';
+import { hfModulePaths } from '../methods/targets.js';
+import type { ModelConfig } from '../model/config.js';
+import type { ModelFingerprint } from '../model/fingerprint.js';
+
+export interface LoraModuleWeights {
+  rank: number;
+  /** What multiplies the product: alpha / rank (alpha / sqrt(rank) with rslora). */
+  scale: number;
+  /** [rank, in], row-major (PEFT's lora_A). */
+  A: Float32Array;
+  /** [out, rank], row-major (PEFT's lora_B). */
+  B: Float32Array;
+}
+
+/** A LoRA adapter: y += scale (x A^T) B^T on each module it names ('layers.0.q'). */
+export interface LoraAdapter {
+  kind: 'lora';
+  modules: Map<string, LoraModuleWeights>;
+  /** The base it was trained on; when given, the cache refuses another. */
+  base?: Partial<ModelFingerprint>;
+}
+
+/** A sparse adapter: weight[indices] += delta in each module it names, inside the base's weights. */
+export interface SparseAdapter {
+  kind: 'sparse';
+  /** Flat indices o * in + i (unique) with the change at each. */
+  modules: Map<string, { indices: Uint32Array; delta: Float32Array }>;
+  base?: Partial<ModelFingerprint>;
+}
+
+export type Adapter = LoraAdapter | SparseAdapter;
+
+/** Bytes of an adapter's arrays on the host. */
+export function adapterHostBytes(a: Adapter): number {
+  let n = 0;
+  for (const m of a.modules.values()) n += 'A' in m ? m.A.byteLength + m.B.byteLength : m.indices.byteLength + m.delta.byteLength;
+  return n;
+}
+
+/** A PEFT LoRA adapter (adapter_config.json and adapter_model.safetensors) for a base of this config. */
+export async function loraAdapterFromPeft(files: { config: Uint8Array | string; weights: Uint8Array }, config: ModelConfig): Promise<LoraAdapter> {
+  const peft = await readPeftAdapter(files, config);
+  const hf = hfModulePaths(config);
+  const modules = new Map<string, LoraModuleWeights>();
+  for (const [name, d] of loraModuleSpecs(config, peft.options)) {
+    // By PEFT's name, or by the engine part's for a module PEFT fuses (GPT-2's c_attn).
+    const tensor = (ab: 'A' | 'B') => peft.tensors.get(`base_model.model.${hf.get(name)}.lora_${ab}.weight`) ?? peft.tensors.get(`${name}.lora_${ab}`);
+    const [A, B] = [tensor('A'), tensor('B')];
+    if (!A || !B) throw new ShapeError(`LoRA adapter: no tensors for '${name}'`);
+    modules.set(name, { rank: d.rank, scale: d.scale, A, B });
+  }
+  return { kind: 'lora', modules };
+}
+
+/** A sparse delta (readSparseDelta's result) as an adapter. */
+export function sparseAdapterFromDelta(delta: SparseDelta): SparseAdapter {
+  const modules = new Map([...delta.deltas].map(([m, d]) => [m, { indices: delta.mask.valueIndices(m), delta: d }]));
+  return { kind: 'sparse', modules, base: delta.mask.info.fingerprint ?? undefined };
+}
+
+/** A sparse delta file (this engine's format) for a base of this config. */
+export async function sparseAdapterFromFile(bytes: Uint8Array, config: ModelConfig, name?: string): Promise<SparseAdapter> {
+  return sparseAdapterFromDelta(await readSparseDelta(bytes, config, name));
+}
+
+/** What a LoRA or sparse method attached to a model has trained, read back from the GPU. */
+export async function adapterFromMethod(method: Method): Promise<Adapter> {
+  if (method instanceof Lora) {
+    const modules = new Map<string, LoraModuleWeights>();
+    for (const [name, d] of method.modules) {
+      const [A, B] = await Promise.all([method.gpu.readF32(method.params.view(`${name}.lora_A`)), method.gpu.readF32(method.params.view(`${name}.lora_B`))]);
+      modules.set(name, { rank: d.rank, scale: d.scale, A, B });
+    }
+    return { kind: 'lora', modules };
+  }
+  if (method instanceof SparseFineTuning) {
+    const deltas = await method.deltas();
+    const modules = new Map([...deltas].map(([m, d]) => [m, { indices: method.mask.valueIndices(m), delta: d }]));
+    return { kind: 'sparse', modules, base: method.base };
+  }
+  throw new ShapeError(`the adapter cache holds LoRA and sparse adapters; a '${method.name}' method is neither`);
+}
