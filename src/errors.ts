@@ -72,11 +72,12 @@ export class ModelMismatchError extends WebGPUFinetuneError {
 
 /**
  * The adapter cache refused: an unknown id ('adapter-unknown'), an id already taken ('adapter-exists'),
- * an adapter in use by a batch ('adapter-in-use'), no room left ('adapter-cache-full'), or a batch it
- * cannot serve at once ('adapter-batch').
+ * an adapter in use by a batch ('adapter-in-use'), no room left ('adapter-cache-full'), a batch it
+ * cannot serve at once ('adapter-batch'), an adapter only in the store until loaded ('adapter-not-loaded'),
+ * or a failed store write ('adapter-store').
  */
 export class AdapterCacheError extends WebGPUFinetuneError {
-  constructor(code: 'adapter-unknown' | 'adapter-exists' | 'adapter-in-use' | 'adapter-cache-full' | 'adapter-batch', message: string) {
+  constructor(code: 'adapter-unknown' | 'adapter-exists' | 'adapter-in-use' | 'adapter-cache-full' | 'adapter-batch' | 'adapter-not-loaded' | 'adapter-store', message: string) {
     super(code, message);
   }
 }

@@ -50,3 +50,5 @@ export * from './browser/model-cache.js';
 export * from './serve/adapters.js';
 export * from './serve/adapter-pool.js';
 export * from './serve/adapter-cache.js';
+export * from './serve/adapter-store.js';
+export * from './browser/indexeddb-adapters.js';

@@ -37,12 +37,20 @@ import { isDense } from '../model/linear-weights.js';
 import type { ModelConfig } from '../model/config.js';
 import { adapterFromMethod, adapterHostBytes, loraAdapterFromPeft, sparseAdapterFromFile, type Adapter, type LoraAdapter, type SparseAdapter } from './adapters.js';
 import { AdapterPool, rankClass, slotFloats } from './adapter-pool.js';
+import type { AdapterStore } from './adapter-store.js';
 
 export interface AdapterCacheOptions {
   /** GPU bytes the cache's pools and sparse adapters may take. Default 512 MiB. */
   gpuBudgetBytes?: number;
   /** Slots per pool buffer, at most what fits the device's binding size limit. Default 1024. */
   slotsPerBuffer?: number;
+  /**
+   * The tier behind host memory: every adapter added is written there, and past `hostBudgetBytes` the
+   * least recently used adapters' arrays leave host memory (`load` brings them back).
+   */
+  store?: AdapterStore;
+  /** Host bytes of adapter arrays kept in memory when there is a store. Default: no limit. */
+  hostBudgetBytes?: number;
 }
 
 export interface AdapterInfo {
@@ -56,6 +64,8 @@ export interface AdapterInfo {
   modules: string[];
   /** Whether it is on the GPU now (a later use of a host-only adapter uploads it). */
   resident: boolean;
+  /** Whether its arrays are in host memory (false: only in the store, until `load`). */
+  onHost: boolean;
   /** GPU bytes while resident (its slot, or its sparse buffers), and host bytes. */
   gpuBytes: number;
   hostBytes: number;
@@ -72,6 +82,8 @@ export interface AdapterCapacity {
 
 /** A resident sparse adapter: per module its indices, its trained values and the base's values there (separate buffers: one kernel reads one and writes another). */
 interface SparseResident {
+  /** Each module with its value count (the host arrays may leave memory while these stay). */
+  modules: [string, number][];
   idx: Arena;
   values: Arena;
   originals: Arena;
@@ -82,7 +94,12 @@ const destroySparse = (s: SparseResident) => [s.idx, s.values, s.originals].forE
 
 interface Entry {
   id: string;
-  adapter: Adapter;
+  kind: Adapter['kind'];
+  /** Its arrays, or null while they are only in the store. */
+  adapter: Adapter | null;
+  /** Written to the store (only then may the host arrays go). */
+  stored: boolean;
+  info: Pick<AdapterInfo, 'rank' | 'poolRank' | 'nnz' | 'gpuBytes'>;
   hostBytes: number;
   modules: string[];
   /** LoRA: its pool, and its slot there while resident (-1 when not). */
@@ -131,10 +148,18 @@ export class AdapterCache implements LinearHooks {
   private readonly pools = new Map<string, AdapterPool>();
   /** Resident entries, least recently used first. */
   private readonly lru = new Map<string, Entry>();
+  /** Entries whose arrays are in host memory, least recently used first. */
+  private readonly onHost = new Map<string, Entry>();
+  private hostBytes = 0;
+  private readonly store: AdapterStore | null;
+  private readonly hostBudgetBytes: number;
   private readonly shapes: Map<string, LinearShape>;
   private readonly rowStates = new Map<Activations, RowState>();
   private selection: Selection = { sequences: null, entries: [], groups: [], version: 0 };
   private activeSparse: Entry | null = null;
+  /** A failed store write, reported by the next call. */
+  private storeError: Error | null = null;
+  private readonly writes = new Set<Promise<void>>();
   private sparseBytes = 0;
   private destroyed = false;
 
@@ -150,6 +175,10 @@ export class AdapterCache implements LinearHooks {
     const slots = o.slotsPerBuffer ?? DEFAULT_SLOTS;
     if (!Number.isInteger(slots) || slots < 1) throw new ShapeError(`slotsPerBuffer must be a positive integer, got ${slots}`);
     this.slotsPerBuffer = slots;
+    this.store = o.store ?? null;
+    this.hostBudgetBytes = o.hostBudgetBytes ?? Infinity;
+    if (!(this.hostBudgetBytes > 0)) throw new ShapeError(`hostBudgetBytes must be positive, got ${o.hostBudgetBytes}`);
+    if (o.hostBudgetBytes !== undefined && !this.store) throw new ShapeError('hostBudgetBytes needs a store for the adapters it moves out of host memory');
     this.shapes = linearModules(model.config, ['all-linear'], 'adapter cache');
     model.transformer.hooks = this;
   }
@@ -195,14 +224,7 @@ export class AdapterCache implements LinearHooks {
 
   info(id: string): AdapterInfo {
     const e = this.entry(id);
-    const a = e.adapter;
-    const base = { id, kind: a.kind, modules: e.modules, resident: this.lru.has(id), hostBytes: e.hostBytes };
-    if (a.kind === 'lora') {
-      const rank = Math.max(...[...a.modules.values()].map((m) => m.rank));
-      return { ...base, rank, poolRank: e.pool!.rank, gpuBytes: e.pool!.slotBytes };
-    }
-    const nnz = [...a.modules.values()].reduce((n, m) => n + m.indices.length, 0);
-    return { ...base, nnz, gpuBytes: sparseGpuBytes(a) };
+    return { id, kind: e.kind, modules: e.modules, resident: this.lru.has(id), onHost: e.adapter !== null, hostBytes: e.hostBytes, ...e.info };
   }
 
   /**
@@ -228,7 +250,10 @@ export class AdapterCache implements LinearHooks {
         this.pools.set(key, pool);
       }
     }
-    const entry: Entry = { id, adapter, hostBytes: adapterHostBytes(adapter), modules, pool, slot: -1, sparse: null, pins: 0, selected: false };
+    const info = adapter.kind === 'lora'
+      ? { rank: Math.max(...[...adapter.modules.values()].map((m) => m.rank)), poolRank: pool!.rank, gpuBytes: pool!.slotBytes }
+      : { nnz: [...adapter.modules.values()].reduce((n, m) => n + m.indices.length, 0), gpuBytes: sparseGpuBytes(adapter) };
+    const entry: Entry = { id, kind: adapter.kind, adapter, stored: false, info, hostBytes: adapterHostBytes(adapter), modules, pool, slot: -1, sparse: null, pins: 0, selected: false };
     this.entries.set(id, entry);
     try {
       this.makeResident(entry);
@@ -236,7 +261,49 @@ export class AdapterCache implements LinearHooks {
       this.entries.delete(id);
       throw e;
     }
+    this.keepOnHost(entry);
+    if (this.store) {
+      const write = this.store.set(id, adapter).then(
+        () => {
+          entry.stored = true;
+          this.spill(new Set());
+        },
+        (error) => void (this.storeError = error instanceof Error ? error : new Error(String(error))),
+      );
+      this.writes.add(write);
+      void write.finally(() => this.writes.delete(write));
+    }
     return this.info(id);
+  }
+
+  /** Wait until every adapter added is in the store (and host memory is back within its budget). */
+  async flush(): Promise<void> {
+    while (this.writes.size) await Promise.all(this.writes);
+    this.alive();
+  }
+
+  /**
+   * Bring adapters whose arrays are only in the store back into host memory (uploading them to the GPU
+   * when they are next used). Generation and evaluation call it for the adapters they name.
+   */
+  async load(ids: readonly (string | null)[]): Promise<void> {
+    const loaded = new Set<string>();
+    for (const id of new Set(ids)) {
+      if (id === null) continue;
+      const e = this.entry(id);
+      if (e.adapter) {
+        this.keepOnHost(e);
+        continue;
+      }
+      const adapter = await this.store!.get(id);
+      if (!adapter) throw new AdapterCacheError('adapter-unknown', `adapter '${id}' is missing from the cache's store`);
+      if (e.adapter === null && this.entries.get(id) === e) {
+        e.adapter = adapter;
+        this.keepOnHost(e);
+      }
+      loaded.add(id);
+    }
+    this.spill(loaded);
   }
 
   /** A PEFT LoRA adapter's files (adapter_config.json, adapter_model.safetensors). */
@@ -260,6 +327,8 @@ export class AdapterCache implements LinearHooks {
     if (e.selected || e.pins > 0) throw new AdapterCacheError('adapter-in-use', `adapter '${id}' is in use by ${e.selected ? 'the current selection' : 'a batch'}`);
     this.evict(e);
     this.entries.delete(id);
+    if (this.onHost.delete(id)) this.hostBytes -= e.hostBytes;
+    this.store?.delete(id).catch((error) => (this.storeError = error instanceof Error ? error : new Error(String(error))));
   }
 
   /** The adapter of every row of the next forwards (null: the base alone). */
@@ -288,6 +357,7 @@ export class AdapterCache implements LinearHooks {
 
   /** The model's loss on a batch with one adapter per row (null: the base), each row's loss apart. */
   async evaluate(input: BatchInput | PreparedBatch, adapters: readonly (string | null)[], o: { accuracy?: boolean } = {}): Promise<EvalResult> {
+    await this.load(adapters);
     const release = this.pin(adapters);
     try {
       this.selectRows(adapters);
@@ -324,12 +394,35 @@ export class AdapterCache implements LinearHooks {
     this.pools.clear();
     this.entries.clear();
     this.lru.clear();
+    this.onHost.clear();
     if (this.model.transformer.hooks === this) this.model.transformer.hooks = null;
     this.destroyed = true;
   }
 
   private alive(): void {
     if (this.destroyed) throw new AdapterCacheError('adapter-unknown', 'this adapter cache was destroyed');
+    const error = this.storeError;
+    if (error) {
+      this.storeError = null;
+      throw new AdapterCacheError('adapter-store', `the adapter store failed: ${error.message}`);
+    }
+  }
+
+  private keepOnHost(e: Entry): void {
+    if (!this.onHost.delete(e.id)) this.hostBytes += e.hostBytes;
+    this.onHost.set(e.id, e);
+  }
+
+  /** Past the host budget, drop the arrays of the least recently used stored adapters nothing holds. */
+  private spill(keep: Set<string>): void {
+    if (this.hostBytes <= this.hostBudgetBytes) return;
+    for (const e of [...this.onHost.values()]) {
+      if (this.hostBytes <= this.hostBudgetBytes) break;
+      if (!e.stored || e.selected || e.pins > 0 || keep.has(e.id)) continue;
+      e.adapter = null;
+      this.onHost.delete(e.id);
+      this.hostBytes -= e.hostBytes;
+    }
   }
 
   private entry(id: string): Entry {
@@ -340,7 +433,7 @@ export class AdapterCache implements LinearHooks {
   }
 
   private setSelection(sequences: (Entry | null)[] | null, entries: Entry[]): void {
-    const sparse = entries.filter((e) => e.adapter.kind === 'sparse');
+    const sparse = entries.filter((e) => e.kind === 'sparse');
     if (sparse.length > 0 && (entries.length > 1 || (sequences && sequences.some((e) => e === null)))) {
       throw new AdapterCacheError('adapter-batch', `sparse adapter '${sparse[0].id}' changes the base's own weights, so a batch with it must use it on every row and nothing else`);
     }
@@ -431,6 +524,8 @@ export class AdapterCache implements LinearHooks {
 
   /** Upload an entry to the GPU tier, making room by eviction if the budget is full. */
   private makeResident(e: Entry): void {
+    if (!e.adapter) throw new AdapterCacheError('adapter-not-loaded', `adapter '${e.id}' is only in the store: await cache.load(['${e.id}']) first (generation and evaluation do)`);
+    this.keepOnHost(e);
     if (e.pool) {
       const pool = e.pool;
       let slot = pool.take();
@@ -506,7 +601,7 @@ export class AdapterCache implements LinearHooks {
       }
       if (active) this.scatterSparse(rec, active, 'values');
       void rec.submit();
-      return { idx, values, originals, bytes: sparseGpuBytes(a) };
+      return { modules: [...a.modules].map(([m, d]) => [m, d.indices.length]), idx, values, originals, bytes: sparseGpuBytes(a) };
     } catch (e) {
       for (const arena of made) arena.destroy();
       throw e;
@@ -514,9 +609,9 @@ export class AdapterCache implements LinearHooks {
   }
 
   private scatterSparse(rec: CommandRecorder, e: Entry, which: 'values' | 'originals'): void {
-    for (const [m, d] of (e.adapter as SparseAdapter).modules) {
+    for (const [m, nnz] of e.sparse!.modules) {
       const w = this.denseWeight(m);
-      sparseScatter(rec, { indices: e.sparse!.idx.view(m), nnz: d.indices.length, values: e.sparse![which].view(m), weight: w.view, weightSize: w.size, weightFormat: w.format });
+      sparseScatter(rec, { indices: e.sparse!.idx.view(m), nnz, values: e.sparse![which].view(m), weight: w.view, weightSize: w.size, weightFormat: w.format });
     }
   }
 

@@ -16,6 +16,8 @@ import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { isDense } from '../../src/model/linear-weights.js';
 import { tinyModelFiles, type TinyModelOptions } from '../../src/model/tiny.js';
 import { AdapterCache } from '../../src/serve/adapter-cache.js';
+import { memoryAdapterStore } from '../../src/serve/adapter-store.js';
+import { indexedDbAdapterStore } from '../../src/browser/indexeddb-adapters.js';
 import type { LoraAdapter, SparseAdapter } from '../../src/serve/adapters.js';
 import { Generator, type GenerateResult } from '../../src/serve/generate.js';
 import { compare, freshSeed, randn, rng, testGpu } from '../helpers.js';
@@ -235,6 +237,37 @@ describe('adapter cache: tiers, eviction and errors', () => {
     out.forEach((r, i) => expectSameGeneration(r, want[i], `seed ${seed} row ${i}`));
     expect(cache.info('a1').resident).toBe(true); // uploaded again from the host tier
     expect(cache.info('a2').resident).toBe(false);
+    cache.destroy();
+    for (const m of [served, alone]) m.destroy();
+  });
+
+  it('keeps host memory within its budget by moving adapters to the store (IndexedDB in browsers), and loads them back when used', async () => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const served = await base(gpu, seed);
+    const alone = await base(gpu, seed);
+    const cap = AdapterCache.capacity(served.config, gpu.limits, { rank: 2, targetModules: ['q', 'v'] });
+    const adapters = Array.from({ length: 5 }, () => randomLora(served, rand, 2, ['q', 'v']));
+    const hostBytes = [...adapters[0].modules.values()].reduce((n, m) => n + m.A.byteLength + m.B.byteLength, 0);
+    const store = typeof indexedDB === 'undefined' ? memoryAdapterStore() : indexedDbAdapterStore({ database: `adapters-test-${seed}` });
+    const cache = new AdapterCache(served, { slotsPerBuffer: 2, gpuBudgetBytes: 2 * cap.bytesPerAdapter, store, hostBudgetBytes: 2 * hostBytes });
+    adapters.forEach((a, i) => cache.add(`a${i}`, a));
+    await cache.flush();
+    const where = () => adapters.map((_, i) => cache.info(`a${i}`));
+    expect(where().filter((x) => x.onHost).length).toBe(2);
+    expect(where().map((x) => x.resident)).toEqual([false, false, false, true, true]);
+    expect(where()[0].onHost).toBe(false);
+    expect(() => cache.select('a0')).toThrow(expect.objectContaining({ code: 'adapter-not-loaded' }));
+
+    const prompt = [3, 1, 4, 1, 5];
+    const l = attachAlone(alone, adapters[0]);
+    const want = await new Generator(alone).generate(prompt, greedy);
+    l.destroy();
+    const got = await new Generator(served, { adapters: cache }).generate(prompt, { ...greedy, adapters: 'a0' });
+    expectSameGeneration(got, want, `seed ${seed}: a0 back from the store`);
+    expect(cache.info('a0')).toMatchObject({ resident: true, onHost: true });
+    expect(where().filter((x) => x.onHost).length).toBeLessThanOrEqual(3); // a0 is held by the selection
     cache.destroy();
     for (const m of [served, alone]) m.destroy();
   });
