@@ -35,7 +35,7 @@ import type { CausalLM, EvalResult } from '../model/causal-lm.js';
 import { shapesDigest } from '../model/fingerprint.js';
 import { isDense } from '../model/linear-weights.js';
 import type { ModelConfig } from '../model/config.js';
-import { adapterFromMethod, adapterHostBytes, loraAdapterFromPeft, sparseAdapterFromFile, type Adapter, type LoraAdapter, type SparseAdapter } from './adapters.js';
+import { adapterFromMethod, adapterHostBytes, loraAdapterFromPeft, loraOf, sparseAdapterFromFile, sparseOf, type Adapter, type LoraAdapter, type SparseAdapter } from './adapters.js';
 import { AdapterPool, rankClass, slotFloats } from './adapter-pool.js';
 import type { AdapterStore } from './adapter-store.js';
 
@@ -55,7 +55,7 @@ export interface AdapterCacheOptions {
 
 export interface AdapterInfo {
   id: string;
-  kind: 'lora' | 'sparse';
+  kind: Adapter['kind'];
   /** The largest module rank (LoRA), and the pool rank it is padded to. */
   rank?: number;
   poolRank?: number;
@@ -237,22 +237,28 @@ export class AdapterCache implements LinearHooks {
     if (typeof id !== 'string' || id.length === 0) throw new ShapeError('an adapter id must be a non-empty string');
     if (this.entries.has(id)) throw new AdapterCacheError('adapter-exists', `an adapter '${id}' is already in the cache (remove it first)`);
     this.checkBase(id, adapter);
-    const modules = adapter.kind === 'lora' ? this.checkLora(id, adapter) : this.checkSparse(id, adapter);
+    const lora = loraOf(adapter);
+    const sparse = sparseOf(adapter);
+    const loraModules = lora ? this.checkLora(id, lora) : [];
+    const sparseModules = sparse ? this.checkSparse(id, sparse) : [];
+    const modules = [...this.shapes.keys()].filter((m) => loraModules.includes(m) || sparseModules.includes(m));
     let pool: AdapterPool | null = null;
-    if (adapter.kind === 'lora') {
-      const rank = rankClass(Math.max(...[...adapter.modules.values()].map((m) => m.rank)));
-      const key = AdapterPool.key(rank, modules);
+    if (lora) {
+      const rank = rankClass(Math.max(...[...lora.modules.values()].map((m) => m.rank)));
+      const key = AdapterPool.key(rank, loraModules);
       pool = this.pools.get(key) ?? null;
       if (!pool) {
-        const perBuffer = Math.min(this.slotsPerBuffer, Math.floor(arenaLimit(this.gpu) / (slotFloats(rank, modules.map((m) => this.shapes.get(m)!)) * 4)));
+        const perBuffer = Math.min(this.slotsPerBuffer, Math.floor(arenaLimit(this.gpu) / (slotFloats(rank, loraModules.map((m) => this.shapes.get(m)!)) * 4)));
         if (perBuffer < 1) throw new ShapeError(`adapter '${id}': one slot of rank ${rank} exceeds this device's buffer binding limit`);
-        pool = new AdapterPool(this.gpu, rank, modules.map((m) => [m, this.shapes.get(m)!]), perBuffer);
+        pool = new AdapterPool(this.gpu, rank, loraModules.map((m) => [m, this.shapes.get(m)!]), perBuffer);
         this.pools.set(key, pool);
       }
     }
-    const info = adapter.kind === 'lora'
-      ? { rank: Math.max(...[...adapter.modules.values()].map((m) => m.rank)), poolRank: pool!.rank, gpuBytes: pool!.slotBytes }
-      : { nnz: [...adapter.modules.values()].reduce((n, m) => n + m.indices.length, 0), gpuBytes: sparseGpuBytes(adapter) };
+    const info = {
+      ...(lora ? { rank: Math.max(...[...lora.modules.values()].map((m) => m.rank)), poolRank: pool!.rank } : {}),
+      ...(sparse ? { nnz: [...sparse.modules.values()].reduce((n, m) => n + m.indices.length, 0) } : {}),
+      gpuBytes: (pool?.slotBytes ?? 0) + (sparse ? sparseGpuBytes(sparse) : 0),
+    };
     const entry: Entry = { id, kind: adapter.kind, adapter, stored: false, info, hostBytes: adapterHostBytes(adapter), modules, pool, slot: -1, sparse: null, pins: 0, selected: false };
     this.entries.set(id, entry);
     try {
@@ -433,7 +439,7 @@ export class AdapterCache implements LinearHooks {
   }
 
   private setSelection(sequences: (Entry | null)[] | null, entries: Entry[]): void {
-    const sparse = entries.filter((e) => e.kind === 'sparse');
+    const sparse = entries.filter((e) => e.kind !== 'lora');
     if (sparse.length > 0 && (entries.length > 1 || (sequences && sequences.some((e) => e === null)))) {
       throw new AdapterCacheError('adapter-batch', `sparse adapter '${sparse[0].id}' changes the base's own weights, so a batch with it must use it on every row and nothing else`);
     }
@@ -443,7 +449,7 @@ export class AdapterCache implements LinearHooks {
     for (const e of entries) e.selected = true;
     try {
       for (const e of entries) {
-        if (e.slot < 0 && !e.sparse) this.makeResident(e);
+        if ((e.pool && e.slot < 0) || (e.kind !== 'lora' && !e.sparse)) this.makeResident(e);
         else this.touch(e);
       }
     } catch (error) {
@@ -462,16 +468,15 @@ export class AdapterCache implements LinearHooks {
   }
 
   private rowGroups(sequences: (Entry | null)[]): Group[] {
-    const groups = new Map<string, Group>();
+    const groups: Group[] = [];
     sequences.forEach((e, b) => {
       if (!e?.pool) return;
       const { buffer, local } = e.pool.locate(e.slot);
-      const key = `${AdapterPool.key(e.pool.rank, e.modules)}#${buffer}`;
-      let g = groups.get(key);
-      if (!g) groups.set(key, (g = { pool: e.pool, buffer, fixed: null, perSequence: new Uint32Array(sequences.length).fill(NO_SLOT) }));
+      let g = groups.find((x) => x.pool === e.pool && x.buffer === buffer);
+      if (!g) groups.push((g = { pool: e.pool, buffer, fixed: null, perSequence: new Uint32Array(sequences.length).fill(NO_SLOT) }));
       g.perSequence![b] = local;
     });
-    return [...groups.values()];
+    return groups;
   }
 
   /** The scratch and row slots of an activation arena, written for the current selection. */
@@ -526,8 +531,8 @@ export class AdapterCache implements LinearHooks {
   private makeResident(e: Entry): void {
     if (!e.adapter) throw new AdapterCacheError('adapter-not-loaded', `adapter '${e.id}' is only in the store: await cache.load(['${e.id}']) first (generation and evaluation do)`);
     this.keepOnHost(e);
-    if (e.pool) {
-      const pool = e.pool;
+    const pool = e.pool;
+    if (pool && e.slot < 0) {
       let slot = pool.take();
       if (slot === null && this.gpuBytes + pool.bufferBytes <= this.gpuBudgetBytes) {
         pool.grow();
@@ -539,17 +544,18 @@ export class AdapterCache implements LinearHooks {
         this.evict(v);
         slot = pool.take()!;
       }
-      pool.write(slot, e.adapter as LoraAdapter);
+      pool.write(slot, loraOf(e.adapter)!);
       e.slot = slot;
-    } else {
-      const a = e.adapter as SparseAdapter;
-      const bytes = sparseGpuBytes(a);
+    }
+    const sparse = sparseOf(e.adapter);
+    if (sparse && !e.sparse) {
+      const bytes = sparseGpuBytes(sparse);
       while (this.gpuBytes + bytes > this.gpuBudgetBytes) {
-        const v = this.victim((o) => o.sparse !== null);
-        if (!v) throw new AdapterCacheError('adapter-cache-full', `no room for sparse adapter '${e.id}' (${bytes} bytes) within the ${this.gpuBudgetBytes}-byte budget: every resident sparse adapter is in use`);
+        const v = this.victim((o) => o.sparse !== null && o !== e);
+        if (!v) throw new AdapterCacheError('adapter-cache-full', `no room for the sparse part of adapter '${e.id}' (${bytes} bytes) within the ${this.gpuBudgetBytes}-byte budget: every resident sparse adapter is in use`);
         this.evict(v);
       }
-      e.sparse = this.uploadSparse(e.id, a);
+      e.sparse = this.uploadSparse(e.id, sparse);
       this.sparseBytes += e.sparse.bytes;
     }
     this.touch(e);

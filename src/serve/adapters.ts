@@ -4,11 +4,10 @@
  * checked against the base when the cache takes them.
  */
 import { ShapeError } from '../errors.js';
-import { Lora } from '../methods/lora/layer.js';
 import { loraModuleSpecs } from '../methods/lora/config.js';
 import { readPeftAdapter } from '../methods/lora/peft.js';
 import type { Method } from '../methods/method.js';
-import { SparseFineTuning } from '../methods/sparse/layer.js';
+import { loraPart, sparsePart } from '../methods/sparse-lora/index.js';
 import { readSparseDelta, type SparseDelta } from '../methods/sparse/interchange.js';
 import { hfModulePaths } from '../methods/targets.js';
 import type { ModelConfig } from '../model/config.js';
@@ -40,12 +39,31 @@ export interface SparseAdapter {
   base?: Partial<ModelFingerprint>;
 }
 
-export type Adapter = LoraAdapter | SparseAdapter;
+/** Sparse plus low-rank (RoSA): the sparse part in the weights and the LoRA part beside them, served together. */
+export interface SparseLoraAdapter {
+  kind: 'sparse+lora';
+  sparse: SparseAdapter;
+  lora: LoraAdapter;
+  base?: Partial<ModelFingerprint>;
+}
+
+export type Adapter = LoraAdapter | SparseAdapter | SparseLoraAdapter;
+
+/** An adapter's low-rank part, or null. */
+export function loraOf(a: Adapter): LoraAdapter | null {
+  return a.kind === 'lora' ? a : a.kind === 'sparse+lora' ? a.lora : null;
+}
+
+/** An adapter's part that changes the weights in place, or null. */
+export function sparseOf(a: Adapter): SparseAdapter | null {
+  return a.kind === 'sparse' ? a : a.kind === 'sparse+lora' ? a.sparse : null;
+}
 
 /** Bytes of an adapter's arrays on the host. */
 export function adapterHostBytes(a: Adapter): number {
   let n = 0;
-  for (const m of a.modules.values()) n += 'A' in m ? m.A.byteLength + m.B.byteLength : m.indices.byteLength + m.delta.byteLength;
+  for (const m of loraOf(a)?.modules.values() ?? []) n += m.A.byteLength + m.B.byteLength;
+  for (const m of sparseOf(a)?.modules.values() ?? []) n += m.indices.byteLength + m.delta.byteLength;
   return n;
 }
 
@@ -75,20 +93,27 @@ export async function sparseAdapterFromFile(bytes: Uint8Array, config: ModelConf
   return sparseAdapterFromDelta(await readSparseDelta(bytes, config, name));
 }
 
-/** What a LoRA or sparse method attached to a model has trained, read back from the GPU. */
+/** What a LoRA, sparse or sparse+LoRA method attached to a model has trained, read back from the GPU. */
 export async function adapterFromMethod(method: Method): Promise<Adapter> {
-  if (method instanceof Lora) {
+  const lora = loraPart(method);
+  const sparse = sparsePart(method);
+  let loraAdapter: LoraAdapter | null = null;
+  let sparseAdapter: SparseAdapter | null = null;
+  if (lora) {
     const modules = new Map<string, LoraModuleWeights>();
-    for (const [name, d] of method.modules) {
-      const [A, B] = await Promise.all([method.gpu.readF32(method.params.view(`${name}.lora_A`)), method.gpu.readF32(method.params.view(`${name}.lora_B`))]);
+    for (const [name, d] of lora.modules) {
+      const [A, B] = await Promise.all([lora.gpu.readF32(lora.params.view(`${name}.lora_A`)), lora.gpu.readF32(lora.params.view(`${name}.lora_B`))]);
       modules.set(name, { rank: d.rank, scale: d.scale, A, B });
     }
-    return { kind: 'lora', modules };
+    loraAdapter = { kind: 'lora', modules };
   }
-  if (method instanceof SparseFineTuning) {
-    const deltas = await method.deltas();
-    const modules = new Map([...deltas].map(([m, d]) => [m, { indices: method.mask.valueIndices(m), delta: d }]));
-    return { kind: 'sparse', modules, base: method.base };
+  if (sparse) {
+    const deltas = await sparse.deltas();
+    const modules = new Map([...deltas].map(([m, d]) => [m, { indices: sparse.mask.valueIndices(m), delta: d }]));
+    sparseAdapter = { kind: 'sparse', modules, base: sparse.base };
   }
-  throw new ShapeError(`the adapter cache holds LoRA and sparse adapters; a '${method.name}' method is neither`);
+  if (loraAdapter && sparseAdapter) return { kind: 'sparse+lora', lora: loraAdapter, sparse: sparseAdapter, base: sparseAdapter.base };
+  const one = loraAdapter ?? sparseAdapter;
+  if (!one) throw new ShapeError(`the adapter cache holds LoRA, sparse and sparse+LoRA adapters; a '${method.name}' method is none of them`);
+  return one;
 }

@@ -13,6 +13,7 @@ import { peftAdapterFiles } from '../../src/methods/lora/peft.js';
 import { linearModules } from '../../src/methods/targets.js';
 import { CausalLM, type CausalLMOptions } from '../../src/model/causal-lm.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
+import { FineTuner } from '../../src/train/finetuner.js';
 import { isDense } from '../../src/model/linear-weights.js';
 import { tinyModelFiles, type TinyModelOptions } from '../../src/model/tiny.js';
 import { AdapterCache } from '../../src/serve/adapter-cache.js';
@@ -185,6 +186,36 @@ describe('adapter cache: sparse adapters', () => {
     cache.destroy(); // takes s2 out of the weights
     expect((await weightBits()).every((w, i) => w.every((v, k) => v === before[i][k]))).toBe(true);
     served.destroy();
+  });
+});
+
+describe('adapter cache: sparse plus low-rank', () => {
+  it('serves a trained sparse+LoRA method as its sparse part in the weights and its adapter beside them', async () => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const ckpt = await openCheckpoint(memorySource(tinyModelFiles({ ...TINY, seed })));
+    const ft = await FineTuner.create(gpu, ckpt, { method: 'sparse+lora', 'sparse+lora': { sparse: { density: 0.1, seed }, lora: { rank: 3 } }, optimizer: { lr: 3e-2 } });
+    const S = 10;
+    const ids = Uint32Array.from({ length: 2 * S }, () => Math.floor(rand() * 256));
+    const batch = { B: 2, S, ids, targets: Int32Array.from({ length: 2 * S }, (_, t) => (t % S === S - 1 ? -100 : ids[t + 1])) };
+    for (let i = 0; i < 3; i++) await ft.step(batch); // B and the sparse values move away from their starts
+    const prompt = Array.from({ length: 6 }, () => Math.floor(rand() * 256));
+    const want = await new Generator(ft.model).generate(prompt, greedy);
+
+    const served = await CausalLM.fromCheckpoint(gpu, ckpt);
+    const cache = new AdapterCache(served);
+    expect(await cache.addFromMethod('rosa', ft.method)).toMatchObject({ kind: 'sparse+lora', rank: 3, poolRank: 4 });
+    cache.add('lora', randomLora(served, rand, 2, ['q']));
+    const gen = new Generator(served, { adapters: cache });
+    expectSameGeneration(await gen.generate(prompt, { ...greedy, adapters: 'rosa' }), want, `seed ${seed}`);
+    const both = await gen.generateBatch([prompt, prompt], { ...greedy, adapters: ['rosa', 'rosa'] });
+    both.forEach((r, i) => expectSameGeneration(r, want, `seed ${seed} row ${i}`));
+    expect(() => cache.selectRows(['rosa', 'lora'])).toThrow(expect.objectContaining({ code: 'adapter-batch' }));
+    expect(compare((await gen.generate(prompt, { ...greedy, adapters: null })).logits![0], want.logits![0]).rel).toBeGreaterThan(1e-3);
+    cache.destroy();
+    served.destroy();
+    ft.destroy();
   });
 });
 

@@ -127,6 +127,12 @@ export function sparsePart(method: Method): SparseFineTuning | null {
   return method instanceof SparseLora ? method.sparse : null;
 }
 
+/** The LoRA adapter of a method (LoRA itself, or sparse+lora's low-rank part), or null. */
+export function loraPart(method: Method): Lora | null {
+  if (method instanceof Lora) return method;
+  return method instanceof SparseLora ? method.lora : null;
+}
+
 export const sparseLora: MethodDefinition<SparseLoraOptions> = {
   name: 'sparse+lora',
   summary: 'a sparse set trained in place plus a LoRA adapter, together (RoSA-style)',
