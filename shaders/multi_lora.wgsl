@@ -1,4 +1,5 @@
-// Many LoRA adapters in one batch, after Punica's BGMV "shrink" and "expand": row t of the batch uses
+// Many LoRA adapters in one batch, after Punica's BGMV "shrink" and "expand" (and both in one pass for
+// few rows, where launches cost more than the arithmetic): row t of the batch uses
 // the adapter in slot slotOf(t) of a pool, and y[t] += scale * (x[t] A^T) B^T with that slot's A and B.
 // A slot holds, for every module of its pool, A [R, inDim] at offA and B [outDim, R] at offB (an
 // adapter of a smaller rank is zero-padded to R, which adds exact zeros). NONE: no adapter on the row.
@@ -75,4 +76,42 @@ fn expand(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u
   var acc = 0.0;
   for (var j = 0u; j < p.R; j++) { acc = fma(u[ur + j], pool[b + j], acc); }
   y[i] += scales[s * p.scaleStride + p.scaleOffset] * acc;
+}
+
+// Both steps for one row per workgroup, for batches of few rows (decode): u[j] summed in workgroup
+// memory one rank row at a time, then every output of the row. One launch instead of two.
+const ROW_WG: u32 = 256u;
+const MAX_RANK: u32 = 64u;
+var<workgroup> rowPartial: array<f32, ROW_WG>;
+var<workgroup> uRow: array<f32, MAX_RANK>;
+
+@compute @workgroup_size(ROW_WG)
+fn row(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+       @builtin(local_invocation_index) lid: u32) {
+  let t = wid.x + wid.y * nwg.x;
+  if (t >= p.T) { return; } // uniform: the whole workgroup leaves together
+  let s = slotOf(t);
+  if (s == NONE) { return; }
+  let base = s * p.slotStride;
+  let xr = t * p.inDim;
+  for (var j = 0u; j < p.R; j++) {
+    let a = base + p.offA + j * p.inDim;
+    var acc = 0.0;
+    for (var k = lid; k < p.inDim; k += ROW_WG) { acc = fma(x[xr + k], pool[a + k], acc); }
+    rowPartial[lid] = acc;
+    workgroupBarrier();
+    for (var w = ROW_WG / 2u; w > 0u; w >>= 1u) {
+      if (lid < w) { rowPartial[lid] += rowPartial[lid + w]; }
+      workgroupBarrier();
+    }
+    if (lid == 0u) { uRow[j] = rowPartial[0]; }
+    workgroupBarrier();
+  }
+  let scale = scales[s * p.scaleStride + p.scaleOffset];
+  for (var n = lid; n < p.outDim; n += ROW_WG) {
+    let b = base + p.offB + n * p.R;
+    var acc = 0.0;
+    for (var j = 0u; j < p.R; j++) { acc = fma(uRow[j], pool[b + j], acc); }
+    y[t * p.outDim + n] += scale * acc;
+  }
 }

@@ -7,7 +7,7 @@
 import { ShapeError } from '../errors.js';
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { launch1d, requireDims, requireElements } from './common.js';
+import { launch1d, requireDims, requireElements, shaderConstant } from './common.js';
 
 const WG = 256;
 /** rowSlots entry of a row with no adapter in this pool. */
@@ -37,7 +37,15 @@ export interface MultiLoraArgs {
   scales: BufferLike;
   scaleStride: number;
   scaleOffset: number;
+  /**
+   * 'row': one launch, a workgroup per row (few rows); 'split': shrink then expand, spread over rank
+   * rows and outputs. Default: 'row' up to ROW_KERNEL_MAX_ROWS rows, within its rank limit.
+   */
+  variant?: 'row' | 'split';
 }
+
+/** Rows up to which the one-launch variant is the default: past it, rows are too few workgroups' worth of work each. */
+export const ROW_KERNEL_MAX_ROWS = 64;
 
 export function multiLora(rec: CommandRecorder, a: MultiLoraArgs): void {
   const { T, inDim, outDim, rank: R } = a;
@@ -63,6 +71,16 @@ export function multiLora(rec: CommandRecorder, a: MultiLoraArgs): void {
     rowSlots = a.rows.rowSlots;
   }
   const uniforms = { T, inDim, outDim, R, slotStride: a.slotStride, offA: a.offA, offB: a.offB, fixedSlot, scaleStride: a.scaleStride, scaleOffset: a.scaleOffset };
+  const maxRank = shaderConstant('multi_lora', 'MAX_RANK');
+  const variant = a.variant ?? (T <= ROW_KERNEL_MAX_ROWS && R <= maxRank ? 'row' : 'split');
+  if (variant === 'row') {
+    if (R > maxRank) throw new ShapeError(`multiLora: the one-launch variant takes ranks up to ${maxRank}, got ${R}`);
+    rec.dispatch({
+      shader: 'multi_lora', entryPoint: 'row', uniforms, storage: { x: a.x, pool: a.pool, rowSlot: rowSlots, scales: a.scales, y: a.y },
+      workgroups: launch1d(rec.gpu, T, 1), label: `multi-lora row T=${T} r=${R}`,
+    });
+    return;
+  }
   const maxDim = rec.gpu.limits.maxComputeWorkgroupsPerDimension;
   if (R > maxDim) throw new ShapeError(`multiLora: rank ${R} exceeds ${maxDim} workgroups`);
   // The shrink's grid: one workgroup per (rank row, batch row), rows past the dimension limit folded into z.

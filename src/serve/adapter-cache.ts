@@ -264,10 +264,9 @@ export class AdapterCache implements LinearHooks {
     try {
       this.makeResident(entry);
     } catch (e) {
-      this.entries.delete(id);
+      this.forget(entry); // a part made resident before the failure is released with it
       throw e;
     }
-    this.keepOnHost(entry);
     if (this.store) {
       const write = this.store.set(id, adapter).then(
         () => {
@@ -322,7 +321,7 @@ export class AdapterCache implements LinearHooks {
     return this.add(id, await sparseAdapterFromFile(bytes, this.model.config, id));
   }
 
-  /** What a LoRA or sparse method has trained (on this base, loaded separately or not). */
+  /** What a LoRA, sparse or sparse+LoRA method has trained (on this base, loaded separately or not). */
   async addFromMethod(id: string, method: Method): Promise<AdapterInfo> {
     return this.add(id, await adapterFromMethod(method));
   }
@@ -331,9 +330,7 @@ export class AdapterCache implements LinearHooks {
   remove(id: string): void {
     const e = this.entry(id);
     if (e.selected || e.pins > 0) throw new AdapterCacheError('adapter-in-use', `adapter '${id}' is in use by ${e.selected ? 'the current selection' : 'a batch'}`);
-    this.evict(e);
-    this.entries.delete(id);
-    if (this.onHost.delete(id)) this.hostBytes -= e.hostBytes;
+    this.forget(e);
     this.store?.delete(id).catch((error) => (this.storeError = error instanceof Error ? error : new Error(String(error))));
   }
 
@@ -363,9 +360,10 @@ export class AdapterCache implements LinearHooks {
 
   /** The model's loss on a batch with one adapter per row (null: the base), each row's loss apart. */
   async evaluate(input: BatchInput | PreparedBatch, adapters: readonly (string | null)[], o: { accuracy?: boolean } = {}): Promise<EvalResult> {
-    await this.load(adapters);
+    // Pinned before loading, so nothing spills what was just loaded.
     const release = this.pin(adapters);
     try {
+      await this.load(adapters);
       this.selectRows(adapters);
       return await this.model.evaluate(input, { ...o, perRow: true });
     } finally {
@@ -412,6 +410,13 @@ export class AdapterCache implements LinearHooks {
       this.storeError = null;
       throw new AdapterCacheError('adapter-store', `the adapter store failed: ${error.message}`);
     }
+  }
+
+  /** Out of every tier of this cache (the store aside). */
+  private forget(e: Entry): void {
+    this.evict(e);
+    this.entries.delete(e.id);
+    if (this.onHost.delete(e.id)) this.hostBytes -= e.hostBytes;
   }
 
   private keepOnHost(e: Entry): void {
@@ -546,6 +551,7 @@ export class AdapterCache implements LinearHooks {
       }
       pool.write(slot, loraOf(e.adapter)!);
       e.slot = slot;
+      this.touch(e); // resident (and evictable) from here, whatever happens to the sparse part
     }
     const sparse = sparseOf(e.adapter);
     if (sparse && !e.sparse) {

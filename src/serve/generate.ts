@@ -193,9 +193,10 @@ export class Generator {
       for (const t of prompt) if (!Number.isInteger(t) || t < 0 || t >= c.vocabSize) throw new ShapeError(`generate: token ${t} is outside the vocabulary`);
     }
     const select = this.adapterSelection(prompts.length, o.adapters);
-    if (select) await this.adapters!.load(select.ids);
+    // Pinned before loading, so nothing spills what was just loaded.
     const release = select ? this.adapters!.pin(select.ids) : () => undefined;
     try {
+      if (select) await this.adapters!.load(select.ids);
       return await this.decode(prompts, o, select?.apply);
     } finally {
       release();
