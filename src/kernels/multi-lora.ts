@@ -7,7 +7,7 @@
 import { ShapeError } from '../errors.js';
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { launch1d, requireDims, requireElements, shaderConstant } from './common.js';
+import { launch1d, requireDims, requireElements } from './common.js';
 
 const WG = 256;
 /** rowSlots entry of a row with no adapter in this pool. */
@@ -37,15 +37,7 @@ export interface MultiLoraArgs {
   scales: BufferLike;
   scaleStride: number;
   scaleOffset: number;
-  /**
-   * 'row': one launch, a workgroup per row (few rows); 'split': shrink then expand, spread over rank
-   * rows and outputs. Default: 'row' up to ROW_KERNEL_MAX_ROWS rows, within its rank limit.
-   */
-  variant?: 'row' | 'split';
 }
-
-/** Rows up to which the one-launch variant is the default: past it, rows are too few workgroups' worth of work each. */
-export const ROW_KERNEL_MAX_ROWS = 64;
 
 export function multiLora(rec: CommandRecorder, a: MultiLoraArgs): void {
   const { T, inDim, outDim, rank: R } = a;
@@ -71,23 +63,10 @@ export function multiLora(rec: CommandRecorder, a: MultiLoraArgs): void {
     rowSlots = a.rows.rowSlots;
   }
   const uniforms = { T, inDim, outDim, R, slotStride: a.slotStride, offA: a.offA, offB: a.offB, fixedSlot, scaleStride: a.scaleStride, scaleOffset: a.scaleOffset };
-  const maxRank = shaderConstant('multi_lora', 'MAX_RANK');
-  const variant = a.variant ?? (T <= ROW_KERNEL_MAX_ROWS && R <= maxRank ? 'row' : 'split');
-  if (variant === 'row') {
-    if (R > maxRank) throw new ShapeError(`multiLora: the one-launch variant takes ranks up to ${maxRank}, got ${R}`);
-    rec.dispatch({
-      shader: 'multi_lora', entryPoint: 'row', uniforms, storage: { x: a.x, pool: a.pool, rowSlot: rowSlots, scales: a.scales, y: a.y },
-      workgroups: launch1d(rec.gpu, T, 1), label: `multi-lora row T=${T} r=${R}`,
-    });
-    return;
-  }
-  const maxDim = rec.gpu.limits.maxComputeWorkgroupsPerDimension;
-  if (R > maxDim) throw new ShapeError(`multiLora: rank ${R} exceeds ${maxDim} workgroups`);
-  // The shrink's grid: one workgroup per (rank row, batch row), rows past the dimension limit folded into z.
-  const ty = Math.min(T, maxDim);
+  if (T * R >= 2 ** 32) throw new ShapeError('multiLora: T * rank exceeds 2^32 invocations; split the batch');
   rec.dispatch({
-    shader: 'multi_lora', entryPoint: 'shrink', uniforms, storage: { x: a.x, pool: a.pool, rowSlot: rowSlots, u: a.u },
-    workgroups: [R, ty, Math.ceil(T / ty)], label: `multi-lora shrink T=${T} r=${R}`,
+    shader: 'multi_lora', entryPoint: 'shrink', constants: { WG }, uniforms, storage: { x: a.x, pool: a.pool, rowSlot: rowSlots, u: a.u },
+    workgroups: launch1d(rec.gpu, T * R, WG), label: `multi-lora shrink T=${T} r=${R}`,
   });
   rec.dispatch({
     shader: 'multi_lora', entryPoint: 'expand', constants: { WG }, uniforms, storage: { pool: a.pool, rowSlot: rowSlots, scales: a.scales, u: a.u, y: a.y },
