@@ -127,7 +127,7 @@ export async function runServeBench(gpu: Gpu, source: ModelSource, o: { log?: (l
   const one = prompts.map(() => 'u0');
   await tokensPerSecond(many); // pipelines and activation shapes made before timing
   await tokensPerSecond('u0');
-  const [multi, single, fixed] = await paired(3, [() => tokensPerSecond(many), () => tokensPerSecond(one), () => tokensPerSecond('u0')]);
+  const [multi, single, fixed] = await paired(5, [() => tokensPerSecond(many), () => tokensPerSecond(one), () => tokensPerSecond('u0')]);
   log(`batch of ${ROWS}: ${multi.toFixed(0)} tok/s on ${ROWS} adapters, ${single.toFixed(0)} on one (row map), ${fixed.toFixed(0)} on one (fixed slot)`);
 
   // One sequence with an adapter from the cache, the same adapter attached alone (fused), and merged.
@@ -164,7 +164,7 @@ export async function runServeBench(gpu: Gpu, source: ModelSource, o: { log?: (l
   await viaCache();
   await attached();
   await inWeights();
-  const [adapterTps, attachedTps, mergedTps] = await paired(3, [viaCache, attached, inWeights]);
+  const [adapterTps, attachedTps, mergedTps] = await paired(5, [viaCache, attached, inWeights]);
   log(`decode: ${adapterTps.toFixed(0)} tok/s with the cache's adapter, ${attachedTps.toFixed(0)} attached, ${mergedTps.toFixed(0)} merged`);
   lora.destroy();
   merged.destroy();
