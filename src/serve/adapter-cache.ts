@@ -157,7 +157,7 @@ export class AdapterCache implements LinearHooks {
   private readonly rowStates = new Map<Activations, RowState>();
   private selection: Selection = { sequences: null, entries: [], groups: [], version: 0 };
   private activeSparse: Entry | null = null;
-  /** A failed store write, reported by the next call. */
+  /** A failed store write or delete, reported by the next add or flush. */
   private storeError: Error | null = null;
   private readonly writes = new Set<Promise<void>>();
   private sparseBytes = 0;
@@ -187,13 +187,19 @@ export class AdapterCache implements LinearHooks {
    * What a budget holds: adapters of `rank` on `targetModules` (engine or Hugging Face names, or
    * 'all-linear') for a model of this config, under a device's limits.
    */
-  static capacity(config: ModelConfig, limits: Pick<GPUSupportedLimits, 'maxBufferSize' | 'maxStorageBufferBindingSize'>, o: { rank: number; targetModules: string[]; gpuBudgetBytes?: number }): AdapterCapacity {
+  static capacity(
+    config: ModelConfig,
+    limits: Pick<GPUSupportedLimits, 'maxBufferSize' | 'maxStorageBufferBindingSize'>,
+    o: { rank: number; targetModules: string[]; gpuBudgetBytes?: number; slotsPerBuffer?: number },
+  ): AdapterCapacity {
     const shapes = linearModules(config, o.targetModules, 'adapter cache');
     const poolRank = rankClass(o.rank);
     const floats = slotFloats(poolRank, shapes.values());
     const bytesPerAdapter = (floats + shapes.size) * 4;
-    const adaptersPerBuffer = Math.floor(Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize) / (floats * 4));
-    return { poolRank, bytesPerAdapter, adaptersPerBuffer, adapters: Math.floor((o.gpuBudgetBytes ?? DEFAULT_BUDGET) / bytesPerAdapter) };
+    const adaptersPerBuffer = Math.min(o.slotsPerBuffer ?? DEFAULT_SLOTS, Math.floor(Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize) / (floats * 4)));
+    // Buffers grow to whatever the budget has left, so a lone pool reaches every whole slot of it.
+    const adapters = adaptersPerBuffer < 1 ? 0 : Math.floor((o.gpuBudgetBytes ?? DEFAULT_BUDGET) / bytesPerAdapter);
+    return { poolRank, bytesPerAdapter, adaptersPerBuffer, adapters };
   }
 
   /** Adapters held (on the GPU or only on the host). */
@@ -234,8 +240,10 @@ export class AdapterCache implements LinearHooks {
    */
   add(id: string, adapter: Adapter): AdapterInfo {
     this.alive();
+    this.reportStoreError();
     if (typeof id !== 'string' || id.length === 0) throw new ShapeError('an adapter id must be a non-empty string');
     if (this.entries.has(id)) throw new AdapterCacheError('adapter-exists', `an adapter '${id}' is already in the cache (remove it first)`);
+    if (!['lora', 'sparse', 'sparse+lora'].includes((adapter as { kind?: string })?.kind ?? '')) throw new ShapeError(`adapter '${id}': kind must be 'lora', 'sparse' or 'sparse+lora'`);
     this.checkBase(id, adapter);
     const lora = loraOf(adapter);
     const sparse = sparseOf(adapter);
@@ -285,6 +293,7 @@ export class AdapterCache implements LinearHooks {
   async flush(): Promise<void> {
     while (this.writes.size) await Promise.all(this.writes);
     this.alive();
+    this.reportStoreError();
   }
 
   /**
@@ -296,6 +305,7 @@ export class AdapterCache implements LinearHooks {
     for (const id of new Set(ids)) {
       if (id === null) continue;
       const e = this.entry(id);
+      loaded.add(id);
       if (e.adapter) {
         this.keepOnHost(e);
         continue;
@@ -306,7 +316,6 @@ export class AdapterCache implements LinearHooks {
         e.adapter = adapter;
         this.keepOnHost(e);
       }
-      loaded.add(id);
     }
     this.spill(loaded);
   }
@@ -361,11 +370,13 @@ export class AdapterCache implements LinearHooks {
   /** The model's loss on a batch with one adapter per row (null: the base), each row's loss apart. */
   async evaluate(input: BatchInput | PreparedBatch, adapters: readonly (string | null)[], o: { accuracy?: boolean } = {}): Promise<EvalResult> {
     // Pinned before loading, so nothing spills what was just loaded.
+    const batch = this.model.prepare(input);
+    if (adapters.length !== batch.B) throw new ShapeError(`evaluate: ${adapters.length} adapters for a batch of ${batch.B} rows`);
     const release = this.pin(adapters);
     try {
       await this.load(adapters);
       this.selectRows(adapters);
-      return await this.model.evaluate(input, { ...o, perRow: true });
+      return await this.model.evaluate(batch, { ...o, perRow: true });
     } finally {
       release();
     }
@@ -382,7 +393,7 @@ export class AdapterCache implements LinearHooks {
       state ??= this.rowState(acts);
       const b = g.pool.buffers[g.buffer];
       multiLora(rec, {
-        x, y, u: state.u!, T: acts.T, inDim, outDim, rank: g.pool.rank, pool: b.pool, slots: g.pool.slotsPerBuffer, slotStride: g.pool.slotStride,
+        x, y, u: state.u!, T: acts.T, inDim, outDim, rank: g.pool.rank, pool: b.pool, slots: b.slots, slotStride: g.pool.slotStride,
         offA: m.offA, offB: m.offB, rows: g.fixed !== null ? { slot: g.fixed } : { rowSlots: state.rowSlots[k] }, scales: b.scales, scaleStride: g.pool.modules.size, scaleOffset: m.index,
       });
     }
@@ -405,11 +416,14 @@ export class AdapterCache implements LinearHooks {
 
   private alive(): void {
     if (this.destroyed) throw new AdapterCacheError('adapter-unknown', 'this adapter cache was destroyed');
+  }
+
+  /** A store write or delete that failed since the last report (the adapter stays in host memory). */
+  private reportStoreError(): void {
     const error = this.storeError;
-    if (error) {
-      this.storeError = null;
-      throw new AdapterCacheError('adapter-store', `the adapter store failed: ${error.message}`);
-    }
+    if (!error) return;
+    this.storeError = null;
+    throw new AdapterCacheError('adapter-store', `the adapter store failed: ${error.message}; the adapters it did not take stay in host memory`);
   }
 
   /** Out of every tier of this cache (the store aside). */
@@ -448,22 +462,30 @@ export class AdapterCache implements LinearHooks {
     if (sparse.length > 0 && (entries.length > 1 || (sequences && sequences.some((e) => e === null)))) {
       throw new AdapterCacheError('adapter-batch', `sparse adapter '${sparse[0].id}' changes the base's own weights, so a batch with it must use it on every row and nothing else`);
     }
+    for (const e of entries) {
+      if (!e.adapter && !this.isResident(e)) throw new AdapterCacheError('adapter-not-loaded', `adapter '${e.id}' is only in the store: await cache.load(['${e.id}']) first (generation and evaluation do)`);
+    }
     // The new selection is held before anything is uploaded, so making one resident never evicts another.
-    const previous = this.selection.entries;
-    for (const e of previous) e.selected = false;
+    for (const e of this.selection.entries) e.selected = false;
     for (const e of entries) e.selected = true;
     try {
       for (const e of entries) {
-        if ((e.pool && e.slot < 0) || (e.kind !== 'lora' && !e.sparse)) this.makeResident(e);
+        if (!this.isResident(e)) this.makeResident(e);
         else this.touch(e);
       }
+      this.switchSparse(sparse[0] ?? null);
     } catch (error) {
+      // The previous selection may have lost its slots to the uploads: nothing stays selected.
       for (const e of entries) e.selected = false;
-      for (const e of previous) e.selected = true;
+      this.switchSparse(null);
+      this.selection = { sequences: null, entries: [], groups: [], version: this.selection.version + 1 };
       throw error;
     }
-    this.switchSparse(sparse[0] ?? null);
     this.selection = { sequences, entries, groups: sequences ? this.rowGroups(sequences) : this.allRowGroups(entries[0]), version: this.selection.version + 1 };
+  }
+
+  private isResident(e: Entry): boolean {
+    return (!e.pool || e.slot >= 0) && (e.kind === 'lora' || e.sparse !== null);
   }
 
   private allRowGroups(e: Entry | undefined): Group[] {
@@ -539,8 +561,10 @@ export class AdapterCache implements LinearHooks {
     const pool = e.pool;
     if (pool && e.slot < 0) {
       let slot = pool.take();
-      if (slot === null && this.gpuBytes + pool.bufferBytes <= this.gpuBudgetBytes) {
-        pool.grow();
+      // A new buffer, as large as the budget leaves room for (up to a full one).
+      const room = Math.min(pool.maxSlotsPerBuffer, Math.floor((this.gpuBudgetBytes - this.gpuBytes) / pool.slotBytes));
+      if (slot === null && room >= 1) {
+        pool.grow(room);
         slot = pool.take();
       }
       if (slot === null) {
@@ -594,7 +618,7 @@ export class AdapterCache implements LinearHooks {
    * indices gathered and the trained values made from them (originals + delta).
    */
   private uploadSparse(id: string, a: SparseAdapter): SparseResident {
-    const layout = planArena([...a.modules].map(([m, d]) => ({ name: m, length: d.indices.length })), arenaLimit(this.gpu));
+    const layout = sparseLayout(a, arenaLimit(this.gpu));
     const made: Arena[] = [];
     try {
       for (const part of ['indices', 'values', 'originals']) made.push(new Arena(this.gpu, layout, `sparse adapter ${id} ${part}`));
@@ -638,6 +662,7 @@ export class AdapterCache implements LinearHooks {
   }
 
   private checkBase(id: string, a: Adapter): void {
+    if (a.kind === 'sparse+lora') for (const part of [a.lora, a.sparse]) this.checkBase(id, part);
     const f = a.base;
     if (!f) return;
     if (f.shapes && f.shapes !== shapesDigest(this.model.config)) throw new ModelMismatchError(`adapter '${id}' was made for a model with another configuration or shapes`);
@@ -656,6 +681,8 @@ export class AdapterCache implements LinearHooks {
     for (const [name, w] of a.modules) {
       const s = this.module(id, name);
       if (!Number.isInteger(w.rank) || w.rank < 1 || w.rank > Math.min(s.in, s.out)) throw new ShapeError(`adapter '${id}': rank ${w.rank} of '${name}' is not between 1 and ${Math.min(s.in, s.out)}`);
+      if (!(w.A instanceof Float32Array) || !(w.B instanceof Float32Array)) throw new ShapeError(`adapter '${id}': A and B of '${name}' must be Float32Arrays`);
+      if (!allFinite(w.A) || !allFinite(w.B)) throw new ShapeError(`adapter '${id}': '${name}' holds a value that is not finite`);
       if (w.A.length !== w.rank * s.in) throw new ShapeError(`adapter '${id}': '${name}' A has ${w.A.length} values; [${w.rank}, ${s.in}] is ${w.rank * s.in}`);
       if (w.B.length !== s.out * w.rank) throw new ShapeError(`adapter '${id}': '${name}' B has ${w.B.length} values; [${s.out}, ${w.rank}] is ${s.out * w.rank}`);
       if (!Number.isFinite(w.scale)) throw new ShapeError(`adapter '${id}': the scale of '${name}' is ${w.scale}`);
@@ -668,6 +695,8 @@ export class AdapterCache implements LinearHooks {
     for (const [name, d] of a.modules) {
       const s = this.module(id, name);
       this.denseWeight(name);
+      if (!(d.indices instanceof Uint32Array) || !(d.delta instanceof Float32Array)) throw new ShapeError(`adapter '${id}': '${name}' needs Uint32Array indices and a Float32Array delta`);
+      if (!allFinite(d.delta)) throw new ShapeError(`adapter '${id}': the delta of '${name}' holds a value that is not finite`);
       if (d.delta.length !== d.indices.length) throw new ShapeError(`adapter '${id}': '${name}' has ${d.indices.length} indices and ${d.delta.length} values`);
       const sorted = Uint32Array.from(d.indices).sort();
       for (let i = 0; i < sorted.length; i++) {
@@ -679,9 +708,17 @@ export class AdapterCache implements LinearHooks {
   }
 }
 
-/** GPU bytes of a resident sparse adapter: indices, values and the base's values, 256-byte aligned per tensor. */
-function sparseGpuBytes(a: SparseAdapter): number {
-  let n = 0;
-  for (const d of a.modules.values()) n += 3 * Math.ceil((d.indices.length * 4) / 256) * 256;
-  return n;
+function allFinite(a: Float32Array): boolean {
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) return false;
+  return true;
+}
+
+/** The layout of each of a sparse adapter's three arenas (indices, values, the base's values). */
+function sparseLayout(a: SparseAdapter, limit: number) {
+  return planArena([...a.modules].map(([m, d]) => ({ name: m, length: d.indices.length })), limit);
+}
+
+/** GPU bytes of a resident sparse adapter, as its arenas allocate them. */
+function sparseGpuBytes(a: SparseAdapter, limit = Infinity): number {
+  return 3 * sparseLayout(a, limit).bufferBytes.reduce((n, b) => n + Math.max(b, 256), 0);
 }

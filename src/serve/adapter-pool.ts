@@ -3,8 +3,9 @@
  * each slot one adapter. A slot holds, module by module, A [R, in] then B [out, R], R the class rank
  * (the power of two at or above the adapter's largest module rank; smaller ranks are zero-padded, which
  * adds exact zeros), and a buffer beside it holds each module's scale. A batch reads any slots at once
- * (src/kernels/multi-lora.ts). Buffers hold `slotsPerBuffer` slots, within the binding size limit, and
- * are added as the pool grows; slots are reused after eviction, so the buffers never move.
+ * (src/kernels/multi-lora.ts). Buffers hold up to `maxSlotsPerBuffer` slots (within the binding size
+ * limit; the last one made may hold fewer, to end at the cache's budget) and are added as the pool grows;
+ * slots are reused after eviction, so the buffers never move.
  */
 import type { Gpu } from '../gpu/gpu.js';
 import { view } from '../gpu/buffers.js';
@@ -36,7 +37,8 @@ export class AdapterPool {
   readonly slotStride: number;
   /** GPU bytes per slot, scales included. */
   readonly slotBytes: number;
-  readonly buffers: { pool: GPUBuffer; scales: GPUBuffer }[] = [];
+  /** Each buffer with its first slot's number and its slot count. */
+  readonly buffers: { pool: GPUBuffer; scales: GPUBuffer; first: number; slots: number }[] = [];
   private readonly free: number[] = [];
 
   constructor(
@@ -44,7 +46,7 @@ export class AdapterPool {
     /** The class rank R. */
     readonly rank: number,
     shapes: [string, LinearShape][],
-    readonly slotsPerBuffer: number,
+    readonly maxSlotsPerBuffer: number,
   ) {
     let at = 0;
     shapes.forEach(([name, s], index) => {
@@ -60,31 +62,28 @@ export class AdapterPool {
   }
 
   get capacity(): number {
-    return this.buffers.length * this.slotsPerBuffer;
-  }
-
-  /** GPU bytes one more buffer takes. */
-  get bufferBytes(): number {
-    return this.slotsPerBuffer * this.slotBytes;
+    const last = this.buffers[this.buffers.length - 1];
+    return last ? last.first + last.slots : 0;
   }
 
   get gpuBytes(): number {
-    return this.buffers.length * this.bufferBytes;
+    return this.capacity * this.slotBytes;
   }
 
-  /** Add a buffer of slots (the caller has checked the budget). */
-  grow(): void {
-    const pool = this.gpu.createBuffer(this.slotsPerBuffer * this.slotStride * 4, undefined, `adapter pool r${this.rank}[${this.buffers.length}]`);
+  /** Add a buffer of `slots` slots (the caller has checked the budget). */
+  grow(slots = this.maxSlotsPerBuffer): void {
+    if (!Number.isInteger(slots) || slots < 1 || slots > this.maxSlotsPerBuffer) throw new RangeError(`a pool buffer holds 1 to ${this.maxSlotsPerBuffer} slots, not ${slots}`);
+    const pool = this.gpu.createBuffer(slots * this.slotStride * 4, undefined, `adapter pool r${this.rank}[${this.buffers.length}]`);
     let scales: GPUBuffer;
     try {
-      scales = this.gpu.createBuffer(this.slotsPerBuffer * this.modules.size * 4, undefined, `adapter scales r${this.rank}[${this.buffers.length}]`);
+      scales = this.gpu.createBuffer(slots * this.modules.size * 4, undefined, `adapter scales r${this.rank}[${this.buffers.length}]`);
     } catch (e) {
       this.gpu.destroyBuffer(pool);
       throw e;
     }
-    const first = this.buffers.length * this.slotsPerBuffer;
-    this.buffers.push({ pool, scales });
-    for (let s = first + this.slotsPerBuffer - 1; s >= first; s--) this.free.push(s);
+    const first = this.capacity;
+    this.buffers.push({ pool, scales, first, slots });
+    for (let slot = first + slots - 1; slot >= first; slot--) this.free.push(slot);
   }
 
   /** A free slot, or null when every slot is taken. */
@@ -98,7 +97,10 @@ export class AdapterPool {
 
   /** The buffer a slot is in and its index there. */
   locate(slot: number): { buffer: number; local: number } {
-    return { buffer: Math.floor(slot / this.slotsPerBuffer), local: slot % this.slotsPerBuffer };
+    // A pool has a few buffers; all but the last are full-size, so the division lands on or just past it.
+    let buffer = Math.min(Math.floor(slot / this.maxSlotsPerBuffer), this.buffers.length - 1);
+    while (slot < this.buffers[buffer].first) buffer--;
+    return { buffer, local: slot - this.buffers[buffer].first };
   }
 
   /** Write an adapter into a slot (two queue writes): A and B zero-padded to the class rank, and the scales. */

@@ -93,7 +93,11 @@ export async function sparseAdapterFromFile(bytes: Uint8Array, config: ModelConf
   return sparseAdapterFromDelta(await readSparseDelta(bytes, config, name));
 }
 
-/** What a LoRA, sparse or sparse+LoRA method attached to a model has trained, read back from the GPU. */
+/**
+ * What a LoRA, sparse or sparse+LoRA method attached to a model has trained, read back from the GPU. A
+ * sparse part is kept as its change (values - originals), as in a delta file: served, it is within one
+ * f32 rounding of the trained values.
+ */
 export async function adapterFromMethod(method: Method): Promise<Adapter> {
   const lora = loraPart(method);
   const sparse = sparsePart(method);
@@ -107,11 +111,7 @@ export async function adapterFromMethod(method: Method): Promise<Adapter> {
     }
     loraAdapter = { kind: 'lora', modules };
   }
-  if (sparse) {
-    const deltas = await sparse.deltas();
-    const modules = new Map([...deltas].map(([m, d]) => [m, { indices: sparse.mask.valueIndices(m), delta: d }]));
-    sparseAdapter = { kind: 'sparse', modules, base: sparse.base };
-  }
+  if (sparse) sparseAdapter = { ...sparseAdapterFromDelta({ mask: sparse.mask, deltas: await sparse.deltas() }), base: sparse.base };
   if (loraAdapter && sparseAdapter) return { kind: 'sparse+lora', lora: loraAdapter, sparse: sparseAdapter, base: sparseAdapter.base };
   const one = loraAdapter ?? sparseAdapter;
   if (!one) throw new ShapeError(`the adapter cache holds LoRA, sparse and sparse+LoRA adapters; a '${method.name}' method is none of them`);

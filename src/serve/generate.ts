@@ -86,10 +86,12 @@ export class Generator {
 
   readonly adapters: AdapterCache | null;
 
+  /** With `adapters`, calls that name no adapters use the cache's current selection. */
   constructor(
     readonly model: CausalLM,
     o: { adapters?: AdapterCache } = {},
   ) {
+    if (o.adapters && o.adapters.model !== model) throw new ShapeError('generate: this adapter cache serves another model');
     this.adapters = o.adapters ?? null;
   }
 

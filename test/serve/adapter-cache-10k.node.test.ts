@@ -2,13 +2,14 @@
  * Ten thousand tiny adapters resident at once over the shipped base: every one addressable, a random
  * handful spot-checked in one batch against each attached alone.
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { Lora } from '../../src/methods/lora/layer.js';
 import { linearModules } from '../../src/methods/targets.js';
 import { CausalLM } from '../../src/model/causal-lm.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { shippedModel } from '../../src/model/shipped.js';
 import { AdapterCache } from '../../src/serve/adapter-cache.js';
+import { AdapterPool } from '../../src/serve/adapter-pool.js';
 import type { LoraAdapter } from '../../src/serve/adapters.js';
 import { Generator } from '../../src/serve/generate.js';
 import { compare, freshSeed, randn, rng, testGpu } from '../helpers.js';
@@ -35,7 +36,10 @@ describe('adapter cache at scale', () => {
     for (let i = 0; i < COUNT; i++) cache.add(`user-${i}`, adapter(i));
     expect(cache.residentCount).toBe(COUNT);
     expect(cache.gpuBytes).toBeLessThanOrEqual(256 * 2 ** 20);
-    for (let i = 0; i < COUNT; i++) cache.select(`user-${i}`); // every id resolves without an upload
+    const writes = vi.spyOn(AdapterPool.prototype, 'write');
+    for (let i = 0; i < COUNT; i++) cache.select(`user-${i}`);
+    expect(writes, 'switching uploads nothing').not.toHaveBeenCalled();
+    writes.mockRestore();
     expect(cache.residentCount).toBe(COUNT);
 
     const rand = rng(seed);
