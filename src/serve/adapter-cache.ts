@@ -6,12 +6,12 @@
  *   modules, each a few large GPU buffers of fixed-size slots. A forward reads any slots at once
  *   (src/kernels/multi-lora.ts), so a batch whose rows use different adapters, of different ranks,
  *   costs one pass over the base plus a gathered low-rank term per row.
- * - Sparse adapters live as their own small buffers (indices, trained values, the base's values
- *   there); one at a time is written into the base's weights, and switching away writes the base's
- *   values back, bit for bit. A batch holds at most one sparse adapter, on every row.
- * - Tiers: every adapter's arrays stay on the host; the GPU tier holds what the budget allows and
- *   evicts the least recently used adapter that no batch holds (selected or pinned). A later use
- *   uploads it again.
+ * - Sparse adapters (./sparse-weights.ts) live as their own small buffers; one at a time is written
+ *   into the base's weights, and switching away writes the base's values back, bit for bit. A batch
+ *   holds at most one sparse adapter, on every row. A sparse+LoRA adapter is both.
+ * - Tiers: every adapter's arrays stay on the host (or, past a host budget, only in a store such as
+ *   IndexedDB until loaded); the GPU tier holds what its budget allows and evicts the least recently
+ *   used adapter that nothing holds (selected or pinned). A later use uploads it again.
  *
  * Switching (`select`, `selectRows`) chooses the adapters of the next forwards: for resident adapters it
  * is host bookkeeping only: no upload, no allocation, no new pipeline. The cache sits in the model's
@@ -22,21 +22,18 @@ import { AdapterCacheError, ModelMismatchError, ShapeError } from '../errors.js'
 import type { TensorView } from '../gpu/buffers.js';
 import type { Gpu } from '../gpu/gpu.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { elementwise } from '../kernels/elementwise.js';
-import type { WeightFormat } from '../kernels/matmul.js';
 import { multiLora, NO_SLOT } from '../kernels/multi-lora.js';
-import { sparseGather, sparseScatter } from '../kernels/sparse.js';
 import type { LinearHooks, Method, PassContext } from '../methods/method.js';
 import { linearModules, type LinearShape } from '../methods/targets.js';
 import type { Activations } from '../model/activations.js';
-import { Arena, arenaLimit, planArena } from '../model/arena.js';
+import { arenaLimit } from '../model/arena.js';
 import type { BatchInput, PreparedBatch } from '../model/batch.js';
 import type { CausalLM, EvalResult } from '../model/causal-lm.js';
 import { shapesDigest } from '../model/fingerprint.js';
-import { isDense } from '../model/linear-weights.js';
 import type { ModelConfig } from '../model/config.js';
 import { adapterFromMethod, adapterHostBytes, loraAdapterFromPeft, loraOf, sparseAdapterFromFile, sparseOf, type Adapter, type LoraAdapter, type SparseAdapter } from './adapters.js';
 import { AdapterPool, rankClass, slotFloats } from './adapter-pool.js';
+import { destroyResidentSparse, sparseAdapterBytes, SparseWeights, type ResidentSparse } from './sparse-weights.js';
 import type { AdapterStore } from './adapter-store.js';
 
 export interface AdapterCacheOptions {
@@ -80,18 +77,6 @@ export interface AdapterCapacity {
   adapters: number;
 }
 
-/** A resident sparse adapter: per module its indices, its trained values and the base's values there (separate buffers: one kernel reads one and writes another). */
-interface SparseResident {
-  /** Each module with its value count (the host arrays may leave memory while these stay). */
-  modules: [string, number][];
-  idx: Arena;
-  values: Arena;
-  originals: Arena;
-  bytes: number;
-}
-
-const destroySparse = (s: SparseResident) => [s.idx, s.values, s.originals].forEach((a) => a.destroy());
-
 interface Entry {
   id: string;
   kind: Adapter['kind'];
@@ -106,7 +91,7 @@ interface Entry {
   pool: AdapterPool | null;
   slot: number;
   /** Sparse: its buffers while resident. */
-  sparse: SparseResident | null;
+  sparse: ResidentSparse | null;
   /** Batches holding it (pins), and whether the current selection names it. */
   pins: number;
   selected: boolean;
@@ -156,7 +141,8 @@ export class AdapterCache implements LinearHooks {
   private readonly shapes: Map<string, LinearShape>;
   private readonly rowStates = new Map<Activations, RowState>();
   private selection: Selection = { sequences: null, entries: [], groups: [], version: 0 };
-  private activeSparse: Entry | null = null;
+  /** Where sparse adapters are written into the base's weights. */
+  private readonly inWeights: SparseWeights;
   /** A failed store write or delete, reported by the next add or flush. */
   private storeError: Error | null = null;
   private readonly writes = new Set<Promise<void>>();
@@ -180,6 +166,7 @@ export class AdapterCache implements LinearHooks {
     if (!(this.hostBudgetBytes > 0)) throw new ShapeError(`hostBudgetBytes must be positive, got ${o.hostBudgetBytes}`);
     if (o.hostBudgetBytes !== undefined && !this.store) throw new ShapeError('hostBudgetBytes needs a store for the adapters it moves out of host memory');
     this.shapes = linearModules(model.config, ['all-linear'], 'adapter cache');
+    this.inWeights = new SparseWeights(model, this.shapes);
     model.transformer.hooks = this;
   }
 
@@ -265,7 +252,7 @@ export class AdapterCache implements LinearHooks {
     const info = {
       ...(lora ? { rank: Math.max(...[...lora.modules.values()].map((m) => m.rank)), poolRank: pool!.rank } : {}),
       ...(sparse ? { nnz: [...sparse.modules.values()].reduce((n, m) => n + m.indices.length, 0) } : {}),
-      gpuBytes: (pool?.slotBytes ?? 0) + (sparse ? sparseGpuBytes(sparse) : 0),
+      gpuBytes: (pool?.slotBytes ?? 0) + (sparse ? sparseAdapterBytes(sparse) : 0),
     };
     const entry: Entry = { id, kind: adapter.kind, adapter, stored: false, info, hostBytes: adapterHostBytes(adapter), modules, pool, slot: -1, sparse: null, pins: 0, selected: false };
     this.entries.set(id, entry);
@@ -404,7 +391,7 @@ export class AdapterCache implements LinearHooks {
     if (this.destroyed) return;
     this.switchSparse(null);
     for (const p of this.pools.values()) p.destroy();
-    for (const e of this.entries.values()) if (e.sparse) destroySparse(e.sparse);
+    for (const e of this.entries.values()) if (e.sparse) destroyResidentSparse(e.sparse);
     for (const acts of [...this.rowStates.keys()]) this.releaseRowState(acts);
     this.pools.clear();
     this.entries.clear();
@@ -579,13 +566,13 @@ export class AdapterCache implements LinearHooks {
     }
     const sparse = sparseOf(e.adapter);
     if (sparse && !e.sparse) {
-      const bytes = sparseGpuBytes(sparse);
+      const bytes = sparseAdapterBytes(sparse);
       while (this.gpuBytes + bytes > this.gpuBudgetBytes) {
         const v = this.victim((o) => o.sparse !== null && o !== e);
         if (!v) throw new AdapterCacheError('adapter-cache-full', `no room for the sparse part of adapter '${e.id}' (${bytes} bytes) within the ${this.gpuBudgetBytes}-byte budget: every resident sparse adapter is in use`);
         this.evict(v);
       }
-      e.sparse = this.uploadSparse(e.id, sparse);
+      e.sparse = this.inWeights.upload(e.id, sparse);
       this.sparseBytes += e.sparse.bytes;
     }
     this.touch(e);
@@ -598,67 +585,17 @@ export class AdapterCache implements LinearHooks {
       e.slot = -1;
     }
     if (e.sparse) {
-      if (this.activeSparse === e) this.switchSparse(null);
-      destroySparse(e.sparse);
+      if (this.inWeights.active === e.sparse) this.switchSparse(null);
+      destroyResidentSparse(e.sparse);
       this.sparseBytes -= e.sparse.bytes;
       e.sparse = null;
     }
     this.lru.delete(e.id);
   }
 
-  private denseWeight(module: string): { view: TensorView; format: WeightFormat; size: number } {
-    const w = this.model.linearWeight(`${module}.weight`);
-    if (!isDense(w)) throw new ShapeError(`a sparse adapter changes the weights in place, and '${module}' is stored ${w.format}: serve sparse adapters from a base loaded without quantize`);
-    const s = this.shapes.get(module)!;
-    return { view: w.view, format: w.format, size: s.out * s.in };
-  }
-
-  /**
-   * Indices and delta uploaded; then, with no sparse adapter in the weights, the base's values at the
-   * indices gathered and the trained values made from them (originals + delta).
-   */
-  private uploadSparse(id: string, a: SparseAdapter): SparseResident {
-    const layout = sparseLayout(a, arenaLimit(this.gpu));
-    const made: Arena[] = [];
-    try {
-      for (const part of ['indices', 'values', 'originals']) made.push(new Arena(this.gpu, layout, `sparse adapter ${id} ${part}`));
-      const [idx, values, originals] = made;
-      for (const [m, d] of a.modules) {
-        this.gpu.write(idx.view(m), d.indices);
-        this.gpu.write(values.view(m), d.delta);
-      }
-      const rec = this.gpu.recorder();
-      const active = this.activeSparse;
-      if (active) this.scatterSparse(rec, active, 'originals');
-      for (const [m, d] of a.modules) {
-        const w = this.denseWeight(m);
-        sparseGather(rec, { indices: idx.view(m), nnz: d.indices.length, values: originals.view(m), weight: w.view, weightSize: w.size, weightFormat: w.format });
-        elementwise(rec, { op: 'axpy', y: values.view(m), x: originals.view(m), n: d.indices.length, s0: 1 });
-      }
-      if (active) this.scatterSparse(rec, active, 'values');
-      void rec.submit();
-      return { modules: [...a.modules].map(([m, d]) => [m, d.indices.length]), idx, values, originals, bytes: sparseGpuBytes(a) };
-    } catch (e) {
-      for (const arena of made) arena.destroy();
-      throw e;
-    }
-  }
-
-  private scatterSparse(rec: CommandRecorder, e: Entry, which: 'values' | 'originals'): void {
-    for (const [m, nnz] of e.sparse!.modules) {
-      const w = this.denseWeight(m);
-      sparseScatter(rec, { indices: e.sparse!.idx.view(m), nnz, values: e.sparse![which].view(m), weight: w.view, weightSize: w.size, weightFormat: w.format });
-    }
-  }
-
-  /** Put `next`'s values into the weights, after writing the base's back where the active one was. */
+  /** Put `next`'s sparse values into the weights (null: the base's own). */
   private switchSparse(next: Entry | null): void {
-    if (this.activeSparse === next) return;
-    const rec = this.gpu.recorder();
-    if (this.activeSparse) this.scatterSparse(rec, this.activeSparse, 'originals');
-    if (next) this.scatterSparse(rec, next, 'values');
-    void rec.submit();
-    this.activeSparse = next;
+    this.inWeights.switchTo(next?.sparse ?? null);
   }
 
   private checkBase(id: string, a: Adapter): void {
@@ -694,7 +631,7 @@ export class AdapterCache implements LinearHooks {
     if (a.modules.size === 0) throw new ShapeError(`adapter '${id}' has no modules`);
     for (const [name, d] of a.modules) {
       const s = this.module(id, name);
-      this.denseWeight(name);
+      this.inWeights.weight(name);
       if (!(d.indices instanceof Uint32Array) || !(d.delta instanceof Float32Array)) throw new ShapeError(`adapter '${id}': '${name}' needs Uint32Array indices and a Float32Array delta`);
       if (!allFinite(d.delta)) throw new ShapeError(`adapter '${id}': the delta of '${name}' holds a value that is not finite`);
       if (d.delta.length !== d.indices.length) throw new ShapeError(`adapter '${id}': '${name}' has ${d.indices.length} indices and ${d.delta.length} values`);
@@ -711,14 +648,4 @@ export class AdapterCache implements LinearHooks {
 function allFinite(a: Float32Array): boolean {
   for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) return false;
   return true;
-}
-
-/** The layout of each of a sparse adapter's three arenas (indices, values, the base's values). */
-function sparseLayout(a: SparseAdapter, limit: number) {
-  return planArena([...a.modules].map(([m, d]) => ({ name: m, length: d.indices.length })), limit);
-}
-
-/** GPU bytes of a resident sparse adapter, as its arenas allocate them. */
-function sparseGpuBytes(a: SparseAdapter, limit = Infinity): number {
-  return 3 * sparseLayout(a, limit).bufferBytes.reduce((n, b) => n + Math.max(b, 256), 0);
 }
