@@ -95,6 +95,8 @@ interface Entry {
   /** Batches holding it (pins), and whether the current selection names it. */
   pins: number;
   selected: boolean;
+  /** The clock at its last use. */
+  used: number;
 }
 
 /** A group of rows reading one pool buffer: one slot for all rows, or a slot (or none) per sequence. */
@@ -131,8 +133,10 @@ export class AdapterCache implements LinearHooks {
   private readonly slotsPerBuffer: number;
   private readonly entries = new Map<string, Entry>();
   private readonly pools = new Map<string, AdapterPool>();
-  /** Resident entries, least recently used first. */
-  private readonly lru = new Map<string, Entry>();
+  /** Entries on the GPU tier (their recency is each one's `used` stamp). */
+  private readonly resident = new Map<string, Entry>();
+  /** Stamps of use: the least recently used resident entry has the smallest. */
+  private clock = 0;
   /** Entries whose arrays are in host memory, least recently used first. */
   private readonly onHost = new Map<string, Entry>();
   private hostBytes = 0;
@@ -195,7 +199,7 @@ export class AdapterCache implements LinearHooks {
   }
 
   get residentCount(): number {
-    return this.lru.size;
+    return this.resident.size;
   }
 
   /** GPU bytes taken: pool buffers (whole, free slots included) and resident sparse adapters. */
@@ -217,7 +221,7 @@ export class AdapterCache implements LinearHooks {
 
   info(id: string): AdapterInfo {
     const e = this.entry(id);
-    return { id, kind: e.kind, modules: e.modules, resident: this.lru.has(id), onHost: e.adapter !== null, hostBytes: e.hostBytes, ...e.info };
+    return { id, kind: e.kind, modules: e.modules, resident: this.resident.has(id), onHost: e.adapter !== null, hostBytes: e.hostBytes, ...e.info };
   }
 
   /**
@@ -254,7 +258,7 @@ export class AdapterCache implements LinearHooks {
       ...(sparse ? { nnz: [...sparse.modules.values()].reduce((n, m) => n + m.indices.length, 0) } : {}),
       gpuBytes: (pool?.slotBytes ?? 0) + (sparse ? sparseAdapterBytes(sparse) : 0),
     };
-    const entry: Entry = { id, kind: adapter.kind, adapter, stored: false, info, hostBytes: adapterHostBytes(adapter), modules, pool, slot: -1, sparse: null, pins: 0, selected: false };
+    const entry: Entry = { id, kind: adapter.kind, adapter, stored: false, info, hostBytes: adapterHostBytes(adapter), modules, pool, slot: -1, sparse: null, pins: 0, selected: false, used: 0 };
     this.entries.set(id, entry);
     try {
       this.makeResident(entry);
@@ -395,7 +399,7 @@ export class AdapterCache implements LinearHooks {
     for (const acts of [...this.rowStates.keys()]) this.releaseRowState(acts);
     this.pools.clear();
     this.entries.clear();
-    this.lru.clear();
+    this.resident.clear();
     this.onHost.clear();
     if (this.model.transformer.hooks === this) this.model.transformer.hooks = null;
     this.destroyed = true;
@@ -530,15 +534,18 @@ export class AdapterCache implements LinearHooks {
     this.rowStates.delete(acts);
   }
 
+  /** A stamp, not a reordering: a switch stays a lookup and a store however many adapters are resident. */
   private touch(e: Entry): void {
-    this.lru.delete(e.id);
-    this.lru.set(e.id, e);
+    if (e.slot >= 0 || e.sparse) this.resident.set(e.id, e);
+    e.used = ++this.clock;
   }
 
   /** The least recently used resident entry no batch holds, among those `fits` accepts. */
   private victim(fits: (e: Entry) => boolean): Entry | null {
-    for (const e of this.lru.values()) if (!e.selected && e.pins === 0 && fits(e)) return e;
-    return null;
+    // A scan, on eviction only (an upload follows it anyway).
+    let best: Entry | null = null;
+    for (const e of this.resident.values()) if (!e.selected && e.pins === 0 && fits(e) && (!best || e.used < best.used)) best = e;
+    return best;
   }
 
   /** Upload an entry to the GPU tier, making room by eviction if the budget is full. */
@@ -590,7 +597,7 @@ export class AdapterCache implements LinearHooks {
       this.sparseBytes -= e.sparse.bytes;
       e.sparse = null;
     }
-    this.lru.delete(e.id);
+    this.resident.delete(e.id);
   }
 
   /** Put `next`'s sparse values into the weights (null: the base's own). */
