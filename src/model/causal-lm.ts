@@ -433,22 +433,21 @@ export class CausalLM {
     }
     let loss = 0;
     let correct = 0;
+    const rows = o.perRow ? Array.from({ length: batch.B }, () => ({ loss: 0, tokens: 0 })) : null;
     for (let t = 0; t < batch.targets.length; t++) {
       if (batch.targets[t] < 0) continue;
       loss += losses[t];
       // The target's logit equals the running maximum exactly when it is the argmax.
       if (stats && stats[3 * t + 2] >= stats[3 * t]) correct++;
+      if (rows) {
+        const row = rows[Math.floor(t / batch.S)];
+        row.loss += losses[t];
+        row.tokens++;
+      }
     }
     const n = Math.max(batch.targetCount, 1);
     const result: EvalResult = { loss: loss / n, accuracy: stats ? correct / n : NaN, tokens: batch.targetCount };
-    if (o.perRow) {
-      result.rows = Array.from({ length: batch.B }, (_, b) => {
-        let sum = 0;
-        let count = 0;
-        for (let t = b * batch.S; t < (b + 1) * batch.S; t++) if (batch.targets[t] >= 0) (sum += losses[t]), count++;
-        return { loss: count ? sum / count : NaN, tokens: count };
-      });
-    }
+    if (rows) result.rows = rows.map((r) => ({ loss: r.tokens ? r.loss / r.tokens : NaN, tokens: r.tokens }));
     return result;
   }
 

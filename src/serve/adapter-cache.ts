@@ -26,13 +26,12 @@ import { multiLora, NO_SLOT } from '../kernels/multi-lora.js';
 import type { LinearHooks, Method, PassContext } from '../methods/method.js';
 import { linearModules, type LinearShape } from '../methods/targets.js';
 import type { Activations } from '../model/activations.js';
-import { arenaLimit } from '../model/arena.js';
 import type { BatchInput, PreparedBatch } from '../model/batch.js';
 import type { CausalLM, EvalResult } from '../model/causal-lm.js';
 import { shapesDigest } from '../model/fingerprint.js';
 import type { ModelConfig } from '../model/config.js';
 import { adapterFromMethod, adapterHostBytes, loraAdapterFromPeft, loraOf, sparseAdapterFromFile, sparseOf, type Adapter, type LoraAdapter, type SparseAdapter } from './adapters.js';
-import { AdapterPool, rankClass, slotFloats } from './adapter-pool.js';
+import { AdapterPool, rankClass, slotFloats, slotsPerBuffer } from './adapter-pool.js';
 import { destroyResidentSparse, sparseAdapterBytes, SparseWeights, type ResidentSparse } from './sparse-weights.js';
 import type { AdapterStore } from './adapter-store.js';
 
@@ -118,7 +117,6 @@ interface Selection {
 /** Per activation arena: the low-rank scratch and the per-row slots of the selection last written. */
 interface RowState {
   u: GPUBuffer | null;
-  uFloats: number;
   rowSlots: GPUBuffer[];
   version: number;
 }
@@ -187,7 +185,7 @@ export class AdapterCache implements LinearHooks {
     const poolRank = rankClass(o.rank);
     const floats = slotFloats(poolRank, shapes.values());
     const bytesPerAdapter = (floats + shapes.size) * 4;
-    const adaptersPerBuffer = Math.min(o.slotsPerBuffer ?? DEFAULT_SLOTS, Math.floor(Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize) / (floats * 4)));
+    const adaptersPerBuffer = slotsPerBuffer(floats, limits, o.slotsPerBuffer ?? DEFAULT_SLOTS);
     // Buffers grow to whatever the budget has left, so a lone pool reaches every whole slot of it.
     const adapters = adaptersPerBuffer < 1 ? 0 : Math.floor((o.gpuBudgetBytes ?? DEFAULT_BUDGET) / bytesPerAdapter);
     return { poolRank, bytesPerAdapter, adaptersPerBuffer, adapters };
@@ -242,19 +240,20 @@ export class AdapterCache implements LinearHooks {
     const sparseModules = sparse ? this.checkSparse(id, sparse) : [];
     const modules = [...this.shapes.keys()].filter((m) => loraModules.includes(m) || sparseModules.includes(m));
     let pool: AdapterPool | null = null;
+    const maxRank = lora ? Math.max(...[...lora.modules.values()].map((m) => m.rank)) : 0;
     if (lora) {
-      const rank = rankClass(Math.max(...[...lora.modules.values()].map((m) => m.rank)));
+      const rank = rankClass(maxRank);
       const key = AdapterPool.key(rank, loraModules);
       pool = this.pools.get(key) ?? null;
       if (!pool) {
-        const perBuffer = Math.min(this.slotsPerBuffer, Math.floor(arenaLimit(this.gpu) / (slotFloats(rank, loraModules.map((m) => this.shapes.get(m)!)) * 4)));
+        const perBuffer = slotsPerBuffer(slotFloats(rank, loraModules.map((m) => this.shapes.get(m)!)), this.gpu.limits, this.slotsPerBuffer);
         if (perBuffer < 1) throw new ShapeError(`adapter '${id}': one slot of rank ${rank} exceeds this device's buffer binding limit`);
         pool = new AdapterPool(this.gpu, rank, loraModules.map((m) => [m, this.shapes.get(m)!]), perBuffer);
         this.pools.set(key, pool);
       }
     }
     const info = {
-      ...(lora ? { rank: Math.max(...[...lora.modules.values()].map((m) => m.rank)), poolRank: pool!.rank } : {}),
+      ...(lora ? { rank: maxRank, poolRank: pool!.rank } : {}),
       ...(sparse ? { nnz: [...sparse.modules.values()].reduce((n, m) => n + m.indices.length, 0) } : {}),
       gpuBytes: (pool?.slotBytes ?? 0) + (sparse ? sparseAdapterBytes(sparse) : 0),
     };
@@ -272,7 +271,7 @@ export class AdapterCache implements LinearHooks {
           entry.stored = true;
           this.spill(new Set());
         },
-        (error) => void (this.storeError = error instanceof Error ? error : new Error(String(error))),
+        (error) => this.noteStoreError(error),
       );
       this.writes.add(write);
       void write.finally(() => this.writes.delete(write));
@@ -331,7 +330,7 @@ export class AdapterCache implements LinearHooks {
     const e = this.entry(id);
     if (e.selected || e.pins > 0) throw new AdapterCacheError('adapter-in-use', `adapter '${id}' is in use by ${e.selected ? 'the current selection' : 'a batch'}`);
     this.forget(e);
-    this.store?.delete(id).catch((error) => (this.storeError = error instanceof Error ? error : new Error(String(error))));
+    this.store?.delete(id).catch((error) => this.noteStoreError(error));
   }
 
   /** The adapter of every row of the next forwards (null: the base alone). */
@@ -409,6 +408,15 @@ export class AdapterCache implements LinearHooks {
     if (this.destroyed) throw new AdapterCacheError('adapter-unknown', 'this adapter cache was destroyed');
   }
 
+  private noteStoreError(error: unknown): void {
+    this.storeError = error instanceof Error ? error : new Error(String(error));
+  }
+
+  /** The error for an entry whose arrays are only in the store. */
+  private notLoaded(e: Entry): AdapterCacheError {
+    return new AdapterCacheError('adapter-not-loaded', `adapter '${e.id}' is only in the store: await cache.load(['${e.id}']) first (generation and evaluation do)`);
+  }
+
   /** A store write or delete that failed since the last report (the adapter stays in host memory). */
   private reportStoreError(): void {
     const error = this.storeError;
@@ -454,7 +462,7 @@ export class AdapterCache implements LinearHooks {
       throw new AdapterCacheError('adapter-batch', `sparse adapter '${sparse[0].id}' changes the base's own weights, so a batch with it must use it on every row and nothing else`);
     }
     for (const e of entries) {
-      if (!e.adapter && !this.isResident(e)) throw new AdapterCacheError('adapter-not-loaded', `adapter '${e.id}' is only in the store: await cache.load(['${e.id}']) first (generation and evaluation do)`);
+      if (!e.adapter && !this.isResident(e)) throw this.notLoaded(e);
     }
     // The new selection is held before anything is uploaded, so making one resident never evicts another.
     for (const e of this.selection.entries) e.selected = false;
@@ -501,17 +509,16 @@ export class AdapterCache implements LinearHooks {
   private rowState(acts: Activations): RowState {
     let s = this.rowStates.get(acts);
     if (!s) {
-      s = { u: null, uFloats: 0, rowSlots: [], version: -1 };
+      s = { u: null, rowSlots: [], version: -1 };
       this.rowStates.set(acts, s);
       acts.onDestroy(() => this.releaseRowState(acts));
     }
     const { groups, sequences, version } = this.selection;
     const rank = Math.max(...groups.map((g) => g.pool.rank));
-    if (s.uFloats < acts.T * rank) {
+    if (!s.u || s.u.size < acts.T * rank * 4) {
       if (s.u) this.gpu.destroyBuffer(s.u);
-      s.u = null;
+      s.u = null; // a failed allocation leaves none rather than the destroyed one
       s.u = this.gpu.createBuffer(acts.T * rank * 4, undefined, 'adapter cache u');
-      s.uFloats = acts.T * rank;
     }
     if (s.version !== version) {
       if (sequences && sequences.length !== acts.B) throw new ShapeError(`the adapters selected are for ${sequences.length} sequences, but the batch has ${acts.B}`);
@@ -550,7 +557,7 @@ export class AdapterCache implements LinearHooks {
 
   /** Upload an entry to the GPU tier, making room by eviction if the budget is full. */
   private makeResident(e: Entry): void {
-    if (!e.adapter) throw new AdapterCacheError('adapter-not-loaded', `adapter '${e.id}' is only in the store: await cache.load(['${e.id}']) first (generation and evaluation do)`);
+    if (!e.adapter) throw this.notLoaded(e);
     this.keepOnHost(e);
     const pool = e.pool;
     if (pool && e.slot < 0) {

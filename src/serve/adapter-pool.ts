@@ -32,6 +32,11 @@ export function slotFloats(rank: number, shapes: Iterable<LinearShape>): number 
   return n;
 }
 
+/** Slots of `slotFloats` floats one buffer may hold: within the device's buffer and binding limits, and at most `most`. */
+export function slotsPerBuffer(floats: number, limits: Pick<GPUSupportedLimits, 'maxBufferSize' | 'maxStorageBufferBindingSize'>, most: number): number {
+  return Math.min(most, Math.floor(Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize) / (floats * 4)));
+}
+
 export class AdapterPool {
   readonly modules = new Map<string, PoolModule>();
   readonly slotStride: number;

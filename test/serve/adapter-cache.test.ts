@@ -68,6 +68,22 @@ async function writeSparse(model: CausalLM, a: SparseAdapter): Promise<void> {
   }
 }
 
+/** The bits of every linear weight of a dense base as stored (f32, or 16-bit packed in pairs). */
+async function weightBits(model: CausalLM): Promise<Uint32Array[]> {
+  return Promise.all([...linearModules(model.config, ['all-linear'], 'test').keys()].map(async (m) => {
+    const w = model.linearWeight(`${m}.weight`);
+    if (!isDense(w)) throw new Error('dense weights only');
+    return new Uint32Array(await model.gpu.read(w.view));
+  }));
+}
+
+const sameBits = (a: Uint32Array[], b: Uint32Array[]) => a.every((w, i) => w.every((v, k) => v === b[i][k]));
+
+/** B rows of S tokens, each row's targets its next tokens (none after its last). */
+function nextTokenBatch(ids: Uint32Array, B: number, S: number) {
+  return { B, S, ids, targets: Int32Array.from({ length: B * S }, (_, t) => (t % S === S - 1 ? -100 : ids[t + 1])) };
+}
+
 const greedy = { maxNewTokens: 5, keepLogits: true, stopTokens: [] as number[] };
 
 function expectSameGeneration(got: { tokens: number[]; logits?: Float32Array[] }, want: { tokens: number[]; logits?: Float32Array[] }, what: string): void {
@@ -131,9 +147,7 @@ describe('adapter cache: LoRA', () => {
     expect(cache.info('peft')).toMatchObject({ kind: 'lora', rank: 4, poolRank: 4, resident: true });
 
     const S = 12;
-    const ids = Uint32Array.from({ length: 3 * S }, () => Math.floor(rand() * 256));
-    const targets = Int32Array.from({ length: 3 * S }, (_, t) => (t % S === S - 1 ? -100 : ids[t + 1]));
-    const batch = { B: 3, S, ids, targets };
+    const batch = nextTokenBatch(Uint32Array.from({ length: 3 * S }, () => Math.floor(rand() * 256)), 3, S);
     const got = await cache.evaluate(batch, ['peft', null, 'method']);
     const withAdapter = await alone.evaluate(batch, { perRow: true });
     alone.transformer.hooks = null;
@@ -154,12 +168,7 @@ describe('adapter cache: sparse adapters', () => {
     const rand = rng(seed);
     const served = await base(gpu, seed);
     const cache = new AdapterCache(served);
-    const weightBits = async () =>
-      Promise.all([...linearModules(served.config, ['all-linear'], 'test').keys()].map(async (m) => {
-        const w = served.linearWeight(`${m}.weight`);
-        return new Uint32Array(await gpu.read(isDense(w) ? w.view : gpu.placeholder()));
-      }));
-    const before = await weightBits();
+    const before = await weightBits(served);
     // Overlapping masks, so a switch that did not restore first would leave a trace.
     const s1 = randomSparse(served, rand, 0.2, ['q', 'v', 'down']);
     const s2 = randomSparse(served, rand, 0.2, ['q', 'up']);
@@ -171,7 +180,7 @@ describe('adapter cache: sparse adapters', () => {
     const prompt = Array.from({ length: 6 }, () => Math.floor(rand() * 256));
     const got = { s1: await gen.generate(prompt, { ...greedy, adapters: 's1' }), s2: await gen.generate(prompt, { ...greedy, adapters: 's2' }) };
     const baseOut = await gen.generate(prompt, { ...greedy, adapters: null });
-    expect((await weightBits()).every((w, i) => w.every((v, k) => v === before[i][k])), `seed ${seed}: the base restored`).toBe(true);
+    expect(sameBits(await weightBits(served), before), `seed ${seed}: the base restored`).toBe(true);
 
     for (const id of ['s1', 's2'] as const) {
       const alone = await base(gpu, seed);
@@ -184,7 +193,7 @@ describe('adapter cache: sparse adapters', () => {
     expect(() => cache.selectRows(['s1', null])).toThrow(AdapterCacheError);
     cache.select('s2');
     cache.destroy(); // takes s2 out of the weights
-    expect((await weightBits()).every((w, i) => w.every((v, k) => v === before[i][k]))).toBe(true);
+    expect(sameBits(await weightBits(served), before)).toBe(true);
     served.destroy();
   });
 });
@@ -195,11 +204,7 @@ describe('adapter cache: sparse adapters on a 16-bit base, under a budget for on
     const seed = freshSeed();
     const rand = rng(seed);
     const served = await base(gpu, seed, { baseDtype: 'bf16' });
-    const packed = async () => Promise.all([...linearModules(served.config, ['all-linear'], 'test').keys()].map(async (m) => {
-      const w = served.linearWeight(`${m}.weight`);
-      return new Uint32Array(await gpu.read(isDense(w) ? w.view : gpu.placeholder()));
-    }));
-    const before = await packed();
+    const before = await weightBits(served);
     const s1 = randomSparse(served, rand, 0.2, ['q', 'down']);
     const s2 = randomSparse(served, rand, 0.2, ['q', 'gate']);
     const sizing = new AdapterCache(served);
@@ -219,7 +224,7 @@ describe('adapter cache: sparse adapters on a 16-bit base, under a budget for on
     expect(again.logits).toEqual(out1.logits); // back from the host, the same values in the weights
     expect(compare(out1.logits![0], baseOut.logits![0]).rel).toBeGreaterThan(1e-3);
     cache.select(null);
-    expect((await packed()).every((w, i) => w.every((v, k) => v === before[i][k])), `seed ${seed}`).toBe(true);
+    expect(sameBits(await weightBits(served), before), `seed ${seed}`).toBe(true);
     cache.destroy();
     served.destroy();
   });
@@ -233,8 +238,7 @@ describe('adapter cache: sparse plus low-rank', () => {
     const ckpt = await openCheckpoint(memorySource(tinyModelFiles({ ...TINY, seed })));
     const ft = await FineTuner.create(gpu, ckpt, { method: 'sparse+lora', 'sparse+lora': { sparse: { density: 0.1, seed }, lora: { rank: 3 } }, optimizer: { lr: 3e-2 } });
     const S = 10;
-    const ids = Uint32Array.from({ length: 2 * S }, () => Math.floor(rand() * 256));
-    const batch = { B: 2, S, ids, targets: Int32Array.from({ length: 2 * S }, (_, t) => (t % S === S - 1 ? -100 : ids[t + 1])) };
+    const batch = nextTokenBatch(Uint32Array.from({ length: 2 * S }, () => Math.floor(rand() * 256)), 2, S);
     for (let i = 0; i < 3; i++) await ft.step(batch); // B and the sparse values move away from their starts
     const prompt = Array.from({ length: 6 }, () => Math.floor(rand() * 256));
     const want = await new Generator(ft.model).generate(prompt, greedy);
@@ -310,8 +314,7 @@ describe('adapter cache: tiers, eviction and errors', () => {
     cache.select(null); // the batch's adapters were its selection
     cache.add('a3', adapters[3]);
     cache.select('a0');
-    const ids = Uint32Array.from({ length: 8 }, (_, t) => t + 1);
-    const batch = { B: 1, S: 8, ids, targets: Int32Array.from(ids, (v, t) => (t === 7 ? -100 : v + 1)) };
+    const batch = nextTokenBatch(Uint32Array.from({ length: 8 }, (_, t) => t + 1), 1, 8);
     const withA0 = await served.evaluate(batch);
     expect(() => cache.selectRows(['a1', 'a2', 'a3'])).toThrow(expect.objectContaining({ code: 'adapter-cache-full' }));
     expect(cache.info('a0').resident).toBe(false);

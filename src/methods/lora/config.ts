@@ -71,6 +71,11 @@ export interface LoraModuleSpec extends LinearShape {
   scale: number;
 }
 
+/** LoRA's scale: alpha / rank, or alpha / sqrt(rank) for rank-stabilized LoRA. */
+export function loraScale(alpha: number, rank: number, rslora = false): number {
+  return alpha / (rslora ? Math.sqrt(rank) : rank);
+}
+
 /** The adapted modules (checked as loraModules does) with each one's rank, alpha and scale after the patterns. */
 export function loraModuleSpecs(config: ModelConfig, options: LoraOptions = {}): Map<string, LoraModuleSpec> {
   const r = options.rank ?? LORA_DEFAULT_RANK;
@@ -81,7 +86,7 @@ export function loraModuleSpecs(config: ModelConfig, options: LoraOptions = {}):
       const names = [name, ...(hf.has(name) ? [hf.get(name)!] : [])];
       const rank = patternValue(options.rankPattern, names) ?? r;
       const a = patternValue(options.alphaPattern, names) ?? alpha;
-      return [name, { ...d, rank, alpha: a, scale: a / (options.rslora ? Math.sqrt(rank) : rank) }];
+      return [name, { ...d, rank, alpha: a, scale: loraScale(a, rank, options.rslora) }];
     }),
   );
 }

@@ -17,7 +17,7 @@ import type { AdamWConfig, Optimizer, TrainableSet } from '../../optim/adamw.js'
 import { hash32, rng } from '../../util/random.js';
 import { hfModulePaths } from '../targets.js';
 import { denseAdamW, type LinearHooks, type Method, type PassContext } from '../method.js';
-import { LORA_DEFAULT_RANK, loraModuleSpecs, type LoraModuleSpec, type LoraOptions } from './config.js';
+import { LORA_DEFAULT_RANK, loraModuleSpecs, loraScale, type LoraModuleSpec, type LoraOptions } from './config.js';
 
 export class Lora implements Method, LinearHooks {
   readonly name = 'lora';
@@ -51,7 +51,7 @@ export class Lora implements Method, LinearHooks {
   ) {
     const r = (this.rank = options.rank ?? LORA_DEFAULT_RANK);
     const alpha = options.alpha ?? 2 * r;
-    this.scale = alpha / (options.rslora ? Math.sqrt(r) : r);
+    this.scale = loraScale(alpha, r, options.rslora);
     this.fused = options.fused ?? true;
     this.hfModules = hfModulePaths(config);
     this.modules = loraModuleSpecs(config, options);
