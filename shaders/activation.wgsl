@@ -28,14 +28,17 @@ fn erf_approx(x: f32) -> f32 {
 
 const K = 0.7978845608028654; // sqrt(2 / pi)
 
+// tanh(15) is 1 in f32; the clamp keeps backends that build tanh from exp(2z) off inf / inf = NaN.
+fn tanh_bounded(z: f32) -> f32 { return tanh(clamp(z, -15.0, 15.0)); }
+
 fn gelu(x: f32) -> f32 {
-  if (GELU_TANH) { return 0.5 * x * (1.0 + tanh(K * (x + 0.044715 * x * x * x))); }
+  if (GELU_TANH) { return 0.5 * x * (1.0 + tanh_bounded(K * (x + 0.044715 * x * x * x))); }
   return 0.5 * x * (1.0 + erf_approx(x * 0.7071067811865476));
 }
 
 fn gelu_grad(x: f32) -> f32 {
   if (GELU_TANH) {
-    let t = tanh(K * (x + 0.044715 * x * x * x));
+    let t = tanh_bounded(K * (x + 0.044715 * x * x * x));
     return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * K * (1.0 + 0.134145 * x * x);
   }
   return 0.5 * (1.0 + erf_approx(x * 0.7071067811865476)) + x * exp(-0.5 * x * x) * 0.3989422804014327;
