@@ -57,7 +57,11 @@ fn quantize(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec
       hi = max(hi, w);
     }
     // Quantize with the scale as stored (f16), so dequantization reproduces exactly what was rounded.
-    let s = unpack2x16float(pack2x16float(vec2f(min((hi - lo) / 15.0, 65504.0), 0.0))).x;
+    // A nonzero range gets at least the smallest normal f16 scale: pack2x16float may flush subnormals
+    // to zero, which would erase the group, and subnormal scales round far coarser than 2^-11.
+    let span = hi - lo;
+    let stored = unpack2x16float(pack2x16float(vec2f(clamp(span / 15.0, 6.103515625e-5, 65504.0), 0.0))).x;
+    let s = select(0.0, stored, span > 0.0);
     let inv = select(0.0, 1.0 / s, s > 0.0);
     let zp = clamp(round(-lo * inv), 0.0, 15.0);
     zword |= u32(zp) << (4u * (g % 8u));

@@ -21,13 +21,24 @@ export interface AdamWOptions {
 export const ADAMW_DEFAULTS = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 };
 const WG = 256;
 
-/** The AdamParams uniform: bias corrections for step `step` (1-based) computed here in float64. */
+/** The AdamParams uniform: bias corrections for step `step` (1-based), decay and 1 - beta computed here in float64. */
 export function adamwUniforms(n: number, step: number, opts: AdamWOptions, gradScale = 1): Record<string, number> {
   if (!Number.isInteger(step) || step < 1) throw new ShapeError(`AdamW step must be an integer >= 1, got ${step}`);
   const { beta1, beta2, eps, weightDecay } = { ...ADAMW_DEFAULTS, ...opts };
   const bc1 = 1 - beta1 ** step;
   const bc2 = 1 - beta2 ** step;
-  return { n, lr: opts.lr, beta1, beta2, eps, weightDecay, stepSize: opts.lr / bc1, bc2Sqrt: Math.sqrt(bc2), gradScale };
+  return {
+    n,
+    beta1,
+    oneMinusBeta1: 1 - beta1,
+    beta2,
+    oneMinusBeta2: 1 - beta2,
+    eps,
+    decay: 1 - opts.lr * weightDecay,
+    stepSize: opts.lr / bc1,
+    bc2Sqrt: Math.sqrt(bc2),
+    gradScale,
+  };
 }
 
 export interface AdamWStepArgs extends AdamWOptions {

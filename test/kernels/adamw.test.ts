@@ -7,7 +7,16 @@ import { randomMask } from '../reference/sparse.js';
 const HYPER = { lr: 3e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1 };
 
 describe.each([1, 8])('fused AdamW, %i elements per invocation', (per) => {
-  it.each([1, 3, 17, 257, 4099])('n=%i, three steps with clipping and a gradient scale', async (n) => {
+  // beta2 = 0.99999 checks 1 - beta is not taken in f32 (1 - f32(0.99999) is 1.4e-3 off in relative terms).
+  it.each([
+    [1, 0.999],
+    [3, 0.999],
+    [17, 0.999],
+    [257, 0.999],
+    [4099, 0.999],
+    [257, 0.99999],
+  ])('n=%i, beta2 %f, three steps with clipping and a gradient scale', async (n, beta2) => {
+    const hyper = { ...HYPER, beta2 };
     const gpu = await testGpu({ elementsPerInvocation: per });
     const seed = freshSeed();
     const rand = rng(seed);
@@ -22,9 +31,11 @@ describe.each([1, 8])('fused AdamW, %i elements per invocation', (per) => {
     const rm = new Float64Array(n);
     const rv = new Float64Array(n);
     const maxNorm = 0.4 * Math.sqrt(n); // clips some steps, not others
-    // The moments sum terms of both signs and can cancel to near zero (with n = 1, one element decides
-    // the scale): their error is relative to the size of the terms they sum.
+    // The moments and the parameters sum terms of both signs and can cancel to near zero (with n = 1,
+    // one element decides the scale): their error is relative to the size of the terms they sum. A
+    // parameter's terms are its start and one step of about lr each.
     let termScale = 0;
+    const paramTermScale = Math.max(hyper.lr, ...Array.from(p0, Math.abs));
     for (let step = 1; step <= 3; step++) {
       const g = randn(n, rand, step);
       for (const x of g) termScale = Math.max(termScale, Math.abs(0.5 * x));
@@ -32,12 +43,12 @@ describe.each([1, 8])('fused AdamW, %i elements per invocation', (per) => {
       gpu.fill(clip, NaN);
       await gpu.run((rec) => {
         gradNorm(rec, { tensors: [{ buffer: grads, n }], partials, out: clip, maxNorm, gradScale: 0.5 });
-        adamwStep(rec, { params, grads, m, v, clip, n, step, gradScale: 0.5, ...HYPER });
+        adamwStep(rec, { params, grads, m, v, clip, n, step, gradScale: 0.5, ...hyper });
       });
       const [factor] = clipFactorRef([Array.from(g, (x) => x * 0.5)], maxNorm);
-      adamwRef(rp, g, rm, rv, { ...HYPER, step, gradScale: 0.5, clip: factor });
+      adamwRef(rp, g, rm, rv, { ...hyper, step, gradScale: 0.5, clip: factor });
     }
-    const floors = { params: 0, m: (1 - HYPER.beta1) * termScale, v: (1 - HYPER.beta2) * termScale ** 2 };
+    const floors = { params: paramTermScale, m: (1 - hyper.beta1) * termScale, v: (1 - hyper.beta2) * termScale ** 2 };
     for (const [name, buf, want] of [['params', params, rp], ['m', m, rm], ['v', v, rv]] as const) {
       const err = compare(await gpu.readF32(buf), want, floors[name]);
       expect(err.rel, `seed ${seed} n ${n} ${name} maxAbs ${err.maxAbs}`).toBeLessThan(1e-4);
