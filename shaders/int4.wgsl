@@ -20,6 +20,9 @@ struct Params { M: u32, N: u32, K: u32, G: u32, ZB: u32 }
 @group(0) @binding(6) var<storage, read> X: array<f32>;
 
 
+const F16_MIN_NORMAL = 6.103515625e-5; // 2^-14
+const F16_MAX = 65504.0;
+
 // The group's f16 scale and its zero point, as the 4-bit products (lib/q4_matmul.wgsl) take them.
 fn q4_scale(n: u32, g: u32) -> f32 {
   let sw = (groups_per_row() + 1u) / 2u;
@@ -60,7 +63,7 @@ fn quantize(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec
     // A nonzero range gets at least the smallest normal f16 scale: pack2x16float may flush subnormals
     // to zero, which would erase the group, and subnormal scales round far coarser than 2^-11.
     let span = hi - lo;
-    let stored = unpack2x16float(pack2x16float(vec2f(clamp(span / 15.0, 6.103515625e-5, 65504.0), 0.0))).x;
+    let stored = unpack2x16float(pack2x16float(vec2f(clamp(span / 15.0, F16_MIN_NORMAL, F16_MAX), 0.0))).x;
     let s = select(0.0, stored, span > 0.0);
     let inv = select(0.0, 1.0 / s, s > 0.0);
     let zp = clamp(round(-lo * inv), 0.0, 15.0);
