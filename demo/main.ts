@@ -266,6 +266,7 @@ async function run(spec: SessionSpec, runName: string, fresh: boolean, history?:
     state.session = await worker.open(spec, { onEvent });
     const info = state.session.info;
     log(`model: ${info.model.description} (${info.model.architecture}, ${info.model.layers} layers, hidden ${info.model.hiddenSize})`);
+    for (const w of info.model.warnings) log(`warning: ${w}`);
     log(`data: ${info.dataset.trainRows} training rows, ${info.dataset.validationRows} held out, ${info.dataset.skipped} bad rows left out`);
     log(`method: ${info.method.name}, ${info.method.trainableParameters.toLocaleString()} parameters train${info.method.quantize ? `, ${info.method.quantize} base` : ''}${info.mask ? `; ${info.mask.selection} mask in ${info.mask.seconds.toFixed(1)} s` : ''}`);
     if (fresh && info.dataset.validationRows) onEvent({ type: 'eval', ...(await state.session.evaluate()), step: 0 });

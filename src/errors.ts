@@ -81,3 +81,32 @@ export class AdapterCacheError extends WebGPUFinetuneError {
     super(code, message);
   }
 }
+
+/**
+ * An adapter file sets an option whose math this engine does not implement (DoRA, a PiSSA adapter as
+ * PEFT saves it, extra trainable modules, ...): `field` names the option and `value` its value.
+ */
+export class UnsupportedAdapterError extends WebGPUFinetuneError {
+  constructor(
+    readonly field: string,
+    readonly value: string,
+    message: string,
+  ) {
+    super('unsupported-adapter', message);
+  }
+}
+
+/**
+ * An options object (or a JSON file of the engine's own) holds a key it does not know: a misspelt or
+ * unsupported option, which would otherwise do nothing. `key` is the key, `suggestion` the nearest known one.
+ */
+export class UnknownOptionError extends WebGPUFinetuneError {
+  constructor(
+    readonly where: string,
+    readonly key: string,
+    readonly suggestion: string | null,
+    known: readonly string[],
+  ) {
+    super('unknown-option', `${where}: unknown option '${key.slice(0, 60)}'${suggestion ? ` (did you mean '${suggestion}'?)` : ''}; known: ${known.join(', ')}`);
+  }
+}

@@ -4,6 +4,7 @@
  * (packing.ts). Bad rows are never dropped silently: they are counted and the first few reported with
  * file, line and reason, or, with `onBadRow: 'fail'`, the load fails naming them.
  */
+import { checkOptionKeys, optionKeys } from '../util/options.js';
 import { rng } from '../util/random.js';
 import { detectFormat, tokenizeRecords, type Example, type ExampleOptions, type RowFormat, type TextTokenizer } from './examples.js';
 import { PackedRows, type PackingStats } from './packing.js';
@@ -23,6 +24,8 @@ export interface DatasetOptions extends Omit<ExampleOptions, 'maxTokens'> {
   /** Text files: a record per line (default), paragraph or file. */
   textSampling?: TextSampling;
 }
+
+const DATASET_OPTION_KEYS = optionKeys<DatasetOptions>()(['seqLength', 'onBadRow', 'validation', 'seed', 'pack', 'textSampling', 'format', 'lossOn', 'longRows', 'fields']);
 
 /** Problems kept in full in a report; the rest are counted. */
 export const REPORTED_PROBLEMS = 5;
@@ -82,6 +85,8 @@ async function examplesOf(files: DatasetFile[], tokenizer: TextTokenizer, o: Dat
 
 /** Read, tokenize, split and pack a dataset. */
 export async function loadDataset(files: DatasetFile | DatasetFile[], tokenizer: TextTokenizer, o: DatasetOptions): Promise<TrainingData> {
+  checkOptionKeys('dataset options', o, DATASET_OPTION_KEYS);
+  checkOptionKeys('dataset options: fields', o.fields, ['text', 'prompt', 'completion', 'messages']);
   const list = Array.isArray(files) ? files : [files];
   if (list.length === 0) throw new DatasetError('no dataset files given');
   if (!Number.isInteger(o.seqLength) || o.seqLength < 2) throw new RangeError(`seqLength must be an integer >= 2, got ${o.seqLength}`);

@@ -4,7 +4,7 @@
  * and the transformer's forward and backward passes. Tensors can be read and written by Hugging Face
  * name, converted through the layout mappings.
  */
-import type { TensorView } from '../gpu/buffers.js';
+import { view, type TensorView } from '../gpu/buffers.js';
 import type { Gpu } from '../gpu/gpu.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { Arena, arenaLimit, planArena } from './arena.js';
@@ -19,6 +19,7 @@ import { Transformer, type ParamAccess } from './transformer.js';
 import { Activations, type ActivationKind } from './activations.js';
 import { EVAL_PASS, type PassContext } from '../methods/method.js';
 import { ShapeError } from '../errors.js';
+import { checkOptionKeys, optionKeys } from '../util/options.js';
 import { decodeHalves, encodeHalves, halfWeightFormats, LINEAR_WEIGHT, type HalfFormat, type LinearWeight, type WeightFormat } from './linear-weights.js';
 import { checkQuantizeOption, quantizedModules, QuantizedWeights, type QuantizedModule, type QuantizeOption } from './quantized-weights.js';
 
@@ -72,6 +73,9 @@ export interface PretrainedOptions {
   /** Hub endpoint and revision for hub ids and URLs. */
   hub?: HubOptions;
 }
+
+export const PRETRAINED_OPTION_KEYS = optionKeys<PretrainedOptions>()(['gpu', 'hub']);
+export const CAUSAL_LM_OPTION_KEYS = optionKeys<CausalLMOptions>()(['trainable', 'onProgress', 'activationCacheBytes', 'baseDtype', 'quantize']);
 
 /** Resolves the source, opens its checkpoint, and gets a device when none was given. */
 export async function openPretrained(source: SourceLike, options: PretrainedOptions): Promise<{ gpu: Gpu; ckpt: Checkpoint }> {
@@ -162,9 +166,11 @@ export class CausalLM {
    * File objects: `await CausalLM.fromPretrained('Qwen/Qwen2-0.5B')`.
    */
   static async fromPretrained(source: SourceLike, options: CausalLMOptions & PretrainedOptions = {}): Promise<CausalLM> {
+    checkOptionKeys('CausalLM options', options, [...CAUSAL_LM_OPTION_KEYS, ...PRETRAINED_OPTION_KEYS]);
+    const { gpu: _gpu, hub: _hub, ...modelOptions } = options;
     const { gpu, ckpt } = await openPretrained(source, options);
     try {
-      return await CausalLM.fromCheckpoint(gpu, ckpt, options);
+      return await CausalLM.fromCheckpoint(gpu, ckpt, modelOptions);
     } catch (e) {
       if (!options.gpu) gpu.destroy(); // a device made for this call goes with it
       throw e;
@@ -173,6 +179,7 @@ export class CausalLM {
 
   /** Stream a checkpoint's weights into a new model, tensor by tensor. */
   static async fromCheckpoint(gpu: Gpu, ckpt: Checkpoint, options: CausalLMOptions = {}): Promise<CausalLM> {
+    checkOptionKeys('CausalLM options', options, CAUSAL_LM_OPTION_KEYS);
     const trainable = options.trainable ?? (() => false);
     const stored = ckpt.config.quantization;
     if (stored) {
@@ -449,6 +456,43 @@ export class CausalLM {
     const result: EvalResult = { loss: loss / n, accuracy: stats ? correct / n : NaN, tokens: batch.targetCount };
     if (rows) result.rows = rows.map((r) => ({ loss: r.tokens ? r.loss / r.tokens : NaN, tokens: r.tokens }));
     return result;
+  }
+
+  /**
+   * The logits of every position, [B * S, vocab] row-major: what transformers' `model(ids).logits`
+   * returns, for scoring and for comparing with other implementations. Rows are computed in chunks that
+   * fit a binding, so a long batch over a large vocabulary never needs one [T, vocab] buffer.
+   */
+  async logits(input: BatchInput | PreparedBatch): Promise<Float32Array> {
+    const batch = this.prepare(input);
+    const { hiddenSize: H, vocabSize: V } = this.config;
+    const T = batch.B * batch.S;
+    const chunkRows = Math.max(1, Math.min(T, Math.floor(this.gpu.limits.maxStorageBufferBindingSize / (V * 4))));
+    this.gpu.checkBufferSize(chunkRows * V * 4, 'logits');
+    const hidden = this.gpu.createBuffer(chunkRows * H * 4, undefined, 'logits hidden');
+    const out = new Float32Array(T * V);
+    let logits: GPUBuffer | null = null;
+    const acts = this.activationsFor(batch.B, batch.S, 'inference');
+    acts.pin();
+    try {
+      logits = this.gpu.createBuffer(chunkRows * V * 4, undefined, 'logits');
+      acts.load(this.gpu, batch);
+      const first = this.gpu.recorder();
+      this.transformer.forwardHidden(first, acts);
+      for (let r0 = 0; r0 < T; r0 += chunkRows) {
+        const rec = r0 === 0 ? first : this.gpu.recorder();
+        const rows = Math.min(chunkRows, T - r0);
+        rec.copy(view(acts.lnf, r0 * H * 4, rows * H * 4), view(hidden, 0, rows * H * 4), rows * H * 4);
+        this.transformer.logits(rec, view(hidden, 0, rows * H * 4), view(logits, 0, rows * V * 4), rows);
+        await rec.submit();
+        out.set((await this.gpu.readF32(logits)).subarray(0, rows * V), r0 * V);
+      }
+    } finally {
+      acts.unpin();
+      this.gpu.destroyBuffer(hidden);
+      if (logits) this.gpu.destroyBuffer(logits);
+    }
+    return out;
   }
 
   /** Gradient of a parameter by internal name (engine layout). */

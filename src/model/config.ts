@@ -1,11 +1,19 @@
 /**
  * Hugging Face config.json -> one normalized description of the architectures the engine implements:
  * the Llama family (Llama, Qwen2, Mistral: RMSNorm, RoPE rotate-half, SwiGLU, GQA) and GPT-2
- * (LayerNorm, learned positions, GELU). Defaults follow transformers' config classes.
+ * (LayerNorm, learned positions, GELU). Either config layout is read (transformers 4's top-level RoPE keys,
+ * transformers 5's rope_parameters; see hf-config.ts); each family (families/) says which fields its
+ * transformers config class has and how each is read, refused or reported. Defaults follow transformers'
+ * config classes.
  */
 import { WebGPUFinetuneError } from '../errors.js';
-import { brief, describeValue } from '../io/strict-json.js';
+import { brief } from '../io/strict-json.js';
+import { FAMILIES } from './families/index.js';
+import { tokenIds } from './families/values.js';
 import { gptqQuantization } from './gptq.js';
+import { checkConfigFields, ConflictingConfigError, InvalidConfigError, standardDtype } from './hf-config.js';
+
+export { ConflictingConfigError, InvalidConfigError, UnsupportedConfigError } from './hf-config.js';
 
 export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'MistralForCausalLM', 'GPT2LMHeadModel'] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
@@ -16,12 +24,6 @@ export class UnsupportedArchitectureError extends WebGPUFinetuneError {
       'unsupported-architecture',
       `Unsupported model architecture ${found}. Supported: ${SUPPORTED_ARCHITECTURES.join(', ')}.`,
     );
-  }
-}
-
-export class InvalidConfigError extends WebGPUFinetuneError {
-  constructor(message: string) {
-    super('invalid-config', `config.json: ${message}`);
   }
 }
 
@@ -57,6 +59,12 @@ export interface ModelConfig {
   /** The parsed config.json, for fields the engine does not interpret. */
   raw: Record<string, unknown>;
   /**
+   * Where the engine departs from what the file says, or meets a field it does not know: each a sentence
+   * for the user (the command line prints them when it loads a model). Settings that would change the
+   * math and are not implemented are errors, never warnings.
+   */
+  warnings: string[];
+  /**
    * Set when the checkpoint stores its linear weights 4-bit: in this engine's packed format
    * (quantization_config with quant_method 'webgpu-finetune'; see model/quantized-weights.ts) or as
    * GPTQ (quant_method 'gptq'; see model/gptq.ts).
@@ -78,40 +86,8 @@ export interface StoredQuantization {
 
 type Json = Record<string, unknown>;
 
-/**
- * Upper bounds far beyond any real model (the largest have ~130 layers, 2^14-wide hidden states and
- * 2^18-token vocabularies), so absurd configs fail here instead of exhausting memory later.
- */
-const MAX: Record<string, number> = {
-  num_hidden_layers: 1024, n_layer: 1024,
-  num_attention_heads: 4096, num_key_value_heads: 4096, n_head: 4096, head_dim: 4096,
-  hidden_size: 1 << 20, n_embd: 1 << 20, intermediate_size: 1 << 22, n_inner: 1 << 22,
-  vocab_size: 1 << 24,
-};
-const MAX_INT = 1 << 30;
-
 /** Config files larger than this are refused before parsing (real ones are a few kilobytes). */
 export const MAX_CONFIG_BYTES = 16 << 20;
-
-function int(raw: Json, key: string, fallback?: number): number {
-  const v = raw[key] ?? fallback;
-  const max = MAX[key] ?? MAX_INT;
-  if (!Number.isSafeInteger(v) || (v as number) <= 0 || (v as number) > max) {
-    throw new InvalidConfigError(`'${key}' must be a positive integer up to ${max}, got ${describeValue(raw[key])}`);
-  }
-  return v as number;
-}
-
-function num(raw: Json, key: string, fallback: number): number {
-  const v = raw[key] ?? fallback;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new InvalidConfigError(`'${key}' must be a positive number, got ${describeValue(v)}`);
-  return v;
-}
-
-function tokenIds(v: unknown): number[] {
-  if (v === undefined || v === null) return [];
-  return (Array.isArray(v) ? v : [v]).filter((x): x is number => Number.isInteger(x));
-}
 
 export function parseConfig(input: string | Json): ModelConfig {
   let raw: Json;
@@ -124,89 +100,34 @@ export function parseConfig(input: string | Json): ModelConfig {
     }
   } else raw = input;
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new InvalidConfigError('not a JSON object');
-  const archs = raw.architectures;
-  const name = Array.isArray(archs) && typeof archs[0] === 'string' ? archs[0] : `model_type '${brief(String(raw.model_type))}'`;
-  if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(name)) throw new UnsupportedArchitectureError(brief(name));
-  const architecture = name as Architecture;
-  const common = { architecture, raw, ...quantization(raw.quantization_config), bosTokenId: Number.isInteger(raw.bos_token_id) ? (raw.bos_token_id as number) : null, eosTokenIds: tokenIds(raw.eos_token_id) };
-
-  if (architecture === 'GPT2LMHeadModel') {
-    const hiddenSize = int(raw, 'n_embd');
-    const numHeads = int(raw, 'n_head');
-    const numLayers = int(raw, 'n_layer');
-    if (hiddenSize % numHeads) throw new InvalidConfigError(`n_embd ${hiddenSize} is not divisible by n_head ${numHeads}`);
-    const act = String(raw.activation_function ?? 'gelu_new');
-    if (act !== 'gelu_new' && act !== 'gelu') throw new InvalidConfigError(`activation_function '${brief(act)}' is not supported (gelu_new, gelu)`);
-    return {
-      ...common,
-      family: 'gpt2',
-      vocabSize: int(raw, 'vocab_size'),
-      hiddenSize,
-      intermediateSize: raw.n_inner == null ? 4 * hiddenSize : int(raw, 'n_inner'),
-      numLayers,
-      numHeads,
-      numKvHeads: numHeads,
-      headDim: hiddenSize / numHeads,
-      maxPositions: int(raw, 'n_positions', 1024),
-      norm: 'layernorm',
-      normEps: num(raw, 'layer_norm_epsilon', 1e-5),
-      activation: act,
-      ropeTheta: null,
-      tieWordEmbeddings: raw.tie_word_embeddings !== false,
-      qkvBias: true,
-      outputBias: true,
-      mlpBias: true,
-      slidingWindow: null,
-      layerWindows: new Array<null>(numLayers).fill(null),
-    };
-  }
-
-  const hiddenSize = int(raw, 'hidden_size');
-  const numHeads = int(raw, 'num_attention_heads');
-  const numKvHeads = int(raw, 'num_key_value_heads', numHeads);
-  if (numHeads % numKvHeads) throw new InvalidConfigError(`num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
-  const headDim = raw.head_dim == null ? hiddenSize / numHeads : int(raw, 'head_dim');
-  if (!Number.isInteger(headDim)) throw new InvalidConfigError(`hidden_size ${hiddenSize} is not divisible by num_attention_heads ${numHeads}`);
-  if (headDim % 2) throw new InvalidConfigError(`head_dim ${headDim} must be even for rotary embeddings`);
-  const act = String(raw.hidden_act ?? 'silu');
-  if (act !== 'silu') throw new InvalidConfigError(`hidden_act '${brief(act)}' is not supported (silu)`);
-  const scaling = raw.rope_scaling as Json | null | undefined;
-  if (scaling && scaling.rope_type !== 'default' && scaling.type !== 'default') {
-    throw new InvalidConfigError(`rope_scaling of type ${describeValue(scaling.rope_type ?? scaling.type)} is not supported yet (plain RoPE only)`);
-  }
-  const isQwen2 = architecture === 'Qwen2ForCausalLM';
-  const attentionBias = raw.attention_bias === true;
-  const numLayers = int(raw, 'num_hidden_layers');
-  const { slidingWindow, layerWindows } = slidingWindows(raw, architecture, numLayers);
-  return {
-    ...common,
-    family: 'llama',
-    vocabSize: int(raw, 'vocab_size'),
-    hiddenSize,
-    intermediateSize: int(raw, 'intermediate_size'),
-    numLayers,
-    numHeads,
-    numKvHeads,
-    headDim,
-    maxPositions: int(raw, 'max_position_embeddings', 2048),
-    norm: 'rmsnorm',
-    normEps: num(raw, 'rms_norm_eps', 1e-6),
-    activation: 'silu',
-    ropeTheta: num(raw, 'rope_theta', 10000),
-    tieWordEmbeddings: raw.tie_word_embeddings === true,
-    qkvBias: isQwen2 || attentionBias,
-    outputBias: attentionBias,
-    mlpBias: raw.mlp_bias === true,
-    slidingWindow,
-    layerWindows,
-  };
+  const family = familyOf(raw);
+  const architecture = family.architecture;
+  const warnings = checkConfigFields(raw, family.fields, architecture);
+  standardDtype(raw); // both layouts' dtype keys must agree
+  const parsed = family.parse(raw, warnings);
+  const bosTokenId = Number.isInteger(raw.bos_token_id) ? (raw.bos_token_id as number) : null;
+  return { architecture, raw, ...quantization(raw.quantization_config), bosTokenId, eosTokenIds: tokenIds(raw.eos_token_id), ...parsed, warnings };
 }
 
 /**
- * Which layers attend within a sliding window, as Hugging Face decides it: an explicit `layer_types` list
- * wins; otherwise Mistral windows every layer, and Qwen2 with `use_sliding_window` the layers from
- * `max_window_layers` on.
+ * The family of a config: by `architectures` (the class transformers' save_pretrained records) or, without
+ * it, by `model_type` (what AutoModelForCausalLM goes by). Both given must name the same family: a Llama
+ * class with a Qwen2 model_type is a Qwen2 model to AutoModelForCausalLM and a Llama one to its class.
  */
+function familyOf(raw: Json): (typeof FAMILIES)[number] {
+  const archs = raw.architectures;
+  const type = raw.model_type;
+  if (Array.isArray(archs) && typeof archs[0] === 'string') {
+    const family = FAMILIES.find((f) => f.architecture === archs[0]);
+    if (!family) throw new UnsupportedArchitectureError(brief(archs[0]));
+    if (type !== undefined && type !== family.modelType) throw new ConflictingConfigError(['architectures', 'model_type'], [archs[0], type], ` (${family.architecture} is model_type '${family.modelType}')`);
+    return family;
+  }
+  const family = FAMILIES.find((f) => f.modelType === type);
+  if (!family) throw new UnsupportedArchitectureError(`model_type '${brief(String(type))}'`);
+  return family;
+}
+
 /** The 4-bit format of a checkpoint this engine saved, or a GPTQ one; other schemes are refused by name. */
 function quantization(qc: unknown): Pick<ModelConfig, 'quantization'> {
   if (qc === undefined || qc === null) return {};
@@ -226,25 +147,3 @@ function quantization(qc: unknown): Pick<ModelConfig, 'quantization'> {
   return { quantization: { format: q.format, groupSize, zeroBias, packing: 'webgpu-finetune', ...(doubleQuant ? { doubleQuant } : {}) } };
 }
 
-function slidingWindows(raw: Json, architecture: string, numLayers: number): Pick<ModelConfig, 'slidingWindow' | 'layerWindows'> {
-  const none = { slidingWindow: null, layerWindows: new Array<null>(numLayers).fill(null) };
-  if (raw.sliding_window == null) return none;
-  const window = int(raw, 'sliding_window');
-  let sliding: boolean[];
-  if (Array.isArray(raw.layer_types)) {
-    if (raw.layer_types.length !== numLayers) throw new InvalidConfigError(`layer_types lists ${raw.layer_types.length} layers, num_hidden_layers is ${numLayers}`);
-    sliding = raw.layer_types.map((t, i) => {
-      if (t !== 'sliding_attention' && t !== 'full_attention') throw new InvalidConfigError(`layer_types[${i}] '${brief(String(t))}' is not supported (full_attention, sliding_attention)`);
-      return t === 'sliding_attention';
-    });
-  } else if (architecture === 'MistralForCausalLM') {
-    sliding = new Array<boolean>(numLayers).fill(true);
-  } else if (raw.use_sliding_window === true) {
-    const from = int(raw, 'max_window_layers', 28);
-    sliding = Array.from({ length: numLayers }, (_, i) => i >= from);
-  } else {
-    return none;
-  }
-  if (!sliding.includes(true)) return none;
-  return { slidingWindow: window, layerWindows: sliding.map((s) => (s ? window : null)) };
-}

@@ -18,6 +18,7 @@
  */
 import { ShapeError } from '../errors.js';
 import type { Gpu } from '../gpu/gpu.js';
+import { checkOptionKeys } from '../util/options.js';
 import { INT4_GROUP_SIZES, int4Bytes, int4Layout, quantizeInt4, type Int4GroupSize, type Int4ZeroBias } from '../kernels/int4.js';
 import { nf4Bytes, nf4Layout, quantizeNf4 } from '../kernels/nf4.js';
 import { dequantizeQ4, type Q4Weight } from '../kernels/q4-matmul.js';
@@ -45,6 +46,11 @@ export interface ResolvedQuantization {
 /** A quantize option resolved, or a checkpoint's stored quantization (which may carry a zero bias). */
 export function checkQuantizeOption(q: QuantizeOption | StoredQuantization): ResolvedQuantization {
   const format = typeof q === 'string' ? q : q?.format;
+  // A user's option (a stored quantization, read from config.json, carries its packing).
+  if (typeof q === 'object' && q !== null && !('packing' in q)) {
+    checkOptionKeys('quantize', q, ['format', 'groupSize', 'doubleQuant']);
+    if (format === 'nf4' && 'groupSize' in q && q.groupSize !== undefined) throw new ShapeError('groupSize applies to int4; NF4 always quantizes blocks of 64 values');
+  }
   if (!QUANT_FORMATS.includes(format)) throw new ShapeError(`quantize must be ${QUANT_FORMATS.map((f) => `'${f}'`).join(' or ')}, got '${String(format).slice(0, 40)}'`);
   const groupSize = (typeof q === 'object' && 'groupSize' in q ? q.groupSize : undefined) ?? 64;
   if (!INT4_GROUP_SIZES.includes(groupSize)) throw new ShapeError(`int4 group size must be one of ${INT4_GROUP_SIZES.join(', ')}, got ${groupSize}`);

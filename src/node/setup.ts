@@ -65,6 +65,11 @@ export interface OpenedModel {
   tokenizer: Tokenizer;
 }
 
+/** Notes on what was loaded (a config field the engine does not know, ...), on stderr whatever the output mode. */
+export function warn(warnings: string[]): void {
+  for (const w of warnings) console.warn(`warning: ${w}`);
+}
+
 export async function openModel(values: FlagValues, log: (line: string) => void): Promise<OpenedModel> {
   const source = await resolveSource(values.model as string, { endpoint: values.hub as string | undefined });
   const ckpt = await openCheckpoint(source);
@@ -73,6 +78,7 @@ export async function openModel(values: FlagValues, log: (line: string) => void)
   const c = ckpt.config;
   log(`device:  ${gpu.describe()}`);
   log(`model:   ${source.description}: ${c.architecture}, ${c.numLayers} layers, d=${c.hiddenSize}, vocab ${c.vocabSize}, ${c.maxPositions} positions`);
+  warn(c.warnings);
   return { gpu, source, ckpt, tokenizer };
 }
 

@@ -10,7 +10,7 @@ import { FineTuner } from '../train/finetuner.js';
 import { loadFineTunedRun } from '../train/trainer.js';
 import { folderCheckpointStore } from './checkpoint-folder.js';
 import { UsageError, type FlagTable, type FlagValues } from './flags.js';
-import type { OpenedModel } from './setup.js';
+import { warn, type OpenedModel } from './setup.js';
 
 export const TUNED_FLAGS: FlagTable = {
   adapter: { type: 'string', value: 'DIR', help: 'a PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) on the base' },
@@ -38,6 +38,7 @@ export async function tunedModel(values: FlagValues, m: OpenedModel): Promise<Tu
       throw new UsageError(`--adapter: '${dir}' has no ${f}`);
     });
     const adapter = await readPeftAdapter({ config: new Uint8Array(await read('adapter_config.json')), weights: new Uint8Array(await read('adapter_model.safetensors')) }, m.ckpt.config);
+    warn(adapter.warnings);
     const ft = await FineTuner.create(m.gpu, m.ckpt, { method: 'lora', lora: adapter.options });
     try {
       for (const [name, data] of adapter.tensors) ft.writeTensor(name, data);

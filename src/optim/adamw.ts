@@ -10,6 +10,7 @@ import type { Gpu } from '../gpu/gpu.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { ADAMW_DEFAULTS, adamwStep, gradNorm, gradNormScratchSize, sparseAdamwStep } from '../kernels/adamw.js';
 import { Arena } from '../model/arena.js';
+import { optionKeys } from '../util/options.js';
 import type { WeightFormat } from '../kernels/matmul.js';
 
 /**
@@ -40,6 +41,8 @@ export interface AdamWConfig {
   maxGradNorm?: number;
 }
 
+export const ADAMW_CONFIG_KEYS = optionKeys<AdamWConfig>()(['beta1', 'beta2', 'eps', 'weightDecay', 'decay', 'maxGradNorm']);
+
 /** Named trainable tensors, their views, and the arena their gradients accumulate in. */
 export interface TrainableSet {
   /** Engine names (base parameters such as 'layers.0.q.weight', or a method's own tensors). */
@@ -53,8 +56,13 @@ export interface TrainableSet {
 export interface Optimizer {
   /** Optimizer steps taken (schedules are 1-based: the next step is step + 1). */
   step: number;
-  /** Record one update at learning rate `lr`. */
-  record(rec: CommandRecorder, lr: number): void;
+  /**
+   * Record one update at learning rate `lr` of the gradients times `gradScale` (FineTuner passes 1 over
+   * the step's target tokens: the gradients hold sums over them).
+   */
+  record(rec: CommandRecorder, lr: number, gradScale?: number): void;
+  /** Where the gradient of trainable tensor `name` accumulates (unscaled). */
+  gradView(name: string): TensorView;
   /** Its state tensors by checkpoint name (e.g. '<tensor>.adam_m'), to save and restore. */
   stateViews(): Map<string, TensorView>;
   destroy(): void;
@@ -148,6 +156,12 @@ export class AdamW implements Optimizer {
         else adamwStep(rec, args);
       }
     });
+  }
+
+  gradView(name: string): TensorView {
+    const group = this.groups.find((g) => g.set.names.includes(name));
+    if (!group) throw new RangeError(`'${name}' is not a trainable tensor of this optimizer`);
+    return group.set.grads.view(name);
   }
 
   stateViews(): Map<string, TensorView> {

@@ -1,4 +1,6 @@
 /** Learning-rate schedules: linear warmup, then cosine or linear decay (the Hugging Face Trainer's). */
+import { optionKeys } from '../util/options.js';
+
 export interface ScheduleOptions {
   lr: number;
   warmupSteps?: number;
@@ -8,6 +10,8 @@ export interface ScheduleOptions {
   /** Final learning rate as a fraction of lr. Default 0. */
   minLrRatio?: number;
 }
+
+export const SCHEDULE_OPTION_KEYS = optionKeys<ScheduleOptions>()(['lr', 'warmupSteps', 'totalSteps', 'schedule', 'minLrRatio']);
 
 /** Learning rate for optimizer step `step` (1-based). */
 export function learningRate(step: number, o: ScheduleOptions): number {

@@ -18,6 +18,7 @@
  * linear layers as their hooks; generation and evaluation go through the model as usual
  * (`new Generator(model, { adapters: cache })`).
  */
+import { checkOptionKeys, optionKeys } from '../util/options.js';
 import { AdapterCacheError, ModelMismatchError, ShapeError } from '../errors.js';
 import type { TensorView } from '../gpu/buffers.js';
 import type { Gpu } from '../gpu/gpu.js';
@@ -155,6 +156,7 @@ export class AdapterCache implements LinearHooks {
     readonly model: CausalLM,
     o: AdapterCacheOptions = {},
   ) {
+    checkOptionKeys('adapter cache options', o, optionKeys<AdapterCacheOptions>()(['gpuBudgetBytes', 'slotsPerBuffer', 'store', 'hostBudgetBytes']));
     if (model.transformer.hooks) throw new ShapeError('this model already has a method attached; serve adapters from a base with none (detach it, or merge and reload)');
     this.gpu = model.gpu;
     const budget = o.gpuBudgetBytes ?? DEFAULT_BUDGET;

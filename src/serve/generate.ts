@@ -5,6 +5,7 @@
  * temperature, top-k, top-p). Works with a LoRA adapter attached, merged or not, for a batch of
  * prompts at once, and with an adapter cache (./adapter-cache.ts), each sequence on its own adapter.
  */
+import { checkOptionKeys, optionKeys } from '../util/options.js';
 import { ShapeError } from '../errors.js';
 import { view } from '../gpu/buffers.js';
 import { IGNORE_INDEX } from '../kernels/cross-entropy.js';
@@ -38,6 +39,9 @@ export interface GenerateOptions extends SamplingOptions {
    */
   adapters?: string | null | readonly (string | null)[];
 }
+
+export const SAMPLING_OPTION_KEYS = optionKeys<SamplingOptions>()(['temperature', 'topK', 'topP', 'seed']);
+const GENERATE_OPTION_KEYS = optionKeys<GenerateOptions>()(['maxNewTokens', 'stopTokens', 'onToken', 'keepLogits', 'adapters', ...(SAMPLING_OPTION_KEYS as readonly (keyof SamplingOptions)[])]);
 
 export interface GenerateResult {
   tokens: number[];
@@ -186,6 +190,7 @@ export class Generator {
    */
   async generateBatch(prompts: number[][], o: GenerateOptions): Promise<GenerateResult[]> {
     const c = this.model.config;
+    checkOptionKeys('generate options', o, GENERATE_OPTION_KEYS);
     if (prompts.length === 0) throw new ShapeError('generate: no prompts');
     if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1) throw new ShapeError(`generate: maxNewTokens must be a positive integer, got ${o.maxNewTokens}`);
     for (const prompt of prompts) {

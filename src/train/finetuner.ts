@@ -13,9 +13,12 @@ import { InvalidModelFileError, readHeader, readTensorF32, writeSafetensors, typ
 import type { AdamWConfig, Optimizer } from '../optim/adamw.js';
 import { learningRate, type ScheduleOptions } from '../optim/schedule.js';
 import type { Method } from '../methods/method.js';
-import { methodDefinition, type MethodName, type MethodOptions } from '../methods/registry.js';
+import { methodDefinition, methodNames, type MethodName, type MethodOptions } from '../methods/registry.js';
+import { checkOptionKeys, optionKeys } from '../util/options.js';
+import { ADAMW_CONFIG_KEYS } from '../optim/adamw.js';
+import { SCHEDULE_OPTION_KEYS } from '../optim/schedule.js';
 import type { BatchInput, PreparedBatch } from '../model/batch.js';
-import { CausalLM, openPretrained, type EvalResult, type PretrainedOptions } from '../model/causal-lm.js';
+import { CausalLM, openPretrained, PRETRAINED_OPTION_KEYS, type EvalResult, type PretrainedOptions } from '../model/causal-lm.js';
 import type { SourceLike } from '../io/sources.js';
 import type { Checkpoint, LoadProgress } from '../model/checkpoint.js';
 import { LINEAR_WEIGHT, type WeightFormat } from '../model/linear-weights.js';
@@ -36,6 +39,24 @@ export interface FineTuneOptions extends MethodOptions {
   /** Recompute each layer in the backward pass instead of keeping its activations (CausalLM.gradientCheckpointing). Default false. */
   gradientCheckpointing?: boolean;
   onProgress?: (p: LoadProgress) => void;
+}
+
+/** Every key of FineTuneOptions. */
+export const FINE_TUNE_OPTION_KEYS = optionKeys<FineTuneOptions>()([
+  'method', 'optimizer', 'baseDtype', 'quantize', 'gradientAccumulation', 'gradientCheckpointing', 'onProgress', ...(methodNames() as readonly MethodName[]),
+]);
+
+/**
+ * Checks the keys of FineTuneOptions-like options (`known`: its keys, or a superset such as the
+ * Trainer's), of the optimizer options, and that method options are the chosen method's own.
+ */
+export function checkFineTuneOptionKeys(where: string, options: FineTuneOptions, known: readonly string[], optimizerKeys: readonly string[] = [...ADAMW_CONFIG_KEYS, ...SCHEDULE_OPTION_KEYS]): void {
+  checkOptionKeys(where, options, known);
+  checkOptionKeys('optimizer options', options.optimizer, optimizerKeys);
+  methodDefinition(options.method); // a typed error naming the known methods
+  for (const other of methodNames()) {
+    if (other !== options.method && options[other] !== undefined) throw new ShapeError(`options under '${other}' are for method '${other}', but the method is '${options.method}'`);
+  }
 }
 
 export interface StepResult {
@@ -62,6 +83,10 @@ export class FineTuner {
   readonly method: Method;
   readonly optimizer: Optimizer;
   private micro = 0;
+  /** Target tokens of the micro-batches recorded so far in this optimizer step: the gradient's divisor. */
+  private stepTargets = 0;
+  /** The factor the last optimizer step applied to the summed gradients (1 over its target tokens). */
+  private lastGradScale = 0;
   /** Training passes so far: the pass index a method's per-pass randomness (dropout) derives from. */
   private passes = 0;
 
@@ -88,9 +113,11 @@ export class FineTuner {
    * `await FineTuner.fromPretrained('Qwen/Qwen2-0.5B', { method: 'lora', lora: { rank: 16 } })`.
    */
   static async fromPretrained(source: SourceLike, options: FineTuneOptions & PretrainedOptions): Promise<FineTuner> {
+    checkFineTuneOptionKeys('FineTuner options', options, [...FINE_TUNE_OPTION_KEYS, ...PRETRAINED_OPTION_KEYS]);
+    const { gpu: _gpu, hub: _hub, ...fineTune } = options;
     const { gpu, ckpt } = await openPretrained(source, options);
     try {
-      return await FineTuner.create(gpu, ckpt, options);
+      return await FineTuner.create(gpu, ckpt, fineTune);
     } catch (e) {
       if (!options.gpu) gpu.destroy(); // a device made for this call goes with it
       throw e;
@@ -102,6 +129,7 @@ export class FineTuner {
    * and a failure releases everything allocated so far.
    */
   static async create(gpu: Gpu, ckpt: Checkpoint, options: FineTuneOptions): Promise<FineTuner> {
+    checkFineTuneOptionKeys('FineTuner options', options, FINE_TUNE_OPTION_KEYS);
     const definition = methodDefinition(options.method);
     const methodOptions = options[options.method];
     definition.check(ckpt.config, methodOptions);
@@ -163,8 +191,13 @@ export class FineTuner {
     if (this.micro === 0) {
       this.model.zeroGrads(rec);
       this.method.zeroGrads(rec);
+      this.stepTargets = 0;
     }
-    const acts = this.model.record(rec, batch, 1 / (count * this.accumulation), { training: true, pass: this.passes + 1 });
+    // Each micro-batch adds the gradient of its summed token losses, and the optimizer divides by the
+    // step's target tokens: every target token of the step weighs the same, however the step is split
+    // into micro-batches (the rule of transformers' Trainer since its 2024 gradient-accumulation fix).
+    this.stepTargets += batch.targetCount;
+    const acts = this.model.record(rec, batch, 1, { training: true, pass: this.passes + 1 });
     let lr = 0;
     let updated = false;
     let losses: Promise<Float32Array>;
@@ -173,7 +206,8 @@ export class FineTuner {
       updated = micro === this.accumulation;
       if (updated) {
         lr = learningRate(this.optimizer.step + 1, this.options.optimizer ?? { lr: 1e-4 });
-        this.optimizer.record(rec, lr);
+        this.lastGradScale = 1 / Math.max(this.stepTargets, 1);
+        this.optimizer.record(rec, lr, this.lastGradScale);
       }
       void rec.submit();
       // The copy for the readback is queued now, ahead of any later step that reuses these activations.
@@ -184,6 +218,17 @@ export class FineTuner {
       acts.unpin();
     }
     return { updated, lr, optimizerStep: this.optimizer.step, tokens: batch.targetCount, loss: losses.then((l) => l.reduce((a, b) => a + b, 0) / count) };
+  }
+
+  /**
+   * The gradient of trainable tensor `name` (one of method.trainable.names) as the last optimizer step
+   * applied it: the mean over that step's target tokens, before clipping.
+   */
+  async gradient(name: string): Promise<Float32Array> {
+    if (this.micro !== 0) throw new Error('gradient() in the middle of gradient accumulation; read it after an optimizer step');
+    const g = await this.gpu.readF32(this.optimizer.gradView(name));
+    for (let i = 0; i < g.length; i++) g[i] *= this.lastGradScale;
+    return g;
   }
 
   /**

@@ -8,6 +8,7 @@
  * The same interface runs in the page's thread (FineTuneSession) or in a Web Worker
  * (WorkerFineTuneSession in src/worker), so moving training off the main thread is one line.
  */
+import { checkOptionKeys, optionKeys } from '../util/options.js';
 import { WebGPUFinetuneError } from '../errors.js';
 import { requestDevice } from '../gpu/device.js';
 import type { Gpu } from '../gpu/gpu.js';
@@ -19,13 +20,13 @@ import { loadDataset, type DatasetOptions, type DatasetReport, type TrainingData
 import type { DatasetFile } from '../data/records.js';
 import { methodDefinition, METHODS } from '../methods/registry.js';
 import { selectMask, type SelectOptions } from '../methods/sparse/select.js';
-import { Generator, type SamplingOptions } from '../serve/generate.js';
+import { Generator, SAMPLING_OPTION_KEYS, type SamplingOptions } from '../serve/generate.js';
 import { indexedDbCheckpointStore } from '../browser/indexeddb-checkpoints.js';
 import { cachedSource, hasModelCache, type DownloadProgress } from '../browser/model-cache.js';
 import { latestCheckpoint, memoryCheckpointStore, type CheckpointStore } from './checkpoints.js';
 import { mergedModelFiles } from './export.js';
 import { CALIBRATION_BATCH_TOKENS, CALIBRATION_TOKENS } from './main-task.js';
-import { Trainer, type TrainerEvent, type TrainerOptions, type TrainResult } from './trainer.js';
+import { Trainer, TRAINER_OPTION_KEYS, type TrainerEvent, type TrainerOptions, type TrainResult } from './trainer.js';
 
 /** Where a session's checkpoints go: a run in IndexedDB (browsers), memory, or (in the page's thread) any store. */
 export type CheckpointTarget = { indexedDb: string; database?: string } | { memory: true } | { store: CheckpointStore };
@@ -59,7 +60,8 @@ export async function datasetFiles(data: SessionFile | SessionFile[]): Promise<D
 
 /** What the page shows about a session once it is open. */
 export interface SessionInfo {
-  model: { description: string; architecture: string; layers: number; hiddenSize: number; vocabSize: number; hasChatTemplate: boolean };
+  /** `warnings`: the config's (ModelConfig.warnings): fields the engine does not know, departures from transformers. */
+  model: { description: string; architecture: string; layers: number; hiddenSize: number; vocabSize: number; hasChatTemplate: boolean; warnings: string[] };
   dataset: DatasetReport & { trainRows: number; validationRows: number; seqLength: number };
   method: { name: string; summary: string; trainableParameters: number; quantize: string | null };
   totalSteps: number;
@@ -148,6 +150,9 @@ export class FineTuneSession implements FineTuneSessionApi {
 
   /** Open a session: nothing trains until train(). `o.gpu` shares a device; otherwise one is requested. */
   static async open(spec: SessionSpec, o: { gpu?: Gpu; onEvent?: (event: SessionEvent) => void } = {}): Promise<FineTuneSession> {
+    checkOptionKeys('session spec', spec, optionKeys<SessionSpec>()(['model', 'hub', 'cache', 'data', 'dataset', 'train', 'select', 'checkpoints', 'resume']));
+    checkOptionKeys('session spec: train', spec.train, TRAINER_OPTION_KEYS.filter((k) => !['onEvent', 'checkpoints', 'resume'].includes(k)));
+    checkOptionKeys('session spec: checkpoints', spec.checkpoints, ['indexedDb', 'database', 'memory', 'store', 'every', 'keep']);
     const status = (message: string) => o.onEvent?.({ type: 'status', message });
     const method = spec.train.method;
     if (!Object.hasOwn(METHODS, method)) throw new SessionError(`unknown method '${String(method)}': one of ${Object.keys(METHODS).join(', ')}`);
@@ -179,7 +184,7 @@ export class FineTuneSession implements FineTuneSessionApi {
       const info: SessionInfo = {
         model: {
           description: source.description, architecture: ckpt.config.architecture, layers: ckpt.config.numLayers, hiddenSize: ckpt.config.hiddenSize,
-          vocabSize: ckpt.config.vocabSize, hasChatTemplate: tokenizer.chatTemplate !== null,
+          vocabSize: ckpt.config.vocabSize, hasChatTemplate: tokenizer.chatTemplate !== null, warnings: ckpt.config.warnings,
         },
         dataset: { ...report, trainRows: data.train.rows, validationRows: data.validation?.rows ?? 0, seqLength: data.train.S },
         method: {
@@ -220,6 +225,7 @@ export class FineTuneSession implements FineTuneSessionApi {
   }
 
   async generate(prompt: string, request: GenerateRequest = {}, onText?: (text: string) => void): Promise<string> {
+    checkOptionKeys('generate request', request, optionKeys<GenerateRequest>()(['model', 'maxNewTokens', 'chat', ...(SAMPLING_OPTION_KEYS as readonly (keyof SamplingOptions)[])]));
     // A rendered template holds its special tokens already.
     const ids = request.chat ? this.tokenizer.encode(this.tokenizer.applyChatTemplate([{ role: 'user', content: prompt }], { addGenerationPrompt: true }), false) : this.tokenizer.encode(prompt);
     let generator: Generator;
@@ -235,8 +241,9 @@ export class FineTuneSession implements FineTuneSessionApi {
     const tokens: number[] = [];
     const eos = this.tokenizer.eosTokenId;
     const maxNewTokens = Math.min(request.maxNewTokens ?? 32, Math.max(1, this.ckpt.config.maxPositions - ids.length));
+    const { model: _model, chat: _chat, maxNewTokens: _asked, ...sampling } = request;
     await generator.generate(ids, {
-      ...request,
+      ...sampling,
       maxNewTokens,
       onToken: (t) => {
         tokens.push(t);

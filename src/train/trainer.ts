@@ -15,7 +15,7 @@ import { bytesSource } from '../io/bytes.js';
 import { readHeader } from '../io/safetensors.js';
 import type { TrainingData } from '../data/dataset.js';
 import type { PackedRows, PackingStats } from '../data/packing.js';
-import { methodDefinition } from '../methods/registry.js';
+import { methodDefinition, methodNames, type MethodName } from '../methods/registry.js';
 import type { AdamWConfig } from '../optim/adamw.js';
 import type { ScheduleOptions } from '../optim/schedule.js';
 import type { Gpu } from '../gpu/gpu.js';
@@ -24,7 +24,10 @@ import type { CausalLM } from '../model/causal-lm.js';
 import { rng } from '../util/random.js';
 import { chooseMicroBatch, type MicroBatchChoice } from './auto-batch.js';
 import { CheckpointError, checkpointName, latestCheckpoint, pruneCheckpoints, type CheckpointStore } from './checkpoints.js';
-import { FineTuner, type FineTuneOptions, type PendingStep } from './finetuner.js';
+import { checkFineTuneOptionKeys, FineTuner, type FineTuneOptions, type PendingStep } from './finetuner.js';
+import { checkOptionKeys, optionKeys } from '../util/options.js';
+import { ADAMW_CONFIG_KEYS } from '../optim/adamw.js';
+import { SCHEDULE_OPTION_KEYS } from '../optim/schedule.js';
 
 export interface TrainerOptions extends Omit<FineTuneOptions, 'optimizer' | 'gradientAccumulation' | 'gradientCheckpointing'> {
   /** Optimizer steps. Default: `epochs` passes over the training rows. */
@@ -53,6 +56,14 @@ export interface TrainerOptions extends Omit<FineTuneOptions, 'optimizer' | 'gra
   resume?: boolean | 'if-any';
   onEvent?: (event: TrainerEvent) => void;
 }
+
+export const TRAINER_OPTION_KEYS = optionKeys<TrainerOptions>()([
+  'method', 'baseDtype', 'quantize', 'onProgress', ...(methodNames() as readonly MethodName[]),
+  'steps', 'epochs', 'batchSize', 'microBatch', 'memoryBudgetBytes', 'gradientCheckpointing', 'optimizer', 'evalEvery', 'evalAccuracy',
+  'seed', 'checkpoints', 'resume', 'onEvent',
+]);
+/** The optimizer options a Trainer takes: AdamW's and the schedule's but its length, which the run sets, and a warmup ratio. */
+const TRAINER_OPTIMIZER_KEYS = [...ADAMW_CONFIG_KEYS, ...SCHEDULE_OPTION_KEYS.filter((k) => k !== 'totalSteps'), 'warmupRatio'];
 
 export type TrainerEvent =
   | {
@@ -131,6 +142,23 @@ interface TrainerState {
   fineTune: Pick<FineTuneOptions, 'method' | 'quantize' | 'baseDtype'> & { options: unknown };
 }
 
+const TRAINER_STATE_KEYS = optionKeys<TrainerState>()(['format', 'version', 'step', 'rowsSeen', 'seed', 'totalSteps', 'batchSize', 'microBatch', 'gradientCheckpointing', 'method', 'data', 'files', 'fineTune']);
+
+/** A checkpoint's trainer file, checked: JSON, this format and version, and no key this version does not write. */
+function parseTrainerState(bytes: Uint8Array, where: string): TrainerState {
+  let state: TrainerState;
+  try {
+    state = JSON.parse(new TextDecoder().decode(bytes));
+  } catch (e) {
+    throw new CheckpointError(`${where} is not JSON`, { cause: e });
+  }
+  if (state?.format !== TRAINER_FORMAT || state.version !== 1) throw new CheckpointError(`${where} is not a trainer state of this version`);
+  checkOptionKeys(where, state, TRAINER_STATE_KEYS);
+  checkOptionKeys(`${where}: data`, state.data, ['rows', 'seqLength', 'digest']);
+  checkOptionKeys(`${where}: fineTune`, state.fineTune, ['method', 'quantize', 'baseDtype', 'options']);
+  return state;
+}
+
 /** Options as JSON keeps them: class instances (a sparse mask) are left out; the method's checkpoint files hold them. */
 function plainOptions(v: unknown): unknown {
   return JSON.parse(JSON.stringify(v ?? {}, (_, x) => (x && typeof x === 'object' && !Array.isArray(x) && Object.getPrototypeOf(x) !== Object.prototype ? undefined : x)));
@@ -203,8 +231,10 @@ export class Trainer {
       else if (options.resume !== 'if-any') throw new CheckpointError(`${store.description} has no checkpoint to resume from`);
       if (resumeFiles && definition.restoreOptions) methodOptions = (await definition.restoreOptions(methodOptions, resumeFiles, ckpt.config)) as typeof methodOptions;
     }
-    const schedule = optimizerOptions(options, data);
-    const ft = await FineTuner.create(gpu, ckpt, { ...options, [options.method]: methodOptions, optimizer: schedule, gradientCheckpointing: options.gradientCheckpointing === true });
+    const { method, quantize, baseDtype, onProgress } = options;
+    const ft = await FineTuner.create(gpu, ckpt, {
+      method, [method]: methodOptions, quantize, baseDtype, onProgress, optimizer: optimizerOptions(options, data), gradientCheckpointing: options.gradientCheckpointing === true,
+    });
     return new Trainer(ft, data, options, resumeFiles);
   }
 
@@ -297,8 +327,10 @@ export class Trainer {
     const inFlight: { step: number; epoch: number; lr: number; tokens: number; parts: PendingStep[] }[] = [];
     const settle = async () => {
       const s = inFlight.shift()!;
+      // The step's loss is the mean over all its target tokens, as its gradient is (FineTuner.submitStep).
       const losses = await Promise.all(s.parts.map((p) => p.loss));
-      const loss = losses.reduce((a, b) => a + b, 0) / losses.length;
+      const targets = s.parts.reduce((n, p) => n + p.tokens, 0);
+      const loss = losses.reduce((sum, l, i) => sum + l * s.parts[i].tokens, 0) / Math.max(targets, 1);
       tokensSeen += s.tokens;
       result.losses.push(loss);
       const elapsed = (performance.now() - t0) / 1000;
@@ -393,13 +425,7 @@ export class Trainer {
 
   /** Restore a checkpoint's state into this trainer; returns its step. */
   private async restore(files: Record<string, Uint8Array>): Promise<number> {
-    let state: TrainerState;
-    try {
-      state = JSON.parse(new TextDecoder().decode(files[TRAINER_FILE]));
-    } catch (e) {
-      throw new CheckpointError(`${TRAINER_FILE} is not JSON`, { cause: e });
-    }
-    if (state?.format !== TRAINER_FORMAT || state.version !== 1) throw new CheckpointError(`${TRAINER_FILE} is not a trainer state of this version`);
+    const state = parseTrainerState(files[TRAINER_FILE], TRAINER_FILE);
     const mismatch = (what: string, saved: unknown, now: unknown) =>
       new CheckpointError(`the checkpoint was made with ${what} ${saved}, this run has ${now}: resume with the same ${what}, or start a new run in another checkpoint folder`);
     if (state.method !== this.options.method) throw mismatch('method', state.method, this.options.method);
@@ -464,6 +490,8 @@ function optimizerOptions(o: TrainerOptions, data: TrainingData): AdamWConfig & 
 }
 
 function checkTrainerOptions(o: TrainerOptions, data: TrainingData): void {
+  checkFineTuneOptionKeys('Trainer options', o as FineTuneOptions, TRAINER_OPTION_KEYS, TRAINER_OPTIMIZER_KEYS);
+  checkOptionKeys('checkpoints', o.checkpoints, ['store', 'every', 'keep']);
   const positiveInt = (name: string, v: number | undefined) => {
     if (v !== undefined && !(Number.isInteger(v) && v >= 1)) throw new ShapeError(`${name} must be a positive integer, got ${v}`);
   };
@@ -491,8 +519,8 @@ export async function loadFineTunedRun(gpu: Gpu, ckpt: Checkpoint, store: Checkp
   const checkpoint = name ?? (await latestCheckpoint(store));
   if (!checkpoint) throw new CheckpointError(`${store.description} has no checkpoint`);
   const files = await readCheckpoint(store, checkpoint);
-  const state = JSON.parse(new TextDecoder().decode(files[TRAINER_FILE])) as TrainerState;
-  if (state.format !== TRAINER_FORMAT || !state.fineTune) throw new CheckpointError(`${checkpoint}/${TRAINER_FILE} does not say how the run was fine-tuned`);
+  const state = parseTrainerState(files[TRAINER_FILE], `${checkpoint}/${TRAINER_FILE}`);
+  if (!state.fineTune) throw new CheckpointError(`${checkpoint}/${TRAINER_FILE} does not say how the run was fine-tuned`);
   const { method, quantize, baseDtype } = state.fineTune;
   const definition = methodDefinition(method);
   let options = state.fineTune.options as never;

@@ -130,6 +130,15 @@ describe('command line: runs', () => {
     expect(ev.stdout).toMatch(/eval: {4}.* \(checkpoint-00000004, step 4\): loss \d+\.\d{4}, perplexity \d+\.\d{3}, token accuracy \d+\.\d\d% over \d+ tokens/);
     const base = await run('eval', '--seq-len', '64', '--data', rows);
     expect(base.stdout).toMatch(/eval: {4}the base model: loss/);
+    // The same model with its config.json as transformers 5 re-saves it (rope_parameters, dtype): the same loss.
+    const layout5 = tempDir();
+    for (const f of readdirSync(shipped)) writeFileSync(join(layout5, f), readFileSync(join(shipped, f)));
+    writeFileSync(join(layout5, 'config.json'), readFileSync(fileURLToPath(new URL('../fixtures/reference/tiny-llama-skills-transformers5/config.json', import.meta.url))));
+    const base5 = await run('eval', '--model', layout5, '--seq-len', '64', '--data', rows);
+    expect(base5.code, base5.stderr).toBe(0);
+    expect(base5.stderr).not.toMatch(/warning:/);
+    const loss = (stdout: string) => /the base model: (loss \S+, perplexity \S+, token accuracy \S+)/.exec(stdout)?.[1];
+    expect(loss(base5.stdout)).toBe(loss(base.stdout));
     const gen = await run('generate', '--run', out, '--prompt', 'next:abc=', '--max-new-tokens', '4');
     expect(gen.code, gen.stderr).toBe(0);
     expect(gen.stdout).toMatch(/^next:abc=/);

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { InvalidModelFileError } from '../../src/io/safetensors.js';
-import { InvalidConfigError, parseConfig, UnsupportedArchitectureError } from '../../src/model/config.js';
+import { ConflictingConfigError, InvalidConfigError, parseConfig, UnsupportedArchitectureError, UnsupportedConfigError } from '../../src/model/config.js';
+import { standardRope } from '../../src/model/hf-config.js';
 import { expectedWeights, resolveWeights } from '../../src/model/weights.js';
 
 // Field values of published checkpoints' config.json files (abridged to the fields that matter).
@@ -68,7 +69,7 @@ describe('config.json', () => {
     })();
     expect(err).toBeInstanceOf(UnsupportedArchitectureError);
     expect(err!.message).toMatch(/BertForMaskedLM.*LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM, GPT2LMHeadModel/);
-    expect(() => parseConfig({ model_type: 'llama' })).toThrow(UnsupportedArchitectureError);
+    expect(() => parseConfig({ model_type: 'bert' })).toThrow(UnsupportedArchitectureError);
   });
 
   it.each([
@@ -79,6 +80,120 @@ describe('config.json', () => {
     ['rope scaling', JSON.stringify({ ...TINYLLAMA, rope_scaling: { rope_type: 'llama3', factor: 8 } })],
   ])('rejects %s', (_what, text) => {
     expect(() => parseConfig(text)).toThrow(InvalidConfigError);
+  });
+});
+
+/** The error a call throws (the test fails if it throws none). */
+function thrown(f: () => unknown): Error & Record<string, unknown> {
+  try {
+    f();
+  } catch (e) {
+    return e as Error & Record<string, unknown>;
+  }
+  throw new Error('expected an error');
+}
+
+// TinyLlama in transformers 5's layout, as save_pretrained writes it.
+const { rope_scaling: _, ...TINYLLAMA_BASE } = TINYLLAMA;
+const LLAMA5 = { ...TINYLLAMA_BASE, model_type: 'llama', head_dim: 64, dtype: 'bfloat16', rope_parameters: { rope_theta: 500000.0, rope_type: 'default' } };
+
+describe('config layouts: transformers 4 (top-level RoPE keys) and 5 (rope_parameters)', () => {
+  it('reads rope_theta from rope_parameters, from the top level, or the default', () => {
+    expect(parseConfig(LLAMA5).ropeTheta).toBe(500000);
+    expect(parseConfig({ ...TINYLLAMA, rope_theta: 500000, torch_dtype: 'bfloat16' }).ropeTheta).toBe(500000);
+    expect(parseConfig({ ...LLAMA5, rope_parameters: { rope_type: 'default' }, rope_theta: 250000 }).ropeTheta).toBe(250000);
+    expect(parseConfig({ ...LLAMA5, rope_parameters: { type: 'default', rope_theta: 7 } }).ropeTheta).toBe(7);
+    expect(parseConfig({ ...LLAMA5, rope_parameters: null }).ropeTheta).toBe(10000);
+    // Both layouts stating the same value is one setting, not two.
+    expect(parseConfig({ ...LLAMA5, rope_theta: 500000.0, torch_dtype: 'bfloat16', rope_scaling: { rope_type: 'default' } }).ropeTheta).toBe(500000);
+  });
+
+  it.each([
+    ['rope_theta', { rope_theta: 10000 }, ['rope_theta', 'rope_parameters.rope_theta']],
+    ['the dtype', { torch_dtype: 'float32' }, ['dtype', 'torch_dtype']],
+    ['rope_scaling', { rope_scaling: { rope_type: 'linear', factor: 2 } }, ['rope_scaling.rope_type', 'rope_parameters.rope_type']],
+    ['type and rope_type', { rope_parameters: { rope_type: 'default', type: 'linear' } }, ['rope_parameters.rope_type', 'rope_parameters.type']],
+    ['partial_rotary_factor', { partial_rotary_factor: 0.5, rope_parameters: { rope_type: 'default', rope_theta: 10000, partial_rotary_factor: 1 } }, ['partial_rotary_factor', 'rope_parameters.partial_rotary_factor']],
+    ['architectures and model_type', { model_type: 'qwen2' }, ['architectures', 'model_type']],
+  ])('refuses a config whose layouts disagree: %s, naming both keys', (_what, change, keys) => {
+    const e = thrown(() => parseConfig({ ...LLAMA5, ...change }));
+    expect(e).toBeInstanceOf(ConflictingConfigError);
+    expect(e.fields).toEqual(keys);
+    for (const k of keys) expect(e.message).toContain(k);
+  });
+
+  it.each([
+    ['llama3 in rope_parameters', { rope_parameters: { rope_type: 'llama3', rope_theta: 500000, factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 } }, 'rope_parameters.rope_type', 'llama3'],
+    ['llama3 in rope_scaling', { rope_parameters: undefined, rope_scaling: { rope_type: 'llama3', factor: 32 } }, 'rope_scaling.rope_type', 'llama3'],
+    ['linear scaling by its old key', { rope_parameters: undefined, rope_scaling: { type: 'linear', factor: 2 } }, 'rope_scaling.rope_type', 'linear'],
+    ['a GELU MLP', { hidden_act: 'gelu' }, 'hidden_act', 'gelu'],
+    ['pruned heads', { pruned_heads: { 0: [1] } }, 'pruned_heads', { 0: [1] }],
+  ])('refuses %s by name', (_what, change, field, value) => {
+    const e = thrown(() => parseConfig({ ...LLAMA5, ...change }));
+    expect(e).toBeInstanceOf(UnsupportedConfigError);
+    expect(e).toMatchObject({ code: 'unsupported-config', field, value });
+  });
+
+  it('reads RoPE given per layer type, and refuses different settings per layer type', () => {
+    const qwen = { ...QWEN2_05B, num_hidden_layers: 2, layer_types: ['full_attention', 'sliding_attention'], use_sliding_window: true, sliding_window: 8, rope_theta: undefined };
+    const rope = (a: number, b: number) => ({ full_attention: { rope_type: 'default', rope_theta: a }, sliding_attention: { rope_type: 'default', rope_theta: b } });
+    expect(parseConfig({ ...qwen, rope_parameters: rope(5e5, 5e5) })).toMatchObject({ ropeTheta: 5e5, layerWindows: [null, 8] });
+    expect(thrown(() => parseConfig({ ...qwen, rope_parameters: rope(5e5, 1e4) }))).toMatchObject({ field: 'rope_parameters.sliding_attention.rope_theta' });
+  });
+
+  it("reads Gemma 3's split RoPE the same from either layout", () => {
+    const layout = { defaultTheta: 10000, splitByLayerType: { fullTheta: 1e6, slidingTheta: 1e4 } };
+    const types = ['sliding_attention', 'full_attention'];
+    const v4 = standardRope({ rope_theta: 1e6, rope_local_base_freq: 1e4, rope_scaling: { rope_type: 'linear', factor: 8 }, layer_types: types }, layout, types);
+    const v5 = standardRope({ rope_parameters: { full_attention: { rope_type: 'linear', factor: 8, rope_theta: 1e6 }, sliding_attention: { rope_type: 'default', rope_theta: 1e4 } } }, layout, types);
+    const plain = (r: typeof v4) => Object.fromEntries([...r.byLayerType!].map(([k, s]) => [k, s && { type: s.ropeType, theta: s.theta, factor: s.parameters.factor }]));
+    expect(plain(v4)).toEqual({ full_attention: { type: 'linear', theta: 1e6, factor: 8 }, sliding_attention: { type: 'default', theta: 1e4, factor: undefined } });
+    expect(plain(v5)).toEqual(plain(v4));
+    expect(plain(standardRope({}, layout, types))).toEqual({ full_attention: { type: 'default', theta: 1e6, factor: undefined }, sliding_attention: { type: 'default', theta: 1e4, factor: undefined } });
+    expect(() => standardRope({ rope_local_base_freq: 5, rope_parameters: { sliding_attention: { rope_theta: 6 } } }, layout, types)).toThrow(ConflictingConfigError);
+  });
+
+  it('reads a config with model_type and no architectures as AutoModelForCausalLM does', () => {
+    const { architectures: _a, ...bare } = LLAMA5;
+    expect(parseConfig(bare).architecture).toBe('LlamaForCausalLM');
+  });
+});
+
+describe('config fields', () => {
+  it('names unknown fields and departures from transformers in warnings', () => {
+    expect(parseConfig(LLAMA5).warnings).toEqual([]);
+    expect(parseConfig({ ...LLAMA5, rope_interleaved: false }).warnings).toEqual([expect.stringMatching(/'rope_interleaved' is unknown to this engine and ignored/)]);
+    expect(parseConfig({ ...LLAMA5, attention_dropout: 0.1 }).warnings).toEqual([expect.stringMatching(/attention_dropout 0.1 is not applied/)]);
+    expect(parseConfig({ ...GPT2, resid_pdrop: 0.1, embd_pdrop: 0.1, attn_pdrop: 0.1 }).warnings).toEqual(['resid_pdrop', 'embd_pdrop', 'attn_pdrop'].map((k) => expect.stringContaining(`${k} 0.1 is not applied`)));
+    expect(parseConfig({ ...LLAMA5, partial_rotary_factor: 0.5 }).warnings).toEqual([expect.stringMatching(/partial_rotary_factor 0.5 is ignored/)]);
+    expect(parseConfig({ ...LLAMA5, rope_parameters: { rope_type: 'default', factor: 2 } }).warnings).toEqual([expect.stringMatching(/'factor' is ignored with plain RoPE/)]);
+  });
+
+  it("reads only the fields a family's transformers class has: Qwen2 never biases o or the MLP, Llama has no windows", () => {
+    const qwen = parseConfig({ ...QWEN2_05B, attention_bias: true, mlp_bias: true });
+    expect(qwen).toMatchObject({ qkvBias: true, outputBias: false, mlpBias: false });
+    expect(qwen.warnings).toEqual([expect.stringContaining("'attention_bias' is unknown"), expect.stringContaining("'mlp_bias' is unknown")]);
+    const llama = parseConfig({ ...LLAMA5, sliding_window: 4, layer_types: ['sliding_attention'] });
+    expect(llama.layerWindows.every((w) => w === null)).toBe(true);
+    // Qwen2 windows nothing unless use_sliding_window, whatever layer_types says (Qwen2Config.__post_init__).
+    const types = { ...QWEN2_05B, num_hidden_layers: 2, sliding_window: 8, layer_types: ['sliding_attention', 'full_attention'] };
+    expect(parseConfig(types).layerWindows).toEqual([null, null]);
+    expect(parseConfig({ ...types, use_sliding_window: true }).layerWindows).toEqual([8, null]);
+  });
+
+  it('windows every Mistral layer, as transformers does, and says that layer_types is ignored', () => {
+    const c = parseConfig({ ...MISTRAL, num_hidden_layers: 2, layer_types: ['full_attention', 'sliding_attention'] });
+    expect(c.layerWindows).toEqual([4096, 4096]);
+    expect(c.warnings).toEqual([expect.stringMatching(/layer_types is ignored/)]);
+  });
+
+  it("reads GPT-2's sizes under their standard names too, and refuses attention scalings it does not implement", () => {
+    const { n_embd: _e, n_layer: _l, ...rest } = GPT2;
+    expect(parseConfig({ ...rest, hidden_size: 96, num_hidden_layers: 3 })).toMatchObject({ hiddenSize: 96, numLayers: 3 });
+    expect(thrown(() => parseConfig({ ...GPT2, hidden_size: 64 }))).toBeInstanceOf(ConflictingConfigError);
+    expect(thrown(() => parseConfig({ ...GPT2, scale_attn_by_inverse_layer_idx: true }))).toMatchObject({ field: 'scale_attn_by_inverse_layer_idx' });
+    expect(thrown(() => parseConfig({ ...GPT2, scale_attn_weights: false }))).toMatchObject({ field: 'scale_attn_weights' });
+    expect(parseConfig({ ...GPT2, activation_function: 'gelu_pytorch_tanh' }).activation).toBe('gelu_new');
   });
 });
 

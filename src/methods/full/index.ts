@@ -5,6 +5,7 @@
 import type { CommandRecorder } from '../../gpu/recorder.js';
 import type { CausalLM } from '../../model/causal-lm.js';
 import type { AdamWConfig, Optimizer, TrainableSet } from '../../optim/adamw.js';
+import { checkOptionKeys, optionKeys } from '../../util/options.js';
 import { denseAdamW, type Method, type MethodDefinition } from '../method.js';
 
 export interface FullOptions {
@@ -42,7 +43,7 @@ class FullFineTuning implements Method {
 export const full: MethodDefinition<FullOptions> = {
   name: 'full',
   summary: 'every weight trains (f32 masters, dense AdamW)',
-  check: () => {},
+  check: (_config, options) => checkOptionKeys('full fine-tuning options', options, optionKeys<FullOptions>()(['parameters'])),
   baseTrainable: (options) => options?.parameters ?? (() => true),
   attach: (model) => new FullFineTuning(model),
 };

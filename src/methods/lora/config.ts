@@ -1,6 +1,7 @@
 /** LoRA's options, their defaults (PEFT's), and the check made before any weight is loaded. */
 import { ShapeError } from '../../errors.js';
 import type { ModelConfig } from '../../model/config.js';
+import { checkOptionKeys, optionKeys } from '../../util/options.js';
 import { hfModulePaths, linearModules, type LinearShape } from '../targets.js';
 
 export interface LoraOptions {
@@ -35,11 +36,14 @@ export interface LoraOptions {
 
 export const LORA_DEFAULT_RANK = 8;
 
+export const LORA_OPTION_KEYS = optionKeys<LoraOptions>()(['rank', 'alpha', 'rslora', 'rankPattern', 'alphaPattern', 'targetModules', 'dropout', 'seed', 'fused']);
+
 /**
  * Validates options against a model config without allocating anything (so a bad rank or target fails
  * before a model is loaded) and returns the adapted modules with their shapes.
  */
 export function loraModules(config: ModelConfig, options: LoraOptions = {}): Map<string, LinearShape> {
+  checkOptionKeys('LoRA options', options, LORA_OPTION_KEYS);
   const r = options.rank ?? LORA_DEFAULT_RANK;
   if (!Number.isInteger(r) || r < 1) throw new ShapeError(`LoRA rank must be a positive integer, got ${r}`);
   const p = options.dropout ?? 0;

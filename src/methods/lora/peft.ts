@@ -18,6 +18,7 @@ import { hfMappings } from '../../model/layout.js';
 import { LINEAR_WEIGHT } from '../../model/linear-weights.js';
 import { hfModulePaths, linearModules } from '../targets.js';
 import { patternValue, type LoraOptions } from './config.js';
+import { checkLoraConfigFields } from './peft-config.js';
 import type { Lora } from './layer.js';
 
 /** Engine modules Hugging Face fuses into one weight (GPT-2's q, k, v in c_attn): HF module -> parts in order. */
@@ -93,18 +94,9 @@ export async function peftAdapterFiles(lora: Lora, options: { baseModel?: string
 export interface PeftAdapter {
   options: LoraOptions;
   tensors: Map<string, Float32Array>;
+  /** Fields of the file the engine does not know (a newer PEFT's), each named in a sentence. */
+  warnings: string[];
 }
-
-const empty = (v: StrictJson | undefined) => v === undefined || v === null || v === false || (v instanceof Map && v.size === 0) || (Array.isArray(v) && v.length === 0);
-
-/** Options of PEFT's LoraConfig this engine does not apply: a file setting one is refused by name. */
-const UNSUPPORTED: Record<string, (v: StrictJson | undefined) => boolean> = {
-  use_dora: (v) => !empty(v),
-  modules_to_save: (v) => !empty(v),
-  layers_to_transform: (v) => !empty(v),
-  lora_bias: (v) => !empty(v),
-  bias: (v) => v !== undefined && v !== 'none',
-};
 
 /** PEFT's rank_pattern or alpha_pattern: an object of pattern keys to positive numbers. */
 function pattern(json: Map<string, StrictJson>, key: string, integer: boolean): Record<string, number> {
@@ -140,9 +132,7 @@ export async function readPeftAdapter(files: { config: Uint8Array | string; weig
   if (json.get('peft_type') !== 'LORA') throw new InvalidModelFileError(where, `peft_type is ${brief(String(json.get('peft_type')))}, not LORA`);
   const task = json.get('task_type');
   if (task !== undefined && task !== null && task !== 'CAUSAL_LM') throw new ShapeError(`this adapter's task_type is ${brief(String(task))}; this engine loads CAUSAL_LM adapters`);
-  for (const [key, unsupported] of Object.entries(UNSUPPORTED)) {
-    if (unsupported(json.get(key))) throw new ShapeError(`LoRA option ${key} is set (${brief(String(json.get(key) instanceof Map ? 'a map' : json.get(key)))}), which this engine does not support`);
-  }
+  const warnings = checkLoraConfigFields(json);
   const rank = positive(json, 'r', true);
   const alpha = positive(json, 'lora_alpha', false);
   const dropout = json.get('lora_dropout') instanceof JsonNumber ? (json.get('lora_dropout') as JsonNumber).value : 0;
@@ -208,5 +198,5 @@ export async function readPeftAdapter(files: { config: Uint8Array | string; weig
   rankPattern = partRanks;
   alphaPattern = partAlphas;
   const patterns = { ...(Object.keys(rankPattern).length ? { rankPattern } : {}), ...(Object.keys(alphaPattern).length ? { alphaPattern } : {}) };
-  return { options: { rank, alpha, dropout, targetModules: kinds, ...(rslora ? { rslora } : {}), ...patterns }, tensors };
+  return { options: { rank, alpha, dropout, targetModules: kinds, ...(rslora ? { rslora } : {}), ...patterns }, tensors, warnings };
 }

@@ -18,6 +18,7 @@ import { SparseFineTuning } from '../sparse/layer.js';
 import { DELTA_FILE, MASK_FILE, savedMask } from '../sparse/index.js';
 import { sparseDeltaFile } from '../sparse/interchange.js';
 import { peftAdapterFiles } from '../lora/peft.js';
+import { checkOptionKeys, optionKeys } from '../../util/options.js';
 
 export interface SparseLoraOptions {
   /** The sparse part (mask, or a data-free selection and its budget). Default: random, density 0.01. */
@@ -25,6 +26,8 @@ export interface SparseLoraOptions {
   /** The low-rank part. Default: LoRA's defaults, on every linear layer ('all-linear'). */
   lora?: LoraOptions;
 }
+
+const SPARSE_LORA_OPTION_KEYS = optionKeys<SparseLoraOptions>()(['sparse', 'lora']);
 
 const loraOptions = (o: SparseLoraOptions = {}): LoraOptions => ({ targetModules: ['all-linear'], ...o.lora });
 
@@ -137,6 +140,7 @@ export const sparseLora: MethodDefinition<SparseLoraOptions> = {
   name: 'sparse+lora',
   summary: 'a sparse set trained in place plus a LoRA adapter, together (RoSA-style)',
   check: (config: ModelConfig, options) => {
+    checkOptionKeys('sparse+lora options', options, SPARSE_LORA_OPTION_KEYS);
     checkSparseOptions(config, options?.sparse);
     loraModules(config, loraOptions(options));
   },

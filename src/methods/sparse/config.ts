@@ -3,6 +3,7 @@ import { ShapeError } from '../../errors.js';
 import type { ModelConfig } from '../../model/config.js';
 import { budgetModules, columnMask, randomMask, type BudgetOptions } from './budget.js';
 import type { SparseMask } from './mask.js';
+import { checkOptionKeys, optionKeys } from '../../util/options.js';
 
 export interface SparseOptions extends BudgetOptions {
   /**
@@ -19,7 +20,11 @@ export interface SparseOptions extends BudgetOptions {
 
 const DATA_FREE = ['random', 'columns'];
 
+export const BUDGET_OPTION_KEYS = optionKeys<BudgetOptions>()(['density', 'granularity', 'budget', 'targetModules', 'loraRank']);
+export const SPARSE_OPTION_KEYS = optionKeys<SparseOptions>()(['mask', 'selection', 'seed', ...BUDGET_OPTION_KEYS as readonly (keyof BudgetOptions)[]]);
+
 export function checkSparseOptions(config: ModelConfig, o: SparseOptions = {}): void {
+  checkOptionKeys('sparse options', o, SPARSE_OPTION_KEYS);
   if (o.mask) return o.mask.checkModel(config);
   if (o.selection !== undefined && !DATA_FREE.includes(o.selection)) {
     throw new ShapeError(`sparse selection at attach must be ${DATA_FREE.map((s) => `'${s}'`).join(' or ')} (got '${String(o.selection)}'); data-driven selections (sylva, fisher, snip) run in selectMask and give a mask`);

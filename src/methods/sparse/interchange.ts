@@ -13,10 +13,11 @@
  *
  * Reading either gives a SparseDelta: attach the sparse method with its mask, then applyDeltas.
  */
-import { ModelMismatchError, ShapeError } from '../../errors.js';
+import { ModelMismatchError, ShapeError, UnsupportedAdapterError } from '../../errors.js';
+import { checkFields, describeJson, unset, type FieldTable } from '../../io/config-fields.js';
 import { bytesSource } from '../../io/bytes.js';
 import { InvalidModelFileError, readHeader, readIndexTensor, readTensorF32, writeSafetensors, type TensorToWrite } from '../../io/safetensors.js';
-import { brief, parseStrictJson } from '../../io/strict-json.js';
+import { brief, parseStrictJson, type StrictJson } from '../../io/strict-json.js';
 import type { ModelConfig } from '../../model/config.js';
 import { shapesDigest } from '../../model/fingerprint.js';
 import { hfMappings } from '../../model/layout.js';
@@ -28,6 +29,8 @@ import { hfElements, maskMetadata, readHfIndices, SparseMask, type HfElements, t
 export interface SparseDelta {
   mask: SparseMask;
   deltas: Map<string, Float32Array>;
+  /** Fields of an adapter file the engine does not know (a newer PEFT's), each named in a sentence. */
+  warnings?: string[];
 }
 
 const DELTA_FORMAT = 'webgpu-finetune-sparse-delta';
@@ -137,10 +140,16 @@ export async function shiraAdapterFiles(method: SparseFineTuning, config: ModelC
   };
 }
 
-/** SHiRA config options this engine does not apply; a file setting one is refused by name. */
-const SHIRA_UNSUPPORTED: Record<string, (v: unknown) => boolean> = {
-  fan_in_fan_out: (v) => v === true,
-  modules_to_save: (v) => Array.isArray(v) && v.length > 0,
+/**
+ * Every field of PEFT's ShiraConfig (peft 0.21, tuners/shira/config.py): the file's indices and values
+ * say which weights change and by how much, so the mask's recipe (r, mask_type, random_seed) and the
+ * initialisation do not matter to a saved adapter; options the engine does not apply are refused by name.
+ */
+export const SHIRA_CONFIG_FIELDS: FieldTable<StrictJson | undefined> = {
+  peft_type: 'read', task_type: 'inert', r: 'inert', mask_type: 'inert', random_seed: 'inert', target_modules: 'inert', init_weights: 'inert',
+  fan_in_fan_out: { supported: 'false', ok: (v) => v === undefined || v === null || v === false },
+  modules_to_save: { supported: 'unset: training whole extra modules is not implemented', ok: unset },
+  auto_mapping: 'inert', peft_version: 'inert', base_model_name_or_path: 'inert', revision: 'inert', inference_mode: 'inert',
 };
 
 /** Read a PEFT SHiRA adapter (its two files) for a model of this config. */
@@ -150,9 +159,11 @@ export async function readShiraAdapter(files: { config: Uint8Array | string; wei
   const json = parseStrictJson(text);
   if (!(json instanceof Map)) throw new InvalidModelFileError('adapter_config.json', 'is not a JSON object');
   if (json.get('peft_type') !== 'SHIRA') throw new InvalidModelFileError('adapter_config.json', `peft_type is ${brief(String(json.get('peft_type')))}, not SHIRA`);
-  for (const [key, unsupported] of Object.entries(SHIRA_UNSUPPORTED)) {
-    if (unsupported(json.get(key))) throw new ShapeError(`SHiRA option ${key} is set, which this engine does not support`);
-  }
+  const warnings = checkFields(json, SHIRA_CONFIG_FIELDS, {
+    file: 'adapter_config.json',
+    definedBy: "PEFT 0.21's ShiraConfig",
+    refuse: (field, value, supported) => new UnsupportedAdapterError(field, describeJson(value as StrictJson), `SHiRA adapter: ${field} is ${describeJson(value as StrictJson)}; this engine supports ${supported}`),
+  });
   const source = bytesSource('adapter_model.safetensors', files.weights);
   const header = await readHeader(source);
   const paths = new Map([...hfModulePaths(config, { untransposed: true })].map(([engine, hf]) => [hf, engine]));
@@ -185,5 +196,5 @@ export async function readShiraAdapter(files: { config: Uint8Array | string; wei
   }
   const { entries, elements } = await readHfIndices(name, config, indexTensors, 'element');
   const mask = new SparseMask('element', entries, { selection: 'shira', budget: 'per-matrix', calibrationTokens: 0, fingerprint: { shapes: shapesDigest(config), weights: '' } });
-  return { mask, deltas: valueOrder(mask, elements, new Map([...weights].map(([k, v]) => [k, v.values]))) };
+  return { mask, deltas: valueOrder(mask, elements, new Map([...weights].map(([k, v]) => [k, v.values]))), warnings };
 }

@@ -22,6 +22,8 @@
  *   snip    importance[o, i] = |W[o, i] · ḡ[o, i]|                (SNIP's connection sensitivity)
  *   random, columns: data-free (./budget.ts).
  */
+import { checkOptionKeys, optionKeys } from '../../util/options.js';
+import { BUDGET_OPTION_KEYS } from './config.js';
 import type { TensorView } from '../../gpu/buffers.js';
 import type { CommandRecorder } from '../../gpu/recorder.js';
 import { ShapeError } from '../../errors.js';
@@ -84,6 +86,7 @@ export interface CalibrationTotals {
  * The model's hooks are borrowed for the passes and restored.
  */
 export async function selectMask(model: CausalLM, batches: Iterable<BatchInput | PreparedBatch>, options: SelectOptions): Promise<{ mask: SparseMask; cost: SelectionCost }> {
+  checkOptionKeys('mask selection options', options, optionKeys<SelectOptions>()(['selection', 'damping', 'seed', ...(BUDGET_OPTION_KEYS as readonly (keyof BudgetOptions)[])]));
   const started = performance.now();
   const gpu = model.gpu;
   gpu.resetPeakMemory();

@@ -1,0 +1,93 @@
+/**
+ * What the Llama-style families (Llama, Qwen2, Mistral) share in their configs: RMSNorm, rotary positions,
+ * a SwiGLU MLP and grouped-query attention, read from either config layout (../hf-config.ts). Each family
+ * states which fields its transformers config class has and how it reads them; a field another family
+ * reads (attention_bias on Qwen2, say) is unknown to it, as it is to transformers.
+ */
+import type { ModelConfig } from '../config.js';
+import { COMMON_FIELDS, dropoutField, InvalidConfigError, standardRope, UnsupportedConfigError, type FieldTable, type RopeSettings } from '../hf-config.js';
+import { brief } from '../../io/strict-json.js';
+import { configInt, configNumber, type Json } from './values.js';
+
+/** The fields every Llama-style config class has, and how each is read. */
+export const DECODER_FIELDS: FieldTable = {
+  ...COMMON_FIELDS,
+  hidden_size: 'read', intermediate_size: 'read', num_hidden_layers: 'read', num_attention_heads: 'read', num_key_value_heads: 'read',
+  max_position_embeddings: 'read', rms_norm_eps: 'read',
+  hidden_act: { supported: 'silu', ok: (v) => v === undefined || v === 'silu' },
+  // RoPE in either layout, read through standardRope.
+  rope_parameters: 'read', rope_scaling: 'read', rope_theta: 'read', partial_rotary_factor: 'read',
+  attention_dropout: dropoutField('attention_dropout'),
+};
+
+/** What a family decides beyond the shared fields. */
+export type DecoderChoices = Pick<ModelConfig, 'qkvBias' | 'outputBias' | 'mlpBias' | 'slidingWindow' | 'layerWindows'>;
+
+/**
+ * The shared part of a Llama-style config. `layerTypes` are the config's per-layer attention types when
+ * the family reads them (Qwen2); RoPE may then be given per layer type.
+ */
+export function decoderConfig(raw: Json, architecture: ModelConfig['architecture'], choices: (numLayers: number) => DecoderChoices, warnings: string[], layerTypes?: string[]): Omit<ModelConfig, 'architecture' | 'raw' | 'bosTokenId' | 'eosTokenIds' | 'quantization' | 'warnings'> {
+  const hiddenSize = configInt(raw, 'hidden_size');
+  const numHeads = configInt(raw, 'num_attention_heads');
+  const numKvHeads = configInt(raw, 'num_key_value_heads', numHeads);
+  if (numHeads % numKvHeads) throw new InvalidConfigError(`num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
+  const headDim = raw.head_dim == null ? hiddenSize / numHeads : configInt(raw, 'head_dim');
+  if (!Number.isInteger(headDim)) throw new InvalidConfigError(`hidden_size ${hiddenSize} is not divisible by num_attention_heads ${numHeads}`);
+  if (headDim % 2) throw new InvalidConfigError(`head_dim ${headDim} must be even for rotary embeddings`);
+  const numLayers = configInt(raw, 'num_hidden_layers');
+  return {
+    family: 'llama',
+    vocabSize: configInt(raw, 'vocab_size'),
+    hiddenSize,
+    intermediateSize: configInt(raw, 'intermediate_size'),
+    numLayers,
+    numHeads,
+    numKvHeads,
+    headDim,
+    maxPositions: configInt(raw, 'max_position_embeddings', 2048),
+    norm: 'rmsnorm',
+    normEps: configNumber(raw, 'rms_norm_eps', 1e-6),
+    activation: 'silu',
+    ropeTheta: plainRopeTheta(raw, architecture, numLayers, warnings, layerTypes),
+    tieWordEmbeddings: raw.tie_word_embeddings === true,
+    ...choices(numLayers),
+  };
+}
+
+/**
+ * The one RoPE base every layer uses: this engine implements plain RoPE ('default') on the whole head,
+ * the same on every layer; scaled types (llama3, linear, dynamic, yarn, longrope) are refused by name.
+ */
+function plainRopeTheta(raw: Json, architecture: string, numLayers: number, warnings: string[], layerTypes?: string[]): number {
+  const rope = standardRope(raw, { defaultTheta: 10000 }, layerTypes);
+  const perLayer: (RopeSettings | null)[] = rope.byLayerType
+    ? Array.from({ length: numLayers }, (_, i) => {
+        const type = layerTypes?.[i] ?? '';
+        if (!rope.byLayerType!.has(type)) throw new InvalidConfigError(`rope_parameters has no entry for layer ${i}'s type '${type}'`);
+        return rope.byLayerType!.get(type)!;
+      })
+    : new Array<RopeSettings | null>(numLayers).fill(rope.flat);
+  let theta: number | null = null;
+  for (const [i, s] of perLayer.entries()) {
+    if (!s) throw new UnsupportedConfigError(`rope_parameters.${layerTypes?.[i]}`, null, 'every layer of this architecture uses RoPE');
+    if (s.ropeType !== 'default') throw new UnsupportedConfigError(`${s.key}.rope_type`, s.ropeType, "plain RoPE ('default') only; scaled RoPE types are not implemented yet");
+    if (theta !== null && s.theta !== theta) throw new UnsupportedConfigError(`${s.key}.rope_theta`, s.theta, `one RoPE base for all layers (another layer type has ${theta})`);
+    theta = s.theta;
+    if (i > 0 && s === perLayer[i - 1]) continue;
+    const partial = s.parameters.partial_rotary_factor;
+    if (partial !== undefined && partial !== 1) {
+      warnings.push(`config.json ${s.key}.partial_rotary_factor ${String(partial)} is ignored: transformers' ${architecture} applies it only with scaled RoPE types, and so does this engine (the whole head rotates)`);
+    }
+    // transformers' validation of plain RoPE accepts these keys alone and ignores (with a warning) the rest.
+    const ignored = Object.keys(s.parameters).filter((k) => !['rope_type', 'rope_theta', 'partial_rotary_factor'].includes(k));
+    if (ignored.length) warnings.push(`config.json ${s.key}: ${ignored.map((k) => `'${brief(k)}'`).join(', ')} ${ignored.length > 1 ? 'are' : 'is'} ignored with plain RoPE, as transformers ignores ${ignored.length > 1 ? 'them' : 'it'}`);
+  }
+  return theta ?? 10000;
+}
+
+/** Sliding windows per layer: `sliding[i]` says whether layer i attends within `window` tokens. */
+export function windows(window: number | null, sliding: boolean[]): Pick<ModelConfig, 'slidingWindow' | 'layerWindows'> {
+  if (window === null || !sliding.includes(true)) return { slidingWindow: null, layerWindows: sliding.map(() => null) };
+  return { slidingWindow: window, layerWindows: sliding.map((s) => (s ? window : null)) };
+}

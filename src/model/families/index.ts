@@ -1,0 +1,10 @@
+/** The families whose configs the engine reads, by the architecture name config.json gives. */
+import type { FamilyConfig } from './family.js';
+import { gpt2 } from './gpt2.js';
+import { llama } from './llama.js';
+import { mistral } from './mistral.js';
+import { qwen2 } from './qwen2.js';
+
+export type { FamilyConfig };
+
+export const FAMILIES: readonly FamilyConfig[] = [llama, qwen2, mistral, gpt2];

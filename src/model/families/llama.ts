@@ -1,0 +1,20 @@
+/** Llama (Llama 2-style; TinyLlama, SmolLM, ...): LlamaConfig's fields (transformers' configuration_llama.py). */
+import { decoderConfig, DECODER_FIELDS } from './decoder.js';
+import type { FamilyConfig } from './family.js';
+
+export const llama: FamilyConfig = {
+  architecture: 'LlamaForCausalLM',
+  modelType: 'llama',
+  fields: {
+    ...DECODER_FIELDS,
+    head_dim: 'read', attention_bias: 'read', mlp_bias: 'read',
+    // transformers 5's modeling_llama.py never reads it; in 4.x it split the same products into slices.
+    pretraining_tp: 'inert',
+  },
+  parse(raw, warnings) {
+    const bias = raw.attention_bias === true;
+    return decoderConfig(raw, this.architecture, (numLayers) => ({
+      qkvBias: bias, outputBias: bias, mlpBias: raw.mlp_bias === true, slidingWindow: null, layerWindows: new Array<null>(numLayers).fill(null),
+    }), warnings);
+  },
+};
