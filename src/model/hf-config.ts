@@ -170,14 +170,16 @@ export function standardRope(raw: Json, layout: RopeLayout, layerTypes: readonly
     const a = ropeTypeOf(scaling, 'rope_scaling');
     const b = ropeTypeOf(params, 'rope_parameters');
     for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) {
-      if (k === 'rope_theta' || k === 'partial_rotary_factor') continue; // compared with the top-level keys below
+      if (k === 'rope_theta' || k === 'partial_rotary_factor') {
+        // transformers takes these from the top level (or its default) and drops rope_parameters' own.
+        if (b[k] != null && a[k] == null && raw[k] == null) throw new InvalidConfigError(`rope_parameters.${k} is set beside rope_scaling, which transformers 5 reads instead (dropping rope_parameters): give '${k}' at the top level too, or keep one of the two dicts`);
+        continue; // compared with the top-level key in settings()
+      }
       if (!sameJson(a[k], b[k])) throw new ConflictingConfigError([`rope_scaling.${k}`, `rope_parameters.${k}`], [a[k], b[k]], ' (transformers 5 reads rope_scaling and drops rope_parameters)');
     }
     return { flat: settings({ ...b, ...a }, 'rope_parameters', raw, layout.defaultTheta), byLayerType: null };
   }
-  const dict = given(scaling) ? scaling : given(params) ? params : null;
-  if (!dict && raw.rope_theta == null) return { flat: settings({}, 'rope_parameters', raw, layout.defaultTheta), byLayerType: null };
-  return { flat: settings(dict ?? {}, given(scaling) ? 'rope_scaling' : 'rope_parameters', raw, layout.defaultTheta), byLayerType: null };
+  return { flat: settings(given(scaling) ? scaling : given(params) ? params : {}, given(scaling) ? 'rope_scaling' : 'rope_parameters', raw, layout.defaultTheta), byLayerType: null };
 }
 
 /** Gemma 3's RoPE: global layers rope_theta with rope_scaling, local ones plain RoPE at rope_local_base_freq. */

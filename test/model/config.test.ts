@@ -104,6 +104,7 @@ describe('config layouts: transformers 4 (top-level RoPE keys) and 5 (rope_param
     expect(parseConfig({ ...LLAMA5, rope_parameters: { rope_type: 'default' }, rope_theta: 250000 }).ropeTheta).toBe(250000);
     expect(parseConfig({ ...LLAMA5, rope_parameters: { type: 'default', rope_theta: 7 } }).ropeTheta).toBe(7);
     expect(parseConfig({ ...LLAMA5, rope_parameters: null }).ropeTheta).toBe(10000);
+    expect(() => parseConfig({ ...LLAMA5, rope_scaling: { rope_type: 'default' } })).toThrow(/rope_parameters.rope_theta is set beside rope_scaling/);
     // Both layouts stating the same value is one setting, not two.
     expect(parseConfig({ ...LLAMA5, rope_theta: 500000.0, torch_dtype: 'bfloat16', rope_scaling: { rope_type: 'default' } }).ropeTheta).toBe(500000);
   });

@@ -7,6 +7,7 @@
 import type { ModelConfig } from '../config.js';
 import { COMMON_FIELDS, dropoutField, InvalidConfigError, standardRope, UnsupportedConfigError, type FieldTable, type RopeSettings } from '../hf-config.js';
 import { brief } from '../../io/strict-json.js';
+import type { FamilyPart } from './family.js';
 import { configInt, configNumber, type Json } from './values.js';
 
 /** The fields every Llama-style config class has, and how each is read. */
@@ -27,7 +28,7 @@ export type DecoderChoices = Pick<ModelConfig, 'qkvBias' | 'outputBias' | 'mlpBi
  * The shared part of a Llama-style config. `layerTypes` are the config's per-layer attention types when
  * the family reads them (Qwen2); RoPE may then be given per layer type.
  */
-export function decoderConfig(raw: Json, architecture: ModelConfig['architecture'], choices: (numLayers: number) => DecoderChoices, warnings: string[], layerTypes?: string[]): Omit<ModelConfig, 'architecture' | 'raw' | 'bosTokenId' | 'eosTokenIds' | 'quantization' | 'warnings'> {
+export function decoderConfig(raw: Json, architecture: ModelConfig['architecture'], choices: (numLayers: number) => DecoderChoices, warnings: string[], layerTypes?: string[]): FamilyPart {
   const hiddenSize = configInt(raw, 'hidden_size');
   const numHeads = configInt(raw, 'num_attention_heads');
   const numKvHeads = configInt(raw, 'num_key_value_heads', numHeads);
