@@ -21,7 +21,7 @@ import { EVAL_PASS, type PassContext } from '../methods/method.js';
 import { ShapeError } from '../errors.js';
 import { checkOptionKeys, optionKeys } from '../util/options.js';
 import { decodeHalves, encodeHalves, halfWeightFormats, LINEAR_WEIGHT, type HalfFormat, type LinearWeight, type WeightFormat } from './linear-weights.js';
-import { checkQuantizeOption, quantizedModules, QuantizedWeights, type QuantizedModule, type QuantizeOption } from './quantized-weights.js';
+import { checkQuantizeOption, checkQuantizeOptionKeys, quantizedModules, QuantizedWeights, type QuantizedModule, type QuantizeOption } from './quantized-weights.js';
 
 export interface CausalLMOptions {
   /** Internal parameter names that get gradients; default none (inference). */
@@ -180,6 +180,7 @@ export class CausalLM {
   /** Stream a checkpoint's weights into a new model, tensor by tensor. */
   static async fromCheckpoint(gpu: Gpu, ckpt: Checkpoint, options: CausalLMOptions = {}): Promise<CausalLM> {
     checkOptionKeys('CausalLM options', options, CAUSAL_LM_OPTION_KEYS);
+    checkQuantizeOptionKeys(options.quantize);
     const trainable = options.trainable ?? (() => false);
     const stored = ckpt.config.quantization;
     if (stored) {

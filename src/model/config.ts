@@ -9,9 +9,8 @@
 import { WebGPUFinetuneError } from '../errors.js';
 import { brief } from '../io/strict-json.js';
 import { FAMILIES } from './families/index.js';
-import { tokenIds } from './families/values.js';
 import { gptqQuantization } from './gptq.js';
-import { checkConfigFields, ConflictingConfigError, InvalidConfigError, standardDtype } from './hf-config.js';
+import { checkConfigFields, ConflictingConfigError, InvalidConfigError, standardDtype, tokenIds } from './hf-config.js';
 
 export { ConflictingConfigError, InvalidConfigError, UnsupportedConfigError } from './hf-config.js';
 

@@ -16,7 +16,7 @@ import { WebGPUFinetuneError } from '../errors.js';
 import { checkFields, type FieldRule, type FieldTable as ModelFieldTable } from '../io/config-fields.js';
 import { brief, describeValue } from '../io/strict-json.js';
 
-type Json = Record<string, unknown>;
+export type Json = Record<string, unknown>;
 
 /** config.json is malformed: a field of the wrong type or out of range, or not JSON at all. */
 export class InvalidConfigError extends WebGPUFinetuneError {
@@ -92,11 +92,6 @@ export interface RopeLayout {
   splitByLayerType?: { fullTheta: number; slidingTheta: number };
 }
 
-function positiveNumber(v: unknown, key: string): number {
-  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new InvalidConfigError(`'${key}' must be a positive number, got ${describeValue(v)}`);
-  return v;
-}
-
 /** A RoPE dict with `type` read as `rope_type` (its transformers 4 name); both given must agree. */
 function ropeTypeOf(dict: Json, key: string): Json {
   const out = { ...dict };
@@ -133,7 +128,7 @@ function settings(dict: Json, key: string, raw: Json, defaultTheta: number): Rop
     if (raw.original_max_position_embeddings != null) parameters.original_max_position_embeddings = raw.original_max_position_embeddings;
     else parameters.original_max_position_embeddings ??= raw.max_position_embeddings;
   }
-  return { ropeType, theta: positiveNumber(parameters.rope_theta, `${key}.rope_theta`), parameters, key };
+  return { ropeType, theta: configNumber(parameters, 'rope_theta', defaultTheta, `${key}.rope_theta`), parameters, key };
 }
 
 /**
@@ -253,4 +248,38 @@ export function checkConfigFields(raw: Json, table: FieldTable, architecture: st
     definedBy: `transformers 5.18's config of ${architecture}`,
     refuse: (field, value, supported) => new UnsupportedConfigError(field, value, supported),
   });
+}
+
+/** Reading numbers from config.json: present, of the right kind, and within bounds no real model exceeds. */
+/**
+ * Upper bounds far beyond any real model (the largest have ~130 layers, 2^14-wide hidden states and
+ * 2^18-token vocabularies), so absurd configs fail here instead of exhausting memory later.
+ */
+const MAX: Record<string, number> = {
+  num_hidden_layers: 1024, n_layer: 1024,
+  num_attention_heads: 4096, num_key_value_heads: 4096, n_head: 4096, head_dim: 4096,
+  hidden_size: 1 << 20, n_embd: 1 << 20, intermediate_size: 1 << 22, n_inner: 1 << 22,
+  vocab_size: 1 << 24,
+};
+const MAX_INT = 1 << 30;
+
+export function configInt(raw: Json, key: string, fallback?: number): number {
+  const v = raw[key] ?? fallback;
+  const max = MAX[key] ?? MAX_INT;
+  if (!Number.isSafeInteger(v) || (v as number) <= 0 || (v as number) > max) {
+    throw new InvalidConfigError(`'${key}' must be a positive integer up to ${max}, got ${describeValue(raw[key])}`);
+  }
+  return v as number;
+}
+
+/** A positive number; `name` is the field's path for the message (default `key`). */
+export function configNumber(raw: Json, key: string, fallback: number, name = key): number {
+  const v = raw[key] ?? fallback;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new InvalidConfigError(`'${name}' must be a positive number, got ${describeValue(v)}`);
+  return v;
+}
+
+export function tokenIds(v: unknown): number[] {
+  if (v === undefined || v === null) return [];
+  return (Array.isArray(v) ? v : [v]).filter((x): x is number => Number.isInteger(x));
 }

@@ -43,14 +43,16 @@ export interface ResolvedQuantization {
   doubleQuant: boolean;
 }
 
+/** A user's quantize option has only keys it knows, and no group size NF4 would ignore. */
+export function checkQuantizeOptionKeys(q: QuantizeOption | undefined): void {
+  if (typeof q !== 'object' || q === null) return;
+  checkOptionKeys('quantize', q, ['format', 'groupSize', 'doubleQuant']);
+  if (q.format === 'nf4' && 'groupSize' in q && q.groupSize !== undefined) throw new ShapeError('groupSize applies to int4; NF4 always quantizes blocks of 64 values');
+}
+
 /** A quantize option resolved, or a checkpoint's stored quantization (which may carry a zero bias). */
 export function checkQuantizeOption(q: QuantizeOption | StoredQuantization): ResolvedQuantization {
   const format = typeof q === 'string' ? q : q?.format;
-  // A user's option (a stored quantization, read from config.json, carries its packing).
-  if (typeof q === 'object' && q !== null && !('packing' in q)) {
-    checkOptionKeys('quantize', q, ['format', 'groupSize', 'doubleQuant']);
-    if (format === 'nf4' && 'groupSize' in q && q.groupSize !== undefined) throw new ShapeError('groupSize applies to int4; NF4 always quantizes blocks of 64 values');
-  }
   if (!QUANT_FORMATS.includes(format)) throw new ShapeError(`quantize must be ${QUANT_FORMATS.map((f) => `'${f}'`).join(' or ')}, got '${String(format).slice(0, 40)}'`);
   const groupSize = (typeof q === 'object' && 'groupSize' in q ? q.groupSize : undefined) ?? 64;
   if (!INT4_GROUP_SIZES.includes(groupSize)) throw new ShapeError(`int4 group size must be one of ${INT4_GROUP_SIZES.join(', ')}, got ${groupSize}`);

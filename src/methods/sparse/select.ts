@@ -48,6 +48,8 @@ export interface SelectOptions extends BudgetOptions {
   seed?: number;
 }
 
+const SELECT_OPTION_KEYS = optionKeys<SelectOptions>()(['selection', 'damping', 'seed', ...(BUDGET_OPTION_KEYS as readonly (keyof BudgetOptions)[])]);
+
 /** What a selection cost: wall time, the GPU memory it peaked at, and the data it saw. */
 export interface SelectionCost {
   seconds: number;
@@ -86,7 +88,7 @@ export interface CalibrationTotals {
  * The model's hooks are borrowed for the passes and restored.
  */
 export async function selectMask(model: CausalLM, batches: Iterable<BatchInput | PreparedBatch>, options: SelectOptions): Promise<{ mask: SparseMask; cost: SelectionCost }> {
-  checkOptionKeys('mask selection options', options, optionKeys<SelectOptions>()(['selection', 'damping', 'seed', ...(BUDGET_OPTION_KEYS as readonly (keyof BudgetOptions)[])]));
+  checkOptionKeys('mask selection options', options, SELECT_OPTION_KEYS);
   const started = performance.now();
   const gpu = model.gpu;
   gpu.resetPeakMemory();

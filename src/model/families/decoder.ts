@@ -8,7 +8,7 @@ import type { ModelConfig } from '../config.js';
 import { COMMON_FIELDS, dropoutField, InvalidConfigError, standardRope, UnsupportedConfigError, type FieldTable, type RopeSettings } from '../hf-config.js';
 import { brief } from '../../io/strict-json.js';
 import type { FamilyPart } from './family.js';
-import { configInt, configNumber, type Json } from './values.js';
+import { configInt, configNumber, type Json } from '../hf-config.js';
 
 /** The fields every Llama-style config class has, and how each is read. */
 export const DECODER_FIELDS: FieldTable = {

@@ -1,7 +1,7 @@
 /** A model family's config: its architecture name, the fields its transformers config class has, its parser. */
 import type { ModelConfig } from '../config.js';
 import type { FieldTable } from '../hf-config.js';
-import type { Json } from './values.js';
+import type { Json } from '../hf-config.js';
 
 /** What a family's parser decides of a ModelConfig: everything but what every family reads the same way. */
 export type FamilyPart = Omit<ModelConfig, 'architecture' | 'raw' | 'bosTokenId' | 'eosTokenIds' | 'quantization' | 'warnings'>;

@@ -5,7 +5,7 @@
 import { decoderConfig, DECODER_FIELDS, windows } from './decoder.js';
 import type { FamilyConfig } from './family.js';
 import { layerTypesOf } from './qwen2.js';
-import { configInt } from './values.js';
+import { configInt } from '../hf-config.js';
 
 export const mistral: FamilyConfig = {
   architecture: 'MistralForCausalLM',

@@ -7,7 +7,7 @@ import { InvalidConfigError } from '../hf-config.js';
 import { brief } from '../../io/strict-json.js';
 import { decoderConfig, DECODER_FIELDS, windows } from './decoder.js';
 import type { FamilyConfig } from './family.js';
-import { configInt, type Json } from './values.js';
+import { configInt, type Json } from '../hf-config.js';
 
 export const LAYER_TYPES = ['full_attention', 'sliding_attention'] as const;
 
