@@ -35,9 +35,6 @@ const state = {
   run: null as string | null,
   dataFile: null as File | null,
   lastError: null as string | null,
-  longTasks: [] as { start: number; duration: number }[],
-  /** When training ran (performance.now() times): the windows long tasks are judged in. */
-  training: [] as { start: number; end: number | null }[],
   steps: [] as { step: number; loss: number }[],
   evals: [] as { step: number; loss: number }[],
   samples: { base: '', tuned: '' },
@@ -47,10 +44,6 @@ const state = {
 const chart = new LossChart($('chart'));
 const worker = new SessionWorker();
 (window as unknown as { demo: unknown }).demo = { state, chart };
-
-new PerformanceObserver((list) => {
-  for (const e of list.getEntries()) state.longTasks.push({ start: e.startTime, duration: e.duration });
-}).observe({ type: 'longtask', buffered: true });
 
 const log = (line: string) => {
   const el = $('log');
@@ -186,9 +179,6 @@ function methodOptions(): Pick<SessionSpec, 'select'> & { train: SessionSpec['tr
 // ---- running -------------------------------------------------------------------------------------
 
 function setPhase(phase: Phase) {
-  const last = state.training.at(-1);
-  if (phase === 'running' && (!last || last.end !== null)) state.training.push({ start: performance.now(), end: null });
-  if ((phase === 'done' || phase === 'idle') && last && last.end === null) last.end = performance.now();
   state.phase = phase;
   const on = (id: string, enabled: boolean) => ($<HTMLButtonElement>(id).disabled = !enabled);
   const ready = phase === 'idle' || phase === 'done';

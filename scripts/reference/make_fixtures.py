@@ -12,6 +12,9 @@ feature of the case off moves the logits, so a test cannot pass by ignoring a fe
 
 Per PEFT case: an adapter PEFT saved for one of those bases, with PEFT's logits (float64).
 
+Per learning-rate schedule: the rate transformers' get_{constant,linear,cosine}_schedule_with_warmup and
+get_cosine_with_min_lr_schedule_with_warmup give a torch optimizer at each step (schedules.json).
+
 Also the config fields of the installed transformers config classes and of PEFT's LoraConfig
 (fields.json), which test/interop/fields.node.test.ts checks are all known to the engine.
 """
@@ -262,6 +265,29 @@ def field_lists(t4):
     json.dump(out, open(os.path.join(OUT, "fields.json"), "w"), indent=1)
 
 
+def schedules():
+    """The learning rate at each optimizer step, read from a torch optimizer driven by transformers' schedulers."""
+    from transformers import optimization as o
+    makers = {
+        "constant": lambda opt, w, t: o.get_constant_schedule_with_warmup(opt, w),
+        "linear": lambda opt, w, t: o.get_linear_schedule_with_warmup(opt, w, t),
+        "cosine": lambda opt, w, t: o.get_cosine_schedule_with_warmup(opt, w, t),
+        "cosine_min_lr": lambda opt, w, t: o.get_cosine_with_min_lr_schedule_with_warmup(opt, w, t, min_lr_rate=0.1),
+    }
+    out = []
+    for kind, make in makers.items():
+        for total, warmup in [(1, 0), (2, 0), (5, 1), (7, 3), (20, 0), (20, 1), (33, 4), (10, 10)]:
+            opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2e-4)
+            sched = make(opt, warmup, total)
+            rates = []
+            for _ in range(total):
+                rates.append(opt.param_groups[0]["lr"])
+                opt.step()
+                sched.step()
+            out.append({"schedule": kind, "lr": 2e-4, "total": total, "warmup": warmup, "rates": rates})
+    json.dump({"transformers": transformers.__version__, "cases": out}, open(os.path.join(OUT, "schedules.json"), "w"), indent=1)
+
+
 def main():
     if os.environ.get("PYTHONHASHSEED") != "0":
         # PEFT keeps target_modules in a set: a fixed hash seed writes them in the same order every run.
@@ -275,6 +301,7 @@ def main():
     peft_cases(bases)
     shipped_in_transformers5_layout()
     field_lists(t4)
+    schedules()
     print(f"fixtures written to {os.path.relpath(OUT, ROOT)} with torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")
 
 

@@ -119,13 +119,18 @@ export async function readHeader(source: ByteSource): Promise<SafetensorsHeader>
   const dataSize = source.size - dataStart;
   const tensors: TensorInfo[] = [];
   let metadata: Record<string, string> = {};
+  // A JSON escape can spell a lone UTF-16 surrogate (\ud800), which no UTF-8 text holds: the reference
+  // implementation (serde_json) refuses it, and a name holding one would match no real tensor name.
+  const unpaired = (text: string) => /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?:^|[^\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(text);
   for (const [key, value] of json) {
     const name = brief(key);
+    if (unpaired(key)) throw bad('utf8', `tensor name ${JSON.stringify(name)} holds a lone surrogate escape, which is not valid UTF-8`);
     if (key === '__metadata__') {
       if (value === null) continue;
       if (!(value instanceof Map)) throw bad('metadata', `__metadata__ must be a map of strings to strings, found ${show(value)}`);
       for (const [k, v] of value) {
         if (typeof v !== 'string') throw bad('metadata', `__metadata__ value '${brief(k)}' must be a string, found ${show(v)}`);
+        if (unpaired(k) || unpaired(v)) throw bad('utf8', `__metadata__ entry ${JSON.stringify(brief(k))} holds a lone surrogate escape, which is not valid UTF-8`);
       }
       metadata = Object.fromEntries(value as Map<string, string>); // own properties, '__proto__' included
       continue;

@@ -50,6 +50,19 @@ function indexWeightMap(index: unknown, where: string): Map<string, string> {
   return out;
 }
 
+/** Whether two stored copies of a tensor are the same: dtype, shape and bytes, compared a chunk at a time. */
+async function sameTensor(a: TensorLocation, b: TensorLocation): Promise<boolean> {
+  if (a.info.dtype !== b.info.dtype || a.info.shape.join() !== b.info.shape.join()) return false;
+  const size = a.info.end - a.info.begin;
+  const CHUNK = 1 << 24;
+  for (let at = 0; at < size; at += CHUNK) {
+    const n = Math.min(CHUNK, size - at);
+    const [x, y] = await Promise.all([a.file.read(a.info.begin + at, n), b.file.read(b.info.begin + at, n)]);
+    for (let i = 0; i < n; i++) if (x[i] !== y[i]) return false;
+  }
+  return true;
+}
+
 /**
  * Configs claim sizes; weights prove them. Before per-layer names are expanded (a config claiming 10^9
  * layers would otherwise exhaust memory listing them), the layer count must be one the checkpoint's
@@ -64,6 +77,12 @@ function checkPlausible(config: ModelConfig, names: Iterable<string>, where: str
     if (m) layers = Math.max(layers, Number(m[1]) + 1);
   }
   const perLayer = config.family === 'gpt2' ? 12 : 9; // the fewest tensors a layer of the family has
+  // More layers in the weights than the config says is no model transformers builds whole: it would
+  // drop the rest with a warning, and a run on the first layers alone would be silently another model.
+  if (layers > config.numLayers) {
+    const field = config.family === 'gpt2' ? 'n_layer' : 'num_hidden_layers';
+    throw new InvalidModelFileError(where, `config.json ${field} is ${config.numLayers}, but the weights hold ${layers} layers: set ${field} to ${layers}, or remove the extra layers' tensors`);
+  }
   if (config.numLayers > layers || config.numLayers * perLayer > count) {
     throw new InvalidModelFileError(
       where,
@@ -110,6 +129,11 @@ export async function openCheckpoint(source: ModelSource): Promise<Checkpoint> {
         throw new InvalidModelFileError(INDEX, `lists '${brief(tensor)}' in ${brief(file)}, but that file does not hold it${elsewhere ? ` (${elsewhere} does)` : ''}`);
       }
       available.set(tensor, at);
+      for (const other of found) {
+        if (other !== at && !(await sameTensor(at, other))) {
+          config.warnings.push(`tensor '${brief(tensor)}' is in ${brief(at.shard)} and, with other values, in ${brief(other.shard)}: ${INDEX} names ${brief(at.shard)}, whose copy is loaded (as transformers loads it)`);
+        }
+      }
     }
   }
   for (const [tensor, found] of holders) {

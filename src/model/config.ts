@@ -11,6 +11,7 @@ import { brief } from '../io/strict-json.js';
 import { FAMILIES } from './families/index.js';
 import { gptqQuantization } from './gptq.js';
 import { checkConfigFields, ConflictingConfigError, InvalidConfigError, standardDtype, tokenIds } from './hf-config.js';
+import { describeValue } from '../io/strict-json.js';
 
 export { ConflictingConfigError, InvalidConfigError, UnsupportedConfigError } from './hf-config.js';
 
@@ -104,8 +105,8 @@ export function parseConfig(input: string | Json): ModelConfig {
   const warnings = checkConfigFields(raw, family.fields, architecture);
   standardDtype(raw); // both layouts' dtype keys must agree
   const parsed = family.parse(raw, warnings);
-  const bosTokenId = Number.isInteger(raw.bos_token_id) ? (raw.bos_token_id as number) : null;
-  return { architecture, raw, ...quantization(raw.quantization_config), bosTokenId, eosTokenIds: tokenIds(raw.eos_token_id), ...parsed, warnings };
+  const bosTokenId = tokenIds(raw, 'bos_token_id', false)[0] ?? null;
+  return { architecture, raw, ...quantization(raw.quantization_config), bosTokenId, eosTokenIds: tokenIds(raw, 'eos_token_id'), ...parsed, warnings };
 }
 
 /**
@@ -116,7 +117,9 @@ export function parseConfig(input: string | Json): ModelConfig {
 function familyOf(raw: Json): (typeof FAMILIES)[number] {
   const archs = raw.architectures;
   const type = raw.model_type;
-  if (Array.isArray(archs) && typeof archs[0] === 'string') {
+  if (archs != null && !(Array.isArray(archs) && archs.every((a) => typeof a === 'string'))) throw new InvalidConfigError(`'architectures' must be a list of class names, got ${describeValue(archs)}`);
+  if (type != null && typeof type !== 'string') throw new InvalidConfigError(`'model_type' must be a string, got ${describeValue(type)}`);
+  if (Array.isArray(archs) && archs.length > 0) {
     const family = FAMILIES.find((f) => f.architecture === archs[0]);
     if (!family) throw new UnsupportedArchitectureError(brief(archs[0]));
     if (type !== undefined && type !== family.modelType) throw new ConflictingConfigError(['architectures', 'model_type'], [archs[0], type], ` (${family.architecture} is model_type '${family.modelType}')`);

@@ -279,7 +279,21 @@ export function configNumber(raw: Json, key: string, fallback: number, name = ke
   return v;
 }
 
-export function tokenIds(v: unknown): number[] {
+/** A boolean field: absent or null is the fallback; anything but true or false (the string "true") is refused. */
+export function configBool(raw: Json, key: string, fallback: boolean): boolean {
+  const v = raw[key];
+  if (v === undefined || v === null) return fallback;
+  if (typeof v !== 'boolean') throw new InvalidConfigError(`'${key}' must be true or false, got ${describeValue(v)}`);
+  return v;
+}
+
+/** A token id field (bos_token_id, eos_token_id): absent or null, a non-negative integer, or (`many`) a list of them. */
+export function tokenIds(raw: Json, key: string, many = true): number[] {
+  const v = raw[key];
   if (v === undefined || v === null) return [];
-  return (Array.isArray(v) ? v : [v]).filter((x): x is number => Number.isInteger(x));
+  const ids = Array.isArray(v) && many ? v : [v];
+  if (!ids.every((x) => Number.isSafeInteger(x) && (x as number) >= 0)) {
+    throw new InvalidConfigError(`'${key}' must be a token id${many ? ' or a list of them' : ''}, got ${describeValue(v)}`);
+  }
+  return ids as number[];
 }

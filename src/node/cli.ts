@@ -4,7 +4,6 @@
  * flags declared once (parsing and --help come from the same table). A usage mistake exits with code 2
  * and one line saying what to change; a failed run exits 1 with the error's one-line message.
  */
-import { WebGPUFinetuneError } from '../errors.js';
 import { commandHelp, parseFlags, UsageError, type Command } from './flags.js';
 import { evalCommand } from './commands/eval.js';
 import { exportCommand } from './commands/export.js';
@@ -43,7 +42,8 @@ async function main(argv: string[]): Promise<number> {
       console.error(`${e.message} (webgpu-finetune ${command.name} --help lists the flags)`);
       return 2;
     }
-    console.error(e instanceof WebGPUFinetuneError ? `${e.name}: ${e.message}` : e instanceof Error ? `error: ${e.message}` : String(e));
+    // The message says what went wrong and what to do; a class name would add nothing for the user.
+    console.error(e instanceof Error ? `error: ${e.message}` : String(e));
     if (process.env.WEBGPU_FINETUNE_DEBUG && e instanceof Error) console.error(e.stack);
     return 1;
   }

@@ -67,20 +67,28 @@ export function commandHelp(command: Command): string {
   return [`usage: webgpu-finetune ${command.name} [flags]`, `  ${command.summary}`, '', ...rows].join('\n');
 }
 
-/** A flag's value as a number: finite, an integer where asked, within [min, max]. */
-export function numberFlag(values: FlagValues, name: string, o: { integer?: boolean; min?: number; max?: number } = {}): number {
+/** Bounds of a number flag: `above` excludes its value (`--epochs` above 0), `min` and `max` include theirs. */
+export interface NumberBounds {
+  integer?: boolean;
+  min?: number;
+  above?: number;
+  max?: number;
+}
+
+/** A flag's value as a number: finite, an integer where asked, within its bounds. */
+export function numberFlag(values: FlagValues, name: string, o: NumberBounds = {}): number {
   const text = String(values[name]);
   const v = Number(text);
-  const ok = text.trim() !== '' && Number.isFinite(v) && (!o.integer || Number.isInteger(v)) && v >= (o.min ?? -Infinity) && v <= (o.max ?? Infinity);
+  const ok = text.trim() !== '' && Number.isFinite(v) && (!o.integer || Number.isInteger(v)) && v >= (o.min ?? -Infinity) && v > (o.above ?? -Infinity) && v <= (o.max ?? Infinity);
   if (!ok) {
-    const range = [o.min !== undefined ? `>= ${o.min}` : '', o.max !== undefined ? `<= ${o.max}` : ''].filter(Boolean).join(' and ');
+    const range = [o.min !== undefined ? `>= ${o.min}` : '', o.above !== undefined ? `> ${o.above}` : '', o.max !== undefined ? `<= ${o.max}` : ''].filter(Boolean).join(' and ');
     throw new UsageError(`--${name} must be ${o.integer ? 'an integer' : 'a number'}${range ? ` ${range}` : ''}, got '${text}'`);
   }
   return v;
 }
 
 /** A flag's number when given, else undefined. */
-export function optionalNumber(values: FlagValues, name: string, o: { integer?: boolean; min?: number; max?: number } = {}): number | undefined {
+export function optionalNumber(values: FlagValues, name: string, o: NumberBounds = {}): number | undefined {
   return values[name] === undefined ? undefined : numberFlag(values, name, o);
 }
 

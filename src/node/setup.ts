@@ -12,7 +12,7 @@ import { QUANT_FORMATS, type QuantizeOption } from '../model/quantized-weights.j
 import { fileUrlPath, PRETRAINED_BASE, shippedDatasetUrl, shippedModelUrl } from '../model/shipped.js';
 import { loadTokenizer, type Tokenizer } from '../data/tokenizer.js';
 import { formatProblem, loadDataset, REPORTED_PROBLEMS, type DatasetOptions, type TrainingData } from '../data/dataset.js';
-import type { DatasetFile } from '../data/records.js';
+import { DatasetError, fileFormat, type DatasetFile } from '../data/records.js';
 import { methodNames, METHODS, type MethodName, type MethodOptions } from '../methods/registry.js';
 import { BLOCK_SIZES, SELECTIONS, SparseMask, type BlockSize, type Granularity, type Selection } from '../methods/sparse/index.js';
 import { choiceFlag, numberFlag, optionalNumber, UsageError, type FlagTable, type FlagValues } from './flags.js';
@@ -82,26 +82,53 @@ export async function openModel(values: FlagValues, log: (line: string) => void)
   return { gpu, source, ckpt, tokenizer };
 }
 
-/** The dataset options of the flags, checked (the sequence against the model's positions). */
-export async function datasetFromFlags(values: FlagValues, m: OpenedModel): Promise<TrainingData> {
-  const maxPositions = m.ckpt.config.maxPositions;
-  const seqLength = values['seq-len'] === undefined ? Math.min(maxPositions, 1024) : numberFlag(values, 'seq-len', { integer: true, min: 2, max: maxPositions });
-  const validationText = String(values.validation);
+/** The dataset flags read and checked before any model loads: files present and of a known format, choices valid. */
+export interface DataFlags {
+  data: DatasetFile;
+  validation: number | DatasetFile[];
+  options: Omit<DatasetOptions, 'seqLength' | 'validation'>;
+  /** --seq-len as given (checked against the model's positions once it is open). */
+  seqLength?: number;
+}
+
+export async function readDataFlags(values: FlagValues): Promise<DataFlags> {
+  const validationText = String(values.validation ?? '0');
   const fraction = Number(validationText);
   const validation = validationText.trim() !== '' && Number.isFinite(fraction)
     ? (fraction >= 0 && fraction < 1 ? fraction : (() => { throw new UsageError(`--validation must be a fraction in [0, 1) or a file, got '${validationText}'`); })())
-    : [await fileBytes(validationText, 'validation')];
-  const options: DatasetOptions = {
-    seqLength,
+    : [await datasetFile(validationText, 'validation')];
+  return {
+    data: await datasetFile(values.data as string, 'data'),
     validation,
-    format: choiceFlag(values, 'format', ['auto', 'text', 'prompt-completion', 'chat'] as const),
-    lossOn: choiceFlag(values, 'loss-on', ['completion', 'all'] as const),
-    longRows: choiceFlag(values, 'long-rows', ['skip', 'truncate', 'split'] as const),
-    onBadRow: choiceFlag(values, 'bad-rows', ['skip', 'fail'] as const),
-    pack: !values['no-packing'],
-    textSampling: choiceFlag(values, 'text-sampling', ['line', 'paragraph', 'document'] as const),
+    seqLength: optionalNumber(values, 'seq-len', { integer: true, min: 2 }),
+    options: {
+      format: choiceFlag(values, 'format', ['auto', 'text', 'prompt-completion', 'chat'] as const),
+      lossOn: choiceFlag(values, 'loss-on', ['completion', 'all'] as const),
+      longRows: choiceFlag(values, 'long-rows', ['skip', 'truncate', 'split'] as const),
+      onBadRow: choiceFlag(values, 'bad-rows', ['skip', 'fail'] as const),
+      pack: !values['no-packing'],
+      textSampling: choiceFlag(values, 'text-sampling', ['line', 'paragraph', 'document'] as const),
+    },
   };
-  return loadDataset(await fileBytes(values.data as string, 'data'), m.tokenizer, options);
+}
+
+/** A dataset file's bytes, its format known by its name. */
+async function datasetFile(path: string, flag: string): Promise<DatasetFile> {
+  try {
+    fileFormat(path);
+  } catch (e) {
+    if (e instanceof DatasetError) throw new UsageError(`--${flag}: ${e.message}`);
+    throw e;
+  }
+  return fileBytes(path, flag);
+}
+
+/** The dataset of the flags read earlier, tokenized; the sequence is checked against the model's positions. */
+export async function datasetFromFlags(flags: DataFlags, m: OpenedModel): Promise<TrainingData> {
+  const maxPositions = m.ckpt.config.maxPositions;
+  if (flags.seqLength !== undefined && flags.seqLength > maxPositions) throw new UsageError(`--seq-len must be an integer >= 2 and <= ${maxPositions} (the model's positions), got '${flags.seqLength}'`);
+  const seqLength = flags.seqLength ?? Math.min(maxPositions, 1024);
+  return loadDataset(flags.data, m.tokenizer, { ...flags.options, seqLength, validation: flags.validation });
 }
 
 export function describeDataset(d: TrainingData): string[] {
@@ -118,8 +145,16 @@ export function describeDataset(d: TrainingData): string[] {
   return lines;
 }
 
-/** The method and its options from the flags, checked against each other; the mask is read here when given. */
-export async function methodFromFlags(values: FlagValues, m: OpenedModel): Promise<{ method: MethodName; options: MethodOptions; quantize?: QuantizeOption; select?: { selection: Selection; density: number; granularity: Granularity } }> {
+/** The method flags, checked against each other before any model loads (a mask file is read, not yet parsed). */
+export interface MethodFlags {
+  method: MethodName;
+  lora: { rank: number; alpha?: number; dropout: number; targetModules: string[] };
+  quantize?: QuantizeOption;
+  /** Sparse methods: a saved mask, or how to choose one. */
+  sparse?: { maskFile: DatasetFile } | { selection: Selection; density: number; granularity: Granularity };
+}
+
+export async function readMethodFlags(values: FlagValues): Promise<MethodFlags> {
   const method = choiceFlag(values, 'method', methodNames());
   const usesLora = method === 'lora' || method === 'sparse+lora';
   const sparse = method === 'sparse' || method === 'sparse+lora';
@@ -132,29 +167,38 @@ export async function methodFromFlags(values: FlagValues, m: OpenedModel): Promi
     const format = choiceFlag(values, 'quantize', QUANT_FORMATS);
     if (METHODS[method].writesBase) throw new UsageError(`--quantize makes the frozen base 4-bit, and '${method}' trains inside the base weights: use --method lora`);
     if (method === 'full') throw new UsageError('--quantize makes the frozen base 4-bit, and full fine-tuning trains every weight: use --method lora');
+    if (values['double-quant'] && format !== 'nf4') throw new UsageError('--double-quant quantizes the absmax of NF4: use it with --quantize nf4');
     quantize = values['double-quant'] ? { format, doubleQuant: true } : format;
   } else if (values['double-quant']) throw new UsageError('--double-quant quantizes the absmax of NF4: use it with --quantize nf4');
-  if (values['double-quant'] && values.quantize !== 'nf4') throw new UsageError('--double-quant quantizes the absmax of NF4: use it with --quantize nf4');
   const lora = {
     rank: numberFlag(values, 'rank', { integer: true, min: 1, max: 65536 }),
-    alpha: optionalNumber(values, 'alpha', { min: Number.MIN_VALUE }),
+    alpha: optionalNumber(values, 'alpha', { above: 0 }),
     dropout: numberFlag(values, 'dropout', { min: 0, max: 0.99 }),
     targetModules: String(values['target-modules']).split(',').map((t) => t.trim()).filter(Boolean),
   };
   if (lora.targetModules.length === 0) throw new UsageError('--target-modules names no layer');
+  if (!sparse) return { method, lora, quantize };
+  if (values.mask !== undefined) return { method, lora, quantize, sparse: { maskFile: { ...(await fileBytes(String(values.mask), 'mask')), name: String(values.mask) } } };
+  const selection = choiceFlag(values, 'selection', SELECTIONS);
+  const density = numberFlag(values, 'density', { above: 0, max: 1 });
+  const granularity = values.granularity === 'element' ? 'element' : (numberFlag(values, 'granularity', { integer: true }) as BlockSize);
+  if (granularity !== 'element' && !BLOCK_SIZES.includes(granularity)) throw new UsageError(`--granularity must be element or one of ${BLOCK_SIZES.join(', ')}, got '${values.granularity}'`);
+  return { method, lora, quantize, sparse: { selection, density, granularity } };
+}
+
+/** The method's options for the opened model: a saved mask parsed against it, the options checked against its layers. */
+export async function methodFromFlags(flags: MethodFlags, m: OpenedModel): Promise<{ method: MethodName; options: MethodOptions; quantize?: QuantizeOption; select?: { selection: Selection; density: number; granularity: Granularity } }> {
+  const { method, lora, quantize } = flags;
   const options: MethodOptions = {};
   let select: { selection: Selection; density: number; granularity: Granularity } | undefined;
-  if (sparse) {
+  if (flags.sparse) {
     let sparseOptions: NonNullable<MethodOptions['sparse']> = {};
-    if (values.mask !== undefined) {
-      const file = await fileBytes(values.mask as string, 'mask');
-      sparseOptions = { mask: await SparseMask.fromSafetensors(file.bytes, m.ckpt.config, values.mask as string) };
+    if ('maskFile' in flags.sparse) {
+      const file = flags.sparse.maskFile;
+      sparseOptions = { mask: await SparseMask.fromSafetensors(file.bytes, m.ckpt.config, file.name) };
     } else {
-      const selection = choiceFlag(values, 'selection', SELECTIONS);
-      const density = numberFlag(values, 'density', { min: Number.MIN_VALUE, max: 1 });
-      const granularity = values.granularity === 'element' ? 'element' : (numberFlag(values, 'granularity', { integer: true }) as BlockSize);
-      if (granularity !== 'element' && !BLOCK_SIZES.includes(granularity)) throw new UsageError(`--granularity must be element or one of ${BLOCK_SIZES.join(', ')}, got '${values.granularity}'`);
       // Data-free selections happen at attach; the others calibrate on the training rows first (see train).
+      const { selection, density, granularity } = flags.sparse;
       if (selection === 'random' || selection === 'columns') sparseOptions = { selection, density, granularity };
       else select = { selection, density, granularity };
     }

@@ -54,7 +54,7 @@ export interface TrainableSet {
 
 /** An update rule over a trainable set, with its state for checkpoints. */
 export interface Optimizer {
-  /** Optimizer steps taken (schedules are 1-based: the next step is step + 1). */
+  /** Optimizer steps taken: the next update's schedule step (schedules are 0-based). */
   step: number;
   /**
    * Record one update at learning rate `lr` of the gradients times `gradScale` (FineTuner passes 1 over

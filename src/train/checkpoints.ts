@@ -29,6 +29,15 @@ export class CheckpointError extends WebGPUFinetuneError {
   }
 }
 
+/** A store that holds an earlier run's checkpoints, where a new run was asked for. */
+export class RunExistsError extends CheckpointError {
+  readonly latest: string;
+  constructor(store: string, latest: string) {
+    super(`${store} holds a run (latest ${latest}): continue it with resume, or start over with overwrite (its checkpoints are deleted once the new run saves its first)`);
+    this.latest = latest;
+  }
+}
+
 /** A checkpoint's name for an optimizer step: sorts by step. */
 export function checkpointName(step: number): string {
   return `checkpoint-${String(step).padStart(8, '0')}`;
@@ -46,6 +55,22 @@ export async function latestCheckpoint(store: CheckpointStore): Promise<string |
   if (pointed && names.includes(pointed)) return pointed;
   names.sort((a, b) => checkpointStep(b)! - checkpointStep(a)!);
   return names[0] ?? null;
+}
+
+/**
+ * What a run does with its store: the checkpoint it resumes from (resume: true needs one, 'if-any'
+ * takes one when there is one), or null for a new run. A new run in a store that holds checkpoints is
+ * refused unless `overwrite` is set, so no run deletes another's work unasked.
+ */
+export async function claimStore(store: CheckpointStore, o: { resume?: boolean | 'if-any'; overwrite?: boolean }): Promise<string | null> {
+  if (o.resume && o.overwrite) throw new CheckpointError('resume continues the checkpoints that overwrite deletes: give one of them');
+  const latest = await latestCheckpoint(store);
+  if (o.resume) {
+    if (!latest && o.resume !== 'if-any') throw new CheckpointError(`${store.description} has no checkpoint to resume from`);
+    return latest;
+  }
+  if (latest && !o.overwrite) throw new RunExistsError(store.description, latest);
+  return null;
 }
 
 /** Removes all but the newest `keep` checkpoints, never the one `latest` points at. */

@@ -205,7 +205,7 @@ export class FineTuner {
       const micro = this.micro + 1;
       updated = micro === this.accumulation;
       if (updated) {
-        lr = learningRate(this.optimizer.step + 1, this.options.optimizer ?? { lr: 1e-4 });
+        lr = learningRate(this.optimizer.step, this.options.optimizer ?? { lr: 1e-4 });
         this.lastGradScale = 1 / Math.max(this.stepTargets, 1);
         this.optimizer.record(rec, lr, this.lastGradScale);
       }

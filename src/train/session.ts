@@ -23,7 +23,7 @@ import { selectMask, type SelectOptions } from '../methods/sparse/select.js';
 import { Generator, SAMPLING_OPTION_KEYS, type SamplingOptions } from '../serve/generate.js';
 import { indexedDbCheckpointStore } from '../browser/indexeddb-checkpoints.js';
 import { cachedSource, hasModelCache, type DownloadProgress } from '../browser/model-cache.js';
-import { latestCheckpoint, memoryCheckpointStore, type CheckpointStore } from './checkpoints.js';
+import { claimStore, memoryCheckpointStore, type CheckpointStore } from './checkpoints.js';
 import { mergedModelFiles } from './export.js';
 import { CALIBRATION_BATCH_TOKENS, CALIBRATION_TOKENS } from './main-task.js';
 import { Trainer, TRAINER_OPTION_KEYS, type TrainerEvent, type TrainerOptions, type TrainResult } from './trainer.js';
@@ -41,12 +41,14 @@ export interface SessionSpec {
   data: SessionFile | SessionFile[];
   dataset: DatasetOptions;
   /** The method with its options and the run's hyperparameters, as the Trainer takes them. */
-  train: Omit<TrainerOptions, 'onEvent' | 'checkpoints' | 'resume'>;
+  train: Omit<TrainerOptions, 'onEvent' | 'checkpoints' | 'resume' | 'overwrite'>;
   /** Sparse methods: a data-driven selection (sylva, fisher, snip) run on the first training rows before training. */
   select?: Omit<SelectOptions, 'seed'> & { seed?: number };
   checkpoints?: CheckpointTarget & { every?: number; keep?: number };
   /** Continue from the checkpoints' latest: true (one must exist) or 'if-any'. */
   resume?: boolean | 'if-any';
+  /** Start over where checkpoints exist, deleting them once the new run saves its first (see TrainerOptions.overwrite). */
+  overwrite?: boolean;
 }
 
 /** A dataset file as bytes, or a File (a dropped file: it crosses to a worker without a copy and is read there). */
@@ -150,12 +152,15 @@ export class FineTuneSession implements FineTuneSessionApi {
 
   /** Open a session: nothing trains until train(). `o.gpu` shares a device; otherwise one is requested. */
   static async open(spec: SessionSpec, o: { gpu?: Gpu; onEvent?: (event: SessionEvent) => void } = {}): Promise<FineTuneSession> {
-    checkOptionKeys('session spec', spec, optionKeys<SessionSpec>()(['model', 'hub', 'cache', 'data', 'dataset', 'train', 'select', 'checkpoints', 'resume']));
-    checkOptionKeys('session spec: train', spec.train, TRAINER_OPTION_KEYS.filter((k) => !['onEvent', 'checkpoints', 'resume'].includes(k)));
+    checkOptionKeys('session spec', spec, optionKeys<SessionSpec>()(['model', 'hub', 'cache', 'data', 'dataset', 'train', 'select', 'checkpoints', 'resume', 'overwrite']));
+    checkOptionKeys('session spec: train', spec.train, TRAINER_OPTION_KEYS.filter((k) => !['onEvent', 'checkpoints', 'resume', 'overwrite'].includes(k)));
     checkOptionKeys('session spec: checkpoints', spec.checkpoints, ['indexedDb', 'database', 'memory', 'store', 'every', 'keep']);
     const status = (message: string) => o.onEvent?.({ type: 'status', message });
     const method = spec.train.method;
     if (!Object.hasOwn(METHODS, method)) throw new SessionError(`unknown method '${String(method)}': one of ${Object.keys(METHODS).join(', ')}`);
+    // An earlier run in the store is refused (or its checkpoint found) before anything loads.
+    const store = spec.checkpoints ? checkpointStoreFor(spec.checkpoints) : null;
+    const resumesFrom = store ? await claimStore(store, spec) : null;
     const resolved = await resolveSource(spec.model, spec.hub);
     const source = spec.cache && hasModelCache() ? cachedSource(resolved, { onProgress: (p) => o.onEvent?.({ type: 'download', ...p }) }) : resolved;
     status(`opening ${source.description}`);
@@ -163,11 +168,9 @@ export class FineTuneSession implements FineTuneSessionApi {
     const tokenizer = await loadTokenizer(source);
     status('reading the dataset');
     const data = await loadDataset(await datasetFiles(spec.data), tokenizer, spec.dataset);
-    const store = spec.checkpoints ? checkpointStoreFor(spec.checkpoints) : null;
-    const resumesFrom = store && spec.resume ? await latestCheckpoint(store) : null;
     const gpu = o.gpu ?? (await requestDevice({ powerPreference: 'high-performance' }));
     try {
-      const options: TrainerOptions = { ...spec.train, checkpoints: store ? { store, every: spec.checkpoints!.every, keep: spec.checkpoints!.keep } : undefined, resume: spec.resume };
+      const options: TrainerOptions = { ...spec.train, checkpoints: store ? { store, every: spec.checkpoints!.every, keep: spec.checkpoints!.keep } : undefined, resume: spec.resume, overwrite: spec.overwrite };
       let mask: SessionInfo['mask'] = null;
       // A resumed run takes its mask from its checkpoint.
       if (spec.select && !resumesFrom) {

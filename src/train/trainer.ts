@@ -23,11 +23,11 @@ import type { Checkpoint } from '../model/checkpoint.js';
 import type { CausalLM } from '../model/causal-lm.js';
 import { rng } from '../util/random.js';
 import { chooseMicroBatch, type MicroBatchChoice } from './auto-batch.js';
-import { CheckpointError, checkpointName, latestCheckpoint, pruneCheckpoints, type CheckpointStore } from './checkpoints.js';
+import { CheckpointError, checkpointName, claimStore, latestCheckpoint, pruneCheckpoints, type CheckpointStore } from './checkpoints.js';
 import { checkFineTuneOptionKeys, FineTuner, type FineTuneOptions, type PendingStep } from './finetuner.js';
 import { checkOptionKeys, optionKeys } from '../util/options.js';
 import { ADAMW_CONFIG_KEYS } from '../optim/adamw.js';
-import { SCHEDULE_OPTION_KEYS } from '../optim/schedule.js';
+import { SCHEDULE_OPTION_KEYS, warmupSteps } from '../optim/schedule.js';
 
 export interface TrainerOptions extends Omit<FineTuneOptions, 'optimizer' | 'gradientAccumulation' | 'gradientCheckpointing'> {
   /** Optimizer steps. Default: `epochs` passes over the training rows. */
@@ -54,13 +54,19 @@ export interface TrainerOptions extends Omit<FineTuneOptions, 'optimizer' | 'gra
   checkpoints?: { store: CheckpointStore; every?: number; keep?: number };
   /** Continue from the store's latest checkpoint: true (one must exist) or 'if-any'. */
   resume?: boolean | 'if-any';
+  /**
+   * Start a new run in a store that holds checkpoints, deleting them once this run has saved its first
+   * (until then they stay, so a run that fails early loses nothing). Without it such a store is refused
+   * (RunExistsError).
+   */
+  overwrite?: boolean;
   onEvent?: (event: TrainerEvent) => void;
 }
 
 export const TRAINER_OPTION_KEYS = optionKeys<TrainerOptions>()([
   'method', 'baseDtype', 'quantize', 'onProgress', ...(methodNames() as readonly MethodName[]),
   'steps', 'epochs', 'batchSize', 'microBatch', 'memoryBudgetBytes', 'gradientCheckpointing', 'optimizer', 'evalEvery', 'evalAccuracy',
-  'seed', 'checkpoints', 'resume', 'onEvent',
+  'seed', 'checkpoints', 'resume', 'overwrite', 'onEvent',
 ]);
 /** The optimizer options a Trainer takes: AdamW's and the schedule's but its length, which the run sets, and a warmup ratio. */
 const TRAINER_OPTIMIZER_KEYS = [...ADAMW_CONFIG_KEYS, ...SCHEDULE_OPTION_KEYS.filter((k) => k !== 'totalSteps'), 'warmupRatio'];
@@ -197,6 +203,8 @@ export class Trainer {
     readonly data: TrainingData,
     readonly options: TrainerOptions,
     private resumeFiles: Record<string, Uint8Array> | null,
+    /** An earlier run's checkpoints in the store, deleted when this run saves its first (overwrite). */
+    private stale: string[],
   ) {
     this.onEvent = options.onEvent;
     this.batchSize = options.batchSize ?? 8;
@@ -223,19 +231,19 @@ export class Trainer {
     let resumeFiles: Record<string, Uint8Array> | null = null;
     let methodOptions = options[options.method];
     const definition = methodDefinition(options.method);
-    if (options.resume) {
-      const store = options.checkpoints?.store;
-      if (!store) throw new ShapeError('resume needs checkpoints: { store }');
-      const name = await latestCheckpoint(store);
-      if (name) resumeFiles = await readCheckpoint(store, name);
-      else if (options.resume !== 'if-any') throw new CheckpointError(`${store.description} has no checkpoint to resume from`);
-      if (resumeFiles && definition.restoreOptions) methodOptions = (await definition.restoreOptions(methodOptions, resumeFiles, ckpt.config)) as typeof methodOptions;
+    const store = options.checkpoints?.store;
+    if (options.resume && !store) throw new ShapeError('resume needs checkpoints: { store }');
+    const name = store ? await claimStore(store, options) : null;
+    const stale = store && options.overwrite ? await store.list() : [];
+    if (store && name) {
+      resumeFiles = await readCheckpoint(store, name);
+      if (definition.restoreOptions) methodOptions = (await definition.restoreOptions(methodOptions, resumeFiles, ckpt.config)) as typeof methodOptions;
     }
     const { method, quantize, baseDtype, onProgress } = options;
     const ft = await FineTuner.create(gpu, ckpt, {
       method, [method]: methodOptions, quantize, baseDtype, onProgress, optimizer: optimizerOptions(options, data), gradientCheckpointing: options.gradientCheckpointing === true,
     });
-    return new Trainer(ft, data, options, resumeFiles);
+    return new Trainer(ft, data, options, resumeFiles, stale);
   }
 
   /** Where the run stands: optimizer steps done, rows consumed. */
@@ -376,7 +384,8 @@ export class Trainer {
       }
       await drain();
       if (result.reason === 'completed' && this.data.validation) result.evals.push(await this.evaluateValidation());
-      if (store && lastSaved !== this.step) await this.save(store);
+      // A run stopped before its first step has nothing to keep (and, overwriting, leaves the old run whole).
+      if (store && lastSaved !== this.step && this.step > 0) await this.save(store);
     } catch (e) {
       // Readbacks still in flight fail with the device too; nothing waits for them any more.
       for (const s of inFlight) for (const p of s.parts) p.loss.catch(() => undefined);
@@ -418,6 +427,9 @@ export class Trainer {
     files[TRAINER_FILE] = new TextEncoder().encode(JSON.stringify(state, null, 2));
     await store.write(name, files);
     await store.setLatest(name);
+    if (store === this.options.checkpoints?.store) {
+      for (const old of this.stale.splice(0)) if (old !== name) await store.remove(old);
+    }
     await pruneCheckpoints(store, this.options.checkpoints?.keep ?? 2);
     this.emit({ type: 'checkpoint', step: this.step, name, store: store.description, seconds: (performance.now() - t) / 1000 });
     return this.step;
@@ -485,8 +497,8 @@ export async function evaluateRows(model: CausalLM, rows: PackedRows, o: { rowsP
 function optimizerOptions(o: TrainerOptions, data: TrainingData): AdamWConfig & ScheduleOptions {
   const totalSteps = o.steps ?? Math.max(1, Math.ceil(((o.epochs ?? 1) * data.train.rows) / (o.batchSize ?? 8)));
   const { warmupRatio, ...rest } = o.optimizer ?? {};
-  const warmupSteps = rest.warmupSteps ?? Math.round((warmupRatio ?? 0.03) * totalSteps);
-  return { schedule: 'cosine', ...rest, lr: rest.lr ?? 1e-4, warmupSteps, totalSteps };
+  const warmup = rest.warmupSteps ?? warmupSteps(warmupRatio ?? 0.03, totalSteps);
+  return { schedule: 'cosine', ...rest, lr: rest.lr ?? 1e-4, warmupSteps: warmup, totalSteps };
 }
 
 function checkTrainerOptions(o: TrainerOptions, data: TrainingData): void {

@@ -34,12 +34,19 @@ function run(...args: string[]): Promise<{ code: number; stdout: string; stderr:
 
 /** Short runs: few steps of small batches of short rows. */
 const SHORT = ['--batch-size', '4', '--seq-len', '64', '--samples', '2'];
+/** Every file under a folder with its bytes. */
+const folderBytes = (dir: string): Record<string, Buffer> =>
+  Object.fromEntries(readdirSync(dir, { recursive: true, withFileTypes: true }).filter((f) => f.isFile()).map((f) => [join(f.parentPath, f.name), readFileSync(join(f.parentPath, f.name))]));
 const events = (stdout: string) => stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
 
 describe('command line: bad input', () => {
   const dataDir = tempDir();
   const csv = join(dataDir, 'rows.csv');
   writeFileSync(csv, 'prompt,completion\n');
+  const aFile = join(dataDir, 'not-a-folder');
+  writeFileSync(aFile, '');
+  // A model that does not exist: a row that names it fails on its own flag, so it was checked before the model.
+  const noModel = ['--model', '/nonexistent/model'];
   const table: [string[], number, RegExp][] = [
     [['train', '--steps', 'abc'], 2, /--steps must be an integer >= 1 and <= 1000000000, got 'abc'/],
     [['train', '--steps', '-3'], 2, /--steps must be an integer >= 1/],
@@ -51,7 +58,8 @@ describe('command line: bad input', () => {
     [['train', '--rank', '100000'], 2, /--rank must be an integer >= 1 and <= 65536/],
     [['train', '--rank', '97'], 1, /LoRA rank 97 exceeds what 'layers\.0\.q' \(96x96\) can hold: at most 96/],
     [['train', '--micro-batch', '3'], 2, /--micro-batch must divide --batch-size 8, got 3/],
-    [['train', '--seq-len', '4096'], 2, /--seq-len must be an integer >= 2 and <= 128, got '4096'/],
+    [['train', '--seq-len', '4096'], 2, /--seq-len must be an integer >= 2 and <= 128 \(the model's positions\), got '4096'/],
+    [['train', '--epochs', '0'], 2, /--epochs must be a number > 0 and <= 1000000, got '0'/],
     [['train', '--method', 'qlora-ish'], 2, /--method must be one of full, lora, sparse, sparse\+lora, got 'qlora-ish'/],
     [['train', '--quantize', 'fp4'], 2, /--quantize must be one of int4, nf4, got 'fp4'/],
     [['train', '--method', 'sparse', '--quantize', 'nf4'], 2, /--quantize makes the frozen base 4-bit, and 'sparse' trains inside the base weights/],
@@ -59,8 +67,13 @@ describe('command line: bad input', () => {
     [['train', '--method', 'sparse', '--granularity', '12'], 2, /--granularity must be element or one of 16, 32, 64, got '12'/],
     [['train', '--temprature', '0.5'], 2, /train: Unknown option '--temprature'/],
     [['train', 'extra'], 2, /Unexpected argument 'extra'/],
-    [['train', '--data', '/nonexistent/rows.jsonl'], 2, /--data: no file '\/nonexistent\/rows\.jsonl'/],
-    [['train', '--data', csv], 1, /DatasetError: rows\.csv: unknown dataset format; use \.jsonl, \.json, \.txt or \.parquet/],
+    [['train', ...noModel, '--data', '/nonexistent/rows.jsonl'], 2, /--data: no file '\/nonexistent\/rows\.jsonl'/],
+    [['train', ...noModel, '--data', csv], 2, /--data: \S*rows\.csv: unknown dataset format; use \.jsonl, \.json, \.txt or \.parquet/],
+    [['train', ...noModel, '--validation', '/nonexistent/held.jsonl'], 2, /--validation: no file/],
+    [['train', ...noModel, '--method', 'sparse', '--mask', '/nonexistent/mask.safetensors'], 2, /--mask: no file/],
+    [['train', ...noModel, '--output', aFile], 2, /--output '\S+not-a-folder' is a file: give a folder/],
+    [['train', ...noModel, '--resume', '--output', dataDir], 2, /--resume: '\S+' holds no checkpoint to continue/],
+    [['train', ...noModel, '--resume', '--overwrite'], 2, /--resume continues the checkpoints that --overwrite deletes: give one of them/],
     [['train', '--model', '/nonexistent/model'], 1, /no config\.json/],
     [['train', '--validation', '1.5'], 2, /--validation must be a fraction in \[0, 1\) or a file, got '1\.5'/],
     [['generate', '--top-k', '-3'], 2, /--top-k must be an integer >= 0, got '-3'/],
@@ -72,7 +85,9 @@ describe('command line: bad input', () => {
   ];
   // Child processes that mostly start up and stop: run a few at a time.
   it.concurrent.each(table)('%j exits %i with a one-line message', async (args, code, message) => {
-    const r = await run(...args);
+    // A fresh output folder, so that no earlier run in runs/ decides the outcome.
+    const fresh = args[0] === 'train' && !args.includes('--output') ? ['--output', join(tempDir(), 'run')] : [];
+    const r = await run(args[0], ...fresh, ...args.slice(1));
     expect(r.code, r.stdout + r.stderr).toBe(code);
     const lines = r.stderr.split('\n').filter((l) => l.trim() && !/^(Warning|\s+at |\s*-?\s*While initializing)/.test(l) && !/Vulkan|vk_|\bICD\b/.test(l));
     expect(lines.join('\n')).toMatch(message);
@@ -115,7 +130,15 @@ describe('command line: runs', () => {
     const want = events(whole.stdout).filter((e) => e.type === 'step').map((e) => e.loss);
     // Back to the checkpoint of step 2, as if the run had been killed after it; the pointer names one that is gone.
     rmSync(join(dir, 'checkpoints/checkpoint-00000004'), { recursive: true });
-    const again = await run(...args, '--resume');
+    // The command with another option is refused before anything loads, and every file stays as it was.
+    const before = folderBytes(dir);
+    const other = await run(...args.map((a) => (a === '1e-2' ? '2e-2' : a)));
+    expect(other.code, other.stderr).toBe(2);
+    expect(other.stderr).toMatch(/--output '\S+' holds another run \(latest checkpoint-00000002\) with --lr 2e-2 \(was 1e-2\): continue it with --resume, start over with --overwrite, or choose another --output/);
+    expect(other.stdout).not.toMatch(/device:/);
+    expect(folderBytes(dir)).toEqual(before);
+    // The same command again continues the run (no --resume needed).
+    const again = await run(...args);
     expect(again.code, again.stderr).toBe(0);
     const e = events(again.stdout);
     expect(e.find((x) => x.type === 'plan').resumedFrom).toBe(2);

@@ -3,7 +3,7 @@
  * by Playwright: the shipped model and sample dataset, each method trained some steps with the loss
  * falling on the chart (its data, not its pixels), base vs fine-tuned generations, the adapter
  * downloaded and its files checked, a run stopped, the page reloaded and the run resumed with the
- * losses of an uninterrupted run, no main-thread long task over 50 ms while training, and the message a
+ * losses of an uninterrupted run, training in the worker (no GPU device or queue on the page thread), and the message a
  * browser without WebGPU gets. Screenshots go to test-results/demo/.
  */
 import { mkdirSync, readFileSync } from 'node:fs';
@@ -36,20 +36,29 @@ interface DemoState {
   lastError: string | null;
   steps: { step: number; loss: number }[];
   evals: { step: number; loss: number }[];
-  longTasks: { start: number; duration: number }[];
-  training: { start: number; end: number | null }[];
   samples: { base: string; tuned: string };
 }
 const demoState = (page: Page) =>
   page.evaluate(() => {
-    const { phase, lastError, steps, evals, longTasks, training, samples } = (window as unknown as { demo: { state: DemoState } }).demo.state;
-    return { phase, lastError, steps, evals, longTasks, training, samples };
+    const { phase, lastError, steps, evals, samples } = (window as unknown as { demo: { state: DemoState } }).demo.state;
+    return { phase, lastError, steps, evals, samples };
   });
 const chartData = (page: Page) =>
   page.evaluate(() => (window as unknown as { demo: { chart: { data: { steps: number[]; train: (number | null)[]; validation: (number | null)[] } } } }).demo.chart.data);
 
 async function openDemo(page: Page): Promise<void> {
   page.on('pageerror', (e) => console.error(`  [page error] ${e.stack ?? e.message}`));
+  // Record any GPU device or queue use on the page thread: the demo's training belongs in its worker.
+  await page.addInitScript(() => {
+    const calls: string[] = ((window as unknown as { pageGpuCalls: string[] }).pageGpuCalls = []);
+    for (const [proto, method] of [[GPUAdapter.prototype, 'requestDevice'], [GPUQueue.prototype, 'submit']] as const) {
+      const original = (proto as unknown as Record<string, (...a: unknown[]) => unknown>)[method];
+      (proto as unknown as Record<string, unknown>)[method] = function (this: unknown, ...a: unknown[]) {
+        calls.push(method);
+        return original.apply(this, a);
+      };
+    }
+  });
   await page.goto(`${origin}/demo/index.html`);
   await page.waitForFunction(() => (window as unknown as { demoReady?: boolean }).demoReady === true, undefined, { timeout: 60_000 });
 }
@@ -125,10 +134,9 @@ describe('the demo page', () => {
     await page.fill('#validation', '0.02');
     await page.fill('#save-every', '4');
     const whole = await train(page, { method: 'lora', quantize: '', steps: 10, lr: '0.005' });
-    const [window] = whole.training;
-    expect(window.end! - window.start).toBeGreaterThan(500);
-    const during = whole.longTasks.filter((t) => t.start + t.duration > window.start && t.start < window.end!);
-    expect(during.filter((t) => t.duration > 50), 'main-thread long tasks while training').toEqual([]);
+    // Training runs in the worker: the page thread asked for no GPU device and submitted no GPU work.
+    // (How long the page thread is blocked while training is a figure of the browser benchmark.)
+    expect(await page.evaluate(() => (window as unknown as { pageGpuCalls: string[] }).pageGpuCalls)).toEqual([]);
 
     // "Save to browser" writes a checkpoint of the finished run too.
     await page.click('#save');

@@ -5,7 +5,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { WebGPUFinetuneError } from '../../src/errors.js';
-import { InvalidModelFileError } from '../../src/io/safetensors.js';
+import { bytesSource } from '../../src/io/bytes.js';
+import { InvalidModelFileError, readHeader } from '../../src/io/safetensors.js';
 import { memorySource, ModelSourceError, resolveSource, UnsafeFileNameError, type ModelSource } from '../../src/io/sources.js';
 import { InvalidTokenizerError, loadTokenizer } from '../../src/data/tokenizer.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
@@ -110,6 +111,23 @@ describe('tensors in two shards', () => {
     }
   });
 
+  it('loads the copy the index names when the copies differ, and warns naming both files', async () => {
+    expect((await openCheckpoint(memorySource(await twoHolders('second')))).config.warnings).toEqual([]);
+    const other = tinyModelFiles({ architecture: 'llama', seed: 5, hiddenSize: 32, numLayers: 2, numHeads: 4 });
+    const files = await twoHolders('second');
+    const [first, second] = Object.keys(files).filter((f) => f.endsWith('.safetensors')).sort();
+    files[first] = other['model.safetensors'];
+    const ckpt = await openCheckpoint(memorySource(files));
+    expect(ckpt.config.warnings).toContain(
+      `tensor 'model.embed_tokens.weight' is in ${second} and, with other values, in ${first}: model.safetensors.index.json names ${second}, whose copy is loaded (as transformers loads it)`,
+    );
+    const emb = ckpt.tensors.get('model.embed_tokens.weight')!;
+    expect(emb.file.name).toBe(second);
+    const mine = await readHeader(bytesSource('x', llama['model.safetensors'] as Uint8Array));
+    const want = mine.byName.get('model.embed_tokens.weight')!;
+    expect(await emb.file.read(emb.info.begin, emb.info.end - emb.info.begin)).toEqual((llama['model.safetensors'] as Uint8Array).slice(want.begin, want.end));
+  });
+
   it('reports a duplicate the index does not resolve, naming both files', async () => {
     const e = await failure(openCheckpoint(memorySource(await twoHolders('neither'))));
     expect(e.message).toMatch(/'model.embed_tokens.weight' is also in model-00001-of-00002.safetensors, and model.safetensors.index.json names neither/);
@@ -139,6 +157,12 @@ describe('configs with absurd sizes fail fast', () => {
     const e = await failure(openCheckpoint(memorySource({ ...llama, 'config.json': JSON.stringify({ ...config, [key]: value }) })));
     expect(e).toBeInstanceOf(type);
     expect(Date.now() - started).toBeLessThan(5000);
+  });
+
+  it('a config with fewer layers than the weights hold is refused, naming both counts', async () => {
+    const e = await failure(openCheckpoint(memorySource({ ...llama, 'config.json': JSON.stringify({ ...config, num_hidden_layers: 1 }) })));
+    expect(e).toBeInstanceOf(InvalidModelFileError);
+    expect(e.message).toMatch(/config\.json num_hidden_layers is 1, but the weights hold 2 layers: set num_hidden_layers to 2/);
   });
 
   it('a config file over 16 MB is refused before parsing', async () => {

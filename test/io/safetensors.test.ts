@@ -78,6 +78,8 @@ describe('safetensors', () => {
     ['a header length over the limit', rawFile(good, data, 2e9), 'size', /exceeds/],
     ['a header that is not JSON', (() => { const f = rawFile(good, data); f[9] = 0x7b; return f; })(), 'json', /not valid JSON/],
     ['a header that is not UTF-8', (() => { const f = rawFile(good, data); f[12] = 0xff; return f; })(), 'utf8', /UTF-8/],
+    ['a tensor name holding a lone surrogate escape', textFile('{"w\\ud800":{"dtype":"F32","shape":[6],"data_offsets":[0,24]}}'), 'utf8', /tensor name "w\\ud800" holds a lone surrogate escape/],
+    ['a lone low surrogate escape in metadata', textFile('{"__metadata__":{"format":"\\udc00pt"},"w":{"dtype":"F32","shape":[6],"data_offsets":[0,24]}}'), 'utf8', /__metadata__ entry "format" holds a lone surrogate/],
     ['a header with a byte-order mark', rawHeaderFile(Uint8Array.from([0xef, 0xbb, 0xbf, ...new TextEncoder().encode(JSON.stringify(good))]), data), 'header-start', /begin with '\{'/],
     ['a header with leading whitespace', textFile(` ${JSON.stringify(good)}`), 'header-start', /begin with '\{'/],
     ['a header that is an array', rawFile([1, 2], data), 'header-start', /begin with/],

@@ -196,6 +196,23 @@ describe('config fields', () => {
     expect(thrown(() => parseConfig({ ...GPT2, scale_attn_weights: false }))).toMatchObject({ field: 'scale_attn_weights' });
     expect(parseConfig({ ...GPT2, activation_function: 'gelu_pytorch_tanh' }).activation).toBe('gelu_new');
   });
+
+  it.each([
+    [MISTRAL, 'tie_word_embeddings', 'true', /'tie_word_embeddings' must be true or false, got "true"/],
+    [GPT2, 'tie_word_embeddings', 0, /'tie_word_embeddings' must be true or false, got 0/],
+    [MISTRAL, 'eos_token_id', 'three', /'eos_token_id' must be a token id or a list of them, got "three"/],
+    [MISTRAL, 'eos_token_id', [2, -1], /'eos_token_id' must be a token id or a list of them/],
+    [MISTRAL, 'bos_token_id', [1], /'bos_token_id' must be a token id, got an array of 1/],
+    [{ ...MISTRAL, architectures: ['LlamaForCausalLM'] }, 'attention_bias', 'false', /'attention_bias' must be true or false/],
+    [{ ...MISTRAL, architectures: ['LlamaForCausalLM'] }, 'mlp_bias', 1, /'mlp_bias' must be true or false/],
+    [{ ...MISTRAL, architectures: ['Qwen2ForCausalLM'] }, 'use_sliding_window', 'yes', /'use_sliding_window' must be true or false/],
+    [MISTRAL, 'architectures', 'MistralForCausalLM', /'architectures' must be a list of class names, got "MistralForCausalLM"/],
+    [{ ...MISTRAL, architectures: undefined }, 'model_type', 5, /'model_type' must be a string, got 5/],
+  ])('refuses a field of the wrong JSON type, naming it: %#', (config, key, value, message) => {
+    const e = thrown(() => parseConfig({ ...config, model_type: (config as { architectures?: string[] }).architectures?.[0] === 'GPT2LMHeadModel' ? 'gpt2' : undefined, [key]: value }));
+    expect(e).toBeInstanceOf(InvalidConfigError);
+    expect((e as Error).message).toMatch(message);
+  });
 });
 
 describe('batches', () => {

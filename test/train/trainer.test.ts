@@ -14,7 +14,7 @@ import { memorySource } from '../../src/io/sources.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { tinyModelFiles } from '../../src/model/tiny.js';
 import { Activations } from '../../src/model/activations.js';
-import { CheckpointError, latestCheckpoint, memoryCheckpointStore } from '../../src/train/checkpoints.js';
+import { CheckpointError, latestCheckpoint, memoryCheckpointStore, RunExistsError } from '../../src/train/checkpoints.js';
 import { Trainer, TrainingStoppedError, type TrainerEvent, type TrainerOptions } from '../../src/train/trainer.js';
 import { testGpu } from '../helpers.js';
 
@@ -163,6 +163,33 @@ describe('Trainer', () => {
     const method = await trainer({ method: 'full', steps: 2, checkpoints: { store }, resume: true });
     await expect(method.train()).rejects.toThrow(/made with method lora, this run has full/);
     method.destroy();
+  });
+
+  it("refuses a new run in a store that holds one; overwrite deletes the old checkpoints only once the new run has saved", async () => {
+    const store = memoryCheckpointStore();
+    const old = await trainer({ method: 'lora', lora, steps: 6, checkpoints: { store, every: 2, keep: 3 } });
+    await old.train();
+    old.destroy();
+    const snapshot = async () => Object.fromEntries(await Promise.all((await store.list()).sort().map(async (n) => [n, await store.read(n, 'trainer.json')])));
+    const saved = await snapshot();
+    expect(Object.keys(saved)).toEqual(['checkpoint-00000002', 'checkpoint-00000004', 'checkpoint-00000006']);
+    const refused = await trainer({ method: 'lora', lora, steps: 4, checkpoints: { store } }).catch((e) => e);
+    expect(refused).toBeInstanceOf(RunExistsError);
+    expect(refused.message).toMatch(/memory holds a run \(latest checkpoint-00000006\): continue it with resume, or start over with overwrite/);
+    await expect(trainer({ method: 'lora', lora, checkpoints: { store }, resume: true, overwrite: true })).rejects.toThrow(/give one of them/);
+    // A new run that stops before its first save leaves the old run whole.
+    const early = await trainer({ method: 'lora', lora, steps: 4, checkpoints: { store, every: 2 }, overwrite: true, onEvent: (e) => e.type === 'plan' && early.cancel() });
+    const none = await early.train();
+    early.destroy();
+    expect(none.losses).toHaveLength(0);
+    expect(await snapshot()).toEqual(saved);
+    // One that saves replaces it: its own checkpoints only, the latest its last.
+    const fresh = await trainer({ method: 'lora', lora, steps: 4, checkpoints: { store, every: 2, keep: 3 }, overwrite: true });
+    await fresh.train();
+    fresh.destroy();
+    expect((await store.list()).sort()).toEqual(['checkpoint-00000002', 'checkpoint-00000004']);
+    expect(await latestCheckpoint(store)).toBe('checkpoint-00000004');
+    expect(JSON.parse(new TextDecoder().decode((await store.read('checkpoint-00000004', 'trainer.json'))!)).totalSteps).toBe(4);
   });
 
   it('a lost device stops the run with a message naming the intact checkpoint; a new device resumes it exactly', async () => {

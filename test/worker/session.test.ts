@@ -89,6 +89,8 @@ describe.skipIf(!inBrowser)('a session in a Web Worker', () => {
     first.destroy();
     expect(pausedAt).toBeGreaterThanOrEqual(1);
     expect(head.reason).toBe('cancelled');
+    // Opening the run again as a new one is refused: its checkpoints are not deleted unasked.
+    await expect(WorkerFineTuneSession.open(spec({ train: { ...spec().train, steps: 6 }, checkpoints: { indexedDb: run } }))).rejects.toThrow(/holds a run \(latest checkpoint-\d+\): continue it with resume, or start over with overwrite/);
 
     const second = await WorkerFineTuneSession.open(spec({ train: { ...spec().train, steps: 6 }, checkpoints: { indexedDb: run }, resume: true }));
     try {

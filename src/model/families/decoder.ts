@@ -8,7 +8,7 @@ import type { ModelConfig } from '../config.js';
 import { COMMON_FIELDS, dropoutField, InvalidConfigError, standardRope, UnsupportedConfigError, type FieldTable, type RopeSettings } from '../hf-config.js';
 import { brief } from '../../io/strict-json.js';
 import type { FamilyPart } from './family.js';
-import { configInt, configNumber, type Json } from '../hf-config.js';
+import { configBool, configInt, configNumber, type Json } from '../hf-config.js';
 
 /** The fields every Llama-style config class has, and how each is read. */
 export const DECODER_FIELDS: FieldTable = {
@@ -51,7 +51,7 @@ export function decoderConfig(raw: Json, architecture: ModelConfig['architecture
     normEps: configNumber(raw, 'rms_norm_eps', 1e-6),
     activation: 'silu',
     ropeTheta: plainRopeTheta(raw, architecture, numLayers, warnings, layerTypes),
-    tieWordEmbeddings: raw.tie_word_embeddings === true,
+    tieWordEmbeddings: configBool(raw, 'tie_word_embeddings', false),
     ...choices(numLayers),
   };
 }

@@ -5,7 +5,7 @@
 import { COMMON_FIELDS, ConflictingConfigError, dropoutField, InvalidConfigError } from '../hf-config.js';
 import { brief } from '../../io/strict-json.js';
 import type { FamilyConfig } from './family.js';
-import { configInt, configNumber, type Json } from '../hf-config.js';
+import { configBool, configInt, configNumber, type Json } from '../hf-config.js';
 
 /** GPT-2's names and the standard ones transformers maps onto them. */
 const ALIASES = { n_embd: 'hidden_size', n_head: 'num_attention_heads', n_layer: 'num_hidden_layers', n_positions: 'max_position_embeddings' } as const;
@@ -57,7 +57,7 @@ export const gpt2: FamilyConfig = {
       normEps: configNumber(raw, 'layer_norm_epsilon', 1e-5),
       activation: ACTIVATIONS[act],
       ropeTheta: null,
-      tieWordEmbeddings: raw.tie_word_embeddings !== false,
+      tieWordEmbeddings: configBool(raw, 'tie_word_embeddings', true),
       qkvBias: true,
       outputBias: true,
       mlpBias: true,

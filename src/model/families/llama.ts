@@ -1,6 +1,7 @@
 /** Llama (Llama 2-style; TinyLlama, SmolLM, ...): LlamaConfig's fields (transformers' configuration_llama.py). */
 import { decoderConfig, DECODER_FIELDS } from './decoder.js';
 import type { FamilyConfig } from './family.js';
+import { configBool } from '../hf-config.js';
 
 export const llama: FamilyConfig = {
   architecture: 'LlamaForCausalLM',
@@ -12,9 +13,9 @@ export const llama: FamilyConfig = {
     pretraining_tp: 'inert',
   },
   parse(raw, warnings) {
-    const bias = raw.attention_bias === true;
+    const bias = configBool(raw, 'attention_bias', false);
     return decoderConfig(raw, this.architecture, (numLayers) => ({
-      qkvBias: bias, outputBias: bias, mlpBias: raw.mlp_bias === true, slidingWindow: null, layerWindows: new Array<null>(numLayers).fill(null),
+      qkvBias: bias, outputBias: bias, mlpBias: configBool(raw, 'mlp_bias', false), slidingWindow: null, layerWindows: new Array<null>(numLayers).fill(null),
     }), warnings);
   },
 };

@@ -7,7 +7,7 @@ import { InvalidConfigError } from '../hf-config.js';
 import { brief } from '../../io/strict-json.js';
 import { decoderConfig, DECODER_FIELDS, windows } from './decoder.js';
 import type { FamilyConfig } from './family.js';
-import { configInt, type Json } from '../hf-config.js';
+import { configBool, configInt, type Json } from '../hf-config.js';
 
 export const LAYER_TYPES = ['full_attention', 'sliding_attention'] as const;
 
@@ -33,7 +33,7 @@ export const qwen2: FamilyConfig = {
   },
   parse(raw, warnings) {
     const numLayers = configInt(raw, 'num_hidden_layers');
-    const window = raw.use_sliding_window === true && raw.sliding_window != null ? configInt(raw, 'sliding_window') : null;
+    const window = configBool(raw, 'use_sliding_window', false) && raw.sliding_window != null ? configInt(raw, 'sliding_window') : null;
     const given = layerTypesOf(raw, numLayers);
     const from = raw.max_window_layers == null ? 28 : configInt(raw, 'max_window_layers');
     const types = given ?? Array.from({ length: numLayers }, (_, i) => (window !== null && i >= from ? 'sliding_attention' : 'full_attention'));

@@ -1,7 +1,7 @@
 /** `webgpu-finetune eval`: loss, perplexity and token accuracy of a model (or adapter, or run) on a dataset. */
 import { evaluateRows } from '../../train/trainer.js';
 import { HELP_FLAG, numberFlag, type Command, type FlagValues } from '../flags.js';
-import { DATA_FLAGS, datasetFromFlags, describeDataset, MODEL_FLAGS, openModel } from '../setup.js';
+import { DATA_FLAGS, datasetFromFlags, describeDataset, MODEL_FLAGS, openModel, readDataFlags } from '../setup.js';
 import { TUNED_FLAGS, tunedModel } from '../tuned.js';
 
 const { validation: _validation, ...dataFlags } = DATA_FLAGS;
@@ -15,9 +15,10 @@ export const evalCommand: Command = {
 
 async function evaluate(values: FlagValues): Promise<void> {
   const rows = numberFlag(values, 'batch-size', { integer: true, min: 1, max: 4096 });
+  const dataFlags = await readDataFlags({ ...values, validation: '0' });
   const m = await openModel(values, (l) => console.log(l));
   try {
-    const data = await datasetFromFlags({ ...values, validation: '0' }, m);
+    const data = await datasetFromFlags(dataFlags, m);
     for (const line of describeDataset(data)) console.log(line);
     const tuned = await tunedModel(values, m);
     try {

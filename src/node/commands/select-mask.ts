@@ -4,7 +4,7 @@ import { CausalLM } from '../../model/causal-lm.js';
 import { CALIBRATION_BATCH_TOKENS } from '../../train/main-task.js';
 import { BLOCK_SIZES, selectMask, SELECTIONS, type BlockSize } from '../../methods/sparse/index.js';
 import { choiceFlag, HELP_FLAG, numberFlag, UsageError, type Command, type FlagValues } from '../flags.js';
-import { DATA_FLAGS, datasetFromFlags, describeDataset, MODEL_FLAGS, openModel } from '../setup.js';
+import { DATA_FLAGS, datasetFromFlags, describeDataset, MODEL_FLAGS, openModel, readDataFlags } from '../setup.js';
 
 const { validation: _validation, ...dataFlags } = DATA_FLAGS;
 
@@ -28,14 +28,15 @@ export const selectMaskCommand: Command = {
 async function selectMaskCommand_(values: FlagValues): Promise<void> {
   if (values.out === undefined) throw new UsageError('select-mask: --out FILE is required');
   const selection = choiceFlag(values, 'selection', SELECTIONS);
-  const density = numberFlag(values, 'density', { min: Number.MIN_VALUE, max: 1 });
+  const density = numberFlag(values, 'density', { above: 0, max: 1 });
   const granularity = values.granularity === 'element' ? 'element' : (numberFlag(values, 'granularity', { integer: true }) as BlockSize);
   if (granularity !== 'element' && !BLOCK_SIZES.includes(granularity)) throw new UsageError(`--granularity must be element or one of ${BLOCK_SIZES.join(', ')}, got '${values.granularity}'`);
   const budget = choiceFlag(values, 'budget', ['per-matrix', 'global'] as const);
   const tokens = numberFlag(values, 'calibration-tokens', { integer: true, min: 1, max: 1 << 24 });
+  const dataFlags = await readDataFlags({ ...values, validation: '0' });
   const m = await openModel(values, (l) => console.log(l));
   try {
-    const data = await datasetFromFlags({ ...values, validation: '0' }, m);
+    const data = await datasetFromFlags(dataFlags, m);
     for (const line of describeDataset(data)) console.log(line);
     const model = await CausalLM.fromCheckpoint(m.gpu, m.ckpt);
     try {

@@ -4,22 +4,22 @@
  * continues), greedy generations of held-out prompts before and after, and the result exported in the
  * method's formats (and as a merged model with --merge).
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import { writeFileAtomic } from '../../io/files.js';
-import { methodDefinition, methodNames } from '../../methods/registry.js';
+import { methodDefinition } from '../../methods/registry.js';
 import { selectMaskOnRows } from '../../train/session.js';
 import type { Example } from '../../data/examples.js';
 import type { TrainingData } from '../../data/dataset.js';
 import { mergedModelFiles } from '../../train/export.js';
 import type { FineTuner } from '../../train/finetuner.js';
-import { latestCheckpoint } from '../../train/checkpoints.js';
 import { Trainer, type TrainerEvent, type TrainerOptions } from '../../train/trainer.js';
 import { Generator } from '../../serve/generate.js';
 import { folderCheckpointStore } from '../checkpoint-folder.js';
 import { choiceFlag, HELP_FLAG, numberFlag, optionalNumber, UsageError, type Command, type FlagValues } from '../flags.js';
-import { DATA_FLAGS, datasetFromFlags, describeDataset, METHOD_FLAGS, methodFromFlags, MODEL_FLAGS, openModel, type OpenedModel } from '../setup.js';
+import { DATA_FLAGS, datasetFromFlags, describeDataset, METHOD_FLAGS, methodFromFlags, MODEL_FLAGS, openModel, readDataFlags, readMethodFlags, type OpenedModel } from '../setup.js';
+import { planRunFolder, RUN_FILE } from '../run-folder.js';
 
 const TRAIN_FLAGS = {
   ...MODEL_FLAGS,
@@ -40,7 +40,8 @@ const TRAIN_FLAGS = {
   output: { type: 'string', value: 'DIR', help: 'where checkpoints and exports go (default runs/<model>-<method>)' },
   'save-every': { type: 'string', value: 'N', default: '50', help: 'write a checkpoint every N steps (and at the end)' },
   keep: { type: 'string', value: 'N', default: '2', help: 'checkpoints kept' },
-  resume: { type: 'boolean', help: 'continue from the latest checkpoint in --output' },
+  resume: { type: 'boolean', help: 'continue from the latest checkpoint in --output, also with changed options (the same options continue without it)' },
+  overwrite: { type: 'boolean', help: 'start over in an --output that holds a run (its files go once the new run saves a checkpoint)' },
   merge: { type: 'boolean', help: 'also write the merged model (a Hugging Face folder) to <output>/merged' },
   samples: { type: 'string', value: 'N', default: '4', help: 'held-out prompts generated before and after' },
   'log-json': { type: 'boolean', help: 'print every event as a JSON line instead of the progress bar' },
@@ -61,7 +62,7 @@ async function train(values: FlagValues): Promise<void> {
   const log = json ? () => undefined : (line: string) => console.log(line);
   // Every number is read before anything loads, so a bad value costs nothing.
   const steps = optionalNumber(values, 'steps', { integer: true, min: 1, max: 1e9 });
-  const epochs = numberFlag(values, 'epochs', { min: Number.MIN_VALUE, max: 1e6 });
+  const epochs = numberFlag(values, 'epochs', { above: 0, max: 1e6 });
   const batchSize = numberFlag(values, 'batch-size', { integer: true, min: 1, max: 65536 });
   const microBatch = values['micro-batch'] === 'auto' ? 'auto' : numberFlag(values, 'micro-batch', { integer: true, min: 1, max: batchSize });
   if (microBatch !== 'auto' && batchSize % microBatch !== 0) throw new UsageError(`--micro-batch must divide --batch-size ${batchSize}, got ${microBatch}`);
@@ -76,33 +77,38 @@ async function train(values: FlagValues): Promise<void> {
   const saveEvery = numberFlag(values, 'save-every', { integer: true, min: 1 });
   const keep = numberFlag(values, 'keep', { integer: true, min: 1, max: 1000 });
   const samples = numberFlag(values, 'samples', { integer: true, min: 0, max: 64 });
-  const method = choiceFlag(values, 'method', methodNames());
+  const methodFlags = await readMethodFlags(values);
+  const method = methodFlags.method;
+  const dataFlags = await readDataFlags(values);
+  if (evalEvery && dataFlags.validation === 0) throw new UsageError('--eval-every needs held-out rows: --validation FRACTION or FILE');
   const output = resolve((values.output as string | undefined) ?? join('runs', `${basename(String(values.model)).replace(/[^\w.-]+/g, '_')}-${method.replace('+', '-')}`));
+  const folder = await planRunFolder(output, values, log);
 
   const m = await openModel(values, log);
   const lr = lrGiven ?? DEFAULT_LR[method] ?? 2e-4;
   try {
-    const { options: methodOptions, quantize, select } = await methodFromFlags(values, m);
-    const data = await datasetFromFlags(values, m);
+    const { options: methodOptions, quantize, select } = await methodFromFlags(methodFlags, m);
+    const data = await datasetFromFlags(dataFlags, m);
     for (const line of describeDataset(data)) log(line);
     if (evalEvery && !data.validation) throw new UsageError('--eval-every needs held-out rows: --validation FRACTION or FILE');
     const store = folderCheckpointStore(join(output, 'checkpoints'));
     // A resumed run takes its mask from its checkpoint.
-    if (select && !(values.resume && (await latestCheckpoint(store)))) await selectOnTrainingRows(m, data, select, method, methodOptions, log);
+    if (select && !folder.resume) await selectOnTrainingRows(m, data, select, method, methodOptions, log);
     const options: TrainerOptions = {
       method, ...methodOptions, quantize, steps, epochs, batchSize, microBatch, gradientCheckpointing: checkpointing, seed, evalEvery,
       optimizer: { lr, schedule, warmupRatio, weightDecay, maxGradNorm },
       checkpoints: { store, every: saveEvery, keep },
-      resume: values.resume ? true : undefined,
+      resume: folder.resume || undefined,
+      overwrite: folder.overwrite || undefined,
     };
     const trainer = await Trainer.create(m.gpu, m.ckpt, data, options);
     try {
       await mkdir(output, { recursive: true });
-      await writeFile(join(output, 'run.json'), JSON.stringify({ command: 'train', flags: values, output }, null, 2));
+      await writeFileAtomic(join(output, RUN_FILE), new TextEncoder().encode(JSON.stringify({ command: 'train', flags: values, output }, null, 2)));
       log(`method:  ${method} (${methodDefinition(method).summary}): ${trainer.ft.trainableParameters} parameters train${quantize ? `; base ${typeof quantize === 'string' ? quantize : quantize.format}, ${(trainer.ft.model.linearWeightBytes / 2 ** 20).toFixed(2)} MiB of linear weights` : ''}`);
       const prompts = samplePrompts(data, samples);
-      const before = values.resume || !prompts.length ? null : await generateSamples(trainer.ft, prompts);
-      if (!values.resume && data.validation) {
+      const before = folder.resume || !prompts.length ? null : await generateSamples(trainer.ft, prompts);
+      if (!folder.resume && data.validation) {
         const e = await trainer.evaluateValidation();
         log(`eval before training: loss ${e.loss.toFixed(4)}, perplexity ${e.perplexity.toFixed(2)} (${e.tokens} held-out tokens)`);
       }
