@@ -42,8 +42,8 @@ const testTimeout = 120_000;
 
 export default defineConfig({
   // `npm run build:demo`: the demo page as static files in dist-demo/ (the page at demo/index.html, the
-  // shipped models and datasets beside it), served by any static host.
-  build: { outDir: 'dist-demo', emptyOutDir: true, target: 'es2022', rollupOptions: { input: 'demo/index.html' } },
+  // root index.html sending `/` there, the shipped models and datasets beside it), served by any static host.
+  build: { outDir: 'dist-demo', emptyOutDir: true, target: 'es2022', rollupOptions: { input: ['index.html', 'demo/index.html'] } },
   worker: { format: 'es' },
   test: {
     reporters: ['default', './test/summary-reporter.ts'],
@@ -59,6 +59,8 @@ export default defineConfig({
       },
       {
         plugins: [fixtureHub()],
+        // The README's browser example imports the package by name: in the browser tests, its source.
+        resolve: { alias: { 'webgpu-finetune': new URL('./src/index.ts', import.meta.url).pathname } },
         test: {
           name: 'chromium',
           include: ['test/**/*.test.ts'],

@@ -223,7 +223,10 @@ function onEvent(e: SessionEvent) {
   else if (e.type === 'paused') setPhase('paused');
   else if (e.type === 'resumed') setPhase('running');
   else if (e.type === 'error') log(`stopped: ${e.message} (${e.advice})`);
-  else if (e.type === 'done') log(`${e.reason} at step ${e.step} in ${seconds(e.seconds)}`);
+  else if (e.type === 'done') {
+    log(`${e.reason} at step ${e.step} in ${seconds(e.seconds)}`);
+    $('stat-eta').textContent = e.reason === 'completed' ? 'done' : `${e.reason} at step ${e.step}`;
+  }
 }
 
 /** Keep the chart's points up to `step` with the run's info, for a resumed run to show. */
@@ -259,7 +262,8 @@ async function run(spec: SessionSpec, runName: string, fresh: boolean, history?:
     for (const w of info.model.warnings) log(`warning: ${w}`);
     log(`data: ${info.dataset.trainRows} training rows, ${info.dataset.validationRows} held out, ${info.dataset.skipped} bad rows left out`);
     log(`method: ${info.method.name}, ${info.method.trainableParameters.toLocaleString()} parameters train${info.method.quantize ? `, ${info.method.quantize} base` : ''}${info.mask ? `; ${info.mask.selection} mask in ${info.mask.seconds.toFixed(1)} s` : ''}`);
-    if (fresh && info.dataset.validationRows) onEvent({ type: 'eval', ...(await state.session.evaluate()), step: 0 });
+    // The evaluation's own event draws the point: the held-out loss before training, at step 0.
+    if (fresh && info.dataset.validationRows) await state.session.evaluate();
     setPhase('running');
     await state.session.train();
     setPhase('done');

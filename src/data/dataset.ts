@@ -33,7 +33,11 @@ export const REPORTED_PROBLEMS = 5;
 export interface DatasetReport {
   files: string[];
   format: RowFormat;
-  /** Records read, examples made (a split row counts once per piece), rows left out. */
+  /**
+   * Rows read from every file (a line that is not JSON counts too), examples made from them (training and
+   * held out; a split row counts once per piece), and rows left out: records = examples + skipped unless
+   * rows were split.
+   */
   records: number;
   examples: number;
   skipped: number;
@@ -78,9 +82,11 @@ async function examplesOf(files: DatasetFile[], tokenizer: TextTokenizer, o: Dat
     throw new DatasetError(records.length === 0 ? `${names}: no rows` : `${names}: no row has a 'text', 'prompt' and 'completion', or 'messages' field (set the format or the field names)`);
   }
   const t = tokenizeRecords(records, tokenizer, detected, { ...o, maxTokens: o.seqLength });
+  // Rows read: the records and the lines that could not be read as one.
+  const rows = records.length + problems.length;
   problems.push(...t.problems);
   problems.sort((a, b) => (a.at.file === b.at.file ? a.at.line - b.at.line : 0));
-  return { records: records.length, examples: t.examples, problems, format: detected };
+  return { records: rows, examples: t.examples, problems, format: detected };
 }
 
 /** Read, tokenize, split and pack a dataset. */
@@ -94,10 +100,12 @@ export async function loadDataset(files: DatasetFile | DatasetFile[], tokenizer:
   let train = main.examples;
   let validation: Example[] = [];
   let problems = main.problems;
+  let rows = main.records;
   if (Array.isArray(o.validation)) {
     const held = await examplesOf(o.validation, tokenizer, o, main.format);
     validation = held.examples;
     problems = [...problems, ...held.problems];
+    rows += held.records;
   } else if (o.validation !== undefined) {
     const fraction = o.validation;
     if (!(fraction >= 0 && fraction < 1)) throw new RangeError(`validation must be a fraction in [0, 1) or files, got ${fraction}`);
@@ -117,8 +125,8 @@ export async function loadDataset(files: DatasetFile | DatasetFile[], tokenizer:
     report: {
       files: list.map((f) => f.name),
       format: main.format,
-      records: main.records,
-      examples: main.examples.length,
+      records: rows,
+      examples: train.length + validation.length,
       skipped: problems.length,
       problems: problems.slice(0, REPORTED_PROBLEMS),
       tokens: trainRows.stats.tokens,

@@ -24,6 +24,8 @@ export type FlagTable = Record<string, Flag>;
 export interface Command {
   name: string;
   summary: string;
+  /** Command lines shown under "examples" in --help, each with what it does. */
+  examples: [string, string][];
   flags: FlagTable;
   run(values: FlagValues): Promise<void>;
 }
@@ -64,7 +66,8 @@ export function commandHelp(command: Command): string {
     const def = shown !== undefined && shown !== '' ? ` (default ${shown})` : '';
     return left.length < 32 ? `${left.padEnd(32)} ${f.help}${def}` : `${left}\n${''.padEnd(33)}${f.help}${def}`;
   });
-  return [`usage: webgpu-finetune ${command.name} [flags]`, `  ${command.summary}`, '', ...rows].join('\n');
+  const examples = command.examples.flatMap(([line, what]) => [`  # ${what}`, `  webgpu-finetune ${command.name} ${line}`]);
+  return [`usage: webgpu-finetune ${command.name} [flags]`, `  ${command.summary}`, '', ...rows, '', 'examples:', ...examples].join('\n');
 }
 
 /** Bounds of a number flag: `above` excludes its value (`--epochs` above 0), `min` and `max` include theirs. */

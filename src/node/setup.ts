@@ -135,7 +135,7 @@ export function describeDataset(d: TrainingData): string[] {
   const r = d.report;
   const p = r.packing;
   const lines = [
-    `data:    ${r.files.join(', ')}: ${r.format}, ${r.records} rows -> ${r.examples} examples (${r.validationExamples} held out), ${r.tokens} tokens (${r.trainedTokens} trained)`,
+    `data:    ${r.files.join(', ')}: ${r.format}, ${r.records} rows read -> ${r.examples} examples (${r.validationExamples} held out)${r.skipped ? `, ${r.skipped} bad rows left out` : ''}; ${r.tokens} training tokens (${r.trainedTokens} trained on)`,
     `packing: ${p.rows} rows of ${d.train.S} tokens, ${(100 * p.waste).toFixed(1)}% padding (${(100 * p.unpackedWaste).toFixed(1)}% with one example per row)`,
   ];
   if (r.skipped) {

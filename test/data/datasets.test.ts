@@ -122,6 +122,7 @@ describe('dataset formats', () => {
     expect(Array.from(a.validation!.ids)).toEqual(Array.from(b.validation!.ids));
     const held = await loadDataset(file('d.jsonl', jsonl(rows)), tok, { seqLength: 32, validation: [file('v.jsonl', jsonl(rows.slice(0, 3)))] });
     expect(held.report.validationExamples).toBe(3);
+    expect(held.report).toMatchObject({ records: 43, examples: 43 }); // both files' rows
     await expect(loadDataset(file('d.jsonl', jsonl(rows)), tok, { seqLength: 32, validation: [file('v.jsonl', jsonl([{ text: 'x' }]))] })).resolves.toMatchObject({ validation: null, report: { skipped: 1 } });
   });
 });
@@ -281,6 +282,8 @@ describe('bad rows', () => {
     const d = await loadDataset(file('bad.jsonl', lines.join('\n')), await byteTokenizer(), { seqLength: 64 });
     expect(d.report.examples).toBe(2);
     expect(d.report.skipped).toBe(table.length);
+    // Every non-empty line is a row read, the unparsable one included: rows = examples + skipped.
+    expect(d.report.records).toBe(table.length + 2);
     expect(d.report.problems).toHaveLength(5); // the first five, in file order
     const all = await loadDataset(file('bad.jsonl', lines.join('\n')), await byteTokenizer(), { seqLength: 64, onBadRow: 'fail' }).catch((e) => e);
     expect(all).toBeInstanceOf(DatasetRowsError);

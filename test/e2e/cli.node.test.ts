@@ -10,6 +10,13 @@ import { readPeftAdapter } from '../../src/methods/lora/index.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { CausalLM } from '../../src/model/causal-lm.js';
 import { folderCheckpointStore } from '../../src/node/checkpoint-folder.js';
+import { evalCommand } from '../../src/node/commands/eval.js';
+import { exportCommand } from '../../src/node/commands/export.js';
+import { generateCommand } from '../../src/node/commands/generate.js';
+import { infoCommand } from '../../src/node/commands/info.js';
+import { selectMaskCommand } from '../../src/node/commands/select-mask.js';
+import { trainCommand } from '../../src/node/commands/train.js';
+import { parseFlags } from '../../src/node/flags.js';
 import { latestCheckpoint } from '../../src/train/checkpoints.js';
 import { loadFineTunedRun } from '../../src/train/trainer.js';
 import { testGpu } from '../helpers.js';
@@ -94,12 +101,24 @@ describe('command line: bad input', () => {
     if (code === 2) expect(lines.length, r.stderr).toBeLessThanOrEqual(args[0] === 'train-everything' ? 10 : 1);
   }, 60_000);
 
+  it("every --help example parses with its command's flags", async () => {
+    const commands = [trainCommand, evalCommand, generateCommand, exportCommand, selectMaskCommand, infoCommand];
+    for (const c of commands) {
+      expect(c.examples.length, c.name).toBeGreaterThan(0);
+      for (const [line] of c.examples) {
+        const words = [...line.matchAll(/"([^"]*)"|(\S+)/g)].map((m) => m[1] ?? m[2]);
+        expect(() => parseFlags(c, words), `${c.name} ${line}`).not.toThrow();
+      }
+    }
+  });
+
   it('every command has --help', async () => {
     for (const c of ['train', 'eval', 'generate', 'export', 'select-mask', 'info']) {
       const r = await run(c, '--help');
       expect(r.code).toBe(0);
       expect(r.stdout).toMatch(new RegExp(`^usage: webgpu-finetune ${c} \\[flags\\]`));
       expect(r.stdout).toMatch(/--help {2,}this help/);
+      expect(r.stdout).toMatch(new RegExp(`\nexamples:\n {2}# .*\n {2}webgpu-finetune ${c}`));
     }
     expect((await run('--help')).stdout).toMatch(/train .*\n.*eval .*\n.*generate .*\n.*export .*\n.*select-mask .*\n.*info /);
   }, 60_000);
@@ -111,7 +130,7 @@ describe('command line: runs', () => {
   it('train: a LoRA run on the shipped data writes checkpoints and the PEFT adapter, with before/after generations', async () => {
     const r = await run('train', '--steps', '4', '--save-every', '2', '--lr', '1e-2', '--output', out, ...SHORT);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/data: {4}next-letter\.jsonl: prompt-completion, 3000 rows -> 3000 examples \(150 held out\)/);
+    expect(r.stdout).toMatch(/data: {4}next-letter\.jsonl: prompt-completion, 3000 rows read -> 3000 examples \(150 held out\); /);
     expect(r.stdout).toMatch(/packing: \d+ rows of 64 tokens, \d\.\d% padding \(\d\d\.\d% with one example per row\)/);
     expect(r.stdout).toMatch(/plan: {4}4 steps of 4 rows x 64 tokens/);
     expect(r.stdout).toMatch(/held-out prompts, greedy: base -> fine-tuned:\n {2}"next:[a-z]+=" /);
@@ -150,7 +169,7 @@ describe('command line: runs', () => {
     writeFileSync(rows, readFileSync(fileURLToPath(new URL('../../public/datasets/next-letter.jsonl', import.meta.url)), 'utf8').split('\n').slice(0, 40).join('\n'));
     const ev = await run('eval', '--run', out, '--seq-len', '64', '--data', rows);
     expect(ev.code, ev.stderr).toBe(0);
-    expect(ev.stdout).toMatch(/eval: {4}.* \(checkpoint-00000004, step 4\): loss \d+\.\d{4}, perplexity \d+\.\d{3}, token accuracy \d+\.\d\d% over \d+ tokens/);
+    expect(ev.stdout).toMatch(/eval: {4}.* \(checkpoint-00000004, step 4\): loss \d+\.\d{4}, perplexity \d+\.\d{3}, token accuracy \d+\.\d\d% \(greedy next token\), both over the same \d+ tokens: completions, assistant turns and text rows with their end tokens \(--loss-on completion\)/);
     const base = await run('eval', '--seq-len', '64', '--data', rows);
     expect(base.stdout).toMatch(/eval: {4}the base model: loss/);
     // The same model with its config.json as transformers 5 re-saves it (rope_parameters, dtype): the same loss.

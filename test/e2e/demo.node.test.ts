@@ -93,6 +93,9 @@ async function chooseHubModel(page: Page, endpoint: string): Promise<void> {
 describe('the demo page', () => {
   it('trains every method on the shipped model and data, with the loss falling on the chart', async () => {
     const page = await browser.newPage({ viewport: { width: 1280, height: 1100 } });
+    // The site's root sends a visitor to the demo.
+    await page.goto(`${origin}/`);
+    await page.waitForURL(/\/demo\/index\.html$/);
     await openDemo(page);
     expect(await page.textContent('#data-preview')).toMatch(/next-letter\.jsonl: 3000 rows, prompt-completion/);
     // Short runs: batches of 4, a few held-out rows, no evaluation or checkpoint mid-run.
@@ -116,6 +119,7 @@ describe('the demo page', () => {
       const mean = (a: number[]) => a.reduce((x, y) => x + y, 0) / a.length;
       expect(mean(losses.slice(-3)), `${label}: the last steps' loss under the first steps'`).toBeLessThan(mean(losses.slice(0, 3)));
       expect(held.at(-1)!, `${label}: held-out loss falls`).toBeLessThan(held[0]);
+      expect(s.evals.map((e) => e.step).filter((step) => step === 0), `${label}: one evaluation before training`).toHaveLength(1);
       await page.screenshot({ path: `${shots}${label.replace('+', '-')}.png`, fullPage: true });
     }
     // The last run (sparse+lora) generates base and fine-tuned side by side.
@@ -161,6 +165,7 @@ describe('the demo page', () => {
     await page.click('#stop');
     const stopped = await waitPhase(page, ['done']);
     const stoppedAt = stopped.steps.at(-1)!.step;
+    expect(await page.textContent('#stat-eta')).toBe(`cancelled at step ${stoppedAt}`);
     expect(stoppedAt).toBeLessThan(10);
     expect(stopped.steps.map((s) => s.loss)).toEqual(whole.steps.slice(0, stoppedAt).map((s) => s.loss));
 

@@ -11,6 +11,9 @@ import { tunedModel } from '../tuned.js';
 export const exportCommand: Command = {
   name: 'export',
   summary: 'write a training run as its adapter (PEFT files, sparse delta) and/or a merged Hugging Face model',
+  examples: [
+    ['--run runs/qwen --format both', 'the PEFT adapter and a merged Hugging Face model folder'],
+  ],
   flags: {
     ...MODEL_FLAGS,
     run: { type: 'string', value: 'DIR', help: 'the training run\'s output folder (required)' },

@@ -7,6 +7,10 @@ import { TUNED_FLAGS, tunedModel } from '../tuned.js';
 export const generateCommand: Command = {
   name: 'generate',
   summary: 'continue a prompt (default model: the shipped tiny base)',
+  examples: [
+    ['--prompt "next:abc="', 'the shipped tiny base, greedy'],
+    ['--run runs/qwen --prompt "Hello" --chat --temperature 0.7', 'a run\'s model through its chat template, sampled'],
+  ],
   flags: {
     ...MODEL_FLAGS,
     ...TUNED_FLAGS,

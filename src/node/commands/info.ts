@@ -5,6 +5,9 @@ import { HELP_FLAG, type Command } from '../flags.js';
 export const infoCommand: Command = {
   name: 'info',
   summary: 'the WebGPU device Node gets here: adapter, features, limits, tuning',
+  examples: [
+    ['', 'what WebGPU device this machine has'],
+  ],
   flags: { help: HELP_FLAG },
   run: async () => {
     const gpu = await requestDevice({ powerPreference: 'high-performance' });

@@ -11,6 +11,9 @@ const { validation: _validation, ...dataFlags } = DATA_FLAGS;
 export const selectMaskCommand: Command = {
   name: 'select-mask',
   summary: 'choose the weights sparse fine-tuning trains (Sylva\'s second-order saliency, or another rule) from data, and save the mask',
+  examples: [
+    ['--data rows.jsonl --density 0.01 --out mask.safetensors', 'a Sylva mask of 1% of each weight, for train --method sparse --mask'],
+  ],
   flags: {
     ...MODEL_FLAGS,
     ...dataFlags,

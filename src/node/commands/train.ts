@@ -53,6 +53,12 @@ const DEFAULT_LR = { full: 2e-5 } as Record<string, number>;
 export const trainCommand: Command = {
   name: 'train',
   summary: 'fine-tune a model on a dataset (defaults: the shipped tiny base, LoRA, on the shipped sample dataset)',
+  examples: [
+    ['--steps 40', 'LoRA on the shipped tiny base and sample dataset'],
+    ['--model Qwen/Qwen2.5-0.5B --data rows.jsonl --quantize nf4 --output runs/qwen', 'QLoRA on your rows (prompt/completion, text or chat messages)'],
+    ['--method sparse --density 0.01 --data rows.jsonl', 'sparse fine-tuning: a Sylva mask chosen on the rows, then trained in place'],
+    ['--model Qwen/Qwen2.5-0.5B --data rows.jsonl --quantize nf4 --output runs/qwen --steps 2000 --resume', 'continue that run with a changed option (here more steps)'],
+  ],
   flags: TRAIN_FLAGS,
   run: train,
 };
