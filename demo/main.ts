@@ -200,6 +200,12 @@ function onEvent(e: SessionEvent) {
     $('download').hidden = e.cached || e.loaded === e.total;
     input('download-bar' as never).value = String(e.total ? e.loaded / e.total : 1);
     $('download-text').textContent = `${e.file}: ${mb(e.loaded)} of ${mb(e.total)}`;
+  } else if (e.type === 'progress') {
+    // Loading the weights, choosing a mask, evaluating: a phase the user waits through, with its bar.
+    const what = { load: 'loading the weights', select: 'choosing the mask', evaluate: 'evaluating on the held-out rows' }[e.task];
+    $('progress').hidden = e.total !== null && e.done >= e.total;
+    input('progress-bar' as never).value = String(e.total ? e.done / e.total : 0);
+    $('progress-text').textContent = `${what}: ${e.done}${e.total ? ` of ${e.total}` : ''}${e.detail ? ` (${e.detail})` : ''}`;
   } else if (e.type === 'plan') {
     $('stat-batch').textContent = `${e.batchSize} = ${e.microBatch} × ${e.accumulation}`;
     $('stat-batch').title = e.microBatchReason;

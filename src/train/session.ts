@@ -19,14 +19,14 @@ import { loadTokenizer, type Tokenizer } from '../data/tokenizer.js';
 import { loadDataset, type DatasetOptions, type DatasetReport, type TrainingData } from '../data/dataset.js';
 import type { DatasetFile } from '../data/records.js';
 import { methodDefinition, METHODS } from '../methods/registry.js';
-import { selectMask, type SelectOptions } from '../methods/sparse/select.js';
+import { selectMask, type SelectOptions, type SelectProgress } from '../methods/sparse/select.js';
 import { Generator, SAMPLING_OPTION_KEYS, type SamplingOptions } from '../serve/generate.js';
 import { indexedDbCheckpointStore } from '../browser/indexeddb-checkpoints.js';
 import { cachedSource, hasModelCache, type DownloadProgress } from '../browser/model-cache.js';
 import { claimStore, memoryCheckpointStore, type CheckpointStore } from './checkpoints.js';
 import { mergedModelFiles } from './export.js';
 import { CALIBRATION_BATCH_TOKENS, CALIBRATION_TOKENS } from './main-task.js';
-import { Trainer, TRAINER_OPTION_KEYS, type TrainerEvent, type TrainerOptions, type TrainResult } from './trainer.js';
+import { loadProgress, selectionProgress, Trainer, TRAINER_OPTION_KEYS, type ProgressEvent, type TrainerEvent, type TrainerOptions, type TrainResult } from './trainer.js';
 
 /** Where a session's checkpoints go: a run in IndexedDB (browsers), memory, or (in the page's thread) any store. */
 export type CheckpointTarget = { indexedDb: string; database?: string } | { memory: true } | { store: CheckpointStore };
@@ -43,7 +43,7 @@ export interface SessionSpec {
   /** The method with its options and the run's hyperparameters, as the Trainer takes them. */
   train: Omit<TrainerOptions, 'onEvent' | 'checkpoints' | 'resume' | 'overwrite'>;
   /** Sparse methods: a data-driven selection (sylva, fisher, snip) run on the first training rows before training. */
-  select?: Omit<SelectOptions, 'seed'> & { seed?: number };
+  select?: Omit<SelectOptions, 'seed' | 'onProgress'> & { seed?: number };
   checkpoints?: CheckpointTarget & { every?: number; keep?: number };
   /** Continue from the checkpoints' latest: true (one must exist) or 'if-any'. */
   resume?: boolean | 'if-any';
@@ -121,12 +121,13 @@ export function checkpointStoreFor(target: CheckpointTarget): CheckpointStore {
  * A data-driven sparse mask selected on the frozen base from the first training rows (the calibration
  * data), as the options of `method` ('sparse' or 'sparse+lora') then take it.
  */
-export async function selectMaskOnRows(gpu: Gpu, ckpt: Checkpoint, data: TrainingData, select: SelectOptions) {
+export async function selectMaskOnRows(gpu: Gpu, ckpt: Checkpoint, data: TrainingData, select: SelectOptions, onEvent?: (e: ProgressEvent) => void) {
   const model = await CausalLM.fromCheckpoint(gpu, ckpt);
   try {
     const S = data.train.S;
     const batches = [...data.train.batches(Math.max(1, Math.floor(CALIBRATION_BATCH_TOKENS / S)), Math.ceil(CALIBRATION_TOKENS / S))];
-    return await selectMask(model, batches, select);
+    const onProgress = onEvent && ((p: SelectProgress) => onEvent(selectionProgress(p)));
+    return await selectMask(model, batches, onProgress ? { ...select, onProgress } : select);
   } finally {
     model.destroy();
   }
@@ -176,13 +177,19 @@ export class FineTuneSession implements FineTuneSessionApi {
       if (spec.select && !resumesFrom) {
         if (method !== 'sparse' && method !== 'sparse+lora') throw new SessionError(`select chooses a sparse mask: it applies to the sparse methods, not '${method}'`);
         status(`selecting a ${spec.select.selection} mask on the training rows`);
-        const chosen = await selectMaskOnRows(gpu, ckpt, data, spec.select);
+        const chosen = await selectMaskOnRows(gpu, ckpt, data, spec.select, o.onEvent);
         mask = { selection: spec.select.selection, density: chosen.mask.density, seconds: chosen.cost.seconds };
         if (method === 'sparse') options.sparse = { ...options.sparse, mask: chosen.mask };
         else options['sparse+lora'] = { ...options['sparse+lora'], sparse: { ...options['sparse+lora']?.sparse, mask: chosen.mask } };
       }
       status(resumesFrom ? `resuming from ${resumesFrom} in ${store!.description}` : 'loading the weights');
-      const trainer = await Trainer.create(gpu, ckpt, data, options);
+      const trainer = await Trainer.create(gpu, ckpt, data, {
+        ...options,
+        onProgress: (p) => {
+          options.onProgress?.(p);
+          o.onEvent?.(loadProgress(p));
+        },
+      });
       const report = data.report;
       const info: SessionInfo = {
         model: {

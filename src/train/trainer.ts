@@ -19,7 +19,8 @@ import { methodDefinition, methodNames, type MethodName } from '../methods/regis
 import type { AdamWConfig } from '../optim/adamw.js';
 import type { ScheduleOptions } from '../optim/schedule.js';
 import type { Gpu } from '../gpu/gpu.js';
-import type { Checkpoint } from '../model/checkpoint.js';
+import type { Checkpoint, LoadProgress } from '../model/checkpoint.js';
+import type { SelectProgress } from '../methods/sparse/select.js';
 import type { CausalLM } from '../model/causal-lm.js';
 import { rng } from '../util/random.js';
 import { chooseMicroBatch, type MicroBatchChoice } from './auto-batch.js';
@@ -71,6 +72,30 @@ export const TRAINER_OPTION_KEYS = optionKeys<TrainerOptions>()([
 /** The optimizer options a Trainer takes: AdamW's and the schedule's but its length, which the run sets, and a warmup ratio. */
 const TRAINER_OPTIMIZER_KEYS = [...ADAMW_CONFIG_KEYS, ...SCHEDULE_OPTION_KEYS.filter((k) => k !== 'totalSteps'), 'warmupRatio'];
 
+/**
+ * How far a phase a user waits through has come: a mask selection (its calibration batches, then its
+ * layers), loading the weights (a tensor at a time, quantized as they arrive), an evaluation (its batches).
+ */
+export interface ProgressEvent {
+  type: 'progress';
+  task: 'select' | 'load' | 'evaluate';
+  done: number;
+  /** null while unknown (the calibration batches of an iterator). */
+  total: number | null;
+  /** What is counted, and the last one done: 'tensors (model.layers.0.mlp.up_proj.weight)'. */
+  detail?: string;
+}
+
+/** Loading progress as an event. */
+export function loadProgress(p: LoadProgress): ProgressEvent {
+  return { type: 'progress', task: 'load', done: p.loaded, total: p.total, detail: `tensors (${p.tensor})` };
+}
+
+/** A mask selection's progress as an event. */
+export function selectionProgress(p: SelectProgress): ProgressEvent {
+  return { type: 'progress', task: 'select', done: p.done, total: p.total, detail: p.layer ? `layers scored (last ${p.layer})` : 'calibration batches' };
+}
+
 export type TrainerEvent =
   | {
       type: 'plan';
@@ -102,6 +127,7 @@ export type TrainerEvent =
     }
   | { type: 'eval'; step: number; loss: number; perplexity: number; accuracy?: number; tokens: number }
   | { type: 'checkpoint'; step: number; name: string; store: string; seconds: number }
+  | ProgressEvent
   | { type: 'paused' | 'resumed'; step: number }
   | { type: 'done'; step: number; reason: 'completed' | 'cancelled'; seconds: number }
   | { type: 'error'; step: number; message: string; advice: string };
@@ -401,7 +427,9 @@ export class Trainer {
     const v = this.data.validation;
     if (!v) throw new ShapeError('this dataset has no validation rows');
     const accuracy = this.options.evalAccuracy ?? false;
-    const e = await evaluateRows(this.ft.model, v, { rowsPerPass: this.choice?.microBatch ?? 1, accuracy });
+    const rowsPerPass = this.choice?.microBatch ?? 1;
+    const total = Math.ceil(v.rows / rowsPerPass);
+    const e = await evaluateRows(this.ft.model, v, { rowsPerPass, accuracy, onBatch: (done) => this.emit({ type: 'progress', task: 'evaluate', done, total, detail: 'batches' }) });
     const out = { step: this.step, loss: e.loss, perplexity: e.perplexity, tokens: e.tokens, ...(accuracy ? { accuracy: e.accuracy } : {}) };
     this.emit({ type: 'eval', ...out });
     return out;
@@ -479,15 +507,17 @@ export class Trainer {
 }
 
 /** Loss over all target tokens of packed rows (token-weighted across passes), its perplexity, and token accuracy (NaN unless asked). */
-export async function evaluateRows(model: CausalLM, rows: PackedRows, o: { rowsPerPass: number; accuracy?: boolean }): Promise<{ loss: number; perplexity: number; accuracy: number; tokens: number }> {
+export async function evaluateRows(model: CausalLM, rows: PackedRows, o: { rowsPerPass: number; accuracy?: boolean; onBatch?: (done: number) => void }): Promise<{ loss: number; perplexity: number; accuracy: number; tokens: number }> {
   let loss = 0;
   let correct = 0;
   let tokens = 0;
+  let done = 0;
   for (const batch of rows.batches(o.rowsPerPass)) {
     const e = await model.evaluate(batch, { accuracy: o.accuracy ?? false });
     loss += e.loss * e.tokens;
     correct += e.accuracy * e.tokens;
     tokens += e.tokens;
+    o.onBatch?.(++done);
   }
   const mean = loss / Math.max(tokens, 1);
   return { loss: mean, perplexity: Math.exp(mean), accuracy: o.accuracy ? correct / Math.max(tokens, 1) : NaN, tokens };

@@ -133,6 +133,9 @@ describe('command line: runs', () => {
     expect(r.stdout).toMatch(/data: {4}next-letter\.jsonl: prompt-completion, 3000 rows read -> 3000 examples \(150 held out\); /);
     expect(r.stdout).toMatch(/packing: \d+ rows of 64 tokens, \d\.\d% padding \(\d\d\.\d% with one example per row\)/);
     expect(r.stdout).toMatch(/plan: {4}4 steps of 4 rows x 64 tokens/);
+    // Without a terminal, the phases before training report as lines: the weights loading, the first evaluation.
+    expect(r.stdout).toMatch(/load: {4}\d+\/\d+ tensors \(.+\)\n(.*\n)*load: {4}(\d+)\/\2 tensors/);
+    expect(r.stdout).toMatch(/eval: {4}(\d+)\/\1 batches/);
     expect(r.stdout).toMatch(/held-out prompts, greedy: base -> fine-tuned:\n {2}"next:[a-z]+=" /);
     expect(r.stdout).toMatch(/saved: {3}.*adapter \(adapter_config\.json, adapter_model\.safetensors\)/);
     const config = (await openCheckpoint(folderSource(shipped))).config;
@@ -205,6 +208,7 @@ describe('command line: runs', () => {
     const sel = await run('select-mask', '--density', '0.05', '--seq-len', '64', '--calibration-tokens', '512', '--out', mask);
     expect(sel.code, sel.stderr).toBe(0);
     expect(sel.stdout).toMatch(/mask: {4}sylva, 5\.00% of 21 layers, 512 tokens/);
+    expect(sel.stdout).toMatch(/mask: {4}(\d+)\/\1 layers scored \(last layers\.\d+\.\w+\)/);
     const sparse = await run('train', '--method', 'sparse', '--mask', mask, '--steps', '2', '--lr', '1e-2', '--output', join(dir, 'sparse'), ...SHORT);
     expect(sparse.code, sparse.stderr).toBe(0);
     expect(existsSync(join(dir, 'sparse/adapter/sparse_delta.safetensors'))).toBe(true);

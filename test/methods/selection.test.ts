@@ -14,7 +14,7 @@ import { CausalLM } from '../../src/model/causal-lm.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { tinyModelFiles } from '../../src/model/tiny.js';
 import type { LinearHooks } from '../../src/methods/method.js';
-import { calibrate, inverseDiagonal, selectMask, SELECTIONS, sylvaScores, type Selection } from '../../src/methods/sparse/index.js';
+import { calibrate, inverseDiagonal, selectMask, SELECTIONS, sylvaScores, type SelectProgress, type Selection } from '../../src/methods/sparse/index.js';
 import { compare, freshSeed, rng, testGpu } from '../helpers.js';
 
 const OPTIONS = { architecture: 'llama', hiddenSize: 32, intermediateSize: 48, numLayers: 2, numHeads: 4, numKvHeads: 2, maxPositions: 64 } as const;
@@ -199,7 +199,14 @@ describe('selectMask', () => {
     const model = await load(10);
     try {
       const batches = [toBatchInput(successorRows(4, 8, 3))];
-      const sylva = (await selectMask(model, batches, { selection: 'sylva', density: 0.05 })).mask;
+      const progress: SelectProgress[] = [];
+      const sylva = (await selectMask(model, batches, { selection: 'sylva', density: 0.05, onProgress: (p) => progress.push(p) })).mask;
+      // A calibration batch, then every layer scored, each reported as it finishes.
+      const layers = sylva.entries.size;
+      expect(progress).toEqual([
+        { phase: 'calibrating', done: 1, total: 1 },
+        ...[...sylva.entries.keys()].map((layer, i) => ({ phase: 'scoring', done: i + 1, total: layers, layer })),
+      ]);
       const random = (await selectMask(model, batches, { selection: 'random', density: 0.05 })).mask;
       const overlap = (a: Uint32Array, b: Uint32Array) => a.filter((v) => b.includes(v)).length / a.length;
       expect(overlap(sylva.entries.get('layers.0.q')!.indices, random.entries.get('layers.0.q')!.indices)).toBeLessThan(0.5);

@@ -37,5 +37,5 @@ export async function savedMask(files: Record<string, Uint8Array>, config: Model
 export { SparseFineTuning, type SparseOptions };
 export { BLOCK_SIZES, SparseMask, type BlockSize, type Granularity, type MaskEntry, type MaskInfo } from './mask.js';
 export { columnMask, randomMask, topK, type BudgetOptions } from './budget.js';
-export { calibrate, inverseDiagonal, selectMask, SELECTIONS, sylvaScores, type LayerStatistics, type Selection, type SelectionCost, type SelectOptions } from './select.js';
+export { calibrate, inverseDiagonal, selectMask, SELECTIONS, sylvaScores, type LayerStatistics, type Selection, type SelectionCost, type SelectOptions, type SelectProgress } from './select.js';
 export { readShiraAdapter, readSparseDelta, shiraAdapterFiles, sparseDeltaFile, type SparseDelta } from './interchange.js';

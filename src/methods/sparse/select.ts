@@ -46,9 +46,20 @@ export interface SelectOptions extends BudgetOptions {
   damping?: number;
   /** Seed of the data-free selections. Default 0. */
   seed?: number;
+  /** Called after each calibration batch and each layer scored (scoring a large layer takes seconds). */
+  onProgress?: (p: SelectProgress) => void;
 }
 
-const SELECT_OPTION_KEYS = optionKeys<SelectOptions>()(['selection', 'damping', 'seed', ...(BUDGET_OPTION_KEYS as readonly (keyof BudgetOptions)[])]);
+/** How far a selection is: calibration batches run (total null when the batches are an iterator), layers scored. */
+export interface SelectProgress {
+  phase: 'calibrating' | 'scoring';
+  done: number;
+  total: number | null;
+  /** The layer just scored. */
+  layer?: string;
+}
+
+const SELECT_OPTION_KEYS = optionKeys<SelectOptions>()(['selection', 'damping', 'seed', 'onProgress', ...(BUDGET_OPTION_KEYS as readonly (keyof BudgetOptions)[])]);
 
 /** What a selection cost: wall time, the GPU memory it peaked at, and the data it saw. */
 export interface SelectionCost {
@@ -103,17 +114,26 @@ export async function selectMask(model: CausalLM, batches: Iterable<BatchInput |
   if (options.selection === 'random') return cost(randomMask(model.config, options), 0);
   if (options.selection === 'columns') return cost(columnMask(model.config, options), 0);
 
-  const { stats, totals } = await calibrate(model, modules, batches, options.selection);
+  const report = options.onProgress;
+  const batchCount = Array.isArray(batches) ? batches.length : null;
+  const { stats, totals } = await calibrate(model, modules, batches, options.selection, undefined, (done) => report?.({ phase: 'calibrating', done, total: batchCount }));
   if (totals.tokens === 0) throw new ShapeError('mask selection needs at least one calibration batch with targets');
   const weights = new Map<string, Float32Array>();
   if (options.selection === 'snip') for (const m of modules.keys()) weights.set(m, await model.readParam(`${m}.weight`));
-  const scores = (module: string): Float64Array | Float32Array => {
+  const scoresOf = (module: string): Float64Array | Float32Array => {
     const s = stats.get(module)!;
     if (options.selection === 'fisher') return s.Fsum!.map((v) => v / totals.batches);
     if (options.selection === 'snip') return snipScores(s.gsum, weights.get(module)!, totals.tokens);
     return sylvaScores(s, totals.tokens, damping);
   };
-  const mask = maskFromScores(model.config, options, (m) => scores(m), { selection: options.selection, calibrationTokens: totals.tokens, fingerprint: model.fingerprint });
+  // Layer by layer, yielding between layers so that progress reaches a page or a terminal as it goes.
+  const scores = new Map<string, Float64Array | Float32Array>();
+  for (const m of modules.keys()) {
+    scores.set(m, scoresOf(m));
+    report?.({ phase: 'scoring', done: scores.size, total: modules.size, layer: m });
+    if (report) await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+  const mask = maskFromScores(model.config, options, (m) => scores.get(m)!, { selection: options.selection, calibrationTokens: totals.tokens, fingerprint: model.fingerprint });
   return cost(mask, totals.tokens);
 }
 
@@ -127,6 +147,7 @@ export async function calibrate(
   batches: Iterable<BatchInput | PreparedBatch>,
   selection: 'sylva' | 'fisher' | 'snip',
   observe?: LinearHooks,
+  onBatch?: (done: number) => void,
 ): Promise<{ stats: Map<string, LayerStatistics>; totals: CalibrationTotals }> {
   const gpu = model.gpu;
   const hooks = new CalibrationHooks(model, modules, selection, observe);
@@ -148,6 +169,7 @@ export async function calibrate(
       }
       totals.tokens += batch.ids.length;
       totals.batches++;
+      onBatch?.(totals.batches);
     }
     return { stats: await hooks.readBack(), totals };
   } finally {

@@ -3,6 +3,9 @@ import { writeFileAtomic } from '../../io/files.js';
 import { CausalLM } from '../../model/causal-lm.js';
 import { CALIBRATION_BATCH_TOKENS } from '../../train/main-task.js';
 import { BLOCK_SIZES, selectMask, SELECTIONS, type BlockSize } from '../../methods/sparse/index.js';
+import type { SelectProgress } from '../../methods/sparse/select.js';
+import { progressReporter } from '../progress.js';
+import { selectionProgress } from '../../train/trainer.js';
 import { choiceFlag, HELP_FLAG, numberFlag, UsageError, type Command, type FlagValues } from '../flags.js';
 import { DATA_FLAGS, datasetFromFlags, describeDataset, MODEL_FLAGS, openModel, readDataFlags } from '../setup.js';
 
@@ -45,7 +48,9 @@ async function selectMaskCommand_(values: FlagValues): Promise<void> {
     try {
       const S = data.train.S;
       const batches = [...data.train.batches(Math.max(1, Math.floor(CALIBRATION_BATCH_TOKENS / S)), Math.ceil(tokens / S))];
-      const { mask, cost } = await selectMask(model, batches, { selection, density, granularity, budget });
+      const progress = progressReporter(false, (l) => console.log(l));
+      const onProgress = (p: SelectProgress) => progress(selectionProgress(p));
+      const { mask, cost } = await selectMask(model, batches, { selection, density, granularity, budget, onProgress });
       await writeFileAtomic(String(values.out), mask.toSafetensors(m.ckpt.config));
       console.log(`mask:    ${selection}, ${(100 * mask.density).toFixed(2)}% of ${cost.layers} layers, ${cost.calibrationTokens} tokens, ${cost.seconds.toFixed(1)} s; saved to ${values.out}`);
     } finally {

@@ -14,7 +14,8 @@ import type { Example } from '../../data/examples.js';
 import type { TrainingData } from '../../data/dataset.js';
 import { mergedModelFiles } from '../../train/export.js';
 import type { FineTuner } from '../../train/finetuner.js';
-import { Trainer, type TrainerEvent, type TrainerOptions } from '../../train/trainer.js';
+import { loadProgress, Trainer, type ProgressEvent, type TrainerEvent, type TrainerOptions } from '../../train/trainer.js';
+import { progressReporter } from '../progress.js';
 import { Generator } from '../../serve/generate.js';
 import { folderCheckpointStore } from '../checkpoint-folder.js';
 import { choiceFlag, HELP_FLAG, numberFlag, optionalNumber, UsageError, type Command, type FlagValues } from '../flags.js';
@@ -99,13 +100,15 @@ async function train(values: FlagValues): Promise<void> {
     if (evalEvery && !data.validation) throw new UsageError('--eval-every needs held-out rows: --validation FRACTION or FILE');
     const store = folderCheckpointStore(join(output, 'checkpoints'));
     // A resumed run takes its mask from its checkpoint.
-    if (select && !folder.resume) await selectOnTrainingRows(m, data, select, method, methodOptions, log);
+    const progress = progressReporter(json, log);
+    if (select && !folder.resume) await selectOnTrainingRows(m, data, select, method, methodOptions, log, progress);
     const options: TrainerOptions = {
       method, ...methodOptions, quantize, steps, epochs, batchSize, microBatch, gradientCheckpointing: checkpointing, seed, evalEvery,
       optimizer: { lr, schedule, warmupRatio, weightDecay, maxGradNorm },
       checkpoints: { store, every: saveEvery, keep },
       resume: folder.resume || undefined,
       overwrite: folder.overwrite || undefined,
+      onProgress: (p) => progress(loadProgress(p)),
     };
     const trainer = await Trainer.create(m.gpu, m.ckpt, data, options);
     try {
@@ -115,6 +118,7 @@ async function train(values: FlagValues): Promise<void> {
       const prompts = samplePrompts(data, samples);
       const before = folder.resume || !prompts.length ? null : await generateSamples(trainer.ft, prompts);
       if (!folder.resume && data.validation) {
+        trainer.onEvent = (e) => e.type === 'progress' && progress(e);
         const e = await trainer.evaluateValidation();
         log(`eval before training: loss ${e.loss.toFixed(4)}, perplexity ${e.perplexity.toFixed(2)} (${e.tokens} held-out tokens)`);
       }
@@ -135,8 +139,8 @@ async function train(values: FlagValues): Promise<void> {
 }
 
 /** A data-driven sparse mask, selected on the frozen base from the first training rows (calibration). */
-async function selectOnTrainingRows(m: OpenedModel, data: TrainingData, select: NonNullable<Awaited<ReturnType<typeof methodFromFlags>>['select']>, method: string, options: Record<string, unknown>, log: (l: string) => void) {
-  const { mask, cost } = await selectMaskOnRows(m.gpu, m.ckpt, data, { ...select });
+async function selectOnTrainingRows(m: OpenedModel, data: TrainingData, select: NonNullable<Awaited<ReturnType<typeof methodFromFlags>>['select']>, method: string, options: Record<string, unknown>, log: (l: string) => void, progress: (e: ProgressEvent) => void) {
+  const { mask, cost } = await selectMaskOnRows(m.gpu, m.ckpt, data, { ...select }, progress);
   log(`mask:    ${select.selection} selection, ${(100 * mask.density).toFixed(2)}% of ${cost.layers} layers in ${cost.seconds.toFixed(1)} s on ${cost.calibrationTokens} training tokens`);
   if (method === 'sparse') (options.sparse as Record<string, unknown>).mask = mask;
   else ((options['sparse+lora'] as Record<string, unknown>).sparse as Record<string, unknown>).mask = mask;
