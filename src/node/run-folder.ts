@@ -12,8 +12,11 @@ import { UsageError, type FlagValues } from './flags.js';
 
 export const RUN_FILE = 'run.json';
 
-/** Flags that change how a run reports or where it keeps things, not what it trains: a rerun may differ in them. */
-const REPORTING_FLAGS = new Set(['resume', 'overwrite', 'log-json', 'samples', 'save-every', 'keep', 'merge', 'eval-every', 'help']);
+/**
+ * Flags a rerun may differ in: those that change how a run reports or keeps things, not what it trains,
+ * and --output itself (the folder is the run, whether named or the default).
+ */
+const NOT_COMPARED = new Set(['output', 'resume', 'overwrite', 'log-json', 'samples', 'save-every', 'keep', 'merge', 'eval-every', 'help']);
 
 export interface RunFolderPlan {
   /** Continue the folder's latest checkpoint. */
@@ -63,7 +66,7 @@ async function savedFlags(output: string): Promise<FlagValues | null> {
 
 /** `--name now (was then)` for each training flag whose value differs. */
 function differingFlags(saved: FlagValues, now: FlagValues): string[] {
-  const names = [...new Set([...Object.keys(saved), ...Object.keys(now)])].filter((n) => !REPORTING_FLAGS.has(n)).sort();
+  const names = [...new Set([...Object.keys(saved), ...Object.keys(now)])].filter((n) => !NOT_COMPARED.has(n)).sort();
   const shown = (v: unknown) => (v === undefined ? 'unset' : String(v));
   return names.filter((n) => shown(saved[n]) !== shown(now[n])).map((n) => `--${n} ${shown(now[n])} (was ${shown(saved[n])})`);
 }

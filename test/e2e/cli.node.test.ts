@@ -159,8 +159,8 @@ describe('command line: runs', () => {
     expect(other.stderr).toMatch(/--output '\S+' holds another run \(latest checkpoint-00000002\) with --lr 2e-2 \(was 1e-2\): continue it with --resume, start over with --overwrite, or choose another --output/);
     expect(other.stdout).not.toMatch(/device:/);
     expect(folderBytes(dir)).toEqual(before);
-    // The same command again continues the run (no --resume needed).
-    const again = await run(...args);
+    // The same command again continues the run (no --resume needed), the folder named by a path of another spelling.
+    const again = await run(...args.map((a) => (a === dir ? `${dir}/` : a)));
     expect(again.code, again.stderr).toBe(0);
     const e = events(again.stdout);
     expect(e.find((x) => x.type === 'plan').resumedFrom).toBe(2);
