@@ -155,8 +155,8 @@ export function trainFlopsPerToken(c: ModelConfig, S: number, baseWeightGradient
 const ALL_LINEAR = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
 export const BENCH_OPTIONS: Partial<Record<MethodName, Partial<FineTuneOptions>>> = {
   lora: { lora: { rank: 16, targetModules: ALL_LINEAR } },
-  sparse: { sparse: { density: 0.01, targetModules: ALL_LINEAR } },
-  'sparse+lora': { 'sparse+lora': { sparse: { density: 0.01, targetModules: ALL_LINEAR }, lora: { rank: 16, targetModules: ALL_LINEAR } } },
+  sparse: { sparse: { selection: 'random', density: 0.01, targetModules: ALL_LINEAR } },
+  'sparse+lora': { 'sparse+lora': { sparse: { selection: 'random', density: 0.01, targetModules: ALL_LINEAR }, lora: { rank: 16, targetModules: ALL_LINEAR } } },
 };
 /** Block side of the block-mask runs on the large model (Sylva uses 64; 1376 rows are tiled by 32, not 64). */
 const BENCH_BLOCK = 32;

@@ -6,10 +6,11 @@
  */
 import { zipSync } from 'fflate';
 import {
-  indexedDbCheckpointStore, indexedDbRuns, METHODS, methodNames, PRETRAINED_BASE, SHIPPED_DATASETS, SHIPPED_MODELS, SessionWorker,
+  DEFAULT_METHOD, indexedDbCheckpointStore, indexedDbRuns, methodDefinition, PRETRAINED_BASE, SHIPPED_DATASETS, SHIPPED_MODELS, SessionWorker, TRAINING_DEFAULTS,
   type MethodName, type SessionEvent, type SessionSpec, type StoredRun, type WorkerFineTuneSession,
 } from '../src/index.js';
 import { LossChart } from './chart.js';
+import { buildMethodForm, readMethodForm, showMethodOptions } from './method-form.js';
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 const input = (id: string) => $<HTMLInputElement>(id);
@@ -65,7 +66,12 @@ for (const name of [PRETRAINED_BASE.name, ...Object.keys(SHIPPED_MODELS)]) {
 }
 for (const name of SHIPPED_DATASETS) select('data-shipped').add(new Option(name, name));
 select('data-shipped').add(new Option('the file chosen below', ''));
-for (const name of methodNames()) select('method').add(new Option(`${name}: ${METHODS[name].summary}`, name, name === 'lora', name === 'lora'));
+buildMethodForm(select('method'), $('method-fields'), $('quantize-field'));
+// The run's defaults, as the Trainer and the command line have them.
+input('lr').value = String(methodDefinition(DEFAULT_METHOD).learningRate);
+input('epochs').value = String(TRAINING_DEFAULTS.epochs);
+input('batch-size').value = String(TRAINING_DEFAULTS.batchSize);
+input('validation').value = String(TRAINING_DEFAULTS.validation);
 
 function showFor(attr: string, value: string) {
   for (const el of document.querySelectorAll<HTMLElement>(`[${attr}]`)) el.hidden = !el.getAttribute(attr)!.split(' ').includes(value);
@@ -73,9 +79,9 @@ function showFor(attr: string, value: string) {
 select('model-kind').onchange = () => showFor('data-kind', select('model-kind').value);
 select('method').onchange = () => {
   showFor('data-method', select('method').value);
-  input('lr').value = select('method').value === 'full' ? '0.001' : '0.005';
+  input('lr').value = String(methodDefinition(select('method').value).learningRate);
 };
-showFor('data-method', 'lora');
+showFor('data-method', DEFAULT_METHOD);
 
 function modelChoice(): Pick<SessionSpec, 'model' | 'hub' | 'cache'> & { label: string; local: boolean } {
   const kind = select('model-kind').value;
@@ -152,28 +158,19 @@ document.addEventListener('drop', (e) => {
   }
 });
 
-function methodOptions(): Pick<SessionSpec, 'select'> & { train: SessionSpec['train'] } {
+function trainOptions(): SessionSpec['train'] {
   const method = select('method').value as MethodName;
   const num = (id: string, min: number, integer = false) => {
     const v = Number(input(id).value);
     if (!Number.isFinite(v) || v < min || (integer && !Number.isInteger(v))) throw new Error(`${id}: expected ${integer ? 'an integer' : 'a number'} >= ${min}, got '${input(id).value}'`);
     return v;
   };
-  const lora = { rank: num('rank', 1, true), targetModules: ['all-linear'] };
-  const density = num('density', 1e-6);
-  const selection = select('selection').value as 'sylva' | 'fisher' | 'random';
-  const sparse = selection === 'random' ? { selection, density } : {};
-  const quantize = select('quantize').value as '' | 'nf4' | 'int4';
-  const every = num('save-every', 1, true);
-  const train: SessionSpec['train'] = {
-    method, ...(input('steps').value ? { steps: num('steps', 1, true) } : { epochs: num('epochs', 1e-3) }), batchSize: num('batch-size', 1, true), microBatch: 'auto', evalEvery: every,
+  const quantize = $('quantize-field').getAttribute('data-method')!.split(' ').includes(method) ? (select('quantize').value as '' | 'nf4' | 'int4') : '';
+  return {
+    method, [method]: readMethodForm(method), ...(quantize ? { quantize } : {}),
+    ...(input('steps').value ? { steps: num('steps', 1, true) } : { epochs: num('epochs', 1e-3) }), batchSize: num('batch-size', 1, true), microBatch: 'auto', evalEvery: num('save-every', 1, true),
     optimizer: { lr: num('lr', 0) },
-    ...(method === 'lora' ? { lora, ...(quantize ? { quantize } : {}) } : {}),
-    ...(method === 'sparse' ? { sparse } : {}),
-    ...(method === 'sparse+lora' ? { 'sparse+lora': { sparse, lora } } : {}),
   };
-  const data = method === 'sparse' || method === 'sparse+lora';
-  return { train, ...(data && selection !== 'random' ? { select: { selection, density } } : {}) };
 }
 
 // ---- running -------------------------------------------------------------------------------------
@@ -267,7 +264,7 @@ async function run(spec: SessionSpec, runName: string, fresh: boolean, history?:
     log(`model: ${info.model.description} (${info.model.architecture}, ${info.model.layers} layers, hidden ${info.model.hiddenSize})`);
     for (const w of info.model.warnings) log(`warning: ${w}`);
     log(`data: ${info.dataset.trainRows} training rows, ${info.dataset.validationRows} held out, ${info.dataset.skipped} bad rows left out`);
-    log(`method: ${info.method.name}, ${info.method.trainableParameters.toLocaleString()} parameters train${info.method.quantize ? `, ${info.method.quantize} base` : ''}${info.mask ? `; ${info.mask.selection} mask in ${info.mask.seconds.toFixed(1)} s` : ''}`);
+    log(`method: ${info.method.name}, ${info.method.trainableParameters.toLocaleString()} parameters train${info.method.quantize ? `, ${info.method.quantize} base` : ''}${info.prepared ? `; ${info.prepared.label}: ${info.prepared.text}` : ''}`);
     // The evaluation's own event draws the point: the held-out loss before training, at step 0.
     if (fresh && info.dataset.validationRows) await state.session.evaluate();
     setPhase('running');
@@ -289,13 +286,12 @@ $('start').onclick = async () => {
   try {
     const model = modelChoice();
     const file = await datasetFile();
-    const method = methodOptions();
     const runName = `run-${Date.now().toString(36)}`;
     const spec: SessionSpec = {
       model: model.model, hub: model.hub, cache: model.cache,
       data: file,
       dataset: { seqLength: Number(input('seq-len').value), validation: Number(input('validation').value) || undefined },
-      ...method,
+      train: trainOptions(),
       checkpoints: { indexedDb: runName, every: Number(input('save-every').value), keep: 2 },
     };
     const info: RunInfo = { label: `${model.label}, ${spec.train.method}, ${file.name}`, created: Date.now(), spec: model.local ? { ...spec, model: '' } : spec, localModel: model.local };
@@ -350,8 +346,10 @@ function showRunOptions(spec: SessionSpec) {
   const t = spec.train;
   select('method').value = t.method;
   showFor('data-method', t.method);
+  showMethodOptions(t.method, (t as Record<string, unknown>)[t.method]);
+  if (t.quantize !== undefined) select('quantize').value = typeof t.quantize === 'string' ? t.quantize : t.quantize.format;
   input('lr').value = String(t.optimizer?.lr ?? input('lr').value);
-  input('batch-size').value = String(t.batchSize ?? 8);
+  input('batch-size').value = String(t.batchSize ?? TRAINING_DEFAULTS.batchSize);
   input('steps').value = t.steps === undefined ? '' : String(t.steps);
   if (t.epochs !== undefined) input('epochs').value = String(t.epochs);
   input('seq-len').value = String(spec.dataset.seqLength);

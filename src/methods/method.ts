@@ -13,7 +13,11 @@ import type { LowRankTerm } from '../kernels/matmul.js';
 import type { CausalLM } from '../model/causal-lm.js';
 import type { ModelConfig } from '../model/config.js';
 import type { Activations } from '../model/activations.js';
+import type { Checkpoint } from '../model/checkpoint.js';
+import type { TrainingData } from '../data/dataset.js';
+import type { ProgressEvent } from '../train/progress.js';
 import { AdamW, type AdamWConfig, type Optimizer, type TrainableSet } from '../optim/adamw.js';
+import type { OptionField } from './fields.js';
 
 export type { Optimizer, TrainableSet };
 
@@ -118,10 +122,40 @@ export interface Method {
   destroy(): void;
 }
 
+/** What a method's preparation on the training rows may use (see MethodDefinition.prepare). */
+export interface PrepareContext {
+  gpu: Gpu;
+  ckpt: Checkpoint;
+  data: TrainingData;
+  onProgress?: (event: ProgressEvent) => void;
+}
+
+/** What a preparation made: the options to attach with, and one line for the user ('mask', '...'). */
+export interface Prepared<Options> {
+  options: Options;
+  report: { label: string; text: string };
+}
+
 export interface MethodDefinition<Options = unknown> {
   readonly name: string;
   /** One line for help texts and the demo. */
   readonly summary: string;
+  /**
+   * The options a user sets, each with its default (the value the method applies when the option is
+   * absent) and help: the command line's flags and the demo's form are made from these.
+   */
+  readonly fields: readonly OptionField[];
+  /** The peak learning rate a run of this method takes when none is given (Trainer, command line, demo). */
+  readonly learningRate: number;
+  /**
+   * Work on the training rows before the method attaches, for options that need it (a sparse mask chosen
+   * from data): the Trainer runs it for a new run (a resumed one restores what it made from its
+   * checkpoint). `needed` says why when it is: FineTuner, which has no rows, refuses such options.
+   */
+  readonly prepare?: {
+    needed(options: Options | undefined): string | null;
+    run(options: Options | undefined, context: PrepareContext): Promise<Prepared<Options>>;
+  };
   /** Checks options against the model before any weight is read (throws ShapeError); allocates nothing. */
   check(config: ModelConfig, options: Options | undefined): void;
   /** Base parameters (engine names) the model must give dense gradients: all for full fine-tuning. */

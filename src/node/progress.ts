@@ -1,6 +1,6 @@
 /** Progress of the phases a user waits through, on a terminal (cli-progress) or as log lines. */
 import cliProgress from 'cli-progress';
-import type { ProgressEvent } from '../train/trainer.js';
+import type { ProgressEvent } from '../train/progress.js';
 
 /**
  * Bars for the phases before training (loading and quantizing the weights, choosing a mask, the first

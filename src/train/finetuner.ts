@@ -13,7 +13,7 @@ import { InvalidModelFileError, readHeader, readTensorF32, writeSafetensors, typ
 import type { AdamWConfig, Optimizer } from '../optim/adamw.js';
 import { learningRate, type ScheduleOptions } from '../optim/schedule.js';
 import type { Method } from '../methods/method.js';
-import { methodDefinition, methodNames, type MethodName, type MethodOptions } from '../methods/registry.js';
+import { methodDefinition, methodNames, METHODS, quantizableMethods, quantizedBaseConflict, type MethodName, type MethodOptions } from '../methods/registry.js';
 import { checkOptionKeys, optionKeys } from '../util/options.js';
 import { ADAMW_CONFIG_KEYS } from '../optim/adamw.js';
 import { SCHEDULE_OPTION_KEYS } from '../optim/schedule.js';
@@ -25,11 +25,14 @@ import { LINEAR_WEIGHT, type WeightFormat } from '../model/linear-weights.js';
 import { paramSpecs } from '../model/layout.js';
 import { checkQuantizeOption, type QuantizeOption } from '../model/quantized-weights.js';
 
-/** The method by name and its options under the same name: `{ method: 'lora', lora: { rank: 16 } }`. */
+/**
+ * The method by name and its options under the same name: `{ method: 'lora', lora: { rank: 16 } }` (a
+ * method added with registerMethod: its name, and its options under it).
+ */
 export interface FineTuneOptions extends MethodOptions {
   method: MethodName;
-  /** AdamW and the learning-rate schedule; defaults in AdamWConfig and ScheduleOptions (lr 1e-4). */
-  optimizer?: AdamWConfig & ScheduleOptions;
+  /** AdamW and the learning-rate schedule; defaults in AdamWConfig and ScheduleOptions, lr the method's (MethodDefinition.learningRate). */
+  optimizer?: AdamWConfig & Omit<ScheduleOptions, 'lr'> & { lr?: number };
   /** How frozen linear weights are stored (CausalLMOptions.baseDtype): default each weight's checkpoint dtype. */
   baseDtype?: WeightFormat;
   /** Store the frozen linear weights 4-bit, quantized as they load (CausalLMOptions.quantize): QLoRA. */
@@ -41,9 +44,9 @@ export interface FineTuneOptions extends MethodOptions {
   onProgress?: (p: LoadProgress) => void;
 }
 
-/** Every key of FineTuneOptions. */
+/** Every key of FineTuneOptions but the methods' own (each method's options go under its name). */
 export const FINE_TUNE_OPTION_KEYS = optionKeys<FineTuneOptions>()([
-  'method', 'optimizer', 'baseDtype', 'quantize', 'gradientAccumulation', 'gradientCheckpointing', 'onProgress', ...(methodNames() as readonly MethodName[]),
+  'method', 'optimizer', 'baseDtype', 'quantize', 'gradientAccumulation', 'gradientCheckpointing', 'onProgress', ...(Object.keys(METHODS) as MethodName[]),
 ]);
 
 /**
@@ -51,7 +54,7 @@ export const FINE_TUNE_OPTION_KEYS = optionKeys<FineTuneOptions>()([
  * Trainer's), of the optimizer options, and that method options are the chosen method's own.
  */
 export function checkFineTuneOptionKeys(where: string, options: FineTuneOptions, known: readonly string[], optimizerKeys: readonly string[] = [...ADAMW_CONFIG_KEYS, ...SCHEDULE_OPTION_KEYS]): void {
-  checkOptionKeys(where, options, known);
+  checkOptionKeys(where, options, [...new Set([...known, ...methodNames()])]);
   checkOptionKeys('optimizer options', options.optimizer, optimizerKeys);
   methodDefinition(options.method); // a typed error naming the known methods
   for (const other of methodNames()) {
@@ -140,11 +143,12 @@ export class FineTuner {
     const quantize = options.quantize ?? ckpt.config.quantization;
     if (quantize !== undefined) {
       checkQuantizeOption(quantize);
-      if (definition.writesBase) throw new ShapeError(`method '${options.method}' trains inside the base weights, which a 4-bit base cannot hold: drop quantize`);
-      if (!paramSpecs(ckpt.config).some((s) => LINEAR_WEIGHT.test(s.name) && !trainable(s.name))) {
-        throw new ShapeError(`quantize stores frozen linear weights 4-bit, and method '${options.method}' trains all of them: drop quantize`);
-      }
+      const linearWeights = paramSpecs(ckpt.config).map((s) => s.name).filter((n) => LINEAR_WEIGHT.test(n));
+      const conflict = quantizedBaseConflict(definition, methodOptions, linearWeights);
+      if (conflict) throw new ShapeError(`a 4-bit base (quantize) and ${conflict}: drop quantize, or train with ${quantizableMethods().join(' or ')}`);
     }
+    const needsRows = definition.prepare?.needed(methodOptions);
+    if (needsRows) throw new ShapeError(needsRows);
     const model = await CausalLM.fromCheckpoint(gpu, ckpt, { trainable, onProgress: options.onProgress, baseDtype: options.baseDtype, quantize: options.quantize });
     try {
       return new FineTuner(gpu, model, options);
@@ -205,7 +209,7 @@ export class FineTuner {
       const micro = this.micro + 1;
       updated = micro === this.accumulation;
       if (updated) {
-        lr = learningRate(this.optimizer.step, this.options.optimizer ?? { lr: 1e-4 });
+        lr = learningRate(this.optimizer.step, { ...this.options.optimizer, lr: this.options.optimizer?.lr ?? methodDefinition(this.options.method).learningRate });
         this.lastGradScale = 1 / Math.max(this.stepTargets, 1);
         this.optimizer.record(rec, lr, this.lastGradScale);
       }

@@ -7,6 +7,7 @@
 import { packExamples, skillExamples, type HeldOutSkill, type SkillRows } from '../data/skills.js';
 import type { SparseMask } from '../methods/sparse/mask.js';
 import { selectMask, type Selection, type SelectOptions } from '../methods/sparse/select.js';
+import { CALIBRATION_TOKENS } from '../methods/sparse/prepare.js';
 import type { Gpu } from '../gpu/gpu.js';
 import { CausalLM } from '../model/causal-lm.js';
 import type { Checkpoint } from '../model/checkpoint.js';
@@ -63,15 +64,6 @@ export async function taskFineTuneOptions(
     optimizer: { lr: o.lr, warmupSteps: 5, totalSteps: o.steps, schedule: 'cosine', weightDecay: method === 'full' ? 0.01 : 0 },
   };
 }
-
-/**
- * Token positions the task's mask selection sees. Fewer make the mean gradient noisy: at 1,024 the
- * method-quality study's Sylva masks at LoRA r8's parameter count scored 7 points lower than at 4,096.
- */
-export const CALIBRATION_TOKENS = 4096;
-
-/** Tokens per calibration batch where the rows come from a dataset. */
-export const CALIBRATION_BATCH_TOKENS = 4096;
 
 /** Calibration batches for mask selection: the task's training distribution, from seeds training never draws. */
 export function taskCalibration(rows: number, skill: HeldOutSkill = MAIN_TASK, batches = Math.ceil(CALIBRATION_TOKENS / (rows * SEQ))): SkillRows[] {

@@ -1,8 +1,8 @@
 /**
  * A fine-tuning session: everything a page or a script does around one training run, from plain
  * cloneable choices (a model, dataset files, a method with its options, where checkpoints go): open the
- * model and its tokenizer, read the dataset, select a sparse mask on the training rows when the method
- * needs one, train with the Trainer's events, pause and resume, generate with the base and the tuned
+ * model and its tokenizer, read the dataset, prepare the method on the training rows when it needs it
+ * (a sparse mask's selection), train with the Trainer's events, pause and resume, generate with the base and the tuned
  * model side by side, checkpoint, and export the method's interchange files and the merged model.
  *
  * The same interface runs in the page's thread (FineTuneSession) or in a Web Worker
@@ -18,15 +18,14 @@ import { CausalLM } from '../model/causal-lm.js';
 import { loadTokenizer, type Tokenizer } from '../data/tokenizer.js';
 import { loadDataset, type DatasetOptions, type DatasetReport, type TrainingData } from '../data/dataset.js';
 import type { DatasetFile } from '../data/records.js';
-import { methodDefinition, METHODS } from '../methods/registry.js';
-import { selectMask, type SelectOptions, type SelectProgress } from '../methods/sparse/select.js';
+import { methodDefinition, methodNames } from '../methods/registry.js';
 import { Generator, SAMPLING_OPTION_KEYS, type SamplingOptions } from '../serve/generate.js';
 import { indexedDbCheckpointStore } from '../browser/indexeddb-checkpoints.js';
 import { cachedSource, hasModelCache, type DownloadProgress } from '../browser/model-cache.js';
 import { claimStore, memoryCheckpointStore, type CheckpointStore } from './checkpoints.js';
 import { mergedModelFiles } from './export.js';
-import { CALIBRATION_BATCH_TOKENS, CALIBRATION_TOKENS } from './main-task.js';
-import { loadProgress, selectionProgress, Trainer, TRAINER_OPTION_KEYS, type ProgressEvent, type TrainerEvent, type TrainerOptions, type TrainResult } from './trainer.js';
+import { loadProgress } from './progress.js';
+import { Trainer, TRAINER_OPTION_KEYS, type TrainerEvent, type TrainerOptions, type TrainResult } from './trainer.js';
 
 /** Where a session's checkpoints go: a run in IndexedDB (browsers), memory, or (in the page's thread) any store. */
 export type CheckpointTarget = { indexedDb: string; database?: string } | { memory: true } | { store: CheckpointStore };
@@ -40,10 +39,11 @@ export interface SessionSpec {
   /** Training files (bytes, or File objects read where the session runs); `dataset.validation` may name held-out files or a fraction. */
   data: SessionFile | SessionFile[];
   dataset: DatasetOptions;
-  /** The method with its options and the run's hyperparameters, as the Trainer takes them. */
+  /**
+   * The method with its options and the run's hyperparameters, as the Trainer takes them (a sparse
+   * method's data-driven mask is selected on the first training rows, before training).
+   */
   train: Omit<TrainerOptions, 'onEvent' | 'checkpoints' | 'resume' | 'overwrite'>;
-  /** Sparse methods: a data-driven selection (sylva, fisher, snip) run on the first training rows before training. */
-  select?: Omit<SelectOptions, 'seed' | 'onProgress'> & { seed?: number };
   checkpoints?: CheckpointTarget & { every?: number; keep?: number };
   /** Continue from the checkpoints' latest: true (one must exist) or 'if-any'. */
   resume?: boolean | 'if-any';
@@ -71,7 +71,8 @@ export interface SessionInfo {
   checkpoints: string | null;
   /** The step the session resumes from (its latest checkpoint), or null for a new run. */
   resumesFrom: string | null;
-  mask: { selection: string; density: number; seconds: number } | null;
+  /** What the method prepared on the training rows before training ({ label: 'mask', text: 'sylva selection, ...' }), or null. */
+  prepared: { label: string; text: string } | null;
 }
 
 export type SessionEvent = TrainerEvent | { type: 'status'; message: string } | ({ type: 'download' } & DownloadProgress);
@@ -117,22 +118,6 @@ export function checkpointStoreFor(target: CheckpointTarget): CheckpointStore {
   return indexedDbCheckpointStore(target.indexedDb, { database: target.database });
 }
 
-/**
- * A data-driven sparse mask selected on the frozen base from the first training rows (the calibration
- * data), as the options of `method` ('sparse' or 'sparse+lora') then take it.
- */
-export async function selectMaskOnRows(gpu: Gpu, ckpt: Checkpoint, data: TrainingData, select: SelectOptions, onEvent?: (e: ProgressEvent) => void) {
-  const model = await CausalLM.fromCheckpoint(gpu, ckpt);
-  try {
-    const S = data.train.S;
-    const batches = [...data.train.batches(Math.max(1, Math.floor(CALIBRATION_BATCH_TOKENS / S)), Math.ceil(CALIBRATION_TOKENS / S))];
-    const onProgress = onEvent && ((p: SelectProgress) => onEvent(selectionProgress(p)));
-    return await selectMask(model, batches, onProgress ? { ...select, onProgress } : select);
-  } finally {
-    model.destroy();
-  }
-}
-
 export class FineTuneSession implements FineTuneSessionApi {
   onEvent: ((event: SessionEvent) => void) | undefined;
   private base: { model: CausalLM; generator: Generator } | null = null;
@@ -153,12 +138,12 @@ export class FineTuneSession implements FineTuneSessionApi {
 
   /** Open a session: nothing trains until train(). `o.gpu` shares a device; otherwise one is requested. */
   static async open(spec: SessionSpec, o: { gpu?: Gpu; onEvent?: (event: SessionEvent) => void } = {}): Promise<FineTuneSession> {
-    checkOptionKeys('session spec', spec, optionKeys<SessionSpec>()(['model', 'hub', 'cache', 'data', 'dataset', 'train', 'select', 'checkpoints', 'resume', 'overwrite']));
+    checkOptionKeys('session spec', spec, optionKeys<SessionSpec>()(['model', 'hub', 'cache', 'data', 'dataset', 'train', 'checkpoints', 'resume', 'overwrite']));
     checkOptionKeys('session spec: train', spec.train, TRAINER_OPTION_KEYS.filter((k) => !['onEvent', 'checkpoints', 'resume', 'overwrite'].includes(k)));
     checkOptionKeys('session spec: checkpoints', spec.checkpoints, ['indexedDb', 'database', 'memory', 'store', 'every', 'keep']);
     const status = (message: string) => o.onEvent?.({ type: 'status', message });
     const method = spec.train.method;
-    if (!Object.hasOwn(METHODS, method)) throw new SessionError(`unknown method '${String(method)}': one of ${Object.keys(METHODS).join(', ')}`);
+    if (!methodNames().includes(method)) throw new SessionError(`unknown method '${String(method)}': one of ${methodNames().join(', ')}`);
     // An earlier run in the store is refused (or its checkpoint found) before anything loads.
     const store = spec.checkpoints ? checkpointStoreFor(spec.checkpoints) : null;
     const resumesFrom = store ? await claimStore(store, spec) : null;
@@ -172,19 +157,12 @@ export class FineTuneSession implements FineTuneSessionApi {
     const gpu = o.gpu ?? (await requestDevice({ powerPreference: 'high-performance' }));
     try {
       const options: TrainerOptions = { ...spec.train, checkpoints: store ? { store, every: spec.checkpoints!.every, keep: spec.checkpoints!.keep } : undefined, resume: spec.resume, overwrite: spec.overwrite };
-      let mask: SessionInfo['mask'] = null;
-      // A resumed run takes its mask from its checkpoint.
-      if (spec.select && !resumesFrom) {
-        if (method !== 'sparse' && method !== 'sparse+lora') throw new SessionError(`select chooses a sparse mask: it applies to the sparse methods, not '${method}'`);
-        status(`selecting a ${spec.select.selection} mask on the training rows`);
-        const chosen = await selectMaskOnRows(gpu, ckpt, data, spec.select, o.onEvent);
-        mask = { selection: spec.select.selection, density: chosen.mask.density, seconds: chosen.cost.seconds };
-        if (method === 'sparse') options.sparse = { ...options.sparse, mask: chosen.mask };
-        else options['sparse+lora'] = { ...options['sparse+lora'], sparse: { ...options['sparse+lora']?.sparse, mask: chosen.mask } };
-      }
-      status(resumesFrom ? `resuming from ${resumesFrom} in ${store!.description}` : 'loading the weights');
+      const definition = methodDefinition(method);
+      const preparing = !resumesFrom && definition.prepare?.needed(options[method]);
+      status(resumesFrom ? `resuming from ${resumesFrom} in ${store!.description}` : preparing ? `preparing ${method} on the training rows, then loading the weights` : 'loading the weights');
       const trainer = await Trainer.create(gpu, ckpt, data, {
         ...options,
+        onEvent: (e) => o.onEvent?.(e),
         onProgress: (p) => {
           options.onProgress?.(p);
           o.onEvent?.(loadProgress(p));
@@ -201,7 +179,7 @@ export class FineTuneSession implements FineTuneSessionApi {
           name: method, summary: methodDefinition(method).summary, trainableParameters: trainer.ft.trainableParameters,
           quantize: spec.train.quantize === undefined ? null : typeof spec.train.quantize === 'string' ? spec.train.quantize : spec.train.quantize.format,
         },
-        totalSteps: trainer.totalSteps, batchSize: trainer.batchSize, checkpoints: store?.description ?? null, resumesFrom, mask,
+        totalSteps: trainer.totalSteps, batchSize: trainer.batchSize, checkpoints: store?.description ?? null, resumesFrom, prepared: trainer.prepared,
       };
       const session = new FineTuneSession(gpu, !o.gpu, ckpt, tokenizer, data, trainer, store, info);
       session.onEvent = o.onEvent;

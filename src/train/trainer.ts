@@ -15,14 +15,16 @@ import { bytesSource } from '../io/bytes.js';
 import { readHeader } from '../io/safetensors.js';
 import type { TrainingData } from '../data/dataset.js';
 import type { PackedRows, PackingStats } from '../data/packing.js';
-import { methodDefinition, methodNames, type MethodName } from '../methods/registry.js';
+import { methodDefinition, METHODS, type MethodName } from '../methods/registry.js';
+import type { Prepared } from '../methods/method.js';
 import type { AdamWConfig } from '../optim/adamw.js';
 import type { ScheduleOptions } from '../optim/schedule.js';
 import type { Gpu } from '../gpu/gpu.js';
 import type { Checkpoint, LoadProgress } from '../model/checkpoint.js';
-import type { SelectProgress } from '../methods/sparse/select.js';
 import type { CausalLM } from '../model/causal-lm.js';
 import { rng } from '../util/random.js';
+import type { ProgressEvent } from './progress.js';
+import { TRAINING_DEFAULTS } from './defaults.js';
 import { chooseMicroBatch, type MicroBatchChoice } from './auto-batch.js';
 import { CheckpointError, checkpointName, claimStore, latestCheckpoint, pruneCheckpoints, type CheckpointStore } from './checkpoints.js';
 import { checkFineTuneOptionKeys, FineTuner, type FineTuneOptions, type PendingStep } from './finetuner.js';
@@ -30,6 +32,11 @@ import { checkOptionKeys, optionKeys } from '../util/options.js';
 import { ADAMW_CONFIG_KEYS } from '../optim/adamw.js';
 import { SCHEDULE_OPTION_KEYS, warmupSteps } from '../optim/schedule.js';
 
+/**
+ * A run's options; the defaults not given here are TRAINING_DEFAULTS (./defaults.ts) and the method's
+ * (its learning rate and option fields). A method whose options need the training rows (a data-driven
+ * sparse mask) is prepared on them first, for a new run.
+ */
 export interface TrainerOptions extends Omit<FineTuneOptions, 'optimizer' | 'gradientAccumulation' | 'gradientCheckpointing'> {
   /** Optimizer steps. Default: `epochs` passes over the training rows. */
   steps?: number;
@@ -43,7 +50,7 @@ export interface TrainerOptions extends Omit<FineTuneOptions, 'optimizer' | 'gra
   memoryBudgetBytes?: number;
   /** Recompute layers in the backward pass: 'auto' (default) only when not even one row fits without it. */
   gradientCheckpointing?: boolean | 'auto';
-  /** AdamW and the schedule; totalSteps is the run's. Defaults as in AdamWConfig; lr 1e-4, cosine after 3% warmup. */
+  /** AdamW and the schedule; totalSteps is the run's. Defaults: lr the method's, cosine after 3% warmup, no weight decay, clipping at 1. */
   optimizer?: AdamWConfig & Omit<ScheduleOptions, 'totalSteps' | 'lr'> & { lr?: number; warmupRatio?: number };
   /** Evaluate on the validation rows every N optimizer steps, and at the end. Default: at the end only. */
   evalEvery?: number;
@@ -51,7 +58,7 @@ export interface TrainerOptions extends Omit<FineTuneOptions, 'optimizer' | 'gra
   evalAccuracy?: boolean;
   /** Seed of the row order. Default 0. */
   seed?: number;
-  /** Write checkpoints every `every` optimizer steps (and when cancelled, and at the end), keeping the newest `keep` (default 2). */
+  /** Write checkpoints every `every` optimizer steps (default 50; and when cancelled, and at the end), keeping the newest `keep` (default 2). */
   checkpoints?: { store: CheckpointStore; every?: number; keep?: number };
   /** Continue from the store's latest checkpoint: true (one must exist) or 'if-any'. */
   resume?: boolean | 'if-any';
@@ -65,36 +72,12 @@ export interface TrainerOptions extends Omit<FineTuneOptions, 'optimizer' | 'gra
 }
 
 export const TRAINER_OPTION_KEYS = optionKeys<TrainerOptions>()([
-  'method', 'baseDtype', 'quantize', 'onProgress', ...(methodNames() as readonly MethodName[]),
+  'method', 'baseDtype', 'quantize', 'onProgress', ...(Object.keys(METHODS) as MethodName[]),
   'steps', 'epochs', 'batchSize', 'microBatch', 'memoryBudgetBytes', 'gradientCheckpointing', 'optimizer', 'evalEvery', 'evalAccuracy',
   'seed', 'checkpoints', 'resume', 'overwrite', 'onEvent',
 ]);
 /** The optimizer options a Trainer takes: AdamW's and the schedule's but its length, which the run sets, and a warmup ratio. */
 const TRAINER_OPTIMIZER_KEYS = [...ADAMW_CONFIG_KEYS, ...SCHEDULE_OPTION_KEYS.filter((k) => k !== 'totalSteps'), 'warmupRatio'];
-
-/**
- * How far a phase a user waits through has come: a mask selection (its calibration batches, then its
- * layers), loading the weights (a tensor at a time, quantized as they arrive), an evaluation (its batches).
- */
-export interface ProgressEvent {
-  type: 'progress';
-  task: 'select' | 'load' | 'evaluate';
-  done: number;
-  /** null while unknown (the calibration batches of an iterator). */
-  total: number | null;
-  /** What is counted, and the last one done: 'tensors (model.layers.0.mlp.up_proj.weight)'. */
-  detail?: string;
-}
-
-/** Loading progress as an event. */
-export function loadProgress(p: LoadProgress): ProgressEvent {
-  return { type: 'progress', task: 'load', done: p.loaded, total: p.total, detail: `tensors (${p.tensor})` };
-}
-
-/** A mask selection's progress as an event. */
-export function selectionProgress(p: SelectProgress): ProgressEvent {
-  return { type: 'progress', task: 'select', done: p.done, total: p.total, detail: p.layer ? `layers scored (last ${p.layer})` : 'calibration batches' };
-}
 
 export type TrainerEvent =
   | {
@@ -231,12 +214,14 @@ export class Trainer {
     private resumeFiles: Record<string, Uint8Array> | null,
     /** An earlier run's checkpoints in the store, deleted when this run saves its first (overwrite). */
     private stale: string[],
+    /** What the method's preparation on the training rows made (a sparse mask), for the user; null when none ran. */
+    readonly prepared: { label: string; text: string } | null = null,
   ) {
     this.onEvent = options.onEvent;
-    this.batchSize = options.batchSize ?? 8;
-    this.seed = options.seed ?? 0;
+    this.batchSize = options.batchSize ?? TRAINING_DEFAULTS.batchSize;
+    this.seed = options.seed ?? TRAINING_DEFAULTS.seed;
     const rows = data.train.rows;
-    this.totalSteps = options.steps ?? Math.max(1, Math.ceil(((options.epochs ?? 1) * rows) / this.batchSize));
+    this.totalSteps = runSteps(options, rows);
     this.rowTokens = new Uint32Array(rows);
     const S = data.train.S;
     for (let r = 0; r < rows; r++) {
@@ -261,15 +246,21 @@ export class Trainer {
     if (options.resume && !store) throw new ShapeError('resume needs checkpoints: { store }');
     const name = store ? await claimStore(store, options) : null;
     const stale = store && options.overwrite ? await store.list() : [];
+    let prepared: Prepared<unknown>['report'] | null = null;
     if (store && name) {
       resumeFiles = await readCheckpoint(store, name);
       if (definition.restoreOptions) methodOptions = (await definition.restoreOptions(methodOptions, resumeFiles, ckpt.config)) as typeof methodOptions;
+    } else if (definition.prepare?.needed(methodOptions)) {
+      definition.check(ckpt.config, methodOptions); // bad options fail before the preparation's work
+      const done = await definition.prepare.run(methodOptions, { gpu, ckpt, data, onProgress: options.onEvent });
+      methodOptions = done.options as typeof methodOptions;
+      prepared = done.report;
     }
     const { method, quantize, baseDtype, onProgress } = options;
     const ft = await FineTuner.create(gpu, ckpt, {
       method, [method]: methodOptions, quantize, baseDtype, onProgress, optimizer: optimizerOptions(options, data), gradientCheckpointing: options.gradientCheckpointing === true,
     });
-    return new Trainer(ft, data, options, resumeFiles, stale);
+    return new Trainer(ft, data, options, resumeFiles, stale, prepared);
   }
 
   /** Where the run stands: optimizer steps done, rows consumed. */
@@ -352,7 +343,7 @@ export class Trainer {
       batchSize: this.batchSize, microBatch, accumulation, gradientCheckpointing, microBatchReason: this.choice.reason, packing: train.stats, resumedFrom,
     });
     const store = o.checkpoints?.store;
-    const every = o.checkpoints?.every ?? 0;
+    const every = o.checkpoints?.every ?? TRAINING_DEFAULTS.checkpointEvery;
     const t0 = performance.now();
     const startStep = this.step;
     let tokensSeen = 0;
@@ -458,7 +449,7 @@ export class Trainer {
     if (store === this.options.checkpoints?.store) {
       for (const old of this.stale.splice(0)) if (old !== name) await store.remove(old);
     }
-    await pruneCheckpoints(store, this.options.checkpoints?.keep ?? 2);
+    await pruneCheckpoints(store, this.options.checkpoints?.keep ?? TRAINING_DEFAULTS.checkpointsKept);
     this.emit({ type: 'checkpoint', step: this.step, name, store: store.description, seconds: (performance.now() - t) / 1000 });
     return this.step;
   }
@@ -525,10 +516,18 @@ export async function evaluateRows(model: CausalLM, rows: PackedRows, o: { rowsP
 
 /** The optimizer options of a run: its length sets the schedule's total; defaults documented in TrainerOptions. */
 function optimizerOptions(o: TrainerOptions, data: TrainingData): AdamWConfig & ScheduleOptions {
-  const totalSteps = o.steps ?? Math.max(1, Math.ceil(((o.epochs ?? 1) * data.train.rows) / (o.batchSize ?? 8)));
+  const totalSteps = runSteps(o, data.train.rows);
   const { warmupRatio, ...rest } = o.optimizer ?? {};
-  const warmup = rest.warmupSteps ?? warmupSteps(warmupRatio ?? 0.03, totalSteps);
-  return { schedule: 'cosine', ...rest, lr: rest.lr ?? 1e-4, warmupSteps: warmup, totalSteps };
+  const warmup = rest.warmupSteps ?? warmupSteps(warmupRatio ?? TRAINING_DEFAULTS.warmupRatio, totalSteps);
+  return {
+    schedule: TRAINING_DEFAULTS.schedule, weightDecay: TRAINING_DEFAULTS.weightDecay, maxGradNorm: TRAINING_DEFAULTS.maxGradNorm,
+    ...rest, lr: rest.lr ?? methodDefinition(o.method).learningRate, warmupSteps: warmup, totalSteps,
+  };
+}
+
+/** Optimizer steps of a run: `steps`, or `epochs` passes over the rows in batches. */
+function runSteps(o: TrainerOptions, rows: number): number {
+  return o.steps ?? Math.max(1, Math.ceil(((o.epochs ?? TRAINING_DEFAULTS.epochs) * rows) / (o.batchSize ?? TRAINING_DEFAULTS.batchSize)));
 }
 
 function checkTrainerOptions(o: TrainerOptions, data: TrainingData): void {
@@ -545,7 +544,7 @@ function checkTrainerOptions(o: TrainerOptions, data: TrainingData): void {
   if (o.epochs !== undefined && !(o.epochs > 0 && Number.isFinite(o.epochs))) throw new ShapeError(`epochs must be a positive number, got ${o.epochs}`);
   if (o.microBatch !== undefined && o.microBatch !== 'auto') {
     positiveInt('microBatch', o.microBatch);
-    const batch = o.batchSize ?? 8;
+    const batch = o.batchSize ?? TRAINING_DEFAULTS.batchSize;
     if (batch % o.microBatch !== 0) throw new ShapeError(`microBatch must divide the batch size ${batch} (accumulation makes up the rest), got ${o.microBatch}`);
   }
   const lr = o.optimizer?.lr;

@@ -31,9 +31,12 @@ const tempDir = () => {
 };
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
-function run(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+const run = (...args: string[]) => runWith([], ...args);
+
+/** The command line with modules imported first (`--import`), as a plugin adds a method. */
+function runWith(imports: string[], ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', cli, ...args], { timeout: 240_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, ['--import', 'tsx', ...imports.flatMap((m) => ['--import', m]), cli, ...args], { timeout: 240_000 }, (err, stdout, stderr) => {
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
@@ -70,14 +73,20 @@ describe('command line: bad input', () => {
     [['train', '--method', 'qlora-ish'], 2, /--method must be one of full, lora, sparse, sparse\+lora, got 'qlora-ish'/],
     [['train', '--quantize', 'fp4'], 2, /--quantize must be one of int4, nf4, got 'fp4'/],
     [['train', '--method', 'sparse', '--quantize', 'nf4'], 2, /--quantize makes the frozen base 4-bit, and 'sparse' trains inside the base weights/],
-    [['train', '--density', '0.1'], 2, /--density applies to the sparse methods \(sparse, sparse\+lora\), not 'lora'/],
-    [['train', '--method', 'sparse', '--granularity', '12'], 2, /--granularity must be element or one of 16, 32, 64, got '12'/],
+    [['train', '--method', 'full', '--quantize', 'int4'], 2, /--quantize makes the frozen base 4-bit, and 'full' trains every linear weight, and a 4-bit base holds frozen ones only: use --method lora/],
+    [['train', '--density', '0.1'], 2, /--density applies to the methods sparse, sparse\+lora, not 'lora'/],
+    [['train', '--method', 'full', '--rank', '4'], 2, /--rank applies to the methods lora, sparse\+lora, not 'full'/],
+    [['train', '--method', 'sparse', '--granularity', '12'], 2, /--granularity must be one of element, 16, 32, 64, got '12'/],
+    [['train', '--method', 'sparse', '--selection', 'magnitude'], 2, /--selection must be one of sylva, fisher, snip, random, columns, got 'magnitude'/],
+    [['train', '--target-modules', ','], 2, /--target-modules names nothing/],
+    [['train', '--double-quant'], 2, /--double-quant quantizes the absmax of NF4: use it with --quantize nf4/],
     [['train', '--temprature', '0.5'], 2, /train: Unknown option '--temprature'/],
     [['train', 'extra'], 2, /Unexpected argument 'extra'/],
     [['train', ...noModel, '--data', '/nonexistent/rows.jsonl'], 2, /--data: no file '\/nonexistent\/rows\.jsonl'/],
     [['train', ...noModel, '--data', csv], 2, /--data: \S*rows\.csv: unknown dataset format; use \.jsonl, \.json, \.txt or \.parquet/],
     [['train', ...noModel, '--validation', '/nonexistent/held.jsonl'], 2, /--validation: no file/],
     [['train', ...noModel, '--method', 'sparse', '--mask', '/nonexistent/mask.safetensors'], 2, /--mask: no file/],
+    [['train', ...noModel, '--method', 'sparse+lora', '--mask', '/nonexistent/mask.safetensors', '--density', '0.1'], 2, /--mask decides --density: give one of them/],
     [['train', ...noModel, '--output', aFile], 2, /--output '\S+not-a-folder' is a file: give a folder/],
     [['train', ...noModel, '--resume', '--output', dataDir], 2, /--resume: '\S+' holds no checkpoint to continue/],
     [['train', ...noModel, '--resume', '--overwrite'], 2, /--resume continues the checkpoints that --overwrite deletes: give one of them/],
@@ -212,9 +221,32 @@ describe('command line: runs', () => {
     const sparse = await run('train', '--method', 'sparse', '--mask', mask, '--steps', '2', '--lr', '1e-2', '--output', join(dir, 'sparse'), ...SHORT);
     expect(sparse.code, sparse.stderr).toBe(0);
     expect(existsSync(join(dir, 'sparse/adapter/sparse_delta.safetensors'))).toBe(true);
+    // Without --mask, the default selection (Sylva) runs on the first training rows before training.
+    const selected = await run('train', '--method', 'sparse', '--density', '0.02', '--steps', '2', '--lr', '1e-2', '--output', join(dir, 'selected'), ...SHORT);
+    expect(selected.code, selected.stderr).toBe(0);
+    expect(selected.stdout).toMatch(/mask: {4}sylva selection, 2\.00% of 21 layers in \d+\.\d s on 4096 training tokens/);
+    expect(selected.stdout).toMatch(/mask: {4}(\d+)\/\1 layers scored/);
     const qlora = await run('train', '--quantize', 'nf4', '--steps', '2', '--lr', '1e-2', '--output', join(dir, 'qlora'), ...SHORT);
     expect(qlora.code, qlora.stderr).toBe(0);
     expect(qlora.stdout).toMatch(/base nf4, 0\.\d\d MiB of linear weights/);
+  }, 240_000);
+
+  it('a method registered by a plugin is in --help, trains, and its flags are refused for other methods', async () => {
+    const toy = [fileURLToPath(new URL('../fixtures/toy-method.ts', import.meta.url))];
+    const help = await runWith(toy, 'train', '--help');
+    expect(help.code, help.stderr).toBe(0);
+    expect(help.stdout).toMatch(/--method full\|lora\|sparse\|sparse\+lora\|norms/);
+    expect(help.stdout).toMatch(/--from-layer N +the first layer whose norms train \[norms\] \(default 0\)/);
+    expect(help.stdout).toMatch(/--lr X +peak learning rate \(default the method's: full 0\.00002, lora 0\.0002, sparse 0\.0002, sparse\+lora 0\.0002, norms 0\.001\)/);
+    const dir = tempDir();
+    const trained = await runWith(toy, 'train', '--method', 'norms', '--from-layer', '1', '--steps', '2', '--output', dir, ...SHORT);
+    expect(trained.code, trained.stderr).toBe(0);
+    expect(trained.stdout).toMatch(/method: {2}norms \(only the normalization weights train \(LayerNorm tuning\)\): \d+ parameters train/);
+    expect(trained.stdout).toMatch(/saved: {3}\S+merged \(a Hugging Face model folder/); // no adapter format: the merged model
+    expect(existsSync(join(dir, 'merged/config.json'))).toBe(true);
+    const wrong = await runWith(toy, 'train', '--from-layer', '1', '--output', tempDir());
+    expect(wrong.code).toBe(2);
+    expect(wrong.stderr).toMatch(/--from-layer applies to --method norms, not 'lora'/);
   }, 240_000);
 
   it('a process killed with SIGKILL at any moment leaves a latest checkpoint that loads', async () => {

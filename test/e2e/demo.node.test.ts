@@ -150,7 +150,9 @@ describe('the demo page', () => {
     const zip = unzipSync(new Uint8Array(readFileSync(await download.path())));
     expect(Object.keys(zip).sort()).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
     const config = JSON.parse(new TextDecoder().decode(zip['adapter_config.json']));
-    expect(config).toMatchObject({ peft_type: 'LORA', r: 8, task_type: 'CAUSAL_LM' });
+    // The form starts at LoRA's own defaults (its option fields): rank 16, alpha 2 x rank, every linear layer.
+    expect(config).toMatchObject({ peft_type: 'LORA', r: 16, lora_alpha: 32, task_type: 'CAUSAL_LM' });
+    expect([...config.target_modules].sort()).toEqual(['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj']);
 
     // The same run, stopped after step 5: its checkpoint is in IndexedDB.
     await page.click('#start');

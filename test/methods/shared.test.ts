@@ -19,8 +19,8 @@ const files = tinyModelFiles({ architecture: 'llama', seed: 5, hiddenSize: 32, i
 /** Options beyond the defaults where a method has more to exercise. */
 const RICHER: Partial<Record<MethodName, Partial<FineTuneOptions>>> = {
   lora: { lora: { rank: 4, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] } },
-  sparse: { sparse: { density: 0.1 } },
-  'sparse+lora': { 'sparse+lora': { sparse: { density: 0.1 }, lora: { rank: 2 } } },
+  sparse: { sparse: { selection: 'random', density: 0.1 } },
+  'sparse+lora': { 'sparse+lora': { sparse: { selection: 'random', density: 0.1 }, lora: { rank: 2 } } },
 };
 
 const optionsFor = (method: MethodName): FineTuneOptions => ({ method, ...RICHER[method], optimizer: { lr: 1e-2 } });

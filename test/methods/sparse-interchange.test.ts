@@ -53,7 +53,7 @@ describe('the sparse delta file', () => {
     ['gpt2 (fused, transposed c_attn), 16x16 blocks', GPT2, 16],
   ])('round-trips a trained delta: %s', async (_name, options, granularity) => {
     const files = tinyModelFiles(options);
-    const trained = await fineTune(files, { method: 'sparse', sparse: { density: 0.2, granularity } });
+    const trained = await fineTune(files, { method: 'sparse', sparse: { selection: 'random', density: 0.2, granularity } });
     const method = trained.method as SparseFineTuning;
     const bytes = await sparseDeltaFile(method, trained.model.config);
     const delta = await readSparseDelta(bytes, trained.model.config);
@@ -76,7 +76,7 @@ describe('the sparse delta file', () => {
 
   it('is refused by another base, and a delta whose sizes do not fit changes nothing', async () => {
     const files = tinyModelFiles(LLAMA);
-    const trained = await fineTune(files, { method: 'sparse', sparse: { density: 0.2 } });
+    const trained = await fineTune(files, { method: 'sparse', sparse: { selection: 'random', density: 0.2 } });
     const delta = await readSparseDelta(await sparseDeltaFile(trained.method as SparseFineTuning, trained.model.config), trained.model.config);
     const other = tinyModelFiles({ ...LLAMA, seed: 23 }); // same shapes, other weights
     await expect(FineTuner.create(trained.gpu, await openCheckpoint(memorySource(other)), { method: 'sparse', sparse: { mask: delta.mask } })).rejects.toThrow(ModelMismatchError);
@@ -126,11 +126,11 @@ describe("PEFT's SHiRA adapter", () => {
   });
 
   it("refuses masks beyond SHiRA's rules and options it does not apply", async () => {
-    const llama = await fineTune(tinyModelFiles(LLAMA), { method: 'sparse', sparse: { density: 0.1 } }, 0);
+    const llama = await fineTune(tinyModelFiles(LLAMA), { method: 'sparse', sparse: { selection: 'random', density: 0.1 } }, 0);
     await expect(shiraAdapterFiles(llama.method as SparseFineTuning, llama.model.config)).rejects.toThrow(/loraRank/);
-    const gpt2 = await fineTune(tinyModelFiles(GPT2), { method: 'sparse', sparse: { loraRank: 1 } }, 0);
+    const gpt2 = await fineTune(tinyModelFiles(GPT2), { method: 'sparse', sparse: { selection: 'random', loraRank: 1 } }, 0);
     await expect(shiraAdapterFiles(gpt2.method as SparseFineTuning, gpt2.model.config)).rejects.toThrow(/no SHiRA form/);
-    const good = await shiraAdapterFiles((await fineTune(tinyModelFiles(LLAMA), { method: 'sparse', sparse: { loraRank: 1 } }, 0)).method as SparseFineTuning, llama.model.config);
+    const good = await shiraAdapterFiles((await fineTune(tinyModelFiles(LLAMA), { method: 'sparse', sparse: { selection: 'random', loraRank: 1 } }, 0)).method as SparseFineTuning, llama.model.config);
     const withOption = new TextDecoder().decode(good['adapter_config.json']).replace('"fan_in_fan_out": false', '"fan_in_fan_out": true');
     await expect(readShiraAdapter({ config: withOption, weights: good['adapter_model.safetensors'] }, llama.model.config)).rejects.toThrow(/fan_in_fan_out/);
     llama.destroy();
@@ -140,9 +140,9 @@ describe("PEFT's SHiRA adapter", () => {
 
 describe('the merged Hugging Face model', () => {
   it.each<[MethodName, Partial<FineTuneOptions>]>([
-    ['sparse', { sparse: { density: 0.2 } }],
+    ['sparse', { sparse: { selection: 'random', density: 0.2 } }],
     ['lora', { lora: { rank: 2, targetModules: ['all-linear'] } }],
-    ['sparse+lora', { 'sparse+lora': { sparse: { density: 0.2 }, lora: { rank: 2 } } }],
+    ['sparse+lora', { 'sparse+lora': { sparse: { selection: 'random', density: 0.2 }, lora: { rank: 2 } } }],
   ])('%s: loads with no method attached and gives the trained outputs', async (method, options) => {
     const files = tinyModelFiles(LLAMA);
     const trained = await fineTune(files, { method, ...options });

@@ -77,7 +77,7 @@ describe.each<[string, TinyModelOptions, Granularity]>([
     const seed = freshSeed();
     const rand = rng(seed);
     const model = await load(options, seed);
-    const method = sparseLora.attach(model, { sparse: { density: 0.3, granularity, seed }, lora: { rank: 3, alpha: 5, seed } });
+    const method = sparseLora.attach(model, { sparse: { selection: 'random', density: 0.3, granularity, seed }, lora: { rank: 3, alpha: 5, seed } });
     const lora = (method as unknown as { lora: Lora }).lora;
     const sparsePart = (method as unknown as { sparse: SparseFineTuning }).sparse;
     model.transformer.hooks = method.linear;
@@ -121,7 +121,7 @@ describe.each<[string, TinyModelOptions, Granularity]>([
 describe('sparse fine-tuning in place', () => {
   it('records exactly the dispatches of the frozen base in a forward pass', async () => {
     const model = await load(LLAMA, 3);
-    const method = sparse.attach(model, { density: 0.1 });
+    const method = sparse.attach(model, { selection: 'random', density: 0.1 });
     try {
       const batch = model.prepare(toBatchInput(successorRows(2, 6, 1)));
       const describe = (hooks: typeof method.linear) => {
@@ -149,7 +149,7 @@ describe('sparse fine-tuning in place', () => {
   ])('learns (%s mask, %f, %s base), writes only at the mask, and unmerging restores the base bit for bit', async (granularity, density, dtype) => {
     const gpu = await testGpu();
     const ckpt = await openCheckpoint(memorySource(tinyModelFiles({ ...LLAMA, seed: 11, initStd: 0.2, dtype })));
-    const ft = await FineTuner.create(gpu, ckpt, { method: 'sparse', sparse: { density, granularity }, optimizer: { lr: 1e-2 } });
+    const ft = await FineTuner.create(gpu, ckpt, { method: 'sparse', sparse: { selection: 'random', density, granularity }, optimizer: { lr: 1e-2 } });
     const method = ft.method as SparseFineTuning;
     const weights = method.modules.map((m) => `${m}.weight`);
     const before = new Map(await Promise.all(weights.map(async (w) => [w, await ft.model.readParam(w)] as const)));

@@ -15,8 +15,8 @@ const lora = { rank: 4, targetModules: ['all-linear'], dropout: 0.2 };
 const cases: [string, TinyModelOptions, FineTuneOptions][] = [
   ['llama (GQA), full', { architecture: 'llama', seed: 1, hiddenSize: 32, numLayers: 3, numHeads: 4, numKvHeads: 2, maxPositions: 64 }, { method: 'full', optimizer: { lr: 1e-3 } }],
   ['qwen2 (biases), LoRA with dropout', { architecture: 'qwen2', seed: 2, hiddenSize: 32, numLayers: 2, numHeads: 4, numKvHeads: 2, maxPositions: 64 }, { method: 'lora', lora, optimizer: { lr: 1e-2 } }],
-  ['mistral (window), sparse', { architecture: 'mistral', seed: 3, hiddenSize: 32, numLayers: 2, numHeads: 4, numKvHeads: 2, maxPositions: 64, slidingWindow: 8 }, { method: 'sparse', sparse: { density: 0.1 }, optimizer: { lr: 1e-2 } }],
-  ['gpt2, sparse+lora', { architecture: 'gpt2', seed: 4, hiddenSize: 32, numLayers: 2, numHeads: 2, maxPositions: 64 }, { method: 'sparse+lora', 'sparse+lora': { sparse: { density: 0.1 }, lora }, optimizer: { lr: 1e-2 } }],
+  ['mistral (window), sparse', { architecture: 'mistral', seed: 3, hiddenSize: 32, numLayers: 2, numHeads: 4, numKvHeads: 2, maxPositions: 64, slidingWindow: 8 }, { method: 'sparse', sparse: { selection: 'random', density: 0.1 }, optimizer: { lr: 1e-2 } }],
+  ['gpt2, sparse+lora', { architecture: 'gpt2', seed: 4, hiddenSize: 32, numLayers: 2, numHeads: 2, maxPositions: 64 }, { method: 'sparse+lora', 'sparse+lora': { sparse: { selection: 'random', density: 0.1 }, lora }, optimizer: { lr: 1e-2 } }],
 ];
 
 describe('gradient checkpointing', () => {

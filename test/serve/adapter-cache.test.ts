@@ -236,7 +236,7 @@ describe('adapter cache: sparse plus low-rank', () => {
     const seed = freshSeed();
     const rand = rng(seed);
     const ckpt = await openCheckpoint(memorySource(tinyModelFiles({ ...TINY, seed })));
-    const ft = await FineTuner.create(gpu, ckpt, { method: 'sparse+lora', 'sparse+lora': { sparse: { density: 0.1, seed }, lora: { rank: 3 } }, optimizer: { lr: 3e-2 } });
+    const ft = await FineTuner.create(gpu, ckpt, { method: 'sparse+lora', 'sparse+lora': { sparse: { selection: 'random', density: 0.1, seed }, lora: { rank: 3 } }, optimizer: { lr: 3e-2 } });
     const S = 10;
     const batch = nextTokenBatch(Uint32Array.from({ length: 2 * S }, () => Math.floor(rand() * 256)), 2, S);
     for (let i = 0; i < 3; i++) await ft.step(batch); // B and the sparse values move away from their starts

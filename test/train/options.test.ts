@@ -46,7 +46,7 @@ describe('unknown option keys', () => {
     ["PEFT's name for a LoRA option", { method: 'lora', lora: { target_modules: ['q'] } }, 'target_modules', 'targetModules', 'LoRA options'],
     ['a misspelt top-level option', { method: 'lora', optimzer: { lr: 1 } }, 'optimzer', 'optimizer', 'FineTuner options'],
     ['an optimizer option', { method: 'lora', optimizer: { lr: 1e-3, weight_decay: 0.1 } }, 'weight_decay', 'weightDecay', 'optimizer options'],
-    ['a sparse option', { method: 'sparse', sparse: { density: 0.1, granularty: 16 } }, 'granularty', 'granularity', 'sparse options'],
+    ['a sparse option', { method: 'sparse', sparse: { selection: 'random', density: 0.1, granularty: 16 } }, 'granularty', 'granularity', 'sparse options'],
     ['a sparse+lora option', { method: 'sparse+lora', 'sparse+lora': { lora: {}, sparce: {} } }, 'sparce', 'sparse', 'sparse+lora options'],
     ['a full fine-tuning option', { method: 'full', full: { freeze: () => true } }, 'freeze', null, 'full fine-tuning options'],
     ['a quantize option', { method: 'lora', quantize: { format: 'int4', group_size: 32 } }, 'group_size', 'groupSize', 'quantize'],
@@ -60,7 +60,7 @@ describe('unknown option keys', () => {
 
   it("refuses another method's options and a group size NF4 would ignore", async () => {
     const gpu = await testGpu();
-    await expect(FineTuner.create(gpu, await ckpt(), { method: 'lora', sparse: { density: 0.1 } })).rejects.toThrow(/options under 'sparse' are for method 'sparse', but the method is 'lora'/);
+    await expect(FineTuner.create(gpu, await ckpt(), { method: 'lora', sparse: { selection: 'random', density: 0.1 } })).rejects.toThrow(/options under 'sparse' are for method 'sparse', but the method is 'lora'/);
     await expect(FineTuner.create(gpu, await ckpt(), { method: 'lora', quantize: { format: 'nf4', groupSize: 128 } as never })).rejects.toThrow(ShapeError);
     await expect(FineTuner.fromPretrained(memorySource(files), { method: 'lora', gpu, hub: {}, lora: { rank: 2 }, hubb: 1 } as never)).rejects.toMatchObject({ key: 'hubb', suggestion: 'hub' });
   });

@@ -35,8 +35,10 @@ const METHODS: [string, Partial<TrainerOptions>][] = [
   ['lora (dropout)', { method: 'lora', lora, optimizer: { lr: 1e-2 } }],
   ['qlora (nf4)', { method: 'lora', lora, quantize: 'nf4', optimizer: { lr: 1e-2 } }],
   ['full', { method: 'full', optimizer: { lr: 1e-3, weightDecay: 0.01 } }],
-  ['sparse', { method: 'sparse', sparse: { density: 0.05, seed: 3 }, optimizer: { lr: 1e-2 } }],
-  ['sparse+lora', { method: 'sparse+lora', 'sparse+lora': { sparse: { density: 0.05 }, lora }, optimizer: { lr: 1e-2 } }],
+  ['sparse', { method: 'sparse', sparse: { selection: 'random', density: 0.05, seed: 3 }, optimizer: { lr: 1e-2 } }],
+  // The default selection (Sylva) runs on the training rows before attaching; a resumed run takes the checkpoint's mask.
+  ['sparse (sylva on the rows)', { method: 'sparse', sparse: { density: 0.05 }, optimizer: { lr: 1e-2 } }],
+  ['sparse+lora', { method: 'sparse+lora', 'sparse+lora': { sparse: { selection: 'random', density: 0.05 }, lora }, optimizer: { lr: 1e-2 } }],
 ];
 
 async function trainer(options: Partial<TrainerOptions>, gpu?: Awaited<ReturnType<typeof testGpu>>) {

@@ -43,6 +43,9 @@ class FullFineTuning implements Method {
 export const full: MethodDefinition<FullOptions> = {
   name: 'full',
   summary: 'every weight trains (f32 masters, dense AdamW)',
+  fields: [], // which parameters train is a function, set in code
+  // The usual rate for full fine-tuning of a pretrained model (transformers' examples use 2e-5 to 5e-5).
+  learningRate: 2e-5,
   check: (_config, options) => checkOptionKeys('full fine-tuning options', options, optionKeys<FullOptions>()(['parameters'])),
   baseTrainable: (options) => options?.parameters ?? (() => true),
   attach: (model) => new FullFineTuning(model),

@@ -1,13 +1,17 @@
-/** LoRA's options, their defaults (PEFT's), and the check made before any weight is loaded. */
+/** LoRA's options, their defaults and fields (the command line's flags, the demo's form), and the check made before any weight is loaded. */
 import { ShapeError } from '../../errors.js';
 import type { ModelConfig } from '../../model/config.js';
 import { checkOptionKeys, optionKeys } from '../../util/options.js';
 import { hfModulePaths, linearModules, type LinearShape } from '../targets.js';
+import type { OptionField } from '../fields.js';
 
 export interface LoraOptions {
-  /** Rank r of the update B A. Default 8. */
+  /** Rank r of the update B A. Default 16. */
   rank?: number;
-  /** Scale numerator: s = alpha / rank (alpha / sqrt(rank) with rslora). Default 2 * rank. */
+  /**
+   * Scale numerator: s = alpha / rank (alpha / sqrt(rank) with rslora). Default 2 * rank, this engine's
+   * choice (PEFT's is a fixed 8): a scale of 2 whatever the rank, so trying another rank keeps the step.
+   */
   alpha?: number;
   /** Rank-stabilized scale alpha / sqrt(rank) (PEFT's use_rslora). Default false. */
   rslora?: boolean;
@@ -20,7 +24,8 @@ export interface LoraOptions {
   alphaPattern?: Record<string, number>;
   /**
    * Linear layers to adapt, by engine name (q, k, v, o, gate, up, down, fc, proj), Hugging Face module
-   * name (q_proj, ..., down_proj) or 'all-linear'. Default q and v, PEFT's default for Llama.
+   * name (q_proj, ..., down_proj) or 'all-linear'. Default 'all-linear', as QLoRA found best (PEFT's
+   * own default is q and v for Llama).
    */
   targetModules?: string[];
   /** Dropout on the adapter's input while training (PEFT's lora_dropout). Default 0. */
@@ -34,7 +39,22 @@ export interface LoraOptions {
   fused?: boolean;
 }
 
-export const LORA_DEFAULT_RANK = 8;
+/** The defaults the fields below state; the code below applies them. */
+export const LORA_DEFAULT_RANK = 16;
+export const LORA_DEFAULT_TARGETS: readonly string[] = ['all-linear'];
+
+/** The alpha of a rank when none is given: 2 * rank, a scale of 2 (see LoraOptions.alpha). */
+export function defaultLoraAlpha(rank: number): number {
+  return 2 * rank;
+}
+
+/** LoRA's options as a user sets them (see OptionField). */
+export const LORA_FIELDS: readonly OptionField[] = [
+  { name: 'rank', path: ['rank'], kind: 'integer', min: 1, max: 65536, default: LORA_DEFAULT_RANK, help: 'LoRA rank r' },
+  { name: 'alpha', path: ['alpha'], kind: 'number', above: 0, shownDefault: '2 x rank', help: 'LoRA alpha: the update is scaled by alpha / rank' },
+  { name: 'dropout', path: ['dropout'], kind: 'number', min: 0, max: 0.99, default: 0, help: 'LoRA dropout on the adapter\'s input while training' },
+  { name: 'target-modules', path: ['targetModules'], kind: 'list', default: LORA_DEFAULT_TARGETS, help: 'layers LoRA adapts: all-linear, or names such as q_proj,v_proj' },
+];
 
 export const LORA_OPTION_KEYS = optionKeys<LoraOptions>()(['rank', 'alpha', 'rslora', 'rankPattern', 'alphaPattern', 'targetModules', 'dropout', 'seed', 'fused']);
 
@@ -57,7 +77,7 @@ export function loraModules(config: ModelConfig, options: LoraOptions = {}): Map
     patternRegExp(key);
     if (!(Number.isFinite(v) && v > 0)) throw new ShapeError(`LoRA alphaPattern['${key.slice(0, 60)}'] must be a positive number, got ${v}`);
   }
-  const modules = linearModules(config, options.targetModules ?? ['q', 'v'], 'LoRA');
+  const modules = linearModules(config, options.targetModules ?? [...LORA_DEFAULT_TARGETS], 'LoRA');
   // A rank above a layer's smaller side adds parameters and no expressiveness: B A cannot exceed it.
   const hf = hfModulePaths(config);
   for (const [name, shape] of modules) {
@@ -83,7 +103,7 @@ export function loraScale(alpha: number, rank: number, rslora = false): number {
 /** The adapted modules (checked as loraModules does) with each one's rank, alpha and scale after the patterns. */
 export function loraModuleSpecs(config: ModelConfig, options: LoraOptions = {}): Map<string, LoraModuleSpec> {
   const r = options.rank ?? LORA_DEFAULT_RANK;
-  const alpha = options.alpha ?? 2 * r;
+  const alpha = options.alpha ?? defaultLoraAlpha(r);
   const hf = hfModulePaths(config);
   return new Map(
     [...loraModules(config, options)].map(([name, d]) => {

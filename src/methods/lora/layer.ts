@@ -17,7 +17,7 @@ import type { AdamWConfig, Optimizer, TrainableSet } from '../../optim/adamw.js'
 import { hash32, rng } from '../../util/random.js';
 import { hfModulePaths } from '../targets.js';
 import { denseAdamW, type LinearHooks, type Method, type PassContext } from '../method.js';
-import { LORA_DEFAULT_RANK, loraModuleSpecs, loraScale, type LoraModuleSpec, type LoraOptions } from './config.js';
+import { defaultLoraAlpha, LORA_DEFAULT_RANK, loraModuleSpecs, loraScale, type LoraModuleSpec, type LoraOptions } from './config.js';
 
 export class Lora implements Method, LinearHooks {
   readonly name = 'lora';
@@ -50,7 +50,7 @@ export class Lora implements Method, LinearHooks {
     private readonly baseWeight?: (name: string) => TensorView,
   ) {
     const r = (this.rank = options.rank ?? LORA_DEFAULT_RANK);
-    const alpha = options.alpha ?? 2 * r;
+    const alpha = options.alpha ?? defaultLoraAlpha(r);
     this.scale = loraScale(alpha, r, options.rslora);
     this.fused = options.fused ?? true;
     this.hfModules = hfModulePaths(config);

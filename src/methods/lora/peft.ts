@@ -17,7 +17,7 @@ import type { ModelConfig } from '../../model/config.js';
 import { hfMappings } from '../../model/layout.js';
 import { LINEAR_WEIGHT } from '../../model/linear-weights.js';
 import { hfModulePaths, linearModules } from '../targets.js';
-import { patternValue, type LoraOptions } from './config.js';
+import { defaultLoraAlpha, patternValue, type LoraOptions } from './config.js';
 import { checkLoraConfigFields } from './peft-config.js';
 import type { Lora } from './layer.js';
 
@@ -34,7 +34,7 @@ function fusedModules(config: ModelConfig): Map<string, string[]> {
 export async function peftAdapterFiles(lora: Lora, options: { baseModel?: string } = {}): Promise<Record<string, Uint8Array>> {
   const tensors: Record<string, TensorToWrite> = {};
   const targets = new Set<string>();
-  const alpha = lora.options.alpha ?? 2 * lora.rank;
+  const alpha = lora.options.alpha ?? defaultLoraAlpha(lora.rank);
   const rslora = lora.options.rslora ?? false;
   // Modules whose rank or alpha is not the default, by full module path (a pattern PEFT matches exactly).
   const rankPattern: Record<string, number> = {};

@@ -10,10 +10,12 @@ import type { LowRankTerm } from '../../kernels/matmul.js';
 import type { Activations } from '../../model/activations.js';
 import type { ModelConfig } from '../../model/config.js';
 import { AdamW, type AdamWConfig, type Optimizer } from '../../optim/adamw.js';
-import { loraModules, type LoraOptions } from '../lora/config.js';
+import { LORA_FIELDS, loraModules, type LoraOptions } from '../lora/config.js';
+import { nestedFields } from '../fields.js';
+import { prepareMask, withMask } from '../sparse/prepare.js';
 import { Lora } from '../lora/layer.js';
 import type { LinearHooks, Method, MethodDefinition, PassContext, TrainableTensors } from '../method.js';
-import { checkSparseOptions, resolveMask, type SparseOptions } from '../sparse/config.js';
+import { checkSparseOptions, maskNeedsRows, resolveMask, SPARSE_FIELDS, type SparseOptions } from '../sparse/config.js';
 import { SparseFineTuning } from '../sparse/layer.js';
 import { DELTA_FILE, MASK_FILE, savedMask } from '../sparse/index.js';
 import { sparseDeltaFile } from '../sparse/interchange.js';
@@ -21,15 +23,13 @@ import { peftAdapterFiles } from '../lora/peft.js';
 import { checkOptionKeys, optionKeys } from '../../util/options.js';
 
 export interface SparseLoraOptions {
-  /** The sparse part (mask, or a data-free selection and its budget). Default: random, density 0.01. */
+  /** The sparse part: a mask, or how to choose one (SparseOptions' defaults: Sylva, density 0.01). */
   sparse?: SparseOptions;
-  /** The low-rank part. Default: LoRA's defaults, on every linear layer ('all-linear'). */
+  /** The low-rank part (LoraOptions' defaults). */
   lora?: LoraOptions;
 }
 
 const SPARSE_LORA_OPTION_KEYS = optionKeys<SparseLoraOptions>()(['sparse', 'lora']);
-
-const loraOptions = (o: SparseLoraOptions = {}): LoraOptions => ({ targetModules: ['all-linear'], ...o.lora });
 
 class SparseLora implements Method, LinearHooks {
   readonly name = 'sparse+lora';
@@ -139,17 +139,26 @@ export function loraPart(method: Method): Lora | null {
 export const sparseLora: MethodDefinition<SparseLoraOptions> = {
   name: 'sparse+lora',
   summary: 'a sparse set trained in place plus a LoRA adapter, together (RoSA-style)',
+  fields: [...nestedFields('sparse', SPARSE_FIELDS), ...nestedFields('lora', LORA_FIELDS)],
+  learningRate: 2e-4,
+  prepare: {
+    needed: (options) => maskNeedsRows(options?.sparse),
+    run: async (options, context) => {
+      const { options: sparse, report } = await prepareMask(options?.sparse, context);
+      return { options: { ...options, sparse }, report };
+    },
+  },
   check: (config: ModelConfig, options) => {
     checkOptionKeys('sparse+lora options', options, SPARSE_LORA_OPTION_KEYS);
     checkSparseOptions(config, options?.sparse);
-    loraModules(config, loraOptions(options));
+    loraModules(config, options?.lora);
   },
   baseTrainable: () => () => false,
   writesBase: true,
   attach: (model, options) => {
     const sparse = new SparseFineTuning(model.gpu, model, resolveMask(model.config, options?.sparse));
     try {
-      return new SparseLora(sparse, new Lora(model.gpu, model.config, loraOptions(options), (name) => model.f32Param(name)));
+      return new SparseLora(sparse, new Lora(model.gpu, model.config, options?.lora ?? {}, (name) => model.f32Param(name)));
     } catch (e) {
       sparse.destroy();
       throw e;
@@ -161,5 +170,5 @@ export const sparseLora: MethodDefinition<SparseLoraOptions> = {
     [DELTA_FILE]: await sparseDeltaFile((method as SparseLora).sparse, config),
     ...(await peftAdapterFiles((method as SparseLora).lora, o)),
   }),
-  restoreOptions: async (options, files, config) => ({ ...options, sparse: { ...options?.sparse, mask: await savedMask(files, config) } }),
+  restoreOptions: async (options, files, config) => ({ ...options, sparse: withMask(options?.sparse, await savedMask(files, config)) }),
 };

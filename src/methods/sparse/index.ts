@@ -5,7 +5,8 @@
 import { ShapeError } from '../../errors.js';
 import type { ModelConfig } from '../../model/config.js';
 import type { MethodDefinition } from '../method.js';
-import { checkSparseOptions, resolveMask, type SparseOptions } from './config.js';
+import { checkSparseOptions, maskNeedsRows, resolveMask, SPARSE_FIELDS, type SparseOptions } from './config.js';
+import { prepareMask, withMask } from './prepare.js';
 import { SparseFineTuning } from './layer.js';
 import { SparseMask } from './mask.js';
 import { sparseDeltaFile } from './interchange.js';
@@ -13,13 +14,16 @@ import { sparseDeltaFile } from './interchange.js';
 export const sparse: MethodDefinition<SparseOptions> = {
   name: 'sparse',
   summary: 'only the weights at a mask train, in place inside the frozen base (Sylva-style); forward costs exactly the base',
+  fields: SPARSE_FIELDS,
+  learningRate: 2e-4,
+  prepare: { needed: maskNeedsRows, run: prepareMask },
   check: (config, options) => checkSparseOptions(config, options),
   baseTrainable: () => () => false,
   writesBase: true,
   attach: (model, options) => new SparseFineTuning(model.gpu, model, resolveMask(model.config, options)),
   checkpointFiles: (method, config) => ({ [MASK_FILE]: (method as SparseFineTuning).mask.toSafetensors(config) }),
   exportFiles: async (method, config) => ({ [DELTA_FILE]: await sparseDeltaFile(method as SparseFineTuning, config) }),
-  restoreOptions: async (options, files, config) => ({ ...options, mask: await savedMask(files, config) }),
+  restoreOptions: async (options, files, config) => withMask(options, await savedMask(files, config)),
 };
 
 /** The file name of an exported sparse delta. */
@@ -35,6 +39,8 @@ export async function savedMask(files: Record<string, Uint8Array>, config: Model
 }
 
 export { SparseFineTuning, type SparseOptions };
+export { DEFAULT_SELECTION, maskNeedsRows, selectsOnData, SPARSE_FIELDS } from './config.js';
+export { CALIBRATION_BATCH_TOKENS, CALIBRATION_TOKENS, calibrationRows, selectMaskOnRows } from './prepare.js';
 export { BLOCK_SIZES, SparseMask, type BlockSize, type Granularity, type MaskEntry, type MaskInfo } from './mask.js';
 export { columnMask, randomMask, topK, type BudgetOptions } from './budget.js';
 export { calibrate, inverseDiagonal, selectMask, SELECTIONS, sylvaScores, type LayerStatistics, type Selection, type SelectionCost, type SelectOptions, type SelectProgress } from './select.js';

@@ -23,7 +23,7 @@
  *   random, columns: data-free (./budget.ts).
  */
 import { checkOptionKeys, optionKeys } from '../../util/options.js';
-import { BUDGET_OPTION_KEYS } from './config.js';
+import { BUDGET_OPTION_KEYS, SELECTIONS, type Selection } from './config.js';
 import type { TensorView } from '../../gpu/buffers.js';
 import type { CommandRecorder } from '../../gpu/recorder.js';
 import { ShapeError } from '../../errors.js';
@@ -37,8 +37,7 @@ import type { LinearShape } from '../targets.js';
 import { budgetModules, columnMask, maskFromScores, randomMask, type BudgetOptions } from './budget.js';
 import type { SparseMask } from './mask.js';
 
-export type Selection = 'sylva' | 'fisher' | 'snip' | 'random' | 'columns';
-export const SELECTIONS: Selection[] = ['sylva', 'fisher', 'snip', 'random', 'columns'];
+export { SELECTIONS, type Selection };
 
 export interface SelectOptions extends BudgetOptions {
   selection: Selection;

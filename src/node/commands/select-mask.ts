@@ -1,15 +1,19 @@
 /** `webgpu-finetune select-mask`: pick a sparse fine-tuning mask on a dataset and save it for `train --mask`. */
 import { writeFileAtomic } from '../../io/files.js';
 import { CausalLM } from '../../model/causal-lm.js';
-import { CALIBRATION_BATCH_TOKENS } from '../../train/main-task.js';
-import { BLOCK_SIZES, selectMask, SELECTIONS, type BlockSize } from '../../methods/sparse/index.js';
+import { CALIBRATION_TOKENS, calibrationRows, selectMask, SPARSE_FIELDS, type Granularity, type Selection } from '../../methods/sparse/index.js';
+import type { OptionField } from '../../methods/fields.js';
+import { fieldFlag, readFieldFlag } from '../method-flags.js';
 import type { SelectProgress } from '../../methods/sparse/select.js';
 import { progressReporter } from '../progress.js';
-import { selectionProgress } from '../../train/trainer.js';
+import { selectionProgress } from '../../train/progress.js';
 import { choiceFlag, HELP_FLAG, numberFlag, UsageError, type Command, type FlagValues } from '../flags.js';
 import { DATA_FLAGS, datasetFromFlags, describeDataset, MODEL_FLAGS, openModel, readDataFlags } from '../setup.js';
 
 const { validation: _validation, ...dataFlags } = DATA_FLAGS;
+
+/** The sparse method's own fields for how a mask is chosen, with their defaults. */
+const SELECTION_FIELDS = ['selection', 'density', 'granularity'].map((name) => SPARSE_FIELDS.find((f) => f.name === name)) as (OptionField & { kind: 'choice' | 'number' })[];
 
 export const selectMaskCommand: Command = {
   name: 'select-mask',
@@ -20,11 +24,9 @@ export const selectMaskCommand: Command = {
   flags: {
     ...MODEL_FLAGS,
     ...dataFlags,
-    selection: { type: 'string', value: SELECTIONS.join('|'), default: 'sylva', help: 'how weights are scored' },
-    density: { type: 'string', value: 'X', default: '0.01', help: 'fraction of each weight selected' },
-    granularity: { type: 'string', value: `element|${BLOCK_SIZES.join('|')}`, default: 'element', help: 'single weights or square blocks' },
+    ...Object.fromEntries(SELECTION_FIELDS.map((f) => [f.name, fieldFlag(f)])),
     budget: { type: 'string', value: 'per-matrix|global', default: 'per-matrix', help: 'the density in every matrix, or the top scores over all' },
-    'calibration-tokens': { type: 'string', value: 'N', default: '4096', help: 'tokens of the data the selection sees' },
+    'calibration-tokens': { type: 'string', value: 'N', default: String(CALIBRATION_TOKENS), help: 'tokens of the data the selection sees' },
     out: { type: 'string', value: 'FILE', help: 'where the mask goes (required), a .safetensors file' },
     help: HELP_FLAG,
   },
@@ -33,10 +35,7 @@ export const selectMaskCommand: Command = {
 
 async function selectMaskCommand_(values: FlagValues): Promise<void> {
   if (values.out === undefined) throw new UsageError('select-mask: --out FILE is required');
-  const selection = choiceFlag(values, 'selection', SELECTIONS);
-  const density = numberFlag(values, 'density', { above: 0, max: 1 });
-  const granularity = values.granularity === 'element' ? 'element' : (numberFlag(values, 'granularity', { integer: true }) as BlockSize);
-  if (granularity !== 'element' && !BLOCK_SIZES.includes(granularity)) throw new UsageError(`--granularity must be element or one of ${BLOCK_SIZES.join(', ')}, got '${values.granularity}'`);
+  const [selection, density, granularity] = SELECTION_FIELDS.map((f) => (values[f.name] === undefined ? f.default : readFieldFlag(f, values))) as [Selection, number, Granularity];
   const budget = choiceFlag(values, 'budget', ['per-matrix', 'global'] as const);
   const tokens = numberFlag(values, 'calibration-tokens', { integer: true, min: 1, max: 1 << 24 });
   const dataFlags = await readDataFlags({ ...values, validation: '0' });
@@ -46,8 +45,7 @@ async function selectMaskCommand_(values: FlagValues): Promise<void> {
     for (const line of describeDataset(data)) console.log(line);
     const model = await CausalLM.fromCheckpoint(m.gpu, m.ckpt);
     try {
-      const S = data.train.S;
-      const batches = [...data.train.batches(Math.max(1, Math.floor(CALIBRATION_BATCH_TOKENS / S)), Math.ceil(tokens / S))];
+      const batches = calibrationRows(data, tokens);
       const progress = progressReporter(false, (l) => console.log(l));
       const onProgress = (p: SelectProgress) => progress(selectionProgress(p));
       const { mask, cost } = await selectMask(model, batches, { selection, density, granularity, budget, onProgress });

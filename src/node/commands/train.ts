@@ -8,48 +8,51 @@ import { mkdir } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import { writeFileAtomic } from '../../io/files.js';
-import { methodDefinition } from '../../methods/registry.js';
-import { selectMaskOnRows } from '../../train/session.js';
+import { methodDefinition, methodNames } from '../../methods/registry.js';
 import type { Example } from '../../data/examples.js';
 import type { TrainingData } from '../../data/dataset.js';
 import { mergedModelFiles } from '../../train/export.js';
 import type { FineTuner } from '../../train/finetuner.js';
-import { loadProgress, Trainer, type ProgressEvent, type TrainerEvent, type TrainerOptions } from '../../train/trainer.js';
+import { Trainer, type TrainerEvent, type TrainerOptions } from '../../train/trainer.js';
+import { loadProgress } from '../../train/progress.js';
+import { TRAINING_DEFAULTS } from '../../train/defaults.js';
 import { progressReporter } from '../progress.js';
 import { Generator } from '../../serve/generate.js';
 import { folderCheckpointStore } from '../checkpoint-folder.js';
-import { choiceFlag, HELP_FLAG, numberFlag, optionalNumber, UsageError, type Command, type FlagValues } from '../flags.js';
-import { DATA_FLAGS, datasetFromFlags, describeDataset, METHOD_FLAGS, methodFromFlags, MODEL_FLAGS, openModel, readDataFlags, readMethodFlags, type OpenedModel } from '../setup.js';
+import { choiceFlag, HELP_FLAG, numberFlag, optionalNumber, UsageError, type Command, type FlagTable, type FlagValues } from '../flags.js';
+import { DATA_FLAGS, datasetFromFlags, describeDataset, MODEL_FLAGS, openModel, readDataFlags, type OpenedModel } from '../setup.js';
+import { methodFlagTable, methodFromFlags, readMethodFlags } from '../method-flags.js';
 import { planRunFolder, RUN_FILE } from '../run-folder.js';
 
-const TRAIN_FLAGS = {
+const D = TRAINING_DEFAULTS;
+
+/** The flags, made when asked: a method registered after this module loaded has its flags here. */
+const trainFlags = (): FlagTable => ({
   ...MODEL_FLAGS,
   ...DATA_FLAGS,
-  ...METHOD_FLAGS,
+  ...methodFlagTable(),
   steps: { type: 'string', value: 'N', help: 'optimizer steps (default: --epochs over the data)' },
-  epochs: { type: 'string', value: 'E', default: '1', help: 'passes over the training rows, when --steps is not given' },
-  'batch-size': { type: 'string', value: 'B', default: '8', help: 'rows per optimizer step' },
+  epochs: { type: 'string', value: 'E', default: String(D.epochs), help: 'passes over the training rows, when --steps is not given' },
+  'batch-size': { type: 'string', value: 'B', default: String(D.batchSize), help: 'rows per optimizer step' },
   'micro-batch': { type: 'string', value: 'auto|N', default: 'auto', help: 'rows per pass: the largest that fits, or a divisor of --batch-size' },
   'gradient-checkpointing': { type: 'string', value: 'auto|on|off', default: 'auto', help: 'recompute layers in the backward pass to save memory (auto: only when nothing fits without)' },
-  lr: { type: 'string', value: 'X', help: 'peak learning rate (default 2e-4; full fine-tuning 2e-5)' },
-  schedule: { type: 'string', value: 'cosine|linear|constant', default: 'cosine', help: 'learning-rate decay after warmup' },
-  'warmup-ratio': { type: 'string', value: 'X', default: '0.03', help: 'warmup as a fraction of the steps' },
-  'weight-decay': { type: 'string', value: 'X', default: '0', help: 'AdamW weight decay' },
-  'max-grad-norm': { type: 'string', value: 'X', default: '1', help: 'global gradient clipping (0: off)' },
-  seed: { type: 'string', value: 'S', default: '0', help: 'seed of the row order' },
+  lr: { type: 'string', value: 'X', shownDefault: `the method's: ${methodNames().map((n) => `${n} ${methodDefinition(n).learningRate}`).join(', ')}`, help: 'peak learning rate' },
+  schedule: { type: 'string', value: 'cosine|linear|constant', default: D.schedule, help: 'learning-rate decay after warmup' },
+  'warmup-ratio': { type: 'string', value: 'X', default: String(D.warmupRatio), help: 'warmup as a fraction of the steps' },
+  'weight-decay': { type: 'string', value: 'X', default: String(D.weightDecay), help: 'AdamW weight decay' },
+  'max-grad-norm': { type: 'string', value: 'X', default: String(D.maxGradNorm), help: 'global gradient clipping (0: off)' },
+  seed: { type: 'string', value: 'S', default: String(D.seed), help: 'seed of the row order' },
   'eval-every': { type: 'string', value: 'N', help: 'evaluate on the held-out rows every N steps (always at the end)' },
   output: { type: 'string', value: 'DIR', help: 'where checkpoints and exports go (default runs/<model>-<method>)' },
-  'save-every': { type: 'string', value: 'N', default: '50', help: 'write a checkpoint every N steps (and at the end)' },
-  keep: { type: 'string', value: 'N', default: '2', help: 'checkpoints kept' },
+  'save-every': { type: 'string', value: 'N', default: String(D.checkpointEvery), help: 'write a checkpoint every N steps (and at the end)' },
+  keep: { type: 'string', value: 'N', default: String(D.checkpointsKept), help: 'checkpoints kept' },
   resume: { type: 'boolean', help: 'continue from the latest checkpoint in --output, also with changed options (the same options continue without it)' },
   overwrite: { type: 'boolean', help: 'start over in an --output that holds a run (its files go once the new run saves a checkpoint)' },
-  merge: { type: 'boolean', help: 'also write the merged model (a Hugging Face folder) to <output>/merged' },
+  merge: { type: 'boolean', help: 'also write the merged model (a Hugging Face folder) to <output>/merged (always, for a method with no adapter format)' },
   samples: { type: 'string', value: 'N', default: '4', help: 'held-out prompts generated before and after' },
   'log-json': { type: 'boolean', help: 'print every event as a JSON line instead of the progress bar' },
   help: HELP_FLAG,
-} as const;
-
-const DEFAULT_LR = { full: 2e-5 } as Record<string, number>;
+});
 
 export const trainCommand: Command = {
   name: 'train',
@@ -60,7 +63,9 @@ export const trainCommand: Command = {
     ['--method sparse --density 0.01 --data rows.jsonl', 'sparse fine-tuning: a Sylva mask chosen on the rows, then trained in place'],
     ['--model Qwen/Qwen2.5-0.5B --data rows.jsonl --quantize nf4 --output runs/qwen --steps 2000 --resume', 'continue that run with a changed option (here more steps)'],
   ],
-  flags: TRAIN_FLAGS,
+  get flags() {
+    return trainFlags();
+  },
   run: train,
 };
 
@@ -74,7 +79,7 @@ async function train(values: FlagValues): Promise<void> {
   const microBatch = values['micro-batch'] === 'auto' ? 'auto' : numberFlag(values, 'micro-batch', { integer: true, min: 1, max: batchSize });
   if (microBatch !== 'auto' && batchSize % microBatch !== 0) throw new UsageError(`--micro-batch must divide --batch-size ${batchSize}, got ${microBatch}`);
   const checkpointing = { auto: 'auto' as const, on: true, off: false }[choiceFlag(values, 'gradient-checkpointing', ['auto', 'on', 'off'] as const)];
-  const lrGiven = optionalNumber(values, 'lr', { min: 0, max: 10 });
+  const lr = optionalNumber(values, 'lr', { min: 0, max: 10 });
   const schedule = choiceFlag(values, 'schedule', ['cosine', 'linear', 'constant'] as const);
   const warmupRatio = numberFlag(values, 'warmup-ratio', { min: 0, max: 1 });
   const weightDecay = numberFlag(values, 'weight-decay', { min: 0, max: 10 });
@@ -92,25 +97,26 @@ async function train(values: FlagValues): Promise<void> {
   const folder = await planRunFolder(output, values, log);
 
   const m = await openModel(values, log);
-  const lr = lrGiven ?? DEFAULT_LR[method] ?? 2e-4;
   try {
-    const { options: methodOptions, quantize, select } = await methodFromFlags(methodFlags, m);
+    const methodOptions = await methodFromFlags(methodFlags, m);
+    const quantize = methodFlags.quantize;
     const data = await datasetFromFlags(dataFlags, m);
     for (const line of describeDataset(data)) log(line);
     if (evalEvery && !data.validation) throw new UsageError('--eval-every needs held-out rows: --validation FRACTION or FILE');
     const store = folderCheckpointStore(join(output, 'checkpoints'));
-    // A resumed run takes its mask from its checkpoint.
     const progress = progressReporter(json, log);
-    if (select && !folder.resume) await selectOnTrainingRows(m, data, select, method, methodOptions, log, progress);
     const options: TrainerOptions = {
-      method, ...methodOptions, quantize, steps, epochs, batchSize, microBatch, gradientCheckpointing: checkpointing, seed, evalEvery,
+      method, [method]: methodOptions, quantize, steps, epochs, batchSize, microBatch, gradientCheckpointing: checkpointing, seed, evalEvery,
       optimizer: { lr, schedule, warmupRatio, weightDecay, maxGradNorm },
       checkpoints: { store, every: saveEvery, keep },
       resume: folder.resume || undefined,
       overwrite: folder.overwrite || undefined,
       onProgress: (p) => progress(loadProgress(p)),
+      // The method's preparation on the training rows (a sparse mask's selection) reports progress here.
+      onEvent: (e) => e.type === 'progress' && progress(e),
     };
     const trainer = await Trainer.create(m.gpu, m.ckpt, data, options);
+    if (trainer.prepared) log(`${`${trainer.prepared.label}:`.padEnd(8)} ${trainer.prepared.text}`);
     try {
       await mkdir(output, { recursive: true });
       await writeFileAtomic(join(output, RUN_FILE), new TextEncoder().encode(JSON.stringify({ command: 'train', flags: values, output }, null, 2)));
@@ -129,21 +135,14 @@ async function train(values: FlagValues): Promise<void> {
         process.exitCode = 130;
         return;
       }
-      await exportRun(trainer.ft, m, output, Boolean(values.merge) || method === 'full', String(values.model), log);
+      // A method with no adapter format of its own (full fine-tuning) exports the merged model.
+      await exportRun(trainer.ft, m, output, Boolean(values.merge) || !methodDefinition(method).exportFiles, String(values.model), log);
     } finally {
       trainer.destroy();
     }
   } finally {
     m.gpu.destroy();
   }
-}
-
-/** A data-driven sparse mask, selected on the frozen base from the first training rows (calibration). */
-async function selectOnTrainingRows(m: OpenedModel, data: TrainingData, select: NonNullable<Awaited<ReturnType<typeof methodFromFlags>>['select']>, method: string, options: Record<string, unknown>, log: (l: string) => void, progress: (e: ProgressEvent) => void) {
-  const { mask, cost } = await selectMaskOnRows(m.gpu, m.ckpt, data, { ...select }, progress);
-  log(`mask:    ${select.selection} selection, ${(100 * mask.density).toFixed(2)}% of ${cost.layers} layers in ${cost.seconds.toFixed(1)} s on ${cost.calibrationTokens} training tokens`);
-  if (method === 'sparse') (options.sparse as Record<string, unknown>).mask = mask;
-  else ((options['sparse+lora'] as Record<string, unknown>).sparse as Record<string, unknown>).mask = mask;
 }
 
 async function runWithProgress(trainer: Trainer, json: boolean, log: (l: string) => void) {
