@@ -72,6 +72,7 @@ input('lr').value = String(methodDefinition(DEFAULT_METHOD).learningRate);
 input('epochs').value = String(TRAINING_DEFAULTS.epochs);
 input('batch-size').value = String(TRAINING_DEFAULTS.batchSize);
 input('validation').value = String(TRAINING_DEFAULTS.validation);
+input('save-every').value = String(TRAINING_DEFAULTS.checkpointEvery);
 
 function showFor(attr: string, value: string) {
   for (const el of document.querySelectorAll<HTMLElement>(`[${attr}]`)) el.hidden = !el.getAttribute(attr)!.split(' ').includes(value);

@@ -75,7 +75,7 @@ export function allMethodFields(): { field: OptionField; methods: string[] }[] {
 export function quantizedBaseConflict(definition: MethodDefinition, options: unknown, linearWeights: readonly string[] = ['layers.0.q.weight']): string | null {
   if (definition.writesBase) return `'${definition.name}' trains inside the base weights, which a 4-bit base cannot hold`;
   const trainable = definition.baseTrainable(options as never);
-  if (linearWeights.every((w) => trainable(w))) return `'${definition.name}' trains every linear weight, and a 4-bit base holds frozen ones only`;
+  if (linearWeights.every((w) => trainable(w))) return `'${definition.name}' trains every linear weight, which a 4-bit base keeps frozen`;
   return null;
 }
 

@@ -123,7 +123,7 @@ export class CausalLM {
     // 4-bit takes every frozen linear weight; 16-bit storage keeps the rest it asked for.
     const quantizedShapes = new Map<string, [number, number]>();
     if (quantize !== undefined) {
-      checkQuantizeOption(quantize);
+      // Checked where it entered (fromCheckpoint).
       for (const s of specs) if (LINEAR_WEIGHT.test(s.name) && !trainable(s.name)) quantizedShapes.set(s.name, [s.shape[0], s.shape[1]]);
       for (const name of quantizedShapes.keys()) halfWeights.delete(name);
     }
@@ -180,12 +180,13 @@ export class CausalLM {
   /** Stream a checkpoint's weights into a new model, tensor by tensor. */
   static async fromCheckpoint(gpu: Gpu, ckpt: Checkpoint, options: CausalLMOptions = {}): Promise<CausalLM> {
     checkOptionKeys('CausalLM options', options, CAUSAL_LM_OPTION_KEYS);
+    // The one check of a user's quantize option: its keys, then its values.
     checkQuantizeOptionKeys(options.quantize);
+    const asked = options.quantize === undefined ? null : checkQuantizeOption(options.quantize);
     const trainable = options.trainable ?? (() => false);
     const stored = ckpt.config.quantization;
     if (stored) {
       // A 4-bit checkpoint loads as it is: its linear weights stay 4-bit and frozen.
-      const asked = options.quantize === undefined ? null : checkQuantizeOption(options.quantize);
       const held = checkQuantizeOption(stored);
       if (asked && (asked.format !== held.format || (held.format === 'int4' && asked.groupSize !== held.groupSize) || asked.doubleQuant !== held.doubleQuant)) {
         const detail = held.format === 'int4' ? ` (groups of ${held.groupSize})` : held.doubleQuant ? ' (double-quantized)' : '';

@@ -28,7 +28,7 @@ export function methodFlagTable(): FlagTable {
     method: { type: 'string', value: methodNames().join('|'), default: DEFAULT_METHOD, help: 'what trains (each method\'s flags are marked with the methods that take them)' },
   };
   for (const { field, methods } of allMethodFields()) table[field.name] = fieldFlag(field, methods);
-  table.quantize = { type: 'string', value: QUANT_FORMATS.join('|'), help: `store the frozen base 4-bit (QLoRA with --method lora) [${quantizableMethods().join(', ')}]` };
+  table.quantize = { type: 'string', value: QUANT_FORMATS.join('|'), help: `store the frozen base 4-bit (QLoRA) [${quantizableMethods().join(', ')}]` };
   table['double-quant'] = { type: 'boolean', help: 'nf4: store the absmax 8-bit too' };
   return table;
 }

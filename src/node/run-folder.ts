@@ -4,8 +4,10 @@
  * and is otherwise refused, naming --resume and --overwrite. Nothing there is deleted unless the
  * command says --overwrite, and then only once the new run has saved its first checkpoint.
  */
+import { existsSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { allMethodFields } from '../methods/registry.js';
 import { latestCheckpoint } from '../train/checkpoints.js';
 import { folderCheckpointStore } from './checkpoint-folder.js';
 import { UsageError, type FlagValues } from './flags.js';
@@ -17,6 +19,16 @@ export const RUN_FILE = 'run.json';
  * and --output itself (the folder is the run, whether named or the default).
  */
 const NOT_COMPARED = new Set(['output', 'resume', 'overwrite', 'log-json', 'samples', 'save-every', 'keep', 'merge', 'eval-every', 'help']);
+
+/**
+ * The flags as a run keeps and compares them: a flag that names a local file or folder (the model, the
+ * data, a mask) as an absolute path, so `--model ./m`, `--model m` and the default that is that folder
+ * are one run, whatever the working directory.
+ */
+export function runFlags(values: FlagValues): FlagValues {
+  const paths = new Set(['model', 'data', 'validation', ...allMethodFields().filter((f) => f.field.kind === 'file').map((f) => f.field.name)]);
+  return Object.fromEntries(Object.entries(values).map(([n, v]) => [n, paths.has(n) && typeof v === 'string' && existsSync(v) ? resolve(v) : v]));
+}
 
 export interface RunFolderPlan {
   /** Continue the folder's latest checkpoint. */
@@ -42,7 +54,7 @@ export async function planRunFolder(output: string, values: FlagValues, log: (li
     log(`output:  starting over in ${output}, which holds a run${where}: its files go once this run saves its first checkpoint`);
     return { resume: false, overwrite: true };
   }
-  const changed = saved ? differingFlags(saved, values) : ['(no run.json)'];
+  const changed = saved ? differingFlags(saved, runFlags(values)) : ['(no run.json)'];
   if (changed.length === 0) {
     if (latest) log(`output:  ${output} holds this run with the same options: continuing from ${latest} (--overwrite starts over)`);
     return { resume: latest !== null, overwrite: false };

@@ -23,7 +23,7 @@ import type { SourceLike } from '../io/sources.js';
 import type { Checkpoint, LoadProgress } from '../model/checkpoint.js';
 import { LINEAR_WEIGHT, type WeightFormat } from '../model/linear-weights.js';
 import { paramSpecs } from '../model/layout.js';
-import { checkQuantizeOption, type QuantizeOption } from '../model/quantized-weights.js';
+import type { QuantizeOption } from '../model/quantized-weights.js';
 
 /**
  * The method by name and its options under the same name: `{ method: 'lora', lora: { rank: 16 } }` (a
@@ -142,10 +142,11 @@ export class FineTuner {
     // A 4-bit checkpoint is quantized already.
     const quantize = options.quantize ?? ckpt.config.quantization;
     if (quantize !== undefined) {
-      checkQuantizeOption(quantize);
+      // The value is checked where it enters the model (CausalLM.fromCheckpoint); whether the method fits a 4-bit base, here.
       const linearWeights = paramSpecs(ckpt.config).map((s) => s.name).filter((n) => LINEAR_WEIGHT.test(n));
       const conflict = quantizedBaseConflict(definition, methodOptions, linearWeights);
-      if (conflict) throw new ShapeError(`a 4-bit base (quantize) and ${conflict}: drop quantize, or train with ${quantizableMethods().join(' or ')}`);
+      const asked = options.quantize !== undefined;
+      if (conflict) throw new ShapeError(`${asked ? 'quantize makes the base 4-bit' : 'this checkpoint is 4-bit'}, and ${conflict}: ${asked ? 'drop quantize, or ' : ''}train with ${quantizableMethods().join(' or ')}`);
     }
     const needsRows = definition.prepare?.needed(methodOptions);
     if (needsRows) throw new ShapeError(needsRows);

@@ -20,7 +20,7 @@ import type { Prepared } from '../methods/method.js';
 import type { AdamWConfig } from '../optim/adamw.js';
 import type { ScheduleOptions } from '../optim/schedule.js';
 import type { Gpu } from '../gpu/gpu.js';
-import type { Checkpoint, LoadProgress } from '../model/checkpoint.js';
+import type { Checkpoint } from '../model/checkpoint.js';
 import type { CausalLM } from '../model/causal-lm.js';
 import { rng } from '../util/random.js';
 import type { ProgressEvent } from './progress.js';

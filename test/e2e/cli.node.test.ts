@@ -73,7 +73,7 @@ describe('command line: bad input', () => {
     [['train', '--method', 'qlora-ish'], 2, /--method must be one of full, lora, sparse, sparse\+lora, got 'qlora-ish'/],
     [['train', '--quantize', 'fp4'], 2, /--quantize must be one of int4, nf4, got 'fp4'/],
     [['train', '--method', 'sparse', '--quantize', 'nf4'], 2, /--quantize makes the frozen base 4-bit, and 'sparse' trains inside the base weights/],
-    [['train', '--method', 'full', '--quantize', 'int4'], 2, /--quantize makes the frozen base 4-bit, and 'full' trains every linear weight, and a 4-bit base holds frozen ones only: use --method lora/],
+    [['train', '--method', 'full', '--quantize', 'int4'], 2, /--quantize makes the frozen base 4-bit, and 'full' trains every linear weight, which a 4-bit base keeps frozen: use --method lora/],
     [['train', '--density', '0.1'], 2, /--density applies to the methods sparse, sparse\+lora, not 'lora'/],
     [['train', '--method', 'full', '--rank', '4'], 2, /--rank applies to the methods lora, sparse\+lora, not 'full'/],
     [['train', '--method', 'sparse', '--granularity', '12'], 2, /--granularity must be one of element, 16, 32, 64, got '12'/],
@@ -168,8 +168,9 @@ describe('command line: runs', () => {
     expect(other.stderr).toMatch(/--output '\S+' holds another run \(latest checkpoint-00000002\) with --lr 2e-2 \(was 1e-2\): continue it with --resume, start over with --overwrite, or choose another --output/);
     expect(other.stdout).not.toMatch(/device:/);
     expect(folderBytes(dir)).toEqual(before);
-    // The same command again continues the run (no --resume needed), the folder named by a path of another spelling.
-    const again = await run(...args.map((a) => (a === dir ? `${dir}/` : a)));
+    // The same command again continues the run (no --resume needed), the folder named by a path of another
+    // spelling and the default model named by a relative path.
+    const again = await run(...args.map((a) => (a === dir ? `${dir}/` : a)), '--model', 'public/models/tiny-llama-skills');
     expect(again.code, again.stderr).toBe(0);
     const e = events(again.stdout);
     expect(e.find((x) => x.type === 'plan').resumedFrom).toBe(2);

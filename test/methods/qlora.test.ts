@@ -102,7 +102,7 @@ describe('QLoRA (LoRA on a 4-bit base)', () => {
     const before = gpu.memoryStats();
     await expect(FineTuner.create(gpu, ckpt, { method: 'sparse', quantize: 'nf4' })).rejects.toThrow(/trains inside the base weights.*drop quantize/);
     await expect(FineTuner.create(gpu, ckpt, { method: 'sparse+lora', quantize: 'nf4' })).rejects.toThrow(/trains inside the base weights/);
-    await expect(FineTuner.create(gpu, ckpt, { method: 'full', quantize: 'int4' })).rejects.toThrow(/'full' trains every linear weight, and a 4-bit base holds frozen ones only: drop quantize, or train with lora/);
+    await expect(FineTuner.create(gpu, ckpt, { method: 'full', quantize: 'int4' })).rejects.toThrow(/quantize makes the base 4-bit, and 'full' trains every linear weight, which a 4-bit base keeps frozen: drop quantize, or train with lora/);
     await expect(FineTuner.create(gpu, ckpt, { method: 'lora', quantize: 'fp4' as 'nf4' })).rejects.toThrow(/quantize must be 'int4' or 'nf4'/);
     await expect(FineTuner.create(gpu, ckpt, { method: 'lora', quantize: { format: 'int4', groupSize: 48 as 64 } })).rejects.toThrow(/group size must be one of 32, 64, 128/);
     const after = gpu.memoryStats();

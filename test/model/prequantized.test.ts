@@ -89,7 +89,7 @@ describe('4-bit checkpoints', () => {
     await expect(CausalLM.fromCheckpoint(gpu, ckpt, { quantize: 'int4' })).rejects.toThrow(/already nf4; quantize cannot change it/);
     await expect(CausalLM.fromCheckpoint(gpu, ckpt, { quantize: { format: 'nf4', doubleQuant: true } })).rejects.toThrow(/already nf4; quantize cannot change it/);
     await expect(CausalLM.fromCheckpoint(gpu, await openCheckpoint(memorySource(files)), { quantize: { format: 'int4', doubleQuant: true } as QuantizeOption })).rejects.toThrow(/double quantization applies to nf4/);
-    await expect(FineTuner.create(gpu, ckpt, { method: 'full' })).rejects.toThrow(/trains all of them/);
+    await expect(FineTuner.create(gpu, ckpt, { method: 'full' })).rejects.toThrow(/this checkpoint is 4-bit, and 'full' trains every linear weight, which a 4-bit base keeps frozen: train with lora/);
     await expect(FineTuner.create(gpu, ckpt, { method: 'sparse' })).rejects.toThrow(/trains inside the base weights/);
     // Packed words stored as floats are refused by dtype.
     const source = bytesSource('model.safetensors', saved['model.safetensors']);

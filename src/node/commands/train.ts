@@ -22,7 +22,7 @@ import { folderCheckpointStore } from '../checkpoint-folder.js';
 import { choiceFlag, HELP_FLAG, numberFlag, optionalNumber, UsageError, type Command, type FlagTable, type FlagValues } from '../flags.js';
 import { DATA_FLAGS, datasetFromFlags, describeDataset, MODEL_FLAGS, openModel, readDataFlags, type OpenedModel } from '../setup.js';
 import { methodFlagTable, methodFromFlags, readMethodFlags } from '../method-flags.js';
-import { planRunFolder, RUN_FILE } from '../run-folder.js';
+import { planRunFolder, RUN_FILE, runFlags } from '../run-folder.js';
 
 const D = TRAINING_DEFAULTS;
 
@@ -119,7 +119,7 @@ async function train(values: FlagValues): Promise<void> {
     if (trainer.prepared) log(`${`${trainer.prepared.label}:`.padEnd(8)} ${trainer.prepared.text}`);
     try {
       await mkdir(output, { recursive: true });
-      await writeFileAtomic(join(output, RUN_FILE), new TextEncoder().encode(JSON.stringify({ command: 'train', flags: values, output }, null, 2)));
+      await writeFileAtomic(join(output, RUN_FILE), new TextEncoder().encode(JSON.stringify({ command: 'train', flags: runFlags(values), output }, null, 2)));
       log(`method:  ${method} (${methodDefinition(method).summary}): ${trainer.ft.trainableParameters} parameters train${quantize ? `; base ${typeof quantize === 'string' ? quantize : quantize.format}, ${(trainer.ft.model.linearWeightBytes / 2 ** 20).toFixed(2)} MiB of linear weights` : ''}`);
       const prompts = samplePrompts(data, samples);
       const before = folder.resume || !prompts.length ? null : await generateSamples(trainer.ft, prompts);
