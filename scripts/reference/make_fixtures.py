@@ -58,6 +58,23 @@ CASES = {
         features={"rope_theta": dict(rope_theta=10000.0), "attention_bias": "zero:self_attn.*bias",
                   "mlp_bias": "zero:mlp.*bias"},
     ),
+    # Llama 3.2's shape of config: tied embeddings and Llama 3.1's RoPE scaling. A pre-training context of
+    # 16 with head_dim 8 puts one frequency in each of the three bands (kept, blended, divided by factor).
+    "llama3-rope-scaling-tied": dict(
+        family="llama",
+        config=dict(**COMMON, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, rope_theta=500000.0, tie_word_embeddings=True,
+                    rope_scaling=dict(rope_type="llama3", factor=4.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                      original_max_position_embeddings=16)),
+        features={"rope_scaling": dict(rope_scaling=None), "low_freq_factor": dict(rope_scaling=dict(
+            rope_type="llama3", factor=4.0, low_freq_factor=2.0, high_freq_factor=4.0, original_max_position_embeddings=16))},
+    ),
+    "llama-linear-rope-scaling": dict(
+        family="llama",
+        config=dict(**COMMON, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
+                    num_key_value_heads=2, rope_theta=10000.0, rope_scaling=dict(rope_type="linear", factor=3.0)),
+        features={"rope_scaling": dict(rope_scaling=None)},
+    ),
     "qwen2-sliding-window": dict(
         family="qwen2",
         config=dict(**COMMON, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,

@@ -6,14 +6,41 @@ import { launch1d, requireDims, requireElements } from './common.js';
 
 const WG = 256;
 
-/** cos and sin of pos * theta^(-2j/D), interleaved as [maxPositions, D/2, 2], computed in float64. */
-export function ropeTable(headDim: number, theta: number, maxPositions: number): Float32Array {
+/**
+ * How a checkpoint rescales RoPE's frequencies for a longer context than it was pre-trained on, as
+ * transformers' modeling_rope_utils.py computes them (_compute_linear_scaling_rope_parameters,
+ * _compute_llama3_parameters); both leave the attention scale at 1.
+ */
+export type RopeScaling =
+  | { type: 'linear'; factor: number }
+  | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number };
+
+/** The inverse frequencies theta^(-2j/D), j < D/2, rescaled as `scaling` says; float64. */
+export function ropeInverseFrequencies(headDim: number, theta: number, scaling: RopeScaling | null = null): Float64Array {
+  const inv = Float64Array.from({ length: headDim / 2 }, (_, j) => theta ** (-(2 * j) / headDim));
+  if (!scaling) return inv;
+  if (scaling.type === 'linear') return inv.map((f) => f / scaling.factor);
+  // Llama 3.1: wavelengths longer than the pre-training context divided by `factor`, those shorter than
+  // context / highFreqFactor kept, and a smooth blend in between.
+  const { factor, lowFreqFactor: low, highFreqFactor: high, originalMaxPositions: context } = scaling;
+  return inv.map((f) => {
+    const wavelength = (2 * Math.PI) / f;
+    if (wavelength < context / high) return f;
+    if (wavelength > context / low) return f / factor;
+    const smooth = (context / wavelength - low) / (high - low);
+    return (1 - smooth) * (f / factor) + smooth * f;
+  });
+}
+
+/** cos and sin of pos * theta^(-2j/D) (rescaled by `scaling`), interleaved as [maxPositions, D/2, 2], computed in float64. */
+export function ropeTable(headDim: number, theta: number, maxPositions: number, scaling: RopeScaling | null = null): Float32Array {
   if (headDim % 2) throw new ShapeError(`rope: head dim ${headDim} must be even`);
   const half = headDim / 2;
+  const inv = ropeInverseFrequencies(headDim, theta, scaling);
   const out = new Float32Array(maxPositions * half * 2);
   for (let pos = 0; pos < maxPositions; pos++) {
     for (let j = 0; j < half; j++) {
-      const angle = pos * theta ** (-(2 * j) / headDim);
+      const angle = pos * inv[j];
       out[(pos * half + j) * 2] = Math.cos(angle);
       out[(pos * half + j) * 2 + 1] = Math.sin(angle);
     }
@@ -26,7 +53,7 @@ export interface RopeArgs {
   x: BufferLike;
   /** u32 [T]: position of each token (restarting at 0 for each packed document). */
   positions: BufferLike;
-  /** ropeTable(headDim, theta, maxPositions). */
+  /** ropeTable(headDim, theta, maxPositions, scaling). */
   table: BufferLike;
   T: number;
   heads: number;

@@ -12,6 +12,7 @@ import { FAMILIES } from './families/index.js';
 import { gptqQuantization } from './gptq.js';
 import { checkConfigFields, ConflictingConfigError, InvalidConfigError, standardDtype, tokenIds } from './hf-config.js';
 import { describeValue } from '../io/strict-json.js';
+import type { RopeScaling } from '../kernels/rope.js';
 
 export { ConflictingConfigError, InvalidConfigError, UnsupportedConfigError } from './hf-config.js';
 
@@ -45,6 +46,8 @@ export interface ModelConfig {
   activation: 'silu' | 'gelu_new' | 'gelu';
   /** RoPE base frequency; null for learned absolute positions (GPT-2). */
   ropeTheta: number | null;
+  /** How the RoPE frequencies are rescaled for a longer context (Llama 3.1's 'llama3', 'linear'), or null. */
+  ropeScaling: RopeScaling | null;
   tieWordEmbeddings: boolean;
   /** Biases on the q, k, v projections (Qwen2, GPT-2) and on the output and MLP projections (GPT-2). */
   qkvBias: boolean;

@@ -23,6 +23,9 @@ export interface TinyModelOptions {
   /** Sliding attention window: every layer for Mistral; for Qwen2 the layers from maxWindowLayers on. */
   slidingWindow?: number;
   maxWindowLayers?: number;
+  /** RoPE base (default 10000) and scaling, as config.json's rope_theta and rope_scaling (Llama family). */
+  ropeTheta?: number;
+  ropeScaling?: Record<string, unknown>;
   /** Standard deviation of the random weights (HF's initializer_range). */
   initStd?: number;
   dtype?: 'F32' | 'F16' | 'BF16';
@@ -67,7 +70,8 @@ export function tinyConfig(o: TinyModelOptions): Record<string, unknown> {
     num_key_value_heads: o.numKvHeads ?? Math.max(1, heads / 2),
     max_position_embeddings: o.maxPositions ?? 256,
     rms_norm_eps: 1e-6,
-    rope_theta: 10000.0,
+    rope_theta: o.ropeTheta ?? 10000.0,
+    ...(o.ropeScaling ? { rope_scaling: o.ropeScaling } : {}),
     hidden_act: 'silu',
     tie_word_embeddings: o.tieWordEmbeddings ?? false,
     ...window,

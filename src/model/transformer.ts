@@ -73,7 +73,7 @@ export class Transformer {
     readonly params: ParamAccess,
   ) {
     const c = config;
-    this.ropeTable = c.ropeTheta === null ? null : gpu.upload(ropeTable(c.headDim, c.ropeTheta, c.maxPositions), 'rope table');
+    this.ropeTable = c.ropeTheta === null ? null : gpu.upload(ropeTable(c.headDim, c.ropeTheta, c.maxPositions, c.ropeScaling), 'rope table');
     this.family = c.family === 'gpt2' ? this.gpt2Parts() : this.llamaParts();
   }
 

@@ -77,7 +77,8 @@ describe('config.json', () => {
     ['a missing field', JSON.stringify({ ...TINYLLAMA, hidden_size: undefined })],
     ['heads not a multiple of kv heads', JSON.stringify({ ...TINYLLAMA, num_key_value_heads: 5 })],
     ['an unsupported activation', JSON.stringify({ ...TINYLLAMA, hidden_act: 'relu' })],
-    ['rope scaling', JSON.stringify({ ...TINYLLAMA, rope_scaling: { rope_type: 'llama3', factor: 8 } })],
+    ['llama3 RoPE scaling without its frequency factors', JSON.stringify({ ...TINYLLAMA, rope_scaling: { rope_type: 'llama3', factor: 8 } })],
+    ['linear RoPE scaling without a factor', JSON.stringify({ ...TINYLLAMA, rope_scaling: { rope_type: 'linear' } })],
   ])('rejects %s', (_what, text) => {
     expect(() => parseConfig(text)).toThrow(InvalidConfigError);
   });
@@ -96,6 +97,8 @@ function thrown(f: () => unknown): Error & Record<string, unknown> {
 // TinyLlama in transformers 5's layout, as save_pretrained writes it.
 const { rope_scaling: _, ...TINYLLAMA_BASE } = TINYLLAMA;
 const LLAMA5 = { ...TINYLLAMA_BASE, model_type: 'llama', head_dim: 64, dtype: 'bfloat16', rope_parameters: { rope_theta: 500000.0, rope_type: 'default' } };
+// Llama 3.2 1B's RoPE, as transformers 5 writes it.
+const LLAMA31_ROPE = { rope_type: 'llama3', rope_theta: 500000.0, factor: 32.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 };
 
 describe('config layouts: transformers 4 (top-level RoPE keys) and 5 (rope_parameters)', () => {
   it('reads rope_theta from rope_parameters, from the top level, or the default', () => {
@@ -124,15 +127,32 @@ describe('config layouts: transformers 4 (top-level RoPE keys) and 5 (rope_param
   });
 
   it.each([
-    ['llama3 in rope_parameters', { rope_parameters: { rope_type: 'llama3', rope_theta: 500000, factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 } }, 'rope_parameters.rope_type', 'llama3'],
-    ['llama3 in rope_scaling', { rope_parameters: undefined, rope_scaling: { rope_type: 'llama3', factor: 32 } }, 'rope_scaling.rope_type', 'llama3'],
-    ['linear scaling by its old key', { rope_parameters: undefined, rope_scaling: { type: 'linear', factor: 2 } }, 'rope_scaling.rope_type', 'linear'],
+    ['yarn in rope_parameters', { rope_parameters: { rope_type: 'yarn', rope_theta: 500000, factor: 4, original_max_position_embeddings: 8192 } }, 'rope_parameters.rope_type', 'yarn'],
+    ['dynamic in rope_scaling', { rope_parameters: undefined, rope_scaling: { rope_type: 'dynamic', factor: 2 } }, 'rope_scaling.rope_type', 'dynamic'],
+    ['longrope by its old key', { rope_parameters: undefined, rope_scaling: { type: 'longrope', short_factor: [1], long_factor: [2] } }, 'rope_scaling.rope_type', 'longrope'],
+    ['llama3 with part of the head rotating', { rope_parameters: { ...LLAMA31_ROPE, partial_rotary_factor: 0.5 } }, 'rope_parameters.partial_rotary_factor', 0.5],
     ['a GELU MLP', { hidden_act: 'gelu' }, 'hidden_act', 'gelu'],
     ['pruned heads', { pruned_heads: { 0: [1] } }, 'pruned_heads', { 0: [1] }],
   ])('refuses %s by name', (_what, change, field, value) => {
     const e = thrown(() => parseConfig({ ...LLAMA5, ...change }));
     expect(e).toBeInstanceOf(UnsupportedConfigError);
     expect(e).toMatchObject({ code: 'unsupported-config', field, value });
+  });
+
+  it("reads Llama 3.1's and linear RoPE scaling in either layout, and refuses parameters that cannot hold", () => {
+    const llama3 = { type: 'llama3', factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 };
+    expect(parseConfig({ ...LLAMA5, rope_parameters: LLAMA31_ROPE })).toMatchObject({ ropeTheta: 500000, ropeScaling: llama3 });
+    const { rope_type: _t, rope_theta: _r, ...scaling4 } = LLAMA31_ROPE;
+    expect(parseConfig({ ...TINYLLAMA, rope_theta: 500000, rope_scaling: { rope_type: 'llama3', ...scaling4 } })).toMatchObject({ ropeTheta: 500000, ropeScaling: llama3 });
+    // transformers falls back to max_position_embeddings for a missing original context.
+    const { original_max_position_embeddings: _o, ...noContext } = LLAMA31_ROPE;
+    expect(parseConfig({ ...LLAMA5, rope_parameters: noContext }).ropeScaling).toMatchObject({ originalMaxPositions: LLAMA5.max_position_embeddings });
+    expect(parseConfig({ ...TINYLLAMA, rope_scaling: { type: 'linear', factor: 4 } }).ropeScaling).toEqual({ type: 'linear', factor: 4 });
+    expect(parseConfig(LLAMA5).ropeScaling).toBeNull();
+    expect(() => parseConfig({ ...LLAMA5, rope_parameters: { ...LLAMA31_ROPE, high_freq_factor: 1 } })).toThrow(/high_freq_factor \(1\) must be above low_freq_factor \(1\)/);
+    expect(() => parseConfig({ ...LLAMA5, rope_parameters: { ...LLAMA31_ROPE, factor: '32' } })).toThrow(/'rope_parameters.factor' must be a number for RoPE type 'llama3'/);
+    expect(() => parseConfig({ ...LLAMA5, rope_parameters: { rope_type: 'linear', factor: 0 } })).toThrow(/'rope_parameters.factor' must be positive, got 0/);
+    expect(() => parseConfig({ ...LLAMA5, rope_parameters: { ...LLAMA31_ROPE, original_max_position_embeddings: 81.5 } })).toThrow(/must be a positive integer, got 81.5/);
   });
 
   it('reads RoPE given per layer type, and refuses different settings per layer type', () => {
@@ -167,7 +187,8 @@ describe('config fields', () => {
     expect(parseConfig({ ...LLAMA5, attention_dropout: 0.1 }).warnings).toEqual([expect.stringMatching(/attention_dropout 0.1 is not applied/)]);
     expect(parseConfig({ ...GPT2, resid_pdrop: 0.1, embd_pdrop: 0.1, attn_pdrop: 0.1 }).warnings).toEqual(['resid_pdrop', 'embd_pdrop', 'attn_pdrop'].map((k) => expect.stringContaining(`${k} 0.1 is not applied`)));
     expect(parseConfig({ ...LLAMA5, partial_rotary_factor: 0.5 }).warnings).toEqual([expect.stringMatching(/partial_rotary_factor 0.5 is ignored/)]);
-    expect(parseConfig({ ...LLAMA5, rope_parameters: { rope_type: 'default', factor: 2 } }).warnings).toEqual([expect.stringMatching(/'factor' is ignored with plain RoPE/)]);
+    expect(parseConfig({ ...LLAMA5, rope_parameters: { rope_type: 'default', factor: 2 } }).warnings).toEqual([expect.stringMatching(/'factor' is ignored with RoPE type 'default'/)]);
+    expect(parseConfig({ ...LLAMA5, rope_parameters: { rope_type: 'linear', factor: 2, low_freq_factor: 1 } }).warnings).toEqual([expect.stringMatching(/'low_freq_factor' is ignored with RoPE type 'linear'/)]);
   });
 
   it("reads only the fields a family's transformers class has: Qwen2 never biases o or the MLP, Llama has no windows", () => {

@@ -3,6 +3,8 @@
  * backward, in the conventions of Hugging Face's PyTorch code. Backward passes return fresh gradients;
  * they are checked against finite differences in gradcheck.node.test.ts.
  */
+import type { RopeScaling } from '../../src/kernels/rope.js';
+
 type Arr = ArrayLike<number>;
 
 // y (rows, cols), stats (rows, 2) = mean, rstd
@@ -55,13 +57,41 @@ export function normBackwardRef(kind: 'rmsnorm' | 'layernorm', x: Arr, w: Arr, d
 }
 
 // x (T, rowStride) rotated in place on a copy; heads of size D from colOffset; angle in float64
-export function ropeRef(x: Arr, pos: Arr, T: number, heads: number, D: number, theta: number, rowStride: number, colOffset = 0, backward = false) {
+/**
+ * RoPE's inverse frequencies: theta^(-2j/D), rescaled linearly (divided by the factor) or as Llama 3.1
+ * does (Meta's reference apply_scaling: low frequencies divided by the factor, high ones kept, a linear
+ * blend in 1/wavelength between).
+ */
+export function ropeInvFreqRef(D: number, theta: number, scaling: RopeScaling | null = null): Float64Array {
+  const out = new Float64Array(D / 2);
+  for (let j = 0; j < D / 2; j++) {
+    const f = 1 / theta ** ((2 * j) / D);
+    if (!scaling) out[j] = f;
+    else if (scaling.type === 'linear') out[j] = f / scaling.factor;
+    else {
+      const lowWavelength = scaling.originalMaxPositions / scaling.lowFreqFactor;
+      const highWavelength = scaling.originalMaxPositions / scaling.highFreqFactor;
+      const wavelength = (2 * Math.PI) / f;
+      if (wavelength < highWavelength) out[j] = f;
+      else if (wavelength > lowWavelength) out[j] = f / scaling.factor;
+      else {
+        const t = (scaling.originalMaxPositions / wavelength - scaling.lowFreqFactor) / (scaling.highFreqFactor - scaling.lowFreqFactor);
+        out[j] = (1 - t) * (f / scaling.factor) + t * f;
+      }
+    }
+  }
+  return out;
+}
+
+/** RoPE on [T, rowStride] rows; `theta` a base, or the inverse frequencies themselves (ropeInvFreqRef). */
+export function ropeRef(x: Arr, pos: Arr, T: number, heads: number, D: number, theta: number | Float64Array, rowStride: number, colOffset = 0, backward = false) {
   const out = Float64Array.from(x);
   const half = D / 2;
+  const inv = typeof theta === 'number' ? ropeInvFreqRef(D, theta) : theta;
   for (let t = 0; t < T; t++) {
     for (let h = 0; h < heads; h++) {
       for (let j = 0; j < half; j++) {
-        const angle = pos[t] * theta ** (-(2 * j) / D);
+        const angle = pos[t] * inv[j];
         const c = Math.cos(angle);
         const s = backward ? -Math.sin(angle) : Math.sin(angle);
         const at = t * rowStride + colOffset + h * D + j;

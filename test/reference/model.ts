@@ -14,6 +14,7 @@ import {
   geluRef,
   normBackwardRef,
   normForwardRef,
+  ropeInvFreqRef,
   ropeRef,
   swigluBackwardRef,
   swigluForwardRef,
@@ -75,15 +76,16 @@ function loraInput(lora: LoraRef, module: string, x: Float64Array): Float64Array
 function dims(c: ModelConfig, batch: Pick<PreparedBatch, 'B' | 'S' | 'segments'>) {
   const { B, S } = batch;
   const D = c.headDim;
+  const invFreq = c.ropeTheta === null ? null : ropeInvFreqRef(D, c.ropeTheta, c.ropeScaling);
   return {
-    T: B * S, H: c.hiddenSize, D, qd: c.numHeads * D, kvd: c.numKvHeads * D, I: c.intermediateSize, gpt2: c.family === 'gpt2',
+    T: B * S, H: c.hiddenSize, D, invFreq, qd: c.numHeads * D, kvd: c.numKvHeads * D, I: c.intermediateSize, gpt2: c.family === 'gpt2',
     attnShape: { B, S, nH: c.numHeads, nKV: c.numKvHeads, D, segments: batch.segments ?? undefined },
   };
 }
 
 /** Forward to the final norm: the last residual stream x, its norm lnf, and each layer's saved tensors. */
 export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch, 'B' | 'S' | 'ids' | 'positions' | 'segments'>, lora?: LoraRef) {
-  const { T, H, D, qd, kvd, I, gpt2, attnShape } = dims(c, batch);
+  const { T, H, D, invFreq, qd, kvd, I, gpt2, attnShape } = dims(c, batch);
   const p = (n: string) => params.get(n)!;
   const norm = (n: string, x: Float64Array) => normForwardRef(c.norm, x, p(`${n}.weight`), gpt2 ? p(`${n}.bias`) : null, T, H, c.normEps).y;
   const lin = (n: string, x: Float64Array, out: number, inp: number) => {
@@ -108,8 +110,8 @@ export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch,
     let k = lin(`${L}.k`, s.ln1, kvd, H);
     const v = lin(`${L}.v`, s.ln1, kvd, H);
     if (c.ropeTheta !== null) {
-      q = ropeRef(q, batch.positions, T, c.numHeads, D, c.ropeTheta, qd);
-      k = ropeRef(k, batch.positions, T, c.numKvHeads, D, c.ropeTheta, kvd);
+      q = ropeRef(q, batch.positions, T, c.numHeads, D, invFreq!, qd);
+      k = ropeRef(k, batch.positions, T, c.numKvHeads, D, invFreq!, kvd);
     }
     Object.assign(s, { q, k, v });
     s.att = attentionForwardRef({ ...attnShape, window: c.layerWindows[i] }, q, k, v);
@@ -132,7 +134,7 @@ export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch,
 }
 
 export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatch, lora?: LoraRef): { loss: number; grads: P } {
-  const { T, H, D, qd, kvd, I, gpt2, attnShape } = dims(c, batch);
+  const { T, H, D, invFreq, qd, kvd, I, gpt2, attnShape } = dims(c, batch);
   const p = (n: string) => params.get(n)!;
 
   const { x, lnf, saved } = forwardRef(c, params, batch, lora);
@@ -195,8 +197,8 @@ export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatc
     const datt = linBack(`${L}.o`, s.att, dx, H, qd);
     let { dq, dk, dv } = attentionBackwardRef({ ...attnShape, window: c.layerWindows[i] }, s.q, s.k, s.v, datt);
     if (c.ropeTheta !== null) {
-      dq = ropeRef(dq, batch.positions, T, c.numHeads, D, c.ropeTheta, qd, 0, true);
-      dk = ropeRef(dk, batch.positions, T, c.numKvHeads, D, c.ropeTheta, kvd, 0, true);
+      dq = ropeRef(dq, batch.positions, T, c.numHeads, D, invFreq!, qd, 0, true);
+      dk = ropeRef(dk, batch.positions, T, c.numKvHeads, D, invFreq!, kvd, 0, true);
     }
     const dln1 = add(add(linBack(`${L}.q`, s.ln1, dq, qd, H), linBack(`${L}.k`, s.ln1, dk, kvd, H)), linBack(`${L}.v`, s.ln1, dv, kvd, H));
     dx = add(dx, normBack(`${L}.norm1`, s.x, dln1));

@@ -6,7 +6,8 @@
  */
 import type { ModelConfig } from '../config.js';
 import { COMMON_FIELDS, dropoutField, InvalidConfigError, standardRope, UnsupportedConfigError, type FieldTable, type RopeSettings } from '../hf-config.js';
-import { brief } from '../../io/strict-json.js';
+import { brief, describeValue } from '../../io/strict-json.js';
+import type { RopeScaling } from '../../kernels/rope.js';
 import type { FamilyPart } from './family.js';
 import { configBool, configInt, configNumber, type Json } from '../hf-config.js';
 
@@ -50,17 +51,18 @@ export function decoderConfig(raw: Json, architecture: ModelConfig['architecture
     norm: 'rmsnorm',
     normEps: configNumber(raw, 'rms_norm_eps', 1e-6),
     activation: 'silu',
-    ropeTheta: plainRopeTheta(raw, architecture, numLayers, warnings, layerTypes),
+    ...ropeOf(raw, architecture, numLayers, warnings, layerTypes),
     tieWordEmbeddings: configBool(raw, 'tie_word_embeddings', false),
     ...choices(numLayers),
   };
 }
 
 /**
- * The one RoPE base every layer uses: this engine implements plain RoPE ('default') on the whole head,
- * the same on every layer; scaled types (llama3, linear, dynamic, yarn, longrope) are refused by name.
+ * The one RoPE every layer uses: its base, on the whole head, plain ('default') or rescaled for a longer
+ * context ('linear', Llama 3.1's 'llama3'); the other scaled types (dynamic, yarn, longrope) are refused
+ * by name until implemented.
  */
-function plainRopeTheta(raw: Json, architecture: string, numLayers: number, warnings: string[], layerTypes?: string[]): number {
+function ropeOf(raw: Json, architecture: string, numLayers: number, warnings: string[], layerTypes?: string[]): Pick<ModelConfig, 'ropeTheta' | 'ropeScaling'> {
   const rope = standardRope(raw, { defaultTheta: 10000 }, layerTypes);
   const perLayer: (RopeSettings | null)[] = rope.byLayerType
     ? Array.from({ length: numLayers }, (_, i) => {
@@ -70,21 +72,56 @@ function plainRopeTheta(raw: Json, architecture: string, numLayers: number, warn
       })
     : new Array<RopeSettings | null>(numLayers).fill(rope.flat);
   let theta: number | null = null;
+  let scaling: RopeScaling | null = null;
   for (const [i, s] of perLayer.entries()) {
     if (!s) throw new UnsupportedConfigError(`rope_parameters.${layerTypes?.[i]}`, null, 'every layer of this architecture uses RoPE');
-    if (s.ropeType !== 'default') throw new UnsupportedConfigError(`${s.key}.rope_type`, s.ropeType, "plain RoPE ('default') only; scaled RoPE types are not implemented yet");
+    if (!(SCALED_ROPE_KEYS as Record<string, unknown>)[s.ropeType] && s.ropeType !== 'default') {
+      throw new UnsupportedConfigError(`${s.key}.rope_type`, s.ropeType, `'default', ${Object.keys(SCALED_ROPE_KEYS).map((t) => `'${t}'`).join(' and ')}; the other scaled RoPE types are not implemented yet`);
+    }
     if (theta !== null && s.theta !== theta) throw new UnsupportedConfigError(`${s.key}.rope_theta`, s.theta, `one RoPE base for all layers (another layer type has ${theta})`);
+    const layerScaling = scalingOf(s);
+    if (i > 0 && JSON.stringify(layerScaling) !== JSON.stringify(scaling)) throw new UnsupportedConfigError(`${s.key}.rope_type`, s.ropeType, 'the same RoPE scaling on every layer');
     theta = s.theta;
+    scaling = layerScaling;
     if (i > 0 && s === perLayer[i - 1]) continue;
     const partial = s.parameters.partial_rotary_factor;
     if (partial !== undefined && partial !== 1) {
+      if (s.ropeType !== 'default') throw new UnsupportedConfigError(`${s.key}.partial_rotary_factor`, partial, `the whole head rotating: transformers' ${architecture} rotates the whole head with cos and sin for part of it, which it cannot broadcast`);
       warnings.push(`config.json ${s.key}.partial_rotary_factor ${String(partial)} is ignored: transformers' ${architecture} applies it only with scaled RoPE types, and so does this engine (the whole head rotates)`);
     }
-    // transformers' validation of plain RoPE accepts these keys alone and ignores (with a warning) the rest.
-    const ignored = Object.keys(s.parameters).filter((k) => !['rope_type', 'rope_theta', 'partial_rotary_factor'].includes(k));
-    if (ignored.length) warnings.push(`config.json ${s.key}: ${ignored.map((k) => `'${brief(k)}'`).join(', ')} ${ignored.length > 1 ? 'are' : 'is'} ignored with plain RoPE, as transformers ignores ${ignored.length > 1 ? 'them' : 'it'}`);
+    // transformers' validation accepts each type's keys alone and ignores (with a warning) the rest.
+    const known = ['rope_type', 'rope_theta', 'partial_rotary_factor', ...((SCALED_ROPE_KEYS as Record<string, readonly string[]>)[s.ropeType] ?? [])];
+    const ignored = Object.keys(s.parameters).filter((k) => !known.includes(k));
+    if (ignored.length) warnings.push(`config.json ${s.key}: ${ignored.map((k) => `'${brief(k)}'`).join(', ')} ${ignored.length > 1 ? 'are' : 'is'} ignored with RoPE type '${s.ropeType}', as transformers ignores ${ignored.length > 1 ? 'them' : 'it'}`);
   }
-  return theta ?? 10000;
+  return { ropeTheta: theta ?? 10000, ropeScaling: scaling };
+}
+
+/** The parameters each implemented scaled RoPE type reads (transformers' _validate_<type>_rope_parameters). */
+const SCALED_ROPE_KEYS = {
+  linear: ['factor'],
+  llama3: ['factor', 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings'],
+} as const;
+
+/** A layer's RoPE scaling, its parameters checked; null for plain RoPE. */
+function scalingOf(s: RopeSettings): RopeScaling | null {
+  if (s.ropeType === 'default') return null;
+  const p = s.parameters;
+  const number = (key: string) => {
+    const v = p[key];
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw new InvalidConfigError(`'${s.key}.${key}' must be a number for RoPE type '${s.ropeType}', got ${describeValue(v)}`);
+    return v;
+  };
+  const factor = number('factor');
+  // transformers warns below 1 and computes anyway; a factor at or below 0 gives no frequencies at all.
+  if (!(factor > 0)) throw new InvalidConfigError(`'${s.key}.factor' must be positive, got ${factor}`);
+  if (s.ropeType === 'linear') return { type: 'linear', factor };
+  const lowFreqFactor = number('low_freq_factor');
+  const highFreqFactor = number('high_freq_factor');
+  if (!(highFreqFactor > lowFreqFactor && lowFreqFactor > 0)) throw new InvalidConfigError(`'${s.key}': high_freq_factor (${highFreqFactor}) must be above low_freq_factor (${lowFreqFactor}), and both positive`);
+  const originalMaxPositions = number('original_max_position_embeddings');
+  if (!(Number.isInteger(originalMaxPositions) && originalMaxPositions > 0)) throw new InvalidConfigError(`'${s.key}.original_max_position_embeddings' must be a positive integer, got ${originalMaxPositions}`);
+  return { type: 'llama3', factor, lowFreqFactor, highFreqFactor, originalMaxPositions };
 }
 
 /** Sliding windows per layer: `sliding[i]` says whether layer i attends within `window` tokens. */

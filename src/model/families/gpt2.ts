@@ -57,6 +57,7 @@ export const gpt2: FamilyConfig = {
       normEps: configNumber(raw, 'layer_norm_epsilon', 1e-5),
       activation: ACTIVATIONS[act],
       ropeTheta: null,
+      ropeScaling: null,
       tieWordEmbeddings: configBool(raw, 'tie_word_embeddings', true),
       qkvBias: true,
       outputBias: true,

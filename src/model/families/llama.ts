@@ -1,4 +1,4 @@
-/** Llama (Llama 2-style; TinyLlama, SmolLM, ...): LlamaConfig's fields (transformers' configuration_llama.py). */
+/** Llama (Llama 2, Llama 3.x with its RoPE scaling, TinyLlama, SmolLM, ...): LlamaConfig's fields (transformers' configuration_llama.py). */
 import { decoderConfig, DECODER_FIELDS } from './decoder.js';
 import type { FamilyConfig } from './family.js';
 import { configBool } from '../hf-config.js';
