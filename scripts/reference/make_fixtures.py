@@ -32,13 +32,13 @@ import torch
 import transformers
 import peft
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 OUT = os.path.join(ROOT, "test", "fixtures", "reference")
 SHIPPED = os.path.join(ROOT, "public", "models", "tiny-llama-skills")
-CLASSES = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig, "gpt2": GPT2Config}
+CLASSES = {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config, "mistral": MistralConfig, "gpt2": GPT2Config}
 
 # Each case: the config in keyword arguments both major versions accept (transformers 5 moves rope_theta
 # into rope_parameters itself), the batch shape, and the config changes that must move the logits.
@@ -82,6 +82,14 @@ CASES = {
                     sliding_window=4, max_window_layers=1),
         features={"rope_theta": dict(rope_theta=10000.0), "use_sliding_window": dict(use_sliding_window=False),
                   "max_window_layers": dict(max_window_layers=2), "qkv_bias": "zero:self_attn.*bias"},
+    ),
+    # Qwen3: per-head q/k RMSNorm before RoPE, head_dim not hidden / heads, Qwen2's windows (on layer 2).
+    "qwen3": dict(
+        family="qwen3",
+        config=dict(**COMMON, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=12, rope_theta=1000000.0, tie_word_embeddings=True,
+                    use_sliding_window=True, sliding_window=4, max_window_layers=2),
+        features={"q_norm": "zero:self_attn.q_norm", "k_norm": "zero:self_attn.k_norm", "use_sliding_window": dict(use_sliding_window=False)},
     ),
     "mistral": dict(
         family="mistral",

@@ -5,6 +5,7 @@
 import { ShapeError } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
 import { hfMappings, paramSpecs } from '../model/layout.js';
+import { LINEAR_WEIGHT } from '../model/linear-weights.js';
 
 const ALIASES: Record<string, string> = {
   q_proj: 'q', k_proj: 'k', v_proj: 'v', o_proj: 'o', gate_proj: 'gate', up_proj: 'up', down_proj: 'down', c_fc: 'fc', out_proj: 'o',
@@ -25,8 +26,9 @@ export function linearModules(config: ModelConfig, targets: string[], method: st
   const wanted = new Set(targets.map((m) => ALIASES[m] ?? m));
   const modules = new Map<string, LinearShape>();
   for (const spec of paramSpecs(config)) {
-    const m = /^(layers\.\d+\.(\w+))\.weight$/.exec(spec.name);
-    if (m && !m[2].startsWith('norm') && (all || wanted.has(m[2]))) modules.set(m[1], { out: spec.shape[0], in: spec.shape[1] });
+    // Linear layers' weights, by the one pattern the model stores them by (norm weights, q_norm included, are not).
+    const m = LINEAR_WEIGHT.exec(spec.name);
+    if (m && (all || wanted.has(m[1]))) modules.set(spec.name.slice(0, -'.weight'.length), { out: spec.shape[0], in: spec.shape[1] });
   }
   const found = new Set([...modules.keys()].map((k) => k.split('.')[2]));
   const missing = all ? [] : [...wanted].filter((t) => !found.has(t));

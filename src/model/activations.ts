@@ -26,6 +26,8 @@ export interface LayerActivations {
   q: View;
   k: View;
   v: View;
+  /** With a per-head q/k norm (Qwen3): the projections before it, and its statistics [T, heads, 2]. */
+  qk: { q: View; k: View; qStats: View; kStats: View } | null;
   /** Attention output [T, heads * headDim] and its log-sum-exp statistics [T, heads, 2]. */
   att: View;
   ast: View;
@@ -52,6 +54,8 @@ export interface GradientScratch {
   da: View;
   db: View;
   dh: View;
+  /** With a per-head q/k norm: the gradient of the key projection before it (the query's reuses datt). */
+  dkp: View | null;
 }
 
 /** A sorted grouping of token positions by id, for deterministic embedding gradients. */
@@ -129,6 +133,7 @@ export class Activations {
       const l = (n: string) => v(`${this.checkpointed ? 'l' : `l${i}`}.${n}`);
       return {
         ln1: l('ln1'), st1: l('st1'), q: l('q'), k: l('k'), v: l('v'), att: l('att'), ast: l('ast'), xm: l('xm'),
+        qk: config.qkNorm ? { q: l('qp'), k: l('kp'), qStats: l('qst'), kStats: l('kst') } : null,
         ln2: l('ln2'), st2: l('st2'), a: l('a'), b: config.family === 'llama' ? l('b') : null, h: v('h'),
       };
     });
@@ -138,7 +143,7 @@ export class Activations {
     this.cestats = v('cestats');
     this.losses = v('losses');
     this.grad = kind !== 'inference'
-      ? { dx: v('dx'), dtmp: v('dtmp'), dln: v('dln'), dq: v('dq'), dk: v('dk'), dv: v('dv'), datt: v('datt'), da: v('da'), db: v('db'), dh: v('dh') }
+      ? { dx: v('dx'), dtmp: v('dtmp'), dln: v('dln'), dq: v('dq'), dk: v('dk'), dv: v('dv'), datt: v('datt'), da: v('da'), db: v('db'), dh: v('dh'), dkp: config.qkNorm ? v('dkp') : null }
       : null;
     this.bytes = [...this.buffers.values()].reduce((sum, b) => sum + b.size, 0);
     try {
@@ -171,6 +176,12 @@ export class Activations {
       add(`${p}q`, T * qd);
       add(`${p}k`, T * kvd);
       add(`${p}v`, T * kvd);
+      if (c.qkNorm) {
+        add(`${p}qp`, T * qd);
+        add(`${p}kp`, T * kvd);
+        add(`${p}qst`, 2 * T * c.numHeads);
+        add(`${p}kst`, 2 * T * c.numKvHeads);
+      }
       add(`${p}att`, T * qd);
       add(`${p}ast`, 2 * T * c.numHeads);
       add(`${p}xm`, T * H);
@@ -195,6 +206,7 @@ export class Activations {
       add('dk', T * kvd);
       add('dv', T * kvd);
       add('datt', T * qd);
+      if (c.qkNorm) add('dkp', T * kvd);
       for (const n of ['da', 'db', 'dh']) add(n, T * I);
     }
     return t;

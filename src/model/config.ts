@@ -16,7 +16,7 @@ import type { RopeScaling } from '../kernels/rope.js';
 
 export { ConflictingConfigError, InvalidConfigError, UnsupportedConfigError } from './hf-config.js';
 
-export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'MistralForCausalLM', 'GPT2LMHeadModel'] as const;
+export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', 'MistralForCausalLM', 'GPT2LMHeadModel'] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 export class UnsupportedArchitectureError extends WebGPUFinetuneError {
@@ -51,6 +51,8 @@ export interface ModelConfig {
   tieWordEmbeddings: boolean;
   /** Biases on the q, k, v projections (Qwen2, GPT-2) and on the output and MLP projections (GPT-2). */
   qkvBias: boolean;
+  /** A per-head RMSNorm on the queries and keys before RoPE, weights [headDim] (Qwen3's q_norm, k_norm). */
+  qkNorm: boolean;
   outputBias: boolean;
   mlpBias: boolean;
   /** The sliding attention window (Mistral, some Qwen2 layers), or null. */

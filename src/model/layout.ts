@@ -44,6 +44,10 @@ export function paramSpecs(c: ModelConfig): ParamSpec[] {
       add(`${p}.k.bias`, kvDim);
       add(`${p}.v.bias`, kvDim);
     }
+    if (c.qkNorm) {
+      add(`${p}.q_norm.weight`, c.headDim);
+      add(`${p}.k_norm.weight`, c.headDim);
+    }
     add(`${p}.o.weight`, H, qDim);
     if (c.outputBias) add(`${p}.o.bias`, H);
     add(`${p}.norm2.weight`, H);
@@ -116,6 +120,10 @@ export function hfMappings(c: ModelConfig): HfMapping[] {
     };
     one(`${hf}.input_layernorm.weight`, `${p}.norm1.weight`);
     ['q', 'k', 'v', 'o'].forEach(projection);
+    if (c.qkNorm) {
+      one(`${hf}.self_attn.q_norm.weight`, `${p}.q_norm.weight`);
+      one(`${hf}.self_attn.k_norm.weight`, `${p}.k_norm.weight`);
+    }
     one(`${hf}.post_attention_layernorm.weight`, `${p}.norm2.weight`);
     ['gate', 'up', 'down'].forEach(projection);
   }

@@ -10,7 +10,7 @@ import { parseConfig, type ModelConfig } from './config.js';
 import { expectedWeights } from './weights.js';
 
 export interface TinyModelOptions {
-  architecture: 'llama' | 'qwen2' | 'mistral' | 'gpt2';
+  architecture: 'llama' | 'qwen2' | 'qwen3' | 'mistral' | 'gpt2';
   seed?: number;
   hiddenSize?: number;
   intermediateSize?: number;
@@ -18,6 +18,8 @@ export interface TinyModelOptions {
   numHeads?: number;
   /** Llama family only (GQA when below numHeads). */
   numKvHeads?: number;
+  /** Per-head size when not hidden / heads (config.json's head_dim). */
+  headDim?: number;
   maxPositions?: number;
   tieWordEmbeddings?: boolean;
   /** Sliding attention window: every layer for Mistral; for Qwen2 the layers from maxWindowLayers on. */
@@ -53,11 +55,11 @@ export function tinyConfig(o: TinyModelOptions): Record<string, unknown> {
       ...common,
     };
   }
-  const architecture = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', mistral: 'MistralForCausalLM' }[o.architecture];
+  const architecture = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM', mistral: 'MistralForCausalLM' }[o.architecture];
   const window =
     o.slidingWindow === undefined
       ? {}
-      : o.architecture === 'qwen2'
+      : o.architecture === 'qwen2' || o.architecture === 'qwen3'
         ? { use_sliding_window: true, sliding_window: o.slidingWindow, max_window_layers: o.maxWindowLayers ?? 0 }
         : { sliding_window: o.slidingWindow };
   return {
@@ -68,6 +70,8 @@ export function tinyConfig(o: TinyModelOptions): Record<string, unknown> {
     num_hidden_layers: o.numLayers ?? 2,
     num_attention_heads: heads,
     num_key_value_heads: o.numKvHeads ?? Math.max(1, heads / 2),
+    // Qwen3's head_dim defaults to 128 whatever the width: a tiny one states its own.
+    ...(o.headDim !== undefined || o.architecture === 'qwen3' ? { head_dim: o.headDim ?? H / heads } : {}),
     max_position_embeddings: o.maxPositions ?? 256,
     rms_norm_eps: 1e-6,
     rope_theta: o.ropeTheta ?? 10000.0,

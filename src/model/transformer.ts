@@ -207,6 +207,21 @@ export class Transformer {
     });
   }
 
+  /** An RMSNorm over each head's headDim values of x [T, heads * headDim] into y (Qwen3's q_norm, k_norm). */
+  private headNorm(rec: CommandRecorder, acts: Activations, name: string, x: View, y: View, stats: View, heads: number): void {
+    const c = this.config;
+    normForward(rec, { kind: 'rmsnorm', rows: acts.T * heads, cols: c.headDim, eps: c.normEps, x, y, stats, weight: this.params.param(`${name}.weight`) });
+  }
+
+  /** dx = the per-head norm's backward of dy (overwritten), its weight's gradient accumulated. */
+  private headNormBackward(rec: CommandRecorder, acts: Activations, name: string, x: View, stats: View, dy: View, dx: View, heads: number): void {
+    const c = this.config;
+    normBackward(rec, {
+      kind: 'rmsnorm', rows: acts.T * heads, cols: c.headDim, eps: c.normEps, x, stats, dy, dx,
+      weight: this.params.param(`${name}.weight`), dWeight: this.params.grad(`${name}.weight`) ?? undefined,
+    });
+  }
+
   /** dx += norm backward of dy (through the scratch buffer dtmp). */
   private normBackwardInto(rec: CommandRecorder, acts: Activations, name: string, x: View, stats: View, dy: View, dx: View, accumulate: boolean): void {
     const c = this.config;
@@ -268,9 +283,13 @@ export class Transformer {
     const L = `layers.${i}`;
     const l = acts.layers[i];
     this.norm(rec, acts, `${L}.norm1`, acts.stream[i], l.ln1, l.st1);
-    this.linear(rec, acts, l.ln1, `${L}.q`, l.q, qd, H);
-    this.linear(rec, acts, l.ln1, `${L}.k`, l.k, kvd, H);
+    this.linear(rec, acts, l.ln1, `${L}.q`, l.qk?.q ?? l.q, qd, H);
+    this.linear(rec, acts, l.ln1, `${L}.k`, l.qk?.k ?? l.k, kvd, H);
     this.linear(rec, acts, l.ln1, `${L}.v`, l.v, kvd, H);
+    if (l.qk) {
+      this.headNorm(rec, acts, `${L}.q_norm`, l.qk.q, l.q, l.qk.qStats, c.numHeads);
+      this.headNorm(rec, acts, `${L}.k_norm`, l.qk.k, l.k, l.qk.kStats, c.numKvHeads);
+    }
     this.family.rotate(rec, acts, l.q, l.k, false);
     attend(rec, acts, i, l);
     // Residuals: write the projection, then add the stream (one arena buffer cannot copy into itself).
@@ -338,8 +357,14 @@ export class Transformer {
         dO: g.datt, dQ: g.dq, dK: g.dk, dV: g.dv,
       });
       this.family.rotate(rec, acts, g.dq, g.dk, true);
-      this.linearBackward(rec, acts, l.ln1, `${L}.q`, g.dq, g.dln, qd, H);
-      this.linearBackward(rec, acts, l.ln1, `${L}.k`, g.dk, g.dln, kvd, H, true);
+      // Through the per-head q/k norm: attention's gradient input (datt) is spent, so it takes dq's.
+      const [dq, dk] = l.qk ? [g.datt, g.dkp!] : [g.dq, g.dk];
+      if (l.qk) {
+        this.headNormBackward(rec, acts, `${L}.q_norm`, l.qk.q, l.qk.qStats, g.dq, dq, c.numHeads);
+        this.headNormBackward(rec, acts, `${L}.k_norm`, l.qk.k, l.qk.kStats, g.dk, dk, c.numKvHeads);
+      }
+      this.linearBackward(rec, acts, l.ln1, `${L}.q`, dq, g.dln, qd, H);
+      this.linearBackward(rec, acts, l.ln1, `${L}.k`, dk, g.dln, kvd, H, true);
       this.linearBackward(rec, acts, l.ln1, `${L}.v`, g.dv, g.dln, kvd, H, true);
       this.normBackwardInto(rec, acts, `${L}.norm1`, acts.stream[i], l.st1, g.dln, dx, true);
     }

@@ -12,12 +12,13 @@ import { CausalLM } from '../../src/model/causal-lm.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { compare, testGpu } from '../helpers.js';
 import { batchOf, LAYOUTS, list, logitsOf, modelCase, modelSource, readText } from './fixtures.js';
+import { FAMILIES } from '../../src/model/families/index.js';
 
 const CASES = list('models');
 
 describe('logits match transformers', () => {
   it('has a case per supported family', () => {
-    expect(new Set(CASES.map((c) => modelCase(c).family))).toEqual(new Set(['llama', 'qwen2', 'mistral', 'gpt2']));
+    expect(new Set(CASES.map((c) => modelCase(c).family))).toEqual(new Set(FAMILIES.map((f) => f.modelType)));
   });
 
   it.each(CASES)('%s, in both config layouts', async (name) => {

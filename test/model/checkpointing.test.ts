@@ -16,6 +16,7 @@ const cases: [string, TinyModelOptions, FineTuneOptions][] = [
   ['llama (GQA), full', { architecture: 'llama', seed: 1, hiddenSize: 32, numLayers: 3, numHeads: 4, numKvHeads: 2, maxPositions: 64 }, { method: 'full', optimizer: { lr: 1e-3 } }],
   ['qwen2 (biases), LoRA with dropout', { architecture: 'qwen2', seed: 2, hiddenSize: 32, numLayers: 2, numHeads: 4, numKvHeads: 2, maxPositions: 64 }, { method: 'lora', lora, optimizer: { lr: 1e-2 } }],
   ['mistral (window), sparse', { architecture: 'mistral', seed: 3, hiddenSize: 32, numLayers: 2, numHeads: 4, numKvHeads: 2, maxPositions: 64, slidingWindow: 8 }, { method: 'sparse', sparse: { selection: 'random', density: 0.1 }, optimizer: { lr: 1e-2 } }],
+  ['qwen3 (q/k norms), full', { architecture: 'qwen3', seed: 5, hiddenSize: 32, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 12, maxPositions: 64 }, { method: 'full', optimizer: { lr: 1e-3 } }],
   ['gpt2, sparse+lora', { architecture: 'gpt2', seed: 4, hiddenSize: 32, numLayers: 2, numHeads: 2, maxPositions: 64 }, { method: 'sparse+lora', 'sparse+lora': { sparse: { selection: 'random', density: 0.1 }, lora }, optimizer: { lr: 1e-2 } }],
 ];
 

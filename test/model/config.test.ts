@@ -11,6 +11,14 @@ const QWEN2_05B = {
   max_position_embeddings: 32768, rope_theta: 1000000.0, rms_norm_eps: 1e-6, tie_word_embeddings: true,
   sliding_window: 32768, use_sliding_window: false, hidden_act: 'silu', bos_token_id: 151643, eos_token_id: 151643,
 };
+// Qwen3-0.6B's config.json (transformers 4 layout, as published).
+const QWEN3_06B = {
+  architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3', attention_bias: false, attention_dropout: 0.0, bos_token_id: 151643, eos_token_id: 151645,
+  head_dim: 128, hidden_act: 'silu', hidden_size: 1024, initializer_range: 0.02, intermediate_size: 3072, max_position_embeddings: 40960,
+  max_window_layers: 28, num_attention_heads: 16, num_hidden_layers: 28, num_key_value_heads: 8, rms_norm_eps: 1e-6, rope_scaling: null,
+  rope_theta: 1000000, sliding_window: null, tie_word_embeddings: true, torch_dtype: 'bfloat16', transformers_version: '4.51.0', use_cache: true,
+  use_sliding_window: false, vocab_size: 151936,
+};
 const TINYLLAMA = {
   architectures: ['LlamaForCausalLM'], hidden_size: 2048, intermediate_size: 5632, num_hidden_layers: 22,
   num_attention_heads: 32, num_key_value_heads: 4, vocab_size: 32000, max_position_embeddings: 2048,
@@ -68,7 +76,7 @@ describe('config.json', () => {
       }
     })();
     expect(err).toBeInstanceOf(UnsupportedArchitectureError);
-    expect(err!.message).toMatch(/BertForMaskedLM.*LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM, GPT2LMHeadModel/);
+    expect(err!.message).toMatch(/BertForMaskedLM.*LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, GPT2LMHeadModel/);
     expect(() => parseConfig({ model_type: 'bert' })).toThrow(UnsupportedArchitectureError);
   });
 
@@ -137,6 +145,17 @@ describe('config layouts: transformers 4 (top-level RoPE keys) and 5 (rope_param
     const e = thrown(() => parseConfig({ ...LLAMA5, ...change }));
     expect(e).toBeInstanceOf(UnsupportedConfigError);
     expect(e).toMatchObject({ code: 'unsupported-config', field, value });
+  });
+
+  it('reads Qwen3: per-head q/k norms, head_dim 128 whatever the width, biases only when attention_bias says', () => {
+    const c = parseConfig(QWEN3_06B);
+    expect(c).toMatchObject({ architecture: 'Qwen3ForCausalLM', qkNorm: true, headDim: 128, numHeads: 16, numKvHeads: 8, qkvBias: false, outputBias: false, mlpBias: false, tieWordEmbeddings: true, slidingWindow: null, ropeTheta: 1e6, eosTokenIds: [151645] });
+    expect(c.warnings).toEqual([]);
+    const { head_dim: _h, ...noHeadDim } = QWEN3_06B;
+    expect(parseConfig({ ...noHeadDim, hidden_size: 512 }).headDim).toBe(128);
+    expect(parseConfig({ ...QWEN3_06B, attention_bias: true })).toMatchObject({ qkvBias: true, outputBias: true, mlpBias: false });
+    expect(parseConfig({ ...QWEN3_06B, use_sliding_window: true, sliding_window: 4096, max_window_layers: 26 }).layerWindows.filter((w) => w !== null)).toHaveLength(2);
+    expect(parseConfig({ ...QWEN2_05B }).qkNorm).toBe(false);
   });
 
   it("reads Llama 3.1's and linear RoPE scaling in either layout, and refuses parameters that cannot hold", () => {

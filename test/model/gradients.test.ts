@@ -14,6 +14,7 @@ const MODELS: [string, TinyModelOptions][] = [
   ['qwen2 (qkv bias, tied head)', { architecture: 'qwen2', hiddenSize: 24, intermediateSize: 36, numLayers: 2, numHeads: 2, numKvHeads: 1, tieWordEmbeddings: true, maxPositions: 32 }],
   // Llama 3.2's shape: tied embeddings and Llama 3.1's RoPE scaling, a pre-training context of 8 putting frequencies in all three bands.
   ['llama (llama3 RoPE scaling, tied)', { architecture: 'llama', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 2, numKvHeads: 1, tieWordEmbeddings: true, maxPositions: 32, ropeTheta: 500000, ropeScaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8 } }],
+  ['qwen3 (per-head q/k norm, head_dim 12 not hidden / heads)', { architecture: 'qwen3', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 12, maxPositions: 32 }],
   ['gpt2', { architecture: 'gpt2', hiddenSize: 32, numLayers: 2, numHeads: 4, maxPositions: 32 }],
   ['mistral (sliding window 4)', { architecture: 'mistral', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 1, slidingWindow: 4, maxPositions: 32 }],
   ['qwen2 (window 3 on the second layer only)', { architecture: 'qwen2', hiddenSize: 24, intermediateSize: 36, numLayers: 2, numHeads: 2, numKvHeads: 1, slidingWindow: 3, maxWindowLayers: 1, maxPositions: 32 }],

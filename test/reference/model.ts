@@ -109,6 +109,12 @@ export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch,
     let q = lin(`${L}.q`, s.ln1, qd, H);
     let k = lin(`${L}.k`, s.ln1, kvd, H);
     const v = lin(`${L}.v`, s.ln1, kvd, H);
+    if (c.qkNorm) {
+      // Qwen3: RMSNorm over each head's values, before RoPE.
+      Object.assign(s, { qp: q, kp: k });
+      q = normForwardRef('rmsnorm', q, p(`${L}.q_norm.weight`), null, T * c.numHeads, D, c.normEps).y;
+      k = normForwardRef('rmsnorm', k, p(`${L}.k_norm.weight`), null, T * c.numKvHeads, D, c.normEps).y;
+    }
     if (c.ropeTheta !== null) {
       q = ropeRef(q, batch.positions, T, c.numHeads, D, invFreq!, qd);
       k = ropeRef(k, batch.positions, T, c.numKvHeads, D, invFreq!, kvd);
@@ -199,6 +205,15 @@ export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatc
     if (c.ropeTheta !== null) {
       dq = ropeRef(dq, batch.positions, T, c.numHeads, D, invFreq!, qd, 0, true);
       dk = ropeRef(dk, batch.positions, T, c.numKvHeads, D, invFreq!, kvd, 0, true);
+    }
+    if (c.qkNorm) {
+      const headNormBack = (n: string, xin: Float64Array, dy: Float64Array, heads: number) => {
+        const r = normBackwardRef('rmsnorm', xin, p(`${n}.weight`), dy, T * heads, D, c.normEps);
+        acc(`${n}.weight`, r.dw);
+        return r.dx;
+      };
+      dq = headNormBack(`${L}.q_norm`, s.qp, dq, c.numHeads);
+      dk = headNormBack(`${L}.k_norm`, s.kp, dk, c.numKvHeads);
     }
     const dln1 = add(add(linBack(`${L}.q`, s.ln1, dq, qd, H), linBack(`${L}.k`, s.ln1, dk, kvd, H)), linBack(`${L}.v`, s.ln1, dv, kvd, H));
     dx = add(dx, normBack(`${L}.norm1`, s.x, dln1));

@@ -13,6 +13,8 @@ import { forwardRef } from '../reference/model.js';
 const MODELS: [string, TinyModelOptions][] = [
   ['llama', { architecture: 'llama', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 2, maxPositions: 64 }],
   ['gpt2', { architecture: 'gpt2', hiddenSize: 32, numLayers: 2, numHeads: 4, maxPositions: 64 }],
+  ['qwen3 (q/k norms)', { architecture: 'qwen3', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 12, maxPositions: 64 }],
+  ['llama (llama3 RoPE scaling)', { architecture: 'llama', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 2, maxPositions: 64, ropeTheta: 500000, ropeScaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 } }],
   ['mistral (sliding window 5, shorter than the sequence)', { architecture: 'mistral', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 2, slidingWindow: 5, maxPositions: 64 }],
 ];
 

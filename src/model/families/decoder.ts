@@ -23,7 +23,7 @@ export const DECODER_FIELDS: FieldTable = {
 };
 
 /** What a family decides beyond the shared fields. */
-export type DecoderChoices = Pick<ModelConfig, 'qkvBias' | 'outputBias' | 'mlpBias' | 'slidingWindow' | 'layerWindows'>;
+export type DecoderChoices = Pick<ModelConfig, 'qkvBias' | 'outputBias' | 'mlpBias' | 'slidingWindow' | 'layerWindows'> & Partial<Pick<ModelConfig, 'qkNorm'>>;
 
 /**
  * The shared part of a Llama-style config. `layerTypes` are the config's per-layer attention types when
@@ -53,6 +53,7 @@ export function decoderConfig(raw: Json, architecture: ModelConfig['architecture
     activation: 'silu',
     ...ropeOf(raw, architecture, numLayers, warnings, layerTypes),
     tieWordEmbeddings: configBool(raw, 'tie_word_embeddings', false),
+    qkNorm: false,
     ...choices(numLayers),
   };
 }

@@ -58,6 +58,7 @@ export const gpt2: FamilyConfig = {
       activation: ACTIVATIONS[act],
       ropeTheta: null,
       ropeScaling: null,
+      qkNorm: false,
       tieWordEmbeddings: configBool(raw, 'tie_word_embeddings', true),
       qkvBias: true,
       outputBias: true,

@@ -4,7 +4,8 @@ import { gpt2 } from './gpt2.js';
 import { llama } from './llama.js';
 import { mistral } from './mistral.js';
 import { qwen2 } from './qwen2.js';
+import { qwen3 } from './qwen3.js';
 
 export type { FamilyConfig };
 
-export const FAMILIES: readonly FamilyConfig[] = [llama, qwen2, mistral, gpt2];
+export const FAMILIES: readonly FamilyConfig[] = [llama, qwen2, qwen3, mistral, gpt2];

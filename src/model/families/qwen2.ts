@@ -5,7 +5,7 @@
  */
 import { InvalidConfigError } from '../hf-config.js';
 import { brief } from '../../io/strict-json.js';
-import { decoderConfig, DECODER_FIELDS, windows } from './decoder.js';
+import { decoderConfig, DECODER_FIELDS, windows, type DecoderChoices } from './decoder.js';
 import type { FamilyConfig } from './family.js';
 import { configBool, configInt, type Json } from '../hf-config.js';
 
@@ -22,6 +22,18 @@ export function layerTypesOf(raw: Json, numLayers: number): string[] | null {
   });
 }
 
+/**
+ * Qwen's sliding windows: on the layers `layer_types` names, or with `use_sliding_window` on those from
+ * `max_window_layers` on (Qwen2Config and Qwen3Config.__post_init__); also the layer types.
+ */
+export function qwenWindows(raw: Json, numLayers: number): { types: string[]; given: boolean } & Pick<DecoderChoices, 'slidingWindow' | 'layerWindows'> {
+  const window = configBool(raw, 'use_sliding_window', false) && raw.sliding_window != null ? configInt(raw, 'sliding_window') : null;
+  const given = layerTypesOf(raw, numLayers);
+  const from = raw.max_window_layers == null ? 28 : configInt(raw, 'max_window_layers');
+  const types = given ?? Array.from({ length: numLayers }, (_, i) => (window !== null && i >= from ? 'sliding_attention' : 'full_attention'));
+  return { types, given: given !== null, ...windows(window, types.map((t) => t === 'sliding_attention')) };
+}
+
 export const qwen2: FamilyConfig = {
   architecture: 'Qwen2ForCausalLM',
   modelType: 'qwen2',
@@ -32,13 +44,7 @@ export const qwen2: FamilyConfig = {
     use_sliding_window: 'read', sliding_window: 'read', max_window_layers: 'read', layer_types: 'read',
   },
   parse(raw, warnings) {
-    const numLayers = configInt(raw, 'num_hidden_layers');
-    const window = configBool(raw, 'use_sliding_window', false) && raw.sliding_window != null ? configInt(raw, 'sliding_window') : null;
-    const given = layerTypesOf(raw, numLayers);
-    const from = raw.max_window_layers == null ? 28 : configInt(raw, 'max_window_layers');
-    const types = given ?? Array.from({ length: numLayers }, (_, i) => (window !== null && i >= from ? 'sliding_attention' : 'full_attention'));
-    return decoderConfig(raw, this.architecture, () => ({
-      qkvBias: true, outputBias: false, mlpBias: false, ...windows(window, types.map((t) => t === 'sliding_attention')),
-    }), warnings, types);
+    const { types, slidingWindow, layerWindows } = qwenWindows(raw, configInt(raw, 'num_hidden_layers'));
+    return decoderConfig(raw, this.architecture, () => ({ qkvBias: true, outputBias: false, mlpBias: false, slidingWindow, layerWindows }), warnings, types);
   },
 };
