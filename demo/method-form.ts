@@ -12,11 +12,14 @@ type FormField = Exclude<OptionField, { kind: 'file' }>;
 
 const label = (name: string) => name[0].toUpperCase() + name.slice(1).replace(/-/g, ' ');
 
+/** The fields the page shows: a file field is the command line's. */
+const inForm = (field: OptionField): field is FormField => field.kind !== 'file' && !field.commandLineOnly;
+
 /** Fills the method list and adds the fields to `container`; `quantize` is the 4-bit base's label. */
 export function buildMethodForm(methodSelect: HTMLSelectElement, container: HTMLElement, quantize: HTMLElement): void {
   for (const name of methodNames()) methodSelect.add(new Option(`${name}: ${methodDefinition(name).summary}`, name, name === DEFAULT_METHOD, name === DEFAULT_METHOD));
   for (const { field, methods } of allMethodFields()) {
-    if (field.kind === 'file' || field.commandLineOnly) continue;
+    if (!inForm(field)) continue;
     const wrapper = document.createElement('label');
     wrapper.setAttribute('data-method', methods.join(' '));
     wrapper.title = field.help;
@@ -53,8 +56,7 @@ function control(field: FormField): HTMLInputElement | HTMLSelectElement {
 /** The chosen method's options from its fields; an empty field takes the method's default. */
 export function readMethodForm(method: string): Record<string, unknown> {
   let options: Record<string, unknown> = {};
-  for (const field of methodDefinition(method).fields) {
-    if (field.kind === 'file' || field.commandLineOnly) continue;
+  for (const field of methodDefinition(method).fields.filter(inForm)) {
     const text = (document.getElementById(field.name) as HTMLInputElement | HTMLSelectElement).value;
     if (text.trim() === '') continue;
     try {
@@ -69,8 +71,7 @@ export function readMethodForm(method: string): Record<string, unknown> {
 
 /** Shows a saved run's options in the method's fields, so what is shown is what trains. */
 export function showMethodOptions(method: string, options: unknown): void {
-  for (const field of methodDefinition(method).fields) {
-    if (field.kind === 'file' || field.commandLineOnly) continue;
+  for (const field of methodDefinition(method).fields.filter(inForm)) {
     const v = optionAt(options, field.path);
     const el = document.getElementById(field.name) as HTMLInputElement | HTMLSelectElement;
     el.value = v === undefined ? (field.default !== undefined ? shownDefault(field) ?? '' : '') : Array.isArray(v) ? v.join(',') : String(v);

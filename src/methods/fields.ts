@@ -59,10 +59,25 @@ export function shownDefault(field: OptionField): string | undefined {
   return Array.isArray(field.default) ? field.default.join(',') : String(field.default);
 }
 
-/** What a number field accepts, in words: 'an integer >= 1 and <= 65536'. */
-export function describeBounds(field: NumberField): string {
-  const range = [field.min !== undefined ? `>= ${field.min}` : '', field.above !== undefined ? `> ${field.above}` : '', field.max !== undefined ? `<= ${field.max}` : ''].filter(Boolean).join(' and ');
-  return `${field.kind === 'integer' ? 'an integer' : 'a number'}${range ? ` ${range}` : ''}`;
+/** Bounds of a number: `above` excludes its value (a density above 0), `min` and `max` include theirs. */
+export interface NumberBounds {
+  integer?: boolean;
+  min?: number;
+  above?: number;
+  max?: number;
+}
+
+/** What a number within bounds is, in words: 'an integer >= 1 and <= 65536'. */
+export function describeBounds(b: NumberBounds): string {
+  const range = [b.min !== undefined ? `>= ${b.min}` : '', b.above !== undefined ? `> ${b.above}` : '', b.max !== undefined ? `<= ${b.max}` : ''].filter(Boolean).join(' and ');
+  return `${b.integer ? 'an integer' : 'a number'}${range ? ` ${range}` : ''}`;
+}
+
+/** The number a text writes when it is finite, an integer where asked and within the bounds; else null. */
+export function numberWithin(text: string, b: NumberBounds): number | null {
+  const v = Number(text);
+  const ok = text.trim() !== '' && Number.isFinite(v) && (!b.integer || Number.isInteger(v)) && v >= (b.min ?? -Infinity) && v > (b.above ?? -Infinity) && v <= (b.max ?? Infinity);
+  return ok ? v : null;
 }
 
 /** A field's value from its text (a flag's or a form field's); a FieldValueError says what it takes. */
@@ -77,10 +92,9 @@ export function parseField(field: Exclude<OptionField, FileField>, text: string)
     if (choice === undefined) throw new FieldValueError(`${field.name} must be one of ${field.choices.join(', ')}, got '${text}'`);
     return choice;
   }
-  const v = Number(text);
-  const ok = text.trim() !== '' && Number.isFinite(v) && (field.kind !== 'integer' || Number.isInteger(v)) &&
-    v >= (field.min ?? -Infinity) && v > (field.above ?? -Infinity) && v <= (field.max ?? Infinity);
-  if (!ok) throw new FieldValueError(`${field.name} must be ${describeBounds(field)}, got '${text}'`);
+  const bounds = { ...field, integer: field.kind === 'integer' };
+  const v = numberWithin(text, bounds);
+  if (v === null) throw new FieldValueError(`${field.name} must be ${describeBounds(bounds)}, got '${text}'`);
   return v;
 }
 

@@ -5,6 +5,9 @@
  * anything is loaded.
  */
 import { parseArgs } from 'node:util';
+import { describeBounds, numberWithin, type NumberBounds } from '../methods/fields.js';
+
+export type { NumberBounds };
 
 /** A usage mistake: one line, exit code 2 (a failed run exits 1). */
 export class UsageError extends Error {}
@@ -70,23 +73,11 @@ export function commandHelp(command: Command): string {
   return [`usage: webgpu-finetune ${command.name} [flags]`, `  ${command.summary}`, '', ...rows, '', 'examples:', ...examples].join('\n');
 }
 
-/** Bounds of a number flag: `above` excludes its value (`--epochs` above 0), `min` and `max` include theirs. */
-export interface NumberBounds {
-  integer?: boolean;
-  min?: number;
-  above?: number;
-  max?: number;
-}
-
-/** A flag's value as a number: finite, an integer where asked, within its bounds. */
+/** A flag's value as a number: finite, an integer where asked, within its bounds (as a method's number fields). */
 export function numberFlag(values: FlagValues, name: string, o: NumberBounds = {}): number {
   const text = String(values[name]);
-  const v = Number(text);
-  const ok = text.trim() !== '' && Number.isFinite(v) && (!o.integer || Number.isInteger(v)) && v >= (o.min ?? -Infinity) && v > (o.above ?? -Infinity) && v <= (o.max ?? Infinity);
-  if (!ok) {
-    const range = [o.min !== undefined ? `>= ${o.min}` : '', o.above !== undefined ? `> ${o.above}` : '', o.max !== undefined ? `<= ${o.max}` : ''].filter(Boolean).join(' and ');
-    throw new UsageError(`--${name} must be ${o.integer ? 'an integer' : 'a number'}${range ? ` ${range}` : ''}, got '${text}'`);
-  }
+  const v = numberWithin(text, o);
+  if (v === null) throw new UsageError(`--${name} must be ${describeBounds(o)}, got '${text}'`);
   return v;
 }
 

@@ -170,5 +170,5 @@ export const sparseLora: MethodDefinition<SparseLoraOptions> = {
     [DELTA_FILE]: await sparseDeltaFile((method as SparseLora).sparse, config),
     ...(await peftAdapterFiles((method as SparseLora).lora, o)),
   }),
-  restoreOptions: async (options, files, config) => ({ ...options, sparse: withMask(options?.sparse, await savedMask(files, config)) }),
+  restoreOptions: async (options, files, config) => ({ ...options, sparse: withMask(await savedMask(files, config)) }),
 };

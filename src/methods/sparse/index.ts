@@ -23,7 +23,7 @@ export const sparse: MethodDefinition<SparseOptions> = {
   attach: (model, options) => new SparseFineTuning(model.gpu, model, resolveMask(model.config, options)),
   checkpointFiles: (method, config) => ({ [MASK_FILE]: (method as SparseFineTuning).mask.toSafetensors(config) }),
   exportFiles: async (method, config) => ({ [DELTA_FILE]: await sparseDeltaFile(method as SparseFineTuning, config) }),
-  restoreOptions: async (options, files, config) => withMask(options, await savedMask(files, config)),
+  restoreOptions: async (options, files, config) => withMask(await savedMask(files, config)),
 };
 
 /** The file name of an exported sparse delta. */

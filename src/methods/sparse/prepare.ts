@@ -39,7 +39,7 @@ export async function selectMaskOnRows(gpu: Gpu, ckpt: Checkpoint, data: Trainin
 }
 
 /** Sparse options that train at `mask`: what decided the mask (selection, budget) has done its work. */
-export function withMask(_o: SparseOptions | undefined, mask: SparseMask): SparseOptions {
+export function withMask(mask: SparseMask): SparseOptions {
   return { mask };
 }
 
@@ -48,7 +48,7 @@ export async function prepareMask(o: SparseOptions = {}, context: PrepareContext
   const { mask: _mask, selection = DEFAULT_SELECTION, ...budget } = o;
   const { mask, cost } = await selectMaskOnRows(context.gpu, context.ckpt, context.data, { ...budget, selection }, context.onProgress);
   return {
-    options: withMask(o, mask),
+    options: withMask(mask),
     report: { label: 'mask', text: `${selection} selection, ${(100 * mask.density).toFixed(2)}% of ${cost.layers} layers in ${cost.seconds.toFixed(1)} s on ${cost.calibrationTokens} training tokens` },
   };
 }
