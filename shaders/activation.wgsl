@@ -1,5 +1,6 @@
 // Activations of the MLP, element-wise over n values; backward passes overwrite their outputs.
-//   swiglu: h = silu(gate) * up, silu(x) = x sigmoid(x)                       (Llama family)
+//   swiglu: h = act(gate) * up: act = silu(x) = x sigmoid(x) with GATE 0 (SwiGLU, Llama family), gelu with
+//           GATE 1 (tanh form: GeGLU, Gemma's gelu_pytorch_tanh) or GATE 2 (exact)
 //   gelu:   y = gelu(x); GELU_TANH: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (GPT-2 'gelu_new')
 //           otherwise exact: 0.5 x (1 + erf(x / sqrt(2)))
 struct Params { n: u32 }
@@ -14,6 +15,7 @@ struct Params { n: u32 }
 
 override WG: u32 = 256;
 override GELU_TANH: bool = true;
+override GATE: u32 = 0u;
 
 // #include lib/flat_index.wgsl
 
@@ -44,13 +46,26 @@ fn gelu_grad(x: f32) -> f32 {
   return 0.5 * (1.0 + erf_approx(x * 0.7071067811865476)) + x * exp(-0.5 * x * x) * 0.3989422804014327;
 }
 
+// The gated MLP's activation of the gate, and its derivative.
+fn gate_act(x: f32) -> f32 {
+  if (GATE == 0u) { return x * sigmoid(x); }
+  return gelu(x);
+}
+
+fn gate_grad(x: f32) -> f32 {
+  if (GATE == 0u) {
+    let s = sigmoid(x);
+    return s * (1.0 + x * (1.0 - s));
+  }
+  return gelu_grad(x);
+}
+
 @compute @workgroup_size(WG)
 fn swiglu_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                   @builtin(local_invocation_index) lid: u32) {
   let i = flat_index(wid, nwg, lid, WG);
   if (i >= p.n) { return; }
-  let g = a[i];
-  out[i] = g * sigmoid(g) * b[i];
+  out[i] = gate_act(a[i]) * b[i];
 }
 
 @compute @workgroup_size(WG)
@@ -59,10 +74,9 @@ fn swiglu_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
   let i = flat_index(wid, nwg, lid, WG);
   if (i >= p.n) { return; }
   let g = a[i];
-  let s = sigmoid(g);
   let d = dout[i];
-  da[i] = d * b[i] * s * (1.0 + g * (1.0 - s));
-  db[i] = d * g * s;
+  da[i] = d * b[i] * gate_grad(g);
+  db[i] = d * gate_act(g);
 }
 
 @compute @workgroup_size(WG)

@@ -15,7 +15,9 @@
 // sequence b has its own qOffset, seqOffsets[b] (a batch of prompts of different lengths). Training:
 // Sq = Skv = S.
 // Sliding window (window > 0, Mistral): query position i also needs i - j < window; 0 means unlimited.
-struct Params { B: u32, S: u32, nH: u32, nKV: u32, D: u32, scale: f32, Skv: u32, qOffset: u32, window: u32 }
+// Soft-capping (softcap > 0, Gemma 2): each scaled score s becomes softcap * tanh(s / softcap) before the
+// softmax; the backward passes multiply by its derivative, 1 - tanh^2, taken from the capped score.
+struct Params { B: u32, S: u32, nH: u32, nKV: u32, D: u32, scale: f32, Skv: u32, qOffset: u32, window: u32, softcap: f32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -51,6 +53,19 @@ fn window_start(i: u32) -> u32 {
 fn window_end(j: u32) -> u32 {
   if (p.window == 0u) { return p.S; }
   return min(p.S, j + p.window);
+}
+
+// tanh(15) is 1 in f32; the clamp keeps backends that build tanh from exp(2z) off inf / inf = NaN.
+fn cap(s: f32) -> f32 {
+  if (p.softcap == 0.0) { return s; }
+  return p.softcap * tanh(clamp(s / p.softcap, -15.0, 15.0));
+}
+
+// d cap(s) / d s from the capped score c.
+fn cap_grad(c: f32) -> f32 {
+  if (p.softcap == 0.0) { return 1.0; }
+  let t = c / p.softcap;
+  return 1.0 - t * t;
 }
 
 fn visible(i: u32, j: u32) -> bool {
@@ -95,7 +110,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups)
     let kb = kv_at(j, g);
     var s = 0.0;
     for (var d = 0u; d < p.D; d++) { s = fma(qr[d], k[kb + d], s); }
-    let w = online_softmax(&m, &l, s);
+    let w = online_softmax(&m, &l, cap(s));
     for (var d = 0u; d < p.D; d++) { acc[d] = fma(w.x, v[kb + d], acc[d] * w.y); }
   }
   let inv = 1.0 / l;
@@ -141,7 +156,8 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgro
       s = fma(qr[d], k[kb + d], s);
       dp = fma(dor[d], v[kb + d], dp);
     }
-    let ds = exp(s - rowLse) * (dp - rowDelta);
+    let sc = cap(s);
+        let ds = exp(sc - rowLse) * (dp - rowDelta) * cap_grad(sc);
     for (var d = 0u; d < p.D; d++) { acc[d] = fma(ds, k[kb + d], acc[d]); }
   }
   for (var d = 0u; d < p.D; d++) { dQ[qb + d] = acc[d] * p.scale; }
@@ -176,8 +192,9 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgr
         dp = fma(dO[qb + d], vr[d], dp);
       }
       let st = 2u * (i * p.nH + h);
-      let pr = exp(s * p.scale - stats[st]);
-      let ds = pr * (dp - stats[st + 1u]) * p.scale;
+      let sc = cap(s * p.scale);
+      let pr = exp(sc - stats[st]);
+      let ds = pr * (dp - stats[st + 1u]) * p.scale * cap_grad(sc);
       for (var d = 0u; d < p.D; d++) {
         dv[d] = fma(pr, dO[qb + d], dv[d]);
         dk[d] = fma(ds, q[qb + d], dk[d]);
@@ -247,7 +264,7 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_inv
         if (j < jMin || !visible(row, b * p.S + j)) { continue; }
         var s = 0.0;
         for (var d = 0u; d < p.D; d++) { s = fma(qr[d], tileA[jj * p.D + d], s); }
-        let w = online_softmax(&m, &l, s);
+        let w = online_softmax(&m, &l, cap(s));
         for (var d = 0u; d < p.D; d++) { acc[d] = fma(w.x, tileB[jj * p.D + d], acc[d] * w.y); }
       }
     }
@@ -292,7 +309,8 @@ fn attention_backward_dq_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local
           s = fma(qr[d], tileA[jj * p.D + d], s);
           dp = fma(dor[d], tileB[jj * p.D + d], dp);
         }
-        let ds = exp(s - rowLse) * (dp - rowDelta);
+        let sc = cap(s);
+        let ds = exp(sc - rowLse) * (dp - rowDelta) * cap_grad(sc);
         for (var d = 0u; d < p.D; d++) { acc[d] = fma(ds, tileA[jj * p.D + d], acc[d]); }
       }
     }
@@ -353,8 +371,9 @@ fn attention_backward_dkv_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(loca
             s = fma(tileA[ii * p.D + d], kr[d], s);
             dp = fma(tileB[ii * p.D + d], vr[d], dp);
           }
-          let pr = exp(s - tileStats[ii].x);
-          let ds = pr * (dp - tileStats[ii].y) * p.scale;
+          let sc = cap(s);
+          let pr = exp(sc - tileStats[ii].x);
+          let ds = pr * (dp - tileStats[ii].y) * p.scale * cap_grad(sc);
           for (var d = 0u; d < p.D; d++) {
             dv[d] = fma(pr, tileB[ii * p.D + d], dv[d]);
             dk[d] = fma(ds, tileA[ii * p.D + d], dk[d]);

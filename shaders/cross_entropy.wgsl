@@ -4,7 +4,9 @@
 //   stats[3t + 0] = running max m, [3t + 1] = running sum l of exp(x - m), [3t + 2] = the target's logit
 //   loss[t] = m + log(l) - logit[target]   (0 for ignored rows, target < 0, e.g. HF's -100)
 // Backward recomputes each chunk and turns it into d logits = scale * (softmax - onehot) in place.
-struct Params { T: u32, VC: u32, c0: u32, scale: f32 }
+// Soft-capping (softcap > 0, Gemma 2's final_logit_softcapping): every logit x is read as
+// softcap * tanh(x / softcap), and its gradient carries the derivative 1 - tanh^2.
+struct Params { T: u32, VC: u32, c0: u32, scale: f32, softcap: f32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> logits: array<f32>; // [T, VC] chunk starting at vocab c0
@@ -14,6 +16,13 @@ struct Params { T: u32, VC: u32, c0: u32, scale: f32 }
 
 override WG: u32 = 256;
 const NEG_INF = -3.402823e38;
+
+// The logit as the loss sees it; the clamp keeps backends that build tanh from exp(2z) off inf / inf.
+fn logit(i: u32) -> f32 {
+  let x = logits[i];
+  if (p.softcap == 0.0) { return x; }
+  return p.softcap * tanh(clamp(x / p.softcap, -15.0, 15.0));
+}
 
 // #include lib/workgroup_reduce.wgsl
 // #include lib/flat_index.wgsl
@@ -36,18 +45,18 @@ fn ce_chunk_stats(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nw
   let live = t < p.T;
   let base = t * p.VC;
   var mx = NEG_INF;
-  if (live) { for (var c = lid; c < p.VC; c += WG) { mx = max(mx, logits[base + c]); } }
+  if (live) { for (var c = lid; c < p.VC; c += WG) { mx = max(mx, logit(base + c)); } }
   let chunkMax = wg_max(lid, mx);
   var m = NEG_INF;
   if (live) { m = max(stats[3u * t], chunkMax); }
   var s = 0.0;
-  if (live) { for (var c = lid; c < p.VC; c += WG) { s += exp(logits[base + c] - m); } }
+  if (live) { for (var c = lid; c < p.VC; c += WG) { s += exp(logit(base + c) - m); } }
   let chunkSum = wg_sum(lid, s);
   if (!live || lid != 0u) { return; }
   stats[3u * t + 1u] = stats[3u * t + 1u] * exp(stats[3u * t] - m) + chunkSum;
   stats[3u * t] = m;
   let tgt = targets[t];
-  if (tgt >= i32(p.c0) && tgt < i32(p.c0 + p.VC)) { stats[3u * t + 2u] = logits[base + u32(tgt) - p.c0]; }
+  if (tgt >= i32(p.c0) && tgt < i32(p.c0 + p.VC)) { stats[3u * t + 2u] = logit(base + u32(tgt) - p.c0); }
 }
 
 @compute @workgroup_size(WG)
@@ -72,9 +81,11 @@ fn ce_chunk_grad(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
   var g = 0.0;
   if (tgt >= 0) {
     let lse = stats[3u * t] + log(stats[3u * t + 1u]);
-    g = exp(logits[i] - lse);
+    let x = logit(i);
+    g = exp(x - lse);
     if (u32(tgt) == p.c0 + c) { g -= 1.0; }
     g *= p.scale;
+    if (p.softcap != 0.0) { g *= 1.0 - (x / p.softcap) * (x / p.softcap); }
   }
   logits[i] = g;
 }

@@ -7,6 +7,7 @@
 //   OP_ADD:           y = x + z
 //   OP_DROPOUT:       y = x * keep(i) * s0          keep(i) = hash(i ^ hash(u0)) >= u1, u1 = p * 2^32
 //   OP_DROPOUT_ADD: y = y + x * keep(i) * s0      (the gradient of dropout, with the same mask)
+//   OP_SOFTCAP:       y = s0 * tanh(y / s0)          (Gemma 2's final logit soft-capping)
 struct Params { n: u32, s0: f32, s1: f32, u0: u32, u1: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -24,6 +25,7 @@ const OP_ADDCDIV = 4u;
 const OP_ADD = 5u;
 const OP_DROPOUT = 6u;
 const OP_DROPOUT_ADD = 7u;
+const OP_SOFTCAP = 8u;
 // Elements per invocation, strided by the launch size (see adamw.wgsl).
 override PER: u32 = 1;
 
@@ -49,6 +51,8 @@ fn elementwise(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
       case OP_ADDCDIV: { y[i] = y[i] + p.s0 * x[i] / z[i]; }
       case OP_DROPOUT: { y[i] = x[i] * keep(i); }
       case OP_DROPOUT_ADD: { y[i] = y[i] + x[i] * keep(i); }
+      // The clamp keeps backends that build tanh from exp(2z) off inf / inf (tanh(15) is 1 in f32).
+      case OP_SOFTCAP: { y[i] = p.s0 * tanh(clamp(y[i] / p.s0, -15.0, 15.0)); }
       default: { y[i] = x[i] + z[i]; }
     }
   }

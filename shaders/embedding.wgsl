@@ -1,11 +1,12 @@
 // Embedding lookup and its gradient.
-//   forward:  out[t, c] = table[ids[t], c]  (+ out[t, c] with ACCUMULATE, e.g. adding position embeddings);
+//   forward:  out[t, c] = scale * table[ids[t], c]  (+ out[t, c] with ACCUMULATE, e.g. adding position
+//             embeddings); scale is 1, or Gemma's sqrt(hidden size);
 //             TABLE_FORMAT 0: f32 in table; 1: bfloat16, 2: IEEE binary16, packed two per u32 in table_h
 //             (element 2i in the low half), as the matmul's Bh.
-//   backward: dtable[u, c] += sum of dout[t, c] over the tokens t with id u. Without float atomics this is
+//   backward: dtable[u, c] += scale * the sum of dout[t, c] over the tokens t with id u. Without float atomics this is
 //   a segmented sum: the host groups token indices by id (unique ids, offsets, order), so each
 //   invocation owns one (id, c) and the result is deterministic.
-struct Params { T: u32, C: u32, rows: u32, U: u32 }
+struct Params { T: u32, C: u32, rows: u32, U: u32, scale: f32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;      // forward: [T]; backward: unique ids [U]
@@ -37,7 +38,7 @@ fn embedding_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups)
   if (i >= p.T * p.C) { return; }
   let t = i / p.C;
   let c = i % p.C;
-  let v = table_value(min(ids[t], p.rows - 1u) * p.C + c);
+  let v = table_value(min(ids[t], p.rows - 1u) * p.C + c) * p.scale;
   if (ACCUMULATE) { out[i] += v; } else { out[i] = v; }
 }
 
@@ -50,5 +51,5 @@ fn embedding_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups
   let c = i % p.C;
   var acc = 0.0;
   for (var k = offsets[u]; k < offsets[u + 1u]; k++) { acc += dout[order[k] * p.C + c]; }
-  dtable[min(ids[u], p.rows - 1u) * p.C + c] += acc;
+  dtable[min(ids[u], p.rows - 1u) * p.C + c] += acc * p.scale;
 }

@@ -1,11 +1,12 @@
 // RMSNorm (Llama family) and LayerNorm (GPT-2) over rows of x [rows, cols], as Hugging Face computes them:
 //   rmsnorm:   y = x * rstd * w,               rstd = 1 / sqrt(mean(x^2) + eps)
 //   layernorm: y = (x - mean) * rstd * w + b,  rstd = 1 / sqrt(var(x) + eps)   (biased variance)
+// The scale is w + offset: offset 1 is Gemma's RMSNorm, x * rstd * (1 + w), its weight stored as w.
 // The forward pass saves stats[2 * row] = mean (0 for rmsnorm) and stats[2 * row + 1] = rstd.
 // Backward: dx is overwritten; dw and db accumulate (+=), so gradients of several micro-batches sum.
 // Row kernels use one workgroup per row (folded into x and y); weight-gradient kernels one invocation
 // per column, walking the rows (neighbouring invocations read neighbouring columns).
-struct Params { rows: u32, cols: u32, eps: f32 }
+struct Params { rows: u32, cols: u32, eps: f32, offset: f32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -47,7 +48,7 @@ fn norm_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
   let rstd = inverseSqrt(wg_sum(lid, ss) / f32(p.cols) + p.eps);
   if (!live) { return; }
   for (var c = lid; c < p.cols; c += WG) {
-    var v = (x[base + c] - mean) * rstd * w[c];
+    var v = (x[base + c] - mean) * rstd * (w[c] + p.offset);
     if (LAYERNORM) { v += b[c]; }
     y[base + c] = v;
   }
@@ -75,7 +76,7 @@ fn norm_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
   var sgx = 0.0;
   if (live) {
     for (var c = lid; c < p.cols; c += WG) {
-      let g = dy[base + c] * w[c];
+      let g = dy[base + c] * (w[c] + p.offset);
       sg += g;
       sgx = fma(g, (x[base + c] - mean) * rstd, sgx);
     }
@@ -85,7 +86,7 @@ fn norm_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
   let meanGx = wg_sum(lid, sgx) / f32(p.cols);
   if (!live) { return; }
   for (var c = lid; c < p.cols; c += WG) {
-    let g = dy[base + c] * w[c];
+    let g = dy[base + c] * (w[c] + p.offset);
     let xhat = (x[base + c] - mean) * rstd;
     dx[base + c] = rstd * (g - meanG - xhat * meanGx);
   }

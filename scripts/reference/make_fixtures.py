@@ -32,13 +32,14 @@ import torch
 import transformers
 import peft
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+from transformers import AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 OUT = os.path.join(ROOT, "test", "fixtures", "reference")
 SHIPPED = os.path.join(ROOT, "public", "models", "tiny-llama-skills")
-CLASSES = {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config, "mistral": MistralConfig, "gpt2": GPT2Config}
+CLASSES = {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config, "mistral": MistralConfig, "gemma2": Gemma2Config,
+           "gemma3_text": Gemma3TextConfig, "gpt2": GPT2Config}
 
 # Each case: the config in keyword arguments both major versions accept (transformers 5 moves rope_theta
 # into rope_parameters itself), the batch shape, and the config changes that must move the logits.
@@ -97,6 +98,30 @@ CASES = {
                     num_key_value_heads=1, head_dim=12, rope_theta=1000000.0, sliding_window=5),
         features={"rope_theta": dict(rope_theta=10000.0), "sliding_window": dict(sliding_window=None)},
     ),
+    # Gemma 2: (1 + w) norms before and after both sublayers, GeGLU, embeddings scaled by sqrt(hidden),
+    # attention scaled by query_pre_attn_scalar, soft caps on scores and logits small enough to bend them,
+    # windows on layers 0 and 2. Eager attention: transformers' default (sdpa) drops the score soft cap.
+    "gemma2": dict(
+        family="gemma2", attn="eager",
+        config=dict(**COMMON, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=12, query_pre_attn_scalar=20, sliding_window=4,
+                    attn_logit_softcapping=2.0, final_logit_softcapping=3.0, rope_theta=10000.0),
+        features={"attn_logit_softcapping": dict(attn_logit_softcapping=None), "final_logit_softcapping": dict(final_logit_softcapping=None),
+                  "query_pre_attn_scalar": dict(query_pre_attn_scalar=12), "sliding_window": dict(layer_types=["full_attention"] * 3),
+                  "post_feedforward_layernorm": "zero:post_feedforward_layernorm"},
+    ),
+    # Gemma 3 (text): Gemma 2's decoder with (1 + w) q/k norms, no score soft cap, and two RoPEs: full layers
+    # at rope_theta with rope_scaling, sliding ones (0 and 2, window 5) plain at rope_local_base_freq.
+    "gemma3": dict(
+        family="gemma3_text", attn="eager",
+        config=dict(**COMMON, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=2,
+                    num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=24, sliding_window=5,
+                    layer_types=["sliding_attention", "full_attention", "sliding_attention"], rope_theta=1000000.0,
+                    rope_local_base_freq=100.0, rope_scaling=dict(rope_type="linear", factor=4.0), final_logit_softcapping=3.0),
+        features={"q_norm": "zero:self_attn.q_norm", "rope_local_base_freq": dict(rope_local_base_freq=10000.0),
+                  "rope_scaling": dict(rope_scaling=None), "final_logit_softcapping": dict(final_logit_softcapping=None),
+                  "sliding_window": dict(layer_types=["full_attention"] * 3)},
+    ),
     "gpt2": dict(
         family="gpt2",
         config=dict(vocab_size=96, n_positions=64, n_embd=32, n_layer=2, n_head=4, n_inner=80,
@@ -143,9 +168,14 @@ def with_changes(model, case, change):
                 if pattern.search(n):
                     p.zero_()
         return other
-    other = AutoModelForCausalLM.from_config(CLASSES[case["family"]](**{**case["config"], **change}))
+    other = AutoModelForCausalLM.from_config(CLASSES[case["family"]](**{**case["config"], **change}), **attention(case))
     other.load_state_dict(model.state_dict())
     return other
+
+
+def attention(case):
+    """The attention implementation a case asks for (eager where sdpa would drop part of the math)."""
+    return {"attn_implementation": case["attn"]} if "attn" in case else {}
 
 
 def make_case(name, case, t4):
@@ -155,7 +185,7 @@ def make_case(name, case, t4):
     gen = torch.Generator().manual_seed(sum(map(ord, name)))
     torch.manual_seed(sum(map(ord, name)))
     config = CLASSES[case["family"]](**case["config"])
-    model = AutoModelForCausalLM.from_config(config)
+    model = AutoModelForCausalLM.from_config(config, **attention(case))
     perturb(model, gen)
     model.eval()
     ids = torch.randint(3, config.vocab_size, (B, S), generator=gen)
@@ -175,12 +205,14 @@ def make_case(name, case, t4):
     # The 4.x layout: transformers 4 builds the config from the same keywords, loads these weights, saves
     # its config.json and computes its own logits.
     if t4:
-        request = {"family": case["family"], "config": case["config"], "weights": os.path.join(folder, "model.safetensors"),
+        request = {"family": case["family"], "config": case["config"], "attention": attention(case), "weights": os.path.join(folder, "model.safetensors"),
                    "ids": ids.tolist(), "out": os.path.join(folder, "config.transformers4.json")}
         result = json.loads(subprocess.run([t4, os.path.join(HERE, "transformers4.py")], input=json.dumps(request),
                                            capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
         r4 = rel(torch.tensor(result["logits"], dtype=torch.float64), logits)
-        assert r4 < 1e-12, f"{name}: transformers 4 computes other logits ({r4:.2e})"
+        # Gemma: transformers 4 scales the embeddings by sqrt(hidden_size) in the model's dtype (float64
+        # here), transformers 5 by its float32 rounding (the embedding's buffer); in float32 they agree.
+        assert r4 < (1e-6 if case["family"].startswith("gemma") else 1e-12), f"{name}: transformers 4 computes other logits ({r4:.2e})"
     layout4 = json.load(open(os.path.join(folder, "config.transformers4.json")))
     assert "rope_parameters" not in layout4
     # transformers 5 reads the 4.x layout into the same model.
@@ -188,7 +220,7 @@ def make_case(name, case, t4):
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copy(os.path.join(folder, layout), os.path.join(tmp, "config.json"))
             shutil.copy(os.path.join(folder, "model.safetensors"), tmp)
-            again = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
+            again = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, **attention(case))
             r = rel(logits_of(again, ids), logits)
             assert r < 1e-12, f"{name}: transformers 5 reads {layout} into another model ({r:.2e})"
     save_file({"logits": logits.float().contiguous()}, os.path.join(folder, "logits.safetensors"), metadata={"format": "pt"})
@@ -203,10 +235,14 @@ def peft_cases(bases):
     from peft import LoraConfig, PeftModel, ShiraConfig, get_peft_model
     llama, llama_ids = bases["llama"]
     gpt2, gpt2_ids = bases["gpt2"]
+    gemma2, gemma2_ids = bases["gemma2"]
+    gemma3, gemma3_ids = bases["gemma3"]
     cases = {
         "lora-llama-rslora-patterns": (llama, llama_ids, dict(r=4, lora_alpha=8, target_modules="all-linear", use_rslora=True,
                                                               rank_pattern={"down_proj": 2}, alpha_pattern={"o_proj": 3})),
         "lora-gpt2-fused-qkv": (gpt2, gpt2_ids, dict(r=4, lora_alpha=6, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True)),
+        "lora-gemma2-all-linear": (gemma2, gemma2_ids, dict(r=4, lora_alpha=8, target_modules="all-linear")),
+        "lora-gemma3-all-linear": (gemma3, gemma3_ids, dict(r=4, lora_alpha=8, target_modules="all-linear")),
         "lora-llama-orthogonal-init": (llama, llama_ids, dict(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights="orthogonal")),
         "lora-llama-eva-init": (llama, llama_ids, dict(r=4, lora_alpha=4, target_modules=["k_proj", "up_proj"], init_lora_weights="eva")),
         "pissa-llama": (llama, llama_ids, dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights="pissa")),
@@ -248,7 +284,7 @@ def peft_cases(bases):
             os.remove(readme)  # PEFT's model card template: nothing a test reads
         for form, value in logits.items():
             save_file({"logits": value.float().contiguous()}, os.path.join(folder, form if converted else "", "logits.safetensors"), metadata={"format": "pt"})
-        json.dump({"base": "llama" if base is llama else "gpt2", "peft": peft.__version__, "forms": sorted(logits)},
+        json.dump({"base": next(n for n, (m, _) in bases.items() if m is base), "peft": peft.__version__, "forms": sorted(logits)},
                   open(os.path.join(folder, "expected.json"), "w"), indent=1)
         print(f"peft {name}: {', '.join(sorted(logits))}")
 

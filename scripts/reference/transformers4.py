@@ -1,7 +1,8 @@
 """
 The transformers 4 half of make_fixtures.py, run in an environment with transformers 4.57: reads a JSON
 request on stdin and prints a JSON answer as its last line.
-- {"family", "config", "weights", "ids", "out"}: builds the 4.x config from the keywords, loads the weights
+- {"family", "config", "attention", "weights", "ids", "out"}: builds the 4.x config from the keywords (and
+  the attention implementation), loads the weights
   transformers 5 saved, writes the config.json transformers 4 saves to `out`, answers its float64 logits.
 - {"fields": [family, ...]}: answers the config fields transformers 4 defines and writes, per family.
 """
@@ -29,9 +30,10 @@ importlib.metadata.version = _hub_version
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
-from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config  # noqa: E402
+from transformers import AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config  # noqa: E402
 
-CLASSES = {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config, "mistral": MistralConfig, "gpt2": GPT2Config}
+CLASSES = {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config, "mistral": MistralConfig, "gemma2": Gemma2Config,
+           "gemma3_text": Gemma3TextConfig, "gpt2": GPT2Config}
 assert transformers.__version__.startswith("4."), transformers.__version__
 
 
@@ -47,7 +49,7 @@ def main():
         print(json.dumps({"version": transformers.__version__, "fields": {f: fields(CLASSES[f]) for f in request["fields"]}}))
         return
     config = CLASSES[request["family"]](**request["config"])
-    model = AutoModelForCausalLM.from_config(config)
+    model = AutoModelForCausalLM.from_config(config, **request.get("attention", {}))
     state = load_file(request["weights"])
     missing, unexpected = model.load_state_dict(state, strict=False)
     # A tied head is saved once, as the embedding.

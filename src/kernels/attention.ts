@@ -18,8 +18,10 @@ export interface AttentionShape {
   nH: number;
   nKV: number;
   headDim: number;
-  /** Default 1 / sqrt(headDim). */
+  /** Default 1 / sqrt(headDim) (Gemma: 1 / sqrt(query_pre_attn_scalar)). */
   scale?: number;
+  /** Soft-capping of the scaled scores, c * tanh(s / c) (Gemma 2's attn_logit_softcapping); omit for none. */
+  softcap?: number | null;
   /** u32 [B * S] document ids: attention stays within a document. Omit for one document per sequence. */
   segments?: BufferLike;
   /** Sliding window (Mistral): query position i sees key positions j with i - j < window. Omit for none. */
@@ -34,10 +36,11 @@ function checkShape(kernel: string, s: AttentionShape): void {
   if (s.headDim > ATTENTION_MAX_HEAD_DIM) throw new ShapeError(`${kernel}: head dim ${s.headDim} exceeds ${ATTENTION_MAX_HEAD_DIM}`);
   if (s.segments) requireElements(kernel, 'segments', s.segments, s.B * s.S);
   if (s.window != null && (!Number.isInteger(s.window) || s.window < 1)) throw new ShapeError(`${kernel}: window must be a positive integer, got ${s.window}`);
+  if (s.softcap != null && !(s.softcap > 0 && Number.isFinite(s.softcap))) throw new ShapeError(`${kernel}: softcap must be a positive number, got ${s.softcap}`);
 }
 
 function params(s: AttentionShape, kvRows = s.S, qOffset = 0) {
-  return { B: s.B, S: s.S, nH: s.nH, nKV: s.nKV, D: s.headDim, scale: s.scale ?? 1 / Math.sqrt(s.headDim), Skv: kvRows, qOffset, window: s.window ?? 0 };
+  return { B: s.B, S: s.S, nH: s.nH, nKV: s.nKV, D: s.headDim, scale: s.scale ?? 1 / Math.sqrt(s.headDim), Skv: kvRows, qOffset, window: s.window ?? 0, softcap: s.softcap ?? 0 };
 }
 
 /** Rows per workgroup of the tiled kernels (their workgroup size). */
@@ -179,7 +182,7 @@ export function naiveAttentionScratchBytes(B: number, S: number, nH: number): nu
  */
 export function naiveAttentionForward(rec: CommandRecorder, a: AttentionForwardArgs & { scores: BufferLike }): void {
   checkShape('naiveAttentionForward', a);
-  if (a.segments || a.window) throw new ShapeError('naiveAttentionForward: segments and sliding windows are not supported');
+  if (a.segments || a.window || a.softcap) throw new ShapeError('naiveAttentionForward: segments, sliding windows and soft-capping are not supported');
   const rows = a.B * a.S;
   requireElements('naiveAttentionForward', 'scores', a.scores, naiveAttentionScratchBytes(a.B, a.S, a.nH) / 4);
   requireElements('naiveAttentionForward', 'o', a.o, rows * a.nH * a.headDim);

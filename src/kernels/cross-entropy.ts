@@ -41,6 +41,8 @@ export interface CrossEntropyArgs {
   stats: BufferLike;
   /** [T] per-token losses (0 where ignored). */
   losses: BufferLike;
+  /** Soft-capping of the logits, c * tanh(x / c) (Gemma 2's final_logit_softcapping); omit for none. */
+  softcap?: number | null;
 }
 
 function check(kernel: string, a: CrossEntropyArgs): void {
@@ -54,6 +56,7 @@ function check(kernel: string, a: CrossEntropyArgs): void {
   requireElements(kernel, 'logits', a.logits, a.T * Math.min(a.chunk, a.V));
   requireElements(kernel, 'stats', a.stats, a.T * 3);
   requireElements(kernel, 'losses', a.losses, a.T);
+  if (a.softcap != null && !(a.softcap > 0 && Number.isFinite(a.softcap))) throw new ShapeError(`${kernel}: softcap must be a positive number, got ${a.softcap}`);
 }
 
 /** Each vocabulary chunk: [c0, c0 + width). */
@@ -80,7 +83,7 @@ function ceDispatch(rec: CommandRecorder, entryPoint: string, a: CrossEntropyArg
     shader: 'cross_entropy',
     entryPoint,
     constants: { WG: entryPoint === 'ce_chunk_stats' ? rec.gpu.tuning.reductionWorkgroupSize : WG },
-    uniforms: { T: a.T, VC: width, c0, scale },
+    uniforms: { T: a.T, VC: width, c0, scale, softcap: a.softcap ?? 0 },
     // Each entry point binds exactly the buffers its WGSL uses, as the generated interface lists them.
     storage: Object.fromEntries(SHADER_INTERFACES.cross_entropy.entryPoints[entryPoint].storage.map((name) => [name, a[name as BufferArg]])),
     workgroups,

@@ -4,7 +4,7 @@ import type { CommandRecorder } from '../gpu/recorder.js';
 import { dropoutThreshold } from '../util/random.js';
 import { launch1d, requireDims, requireElements, shaderConstant } from './common.js';
 
-export type ElementwiseOp = 'scale' | 'axpy' | 'addcmul' | 'sqrtAffine' | 'addcdiv' | 'add' | 'dropout' | 'dropoutAdd';
+export type ElementwiseOp = 'scale' | 'axpy' | 'addcmul' | 'sqrtAffine' | 'addcdiv' | 'add' | 'dropout' | 'dropoutAdd' | 'softcap';
 /** Which inputs each op reads; its code is the shader's OP_<NAME> constant (sqrtAffine: OP_SQRT_AFFINE). */
 const OPS: Record<ElementwiseOp, { x: boolean; z: boolean }> = {
   scale: { x: false, z: false },
@@ -15,6 +15,7 @@ const OPS: Record<ElementwiseOp, { x: boolean; z: boolean }> = {
   add: { x: true, z: true },
   dropout: { x: true, z: false },
   dropoutAdd: { x: true, z: false },
+  softcap: { x: false, z: false },
 };
 const opCode = (op: ElementwiseOp) => shaderConstant('elementwise', `OP_${op.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`);
 const WG = 256;

@@ -45,6 +45,8 @@ export interface EmbeddingForwardArgs {
   rows: number;
   /** out += lookup (e.g. position embeddings onto token embeddings). */
   accumulate?: boolean;
+  /** Multiplies each looked-up row (Gemma's sqrt(hidden size), as an f32); default 1. */
+  scale?: number;
 }
 
 export function embeddingForward(rec: CommandRecorder, a: EmbeddingForwardArgs): void {
@@ -58,7 +60,7 @@ export function embeddingForward(rec: CommandRecorder, a: EmbeddingForwardArgs):
     shader: 'embedding',
     entryPoint: 'embedding_forward',
     constants: { WG, ACCUMULATE: !!a.accumulate, TABLE_FORMAT: { f32: 0, bf16: 1, f16: 2 }[format] },
-    uniforms: { T: a.T, C: a.C, rows: a.rows, U: 0 },
+    uniforms: { T: a.T, C: a.C, rows: a.rows, U: 0, scale: a.scale ?? 1 },
     storage: { ids: a.ids, table: format === 'f32' ? a.table : unused, table_h: format === 'f32' ? unused : a.table, out: a.out },
     workgroups: launch1d(rec.gpu, a.T * a.C, WG),
     label: `embedding forward ${a.T}x${a.C}`,
@@ -78,6 +80,8 @@ export interface EmbeddingBackwardArgs {
   T: number;
   C: number;
   rows: number;
+  /** The forward pass's scale; default 1. */
+  scale?: number;
 }
 
 export function embeddingBackward(rec: CommandRecorder, a: EmbeddingBackwardArgs): void {
@@ -91,7 +95,7 @@ export function embeddingBackward(rec: CommandRecorder, a: EmbeddingBackwardArgs
     shader: 'embedding',
     entryPoint: 'embedding_backward',
     constants: { WG },
-    uniforms: { T: a.T, C: a.C, rows: a.rows, U: a.U },
+    uniforms: { T: a.T, C: a.C, rows: a.rows, U: a.U, scale: a.scale ?? 1 },
     storage: { ids: a.unique, offsets: a.offsets, order: a.order, dout: a.dOut, dtable: a.dTable },
     workgroups: launch1d(rec.gpu, a.U * a.C, WG),
     label: `embedding backward ${a.U}x${a.C}`,

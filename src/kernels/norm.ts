@@ -10,6 +10,8 @@ interface NormShape {
   rows: number;
   cols: number;
   eps: number;
+  /** The scale is weight + offset: 1 for Gemma's RMSNorm, x * rstd * (1 + w); default 0. */
+  weightOffset?: number;
 }
 
 function check(kernel: string, s: NormShape, views: Record<string, [BufferLike | undefined, number]>): void {
@@ -17,7 +19,7 @@ function check(kernel: string, s: NormShape, views: Record<string, [BufferLike |
   for (const [name, [b, n]] of Object.entries(views)) if (b) requireElements(kernel, name, b, n);
 }
 
-const uniforms = (s: NormShape) => ({ rows: s.rows, cols: s.cols, eps: s.eps });
+const uniforms = (s: NormShape) => ({ rows: s.rows, cols: s.cols, eps: s.eps, offset: s.weightOffset ?? 0 });
 
 export interface NormForwardArgs extends NormShape {
   x: BufferLike;

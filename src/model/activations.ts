@@ -33,6 +33,11 @@ export interface LayerActivations {
   ast: View;
   /** The stream after attention (x + o-projection), [T, H]. */
   xm: View;
+  /**
+   * With norms on the sublayers' outputs (Gemma): the o-projection's and the down projection's outputs
+   * before them [T, H], and their statistics [T, 2].
+   */
+  post: { ao: View; sta: View; mo: View; stm: View } | null;
   ln2: View;
   st2: View;
   /** MLP pre-activations [T, I]: `a` is fc (GPT-2) or gate (SwiGLU), `b` is up (SwiGLU only). */
@@ -134,6 +139,7 @@ export class Activations {
       return {
         ln1: l('ln1'), st1: l('st1'), q: l('q'), k: l('k'), v: l('v'), att: l('att'), ast: l('ast'), xm: l('xm'),
         qk: config.qkNorm ? { q: l('qp'), k: l('kp'), qStats: l('qst'), kStats: l('kst') } : null,
+        post: config.postNorms ? { ao: l('ao'), sta: l('sta'), mo: l('mo'), stm: l('stm') } : null,
         ln2: l('ln2'), st2: l('st2'), a: l('a'), b: config.family === 'llama' ? l('b') : null, h: v('h'),
       };
     });
@@ -185,6 +191,12 @@ export class Activations {
       add(`${p}att`, T * qd);
       add(`${p}ast`, 2 * T * c.numHeads);
       add(`${p}xm`, T * H);
+      if (c.postNorms) {
+        add(`${p}ao`, T * H);
+        add(`${p}sta`, 2 * T);
+        add(`${p}mo`, T * H);
+        add(`${p}stm`, 2 * T);
+      }
       add(`${p}ln2`, T * H);
       add(`${p}st2`, 2 * T);
       add(`${p}a`, T * I);

@@ -16,7 +16,7 @@ import type { RopeScaling } from '../kernels/rope.js';
 
 export { ConflictingConfigError, InvalidConfigError, UnsupportedConfigError } from './hf-config.js';
 
-export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', 'MistralForCausalLM', 'GPT2LMHeadModel'] as const;
+export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', 'MistralForCausalLM', 'Gemma2ForCausalLM', 'Gemma3ForCausalLM', 'GPT2LMHeadModel'] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 export class UnsupportedArchitectureError extends WebGPUFinetuneError {
@@ -42,12 +42,32 @@ export interface ModelConfig {
   maxPositions: number;
   norm: 'rmsnorm' | 'layernorm';
   normEps: number;
-  /** 'silu' (SwiGLU MLP) or a GELU variant ('gelu_new' is the tanh approximation GPT-2 uses). */
+  /**
+   * The MLP's activation: of the gate in the Llama family's gated MLP ('silu': SwiGLU; a GELU: Gemma's
+   * GeGLU), of the whole hidden layer in GPT-2. 'gelu_new' is the tanh approximation (GPT-2's gelu_new,
+   * Gemma's gelu_pytorch_tanh).
+   */
   activation: 'silu' | 'gelu_new' | 'gelu';
   /** RoPE base frequency; null for learned absolute positions (GPT-2). */
   ropeTheta: number | null;
   /** How the RoPE frequencies are rescaled for a longer context (Llama 3.1's 'llama3', 'linear'), or null. */
   ropeScaling: RopeScaling | null;
+  /**
+   * Each layer's RoPE where the layers differ (Gemma 3: sliding layers at rope_local_base_freq, full ones
+   * at rope_theta with rope_scaling); null when every layer uses ropeTheta and ropeScaling.
+   */
+  layerRopes: LayerRope[] | null;
+  /** RMSNorms scale by weight + normWeightOffset: 1 in Gemma, x * rstd * (1 + w) with w stored; 0 elsewhere. */
+  normWeightOffset: number;
+  /** The token embeddings are multiplied by this: Gemma's sqrt(hidden_size) as an f32; 1 elsewhere. */
+  embedScale: number;
+  /** Gemma 2 and 3: a norm on the attention's output and on the MLP's output before each residual add. */
+  postNorms: boolean;
+  /** Attention scores are q . k times this: 1 / sqrt(headDim), or Gemma's 1 / sqrt(query_pre_attn_scalar). */
+  attentionScale: number;
+  /** Soft caps, c * tanh(x / c), on the attention scores and on the final logits (Gemma 2), or null. */
+  attentionSoftcap: number | null;
+  finalLogitSoftcap: number | null;
   tieWordEmbeddings: boolean;
   /** Biases on the q, k, v projections (Qwen2, GPT-2) and on the output and MLP projections (GPT-2). */
   qkvBias: boolean;
@@ -87,6 +107,12 @@ export interface StoredQuantization {
   doubleQuant?: boolean;
   /** Whose tensor names and layouts the file uses. */
   packing: 'webgpu-finetune' | 'gptq';
+}
+
+/** One layer's RoPE: its base and scaling. */
+export interface LayerRope {
+  theta: number;
+  scaling: RopeScaling | null;
 }
 
 type Json = Record<string, unknown>;

@@ -50,6 +50,7 @@ export function paramSpecs(c: ModelConfig): ParamSpec[] {
     }
     add(`${p}.o.weight`, H, qDim);
     if (c.outputBias) add(`${p}.o.bias`, H);
+    if (c.postNorms) add(`${p}.post_attn_norm.weight`, H);
     add(`${p}.norm2.weight`, H);
     if (gpt2) add(`${p}.norm2.bias`, H);
     if (gpt2) {
@@ -66,6 +67,7 @@ export function paramSpecs(c: ModelConfig): ParamSpec[] {
         add(`${p}.up.bias`, I);
         add(`${p}.down.bias`, H);
       }
+      if (c.postNorms) add(`${p}.post_mlp_norm.weight`, H);
     }
   }
   add('norm_f.weight', H);
@@ -124,7 +126,12 @@ export function hfMappings(c: ModelConfig): HfMapping[] {
       one(`${hf}.self_attn.q_norm.weight`, `${p}.q_norm.weight`);
       one(`${hf}.self_attn.k_norm.weight`, `${p}.k_norm.weight`);
     }
-    one(`${hf}.post_attention_layernorm.weight`, `${p}.norm2.weight`);
+    if (c.postNorms) {
+      // Gemma: post_attention_layernorm normalizes the attention's output; the MLP's input norm is pre_feedforward_layernorm.
+      one(`${hf}.post_attention_layernorm.weight`, `${p}.post_attn_norm.weight`);
+      one(`${hf}.pre_feedforward_layernorm.weight`, `${p}.norm2.weight`);
+      one(`${hf}.post_feedforward_layernorm.weight`, `${p}.post_mlp_norm.weight`);
+    } else one(`${hf}.post_attention_layernorm.weight`, `${p}.norm2.weight`);
     ['gate', 'up', 'down'].forEach(projection);
   }
   one('model.norm.weight', 'norm_f.weight');

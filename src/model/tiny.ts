@@ -10,7 +10,7 @@ import { parseConfig, type ModelConfig } from './config.js';
 import { expectedWeights } from './weights.js';
 
 export interface TinyModelOptions {
-  architecture: 'llama' | 'qwen2' | 'qwen3' | 'mistral' | 'gpt2';
+  architecture: 'llama' | 'qwen2' | 'qwen3' | 'mistral' | 'gemma2' | 'gemma3' | 'gpt2';
   seed?: number;
   hiddenSize?: number;
   intermediateSize?: number;
@@ -28,6 +28,16 @@ export interface TinyModelOptions {
   /** RoPE base (default 10000) and scaling, as config.json's rope_theta and rope_scaling (Llama family). */
   ropeTheta?: number;
   ropeScaling?: Record<string, unknown>;
+  /**
+   * Gemma: the attention scale's query_pre_attn_scalar (default the head size), Gemma 2's soft caps on
+   * attention scores and final logits (default 50 and 30), and Gemma 3's sliding layers (all but every
+   * `slidingWindowPattern`-th; default 6) with their RoPE base (default 10000, beside rope_theta's 1e6).
+   */
+  queryPreAttnScalar?: number;
+  attnSoftcap?: number | null;
+  finalSoftcap?: number | null;
+  slidingWindowPattern?: number;
+  ropeLocalTheta?: number;
   /** Standard deviation of the random weights (HF's initializer_range). */
   initStd?: number;
   dtype?: 'F32' | 'F16' | 'BF16';
@@ -55,6 +65,7 @@ export function tinyConfig(o: TinyModelOptions): Record<string, unknown> {
       ...common,
     };
   }
+  if (o.architecture === 'gemma2' || o.architecture === 'gemma3') return gemmaConfig(o, common);
   const architecture = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM', mistral: 'MistralForCausalLM' }[o.architecture];
   const window =
     o.slidingWindow === undefined
@@ -83,6 +94,36 @@ export function tinyConfig(o: TinyModelOptions): Record<string, unknown> {
   };
 }
 
+/** A tiny Gemma 2 or Gemma 3 text config with every structural field of the real ones. */
+function gemmaConfig(o: TinyModelOptions, common: Record<string, unknown>): Record<string, unknown> {
+  const H = o.hiddenSize ?? 64;
+  const heads = o.numHeads ?? 4;
+  const headDim = o.headDim ?? H / heads;
+  const gemma2 = o.architecture === 'gemma2';
+  return {
+    architectures: [gemma2 ? 'Gemma2ForCausalLM' : 'Gemma3ForCausalLM'],
+    model_type: gemma2 ? 'gemma2' : 'gemma3_text',
+    hidden_size: H,
+    intermediate_size: o.intermediateSize ?? 4 * H,
+    num_hidden_layers: o.numLayers ?? 2,
+    num_attention_heads: heads,
+    num_key_value_heads: o.numKvHeads ?? Math.max(1, heads / 2),
+    head_dim: headDim,
+    max_position_embeddings: o.maxPositions ?? 256,
+    rms_norm_eps: 1e-6,
+    hidden_activation: 'gelu_pytorch_tanh',
+    query_pre_attn_scalar: o.queryPreAttnScalar ?? headDim,
+    sliding_window: o.slidingWindow ?? 4096,
+    rope_theta: o.ropeTheta ?? (gemma2 ? 10000.0 : 1e6),
+    ...(o.ropeScaling ? { rope_scaling: o.ropeScaling } : {}),
+    ...(gemma2
+      ? { attn_logit_softcapping: o.attnSoftcap === undefined ? 50.0 : o.attnSoftcap, final_logit_softcapping: o.finalSoftcap === undefined ? 30.0 : o.finalSoftcap }
+      : { rope_local_base_freq: o.ropeLocalTheta ?? 10000.0, sliding_window_pattern: o.slidingWindowPattern ?? 6, final_logit_softcapping: o.finalSoftcap ?? null }),
+    tie_word_embeddings: o.tieWordEmbeddings ?? true,
+    ...common,
+  };
+}
+
 /**
  * A safetensors file with every weight a config needs: normal(0, std) matrices, unit norm weights, zero
  * biases. Also how benchmarks get a model of a real configuration without downloading it.
@@ -93,7 +134,8 @@ export function randomWeightsFile(config: ModelConfig, o: { seed?: number; std?:
   for (const w of expectedWeights(config)) {
     const n = w.shape.reduce((a, b) => a * b, 1);
     const isNormWeight = /(layernorm|norm|ln_\d|ln_f)\.weight$/.test(w.name);
-    const data = isNormWeight ? new Float32Array(n).fill(1) : w.name.endsWith('.bias') ? new Float32Array(n) : randn(n, rand, o.std ?? 0.02);
+    // A norm's scale is 1: its weight, or (Gemma's 1 + w) a zero weight.
+    const data = isNormWeight ? new Float32Array(n).fill(1 - config.normWeightOffset) : w.name.endsWith('.bias') ? new Float32Array(n) : randn(n, rand, o.std ?? 0.02);
     tensors[w.name] = { dtype: o.dtype ?? 'F32', shape: w.shape, data };
   }
   return writeSafetensors(tensors, { format: 'pt' });

@@ -48,8 +48,8 @@ interface FamilyParts {
   /** Adds learned position embeddings to the stream (GPT-2); nothing for RoPE models. */
   embedPositions(rec: CommandRecorder, acts: Activations): void;
   embedPositionsBackward(rec: CommandRecorder, acts: Activations, dx: View): void;
-  /** Rotates queries and keys (RoPE; backward: their gradients by the inverse); nothing for GPT-2. */
-  rotate(rec: CommandRecorder, acts: Activations, q: View, k: View, backward: boolean): void;
+  /** Rotates layer i's queries and keys (RoPE; backward: their gradients by the inverse); nothing for GPT-2. */
+  rotate(rec: CommandRecorder, acts: Activations, layer: number, q: View, k: View, backward: boolean): void;
   /** The MLP's input projections of ln2 (fc, or gate and up), then mlpActivate. */
   mlpUp(rec: CommandRecorder, acts: Activations, L: string, l: LayerActivations): void;
   /** h = the activation of those projections (GELU, or SwiGLU); backward recomputes it (see Activations). */
@@ -61,7 +61,9 @@ interface FamilyParts {
 }
 
 export class Transformer {
-  readonly ropeTable: GPUBuffer | null;
+  /** RoPE tables, one per distinct (base, scaling) among the layers, and each layer's (none for GPT-2). */
+  private readonly ropeTables: GPUBuffer[] = [];
+  private readonly layerRopeTables: (GPUBuffer | null)[];
   /** The fine-tuning method's hooks in linear layers (LoRA's adapter path, a sparse gradient), if any. */
   hooks: LinearHooks | null = null;
   /** The pass being recorded: set from the caller's context at each forward() and backward(). */
@@ -73,7 +75,18 @@ export class Transformer {
     readonly params: ParamAccess,
   ) {
     const c = config;
-    this.ropeTable = c.ropeTheta === null ? null : gpu.upload(ropeTable(c.headDim, c.ropeTheta, c.maxPositions, c.ropeScaling), 'rope table');
+    const tables = new Map<string, GPUBuffer>();
+    this.layerRopeTables = Array.from({ length: c.numLayers }, (_, i) => {
+      if (c.ropeTheta === null) return null;
+      const { theta, scaling } = c.layerRopes?.[i] ?? { theta: c.ropeTheta, scaling: c.ropeScaling };
+      const key = JSON.stringify([theta, scaling]);
+      if (!tables.has(key)) {
+        const table = gpu.upload(ropeTable(c.headDim, theta, c.maxPositions, scaling), `rope table ${theta}`);
+        tables.set(key, table);
+        this.ropeTables.push(table);
+      }
+      return tables.get(key)!;
+    });
     this.family = c.family === 'gpt2' ? this.gpt2Parts() : this.llamaParts();
   }
 
@@ -105,15 +118,15 @@ export class Transformer {
     };
   }
 
-  /** The Llama family: rotary positions, and a SwiGLU MLP (gate, up, down). */
+  /** The Llama family: rotary positions, and a gated MLP (gate, up, down): SwiGLU, or Gemma's GeGLU. */
   private llamaParts(): FamilyParts {
     const c = this.config;
     const I = c.intermediateSize;
     return {
       embedPositions: () => {},
       embedPositionsBackward: () => {},
-      rotate: (rec, acts, q, k, backward) => {
-        const r = { positions: acts.positions, table: this.ropeTable!, T: acts.T, headDim: c.headDim, maxPositions: c.maxPositions, backward };
+      rotate: (rec, acts, layer, q, k, backward) => {
+        const r = { positions: acts.positions, table: this.layerRopeTables[layer]!, T: acts.T, headDim: c.headDim, maxPositions: c.maxPositions, backward };
         rope(rec, { ...r, x: q, heads: c.numHeads });
         rope(rec, { ...r, x: k, heads: c.numKvHeads });
       },
@@ -122,9 +135,9 @@ export class Transformer {
         this.linear(rec, acts, l.ln2, `${L}.up`, l.b!, I, c.hiddenSize);
         this.family.mlpActivate(rec, acts, l);
       },
-      mlpActivate: (rec, acts, l) => swigluForward(rec, { gate: l.a, up: l.b!, h: l.h, n: acts.T * I }),
+      mlpActivate: (rec, acts, l) => swigluForward(rec, { gate: l.a, up: l.b!, h: l.h, n: acts.T * I, activation: c.activation }),
       mlpUpBackward: (rec, acts, L, l, g) => {
-        swigluBackward(rec, { gate: l.a, up: l.b!, dH: g.dh, dGate: g.da, dUp: g.db, n: acts.T * I });
+        swigluBackward(rec, { gate: l.a, up: l.b!, dH: g.dh, dGate: g.da, dUp: g.db, n: acts.T * I, activation: c.activation });
         this.linearBackward(rec, acts, l.ln2, `${L}.gate`, g.da, g.dln, I, c.hiddenSize);
         this.linearBackward(rec, acts, l.ln2, `${L}.up`, g.db, g.dln, I, c.hiddenSize, true);
       },
@@ -201,7 +214,7 @@ export class Transformer {
   private norm(rec: CommandRecorder, acts: Activations, name: string, x: View, y: View, stats: View): void {
     const c = this.config;
     normForward(rec, {
-      kind: c.norm, rows: acts.T, cols: c.hiddenSize, eps: c.normEps, x, y, stats,
+      kind: c.norm, rows: acts.T, cols: c.hiddenSize, eps: c.normEps, weightOffset: c.normWeightOffset, x, y, stats,
       weight: this.params.param(`${name}.weight`),
       bias: c.norm === 'layernorm' ? this.params.param(`${name}.bias`) : undefined,
     });
@@ -210,24 +223,24 @@ export class Transformer {
   /** An RMSNorm over each head's headDim values of x [T, heads * headDim] into y (Qwen3's q_norm, k_norm). */
   private headNorm(rec: CommandRecorder, acts: Activations, name: string, x: View, y: View, stats: View, heads: number): void {
     const c = this.config;
-    normForward(rec, { kind: 'rmsnorm', rows: acts.T * heads, cols: c.headDim, eps: c.normEps, x, y, stats, weight: this.params.param(`${name}.weight`) });
+    normForward(rec, { kind: 'rmsnorm', rows: acts.T * heads, cols: c.headDim, eps: c.normEps, weightOffset: c.normWeightOffset, x, y, stats, weight: this.params.param(`${name}.weight`) });
   }
 
   /** dx = the per-head norm's backward of dy (overwritten), its weight's gradient accumulated. */
   private headNormBackward(rec: CommandRecorder, acts: Activations, name: string, x: View, stats: View, dy: View, dx: View, heads: number): void {
     const c = this.config;
     normBackward(rec, {
-      kind: 'rmsnorm', rows: acts.T * heads, cols: c.headDim, eps: c.normEps, x, stats, dy, dx,
+      kind: 'rmsnorm', rows: acts.T * heads, cols: c.headDim, eps: c.normEps, weightOffset: c.normWeightOffset, x, stats, dy, dx,
       weight: this.params.param(`${name}.weight`), dWeight: this.params.grad(`${name}.weight`) ?? undefined,
     });
   }
 
-  /** dx += norm backward of dy (through the scratch buffer dtmp). */
+  /** dx (= or, with `accumulate`, +=) norm backward of dy (through the scratch buffer dtmp). */
   private normBackwardInto(rec: CommandRecorder, acts: Activations, name: string, x: View, stats: View, dy: View, dx: View, accumulate: boolean): void {
     const c = this.config;
     const target = accumulate ? acts.grad!.dtmp : dx;
     normBackward(rec, {
-      kind: c.norm, rows: acts.T, cols: c.hiddenSize, eps: c.normEps, x, stats, dy, dx: target,
+      kind: c.norm, rows: acts.T, cols: c.hiddenSize, eps: c.normEps, weightOffset: c.normWeightOffset, x, stats, dy, dx: target,
       weight: this.params.param(`${name}.weight`),
       dWeight: this.params.grad(`${name}.weight`) ?? undefined,
       dBias: c.norm === 'layernorm' ? this.params.grad(`${name}.bias`) ?? undefined : undefined,
@@ -236,11 +249,7 @@ export class Transformer {
   }
 
   private attentionShape(acts: Activations, layer: number) {
-    const c = this.config;
-    return {
-      B: acts.B, S: acts.S, nH: c.numHeads, nKV: c.numKvHeads, headDim: c.headDim, window: c.layerWindows[layer],
-      segments: acts.hasSegments ? acts.segments : undefined,
-    };
+    return { B: acts.B, S: acts.S, ...layerAttention(this.config, layer), segments: acts.hasSegments ? acts.segments : undefined };
   }
 
   /** Records the forward pass through the per-token losses (acts 'losses'). */
@@ -261,7 +270,7 @@ export class Transformer {
     this.pass = pass;
     const c = this.config;
     const embed = this.denseWeight('embed');
-    embeddingForward(rec, { ids: acts.ids, table: embed.view, tableFormat: embed.format, out: acts.stream[0], T: acts.T, C: c.hiddenSize, rows: c.vocabSize });
+    embeddingForward(rec, { ids: acts.ids, table: embed.view, tableFormat: embed.format, out: acts.stream[0], T: acts.T, C: c.hiddenSize, rows: c.vocabSize, scale: c.embedScale });
     this.family.embedPositions(rec, acts);
     for (let i = 0; i < c.numLayers; i++) {
       this.layerForward(rec, acts, i, attend);
@@ -290,10 +299,13 @@ export class Transformer {
       this.headNorm(rec, acts, `${L}.q_norm`, l.qk.q, l.q, l.qk.qStats, c.numHeads);
       this.headNorm(rec, acts, `${L}.k_norm`, l.qk.k, l.k, l.qk.kStats, c.numKvHeads);
     }
-    this.family.rotate(rec, acts, l.q, l.k, false);
+    this.family.rotate(rec, acts, i, l.q, l.k, false);
     attend(rec, acts, i, l);
-    // Residuals: write the projection, then add the stream (one arena buffer cannot copy into itself).
-    this.linear(rec, acts, l.att, `${L}.o`, l.xm, H, qd);
+    // Residuals: write the projection (or its norm), then add the stream (one arena buffer cannot copy into itself).
+    if (l.post) {
+      this.linear(rec, acts, l.att, `${L}.o`, l.post.ao, H, qd);
+      this.norm(rec, acts, `${L}.post_attn_norm`, l.post.ao, l.xm, l.post.sta);
+    } else this.linear(rec, acts, l.att, `${L}.o`, l.xm, H, qd);
     elementwise(rec, { op: 'axpy', y: l.xm, x: acts.stream[i], n: T * H, s0: 1 });
     this.norm(rec, acts, `${L}.norm2`, l.xm, l.ln2, l.st2);
     this.family.mlpUp(rec, acts, L, l);
@@ -302,9 +314,18 @@ export class Transformer {
   /** The MLP's output projection and the residual: the stream leaving layer i. */
   private layerOutput(rec: CommandRecorder, acts: Activations, i: number): void {
     const c = this.config;
+    this.mlpOutput(rec, acts, i, acts.stream[i + 1]);
+    elementwise(rec, { op: 'axpy', y: acts.stream[i + 1], x: acts.layers[i].xm, n: acts.T * c.hiddenSize, s0: 1 });
+  }
+
+  /** The MLP's output into `out`: the down projection of h, or (Gemma) its norm, keeping what that norm's backward reads. */
+  private mlpOutput(rec: CommandRecorder, acts: Activations, i: number, out: View): void {
+    const c = this.config;
     const l = acts.layers[i];
-    this.linear(rec, acts, l.h, `layers.${i}.${this.family.down}`, acts.stream[i + 1], c.hiddenSize, c.intermediateSize);
-    elementwise(rec, { op: 'axpy', y: acts.stream[i + 1], x: l.xm, n: acts.T * c.hiddenSize, s0: 1 });
+    const down = `layers.${i}.${this.family.down}`;
+    if (!l.post) return this.linear(rec, acts, l.h, down, out, c.hiddenSize, c.intermediateSize);
+    this.linear(rec, acts, l.h, down, l.post.mo, c.hiddenSize, c.intermediateSize);
+    this.norm(rec, acts, `layers.${i}.post_mlp_norm`, l.post.mo, out, l.post.stm);
   }
 
   /** logits [rows, vocab] of final hidden states [rows, hidden]. */
@@ -312,6 +333,7 @@ export class Transformer {
     const c = this.config;
     const head = this.denseWeight(this.lmHead);
     matmul(rec, { a: hidden, b: head.view, bFormat: head.format, c: logits, M: rows, N: c.vocabSize, K: c.hiddenSize, transB: true });
+    if (c.finalLogitSoftcap !== null) elementwise(rec, { op: 'softcap', y: logits, n: rows * c.vocabSize, s0: c.finalLogitSoftcap });
   }
 
   private ceArgs(acts: Activations) {
@@ -319,7 +341,7 @@ export class Transformer {
     const head = this.denseWeight(this.lmHead);
     return {
       hidden: acts.lnf, weight: head.view, weightFormat: head.format, targets: acts.targets,
-      T: acts.T, H: c.hiddenSize, V: c.vocabSize, chunk: acts.chunk,
+      T: acts.T, H: c.hiddenSize, V: c.vocabSize, chunk: acts.chunk, softcap: c.finalLogitSoftcap,
       logits: acts.logits, stats: acts.cestats, losses: acts.losses,
     };
   }
@@ -347,16 +369,29 @@ export class Transformer {
       // x_{i+1} = xm + mlp(norm2(xm)): dx flows to xm unchanged, plus through the MLP, whose input h
       // (one buffer for all layers) is recomputed from a and b.
       this.family.mlpActivate(rec, acts, l);
-      this.linearBackward(rec, acts, l.h, `${L}.${this.family.down}`, dx, g.dh, H, I);
+      let dMlp = dx;
+      if (l.post) {
+        // x_{i+1} = xm + post_mlp_norm(mo): mo (and the norm's statistics) recomputed when checkpointed,
+        // its gradient through dtmp, free until norm2's backward below.
+        if (acts.checkpointed) this.mlpOutput(rec, acts, i, g.dtmp);
+        this.normBackwardInto(rec, acts, `${L}.post_mlp_norm`, l.post.mo, l.post.stm, dx, g.dtmp, false);
+        dMlp = g.dtmp;
+      }
+      this.linearBackward(rec, acts, l.h, `${L}.${this.family.down}`, dMlp, g.dh, H, I);
       this.family.mlpUpBackward(rec, acts, L, l, g);
       this.normBackwardInto(rec, acts, `${L}.norm2`, l.xm, l.st2, g.dln, dx, true);
-      // xm = x_i + attention(norm1(x_i)) W_o^T.
-      this.linearBackward(rec, acts, l.att, `${L}.o`, dx, g.datt, H, qd);
+      // xm = x_i + attention(norm1(x_i)) W_o^T (Gemma: + post_attn_norm of that projection).
+      let dAttnOut = dx;
+      if (l.post) {
+        this.normBackwardInto(rec, acts, `${L}.post_attn_norm`, l.post.ao, l.post.sta, dx, g.dtmp, false);
+        dAttnOut = g.dtmp;
+      }
+      this.linearBackward(rec, acts, l.att, `${L}.o`, dAttnOut, g.datt, H, qd);
       attentionBackward(rec, {
         ...this.attentionShape(acts, i), q: l.q, k: l.k, v: l.v, o: l.att, stats: l.ast,
         dO: g.datt, dQ: g.dq, dK: g.dk, dV: g.dv,
       });
-      this.family.rotate(rec, acts, g.dq, g.dk, true);
+      this.family.rotate(rec, acts, i, g.dq, g.dk, true);
       // Through the per-head q/k norm: attention's gradient input (datt) is spent, so it takes dq's.
       const [dq, dk] = l.qk ? [g.datt, g.dkp!] : [g.dq, g.dk];
       if (l.qk) {
@@ -372,13 +407,21 @@ export class Transformer {
     if (dEmbed) {
       embeddingBackward(rec, {
         unique: acts.embedPlan.unique, offsets: acts.embedPlan.offsets, order: acts.embedPlan.order, U: acts.uniqueIds,
-        dOut: dx, dTable: dEmbed, T, C: H, rows: c.vocabSize,
+        dOut: dx, dTable: dEmbed, T, C: H, rows: c.vocabSize, scale: c.embedScale,
       });
     }
     this.family.embedPositionsBackward(rec, acts, dx);
   }
 
   destroy(): void {
-    if (this.ropeTable) this.gpu.destroyBuffer(this.ropeTable);
+    for (const table of this.ropeTables) this.gpu.destroyBuffer(table);
   }
+}
+
+/** Layer i's attention as the config has it: heads, head size, window, score scale and soft cap. */
+export function layerAttention(c: ModelConfig, layer: number) {
+  return {
+    nH: c.numHeads, nKV: c.numKvHeads, headDim: c.headDim, window: c.layerWindows[layer],
+    scale: c.attentionScale, softcap: c.attentionSoftcap,
+  };
 }

@@ -6,7 +6,7 @@
 import { view } from '../gpu/buffers.js';
 import { attentionForward } from '../kernels/attention.js';
 import type { ModelConfig } from '../model/config.js';
-import type { AttentionStep } from '../model/transformer.js';
+import { layerAttention, type AttentionStep } from '../model/transformer.js';
 
 /** Keys and values of every layer for `batch` sequences: [batch * rows, nKV * headDim] per layer. */
 export interface KvCache {
@@ -38,7 +38,7 @@ export function cachedAttention(c: ModelConfig, kv: KvStep): AttentionStep {
       rec.copy(view(l.v, b * bytes, bytes), { buffer: kv.cache.v[i], offset: at, size: bytes }, bytes);
     }
     attentionForward(rec, {
-      B: acts.B, S: acts.S, nH: c.numHeads, nKV: c.numKvHeads, headDim: c.headDim, window: c.layerWindows[i], q: l.q, k: kv.cache.k[i], v: kv.cache.v[i],
+      B: acts.B, S: acts.S, ...layerAttention(c, i), q: l.q, k: kv.cache.k[i], v: kv.cache.v[i],
       o: l.att, stats: l.ast, cache: { kvRows: kv.cache.rows, qOffset: kv.starts, offsets: kv.startsBuffer },
     });
   };

@@ -28,16 +28,18 @@ describe.each([
   [true, 'tiled'],
 ] as const)('flash attention equals naive attention (segments: %s, kernels %s)', (useSegments, attentionVariant) => {
   it.each([
-    // B, S, nH, nKV, D, sliding window
-    [1, 1, 1, 1, 4, null],
-    [2, 3, 2, 1, 8, null],
-    [1, 17, 4, 2, 16, null],
-    [2, 100, 2, 2, 5, null],
-    [1, 300, 2, 1, 8, null],
-    [2, 70, 2, 1, 8, 1],
-    [1, 150, 4, 2, 4, 37],
-    [2, 130, 2, 2, 12, 64],
-  ])('B=%i S=%i heads %i/%i D=%i window %s, forward and backward', async (B, S, nH, nKV, D, window) => {
+    // B, S, nH, nKV, D, sliding window, soft cap (Gemma 2; with a score scale of its own, 1 / sqrt(D + 7))
+    [1, 1, 1, 1, 4, null, null],
+    [2, 3, 2, 1, 8, null, null],
+    [1, 17, 4, 2, 16, null, null],
+    [2, 100, 2, 2, 5, null, null],
+    [1, 300, 2, 1, 8, null, null],
+    [2, 70, 2, 1, 8, 1, null],
+    [1, 150, 4, 2, 4, 37, null],
+    [2, 130, 2, 2, 12, 64, null],
+    [2, 90, 4, 2, 16, null, 1.5],
+    [1, 140, 2, 1, 8, 33, 0.7],
+  ])('B=%i S=%i heads %i/%i D=%i window %s softcap %s, forward and backward', async (B, S, nH, nKV, D, window, softcap) => {
     const gpu = await testGpu({ attentionVariant });
     const seed = freshSeed();
     const rand = rng(seed);
@@ -49,13 +51,14 @@ describe.each([
     const o = poisoned(gpu, rows * nH * D);
     const stats = poisoned(gpu, rows * nH * 2);
     const [dQ, dK, dV] = [poisoned(gpu, rows * nH * D), poisoned(gpu, rows * nKV * D), poisoned(gpu, rows * nKV * D)];
-    const shape = { B, S, nH, nKV, headDim: D, segments, window };
+    const scale = softcap ? 1 / Math.sqrt(D + 7) : undefined;
+    const shape = { B, S, nH, nKV, headDim: D, segments, window, softcap, scale };
     await gpu.run((rec) => {
       attentionForward(rec, { ...shape, q, k, v, o, stats });
       attentionBackward(rec, { ...shape, q, k, v, o, stats, dO, dQ, dK, dV });
     });
-    const ref = { B, S, nH, nKV, D, segments: seg, window };
-    const msg = `seed ${seed} B${B} S${S} h${nH}/${nKV} D${D} window ${window}`;
+    const ref = { B, S, nH, nKV, D, segments: seg, window, softcap, scale };
+    const msg = `seed ${seed} B${B} S${S} h${nH}/${nKV} D${D} window ${window} softcap ${softcap}`;
     expect(compare(await gpu.readF32(o), attentionForwardRef(ref, qh, kh, vh)).rel, msg).toBeLessThan(1e-4);
     const bwd = attentionBackwardRef(ref, qh, kh, vh, dOh);
     expect(compare(await gpu.readF32(dQ), bwd.dq).rel, `${msg} dQ`).toBeLessThan(1e-4);
@@ -66,16 +69,17 @@ describe.each([
 
 describe('attention over a KV cache (decoding)', () => {
   it.each([
-    [20, 5, 32, 4, 2, 8, null],
-    [7, 1, 7, 2, 2, 4, null],
-    [33, 33, 40, 2, 1, 16, null], // prefill: every query new
-    [45, 3, 50, 2, 1, 8, 16], // sliding window shorter than the cache
-  ])('S=%i, last %i queries, cache of %i rows, heads %i/%i, D=%i, window %s', async (S, newRows, cacheRows, nH, nKV, D, window) => {
+    [20, 5, 32, 4, 2, 8, null, null],
+    [7, 1, 7, 2, 2, 4, null, null],
+    [33, 33, 40, 2, 1, 16, null, null], // prefill: every query new
+    [45, 3, 50, 2, 1, 8, 16, null], // sliding window shorter than the cache
+    [30, 4, 36, 2, 1, 8, 9, 1.2], // soft-capped scores (Gemma 2)
+  ])('S=%i, last %i queries, cache of %i rows, heads %i/%i, D=%i, window %s, softcap %s', async (S, newRows, cacheRows, nH, nKV, D, window, softcap) => {
     const gpu = await testGpu();
     const seed = freshSeed();
     const rand = rng(seed);
     const [qh, kh, vh] = [randn(S * nH * D, rand), randn(S * nKV * D, rand), randn(S * nKV * D, rand)];
-    const full = attentionForwardRef({ B: 1, S, nH, nKV, D, window }, qh, kh, vh);
+    const full = attentionForwardRef({ B: 1, S, nH, nKV, D, window, softcap }, qh, kh, vh);
     // The cache holds the S rows written so far; rows past them are poison that must never be read.
     const cacheK = poisoned(gpu, cacheRows * nKV * D);
     const cacheV = poisoned(gpu, cacheRows * nKV * D);
@@ -85,7 +89,7 @@ describe('attention over a KV cache (decoding)', () => {
     const o = poisoned(gpu, newRows * nH * D);
     const stats = poisoned(gpu, newRows * nH * 2);
     await gpu.run((rec) =>
-      attentionForward(rec, { B: 1, S: newRows, nH, nKV, headDim: D, window, q, k: cacheK, v: cacheV, o, stats, cache: { kvRows: cacheRows, qOffset: S - newRows } }),
+      attentionForward(rec, { B: 1, S: newRows, nH, nKV, headDim: D, window, softcap, q, k: cacheK, v: cacheV, o, stats, cache: { kvRows: cacheRows, qOffset: S - newRows } }),
     );
     const err = compare(await gpu.readF32(o), full.slice((S - newRows) * nH * D));
     expect(err.rel, `seed ${seed}`).toBeLessThan(1e-4);

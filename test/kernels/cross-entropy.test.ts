@@ -5,13 +5,15 @@ import { crossEntropyRef } from '../reference/cross-entropy.js';
 
 describe.each(REDUCTION_SIZES)('fused chunked cross-entropy, workgroup %i', (wg) => {
   it.each([
-    // T, H, V, chunk
-    [1, 8, 100, 64],
-    [17, 17, 257, 64], // 5 chunks, the last of 1 column
-    [33, 8, 300, 128],
-    [5, 33, 64, 64],
-    [9, 4, 100, 256], // one chunk wider than the vocabulary
-  ])('T=%i H=%i V=%i chunk %i: losses, dHidden, dWeight', async (T, H, V, chunk) => {
+    // T, H, V, chunk, logit soft cap (Gemma 2)
+    [1, 8, 100, 64, null],
+    [17, 17, 257, 64, null], // 5 chunks, the last of 1 column
+    [33, 8, 300, 128, null],
+    [5, 33, 64, 64, null],
+    [9, 4, 100, 256, null], // one chunk wider than the vocabulary
+    [17, 17, 257, 64, 3],
+    [9, 12, 300, 128, 0.8],
+  ])('T=%i H=%i V=%i chunk %i softcap %s: losses, dHidden, dWeight', async (T, H, V, chunk, softcap) => {
     const gpu = await testGpu({ reductionWorkgroupSize: wg });
     const seed = freshSeed();
     const rand = rng(seed);
@@ -22,7 +24,7 @@ describe.each(REDUCTION_SIZES)('fused chunked cross-entropy, workgroup %i', (wg)
     const scale = 1 / Math.max(valid, 1);
     const dW0 = randn(V * H, rand);
     const args = {
-      hidden: gpu.upload(hh), weight: gpu.upload(wh), targets: gpu.upload(tgt), T, H, V, chunk,
+      hidden: gpu.upload(hh), weight: gpu.upload(wh), targets: gpu.upload(tgt), T, H, V, chunk, softcap,
       logits: poisoned(gpu, T * Math.min(chunk, V)), stats: poisoned(gpu, 3 * T), losses: poisoned(gpu, T),
     };
     const dHidden = poisoned(gpu, T * H);
@@ -31,7 +33,7 @@ describe.each(REDUCTION_SIZES)('fused chunked cross-entropy, workgroup %i', (wg)
       crossEntropyForward(rec, args);
       crossEntropyBackward(rec, { ...args, dHidden, dWeight, gradScale: scale });
     });
-    const ref = crossEntropyRef(hh, wh, tgt, T, H, V, scale);
+    const ref = crossEntropyRef(hh, wh, tgt, T, H, V, scale, softcap);
     const msg = `seed ${seed}`;
     expect(compare(await gpu.readF32(args.losses), ref.losses).rel, msg).toBeLessThan(1e-4);
     expect(compare(await gpu.readF32(dHidden), ref.dHidden).rel, msg).toBeLessThan(1e-4);

@@ -70,7 +70,14 @@ describe('rope', () => {
 });
 
 describe('activations', () => {
-  it.each([1, 17, 1000])('swiglu forward and backward, n=%i', async (n) => {
+  it.each([
+    [1, 'silu'],
+    [17, 'silu'],
+    [1000, 'silu'],
+    [17, 'gelu_new'],
+    [1000, 'gelu_new'],
+    [1000, 'gelu'],
+  ] as const)('gated MLP activation forward and backward, n=%i, gate %s', async (n, activation) => {
     const gpu = await testGpu();
     const seed = freshSeed();
     const rand = rng(seed);
@@ -78,11 +85,11 @@ describe('activations', () => {
     const [gate, up, dH] = [gh, uh, dhh].map((a) => gpu.upload(a));
     const [h, dGate, dUp] = [poisoned(gpu, n), poisoned(gpu, n), poisoned(gpu, n)];
     await gpu.run((rec) => {
-      swigluForward(rec, { gate, up, h, n });
-      swigluBackward(rec, { gate, up, dH, dGate, dUp, n });
+      swigluForward(rec, { gate, up, h, n, activation });
+      swigluBackward(rec, { gate, up, dH, dGate, dUp, n, activation });
     });
-    const ref = swigluBackwardRef(gh, uh, dhh);
-    expect(compare(await gpu.readF32(h), swigluForwardRef(gh, uh)).rel, `seed ${seed}`).toBeLessThan(1e-4);
+    const ref = swigluBackwardRef(gh, uh, dhh, activation);
+    expect(compare(await gpu.readF32(h), swigluForwardRef(gh, uh, activation)).rel, `seed ${seed}`).toBeLessThan(1e-4);
     expect(compare(await gpu.readF32(dGate), ref.dGate).rel, `seed ${seed}`).toBeLessThan(1e-4);
     expect(compare(await gpu.readF32(dUp), ref.dUp).rel, `seed ${seed}`).toBeLessThan(1e-4);
   });
@@ -111,7 +118,7 @@ describe('embedding', () => {
     [1, 1, 1],
     [17, 33, 10],
     [100, 17, 257],
-  ])('T=%i C=%i rows=%i forward, position add, deterministic backward', async (T, C, rows) => {
+  ])('T=%i C=%i rows=%i forward (scaled, as Gemma scales by sqrt(C)), position add, deterministic backward', async (T, C, rows) => {
     const gpu = await testGpu();
     const seed = freshSeed();
     const rand = rng(seed);
@@ -122,18 +129,19 @@ describe('embedding', () => {
     const out = poisoned(gpu, T * C);
     const dTable = gpu.upload(d0);
     const plan = embeddingGradPlan(ids, rows);
+    const scale = Math.fround(Math.sqrt(C));
     await gpu.run((rec) => {
-      embeddingForward(rec, { ids: gpu.upload(ids), table, out, T, C, rows });
+      embeddingForward(rec, { ids: gpu.upload(ids), table, out, T, C, rows, scale });
       embeddingForward(rec, { ids: gpu.upload(pos), table: ptable, out, T, C, rows, accumulate: true });
       embeddingBackward(rec, {
         unique: gpu.upload(plan.unique), offsets: gpu.upload(plan.offsets), order: gpu.upload(plan.order),
-        U: plan.unique.length, dOut, dTable, T, C, rows,
+        U: plan.unique.length, dOut, dTable, T, C, rows, scale,
       });
     });
     const posPart = embeddingForwardRef(pos, ptabh, T, C);
-    const fwd = embeddingForwardRef(ids, tabh, T, C).map((v, i) => v + posPart[i]);
+    const fwd = embeddingForwardRef(ids, tabh, T, C).map((v, i) => scale * v + posPart[i]);
     expect(compare(await gpu.readF32(out), fwd).rel, `seed ${seed}`).toBeLessThan(1e-4);
-    const bwd = embeddingBackwardRef(ids, douth, T, C, rows).map((v, i) => v + d0[i]);
+    const bwd = embeddingBackwardRef(ids, douth, T, C, rows).map((v, i) => scale * v + d0[i]);
     expect(compare(await gpu.readF32(dTable), bwd).rel, `seed ${seed}`).toBeLessThan(1e-4);
   });
 

@@ -3,9 +3,11 @@ import { normBackward, normForward, type NormKind } from '../../src/index.js';
 import { compare, freshSeed, poisoned, randn, REDUCTION_SIZES, rng, testGpu } from '../helpers.js';
 import { normBackwardRef, normForwardRef } from '../reference/layers.js';
 
-const cases = REDUCTION_SIZES.flatMap((wg) => (['rmsnorm', 'layernorm'] as NormKind[]).map((kind) => [kind, wg] as const));
+// Weight offset 1 is Gemma's RMSNorm, x * rstd * (1 + w): the reference scales by w + 1 (the same gradient in w).
+const kinds: [NormKind, number][] = [['rmsnorm', 0], ['layernorm', 0], ['rmsnorm', 1]];
+const cases = REDUCTION_SIZES.flatMap((wg) => kinds.map(([kind, offset]) => [kind, offset, wg] as const));
 
-describe.each(cases)('%s, workgroup %i', (kind, wg) => {
+describe.each(cases)('%s, weight offset %i, workgroup %i', (kind, weightOffset, wg) => {
   it.each([
     [1, 1],
     [3, 17],
@@ -24,6 +26,7 @@ describe.each(cases)('%s, workgroup %i', (kind, wg) => {
     const dw0 = randn(cols, rand);
     const db0 = randn(cols, rand);
     const ln = kind === 'layernorm';
+    const scale = wh.map((v) => v + weightOffset);
     const [x, w, b, dy] = [xh, wh, bh, dyh].map((a) => gpu.upload(a));
     const y = poisoned(gpu, rows * cols);
     const stats = poisoned(gpu, 2 * rows);
@@ -31,18 +34,18 @@ describe.each(cases)('%s, workgroup %i', (kind, wg) => {
     const dWeight = gpu.upload(dw0); // accumulated into
     const dBias = gpu.upload(db0);
     await gpu.run((rec) => {
-      normForward(rec, { kind, rows, cols, eps, x, weight: w, bias: ln ? b : undefined, y, stats });
-      normBackward(rec, { kind, rows, cols, eps, x, weight: w, stats, dy, dx, dWeight, dBias: ln ? dBias : undefined });
+      normForward(rec, { kind, rows, cols, eps, weightOffset, x, weight: w, bias: ln ? b : undefined, y, stats });
+      normBackward(rec, { kind, rows, cols, eps, weightOffset, x, weight: w, stats, dy, dx, dWeight, dBias: ln ? dBias : undefined });
     });
-    const fwd = normForwardRef(kind, xh, wh, ln ? bh : null, rows, cols, eps);
-    const bwd = normBackwardRef(kind, xh, wh, dyh, rows, cols, eps);
+    const fwd = normForwardRef(kind, xh, scale, ln ? bh : null, rows, cols, eps);
+    const bwd = normBackwardRef(kind, xh, scale, dyh, rows, cols, eps);
     const msg = `seed ${seed} ${kind} ${rows}x${cols}`;
     expect(compare(await gpu.readF32(y), fwd.y).rel, msg).toBeLessThan(1e-4);
     expect(compare(await gpu.readF32(stats), fwd.stats).rel, msg).toBeLessThan(1e-4);
     // dx subtracts terms of size rstd * |dy * w|; f32 error is relative to them, not to their difference
     // (with one column RMSNorm's dx is eps-sized while the terms are not).
     let termScale = 0;
-    for (let i = 0; i < rows * cols; i++) termScale = Math.max(termScale, fwd.stats[2 * Math.floor(i / cols) + 1] * Math.abs(dyh[i] * wh[i % cols]));
+    for (let i = 0; i < rows * cols; i++) termScale = Math.max(termScale, fwd.stats[2 * Math.floor(i / cols) + 1] * Math.abs(dyh[i] * scale[i % cols]));
     expect(compare(await gpu.readF32(dx), bwd.dx).maxAbs / termScale, msg).toBeLessThan(1e-4);
     expect(compare(await gpu.readF32(dWeight), bwd.dw.map((v, i) => v + dw0[i])).rel, msg).toBeLessThan(1e-4);
     if (ln) expect(compare(await gpu.readF32(dBias), bwd.db.map((v, i) => v + db0[i])).rel, msg).toBeLessThan(1e-4);

@@ -32,6 +32,7 @@ describe.each([1, 8])('element-wise updates, %i elements per invocation', (per) 
     sqrtAffine: (_y, x, _z, s0, s1) => Math.sqrt(Math.abs(x)) * s0 + s1,
     addcdiv: (y, x, z, s0) => y + (s0 * x) / z,
     add: (_y, x, z) => x + z,
+    softcap: (y, _x, _z, s0) => s0 * Math.tanh(y / s0),
   };
   it.each(Object.keys(ref) as (keyof typeof ref)[])('%s over 1031 elements', async (op) => {
     const gpu = await testGpu({ elementsPerInvocation: per });

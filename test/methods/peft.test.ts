@@ -28,6 +28,8 @@ describe('PEFT LoRA adapters', () => {
     ['gpt2 (Conv1D, fan_in_fan_out)', GPT2, ['o', 'fc', 'proj'], ['c_fc', 'c_proj']],
     // Qwen3's q/k norms are not linear layers: all-linear adapts the same seven projections.
     ['qwen3 (q/k norms)', { ...LLAMA, architecture: 'qwen3', headDim: 12 }, ['all-linear'], ['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj']],
+    // Gemma 3's norms (four per layer, and q/k) are not linear layers either.
+    ['gemma3 (post and q/k norms)', { ...LLAMA, architecture: 'gemma3', headDim: 12, slidingWindowPattern: 2 }, ['all-linear'], ['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj']],
   ])('%s: exported as PEFT lays it out, read back into a new run with the same outputs', async (_name, model, targets, peftTargets) => {
     const files = tinyModelFiles(model);
     const ft = await trained(files, targets);

@@ -3,7 +3,8 @@
  * method changes nothing; merging gives the trained output and unmerging restores the base exactly
  * (methods that merge); training changes what the method trains and leaves everything else
  * bit-identical; and saved state loads back exactly. A new method in the registry is tested here with
- * its default options (or richer ones listed below) without touching this file.
+ * its default options (or richer ones listed below) without touching this file, on a model of each
+ * architecture family whose layers differ (GPT-2's fused attention, Qwen3's and Gemma's extra norms).
  */
 import { describe, expect, it } from 'vitest';
 import { successorRows, toBatchInput } from '../../src/data/tasks.js';
@@ -14,18 +15,25 @@ import { methodNames, type MethodName } from '../../src/methods/registry.js';
 import { FineTuner, type FineTuneOptions } from '../../src/train/finetuner.js';
 import { compare, testGpu } from '../helpers.js';
 
-const files = tinyModelFiles({ architecture: 'llama', seed: 5, hiddenSize: 32, intermediateSize: 48, numLayers: 2, numHeads: 4, numKvHeads: 2, initStd: 0.2, maxPositions: 64 });
+const shape = { seed: 5, hiddenSize: 32, intermediateSize: 48, numLayers: 2, numHeads: 4, numKvHeads: 2, initStd: 0.2, maxPositions: 64 };
+const FAMILIES: Record<string, Record<string, string | Uint8Array>> = {
+  llama: tinyModelFiles({ ...shape, architecture: 'llama' }),
+  qwen3: tinyModelFiles({ ...shape, architecture: 'qwen3', headDim: 12 }),
+  gemma2: tinyModelFiles({ ...shape, architecture: 'gemma2', attnSoftcap: 2, finalSoftcap: 3, slidingWindow: 3 }),
+  gemma3: tinyModelFiles({ ...shape, architecture: 'gemma3', slidingWindow: 3, slidingWindowPattern: 2 }),
+  gpt2: tinyModelFiles({ ...shape, architecture: 'gpt2' }),
+};
 
 /** Options beyond the defaults where a method has more to exercise. */
 const RICHER: Partial<Record<MethodName, Partial<FineTuneOptions>>> = {
-  lora: { lora: { rank: 4, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] } },
+  lora: { lora: { rank: 4, targetModules: ['all-linear'] } },
   sparse: { sparse: { selection: 'random', density: 0.1 } },
   'sparse+lora': { 'sparse+lora': { sparse: { selection: 'random', density: 0.1 }, lora: { rank: 2 } } },
 };
 
 const optionsFor = (method: MethodName): FineTuneOptions => ({ method, ...RICHER[method], optimizer: { lr: 1e-2 } });
 
-async function make(method: MethodName): Promise<FineTuner> {
+async function make(method: MethodName, files: Record<string, string | Uint8Array>): Promise<FineTuner> {
   return FineTuner.create(await testGpu(), await openCheckpoint(memorySource(files)), optionsFor(method));
 }
 
@@ -67,18 +75,20 @@ async function deltaOf(ft: FineTuner, part: string): Promise<Float32Array | null
   }
 }
 
-describe.each(methodNames())('every method, as PEFT tests adapters: %s', (method) => {
+const cases = methodNames().flatMap((method) => Object.entries(FAMILIES).map(([family, files]) => [method, family, files] as const));
+
+describe.each(cases)('every method, as PEFT tests adapters: %s on %s', (method, _family, files) => {
   it('a freshly attached method gives exactly the base model output', async () => {
     const gpu = await testGpu();
     const base = await FineTuner.create(gpu, await openCheckpoint(memorySource(files)), { method: 'full' });
-    const ft = await make(method);
+    const ft = await make(method, files);
     expect(Array.from(await losses(ft, 1))).toEqual(Array.from(await losses(base, 1)));
     base.destroy();
     ft.destroy();
   });
 
   it('training changes what the method trains; frozen base tensors move only inside its delta, and unmerging restores them bit for bit', async () => {
-    const ft = await make(method);
+    const ft = await make(method, files);
     const { names, param } = ft.method.trainable;
     const trainedBase = new Set(ft.model.trainableNames);
     const parts = ft.model.hfNames.flatMap((n) => ft.model.enginePartsOf(n)).filter((p) => !trainedBase.has(p));
@@ -106,7 +116,7 @@ describe.each(methodNames())('every method, as PEFT tests adapters: %s', (method
   });
 
   it('merging gives the trained output and adds the delta; unmerging restores the base weights', async () => {
-    const ft = await make(method);
+    const ft = await make(method, files);
     if (!ft.method.setMerged) return void ft.destroy(); // nothing to merge: full fine-tuning trains the base itself
     const parts = ft.model.hfNames.flatMap((n) => ft.model.enginePartsOf(n));
     const pristine = await readParts(ft, parts);
@@ -135,10 +145,10 @@ describe.each(methodNames())('every method, as PEFT tests adapters: %s', (method
   });
 
   it('saved state loads back exactly, and training continues identically', async () => {
-    const a = await make(method);
+    const a = await make(method, files);
     await train(a, 2);
     const state = await a.saveState();
-    const b = await make(method);
+    const b = await make(method, files);
     await b.loadState(state);
     const { names, param } = a.method.trainable;
     for (const n of names) expect(Array.from(await b.gpu.readF32(b.method.trainable.param(n))), n).toEqual(Array.from(await a.gpu.readF32(param(n))));

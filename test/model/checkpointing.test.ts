@@ -17,6 +17,9 @@ const cases: [string, TinyModelOptions, FineTuneOptions][] = [
   ['qwen2 (biases), LoRA with dropout', { architecture: 'qwen2', seed: 2, hiddenSize: 32, numLayers: 2, numHeads: 4, numKvHeads: 2, maxPositions: 64 }, { method: 'lora', lora, optimizer: { lr: 1e-2 } }],
   ['mistral (window), sparse', { architecture: 'mistral', seed: 3, hiddenSize: 32, numLayers: 2, numHeads: 4, numKvHeads: 2, maxPositions: 64, slidingWindow: 8 }, { method: 'sparse', sparse: { selection: 'random', density: 0.1 }, optimizer: { lr: 1e-2 } }],
   ['qwen3 (q/k norms), full', { architecture: 'qwen3', seed: 5, hiddenSize: 32, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 12, maxPositions: 64 }, { method: 'full', optimizer: { lr: 1e-3 } }],
+  // Gemma's norms on the sublayers' outputs: the MLP's is recomputed from the down projection.
+  ['gemma2 (post norms, soft caps, windows), full', { architecture: 'gemma2', seed: 6, hiddenSize: 32, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 8, attnSoftcap: 1.5, finalSoftcap: 2, slidingWindow: 6, maxPositions: 64 }, { method: 'full', optimizer: { lr: 1e-3 } }],
+  ['gemma3 (post and q/k norms, two RoPEs), LoRA with dropout', { architecture: 'gemma3', seed: 7, hiddenSize: 32, numLayers: 2, numHeads: 2, numKvHeads: 1, headDim: 16, slidingWindow: 6, slidingWindowPattern: 2, maxPositions: 64 }, { method: 'lora', lora, optimizer: { lr: 1e-2 } }],
   ['gpt2, sparse+lora', { architecture: 'gpt2', seed: 4, hiddenSize: 32, numLayers: 2, numHeads: 2, maxPositions: 64 }, { method: 'sparse+lora', 'sparse+lora': { sparse: { selection: 'random', density: 0.1 }, lora }, optimizer: { lr: 1e-2 } }],
 ];
 

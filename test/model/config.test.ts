@@ -19,6 +19,21 @@ const QWEN3_06B = {
   rope_theta: 1000000, sliding_window: null, tie_word_embeddings: true, torch_dtype: 'bfloat16', transformers_version: '4.51.0', use_cache: true,
   use_sliding_window: false, vocab_size: 151936,
 };
+// Gemma-2-2B's and Gemma-3-1B's config.json (transformers 4 layout, as published).
+const GEMMA2_2B = {
+  architectures: ['Gemma2ForCausalLM'], attention_bias: false, attention_dropout: 0.0, attn_logit_softcapping: 50.0, bos_token_id: 2, cache_implementation: 'hybrid',
+  eos_token_id: 1, final_logit_softcapping: 30.0, head_dim: 256, hidden_act: 'gelu_pytorch_tanh', hidden_activation: 'gelu_pytorch_tanh', hidden_size: 2304,
+  initializer_range: 0.02, intermediate_size: 9216, max_position_embeddings: 8192, model_type: 'gemma2', num_attention_heads: 8, num_hidden_layers: 26,
+  num_key_value_heads: 4, pad_token_id: 0, query_pre_attn_scalar: 256, rms_norm_eps: 1e-6, rope_theta: 10000.0, sliding_window: 4096, torch_dtype: 'float32',
+  transformers_version: '4.42.4', use_cache: true, vocab_size: 256000,
+};
+const GEMMA3_1B = {
+  architectures: ['Gemma3ForCausalLM'], attention_bias: false, attention_dropout: 0.0, attn_logit_softcapping: null, bos_token_id: 2, cache_implementation: 'hybrid',
+  eos_token_id: [1, 106], final_logit_softcapping: null, head_dim: 256, hidden_activation: 'gelu_pytorch_tanh', hidden_size: 1152, initializer_range: 0.02,
+  intermediate_size: 6912, max_position_embeddings: 32768, model_type: 'gemma3_text', num_attention_heads: 4, num_hidden_layers: 26, num_key_value_heads: 1,
+  pad_token_id: 0, query_pre_attn_scalar: 256, rms_norm_eps: 1e-6, rope_local_base_freq: 10000, rope_scaling: null, rope_theta: 1000000, sliding_window: 512,
+  sliding_window_pattern: 6, torch_dtype: 'bfloat16', transformers_version: '4.50.0.dev0', use_cache: true, vocab_size: 262144,
+};
 const TINYLLAMA = {
   architectures: ['LlamaForCausalLM'], hidden_size: 2048, intermediate_size: 5632, num_hidden_layers: 22,
   num_attention_heads: 32, num_key_value_heads: 4, vocab_size: 32000, max_position_embeddings: 2048,
@@ -76,7 +91,7 @@ describe('config.json', () => {
       }
     })();
     expect(err).toBeInstanceOf(UnsupportedArchitectureError);
-    expect(err!.message).toMatch(/BertForMaskedLM.*LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, GPT2LMHeadModel/);
+    expect(err!.message).toMatch(/BertForMaskedLM.*LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, GPT2LMHeadModel/);
     expect(() => parseConfig({ model_type: 'bert' })).toThrow(UnsupportedArchitectureError);
   });
 
@@ -156,6 +171,45 @@ describe('config layouts: transformers 4 (top-level RoPE keys) and 5 (rope_param
     expect(parseConfig({ ...QWEN3_06B, attention_bias: true })).toMatchObject({ qkvBias: true, outputBias: true, mlpBias: false });
     expect(parseConfig({ ...QWEN3_06B, use_sliding_window: true, sliding_window: 4096, max_window_layers: 26 }).layerWindows.filter((w) => w !== null)).toHaveLength(2);
     expect(parseConfig({ ...QWEN2_05B }).qkNorm).toBe(false);
+  });
+
+  it("reads Gemma 2: (1 + w) norms before and after each sublayer, GeGLU, scaled embeddings, query_pre_attn_scalar, soft caps, every other layer windowed", () => {
+    const c = parseConfig(GEMMA2_2B);
+    expect(c).toMatchObject({
+      architecture: 'Gemma2ForCausalLM', family: 'llama', activation: 'gelu_new', normWeightOffset: 1, embedScale: 48, postNorms: true, attentionScale: 1 / 16,
+      attentionSoftcap: 50, finalLogitSoftcap: 30, qkNorm: false, headDim: 256, tieWordEmbeddings: true, slidingWindow: 4096, layerRopes: null, ropeTheta: 10000,
+    });
+    expect(c.layerWindows.slice(0, 4)).toEqual([4096, null, 4096, null]);
+    expect(c.warnings).toEqual([]);
+    // Defaults are Gemma2Config's: both soft caps on, a 256-wide head, tied embeddings; null turns a cap off.
+    const { attn_logit_softcapping: _a, final_logit_softcapping: _f, head_dim: _h, ...bare } = GEMMA2_2B;
+    expect(parseConfig(bare)).toMatchObject({ attentionSoftcap: 50, finalLogitSoftcap: 30, headDim: 256 });
+    expect(parseConfig({ ...GEMMA2_2B, attn_logit_softcapping: null })).toMatchObject({ attentionSoftcap: null, finalLogitSoftcap: 30 });
+    expect(parseConfig({ ...GEMMA2_2B, layer_types: new Array(26).fill('full_attention') }).slidingWindow).toBeNull();
+    expect(parseConfig({ ...GEMMA2_2B, hidden_act: 'silu' }).warnings).toEqual([expect.stringMatching(/hidden_act: 'silu' is ignored: transformers' Gemma reads hidden_activation/)]);
+    expect(Math.fround(parseConfig({ ...GEMMA2_2B, hidden_size: 2048 }).embedScale)).toBe(Math.fround(Math.sqrt(2048)));
+    expect(() => parseConfig({ ...GEMMA2_2B, final_logit_softcapping: 0 })).toThrow(/'final_logit_softcapping' must be a positive number or null/);
+    expect(() => parseConfig({ ...GEMMA2_2B, hidden_activation: 'relu' })).toThrow(/hidden_activation 'relu' is not supported/);
+    expect(thrown(() => parseConfig({ ...GEMMA2_2B, use_bidirectional_attention: true }))).toMatchObject({ code: 'unsupported-config', field: 'use_bidirectional_attention' });
+  });
+
+  it('reads Gemma 3: q/k norms, five sliding layers to one full, and the sliding layers on their own RoPE base', () => {
+    const c = parseConfig(GEMMA3_1B);
+    expect(c).toMatchObject({ architecture: 'Gemma3ForCausalLM', qkNorm: true, normWeightOffset: 1, postNorms: true, attentionSoftcap: null, finalLogitSoftcap: null, slidingWindow: 512, eosTokenIds: [1, 106] });
+    expect(c.warnings).toEqual([]);
+    const full = c.layerWindows.flatMap((w, i) => (w === null ? [i] : []));
+    expect(full).toEqual([5, 11, 17, 23]);
+    expect(c.layerRopes!.map((r) => r.theta)).toEqual(c.layerWindows.map((w) => (w === null ? 1e6 : 1e4)));
+    // Linear scaling on the global layers only (the 4B-27B configs), the local ones plain.
+    const scaled = parseConfig({ ...GEMMA3_1B, rope_scaling: { rope_type: 'linear', factor: 8 } });
+    expect(scaled.layerRopes![5]).toEqual({ theta: 1e6, scaling: { type: 'linear', factor: 8 } });
+    expect(scaled.layerRopes![0]).toEqual({ theta: 1e4, scaling: null });
+    expect(parseConfig({ ...GEMMA3_1B, sliding_window_pattern: 2 }).layerWindows.slice(0, 4)).toEqual([512, null, 512, null]);
+    // transformers' Gemma3 never applies attn_logit_softcapping: ignored, with a warning.
+    const capped = parseConfig({ ...GEMMA3_1B, attn_logit_softcapping: 50 });
+    expect(capped.attentionSoftcap).toBeNull();
+    expect(capped.warnings).toEqual([expect.stringMatching(/attn_logit_softcapping: 50 is ignored/)]);
+    expect(parseConfig({ ...GEMMA3_1B, rope_local_base_freq: 1e6 }).layerRopes).toBeNull();
   });
 
   it("reads Llama 3.1's and linear RoPE scaling in either layout, and refuses parameters that cannot hold", () => {

@@ -15,6 +15,18 @@ export interface AttnShape {
   segments?: Arr;
   /** Sliding window: query i sees keys j with i - j < window. */
   window?: number | null;
+  /** Score scale; default 1 / sqrt(D). */
+  scale?: number;
+  /** Soft-capping of the scaled scores: c * tanh(s / c). */
+  softcap?: number | null;
+}
+
+/** The scaled, possibly soft-capped score, and its derivative in the raw dot product. */
+function score(s: AttnShape, dot: number): [number, number] {
+  const scale = s.scale ?? 1 / Math.sqrt(s.D);
+  if (!s.softcap) return [dot * scale, scale];
+  const t = Math.tanh((dot * scale) / s.softcap);
+  return [s.softcap * t, (1 - t * t) * scale];
 }
 
 function visible(s: AttnShape, b: number, i: number, j: number): boolean {
@@ -25,7 +37,6 @@ function visible(s: AttnShape, b: number, i: number, j: number): boolean {
 function probs(s: AttnShape, q: Arr, k: Arr, b: number, h: number): Float64Array {
   const { S, nH, nKV, D } = s;
   const g = Math.floor(h / (nH / nKV));
-  const scale = 1 / Math.sqrt(D);
   const P = new Float64Array(S * S);
   for (let i = 0; i < S; i++) {
     let max = -Infinity;
@@ -35,8 +46,8 @@ function probs(s: AttnShape, q: Arr, k: Arr, b: number, h: number): Float64Array
       if (!visible(s, b, i, j)) continue;
       let dot = 0;
       for (let d = 0; d < D; d++) dot += q[(row * nH + h) * D + d] * k[(col * nKV + g) * D + d];
-      P[i * S + j] = dot * scale;
-      max = Math.max(max, dot * scale);
+      P[i * S + j] = score(s, dot)[0];
+      max = Math.max(max, P[i * S + j]);
     }
     let sum = 0;
     for (let j = 0; j <= i; j++) {
@@ -71,7 +82,6 @@ export function attentionForwardRef(s: AttnShape, q: Arr, k: Arr, v: Arr): Float
 // dq (like q), dk and dv (like k) for upstream dO (like o)
 export function attentionBackwardRef(s: AttnShape, q: Arr, k: Arr, v: Arr, dO: Arr) {
   const { B, S, nH, nKV, D } = s;
-  const scale = 1 / Math.sqrt(D);
   const dq = new Float64Array(q.length);
   const dk = new Float64Array(k.length);
   const dv = new Float64Array(v.length);
@@ -91,7 +101,10 @@ export function attentionBackwardRef(s: AttnShape, q: Arr, k: Arr, v: Arr, dO: A
         }
         for (let j = 0; j <= i; j++) {
           const pij = P[i * S + j];
-          const ds = pij * (dP[j] - rowDot) * scale;
+          if (!pij) continue;
+          let dot = 0;
+          for (let d = 0; d < D; d++) dot += q[qi(i) + d] * k[kj(j) + d];
+          const ds = pij * (dP[j] - rowDot) * score(s, dot)[1];
           for (let d = 0; d < D; d++) {
             dv[kj(j) + d] += pij * dO[qi(i) + d];
             dq[qi(i) + d] += ds * k[kj(j) + d];

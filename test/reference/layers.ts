@@ -107,13 +107,18 @@ export function ropeRef(x: Arr, pos: Arr, T: number, heads: number, D: number, t
 
 const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 
-export function swigluForwardRef(gate: Arr, up: Arr): Float64Array {
-  return Float64Array.from(gate, (g, i) => g * sigmoid(g) * up[i]);
+type Gate = 'silu' | 'gelu_new' | 'gelu';
+const gateAct = (g: number, gate: Gate) => (gate === 'silu' ? g * sigmoid(g) : geluRef(g, gate));
+const gateGrad = (g: number, gate: Gate) => (gate === 'silu' ? sigmoid(g) * (1 + g * (1 - sigmoid(g))) : geluGradRef(g, gate));
+
+/** h = act(gate) * up: SwiGLU (silu), or GeGLU with a GELU gate. */
+export function swigluForwardRef(gate: Arr, up: Arr, act: Gate = 'silu'): Float64Array {
+  return Float64Array.from(gate, (g, i) => gateAct(g, act) * up[i]);
 }
 
-export function swigluBackwardRef(gate: Arr, up: Arr, dh: Arr) {
-  const dGate = Float64Array.from(gate, (g, i) => dh[i] * up[i] * sigmoid(g) * (1 + g * (1 - sigmoid(g))));
-  const dUp = Float64Array.from(gate, (g, i) => dh[i] * g * sigmoid(g));
+export function swigluBackwardRef(gate: Arr, up: Arr, dh: Arr, act: Gate = 'silu') {
+  const dGate = Float64Array.from(gate, (g, i) => dh[i] * up[i] * gateGrad(g, act));
+  const dUp = Float64Array.from(gate, (g, i) => dh[i] * gateAct(g, act));
   return { dGate, dUp };
 }
 

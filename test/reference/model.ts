@@ -76,18 +76,25 @@ function loraInput(lora: LoraRef, module: string, x: Float64Array): Float64Array
 function dims(c: ModelConfig, batch: Pick<PreparedBatch, 'B' | 'S' | 'segments'>) {
   const { B, S } = batch;
   const D = c.headDim;
-  const invFreq = c.ropeTheta === null ? null : ropeInvFreqRef(D, c.ropeTheta, c.ropeScaling);
+  // Each layer's RoPE frequencies (Gemma 3's differ between sliding and full layers).
+  const invFreqs = Array.from({ length: c.numLayers }, (_, i) => {
+    if (c.ropeTheta === null) return null;
+    const r = c.layerRopes?.[i] ?? { theta: c.ropeTheta, scaling: c.ropeScaling };
+    return ropeInvFreqRef(D, r.theta, r.scaling);
+  });
   return {
-    T: B * S, H: c.hiddenSize, D, invFreq, qd: c.numHeads * D, kvd: c.numKvHeads * D, I: c.intermediateSize, gpt2: c.family === 'gpt2',
-    attnShape: { B, S, nH: c.numHeads, nKV: c.numKvHeads, D, segments: batch.segments ?? undefined },
+    T: B * S, H: c.hiddenSize, D, invFreqs, qd: c.numHeads * D, kvd: c.numKvHeads * D, I: c.intermediateSize, gpt2: c.family === 'gpt2',
+    attnShape: { B, S, nH: c.numHeads, nKV: c.numKvHeads, D, segments: batch.segments ?? undefined, scale: c.attentionScale, softcap: c.attentionSoftcap },
+    // A norm's scale: its weight, or Gemma's 1 + weight.
+    normScale: (w: Float64Array) => (c.normWeightOffset ? w.map((v) => v + c.normWeightOffset) : w),
   };
 }
 
 /** Forward to the final norm: the last residual stream x, its norm lnf, and each layer's saved tensors. */
 export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch, 'B' | 'S' | 'ids' | 'positions' | 'segments'>, lora?: LoraRef) {
-  const { T, H, D, invFreq, qd, kvd, I, gpt2, attnShape } = dims(c, batch);
+  const { T, H, D, invFreqs, qd, kvd, I, gpt2, attnShape, normScale } = dims(c, batch);
   const p = (n: string) => params.get(n)!;
-  const norm = (n: string, x: Float64Array) => normForwardRef(c.norm, x, p(`${n}.weight`), gpt2 ? p(`${n}.bias`) : null, T, H, c.normEps).y;
+  const norm = (n: string, x: Float64Array) => normForwardRef(c.norm, x, normScale(p(`${n}.weight`)), gpt2 ? p(`${n}.bias`) : null, T, H, c.normEps).y;
   const lin = (n: string, x: Float64Array, out: number, inp: number) => {
     const y = linear(x, p(`${n}.weight`), params.get(`${n}.bias`), T, out, inp);
     const ad = lora?.modules.get(n);
@@ -99,7 +106,7 @@ export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch,
   };
 
   // Forward, keeping what backward needs.
-  let x = embeddingForwardRef(batch.ids, p('embed'), T, H);
+  let x = embeddingForwardRef(batch.ids, p('embed'), T, H).map((v) => v * c.embedScale);
   if (gpt2) x = add(x, embeddingForwardRef(batch.positions, p('pos_embed'), T, H));
   const saved: Record<string, Float64Array>[] = [];
   for (let i = 0; i < c.numLayers; i++) {
@@ -112,16 +119,19 @@ export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch,
     if (c.qkNorm) {
       // Qwen3: RMSNorm over each head's values, before RoPE.
       Object.assign(s, { qp: q, kp: k });
-      q = normForwardRef('rmsnorm', q, p(`${L}.q_norm.weight`), null, T * c.numHeads, D, c.normEps).y;
-      k = normForwardRef('rmsnorm', k, p(`${L}.k_norm.weight`), null, T * c.numKvHeads, D, c.normEps).y;
+      q = normForwardRef('rmsnorm', q, normScale(p(`${L}.q_norm.weight`)), null, T * c.numHeads, D, c.normEps).y;
+      k = normForwardRef('rmsnorm', k, normScale(p(`${L}.k_norm.weight`)), null, T * c.numKvHeads, D, c.normEps).y;
     }
-    if (c.ropeTheta !== null) {
-      q = ropeRef(q, batch.positions, T, c.numHeads, D, invFreq!, qd);
-      k = ropeRef(k, batch.positions, T, c.numKvHeads, D, invFreq!, kvd);
+    const invFreq = invFreqs[i];
+    if (invFreq) {
+      q = ropeRef(q, batch.positions, T, c.numHeads, D, invFreq, qd);
+      k = ropeRef(k, batch.positions, T, c.numKvHeads, D, invFreq, kvd);
     }
     Object.assign(s, { q, k, v });
     s.att = attentionForwardRef({ ...attnShape, window: c.layerWindows[i] }, q, k, v);
-    s.xm = add(x, lin(`${L}.o`, s.att, H, qd));
+    // Gemma: a norm on the attention's and the MLP's outputs before each residual add.
+    if (c.postNorms) s.ao = lin(`${L}.o`, s.att, H, qd);
+    s.xm = add(x, c.postNorms ? norm(`${L}.post_attn_norm`, s.ao) : lin(`${L}.o`, s.att, H, qd));
     s.ln2 = norm(`${L}.norm2`, s.xm);
     if (gpt2) {
       s.a = lin(`${L}.fc`, s.ln2, I, H);
@@ -129,10 +139,11 @@ export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch,
     } else {
       s.a = lin(`${L}.gate`, s.ln2, I, H);
       s.b = lin(`${L}.up`, s.ln2, I, H);
-      s.h = swigluForwardRef(s.a, s.b);
+      s.h = swigluForwardRef(s.a, s.b, c.activation);
     }
     const down = gpt2 ? 'proj' : 'down';
-    x = add(s.xm, lin(`${L}.${down}`, s.h, H, I));
+    s.mo = lin(`${L}.${down}`, s.h, H, I);
+    x = add(s.xm, c.postNorms ? norm(`${L}.post_mlp_norm`, s.mo) : s.mo);
     saved.push(s);
   }
   const lnf = norm('norm_f', x);
@@ -140,13 +151,13 @@ export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch,
 }
 
 export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatch, lora?: LoraRef): { loss: number; grads: P } {
-  const { T, H, D, invFreq, qd, kvd, I, gpt2, attnShape } = dims(c, batch);
+  const { T, H, D, invFreqs, qd, kvd, I, gpt2, attnShape, normScale } = dims(c, batch);
   const p = (n: string) => params.get(n)!;
 
   const { x, lnf, saved } = forwardRef(c, params, batch, lora);
   const head = c.tieWordEmbeddings ? 'embed' : 'lm_head';
   const count = Math.max(batch.targetCount, 1);
-  const ce = crossEntropyRef(lnf, p(head), batch.targets, T, H, c.vocabSize, 1 / count);
+  const ce = crossEntropyRef(lnf, p(head), batch.targets, T, H, c.vocabSize, 1 / count, c.finalLogitSoftcap);
   const loss = ce.losses.reduce((a, b) => a + b, 0) / count;
 
   // Backward.
@@ -156,7 +167,7 @@ export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatc
     for (let i = 0; i < t.length; i++) t[i] += g[i];
   };
   const normBack = (n: string, xin: Float64Array, dy: Float64Array) => {
-    const r = normBackwardRef(c.norm, xin, p(`${n}.weight`), dy, T, H, c.normEps);
+    const r = normBackwardRef(c.norm, xin, normScale(p(`${n}.weight`)), dy, T, H, c.normEps);
     acc(`${n}.weight`, r.dw);
     if (gpt2) acc(`${n}.bias`, r.db);
     return r.dx;
@@ -190,25 +201,26 @@ export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatc
     const L = `layers.${i}`;
     const s = saved[i];
     const down = gpt2 ? 'proj' : 'down';
-    const dh = linBack(`${L}.${down}`, s.h, dx, H, I);
+    const dh = linBack(`${L}.${down}`, s.h, c.postNorms ? normBack(`${L}.post_mlp_norm`, s.mo, dx) : dx, H, I);
     let dln2: Float64Array;
     if (gpt2) {
       const da = dh.map((g, j) => g * geluGradRef(s.a[j], c.activation === 'gelu' ? 'gelu' : 'gelu_new'));
       dln2 = linBack(`${L}.fc`, s.ln2, da, I, H);
     } else {
-      const { dGate, dUp } = swigluBackwardRef(s.a, s.b, dh);
+      const { dGate, dUp } = swigluBackwardRef(s.a, s.b, dh, c.activation);
       dln2 = add(linBack(`${L}.gate`, s.ln2, dGate, I, H), linBack(`${L}.up`, s.ln2, dUp, I, H));
     }
     dx = add(dx, normBack(`${L}.norm2`, s.xm, dln2));
-    const datt = linBack(`${L}.o`, s.att, dx, H, qd);
+    const datt = linBack(`${L}.o`, s.att, c.postNorms ? normBack(`${L}.post_attn_norm`, s.ao, dx) : dx, H, qd);
     let { dq, dk, dv } = attentionBackwardRef({ ...attnShape, window: c.layerWindows[i] }, s.q, s.k, s.v, datt);
-    if (c.ropeTheta !== null) {
-      dq = ropeRef(dq, batch.positions, T, c.numHeads, D, invFreq!, qd, 0, true);
-      dk = ropeRef(dk, batch.positions, T, c.numKvHeads, D, invFreq!, kvd, 0, true);
+    const invFreq = invFreqs[i];
+    if (invFreq) {
+      dq = ropeRef(dq, batch.positions, T, c.numHeads, D, invFreq, qd, 0, true);
+      dk = ropeRef(dk, batch.positions, T, c.numKvHeads, D, invFreq, kvd, 0, true);
     }
     if (c.qkNorm) {
       const headNormBack = (n: string, xin: Float64Array, dy: Float64Array, heads: number) => {
-        const r = normBackwardRef('rmsnorm', xin, p(`${n}.weight`), dy, T * heads, D, c.normEps);
+        const r = normBackwardRef('rmsnorm', xin, normScale(p(`${n}.weight`)), dy, T * heads, D, c.normEps);
         acc(`${n}.weight`, r.dw);
         return r.dx;
       };
@@ -218,7 +230,7 @@ export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatc
     const dln1 = add(add(linBack(`${L}.q`, s.ln1, dq, qd, H), linBack(`${L}.k`, s.ln1, dk, kvd, H)), linBack(`${L}.v`, s.ln1, dv, kvd, H));
     dx = add(dx, normBack(`${L}.norm1`, s.x, dln1));
   }
-  acc('embed', embeddingBackwardRef(batch.ids, dx, T, H, c.vocabSize));
+  acc('embed', embeddingBackwardRef(batch.ids, dx, T, H, c.vocabSize).map((v) => v * c.embedScale));
   if (gpt2) acc('pos_embed', embeddingBackwardRef(batch.positions, dx, T, H, c.maxPositions));
   return { loss, grads };
 }

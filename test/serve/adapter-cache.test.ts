@@ -93,15 +93,16 @@ function expectSameGeneration(got: { tokens: number[]; logits?: Float32Array[] }
 
 describe('adapter cache: LoRA', () => {
   it.each([
-    ['an f32 base', {}],
-    ['a bf16 base', { baseDtype: 'bf16' as const }],
-    ['an NF4 base', { quantize: 'nf4' as const }],
-  ])('on %s, each adapter gives the outputs of that adapter attached alone, one by one and in one mixed batch', async (_, loadOptions) => {
+    ['an f32 base', {}, {}],
+    ['a bf16 base', { baseDtype: 'bf16' as const }, {}],
+    ['an NF4 base', { quantize: 'nf4' as const }, {}],
+    ['a Gemma 2 base (soft caps, windows, norms after each sublayer)', {}, { architecture: 'gemma2', headDim: 8, attnSoftcap: 2, finalSoftcap: 3, slidingWindow: 4 } as const],
+  ])('on %s, each adapter gives the outputs of that adapter attached alone, one by one and in one mixed batch', async (_, loadOptions, tiny: Partial<TinyModelOptions>) => {
     const gpu = await testGpu();
     const seed = freshSeed();
     const rand = rng(seed);
-    const served = await base(gpu, seed, loadOptions);
-    const alone = await base(gpu, seed, loadOptions);
+    const served = await base(gpu, seed, loadOptions, tiny);
+    const alone = await base(gpu, seed, loadOptions, tiny);
     const cache = new AdapterCache(served);
     // Mixed ranks (pools of rank 2, 4 and 8) and targets.
     const adapters = {

@@ -15,6 +15,8 @@ const MODELS: [string, TinyModelOptions][] = [
   ['gpt2', { architecture: 'gpt2', hiddenSize: 32, numLayers: 2, numHeads: 4, maxPositions: 64 }],
   ['qwen3 (q/k norms)', { architecture: 'qwen3', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 12, maxPositions: 64 }],
   ['llama (llama3 RoPE scaling)', { architecture: 'llama', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 2, maxPositions: 64, ropeTheta: 500000, ropeScaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 } }],
+  ['gemma2 (soft caps, window 5 on layer 0)', { architecture: 'gemma2', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 8, attnSoftcap: 1.5, finalSoftcap: 2, slidingWindow: 5, maxPositions: 64 }],
+  ['gemma3 (q/k norms, local RoPE base on the window-5 layer)', { architecture: 'gemma3', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 2, numKvHeads: 1, headDim: 16, slidingWindow: 5, slidingWindowPattern: 2, ropeLocalTheta: 100, maxPositions: 64 }],
   ['mistral (sliding window 5, shorter than the sequence)', { architecture: 'mistral', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 2, slidingWindow: 5, maxPositions: 64 }],
 ];
 
@@ -26,10 +28,11 @@ async function refLastLogits(model: CausalLM, ids: number[]): Promise<Float64Arr
   const { lnf } = forwardRef(c, params, { B: 1, S: T, ids: Uint32Array.from(ids), positions: Uint32Array.from(ids.keys()), segments: null });
   const head = params.get(c.tieWordEmbeddings ? 'embed' : 'lm_head')!;
   const H = c.hiddenSize;
+  const cap = c.finalLogitSoftcap;
   return Float64Array.from({ length: c.vocabSize }, (_, v) => {
     let s = 0;
     for (let h = 0; h < H; h++) s += lnf[(T - 1) * H + h] * head[v * H + h];
-    return s;
+    return cap === null ? s : cap * Math.tanh(s / cap);
   });
 }
 

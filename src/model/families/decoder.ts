@@ -4,8 +4,8 @@
  * states which fields its transformers config class has and how it reads them; a field another family
  * reads (attention_bias on Qwen2, say) is unknown to it, as it is to transformers.
  */
-import type { ModelConfig } from '../config.js';
-import { COMMON_FIELDS, dropoutField, InvalidConfigError, standardRope, UnsupportedConfigError, type FieldTable, type RopeSettings } from '../hf-config.js';
+import type { LayerRope, ModelConfig } from '../config.js';
+import { COMMON_FIELDS, dropoutField, InvalidConfigError, standardRope, UnsupportedConfigError, type FieldTable, type RopeLayout, type RopeSettings } from '../hf-config.js';
 import { brief, describeValue } from '../../io/strict-json.js';
 import type { RopeScaling } from '../../kernels/rope.js';
 import type { FamilyPart } from './family.js';
@@ -22,14 +22,22 @@ export const DECODER_FIELDS: FieldTable = {
   attention_dropout: dropoutField('attention_dropout'),
 };
 
-/** What a family decides beyond the shared fields. */
-export type DecoderChoices = Pick<ModelConfig, 'qkvBias' | 'outputBias' | 'mlpBias' | 'slidingWindow' | 'layerWindows'> & Partial<Pick<ModelConfig, 'qkNorm'>>;
+/** What a family decides beyond the shared fields; the optional ones default to Llama's. */
+export type DecoderChoices = Pick<ModelConfig, 'qkvBias' | 'outputBias' | 'mlpBias' | 'slidingWindow' | 'layerWindows'> &
+  Partial<Pick<ModelConfig, 'qkNorm' | 'activation' | 'normWeightOffset' | 'embedScale' | 'postNorms' | 'attentionScale' | 'attentionSoftcap' | 'finalLogitSoftcap'>>;
+
+/** How a family's RoPE is laid out: Gemma 3 splits it by layer type, and its layers may differ. */
+export interface DecoderRope {
+  layout?: RopeLayout;
+  /** Layers may use different RoPE (layerRopes); otherwise a difference is refused. */
+  perLayer?: boolean;
+}
 
 /**
  * The shared part of a Llama-style config. `layerTypes` are the config's per-layer attention types when
  * the family reads them (Qwen2); RoPE may then be given per layer type.
  */
-export function decoderConfig(raw: Json, architecture: ModelConfig['architecture'], choices: (numLayers: number) => DecoderChoices, warnings: string[], layerTypes?: string[]): FamilyPart {
+export function decoderConfig(raw: Json, architecture: ModelConfig['architecture'], choices: (numLayers: number) => DecoderChoices, warnings: string[], layerTypes?: string[], rope: DecoderRope = {}): FamilyPart {
   const hiddenSize = configInt(raw, 'hidden_size');
   const numHeads = configInt(raw, 'num_attention_heads');
   const numKvHeads = configInt(raw, 'num_key_value_heads', numHeads);
@@ -51,20 +59,26 @@ export function decoderConfig(raw: Json, architecture: ModelConfig['architecture
     norm: 'rmsnorm',
     normEps: configNumber(raw, 'rms_norm_eps', 1e-6),
     activation: 'silu',
-    ...ropeOf(raw, architecture, numLayers, warnings, layerTypes),
+    ...ropeOf(raw, architecture, numLayers, warnings, layerTypes, rope),
     tieWordEmbeddings: configBool(raw, 'tie_word_embeddings', false),
     qkNorm: false,
+    normWeightOffset: 0,
+    embedScale: 1,
+    postNorms: false,
+    attentionScale: 1 / Math.sqrt(headDim),
+    attentionSoftcap: null,
+    finalLogitSoftcap: null,
     ...choices(numLayers),
   };
 }
 
 /**
- * The one RoPE every layer uses: its base, on the whole head, plain ('default') or rescaled for a longer
+ * The RoPE of every layer: its base, on the whole head, plain ('default') or rescaled for a longer
  * context ('linear', Llama 3.1's 'llama3'); the other scaled types (dynamic, yarn, longrope) are refused
- * by name until implemented.
+ * by name until implemented. Layers differ only where the family allows it (`perLayer`).
  */
-function ropeOf(raw: Json, architecture: string, numLayers: number, warnings: string[], layerTypes?: string[]): Pick<ModelConfig, 'ropeTheta' | 'ropeScaling'> {
-  const rope = standardRope(raw, { defaultTheta: 10000 }, layerTypes);
+function ropeOf(raw: Json, architecture: string, numLayers: number, warnings: string[], layerTypes: string[] | undefined, options: DecoderRope): Pick<ModelConfig, 'ropeTheta' | 'ropeScaling' | 'layerRopes'> {
+  const rope = standardRope(raw, options.layout ?? { defaultTheta: 10000 }, layerTypes);
   const perLayer: (RopeSettings | null)[] = rope.byLayerType
     ? Array.from({ length: numLayers }, (_, i) => {
         const type = layerTypes?.[i] ?? '';
@@ -72,18 +86,19 @@ function ropeOf(raw: Json, architecture: string, numLayers: number, warnings: st
         return rope.byLayerType!.get(type)!;
       })
     : new Array<RopeSettings | null>(numLayers).fill(rope.flat);
-  let theta: number | null = null;
-  let scaling: RopeScaling | null = null;
+  const layers: LayerRope[] = [];
   for (const [i, s] of perLayer.entries()) {
     if (!s) throw new UnsupportedConfigError(`rope_parameters.${layerTypes?.[i]}`, null, 'every layer of this architecture uses RoPE');
     if (!(SCALED_ROPE_KEYS as Record<string, unknown>)[s.ropeType] && s.ropeType !== 'default') {
       throw new UnsupportedConfigError(`${s.key}.rope_type`, s.ropeType, `'default', ${Object.keys(SCALED_ROPE_KEYS).map((t) => `'${t}'`).join(' and ')}; the other scaled RoPE types are not implemented yet`);
     }
-    if (theta !== null && s.theta !== theta) throw new UnsupportedConfigError(`${s.key}.rope_theta`, s.theta, `one RoPE base for all layers (another layer type has ${theta})`);
-    const layerScaling = scalingOf(s);
-    if (i > 0 && JSON.stringify(layerScaling) !== JSON.stringify(scaling)) throw new UnsupportedConfigError(`${s.key}.rope_type`, s.ropeType, 'the same RoPE scaling on every layer');
-    theta = s.theta;
-    scaling = layerScaling;
+    const layer = { theta: s.theta, scaling: scalingOf(s) };
+    const first = layers[0];
+    if (first && !options.perLayer) {
+      if (s.theta !== first.theta) throw new UnsupportedConfigError(`${s.key}.rope_theta`, s.theta, `one RoPE base for all layers (another layer type has ${first.theta})`);
+      if (JSON.stringify(layer.scaling) !== JSON.stringify(first.scaling)) throw new UnsupportedConfigError(`${s.key}.rope_type`, s.ropeType, 'the same RoPE scaling on every layer');
+    }
+    layers.push(layer);
     if (i > 0 && s === perLayer[i - 1]) continue;
     const partial = s.parameters.partial_rotary_factor;
     if (partial !== undefined && partial !== 1) {
@@ -95,7 +110,9 @@ function ropeOf(raw: Json, architecture: string, numLayers: number, warnings: st
     const ignored = Object.keys(s.parameters).filter((k) => !known.includes(k));
     if (ignored.length) warnings.push(`config.json ${s.key}: ${ignored.map((k) => `'${brief(k)}'`).join(', ')} ${ignored.length > 1 ? 'are' : 'is'} ignored with RoPE type '${s.ropeType}', as transformers ignores ${ignored.length > 1 ? 'them' : 'it'}`);
   }
-  return { ropeTheta: theta ?? 10000, ropeScaling: scaling };
+  const first = layers[0] ?? { theta: 10000, scaling: null };
+  const uniform = layers.every((l) => l.theta === first.theta && JSON.stringify(l.scaling) === JSON.stringify(first.scaling));
+  return { ropeTheta: first.theta, ropeScaling: first.scaling, layerRopes: uniform ? null : layers };
 }
 
 /** The parameters each implemented scaled RoPE type reads (transformers' _validate_<type>_rope_parameters). */

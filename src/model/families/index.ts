@@ -1,5 +1,7 @@
 /** The families whose configs the engine reads, by the architecture name config.json gives. */
 import type { FamilyConfig } from './family.js';
+import { gemma2 } from './gemma2.js';
+import { gemma3 } from './gemma3.js';
 import { gpt2 } from './gpt2.js';
 import { llama } from './llama.js';
 import { mistral } from './mistral.js';
@@ -8,4 +10,4 @@ import { qwen3 } from './qwen3.js';
 
 export type { FamilyConfig };
 
-export const FAMILIES: readonly FamilyConfig[] = [llama, qwen2, qwen3, mistral, gpt2];
+export const FAMILIES: readonly FamilyConfig[] = [llama, qwen2, qwen3, mistral, gemma2, gemma3, gpt2];
