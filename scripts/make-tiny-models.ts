@@ -1,6 +1,6 @@
 /**
  * Writes the shipped tiny models (src/model/shipped.ts) to public/models/<name>/ in Hugging Face format.
- * Usage: tsx scripts/make-tiny-models.ts [outDir] [--name NAME] [--arch llama|qwen2|mistral|gpt2 --seed N --hidden N --layers N]
+ * Usage: tsx scripts/make-tiny-models.ts [outDir] [--name NAME] [--arch llama|qwen2|qwen3|mistral|gemma2|gemma3|gpt2 --seed N --hidden N --layers N]
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';

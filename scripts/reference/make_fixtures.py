@@ -12,6 +12,9 @@ feature of the case off moves the logits, so a test cannot pass by ignoring a fe
 
 Per PEFT case: an adapter PEFT saved for one of those bases, with PEFT's logits (float64).
 
+Per tokenizer case: a tokenizer.json in a family's format (Llama 3's and Qwen's byte-level BPE, Gemma's
+SentencePiece-style BPE with byte fallback) trained by the tokenizers library, with the ids and texts it gives.
+
 Per learning-rate schedule: the rate transformers' get_{constant,linear,cosine}_schedule_with_warmup and
 get_cosine_with_min_lr_schedule_with_warmup give a torch optimizer at each step (schedules.json).
 
@@ -32,14 +35,14 @@ import torch
 import transformers
 import peft
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+from transformers import AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig, GPT2Config, LlamaConfig, MistralConfig, Phi3Config, Qwen2Config, Qwen3Config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 OUT = os.path.join(ROOT, "test", "fixtures", "reference")
 SHIPPED = os.path.join(ROOT, "public", "models", "tiny-llama-skills")
 CLASSES = {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config, "mistral": MistralConfig, "gemma2": Gemma2Config,
-           "gemma3_text": Gemma3TextConfig, "gpt2": GPT2Config}
+           "gemma3_text": Gemma3TextConfig, "phi3": Phi3Config, "gpt2": GPT2Config}
 
 # Each case: the config in keyword arguments both major versions accept (transformers 5 moves rope_theta
 # into rope_parameters itself), the batch shape, and the config changes that must move the logits.
@@ -121,6 +124,15 @@ CASES = {
         features={"q_norm": "zero:self_attn.q_norm", "rope_local_base_freq": dict(rope_local_base_freq=10000.0),
                   "rope_scaling": dict(rope_scaling=None), "final_logit_softcapping": dict(final_logit_softcapping=None),
                   "sliding_window": dict(layer_types=["full_attention"] * 3)},
+    ),
+    # Phi-3: q, k, v fused in qkv_proj (with GQA, so its parts differ in size), gate and up in gate_up_proj,
+    # a window on every layer.
+    "phi3": dict(
+        family="phi3",
+        config=dict(**COMMON, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, rope_theta=10000.0, sliding_window=5, pad_token_id=0),
+        features={"rope_theta": dict(rope_theta=500000.0), "sliding_window": dict(sliding_window=None),
+                  "qkv_proj": "zero:qkv_proj"},
     ),
     "gpt2": dict(
         family="gpt2",
@@ -237,12 +249,14 @@ def peft_cases(bases):
     gpt2, gpt2_ids = bases["gpt2"]
     gemma2, gemma2_ids = bases["gemma2"]
     gemma3, gemma3_ids = bases["gemma3"]
+    phi3, phi3_ids = bases["phi3"]
     cases = {
         "lora-llama-rslora-patterns": (llama, llama_ids, dict(r=4, lora_alpha=8, target_modules="all-linear", use_rslora=True,
                                                               rank_pattern={"down_proj": 2}, alpha_pattern={"o_proj": 3})),
         "lora-gpt2-fused-qkv": (gpt2, gpt2_ids, dict(r=4, lora_alpha=6, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True)),
         "lora-gemma2-all-linear": (gemma2, gemma2_ids, dict(r=4, lora_alpha=8, target_modules="all-linear")),
         "lora-gemma3-all-linear": (gemma3, gemma3_ids, dict(r=4, lora_alpha=8, target_modules="all-linear")),
+        "lora-phi3-fused": (phi3, phi3_ids, dict(r=4, lora_alpha=8, target_modules=["qkv_proj", "gate_up_proj", "o_proj"])),
         "lora-llama-orthogonal-init": (llama, llama_ids, dict(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights="orthogonal")),
         "lora-llama-eva-init": (llama, llama_ids, dict(r=4, lora_alpha=4, target_modules=["k_proj", "up_proj"], init_lora_weights="eva")),
         "pissa-llama": (llama, llama_ids, dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights="pissa")),
@@ -304,6 +318,80 @@ def shipped_in_transformers5_layout():
         assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
 
 
+TOKENIZER_TEXTS = [
+    "Hello world", "  two  spaces and a tab\there", "Numbers 12345 and 3.14159", "Ünïcödé façade naïve", "emoji 😀 and 漢字",
+    "line one\nline two\r\n", "it's we're they'll I'd", "<start_of_turn>user\nhi<end_of_turn>", "<|eot_id|> after", "",
+]
+
+
+def tokenizer_cases():
+    """Tokenizers in the formats of the new families' tokenizer.json, trained by the tokenizers library on a
+    small corpus, with the ids and texts it gives (texts with characters outside the corpus, so byte-level
+    BPE and byte fallback are both exercised)."""
+    import tokenizers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    import random
+    words = ("the model learns to answer questions about numbers 1 23 456 and words it has seen; fine-tuning "
+             "adapters with low rank, it's what we'll train: hello world! tabs\tand\nnew lines").split(" ")
+    pick = random.Random(0)
+    corpus = [" ".join(pick.choice(words) for _ in range(12)) for _ in range(400)]
+    llama3_split = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    qwen_split = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+
+    def byte_level(split, specials, bos, normalizer=None):
+        # Llama 3's and Qwen's layout: a regex split, then bytes as characters (ByteLevel without its own regex).
+        tok = Tokenizer(models.BPE(ignore_merges=True))
+        tok.normalizer = normalizer
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(split), behavior="isolated", invert=False),
+                                                     pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)])
+        tok.decoder = decoders.ByteLevel()
+        tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=600, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        steps = [processors.ByteLevel(trim_offsets=False)]
+        if bos:
+            steps.append(processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))]))
+        tok.post_processor = processors.Sequence(steps)
+        return tok
+
+    def sentencepiece_bpe():
+        # Gemma's layout: spaces as U+2581, no pre-tokenizer, BPE with the 256 <0xXX> byte tokens as fallback.
+        specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+        tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+        tok.normalizer = normalizers.Replace(" ", "\u2581")
+        tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=600, special_tokens=specials))
+        spec = json.loads(tok.to_str())
+        vocab = spec["model"]["vocab"]
+        for b in range(256):
+            vocab.setdefault(f"<0x{b:02X}>", len(vocab))
+        tok = Tokenizer.from_str(json.dumps(spec))
+        tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+        tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", tok.token_to_id("<bos>"))])
+        return tok
+
+    cases = {
+        "llama3-byte-level-bpe": (byte_level(llama3_split, ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"], "<|begin_of_text|>"),
+                                  {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}),
+        "qwen3-byte-level-bpe": (byte_level(qwen_split, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], None, normalizers.NFC()),
+                                 {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}),
+        "gemma-sentencepiece-bpe": (sentencepiece_bpe(), {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>"}),
+    }
+    for name, (tok, config) in cases.items():
+        folder = os.path.join(OUT, "tokenizers", name)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder)
+        tok.save(os.path.join(folder, "tokenizer.json"))
+        json.dump(config, open(os.path.join(folder, "tokenizer_config.json"), "w"), indent=1)
+        encoded = []
+        for text in TOKENIZER_TEXTS:
+            with_special, plain = tok.encode(text).ids, tok.encode(text, add_special_tokens=False).ids
+            encoded.append({"text": text, "ids": with_special, "ids_plain": plain,
+                            "decoded": tok.decode(with_special, skip_special_tokens=False),
+                            "decoded_skip": tok.decode(with_special, skip_special_tokens=True)})
+        if name.startswith("gemma"):
+            assert any(t.startswith("<0x") for e in encoded for t in map(tok.id_to_token, e["ids"])), "no byte fallback exercised"
+        json.dump({"tokenizers": tokenizers.__version__, "cases": encoded}, open(os.path.join(folder, "expected.json"), "w"), indent=1, ensure_ascii=False)
+        print(f"tokenizer {name}: {tok.get_vocab_size()} tokens")
+
+
 def field_lists(t4):
     """Every field of the config classes, as the installed releases define and write them."""
     def fields5(cls):
@@ -361,6 +449,7 @@ def main():
     bases = {name: make_case(name, case, t4) for name, case in CASES.items()}
     peft_cases(bases)
     shipped_in_transformers5_layout()
+    tokenizer_cases()
     field_lists(t4)
     schedules()
     print(f"fixtures written to {os.path.relpath(OUT, ROOT)} with torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")

@@ -30,10 +30,10 @@ importlib.metadata.version = _hub_version
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
-from transformers import AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config  # noqa: E402
+from transformers import AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig, GPT2Config, LlamaConfig, MistralConfig, Phi3Config, Qwen2Config, Qwen3Config  # noqa: E402
 
 CLASSES = {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config, "mistral": MistralConfig, "gemma2": Gemma2Config,
-           "gemma3_text": Gemma3TextConfig, "gpt2": GPT2Config}
+           "gemma3_text": Gemma3TextConfig, "phi3": Phi3Config, "gpt2": GPT2Config}
 assert transformers.__version__.startswith("4."), transformers.__version__
 
 

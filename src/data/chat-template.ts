@@ -110,6 +110,7 @@ export class ChatTemplate {
       let end = -1;
       if (whole.startsWith(rendered)) end = rendered.length;
       else if (eos && rendered.endsWith(eos) && whole.startsWith(rendered.slice(0, -eos.length))) end = rendered.length - eos.length;
+      if (end < 0 && rendered.startsWith(prompt) && whole.startsWith(prompt)) end = this.turnEnd(whole, prompt.length, rendered, messages[i].content);
       if (end >= 0 && eos && whole.startsWith(eos, end)) end += eos.length;
       if (end < prompt.length || !rendered.startsWith(prompt) || prompt.length < done) {
         throw new ChatTemplateError(`the chat template does not render turn ${i + 1} as a continuation of the turns before it, so assistant turns cannot be told apart; train on the whole conversation instead`);
@@ -120,5 +121,18 @@ export class ChatTemplate {
     }
     if (whole.length > done) spans.push({ text: whole.slice(done), assistant: false });
     return spans;
+  }
+
+  /**
+   * Where an assistant turn ends in the whole conversation when the template renders it differently as
+   * the last turn (Qwen3 writes an empty <think></think> block into the last reply only): its reply
+   * right after the prompt, then the text the template closes a turn with; -1 when it is not there.
+   */
+  private turnEnd(whole: string, start: number, rendered: string, content: unknown): number {
+    const own = typeof content === 'string' && content ? rendered.lastIndexOf(content) : -1;
+    if (own < 0 || !whole.startsWith(content as string, start)) return -1;
+    const end = start + (content as string).length;
+    const closing = rendered.slice(own + (content as string).length);
+    return whole.startsWith(closing, end) ? end + closing.length : end;
   }
 }

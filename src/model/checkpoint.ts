@@ -76,7 +76,8 @@ function checkPlausible(config: ModelConfig, names: Iterable<string>, where: str
     const m = /(?:^|\.)(?:layers|h)\.(\d{1,9})\./.exec(n);
     if (m) layers = Math.max(layers, Number(m[1]) + 1);
   }
-  const perLayer = config.family === 'gpt2' ? 12 : 9; // the fewest tensors a layer of the family has
+  // The fewest tensors a layer of the family has (Phi-3 fuses q, k, v and gate, up into two).
+  const perLayer = config.family === 'gpt2' ? 12 : config.fusedProjections ? 6 : 9;
   // More layers in the weights than the config says is no model transformers builds whole: it would
   // drop the rest with a warning, and a run on the first layers alone would be silently another model.
   if (layers > config.numLayers) {

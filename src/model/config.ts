@@ -16,7 +16,7 @@ import type { RopeScaling } from '../kernels/rope.js';
 
 export { ConflictingConfigError, InvalidConfigError, UnsupportedConfigError } from './hf-config.js';
 
-export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', 'MistralForCausalLM', 'Gemma2ForCausalLM', 'Gemma3ForCausalLM', 'GPT2LMHeadModel'] as const;
+export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', 'MistralForCausalLM', 'Gemma2ForCausalLM', 'Gemma3ForCausalLM', 'Phi3ForCausalLM', 'GPT2LMHeadModel'] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 export class UnsupportedArchitectureError extends WebGPUFinetuneError {
@@ -73,6 +73,8 @@ export interface ModelConfig {
   qkvBias: boolean;
   /** A per-head RMSNorm on the queries and keys before RoPE, weights [headDim] (Qwen3's q_norm, k_norm). */
   qkNorm: boolean;
+  /** Phi-3: q, k and v are one Hugging Face weight (qkv_proj), and gate and up another (gate_up_proj). */
+  fusedProjections: boolean;
   outputBias: boolean;
   mlpBias: boolean;
   /** The sliding attention window (Mistral, some Qwen2 layers), or null. */

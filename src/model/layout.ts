@@ -2,7 +2,7 @@
  * The engine's own parameter layout, shared by every architecture: each projection is a Linear with
  * weight [out, in] (y = x W^T + b), named layers.{i}.{q,k,v,o,gate,up,down,fc,proj}. Hugging Face names
  * map onto it: the Llama family one to one; GPT-2's Conv1D weights ([in, out]) transposed, and its fused
- * c_attn split into q, k and v. Reading and writing by HF name goes through these mappings.
+ * c_attn split into q, k and v; Phi-3's qkv_proj into q, k and v and its gate_up_proj into gate and up. Reading and writing by HF name goes through these mappings.
  */
 import type { ModelConfig } from './config.js';
 
@@ -16,6 +16,8 @@ export interface HfMapping {
   hfShape: number[];
   /** Internal parameters this HF tensor becomes, in order (split along the HF output dimension). */
   parts: string[];
+  /** Each part's rows along that dimension (Phi-3's qkv_proj: q's, then k's and v's, fewer with GQA). */
+  partRows: number[];
   /** Conv1D: the HF tensor is [in, out] and is transposed to [out, in]. */
   transpose: boolean;
 }
@@ -81,7 +83,13 @@ export function hfMappings(c: ModelConfig): HfMapping[] {
   const out: HfMapping[] = [];
   const one = (hfName: string, part: string, transpose = false) => {
     const shape = specs.get(part)!;
-    out.push({ hfName, hfShape: transpose ? [shape[1], shape[0]] : shape, parts: [part], transpose });
+    out.push({ hfName, hfShape: transpose ? [shape[1], shape[0]] : shape, parts: [part], partRows: [shape[0]], transpose });
+  };
+  /** One HF tensor stacking engine parts along its output rows (untransposed: nn.Linear's [out, in]). */
+  const fused = (hfName: string, parts: string[]) => {
+    const shapes = parts.map((part) => specs.get(part)!);
+    const rows = shapes.map((sh) => sh[0]);
+    out.push({ hfName, hfShape: [rows.reduce((a, b) => a + b, 0), ...shapes[0].slice(1)], parts, partRows: rows, transpose: false });
   };
   if (c.family === 'gpt2') {
     const H = c.hiddenSize;
@@ -92,8 +100,8 @@ export function hfMappings(c: ModelConfig): HfMapping[] {
       const p = `layers.${i}`;
       one(`${hf}.ln_1.weight`, `${p}.norm1.weight`);
       one(`${hf}.ln_1.bias`, `${p}.norm1.bias`);
-      out.push({ hfName: `${hf}.attn.c_attn.weight`, hfShape: [H, 3 * H], parts: [`${p}.q.weight`, `${p}.k.weight`, `${p}.v.weight`], transpose: true });
-      out.push({ hfName: `${hf}.attn.c_attn.bias`, hfShape: [3 * H], parts: [`${p}.q.bias`, `${p}.k.bias`, `${p}.v.bias`], transpose: false });
+      out.push({ hfName: `${hf}.attn.c_attn.weight`, hfShape: [H, 3 * H], parts: [`${p}.q.weight`, `${p}.k.weight`, `${p}.v.weight`], partRows: [H, H, H], transpose: true });
+      fused(`${hf}.attn.c_attn.bias`, [`${p}.q.bias`, `${p}.k.bias`, `${p}.v.bias`]);
       one(`${hf}.attn.c_proj.weight`, `${p}.o.weight`, true);
       one(`${hf}.attn.c_proj.bias`, `${p}.o.bias`);
       one(`${hf}.ln_2.weight`, `${p}.norm2.weight`);
@@ -121,7 +129,11 @@ export function hfMappings(c: ModelConfig): HfMapping[] {
       if (specs.has(`${p}.${m}.bias`)) one(`${hf}.${proj[m]}.bias`, `${p}.${m}.bias`);
     };
     one(`${hf}.input_layernorm.weight`, `${p}.norm1.weight`);
-    ['q', 'k', 'v', 'o'].forEach(projection);
+    if (c.fusedProjections) {
+      // Phi-3: q, k and v in one qkv_proj, gate and up in one gate_up_proj (gate first), no biases.
+      fused(`${hf}.self_attn.qkv_proj.weight`, ['q', 'k', 'v'].map((m) => `${p}.${m}.weight`));
+      projection('o');
+    } else ['q', 'k', 'v', 'o'].forEach(projection);
     if (c.qkNorm) {
       one(`${hf}.self_attn.q_norm.weight`, `${p}.q_norm.weight`);
       one(`${hf}.self_attn.k_norm.weight`, `${p}.k_norm.weight`);
@@ -132,7 +144,10 @@ export function hfMappings(c: ModelConfig): HfMapping[] {
       one(`${hf}.pre_feedforward_layernorm.weight`, `${p}.norm2.weight`);
       one(`${hf}.post_feedforward_layernorm.weight`, `${p}.post_mlp_norm.weight`);
     } else one(`${hf}.post_attention_layernorm.weight`, `${p}.norm2.weight`);
-    ['gate', 'up', 'down'].forEach(projection);
+    if (c.fusedProjections) {
+      fused(`${hf}.mlp.gate_up_proj.weight`, [`${p}.gate.weight`, `${p}.up.weight`]);
+      projection('down');
+    } else ['gate', 'up', 'down'].forEach(projection);
   }
   one('model.norm.weight', 'norm_f.weight');
   if (!c.tieWordEmbeddings) one('lm_head.weight', 'lm_head');
@@ -148,8 +163,9 @@ function transpose(data: Float32Array, rows: number, cols: number): Float32Array
 /** An HF tensor's data as its internal parts. */
 export function hfToParts(m: HfMapping, data: Float32Array): Float32Array[] {
   const d = m.transpose ? transpose(data, m.hfShape[0], m.hfShape[1]) : data;
-  const n = d.length / m.parts.length;
-  return m.parts.map((_, i) => d.slice(i * n, (i + 1) * n));
+  const perRow = d.length / m.partRows.reduce((a, b) => a + b, 0);
+  let at = 0;
+  return m.partRows.map((rows) => d.slice(at, (at += rows * perRow)));
 }
 
 /** Internal parts back into the HF tensor's layout. */

@@ -10,7 +10,7 @@ import { parseConfig, type ModelConfig } from './config.js';
 import { expectedWeights } from './weights.js';
 
 export interface TinyModelOptions {
-  architecture: 'llama' | 'qwen2' | 'qwen3' | 'mistral' | 'gemma2' | 'gemma3' | 'gpt2';
+  architecture: 'llama' | 'qwen2' | 'qwen3' | 'mistral' | 'gemma2' | 'gemma3' | 'phi3' | 'gpt2';
   seed?: number;
   hiddenSize?: number;
   intermediateSize?: number;
@@ -66,7 +66,7 @@ export function tinyConfig(o: TinyModelOptions): Record<string, unknown> {
     };
   }
   if (o.architecture === 'gemma2' || o.architecture === 'gemma3') return gemmaConfig(o, common);
-  const architecture = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM', mistral: 'MistralForCausalLM' }[o.architecture];
+  const architecture = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM', mistral: 'MistralForCausalLM', phi3: 'Phi3ForCausalLM' }[o.architecture];
   const window =
     o.slidingWindow === undefined
       ? {}

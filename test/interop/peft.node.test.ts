@@ -30,7 +30,7 @@ async function adapterLogits(folder: string[], base: string): Promise<Float32Arr
 const expected = (name: string) => readJson<{ base: string; forms: string[] }>('peft', name, 'expected.json');
 
 describe('PEFT adapters', () => {
-  it.each(['lora-llama-rslora-patterns', 'lora-gpt2-fused-qkv', 'lora-gemma2-all-linear', 'lora-gemma3-all-linear', 'lora-llama-orthogonal-init', 'lora-llama-eva-init'])('%s: PEFT\'s logits', async (name) => {
+  it.each(['lora-llama-rslora-patterns', 'lora-gpt2-fused-qkv', 'lora-gemma2-all-linear', 'lora-gemma3-all-linear', 'lora-phi3-fused', 'lora-llama-orthogonal-init', 'lora-llama-eva-init'])('%s: PEFT\'s logits', async (name) => {
     const err = compare(await adapterLogits(['peft', name], expected(name).base), await logitsOf('peft', name, 'logits.safetensors'));
     expect(err.rel, `max abs ${err.maxAbs}`).toBeLessThan(1e-4);
   });
@@ -67,6 +67,6 @@ describe('PEFT adapters', () => {
   });
 
   it('covers every fixture', () => {
-    expect(list('peft')).toEqual(['dora-llama', 'lora-gemma2-all-linear', 'lora-gemma3-all-linear', 'lora-gpt2-fused-qkv', 'lora-llama-eva-init', 'lora-llama-orthogonal-init', 'lora-llama-rslora-patterns', 'olora-llama', 'pissa-llama', 'shira-llama']);
+    expect(list('peft')).toEqual(['dora-llama', 'lora-gemma2-all-linear', 'lora-gemma3-all-linear', 'lora-gpt2-fused-qkv', 'lora-llama-eva-init', 'lora-llama-orthogonal-init', 'lora-llama-rslora-patterns', 'lora-phi3-fused', 'olora-llama', 'pissa-llama', 'shira-llama']);
   });
 });

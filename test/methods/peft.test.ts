@@ -30,6 +30,8 @@ describe('PEFT LoRA adapters', () => {
     ['qwen3 (q/k norms)', { ...LLAMA, architecture: 'qwen3', headDim: 12 }, ['all-linear'], ['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj']],
     // Gemma 3's norms (four per layer, and q/k) are not linear layers either.
     ['gemma3 (post and q/k norms)', { ...LLAMA, architecture: 'gemma3', headDim: 12, slidingWindowPattern: 2 }, ['all-linear'], ['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj']],
+    // Phi-3's q, k, v are one qkv_proj and gate, up one gate_up_proj in Hugging Face: exported fused, as PEFT names them.
+    ['phi3 (fused qkv_proj, gate_up_proj)', { ...LLAMA, architecture: 'phi3' }, ['all-linear'], ['down_proj', 'gate_up_proj', 'o_proj', 'qkv_proj']],
   ])('%s: exported as PEFT lays it out, read back into a new run with the same outputs', async (_name, model, targets, peftTargets) => {
     const files = tinyModelFiles(model);
     const ft = await trained(files, targets);

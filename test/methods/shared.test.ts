@@ -4,7 +4,7 @@
  * (methods that merge); training changes what the method trains and leaves everything else
  * bit-identical; and saved state loads back exactly. A new method in the registry is tested here with
  * its default options (or richer ones listed below) without touching this file, on a model of each
- * architecture family whose layers differ (GPT-2's fused attention, Qwen3's and Gemma's extra norms).
+ * architecture family whose layers differ (GPT-2's and Phi-3's fused weights, Qwen3's and Gemma's extra norms).
  */
 import { describe, expect, it } from 'vitest';
 import { successorRows, toBatchInput } from '../../src/data/tasks.js';
@@ -21,6 +21,7 @@ const FAMILIES: Record<string, Record<string, string | Uint8Array>> = {
   qwen3: tinyModelFiles({ ...shape, architecture: 'qwen3', headDim: 12 }),
   gemma2: tinyModelFiles({ ...shape, architecture: 'gemma2', attnSoftcap: 2, finalSoftcap: 3, slidingWindow: 3 }),
   gemma3: tinyModelFiles({ ...shape, architecture: 'gemma3', slidingWindow: 3, slidingWindowPattern: 2 }),
+  phi3: tinyModelFiles({ ...shape, architecture: 'phi3', slidingWindow: 3 }),
   gpt2: tinyModelFiles({ ...shape, architecture: 'gpt2' }),
 };
 

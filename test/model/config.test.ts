@@ -34,6 +34,13 @@ const GEMMA3_1B = {
   pad_token_id: 0, query_pre_attn_scalar: 256, rms_norm_eps: 1e-6, rope_local_base_freq: 10000, rope_scaling: null, rope_theta: 1000000, sliding_window: 512,
   sliding_window_pattern: 6, torch_dtype: 'bfloat16', transformers_version: '4.50.0.dev0', use_cache: true, vocab_size: 262144,
 };
+// Phi-3-mini-4k-instruct's config.json (as published, auto_map left out).
+const PHI3_MINI = {
+  architectures: ['Phi3ForCausalLM'], attention_bias: false, attention_dropout: 0.0, bos_token_id: 1, embd_pdrop: 0.0, eos_token_id: 32000, hidden_act: 'silu',
+  hidden_size: 3072, initializer_range: 0.02, intermediate_size: 8192, max_position_embeddings: 4096, model_type: 'phi3', num_attention_heads: 32,
+  num_hidden_layers: 32, num_key_value_heads: 32, original_max_position_embeddings: 4096, pad_token_id: 32000, resid_pdrop: 0.0, rms_norm_eps: 1e-5,
+  rope_scaling: null, rope_theta: 10000.0, sliding_window: 2047, tie_word_embeddings: false, torch_dtype: 'bfloat16', transformers_version: '4.40.2', use_cache: true, vocab_size: 32064,
+};
 const TINYLLAMA = {
   architectures: ['LlamaForCausalLM'], hidden_size: 2048, intermediate_size: 5632, num_hidden_layers: 22,
   num_attention_heads: 32, num_key_value_heads: 4, vocab_size: 32000, max_position_embeddings: 2048,
@@ -91,7 +98,7 @@ describe('config.json', () => {
       }
     })();
     expect(err).toBeInstanceOf(UnsupportedArchitectureError);
-    expect(err!.message).toMatch(/BertForMaskedLM.*LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, GPT2LMHeadModel/);
+    expect(err!.message).toMatch(/BertForMaskedLM.*LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, GPT2LMHeadModel/);
     expect(() => parseConfig({ model_type: 'bert' })).toThrow(UnsupportedArchitectureError);
   });
 
@@ -210,6 +217,22 @@ describe('config layouts: transformers 4 (top-level RoPE keys) and 5 (rope_param
     expect(capped.attentionSoftcap).toBeNull();
     expect(capped.warnings).toEqual([expect.stringMatching(/attn_logit_softcapping: 50 is ignored/)]);
     expect(parseConfig({ ...GEMMA3_1B, rope_local_base_freq: 1e6 }).layerRopes).toBeNull();
+  });
+
+  it("reads Phi-3: fused qkv_proj and gate_up_proj, a window on every layer; refuses Phi-4-mini's partial rotary and longrope by name", () => {
+    const c = parseConfig(PHI3_MINI);
+    expect(c).toMatchObject({ architecture: 'Phi3ForCausalLM', fusedProjections: true, headDim: 96, numKvHeads: 32, qkvBias: false, slidingWindow: 2047, tieWordEmbeddings: false, normEps: 1e-5 });
+    expect(c.layerWindows.every((w) => w === 2047)).toBe(true);
+    expect(c.warnings).toEqual([]);
+    expect(expectedWeights(c).map((w) => w.name).filter((n) => n.startsWith('model.layers.0.'))).toEqual([
+      'model.layers.0.input_layernorm.weight', 'model.layers.0.self_attn.qkv_proj.weight', 'model.layers.0.self_attn.o_proj.weight',
+      'model.layers.0.post_attention_layernorm.weight', 'model.layers.0.mlp.gate_up_proj.weight', 'model.layers.0.mlp.down_proj.weight',
+    ]);
+    expect(expectedWeights(c).find((w) => w.name.endsWith('0.self_attn.qkv_proj.weight'))!.shape).toEqual([3 * 3072, 3072]);
+    expect(parseConfig({ ...PHI3_MINI, attention_bias: true }).warnings).toEqual([expect.stringMatching(/attention_bias: true is ignored/)]);
+    expect(thrown(() => parseConfig({ ...PHI3_MINI, partial_rotary_factor: 0.75 }))).toMatchObject({ code: 'unsupported-config', field: 'rope_parameters.partial_rotary_factor', value: 0.75 });
+    const longrope = { type: 'longrope', short_factor: [1], long_factor: [2] };
+    expect(thrown(() => parseConfig({ ...PHI3_MINI, rope_scaling: longrope }))).toMatchObject({ code: 'unsupported-config', field: 'rope_scaling.rope_type', value: 'longrope' });
   });
 
   it("reads Llama 3.1's and linear RoPE scaling in either layout, and refuses parameters that cannot hold", () => {

@@ -20,6 +20,7 @@ const MODELS: [string, TinyModelOptions][] = [
   ['qwen2 (window 3 on the second layer only)', { architecture: 'qwen2', hiddenSize: 24, intermediateSize: 36, numLayers: 2, numHeads: 2, numKvHeads: 1, slidingWindow: 3, maxWindowLayers: 1, maxPositions: 32 }],
   // Soft caps small enough to bend these scores and logits; query_pre_attn_scalar apart from the head size.
   ['gemma2 (soft caps, window 4 on layer 0, GeGLU, (1 + w) norms before and after each sublayer)', { architecture: 'gemma2', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 8, queryPreAttnScalar: 13, attnSoftcap: 1.5, finalSoftcap: 2, slidingWindow: 4, maxPositions: 32 }],
+  ['phi3 (q, k, v and gate, up fused in the checkpoint, GQA, window 5)', { architecture: 'phi3', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 2, slidingWindow: 5, maxPositions: 32 }],
   ['gemma3 (q/k norms, local RoPE base on the window-4 layer, final soft cap)', { architecture: 'gemma3', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 2, numKvHeads: 1, headDim: 12, queryPreAttnScalar: 20, slidingWindow: 4, slidingWindowPattern: 2, ropeTheta: 1e6, ropeLocalTheta: 100, finalSoftcap: 3, maxPositions: 32 }],
 ];
 

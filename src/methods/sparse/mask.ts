@@ -253,19 +253,23 @@ function toBlocks(file: string, weight: string, elements: Uint32Array, rows: num
   return Uint32Array.from(ids).sort();
 }
 
+/** The first row of each part in the Hugging Face tensor (parts stack along out). */
+const partStarts = (m: HfMapping) => m.partRows.map((_, i) => m.partRows.slice(0, i).reduce((a, b) => a + b, 0));
+
 /** Flat index in the Hugging Face tensor of element `flat` of engine part `part` (parts stack along out). */
 function engineToHf(m: HfMapping, part: number, flat: number): number {
   const [rowsTotal, inDim] = m.transpose ? [m.hfShape[1], m.hfShape[0]] : m.hfShape;
-  const per = rowsTotal / m.parts.length;
-  const row = part * per + Math.floor(flat / inDim);
+  const row = partStarts(m)[part] + Math.floor(flat / inDim);
   const col = flat % inDim;
   return m.transpose ? col * rowsTotal + row : row * inDim + col;
 }
 
 function hfToEngine(m: HfMapping, hf: number): [number, number] {
   const [rowsTotal, inDim] = m.transpose ? [m.hfShape[1], m.hfShape[0]] : m.hfShape;
-  const per = rowsTotal / m.parts.length;
   const row = m.transpose ? hf % rowsTotal : Math.floor(hf / inDim);
   const col = m.transpose ? Math.floor(hf / rowsTotal) : hf % inDim;
-  return [Math.floor(row / per), (row % per) * inDim + col];
+  const starts = partStarts(m);
+  let part = 0;
+  while (part + 1 < starts.length && starts[part + 1] <= row) part++;
+  return [part, (row - starts[part]) * inDim + col];
 }

@@ -24,7 +24,7 @@ export const DECODER_FIELDS: FieldTable = {
 
 /** What a family decides beyond the shared fields; the optional ones default to Llama's. */
 export type DecoderChoices = Pick<ModelConfig, 'qkvBias' | 'outputBias' | 'mlpBias' | 'slidingWindow' | 'layerWindows'> &
-  Partial<Pick<ModelConfig, 'qkNorm' | 'activation' | 'normWeightOffset' | 'embedScale' | 'postNorms' | 'attentionScale' | 'attentionSoftcap' | 'finalLogitSoftcap'>>;
+  Partial<Pick<ModelConfig, 'qkNorm' | 'fusedProjections' | 'activation' | 'normWeightOffset' | 'embedScale' | 'postNorms' | 'attentionScale' | 'attentionSoftcap' | 'finalLogitSoftcap'>>;
 
 /** How a family's RoPE is laid out: Gemma 3 splits it by layer type, and its layers may differ. */
 export interface DecoderRope {
@@ -62,6 +62,7 @@ export function decoderConfig(raw: Json, architecture: ModelConfig['architecture
     ...ropeOf(raw, architecture, numLayers, warnings, layerTypes, rope),
     tieWordEmbeddings: configBool(raw, 'tie_word_embeddings', false),
     qkNorm: false,
+    fusedProjections: false,
     normWeightOffset: 0,
     embedScale: 1,
     postNorms: false,

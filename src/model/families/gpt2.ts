@@ -60,6 +60,7 @@ export const gpt2: FamilyConfig = {
       ropeScaling: null,
       layerRopes: null,
       qkNorm: false,
+      fusedProjections: false,
       normWeightOffset: 0,
       embedScale: 1,
       postNorms: false,

@@ -4,10 +4,11 @@ import { gemma2 } from './gemma2.js';
 import { gemma3 } from './gemma3.js';
 import { gpt2 } from './gpt2.js';
 import { llama } from './llama.js';
+import { phi3 } from './phi3.js';
 import { mistral } from './mistral.js';
 import { qwen2 } from './qwen2.js';
 import { qwen3 } from './qwen3.js';
 
 export type { FamilyConfig };
 
-export const FAMILIES: readonly FamilyConfig[] = [llama, qwen2, qwen3, mistral, gemma2, gemma3, gpt2];
+export const FAMILIES: readonly FamilyConfig[] = [llama, qwen2, qwen3, mistral, gemma2, gemma3, phi3, gpt2];
