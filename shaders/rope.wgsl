@@ -1,10 +1,11 @@
 // Rotary position embedding, Hugging Face's rotate-half convention, in place on x [T, rowStride] whose
-// row t holds `heads` heads of size D starting at colOffset (q, k, or a slice of a fused qkv row):
+// row t holds `heads` heads, headStride apart, starting at colOffset (q, k, or a slice of a fused qkv
+// row); the first D values of each head rotate (D = headStride, or less with partial rotation, Phi-4-mini):
 //   out[j]        = x[j] cos(a_j) - x[j + D/2] sin(a_j)
 //   out[j + D/2]  = x[j + D/2] cos(a_j) + x[j] sin(a_j),   a_j = pos[t] * theta^(-2j/D), j < D/2
 // table[(p * D/2 + j) * 2 + {0, 1}] = cos, sin of a_j at position p (computed on the host in float64).
 // BACKWARD applies the inverse rotation (the transpose), which is the gradient of the forward.
-struct Params { T: u32, heads: u32, D: u32, rowStride: u32, colOffset: u32, maxPos: u32 }
+struct Params { T: u32, heads: u32, D: u32, rowStride: u32, colOffset: u32, maxPos: u32, headStride: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
@@ -29,7 +30,7 @@ fn rope(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let c = table[(pos * half + j) * 2u];
   var s = table[(pos * half + j) * 2u + 1u];
   if (BACKWARD) { s = -s; }
-  let at = t * p.rowStride + p.colOffset + h * p.D + j;
+  let at = t * p.rowStride + p.colOffset + h * p.headStride + j;
   let a = x[at];
   let b = x[at + half];
   x[at] = a * c - b * s;

@@ -134,6 +134,16 @@ CASES = {
         features={"rope_theta": dict(rope_theta=500000.0), "sliding_window": dict(sliding_window=None),
                   "qkv_proj": "zero:qkv_proj"},
     ),
+    # Phi-4-mini's RoPE: 3/4 of each 16-wide head rotating, LongRoPE with a pre-training context of 8, so these
+    # 12-token rows take the long factors (and the attention factor sqrt(1 + ln 8 / ln 8) from 64 / 8).
+    "phi3-longrope-partial": dict(
+        family="phi3",
+        config=dict(**COMMON, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
+                    num_key_value_heads=1, rope_theta=10000.0, partial_rotary_factor=0.75, original_max_position_embeddings=8,
+                    rope_scaling=dict(type="longrope", short_factor=[1.0, 1.2, 1.9, 3.1, 4.4, 6.0],
+                                      long_factor=[1.1, 2.3, 4.1, 7.5, 13.0, 24.0]), pad_token_id=0),
+        features={"rope_scaling": dict(rope_scaling=None), "original_max_position_embeddings": dict(original_max_position_embeddings=16)},
+    ),
     "gpt2": dict(
         family="gpt2",
         config=dict(vocab_size=96, n_positions=64, n_embd=32, n_layer=2, n_head=4, n_inner=80,
@@ -180,7 +190,7 @@ def with_changes(model, case, change):
                 if pattern.search(n):
                     p.zero_()
         return other
-    other = AutoModelForCausalLM.from_config(CLASSES[case["family"]](**{**case["config"], **change}), **attention(case))
+    other = AutoModelForCausalLM.from_config(CLASSES[case["family"]](**copy.deepcopy({**case["config"], **change})), **attention(case))
     other.load_state_dict(model.state_dict())
     return other
 
@@ -196,7 +206,8 @@ def make_case(name, case, t4):
     os.makedirs(folder)
     gen = torch.Generator().manual_seed(sum(map(ord, name)))
     torch.manual_seed(sum(map(ord, name)))
-    config = CLASSES[case["family"]](**case["config"])
+    # A copy: transformers 5 standardises a RoPE dict it is given in place (type -> rope_type, added keys).
+    config = CLASSES[case["family"]](**copy.deepcopy(case["config"]))
     model = AutoModelForCausalLM.from_config(config, **attention(case))
     perturb(model, gen)
     model.eval()

@@ -100,6 +100,8 @@ export class Activations {
   readonly checkpointed: boolean;
   /** Set by load(): whether the batch packs documents, and the unique id counts of its gradient plans. */
   hasSegments = false;
+  /** The batch's largest position (LongRoPE picks its factors by it). */
+  maxPosition = 0;
   uniqueIds = 0;
   uniquePositions = 0;
 
@@ -263,6 +265,7 @@ export class Activations {
   load(gpu: Gpu, b: PreparedBatch): void {
     if (b.B !== this.B || b.S !== this.S) throw new Error(`batch ${b.B}x${b.S} loaded into activations planned for ${this.B}x${this.S}`);
     this.hasSegments = b.segments !== null;
+    this.maxPosition = b.positions.reduce((m, p) => Math.max(m, p), 0);
     this.uniqueIds = b.embedPlan.unique.length;
     this.uniquePositions = b.positionPlan.unique.length;
     gpu.write(this.positionPlan.unique, b.positionPlan.unique);

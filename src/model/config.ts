@@ -48,6 +48,8 @@ export interface ModelConfig {
    * Gemma's gelu_pytorch_tanh).
    */
   activation: 'silu' | 'gelu_new' | 'gelu';
+  /** The leading values of each head that RoPE rotates: headDim, or fewer with partial rotation (Phi-4-mini). */
+  rotaryDim: number;
   /** RoPE base frequency; null for learned absolute positions (GPT-2). */
   ropeTheta: number | null;
   /** How the RoPE frequencies are rescaled for a longer context (Llama 3.1's 'llama3', 'linear'), or null. */

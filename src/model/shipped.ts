@@ -8,15 +8,19 @@ export const SHIPPED_MODELS: Record<string, TinyModelOptions> = {
   'tiny-gpt2': { architecture: 'gpt2', seed: 43, hiddenSize: 64, numLayers: 2, numHeads: 4, maxPositions: 128 },
   // The structure of each newer family's real configs, scaled down: Llama 3.2's tied embeddings and
   // llama3 RoPE scaling; Qwen3's q/k norms and explicit head_dim; Gemma 2's soft caps and alternating
-  // windows; Gemma 3's q/k norms, local RoPE base and a window on all but every other layer; Phi-3's
-  // fused qkv_proj and gate_up_proj (with GQA) and its window on every layer.
+  // windows; Gemma 3's q/k norms, local RoPE base and a window on all but every other layer; Phi-4-mini's
+  // fused qkv_proj and gate_up_proj (with GQA), 3/4 of each head rotating, LongRoPE and tied embeddings.
   'tiny-llama3': {
     architecture: 'llama', seed: 44, hiddenSize: 64, intermediateSize: 172, numLayers: 2, numHeads: 4, numKvHeads: 2, maxPositions: 128, tieWordEmbeddings: true,
     ropeTheta: 500000, ropeScaling: { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 32 },
   },
   'tiny-qwen3': { architecture: 'qwen3', seed: 45, hiddenSize: 64, intermediateSize: 172, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 32, maxPositions: 128, tieWordEmbeddings: true, ropeTheta: 1e6 },
   'tiny-gemma2': { architecture: 'gemma2', seed: 46, hiddenSize: 64, intermediateSize: 172, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 16, maxPositions: 128, slidingWindow: 32 },
-  'tiny-phi3': { architecture: 'phi3', seed: 48, hiddenSize: 64, intermediateSize: 172, numLayers: 2, numHeads: 4, numKvHeads: 2, maxPositions: 128, slidingWindow: 63 },
+  'tiny-phi3': {
+    architecture: 'phi3', seed: 48, hiddenSize: 64, intermediateSize: 172, numLayers: 2, numHeads: 4, numKvHeads: 2, maxPositions: 128, slidingWindow: 127, tieWordEmbeddings: true,
+    partialRotaryFactor: 0.75, originalMaxPositions: 64,
+    ropeScaling: { type: 'longrope', short_factor: [1, 1.1, 1.3, 1.8, 2.6, 4], long_factor: [1, 1.4, 2.5, 4.8, 9, 17] },
+  },
   'tiny-gemma3': { architecture: 'gemma3', seed: 47, hiddenSize: 64, intermediateSize: 172, numLayers: 2, numHeads: 4, numKvHeads: 1, headDim: 16, maxPositions: 128, slidingWindow: 32, slidingWindowPattern: 2 },
 };
 

@@ -38,6 +38,9 @@ export interface TinyModelOptions {
   finalSoftcap?: number | null;
   slidingWindowPattern?: number;
   ropeLocalTheta?: number;
+  /** Phi-3: the part of each head RoPE rotates, and the pre-training context (LongRoPE's switch point). */
+  partialRotaryFactor?: number;
+  originalMaxPositions?: number;
   /** Standard deviation of the random weights (HF's initializer_range). */
   initStd?: number;
   dtype?: 'F32' | 'F16' | 'BF16';
@@ -87,6 +90,8 @@ export function tinyConfig(o: TinyModelOptions): Record<string, unknown> {
     rms_norm_eps: 1e-6,
     rope_theta: o.ropeTheta ?? 10000.0,
     ...(o.ropeScaling ? { rope_scaling: o.ropeScaling } : {}),
+    ...(o.partialRotaryFactor !== undefined ? { partial_rotary_factor: o.partialRotaryFactor } : {}),
+    ...(o.originalMaxPositions !== undefined ? { original_max_position_embeddings: o.originalMaxPositions } : {}),
     hidden_act: 'silu',
     tie_word_embeddings: o.tieWordEmbeddings ?? false,
     ...window,

@@ -17,7 +17,7 @@ import { addLowRank, addTerms, matmul } from '../kernels/matmul.js';
 import { matmulQ4, matmulQ4InputGrad } from '../kernels/q4-matmul.js';
 import { columnScaleBackward, columnScaleForward } from '../kernels/column-scale.js';
 import { normBackward, normForward } from '../kernels/norm.js';
-import { rope, ropeTable } from '../kernels/rope.js';
+import { rope, ropeTable, type RopeRange } from '../kernels/rope.js';
 import type { ModelConfig } from './config.js';
 import type { Activations, GradientScratch, LayerActivations } from './activations.js';
 import { isDense, type DenseWeight, type LinearWeight } from './linear-weights.js';
@@ -63,7 +63,7 @@ interface FamilyParts {
 export class Transformer {
   /** RoPE tables, one per distinct (base, scaling) among the layers, and each layer's (none for GPT-2). */
   private readonly ropeTables: GPUBuffer[] = [];
-  private readonly layerRopeTables: (GPUBuffer | null)[];
+  private readonly layerRopeTables: (LayerRopeTables | null)[];
   /** The fine-tuning method's hooks in linear layers (LoRA's adapter path, a sparse gradient), if any. */
   hooks: LinearHooks | null = null;
   /** The pass being recorded: set from the caller's context at each forward() and backward(). */
@@ -75,15 +75,18 @@ export class Transformer {
     readonly params: ParamAccess,
   ) {
     const c = config;
-    const tables = new Map<string, GPUBuffer>();
+    const tables = new Map<string, LayerRopeTables>();
     this.layerRopeTables = Array.from({ length: c.numLayers }, (_, i) => {
       if (c.ropeTheta === null) return null;
       const { theta, scaling } = c.layerRopes?.[i] ?? { theta: c.ropeTheta, scaling: c.ropeScaling };
       const key = JSON.stringify([theta, scaling]);
       if (!tables.has(key)) {
-        const table = gpu.upload(ropeTable(c.headDim, theta, c.maxPositions, scaling), `rope table ${theta}`);
-        tables.set(key, table);
-        this.ropeTables.push(table);
+        const make = (range: RopeRange) => {
+          const table = gpu.upload(ropeTable(c.rotaryDim, theta, c.maxPositions, scaling, range), `rope table ${theta} ${range}`);
+          this.ropeTables.push(table);
+          return table;
+        };
+        tables.set(key, { short: make('short'), ...(scaling?.type === 'longrope' ? { long: make('long'), context: scaling.originalMaxPositions } : {}) });
       }
       return tables.get(key)!;
     });
@@ -126,7 +129,10 @@ export class Transformer {
       embedPositions: () => {},
       embedPositionsBackward: () => {},
       rotate: (rec, acts, layer, q, k, backward) => {
-        const r = { positions: acts.positions, table: this.layerRopeTables[layer]!, T: acts.T, headDim: c.headDim, maxPositions: c.maxPositions, backward };
+        const tables = this.layerRopeTables[layer]!;
+        // LongRoPE: the long factors when the batch's positions reach past the pre-training context, as transformers chooses.
+        const table = tables.long && acts.maxPosition + 1 > tables.context! ? tables.long : tables.short;
+        const r = { positions: acts.positions, table, T: acts.T, headDim: c.headDim, rotaryDim: c.rotaryDim, maxPositions: c.maxPositions, backward };
         rope(rec, { ...r, x: q, heads: c.numHeads });
         rope(rec, { ...r, x: k, heads: c.numKvHeads });
       },
@@ -416,6 +422,13 @@ export class Transformer {
   destroy(): void {
     for (const table of this.ropeTables) this.gpu.destroyBuffer(table);
   }
+}
+
+/** A layer's RoPE table, and LongRoPE's table of long factors with the context past which it is used. */
+interface LayerRopeTables {
+  short: GPUBuffer;
+  long?: GPUBuffer;
+  context?: number;
 }
 
 /** Layer i's attention as the config has it: heads, head size, window, score scale and soft cap. */

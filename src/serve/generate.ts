@@ -11,6 +11,7 @@ import { view } from '../gpu/buffers.js';
 import { IGNORE_INDEX } from '../kernels/cross-entropy.js';
 import type { CausalLM } from '../model/causal-lm.js';
 import type { PreparedBatch } from '../model/batch.js';
+import type { ModelConfig } from '../model/config.js';
 import { cachedAttention, type KvCache } from './kv-cache.js';
 import { rng } from '../util/random.js';
 import type { AdapterCache } from './adapter-cache.js';
@@ -47,6 +48,13 @@ export interface GenerateResult {
   tokens: number[];
   stoppedBy: 'stop-token' | 'max-new-tokens';
   logits?: Float32Array[];
+}
+
+/** The context past which a LongRoPE model switches its RoPE factors, or null. */
+function longropeContext(c: ModelConfig): number | null {
+  const scalings = [c.ropeScaling, ...(c.layerRopes ?? []).map((r) => r.scaling)];
+  const long = scalings.find((s) => s?.type === 'longrope');
+  return long?.type === 'longrope' ? long.originalMaxPositions : null;
 }
 
 /** Pick a token from logits with the given sampling rule. */
@@ -197,6 +205,10 @@ export class Generator {
       if (prompt.length === 0) throw new ShapeError('generate: the prompt is empty');
       const total = prompt.length + o.maxNewTokens;
       if (total > c.maxPositions) throw new ShapeError(`generate: ${total} tokens exceed the model's ${c.maxPositions} positions`);
+      const context = longropeContext(c);
+      if (context !== null && total > context) {
+        throw new ShapeError(`generate: ${total} tokens pass the ${context}-token pre-training context of this model's LongRoPE, past which it rotates the whole sequence with other factors (transformers recomputes it); generation with a KV cache stops at ${context} tokens`);
+      }
       for (const t of prompt) if (!Number.isInteger(t) || t < 0 || t >= c.vocabSize) throw new ShapeError(`generate: token ${t} is outside the vocabulary`);
     }
     const select = this.adapterSelection(prompts.length, o.adapters);

@@ -15,7 +15,7 @@ import {
   type GeluKind,
 } from '../../src/index.js';
 import { compare, freshSeed, poisoned, randn, rng, testGpu } from '../helpers.js';
-import { embeddingBackwardRef, embeddingForwardRef, geluGradRef, geluRef, ropeRef, swigluBackwardRef, swigluForwardRef } from '../reference/layers.js';
+import { embeddingBackwardRef, embeddingForwardRef, geluGradRef, geluRef, ropeInvFreqRef, ropeRef, swigluBackwardRef, swigluForwardRef } from '../reference/layers.js';
 
 describe.each(['bf16', 'f16'] as const)('embedding lookup from a %s table', (format) => {
   it.each([
@@ -36,12 +36,16 @@ describe.each(['bf16', 'f16'] as const)('embedding lookup from a %s table', (for
 });
 
 describe('rope', () => {
+  const longrope = { type: 'longrope' as const, shortFactor: [1, 1.5, 2.5, 4], longFactor: [1.2, 3, 7, 11], originalMaxPositions: 64, attentionFactor: 1.19 };
   it.each([
-    [1, 1, 2, 0],
-    [17, 3, 8, 0],
-    [33, 2, 64, 5], // heads inside a wider (fused) row
-    [100, 5, 16, 0],
-  ])('T=%i heads=%i D=%i, forward then backward restores x', async (T, heads, D, pad) => {
+    // T, heads, head dim, rotated dims (partial rotation), padding of a fused row, LongRoPE's long factors
+    [1, 1, 2, 2, 0, null],
+    [17, 3, 8, 8, 0, null],
+    [33, 2, 64, 64, 5, null], // heads inside a wider (fused) row
+    [100, 5, 16, 16, 0, null],
+    [29, 3, 12, 8, 0, 'short'], // Phi-4-mini: the first 2/3 of each head rotate, LongRoPE within the context
+    [40, 2, 10, 8, 3, 'long'], // and past it
+  ] as const)('T=%i heads=%i D=%i rotating %i, pad %i, longrope %s: forward then backward restores x', async (T, heads, D, R, pad, range) => {
     const gpu = await testGpu();
     const seed = freshSeed();
     const rand = rng(seed);
@@ -52,13 +56,17 @@ describe('rope', () => {
     const pos = Uint32Array.from({ length: T }, (_, t) => (t < T / 2 ? t : t - Math.floor(T / 2)) + (t % 7 === 3 ? 250 : 0));
     const x = gpu.upload(xh);
     const positions = gpu.upload(pos);
-    const table = gpu.upload(ropeTable(D, 10000, maxPos));
-    const args = { x, positions, table, T, heads, headDim: D, maxPositions: maxPos, rowStride, colOffset: pad };
+    const scaling = range ? longrope : null;
+    const table = gpu.upload(ropeTable(R, 10000, maxPos, scaling, range ?? 'short'));
+    const args = { x, positions, table, T, heads, headDim: D, rotaryDim: R, maxPositions: maxPos, rowStride, colOffset: pad };
     await gpu.run((rec) => rope(rec, args));
-    const want = ropeRef(xh, pos, T, heads, D, 10000, rowStride, pad);
+    const inv = ropeInvFreqRef(R, 10000, scaling, range ?? 'short');
+    const want = ropeRef(xh, pos, T, heads, R, inv, rowStride, pad, false, D, range ? longrope.attentionFactor : 1);
     expect(compare(await gpu.readF32(x), want).rel, `seed ${seed}`).toBeLessThan(1e-4);
     await gpu.run((rec) => rope(rec, { ...args, backward: true }));
-    expect(compare(await gpu.readF32(x), xh).rel, `seed ${seed}`).toBeLessThan(1e-4);
+    // The backward pass is the transpose: with LongRoPE's scale s it restores x times s^2 on the rotated values.
+    const back = ropeRef(want, pos, T, heads, R, inv, rowStride, pad, true, D, range ? longrope.attentionFactor : 1);
+    expect(compare(await gpu.readF32(x), back).rel, `seed ${seed}`).toBeLessThan(1e-4);
   });
 
   it('rejects odd head sizes and heads past the row', async () => {

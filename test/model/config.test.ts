@@ -219,9 +219,9 @@ describe('config layouts: transformers 4 (top-level RoPE keys) and 5 (rope_param
     expect(parseConfig({ ...GEMMA3_1B, rope_local_base_freq: 1e6 }).layerRopes).toBeNull();
   });
 
-  it("reads Phi-3: fused qkv_proj and gate_up_proj, a window on every layer; refuses Phi-4-mini's partial rotary and longrope by name", () => {
+  it("reads Phi-3: fused qkv_proj and gate_up_proj, a window on every layer; Phi-4-mini's partial rotation and LongRoPE", () => {
     const c = parseConfig(PHI3_MINI);
-    expect(c).toMatchObject({ architecture: 'Phi3ForCausalLM', fusedProjections: true, headDim: 96, numKvHeads: 32, qkvBias: false, slidingWindow: 2047, tieWordEmbeddings: false, normEps: 1e-5 });
+    expect(c).toMatchObject({ architecture: 'Phi3ForCausalLM', fusedProjections: true, headDim: 96, rotaryDim: 96, numKvHeads: 32, qkvBias: false, slidingWindow: 2047, tieWordEmbeddings: false, normEps: 1e-5, ropeScaling: null });
     expect(c.layerWindows.every((w) => w === 2047)).toBe(true);
     expect(c.warnings).toEqual([]);
     expect(expectedWeights(c).map((w) => w.name).filter((n) => n.startsWith('model.layers.0.'))).toEqual([
@@ -230,9 +230,24 @@ describe('config layouts: transformers 4 (top-level RoPE keys) and 5 (rope_param
     ]);
     expect(expectedWeights(c).find((w) => w.name.endsWith('0.self_attn.qkv_proj.weight'))!.shape).toEqual([3 * 3072, 3072]);
     expect(parseConfig({ ...PHI3_MINI, attention_bias: true }).warnings).toEqual([expect.stringMatching(/attention_bias: true is ignored/)]);
-    expect(thrown(() => parseConfig({ ...PHI3_MINI, partial_rotary_factor: 0.75 }))).toMatchObject({ code: 'unsupported-config', field: 'rope_parameters.partial_rotary_factor', value: 0.75 });
-    const longrope = { type: 'longrope', short_factor: [1], long_factor: [2] };
-    expect(thrown(() => parseConfig({ ...PHI3_MINI, rope_scaling: longrope }))).toMatchObject({ code: 'unsupported-config', field: 'rope_scaling.rope_type', value: 'longrope' });
+    // Phi-4-mini: 24 heads of 128 with 8 key/value heads, 3/4 of each rotating, LongRoPE over 48 pairs from a 4096-token context.
+    const factors = (f: number) => Array.from({ length: 48 }, (_, j) => 1 + f * j);
+    const phi4 = parseConfig({
+      ...PHI3_MINI, hidden_size: 3072, num_attention_heads: 24, num_key_value_heads: 8, partial_rotary_factor: 0.75, max_position_embeddings: 131072,
+      rope_scaling: { type: 'longrope', short_factor: factors(0.01), long_factor: factors(0.5) }, sliding_window: 262144, tie_word_embeddings: true,
+      full_attn_mod: 1, interpolate_factor: 1, lm_head_bias: false, mlp_bias: false, vocab_size: 200064,
+    });
+    expect(phi4).toMatchObject({ headDim: 128, rotaryDim: 96, numKvHeads: 8, tieWordEmbeddings: true });
+    expect(phi4.warnings).toEqual([]);
+    // factor defaults to 131072 / 4096 = 32, the attention factor to sqrt(1 + ln 32 / ln 4096).
+    expect(phi4.ropeScaling).toEqual({ type: 'longrope', shortFactor: factors(0.01), longFactor: factors(0.5), originalMaxPositions: 4096, attentionFactor: Math.sqrt(1 + Math.log(32) / Math.log(4096)) });
+    expect(() => parseConfig({ ...PHI3_MINI, partial_rotary_factor: 0.75, rope_scaling: { type: 'longrope', short_factor: [1], long_factor: [1] } })).toThrow(/'rope_scaling.short_factor' must list 36 positive numbers/);
+    expect(() => parseConfig({ ...PHI3_MINI, partial_rotary_factor: 0.01 })).toThrow(/rotates 0 of 96 values per head/);
+    // Early Phi-3 configs name LongRoPE 'su' (or 'yarn'): Phi3Config reads both as 'longrope'.
+    const su = { type: 'su', short_factor: factors(0.01).slice(0, 48), long_factor: factors(0.5).slice(0, 48) };
+    expect(parseConfig({ ...PHI3_MINI, max_position_embeddings: 131072, rope_scaling: su }).ropeScaling).toMatchObject({ type: 'longrope', originalMaxPositions: 4096 });
+    // LongRoPE is Phi-3's here: another family's is refused by name.
+    expect(thrown(() => parseConfig({ ...TINYLLAMA, rope_scaling: { type: 'longrope', short_factor: [1], long_factor: [2] } }))).toMatchObject({ code: 'unsupported-config', field: 'rope_scaling.rope_type', value: 'longrope' });
   });
 
   it("reads Llama 3.1's and linear RoPE scaling in either layout, and refuses parameters that cannot hold", () => {

@@ -21,6 +21,8 @@ const MODELS: [string, TinyModelOptions][] = [
   // Soft caps small enough to bend these scores and logits; query_pre_attn_scalar apart from the head size.
   ['gemma2 (soft caps, window 4 on layer 0, GeGLU, (1 + w) norms before and after each sublayer)', { architecture: 'gemma2', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 8, queryPreAttnScalar: 13, attnSoftcap: 1.5, finalSoftcap: 2, slidingWindow: 4, maxPositions: 32 }],
   ['phi3 (q, k, v and gate, up fused in the checkpoint, GQA, window 5)', { architecture: 'phi3', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 2, slidingWindow: 5, maxPositions: 32 }],
+  // Phi-4-mini's shape: 3/4 of each head rotating, LongRoPE; a context of 8 puts these 11-token rows past it (the long factors).
+  ['phi3 (partial rotation, LongRoPE past its context)', { architecture: 'phi3', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 2, numKvHeads: 1, partialRotaryFactor: 0.75, maxPositions: 32, originalMaxPositions: 8, ropeScaling: { rope_type: 'longrope', short_factor: [1, 1.3, 2.2, 3.5, 5, 9], long_factor: [1.1, 2, 4.5, 8, 16, 30] } }],
   ['gemma3 (q/k norms, local RoPE base on the window-4 layer, final soft cap)', { architecture: 'gemma3', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 2, numKvHeads: 1, headDim: 12, queryPreAttnScalar: 20, slidingWindow: 4, slidingWindowPattern: 2, ropeTheta: 1e6, ropeLocalTheta: 100, finalSoftcap: 3, maxPositions: 32 }],
 ];
 

@@ -136,6 +136,7 @@ describe('whole-model reference backward', () => {
     ['qwen3', { ...shape, architecture: 'qwen3', headDim: 6 }],
     ['gemma2', { ...shape, architecture: 'gemma2', headDim: 6, queryPreAttnScalar: 5, attnSoftcap: 0.9, finalSoftcap: 1.3, slidingWindow: 2 }],
     ['gemma3', { ...shape, architecture: 'gemma3', headDim: 6, slidingWindow: 2, slidingWindowPattern: 2, ropeLocalTheta: 50, finalSoftcap: 1.3 }],
+    ['phi3 (half of each head rotating, LongRoPE past its context)', { ...shape, architecture: 'phi3', partialRotaryFactor: 0.5, originalMaxPositions: 4, ropeScaling: { type: 'longrope', short_factor: [1.5], long_factor: [3] } }],
     ['gpt2', { ...shape, architecture: 'gpt2' }],
   ])('%s: sampled parameter entries match finite differences of the loss', (_name, options) => {
     const c = parseConfig(tinyConfig(options));

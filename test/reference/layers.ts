@@ -62,12 +62,14 @@ export function normBackwardRef(kind: 'rmsnorm' | 'layernorm', x: Arr, w: Arr, d
  * does (Meta's reference apply_scaling: low frequencies divided by the factor, high ones kept, a linear
  * blend in 1/wavelength between).
  */
-export function ropeInvFreqRef(D: number, theta: number, scaling: RopeScaling | null = null): Float64Array {
+export function ropeInvFreqRef(D: number, theta: number, scaling: RopeScaling | null = null, range: 'short' | 'long' = 'short'): Float64Array {
   const out = new Float64Array(D / 2);
   for (let j = 0; j < D / 2; j++) {
     const f = 1 / theta ** ((2 * j) / D);
     if (!scaling) out[j] = f;
     else if (scaling.type === 'linear') out[j] = f / scaling.factor;
+    // LongRoPE: each frequency divided by its own factor, the short set or (past the pre-training context) the long.
+    else if (scaling.type === 'longrope') out[j] = f / (range === 'long' ? scaling.longFactor : scaling.shortFactor)[j];
     else {
       const lowWavelength = scaling.originalMaxPositions / scaling.lowFreqFactor;
       const highWavelength = scaling.originalMaxPositions / scaling.highFreqFactor;
@@ -83,8 +85,12 @@ export function ropeInvFreqRef(D: number, theta: number, scaling: RopeScaling | 
   return out;
 }
 
-/** RoPE on [T, rowStride] rows; `theta` a base, or the inverse frequencies themselves (ropeInvFreqRef). */
-export function ropeRef(x: Arr, pos: Arr, T: number, heads: number, D: number, theta: number | Float64Array, rowStride: number, colOffset = 0, backward = false) {
+/**
+ * RoPE on [T, rowStride] rows; `theta` a base, or the inverse frequencies themselves (ropeInvFreqRef).
+ * The first D values of each head (heads `headStride` apart) rotate, and the rotated values are scaled by
+ * `scale` (LongRoPE's attention factor on cos and sin).
+ */
+export function ropeRef(x: Arr, pos: Arr, T: number, heads: number, D: number, theta: number | Float64Array, rowStride: number, colOffset = 0, backward = false, headStride = D, scale = 1) {
   const out = Float64Array.from(x);
   const half = D / 2;
   const inv = typeof theta === 'number' ? ropeInvFreqRef(D, theta) : theta;
@@ -92,9 +98,9 @@ export function ropeRef(x: Arr, pos: Arr, T: number, heads: number, D: number, t
     for (let h = 0; h < heads; h++) {
       for (let j = 0; j < half; j++) {
         const angle = pos[t] * inv[j];
-        const c = Math.cos(angle);
-        const s = backward ? -Math.sin(angle) : Math.sin(angle);
-        const at = t * rowStride + colOffset + h * D + j;
+        const c = scale * Math.cos(angle);
+        const s = scale * (backward ? -Math.sin(angle) : Math.sin(angle));
+        const at = t * rowStride + colOffset + h * headStride + j;
         const a = x[at];
         const b = x[at + half];
         out[at] = a * c - b * s;

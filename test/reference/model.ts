@@ -73,17 +73,25 @@ function loraInput(lora: LoraRef, module: string, x: Float64Array): Float64Array
 }
 
 /** The shapes both passes use. */
-function dims(c: ModelConfig, batch: Pick<PreparedBatch, 'B' | 'S' | 'segments'>) {
+function dims(c: ModelConfig, batch: Pick<PreparedBatch, 'B' | 'S' | 'segments' | 'positions'>) {
   const { B, S } = batch;
   const D = c.headDim;
-  // Each layer's RoPE frequencies (Gemma 3's differ between sliding and full layers).
-  const invFreqs = Array.from({ length: c.numLayers }, (_, i) => {
+  // Each layer's RoPE frequencies (Gemma 3's differ between sliding and full layers) over its rotated
+  // dims, and the scale on cos and sin: LongRoPE's long factors when a position reaches past its context.
+  const seqLen = Math.max(...batch.positions) + 1;
+  const ropes = Array.from({ length: c.numLayers }, (_, i) => {
     if (c.ropeTheta === null) return null;
     const r = c.layerRopes?.[i] ?? { theta: c.ropeTheta, scaling: c.ropeScaling };
-    return ropeInvFreqRef(D, r.theta, r.scaling);
+    const long = r.scaling?.type === 'longrope' && seqLen > r.scaling.originalMaxPositions;
+    return { inv: ropeInvFreqRef(c.rotaryDim, r.theta, r.scaling, long ? 'long' : 'short'), scale: r.scaling?.type === 'longrope' ? r.scaling.attentionFactor : 1 };
   });
+  // Rotates the queries or keys [T, heads * D] of layer i (backward: by the inverse rotation).
+  const rotate = (i: number, x: Float64Array, heads: number, backward = false): Float64Array<ArrayBuffer> => {
+    const r = ropes[i];
+    return r ? ropeRef(x, batch.positions, B * S, heads, c.rotaryDim, r.inv, heads * D, 0, backward, D, r.scale) : Float64Array.from(x);
+  };
   return {
-    T: B * S, H: c.hiddenSize, D, invFreqs, qd: c.numHeads * D, kvd: c.numKvHeads * D, I: c.intermediateSize, gpt2: c.family === 'gpt2',
+    T: B * S, H: c.hiddenSize, D, rotate, qd: c.numHeads * D, kvd: c.numKvHeads * D, I: c.intermediateSize, gpt2: c.family === 'gpt2',
     attnShape: { B, S, nH: c.numHeads, nKV: c.numKvHeads, D, segments: batch.segments ?? undefined, scale: c.attentionScale, softcap: c.attentionSoftcap },
     // A norm's scale: its weight, or Gemma's 1 + weight.
     normScale: (w: Float64Array) => (c.normWeightOffset ? w.map((v) => v + c.normWeightOffset) : w),
@@ -92,7 +100,7 @@ function dims(c: ModelConfig, batch: Pick<PreparedBatch, 'B' | 'S' | 'segments'>
 
 /** Forward to the final norm: the last residual stream x, its norm lnf, and each layer's saved tensors. */
 export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch, 'B' | 'S' | 'ids' | 'positions' | 'segments'>, lora?: LoraRef) {
-  const { T, H, D, invFreqs, qd, kvd, I, gpt2, attnShape, normScale } = dims(c, batch);
+  const { T, H, D, rotate, qd, kvd, I, gpt2, attnShape, normScale } = dims(c, batch);
   const p = (n: string) => params.get(n)!;
   const norm = (n: string, x: Float64Array) => normForwardRef(c.norm, x, normScale(p(`${n}.weight`)), gpt2 ? p(`${n}.bias`) : null, T, H, c.normEps).y;
   const lin = (n: string, x: Float64Array, out: number, inp: number) => {
@@ -122,11 +130,8 @@ export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch,
       q = normForwardRef('rmsnorm', q, normScale(p(`${L}.q_norm.weight`)), null, T * c.numHeads, D, c.normEps).y;
       k = normForwardRef('rmsnorm', k, normScale(p(`${L}.k_norm.weight`)), null, T * c.numKvHeads, D, c.normEps).y;
     }
-    const invFreq = invFreqs[i];
-    if (invFreq) {
-      q = ropeRef(q, batch.positions, T, c.numHeads, D, invFreq, qd);
-      k = ropeRef(k, batch.positions, T, c.numKvHeads, D, invFreq, kvd);
-    }
+    q = rotate(i, q, c.numHeads);
+    k = rotate(i, k, c.numKvHeads);
     Object.assign(s, { q, k, v });
     s.att = attentionForwardRef({ ...attnShape, window: c.layerWindows[i] }, q, k, v);
     // Gemma: a norm on the attention's and the MLP's outputs before each residual add.
@@ -151,7 +156,7 @@ export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch,
 }
 
 export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatch, lora?: LoraRef): { loss: number; grads: P } {
-  const { T, H, D, invFreqs, qd, kvd, I, gpt2, attnShape, normScale } = dims(c, batch);
+  const { T, H, D, rotate, qd, kvd, I, gpt2, attnShape, normScale } = dims(c, batch);
   const p = (n: string) => params.get(n)!;
 
   const { x, lnf, saved } = forwardRef(c, params, batch, lora);
@@ -213,11 +218,8 @@ export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatc
     dx = add(dx, normBack(`${L}.norm2`, s.xm, dln2));
     const datt = linBack(`${L}.o`, s.att, c.postNorms ? normBack(`${L}.post_attn_norm`, s.ao, dx) : dx, H, qd);
     let { dq, dk, dv } = attentionBackwardRef({ ...attnShape, window: c.layerWindows[i] }, s.q, s.k, s.v, datt);
-    const invFreq = invFreqs[i];
-    if (invFreq) {
-      dq = ropeRef(dq, batch.positions, T, c.numHeads, D, invFreq, qd, 0, true);
-      dk = ropeRef(dk, batch.positions, T, c.numKvHeads, D, invFreq, kvd, 0, true);
-    }
+    dq = rotate(i, dq, c.numHeads, true);
+    dk = rotate(i, dk, c.numKvHeads, true);
     if (c.qkNorm) {
       const headNormBack = (n: string, xin: Float64Array, dy: Float64Array, heads: number) => {
         const r = normBackwardRef('rmsnorm', xin, normScale(p(`${n}.weight`)), dy, T * heads, D, c.normEps);

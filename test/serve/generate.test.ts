@@ -17,6 +17,8 @@ const MODELS: [string, TinyModelOptions][] = [
   ['llama (llama3 RoPE scaling)', { architecture: 'llama', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 2, maxPositions: 64, ropeTheta: 500000, ropeScaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 } }],
   ['gemma2 (soft caps, window 5 on layer 0)', { architecture: 'gemma2', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 8, attnSoftcap: 1.5, finalSoftcap: 2, slidingWindow: 5, maxPositions: 64 }],
   ['gemma3 (q/k norms, local RoPE base on the window-5 layer)', { architecture: 'gemma3', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 2, numKvHeads: 1, headDim: 16, slidingWindow: 5, slidingWindowPattern: 2, ropeLocalTheta: 100, maxPositions: 64 }],
+  // Phi-4-mini's RoPE: 3/4 of each head rotating, LongRoPE's short factors and attention factor within its context of 20.
+  ['phi3 (fused weights, partial rotation, LongRoPE)', { architecture: 'phi3', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 2, numKvHeads: 1, partialRotaryFactor: 0.75, maxPositions: 64, originalMaxPositions: 20, ropeScaling: { type: 'longrope', short_factor: [1, 1.3, 2.2, 3.5, 5, 9], long_factor: [1.1, 2, 4.5, 8, 16, 30] } }],
   ['mistral (sliding window 5, shorter than the sequence)', { architecture: 'mistral', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 2, slidingWindow: 5, maxPositions: 64 }],
 ];
 
@@ -55,6 +57,21 @@ describe.each(MODELS)('generation with a KV cache: %s', (_name, options) => {
       }
       // A second run reuses the cache and gives the same tokens.
       expect((await gen.generate(prompt, { maxNewTokens: 6, stopTokens: [] })).tokens).toEqual(out.tokens);
+    } finally {
+      gen.destroy();
+      model.destroy();
+    }
+  });
+});
+
+describe('generation on a LongRoPE model', () => {
+  it('stops at the pre-training context, past which LongRoPE would rotate the whole sequence with its long factors', async () => {
+    const options = MODELS.find(([name]) => name.startsWith('phi3'))![1];
+    const model = await CausalLM.fromCheckpoint(await testGpu(), await openCheckpoint(memorySource(tinyModelFiles(options))));
+    const gen = new Generator(model);
+    try {
+      await expect(gen.generate(new Array(15).fill(7), { maxNewTokens: 6 })).rejects.toThrow(/21 tokens pass the 20-token pre-training context of this model's LongRoPE/);
+      expect((await gen.generate(new Array(15).fill(7), { maxNewTokens: 5, stopTokens: [] })).tokens).toHaveLength(5);
     } finally {
       gen.destroy();
       model.destroy();

@@ -31,6 +31,10 @@ export interface DecoderRope {
   layout?: RopeLayout;
   /** Layers may use different RoPE (layerRopes); otherwise a difference is refused. */
   perLayer?: boolean;
+  /** partial_rotary_factor rotates that part of each head with every RoPE type (Phi-3's rotary embedding). */
+  partialRotary?: boolean;
+  /** LongRoPE (Phi-3.5, Phi-4-mini) is implemented for the family. */
+  longrope?: boolean;
 }
 
 /**
@@ -59,7 +63,7 @@ export function decoderConfig(raw: Json, architecture: ModelConfig['architecture
     norm: 'rmsnorm',
     normEps: configNumber(raw, 'rms_norm_eps', 1e-6),
     activation: 'silu',
-    ...ropeOf(raw, architecture, numLayers, warnings, layerTypes, rope),
+    ...ropeOf(raw, architecture, { numLayers, headDim, maxPositions: configInt(raw, 'max_position_embeddings', 2048) }, warnings, layerTypes, rope),
     tieWordEmbeddings: configBool(raw, 'tie_word_embeddings', false),
     qkNorm: false,
     fusedProjections: false,
@@ -74,11 +78,13 @@ export function decoderConfig(raw: Json, architecture: ModelConfig['architecture
 }
 
 /**
- * The RoPE of every layer: its base, on the whole head, plain ('default') or rescaled for a longer
- * context ('linear', Llama 3.1's 'llama3'); the other scaled types (dynamic, yarn, longrope) are refused
- * by name until implemented. Layers differ only where the family allows it (`perLayer`).
+ * The RoPE of every layer: its base, on the whole head or (`partialRotary`) on part of it, plain
+ * ('default') or rescaled for a longer context ('linear', Llama 3.1's 'llama3', and LongRoPE where the
+ * family has it); the other scaled types (dynamic, yarn) are refused by name until implemented. Layers
+ * differ only where the family allows it (`perLayer`).
  */
-function ropeOf(raw: Json, architecture: string, numLayers: number, warnings: string[], layerTypes: string[] | undefined, options: DecoderRope): Pick<ModelConfig, 'ropeTheta' | 'ropeScaling' | 'layerRopes'> {
+function ropeOf(raw: Json, architecture: string, shape: { numLayers: number; headDim: number; maxPositions: number }, warnings: string[], layerTypes: string[] | undefined, options: DecoderRope): Pick<ModelConfig, 'ropeTheta' | 'ropeScaling' | 'layerRopes' | 'rotaryDim'> {
+  const { numLayers, headDim } = shape;
   const rope = standardRope(raw, options.layout ?? { defaultTheta: 10000 }, layerTypes);
   const perLayer: (RopeSettings | null)[] = rope.byLayerType
     ? Array.from({ length: numLayers }, (_, i) => {
@@ -88,12 +94,21 @@ function ropeOf(raw: Json, architecture: string, numLayers: number, warnings: st
       })
     : new Array<RopeSettings | null>(numLayers).fill(rope.flat);
   const layers: LayerRope[] = [];
+  let rotaryDim = headDim;
+  const types = Object.keys(SCALED_ROPE_KEYS).filter((t) => t !== 'longrope' || options.longrope);
   for (const [i, s] of perLayer.entries()) {
     if (!s) throw new UnsupportedConfigError(`rope_parameters.${layerTypes?.[i]}`, null, 'every layer of this architecture uses RoPE');
-    if (!(SCALED_ROPE_KEYS as Record<string, unknown>)[s.ropeType] && s.ropeType !== 'default') {
-      throw new UnsupportedConfigError(`${s.key}.rope_type`, s.ropeType, `'default', ${Object.keys(SCALED_ROPE_KEYS).map((t) => `'${t}'`).join(' and ')}; the other scaled RoPE types are not implemented yet`);
+    if (!types.includes(s.ropeType) && s.ropeType !== 'default') {
+      throw new UnsupportedConfigError(`${s.key}.rope_type`, s.ropeType, `'default', ${types.map((t) => `'${t}'`).join(', ')}; the other scaled RoPE types are not implemented yet${s.ropeType === 'longrope' ? ' (LongRoPE is implemented for Phi-3)' : ''}`);
     }
-    const layer = { theta: s.theta, scaling: scalingOf(s) };
+    const partial = s.parameters.partial_rotary_factor;
+    if (options.partialRotary && partial != null) {
+      if (typeof partial !== 'number' || !(partial > 0 && partial <= 1)) throw new InvalidConfigError(`'${s.key}.partial_rotary_factor' must be a number in (0, 1], got ${describeValue(partial)}`);
+      // transformers: dim = int(head_dim * partial_rotary_factor).
+      rotaryDim = Math.trunc(headDim * partial);
+      if (rotaryDim < 2 || rotaryDim % 2) throw new InvalidConfigError(`'${s.key}.partial_rotary_factor' ${partial} rotates ${rotaryDim} of ${headDim} values per head: RoPE needs an even number of them`);
+    }
+    const layer = { theta: s.theta, scaling: scalingOf(s, rotaryDim, shape.maxPositions) };
     const first = layers[0];
     if (first && !options.perLayer) {
       if (s.theta !== first.theta) throw new UnsupportedConfigError(`${s.key}.rope_theta`, s.theta, `one RoPE base for all layers (another layer type has ${first.theta})`);
@@ -101,8 +116,7 @@ function ropeOf(raw: Json, architecture: string, numLayers: number, warnings: st
     }
     layers.push(layer);
     if (i > 0 && s === perLayer[i - 1]) continue;
-    const partial = s.parameters.partial_rotary_factor;
-    if (partial !== undefined && partial !== 1) {
+    if (!options.partialRotary && partial !== undefined && partial !== 1) {
       if (s.ropeType !== 'default') throw new UnsupportedConfigError(`${s.key}.partial_rotary_factor`, partial, `the whole head rotating: transformers' ${architecture} rotates the whole head with cos and sin for part of it, which it cannot broadcast`);
       warnings.push(`config.json ${s.key}.partial_rotary_factor ${String(partial)} is ignored: transformers' ${architecture} applies it only with scaled RoPE types, and so does this engine (the whole head rotates)`);
     }
@@ -113,17 +127,18 @@ function ropeOf(raw: Json, architecture: string, numLayers: number, warnings: st
   }
   const first = layers[0] ?? { theta: 10000, scaling: null };
   const uniform = layers.every((l) => l.theta === first.theta && JSON.stringify(l.scaling) === JSON.stringify(first.scaling));
-  return { ropeTheta: first.theta, ropeScaling: first.scaling, layerRopes: uniform ? null : layers };
+  return { ropeTheta: first.theta, ropeScaling: first.scaling, layerRopes: uniform ? null : layers, rotaryDim };
 }
 
 /** The parameters each implemented scaled RoPE type reads (transformers' _validate_<type>_rope_parameters). */
 const SCALED_ROPE_KEYS = {
   linear: ['factor'],
   llama3: ['factor', 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings'],
+  longrope: ['short_factor', 'long_factor', 'original_max_position_embeddings', 'factor', 'attention_factor'],
 } as const;
 
 /** A layer's RoPE scaling, its parameters checked; null for plain RoPE. */
-function scalingOf(s: RopeSettings): RopeScaling | null {
+function scalingOf(s: RopeSettings, rotaryDim: number, maxPositions: number): RopeScaling | null {
   if (s.ropeType === 'default') return null;
   const p = s.parameters;
   const number = (key: string) => {
@@ -131,6 +146,7 @@ function scalingOf(s: RopeSettings): RopeScaling | null {
     if (typeof v !== 'number' || !Number.isFinite(v)) throw new InvalidConfigError(`'${s.key}.${key}' must be a number for RoPE type '${s.ropeType}', got ${describeValue(v)}`);
     return v;
   };
+  if (s.ropeType === 'longrope') return longropeOf(s, number, rotaryDim, maxPositions);
   const factor = number('factor');
   // transformers warns below 1 and computes anyway; a factor at or below 0 gives no frequencies at all.
   if (!(factor > 0)) throw new InvalidConfigError(`'${s.key}.factor' must be positive, got ${factor}`);
@@ -141,6 +157,27 @@ function scalingOf(s: RopeSettings): RopeScaling | null {
   const originalMaxPositions = number('original_max_position_embeddings');
   if (!(Number.isInteger(originalMaxPositions) && originalMaxPositions > 0)) throw new InvalidConfigError(`'${s.key}.original_max_position_embeddings' must be a positive integer, got ${originalMaxPositions}`);
   return { type: 'llama3', factor, lowFreqFactor, highFreqFactor, originalMaxPositions };
+}
+
+/**
+ * LongRoPE as transformers' _compute_longrope_parameters reads it: a factor per rotated frequency pair,
+ * short and long; `factor` defaulting to max_position_embeddings / original_max_position_embeddings, and
+ * `attention_factor` to sqrt(1 + ln(factor) / ln(original)) (1 when the factor is at most 1).
+ */
+function longropeOf(s: RopeSettings, number: (key: string) => number, rotaryDim: number, maxPositions: number): RopeScaling {
+  const factors = (key: string) => {
+    const v = s.parameters[key];
+    if (!Array.isArray(v) || v.length !== rotaryDim / 2 || !v.every((f) => typeof f === 'number' && Number.isFinite(f) && f > 0)) {
+      throw new InvalidConfigError(`'${s.key}.${key}' must list ${rotaryDim / 2} positive numbers (one per rotated pair of a head), got ${describeValue(v)}`);
+    }
+    return v as number[];
+  };
+  const originalMaxPositions = number('original_max_position_embeddings');
+  if (!(Number.isInteger(originalMaxPositions) && originalMaxPositions > 1)) throw new InvalidConfigError(`'${s.key}.original_max_position_embeddings' must be an integer above 1, got ${originalMaxPositions}`);
+  const factor = s.parameters.factor == null ? maxPositions / originalMaxPositions : number('factor');
+  const attentionFactor = s.parameters.attention_factor == null ? (factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(originalMaxPositions))) : number('attention_factor');
+  if (!(attentionFactor > 0)) throw new InvalidConfigError(`'${s.key}.attention_factor' must be positive, got ${attentionFactor}`);
+  return { type: 'longrope', shortFactor: factors('short_factor'), longFactor: factors('long_factor'), originalMaxPositions, attentionFactor };
 }
 
 /** Sliding windows per layer: `sliding[i]` says whether layer i attends within `window` tokens. */

@@ -59,6 +59,7 @@ export const gpt2: FamilyConfig = {
       ropeTheta: null,
       ropeScaling: null,
       layerRopes: null,
+      rotaryDim: hiddenSize / numHeads,
       qkNorm: false,
       fusedProjections: false,
       normWeightOffset: 0,
