@@ -45,12 +45,8 @@ export class GPUOutOfMemoryError extends WebGPUFinetuneError {
 export class BufferTooLargeError extends WebGPUFinetuneError {
   readonly requestedBytes: number;
   readonly limitBytes: number;
-  constructor(what: string, requestedBytes: number, limitBytes: number, limitName: string) {
-    super(
-      'buffer-too-large',
-      `${what} needs ${requestedBytes} bytes but this device's ${limitName} is ${limitBytes} bytes. ` +
-        'Split the tensor, or use a smaller shape.',
-    );
+  constructor(what: string, requestedBytes: number, limitBytes: number, limitName: string, advice = 'Split the tensor, or use a smaller shape.') {
+    super('buffer-too-large', `${what} needs ${requestedBytes} bytes but this device's ${limitName} is ${limitBytes} bytes. ${advice}`);
     this.requestedBytes = requestedBytes;
     this.limitBytes = limitBytes;
   }

@@ -26,6 +26,12 @@ export interface RequestDeviceOptions {
   label?: string;
   /** Override the kernel choices made for this kind of device. */
   tuning?: Partial<GpuTuning>;
+  /**
+   * Limits below what the adapter offers (never above): the device is requested with them, and the
+   * engine keeps to them even where they are below WebGPU's defaults, which a device never goes under.
+   * How a test sees what a device with small storage bindings does: { maxStorageBufferBindingSize: 8 << 20 }.
+   */
+  limits?: Partial<Record<'maxStorageBufferBindingSize' | 'maxBufferSize', number>>;
 }
 
 /** SwiftShader's Vulkan driver as shipped by Debian's `chromium` package: the CPU fallback on GPU-less machines. */
@@ -60,6 +66,10 @@ export async function requestDevice(requested: RequestDeviceOptions = {}): Promi
   for (const key in adapter.limits) {
     const value = (adapter.limits as unknown as Record<string, unknown>)[key];
     if (typeof value === 'number') requiredLimits[key] = value;
+  }
+  for (const [key, value] of Object.entries(options.limits ?? {})) {
+    if (!(Number.isSafeInteger(value) && value > 0)) throw new RangeError(`requestDevice: limits.${key} must be a positive integer, got ${value}`);
+    requiredLimits[key] = Math.min(requiredLimits[key], value);
   }
   let device: GPUDevice;
   try {

@@ -145,6 +145,8 @@ export class Gpu {
       const v = (device.limits as unknown as Record<string, unknown>)[key];
       if (typeof v === 'number') limits[key] = v;
     }
+    // Limits asked below the device's defaults (which a device never goes under) hold for the engine's own checks.
+    for (const [key, v] of Object.entries(options.limits ?? {})) limits[key] = Math.min(limits[key], v);
     this.limits = limits as GpuLimits;
     this.pipelines = new PipelineCache(device, SHADERS);
     this.pool = new BufferPool(this);

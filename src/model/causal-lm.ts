@@ -13,6 +13,7 @@ import { requestDevice } from '../gpu/device.js';
 import { resolveSource, type HubOptions, type ModelSource, type SourceLike } from '../io/sources.js';
 import { forEachTensor, openCheckpoint, type Checkpoint, type LoadProgress } from './checkpoint.js';
 import type { ModelConfig, StoredQuantization } from './config.js';
+import { checkBindingLimits } from './binding-limits.js';
 import { hfMappings, hfToParts, paramSpecs, partsToHf, size, type HfMapping } from './layout.js';
 import { shapesDigest, WeightsHasher, type ModelFingerprint } from './fingerprint.js';
 import { Transformer, type ParamAccess } from './transformer.js';
@@ -127,6 +128,8 @@ export class CausalLM {
       for (const s of specs) if (LINEAR_WEIGHT.test(s.name) && !trainable(s.name)) quantizedShapes.set(s.name, [s.shape[0], s.shape[1]]);
       for (const name of quantizedShapes.keys()) halfWeights.delete(name);
     }
+    // Every tensor must fit one binding: refused by name before anything is allocated.
+    checkBindingLimits(gpu, config, { half: new Set(halfWeights.keys()), quantized: quantizedShapes, quantize: quantize === undefined ? null : checkQuantizeOption(quantize) });
     this.sizes = new Map(specs.map((s) => [s.name, size(s.shape)]));
     const limit = arenaLimit(gpu);
     this.activationCacheBytes = activationCacheBytes ?? defaultActivationCacheBytes(gpu);
