@@ -1,7 +1,9 @@
 /**
  * Forward and backward passes of a decoder-only transformer (Llama family and GPT-2) as explicit call
  * lists, llm.c style: forward() records every layer's kernels in order and saves what backward() needs;
- * backward() mirrors it in reverse. Activations live in one arena planned per (batch, sequence) shape,
+ * backward() mirrors it in reverse. What differs between the families (how positions enter, the MLP) is
+ * each family module's parts (families/); what their configs switch on (norms around the sublayers,
+ * soft caps, q/k norms, scaled embeddings) is here. Activations live in one arena planned per (batch, sequence) shape,
  * so a training step allocates nothing. Conventions: parameter gradients accumulate (+=), activation
  * gradients are overwritten.
  */
@@ -12,14 +14,14 @@ import { attentionBackward, attentionForward } from '../kernels/attention.js';
 import { crossEntropyBackward, crossEntropyForward } from '../kernels/cross-entropy.js';
 import { embeddingBackward, embeddingForward } from '../kernels/embedding.js';
 import { elementwise } from '../kernels/elementwise.js';
-import { geluBackward, geluForward, swigluBackward, swigluForward } from '../kernels/activation.js';
 import { addLowRank, addTerms, matmul } from '../kernels/matmul.js';
 import { matmulQ4, matmulQ4InputGrad } from '../kernels/q4-matmul.js';
 import { columnScaleBackward, columnScaleForward } from '../kernels/column-scale.js';
 import { normBackward, normForward } from '../kernels/norm.js';
-import { rope, ropeTable, type RopeRange } from '../kernels/rope.js';
+import { ropeTable, type RopeRange } from '../kernels/rope.js';
 import type { ModelConfig } from './config.js';
-import type { Activations, GradientScratch, LayerActivations } from './activations.js';
+import type { Activations, LayerActivations } from './activations.js';
+import { familyOf, type FamilyParts } from './families/index.js';
 import { isDense, type DenseWeight, type LinearWeight } from './linear-weights.js';
 import { EVAL_PASS, type LinearHooks, type PassContext } from '../methods/method.js';
 
@@ -42,23 +44,6 @@ export interface ParamAccess {
  * (src/serve/kv-cache.ts).
  */
 export type AttentionStep = (rec: CommandRecorder, acts: Activations, layer: number, l: LayerActivations) => void;
-
-/** What differs between the families, chosen once: how positions enter, and the MLP. */
-interface FamilyParts {
-  /** Adds learned position embeddings to the stream (GPT-2); nothing for RoPE models. */
-  embedPositions(rec: CommandRecorder, acts: Activations): void;
-  embedPositionsBackward(rec: CommandRecorder, acts: Activations, dx: View): void;
-  /** Rotates layer i's queries and keys (RoPE; backward: their gradients by the inverse); nothing for GPT-2. */
-  rotate(rec: CommandRecorder, acts: Activations, layer: number, q: View, k: View, backward: boolean): void;
-  /** The MLP's input projections of ln2 (fc, or gate and up), then mlpActivate. */
-  mlpUp(rec: CommandRecorder, acts: Activations, L: string, l: LayerActivations): void;
-  /** h = the activation of those projections (GELU, or SwiGLU); backward recomputes it (see Activations). */
-  mlpActivate(rec: CommandRecorder, acts: Activations, l: LayerActivations): void;
-  /** From dh, the gradients of the input projections, written (and accumulated) into dln. */
-  mlpUpBackward(rec: CommandRecorder, acts: Activations, L: string, l: LayerActivations, g: GradientScratch): void;
-  /** The MLP's output projection: 'proj' (GPT-2) or 'down'. */
-  readonly down: string;
-}
 
 export class Transformer {
   /** RoPE tables, one per distinct (base, scaling) among the layers, and each layer's (none for GPT-2). */
@@ -90,65 +75,17 @@ export class Transformer {
       }
       return tables.get(key)!;
     });
-    this.family = c.family === 'gpt2' ? this.gpt2Parts() : this.llamaParts();
-  }
-
-  /** GPT-2: learned absolute positions, and a GELU MLP (fc, proj). */
-  private gpt2Parts(): FamilyParts {
-    const c = this.config;
-    const kind = c.activation === 'gelu' ? 'gelu' : 'gelu_new';
-    return {
-      embedPositions: (rec, acts) =>
-        embeddingForward(rec, { ids: acts.positions, table: this.params.param('pos_embed'), out: acts.stream[0], T: acts.T, C: c.hiddenSize, rows: c.maxPositions, accumulate: true }),
-      embedPositionsBackward: (rec, acts, dx) => {
-        const dPos = this.params.grad('pos_embed');
-        if (!dPos) return;
-        // Positions as ids: each position's gradient is the sum over the tokens at that position.
-        const plan = acts.positionPlan;
-        embeddingBackward(rec, { unique: plan.unique, offsets: plan.offsets, order: plan.order, U: acts.uniquePositions, dOut: dx, dTable: dPos, T: acts.T, C: c.hiddenSize, rows: c.maxPositions });
-      },
-      rotate: () => {},
-      mlpUp: (rec, acts, L, l) => {
-        this.linear(rec, acts, l.ln2, `${L}.fc`, l.a, c.intermediateSize, c.hiddenSize);
-        this.family.mlpActivate(rec, acts, l);
-      },
-      mlpActivate: (rec, acts, l) => geluForward(rec, { x: l.a, y: l.h, n: acts.T * c.intermediateSize, kind }),
-      mlpUpBackward: (rec, acts, L, l, g) => {
-        geluBackward(rec, { x: l.a, dY: g.dh, dX: g.da, n: acts.T * c.intermediateSize, kind });
-        this.linearBackward(rec, acts, l.ln2, `${L}.fc`, g.da, g.dln, c.intermediateSize, c.hiddenSize);
-      },
-      down: 'proj',
-    };
-  }
-
-  /** The Llama family: rotary positions, and a gated MLP (gate, up, down): SwiGLU, or Gemma's GeGLU. */
-  private llamaParts(): FamilyParts {
-    const c = this.config;
-    const I = c.intermediateSize;
-    return {
-      embedPositions: () => {},
-      embedPositionsBackward: () => {},
-      rotate: (rec, acts, layer, q, k, backward) => {
+    this.family = familyOf(c).parts({
+      config: c,
+      params,
+      linear: (rec, acts, x, name, y, outDim, inDim) => this.linear(rec, acts, x, name, y, outDim, inDim),
+      linearBackward: (rec, acts, x, name, dy, dx, outDim, inDim, accumulateDx) => this.linearBackward(rec, acts, x, name, dy, dx, outDim, inDim, accumulateDx),
+      ropeTable: (layer, acts) => {
         const tables = this.layerRopeTables[layer]!;
         // LongRoPE: the long factors when the batch's positions reach past the pre-training context, as transformers chooses.
-        const table = tables.long && acts.maxPosition + 1 > tables.context! ? tables.long : tables.short;
-        const r = { positions: acts.positions, table, T: acts.T, headDim: c.headDim, rotaryDim: c.rotaryDim, maxPositions: c.maxPositions, backward };
-        rope(rec, { ...r, x: q, heads: c.numHeads });
-        rope(rec, { ...r, x: k, heads: c.numKvHeads });
+        return tables.long && acts.maxPosition + 1 > tables.context! ? tables.long : tables.short;
       },
-      mlpUp: (rec, acts, L, l) => {
-        this.linear(rec, acts, l.ln2, `${L}.gate`, l.a, I, c.hiddenSize);
-        this.linear(rec, acts, l.ln2, `${L}.up`, l.b!, I, c.hiddenSize);
-        this.family.mlpActivate(rec, acts, l);
-      },
-      mlpActivate: (rec, acts, l) => swigluForward(rec, { gate: l.a, up: l.b!, h: l.h, n: acts.T * I, activation: c.activation }),
-      mlpUpBackward: (rec, acts, L, l, g) => {
-        swigluBackward(rec, { gate: l.a, up: l.b!, dH: g.dh, dGate: g.da, dUp: g.db, n: acts.T * I, activation: c.activation });
-        this.linearBackward(rec, acts, l.ln2, `${L}.gate`, g.da, g.dln, I, c.hiddenSize);
-        this.linearBackward(rec, acts, l.ln2, `${L}.up`, g.db, g.dln, I, c.hiddenSize, true);
-      },
-      down: 'down',
-    };
+    });
   }
 
   /** The embedding or LM head: f32, or 16-bit when frozen in a 16-bit base (never 4-bit). */

@@ -8,7 +8,9 @@ import type { LayerRope, ModelConfig } from '../config.js';
 import { COMMON_FIELDS, dropoutField, InvalidConfigError, standardRope, UnsupportedConfigError, type FieldTable, type RopeLayout, type RopeSettings } from '../hf-config.js';
 import { brief, describeValue } from '../../io/strict-json.js';
 import type { RopeScaling } from '../../kernels/rope.js';
-import type { FamilyPart } from './family.js';
+import type { DecoderOps, FamilyPart, FamilyParts } from './family.js';
+import { swigluBackward, swigluForward } from '../../kernels/activation.js';
+import { rope } from '../../kernels/rope.js';
 import { configBool, configInt, configNumber, type Json } from '../hf-config.js';
 
 /** The fields every Llama-style config class has, and how each is read. */
@@ -184,4 +186,32 @@ function longropeOf(s: RopeSettings, number: (key: string) => number, rotaryDim:
 export function windows(window: number | null, sliding: boolean[]): Pick<ModelConfig, 'slidingWindow' | 'layerWindows'> {
   if (window === null || !sliding.includes(true)) return { slidingWindow: null, layerWindows: sliding.map(() => null) };
   return { slidingWindow: window, layerWindows: sliding.map((s) => (s ? window : null)) };
+}
+
+/** The Llama-style families' parts: rotary positions, and a gated MLP (gate, up, down): SwiGLU, or Gemma's GeGLU. */
+export function decoderParts(ops: DecoderOps): FamilyParts {
+  const c = ops.config;
+  const I = c.intermediateSize;
+  const parts: FamilyParts = {
+    embedPositions: () => {},
+    embedPositionsBackward: () => {},
+    rotate: (rec, acts, layer, q, k, backward) => {
+      const r = { positions: acts.positions, table: ops.ropeTable(layer, acts), T: acts.T, headDim: c.headDim, rotaryDim: c.rotaryDim, maxPositions: c.maxPositions, backward };
+      rope(rec, { ...r, x: q, heads: c.numHeads });
+      rope(rec, { ...r, x: k, heads: c.numKvHeads });
+    },
+    mlpUp: (rec, acts, L, l) => {
+      ops.linear(rec, acts, l.ln2, `${L}.gate`, l.a, I, c.hiddenSize);
+      ops.linear(rec, acts, l.ln2, `${L}.up`, l.b!, I, c.hiddenSize);
+      parts.mlpActivate(rec, acts, l);
+    },
+    mlpActivate: (rec, acts, l) => swigluForward(rec, { gate: l.a, up: l.b!, h: l.h, n: acts.T * I, activation: c.activation }),
+    mlpUpBackward: (rec, acts, L, l, g) => {
+      swigluBackward(rec, { gate: l.a, up: l.b!, dH: g.dh, dGate: g.da, dUp: g.db, n: acts.T * I, activation: c.activation });
+      ops.linearBackward(rec, acts, l.ln2, `${L}.gate`, g.da, g.dln, I, c.hiddenSize);
+      ops.linearBackward(rec, acts, l.ln2, `${L}.up`, g.db, g.dln, I, c.hiddenSize, true);
+    },
+    down: 'down',
+  };
+  return parts;
 }

@@ -11,7 +11,7 @@
  *   final logits (final_logit_softcapping, 30);
  * - sliding windows on the layers layer_types names (by default every other one, from the first).
  */
-import { decoderConfig, DECODER_FIELDS, windows, type DecoderChoices } from './decoder.js';
+import { DECODER_FIELDS, type DecoderChoices, decoderConfig, decoderParts, windows } from './decoder.js';
 import type { FamilyConfig } from './family.js';
 import { LAYER_TYPES, layerTypesOf } from './qwen2.js';
 import { brief, describeValue } from '../../io/strict-json.js';
@@ -65,6 +65,7 @@ export function softcap(raw: Json, key: string, fallback: number | null): number
 export const gemma2: FamilyConfig = {
   architecture: 'Gemma2ForCausalLM',
   modelType: 'gemma2',
+  parts: decoderParts,
   fields: GEMMA_FIELDS,
   parse(raw, warnings) {
     const numLayers = configInt(raw, 'num_hidden_layers');

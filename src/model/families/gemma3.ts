@@ -6,7 +6,7 @@
  * configuration_gemma3.py and modeling_gemma3.py). transformers' Gemma3Attention never passes
  * attn_logit_softcapping to the attention, so it is ignored here too, with a warning.
  */
-import { decoderConfig } from './decoder.js';
+import { decoderConfig, decoderParts } from './decoder.js';
 import type { FamilyConfig } from './family.js';
 import { GEMMA_FIELDS, gemmaChoices, softcap } from './gemma2.js';
 import { LAYER_TYPES, layerTypesOf } from './qwen2.js';
@@ -15,6 +15,7 @@ import { configInt } from '../hf-config.js';
 export const gemma3: FamilyConfig = {
   architecture: 'Gemma3ForCausalLM',
   modelType: 'gemma3_text',
+  parts: decoderParts,
   fields: {
     ...GEMMA_FIELDS,
     rope_local_base_freq: 'read', sliding_window_pattern: 'read', _sliding_window_pattern: 'read',

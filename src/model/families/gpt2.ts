@@ -4,7 +4,9 @@
  */
 import { COMMON_FIELDS, ConflictingConfigError, dropoutField, InvalidConfigError } from '../hf-config.js';
 import { brief } from '../../io/strict-json.js';
-import type { FamilyConfig } from './family.js';
+import type { DecoderOps, FamilyConfig, FamilyParts } from './family.js';
+import { embeddingBackward, embeddingForward } from '../../kernels/embedding.js';
+import { geluBackward, geluForward } from '../../kernels/activation.js';
 import { configBool, configInt, configNumber, type Json } from '../hf-config.js';
 
 /** GPT-2's names and the standard ones transformers maps onto them. */
@@ -19,6 +21,35 @@ function aliased(raw: Json, key: keyof typeof ALIASES, fallback?: number): numbe
 
 /** GELU variants by transformers' names: gelu_pytorch_tanh is gelu_new's tanh form, computed the same way. */
 const ACTIVATIONS: Record<string, 'gelu_new' | 'gelu'> = { gelu_new: 'gelu_new', gelu_pytorch_tanh: 'gelu_new', gelu: 'gelu' };
+
+/** GPT-2's parts: learned absolute positions, and a GELU MLP (fc, proj). */
+function gpt2Parts(ops: DecoderOps): FamilyParts {
+  const c = ops.config;
+  const kind = c.activation === 'gelu' ? 'gelu' : 'gelu_new';
+  const parts: FamilyParts = {
+    embedPositions: (rec, acts) =>
+      embeddingForward(rec, { ids: acts.positions, table: ops.params.param('pos_embed'), out: acts.stream[0], T: acts.T, C: c.hiddenSize, rows: c.maxPositions, accumulate: true }),
+    embedPositionsBackward: (rec, acts, dx) => {
+      const dPos = ops.params.grad('pos_embed');
+      if (!dPos) return;
+      // Positions as ids: each position's gradient is the sum over the tokens at that position.
+      const plan = acts.positionPlan;
+      embeddingBackward(rec, { unique: plan.unique, offsets: plan.offsets, order: plan.order, U: acts.uniquePositions, dOut: dx, dTable: dPos, T: acts.T, C: c.hiddenSize, rows: c.maxPositions });
+    },
+    rotate: () => {},
+    mlpUp: (rec, acts, L, l) => {
+      ops.linear(rec, acts, l.ln2, `${L}.fc`, l.a, c.intermediateSize, c.hiddenSize);
+      parts.mlpActivate(rec, acts, l);
+    },
+    mlpActivate: (rec, acts, l) => geluForward(rec, { x: l.a, y: l.h, n: acts.T * c.intermediateSize, kind }),
+    mlpUpBackward: (rec, acts, L, l, g) => {
+      geluBackward(rec, { x: l.a, dY: g.dh, dX: g.da, n: acts.T * c.intermediateSize, kind });
+      ops.linearBackward(rec, acts, l.ln2, `${L}.fc`, g.da, g.dln, c.intermediateSize, c.hiddenSize);
+    },
+    down: 'proj',
+  };
+  return parts;
+}
 
 export const gpt2: FamilyConfig = {
   architecture: 'GPT2LMHeadModel',
@@ -36,6 +67,7 @@ export const gpt2: FamilyConfig = {
     summary_type: 'inert', summary_use_proj: 'inert', summary_activation: 'inert', summary_proj_to_labels: 'inert',
     summary_first_dropout: 'inert', summary_last_dropout: 'inert', n_ctx: 'inert',
   },
+  parts: gpt2Parts,
   parse(raw) {
     const hiddenSize = aliased(raw, 'n_embd');
     const numHeads = aliased(raw, 'n_head');

@@ -1,11 +1,12 @@
 /** Llama (Llama 2, Llama 3.x with its RoPE scaling, TinyLlama, SmolLM, ...): LlamaConfig's fields (transformers' configuration_llama.py). */
-import { decoderConfig, DECODER_FIELDS } from './decoder.js';
+import { DECODER_FIELDS, decoderConfig, decoderParts } from './decoder.js';
 import type { FamilyConfig } from './family.js';
 import { configBool } from '../hf-config.js';
 
 export const llama: FamilyConfig = {
   architecture: 'LlamaForCausalLM',
   modelType: 'llama',
+  parts: decoderParts,
   fields: {
     ...DECODER_FIELDS,
     head_dim: 'read', attention_bias: 'read', mlp_bias: 'read',

@@ -2,7 +2,7 @@
  * Mistral: every layer attends within `sliding_window` when it is set; transformers' MistralForCausalLM
  * ignores `layer_types` (it warns and windows every layer), and so does this engine, saying so.
  */
-import { decoderConfig, DECODER_FIELDS, windows } from './decoder.js';
+import { DECODER_FIELDS, decoderConfig, decoderParts, windows } from './decoder.js';
 import type { FamilyConfig } from './family.js';
 import { layerTypesOf } from './qwen2.js';
 import { configInt } from '../hf-config.js';
@@ -10,6 +10,7 @@ import { configInt } from '../hf-config.js';
 export const mistral: FamilyConfig = {
   architecture: 'MistralForCausalLM',
   modelType: 'mistral',
+  parts: decoderParts,
   fields: { ...DECODER_FIELDS, head_dim: 'read', sliding_window: 'read', layer_types: 'read' },
   parse(raw, warnings) {
     const numLayers = configInt(raw, 'num_hidden_layers');

@@ -5,7 +5,7 @@
  * LongRoPE on the long-context variants (transformers 5.18's configuration_phi3.py, modeling_phi3.py and
  * modeling_rope_utils.py).
  */
-import { decoderConfig, DECODER_FIELDS, windows } from './decoder.js';
+import { DECODER_FIELDS, decoderConfig, decoderParts, windows } from './decoder.js';
 import type { FamilyConfig } from './family.js';
 import { configInt, dropoutField, type Json } from '../hf-config.js';
 
@@ -25,6 +25,7 @@ function longropeNames(raw: Json): Json {
 export const phi3: FamilyConfig = {
   architecture: 'Phi3ForCausalLM',
   modelType: 'phi3',
+  parts: decoderParts,
   fields: {
     ...DECODER_FIELDS,
     // Not a Phi3Config field, but modeling_phi3.py reads it when a config has it.

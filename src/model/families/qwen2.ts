@@ -5,7 +5,7 @@
  */
 import { InvalidConfigError } from '../hf-config.js';
 import { brief } from '../../io/strict-json.js';
-import { decoderConfig, DECODER_FIELDS, windows, type DecoderChoices } from './decoder.js';
+import { DECODER_FIELDS, type DecoderChoices, decoderConfig, decoderParts, windows } from './decoder.js';
 import type { FamilyConfig } from './family.js';
 import { configBool, configInt, type Json } from '../hf-config.js';
 
@@ -37,6 +37,7 @@ export function qwenWindows(raw: Json, numLayers: number): { types: string[]; gi
 export const qwen2: FamilyConfig = {
   architecture: 'Qwen2ForCausalLM',
   modelType: 'qwen2',
+  parts: decoderParts,
   fields: {
     ...DECODER_FIELDS,
     // Not a Qwen2Config field, but modeling_qwen2.py reads it when a config has it.

@@ -4,7 +4,7 @@
  * heads), `attention_bias` on q, k, v and o (default none) and Qwen2's sliding windows
  * (transformers 5.18's configuration_qwen3.py and modeling_qwen3.py).
  */
-import { decoderConfig, DECODER_FIELDS } from './decoder.js';
+import { DECODER_FIELDS, decoderConfig, decoderParts } from './decoder.js';
 import type { FamilyConfig } from './family.js';
 import { qwenWindows } from './qwen2.js';
 import { configBool, configInt } from '../hf-config.js';
@@ -12,6 +12,7 @@ import { configBool, configInt } from '../hf-config.js';
 export const qwen3: FamilyConfig = {
   architecture: 'Qwen3ForCausalLM',
   modelType: 'qwen3',
+  parts: decoderParts,
   fields: {
     ...DECODER_FIELDS,
     head_dim: 'read', attention_bias: 'read',
