@@ -79,6 +79,14 @@ CASES = {
                     num_key_value_heads=2, rope_theta=10000.0, rope_scaling=dict(rope_type="linear", factor=3.0)),
         features={"rope_scaling": dict(rope_scaling=None)},
     ),
+    # Dynamic NTK scaling rescales RoPE's base only for sequences past max_position_embeddings: within them
+    # transformers computes plain RoPE, and so does the engine (which runs no longer ones).
+    "llama-dynamic-rope-scaling": dict(
+        family="llama",
+        config=dict(**COMMON, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
+                    num_key_value_heads=2, rope_theta=10000.0, rope_scaling=dict(rope_type="dynamic", factor=2.0)),
+        features={"rope_theta": dict(rope_theta=1000.0)},
+    ),
     "qwen2-sliding-window": dict(
         family="qwen2",
         config=dict(**COMMON, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,

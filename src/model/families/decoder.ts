@@ -81,9 +81,9 @@ export function decoderConfig(raw: Json, architecture: ModelConfig['architecture
 
 /**
  * The RoPE of every layer: its base, on the whole head or (`partialRotary`) on part of it, plain
- * ('default') or rescaled for a longer context ('linear', Llama 3.1's 'llama3', and LongRoPE where the
- * family has it); the other scaled types (dynamic, yarn) are refused by name until implemented. Layers
- * differ only where the family allows it (`perLayer`).
+ * ('default') or rescaled for a longer context ('linear', Llama 3.1's 'llama3', 'dynamic' (plain up to
+ * max_position_embeddings, as far as the engine runs), and LongRoPE where the family has it); YaRN is
+ * refused by name until implemented. Layers differ only where the family allows it (`perLayer`).
  */
 function ropeOf(raw: Json, architecture: string, shape: { numLayers: number; headDim: number; maxPositions: number }, warnings: string[], layerTypes: string[] | undefined, options: DecoderRope): Pick<ModelConfig, 'ropeTheta' | 'ropeScaling' | 'layerRopes' | 'rotaryDim'> {
   const { numLayers, headDim } = shape;
@@ -135,6 +135,7 @@ function ropeOf(raw: Json, architecture: string, shape: { numLayers: number; hea
 /** The parameters each implemented scaled RoPE type reads (transformers' _validate_<type>_rope_parameters). */
 const SCALED_ROPE_KEYS = {
   linear: ['factor'],
+  dynamic: ['factor'],
   llama3: ['factor', 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings'],
   longrope: ['short_factor', 'long_factor', 'original_max_position_embeddings', 'factor', 'attention_factor'],
 } as const;
@@ -153,6 +154,9 @@ function scalingOf(s: RopeSettings, rotaryDim: number, maxPositions: number): Ro
   // transformers warns below 1 and computes anyway; a factor at or below 0 gives no frequencies at all.
   if (!(factor > 0)) throw new InvalidConfigError(`'${s.key}.factor' must be positive, got ${factor}`);
   if (s.ropeType === 'linear') return { type: 'linear', factor };
+  // transformers' _compute_dynamic_ntk_parameters scales the base by ((factor * L / max) - (factor - 1)) for a
+  // sequence of L > max_position_embeddings tokens, and by 1 up to there: the only lengths this engine runs.
+  if (s.ropeType === 'dynamic') return { type: 'dynamic', factor };
   const lowFreqFactor = number('low_freq_factor');
   const highFreqFactor = number('high_freq_factor');
   if (!(highFreqFactor > lowFreqFactor && lowFreqFactor > 0)) throw new InvalidConfigError(`'${s.key}': high_freq_factor (${highFreqFactor}) must be above low_freq_factor (${lowFreqFactor}), and both positive`);
