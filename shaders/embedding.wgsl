@@ -6,7 +6,9 @@
 //   backward: dtable[u, c] += scale * the sum of dout[t, c] over the tokens t with id u. Without float atomics this is
 //   a segmented sum: the host groups token indices by id (unique ids, offsets, order), so each
 //   invocation owns one (id, c) and the result is deterministic.
-struct Params { T: u32, C: u32, rows: u32, U: u32, scale: f32 }
+// PIECE: the table holds rows [r0, r0 + rows) of a vocabulary split into pieces that each fit a binding;
+// tokens whose ids fall outside are another piece's (skipped), and rows are indexed from r0.
+struct Params { T: u32, C: u32, rows: u32, U: u32, scale: f32, r0: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;      // forward: [T]; backward: unique ids [U]
@@ -21,6 +23,7 @@ struct Params { T: u32, C: u32, rows: u32, U: u32, scale: f32 }
 override WG: u32 = 256;
 override ACCUMULATE: bool = false;
 override TABLE_FORMAT: u32 = 0u;
+override PIECE: bool = false;
 
 fn table_value(i: u32) -> f32 {
   if (TABLE_FORMAT == 0u) { return table[i]; }
@@ -38,7 +41,12 @@ fn embedding_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups)
   if (i >= p.T * p.C) { return; }
   let t = i / p.C;
   let c = i % p.C;
-  let v = table_value(min(ids[t], p.rows - 1u) * p.C + c) * p.scale;
+  var row = min(ids[t], p.rows - 1u);
+  if (PIECE) {
+    if (ids[t] < p.r0 || ids[t] - p.r0 >= p.rows) { return; }
+    row = ids[t] - p.r0;
+  }
+  let v = table_value(row * p.C + c) * p.scale;
   if (ACCUMULATE) { out[i] += v; } else { out[i] = v; }
 }
 
@@ -49,7 +57,12 @@ fn embedding_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups
   if (i >= p.U * p.C) { return; }
   let u = i / p.C;
   let c = i % p.C;
+  var row = min(ids[u], p.rows - 1u);
+  if (PIECE) {
+    if (ids[u] < p.r0 || ids[u] - p.r0 >= p.rows) { return; }
+    row = ids[u] - p.r0;
+  }
   var acc = 0.0;
   for (var k = offsets[u]; k < offsets[u + 1u]; k++) { acc += dout[order[k] * p.C + c]; }
-  dtable[min(ids[u], p.rows - 1u) * p.C + c] += acc * p.scale;
+  dtable[row * p.C + c] += acc * p.scale;
 }

@@ -43,6 +43,17 @@ export interface CrossEntropyArgs {
   losses: BufferLike;
   /** Soft-capping of the logits, c * tanh(x / c) (Gemma 2's final_logit_softcapping); omit for none. */
   softcap?: number | null;
+  /**
+   * The LM head in row pieces, in vocabulary order, when it is larger than one binding: `weight` is then
+   * unused. The chunks stay within a piece; the log-sum-exp runs across all of them as across chunks.
+   */
+  pieces?: { weight: BufferLike; rows: number }[];
+}
+
+/** The LM head's pieces with the vocabulary row each starts at: `pieces`, or the one `weight`. */
+function headPieces(a: CrossEntropyArgs): { weight: BufferLike; rows: number; v0: number }[] {
+  let v0 = 0;
+  return (a.pieces ?? [{ weight: a.weight, rows: a.V }]).map((p) => ({ ...p, v0: (v0 += p.rows) - p.rows }));
 }
 
 function check(kernel: string, a: CrossEntropyArgs): void {
@@ -51,7 +62,9 @@ function check(kernel: string, a: CrossEntropyArgs): void {
   requireElements(kernel, 'hidden', a.hidden, a.T * a.H);
   const packed = (a.weightFormat ?? 'f32') !== 'f32';
   if (packed && a.H % 2) throw new ShapeError(`${kernel}: a 16-bit weight needs an even hidden size (rows of whole words), got ${a.H}`);
-  requireElements(kernel, 'weight', a.weight, packed ? (a.V * a.H) / 2 : a.V * a.H);
+  const pieces = headPieces(a);
+  if (pieces.reduce((n, p) => n + p.rows, 0) !== a.V) throw new ShapeError(`${kernel}: the LM head's pieces hold ${pieces.reduce((n, p) => n + p.rows, 0)} rows, not V = ${a.V}`);
+  for (const p of pieces) requireElements(kernel, 'weight', p.weight, packed ? (p.rows * a.H) / 2 : p.rows * a.H);
   requireElements(kernel, 'targets', a.targets, a.T);
   requireElements(kernel, 'logits', a.logits, a.T * Math.min(a.chunk, a.V));
   requireElements(kernel, 'stats', a.stats, a.T * 3);
@@ -59,21 +72,26 @@ function check(kernel: string, a: CrossEntropyArgs): void {
   if (a.softcap != null && !(a.softcap > 0 && Number.isFinite(a.softcap))) throw new ShapeError(`${kernel}: softcap must be a positive number, got ${a.softcap}`);
 }
 
-/** Each vocabulary chunk: [c0, c0 + width). */
-function chunks(V: number, chunk: number): { c0: number; width: number }[] {
+/**
+ * Each vocabulary chunk: [c0, c0 + width), within one piece of the head (`piece`, starting at its row
+ * `local`, a multiple of the chunk so its weight rows stay 256-byte aligned).
+ */
+function chunks(a: CrossEntropyArgs): { c0: number; width: number; piece: number; local: number }[] {
   const out = [];
-  for (let c0 = 0; c0 < V; c0 += chunk) out.push({ c0, width: Math.min(chunk, V - c0) });
+  for (const [piece, p] of headPieces(a).entries()) {
+    for (let local = 0; local < p.rows; local += a.chunk) out.push({ c0: p.v0 + local, width: Math.min(a.chunk, p.rows - local), piece, local });
+  }
   return out;
 }
 
-/** Rows [c0, c0 + width) of the LM head, in its own format. */
-function weightRows(a: CrossEntropyArgs, c0: number, width: number): BufferLike {
+/** Rows [local, local + width) of a piece of the LM head, in its own format. */
+function weightRows(a: CrossEntropyArgs, weight: BufferLike, local: number, width: number): BufferLike {
   const bytes = (a.weightFormat ?? 'f32') === 'f32' ? 4 : 2;
-  return view(a.weight, c0 * a.H * bytes, width * a.H * bytes);
+  return view(weight, local * a.H * bytes, width * a.H * bytes);
 }
 
-function chunkLogits(rec: CommandRecorder, a: CrossEntropyArgs, c0: number, width: number): void {
-  matmul(rec, { a: a.hidden, b: weightRows(a, c0, width), bFormat: a.weightFormat, c: a.logits, M: a.T, N: width, K: a.H, transB: true });
+function chunkLogits(rec: CommandRecorder, a: CrossEntropyArgs, weight: BufferLike, local: number, width: number): void {
+  matmul(rec, { a: a.hidden, b: weightRows(a, weight, local, width), bFormat: a.weightFormat, c: a.logits, M: a.T, N: width, K: a.H, transB: true });
 }
 
 type BufferArg = 'logits' | 'targets' | 'stats' | 'losses';
@@ -96,8 +114,9 @@ export function crossEntropyForward(rec: CommandRecorder, a: CrossEntropyArgs): 
   check('crossEntropyForward', a);
   const rows = launch1d(rec.gpu, a.T, WG);
   ceDispatch(rec, 'ce_reset', a, 0, 0, 0, rows);
-  for (const { c0, width } of chunks(a.V, a.chunk)) {
-    chunkLogits(rec, a, c0, width);
+  const pieces = headPieces(a);
+  for (const { c0, width, piece, local } of chunks(a)) {
+    chunkLogits(rec, a, pieces[piece].weight, local, width);
     ceDispatch(rec, 'ce_chunk_stats', a, width, c0, 0, launch1d(rec.gpu, a.T, 1));
   }
   ceDispatch(rec, 'ce_loss', a, 0, 0, 0, rows);
@@ -108,6 +127,8 @@ export interface CrossEntropyBackwardArgs extends CrossEntropyArgs {
   dHidden: BufferLike;
   /** d loss / d weight [V, H], accumulated (+=); omit when the head is frozen. */
   dWeight?: BufferLike;
+  /** With `pieces`: each piece's gradient, in the same order (instead of dWeight). */
+  dWeightPieces?: BufferLike[];
   /** Gradient of the objective per token loss, e.g. 1 / (number of target tokens) for a mean. */
   gradScale: number;
 }
@@ -116,16 +137,20 @@ export interface CrossEntropyBackwardArgs extends CrossEntropyArgs {
 export function crossEntropyBackward(rec: CommandRecorder, a: CrossEntropyBackwardArgs): void {
   check('crossEntropyBackward', a);
   requireElements('crossEntropyBackward', 'dHidden', a.dHidden, a.T * a.H);
-  if (a.dWeight) requireElements('crossEntropyBackward', 'dWeight', a.dWeight, a.V * a.H);
-  if (a.dWeight && (a.weightFormat ?? 'f32') !== 'f32') throw new ShapeError('crossEntropyBackward: a trained LM head is f32');
-  chunks(a.V, a.chunk).forEach(({ c0, width }, i) => {
-    chunkLogits(rec, a, c0, width);
+  const pieces = headPieces(a);
+  const dWeights = a.pieces ? a.dWeightPieces : a.dWeight ? [a.dWeight] : undefined;
+  if (a.pieces && a.dWeight) throw new ShapeError('crossEntropyBackward: a head in pieces takes dWeightPieces');
+  if (dWeights && dWeights.length !== pieces.length) throw new ShapeError(`crossEntropyBackward: ${dWeights.length} weight gradients for ${pieces.length} pieces`);
+  dWeights?.forEach((d, i) => requireElements('crossEntropyBackward', 'dWeight', d, pieces[i].rows * a.H));
+  if (dWeights && (a.weightFormat ?? 'f32') !== 'f32') throw new ShapeError('crossEntropyBackward: a trained LM head is f32');
+  chunks(a).forEach(({ c0, width, piece, local }, i) => {
+    chunkLogits(rec, a, pieces[piece].weight, local, width);
     ceDispatch(rec, 'ce_chunk_grad', a, width, c0, a.gradScale, launch1d(rec.gpu, a.T * width, WG));
     // dHidden (+)= dLogits [T, width] @ W_chunk [width, H]
-    matmul(rec, { a: a.logits, b: weightRows(a, c0, width), bFormat: a.weightFormat, c: a.dHidden, M: a.T, N: a.H, K: width, accumulate: i > 0 });
+    matmul(rec, { a: a.logits, b: weightRows(a, pieces[piece].weight, local, width), bFormat: a.weightFormat, c: a.dHidden, M: a.T, N: a.H, K: width, accumulate: i > 0 });
     // dW_chunk += dLogits^T [width, T] @ hidden [T, H]
-    if (a.dWeight) {
-      matmul(rec, { a: a.logits, b: a.hidden, c: view(a.dWeight, c0 * a.H * 4, width * a.H * 4), M: width, N: a.H, K: a.T, transA: true, accumulate: true });
+    if (dWeights) {
+      matmul(rec, { a: a.logits, b: a.hidden, c: view(dWeights[piece], local * a.H * 4, width * a.H * 4), M: width, N: a.H, K: a.T, transA: true, accumulate: true });
     }
   });
 }

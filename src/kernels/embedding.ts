@@ -47,6 +47,11 @@ export interface EmbeddingForwardArgs {
   accumulate?: boolean;
   /** Multiplies each looked-up row (Gemma's sqrt(hidden size), as an f32); default 1. */
   scale?: number;
+  /**
+   * The table is rows [rowOffset, rowOffset + rows) of a vocabulary split into pieces that each fit a
+   * binding: only tokens with ids in that range are written (each piece writes its own).
+   */
+  rowOffset?: number;
 }
 
 export function embeddingForward(rec: CommandRecorder, a: EmbeddingForwardArgs): void {
@@ -59,8 +64,8 @@ export function embeddingForward(rec: CommandRecorder, a: EmbeddingForwardArgs):
   rec.dispatch({
     shader: 'embedding',
     entryPoint: 'embedding_forward',
-    constants: { WG, ACCUMULATE: !!a.accumulate, TABLE_FORMAT: { f32: 0, bf16: 1, f16: 2 }[format] },
-    uniforms: { T: a.T, C: a.C, rows: a.rows, U: 0, scale: a.scale ?? 1 },
+    constants: { WG, ACCUMULATE: !!a.accumulate, TABLE_FORMAT: { f32: 0, bf16: 1, f16: 2 }[format], PIECE: a.rowOffset !== undefined },
+    uniforms: { T: a.T, C: a.C, rows: a.rows, U: 0, scale: a.scale ?? 1, r0: a.rowOffset ?? 0 },
     storage: { ids: a.ids, table: format === 'f32' ? a.table : unused, table_h: format === 'f32' ? unused : a.table, out: a.out },
     workgroups: launch1d(rec.gpu, a.T * a.C, WG),
     label: `embedding forward ${a.T}x${a.C}`,
@@ -82,6 +87,8 @@ export interface EmbeddingBackwardArgs {
   rows: number;
   /** The forward pass's scale; default 1. */
   scale?: number;
+  /** As the forward pass's: dTable holds rows [rowOffset, rowOffset + rows), other ids are skipped. */
+  rowOffset?: number;
 }
 
 export function embeddingBackward(rec: CommandRecorder, a: EmbeddingBackwardArgs): void {
@@ -94,8 +101,8 @@ export function embeddingBackward(rec: CommandRecorder, a: EmbeddingBackwardArgs
   rec.dispatch({
     shader: 'embedding',
     entryPoint: 'embedding_backward',
-    constants: { WG },
-    uniforms: { T: a.T, C: a.C, rows: a.rows, U: a.U, scale: a.scale ?? 1 },
+    constants: { WG, PIECE: a.rowOffset !== undefined },
+    uniforms: { T: a.T, C: a.C, rows: a.rows, U: a.U, scale: a.scale ?? 1, r0: a.rowOffset ?? 0 },
     storage: { ids: a.unique, offsets: a.offsets, order: a.order, dout: a.dOut, dtable: a.dTable },
     workgroups: launch1d(rec.gpu, a.U * a.C, WG),
     label: `embedding backward ${a.U}x${a.C}`,

@@ -1,8 +1,9 @@
 /**
  * Every tensor a kernel binds whole must fit one storage binding and one buffer: the device's
- * maxStorageBufferBindingSize (128 MiB by default, 1 to 4 GiB on desktop GPUs) and maxBufferSize.
- * Checked from the shapes before anything is allocated, naming the Hugging Face tensor, how it would be
- * stored and the limit, so a model too large for the device fails at once and leaves it as it was.
+ * maxStorageBufferBindingSize (128 MiB by default, 1 to 4 GiB on desktop GPUs) and maxBufferSize. The
+ * embedding and LM head, a model's largest tensors, are stored in row pieces when they do not fit
+ * (causal-lm.ts, tablePieces); any other tensor that does not fit is refused here, from the shapes,
+ * before anything is allocated, naming the Hugging Face tensor, how it would be stored and the limit.
  */
 import { BufferTooLargeError } from '../errors.js';
 import type { Gpu } from '../gpu/gpu.js';
@@ -17,6 +18,8 @@ export interface WeightStorage {
   half: ReadonlySet<string>;
   quantized: ReadonlyMap<string, [number, number]>;
   quantize: ResolvedQuantization | null;
+  /** Tensors stored in row pieces that each fit (the embedding and LM head when one binding cannot hold them). */
+  split: ReadonlySet<string>;
 }
 
 /** The largest binding the device allows, and the limit that sets it. */
@@ -34,10 +37,10 @@ export function checkBindingLimits(gpu: Gpu, config: ModelConfig, storage: Weigh
   const refuse = (what: string, bytes: number, advice: string) => {
     if (bytes > limit.bytes) throw new BufferTooLargeError(what, bytes, limit.bytes, limit.name, advice);
   };
-  const vocabulary = `The embedding and LM head (vocabulary x hidden) are a model's largest tensors: a device with larger storage bindings runs it (desktop GPUs offer 1 to 4 GiB), and splitting them along the vocabulary is not implemented yet.`;
   for (const spec of paramSpecs(config)) {
+    if (storage.split.has(spec.name)) continue;
     const name = `tensor '${hfName.get(spec.name) ?? spec.name}'`;
-    const advice = spec.name === 'embed' || spec.name === 'lm_head' ? vocabulary : 'A device with larger storage bindings runs this model.';
+    const advice = 'A device with larger storage bindings runs this model (desktop GPUs offer 1 to 4 GiB).';
     const q = storage.quantized.get(spec.name);
     if (q && storage.quantize) {
       const { format, groupSize, zeroBias, doubleQuant } = storage.quantize;

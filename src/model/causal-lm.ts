@@ -16,10 +16,10 @@ import type { ModelConfig, StoredQuantization } from './config.js';
 import { checkBindingLimits } from './binding-limits.js';
 import { hfMappings, hfToParts, paramSpecs, partsToHf, size, type HfMapping } from './layout.js';
 import { shapesDigest, WeightsHasher, type ModelFingerprint } from './fingerprint.js';
-import { Transformer, type ParamAccess } from './transformer.js';
+import { Transformer, type ParamAccess, type TablePiece } from './transformer.js';
 import { Activations, type ActivationKind } from './activations.js';
 import { EVAL_PASS, type PassContext } from '../methods/method.js';
-import { ShapeError } from '../errors.js';
+import { BufferTooLargeError, ShapeError } from '../errors.js';
 import { checkOptionKeys, optionKeys } from '../util/options.js';
 import { decodeHalves, encodeHalves, halfWeightFormats, LINEAR_WEIGHT, type HalfFormat, type LinearWeight, type WeightFormat } from './linear-weights.js';
 import { checkQuantizeOption, checkQuantizeOptionKeys, quantizedModules, QuantizedWeights, type QuantizedModule, type QuantizeOption } from './quantized-weights.js';
@@ -84,6 +84,29 @@ export async function openPretrained(source: SourceLike, options: PretrainedOpti
   return { gpu: options.gpu ?? (await requestDevice()), ckpt };
 }
 
+/**
+ * The embedding's and LM head's pieces: the whole tensor when one binding holds it, else row pieces of
+ * at most `limit` bytes (a multiple of 64 rows, so the cross-entropy's vocabulary chunks stay aligned).
+ */
+export function tablePieces(config: ModelConfig, limit: number, halfWeights: ReadonlyMap<string, unknown>): Map<string, TablePiece[]> {
+  const out = new Map<string, TablePiece[]>();
+  for (const name of config.tieWordEmbeddings ? ['embed'] : ['embed', 'lm_head']) {
+    const rowBytes = config.hiddenSize * (halfWeights.has(name) ? 2 : 4);
+    const V = config.vocabSize;
+    if (V * rowBytes <= limit) {
+      out.set(name, [{ name, rows: V, rowStart: 0 }]);
+      continue;
+    }
+    const fit = Math.floor(limit / rowBytes);
+    const per = fit >= 64 ? fit - (fit % 64) : fit;
+    if (per < 1) throw new BufferTooLargeError(`one row of '${name}'`, rowBytes, limit, 'storage binding limit');
+    const pieces: TablePiece[] = [];
+    for (let r = 0; r < V; r += per) pieces.push({ name: `${name}#${pieces.length}`, rows: Math.min(per, V - r), rowStart: r });
+    out.set(name, pieces);
+  }
+  return out;
+}
+
 export class CausalLM {
   readonly transformer: Transformer;
   /** f32 parameters: every trainable one, and frozen ones not kept 16-bit. */
@@ -95,6 +118,12 @@ export class CausalLM {
   /** Gradients of the trainable parameters (null when nothing trains). */
   readonly grads: Arena | null;
   readonly trainableNames: string[];
+  /**
+   * The embedding and LM head as stored: one tensor, or ('embed#0', 'embed#1', ...) row pieces that each
+   * fit a storage binding when the device's cannot hold the whole (the optimizer and checkpoints see
+   * the pieces as tensors of their own; Hugging Face files see one tensor).
+   */
+  readonly tables: Map<string, TablePiece[]>;
   private readonly mappings: Map<string, HfMapping>;
   /** Element count of every parameter, by engine name. */
   private readonly sizes: Map<string, number>;
@@ -120,31 +149,47 @@ export class CausalLM {
     private readonly halfWeights: Map<string, HalfFormat> = new Map(),
     quantize?: QuantizeOption | StoredQuantization,
   ) {
-    const specs = paramSpecs(config);
+    const logicalSpecs = paramSpecs(config);
     // 4-bit takes every frozen linear weight; 16-bit storage keeps the rest it asked for.
     const quantizedShapes = new Map<string, [number, number]>();
     if (quantize !== undefined) {
       // Checked where it entered (fromCheckpoint).
-      for (const s of specs) if (LINEAR_WEIGHT.test(s.name) && !trainable(s.name)) quantizedShapes.set(s.name, [s.shape[0], s.shape[1]]);
+      for (const s of logicalSpecs) if (LINEAR_WEIGHT.test(s.name) && !trainable(s.name)) quantizedShapes.set(s.name, [s.shape[0], s.shape[1]]);
       for (const name of quantizedShapes.keys()) halfWeights.delete(name);
     }
-    // Every tensor must fit one binding: refused by name before anything is allocated.
-    checkBindingLimits(gpu, config, { half: new Set(halfWeights.keys()), quantized: quantizedShapes, quantize: quantize === undefined ? null : checkQuantizeOption(quantize) });
-    this.sizes = new Map(specs.map((s) => [s.name, size(s.shape)]));
     const limit = arenaLimit(gpu);
+    // The embedding and LM head are stored in row pieces when one binding cannot hold them.
+    this.tables = tablePieces(config, limit, halfWeights);
+    const split = new Set([...this.tables].filter(([, pieces]) => pieces.length > 1).map(([name]) => name));
+    // Every other tensor must fit one binding: refused by name before anything is allocated.
+    checkBindingLimits(gpu, config, { half: new Set(halfWeights.keys()), quantized: quantizedShapes, quantize: quantize === undefined ? null : checkQuantizeOption(quantize), split });
+    const specs = logicalSpecs.flatMap((s) => (split.has(s.name) ? this.tables.get(s.name)!.map((p) => ({ name: p.name, shape: [p.rows, s.shape[1]] })) : [s]));
+    for (const name of split) {
+      const format = halfWeights.get(name);
+      if (!format) continue;
+      halfWeights.delete(name);
+      for (const p of this.tables.get(name)!) halfWeights.set(p.name, format);
+    }
+    this.sizes = new Map(specs.map((s) => [s.name, size(s.shape)]));
     this.activationCacheBytes = activationCacheBytes ?? defaultActivationCacheBytes(gpu);
-    this.trainableNames = specs.map((s) => s.name).filter(trainable);
+    // A piece trains as its table does (`trainable` names the whole, 'embed').
+    this.trainableNames = specs.map((s) => s.name).filter((name) => trainable(name.replace(/#\d+$/, '')));
     const paramLayout = planArena(specs.filter((s) => !halfWeights.has(s.name) && !quantizedShapes.has(s.name)).map((s) => ({ name: s.name, length: size(s.shape) })), limit);
     const packedLayout = halfWeights.size ? planArena(specs.filter((s) => halfWeights.has(s.name)).map((s) => ({ name: s.name, length: Math.ceil(size(s.shape) / 2) })), limit) : null;
     const gradLayout = this.trainableNames.length
       ? planArena(this.trainableNames.map((name) => ({ name, length: this.sizes.get(name)! })), limit)
       : null;
-    this.mappings = new Map(hfMappings(config).map((m) => [m.hfName, m]));
+    // A split table is one Hugging Face tensor in row parts, as a fused weight is.
+    this.mappings = new Map(hfMappings(config).map((m) => {
+      const pieces = m.parts.length === 1 && split.has(m.parts[0]) ? this.tables.get(m.parts[0])! : null;
+      return [m.hfName, pieces ? { ...m, parts: pieces.map((p) => p.name), partRows: pieces.map((p) => p.rows) } : m];
+    }));
     const access: ParamAccess = {
       param: (name) => this.f32Param(name),
       weight: (name) => this.linearWeight(name),
       grad: (name) => (this.grads?.has(name) ? this.grads.view(name) : null),
       has: (name) => this.params.has(name) || halfWeights.has(name) || quantizedShapes.has(name),
+      pieces: (name) => this.tables.get(name) ?? [{ name, rows: config.vocabSize, rowStart: 0 }],
     };
     // Each allocation is undone if a later one fails, so a failed load leaves the device as it was.
     const made: { destroy(): void }[] = [];

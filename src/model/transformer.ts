@@ -36,6 +36,24 @@ export interface ParamAccess {
   /** The gradient view, or null when the parameter is frozen. */
   grad(name: string): View | null;
   has(name: string): boolean;
+  /**
+   * The stored pieces of the embedding or LM head, in vocabulary order: one, or row pieces that each fit
+   * a storage binding when the whole does not.
+   */
+  pieces(name: 'embed' | 'lm_head'): TablePiece[];
+}
+
+/** A row piece of the embedding or LM head, by its stored name: rows [rowStart, rowStart + rows). */
+export interface TablePiece {
+  name: string;
+  rows: number;
+  rowStart: number;
+}
+
+/** A piece as the kernels take it: its weight as stored, and its gradient (when trained). */
+interface TableView extends Omit<TablePiece, 'name'> {
+  weight: DenseWeight;
+  grad: View | null;
 }
 
 /**
@@ -88,16 +106,21 @@ export class Transformer {
     });
   }
 
-  /** The embedding or LM head: f32, or 16-bit when frozen in a 16-bit base (never 4-bit). */
-  private denseWeight(name: string): DenseWeight {
-    const w = this.params.weight(name);
-    if (!isDense(w)) throw new Error(`'${name}' is not a dense weight`);
-    return w;
+  /** The embedding's or LM head's pieces: f32, or 16-bit when frozen in a 16-bit base (never 4-bit). */
+  private table(name: 'embed' | 'lm_head'): TableView[] {
+    return this.params.pieces(name).map((p) => {
+      const w = this.params.weight(p.name);
+      if (!isDense(w)) throw new Error(`'${p.name}' is not a dense weight`);
+      return { weight: w, rows: p.rows, rowStart: p.rowStart, grad: this.params.grad(p.name) };
+    });
   }
 
-  private get lmHead(): string {
+  private get lmHead(): 'embed' | 'lm_head' {
     return this.config.tieWordEmbeddings ? 'embed' : 'lm_head';
   }
+
+  /** Scratch for the logits of one piece of a split LM head, kept for its size. */
+  private pieceLogits: GPUBuffer | null = null;
 
   /**
    * y = x W^T (+ b) (+ the method's term), one matmul with the bias and the term fused into its store;
@@ -212,8 +235,14 @@ export class Transformer {
   forwardHidden(rec: CommandRecorder, acts: Activations, attend: AttentionStep = this.selfAttention, pass: PassContext = EVAL_PASS): void {
     this.pass = pass;
     const c = this.config;
-    const embed = this.denseWeight('embed');
-    embeddingForward(rec, { ids: acts.ids, table: embed.view, tableFormat: embed.format, out: acts.stream[0], T: acts.T, C: c.hiddenSize, rows: c.vocabSize, scale: c.embedScale });
+    const pieces = this.table('embed');
+    // A split table: each piece writes the tokens whose ids it holds.
+    for (const p of pieces) {
+      embeddingForward(rec, {
+        ids: acts.ids, table: p.weight.view, tableFormat: p.weight.format, out: acts.stream[0], T: acts.T, C: c.hiddenSize, rows: p.rows, scale: c.embedScale,
+        rowOffset: pieces.length > 1 ? p.rowStart : undefined,
+      });
+    }
     this.family.embedPositions(rec, acts);
     for (let i = 0; i < c.numLayers; i++) {
       this.layerForward(rec, acts, i, attend);
@@ -274,16 +303,35 @@ export class Transformer {
   /** logits [rows, vocab] of final hidden states [rows, hidden]. */
   logits(rec: CommandRecorder, hidden: View, logits: View, rows = 1): void {
     const c = this.config;
-    const head = this.denseWeight(this.lmHead);
-    matmul(rec, { a: hidden, b: head.view, bFormat: head.format, c: logits, M: rows, N: c.vocabSize, K: c.hiddenSize, transB: true });
+    const pieces = this.table(this.lmHead);
+    if (pieces.length === 1) {
+      const head = pieces[0].weight;
+      matmul(rec, { a: hidden, b: head.view, bFormat: head.format, c: logits, M: rows, N: c.vocabSize, K: c.hiddenSize, transB: true });
+    } else {
+      // Each piece's logits [rows, piece rows] into scratch, then row by row into their columns of [rows, V]
+      // (a row's slice of the output is not binding-aligned, so the product cannot write there directly).
+      const bytes = rows * Math.max(...pieces.map((p) => p.rows)) * 4;
+      if (!this.pieceLogits || this.pieceLogits.size < bytes) {
+        if (this.pieceLogits) this.gpu.destroyBuffer(this.pieceLogits);
+        this.pieceLogits = this.gpu.createBuffer(bytes, undefined, 'lm head piece logits');
+      }
+      const out = asView(logits);
+      for (const p of pieces) {
+        matmul(rec, { a: hidden, b: p.weight.view, bFormat: p.weight.format, c: { buffer: this.pieceLogits, offset: 0, size: rows * p.rows * 4 }, M: rows, N: p.rows, K: c.hiddenSize, transB: true });
+        for (let r = 0; r < rows; r++) {
+          rec.copy({ buffer: this.pieceLogits, offset: r * p.rows * 4, size: p.rows * 4 }, { buffer: out.buffer, offset: out.offset + (r * c.vocabSize + p.rowStart) * 4, size: p.rows * 4 }, p.rows * 4);
+        }
+      }
+    }
     if (c.finalLogitSoftcap !== null) elementwise(rec, { op: 'softcap', y: logits, n: rows * c.vocabSize, s0: c.finalLogitSoftcap });
   }
 
   private ceArgs(acts: Activations) {
     const c = this.config;
-    const head = this.denseWeight(this.lmHead);
+    const pieces = this.table(this.lmHead);
     return {
-      hidden: acts.lnf, weight: head.view, weightFormat: head.format, targets: acts.targets,
+      hidden: acts.lnf, weight: pieces[0].weight.view, weightFormat: pieces[0].weight.format, targets: acts.targets,
+      pieces: pieces.length > 1 ? pieces.map((p) => ({ weight: p.weight.view, rows: p.rows })) : undefined,
       T: acts.T, H: c.hiddenSize, V: c.vocabSize, chunk: acts.chunk, softcap: c.finalLogitSoftcap,
       logits: acts.logits, stats: acts.cestats, losses: acts.losses,
     };
@@ -301,7 +349,9 @@ export class Transformer {
     if (!acts.grad) throw new Error('backward() needs training activations; these were planned for inference');
     const g = acts.grad;
     const dx = g.dx;
-    crossEntropyBackward(rec, { ...this.ceArgs(acts), dHidden: g.dln, dWeight: this.params.grad(this.lmHead) ?? undefined, gradScale });
+    const head = this.table(this.lmHead);
+    const dHead = head.every((p) => p.grad) ? head.map((p) => p.grad!) : undefined;
+    crossEntropyBackward(rec, { ...this.ceArgs(acts), dHidden: g.dln, ...(head.length > 1 ? { dWeightPieces: dHead } : { dWeight: dHead?.[0] }), gradScale });
     this.normBackwardInto(rec, acts, 'norm_f', acts.stream[c.numLayers], acts.stf, g.dln, dx, false);
     for (let i = c.numLayers - 1; i >= 0; i--) {
       const L = `layers.${i}`;
@@ -346,11 +396,12 @@ export class Transformer {
       this.linearBackward(rec, acts, l.ln1, `${L}.v`, g.dv, g.dln, kvd, H, true);
       this.normBackwardInto(rec, acts, `${L}.norm1`, acts.stream[i], l.st1, g.dln, dx, true);
     }
-    const dEmbed = this.params.grad('embed');
-    if (dEmbed) {
+    const embed = this.table('embed');
+    for (const p of embed) {
+      if (!p.grad) continue;
       embeddingBackward(rec, {
         unique: acts.embedPlan.unique, offsets: acts.embedPlan.offsets, order: acts.embedPlan.order, U: acts.uniqueIds,
-        dOut: dx, dTable: dEmbed, T, C: H, rows: c.vocabSize, scale: c.embedScale,
+        dOut: dx, dTable: p.grad, T, C: H, rows: p.rows, scale: c.embedScale, rowOffset: embed.length > 1 ? p.rowStart : undefined,
       });
     }
     this.family.embedPositionsBackward(rec, acts, dx);
@@ -358,6 +409,7 @@ export class Transformer {
 
   destroy(): void {
     for (const table of this.ropeTables) this.gpu.destroyBuffer(table);
+    if (this.pieceLogits) this.gpu.destroyBuffer(this.pieceLogits);
   }
 }
 

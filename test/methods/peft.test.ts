@@ -5,6 +5,7 @@ import { readHeader, readTensorF32, writeSafetensors } from '../../src/io/safete
 import { bytesSource } from '../../src/io/bytes.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { tinyModelFiles, type TinyModelOptions } from '../../src/model/tiny.js';
+import { CausalLM } from '../../src/model/causal-lm.js';
 import { FineTuner } from '../../src/train/finetuner.js';
 import { Lora, peftAdapterFiles, readPeftAdapter } from '../../src/methods/lora/index.js';
 import { compare, randn, rng, testGpu } from '../helpers.js';
@@ -32,7 +33,7 @@ describe('PEFT LoRA adapters', () => {
     ['gemma3 (post and q/k norms)', { ...LLAMA, architecture: 'gemma3', headDim: 12, slidingWindowPattern: 2 }, ['all-linear'], ['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj']],
     // Phi-3's q, k, v are one qkv_proj and gate, up one gate_up_proj in Hugging Face: exported fused, as PEFT names them.
     ['phi3 (fused qkv_proj, gate_up_proj)', { ...LLAMA, architecture: 'phi3' }, ['all-linear'], ['down_proj', 'gate_up_proj', 'o_proj', 'qkv_proj']],
-  ])('%s: exported as PEFT lays it out, read back into a new run with the same outputs', async (_name, model, targets, peftTargets) => {
+  ])('%s: exported as PEFT lays it out and as a merged model, each read back with the same outputs', async (_name, model, targets, peftTargets) => {
     const files = tinyModelFiles(model);
     const ft = await trained(files, targets);
     const out = await peftAdapterFiles(ft.method as Lora, { baseModel: 'org/tiny' });
@@ -52,6 +53,10 @@ describe('PEFT LoRA adapters', () => {
     for (const [name, data] of adapter.tensors) expect(Array.from(await again.readTensor(name))).toEqual(Array.from(data));
     expect((await again.evaluate(batch)).loss).toBe((await ft.evaluate(batch)).loss);
     again.destroy();
+    // The merged model (the adapter folded into the weights, in Hugging Face's layout) loads back with the same outputs.
+    const merged = await CausalLM.fromCheckpoint(ft.gpu, await openCheckpoint(memorySource({ ...files, ...(await mergedModelFiles(ft)) })));
+    expect(compare(await merged.logits(batch), await ft.model.logits(batch)).rel).toBeLessThan(1e-5);
+    merged.destroy();
     ft.destroy();
   });
 
