@@ -11,7 +11,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { nf4Bytes, nf4Layout } from '../src/kernels/nf4.js';
 import { Activations } from '../src/model/activations.js';
-import { parseConfig, type ModelConfig } from '../src/model/config.js';
+import { layerRope, parseConfig, type ModelConfig } from '../src/model/config.js';
 import { paramSpecs } from '../src/model/layout.js';
 import { linearModules } from '../src/methods/targets.js';
 import { QWEN25_05B_CONFIG, type MemoryBenchResult } from './memory.js';
@@ -71,8 +71,8 @@ function plan(model: string, c: ModelConfig, checkpointed: boolean): PlannedRow 
     else if (!linear.has(p.name.replace(/\.weight$/, ''))) note(p.name, align(n * 4)); // norms (and biases) in f32
   }
   // RoPE tables: one per distinct base and scaling among the layers, [maxPositions, headDim] f32 each.
-  const ropes = new Set((c.layerRopes ?? [{ theta: c.ropeTheta, scaling: c.ropeScaling }]).map((r) => JSON.stringify(r)));
-  const ropeBytes = c.ropeTheta === null ? 0 : ropes.size * c.maxPositions * c.headDim * 4;
+  const ropes = new Set(Array.from({ length: c.numLayers }, (_, i) => layerRope(c, i)).filter((r) => r).map((r) => JSON.stringify(r)));
+  const ropeBytes = ropes.size * c.maxPositions * c.rotaryDim * 4;
   // LoRA A [r, in] and B [out, r]: the values, their gradients and AdamW's two moments, f32.
   const loraParams = [...linear.values()].reduce((n, s) => n + RANK * (s.in + s.out), 0);
   const adapters = 4 * 4 * loraParams + ropeBytes;

@@ -30,8 +30,7 @@ fn erf_approx(x: f32) -> f32 {
 
 const K = 0.7978845608028654; // sqrt(2 / pi)
 
-// tanh(15) is 1 in f32; the clamp keeps backends that build tanh from exp(2z) off inf / inf = NaN.
-fn tanh_bounded(z: f32) -> f32 { return tanh(clamp(z, -15.0, 15.0)); }
+// #include lib/tanh.wgsl
 
 fn gelu(x: f32) -> f32 {
   if (GELU_TANH) { return 0.5 * x * (1.0 + tanh_bounded(K * (x + 0.044715 * x * x * x))); }

@@ -55,10 +55,11 @@ fn window_end(j: u32) -> u32 {
   return min(p.S, j + p.window);
 }
 
-// tanh(15) is 1 in f32; the clamp keeps backends that build tanh from exp(2z) off inf / inf = NaN.
+// #include lib/tanh.wgsl
+
 fn cap(s: f32) -> f32 {
   if (p.softcap == 0.0) { return s; }
-  return p.softcap * tanh(clamp(s / p.softcap, -15.0, 15.0));
+  return soft_cap(s, p.softcap);
 }
 
 // d cap(s) / d s from the capped score c.

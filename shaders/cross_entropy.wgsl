@@ -17,11 +17,13 @@ struct Params { T: u32, VC: u32, c0: u32, scale: f32, softcap: f32 }
 override WG: u32 = 256;
 const NEG_INF = -3.402823e38;
 
-// The logit as the loss sees it; the clamp keeps backends that build tanh from exp(2z) off inf / inf.
+// #include lib/tanh.wgsl
+
+// The logit as the loss sees it.
 fn logit(i: u32) -> f32 {
   let x = logits[i];
   if (p.softcap == 0.0) { return x; }
-  return p.softcap * tanh(clamp(x / p.softcap, -15.0, 15.0));
+  return soft_cap(x, p.softcap);
 }
 
 // #include lib/workgroup_reduce.wgsl

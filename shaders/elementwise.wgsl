@@ -33,6 +33,8 @@ override PER: u32 = 1;
 
 // #include lib/hash.wgsl
 
+// #include lib/tanh.wgsl
+
 fn keep(i: u32) -> f32 { return select(0.0, p.s0, dropout_keeps(i, p.u0, p.u1)); }
 
 @compute @workgroup_size(WG)
@@ -51,8 +53,7 @@ fn elementwise(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
       case OP_ADDCDIV: { y[i] = y[i] + p.s0 * x[i] / z[i]; }
       case OP_DROPOUT: { y[i] = x[i] * keep(i); }
       case OP_DROPOUT_ADD: { y[i] = y[i] + x[i] * keep(i); }
-      // The clamp keeps backends that build tanh from exp(2z) off inf / inf (tanh(15) is 1 in f32).
-      case OP_SOFTCAP: { y[i] = p.s0 * tanh(clamp(y[i] / p.s0, -15.0, 15.0)); }
+      case OP_SOFTCAP: { y[i] = soft_cap(y[i], p.s0); }
       default: { y[i] = x[i] + z[i]; }
     }
   }

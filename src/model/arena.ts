@@ -73,6 +73,10 @@ export class Arena {
   }
 }
 
-export function arenaLimit(gpu: Gpu): number {
-  return Math.min(gpu.limits.maxBufferSize, gpu.limits.maxStorageBufferBindingSize);
+/** The largest tensor one buffer and one storage binding can hold on this device, and the limit that sets it. */
+export function bindingLimit(gpu: Gpu): { bytes: number; name: 'maxStorageBufferBindingSize' | 'maxBufferSize' } {
+  const { maxBufferSize, maxStorageBufferBindingSize } = gpu.limits;
+  return maxStorageBufferBindingSize <= maxBufferSize
+    ? { bytes: maxStorageBufferBindingSize, name: 'maxStorageBufferBindingSize' }
+    : { bytes: maxBufferSize, name: 'maxBufferSize' };
 }

@@ -7,6 +7,7 @@
  */
 import { BufferTooLargeError } from '../errors.js';
 import type { Gpu } from '../gpu/gpu.js';
+import { bindingLimit } from './arena.js';
 import { int4Bytes, int4Layout } from '../kernels/int4.js';
 import { nf4Bytes, nf4Layout } from '../kernels/nf4.js';
 import type { ModelConfig } from './config.js';
@@ -20,14 +21,6 @@ export interface WeightStorage {
   quantize: ResolvedQuantization | null;
   /** Tensors stored in row pieces that each fit (the embedding and LM head when one binding cannot hold them). */
   split: ReadonlySet<string>;
-}
-
-/** The largest binding the device allows, and the limit that sets it. */
-export function bindingLimit(gpu: Gpu): { bytes: number; name: string } {
-  const { maxBufferSize, maxStorageBufferBindingSize } = gpu.limits;
-  return maxStorageBufferBindingSize <= maxBufferSize
-    ? { bytes: maxStorageBufferBindingSize, name: 'maxStorageBufferBindingSize' }
-    : { bytes: maxBufferSize, name: 'maxBufferSize' };
 }
 
 /** Throws BufferTooLargeError for the first tensor of the model that cannot be bound whole on `gpu`. */

@@ -7,7 +7,7 @@
 import { view, type TensorView } from '../gpu/buffers.js';
 import type { Gpu } from '../gpu/gpu.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { Arena, arenaLimit, planArena } from './arena.js';
+import { Arena, bindingLimit, planArena } from './arena.js';
 import { prepareBatch, type BatchInput, type PreparedBatch } from './batch.js';
 import { requestDevice } from '../gpu/device.js';
 import { resolveSource, type HubOptions, type ModelSource, type SourceLike } from '../io/sources.js';
@@ -157,7 +157,7 @@ export class CausalLM {
       for (const s of logicalSpecs) if (LINEAR_WEIGHT.test(s.name) && !trainable(s.name)) quantizedShapes.set(s.name, [s.shape[0], s.shape[1]]);
       for (const name of quantizedShapes.keys()) halfWeights.delete(name);
     }
-    const limit = arenaLimit(gpu);
+    const limit = bindingLimit(gpu).bytes;
     // The embedding and LM head are stored in row pieces when one binding cannot hold them.
     this.tables = tablePieces(config, limit, halfWeights);
     const split = new Set([...this.tables].filter(([, pieces]) => pieces.length > 1).map(([name]) => name));

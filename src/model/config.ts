@@ -119,6 +119,12 @@ export interface LayerRope {
   scaling: RopeScaling | null;
 }
 
+/** Layer i's RoPE: its own where layers differ (layerRopes), else the model's; null without RoPE (GPT-2). */
+export function layerRope(c: Pick<ModelConfig, 'ropeTheta' | 'ropeScaling' | 'layerRopes'>, i: number): LayerRope | null {
+  if (c.ropeTheta === null) return null;
+  return c.layerRopes?.[i] ?? { theta: c.ropeTheta, scaling: c.ropeScaling };
+}
+
 type Json = Record<string, unknown>;
 
 /** Config files larger than this are refused before parsing (real ones are a few kilobytes). */

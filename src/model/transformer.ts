@@ -19,7 +19,7 @@ import { matmulQ4, matmulQ4InputGrad } from '../kernels/q4-matmul.js';
 import { columnScaleBackward, columnScaleForward } from '../kernels/column-scale.js';
 import { normBackward, normForward } from '../kernels/norm.js';
 import { ropeTable, type RopeRange } from '../kernels/rope.js';
-import type { ModelConfig } from './config.js';
+import { layerRope, type ModelConfig } from './config.js';
 import type { Activations, LayerActivations } from './activations.js';
 import { familyOf, type FamilyParts } from './families/index.js';
 import { isDense, type DenseWeight, type LinearWeight } from './linear-weights.js';
@@ -80,8 +80,9 @@ export class Transformer {
     const c = config;
     const tables = new Map<string, LayerRopeTables>();
     this.layerRopeTables = Array.from({ length: c.numLayers }, (_, i) => {
-      if (c.ropeTheta === null) return null;
-      const { theta, scaling } = c.layerRopes?.[i] ?? { theta: c.ropeTheta, scaling: c.ropeScaling };
+      const r = layerRope(c, i);
+      if (!r) return null;
+      const { theta, scaling } = r;
       const key = JSON.stringify([theta, scaling]);
       if (!tables.has(key)) {
         const make = (range: RopeRange) => {

@@ -11,7 +11,7 @@ import { view } from '../gpu/buffers.js';
 import { IGNORE_INDEX } from '../kernels/cross-entropy.js';
 import type { CausalLM } from '../model/causal-lm.js';
 import type { PreparedBatch } from '../model/batch.js';
-import type { ModelConfig } from '../model/config.js';
+import { layerRope, type ModelConfig } from '../model/config.js';
 import { cachedAttention, type KvCache } from './kv-cache.js';
 import { rng } from '../util/random.js';
 import type { AdapterCache } from './adapter-cache.js';
@@ -52,8 +52,7 @@ export interface GenerateResult {
 
 /** The context past which a LongRoPE model switches its RoPE factors, or null. */
 function longropeContext(c: ModelConfig): number | null {
-  const scalings = [c.ropeScaling, ...(c.layerRopes ?? []).map((r) => r.scaling)];
-  const long = scalings.find((s) => s?.type === 'longrope');
+  const long = Array.from({ length: c.numLayers }, (_, i) => layerRope(c, i)?.scaling).find((s) => s?.type === 'longrope');
   return long?.type === 'longrope' ? long.originalMaxPositions : null;
 }
 

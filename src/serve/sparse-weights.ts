@@ -11,7 +11,7 @@ import type { CommandRecorder } from '../gpu/recorder.js';
 import { elementwise } from '../kernels/elementwise.js';
 import type { WeightFormat } from '../kernels/matmul.js';
 import { sparseGather, sparseScatter } from '../kernels/sparse.js';
-import { Arena, arenaLimit, planArena } from '../model/arena.js';
+import { Arena, bindingLimit, planArena } from '../model/arena.js';
 import type { CausalLM } from '../model/causal-lm.js';
 import { isDense } from '../model/linear-weights.js';
 import type { LinearShape } from '../methods/targets.js';
@@ -64,7 +64,7 @@ export class SparseWeights {
    */
   upload(id: string, a: SparseAdapter): ResidentSparse {
     const gpu = this.model.gpu;
-    const plan = layout(a, arenaLimit(gpu));
+    const plan = layout(a, bindingLimit(gpu).bytes);
     const made: Arena[] = [];
     try {
       for (const part of ['indices', 'values', 'originals']) made.push(new Arena(gpu, plan, `sparse adapter ${id} ${part}`));

@@ -2,7 +2,7 @@
  * float64 reference of the whole model (engine layout, see src/model/layout.ts): forward to the mean
  * loss over target tokens and backward to every parameter's gradient, composed from the layer references.
  */
-import type { ModelConfig } from '../../src/model/config.js';
+import { layerRope, type ModelConfig } from '../../src/model/config.js';
 import type { PreparedBatch } from '../../src/model/batch.js';
 import { dropoutKeep } from '../../src/util/random.js';
 import { attentionBackwardRef, attentionForwardRef } from './attention.js';
@@ -80,8 +80,8 @@ function dims(c: ModelConfig, batch: Pick<PreparedBatch, 'B' | 'S' | 'segments' 
   // dims, and the scale on cos and sin: LongRoPE's long factors when a position reaches past its context.
   const seqLen = Math.max(...batch.positions) + 1;
   const ropes = Array.from({ length: c.numLayers }, (_, i) => {
-    if (c.ropeTheta === null) return null;
-    const r = c.layerRopes?.[i] ?? { theta: c.ropeTheta, scaling: c.ropeScaling };
+    const r = layerRope(c, i);
+    if (!r) return null;
     const long = r.scaling?.type === 'longrope' && seqLen > r.scaling.originalMaxPositions;
     return { inv: ropeInvFreqRef(c.rotaryDim, r.theta, r.scaling, long ? 'long' : 'short'), scale: r.scaling?.type === 'longrope' ? r.scaling.attentionFactor : 1 };
   });

@@ -10,7 +10,7 @@ import type { Gpu } from '../../gpu/gpu.js';
 import type { CommandRecorder } from '../../gpu/recorder.js';
 import { elementwise } from '../../kernels/elementwise.js';
 import { matmul, type LowRankTerm } from '../../kernels/matmul.js';
-import { Arena, arenaLimit, planArena } from '../../model/arena.js';
+import { Arena, bindingLimit, planArena } from '../../model/arena.js';
 import type { ModelConfig } from '../../model/config.js';
 import type { Activations } from '../../model/activations.js';
 import type { AdamWConfig, Optimizer, TrainableSet } from '../../optim/adamw.js';
@@ -60,7 +60,7 @@ export class Lora implements Method, LinearHooks {
       { name: `${name}.lora_A`, length: d.rank * d.in },
       { name: `${name}.lora_B`, length: d.out * d.rank },
     ]);
-    const layout = planArena(tensors, arenaLimit(gpu));
+    const layout = planArena(tensors, bindingLimit(gpu).bytes);
     this.params = new Arena(gpu, layout, 'lora');
     try {
       this.grads = new Arena(gpu, layout, 'lora grads');

@@ -11,7 +11,7 @@ import type { Gpu } from '../../gpu/gpu.js';
 import type { CommandRecorder } from '../../gpu/recorder.js';
 import { elementwise } from '../../kernels/elementwise.js';
 import { blockSparseGrad, sparseGather, sparseGrad, sparseScatter } from '../../kernels/sparse.js';
-import { Arena, arenaLimit, planArena } from '../../model/arena.js';
+import { Arena, bindingLimit, planArena } from '../../model/arena.js';
 import type { Activations } from '../../model/activations.js';
 import type { CausalLM } from '../../model/causal-lm.js';
 import { ShapeError } from '../../errors.js';
@@ -60,7 +60,7 @@ export class SparseFineTuning implements Method, LinearHooks {
       this.weights.set(module, { view: w.view, format: w.format, size: e.rows * e.cols });
     }
     const modules = [...mask.entries.keys()];
-    const limit = arenaLimit(gpu);
+    const limit = bindingLimit(gpu).bytes;
     const valueLayout = planArena(modules.map((m) => ({ name: `${m}${VALUES}`, length: mask.nnz(m) })), limit);
     const indexLayout = planArena(modules.map((m) => ({ name: m, length: mask.nnz(m) })), limit);
     const made: { destroy(): void }[] = [];

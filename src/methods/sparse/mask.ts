@@ -181,7 +181,8 @@ export function hfElements(mask: SparseMask, config: ModelConfig): Map<string, H
   for (const m of hfMappings(config)) {
     const modules = m.parts.map((p) => p.replace(/\.weight$/, ''));
     if (!m.parts.every((p) => p.endsWith('.weight')) || !modules.some((mod) => mask.entries.has(mod))) continue;
-    const items = modules.flatMap((mod, part) => (mask.entries.has(mod) ? Array.from(mask.elementIndices(mod), (f) => ({ hf: engineToHf(m, part, f), mod, f })) : []));
+    const starts = partStarts(m);
+    const items = modules.flatMap((mod, part) => (mask.entries.has(mod) ? Array.from(mask.elementIndices(mod), (f) => ({ hf: engineToHf(m, starts, part, f), mod, f })) : []));
     items.sort((a, b) => a.hf - b.hf);
     out.set(m.hfName, { hf: Uint32Array.from(items, (i) => i.hf), module: items.map((i) => i.mod), flat: Uint32Array.from(items, (i) => i.f) });
   }
@@ -219,8 +220,9 @@ export async function readHfIndices(file: string, config: ModelConfig, tensors: 
     const module: string[] = [];
     const flat = new Uint32Array(hf.length);
     const perPart = m.parts.map(() => [] as number[]);
+    const starts = partStarts(m);
     hf.forEach((f, i) => {
-      const [part, at] = hfToEngine(m, f);
+      const [part, at] = hfToEngine(m, starts, f);
       perPart[part].push(at);
       module.push(m.parts[part].replace(/\.weight$/, ''));
       flat[i] = at;
@@ -256,19 +258,18 @@ function toBlocks(file: string, weight: string, elements: Uint32Array, rows: num
 /** The first row of each part in the Hugging Face tensor (parts stack along out). */
 const partStarts = (m: HfMapping) => m.partRows.map((_, i) => m.partRows.slice(0, i).reduce((a, b) => a + b, 0));
 
-/** Flat index in the Hugging Face tensor of element `flat` of engine part `part` (parts stack along out). */
-function engineToHf(m: HfMapping, part: number, flat: number): number {
+/** Flat index in the Hugging Face tensor of element `flat` of engine part `part` (parts stack along out, from `starts`). */
+function engineToHf(m: HfMapping, starts: number[], part: number, flat: number): number {
   const [rowsTotal, inDim] = m.transpose ? [m.hfShape[1], m.hfShape[0]] : m.hfShape;
-  const row = partStarts(m)[part] + Math.floor(flat / inDim);
+  const row = starts[part] + Math.floor(flat / inDim);
   const col = flat % inDim;
   return m.transpose ? col * rowsTotal + row : row * inDim + col;
 }
 
-function hfToEngine(m: HfMapping, hf: number): [number, number] {
+function hfToEngine(m: HfMapping, starts: number[], hf: number): [number, number] {
   const [rowsTotal, inDim] = m.transpose ? [m.hfShape[1], m.hfShape[0]] : m.hfShape;
   const row = m.transpose ? hf % rowsTotal : Math.floor(hf / inDim);
   const col = m.transpose ? Math.floor(hf / rowsTotal) : hf % inDim;
-  const starts = partStarts(m);
   let part = 0;
   while (part + 1 < starts.length && starts[part + 1] <= row) part++;
   return [part, (row - starts[part]) * inDim + col];
