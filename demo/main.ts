@@ -6,7 +6,7 @@
  */
 import { zipSync } from 'fflate';
 import {
-  DEFAULT_METHOD, indexedDbCheckpointStore, indexedDbRuns, methodDefinition, PRETRAINED_BASE, SHIPPED_DATASETS, SHIPPED_MODELS, SessionWorker, TRAINING_DEFAULTS,
+  DEFAULT_METHOD, indexedDbCheckpointStore, indexedDbRuns, methodDefinition, methodLearningRate, PRETRAINED_BASE, SHIPPED_DATASETS, SHIPPED_MODELS, SessionWorker, TRAINING_DEFAULTS,
   type MethodName, type SessionEvent, type SessionSpec, type StoredRun, type WorkerFineTuneSession,
 } from '../src/index.js';
 import { LossChart } from './chart.js';
@@ -68,7 +68,7 @@ for (const name of SHIPPED_DATASETS) select('data-shipped').add(new Option(name,
 select('data-shipped').add(new Option('the file chosen below', ''));
 buildMethodForm(select('method'), $('method-fields'), $('quantize-field'));
 // The run's defaults, as the Trainer and the command line have them.
-input('lr').value = String(methodDefinition(DEFAULT_METHOD).learningRate);
+input('lr').value = String(methodLearningRate(methodDefinition(DEFAULT_METHOD)));
 input('epochs').value = String(TRAINING_DEFAULTS.epochs);
 input('batch-size').value = String(TRAINING_DEFAULTS.batchSize);
 input('validation').value = String(TRAINING_DEFAULTS.validation);
@@ -80,7 +80,7 @@ function showFor(attr: string, value: string) {
 select('model-kind').onchange = () => showFor('data-kind', select('model-kind').value);
 select('method').onchange = () => {
   showFor('data-method', select('method').value);
-  input('lr').value = String(methodDefinition(select('method').value).learningRate);
+  input('lr').value = String(methodLearningRate(methodDefinition(select('method').value)));
 };
 showFor('data-method', DEFAULT_METHOD);
 

@@ -13,6 +13,7 @@ import type { LowRankTerm } from '../kernels/matmul.js';
 import type { CausalLM } from '../model/causal-lm.js';
 import type { ModelConfig } from '../model/config.js';
 import type { Activations } from '../model/activations.js';
+import type { PreparedBatch } from '../model/batch.js';
 import type { Checkpoint } from '../model/checkpoint.js';
 import type { TrainingData } from '../data/dataset.js';
 import type { ProgressEvent } from '../train/progress.js';
@@ -85,8 +86,50 @@ export interface ColumnScale {
   scaleGrad?: BufferLike;
 }
 
+/** What a training step is given for one micro-batch. */
+export interface StepContext {
+  readonly method: Method;
+  readonly model: CausalLM;
+  readonly batch: PreparedBatch;
+  readonly optimizer: Optimizer;
+  /** The training pass this micro-batch is (per-pass randomness such as dropout derives from it). */
+  readonly pass: PassContext;
+  /** The first micro-batch of an optimizer step: what accumulates over the step starts from zero. */
+  readonly first: boolean;
+  /**
+   * Set when this micro-batch completes an optimizer step: record the update at rate `lr`, with what was
+   * accumulated scaled by `gradScale` (1 over the step's target tokens: accumulations hold sums).
+   */
+  readonly update: { lr: number; gradScale: number } | null;
+}
+
+/** One recorded micro-batch. */
+export interface RecordedStep {
+  /**
+   * Called once, right after the recorder was submitted: queues the readback of the micro-batch's token
+   * losses summed over its targets, and releases what the step held for it.
+   */
+  finish(): Promise<number>;
+}
+
+/**
+ * How a method trains on a micro-batch, when not by backpropagation (src/train/backprop-step.ts, the
+ * default): zeroth-order's perturbed forward passes, a schedule of trainable layers. The step owns what
+ * it records; FineTuner keeps the counters, the schedule, accumulation and state.
+ */
+export interface TrainingStep {
+  record(rec: CommandRecorder, ctx: StepContext): RecordedStep;
+  /**
+   * Records a pass that allocates what `record` allocates for this batch's shape, changing no state
+   * (automatic batch size tries shapes with it); returns what releases it once the recorder ran.
+   */
+  probe(rec: CommandRecorder, model: CausalLM, batch: PreparedBatch): () => void;
+}
+
 export interface Method {
   readonly name: string;
+  /** How it trains on a micro-batch; absent: backpropagation and the optimizer. */
+  readonly step?: TrainingStep;
   /** Hooks in linear layers, or null when the method trains base parameters directly (full). */
   readonly linear: LinearHooks | null;
   /** What trains. */
@@ -145,8 +188,11 @@ export interface MethodDefinition<Options = unknown> {
    * absent) and help: the command line's flags and the demo's form are made from these.
    */
   readonly fields: readonly OptionField[];
-  /** The peak learning rate a run of this method takes when none is given (Trainer, command line, demo). */
-  readonly learningRate: number;
+  /**
+   * The peak learning rate a run of this method takes when none is given (Trainer, command line, demo),
+   * or what gives it for the options (methodLearningRate in ./registry.ts reads either).
+   */
+  readonly learningRate: number | ((options: Options | undefined) => number);
   /**
    * Work on the training rows before the method attaches, for options that need it (a sparse mask chosen
    * from data): the Trainer runs it for a new run (a resumed one restores what it made from its
@@ -161,7 +207,12 @@ export interface MethodDefinition<Options = unknown> {
   /** Base parameters (engine names) the model must give dense gradients: all for full fine-tuning. */
   baseTrainable(options: Options | undefined): (param: string) => boolean;
   /** Whether training writes into the frozen base weights (sparse, in place): such a base cannot be 4-bit. */
-  readonly writesBase?: boolean;
+  readonly writesBase?: boolean | ((options: Options | undefined) => boolean);
+  /**
+   * Trains from forward passes alone (zeroth-order): base parameters it trains are kept f32 and writable,
+   * and no gradient memory is allocated for them.
+   */
+  readonly forwardOnly?: boolean;
   /** Attach to a loaded model; a failure releases what it allocated. */
   attach(model: CausalLM, options: Options | undefined): Method;
   /**
@@ -171,9 +222,10 @@ export interface MethodDefinition<Options = unknown> {
   checkpointFiles?(method: Method, config: ModelConfig): Record<string, Uint8Array>;
   /**
    * The trained change in the method's interchange format, by file name (LoRA: PEFT's adapter files;
-   * sparse: the delta file); absent when a merged model is the only export (full fine-tuning).
+   * sparse: the delta file); absent, or null for the options the method attached with, when a merged
+   * model is the only export (full fine-tuning).
    */
-  exportFiles?(method: Method, config: ModelConfig, o: { baseModel?: string }): Promise<Record<string, Uint8Array>>;
+  exportFiles?(method: Method, config: ModelConfig, o: { baseModel?: string }): Promise<Record<string, Uint8Array> | null>;
   /** The options with what checkpointFiles kept put back. */
   restoreOptions?(options: Options | undefined, files: Record<string, Uint8Array>, config: ModelConfig): Promise<Options>;
 }

@@ -9,6 +9,7 @@ import { full } from './full/index.js';
 import { lora } from './lora/index.js';
 import { sparse } from './sparse/index.js';
 import { sparseLora } from './sparse-lora/index.js';
+import { zo } from './zo/index.js';
 import type { MethodDefinition } from './method.js';
 import type { OptionField } from './fields.js';
 
@@ -17,6 +18,7 @@ export const METHODS = {
   lora,
   sparse,
   'sparse+lora': sparseLora,
+  zo,
 } as const;
 
 /** A built-in method's name (typed options); methods registered later are named by any string. */
@@ -73,10 +75,16 @@ export function allMethodFields(): { field: OptionField; methods: string[] }[] {
  * open, one stands for them all.
  */
 export function quantizedBaseConflict(definition: MethodDefinition, options: unknown, linearWeights: readonly string[] = ['layers.0.q.weight']): string | null {
-  if (definition.writesBase) return `'${definition.name}' trains inside the base weights, which a 4-bit base cannot hold`;
+  const writes = typeof definition.writesBase === 'function' ? definition.writesBase(options as never) : definition.writesBase;
+  if (writes) return `'${definition.name}' trains inside the base weights, which a 4-bit base cannot hold`;
   const trainable = definition.baseTrainable(options as never);
   if (linearWeights.every((w) => trainable(w))) return `'${definition.name}' trains every linear weight, which a 4-bit base keeps frozen`;
   return null;
+}
+
+/** The peak learning rate a method takes with these options when none is given. */
+export function methodLearningRate<O>(definition: MethodDefinition<O>, options?: O): number {
+  return typeof definition.learningRate === 'function' ? definition.learningRate(options) : definition.learningRate;
 }
 
 /** The methods that can train over a 4-bit base (with their default options). */

@@ -25,8 +25,13 @@ import { decodeHalves, encodeHalves, halfWeightFormats, LINEAR_WEIGHT, type Half
 import { checkQuantizeOption, checkQuantizeOptionKeys, quantizedModules, QuantizedWeights, type QuantizedModule, type QuantizeOption } from './quantized-weights.js';
 
 export interface CausalLMOptions {
-  /** Internal parameter names that get gradients; default none (inference). */
+  /** Internal parameter names that train (kept f32, with gradients); default none (inference). */
   trainable?: (name: string) => boolean;
+  /**
+   * Whether trainable parameters get gradients. Default true; false for training from forward passes
+   * alone (zeroth-order), which needs them f32 and writable but keeps no gradient memory.
+   */
+  gradients?: boolean;
   onProgress?: (p: LoadProgress) => void;
   /**
    * Bytes of activations kept for batch shapes seen before; the least recently used shapes are released
@@ -76,7 +81,7 @@ export interface PretrainedOptions {
 }
 
 export const PRETRAINED_OPTION_KEYS = optionKeys<PretrainedOptions>()(['gpu', 'hub']);
-export const CAUSAL_LM_OPTION_KEYS = optionKeys<CausalLMOptions>()(['trainable', 'onProgress', 'activationCacheBytes', 'baseDtype', 'quantize']);
+export const CAUSAL_LM_OPTION_KEYS = optionKeys<CausalLMOptions>()(['trainable', 'gradients', 'onProgress', 'activationCacheBytes', 'baseDtype', 'quantize']);
 
 /** Resolves the source, opens its checkpoint, and gets a device when none was given. */
 export async function openPretrained(source: SourceLike, options: PretrainedOptions): Promise<{ gpu: Gpu; ckpt: Checkpoint }> {
@@ -148,6 +153,7 @@ export class CausalLM {
     /** Frozen linear weights kept 16-bit, by engine name. */
     private readonly halfWeights: Map<string, HalfFormat> = new Map(),
     quantize?: QuantizeOption | StoredQuantization,
+    gradients = true,
   ) {
     const logicalSpecs = paramSpecs(config);
     // 4-bit takes every frozen linear weight; 16-bit storage keeps the rest it asked for.
@@ -176,7 +182,7 @@ export class CausalLM {
     this.trainableNames = specs.map((s) => s.name).filter((name) => trainable(name.replace(/#\d+$/, '')));
     const paramLayout = planArena(specs.filter((s) => !halfWeights.has(s.name) && !quantizedShapes.has(s.name)).map((s) => ({ name: s.name, length: size(s.shape) })), limit);
     const packedLayout = halfWeights.size ? planArena(specs.filter((s) => halfWeights.has(s.name)).map((s) => ({ name: s.name, length: Math.ceil(size(s.shape) / 2) })), limit) : null;
-    const gradLayout = this.trainableNames.length
+    const gradLayout = this.trainableNames.length && gradients
       ? planArena(this.trainableNames.map((name) => ({ name, length: this.sizes.get(name)! })), limit)
       : null;
     // A split table is one Hugging Face tensor in row parts, as a fused weight is.
@@ -244,7 +250,7 @@ export class CausalLM {
       if (trained) throw new ShapeError(`this checkpoint's linear weights are ${stored.format} and stay frozen; '${trained.name}' cannot train (use LoRA)`);
     }
     const quantize = stored ?? options.quantize;
-    const model = new CausalLM(gpu, ckpt.config, trainable, options.activationCacheBytes, halfWeightFormats(ckpt, trainable, options.baseDtype), quantize);
+    const model = new CausalLM(gpu, ckpt.config, trainable, options.activationCacheBytes, halfWeightFormats(ckpt, trainable, options.baseDtype), quantize, options.gradients ?? true);
     // Shaders compile while the weights stream, so the first step does not wait for them.
     const warming = gpu.pipelines.warmModules();
     warming.catch(() => undefined); // a broken shader is reported by the step that uses it

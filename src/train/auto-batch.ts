@@ -11,6 +11,7 @@ import { BufferTooLargeError, GPUOutOfMemoryError, ShapeError } from '../errors.
 import { Activations } from '../model/activations.js';
 import type { PackedRows } from '../data/packing.js';
 import type { FineTuner } from './finetuner.js';
+import { methodDefinition } from '../methods/registry.js';
 
 export interface MicroBatchTrial {
   rows: number;
@@ -39,6 +40,8 @@ export interface MicroBatchOptions {
   gradientCheckpointing?: boolean | 'auto';
 }
 
+const forwardOnly = (ft: FineTuner) => Boolean(methodDefinition(ft.options.method).forwardOnly);
+
 const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
 
 function divisorsDescending(n: number): number[] {
@@ -49,7 +52,9 @@ function divisorsDescending(n: number): number[] {
 
 /** Why `rows` rows of S tokens cannot run here, from the plan alone, or null when they may. */
 export function planProblem(ft: FineTuner, rows: number, S: number, budgetBytes: number, checkpointed = false): MicroBatchTrial | null {
-  const plan = Activations.plan(ft.model.config, rows, S, checkpointed ? 'checkpointed' : 'train');
+  // A method that trains from forward passes alone needs inference's activations.
+  const kind = forwardOnly(ft) ? 'inference' : checkpointed ? 'checkpointed' : 'train';
+  const plan = Activations.plan(ft.model.config, rows, S, kind);
   const limit = Math.min(ft.gpu.limits.maxStorageBufferBindingSize, ft.gpu.limits.maxBufferSize);
   const largest = plan.reduce((a, b) => (b.length > a.length ? b : a));
   if (largest.length * 4 > limit) {
@@ -65,7 +70,8 @@ export async function chooseMicroBatch(ft: FineTuner, data: PackedRows, o: Micro
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new ShapeError(`batchSize must be a positive integer, got ${batchSize}`);
   const budget = o.budgetBytes ?? ft.model.activationCacheBytes;
   const S = data.S;
-  const modes = o.gradientCheckpointing === true ? [true] : o.gradientCheckpointing === false ? [false] : [false, true];
+  // Checkpointing saves backward memory: nothing to save without a backward pass.
+  const modes = forwardOnly(ft) ? [false] : o.gradientCheckpointing === true ? [true] : o.gradientCheckpointing === false ? [false] : [false, true];
   const choose = (microBatch: number, checkpointed: boolean, reason: string, trials: MicroBatchTrial[]): MicroBatchChoice => {
     ft.model.gradientCheckpointing = checkpointed;
     return { microBatch, accumulation: batchSize / microBatch, gradientCheckpointing: checkpointed, reason: checkpointed && o.gradientCheckpointing !== true ? `${reason}; gradient checkpointing on, as without it not even one row fits` : reason, trials };

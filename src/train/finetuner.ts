@@ -13,7 +13,8 @@ import { InvalidModelFileError, readHeader, readTensorF32, writeSafetensors, typ
 import type { AdamWConfig, Optimizer } from '../optim/adamw.js';
 import { learningRate, type ScheduleOptions } from '../optim/schedule.js';
 import type { Method } from '../methods/method.js';
-import { methodDefinition, methodNames, METHODS, quantizableMethods, quantizedBaseConflict, type MethodName, type MethodOptions } from '../methods/registry.js';
+import { backpropStep } from './backprop-step.js';
+import { methodDefinition, methodLearningRate, methodNames, METHODS, quantizableMethods, quantizedBaseConflict, type MethodName, type MethodOptions } from '../methods/registry.js';
 import { checkOptionKeys, optionKeys } from '../util/options.js';
 import { ADAMW_CONFIG_KEYS } from '../optim/adamw.js';
 import { SCHEDULE_OPTION_KEYS } from '../optim/schedule.js';
@@ -150,7 +151,7 @@ export class FineTuner {
     }
     const needsRows = definition.prepare?.needed(methodOptions);
     if (needsRows) throw new ShapeError(needsRows);
-    const model = await CausalLM.fromCheckpoint(gpu, ckpt, { trainable, onProgress: options.onProgress, baseDtype: options.baseDtype, quantize: options.quantize });
+    const model = await CausalLM.fromCheckpoint(gpu, ckpt, { trainable, gradients: !definition.forwardOnly, onProgress: options.onProgress, baseDtype: options.baseDtype, quantize: options.quantize });
     try {
       return new FineTuner(gpu, model, options);
     } catch (e) {
@@ -193,36 +194,31 @@ export class FineTuner {
     const count = Math.max(batch.targetCount, 1);
     const rec = this.gpu.recorder();
     this.method.readyToTrain?.(rec);
-    if (this.micro === 0) {
-      this.model.zeroGrads(rec);
-      this.method.zeroGrads(rec);
-      this.stepTargets = 0;
-    }
-    // Each micro-batch adds the gradient of its summed token losses, and the optimizer divides by the
-    // step's target tokens: every target token of the step weighs the same, however the step is split
-    // into micro-batches (the rule of transformers' Trainer since its 2024 gradient-accumulation fix).
+    const first = this.micro === 0;
+    if (first) this.stepTargets = 0;
     this.stepTargets += batch.targetCount;
-    const acts = this.model.record(rec, batch, 1, { training: true, pass: this.passes + 1 });
-    let lr = 0;
-    let updated = false;
-    let losses: Promise<Float32Array>;
+    const micro = this.micro + 1;
+    const updated = micro === this.accumulation;
+    const lr = updated ? learningRate(this.optimizer.step, { ...this.options.optimizer, lr: this.options.optimizer?.lr ?? this.defaultLearningRate }) : 0;
+    const gradScale = 1 / Math.max(this.stepTargets, 1);
+    const step = (this.method.step ?? backpropStep).record(rec, {
+      method: this.method, model: this.model, batch, optimizer: this.optimizer, pass: { training: true, pass: this.passes + 1 }, first, update: updated ? { lr, gradScale } : null,
+    });
+    let lossSum: Promise<number>;
     try {
-      const micro = this.micro + 1;
-      updated = micro === this.accumulation;
-      if (updated) {
-        lr = learningRate(this.optimizer.step, { ...this.options.optimizer, lr: this.options.optimizer?.lr ?? methodDefinition(this.options.method).learningRate });
-        this.lastGradScale = 1 / Math.max(this.stepTargets, 1);
-        this.optimizer.record(rec, lr, this.lastGradScale);
-      }
       void rec.submit();
-      // The copy for the readback is queued now, ahead of any later step that reuses these activations.
-      losses = this.gpu.readF32(acts.losses);
-      this.passes++;
-      this.micro = updated ? 0 : micro;
     } finally {
-      acts.unpin();
+      lossSum = step.finish();
     }
-    return { updated, lr, optimizerStep: this.optimizer.step, tokens: batch.targetCount, loss: losses.then((l) => l.reduce((a, b) => a + b, 0) / count) };
+    if (updated) this.lastGradScale = gradScale;
+    this.passes++;
+    this.micro = updated ? 0 : micro;
+    return { updated, lr, optimizerStep: this.optimizer.step, tokens: batch.targetCount, loss: lossSum.then((l) => l / count) };
+  }
+
+  /** The peak learning rate of this method and options when none is given. */
+  private get defaultLearningRate(): number {
+    return methodLearningRate(methodDefinition(this.options.method), this.options[this.options.method]);
   }
 
   /**
@@ -237,8 +233,8 @@ export class FineTuner {
   }
 
   /**
-   * Run a training pass (forward and backward, no update) of this batch's shape and wait for it: what
-   * a batch of that shape allocates, tried for real. Gradients it leaves are cleared by the next step,
+   * Run a training pass of this batch's shape as the method's step records it (forward and backward
+   * for backpropagation), without an update, and wait for it: what a batch of that shape allocates, tried for real. Gradients it leaves are cleared by the next step,
    * and no counter moves, so training continues as if it never ran.
    */
   async probe(input: BatchInput | PreparedBatch): Promise<void> {
@@ -246,12 +242,12 @@ export class FineTuner {
     const batch = this.model.prepare(input);
     const rec = this.gpu.recorder();
     this.method.readyToTrain?.(rec);
-    const acts = this.model.record(rec, batch, 0, { training: true, pass: 0 });
+    const release = (this.method.step ?? backpropStep).probe(rec, this.model, batch);
     try {
       await rec.submit();
       await this.gpu.sync();
     } finally {
-      acts.unpin();
+      release();
     }
   }
 

@@ -249,8 +249,9 @@ export class FineTuneSession implements FineTuneSessionApi {
   async exportAdapter(o: { baseModel?: string } = {}): Promise<Record<string, Uint8Array>> {
     const ft = this.trainer.ft;
     const definition = methodDefinition(ft.options.method);
-    if (!definition.exportFiles) throw new SessionError(`method '${ft.options.method}' has no adapter format: export the merged model`);
-    return definition.exportFiles(ft.method, this.ckpt.config, { baseModel: o.baseModel ?? this.info.model.description });
+    const files = (await definition.exportFiles?.(ft.method, this.ckpt.config, { baseModel: o.baseModel ?? this.info.model.description })) ?? null;
+    if (!files) throw new SessionError(`method '${ft.options.method}' has no adapter format${definition.exportFiles ? ' with these options' : ''}: export the merged model`);
+    return files;
   }
 
   async exportMerged(): Promise<Record<string, Uint8Array>> {

@@ -15,7 +15,7 @@ import { bytesSource } from '../io/bytes.js';
 import { readHeader } from '../io/safetensors.js';
 import type { TrainingData } from '../data/dataset.js';
 import type { PackedRows, PackingStats } from '../data/packing.js';
-import { methodDefinition, METHODS, type MethodName } from '../methods/registry.js';
+import { methodDefinition, methodLearningRate, METHODS, type MethodName } from '../methods/registry.js';
 import type { Prepared } from '../methods/method.js';
 import type { AdamWConfig } from '../optim/adamw.js';
 import type { ScheduleOptions } from '../optim/schedule.js';
@@ -521,7 +521,7 @@ function optimizerOptions(o: TrainerOptions, data: TrainingData): AdamWConfig & 
   const warmup = rest.warmupSteps ?? warmupSteps(warmupRatio ?? TRAINING_DEFAULTS.warmupRatio, totalSteps);
   return {
     schedule: TRAINING_DEFAULTS.schedule, weightDecay: TRAINING_DEFAULTS.weightDecay, maxGradNorm: TRAINING_DEFAULTS.maxGradNorm,
-    ...rest, lr: rest.lr ?? methodDefinition(o.method).learningRate, warmupSteps: warmup, totalSteps,
+    ...rest, lr: rest.lr ?? methodLearningRate(methodDefinition(o.method), o[o.method]), warmupSteps: warmup, totalSteps,
   };
 }
 

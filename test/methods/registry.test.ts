@@ -11,7 +11,7 @@ import { ShapeError } from '../../src/errors.js';
 import { memorySource } from '../../src/io/sources.js';
 import { FieldValueError, optionAt, parseField, shownDefault, withOption, type OptionField } from '../../src/methods/fields.js';
 import { Lora, LORA_FIELDS } from '../../src/methods/lora/index.js';
-import { allMethodFields, methodDefinition, methodNames, quantizableMethods, registerMethod } from '../../src/methods/registry.js';
+import { allMethodFields, methodDefinition, methodLearningRate, methodNames, quantizableMethods, registerMethod } from '../../src/methods/registry.js';
 import { maskNeedsRows, SPARSE_FIELDS } from '../../src/methods/sparse/index.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { CausalLM } from '../../src/model/causal-lm.js';
@@ -45,8 +45,8 @@ describe('method registry', () => {
       const after = await trainer.ft.model.readParam('layers.2.norm1.weight');
       const change = Math.max(...after.map((v, i) => Math.abs(v - before[i])));
       // Adam moves each weight by about the learning rate per step: the method's own rate (1e-3), not another's.
-      expect(change).toBeGreaterThan(0.5 * normTuning.learningRate);
-      expect(change).toBeLessThan(3 * 1.01 * normTuning.learningRate);
+      expect(change).toBeGreaterThan(0.5 * methodLearningRate(normTuning));
+      expect(change).toBeLessThan(3 * 1.01 * methodLearningRate(normTuning));
     } finally {
       base.destroy();
       trainer.destroy();
@@ -87,7 +87,7 @@ describe('method registry', () => {
   it('refuses a second method of a name, and names that are not names', () => {
     expect(() => registerMethod(normTuning)).toThrow(/a method named 'norms' is registered already/);
     expect(() => registerMethod({ ...normTuning, name: 'Bad Name' })).toThrow(ShapeError);
-    expect(() => methodDefinition('nope')).toThrow(/unknown fine-tuning method 'nope' \(full, lora, sparse, sparse\+lora, norms\)/);
+    expect(() => methodDefinition('nope')).toThrow(/unknown fine-tuning method 'nope' \(full, lora, sparse, sparse\+lora, zo, norms\)/);
   });
 
   it('every field of every method names a path and states a default it can parse', () => {
@@ -97,7 +97,7 @@ describe('method registry', () => {
       if (f.kind !== 'file' && f.default !== undefined) expect(parseField(f, shownDefault(f)!), f.name).toEqual(Array.isArray(f.default) ? [...f.default] : f.default);
     }
     // Norm tuning leaves every linear weight frozen, so it can train over a 4-bit base as LoRA does.
-    expect(quantizableMethods()).toEqual(['lora', 'norms']);
+    expect(quantizableMethods()).toEqual(['lora', 'zo', 'norms']);
   });
 });
 

@@ -11,7 +11,7 @@ import { successorRows, toBatchInput } from '../../src/data/tasks.js';
 import { memorySource } from '../../src/io/sources.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { tinyModelFiles } from '../../src/model/tiny.js';
-import { methodNames, type MethodName } from '../../src/methods/registry.js';
+import { methodDefinition, methodNames, type MethodName } from '../../src/methods/registry.js';
 import { FineTuner, type FineTuneOptions } from '../../src/train/finetuner.js';
 import { compare, testGpu } from '../helpers.js';
 
@@ -25,17 +25,21 @@ const FAMILIES: Record<string, Record<string, string | Uint8Array>> = {
   gpt2: tinyModelFiles({ ...shape, architecture: 'gpt2' }),
 };
 
-/** Options beyond the defaults where a method has more to exercise. */
-const RICHER: Partial<Record<MethodName, Partial<FineTuneOptions>>> = {
-  lora: { lora: { rank: 4, targetModules: ['all-linear'] } },
-  sparse: { sparse: { selection: 'random', density: 0.1 } },
-  'sparse+lora': { 'sparse+lora': { sparse: { selection: 'random', density: 0.1 }, lora: { rank: 2 } } },
+/** Options beyond the defaults where a method has more to exercise; several where it has variants. */
+const RICHER: Partial<Record<MethodName, Partial<FineTuneOptions>[]>> = {
+  lora: [{ lora: { rank: 4, targetModules: ['all-linear'] } }],
+  sparse: [{ sparse: { selection: 'random', density: 0.1 } }],
+  'sparse+lora': [{ 'sparse+lora': { sparse: { selection: 'random', density: 0.1 }, lora: { rank: 2 } } }],
+  zo: [{ zo: { target: 'lora', lora: { rank: 4 } } }, { zo: { target: 'full' } }, { zo: { target: 'sparse', sparse: { selection: 'random', density: 0.1 } } }],
 };
 
-const optionsFor = (method: MethodName): FineTuneOptions => ({ method, ...RICHER[method], optimizer: { lr: 1e-2 } });
+type Variant = { label: string; options: FineTuneOptions };
 
-async function make(method: MethodName, files: Record<string, string | Uint8Array>): Promise<FineTuner> {
-  return FineTuner.create(await testGpu(), await openCheckpoint(memorySource(files)), optionsFor(method));
+const variantsOf = (method: MethodName): Variant[] =>
+  (RICHER[method] ?? [{}]).map((extra) => ({ label: JSON.stringify(extra[method] ?? {}).slice(0, 60), options: { method, ...extra, optimizer: { lr: 1e-2 } } }));
+
+async function make(variant: Variant, files: Record<string, string | Uint8Array>): Promise<FineTuner> {
+  return FineTuner.create(await testGpu(), await openCheckpoint(memorySource(files)), variant.options);
 }
 
 /** Per-token losses of a forward pass (evaluation mode). */
@@ -76,24 +80,25 @@ async function deltaOf(ft: FineTuner, part: string): Promise<Float32Array | null
   }
 }
 
-const cases = methodNames().flatMap((method) => Object.entries(FAMILIES).map(([family, files]) => [method, family, files] as const));
+const cases = methodNames().flatMap((method) => variantsOf(method).flatMap((variant) => Object.entries(FAMILIES).map(([family, files]) => [method, variant.label, family, files, variant] as const)));
 
-describe.each(cases)('every method, as PEFT tests adapters: %s on %s', (method, _family, files) => {
+describe.each(cases)('every method, as PEFT tests adapters: %s %s on %s', (method, _label, _family, files, variant) => {
   it('a freshly attached method gives exactly the base model output', async () => {
     const gpu = await testGpu();
     const base = await FineTuner.create(gpu, await openCheckpoint(memorySource(files)), { method: 'full' });
-    const ft = await make(method, files);
+    const ft = await make(variant, files);
     expect(Array.from(await losses(ft, 1))).toEqual(Array.from(await losses(base, 1)));
     base.destroy();
     ft.destroy();
   });
 
   it('training changes what the method trains; frozen base tensors move only inside its delta, and unmerging restores them bit for bit', async () => {
-    const ft = await make(method, files);
+    const ft = await make(variant, files);
     const { names, param } = ft.method.trainable;
     const trainedBase = new Set(ft.model.trainableNames);
     const parts = ft.model.hfNames.flatMap((n) => ft.model.enginePartsOf(n)).filter((p) => !trainedBase.has(p));
-    if (method !== 'full') expect(trainedBase.size).toBe(0);
+    const trainsBase = methodDefinition(method).baseTrainable(variant.options[method] as never);
+    if (!ft.model.hfNames.flatMap((n) => ft.model.enginePartsOf(n)).some(trainsBase)) expect(trainedBase.size).toBe(0);
     const base0 = await readParts(ft, parts);
     const own0 = await readAll(ft, names, (n) => ft.gpu.readF32(param(n)));
     await train(ft, 3);
@@ -117,7 +122,7 @@ describe.each(cases)('every method, as PEFT tests adapters: %s on %s', (method, 
   });
 
   it('merging gives the trained output and adds the delta; unmerging restores the base weights', async () => {
-    const ft = await make(method, files);
+    const ft = await make(variant, files);
     if (!ft.method.setMerged) return void ft.destroy(); // nothing to merge: full fine-tuning trains the base itself
     const parts = ft.model.hfNames.flatMap((n) => ft.model.enginePartsOf(n));
     const pristine = await readParts(ft, parts);
@@ -146,10 +151,10 @@ describe.each(cases)('every method, as PEFT tests adapters: %s on %s', (method, 
   });
 
   it('saved state loads back exactly, and training continues identically', async () => {
-    const a = await make(method, files);
+    const a = await make(variant, files);
     await train(a, 2);
     const state = await a.saveState();
-    const b = await make(method, files);
+    const b = await make(variant, files);
     await b.loadState(state);
     const { names, param } = a.method.trainable;
     for (const n of names) expect(Array.from(await b.gpu.readF32(b.method.trainable.param(n))), n).toEqual(Array.from(await a.gpu.readF32(param(n))));

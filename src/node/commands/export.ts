@@ -40,8 +40,9 @@ async function exportRun(values: FlagValues): Promise<void> {
       };
       const definition = methodDefinition(ft.options.method);
       if (format !== 'merged') {
-        if (!definition.exportFiles) throw new UsageError(`method '${ft.options.method}' has no adapter format; use --format merged`);
-        await write(join(out, 'adapter'), await definition.exportFiles(ft.method, m.ckpt.config, { baseModel: String(values.model) }));
+        const files = (await definition.exportFiles?.(ft.method, m.ckpt.config, { baseModel: String(values.model) })) ?? null;
+        if (!files) throw new UsageError(`method '${ft.options.method}' has no adapter format${definition.exportFiles ? ' with these options' : ''}; use --format merged`);
+        await write(join(out, 'adapter'), files);
       }
       if (format !== 'adapter') await write(join(out, 'merged'), await mergedModelFiles(ft));
     } finally {

@@ -8,7 +8,7 @@ import { mkdir } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import { writeFileAtomic } from '../../io/files.js';
-import { methodDefinition, methodNames } from '../../methods/registry.js';
+import { methodDefinition, methodLearningRate, methodNames } from '../../methods/registry.js';
 import type { Example } from '../../data/examples.js';
 import type { TrainingData } from '../../data/dataset.js';
 import { mergedModelFiles } from '../../train/export.js';
@@ -36,7 +36,7 @@ const trainFlags = (): FlagTable => ({
   'batch-size': { type: 'string', value: 'B', default: String(D.batchSize), help: 'rows per optimizer step' },
   'micro-batch': { type: 'string', value: 'auto|N', default: 'auto', help: 'rows per pass: the largest that fits, or a divisor of --batch-size' },
   'gradient-checkpointing': { type: 'string', value: 'auto|on|off', default: 'auto', help: 'recompute layers in the backward pass to save memory (auto: only when nothing fits without)' },
-  lr: { type: 'string', value: 'X', shownDefault: `the method's: ${methodNames().map((n) => `${n} ${methodDefinition(n).learningRate}`).join(', ')}`, help: 'peak learning rate' },
+  lr: { type: 'string', value: 'X', shownDefault: `the method's: ${methodNames().map((n) => `${n} ${methodLearningRate(methodDefinition(n))}${typeof methodDefinition(n).learningRate === "function" ? " (by its options)" : ""}`).join(', ')}`, help: 'peak learning rate' },
   schedule: { type: 'string', value: 'cosine|linear|constant', default: D.schedule, help: 'learning-rate decay after warmup' },
   'warmup-ratio': { type: 'string', value: 'X', default: String(D.warmupRatio), help: 'warmup as a fraction of the steps' },
   'weight-decay': { type: 'string', value: 'X', default: String(D.weightDecay), help: 'AdamW weight decay' },
@@ -136,7 +136,7 @@ async function train(values: FlagValues): Promise<void> {
         return;
       }
       // A method with no adapter format of its own (full fine-tuning) exports the merged model.
-      await exportRun(trainer.ft, m, output, Boolean(values.merge) || !methodDefinition(method).exportFiles, String(values.model), log);
+      await exportRun(trainer.ft, m, output, Boolean(values.merge), String(values.model), log);
     } finally {
       trainer.destroy();
     }
@@ -238,14 +238,15 @@ function printSamples(m: OpenedModel, prompts: SamplePrompt[], before: number[][
 
 async function exportRun(ft: FineTuner, m: OpenedModel, output: string, merge: boolean, baseModel: string, log: (l: string) => void) {
   const definition = methodDefinition(ft.options.method);
-  if (definition.exportFiles) {
+  // A method with no adapter format for its options exports the merged model alone.
+  const files = (await definition.exportFiles?.(ft.method, m.ckpt.config, { baseModel })) ?? null;
+  if (files) {
     const dir = join(output, 'adapter');
     await mkdir(dir, { recursive: true });
-    const files = await definition.exportFiles(ft.method, m.ckpt.config, { baseModel });
     for (const [name, bytes] of Object.entries(files)) await writeFileAtomic(join(dir, name), bytes);
     log(`\nsaved:   ${dir} (${Object.keys(files).join(', ')})`);
   }
-  if (merge) {
+  if (merge || !files) {
     const dir = join(output, 'merged');
     await mkdir(dir, { recursive: true });
     for (const [name, bytes] of Object.entries(await mergedModelFiles(ft))) await writeFileAtomic(join(dir, name), bytes);

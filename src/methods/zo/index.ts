@@ -1,0 +1,153 @@
+/**
+ * Zeroth-order fine-tuning as a registered method: forward passes only (MeZO), training what another
+ * method trains: LoRA's adapters (over a frozen base, 16- or 4-bit), the full model, or a sparse mask in
+ * place (Sparse-MeZO). One folder, not one per variant, because the variants differ only in what they
+ * perturb, and that is exactly what the existing methods already describe: the adapter, mask and their
+ * files come from the method trained (options in ./config.ts, the step and ZO-SGD in ./step.ts).
+ */
+import type { Gpu } from '../../gpu/gpu.js';
+import type { CommandRecorder } from '../../gpu/recorder.js';
+import type { TensorView } from '../../gpu/buffers.js';
+import type { CausalLM } from '../../model/causal-lm.js';
+import type { AdamWConfig, Optimizer } from '../../optim/adamw.js';
+import type { Method, MethodDefinition, TrainableTensors, TrainingStep } from '../method.js';
+import { lora } from '../lora/index.js';
+import { sparse } from '../sparse/index.js';
+import { checkZoOptions, defaultEpsilon, defaultZoLearningRate, ZO_DEFAULT_DIRECTIONS, ZO_DEFAULT_TARGET, ZO_FIELDS, type ZoOptions, type ZoTarget } from './config.js';
+import { ZoSgd, zoStep } from './step.js';
+
+/** The full model's parameters as a method that hooks nothing: what ZO trains for target 'full'. */
+class FullParameters implements Method {
+  readonly name = 'full';
+  readonly linear = null;
+  readonly trainable: TrainableTensors;
+
+  constructor(model: CausalLM) {
+    this.trainable = { names: model.trainableNames, param: (n) => model.params.view(n) };
+  }
+
+  createOptimizer(): Optimizer {
+    throw new Error('unused: zeroth-order training brings its own update');
+  }
+
+  zeroGrads(): void {}
+
+  interchangeName(): string | null {
+    return null;
+  }
+
+  fromInterchangeName(): string | null {
+    return null;
+  }
+
+  destroy(): void {}
+}
+
+/** The method ZO trains, with its hooks, merging and names; its step and update are ZO's. */
+export class ZeroOrder implements Method {
+  readonly name = 'zo';
+  readonly step: TrainingStep;
+  private optimizer: ZoSgd | null = null;
+
+  constructor(
+    readonly target: ZoTarget,
+    /** What trains: a LoRA adapter, a sparse method, or the full model's parameters. */
+    readonly inner: Method,
+    private readonly options: ZoOptions,
+    private readonly gpu: Gpu,
+  ) {
+    this.step = zoStep(() => {
+      if (!this.optimizer) throw new Error('zeroth-order step before its optimizer was made');
+      return this.optimizer;
+    }, inner.trainableWritten ? (rec) => inner.trainableWritten!(rec) : undefined);
+  }
+
+  get linear() {
+    return this.inner.linear;
+  }
+
+  get trainable(): TrainableTensors {
+    return this.inner.trainable;
+  }
+
+  createOptimizer(config: AdamWConfig): Optimizer {
+    this.optimizer?.destroy();
+    this.optimizer = new ZoSgd(this.gpu, this.inner.trainable, {
+      epsilon: this.options.epsilon ?? defaultEpsilon(this.target),
+      directions: this.options.directions ?? ZO_DEFAULT_DIRECTIONS,
+      seed: this.options.seed ?? 0,
+    }, config);
+    return this.optimizer;
+  }
+
+  zeroGrads(_rec: CommandRecorder): void {} // no gradients
+
+  readyToTrain(rec: CommandRecorder): void {
+    this.inner.readyToTrain?.(rec);
+  }
+
+  trainableWritten(rec: CommandRecorder): void {
+    this.inner.trainableWritten?.(rec);
+  }
+
+  get setMerged(): ((rec: CommandRecorder, merged: boolean) => void) | undefined {
+    return this.inner.setMerged?.bind(this.inner);
+  }
+
+  get deltaWeight(): ((rec: CommandRecorder, weight: string, out: TensorView) => boolean) | undefined {
+    return this.inner.deltaWeight?.bind(this.inner);
+  }
+
+  interchangeName(name: string): string | null {
+    return this.inner.interchangeName(name);
+  }
+
+  fromInterchangeName(name: string): string | null {
+    return this.inner.fromInterchangeName(name);
+  }
+
+  destroy(): void {
+    this.optimizer?.destroy();
+    this.inner.destroy();
+  }
+}
+
+const targetOf = (o: ZoOptions | undefined): ZoTarget => o?.target ?? ZO_DEFAULT_TARGET;
+
+/** The registered method ZO trains for a target ('full' has no definition of its own here). */
+const innerDefinition = (o: ZoOptions | undefined) => (targetOf(o) === 'sparse' ? sparse : targetOf(o) === 'lora' ? lora : null);
+
+export const zo: MethodDefinition<ZoOptions> = {
+  name: 'zo',
+  summary: 'zeroth-order (MeZO): two forward passes per step estimate the gradient along a random direction; inference memory, no backward',
+  fields: ZO_FIELDS,
+  learningRate: (o) => defaultZoLearningRate(targetOf(o)),
+  forwardOnly: true,
+  prepare: {
+    needed: (o) => (targetOf(o) === 'sparse' ? sparse.prepare!.needed(o?.sparse) : null),
+    run: async (o, context) => {
+      const prepared = await sparse.prepare!.run(o?.sparse, context);
+      return { ...prepared, options: { ...o, sparse: prepared.options } };
+    },
+  },
+  check: (config, o) => void checkZoOptions(config, o),
+  baseTrainable: (o) => (targetOf(o) === 'full' ? () => true : () => false),
+  writesBase: (o) => targetOf(o) === 'sparse',
+  attach: (model, o) => {
+    const target = targetOf(o);
+    const inner = target === 'full' ? new FullParameters(model) : innerDefinition(o)!.attach(model, target === 'lora' ? o?.lora : o?.sparse);
+    return new ZeroOrder(target, inner, o ?? {}, model.gpu);
+  },
+  checkpointFiles: (method, config) => {
+    const m = method as ZeroOrder;
+    return innerDefinition({ target: m.target })?.checkpointFiles?.(m.inner, config) ?? {};
+  },
+  restoreOptions: async (o, files, config) => (targetOf(o) === 'sparse' ? { ...o, sparse: await sparse.restoreOptions!(o?.sparse, files, config) } : o ?? {}),
+  exportFiles: async (method, config, o) => {
+    const m = method as ZeroOrder;
+    return (await innerDefinition({ target: m.target })?.exportFiles?.(m.inner, config, o)) ?? null;
+  },
+};
+
+export { ZoSgd, zoStep, type ZoOptions, type ZoTarget };
+export { defaultEpsilon, defaultZoLearningRate, ZO_FIELDS, ZO_TARGETS } from './config.js';
