@@ -13,6 +13,7 @@ import {
   matmul,
   matmulFlops,
   memorySource,
+  methodDefinition,
   methodNames,
   naiveAttentionForward,
   naiveAttentionScratchBytes,
@@ -29,6 +30,7 @@ import {
   type MatmulVariant,
   type MethodName,
   type ModelConfig,
+  type PreparedBatch,
   type TinyModelOptions,
 } from '../src/index.js';
 import { randomMask, selectMask } from '../src/methods/sparse/index.js';
@@ -157,6 +159,7 @@ export const BENCH_OPTIONS: Partial<Record<MethodName, Partial<FineTuneOptions>>
   lora: { lora: { rank: 16, targetModules: ALL_LINEAR } },
   sparse: { sparse: { selection: 'random', density: 0.01, targetModules: ALL_LINEAR } },
   'sparse+lora': { 'sparse+lora': { sparse: { selection: 'random', density: 0.01, targetModules: ALL_LINEAR }, lora: { rank: 16, targetModules: ALL_LINEAR } } },
+  zo: { zo: { target: 'lora', lora: { rank: 16, targetModules: ALL_LINEAR } } },
 };
 /** Block side of the block-mask runs on the large model (Sylva uses 64; 1376 rows are tiled by 32, not 64). */
 const BENCH_BLOCK = 32;
@@ -168,6 +171,8 @@ const BENCH_BLOCK = 32;
 async function stepPhases(ft: FineTuner, input: BatchInput): Promise<{ forward: number; backward: number; optimizer: number }> {
   const { gpu, model } = ft;
   const batch = model.prepare(input);
+  // A forward-only method's step is forward passes: one of them, alone, is its forward phase.
+  if (methodDefinition(ft.options.method).forwardOnly) return { forward: await inferenceForwardMs(model, batch), backward: 0, optimizer: 0 };
   const pass = { training: true, pass: 1 };
   const acts = model.activationsFor(batch.B, batch.S, 'train');
   acts.pin();
@@ -212,7 +217,8 @@ export async function measureStep(gpu: Gpu, ckpt: Checkpoint, m: BenchModel, met
     const stepMs = (performance.now() - t0) / steps;
     const phases = await stepPhases(ft, batch());
     const tokens = m.B * m.S;
-    const flops = trainFlopsPerToken(ckpt.config, m.S, ft.model.trainableNames.length > 0) * tokens;
+    // A forward-only step is two forward passes: as many FLOPs as a training step without weight gradients.
+    const flops = trainFlopsPerToken(ckpt.config, m.S, ft.model.trainableNames.length > 0 && !methodDefinition(opts.method).forwardOnly) * tokens;
     return {
       model: m.name, method, batch: `${m.B}x${m.S}`, step_ms: stepMs, tokens_per_s: tokens / (stepMs / 1000),
       peak_gpu_bytes: gpu.memoryStats().peakBytes - base, linear_weight_bytes: ft.model.linearWeightBytes, mfu: flops / (stepMs / 1000) / (peakGflops * 1e9),
@@ -220,6 +226,44 @@ export async function measureStep(gpu: Gpu, ckpt: Checkpoint, m: BenchModel, met
     };
   } finally {
     ft.destroy();
+  }
+}
+
+/** One inference forward pass (per-token losses) of the batch, recorded, run and waited for. */
+async function inferenceForwardMs(model: CausalLM, batch: PreparedBatch): Promise<number> {
+  const t0 = performance.now();
+  const rec = model.gpu.recorder();
+  const acts = model.record(rec, batch);
+  try {
+    await rec.submit();
+    await model.gpu.sync();
+  } finally {
+    acts.unpin();
+  }
+  return performance.now() - t0;
+}
+
+/**
+ * Inference on the same model and batch shape as a training row: the base loaded without anything
+ * trainable, forward passes timed (step_ms is one pass), and the peak GPU bytes of loading plus passes.
+ */
+export async function measureInference(gpu: Gpu, ckpt: Checkpoint, m: BenchModel, steps: number): Promise<TrainRow> {
+  gpu.resetPeakMemory();
+  const base = gpu.memoryStats().currentBytes;
+  const model = await CausalLM.fromCheckpoint(gpu, ckpt);
+  try {
+    const rand = rng(1);
+    const batch = () => model.prepare({ ids: Array.from({ length: m.B * m.S }, () => Math.floor(rand() * 256)), B: m.B, S: m.S });
+    await inferenceForwardMs(model, batch()); // warm-up
+    let total = 0;
+    for (let s = 0; s < steps; s++) total += await inferenceForwardMs(model, batch());
+    const ms = total / steps;
+    return {
+      model: m.name, method: 'inference', batch: `${m.B}x${m.S}`, step_ms: ms, tokens_per_s: (m.B * m.S) / (ms / 1000), peak_gpu_bytes: gpu.memoryStats().peakBytes - base,
+      linear_weight_bytes: model.linearWeightBytes, mfu: 0, forward_ms: ms, backward_ms: 0, optimizer_ms: 0,
+    };
+  } finally {
+    model.destroy();
   }
 }
 
@@ -272,7 +316,12 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
       // QLoRA: the same LoRA step over a 4-bit base, quantized at load.
       variants.push(['qlora-nf4', { method: 'lora', ...BENCH_OPTIONS.lora, quantize: 'nf4', optimizer: { lr: 1e-4 } }]);
       variants.push(['qlora-int4', { method: 'lora', ...BENCH_OPTIONS.lora, quantize: 'int4', optimizer: { lr: 1e-4 } }]);
+      // Zeroth-order on every base parameter (MeZO's full model).
+      variants.push(['zo-full', { method: 'zo', zo: { target: 'full' }, optimizer: { lr: 1e-6 } }]);
     }
+    const inference = await measureInference(gpu, ckpt, m, preset.steps);
+    rows.push(inference);
+    log(`${m.name} inference: ${inference.step_ms.toFixed(0)} ms/forward, peak ${(inference.peak_gpu_bytes / 2 ** 20).toFixed(1)} MiB`);
     for (const [method, opts] of variants) {
       const row = await measureStep(gpu, ckpt, m, method, opts, preset.steps, peakGflops);
       rows.push(row);
@@ -294,6 +343,7 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
   notes.push('lora-separate: the same LoRA step with the adapter path as its own pass over each output and input gradient instead of fused into the base matmul (lora_fused_vs_separate_step: its step time over the fused one).');
   notes.push('lora-bf16-base: the same LoRA step with the frozen base stored bf16, read packed by the matmul (lora_bf16_base_vs_f32_step; bf16_base_bytes_vs_f32: its linear-weight bytes over the f32 base).');
   notes.push('qlora-nf4 / qlora-int4: the same LoRA step with the frozen base stored 4-bit (NF4 with absmax per 64; int4 with groups of 64), read by the fused 4-bit products (qlora_vs_lora_step, qlora_int4_vs_lora_step; qlora_base_bytes_vs_f32: NF4 linear-weight bytes over the f32 base).');
+  notes.push('inference: the base alone (nothing trainable) and forward passes of the same batch (step_ms: one pass). zo: zeroth-order (MeZO) on LoRA r16 over every linear layer, one direction per step: two forward passes plus the perturbation and update passes; zo-full: the same on every base parameter. zo_*_peak_vs_inference_peak: its peak over inference\'s; zo_step_vs_two_forwards: its step over two inference passes.');
   notes.push('MFU: FLOPs performed (6 per matmul parameter per token for full fine-tuning, 4 for LoRA whose frozen base needs no weight gradients, plus causal attention) over the measured matmul peak.');
 
   const attention: AttentionRow[] = [];
@@ -370,6 +420,10 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
       sparse_vs_lora_peak_memory: row('sparse').peak_gpu_bytes / row('lora').peak_gpu_bytes,
       sparse_block_vs_element_grad: sparseGrad.block_ms / sparseGrad.element_ms,
       mask_selection_seconds_per_layer: selection.seconds / selection.layers,
+      zo_lora_peak_vs_inference_peak: row('zo').peak_gpu_bytes / row('inference').peak_gpu_bytes,
+      zo_full_peak_vs_inference_peak: row('zo-full').peak_gpu_bytes / row('inference').peak_gpu_bytes,
+      zo_step_vs_two_forwards: step('zo') / (2 * step('inference')),
+      zo_full_step_vs_two_forwards: step('zo-full') / (2 * step('inference')),
     },
     notes,
     date: new Date().toISOString(),

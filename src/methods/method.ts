@@ -213,6 +213,11 @@ export interface MethodDefinition<Options = unknown> {
    * and no gradient memory is allocated for them.
    */
   readonly forwardOnly?: boolean;
+  /**
+   * Keeps the gradients of the base parameters it trains itself (CausalLM.baseGradients), so the model
+   * allocates none (LISA: slots for the few layers it trains at a time).
+   */
+  readonly ownsBaseGradients?: boolean;
   /** Attach to a loaded model; a failure releases what it allocated. */
   attach(model: CausalLM, options: Options | undefined): Method;
   /**

@@ -10,6 +10,7 @@ import { lora } from './lora/index.js';
 import { sparse } from './sparse/index.js';
 import { sparseLora } from './sparse-lora/index.js';
 import { zo } from './zo/index.js';
+import { lisa } from './lisa/index.js';
 import type { MethodDefinition } from './method.js';
 import type { OptionField } from './fields.js';
 
@@ -19,6 +20,7 @@ export const METHODS = {
   sparse,
   'sparse+lora': sparseLora,
   zo,
+  lisa,
 } as const;
 
 /** A built-in method's name (typed options); methods registered later are named by any string. */

@@ -141,6 +141,12 @@ export class CausalLM {
    * Trainer turns it on only when memory demands it.
    */
   gradientCheckpointing = false;
+  /**
+   * Where a method keeps the gradients of the base parameters itself, replacing the model's arena (LISA:
+   * a few layers' worth of slots, reassigned as its layers change); null: the model's own `grads`.
+   * Read each time a backward pass is recorded.
+   */
+  baseGradients: ((name: string) => TensorView | null) | null = null;
   private weightsDigest = '';
   /** Where the weights were loaded from (exports copy its tokenizer files), or null. */
   source: ModelSource | null = null;
@@ -193,7 +199,7 @@ export class CausalLM {
     const access: ParamAccess = {
       param: (name) => this.f32Param(name),
       weight: (name) => this.linearWeight(name),
-      grad: (name) => (this.grads?.has(name) ? this.grads.view(name) : null),
+      grad: (name) => (this.baseGradients ? this.baseGradients(name) : this.grads?.has(name) ? this.grads.view(name) : null),
       has: (name) => this.params.has(name) || halfWeights.has(name) || quantizedShapes.has(name),
       pieces: (name) => this.tables.get(name) ?? [{ name, rows: config.vocabSize, rowStart: 0 }],
     };
@@ -451,7 +457,7 @@ export class CausalLM {
       acts.load(this.gpu, batch);
       this.transformer.forward(rec, acts, pass);
       if (gradScale !== undefined) {
-        if (!this.grads && !this.transformer.hooks) throw new Error('no trainable parameters: nothing to differentiate');
+        if (!this.grads && !this.transformer.hooks && !this.baseGradients) throw new Error('no trainable parameters: nothing to differentiate');
         this.transformer.backward(rec, acts, gradScale, pass);
       }
     } catch (e) {

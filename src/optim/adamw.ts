@@ -91,6 +91,12 @@ export interface InPlaceTarget {
 export interface OptimizerGroup {
   set: TrainableSet;
   inPlace?: (name: string) => InPlaceTarget | null;
+  /**
+   * The step a tensor's bias correction counts at optimizer step `step` (1-based), where its moments
+   * started later than the optimizer (a layer LISA trains from part way): PyTorch counts per parameter.
+   * Default `step`.
+   */
+  stepOf?: (name: string, step: number) => number;
 }
 
 export class AdamW implements Optimizer {
@@ -141,13 +147,13 @@ export class AdamW implements Optimizer {
     this.step++;
     const c = this.config;
     gradNorm(rec, { tensors: this.gradTensors(), partials: this.partials, out: this.normOut, maxNorm: c.maxGradNorm ?? 1, gradScale });
-    this.groups.forEach(({ set, inPlace }, g) => {
+    this.groups.forEach(({ set, inPlace, stepOf }, g) => {
       const { m, v } = this.moments[g];
       for (const name of set.names) {
         const params = set.param(name);
         const args = {
           params, grads: set.grads.view(name), m: m.view(name), v: v.view(name), clip: this.normOut,
-          n: params.size / 4, step: this.step, lr, gradScale,
+          n: params.size / 4, step: stepOf ? stepOf(name, this.step) : this.step, lr, gradScale,
           beta1: c.beta1 ?? ADAMW_DEFAULTS.beta1, beta2: c.beta2 ?? ADAMW_DEFAULTS.beta2, eps: c.eps ?? ADAMW_DEFAULTS.eps,
           weightDecay: (c.decay ?? decays)(name) ? c.weightDecay ?? ADAMW_DEFAULTS.weightDecay : 0,
         };
@@ -162,6 +168,11 @@ export class AdamW implements Optimizer {
     const group = this.groups.find((g) => g.set.names.includes(name));
     if (!group) throw new RangeError(`'${name}' is not a trainable tensor of this optimizer`);
     return group.set.grads.view(name);
+  }
+
+  /** The first and second moments of one group's tensor. */
+  momentViews(name: string, group = 0): { m: TensorView; v: TensorView } {
+    return { m: this.moments[group].m.view(name), v: this.moments[group].v.view(name) };
   }
 
   stateViews(): Map<string, TensorView> {

@@ -151,7 +151,7 @@ export class FineTuner {
     }
     const needsRows = definition.prepare?.needed(methodOptions);
     if (needsRows) throw new ShapeError(needsRows);
-    const model = await CausalLM.fromCheckpoint(gpu, ckpt, { trainable, gradients: !definition.forwardOnly, onProgress: options.onProgress, baseDtype: options.baseDtype, quantize: options.quantize });
+    const model = await CausalLM.fromCheckpoint(gpu, ckpt, { trainable, gradients: !definition.forwardOnly && !definition.ownsBaseGradients, onProgress: options.onProgress, baseDtype: options.baseDtype, quantize: options.quantize });
     try {
       return new FineTuner(gpu, model, options);
     } catch (e) {
