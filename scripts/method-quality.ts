@@ -56,6 +56,8 @@ interface Config {
   mask?: { selection: Selection; density?: number; loraRank?: number };
   /** AdamW's decoupled weight decay. Default 0. */
   weightDecay?: number;
+  /** Optimizer steps, when not the study's (a zeroth-order method given the steps it needs). */
+  steps?: number;
 }
 
 const ALL_LINEAR = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
@@ -81,6 +83,20 @@ configs.push({
   label: 'sparse+LoRA (sylva 1% + r8)', method: 'sparse+lora', lrs: [3e-3, 1e-2, 3e-2], mask: { selection: 'sylva', density: 0.01 },
   options: (mask, seed) => ({ 'sparse+lora': { sparse: { mask }, lora: { rank: 8, targetModules: ALL_LINEAR, seed } } }),
 });
+
+// The memory-frugal methods: LISA trains every weight a few layers at a time; zeroth-order (MeZO) runs
+// forward passes only, so it is given the study's steps and ten times as many (its wall-clock is reported).
+configs.push({ label: 'LISA (1 of 3 layers, K 5)', method: 'lisa', lrs: [3e-4, 1e-3, 3e-3], options: (_m, seed) => ({ lisa: { layers: 1, interval: 5, seed } }), weightDecay: 0.01 });
+for (const times of [1, 10]) {
+  const more = times > 1 ? `, ${times}x steps` : '';
+  const zoSteps = steps * times;
+  configs.push({ label: `ZO-LoRA r8${more}`, method: 'zo', steps: zoSteps, lrs: [1e-4, 3e-4, 1e-3, 3e-3], options: (_m, seed) => ({ zo: { target: 'lora', lora: { rank: 8, targetModules: ALL_LINEAR, seed }, seed } }) });
+  configs.push({ label: `ZO-full${more}`, method: 'zo', steps: zoSteps, lrs: [1e-5, 3e-5, 1e-4, 3e-4], options: (_m, seed) => ({ zo: { target: 'full', seed } }) });
+  configs.push({
+    label: `Sparse-MeZO (random 10%)${more}`, method: 'zo', steps: zoSteps, lrs: [1e-4, 3e-4, 1e-3, 3e-3], mask: { selection: 'random', density: 0.1 },
+    options: (mask, seed) => ({ zo: { target: 'sparse', sparse: { mask }, seed } }),
+  });
+}
 
 interface RunResult {
   label: string;
@@ -132,10 +148,10 @@ async function run(c: Config, lr: number, seed: number, phase: RunResult['phase'
   const ft = await FineTuner.create(gpu, await open(), {
     method: c.method,
     ...c.options(selected?.mask, seed),
-    optimizer: { weightDecay: c.weightDecay ?? 0, lr, warmupSteps: 5, totalSteps: steps, schedule: 'cosine' },
+    optimizer: { weightDecay: c.weightDecay ?? 0, lr, warmupSteps: 5, totalSteps: c.steps ?? steps, schedule: 'cosine' },
   });
   try {
-    for (let s = 0; s < steps; s++) {
+    for (let s = 0; s < (c.steps ?? steps); s++) {
       // Seed-dependent data order: each seed draws its own training examples.
       await ft.step(packExamples(skillExamples(rows * SEQ, seed * 100_000 + s, task), rows, SEQ, 'answer'));
     }
@@ -184,8 +200,8 @@ const stats = (xs: number[]) => {
 const lines = [
   `Task '${task}', ${steps} steps of ${rows}x${SEQ} tokens, learning rate tuned on validation loss (seed 0), mean ± sd over seeds.`,
   '',
-  '| method | trainable params | lr | seeds | held-out accuracy % | held-out loss | selection s |',
-  '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+  '| method | trainable params | steps | lr | seeds | held-out accuracy % | held-out loss | s per run | selection s |',
+  '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
 ];
 for (const c of configs) {
   if (!results.some((r) => r.label === c.label && r.seed === 0)) continue;
@@ -194,7 +210,8 @@ for (const c of configs) {
   const acc = stats(runs.map((r) => 100 * r.heldOutAccuracy));
   const loss = stats(runs.map((r) => r.heldOutLoss));
   const sel = runs[0].selection ? runs[0].selection.seconds.toFixed(1) : '';
-  lines.push(`| ${c.label} | ${runs[0].trainable.toLocaleString('en-US')} | ${lr} | ${runs.length} | ${acc.mean.toFixed(1)} ± ${acc.sd.toFixed(1)} | ${loss.mean.toFixed(3)} ± ${loss.sd.toFixed(3)} | ${sel} |`);
+  const seconds = stats(runs.map((r) => r.seconds)).mean;
+  lines.push(`| ${c.label} | ${runs[0].trainable.toLocaleString('en-US')} | ${c.steps ?? steps} | ${lr} | ${runs.length} | ${acc.mean.toFixed(1)} ± ${acc.sd.toFixed(1)} | ${loss.mean.toFixed(3)} ± ${loss.sd.toFixed(3)} | ${seconds.toFixed(0)} | ${sel} |`);
 }
 console.log(lines.join('\n'));
 writeFileSync(join(values.out!.replace(/\.json$/, '.md')), lines.join('\n') + '\n');

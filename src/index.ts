@@ -36,6 +36,7 @@ export * from './methods/sparse/index.js';
 export * from './methods/sparse-lora/index.js';
 export * from './methods/zo/index.js';
 export * from './methods/lisa/index.js';
+export * from './methods/galore/index.js';
 export * from './train/finetuner.js';
 export * from './train/main-task.js';
 export * from './train/export.js';

@@ -11,6 +11,7 @@ import { sparse } from './sparse/index.js';
 import { sparseLora } from './sparse-lora/index.js';
 import { zo } from './zo/index.js';
 import { lisa } from './lisa/index.js';
+import { galore } from './galore/index.js';
 import type { MethodDefinition } from './method.js';
 import type { OptionField } from './fields.js';
 
@@ -21,6 +22,7 @@ export const METHODS = {
   'sparse+lora': sparseLora,
   zo,
   lisa,
+  galore,
 } as const;
 
 /** A built-in method's name (typed options); methods registered later are named by any string. */

@@ -1,5 +1,5 @@
 /**
- * AdamW over a set of named trainable tensors: moments in arenas with the gradients' layout, the global
+ * AdamW over a set of named trainable tensors: moments in arenas laid out like the tensors trained, the global
  * gradient norm and clipping factor computed on the GPU (no host round trip), then one fused AdamW
  * dispatch per tensor. Weight decay skips biases and norm weights, as the Hugging Face Trainer does.
  * Tensors of masked values (sparse fine-tuning) take the sparse kernel, which writes each updated value
@@ -9,7 +9,7 @@ import type { TensorView } from '../gpu/buffers.js';
 import type { Gpu } from '../gpu/gpu.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { ADAMW_DEFAULTS, adamwStep, gradNorm, gradNormScratchSize, sparseAdamwStep } from '../kernels/adamw.js';
-import { Arena } from '../model/arena.js';
+import { Arena, bindingLimit, planArena } from '../model/arena.js';
 import { optionKeys } from '../util/options.js';
 import type { WeightFormat } from '../kernels/matmul.js';
 
@@ -120,9 +120,11 @@ export class AdamW implements Optimizer {
     const made: { destroy(): void }[] = [];
     try {
       for (const { set } of this.groups) {
-        const m = new Arena(gpu, set.grads.layout, 'adam m');
+        // Moments for the tensors trained, which may be fewer than the gradients (GaLore projects some).
+        const layout = planArena(set.names.map((name) => ({ name, length: set.grads.view(name).size / 4 })), bindingLimit(gpu).bytes);
+        const m = new Arena(gpu, layout, 'adam m');
         made.push(m);
-        const v = new Arena(gpu, set.grads.layout, 'adam v');
+        const v = new Arena(gpu, layout, 'adam v');
         made.push(v);
         this.moments.push({ m, v });
       }

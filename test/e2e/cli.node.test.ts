@@ -70,7 +70,7 @@ describe('command line: bad input', () => {
     [['train', '--micro-batch', '3'], 2, /--micro-batch must divide --batch-size 8, got 3/],
     [['train', '--seq-len', '4096'], 2, /--seq-len must be an integer >= 2 and <= 128 \(the model's positions\), got '4096'/],
     [['train', '--epochs', '0'], 2, /--epochs must be a number > 0 and <= 1000000, got '0'/],
-    [['train', '--method', 'qlora-ish'], 2, /--method must be one of full, lora, sparse, sparse\+lora, zo, lisa, got 'qlora-ish'/],
+    [['train', '--method', 'qlora-ish'], 2, /--method must be one of full, lora, sparse, sparse\+lora, zo, lisa, galore, got 'qlora-ish'/],
     [['train', '--quantize', 'fp4'], 2, /--quantize must be one of int4, nf4, got 'fp4'/],
     [['train', '--method', 'sparse', '--quantize', 'nf4'], 2, /--quantize makes the frozen base 4-bit, and 'sparse' trains inside the base weights/],
     [['train', '--method', 'full', '--quantize', 'int4'], 2, /--quantize makes the frozen base 4-bit, and 'full' trains every linear weight, which a 4-bit base keeps frozen: use --method lora/],
@@ -236,9 +236,9 @@ describe('command line: runs', () => {
     const toy = [fileURLToPath(new URL('../fixtures/toy-method.ts', import.meta.url))];
     const help = await runWith(toy, 'train', '--help');
     expect(help.code, help.stderr).toBe(0);
-    expect(help.stdout).toMatch(/--method full\|lora\|sparse\|sparse\+lora\|zo\|lisa\|norms/);
+    expect(help.stdout).toMatch(/--method full\|lora\|sparse\|sparse\+lora\|zo\|lisa\|galore\|norms/);
     expect(help.stdout).toMatch(/--from-layer N +the first layer whose norms train \[norms\] \(default 0\)/);
-    expect(help.stdout).toMatch(/--lr X +peak learning rate \(default the method's: full 0\.00002, lora 0\.0002, sparse 0\.0002, sparse\+lora 0\.0002, zo 0\.0001 \(by its options\), lisa 0\.00002, norms 0\.001\)/);
+    expect(help.stdout).toMatch(/--lr X +peak learning rate \(default the method's: full 0\.00002, lora 0\.0002, sparse 0\.0002, sparse\+lora 0\.0002, zo 0\.0001 \(by its options\), lisa 0\.00002, galore 0\.00002, norms 0\.001\)/);
     const dir = tempDir();
     const trained = await runWith(toy, 'train', '--method', 'norms', '--from-layer', '1', '--steps', '2', '--output', dir, ...SHORT);
     expect(trained.code, trained.stderr).toBe(0);

@@ -87,7 +87,7 @@ describe('method registry', () => {
   it('refuses a second method of a name, and names that are not names', () => {
     expect(() => registerMethod(normTuning)).toThrow(/a method named 'norms' is registered already/);
     expect(() => registerMethod({ ...normTuning, name: 'Bad Name' })).toThrow(ShapeError);
-    expect(() => methodDefinition('nope')).toThrow(/unknown fine-tuning method 'nope' \(full, lora, sparse, sparse\+lora, zo, lisa, norms\)/);
+    expect(() => methodDefinition('nope')).toThrow(/unknown fine-tuning method 'nope' \(full, lora, sparse, sparse\+lora, zo, lisa, galore, norms\)/);
   });
 
   it('every field of every method names a path and states a default it can parse', () => {

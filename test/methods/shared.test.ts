@@ -30,6 +30,7 @@ const RICHER: Partial<Record<MethodName, Partial<FineTuneOptions>[]>> = {
   lora: [{ lora: { rank: 4, targetModules: ['all-linear'] } }],
   sparse: [{ sparse: { selection: 'random', density: 0.1 } }],
   'sparse+lora': [{ 'sparse+lora': { sparse: { selection: 'random', density: 0.1 }, lora: { rank: 2 } } }],
+  galore: [{ galore: { rank: 4, updateGap: 2 } }],
   lisa: [{ lisa: { layers: 1, interval: 2 } }, { lisa: { layers: 1, interval: 2, moments: 'keep' } }],
   zo: [{ zo: { target: 'lora', lora: { rank: 4 } } }, { zo: { target: 'full' } }, { zo: { target: 'sparse', sparse: { selection: 'random', density: 0.1 } } }],
 };

@@ -39,6 +39,8 @@ const METHODS: [string, Partial<TrainerOptions>][] = [
   // The default selection (Sylva) runs on the training rows before attaching; a resumed run takes the checkpoint's mask.
   ['sparse (sylva on the rows)', { method: 'sparse', sparse: { density: 0.05 }, optimizer: { lr: 1e-2 } }],
   ['sparse+lora', { method: 'sparse+lora', 'sparse+lora': { sparse: { selection: 'random', density: 0.05 }, lora }, optimizer: { lr: 1e-2 } }],
+  // GaLore: the checkpoint falls between two recomputations of the projections, which it keeps.
+  ['galore', { method: 'galore', galore: { rank: 4, updateGap: 3 }, optimizer: { lr: 1e-3 } }],
   // LISA: the checkpoint falls inside a sampling period; 'keep' parks moments of layers that leave.
   ['lisa (keep moments)', { method: 'lisa', lisa: { layers: 1, interval: 3, moments: 'keep' }, optimizer: { lr: 1e-3 } }],
   // Forward-only: the directions follow the seed and the optimizer step, which the checkpoint keeps.
