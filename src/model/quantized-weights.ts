@@ -167,6 +167,11 @@ export class QuantizedWeights {
     return this.weights.has(name);
   }
 
+  /** The quantized weights by engine name ('layers.0.q.weight'), in model order. */
+  get names(): string[] {
+    return [...this.weights.keys()];
+  }
+
   get(name: string): Q4Weight {
     const w = this.weights.get(name);
     if (!w) throw new Error(`'${name}' is not a quantized weight`);

@@ -12,14 +12,16 @@ import { zoDirectionKey, zoGaussian } from '../../src/kernels/zo.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { tinyModelFiles } from '../../src/model/tiny.js';
 import { FineTuner, type FineTuneOptions } from '../../src/train/finetuner.js';
+import { CausalLM } from '../../src/model/causal-lm.js';
+import { methodDefinition } from '../../src/methods/registry.js';
 import type { ZoOptions } from '../../src/methods/zo/index.js';
 import { compare, testGpu } from '../helpers.js';
 
 const files = tinyModelFiles({ architecture: 'qwen3', seed: 11, hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 8, initStd: 0.2, maxPositions: 64 });
 const batch = toBatchInput(successorRows(3, 5, 21));
 
-async function fineTuner(zo: ZoOptions, lr: number): Promise<FineTuner> {
-  const options: FineTuneOptions = { method: 'zo', zo, optimizer: { lr, schedule: 'constant', warmupSteps: 0 } };
+async function fineTuner(zo: ZoOptions, lr: number, extra: Partial<FineTuneOptions> = {}): Promise<FineTuner> {
+  const options: FineTuneOptions = { method: 'zo', zo, optimizer: { lr, schedule: 'constant', warmupSteps: 0 }, ...extra };
   return FineTuner.create(await testGpu(), await openCheckpoint(memorySource(files)), options);
 }
 
@@ -43,14 +45,16 @@ function direction(seed: number, step: number, j: number, sizes: number[]): Floa
   return sizes.map((n, t) => Float64Array.from({ length: n }, (_, e) => zoGaussian(key, t, e)));
 }
 
-describe.each<[string, ZoOptions]>([
-  ['lora', { target: 'lora', lora: { rank: 2 }, epsilon: 1e-2, seed: 9 }],
-  ['full', { target: 'full', epsilon: 1e-3, seed: 9 }],
-  ['sparse', { target: 'sparse', sparse: { selection: 'random', density: 0.2 }, epsilon: 1e-3, seed: 9, directions: 2 }],
-])('zeroth-order on %s', (_, zo) => {
+describe.each<[string, ZoOptions, Partial<FineTuneOptions>]>([
+  ['lora', { target: 'lora', lora: { rank: 2 }, epsilon: 1e-2, seed: 9 }, {}],
+  ['lora over nf4', { target: 'lora', lora: { rank: 2 }, epsilon: 1e-2, seed: 9 }, { quantize: 'nf4' }],
+  ['full', { target: 'full', epsilon: 1e-3, seed: 9 }, {}],
+  ['sparse', { target: 'sparse', sparse: { selection: 'random', density: 0.2 }, epsilon: 1e-3, seed: 9, directions: 2 }, {}],
+  ['nf4 block scales', { target: 'quantized', epsilon: 1e-3, seed: 9 }, { quantize: 'nf4' }],
+])('zeroth-order on %s', (_, zo, extra) => {
   it('estimates g = (L+ - L-) / 2ε as two separate evaluations give it, and moves θ by -lr g z', async () => {
     const lr = 1e-3;
-    const ft = await fineTuner(zo, lr);
+    const ft = await fineTuner(zo, lr, extra);
     const theta = await readTrainable(ft);
     const sizes = theta.map((t) => t.length);
     const eps = zo.epsilon!;
@@ -80,6 +84,30 @@ describe.each<[string, ZoOptions]>([
     expect(g.every((v) => Math.abs(v) > 1e-3), `a direction with a visible slope: ${g}`).toBe(true);
     expect(err.rel, `g ${g}`).toBeLessThan(1e-3);
     ft.destroy();
+  });
+});
+
+describe('zeroth-order on a 4-bit base\'s block scales (QZO)', () => {
+  it('saves a 4-bit checkpoint holding the trained scales, which loads with the trained model\'s logits', async () => {
+    const ft = await fineTuner({ target: 'quantized', epsilon: 1e-3 }, 1e-2, { quantize: 'nf4' });
+    const before = await ft.model.logits(batch);
+    for (let s = 0; s < 3; s++) await ft.step(batch);
+    const trained = await ft.model.logits(batch);
+    expect(compare(trained, before).maxAbs, 'the scales trained').toBeGreaterThan(1e-4);
+    const files = await methodDefinition('zo').exportFiles!(ft.method, ft.model.config, {});
+    const reloaded = await CausalLM.fromCheckpoint(ft.gpu, await openCheckpoint(memorySource(files!)));
+    expect(reloaded.quantized?.format).toBe('nf4');
+    expect(compare(await reloaded.logits(batch), trained).rel).toBeLessThan(1e-6);
+    reloaded.destroy();
+    ft.destroy();
+  });
+
+  it.each<[string, Partial<FineTuneOptions>, RegExp]>([
+    ['an f32 base', {}, /load with quantize 'nf4'/],
+    ['an int4 base', { quantize: 'int4' }, /this one is int4/],
+    ['a double-quantized base', { quantize: { format: 'nf4', doubleQuant: true } }, /double-quantized/],
+  ])('is refused by name on %s', async (_, extra, message) => {
+    await expect(fineTuner({ target: 'quantized' }, 1e-3, extra)).rejects.toThrow(message);
   });
 });
 

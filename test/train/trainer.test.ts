@@ -45,6 +45,7 @@ const METHODS: [string, Partial<TrainerOptions>][] = [
   ['lisa (keep moments)', { method: 'lisa', lisa: { layers: 1, interval: 3, moments: 'keep' }, optimizer: { lr: 1e-3 } }],
   // Forward-only: the directions follow the seed and the optimizer step, which the checkpoint keeps.
   ['zo (lora over nf4, 2 directions)', { method: 'zo', zo: { target: 'lora', lora: { rank: 4 }, directions: 2 }, quantize: 'nf4', optimizer: { lr: 1e-3 } }],
+  ['zo (nf4 block scales)', { method: 'zo', zo: { target: 'quantized' }, quantize: 'nf4', optimizer: { lr: 1e-3 } }],
   ['zo (sparse, sylva on the rows)', { method: 'zo', zo: { target: 'sparse', sparse: { density: 0.05 } }, optimizer: { lr: 1e-4 } }],
 ];
 

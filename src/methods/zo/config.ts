@@ -7,13 +7,14 @@ import { LORA_FIELDS, loraModules, type LoraOptions } from '../lora/config.js';
 import { checkSparseOptions, SPARSE_FIELDS, type SparseOptions } from '../sparse/config.js';
 
 /** What the forward-only estimate trains. */
-export type ZoTarget = 'lora' | 'full' | 'sparse';
-export const ZO_TARGETS: readonly ZoTarget[] = ['lora', 'full', 'sparse'];
+export type ZoTarget = 'lora' | 'full' | 'sparse' | 'quantized';
+export const ZO_TARGETS: readonly ZoTarget[] = ['lora', 'full', 'sparse', 'quantized'];
 
 export interface ZoOptions {
   /**
    * What trains: 'lora' (default: adapters over a frozen base, which may be 4-bit), 'full' (every base
-   * parameter, as MeZO), or 'sparse' (the entries of a sparse mask, in place: Sparse-MeZO).
+   * parameter, as MeZO), 'sparse' (the entries of a sparse mask, in place: Sparse-MeZO), or 'quantized'
+   * (a 4-bit NF4 base's block scales, its absmax, so the 4-bit model itself adapts: QZO).
    */
   target?: ZoTarget;
   /**
@@ -36,9 +37,12 @@ export const ZO_OPTION_KEYS = optionKeys<ZoOptions>()(['target', 'epsilon', 'dir
 export const ZO_DEFAULT_TARGET: ZoTarget = 'lora';
 export const ZO_DEFAULT_DIRECTIONS = 1;
 
-/** MeZO's ε: 1e-2 for LoRA's adapters, 1e-3 for weights of the model itself. */
+/**
+ * MeZO's ε: 1e-2 for LoRA's adapters, 1e-3 for weights of the model itself; for NF4 block scales
+ * (absmax, each the largest |w| of its 64 weights) 1e-3 of a typical scale's size, 1e-4.
+ */
 export function defaultEpsilon(target: ZoTarget): number {
-  return target === 'lora' ? 1e-2 : 1e-3;
+  return target === 'lora' ? 1e-2 : target === 'quantized' ? 1e-4 : 1e-3;
 }
 
 /**
@@ -50,8 +54,8 @@ export function defaultZoLearningRate(target: ZoTarget): number {
 }
 
 export const ZO_FIELDS: readonly OptionField[] = [
-  { name: 'zo-target', path: ['target'], kind: 'choice', choices: ZO_TARGETS, default: ZO_DEFAULT_TARGET, help: 'what the forward-only estimate trains: LoRA adapters, the full model, or a sparse mask in place' },
-  { name: 'zo-epsilon', path: ['epsilon'], kind: 'number', above: 0, max: 1, shownDefault: '1e-2 for lora, 1e-3 otherwise', help: 'perturbation scale: the loss is taken at θ ± ε z' },
+  { name: 'zo-target', path: ['target'], kind: 'choice', choices: ZO_TARGETS, default: ZO_DEFAULT_TARGET, help: 'what the forward-only estimate trains: LoRA adapters, the full model, a sparse mask in place, or a 4-bit NF4 base\'s block scales' },
+  { name: 'zo-epsilon', path: ['epsilon'], kind: 'number', above: 0, max: 1, shownDefault: '1e-2 for lora, 1e-4 for quantized, 1e-3 otherwise', help: 'perturbation scale: the loss is taken at θ ± ε z' },
   { name: 'zo-directions', path: ['directions'], kind: 'integer', min: 1, max: 64, default: ZO_DEFAULT_DIRECTIONS, help: 'random directions per step, two forward passes each' },
   ...nestedFields('lora', LORA_FIELDS),
   ...nestedFields('sparse', SPARSE_FIELDS),

@@ -5,9 +5,10 @@
  * perturb, and that is exactly what the existing methods already describe: the adapter, mask and their
  * files come from the method trained (options in ./config.ts, the step and ZO-SGD in ./step.ts).
  */
-import type { Gpu } from '../../gpu/gpu.js';
+import { ShapeError } from '../../errors.js';
+import { quantizedModelFiles } from '../../train/export.js';
 import type { CommandRecorder } from '../../gpu/recorder.js';
-import type { TensorView } from '../../gpu/buffers.js';
+import { asView, type TensorView } from '../../gpu/buffers.js';
 import type { CausalLM } from '../../model/causal-lm.js';
 import type { AdamWConfig, Optimizer } from '../../optim/adamw.js';
 import type { Method, MethodDefinition, TrainableTensors, TrainingStep } from '../method.js';
@@ -43,6 +44,47 @@ class FullParameters implements Method {
   destroy(): void {}
 }
 
+/**
+ * A 4-bit NF4 base's block scales (each weight's absmax, f32 [out, in / 64]) as what trains: QZO's
+ * adaptation of the quantized model itself, its codes unchanged. A 4-bit checkpoint saved from the model
+ * (quantizedModelFiles) carries the trained scales.
+ */
+class QuantizedScales implements Method {
+  readonly name = 'quantized';
+  readonly linear = null;
+  readonly trainable: TrainableTensors;
+
+  constructor(model: CausalLM) {
+    const q = model.quantized;
+    const why = !q ? 'a 4-bit base: load with quantize \'nf4\' (or a 4-bit NF4 checkpoint)'
+      : q.format !== 'nf4' ? `an NF4 base, and this one is ${q.format} (its scales are f16 pairs)`
+      : q.doubleQuant ? 'an NF4 base with f32 scales, and this one is double-quantized (8-bit scales)' : null;
+    if (why) throw new ShapeError(`the zeroth-order target 'quantized' trains the block scales of ${why}`);
+    const views = new Map(q!.names.map((w) => {
+      const weight = q!.get(w);
+      if (weight.format !== 'nf4') throw new Error('unreachable: an NF4 base holds NF4 weights');
+      return [`${w}.absmax` as string, { ...asView(weight.absmax), size: weight.layout.N * weight.layout.blocksPerRow * 4 }] as const;
+    }));
+    this.trainable = { names: [...views.keys()], param: (n) => views.get(n)! };
+  }
+
+  createOptimizer(): Optimizer {
+    throw new Error('unused: zeroth-order training brings its own update');
+  }
+
+  zeroGrads(): void {}
+
+  interchangeName(): string | null {
+    return null;
+  }
+
+  fromInterchangeName(): string | null {
+    return null;
+  }
+
+  destroy(): void {}
+}
+
 /** The method ZO trains, with its hooks, merging and names; its step and update are ZO's. */
 export class ZeroOrder implements Method {
   readonly name = 'zo';
@@ -54,7 +96,7 @@ export class ZeroOrder implements Method {
     /** What trains: a LoRA adapter, a sparse method, or the full model's parameters. */
     readonly inner: Method,
     private readonly options: ZoOptions,
-    private readonly gpu: Gpu,
+    readonly model: CausalLM,
   ) {
     this.step = zoStep(() => {
       if (!this.optimizer) throw new Error('zeroth-order step before its optimizer was made');
@@ -72,7 +114,7 @@ export class ZeroOrder implements Method {
 
   createOptimizer(config: AdamWConfig): Optimizer {
     this.optimizer?.destroy();
-    this.optimizer = new ZoSgd(this.gpu, this.inner.trainable, {
+    this.optimizer = new ZoSgd(this.model.gpu, this.inner.trainable, {
       epsilon: this.options.epsilon ?? defaultEpsilon(this.target),
       directions: this.options.directions ?? ZO_DEFAULT_DIRECTIONS,
       seed: this.options.seed ?? 0,
@@ -135,16 +177,18 @@ export const zo: MethodDefinition<ZoOptions> = {
   writesBase: (o) => targetOf(o) === 'sparse',
   attach: (model, o) => {
     const target = targetOf(o);
-    const inner = target === 'full' ? new FullParameters(model) : innerDefinition(o)!.attach(model, target === 'lora' ? o?.lora : o?.sparse);
-    return new ZeroOrder(target, inner, o ?? {}, model.gpu);
+    const inner = target === 'full' ? new FullParameters(model) : target === 'quantized' ? new QuantizedScales(model) : innerDefinition(o)!.attach(model, target === 'lora' ? o?.lora : o?.sparse);
+    return new ZeroOrder(target, inner, o ?? {}, model);
   },
   checkpointFiles: (method, config) => {
     const m = method as ZeroOrder;
     return innerDefinition({ target: m.target })?.checkpointFiles?.(m.inner, config) ?? {};
   },
   restoreOptions: async (o, files, config) => (targetOf(o) === 'sparse' ? { ...o, sparse: await sparse.restoreOptions!(o?.sparse, files, config) } : o ?? {}),
+  // What the target trains, in its format; for the block scales, the 4-bit checkpoint that holds them.
   exportFiles: async (method, config, o) => {
     const m = method as ZeroOrder;
+    if (m.target === 'quantized') return quantizedModelFiles(m.model);
     return (await innerDefinition({ target: m.target })?.exportFiles?.(m.inner, config, o)) ?? null;
   },
 };
