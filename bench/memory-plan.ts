@@ -44,6 +44,8 @@ const align = (bytes: number) => Math.ceil(bytes / 256) * 256;
 
 export interface PlannedRow {
   model: string;
+  /** Backpropagation (QLoRA), or zeroth-order on the same adapter (two forward passes, no optimizer state). */
+  method: 'qlora' | 'zo-qlora';
   checkpointed: boolean;
   peak_bytes: number;
   weights_bytes: number;
@@ -56,7 +58,7 @@ export interface PlannedRow {
 }
 
 /** The engine's allocations for a QLoRA NF4 step of `config` (a bf16 checkpoint: the frozen embedding stays 16-bit). */
-function plan(model: string, c: ModelConfig, checkpointed: boolean): PlannedRow {
+function plan(model: string, c: ModelConfig, checkpointed: boolean, method: PlannedRow['method'] = 'qlora'): PlannedRow {
   const linear = linearModules(c, ['all-linear'], 'plan');
   let weights = 0;
   let largest: [string, number] = ['', 0];
@@ -73,38 +75,45 @@ function plan(model: string, c: ModelConfig, checkpointed: boolean): PlannedRow 
   // RoPE tables: one per distinct base and scaling among the layers, [maxPositions, headDim] f32 each.
   const ropes = new Set(Array.from({ length: c.numLayers }, (_, i) => layerRope(c, i)).filter((r) => r).map((r) => JSON.stringify(r)));
   const ropeBytes = ropes.size * c.maxPositions * c.rotaryDim * 4;
-  // LoRA A [r, in] and B [out, r]: the values, their gradients and AdamW's two moments, f32.
+  // LoRA A [r, in] and B [out, r]: the values, their gradients and AdamW's two moments, f32 (zeroth-order:
+  // the values and the adapter's gradient arena, which it allocates but never writes; no moments).
   const loraParams = [...linear.values()].reduce((n, s) => n + RANK * (s.in + s.out), 0);
-  const adapters = 4 * 4 * loraParams + ropeBytes;
-  const train = Activations.bytesFor(c, B, S, checkpointed ? 'checkpointed' : 'train');
-  const scratch = Activations.bytesFor(c, B, S, 'train') - Activations.bytesFor(c, B, S, 'inference');
+  const zo = method === 'zo-qlora';
+  const adapters = (zo ? 2 : 4) * 4 * loraParams + ropeBytes;
+  const train = Activations.bytesFor(c, B, S, zo ? 'inference' : checkpointed ? 'checkpointed' : 'train');
+  const scratch = zo ? 0 : Activations.scratchBytes(c, B, S);
   return {
-    model, checkpointed, peak_bytes: weights + adapters + train, weights_bytes: weights, adapters_and_optimizer_bytes: adapters,
+    model, method, checkpointed, peak_bytes: weights + adapters + train, weights_bytes: weights, adapters_and_optimizer_bytes: adapters,
     activations_bytes: train - scratch, backward_scratch_bytes: scratch, largest_tensor: largest[0], largest_tensor_bytes: largest[1],
   };
 }
 
-const rows = Object.entries(CONFIGS).flatMap(([model, raw]) => [false, true].map((checkpointed) => plan(model, parseConfig(JSON.stringify(raw)), checkpointed)));
-const gb = (model: string) => rows.find((r) => r.model === model && r.checkpointed)!.peak_bytes / 1e9;
+const rows = Object.entries(CONFIGS).flatMap(([model, raw]) => [
+  ...[false, true].map((checkpointed) => plan(model, parseConfig(JSON.stringify(raw)), checkpointed)),
+  plan(model, parseConfig(JSON.stringify(raw)), false, 'zo-qlora'),
+]);
+const gb = (model: string, method: PlannedRow['method'] = 'qlora') => rows.find((r) => r.model === model && r.method === method && (r.checkpointed || method !== 'qlora'))!.peak_bytes / 1e9;
 const measuredFile = new URL('./results/memory-node.json', import.meta.url);
 const measured = existsSync(measuredFile) ? (JSON.parse(readFileSync(measuredFile, 'utf8')) as MemoryBenchResult).rows.find((r) => r.variant === 'qlora-nf4') : undefined;
 const result = {
-  what: `planned allocations of one QLoRA step: NF4 base, LoRA rank ${RANK} on every linear layer with AdamW, batch ${B}x${S}`,
+  what: `planned allocations of one QLoRA step: NF4 base, LoRA rank ${RANK} on every linear layer with AdamW, batch ${B}x${S}; zo-qlora: the same adapter trained zeroth-order (two forward passes)`,
   rows,
   qwen25_05b_measured_peak_bytes: measured?.peak_bytes ?? null,
   ratios: {
     qlora_llama32_1b_peak_gb: gb('Llama-3.2-1B'),
     qlora_qwen3_06b_peak_gb: gb('Qwen3-0.6B'),
     qlora_gemma3_1b_peak_gb: gb('Gemma-3-1B'),
-    qwen25_05b_planned_vs_measured: measured ? rows.find((r) => r.model === 'Qwen2.5-0.5B' && !r.checkpointed)!.peak_bytes / measured.peak_bytes : NaN,
+    qwen25_05b_planned_vs_measured: measured ? rows.find((r) => r.model === 'Qwen2.5-0.5B' && r.method === 'qlora' && !r.checkpointed)!.peak_bytes / measured.peak_bytes : NaN,
+    zo_qlora_qwen25_05b_peak_gb: gb('Qwen2.5-0.5B', 'zo-qlora'),
+    zo_qlora_llama32_1b_peak_gb: gb('Llama-3.2-1B', 'zo-qlora'),
   },
 };
 writeResult('memory-plan.json', result);
 const mib = (n: number) => (n / 2 ** 20).toFixed(0).padStart(7);
 console.log(`${result.what} (planned, MiB)`);
-console.log(`${'model'.padEnd(14)} ${'ckpt'.padEnd(5)} ${'peak GB'.padStart(8)} ${'weights'.padStart(7)} ${'adapt.'.padStart(7)} ${'acts'.padStart(7)} ${'bwd'.padStart(7)}  largest tensor`);
+console.log(`${'model'.padEnd(14)} ${'method'.padEnd(8)} ${'ckpt'.padEnd(5)} ${'peak GB'.padStart(8)} ${'weights'.padStart(7)} ${'adapt.'.padStart(7)} ${'acts'.padStart(7)} ${'bwd'.padStart(7)}  largest tensor`);
 for (const r of rows) {
-  console.log(`${r.model.padEnd(14)} ${(r.checkpointed ? 'yes' : 'no').padEnd(5)} ${(r.peak_bytes / 1e9).toFixed(3).padStart(8)} ${mib(r.weights_bytes)} ${mib(r.adapters_and_optimizer_bytes)} ${mib(r.activations_bytes)} ${mib(r.backward_scratch_bytes)}  ${r.largest_tensor} ${mib(r.largest_tensor_bytes)}`);
+  console.log(`${r.model.padEnd(14)} ${r.method.padEnd(8)} ${(r.checkpointed ? 'yes' : 'no').padEnd(5)} ${(r.peak_bytes / 1e9).toFixed(3).padStart(8)} ${mib(r.weights_bytes)} ${mib(r.adapters_and_optimizer_bytes)} ${mib(r.activations_bytes)} ${mib(r.backward_scratch_bytes)}  ${r.largest_tensor} ${mib(r.largest_tensor_bytes)}`);
 }
 if (measured) console.log(`Qwen2.5-0.5B measured peak ${(measured.peak_bytes / 1e9).toFixed(3)} GB (planned / measured ${result.ratios.qwen25_05b_planned_vs_measured.toFixed(3)})`);
 console.log('ratios:', JSON.stringify(result.ratios));

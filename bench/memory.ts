@@ -43,10 +43,10 @@ export const QWEN25_05B_CONFIG = {
 };
 
 export interface MemoryRow {
-  variant: 'qlora-nf4' | 'lora-bf16' | 'qlora-nf4-checkpointed' | 'lora-bf16-checkpointed';
+  variant: 'qlora-nf4' | 'lora-bf16' | 'qlora-nf4-checkpointed' | 'lora-bf16-checkpointed' | 'zo-qlora-nf4';
   peak_bytes: number;
   weights_bytes: number;
-  /** LoRA matrices, their gradients and AdamW's two moments. */
+  /** LoRA matrices, their gradients and AdamW's two moments (zeroth-order: the matrices and their unused gradient arena). */
   adapters_and_optimizer_bytes: number;
   /** The forward activations the backward pass reads. */
   activations_bytes: number;
@@ -67,7 +67,7 @@ export interface MemoryBenchResult {
   ratios: Record<string, number>;
 }
 
-export const MEMORY_VARIANTS: MemoryRow['variant'][] = ['qlora-nf4', 'lora-bf16', 'qlora-nf4-checkpointed', 'lora-bf16-checkpointed'];
+export const MEMORY_VARIANTS: MemoryRow['variant'][] = ['qlora-nf4', 'lora-bf16', 'qlora-nf4-checkpointed', 'lora-bf16-checkpointed', 'zo-qlora-nf4'];
 const B = 1;
 const S = 512;
 
@@ -86,19 +86,21 @@ export async function runMemoryBench(
   const rand = rng(9);
   const ids = Array.from({ length: B * S }, () => Math.floor(rand() * config.vocabSize));
   // Backward scratch: what a training arena adds to an inference one; the rest of an arena is kept activations.
-  const scratch = Activations.bytesFor(config, B, S, 'train') - Activations.bytesFor(config, B, S, 'inference');
+  const scratch = Activations.scratchBytes(config, B, S);
   const measure = o.variants ?? MEMORY_VARIANTS;
   const rows: MemoryRow[] = (o.earlier ?? []).filter((r) => !measure.includes(r.variant));
   for (const variant of measure) {
     const before = gpu.memoryStats().currentBytes;
+    // Zeroth-order: the same adapter over the NF4 base trained from two forward passes (inference's activations).
+    const zo = variant.startsWith('zo-');
+    const lora = { rank: 16, targetModules: ['all-linear'] };
     const ft = await FineTuner.create(gpu, await openCheckpoint(memorySource(files)), {
-      method: 'lora',
-      lora: { rank: 16, targetModules: ['all-linear'] },
+      ...(zo ? { method: 'zo' as const, zo: { target: 'lora' as const, lora } } : { method: 'lora' as const, lora }),
       optimizer: { lr: 1e-4 },
-      ...(variant.startsWith('qlora-nf4') ? { quantize: 'nf4' as const } : {}),
+      ...(variant.includes('qlora-nf4') ? { quantize: 'nf4' as const } : {}),
       gradientCheckpointing: variant.endsWith('-checkpointed'),
     });
-    const arena = Activations.bytesFor(config, B, S, variant.endsWith('-checkpointed') ? 'checkpointed' : 'train');
+    const arena = Activations.bytesFor(config, B, S, zo ? 'inference' : variant.endsWith('-checkpointed') ? 'checkpointed' : 'train');
     try {
       const loaded = gpu.memoryStats().currentBytes - before;
       gpu.resetPeakMemory();
@@ -112,8 +114,8 @@ export async function runMemoryBench(
         peak_bytes: peak,
         weights_bytes: weights,
         adapters_and_optimizer_bytes: loaded - weights,
-        activations_bytes: arena - scratch,
-        backward_scratch_bytes: scratch,
+        activations_bytes: zo ? arena : arena - scratch,
+        backward_scratch_bytes: zo ? 0 : scratch,
         other_bytes: peak - loaded - arena,
         step_s: stepS,
         loss,
@@ -137,6 +139,7 @@ export async function runMemoryBench(
       lora_bf16_qwen05b_peak_gb: peakGb('lora-bf16'),
       qlora_qwen05b_checkpointed_peak_gb: peakGb('qlora-nf4-checkpointed'),
       lora_bf16_qwen05b_checkpointed_peak_gb: peakGb('lora-bf16-checkpointed'),
+      zo_qlora_qwen05b_peak_gb: peakGb('zo-qlora-nf4'),
     },
   };
 }

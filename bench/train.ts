@@ -34,6 +34,7 @@ import {
   type TinyModelOptions,
 } from '../src/index.js';
 import { randomMask, selectMask } from '../src/methods/sparse/index.js';
+import { GALORE_DEFAULTS } from '../src/methods/galore/config.js';
 import { rng } from '../src/util/random.js';
 import { quantizedModelFiles } from '../src/train/export.js';
 
@@ -52,6 +53,10 @@ export interface TrainRow {
   forward_ms: number;
   backward_ms: number;
   optimizer_ms: number;
+  /** Bytes of the optimizer's state (AdamW's moments; GaLore's projections and projected moments). */
+  optimizer_state_bytes: number;
+  /** GaLore: one step that recomputes the projections (every updateGap steps). */
+  refresh_step_ms?: number;
 }
 
 /** Sylva-style mask selection on the large model: one calibration batch, every linear layer. */
@@ -160,6 +165,7 @@ export const BENCH_OPTIONS: Partial<Record<MethodName, Partial<FineTuneOptions>>
   sparse: { sparse: { selection: 'random', density: 0.01, targetModules: ALL_LINEAR } },
   'sparse+lora': { 'sparse+lora': { sparse: { selection: 'random', density: 0.01, targetModules: ALL_LINEAR }, lora: { rank: 16, targetModules: ALL_LINEAR } } },
   zo: { zo: { target: 'lora', lora: { rank: 16, targetModules: ALL_LINEAR } } },
+  lisa: { lisa: { layers: 2 } },
 };
 /** Block side of the block-mask runs on the large model (Sylva uses 64; 1376 rows are tiled by 32, not 64). */
 const BENCH_BLOCK = 32;
@@ -215,6 +221,15 @@ export async function measureStep(gpu: Gpu, ckpt: Checkpoint, m: BenchModel, met
     const t0 = performance.now();
     for (let s = 0; s < steps; s++) await ft.step(batch());
     const stepMs = (performance.now() - t0) / steps;
+    let refreshStepMs: number | undefined;
+    const gap = opts.method === 'galore' ? opts.galore?.updateGap ?? GALORE_DEFAULTS.updateGap : 0;
+    if (gap) {
+      // A step at a multiple of the gap recomputes every projection: timed alone, to amortize over the gap.
+      ft.optimizer.step = gap * Math.ceil((ft.optimizer.step + 1) / gap);
+      const t1 = performance.now();
+      await ft.step(batch());
+      refreshStepMs = performance.now() - t1;
+    }
     const phases = await stepPhases(ft, batch());
     const tokens = m.B * m.S;
     // A forward-only step is two forward passes: as many FLOPs as a training step without weight gradients.
@@ -223,6 +238,7 @@ export async function measureStep(gpu: Gpu, ckpt: Checkpoint, m: BenchModel, met
       model: m.name, method, batch: `${m.B}x${m.S}`, step_ms: stepMs, tokens_per_s: tokens / (stepMs / 1000),
       peak_gpu_bytes: gpu.memoryStats().peakBytes - base, linear_weight_bytes: ft.model.linearWeightBytes, mfu: flops / (stepMs / 1000) / (peakGflops * 1e9),
       forward_ms: phases.forward, backward_ms: phases.backward, optimizer_ms: phases.optimizer,
+      optimizer_state_bytes: [...ft.optimizer.stateViews().values()].reduce((n, v) => n + v.size, 0), refresh_step_ms: refreshStepMs,
     };
   } finally {
     ft.destroy();
@@ -260,7 +276,7 @@ export async function measureInference(gpu: Gpu, ckpt: Checkpoint, m: BenchModel
     const ms = total / steps;
     return {
       model: m.name, method: 'inference', batch: `${m.B}x${m.S}`, step_ms: ms, tokens_per_s: (m.B * m.S) / (ms / 1000), peak_gpu_bytes: gpu.memoryStats().peakBytes - base,
-      linear_weight_bytes: model.linearWeightBytes, mfu: 0, forward_ms: ms, backward_ms: 0, optimizer_ms: 0,
+      linear_weight_bytes: model.linearWeightBytes, mfu: 0, forward_ms: ms, backward_ms: 0, optimizer_ms: 0, optimizer_state_bytes: 0,
     };
   } finally {
     model.destroy();
@@ -307,6 +323,8 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
     const isLarge = m === preset.models[preset.models.length - 1];
     // Every registered method; on the large model also LoRA with its path as a separate pass.
     const variants: [string, FineTuneOptions][] = methodNames().map((name) => [name, { method: name, ...BENCH_OPTIONS[name], optimizer: { lr: 1e-4 } }]);
+    // GaLore at r = hidden / 8, the rank its optimizer-memory target is stated at.
+    variants.find(([name]) => name === 'galore')![1].galore = { rank: ckpt.config.hiddenSize / 8 };
     if (isLarge) {
       // Sparse fine-tuning with square blocks instead of single elements, the same density.
       variants.push(['sparse-block', { method: 'sparse', sparse: { ...BENCH_OPTIONS.sparse!.sparse, granularity: BENCH_BLOCK }, optimizer: { lr: 1e-4 } }]);
@@ -344,6 +362,7 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
   notes.push('lora-bf16-base: the same LoRA step with the frozen base stored bf16, read packed by the matmul (lora_bf16_base_vs_f32_step; bf16_base_bytes_vs_f32: its linear-weight bytes over the f32 base).');
   notes.push('qlora-nf4 / qlora-int4: the same LoRA step with the frozen base stored 4-bit (NF4 with absmax per 64; int4 with groups of 64), read by the fused 4-bit products (qlora_vs_lora_step, qlora_int4_vs_lora_step; qlora_base_bytes_vs_f32: NF4 linear-weight bytes over the f32 base).');
   notes.push('inference: the base alone (nothing trainable) and forward passes of the same batch (step_ms: one pass). zo: zeroth-order (MeZO) on LoRA r16 over every linear layer, one direction per step: two forward passes plus the perturbation and update passes; zo-full: the same on every base parameter. zo_*_peak_vs_inference_peak: its peak over inference\'s; zo_step_vs_two_forwards: its step over two inference passes.');
+  notes.push('galore: GaLore at r = hidden / 8 on every linear layer (T 200, α 0.25), AdamW for the rest; galore_optimizer_bytes_vs_adamw: its optimizer state over full fine-tuning\'s AdamW moments; galore_step_amortized_vs_full_step: a step recomputing the projections once every 200 steps (refresh_step_ms) amortized with 199 plain ones. lisa: LISA with 2 of the layers sampled (the embeddings and head always train).');
   notes.push('MFU: FLOPs performed (6 per matmul parameter per token for full fine-tuning, 4 for LoRA whose frozen base needs no weight gradients, plus causal attention) over the measured matmul peak.');
 
   const attention: AttentionRow[] = [];
@@ -423,6 +442,12 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
       zo_lora_peak_vs_inference_peak: row('zo').peak_gpu_bytes / row('inference').peak_gpu_bytes,
       zo_full_peak_vs_inference_peak: row('zo-full').peak_gpu_bytes / row('inference').peak_gpu_bytes,
       zo_step_vs_two_forwards: step('zo') / (2 * step('inference')),
+      galore_optimizer_bytes_vs_adamw: row('galore').optimizer_state_bytes / row('full').optimizer_state_bytes,
+      galore_step_vs_full_step: step('galore') / step('full'),
+      galore_step_amortized_vs_full_step: (step('galore') * (GALORE_DEFAULTS.updateGap - 1) + row('galore').refresh_step_ms!) / GALORE_DEFAULTS.updateGap / step('full'),
+      lisa_peak_vs_full_peak: row('lisa').peak_gpu_bytes / row('full').peak_gpu_bytes,
+      lisa_peak_vs_lora_peak: row('lisa').peak_gpu_bytes / row('lora').peak_gpu_bytes,
+      lisa_step_vs_full_step: step('lisa') / step('full'),
       zo_full_step_vs_two_forwards: step('zo-full') / (2 * step('inference')),
     },
     notes,

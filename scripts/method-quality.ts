@@ -90,14 +90,16 @@ configs.push({ label: 'LISA (1 of 3 layers, K 5)', method: 'lisa', lrs: [3e-4, 1
 // GaLore at r = hidden / 8 (96 / 8), its projections recomputed every 10 steps (4 times in a run; T = 200 would fix
 // the first step's subspace for all 40), α 0.25 as transformers' default.
 configs.push({ label: 'GaLore r12 (T 10)', method: 'galore', lrs: [1e-3, 3e-3, 1e-2], options: (_m, seed) => ({ galore: { rank: 12, updateGap: 10, seed } }), weightDecay: 0.01 });
+// At ten times the steps only the two rates around the best at the study's steps are tried (each run takes minutes).
 for (const times of [1, 10]) {
   const more = times > 1 ? `, ${times}x steps` : '';
   const zoSteps = steps * times;
-  configs.push({ label: `ZO-LoRA r8${more}`, method: 'zo', steps: zoSteps, lrs: [1e-4, 3e-4, 1e-3, 3e-3], options: (_m, seed) => ({ zo: { target: 'lora', lora: { rank: 8, targetModules: ALL_LINEAR, seed }, seed } }) });
-  configs.push({ label: `ZO-full${more}`, method: 'zo', steps: zoSteps, lrs: [1e-5, 3e-5, 1e-4, 3e-4], options: (_m, seed) => ({ zo: { target: 'full', seed } }) });
-  configs.push({ label: `QZO (NF4 block scales)${more}`, method: 'zo', steps: zoSteps, lrs: [1e-4, 1e-3, 1e-2, 1e-1], options: (_m, seed) => ({ zo: { target: 'quantized', seed }, quantize: 'nf4' }) });
+  const lrs = (all: number[], longer: number[]) => (times > 1 ? longer : all);
+  configs.push({ label: `ZO-LoRA r8${more}`, method: 'zo', steps: zoSteps, lrs: lrs([1e-4, 3e-4, 1e-3, 3e-3], [3e-4, 1e-3]), options: (_m, seed) => ({ zo: { target: 'lora', lora: { rank: 8, targetModules: ALL_LINEAR, seed }, seed } }) });
+  configs.push({ label: `ZO-full${more}`, method: 'zo', steps: zoSteps, lrs: lrs([1e-5, 3e-5, 1e-4, 3e-4], [3e-5, 1e-4]), options: (_m, seed) => ({ zo: { target: 'full', seed } }) });
+  configs.push({ label: `QZO (NF4 block scales)${more}`, method: 'zo', steps: zoSteps, lrs: lrs([1e-4, 1e-3, 1e-2, 1e-1], [1e-3, 1e-2]), options: (_m, seed) => ({ zo: { target: 'quantized', seed }, quantize: 'nf4' }) });
   configs.push({
-    label: `Sparse-MeZO (random 10%)${more}`, method: 'zo', steps: zoSteps, lrs: [1e-4, 3e-4, 1e-3, 3e-3], mask: { selection: 'random', density: 0.1 },
+    label: `Sparse-MeZO (random 10%)${more}`, method: 'zo', steps: zoSteps, lrs: lrs([1e-4, 3e-4, 1e-3, 3e-3], [1e-3, 3e-3]), mask: { selection: 'random', density: 0.1 },
     options: (mask, seed) => ({ zo: { target: 'sparse', sparse: { mask }, seed } }),
   });
 }

@@ -2,10 +2,12 @@
  * The activations of one (batch, sequence) shape, allocated once and reused every step, as typed
  * records: `acts.layers[i].q`, `acts.stream[i]`, `acts.grad.dx`. Each tensor has its own buffer: WebGPU
  * checks read/write conflicts per buffer, not per range, and kernels read one activation while writing
- * the next. A training arena adds the backward scratch (`grad`); an inference arena (evaluation,
- * generation) has none. A checkpointed training arena (gradient checkpointing) keeps only the residual
- * stream of every layer and one set of layer tensors that all layers share: the backward pass recomputes
- * each layer's forward from the stream entering it, one more forward's work for a fraction of the memory.
+ * the next. A training arena adds the backward scratch (`grad`). A checkpointed training arena (gradient
+ * checkpointing) keeps only the residual stream of every layer and one set of layer tensors that all
+ * layers share: the backward pass recomputes each layer's forward from the stream entering it, one more
+ * forward's work for a fraction of the memory. An inference arena (evaluation, generation, zeroth-order
+ * training) keeps nothing for a backward pass: one set of layer tensors and two stream buffers that the
+ * layers alternate between, so its size does not grow with the depth.
  */
 import type { TensorView } from '../gpu/buffers.js';
 import type { Gpu } from '../gpu/gpu.js';
@@ -69,6 +71,9 @@ export interface IdPlanViews {
   unique: View;
   offsets: View;
 }
+
+/** The tensors of a training arena's backward scratch. */
+const GRADIENT_SCRATCH = new Set(['dx', 'dtmp', 'dln', 'dq', 'dk', 'dv', 'datt', 'dkp', 'da', 'db', 'dh']);
 
 export class Activations {
   private readonly buffers = new Map<string, GPUBuffer>();
@@ -134,10 +139,12 @@ export class Activations {
     this.ones = v('ones');
     this.embedPlan = { order: v('emb.order'), unique: v('emb.unique'), offsets: v('emb.offsets') };
     this.positionPlan = { order: v('pos.order'), unique: v('pos.unique'), offsets: v('pos.offsets') };
-    this.stream = Array.from({ length: config.numLayers + 1 }, (_, i) => v(`x${i}`));
+    const inference = kind === 'inference';
+    // Layer i reads stream[i] and writes stream[i + 1]: two buffers serve a pass that keeps neither.
+    this.stream = Array.from({ length: config.numLayers + 1 }, (_, i) => v(`x${inference ? i % 2 : i}`));
     this.checkpointed = kind === 'checkpointed';
     this.layers = Array.from({ length: config.numLayers }, (_, i) => {
-      const l = (n: string) => v(`${this.checkpointed ? 'l' : `l${i}`}.${n}`);
+      const l = (n: string) => v(`${kind === 'train' ? `l${i}` : 'l'}.${n}`);
       return {
         ln1: l('ln1'), st1: l('st1'), q: l('q'), k: l('k'), v: l('v'), att: l('att'), ast: l('ast'), xm: l('xm'),
         qk: config.qkNorm ? { q: l('qp'), k: l('kp'), qStats: l('qst'), kStats: l('kst') } : null,
@@ -175,10 +182,12 @@ export class Activations {
     for (const n of ['ids', 'positions', 'segments', 'targets', 'ones', 'emb.order', 'emb.unique', 'pos.order', 'pos.unique']) add(n, T);
     add('emb.offsets', T + 1);
     add('pos.offsets', T + 1);
-    for (let i = 0; i <= c.numLayers; i++) add(`x${i}`, T * H);
-    // Checkpointed: one set of layer tensors, shared; otherwise a set per layer.
-    for (let i = 0; i < (kind === 'checkpointed' ? 1 : c.numLayers); i++) {
-      const p = kind === 'checkpointed' ? 'l.' : `l${i}.`;
+    // The residual stream entering each layer (two alternating buffers for inference).
+    for (let i = 0; i <= (kind === 'inference' ? Math.min(1, c.numLayers) : c.numLayers); i++) add(`x${i}`, T * H);
+    // Training: a set of layer tensors per layer; checkpointed and inference: one set, shared.
+    const shared = kind !== 'train';
+    for (let i = 0; i < (shared ? 1 : c.numLayers); i++) {
+      const p = shared ? 'l.' : `l${i}.`;
       add(`${p}ln1`, T * H);
       add(`${p}st1`, 2 * T);
       add(`${p}q`, T * qd);
@@ -214,7 +223,7 @@ export class Activations {
     add('cestats', 3 * T);
     add('losses', T);
     if (kind !== 'inference') {
-      // Backward scratch, reused by every layer.
+      // Backward scratch, reused by every layer (GRADIENT_SCRATCH names it).
       for (const n of ['dx', 'dtmp', 'dln']) add(n, T * H);
       add('dq', T * qd);
       add('dk', T * kvd);
@@ -224,6 +233,11 @@ export class Activations {
       for (const n of ['da', 'db', 'dh']) add(n, T * I);
     }
     return t;
+  }
+
+  /** Bytes of a training arena's backward scratch (the gradients every layer reuses). */
+  static scratchBytes(c: ModelConfig, B: number, S: number): number {
+    return Activations.bytesOf(Activations.plan(c, B, S, 'train').filter((t) => GRADIENT_SCRATCH.has(t.name)));
   }
 
   /** Bytes an arena of this shape and kind allocates. */
