@@ -78,10 +78,25 @@ function showFor(attr: string, value: string) {
   for (const el of document.querySelectorAll<HTMLElement>(`[${attr}]`)) el.hidden = !el.getAttribute(attr)!.split(' ').includes(value);
 }
 select('model-kind').onchange = () => showFor('data-kind', select('model-kind').value);
+/** The method's rate for the options on the form (zeroth-order's depends on what it trains). */
+function formLearningRate(): string {
+  const method = select('method').value;
+  try {
+    return String(methodLearningRate(methodDefinition(method), readMethodForm(method)));
+  } catch {
+    return String(methodLearningRate(methodDefinition(method)));
+  }
+}
+/** The rate last filled in for the method and options (a rate typed over it stays). */
+let filledRate = input('lr').value;
 select('method').onchange = () => {
   showFor('data-method', select('method').value);
-  input('lr').value = String(methodLearningRate(methodDefinition(select('method').value)));
+  input('lr').value = filledRate = formLearningRate();
 };
+// A choice that changes the method's default rate changes the field, unless the rate was edited.
+$('method-fields').addEventListener('change', () => {
+  if (input('lr').value === filledRate) input('lr').value = filledRate = formLearningRate();
+});
 showFor('data-method', DEFAULT_METHOD);
 
 function modelChoice(): Pick<SessionSpec, 'model' | 'hub' | 'cache'> & { label: string; local: boolean } {

@@ -4,7 +4,7 @@
  * 4-bit base for the methods that can have one. The page names no method.
  */
 import {
-  allMethodFields, DEFAULT_METHOD, FieldValueError, methodDefinition, methodNames, optionAt, parseField, quantizableMethods, shownDefault, withOption,
+  allMethodFields, DEFAULT_METHOD, FieldValueError, fieldApplies, methodDefinition, methodNames, optionAt, parseField, quantizableMethods, shownDefault, withOption,
   type OptionField,
 } from '../src/index.js';
 
@@ -56,8 +56,12 @@ function control(field: FormField): HTMLInputElement | HTMLSelectElement {
 /** The chosen method's options from its fields; an empty field takes the method's default. */
 export function readMethodForm(method: string): Record<string, unknown> {
   let options: Record<string, unknown> = {};
-  for (const field of methodDefinition(method).fields.filter(inForm)) {
-    const text = (document.getElementById(field.name) as HTMLInputElement | HTMLSelectElement).value;
+  const fields = methodDefinition(method).fields;
+  const textOf = (name: string) => (document.getElementById(name) as HTMLInputElement | HTMLSelectElement | null)?.value;
+  for (const field of fields.filter(inForm)) {
+    // A field that does not apply under the method's other choices (LoRA's rank when ZO trains the full model).
+    if (!fieldApplies(field, fields, textOf)) continue;
+    const text = textOf(field.name)!;
     if (text.trim() === '') continue;
     try {
       options = withOption(options, field.path, parseField(field, text));

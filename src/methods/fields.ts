@@ -18,6 +18,11 @@ interface FieldBase {
   commandLineOnly?: boolean;
   /** Fields this one decides when given (a mask decides the density): giving both is refused. */
   decides?: readonly string[];
+  /**
+   * Applies only while another field of the method has one of these values (its default when not given):
+   * zeroth-order's LoRA fields while it trains LoRA. A form leaves it out otherwise; a flag is refused.
+   */
+  appliesWhen?: { field: string; is: readonly (string | number)[] };
 }
 
 export interface NumberField extends FieldBase {
@@ -111,6 +116,18 @@ export function optionAt(options: unknown, path: readonly string[]): unknown {
   let v = options;
   for (const key of path) v = v && typeof v === 'object' ? (v as Record<string, unknown>)[key] : undefined;
   return v;
+}
+
+/**
+ * Whether a field applies given the text of each of the method's fields (absent or empty: its default).
+ * `text(name)` reads a field's text, from a form or flags.
+ */
+export function fieldApplies(field: OptionField, fields: readonly OptionField[], text: (name: string) => string | undefined): boolean {
+  if (!field.appliesWhen) return true;
+  const on = fields.find((f) => f.name === field.appliesWhen!.field);
+  const given = text(field.appliesWhen.field)?.trim();
+  const value = given ? given : on && on.kind !== 'file' && on.default !== undefined ? String(on.default) : undefined;
+  return field.appliesWhen.is.some((v) => String(v) === value);
 }
 
 /** A method's fields placed under a part of a composed method's options: `nested('lora', loraFields)`. */

@@ -68,9 +68,9 @@ export interface Optimizer {
   destroy(): void;
 }
 
-/** The default decay rule: biases and norm weights are not decayed. */
+/** The default decay rule: biases, norm weights and a 4-bit weight's block scales are not decayed. */
 export function decays(name: string): boolean {
-  return !/(\.bias$|norm[^.]*\.weight$)/.test(name);
+  return !/(\.bias$|norm[^.]*\.weight$|\.absmax$)/.test(name);
 }
 
 /** Where a trainable tensor of masked values lives inside a frozen weight (sparse fine-tuning). */

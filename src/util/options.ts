@@ -3,7 +3,7 @@
  * (`{ rank: 4, dora: true }`) fails with its name and the nearest known key instead of doing nothing.
  * Each options type lists its keys once at runtime, with the compiler holding the list to the type.
  */
-import { UnknownOptionError } from '../errors.js';
+import { ShapeError, UnknownOptionError } from '../errors.js';
 
 /** Keys of T not in the list. */
 type Missing<T, K extends readonly PropertyKey[]> = Exclude<keyof T, K[number]>;
@@ -48,4 +48,9 @@ export function checkOptionKeys(where: string, options: unknown, known: readonly
   for (const key of Object.keys(options)) {
     if (!known.includes(key)) throw new UnknownOptionError(where, key, nearestKey(key, known), known);
   }
+}
+
+/** A seed option: absent, or an integer from 0 to 2^32 - 1 (a ShapeError naming `what` otherwise). */
+export function checkSeed(what: string, seed: unknown): void {
+  if (seed !== undefined && !(Number.isInteger(seed) && (seed as number) >= 0 && (seed as number) < 2 ** 32)) throw new ShapeError(`${what} seed must be an integer from 0 to 2^32 - 1, got ${String(seed).slice(0, 40)}`);
 }

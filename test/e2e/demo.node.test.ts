@@ -69,10 +69,11 @@ async function waitPhase(page: Page, phases: string[], timeout = 240_000): Promi
 }
 
 /** Fill the method section and start; returns when training ends. */
-async function train(page: Page, o: { method: string; quantize?: string; steps: number; lr: string; selection?: string }): Promise<DemoState> {
+async function train(page: Page, o: { method: string; quantize?: string; steps: number; lr: string; selection?: string; choices?: Record<string, string> }): Promise<DemoState> {
   await page.selectOption('#method', o.method);
   if (o.quantize !== undefined) await page.selectOption('#quantize', o.quantize);
   if (o.selection) await page.selectOption('#selection', o.selection);
+  for (const [id, value] of Object.entries(o.choices ?? {})) await page.selectOption(`#${id}`, value);
   await page.fill('#lr', o.lr);
   await page.fill('#steps', String(o.steps));
   await page.click('#start');
@@ -106,6 +107,10 @@ describe('the demo page', () => {
       ['lora', { method: 'lora', quantize: '', steps: 8, lr: '0.005' }],
       ['qlora', { method: 'lora', quantize: 'nf4', steps: 8, lr: '0.005' }],
       ['full', { method: 'full', steps: 8, lr: '0.001' }],
+      // Zeroth-order on every weight: LoRA's fields on the form (rank, targets) do not apply to it.
+      ['zo', { method: 'zo', quantize: '', steps: 8, lr: '0.0001', choices: { 'zo-target': 'full' } }],
+      ['lisa', { method: 'lisa', steps: 8, lr: '0.001' }],
+      ['galore', { method: 'galore', steps: 8, lr: '0.003' }],
       ['sparse', { method: 'sparse', steps: 8, lr: '0.005', selection: 'sylva' }],
       ['sparse+lora', { method: 'sparse+lora', steps: 8, lr: '0.005', selection: 'random' }],
     ] as const) {

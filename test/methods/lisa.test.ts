@@ -11,7 +11,7 @@ import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { tinyModelFiles } from '../../src/model/tiny.js';
 import { Lisa, lisaLayers } from '../../src/methods/lisa/index.js';
 import { FineTuner } from '../../src/train/finetuner.js';
-import { testGpu } from '../helpers.js';
+import { compare, testGpu } from '../helpers.js';
 
 const files = tinyModelFiles({ architecture: 'llama', seed: 3, hiddenSize: 32, intermediateSize: 40, numLayers: 5, numHeads: 4, numKvHeads: 2, initStd: 0.2, maxPositions: 64 });
 
@@ -64,6 +64,27 @@ describe('LISA', () => {
       for (const l of active) seen.add(l);
       before = after;
     }
+    ft.destroy();
+  });
+
+  it("'keep': a layer sampled again continues from its own moments, also when it moves to another slot", async () => {
+    // A seed whose second period keeps the first period's higher layer and binds it to the lower slot.
+    const seed = Array.from({ length: 200 }, (_, i) => i).find((sd) => lisaLayers(sd, 0, 5, 2)[1] === lisaLayers(sd, 1, 5, 2)[0])!;
+    expect(seed).toBeDefined();
+    const ft = await FineTuner.create(await testGpu(), await openCheckpoint(memorySource(files)), {
+      method: 'lisa', lisa: { layers: 2, interval: 1, seed, moments: 'keep' }, optimizer: { lr: 1e-3, schedule: 'constant', warmupSteps: 0, maxGradNorm: 0 },
+    });
+    const layer = lisaLayers(seed, 0, 5, 2)[1];
+    const views = ft.optimizer.stateViews();
+    const name = 'q.weight';
+    await ft.step(toBatchInput(successorRows(2, 4, 50)));
+    const before = await ft.gpu.readF32(views.get(`slot1.${name}.adam_m`)!); // the layer's moments after its first step
+    await ft.step(toBatchInput(successorRows(2, 4, 51)));
+    const after = await ft.gpu.readF32(views.get(`slot0.${name}.adam_m`)!);
+    const g = await ft.gradient(`layers.${layer}.${name}`);
+    const want = Array.from(before, (m, i) => 0.9 * m + 0.1 * g[i]);
+    expect(before.some((m) => m !== 0)).toBe(true);
+    expect(compare(after, want).rel).toBeLessThan(1e-5);
     ft.destroy();
   });
 });

@@ -1,7 +1,7 @@
 /** GaLore's options, their defaults (transformers' galore_adamw) and fields, and the check before loading. */
 import { ShapeError } from '../../errors.js';
 import type { ModelConfig } from '../../model/config.js';
-import { checkOptionKeys, optionKeys } from '../../util/options.js';
+import { checkOptionKeys, checkSeed, optionKeys } from '../../util/options.js';
 import type { OptionField } from '../fields.js';
 import { linearModules, type LinearShape } from '../targets.js';
 
@@ -41,7 +41,7 @@ export function galoreWeights(config: ModelConfig, o: GaloreOptions = {}): Map<s
     if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new ShapeError(`GaLore ${key} must be an integer >= ${min}, got ${v}`);
   }
   if (o.scale !== undefined && !(o.scale > 0 && Number.isFinite(o.scale))) throw new ShapeError(`GaLore scale must be a positive number, got ${o.scale}`);
-  if (o.seed !== undefined && !(Number.isInteger(o.seed) && o.seed >= 0 && o.seed < 2 ** 32)) throw new ShapeError(`GaLore seed must be an integer from 0 to 2^32 - 1, got ${o.seed}`);
+  checkSeed('GaLore', o.seed);
   const modules = linearModules(config, [...(o.targetModules ?? GALORE_DEFAULTS.targetModules)], 'GaLore');
   return new Map([...modules].map(([m, shape]) => [`${m}.weight`, shape]));
 }

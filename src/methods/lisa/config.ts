@@ -1,7 +1,7 @@
 /** LISA's options, their defaults and fields, the check made before any weight loads, and its sampling. */
 import { ShapeError } from '../../errors.js';
 import type { ModelConfig } from '../../model/config.js';
-import { checkOptionKeys, optionKeys } from '../../util/options.js';
+import { checkOptionKeys, checkSeed, optionKeys } from '../../util/options.js';
 import { hash32, rng } from '../../util/random.js';
 import type { OptionField } from '../fields.js';
 
@@ -44,7 +44,7 @@ export function checkLisaOptions(config: ModelConfig, o: LisaOptions = {}): void
   if (!Number.isInteger(interval) || interval < 1) throw new ShapeError(`LISA interval must be a positive integer, got ${o.interval}`);
   if (o.moments !== undefined && o.moments !== 'reset' && o.moments !== 'keep') throw new ShapeError(`LISA moments must be 'reset' or 'keep', got '${String(o.moments).slice(0, 40)}'`);
   if (o.outside !== undefined && typeof o.outside !== 'boolean') throw new ShapeError('LISA outside must be true or false');
-  if (o.seed !== undefined && !(Number.isInteger(o.seed) && o.seed >= 0 && o.seed < 2 ** 32)) throw new ShapeError(`LISA seed must be an integer from 0 to 2^32 - 1, got ${o.seed}`);
+  checkSeed('LISA', o.seed);
 }
 
 /**

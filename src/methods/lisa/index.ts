@@ -116,11 +116,20 @@ export class Lisa implements Method {
     }
     this.step = {
       record: (rec, ctx) => {
-        if (ctx.first) this.activate(rec, ctx.optimizer.step);
-        return backpropStep.record(rec, ctx);
+        if (!ctx.first) return backpropStep.record(rec, ctx);
+        const activated = this.activatedAt;
+        this.activate(rec, ctx.optimizer.step);
+        try {
+          return backpropStep.record(rec, ctx);
+        } catch (e) {
+          // The moments' turnover was recorded into a recorder that never runs: record it again next time.
+          this.activatedAt = activated;
+          throw e;
+        }
       },
       probe: (rec, m, batch) => {
-        this.activate(rec, this.optimizer?.step ?? 0);
+        // Binds the slots (the backward pass needs them) and leaves the moments to the step itself.
+        this.assigned = this.layersAt(this.optimizer?.step ?? 0);
         return backpropStep.probe(rec, m, batch);
       },
     };
@@ -157,23 +166,27 @@ export class Lisa implements Method {
     const next = this.layersAt(step);
     const adam = this.optimizer?.adam;
     if (adam && step % this.interval === 0) {
-      const previous = step > 0 ? this.layersAt(step - 1) : null;
-      this.suffixes.forEach((s) => next.forEach((layer, k) => {
-        const slot = adam.momentViews(`slot${k}.${s}`);
-        if (!this.parked) {
+      const slots = next.map((_, k) => this.suffixes.map((s) => ({ s, ...adam.momentViews(`slot${k}.${s}`) })));
+      const parked = this.parked;
+      if (!parked) {
+        for (const slot of slots.flat()) {
           rec.clear(slot.m);
           rec.clear(slot.v);
-          return;
         }
-        const leaving = previous ? `layers.${previous[k]}.${s}` : null;
-        if (leaving) {
-          rec.copy(slot.m, this.parked.m.view(leaving), this.parked.m.view(leaving).size);
-          rec.copy(slot.v, this.parked.v.view(leaving), this.parked.v.view(leaving).size);
-        }
-        const arriving = `layers.${layer}.${s}`;
-        rec.copy(this.parked.m.view(arriving), slot.m, this.parked.m.view(arriving).size);
-        rec.copy(this.parked.v.view(arriving), slot.v, this.parked.v.view(arriving).size);
-      }));
+      } else {
+        // Every leaving layer's moments out before any arriving layer's in: a layer sampled again may
+        // move to another slot.
+        const move = (from: TensorView, to: TensorView) => rec.copy(from, to, Math.min(from.size, to.size));
+        const previous = step > 0 ? this.layersAt(step - 1) : null;
+        if (previous) slots.forEach((slot, k) => slot.forEach(({ s, m, v }) => {
+          move(m, parked.m.view(`layers.${previous[k]}.${s}`));
+          move(v, parked.v.view(`layers.${previous[k]}.${s}`));
+        }));
+        slots.forEach((slot, k) => slot.forEach(({ s, m, v }) => {
+          move(parked.m.view(`layers.${next[k]}.${s}`), m);
+          move(parked.v.view(`layers.${next[k]}.${s}`), v);
+        }));
+      }
     }
     this.assigned = next;
     if (this.parked) {
@@ -216,6 +229,11 @@ export class Lisa implements Method {
 
   zeroGrads(rec: CommandRecorder): void {
     for (const b of this.grads.buffers) rec.clear(b);
+  }
+
+  /** State was restored: the next step binds its layers anew, turning the moments over if it starts a period. */
+  trainableWritten(): void {
+    this.activatedAt = -1;
   }
 
   interchangeName(): string | null {

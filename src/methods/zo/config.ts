@@ -1,7 +1,7 @@
 /** Zeroth-order training's options, their defaults and fields, and the check made before any weight loads. */
 import { ShapeError } from '../../errors.js';
 import type { ModelConfig } from '../../model/config.js';
-import { checkOptionKeys, optionKeys } from '../../util/options.js';
+import { checkOptionKeys, checkSeed, optionKeys } from '../../util/options.js';
 import { nestedFields, type OptionField } from '../fields.js';
 import { LORA_FIELDS, loraModules, type LoraOptions } from '../lora/config.js';
 import { checkSparseOptions, SPARSE_FIELDS, type SparseOptions } from '../sparse/config.js';
@@ -57,8 +57,8 @@ export const ZO_FIELDS: readonly OptionField[] = [
   { name: 'zo-target', path: ['target'], kind: 'choice', choices: ZO_TARGETS, default: ZO_DEFAULT_TARGET, help: 'what the forward-only estimate trains: LoRA adapters, the full model, a sparse mask in place, or a 4-bit NF4 base\'s block scales' },
   { name: 'zo-epsilon', path: ['epsilon'], kind: 'number', above: 0, max: 1, shownDefault: '1e-2 for lora, 1e-4 for quantized, 1e-3 otherwise', help: 'perturbation scale: the loss is taken at θ ± ε z' },
   { name: 'zo-directions', path: ['directions'], kind: 'integer', min: 1, max: 64, default: ZO_DEFAULT_DIRECTIONS, help: 'random directions per step, two forward passes each' },
-  ...nestedFields('lora', LORA_FIELDS),
-  ...nestedFields('sparse', SPARSE_FIELDS),
+  ...nestedFields('lora', LORA_FIELDS).map((f) => ({ ...f, appliesWhen: { field: 'zo-target', is: ['lora'] } })),
+  ...nestedFields('sparse', SPARSE_FIELDS).map((f) => ({ ...f, appliesWhen: { field: 'zo-target', is: ['sparse'] } })),
 ];
 
 /** The target, checked with the options of what it trains. */
@@ -69,7 +69,7 @@ export function checkZoOptions(config: ModelConfig, o: ZoOptions = {}): ZoTarget
   if (o.epsilon !== undefined && !(o.epsilon > 0 && o.epsilon <= 1)) throw new ShapeError(`zeroth-order epsilon must be > 0 and <= 1, got ${o.epsilon}`);
   const n = o.directions ?? ZO_DEFAULT_DIRECTIONS;
   if (!Number.isInteger(n) || n < 1 || n > 64) throw new ShapeError(`zeroth-order directions must be an integer from 1 to 64, got ${o.directions}`);
-  if (o.seed !== undefined && !(Number.isInteger(o.seed) && o.seed >= 0 && o.seed < 2 ** 32)) throw new ShapeError(`zeroth-order seed must be an integer from 0 to 2^32 - 1, got ${o.seed}`);
+  checkSeed('zeroth-order', o.seed);
   if (o.lora !== undefined && target !== 'lora') throw new ShapeError(`lora options apply to the zeroth-order target 'lora', not '${target}'`);
   if (o.sparse !== undefined && target !== 'sparse') throw new ShapeError(`sparse options apply to the zeroth-order target 'sparse', not '${target}'`);
   // The estimate compares two passes of one function: dropout would make them two.

@@ -41,9 +41,16 @@ export class ZoSgd implements Optimizer {
     readonly config: AdamWConfig = {},
   ) {
     const decay = config.decay ?? decays;
-    this.runs = runsOf(gpu, trainable.names.map((name, t) => ({ view: trainable.param(name), tensor: t, decay: decay(name) })));
-    this.acc = gpu.createBuffer(8 * settings.directions, undefined, 'zo loss sums');
-    this.sums = gpu.createBuffer(8 * settings.directions, undefined, 'zo micro-batch loss sums');
+    const made: GPUBuffer[] = [];
+    try {
+      this.runs = runsOf(gpu, trainable.names.map((name, t) => ({ view: trainable.param(name), tensor: t, decay: decay(name) })), made);
+      this.acc = gpu.createBuffer(8 * settings.directions, undefined, 'zo loss sums');
+      made.push(this.acc);
+      this.sums = gpu.createBuffer(8 * settings.directions, undefined, 'zo micro-batch loss sums');
+    } catch (e) {
+      for (const b of made) gpu.destroyBuffer(b); // a failure part way releases what was made
+      throw e;
+    }
     const rec = gpu.recorder();
     rec.clear(this.acc);
     void rec.submit();
@@ -82,7 +89,7 @@ export class ZoSgd implements Optimizer {
  * One run per buffer holding trainable tensors, from the first to the end of the last, with what lies
  * between them (alignment padding, frozen tensors) skipped: one dispatch per buffer and pass.
  */
-function runsOf(gpu: Gpu, tensors: { view: TensorView; tensor: number; decay: boolean }[]): ZoRun[] {
+function runsOf(gpu: Gpu, tensors: { view: TensorView; tensor: number; decay: boolean }[], made: GPUBuffer[]): ZoRun[] {
   const byBuffer = new Map<GPUBuffer, typeof tensors>();
   for (const t of tensors) byBuffer.set(t.view.buffer, [...(byBuffer.get(t.view.buffer) ?? []), t]);
   return [...byBuffer].map(([buffer, list]) => {
@@ -95,7 +102,9 @@ function runsOf(gpu: Gpu, tensors: { view: TensorView; tensor: number; decay: bo
       segments.push({ start: (view.offset - start) / 4, tensor, decay });
       cursor = view.offset + view.size;
     }
-    return zoRun(gpu, { buffer, offset: start, size: cursor - start }, (cursor - start) / 4, segments);
+    const run = zoRun(gpu, { buffer, offset: start, size: cursor - start }, (cursor - start) / 4, segments);
+    made.push(run.segments);
+    return run;
   });
 }
 
@@ -117,6 +126,7 @@ export function zoStep(optimizer: () => ZoSgd, written?: (rec: CommandRecorder) 
             written?.(rec);
             // An evaluation pass (no dropout): both sides of the difference see the same function.
             acts?.unpin();
+            acts = null;
             acts = model.record(rec, batch, undefined, { training: false, pass: pass.pass });
             zoLossSum(rec, { losses: acts.losses, n: batch.B * batch.S, slot, sums: opt.sums, acc: opt.acc });
           }
