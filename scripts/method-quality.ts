@@ -63,6 +63,8 @@ interface Config {
 const ALL_LINEAR = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
 const SPARSE_LRS = [1e-2, 3e-2, 1e-1];
 const configs: Config[] = [
+  // The starting point: the pretrained base as it is (an adapter that has not trained changes nothing).
+  { label: 'the base, untrained', method: 'lora', steps: 0, lrs: [0], options: () => ({}) },
   { label: 'full', method: 'full', lrs: [3e-4, 1e-3, 3e-3], options: () => ({}), weightDecay: 0.01 },
   ...[8, 16].map((rank): Config => ({ label: `LoRA r${rank}`, method: 'lora', lrs: [3e-3, 1e-2, 3e-2], options: (_m, seed) => ({ lora: { rank, targetModules: ALL_LINEAR, seed } }) })),
   // QLoRA: the same adapter over the base quantized to 4 bits at load.
@@ -115,6 +117,8 @@ interface RunResult {
   trainable: number;
   seconds: number;
   selection?: { seconds: number; peakGpuBytes: number; calibrationTokens: number };
+  /** The training loss over each tenth of the run (runs from before it was recorded have none). */
+  curve?: number[];
 }
 
 const results: RunResult[] = existsSync(values.out!) ? JSON.parse(readFileSync(values.out!, 'utf8')).runs : [];
@@ -157,16 +161,24 @@ async function run(c: Config, lr: number, seed: number, phase: RunResult['phase'
     optimizer: { weightDecay: c.weightDecay ?? 0, lr, warmupSteps: 5, totalSteps: c.steps ?? steps, schedule: 'cosine' },
   });
   try {
-    for (let s = 0; s < (c.steps ?? steps); s++) {
+    // The training loss's curve: its mean over each tenth of the run.
+    const total = c.steps ?? steps;
+    const curve: number[] = [];
+    let window: number[] = [];
+    for (let s = 0; s < total; s++) {
       // Seed-dependent data order: each seed draws its own training examples.
-      await ft.step(packExamples(skillExamples(rows * SEQ, seed * 100_000 + s, task), rows, SEQ, 'answer'));
+      window.push((await ft.step(packExamples(skillExamples(rows * SEQ, seed * 100_000 + s, task), rows, SEQ, 'answer'))).loss);
+      if (window.length === Math.max(1, Math.floor(total / 10)) || s === total - 1) {
+        curve.push(window.reduce((a, b) => a + b, 0) / window.length);
+        window = [];
+      }
     }
     const valid = await ft.evaluate(validation);
     const test = await evaluateSkill(ft, task, { examples: 64 });
     const trainable = ft.method.trainable.names.reduce((n, name) => n + ft.method.trainable.param(name).size / 4, 0);
     return {
       label: c.label, lr, seed, phase, validLoss: valid.loss, heldOutAccuracy: test.answerAccuracy, heldOutLoss: test.answerLoss,
-      trainable, seconds: (performance.now() - t0) / 1000, selection: selected?.cost,
+      trainable, seconds: (performance.now() - t0) / 1000, selection: selected?.cost, curve,
     };
   } finally {
     ft.destroy();
@@ -219,5 +231,11 @@ for (const c of configs) {
   const seconds = stats(runs.map((r) => r.seconds)).mean;
   lines.push(`| ${c.label} | ${runs[0].trainable.toLocaleString('en-US')} | ${c.steps ?? steps} | ${lr} | ${runs.length} | ${acc.mean.toFixed(1)} ± ${acc.sd.toFixed(1)} | ${loss.mean.toFixed(3)} ± ${loss.sd.toFixed(3)} | ${seconds.toFixed(0)} | ${sel} |`);
 }
+// Where runs recorded their training loss, the curve of the chosen rate's first seed, per tenth of the run.
+const curves = configs.flatMap((c) => {
+  const run = results.find((r) => r.label === c.label && r.curve && results.some((t) => t.label === c.label && t.seed === 0) && r.lr === bestLr(c.label));
+  return run ? [`- ${c.label} (lr ${run.lr}, seed ${run.seed}): ${run.curve!.map((l) => l.toFixed(2)).join(' → ')}`] : [];
+});
+if (curves.length) lines.push('', 'Training loss per tenth of the run:', '', ...curves);
 console.log(lines.join('\n'));
 writeFileSync(join(values.out!.replace(/\.json$/, '.md')), lines.join('\n') + '\n');

@@ -20,8 +20,8 @@ fn precise_log(x: f32) -> f32 {
   return 2.0 * s * series + f32(k) * 0.693147180559945;
 }
 
-fn gaussian_draw(key: u32, e: u32) -> f32 {
-  let pair = e >> 1u;
+// The two draws of pair `pair` under `key`: elements 2 pair (cosine) and 2 pair + 1 (sine).
+fn gaussian_pair(key: u32, pair: u32) -> vec2f {
   let h1 = hash32(hash32(2u * pair) ^ key);
   let h2 = hash32(hash32(2u * pair + 1u) ^ key);
   let u1 = (f32(h1 >> 8u) + 0.5) / 16777216.0;
@@ -37,5 +37,10 @@ fn gaussian_draw(key: u32, e: u32) -> f32 {
   if (q == 1u) { c = -sin_r; s = cos_r; }
   else if (q == 2u) { c = -cos_r; s = -sin_r; }
   else if (q == 3u) { c = sin_r; s = -cos_r; }
-  return radius * select(c, s, (e & 1u) == 1u);
+  return radius * vec2f(c, s);
+}
+
+fn gaussian_draw(key: u32, e: u32) -> f32 {
+  let z = gaussian_pair(key, e >> 1u);
+  return select(z.x, z.y, (e & 1u) == 1u);
 }

@@ -40,14 +40,19 @@ export function zoRun(gpu: Gpu, params: BufferLike, n: number, segments: ZoSegme
   return { params, n, segments: buffer, segmentCount: segments.length };
 }
 
+/** Workgroups of a pass over n elements: a pair per iteration, `elementsPerInvocation` iterations per invocation (the device's tuning). */
+function pairLaunch(rec: CommandRecorder, n: number): [number, number] {
+  return launch1d(rec.gpu, Math.ceil(Math.ceil(n / 2) / rec.gpu.tuning.elementsPerInvocation), WG);
+}
+
 interface Direction {
   seed: number;
   step: number;
 }
 
 /** Every field of ZoParams (an entry point ignores those it does not read). */
-function zoUniforms(u: Partial<Record<'n' | 'segments' | 'seed' | 'step' | 'direction' | 'directions' | 'slot' | 'scale' | 'lr' | 'weight_decay' | 'coef', number>>): Record<string, number> {
-  return { n: 0, segments: 0, seed: 0, step: 0, direction: 0, directions: 0, slot: 0, scale: 0, lr: 0, weight_decay: 0, coef: 0, ...u };
+function zoUniforms(u: Partial<Record<'n' | 'segments' | 'seed' | 'step' | 'direction' | 'directions' | 'slot' | 'scale' | 'lr' | 'weight_decay' | 'coef' | 'restore', number>>): Record<string, number> {
+  return { n: 0, segments: 0, seed: 0, step: 0, direction: 0, directions: 0, slot: 0, scale: 0, lr: 0, weight_decay: 0, coef: 0, restore: 0, ...u };
 }
 
 /** params += scale * z_direction over the run. */
@@ -55,27 +60,28 @@ export function zoPerturb(rec: CommandRecorder, run: ZoRun, d: Direction & { dir
   rec.dispatch({
     shader: 'zo',
     entryPoint: 'zo_perturb',
-    constants: { WG },
+    constants: { WG, PER: rec.gpu.tuning.elementsPerInvocation },
     uniforms: zoUniforms({ n: run.n, segments: run.segmentCount, seed: d.seed >>> 0, step: d.step >>> 0, direction: d.direction, scale: d.scale }),
     storage: { params: run.params, segments: run.segments },
-    workgroups: launch1d(rec.gpu, run.n, WG),
+    workgroups: pairLaunch(rec, run.n),
     label: `zo_perturb ${run.n}`,
   });
 }
 
 /**
  * params -= lr * (Σ_j c_j z_j + weightDecay * params) over the run, c_j = (acc[2j] - acc[2j+1]) * coef:
- * acc holds each direction's summed losses at +ε (even slots) and -ε (odd slots).
+ * acc holds each direction's summed losses at +ε (even slots) and -ε (odd slots). With `restore`, params
+ * first take restore * z of the last direction (its restoring step, fused: one pass fewer).
  */
-export function zoUpdate(rec: CommandRecorder, run: ZoRun, d: Direction & { directions: number; acc: BufferLike; coef: number; lr: number; weightDecay: number }): void {
+export function zoUpdate(rec: CommandRecorder, run: ZoRun, d: Direction & { directions: number; acc: BufferLike; coef: number; lr: number; weightDecay: number; restore?: number }): void {
   requireElements('zo_update', 'acc', d.acc, 2 * d.directions);
   rec.dispatch({
     shader: 'zo',
     entryPoint: 'zo_update',
-    constants: { WG },
-    uniforms: zoUniforms({ n: run.n, segments: run.segmentCount, seed: d.seed >>> 0, step: d.step >>> 0, directions: d.directions, coef: d.coef, lr: d.lr, weight_decay: d.weightDecay }),
+    constants: { WG, PER: rec.gpu.tuning.elementsPerInvocation },
+    uniforms: zoUniforms({ n: run.n, segments: run.segmentCount, seed: d.seed >>> 0, step: d.step >>> 0, directions: d.directions, coef: d.coef, lr: d.lr, weight_decay: d.weightDecay, restore: d.restore ?? 0 }),
     storage: { params: run.params, segments: run.segments, acc_in: d.acc },
-    workgroups: launch1d(rec.gpu, run.n, WG),
+    workgroups: pairLaunch(rec, run.n),
     label: `zo_update ${run.n}`,
   });
 }
@@ -103,12 +109,12 @@ export function zoDirectionKey(seed: number, step: number, j: number): number {
   return hash32(hash32((hash32(seed >>> 0) ^ step) >>> 0) ^ hash32((j + 0x9e3779b9) >>> 0));
 }
 
-/** The direction's draw for element e of tensor t (shaders/zo.wgsl gaussian, lib/gaussian.wgsl), in float64. */
+/** The direction's draw for element e of tensor t (shaders/zo.wgsl tensor_key and draws, lib/gaussian.wgsl), in float64. */
 export function zoGaussian(key: number, t: number, e: number): number {
   return gaussianDraw(hash32((key ^ hash32((t ^ 0x632be5ab) >>> 0)) >>> 0), e);
 }
 
-/** Box-Muller on the hash's uniforms for the pair e / 2 (shaders/lib/gaussian.wgsl gaussian_draw). */
+/** Box-Muller on the hash's uniforms for the pair e / 2 (shaders/lib/gaussian.wgsl gaussian_pair). */
 export function gaussianDraw(key: number, e: number): number {
   const pair = e >>> 1;
   const h1 = hash32((hash32((2 * pair) >>> 0) ^ key) >>> 0);

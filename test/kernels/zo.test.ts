@@ -18,9 +18,9 @@ function hostDirection(seed: number, step: number, j: number, n: number, segment
   return z;
 }
 
-describe('zeroth-order directions', () => {
+describe.each([1, 8])('zeroth-order passes, %i pairs per invocation', (per) => {
   it('the GPU draws what the host draws, and only inside trained segments', async () => {
-    const gpu = await testGpu();
+    const gpu = await testGpu({ elementsPerInvocation: per });
     const seed = freshSeed();
     const n = 3001;
     const segments: ZoSegment[] = [{ start: 0, tensor: 4, decay: true }, { start: 517, tensor: ZO_SKIP, decay: false }, { start: 600, tensor: 0, decay: false }, { start: 2999, tensor: 7, decay: true }];
@@ -36,6 +36,38 @@ describe('zeroth-order directions', () => {
     gpu.destroyBuffer(run.segments);
   });
 
+  it('updates as θ - lr (Σ_j c_j z_j + wd θ) with c_j from the +ε and -ε loss sums, the last step back fused (float64 reference)', async () => {
+    const gpu = await testGpu({ elementsPerInvocation: per });
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const n = 1501;
+    const segments: ZoSegment[] = [{ start: 0, tensor: 1, decay: true }, { start: 700, tensor: 3, decay: false }, { start: 1401, tensor: ZO_SKIP, decay: true }];
+    const x0 = randn(n, rand);
+    const accHost = Float32Array.from(randn(6, rand), (v) => 100 + v);
+    const params = gpu.upload(x0);
+    const acc = gpu.upload(accHost);
+    const run = zoRun(gpu, params, n, segments);
+    const [lr, coef, wd, step, restore] = [0.01, 0.3, 0.1, 5, 0.02];
+    await gpu.run((rec) => zoUpdate(rec, run, { seed, step, directions: 3, acc, coef, lr, weightDecay: wd, restore }));
+    const z = [0, 1, 2].map((j) => hostDirection(seed, step, j, n, segments));
+    const want = Array.from(x0, (w0, i) => {
+      const s = [...segments].reverse().find((g) => g.start <= i)!;
+      if (s.tensor === ZO_SKIP) return w0;
+      const w = w0 + restore * z[2][i];
+      let g = 0;
+      for (let j = 0; j < 3; j++) g += (accHost[2 * j] - accHost[2 * j + 1]) * coef * z[j][i];
+      return w - lr * (g + (s.decay ? wd * w : 0));
+    });
+    const got = await gpu.readF32(params);
+    // The change itself is compared, so the error is relative to what moved, not to θ.
+    const change = compare(got.map((v, i) => v - x0[i]), want.map((v, i) => v - x0[i]));
+    expect(change.rel, `seed ${seed}`).toBeLessThan(1e-4);
+    for (let i = 1401; i < n; i++) expect(got[i]).toBe(x0[i]);
+    gpu.destroyBuffer(run.segments);
+  });
+});
+
+describe('zeroth-order directions', () => {
   it('is standard normal: mean, variance, tails; independent across elements, tensors, directions and steps', () => {
     const seed = 1234; // a fixed seed set: a statistical test that never flakes
     const n = 200_000;
@@ -62,36 +94,7 @@ describe('zeroth-order directions', () => {
   });
 });
 
-describe('zeroth-order update', () => {
-  it('equals θ - lr (Σ_j c_j z_j + wd θ) with c_j from the +ε and -ε loss sums (float64 reference)', async () => {
-    const gpu = await testGpu();
-    const seed = freshSeed();
-    const rand = rng(seed);
-    const n = 1500;
-    const segments: ZoSegment[] = [{ start: 0, tensor: 1, decay: true }, { start: 700, tensor: 3, decay: false }, { start: 1400, tensor: ZO_SKIP, decay: true }];
-    const x0 = randn(n, rand);
-    const accHost = Float32Array.from(randn(6, rand), (v) => 100 + v);
-    const params = gpu.upload(x0);
-    const acc = gpu.upload(accHost);
-    const run = zoRun(gpu, params, n, segments);
-    const [lr, coef, wd, step] = [0.01, 0.3, 0.1, 5];
-    await gpu.run((rec) => zoUpdate(rec, run, { seed, step, directions: 3, acc, coef, lr, weightDecay: wd }));
-    const z = [0, 1, 2].map((j) => hostDirection(seed, step, j, n, segments));
-    const want = Array.from(x0, (w, i) => {
-      const s = [...segments].reverse().find((g) => g.start <= i)!;
-      if (s.tensor === ZO_SKIP) return w;
-      let g = 0;
-      for (let j = 0; j < 3; j++) g += (accHost[2 * j] - accHost[2 * j + 1]) * coef * z[j][i];
-      return w - lr * (g + (s.decay ? wd * w : 0));
-    });
-    const got = await gpu.readF32(params);
-    // The change itself is compared, so the error is relative to what moved, not to θ.
-    const change = compare(got.map((v, i) => v - x0[i]), want.map((v, i) => v - x0[i]));
-    expect(change.rel, `seed ${seed}`).toBeLessThan(1e-4);
-    for (let i = 1400; i < n; i++) expect(got[i]).toBe(x0[i]);
-    gpu.destroyBuffer(run.segments);
-  });
-
+describe('zeroth-order loss sums', () => {
   it.each(REDUCTION_SIZES)('sums a pass\'s token losses into its slot and the step\'s accumulator (workgroup %i)', async (wg) => {
     const gpu = await testGpu({ reductionWorkgroupSize: wg });
     const seed = freshSeed();

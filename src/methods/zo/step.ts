@@ -61,11 +61,14 @@ export class ZoSgd implements Optimizer {
     for (const run of this.runs) zoPerturb(rec, run, { seed: this.settings.seed, step: this.step, direction, scale });
   }
 
-  /** ZO-SGD from the step's accumulated loss sums; `gradScale` is 1 over the step's target tokens. */
-  record(rec: CommandRecorder, lr: number, gradScale = 1): void {
+  /**
+   * ZO-SGD from the step's accumulated loss sums; `gradScale` is 1 over the step's target tokens. With
+   * `restore`, the last direction's restoring step (θ += restore z) is done in the same pass.
+   */
+  record(rec: CommandRecorder, lr: number, gradScale = 1, restore = 0): void {
     const { epsilon, directions, seed } = this.settings;
     const coef = gradScale / (2 * epsilon * directions);
-    for (const run of this.runs) zoUpdate(rec, run, { seed, step: this.step, directions, acc: this.acc, coef, lr, weightDecay: this.config.weightDecay ?? 0 });
+    for (const run of this.runs) zoUpdate(rec, run, { seed, step: this.step, directions, acc: this.acc, coef, lr, weightDecay: this.config.weightDecay ?? 0, restore });
     rec.clear(this.acc);
     this.step++;
   }
@@ -130,11 +133,13 @@ export function zoStep(optimizer: () => ZoSgd, written?: (rec: CommandRecorder) 
             acts = model.record(rec, batch, undefined, { training: false, pass: pass.pass });
             zoLossSum(rec, { losses: acts.losses, n: batch.B * batch.S, slot, sums: opt.sums, acc: opt.acc });
           }
+          // Back to θ; the last direction's step back goes with the update when this micro-batch has one.
+          if (update && j === directions - 1) break;
           opt.perturb(rec, j, epsilon);
           written?.(rec);
         }
         if (update) {
-          opt.record(rec, update.lr, update.gradScale);
+          opt.record(rec, update.lr, update.gradScale, epsilon);
           written?.(rec);
         }
       } catch (e) {
