@@ -70,11 +70,17 @@ describe('method registry', () => {
       expect(readMethodForm('norms')).toEqual({ fromLayer: 2 });
       // LoRA's fields start at LoRA's defaults and read back into its options; sparse+lora nests them.
       expect((document.getElementById('rank') as HTMLInputElement).value).toBe('16');
-      expect(document.getElementById('rank')!.closest('label')!.getAttribute('data-method')).toBe('lora sparse+lora');
+      expect(document.getElementById('rank')!.closest('label')!.getAttribute('data-method')).toBe('lora sparse+lora zo');
       expect(readMethodForm('lora')).toEqual({ rank: 16, dropout: 0, targetModules: ['all-linear'] });
       expect(readMethodForm('sparse+lora')).toMatchObject({ sparse: { selection: 'sylva', density: 0.01, granularity: 'element' }, lora: { rank: 16 } });
       expect(document.getElementById('mask')).toBeNull(); // a file field is the command line's
-      expect(quantize.getAttribute('data-method')).toBe('lora norms');
+      // Zeroth-order reads the fields of what it trains, and only those.
+      expect(readMethodForm('zo')).toEqual({ target: 'lora', directions: 1, lora: { rank: 16, dropout: 0, targetModules: ['all-linear'] } });
+      (document.getElementById('zo-target') as HTMLSelectElement).value = 'sparse';
+      expect(readMethodForm('zo')).toEqual({ target: 'sparse', directions: 1, sparse: { selection: 'sylva', density: 0.01, granularity: 'element' } });
+      (document.getElementById('zo-target') as HTMLSelectElement).value = 'full';
+      expect(readMethodForm('zo')).toEqual({ target: 'full', directions: 1 });
+      expect(quantize.getAttribute('data-method')).toBe('lora zo norms');
       from.value = '-1';
       expect(() => readMethodForm('norms')).toThrow(/from-layer must be an integer >= 0, got '-1'/);
     } finally {
