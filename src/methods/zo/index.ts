@@ -1,7 +1,7 @@
 /**
  * Zeroth-order fine-tuning as a registered method: forward passes only (MeZO), training what another
- * method trains: LoRA's adapters (over a frozen base, 16- or 4-bit), the full model, or a sparse mask in
- * place (Sparse-MeZO). One folder, not one per variant, because the variants differ only in what they
+ * method trains: LoRA's adapters (over a frozen base, 16- or 4-bit), the full model, a sparse mask in
+ * place (Sparse-MeZO), or a 4-bit NF4 base's block scales (QZO). One folder, not one per variant, because the variants differ only in what they
  * perturb, and that is exactly what the existing methods already describe: the adapter, mask and their
  * files come from the method trained (options in ./config.ts, the step and ZO-SGD in ./step.ts).
  */
@@ -93,7 +93,7 @@ export class ZeroOrder implements Method {
 
   constructor(
     readonly target: ZoTarget,
-    /** What trains: a LoRA adapter, a sparse method, or the full model's parameters. */
+    /** What trains: a LoRA adapter, a sparse method, the full model's parameters or a 4-bit base's scales. */
     readonly inner: Method,
     private readonly options: ZoOptions,
     readonly model: CausalLM,
@@ -156,7 +156,7 @@ export class ZeroOrder implements Method {
 
 const targetOf = (o: ZoOptions | undefined): ZoTarget => o?.target ?? ZO_DEFAULT_TARGET;
 
-/** The registered method ZO trains for a target ('full' has no definition of its own here). */
+/** The registered method ZO trains for a target ('full' and 'quantized' have none: their tensors are the model's). */
 const innerDefinition = (o: ZoOptions | undefined) => (targetOf(o) === 'sparse' ? sparse : targetOf(o) === 'lora' ? lora : null);
 
 export const zo: MethodDefinition<ZoOptions> = {
