@@ -12,7 +12,7 @@ import { bytesSource } from '../io/bytes.js';
 import { InvalidModelFileError, readHeader, readTensorF32, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import type { AdamWConfig, Optimizer } from '../optim/adamw.js';
 import { learningRate, type ScheduleOptions } from '../optim/schedule.js';
-import type { Method } from '../methods/method.js';
+import type { Method, TrainingStep } from '../methods/method.js';
 import { backpropStep } from './backprop-step.js';
 import { methodDefinition, methodLearningRate, methodNames, METHODS, quantizableMethods, quantizedBaseConflict, type MethodName, type MethodOptions } from '../methods/registry.js';
 import { checkOptionKeys, optionKeys } from '../util/options.js';
@@ -201,7 +201,7 @@ export class FineTuner {
     const updated = micro === this.accumulation;
     const lr = updated ? learningRate(this.optimizer.step, { ...this.options.optimizer, lr: this.options.optimizer?.lr ?? this.defaultLearningRate }) : 0;
     const gradScale = 1 / Math.max(this.stepTargets, 1);
-    const step = (this.method.step ?? backpropStep).record(rec, {
+    const step = this.trainingStep.record(rec, {
       method: this.method, model: this.model, batch, optimizer: this.optimizer, pass: { training: true, pass: this.passes + 1 }, first, update: updated ? { lr, gradScale } : null,
     });
     let lossSum: Promise<number>;
@@ -214,6 +214,11 @@ export class FineTuner {
     this.passes++;
     this.micro = updated ? 0 : micro;
     return { updated, lr, optimizerStep: this.optimizer.step, tokens: batch.targetCount, loss: lossSum.then((l) => l / count) };
+  }
+
+  /** How the method trains on a micro-batch: its own step, or backpropagation and the optimizer. */
+  private get trainingStep(): TrainingStep {
+    return this.method.step ?? backpropStep;
   }
 
   /** The peak learning rate of this method and options when none is given. */
@@ -234,7 +239,8 @@ export class FineTuner {
 
   /**
    * Run a training pass of this batch's shape as the method's step records it (forward and backward
-   * for backpropagation), without an update, and wait for it: what a batch of that shape allocates, tried for real. Gradients it leaves are cleared by the next step,
+   * for backpropagation), without an update, and wait for it: what a batch of that shape allocates,
+   * tried for real. Gradients it leaves are cleared by the next step,
    * and no counter moves, so training continues as if it never ran.
    */
   async probe(input: BatchInput | PreparedBatch): Promise<void> {
@@ -242,7 +248,7 @@ export class FineTuner {
     const batch = this.model.prepare(input);
     const rec = this.gpu.recorder();
     this.method.readyToTrain?.(rec);
-    const release = (this.method.step ?? backpropStep).probe(rec, this.model, batch);
+    const release = this.trainingStep.probe(rec, this.model, batch);
     try {
       await rec.submit();
       await this.gpu.sync();

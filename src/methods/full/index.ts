@@ -13,12 +13,13 @@ export interface FullOptions {
   parameters?: (name: string) => boolean;
 }
 
-class FullFineTuning implements Method {
-  readonly name = 'full';
+/** Base parameters training directly; a method that only brings another update rule extends it (GaLore). */
+export class FullFineTuning implements Method {
+  readonly name: string = 'full';
   readonly linear = null;
   readonly trainable: TrainableSet;
 
-  constructor(private readonly model: CausalLM) {
+  constructor(protected readonly model: CausalLM) {
     if (!model.grads) throw new Error('full fine-tuning needs a model made with trainable parameters');
     this.trainable = { names: model.trainableNames, param: (n) => model.params.view(n), grads: model.grads };
   }

@@ -5,41 +5,27 @@
  * kept whole for every weight until the step, as full fine-tuning keeps them (galore_torch's layer-wise
  * mode updates each weight during the backward pass instead, which excludes gradient accumulation).
  */
-import type { CommandRecorder } from '../../gpu/recorder.js';
 import type { CausalLM } from '../../model/causal-lm.js';
 import type { AdamWConfig, Optimizer } from '../../optim/adamw.js';
-import type { Method, MethodDefinition, TrainableTensors } from '../method.js';
+import { FullFineTuning } from '../full/index.js';
+import type { MethodDefinition } from '../method.js';
 import { GALORE_FIELDS, galoreWeights, type GaloreOptions } from './config.js';
 import { GaloreAdamW } from './optimizer.js';
 
-class Galore implements Method {
-  readonly name = 'galore';
-  readonly linear = null;
-  readonly trainable: TrainableTensors;
+/** Full fine-tuning's parameters and gradients, with GaLore's AdamW as the update. */
+class Galore extends FullFineTuning {
+  override readonly name = 'galore';
 
   constructor(
-    private readonly model: CausalLM,
+    model: CausalLM,
     private readonly options: GaloreOptions,
   ) {
-    if (!model.grads) throw new Error('GaLore needs a model made with trainable parameters');
-    this.trainable = { names: model.trainableNames, param: (n) => model.params.view(n) };
+    super(model);
   }
 
-  createOptimizer(config: AdamWConfig): Optimizer {
+  override createOptimizer(config: AdamWConfig): Optimizer {
     return new GaloreAdamW(this.model.gpu, this.model, galoreWeights(this.model.config, this.options), this.options, config);
   }
-
-  zeroGrads(_rec: CommandRecorder): void {} // the base gradients are the model's, cleared by it
-
-  interchangeName(): string | null {
-    return null; // its tensors are base weights, named by the model's Hugging Face mappings
-  }
-
-  fromInterchangeName(): string | null {
-    return null;
-  }
-
-  destroy(): void {}
 }
 
 export const galore: MethodDefinition<GaloreOptions> = {

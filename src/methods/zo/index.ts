@@ -1,9 +1,10 @@
 /**
  * Zeroth-order fine-tuning as a registered method: forward passes only (MeZO), training what another
  * method trains: LoRA's adapters (over a frozen base, 16- or 4-bit), the full model, a sparse mask in
- * place (Sparse-MeZO), or a 4-bit NF4 base's block scales (QZO). One folder, not one per variant, because the variants differ only in what they
- * perturb, and that is exactly what the existing methods already describe: the adapter, mask and their
- * files come from the method trained (options in ./config.ts, the step and ZO-SGD in ./step.ts).
+ * place (Sparse-MeZO), or a 4-bit NF4 base's block scales (QZO). One folder, not one per variant,
+ * because the variants differ only in what they perturb, and that is exactly what the existing methods
+ * already describe: the adapter, mask and their files come from the method trained (options in
+ * ./config.ts, the step and ZO-SGD in ./step.ts).
  */
 import { ShapeError } from '../../errors.js';
 import { quantizedModelFiles } from '../../train/export.js';
@@ -17,15 +18,17 @@ import { sparse } from '../sparse/index.js';
 import { checkZoOptions, defaultEpsilon, defaultZoLearningRate, ZO_DEFAULT_DIRECTIONS, ZO_DEFAULT_TARGET, ZO_FIELDS, type ZoOptions, type ZoTarget } from './config.js';
 import { ZoSgd, zoStep } from './step.js';
 
-/** The full model's parameters as a method that hooks nothing: what ZO trains for target 'full'. */
-class FullParameters implements Method {
-  readonly name = 'full';
+/**
+ * Tensors of the model itself as a method that hooks, merges and renames nothing: what ZO trains for the
+ * targets 'full' (every base parameter) and 'quantized' (see quantizedScales).
+ */
+class ModelTensors implements Method {
   readonly linear = null;
-  readonly trainable: TrainableTensors;
 
-  constructor(model: CausalLM) {
-    this.trainable = { names: model.trainableNames, param: (n) => model.params.view(n) };
-  }
+  constructor(
+    readonly name: string,
+    readonly trainable: TrainableTensors,
+  ) {}
 
   createOptimizer(): Optimizer {
     throw new Error('unused: zeroth-order training brings its own update');
@@ -49,40 +52,18 @@ class FullParameters implements Method {
  * adaptation of the quantized model itself, its codes unchanged. A 4-bit checkpoint saved from the model
  * (quantizedModelFiles) carries the trained scales.
  */
-class QuantizedScales implements Method {
-  readonly name = 'quantized';
-  readonly linear = null;
-  readonly trainable: TrainableTensors;
-
-  constructor(model: CausalLM) {
-    const q = model.quantized;
-    const why = !q ? 'a 4-bit base: load with quantize \'nf4\' (or a 4-bit NF4 checkpoint)'
-      : q.format !== 'nf4' ? `an NF4 base, and this one is ${q.format} (its scales are f16 pairs)`
-      : q.doubleQuant ? 'an NF4 base with f32 scales, and this one is double-quantized (8-bit scales)' : null;
-    if (why) throw new ShapeError(`the zeroth-order target 'quantized' trains the block scales of ${why}`);
-    const views = new Map(q!.names.map((w) => {
-      const weight = q!.get(w);
-      if (weight.format !== 'nf4') throw new Error('unreachable: an NF4 base holds NF4 weights');
-      return [`${w}.absmax` as string, { ...asView(weight.absmax), size: weight.layout.N * weight.layout.blocksPerRow * 4 }] as const;
-    }));
-    this.trainable = { names: [...views.keys()], param: (n) => views.get(n)! };
-  }
-
-  createOptimizer(): Optimizer {
-    throw new Error('unused: zeroth-order training brings its own update');
-  }
-
-  zeroGrads(): void {}
-
-  interchangeName(): string | null {
-    return null;
-  }
-
-  fromInterchangeName(): string | null {
-    return null;
-  }
-
-  destroy(): void {}
+function quantizedScales(model: CausalLM): ModelTensors {
+  const q = model.quantized;
+  const why = !q ? 'a 4-bit base: load with quantize \'nf4\' (or a 4-bit NF4 checkpoint)'
+    : q.format !== 'nf4' ? `an NF4 base, and this one is ${q.format} (its scales are f16 pairs)`
+    : q.doubleQuant ? 'an NF4 base with f32 scales, and this one is double-quantized (8-bit scales)' : null;
+  if (why) throw new ShapeError(`the zeroth-order target 'quantized' trains the block scales of ${why}`);
+  const views = new Map(q!.names.map((w) => {
+    const weight = q!.get(w);
+    if (weight.format !== 'nf4') throw new Error('unreachable: an NF4 base holds NF4 weights');
+    return [`${w}.absmax` as string, { ...asView(weight.absmax), size: weight.layout.N * weight.layout.blocksPerRow * 4 }] as const;
+  }));
+  return new ModelTensors('quantized', { names: [...views.keys()], param: (n) => views.get(n)! });
 }
 
 /** The method ZO trains, with its hooks, merging and names; its step and update are ZO's. */
@@ -177,7 +158,9 @@ export const zo: MethodDefinition<ZoOptions> = {
   writesBase: (o) => targetOf(o) === 'sparse',
   attach: (model, o) => {
     const target = targetOf(o);
-    const inner = target === 'full' ? new FullParameters(model) : target === 'quantized' ? new QuantizedScales(model) : innerDefinition(o)!.attach(model, target === 'lora' ? o?.lora : o?.sparse);
+    const inner = target === 'full' ? new ModelTensors('full', { names: model.trainableNames, param: (n) => model.params.view(n) })
+      : target === 'quantized' ? quantizedScales(model)
+      : innerDefinition(o)!.attach(model, target === 'lora' ? o?.lora : o?.sparse);
     return new ZeroOrder(target, inner, o ?? {}, model);
   },
   checkpointFiles: (method, config) => {

@@ -26,6 +26,12 @@ import { planRunFolder, RUN_FILE, runFlags } from '../run-folder.js';
 
 const D = TRAINING_DEFAULTS;
 
+/** A method's default rate as help shows it ('zo 0.0001 (by its options)' where the options change it). */
+function learningRateShown(name: string): string {
+  const definition = methodDefinition(name);
+  return `${name} ${methodLearningRate(definition)}${typeof definition.learningRate === 'function' ? ' (by its options)' : ''}`;
+}
+
 /** The flags, made when asked: a method registered after this module loaded has its flags here. */
 const trainFlags = (): FlagTable => ({
   ...MODEL_FLAGS,
@@ -36,7 +42,7 @@ const trainFlags = (): FlagTable => ({
   'batch-size': { type: 'string', value: 'B', default: String(D.batchSize), help: 'rows per optimizer step' },
   'micro-batch': { type: 'string', value: 'auto|N', default: 'auto', help: 'rows per pass: the largest that fits, or a divisor of --batch-size' },
   'gradient-checkpointing': { type: 'string', value: 'auto|on|off', default: 'auto', help: 'recompute layers in the backward pass to save memory (auto: only when nothing fits without)' },
-  lr: { type: 'string', value: 'X', shownDefault: `the method's: ${methodNames().map((n) => `${n} ${methodLearningRate(methodDefinition(n))}${typeof methodDefinition(n).learningRate === "function" ? " (by its options)" : ""}`).join(', ')}`, help: 'peak learning rate' },
+  lr: { type: 'string', value: 'X', shownDefault: `the method's: ${methodNames().map((n) => learningRateShown(n)).join(', ')}`, help: 'peak learning rate' },
   schedule: { type: 'string', value: 'cosine|linear|constant', default: D.schedule, help: 'learning-rate decay after warmup' },
   'warmup-ratio': { type: 'string', value: 'X', default: String(D.warmupRatio), help: 'warmup as a fraction of the steps' },
   'weight-decay': { type: 'string', value: 'X', default: String(D.weightDecay), help: 'AdamW weight decay' },
