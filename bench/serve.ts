@@ -8,7 +8,7 @@
 import { QWEN25_05B_CONFIG } from './memory.js';
 import { linearModules } from '../src/methods/targets.js';
 import { randn, rng } from '../src/util/random.js';
-import { AdapterCache, CausalLM, Generator, Lora, openCheckpoint, parseConfig, type Gpu, type LoraAdapter, type ModelSource, type SparseAdapter } from '../src/index.js';
+import { AdapterCache, CausalLM, Generator, Lora, loraBase, openCheckpoint, parseConfig, type Gpu, type LoraAdapter, type ModelSource, type SparseAdapter } from '../src/index.js';
 
 export interface ServeBenchResult {
   device: string;
@@ -133,7 +133,7 @@ export async function runServeBench(gpu: Gpu, source: ModelSource, o: { log?: (l
   // One sequence with an adapter from the cache, the same adapter attached alone (fused), and merged.
   const merged = await CausalLM.fromCheckpoint(gpu, ckpt);
   const adapter = randomLora(model, 100, 8, ['q', 'v']);
-  const lora = new Lora(gpu, merged.config, { rank: 8, alpha: 16, targetModules: ['q', 'v'] }, (n) => merged.params.view(n));
+  const lora = new Lora(gpu, merged.config, { rank: 8, alpha: 16, targetModules: ['q', 'v'] }, loraBase(merged));
   for (const [name, w] of adapter.modules) {
     gpu.write(lora.params.view(`${name}.lora_A`), w.A);
     gpu.write(lora.params.view(`${name}.lora_B`), w.B);

@@ -334,6 +334,9 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
       // QLoRA: the same LoRA step over a 4-bit base, quantized at load.
       variants.push(['qlora-nf4', { method: 'lora', ...BENCH_OPTIONS.lora, quantize: 'nf4', optimizer: { lr: 1e-4 } }]);
       variants.push(['qlora-int4', { method: 'lora', ...BENCH_OPTIONS.lora, quantize: 'int4', optimizer: { lr: 1e-4 } }]);
+      // DoRA: the same adapter with a magnitude per output row, on the f32 and the NF4 base (QDoRA).
+      variants.push(['dora', { method: 'lora', lora: { ...BENCH_OPTIONS.lora!.lora, dora: true }, optimizer: { lr: 1e-4 } }]);
+      variants.push(['qdora-nf4', { method: 'lora', lora: { ...BENCH_OPTIONS.lora!.lora, dora: true }, quantize: 'nf4', optimizer: { lr: 1e-4 } }]);
       // Zeroth-order on every base parameter (MeZO's full model).
       variants.push(['zo-full', { method: 'zo', zo: { target: 'full' }, optimizer: { lr: 1e-6 } }]);
     }
@@ -361,6 +364,7 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
   notes.push('lora-separate: the same LoRA step with the adapter path as its own pass over each output and input gradient instead of fused into the base matmul (lora_fused_vs_separate_step: its step time over the fused one).');
   notes.push('lora-bf16-base: the same LoRA step with the frozen base stored bf16, read packed by the matmul (lora_bf16_base_vs_f32_step; bf16_base_bytes_vs_f32: its linear-weight bytes over the f32 base).');
   notes.push('qlora-nf4 / qlora-int4: the same LoRA step with the frozen base stored 4-bit (NF4 with absmax per 64; int4 with groups of 64), read by the fused 4-bit products (qlora_vs_lora_step, qlora_int4_vs_lora_step; qlora_base_bytes_vs_f32: NF4 linear-weight bytes over the f32 base).');
+  notes.push('dora / qdora-nf4: the LoRA step with DoRA (a magnitude per output row; the norm of W + s B A recomputed each pass from A W^T and A A^T, the unscaled output kept for the magnitude gradient) on the f32 and the NF4 base (lora_dora_vs_lora_step, qdora_vs_qlora_step, and their peaks).');
   notes.push('inference: the base alone (nothing trainable) and forward passes of the same batch (step_ms: one pass). zo: zeroth-order (MeZO) on LoRA r16 over every linear layer, one direction per step: two forward passes plus the perturbation and update passes; zo-full: the same on every base parameter. zo_*_peak_vs_inference_peak: its peak over inference\'s; zo_step_vs_two_forwards: its step over two forward passes of the same model (forward_ms, timed alone).');
   notes.push('galore: GaLore at r = hidden / 8 on every linear layer (T 200, α 0.25), AdamW for the rest; galore_optimizer_bytes_vs_adamw: its optimizer state over full fine-tuning\'s AdamW moments; galore_step_amortized_vs_full_step: a step recomputing the projections once every 200 steps (refresh_step_ms) amortized with 199 plain ones. lisa: LISA with 2 of the layers sampled (the embeddings and head always train).');
   notes.push('MFU: FLOPs performed (6 per matmul parameter per token for full fine-tuning, 4 for LoRA whose frozen base needs no weight gradients, plus causal attention) over the measured matmul peak.');
@@ -431,6 +435,10 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
       qlora_int4_vs_lora_step: step('qlora-int4') / step('lora'),
       qlora_base_bytes_vs_f32: row('qlora-nf4').linear_weight_bytes / row('lora').linear_weight_bytes,
       qlora_vs_lora_peak_memory: row('qlora-nf4').peak_gpu_bytes / row('lora').peak_gpu_bytes,
+      lora_dora_vs_lora_step: step('dora') / step('lora'),
+      qdora_vs_qlora_step: step('qdora-nf4') / step('qlora-nf4'),
+      dora_vs_lora_peak_memory: row('dora').peak_gpu_bytes / row('lora').peak_gpu_bytes,
+      qdora_vs_qlora_peak_memory: row('qdora-nf4').peak_gpu_bytes / row('qlora-nf4').peak_gpu_bytes,
       prequantized_vs_quantize_load: load.quantize_at_load_ms / load.prequantized_ms,
       lora_vs_full_peak_memory: row('lora').peak_gpu_bytes / row('full').peak_gpu_bytes,
       sparse_vs_lora_step: step('sparse') / step('lora'),

@@ -32,9 +32,9 @@ export function buildMethodForm(methodSelect: HTMLSelectElement, container: HTML
 
 function control(field: FormField): HTMLInputElement | HTMLSelectElement {
   const shown = shownDefault(field);
-  if (field.kind === 'choice') {
+  if (field.kind === 'choice' || field.kind === 'boolean') {
     const el = document.createElement('select');
-    for (const c of field.choices) el.add(new Option(String(c), String(c), String(c) === shown, String(c) === shown));
+    for (const c of field.kind === 'choice' ? field.choices : [false, true]) el.add(new Option(String(c), String(c), String(c) === shown, String(c) === shown));
     el.id = field.name;
     return el;
   }

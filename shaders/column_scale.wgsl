@@ -1,6 +1,6 @@
 // A per-column scale on a linear layer's output (DoRA's magnitude over the column norm), y [rows, cols]:
 //   forward:  z = y;  saved = z (SAVE);  y = z * s[col] + bias[col] (BIAS)
-//   backward: dz = dy * s[col];  ds[col] += sum over rows of dy * z (GRAD)
+//   backward: dz = dy * s[col];  ds[col] += sum over rows of dy * z (GRAD), over divisor[col] (DIVIDE)
 // The backward runs one invocation per column and walks the rows, so the column sum needs no atomics;
 // neighbouring invocations read neighbouring columns of a row.
 struct Params { rows: u32, cols: u32 }
@@ -14,11 +14,14 @@ struct Params { rows: u32, cols: u32 }
 @group(0) @binding(6) var<storage, read> z: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dz: array<f32>;
 @group(0) @binding(8) var<storage, read_write> ds: array<f32>;
+@group(0) @binding(9) var<storage, read> divisor: array<f32>;
 
 override WG: u32 = 256;
 override BIAS: bool = false;
 override SAVE: bool = false;
 override GRAD: bool = false;
+// DoRA's magnitude m under s = m / n (n held constant): dm = Σ dy z / n.
+override DIVIDE: bool = false;
 
 // #include lib/flat_index.wgsl
 
@@ -48,5 +51,5 @@ fn column_scale_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgro
     dz[i] = g * s;
     if (GRAD) { acc = fma(g, z[i], acc); }
   }
-  if (GRAD) { ds[col] += acc; }
+  if (GRAD) { ds[col] += select(acc, acc / divisor[col], DIVIDE); }
 }

@@ -281,6 +281,7 @@ def peft_cases(bases):
         "pissa-llama": (llama, llama_ids, dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights="pissa")),
         "olora-llama": (llama, llama_ids, dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights="olora")),
         "dora-llama": (llama, llama_ids, dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], use_dora=True)),
+        "dora-gpt2-fused-qkv": (gpt2, gpt2_ids, dict(r=4, lora_alpha=6, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, use_dora=True)),
         "shira-llama": (llama, llama_ids, dict(r=2, target_modules=["q_proj", "down_proj"], mask_type="random", random_seed=5)),
     }
     for name, (base, ids, options) in cases.items():

@@ -42,8 +42,8 @@ export interface ColumnScaleBackwardArgs {
   scale: BufferLike;
   /** Receives dy ⊙ s: the gradient of the unscaled output. */
   dz: BufferLike;
-  /** With z (the forward's saved output): ds += Σ_rows dy ⊙ z. */
-  grad?: { z: BufferLike; ds: BufferLike };
+  /** With z (the forward's saved output): ds += Σ_rows dy ⊙ z, divided by `divisor` per column when given. */
+  grad?: { z: BufferLike; ds: BufferLike; divisor?: BufferLike };
   rows: number;
   cols: number;
 }
@@ -56,14 +56,15 @@ export function columnScaleBackward(rec: CommandRecorder, { dy, scale, dz, grad,
   if (grad) {
     requireElements('columnScaleBackward', 'grad.z', grad.z, rows * cols);
     requireElements('columnScaleBackward', 'grad.ds', grad.ds, cols);
+    if (grad.divisor) requireElements('columnScaleBackward', 'grad.divisor', grad.divisor, cols);
   }
   const unused = rec.gpu.placeholder();
   rec.dispatch({
     shader: 'column_scale',
     entryPoint: 'column_scale_backward',
-    constants: { WG, GRAD: !!grad },
+    constants: { WG, GRAD: !!grad, DIVIDE: !!grad?.divisor },
     uniforms: { rows, cols },
-    storage: { dy, scale, z: grad?.z ?? unused, dz, ds: grad?.ds ?? rec.gpu.placeholder('write') },
+    storage: { dy, scale, z: grad?.z ?? unused, dz, ds: grad?.ds ?? rec.gpu.placeholder('write'), divisor: grad?.divisor ?? unused },
     workgroups: launch1d(rec.gpu, cols, WG),
     label: `column_scale_backward ${rows}x${cols}`,
   });

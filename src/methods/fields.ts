@@ -6,6 +6,12 @@
  */
 import type { ModelConfig } from '../model/config.js';
 
+/** Another field of the method having one of some values. */
+export interface FieldCondition {
+  field: string;
+  is: readonly (string | number)[];
+}
+
 interface FieldBase {
   /** The flag (`--rank`) and the demo's field id: lower case with dashes. */
   name: string;
@@ -19,10 +25,11 @@ interface FieldBase {
   /** Fields this one decides when given (a mask decides the density): giving both is refused. */
   decides?: readonly string[];
   /**
-   * Applies only while another field of the method has one of these values (its default when not given):
-   * zeroth-order's LoRA fields while it trains LoRA. A form leaves it out otherwise; a flag is refused.
+   * Applies only while other fields of the method have one of these values each (their defaults when not
+   * given): zeroth-order's LoRA fields while it trains LoRA; PiSSA's iterations under init pissa. A form
+   * leaves it out otherwise; a flag is refused.
    */
-  appliesWhen?: { field: string; is: readonly (string | number)[] };
+  appliesWhen?: readonly FieldCondition[];
 }
 
 export interface NumberField extends FieldBase {
@@ -41,6 +48,12 @@ export interface ChoiceField extends FieldBase {
   default?: string | number;
 }
 
+/** On or off: a bare flag (`--dora`) on the command line, true or false in a form. */
+export interface BooleanField extends FieldBase {
+  kind: 'boolean';
+  default?: boolean;
+}
+
 export interface ListField extends FieldBase {
   kind: 'list';
   default?: readonly string[];
@@ -52,7 +65,7 @@ export interface FileField extends FieldBase {
   load(file: { name: string; bytes: Uint8Array }, config: ModelConfig): Promise<unknown>;
 }
 
-export type OptionField = NumberField | ChoiceField | ListField | FileField;
+export type OptionField = NumberField | ChoiceField | BooleanField | ListField | FileField;
 
 /** A value a field was given that it cannot take; the message names the field. */
 export class FieldValueError extends Error {}
@@ -86,11 +99,16 @@ export function numberWithin(text: string, b: NumberBounds): number | null {
 }
 
 /** A field's value from its text (a flag's or a form field's); a FieldValueError says what it takes. */
-export function parseField(field: Exclude<OptionField, FileField>, text: string): number | string | string[] {
+export function parseField(field: Exclude<OptionField, FileField>, text: string): number | string | boolean | string[] {
   if (field.kind === 'list') {
     const items = text.split(',').map((t) => t.trim()).filter(Boolean);
     if (!items.length) throw new FieldValueError(`${field.name} names nothing`);
     return items;
+  }
+  if (field.kind === 'boolean') {
+    const t = text.trim();
+    if (t !== 'true' && t !== 'false') throw new FieldValueError(`${field.name} must be true or false, got '${text}'`);
+    return t === 'true';
   }
   if (field.kind === 'choice') {
     const choice = field.choices.find((c) => String(c) === text.trim());
@@ -119,15 +137,22 @@ export function optionAt(options: unknown, path: readonly string[]): unknown {
 }
 
 /**
- * Whether a field applies given the text of each of the method's fields (absent or empty: its default).
- * `text(name)` reads a field's text, from a form or flags.
+ * The first of a field's conditions that the text of the method's fields does not meet (absent or empty:
+ * the default), or null when it applies. `text(name)` reads a field's text, from a form or flags.
  */
+export function unmetCondition(field: OptionField, fields: readonly OptionField[], text: (name: string) => string | undefined): FieldCondition | null {
+  for (const condition of field.appliesWhen ?? []) {
+    const on = fields.find((f) => f.name === condition.field);
+    const given = text(condition.field)?.trim();
+    const value = given ? given : on && on.kind !== 'file' && on.default !== undefined ? String(on.default) : undefined;
+    if (!condition.is.some((v) => String(v) === value)) return condition;
+  }
+  return null;
+}
+
+/** Whether a field applies given the text of each of the method's fields (see unmetCondition). */
 export function fieldApplies(field: OptionField, fields: readonly OptionField[], text: (name: string) => string | undefined): boolean {
-  if (!field.appliesWhen) return true;
-  const on = fields.find((f) => f.name === field.appliesWhen!.field);
-  const given = text(field.appliesWhen.field)?.trim();
-  const value = given ? given : on && on.kind !== 'file' && on.default !== undefined ? String(on.default) : undefined;
-  return field.appliesWhen.is.some((v) => String(v) === value);
+  return unmetCondition(field, fields, text) === null;
 }
 
 /** A method's fields placed under a part of a composed method's options: `nested('lora', loraFields)`. */

@@ -84,6 +84,8 @@ export interface ColumnScale {
   dz?: BufferLike;
   /** Backward: ds accumulates Σ over tokens of dy ⊙ z here; absent when s does not train. */
   scaleGrad?: BufferLike;
+  /** Backward: each column's sum divided by this first (DoRA: s = m / n, n constant, trains m). */
+  scaleGradDivisor?: BufferLike;
 }
 
 /** What a training step is given for one micro-batch. */
@@ -136,6 +138,11 @@ export interface Method {
   readonly trainable: TrainableTensors;
   /** The update rule of the trainable set (dense AdamW unless the method brings its own). */
   createOptimizer(config: AdamWConfig): Optimizer;
+  /**
+   * Work after attaching that reads the model back (PiSSA's decomposition of the base weights), awaited
+   * by FineTuner.create before anything trains or is restored.
+   */
+  initialize?(): Promise<void>;
   /** Clear the gradients the method owns (the model clears the base gradients). */
   zeroGrads(rec: CommandRecorder): void;
   /**
@@ -155,9 +162,10 @@ export interface Method {
   setMerged?(rec: CommandRecorder, merged: boolean): void;
   /**
    * Records the change the method makes to base weight `weight` (engine name, e.g. 'layers.0.q.weight')
-   * into `out` (the weight's shape); returns false, writing nothing, for weights it leaves alone.
+   * into `out` (the weight's shape); returns false, writing nothing, for weights it leaves alone. A change
+   * that depends on the weight itself (DoRA's rescaling) reads `base`, the weight in f32, when given.
    */
-  deltaWeight?(rec: CommandRecorder, weight: string, out: View): boolean;
+  deltaWeight?(rec: CommandRecorder, weight: string, out: View, base?: View): boolean;
   /** The name other tools give one of its tensors (PEFT's, for adapters), or null. */
   interchangeName(name: string): string | null;
   /** The method's tensor with that interchange name, or null. */

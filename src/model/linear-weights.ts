@@ -6,7 +6,10 @@
  * 4-bit products.
  */
 import { ShapeError } from '../errors.js';
-import type { TensorView } from '../gpu/buffers.js';
+import type { BufferLike, TensorView } from '../gpu/buffers.js';
+import type { CommandRecorder } from '../gpu/recorder.js';
+import { matmul } from '../kernels/matmul.js';
+import { matmulQ4 } from '../kernels/q4-matmul.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../io/safetensors.js';
 import type { WeightFormat } from '../kernels/matmul.js';
 import type { Q4Weight } from '../kernels/q4-matmul.js';
@@ -26,6 +29,12 @@ export interface DenseWeight {
 
 export function isDense(w: LinearWeight): w is DenseWeight {
   return 'view' in w;
+}
+
+/** y [M, N] = x [M, K] W^T for a weight [N, K] in whatever format it is stored (no bias, no term). */
+export function linearProduct(rec: CommandRecorder, w: LinearWeight, { x, y, M, N, K }: { x: BufferLike; y: BufferLike; M: number; N: number; K: number }): void {
+  if (isDense(w)) matmul(rec, { a: x, b: w.view, bFormat: w.format, c: y, M, N, K, transB: true });
+  else matmulQ4(rec, { x, weight: w.q4, y, M });
 }
 
 export type HalfFormat = Exclude<WeightFormat, 'f32'>;

@@ -160,7 +160,7 @@ export class Transformer {
     let dy = dyOut;
     if (scale) {
       if (!scale.dz || (scale.scaleGrad && !scale.saved)) throw new Error(`${name}: a per-column scale's backward needs dz (and the saved output for its gradient)`);
-      const grad = scale.scaleGrad ? { z: scale.saved!, ds: scale.scaleGrad } : undefined;
+      const grad = scale.scaleGrad ? { z: scale.saved!, ds: scale.scaleGrad, divisor: scale.scaleGradDivisor } : undefined;
       columnScaleBackward(rec, { dy: dyOut, scale: scale.scale, dz: scale.dz, grad, rows: T, cols: outDim });
       dy = asView(scale.dz);
     }

@@ -3,7 +3,7 @@
  * (its help says which methods take it), and the 4-bit base. Reading them checks each value, that each
  * given flag belongs to the chosen method, and that the base fits it, all before anything loads.
  */
-import { FieldValueError, fieldApplies, parseField, shownDefault, withOption, type FileField, type OptionField } from '../methods/fields.js';
+import { FieldValueError, parseField, unmetCondition, shownDefault, withOption, type FileField, type OptionField } from '../methods/fields.js';
 import { allMethodFields, DEFAULT_METHOD, methodDefinition, methodNames, quantizableMethods, quantizedBaseConflict, type MethodName } from '../methods/registry.js';
 import { QUANT_FORMATS, type QuantizeOption } from '../model/quantized-weights.js';
 import type { DatasetFile } from '../data/records.js';
@@ -13,12 +13,13 @@ import { fileBytes, type OpenedModel } from './setup.js';
 /** What a field's flag takes, as help shows it. */
 function placeholder(field: OptionField): string {
   if (field.kind === 'choice') return field.choices.join('|');
-  return { list: 'LIST', file: 'FILE', integer: 'N', number: 'X' }[field.kind];
+  return { list: 'LIST', file: 'FILE', integer: 'N', number: 'X', boolean: '' }[field.kind];
 }
 
 /** A field as a flag. No default is applied by the parser: an absent option takes the method's own. */
 export function fieldFlag(field: OptionField, methods: readonly string[] = []): Flag {
   const which = methods.length && methods.length < methodNames().length ? ` [${methods.join(', ')}]` : '';
+  if (field.kind === 'boolean') return { type: 'boolean', help: `${field.help}${which}` };
   return { type: 'string', value: placeholder(field), shownDefault: shownDefault(field), help: `${field.help}${which}` };
 }
 
@@ -64,10 +65,8 @@ export async function readMethodFlags(values: FlagValues): Promise<MethodFlags> 
   const files: MethodFlags['files'] = [];
   for (const field of definition.fields) {
     if (values[field.name] === undefined) continue;
-    const when = field.appliesWhen;
-    if (when && !fieldApplies(field, definition.fields, (name) => (values[name] === undefined ? undefined : String(values[name])))) {
-      throw new UsageError(`--${field.name} applies to --${when.field} ${when.is.join(' or ')}`);
-    }
+    const when = unmetCondition(field, definition.fields, (name) => (values[name] === undefined ? undefined : String(values[name])));
+    if (when) throw new UsageError(`--${field.name} applies to --${when.field} ${when.is.join(' or ')}`);
     const decided = (field.decides ?? []).find((other) => values[other] !== undefined);
     if (decided) throw new UsageError(`--${field.name} decides --${decided}: give one of them`);
     if (field.kind === 'file') files.push({ field, file: { ...(await fileBytes(String(values[field.name]), field.name)), name: String(values[field.name]) } });

@@ -97,6 +97,11 @@ export interface OptimizerGroup {
    * Default `step`.
    */
   stepOf?: (name: string, step: number) => number;
+  /**
+   * A tensor's learning rate as a multiple of the step's, as a PyTorch parameter group's own lr (LoRA+:
+   * B's is a ratio times A's). Default 1.
+   */
+  lrScale?: (name: string) => number;
 }
 
 export class AdamW implements Optimizer {
@@ -149,13 +154,13 @@ export class AdamW implements Optimizer {
     this.step++;
     const c = this.config;
     gradNorm(rec, { tensors: this.gradTensors(), partials: this.partials, out: this.normOut, maxNorm: c.maxGradNorm ?? 1, gradScale });
-    this.groups.forEach(({ set, inPlace, stepOf }, g) => {
+    this.groups.forEach(({ set, inPlace, stepOf, lrScale }, g) => {
       const { m, v } = this.moments[g];
       for (const name of set.names) {
         const params = set.param(name);
         const args = {
           params, grads: set.grads.view(name), m: m.view(name), v: v.view(name), clip: this.normOut,
-          n: params.size / 4, step: stepOf ? stepOf(name, this.step) : this.step, lr, gradScale,
+          n: params.size / 4, step: stepOf ? stepOf(name, this.step) : this.step, lr: lr * (lrScale?.(name) ?? 1), gradScale,
           beta1: c.beta1 ?? ADAMW_DEFAULTS.beta1, beta2: c.beta2 ?? ADAMW_DEFAULTS.beta2, eps: c.eps ?? ADAMW_DEFAULTS.eps,
           weightDecay: (c.decay ?? decays)(name) ? c.weightDecay ?? ADAMW_DEFAULTS.weightDecay : 0,
         };

@@ -67,9 +67,12 @@ export function adapterHostBytes(a: Adapter): number {
   return n;
 }
 
+const DORA_NOT_SERVED = 'the adapter cache serves plain LoRA and sparse adapters, not DoRA (its per-row magnitude over the norm of W + s B A is not served): merge the DoRA adapter into the base, or run it attached';
+
 /** A PEFT LoRA adapter (adapter_config.json and adapter_model.safetensors) for a base of this config. */
 export async function loraAdapterFromPeft(files: { config: Uint8Array | string; weights: Uint8Array }, config: ModelConfig): Promise<LoraAdapter> {
   const peft = await readPeftAdapter(files, config);
+  if (peft.options.dora) throw new ShapeError(DORA_NOT_SERVED);
   const hf = hfModulePaths(config);
   const modules = new Map<string, LoraModuleWeights>();
   for (const [name, d] of loraModuleSpecs(config, peft.options)) {
@@ -103,6 +106,7 @@ export async function adapterFromMethod(method: Method): Promise<Adapter> {
   const sparse = sparsePart(method);
   let loraAdapter: LoraAdapter | null = null;
   let sparseAdapter: SparseAdapter | null = null;
+  if (lora?.dora) throw new ShapeError(DORA_NOT_SERVED);
   if (lora) {
     const modules = new Map<string, LoraModuleWeights>();
     for (const [name, d] of lora.modules) {

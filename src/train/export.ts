@@ -55,15 +55,18 @@ export async function mergedModelFiles(ft: FineTuner, options: { dtype?: keyof t
         const base = await model.readParam(part);
         if (!method.deltaWeight) return base;
         const out = gpu.createBuffer(base.length * 4, undefined, 'merge delta');
+        // The base as read (dequantized, widened), for a delta that depends on it: DoRA's.
+        const weight = gpu.upload(base, 'merge base');
         try {
           const rec = gpu.recorder();
-          const changed = method.deltaWeight(rec, part, { buffer: out, offset: 0, size: base.length * 4 });
+          const changed = method.deltaWeight(rec, part, { buffer: out, offset: 0, size: base.length * 4 }, { buffer: weight, offset: 0, size: base.length * 4 });
           await rec.submit();
           if (!changed) return base;
           const delta = await gpu.readF32(out);
           return base.map((w, i) => w + delta[i]);
         } finally {
           gpu.destroyBuffer(out);
+          gpu.destroyBuffer(weight);
         }
       }));
       tensors[m.hfName] = { dtype, shape: m.hfShape, data: partsToHf(m, parts) };

@@ -152,12 +152,20 @@ export class FineTuner {
     const needsRows = definition.prepare?.needed(methodOptions);
     if (needsRows) throw new ShapeError(needsRows);
     const model = await CausalLM.fromCheckpoint(gpu, ckpt, { trainable, gradients: !definition.forwardOnly && !definition.ownsBaseGradients, onProgress: options.onProgress, baseDtype: options.baseDtype, quantize: options.quantize });
+    let ft: FineTuner;
     try {
-      return new FineTuner(gpu, model, options);
+      ft = new FineTuner(gpu, model, options);
     } catch (e) {
       model.destroy();
       throw e;
     }
+    try {
+      await ft.method.initialize?.();
+    } catch (e) {
+      ft.destroy();
+      throw e;
+    }
+    return ft;
   }
 
   private accumulation: number;

@@ -1,6 +1,6 @@
 /**
  * Options objects are checked for keys they do not know, so that a misspelt or not-yet-supported option
- * (`{ rank: 4, dora: true }`) fails with its name and the nearest known key instead of doing nothing.
+ * (`{ rank: 4, adalora: true }`) fails with its name and the nearest known key instead of doing nothing.
  * Each options type lists its keys once at runtime, with the compiler holding the list to the type.
  */
 import { ShapeError, UnknownOptionError } from '../errors.js';

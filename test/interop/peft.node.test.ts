@@ -1,22 +1,28 @@
 /**
  * Adapters PEFT saved (scripts/reference/make_fixtures.py), read by the engine: plain LoRA in its
- * variants gives PEFT's logits; PiSSA and OLoRA adapters as PEFT saves them by default (applied to a base
- * PEFT rewrites on load) and DoRA are refused by name, while their converted form (plain LoRA of rank 2r
- * on the original base) gives PEFT's logits.
+ * variants, DoRA, and PiSSA and OLoRA both as PEFT saves them by default (applied to a base it rewrites on
+ * load, which loading here repeats) and converted (plain LoRA of rank 2r on the original base) give
+ * PEFT's logits.
  */
 import { describe, expect, it } from 'vitest';
-import { UnsupportedAdapterError } from '../../src/errors.js';
-import { readPeftAdapter } from '../../src/methods/lora/peft.js';
+import { bytesSource } from '../../src/io/bytes.js';
+import { readHeader } from '../../src/io/safetensors.js';
+import type { Lora } from '../../src/methods/lora/layer.js';
+import { peftAdapterFiles, readPeftAdapter } from '../../src/methods/lora/peft.js';
 import { readShiraAdapter, type SparseFineTuning } from '../../src/methods/sparse/index.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { FineTuner } from '../../src/train/finetuner.js';
 import { compare, testGpu } from '../helpers.js';
 import { batchOf, list, logitsOf, modelCase, modelSource, read, readJson } from './fixtures.js';
 
-/** The engine's logits with PEFT's adapter files in `folder` attached to their base. */
-async function adapterLogits(folder: string[], base: string): Promise<Float32Array> {
+type AdapterFiles = { config: Uint8Array; weights: Uint8Array };
+/** The adapter files of a fixture folder. */
+const fixture = (...folder: string[]): AdapterFiles => ({ config: read(...folder, 'adapter_config.json'), weights: read(...folder, 'adapter_model.safetensors') });
+
+/** The engine's logits with PEFT's adapter files (a fixture folder, or files) attached to their base. */
+async function adapterLogits(folder: string[] | AdapterFiles, base: string): Promise<Float32Array> {
   const ckpt = await openCheckpoint(modelSource(base));
-  const adapter = await readPeftAdapter({ config: read(...folder, 'adapter_config.json'), weights: read(...folder, 'adapter_model.safetensors') }, ckpt.config);
+  const adapter = await readPeftAdapter(Array.isArray(folder) ? fixture(...folder) : folder, ckpt.config);
   expect(adapter.warnings).toEqual([]);
   const ft = await FineTuner.create(await testGpu(), ckpt, { method: 'lora', lora: adapter.options });
   try {
@@ -35,21 +41,39 @@ describe('PEFT adapters', () => {
     expect(err.rel, `max abs ${err.maxAbs}`).toBeLessThan(1e-4);
   });
 
-  it.each(['pissa-llama', 'olora-llama'])('%s: refused as saved, PEFT\'s logits when converted to plain LoRA', async (name) => {
-    const { base } = expected(name);
-    const init = name.split('-')[0];
-    const refusal = adapterLogits(['peft', name, 'raw'], base);
-    await expect(refusal).rejects.toThrow(UnsupportedAdapterError);
-    await expect(refusal).rejects.toMatchObject({ field: 'init_lora_weights', value: init, message: expect.stringMatching(/path_initial_model_for_weight_conversion/) });
-    const logits = await adapterLogits(['peft', name, 'converted'], base);
+  it.each(['pissa-llama', 'olora-llama'])("%s: as saved (loading repeats the decomposition on the base) and converted to plain LoRA, PEFT's logits", async (name) => {
+    const base = expected(name).base;
+    expect(expected(name).forms).toEqual(['converted', 'raw']);
     for (const form of ['converted', 'raw']) {
-      const err = compare(logits, await logitsOf('peft', name, form, 'logits.safetensors'));
+      const err = compare(await adapterLogits(['peft', name, form], base), await logitsOf('peft', name, form, 'logits.safetensors'));
       expect(err.rel, `${form}: max abs ${err.maxAbs}`).toBeLessThan(1e-4);
     }
   });
 
-  it('dora-llama: refused by name', async () => {
-    await expect(adapterLogits(['peft', 'dora-llama'], 'llama')).rejects.toMatchObject({ name: 'UnsupportedAdapterError', field: 'use_dora', value: 'true' });
+  it.each(['dora-llama', 'dora-gpt2-fused-qkv'])("%s: a DoRA adapter, PEFT's logits, and again after saving it", async (name) => {
+    const base = expected(name).base;
+    const want = await logitsOf('peft', name, 'logits.safetensors');
+    expect(compare(await adapterLogits(['peft', name], base), want).rel).toBeLessThan(1e-4);
+    const ckpt = await openCheckpoint(modelSource(base));
+    const adapter = await readPeftAdapter(fixture('peft', name), ckpt.config);
+    expect(adapter.options.dora).toBe(true);
+    const ft = await FineTuner.create(await testGpu(), ckpt, { method: 'lora', lora: adapter.options });
+    let files: Record<string, Uint8Array>;
+    try {
+      for (const [t, data] of adapter.tensors) ft.writeTensor(t, data);
+      files = await peftAdapterFiles(ft.method as Lora);
+    } finally {
+      ft.destroy();
+    }
+    expect(JSON.parse(new TextDecoder().decode(files['adapter_config.json'])).use_dora).toBe(true);
+    const [mine, theirs] = await Promise.all([files['adapter_model.safetensors'], read('peft', name, 'adapter_model.safetensors')].map((b) => readHeader(bytesSource('a', b))));
+    const shapes = (h: typeof mine) => Object.fromEntries(h.tensors.map((t) => [t.name, t.shape]));
+    // GPT-2's c_attn goes out at the sum of its parts' ranks (the same product): same names, and the
+    // magnitudes' shapes are the same everywhere.
+    expect(Object.keys(shapes(mine)).sort()).toEqual(Object.keys(shapes(theirs)).sort());
+    for (const [t, shape] of Object.entries(shapes(theirs))) if (t.endsWith('lora_magnitude_vector') || base !== 'gpt2') expect(shapes(mine)[t], t).toEqual(shape);
+    const again = { config: files['adapter_config.json'], weights: files['adapter_model.safetensors'] };
+    expect(compare(await adapterLogits(again, base), want).rel).toBeLessThan(1e-4);
   });
 
   it("shira-llama: a SHiRA adapter, trained in place on its mask: PEFT's logits", async () => {
@@ -67,6 +91,6 @@ describe('PEFT adapters', () => {
   });
 
   it('covers every fixture', () => {
-    expect(list('peft')).toEqual(['dora-llama', 'lora-gemma2-all-linear', 'lora-gemma3-all-linear', 'lora-gpt2-fused-qkv', 'lora-llama-eva-init', 'lora-llama-orthogonal-init', 'lora-llama-rslora-patterns', 'lora-phi3-fused', 'olora-llama', 'pissa-llama', 'shira-llama']);
+    expect(list('peft')).toEqual(['dora-gpt2-fused-qkv', 'dora-llama', 'lora-gemma2-all-linear', 'lora-gemma3-all-linear', 'lora-gpt2-fused-qkv', 'lora-llama-eva-init', 'lora-llama-orthogonal-init', 'lora-llama-rslora-patterns', 'lora-phi3-fused', 'olora-llama', 'pissa-llama', 'shira-llama']);
   });
 });

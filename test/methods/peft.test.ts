@@ -201,7 +201,10 @@ describe('PEFT LoRA adapters', () => {
     rsFt.destroy();
     await expect(withConfig({ rank_pattern: { q_proj: 8 } })).rejects.toThrow(/lora_A\.weight' is \[4,32\], expected \[8,32\] \(r 8\)|is \[4,32\], expected \[8,32\] \(r 8\)/);
     await expect(withConfig({ rank_pattern: { '(': 8 } })).rejects.toThrow(/not a valid regular expression/);
-    await expect(withConfig({ use_dora: true })).rejects.toThrow(/use_dora/);
+    // A DoRA file must hold every module's magnitude.
+    await expect(withConfig({ use_dora: true })).rejects.toThrow(/has no lora_magnitude_vector \(use_dora is true\)/);
+    await expect(withConfig({ init_lora_weights: 'pissa_niter_4' })).rejects.toMatchObject({ name: 'UnsupportedAdapterError', field: 'init_lora_weights', message: expect.stringMatching(/cannot repeat exactly.*path_initial_model_for_weight_conversion/) });
+    await expect(withConfig({ init_lora_weights: 'corda' })).rejects.toThrow(/cannot repeat exactly/);
     await expect(withConfig({ peft_type: 'SHIRA' })).rejects.toThrow(/not LORA/);
     await expect(withConfig({ r: 3 })).rejects.toThrow(/is \[4,32\], expected \[3,32\] \(r 3\)/);
     await expect(withConfig({ r: 0 })).rejects.toThrow(/r must be a positive integer/);

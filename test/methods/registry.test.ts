@@ -10,7 +10,7 @@ import { loadTokenizer } from '../../src/data/tokenizer.js';
 import { ShapeError } from '../../src/errors.js';
 import { memorySource } from '../../src/io/sources.js';
 import { FieldValueError, optionAt, parseField, shownDefault, withOption, type OptionField } from '../../src/methods/fields.js';
-import { Lora, LORA_FIELDS } from '../../src/methods/lora/index.js';
+import { Lora, loraBase, LORA_FIELDS } from '../../src/methods/lora/index.js';
 import { allMethodFields, methodDefinition, methodLearningRate, methodNames, quantizableMethods, registerMethod } from '../../src/methods/registry.js';
 import { maskNeedsRows, SPARSE_FIELDS } from '../../src/methods/sparse/index.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
@@ -71,11 +71,19 @@ describe('method registry', () => {
       // LoRA's fields start at LoRA's defaults and read back into its options; sparse+lora nests them.
       expect((document.getElementById('rank') as HTMLInputElement).value).toBe('16');
       expect(document.getElementById('rank')!.closest('label')!.getAttribute('data-method')).toBe('lora sparse+lora zo');
-      expect(readMethodForm('lora')).toEqual({ rank: 16, dropout: 0, targetModules: ['all-linear'] });
+      expect(readMethodForm('lora')).toEqual({ rank: 16, dropout: 0, dora: false, init: 'kaiming', loraplusLrRatio: 1, targetModules: ['all-linear'] });
+      // A boolean field is a choice of false and true; PiSSA's iterations show only under init pissa.
+      (document.getElementById('dora') as HTMLSelectElement).value = 'true';
+      (document.getElementById('init') as HTMLSelectElement).value = 'pissa';
+      (document.getElementById('pissa-niter') as HTMLInputElement).value = '4';
+      expect(readMethodForm('lora')).toMatchObject({ dora: true, init: 'pissa', pissaNiter: 4 });
+      (document.getElementById('init') as HTMLSelectElement).value = 'kaiming';
+      expect(readMethodForm('lora')).not.toHaveProperty('pissaNiter');
+      (document.getElementById('dora') as HTMLSelectElement).value = 'false';
       expect(readMethodForm('sparse+lora')).toMatchObject({ sparse: { selection: 'sylva', density: 0.01, granularity: 'element' }, lora: { rank: 16 } });
       expect(document.getElementById('mask')).toBeNull(); // a file field is the command line's
       // Zeroth-order reads the fields of what it trains, and only those.
-      expect(readMethodForm('zo')).toEqual({ target: 'lora', directions: 1, lora: { rank: 16, dropout: 0, targetModules: ['all-linear'] } });
+      expect(readMethodForm('zo')).toEqual({ target: 'lora', directions: 1, lora: { rank: 16, dropout: 0, dora: false, init: 'kaiming', targetModules: ['all-linear'] } });
       (document.getElementById('zo-target') as HTMLSelectElement).value = 'sparse';
       expect(readMethodForm('zo')).toEqual({ target: 'sparse', directions: 1, sparse: { selection: 'sylva', density: 0.01, granularity: 'element' } });
       (document.getElementById('zo-target') as HTMLSelectElement).value = 'full';
@@ -111,7 +119,7 @@ describe('defaults are the ones the methods apply', () => {
   it("LoRA's fields: an adapter made with no options has the fields' rank, targets, alpha 2 x rank and no dropout", async () => {
     const gpu = await testGpu();
     const model = await CausalLM.fromCheckpoint(gpu, await openCheckpoint(memorySource(files)));
-    const lora = new Lora(gpu, model.config, {}, (name) => model.f32Param(name));
+    const lora = new Lora(gpu, model.config, {}, loraBase(model));
     try {
       const rank = field(LORA_FIELDS, 'rank');
       expect(rank.kind === 'integer' && rank.default).toBe(16);

@@ -32,7 +32,7 @@ const FAMILIES: Record<string, Record<string, string | Uint8Array>> = {
 type Richer = Partial<FineTuneOptions> & { families?: string[] };
 const FEW = ['llama', 'phi3', 'gpt2'];
 const RICHER: Partial<Record<MethodName, Richer[]>> = {
-  lora: [{ lora: { rank: 4, targetModules: ['all-linear'] } }],
+  lora: [{ lora: { rank: 4, targetModules: ['all-linear'] } }, { lora: { rank: 4, dora: true }, families: FEW }],
   sparse: [{ sparse: { selection: 'random', density: 0.1 } }],
   'sparse+lora': [{ 'sparse+lora': { sparse: { selection: 'random', density: 0.1 }, lora: { rank: 2 } } }],
   galore: [{ galore: { rank: 4, updateGap: 2 } }],

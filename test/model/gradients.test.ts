@@ -5,7 +5,7 @@ import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { paramSpecs } from '../../src/model/layout.js';
 import { tinyModelFiles, type TinyModelOptions } from '../../src/model/tiny.js';
 import { compare, freshSeed, randn, rng, testGpu } from '../helpers.js';
-import { Lora, type LoraOptions } from '../../src/methods/lora/index.js';
+import { Lora, loraBase, type LoraOptions } from '../../src/methods/lora/index.js';
 import { modelLossAndGrads } from '../reference/model.js';
 import type { QuantizeOption } from '../../src/model/quantized-weights.js';
 
@@ -75,7 +75,7 @@ interface BaseStorage {
   quantize?: QuantizeOption;
 }
 
-async function loraGradients(options: TinyModelOptions, dropout: number, fused: boolean, base: BaseStorage = {}, patterns: Pick<LoraOptions, 'rankPattern' | 'alphaPattern'> = {}): Promise<void> {
+async function loraGradients(options: TinyModelOptions, dropout: number, fused: boolean, base: BaseStorage = {}, patterns: Pick<LoraOptions, 'rankPattern' | 'alphaPattern' | 'dora'> = {}): Promise<void> {
   const gpu = await testGpu();
   const seed = freshSeed();
   const rand = rng(seed);
@@ -83,7 +83,7 @@ async function loraGradients(options: TinyModelOptions, dropout: number, fused: 
   const model = await CausalLM.fromCheckpoint(gpu, ckpt, { baseDtype: base.baseDtype, quantize: base.quantize });
   if (base.dtype || base.baseDtype) expect(model.packed).not.toBeNull(); // the frozen linears really are 16-bit
   if (base.quantize) expect(model.linearWeight('layers.0.q.weight').format).toBe(typeof base.quantize === 'string' ? base.quantize : base.quantize.format);
-  const lora = new Lora(gpu, ckpt.config, { rank: 3, alpha: 5, dropout, fused, ...patterns, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down', 'fc', 'proj'].filter((m) => paramSpecs(ckpt.config).some((s) => s.name.endsWith(`.${m}.weight`))), seed });
+  const lora = new Lora(gpu, ckpt.config, { rank: 3, alpha: 5, dropout, fused, ...patterns, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down', 'fc', 'proj'].filter((m) => paramSpecs(ckpt.config).some((s) => s.name.endsWith(`.${m}.weight`))), seed }, loraBase(model));
   model.transformer.hooks = lora;
   if (patterns.rankPattern) expect(new Set([...lora.modules.values()].map((d) => d.rank)).size).toBeGreaterThan(1); // the patterns did apply
   const pass = { training: true, pass: 1 + Math.floor(rand() * 100) };
@@ -91,6 +91,12 @@ async function loraGradients(options: TinyModelOptions, dropout: number, fused: 
     // B starts at zero (which would zero A's gradient): give it random values to test both. Biases start
     // at zero too: random ones make the bias path count.
     for (const name of lora.names) if (name.endsWith('lora_B')) gpu.write(lora.params.view(name), randn(lora.params.view(name).size / 4, rand, 0.3));
+    // DoRA's magnitude starts at the base's norms: move it off them, so m / n is not 1.
+    for (const name of lora.names.filter((n) => n.endsWith('lora_magnitude'))) {
+      const m = await gpu.readF32(lora.params.view(name));
+      expect(m.every((v) => v > 0), `${name} starts at the base's row norms`).toBe(true);
+      gpu.write(lora.params.view(name), m.map((v) => v * (1 + 0.5 * rand())));
+    }
     for (const name of model.hfNames.filter((n) => n.endsWith('.bias'))) model.writeHf(name, randn((await model.readHf(name)).length, rand, 0.3));
     const batch = model.prepare({ ids: Array.from({ length: 18 }, () => Math.floor(rand() * 256)), B: 2, S: 9 });
     const rec = gpu.recorder();
@@ -103,13 +109,14 @@ async function loraGradients(options: TinyModelOptions, dropout: number, fused: 
     // arrays, whose decoding the kernel tests check bit for bit).
     const params = new Map<string, Float64Array>();
     for (const s of paramSpecs(ckpt.config)) params.set(s.name, Float64Array.from(await model.readParam(s.name)));
-    const modules = new Map<string, { A: Float64Array; B: Float64Array; rank: number; scale: number }>();
+    const modules = new Map<string, { A: Float64Array; B: Float64Array; rank: number; scale: number; magnitude?: Float64Array }>();
     for (const [name, d] of lora.modules) {
       modules.set(name, {
         A: Float64Array.from(await gpu.readF32(lora.params.view(`${name}.lora_A`))),
         B: Float64Array.from(await gpu.readF32(lora.params.view(`${name}.lora_B`))),
         rank: d.rank,
         scale: d.scale,
+        ...(patterns.dora ? { magnitude: Float64Array.from(await gpu.readF32(lora.params.view(`${name}.lora_magnitude`))) } : {}),
       });
     }
     const ref = modelLossAndGrads(ckpt.config, params, batch, { scale: lora.scale, rank: 3, modules, dropout: { p: dropout, seed: (m) => lora.dropoutSeed(m, pass) } });
@@ -151,4 +158,13 @@ describe.each<[string, BaseStorage]>([
   ['NF4 with double-quantized absmax', { quantize: { format: 'nf4', doubleQuant: true } }],
 ])('QLoRA: LoRA gradients on a 4-bit base, %s', (_base, base) => {
   it.each(MODELS)('match the float64 reference on %s', (_name, options) => loraGradients(options, 0.3, true, base));
+});
+
+describe.each<[string, boolean, BaseStorage]>([
+  ['f32 base, fused', true, {}],
+  ['f32 base, unfused', false, {}],
+  ['a BF16 checkpoint kept bf16', true, { dtype: 'BF16' }],
+  ['NF4 (QDoRA)', true, { quantize: 'nf4' }],
+])('DoRA gradients (the norm held constant, as PEFT), %s', (_base, fused, base) => {
+  it.each(MODELS)('match the float64 reference on %s', (_name, options) => loraGradients(options, 0, fused, base, { dora: true }));
 });

@@ -58,8 +58,12 @@ const add = (a: Float64Array, b: ArrayLike<number>) => a.map((v, i) => v + b[i])
 export interface LoraRef {
   scale: number;
   rank: number;
-  /** A module's own rank and scale, where it has them, override the defaults. */
-  modules: Map<string, { A: Float64Array; B: Float64Array; rank?: number; scale?: number }>;
+  /**
+   * A module's own rank and scale, where it has them, override the defaults. With `magnitude`, DoRA as
+   * PEFT computes it (tuners/lora/dora.py): y = m / n ⊙ (x W^T + s x A^T B^T) + b, n = ‖W + s B A‖ per
+   * output row, held constant in the backward pass.
+   */
+  modules: Map<string, { A: Float64Array; B: Float64Array; rank?: number; scale?: number; magnitude?: Float64Array }>;
   /** Dropout on the adapter input with the kernel's mask (dropoutKeep) and each module's seed. */
   dropout?: { p: number; seed: (module: string) => number };
 }
@@ -70,6 +74,23 @@ function loraInput(lora: LoraRef, module: string, x: Float64Array): Float64Array
   if (!d || d.p === 0) return x;
   const seed = d.seed(module);
   return x.map((v, i) => (dropoutKeep(i, seed, d.p) ? v / (1 - d.p) : 0));
+}
+
+/** DoRA's m / n per output row of W [out, inp], n = ‖W + s B A‖, or null for plain LoRA. */
+function doraScale(W: Float64Array, ad: { A: Float64Array; B: Float64Array; magnitude?: Float64Array }, r: number, s: number, out: number, inp: number): Float64Array | null {
+  if (!ad.magnitude) return null;
+  const scale = new Float64Array(out);
+  for (let j = 0; j < out; j++) {
+    let n2 = 0;
+    for (let i = 0; i < inp; i++) {
+      let ba = 0;
+      for (let k = 0; k < r; k++) ba += ad.B[j * r + k] * ad.A[k * inp + i];
+      const v = W[j * inp + i] + s * ba;
+      n2 += v * v;
+    }
+    scale[j] = ad.magnitude[j] / Math.sqrt(n2);
+  }
+  return scale;
 }
 
 /** The shapes both passes use. */
@@ -110,7 +131,11 @@ export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch,
     const [r, s] = [ad.rank ?? lora!.rank, ad.scale ?? lora!.scale];
     const u = linear(loraInput(lora!, n, x), ad.A, undefined, T, r, inp);
     const delta = linear(u, ad.B, undefined, T, out, r);
-    return y.map((v, i) => v + s * delta[i]);
+    const z = y.map((v, i) => v + s * delta[i]);
+    const dora = doraScale(p(`${n}.weight`), ad, r, s, out, inp);
+    if (!dora) return z;
+    const b = params.get(`${n}.bias`);
+    return z.map((v, i) => dora[i % out] * (v - (b ? b[i % out] : 0)) + (b ? b[i % out] : 0));
   };
 
   // Forward, keeping what backward needs.
@@ -180,17 +205,31 @@ export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatc
   for (const [n, ad] of lora?.modules ?? []) {
     grads.set(`${n}.lora_A`, new Float64Array(ad.A.length));
     grads.set(`${n}.lora_B`, new Float64Array(ad.B.length));
+    if (ad.magnitude) grads.set(`${n}.lora_magnitude`, new Float64Array(ad.magnitude.length));
   }
-  const linBack = (n: string, xin: Float64Array, dy: Float64Array, out: number, inp: number) => {
+  const linBack = (n: string, xin: Float64Array, dyOut: Float64Array, out: number, inp: number) => {
+    const ad = lora?.modules.get(n);
+    const [rank, s] = ad ? [ad.rank ?? lora!.rank, ad.scale ?? lora!.scale] : [0, 0];
+    // DoRA: below the scale the gradient is dy ⊙ m / n; dm = Σ dy ⊙ z / n, z the unscaled output.
+    const dora = ad ? doraScale(p(`${n}.weight`), ad, rank, s, out, inp) : null;
+    const dy = dora ? dyOut.map((g, i) => g * dora[i % out]) : dyOut;
     const r = linearBack(xin, p(`${n}.weight`), dy, T, out, inp);
     acc(`${n}.weight`, r.dw);
-    if (params.has(`${n}.bias`)) acc(`${n}.bias`, r.db);
-    const ad = lora?.modules.get(n);
+    if (params.has(`${n}.bias`)) acc(`${n}.bias`, dora ? linearBack(xin, p(`${n}.weight`), dyOut, T, out, inp).db : r.db);
     if (!ad) return r.dx;
     // y += s u B^T with u = x' A^T, x' = dropout(x): d x = mask * d x'
     const xd = loraInput(lora!, n, xin);
-    const [rank, s] = [ad.rank ?? lora!.rank, ad.scale ?? lora!.scale];
     const u = linear(xd, ad.A, undefined, T, rank, inp);
+    if (dora) {
+      const delta = linear(u, ad.B, undefined, T, out, rank);
+      const z = linear(xin, p(`${n}.weight`), undefined, T, out, inp).map((v, i) => v + s * delta[i]);
+      const m = ad.magnitude!;
+      acc(`${n}.lora_magnitude`, Float64Array.from({ length: out }, (_, j) => {
+        let sum = 0;
+        for (let t = 0; t < T; t++) sum += dyOut[t * out + j] * z[t * out + j];
+        return (sum * dora[j]) / m[j];
+      }));
+    }
     const sdy = dy.map((g) => g * s);
     const rb = linearBack(u, ad.B, sdy, T, out, rank);
     acc(`${n}.lora_B`, rb.dw);

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { AdapterCacheError, ModelMismatchError, ShapeError } from '../../src/errors.js';
 import type { Gpu } from '../../src/gpu/gpu.js';
 import { memorySource } from '../../src/io/sources.js';
-import { Lora } from '../../src/methods/lora/layer.js';
+import { Lora, loraBase } from '../../src/methods/lora/layer.js';
 import { peftAdapterFiles } from '../../src/methods/lora/peft.js';
 import { linearModules } from '../../src/methods/targets.js';
 import { CausalLM, type CausalLMOptions } from '../../src/model/causal-lm.js';
@@ -48,7 +48,7 @@ function randomSparse(model: CausalLM, rand: () => number, density: number, targ
 function attachAlone(model: CausalLM, a: LoraAdapter): Lora {
   const [first] = a.modules.values();
   const kinds = [...new Set([...a.modules.keys()].map((m) => m.split('.')[2]))];
-  const lora = new Lora(model.gpu, model.config, { rank: first.rank, alpha: first.scale * first.rank, targetModules: kinds }, (n) => model.params.view(n));
+  const lora = new Lora(model.gpu, model.config, { rank: first.rank, alpha: first.scale * first.rank, targetModules: kinds }, loraBase(model));
   for (const [name, w] of a.modules) {
     model.gpu.write(lora.params.view(`${name}.lora_A`), w.A);
     model.gpu.write(lora.params.view(`${name}.lora_B`), w.B);

@@ -4,7 +4,7 @@ import { CausalLM } from '../../src/model/causal-lm.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { paramSpecs } from '../../src/model/layout.js';
 import { tinyModelFiles, type TinyModelOptions } from '../../src/model/tiny.js';
-import { Lora } from '../../src/methods/lora/index.js';
+import { Lora, loraBase } from '../../src/methods/lora/index.js';
 import { Generator, sampleToken } from '../../src/serve/generate.js';
 import { ShapeError } from '../../src/errors.js';
 import { compare, freshSeed, randn, rng, testGpu } from '../helpers.js';
@@ -118,7 +118,7 @@ describe('generation with LoRA', () => {
     const gpu = await testGpu();
     const seed = freshSeed();
     const model = await CausalLM.fromCheckpoint(gpu, await openCheckpoint(memorySource(tinyModelFiles({ ...MODELS[0][1], seed, initStd: 0.3 }))));
-    const lora = new Lora(gpu, model.config, { rank: 4, targetModules: ['q', 'v', 'down'], seed }, (n) => model.params.view(n));
+    const lora = new Lora(gpu, model.config, { rank: 4, targetModules: ['q', 'v', 'down'], seed }, loraBase(model));
     for (const name of lora.names) if (name.endsWith('lora_B')) gpu.write(lora.params.view(name), randn(lora.params.view(name).size / 4, rng(seed), 0.3));
     model.transformer.hooks = lora;
     const gen = new Generator(model);

@@ -41,7 +41,7 @@ describe('unknown option keys', () => {
   });
 
   it.each<[string, object, string, string | null, string]>([
-    ['a method option it does not have', { method: 'lora', lora: { rank: 4, dora: true } }, 'dora', null, 'LoRA options'],
+    ['a method option it does not have', { method: 'lora', lora: { rank: 4, adalora: true } }, 'adalora', null, 'LoRA options'],
     ['a misspelt method option', { method: 'lora', lora: { rnak: 4 } }, 'rnak', 'rank', 'LoRA options'],
     ["PEFT's name for a LoRA option", { method: 'lora', lora: { target_modules: ['q'] } }, 'target_modules', 'targetModules', 'LoRA options'],
     ['a misspelt top-level option', { method: 'lora', optimzer: { lr: 1 } }, 'optimzer', 'optimizer', 'FineTuner options'],

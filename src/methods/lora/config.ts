@@ -4,6 +4,7 @@ import type { ModelConfig } from '../../model/config.js';
 import { checkOptionKeys, optionKeys } from '../../util/options.js';
 import { hfModulePaths, linearModules, type LinearShape } from '../targets.js';
 import type { OptionField } from '../fields.js';
+import { checkLoraInit, LORA_INITS, type LoraInit } from './init.js';
 
 export interface LoraOptions {
   /** Rank r of the update B A. Default 16. */
@@ -33,6 +34,26 @@ export interface LoraOptions {
   /** Seed of A's initialization and of the dropout masks. Default 0. */
   seed?: number;
   /**
+   * Weight-decomposed LoRA (DoRA, PEFT's use_dora): a trained magnitude per output row times the
+   * direction W + s B A over its norm (./dora.ts). Not with dropout. Default false.
+   */
+  dora?: boolean;
+  /**
+   * How A and B start (PEFT's init_lora_weights, ./init.ts): 'kaiming' (PEFT's default) or 'gaussian'
+   * with B = 0; or 'pissa' / 'olora' from the base weight's top singular vectors or QR, the base replaced
+   * by the residual (an f32 base; saved adapters are converted to plain LoRA on the original base).
+   * Default 'kaiming'.
+   */
+  init?: LoraInit;
+  /** PiSSA by this many iterations of randomized SVD (PEFT's "pissa_niter_K"); absent: the exact SVD. */
+  pissaNiter?: number;
+  /**
+   * LoRA+ (Hayou et al.; PEFT's create_loraplus_optimizer, peft/optimizers/loraplus.py): B, and DoRA's
+   * magnitude (PEFT's one-dimensional parameters), learn at this multiple of A's rate. The paper
+   * suggests 16 with a rate about half plain LoRA's. Default 1: plain LoRA.
+   */
+  loraplusLrRatio?: number;
+  /**
    * Fuse the adapter's path into the base layer's matmul (its store adds s (x A^T) B^T, and du A in
    * backward) rather than running it as a separate pass over the output. Default true.
    */
@@ -53,10 +74,14 @@ export const LORA_FIELDS: readonly OptionField[] = [
   { name: 'rank', path: ['rank'], kind: 'integer', min: 1, max: 65536, default: LORA_DEFAULT_RANK, help: 'LoRA rank r' },
   { name: 'alpha', path: ['alpha'], kind: 'number', above: 0, shownDefault: '2 x rank', help: 'LoRA alpha: the update is scaled by alpha / rank' },
   { name: 'dropout', path: ['dropout'], kind: 'number', min: 0, max: 0.99, default: 0, help: 'LoRA dropout on the adapter\'s input while training' },
+  { name: 'dora', path: ['dora'], kind: 'boolean', default: false, help: 'DoRA: train a magnitude per output row beside the low-rank direction (PEFT\'s use_dora)' },
+  { name: 'init', path: ['init'], kind: 'choice', choices: LORA_INITS, default: 'kaiming', help: 'how A and B start: kaiming, gaussian (B = 0), or pissa, olora (from the base weight, which becomes the residual)' },
+  { name: 'pissa-niter', path: ['pissaNiter'], kind: 'integer', min: 0, max: 1000, shownDefault: 'exact SVD', appliesWhen: [{ field: 'init', is: ['pissa'] }], help: 'PiSSA by this many iterations of randomized SVD (fast on large layers)' },
+  { name: 'loraplus-lr-ratio', path: ['loraplusLrRatio'], kind: 'number', above: 0, max: 1e4, default: 1, help: 'LoRA+: B learns at this multiple of A\'s rate (16 in the paper; 1 is plain LoRA)' },
   { name: 'target-modules', path: ['targetModules'], kind: 'list', default: LORA_DEFAULT_TARGETS, help: 'layers LoRA adapts: all-linear, or names such as q_proj,v_proj' },
 ];
 
-export const LORA_OPTION_KEYS = optionKeys<LoraOptions>()(['rank', 'alpha', 'rslora', 'rankPattern', 'alphaPattern', 'targetModules', 'dropout', 'seed', 'fused']);
+export const LORA_OPTION_KEYS = optionKeys<LoraOptions>()(['rank', 'alpha', 'rslora', 'rankPattern', 'alphaPattern', 'targetModules', 'dropout', 'seed', 'fused', 'dora', 'loraplusLrRatio', 'init', 'pissaNiter']);
 
 /**
  * Validates options against a model config without allocating anything (so a bad rank or target fails
@@ -68,6 +93,12 @@ export function loraModules(config: ModelConfig, options: LoraOptions = {}): Map
   if (!Number.isInteger(r) || r < 1) throw new ShapeError(`LoRA rank must be a positive integer, got ${r}`);
   const p = options.dropout ?? 0;
   if (!(p >= 0 && p < 1)) throw new ShapeError(`LoRA dropout must be in [0, 1), got ${p}`);
+  if (options.dora !== undefined && typeof options.dora !== 'boolean') throw new ShapeError(`LoRA dora must be true or false, got ${String(options.dora)}`);
+  // PEFT's DoRA under dropout adds a second base product of the dropped input ((m / n - 1) W x'), not implemented here.
+  if (options.dora && p > 0) throw new ShapeError(`DoRA with dropout (${p}) is not supported: train DoRA with dropout 0`);
+  checkLoraInit(options.init, options.pissaNiter);
+  const ratio = options.loraplusLrRatio;
+  if (ratio !== undefined && !(Number.isFinite(ratio) && ratio > 0 && ratio <= 1e4)) throw new ShapeError(`LoRA+ lr ratio must be a number > 0 and <= 10000, got ${ratio}`);
   if (options.alpha !== undefined && !(Number.isFinite(options.alpha) && options.alpha > 0)) throw new ShapeError(`LoRA alpha must be a positive number, got ${options.alpha}`);
   for (const [key, v] of Object.entries(options.rankPattern ?? {})) {
     patternRegExp(key);

@@ -13,11 +13,26 @@ import { matmul, type LowRankTerm } from '../../kernels/matmul.js';
 import { Arena, bindingLimit, planArena } from '../../model/arena.js';
 import type { ModelConfig } from '../../model/config.js';
 import type { Activations } from '../../model/activations.js';
-import type { AdamWConfig, Optimizer, TrainableSet } from '../../optim/adamw.js';
-import { hash32, rng } from '../../util/random.js';
+import type { CausalLM } from '../../model/causal-lm.js';
+import type { LinearWeight } from '../../model/linear-weights.js';
+import { AdamW, type AdamWConfig, type Optimizer, type OptimizerGroup, type TrainableSet } from '../../optim/adamw.js';
+import { hash32, randn, rng } from '../../util/random.js';
 import { hfModulePaths } from '../targets.js';
-import { denseAdamW, type LinearHooks, type Method, type PassContext } from '../method.js';
+import { type ColumnScale, type LinearHooks, type Method, type PassContext } from '../method.js';
 import { defaultLoraAlpha, LORA_DEFAULT_RANK, loraModuleSpecs, loraScale, type LoraModuleSpec, type LoraOptions } from './config.js';
+import { Dora } from './dora.js';
+import { decomposeWeight, initMutatesBase } from './init.js';
+
+/** The base model as an adapter sees it: f32 weights to merge into, and each linear weight as stored. */
+export interface LoraBase {
+  f32(name: string): TensorView;
+  linear(name: string): LinearWeight;
+}
+
+/** A loaded model's weights as an adapter reads them. */
+export function loraBase(model: CausalLM): LoraBase {
+  return { f32: (name) => model.f32Param(name), linear: (name) => model.linearWeight(name) };
+}
 
 export class Lora implements Method, LinearHooks {
   readonly name = 'lora';
@@ -41,13 +56,20 @@ export class Lora implements Method, LinearHooks {
   private readonly hfModules: Map<string, string>;
   /** Per activation arena: x A^T of every module, the shared gradient scratch and dropped inputs. */
   private readonly scratch = new Map<Activations, Map<string, GPUBuffer>>();
+  /** DoRA's magnitudes and norms, with options.dora. */
+  readonly dora: Dora | null = null;
+  /**
+   * A and B as PiSSA or OLoRA made them (the base holding W - s B0 A0): saved adapters subtract them,
+   * becoming plain LoRA on the original base. Null for the initializations that leave the base alone.
+   */
+  initial: Map<string, { A: Float32Array; B: Float32Array }> | null = null;
 
-  /** `baseWeight` gives the base weight of a module ('layers.0.q.weight'), for merging. */
+  /** `base` gives the base weights ('layers.0.q.weight'), for merging and for DoRA's norms. */
   constructor(
     readonly gpu: Gpu,
     readonly config: ModelConfig,
     readonly options: LoraOptions,
-    private readonly baseWeight?: (name: string) => TensorView,
+    private readonly base?: LoraBase,
   ) {
     const r = (this.rank = options.rank ?? LORA_DEFAULT_RANK);
     const alpha = options.alpha ?? defaultLoraAlpha(r);
@@ -59,6 +81,7 @@ export class Lora implements Method, LinearHooks {
     const tensors = [...this.modules].flatMap(([name, d]) => [
       { name: `${name}.lora_A`, length: d.rank * d.in },
       { name: `${name}.lora_B`, length: d.out * d.rank },
+      ...(options.dora ? [{ name: `${name}.lora_magnitude`, length: d.out }] : []),
     ]);
     const layout = planArena(tensors, bindingLimit(gpu).bytes);
     this.params = new Arena(gpu, layout, 'lora');
@@ -71,10 +94,49 @@ export class Lora implements Method, LinearHooks {
     this.trainable = { names: this.names, param: (n) => this.params.view(n), grads: this.grads };
     const rand = rng(options.seed ?? 0);
     for (const [name, d] of this.modules) {
+      // PiSSA and OLoRA replace these in initialize().
       const bound = 1 / Math.sqrt(d.in);
-      gpu.write(this.params.view(`${name}.lora_A`), Float32Array.from({ length: d.rank * d.in }, () => (2 * rand() - 1) * bound));
+      const A = options.init === 'gaussian' ? randn(d.rank * d.in, rand, 1 / d.rank) : Float32Array.from({ length: d.rank * d.in }, () => (2 * rand() - 1) * bound);
+      gpu.write(this.params.view(`${name}.lora_A`), A);
       gpu.write(this.params.view(`${name}.lora_B`), new Float32Array(d.out * d.rank));
     }
+    if (options.dora) {
+      try {
+        if (!base) throw new Error('DoRA needs the base weights: attach it to a model');
+        this.dora = new Dora(gpu, this.modules, this.params, this.grads, (n) => base.linear(n));
+        this.dora.initialize();
+      } catch (e) {
+        this.destroy();
+        throw e;
+      }
+    }
+  }
+
+  /**
+   * PiSSA's and OLoRA's start: each adapted base weight is read back, decomposed on the host, and
+   * replaced by the residual; DoRA's magnitude is then measured on W_res + s B0 A0, as PEFT orders it.
+   * Nothing for the other initializations. FineTuner.create awaits it after attaching.
+   */
+  async initialize(): Promise<void> {
+    const init = this.options.init;
+    if (!initMutatesBase(init)) return;
+    const base = this.base;
+    if (!base) throw new Error(`${init} initialization needs the base weights: attach it to a model`);
+    // Every weight is looked up (f32 only: the residual is written back) before any is changed.
+    const weights = new Map([...this.modules.keys()].map((name) => [name, base.f32(`${name}.weight`)]));
+    const initial = new Map<string, { A: Float32Array; B: Float32Array }>();
+    let index = 0;
+    for (const [name, d] of this.modules) {
+      const w = await this.gpu.readF32(weights.get(name)!);
+      const seed = hash32((this.options.seed ?? 0) ^ Math.imul(++index, 0x9e3779b1));
+      const { A, B, residual } = decomposeWeight(w, d, init as 'pissa' | 'olora', { pissaNiter: this.options.pissaNiter, seed });
+      this.gpu.write(weights.get(name)!, residual);
+      this.gpu.write(this.params.view(`${name}.lora_A`), A);
+      this.gpu.write(this.params.view(`${name}.lora_B`), B);
+      initial.set(name, { A, B });
+    }
+    this.initial = initial;
+    this.dora?.initialize();
   }
 
   get names(): string[] {
@@ -86,9 +148,11 @@ export class Lora implements Method, LinearHooks {
    * self_attn.q_proj.lora_A.weight (shapes as PEFT: A [r, in], B [out, r]); null when PEFT has none.
    */
   peftName(name: string): string | null {
-    const m = /^(layers\.\d+\.\w+)\.(lora_[AB])$/.exec(name);
+    const m = /^(layers\.\d+\.\w+)\.(lora_[AB]|lora_magnitude)$/.exec(name);
     const hf = m && this.hfModules.get(m[1]);
-    return hf ? `base_model.model.${hf}.${m![2]}.weight` : null;
+    if (!hf) return null;
+    // PEFT keeps DoRA's magnitude as a parameter of its own module: saved without '.weight'.
+    return m![2] === 'lora_magnitude' ? `base_model.model.${hf}.lora_magnitude_vector` : `base_model.model.${hf}.${m![2]}.weight`;
   }
 
   /** The engine name of a PEFT tensor name (inverse of peftName), or null. */
@@ -109,8 +173,14 @@ export class Lora implements Method, LinearHooks {
     return this.ownName(name);
   }
 
+  /** Its tensors as an optimizer group: under LoRA+, B and the magnitude at the ratio times the rate. */
+  optimizerGroup(): OptimizerGroup {
+    const ratio = this.options.loraplusLrRatio ?? 1;
+    return ratio === 1 ? { set: this.trainable } : { set: this.trainable, lrScale: (name) => (/\.lora_(B|magnitude)$/.test(name) ? ratio : 1) };
+  }
+
   createOptimizer(config: AdamWConfig): Optimizer {
-    return denseAdamW(this.gpu, this.trainable, config);
+    return new AdamW(this.gpu, [this.optimizerGroup()], config);
   }
 
   /** The dropout mask seed of a module in a training pass (the same in its forward and backward). */
@@ -189,6 +259,12 @@ export class Lora implements Method, LinearHooks {
     return { u: du, v: this.params.view(`${name}.lora_A`), rank: r, dropout };
   }
 
+  /** DoRA's column scale m / n; absent for plain LoRA (the transformer then applies none). */
+  get outputScale(): ((rec: CommandRecorder, acts: Activations, name: string, outDim: number, pass: PassContext, phase: 'forward' | 'backward') => ColumnScale) | undefined {
+    const dora = this.dora;
+    return dora ? (rec, acts, name, _outDim, _pass, phase) => dora.outputScale(rec, acts, name, phase) : undefined;
+  }
+
   /** The adapter trains beside the base: take it out of the weights when merged. */
   readyToTrain(rec: CommandRecorder): void {
     this.setMerged(rec, false);
@@ -197,25 +273,38 @@ export class Lora implements Method, LinearHooks {
   /** Fold s * B A into the base weights or take it back out. */
   setMerged(rec: CommandRecorder, merged: boolean): void {
     if (merged === this.merged) return;
-    const baseWeight = this.baseWeight;
-    if (!baseWeight) throw new Error('this LoRA adapter was made without access to base weights, so it cannot merge');
+    const base = this.base;
+    if (!base) throw new Error('this LoRA adapter was made without access to base weights, so it cannot merge');
     // Every base weight is looked up before anything is recorded: a refusal leaves none half-merged.
-    const targets = new Map([...this.modules.keys()].map((name) => [name, baseWeight(`${name}.weight`)]));
+    const targets = new Map([...this.modules.keys()].map((name) => [name, base.f32(`${name}.weight`)]));
     for (const [name, d] of this.modules) {
+      const w = targets.get(name)!;
+      // DoRA: W' = m / n ⊙ (W + s B A), so W = n / m ⊙ W' - s B A.
+      if (!merged) this.dora?.unmerge(rec, name, w);
       matmul(rec, {
-        a: this.params.view(`${name}.lora_B`), b: this.params.view(`${name}.lora_A`), c: targets.get(name)!,
+        a: this.params.view(`${name}.lora_B`), b: this.params.view(`${name}.lora_A`), c: w,
         M: d.out, N: d.in, K: d.rank, alpha: merged ? d.scale : -d.scale, accumulate: true,
       });
+      if (merged) this.dora?.merge(rec, name, w);
     }
     this.merged = merged;
   }
 
-  /** The change s B A to base weight `weight` ('layers.0.q.weight'), written to `out`; false for a weight it does not adapt. */
-  deltaWeight(rec: CommandRecorder, weight: string, out: TensorView): boolean {
+  /**
+   * The change to base weight `weight` ('layers.0.q.weight'), written to `out`: s B A, or with DoRA
+   * m / n ⊙ (W + s B A) - W, for which `base` (W in f32) is read, the model's own f32 weight by default
+   * (merged or not).
+   * False for a weight it does not adapt.
+   */
+  deltaWeight(rec: CommandRecorder, weight: string, out: TensorView, base?: TensorView): boolean {
     const name = weight.replace(/\.weight$/, '');
     const d = this.modules.get(name);
     if (!d || !weight.endsWith('.weight')) return false;
+    // The model's own weight holds the merged one while merged.
+    const w = this.dora ? base ?? this.base?.f32(weight) : undefined;
+    if (this.dora && !w) throw new Error('DoRA\'s delta needs the base weight');
     matmul(rec, { a: this.params.view(`${name}.lora_B`), b: this.params.view(`${name}.lora_A`), c: out, M: d.out, N: d.in, K: d.rank, alpha: d.scale });
+    if (this.dora) this.dora.delta(rec, name, out, w!, !base && this.merged);
     return true;
   }
 
@@ -224,6 +313,7 @@ export class Lora implements Method, LinearHooks {
   }
 
   destroy(): void {
+    this.dora?.destroy();
     this.params.destroy();
     this.grads.destroy();
     for (const acts of [...this.scratch.keys()]) this.releaseScratch(acts);

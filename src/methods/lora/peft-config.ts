@@ -17,27 +17,33 @@ type Value = StrictJson | undefined;
  */
 const PLAIN_INITS = new Set<unknown>([true, false, 'gaussian', 'orthogonal', 'eva']);
 
-/** Initialisations that rewrite the base weight (W - s B0 A0): the saved A and B apply to that residual. */
-function mutatesBase(v: Value): boolean {
-  return typeof v === 'string' && (v.startsWith('pissa') || ['olora', 'corda', 'loftq', 'lora_ga'].includes(v.toLowerCase()));
+/**
+ * Initialisations PEFT repeats on load to rewrite the base into W - s B0 A0 before the saved A and B
+ * apply, which this engine repeats too: deterministic decompositions (exact SVD, QR), whose residual is
+ * the same whatever sign conventions the two libraries' factorizations take (B0 A0 is a projection).
+ */
+export const REPEATABLE_INITS = new Set<unknown>(['pissa', 'olora']);
+
+/** Initialisations that rewrite the base weight in a way this engine cannot repeat (randomized, data-driven). */
+function unrepeatable(v: Value): boolean {
+  return typeof v === 'string' && !REPEATABLE_INITS.has(v) && (v.startsWith('pissa') || ['corda', 'loftq', 'lora_ga'].includes(v.toLowerCase()));
 }
 
 const onlyUnset = (what: string) => ({ supported: `unset: ${what} is not implemented`, ok: unset });
 
 export const LORA_CONFIG_FIELDS: FieldTable<Value> = {
   peft_type: 'read', task_type: 'read', r: 'read', lora_alpha: 'read', lora_dropout: 'read', use_rslora: 'read',
-  rank_pattern: 'read', alpha_pattern: 'read',
+  rank_pattern: 'read', alpha_pattern: 'read', use_dora: 'read',
   // Which modules are adapted is read from the tensors the file holds (exclude_modules and target_modules
   // only decide what PEFT creates; a module without tensors stays at B = 0, the base).
   target_modules: 'inert', exclude_modules: 'inert',
   // PEFT sets it from the layer type itself (Conv1D: true, Linear: false; tuners/lora/model.py).
   fan_in_fan_out: 'inert',
   init_lora_weights: {
-    supported: "true, false, 'gaussian', 'orthogonal' or 'eva' (an adapter on the unchanged base)",
-    ok: (v) => PLAIN_INITS.has(v instanceof JsonNumber ? v.value : v),
+    supported: "true, false, 'gaussian', 'orthogonal' or 'eva' (an adapter on the unchanged base), or 'pissa' or 'olora' (on the residual, which loading repeats)",
+    ok: (v) => PLAIN_INITS.has(v instanceof JsonNumber ? v.value : v) || REPEATABLE_INITS.has(v),
   },
   bias: { supported: "'none': LoRA biases and trained base biases are not implemented", ok: (v) => v === undefined || v === null || v === 'none' },
-  use_dora: onlyUnset('DoRA'),
   lora_bias: onlyUnset('a bias on lora_B'),
   modules_to_save: onlyUnset('training whole extra modules'),
   trainable_token_indices: onlyUnset('training token embeddings'),
@@ -62,8 +68,8 @@ export const LORA_CONFIG_FIELDS: FieldTable<Value> = {
 /** Checks an adapter_config.json's fields: throws UnsupportedAdapterError for unimplemented math, returns warnings. */
 export function checkLoraConfigFields(json: Map<string, StrictJson>): string[] {
   const init = json.get('init_lora_weights');
-  if (mutatesBase(init)) {
-    throw new UnsupportedAdapterError('init_lora_weights', String(init), `LoRA adapter: init_lora_weights is ${describeJson(init)}, so PEFT applies it to a base it rewrites on load (W - s B0 A0), which this engine does not do; save it converted to plain LoRA in PEFT (save_pretrained(..., path_initial_model_for_weight_conversion=<the initial adapter>)) and load that`);
+  if (unrepeatable(init)) {
+    throw new UnsupportedAdapterError('init_lora_weights', String(init), `LoRA adapter: init_lora_weights is ${describeJson(init)}, so PEFT applies it to a base it rewrites on load (W - s B0 A0) by a decomposition this engine cannot repeat exactly; save it converted to plain LoRA in PEFT (save_pretrained(..., path_initial_model_for_weight_conversion=<the initial adapter>)) and load that`);
   }
   return checkFields(json, LORA_CONFIG_FIELDS, {
     file: 'adapter_config.json',

@@ -7,7 +7,8 @@
  * same shapes with fan_in_fan_out true. Its q, k and v are one fused c_attn in Hugging Face: adapters on
  * them go out as one c_attn adapter whose A stacks theirs and whose B is block-diagonal (rank the sum of
  * theirs, the same product exactly), and a c_attn adapter comes in as q, k and v adapters that share its A
- * and each take their rows of its B.
+ * and each take their rows of its B. DoRA (use_dora) adds `...lora_magnitude_vector` [out] per module
+ * (PEFT saves that parameter without '.weight'); a fused module's is the parts' stacked by rows.
  */
 import { ShapeError } from '../../errors.js';
 import { bytesSource } from '../../io/bytes.js';
@@ -18,7 +19,8 @@ import { hfMappings } from '../../model/layout.js';
 import { LINEAR_WEIGHT } from '../../model/linear-weights.js';
 import { hfModulePaths, linearModules } from '../targets.js';
 import { defaultLoraAlpha, patternValue, type LoraOptions } from './config.js';
-import { checkLoraConfigFields } from './peft-config.js';
+import { checkLoraConfigFields, REPEATABLE_INITS } from './peft-config.js';
+import { peftInitName } from './init.js';
 import type { Lora } from './layer.js';
 
 /** Engine modules Hugging Face fuses into one weight (GPT-2's q, k, v in c_attn): HF module -> parts in order. */
@@ -34,50 +36,82 @@ function fusedModules(config: ModelConfig): Map<string, string[]> {
 export async function peftAdapterFiles(lora: Lora, options: { baseModel?: string } = {}): Promise<Record<string, Uint8Array>> {
   const tensors: Record<string, TensorToWrite> = {};
   const targets = new Set<string>();
-  const alpha = lora.options.alpha ?? defaultLoraAlpha(lora.rank);
   const rslora = lora.options.rslora ?? false;
+  // PiSSA and OLoRA trained on the residual W - s B0 A0: saved as PEFT converts them
+  // (save_pretrained(path_initial_model_for_weight_conversion=...), peft/tuners/lora/model.py
+  // subtract_mutated_init), plain LoRA of rank 2r on the original base: s (B A - B0 A0) = s [B, -B0] [A; A0].
+  const initial = lora.initial;
+  const k = initial ? 2 : 1;
+  // A rank-kr module keeps its scale: alpha' = s kr, or s sqrt(kr) with rslora.
+  const alphaOf = (scale: number, rank: number) => (rslora ? scale * Math.sqrt(rank) : scale * rank);
+  const defaultRank = k * lora.rank;
+  const alpha = initial ? alphaOf(lora.scale, defaultRank) : lora.options.alpha ?? defaultLoraAlpha(lora.rank);
+  const spec = (module: string) => {
+    const d = lora.modules.get(module)!;
+    return { out: d.out, in: d.in, rank: k * d.rank, scale: d.scale, alpha: initial ? alphaOf(d.scale, k * d.rank) : d.alpha };
+  };
   // Modules whose rank or alpha is not the default, by full module path (a pattern PEFT matches exactly).
   const rankPattern: Record<string, number> = {};
   const alphaPattern: Record<string, number> = {};
-  const read = (module: string, ab: 'A' | 'B') => lora.gpu.readF32(lora.params.view(`${module}.lora_${ab}`));
-  const add = (path: string, a: Float32Array, b: Float32Array, d: { out: number; in: number; rank: number; alpha: number }) => {
+  const readRaw = (module: string, t: 'A' | 'B' | 'magnitude') => lora.gpu.readF32(lora.params.view(`${module}.lora_${t}`));
+  const read = async (module: string, t: 'A' | 'B' | 'magnitude'): Promise<Float32Array> => {
+    const now = await readRaw(module, t);
+    const start = initial?.get(module);
+    if (!start || t === 'magnitude') return now;
+    if (t === 'A') return Float32Array.from([...now, ...start.A]);
+    const { out, rank: r } = lora.modules.get(module)!;
+    const b = new Float32Array(out * 2 * r);
+    for (let o = 0; o < out; o++) {
+      b.set(now.subarray(o * r, (o + 1) * r), o * 2 * r);
+      for (let j = 0; j < r; j++) b[o * 2 * r + r + j] = -start.B[o * r + j];
+    }
+    return b;
+  };
+  const dora = lora.dora !== null;
+  const add = (path: string, a: Float32Array, b: Float32Array, m: Float32Array | null, d: { out: number; in: number; rank: number; alpha: number }) => {
     tensors[`base_model.model.${path}.lora_A.weight`] = { dtype: 'F32', shape: [d.rank, d.in], data: a };
     tensors[`base_model.model.${path}.lora_B.weight`] = { dtype: 'F32', shape: [d.out, d.rank], data: b };
+    if (m) tensors[`base_model.model.${path}.lora_magnitude_vector`] = { dtype: 'F32', shape: [d.out], data: m };
     targets.add(path.split('.').at(-1)!);
-    if (d.rank !== lora.rank) rankPattern[path] = d.rank;
+    if (d.rank !== defaultRank) rankPattern[path] = d.rank;
     if (d.alpha !== alpha) alphaPattern[path] = d.alpha;
   };
   const paths = hfModulePaths(lora.config);
   const shapes = linearModules(lora.config, ['all-linear'], 'LoRA');
-  for (const [module, d] of lora.modules) if (paths.has(module)) add(paths.get(module)!, await read(module, 'A'), await read(module, 'B'), d);
+  for (const module of lora.modules.keys()) if (paths.has(module)) add(paths.get(module)!, await read(module, 'A'), await read(module, 'B'), dora ? await read(module, 'magnitude') : null, spec(module));
   for (const [path, parts] of fusedModules(lora.config)) {
     const adapted = parts.filter((p) => lora.modules.has(p));
     if (!adapted.length) continue;
     // One adapter of rank sum(r): A stacks the parts' A; B places each part's B at its rows and columns,
     // rescaled from its scale to the fused one (the first part's), so s B A is each part's product.
     const dims = parts.map((p) => shapes.get(p)!.out);
-    const rank = adapted.reduce((r, p) => r + lora.modules.get(p)!.rank, 0);
-    const scale = lora.modules.get(adapted[0])!.scale;
-    const inDim = lora.modules.get(adapted[0])!.in;
+    const rank = adapted.reduce((r, p) => r + spec(p).rank, 0);
+    const scale = spec(adapted[0]).scale;
+    const inDim = spec(adapted[0]).in;
     const out = dims.reduce((a, b) => a + b, 0);
     const a = new Float32Array(rank * inDim);
     const b = new Float32Array(out * rank);
+    // DoRA's magnitude is per output row, so the fused one places each part's at its rows. A part without
+    // an adapter has none: DoRA on a fused module needs all of its parts adapted (checked below).
+    const m = dora ? new Float32Array(out) : null;
     let col = 0;
     for (const p of adapted) {
-      const d = lora.modules.get(p)!;
+      const d = spec(p);
       const row = dims.slice(0, parts.indexOf(p)).reduce((x, y) => x + y, 0);
+      if (m) m.set(await read(p, 'magnitude'), row);
       a.set(await read(p, 'A'), col * inDim);
       const bp = await read(p, 'B');
       const k = d.scale / scale;
       for (let o = 0; o < d.out; o++) for (let r = 0; r < d.rank; r++) b[(row + o) * rank + col + r] = k === 1 ? bp[o * d.rank + r] : bp[o * d.rank + r] * k;
       col += d.rank;
     }
-    add(path, a, b, { out, in: inDim, rank, alpha: rslora ? scale * Math.sqrt(rank) : scale * rank });
+    if (m && adapted.length < parts.length) throw new ShapeError(`DoRA on ${adapted.join(', ')} has no PEFT form: PEFT adapts ${path} as one module, so adapt all of ${parts.join(', ')}`);
+    add(path, a, b, m, { out, in: inDim, rank, alpha: alphaOf(scale, rank) });
   }
   const config = {
-    peft_type: 'LORA', task_type: 'CAUSAL_LM', r: lora.rank, lora_alpha: alpha, lora_dropout: lora.options.dropout ?? 0,
-    target_modules: [...targets].sort(), bias: 'none', fan_in_fan_out: lora.config.family === 'gpt2', use_rslora: rslora, use_dora: false,
-    modules_to_save: null, init_lora_weights: true, layers_to_transform: null, layers_pattern: null, rank_pattern: rankPattern, alpha_pattern: alphaPattern,
+    peft_type: 'LORA', task_type: 'CAUSAL_LM', r: defaultRank, lora_alpha: alpha, lora_dropout: lora.options.dropout ?? 0,
+    target_modules: [...targets].sort(), bias: 'none', fan_in_fan_out: lora.config.family === 'gpt2', use_rslora: rslora, use_dora: dora,
+    modules_to_save: null, init_lora_weights: initial ? true : peftInitName(lora.options.init), layers_to_transform: null, layers_pattern: null, rank_pattern: rankPattern, alpha_pattern: alphaPattern,
     base_model_name_or_path: options.baseModel ?? null, inference_mode: true, revision: null,
   };
   return {
@@ -135,8 +169,14 @@ export async function readPeftAdapter(files: { config: Uint8Array | string; weig
   const warnings = checkLoraConfigFields(json);
   const rank = positive(json, 'r', true);
   const alpha = positive(json, 'lora_alpha', false);
-  const dropout = json.get('lora_dropout') instanceof JsonNumber ? (json.get('lora_dropout') as JsonNumber).value : 0;
+  let dropout = json.get('lora_dropout') instanceof JsonNumber ? (json.get('lora_dropout') as JsonNumber).value : 0;
   const rslora = json.get('use_rslora') === true;
+  const dora = json.get('use_dora') === true;
+  if (dora && dropout > 0) {
+    // Dropout changes nothing at inference; training DoRA with it is not implemented (see LoraOptions.dora).
+    warnings.push(`lora_dropout ${dropout} is not applied: DoRA trains here without dropout`);
+    dropout = 0;
+  }
   let rankPattern = pattern(json, 'rank_pattern', true);
   let alphaPattern = pattern(json, 'alpha_pattern', false);
 
@@ -151,13 +191,13 @@ export async function readPeftAdapter(files: { config: Uint8Array | string; weig
   const read = new Map<string, Float32Array>();
   const targets = new Map<string, number>();
   for (const t of header.tensors) {
-    const m = /^base_model\.model\.(.+)\.lora_([AB])\.weight$/.exec(t.name);
-    if (!m) throw new InvalidModelFileError(source.name, `unexpected tensor '${brief(t.name)}' in a LoRA adapter`);
+    const m = /^base_model\.model\.(.+)\.(?:lora_([AB])\.weight|lora_(magnitude)_vector)$/.exec(t.name);
+    if (!m || (m[3] && !dora)) throw new InvalidModelFileError(source.name, `unexpected tensor '${brief(t.name)}' in a ${dora ? 'DoRA' : 'LoRA'} adapter`);
     const d = modules.get(m[1]);
     if (!d) throw new ShapeError(`LoRA adapter: '${brief(m[1])}' is not a linear layer of this ${config.architecture} model that PEFT names`);
     const r = patternValue(rankPattern, [m[1]]) ?? rank;
-    const want = m[2] === 'A' ? [r, d.in] : [d.out, r];
-    if (t.shape.length !== 2 || t.shape[0] !== want[0] || t.shape[1] !== want[1]) {
+    const want = m[3] ? [d.out] : m[2] === 'A' ? [r, d.in] : [d.out, r];
+    if (t.shape.length !== want.length || t.shape.some((n, i) => n !== want[i])) {
       throw new InvalidModelFileError(source.name, `'${brief(t.name)}' is ${JSON.stringify(t.shape)}, expected ${JSON.stringify(want)} (r ${r})`, 'shape');
     }
     read.set(t.name, await readTensorF32(source, t));
@@ -170,9 +210,13 @@ export async function readPeftAdapter(files: { config: Uint8Array | string; weig
   for (const [module, r] of targets) {
     const [a, b] = ['A', 'B'].map((ab) => read.get(`base_model.model.${module}.lora_${ab}.weight`));
     if (!a || !b) throw new InvalidModelFileError(source.name, `'${brief(module)}' has no lora_${a ? 'B' : 'A'}`);
+    const magnitudeName = `base_model.model.${module}.lora_magnitude_vector`;
+    const magnitude = read.get(magnitudeName);
+    if (dora && !magnitude) throw new InvalidModelFileError(source.name, `'${brief(module)}' has no lora_magnitude_vector (use_dora is true)`);
     const parts = engine.get(module)!;
     if (parts.length === 1) {
       for (const ab of ['A', 'B']) tensors.set(`base_model.model.${module}.lora_${ab}.weight`, ab === 'A' ? a : b);
+      if (magnitude) tensors.set(magnitudeName, magnitude);
       continue;
     }
     let row = 0;
@@ -181,6 +225,7 @@ export async function readPeftAdapter(files: { config: Uint8Array | string; weig
       const out = shapes.get(p)!.out;
       tensors.set(`${p}.lora_A`, a);
       tensors.set(`${p}.lora_B`, b.slice(row * r, (row + out) * r));
+      if (magnitude) tensors.set(`${p}.lora_magnitude`, magnitude.slice(row, row + out));
       row += out;
       if (r !== rank) partRanks[p] = r;
       if (partAlpha !== alpha) partAlphas[p] = partAlpha;
@@ -198,5 +243,8 @@ export async function readPeftAdapter(files: { config: Uint8Array | string; weig
   rankPattern = partRanks;
   alphaPattern = partAlphas;
   const patterns = { ...(Object.keys(rankPattern).length ? { rankPattern } : {}), ...(Object.keys(alphaPattern).length ? { alphaPattern } : {}) };
-  return { options: { rank, alpha, dropout, targetModules: kinds, ...(rslora ? { rslora } : {}), ...patterns }, tensors, warnings };
+  // PiSSA or OLoRA as PEFT saves them by default: attaching repeats the decomposition on the base.
+  const init = json.get('init_lora_weights');
+  const mutating = REPEATABLE_INITS.has(init) ? { init: init as 'pissa' | 'olora' } : {};
+  return { options: { rank, alpha, dropout, targetModules: kinds, ...(rslora ? { rslora } : {}), ...(dora ? { dora } : {}), ...mutating, ...patterns }, tensors, warnings };
 }

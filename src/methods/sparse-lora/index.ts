@@ -4,6 +4,7 @@
  * LoRA on some tasks while the two together win. The forward pass is the base's plus the adapter's
  * low-rank term; one AdamW step (one global gradient norm) updates both.
  */
+import { ShapeError } from '../../errors.js';
 import type { TensorView } from '../../gpu/buffers.js';
 import type { CommandRecorder } from '../../gpu/recorder.js';
 import type { LowRankTerm } from '../../kernels/matmul.js';
@@ -13,7 +14,8 @@ import { AdamW, type AdamWConfig, type Optimizer } from '../../optim/adamw.js';
 import { LORA_FIELDS, loraModules, type LoraOptions } from '../lora/config.js';
 import { nestedFields } from '../fields.js';
 import { prepareMask, withMask } from '../sparse/prepare.js';
-import { Lora } from '../lora/layer.js';
+import { initMutatesBase } from '../lora/init.js';
+import { Lora, loraBase } from '../lora/layer.js';
 import type { LinearHooks, Method, MethodDefinition, PassContext, TrainableTensors } from '../method.js';
 import { checkSparseOptions, maskNeedsRows, resolveMask, SPARSE_FIELDS, type SparseOptions } from '../sparse/config.js';
 import { SparseFineTuning } from '../sparse/layer.js';
@@ -66,7 +68,7 @@ class SparseLora implements Method, LinearHooks {
   }
 
   createOptimizer(config: AdamWConfig): Optimizer {
-    return new AdamW(this.sparse.gpu, [{ set: this.lora.trainable }, this.sparse.optimizerGroup()], config);
+    return new AdamW(this.sparse.gpu, [this.lora.optimizerGroup(), this.sparse.optimizerGroup()], config);
   }
 
   zeroGrads(rec: CommandRecorder): void {
@@ -139,7 +141,9 @@ export function loraPart(method: Method): Lora | null {
 export const sparseLora: MethodDefinition<SparseLoraOptions> = {
   name: 'sparse+lora',
   summary: 'a sparse set trained in place plus a LoRA adapter, together (RoSA-style)',
-  fields: [...nestedFields('sparse', SPARSE_FIELDS), ...nestedFields('lora', LORA_FIELDS)],
+  // Not DoRA (its norms measure the base weight once, and the sparse values train inside it), nor the
+  // initializations that rewrite the base the mask was chosen on.
+  fields: [...nestedFields('sparse', SPARSE_FIELDS), ...nestedFields('lora', LORA_FIELDS.filter((f) => !['dora', 'init', 'pissa-niter'].includes(f.name)))],
   learningRate: 2e-4,
   prepare: {
     needed: (options) => maskNeedsRows(options?.sparse),
@@ -152,13 +156,15 @@ export const sparseLora: MethodDefinition<SparseLoraOptions> = {
     checkOptionKeys('sparse+lora options', options, SPARSE_LORA_OPTION_KEYS);
     checkSparseOptions(config, options?.sparse);
     loraModules(config, options?.lora);
+    if (options?.lora?.dora) throw new ShapeError('sparse+lora does not combine with DoRA: DoRA measures the base weights once, and the sparse values train inside them');
+    if (initMutatesBase(options?.lora?.init)) throw new ShapeError(`sparse+lora does not combine with the ${options!.lora!.init} initialization, which rewrites the base weights the sparse values train inside`);
   },
   baseTrainable: () => () => false,
   writesBase: true,
   attach: (model, options) => {
     const sparse = new SparseFineTuning(model.gpu, model, resolveMask(model.config, options?.sparse));
     try {
-      return new SparseLora(sparse, new Lora(model.gpu, model.config, options?.lora ?? {}, (name) => model.f32Param(name)));
+      return new SparseLora(sparse, new Lora(model.gpu, model.config, options?.lora ?? {}, loraBase(model)));
     } catch (e) {
       sparse.destroy();
       throw e;

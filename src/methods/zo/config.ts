@@ -57,8 +57,9 @@ export const ZO_FIELDS: readonly OptionField[] = [
   { name: 'zo-target', path: ['target'], kind: 'choice', choices: ZO_TARGETS, default: ZO_DEFAULT_TARGET, help: 'what the forward-only estimate trains: LoRA adapters, the full model, a sparse mask in place, or a 4-bit NF4 base\'s block scales' },
   { name: 'zo-epsilon', path: ['epsilon'], kind: 'number', above: 0, max: 1, shownDefault: '1e-2 for lora, 1e-4 for quantized, 1e-3 otherwise', help: 'perturbation scale: the loss is taken at θ ± ε z' },
   { name: 'zo-directions', path: ['directions'], kind: 'integer', min: 1, max: 64, default: ZO_DEFAULT_DIRECTIONS, help: 'random directions per step, two forward passes each' },
-  ...nestedFields('lora', LORA_FIELDS).map((f) => ({ ...f, appliesWhen: { field: 'zo-target', is: ['lora'] } })),
-  ...nestedFields('sparse', SPARSE_FIELDS).map((f) => ({ ...f, appliesWhen: { field: 'zo-target', is: ['sparse'] } })),
+  // Not LoRA+: zeroth-order's update has no per-tensor rates.
+  ...nestedFields('lora', LORA_FIELDS.filter((f) => f.name !== 'loraplus-lr-ratio')).map((f) => ({ ...f, appliesWhen: [{ field: 'zo-target', is: ['lora'] }, ...(f.appliesWhen ?? [])] })),
+  ...nestedFields('sparse', SPARSE_FIELDS).map((f) => ({ ...f, appliesWhen: [{ field: 'zo-target', is: ['sparse'] }, ...(f.appliesWhen ?? [])] })),
 ];
 
 /** The target, checked with the options of what it trains. */
@@ -74,6 +75,7 @@ export function checkZoOptions(config: ModelConfig, o: ZoOptions = {}): ZoTarget
   if (o.sparse !== undefined && target !== 'sparse') throw new ShapeError(`sparse options apply to the zeroth-order target 'sparse', not '${target}'`);
   // The estimate compares two passes of one function: dropout would make them two.
   if ((o.lora?.dropout ?? 0) > 0) throw new ShapeError('zeroth-order training compares two forward passes of the same function; LoRA dropout would differ between them: leave dropout at 0');
+  if ((o.lora?.loraplusLrRatio ?? 1) !== 1) throw new ShapeError('zeroth-order training takes one rate for every tensor: LoRA+ (loraplusLrRatio) does not apply');
   if (target === 'lora') loraModules(config, o.lora);
   if (target === 'sparse') checkSparseOptions(config, o.sparse);
   return target;

@@ -103,6 +103,10 @@ export class ZeroOrder implements Method {
     return this.optimizer;
   }
 
+  async initialize(): Promise<void> {
+    await this.inner.initialize?.();
+  }
+
   zeroGrads(_rec: CommandRecorder): void {} // no gradients
 
   readyToTrain(rec: CommandRecorder): void {
@@ -117,7 +121,7 @@ export class ZeroOrder implements Method {
     return this.inner.setMerged?.bind(this.inner);
   }
 
-  get deltaWeight(): ((rec: CommandRecorder, weight: string, out: TensorView) => boolean) | undefined {
+  get deltaWeight(): ((rec: CommandRecorder, weight: string, out: TensorView, base?: TensorView) => boolean) | undefined {
     return this.inner.deltaWeight?.bind(this.inner);
   }
 
