@@ -67,6 +67,15 @@ const configs: Config[] = [
   { label: 'the base, untrained', method: 'lora', steps: 0, lrs: [0], options: () => ({}) },
   { label: 'full', method: 'full', lrs: [3e-4, 1e-3, 3e-3], options: () => ({}), weightDecay: 0.01 },
   ...[8, 16].map((rank): Config => ({ label: `LoRA r${rank}`, method: 'lora', lrs: [3e-3, 1e-2, 3e-2], options: (_m, seed) => ({ lora: { rank, targetModules: ALL_LINEAR, seed } }) })),
+  // LoRA's PEFT variants at the same rank: DoRA's magnitude, PiSSA's and OLoRA's starts from the base
+  // weight, and LoRA+ (B at 16 times A's rate; its tried rates a third of plain LoRA's, as the paper
+  // suggests lowering it).
+  ...([
+    ['DoRA r8', { dora: true }, [3e-3, 1e-2, 3e-2]],
+    ['PiSSA r8', { init: 'pissa' }, [3e-3, 1e-2, 3e-2]],
+    ['OLoRA r8', { init: 'olora' }, [3e-3, 1e-2, 3e-2]],
+    ['LoRA+ r8 (ratio 16)', { loraplusLrRatio: 16 }, [1e-3, 3e-3, 1e-2]],
+  ] as const).map(([label, variant, lrs]): Config => ({ label, method: 'lora', lrs: [...lrs], options: (_m, seed) => ({ lora: { rank: 8, targetModules: ALL_LINEAR, seed, ...variant } }) })),
   // QLoRA: the same adapter over the base quantized to 4 bits at load.
   ...(['nf4', 'int4'] as const).map((quantize): Config => ({
     label: `QLoRA r8 (${quantize} base)`, method: 'lora', lrs: [3e-3, 1e-2, 3e-2], options: (_m, seed) => ({ lora: { rank: 8, targetModules: ALL_LINEAR, seed }, quantize }),

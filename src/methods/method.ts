@@ -156,6 +156,11 @@ export interface Method {
    */
   trainableWritten?(rec: CommandRecorder): void;
   /**
+   * Called after base parameters (engine names) were overwritten from outside (FineTuner.writeTensor):
+   * bring what the method measured of them up to date (DoRA: the weights' row norms).
+   */
+  baseWritten?(names: string[]): void;
+  /**
    * Fold the method's change into the base weights, or take it out again (restoring the base); absent
    * when nothing merges. A method that trains inside the weights (sparse) starts merged.
    */

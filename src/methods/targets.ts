@@ -49,3 +49,12 @@ export function hfModulePaths(config: ModelConfig, o: { untransposed?: boolean }
       .map((m) => [module(m.parts[0]), module(m.hfName)]),
   );
 }
+
+/** Engine modules Hugging Face fuses into one weight (GPT-2's q, k, v in c_attn): HF module -> parts in order. */
+export function fusedModules(config: ModelConfig): Map<string, string[]> {
+  return new Map(
+    hfMappings(config)
+      .filter((m) => m.parts.length > 1 && m.parts.every((p) => LINEAR_WEIGHT.test(p)))
+      .map((m) => [m.hfName.replace(/\.weight$/, ''), m.parts.map((p) => p.replace(/\.weight$/, ''))]),
+  );
+}

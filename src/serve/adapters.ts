@@ -73,6 +73,7 @@ const DORA_NOT_SERVED = 'the adapter cache serves plain LoRA and sparse adapters
 export async function loraAdapterFromPeft(files: { config: Uint8Array | string; weights: Uint8Array }, config: ModelConfig): Promise<LoraAdapter> {
   const peft = await readPeftAdapter(files, config);
   if (peft.options.dora) throw new ShapeError(DORA_NOT_SERVED);
+  if (peft.options.init) throw new ShapeError(`the adapter cache serves adapters on the unchanged base; this ${peft.options.init} adapter applies to a residual of it: save it converted to plain LoRA (PEFT's path_initial_model_for_weight_conversion) and serve that`);
   const hf = hfModulePaths(config);
   const modules = new Map<string, LoraModuleWeights>();
   for (const [name, d] of loraModuleSpecs(config, peft.options)) {
@@ -110,8 +111,9 @@ export async function adapterFromMethod(method: Method): Promise<Adapter> {
   if (lora) {
     const modules = new Map<string, LoraModuleWeights>();
     for (const [name, d] of lora.modules) {
-      const [A, B] = await Promise.all([lora.gpu.readF32(lora.params.view(`${name}.lora_A`)), lora.gpu.readF32(lora.params.view(`${name}.lora_B`))]);
-      modules.set(name, { rank: d.rank, scale: d.scale, A, B });
+      // PiSSA and OLoRA converted to plain LoRA of rank 2r on the original base, as they are saved.
+      const { A, B, rank } = await lora.factors(name);
+      modules.set(name, { rank, scale: d.scale, A, B });
     }
     loraAdapter = { kind: 'lora', modules };
   }

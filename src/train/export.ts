@@ -55,9 +55,10 @@ export async function mergedModelFiles(ft: FineTuner, options: { dtype?: keyof t
         const base = await model.readParam(part);
         if (!method.deltaWeight) return base;
         const out = gpu.createBuffer(base.length * 4, undefined, 'merge delta');
-        // The base as read (dequantized, widened), for a delta that depends on it: DoRA's.
-        const weight = gpu.upload(base, 'merge base');
+        let weight: GPUBuffer | null = null;
         try {
+          // The base as read (dequantized, widened), for a delta that depends on it: DoRA's.
+          weight = gpu.upload(base, 'merge base');
           const rec = gpu.recorder();
           const changed = method.deltaWeight(rec, part, { buffer: out, offset: 0, size: base.length * 4 }, { buffer: weight, offset: 0, size: base.length * 4 });
           await rec.submit();
@@ -66,7 +67,7 @@ export async function mergedModelFiles(ft: FineTuner, options: { dtype?: keyof t
           return base.map((w, i) => w + delta[i]);
         } finally {
           gpu.destroyBuffer(out);
-          gpu.destroyBuffer(weight);
+          if (weight) gpu.destroyBuffer(weight);
         }
       }));
       tensors[m.hfName] = { dtype, shape: m.hfShape, data: partsToHf(m, parts) };

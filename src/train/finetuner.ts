@@ -284,7 +284,11 @@ export class FineTuner {
   /** Overwrite a tensor by Hugging Face or interchange name; sizes are checked. */
   writeTensor(name: string, data: Float32Array): void {
     const own = this.method.fromInterchangeName(name);
-    if (!own) return this.model.writeHf(name, data);
+    if (!own) {
+      this.model.writeHf(name, data);
+      this.method.baseWritten?.(this.model.enginePartsOf(name));
+      return;
+    }
     const view = this.method.trainable.param(own);
     if (data.length * 4 !== view.size) throw new RangeError(`'${name}' needs ${view.size / 4} values, got ${data.length}`);
     this.gpu.write(view, data);

@@ -9,7 +9,8 @@ import { successorRows, toBatchInput } from '../../src/data/tasks.js';
 import { memorySource } from '../../src/io/sources.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { tinyModelFiles } from '../../src/model/tiny.js';
-import type { Lora, LoraOptions } from '../../src/methods/lora/index.js';
+import { loraModules, type Lora, type LoraOptions } from '../../src/methods/lora/index.js';
+import { parseConfig } from '../../src/model/config.js';
 import { peftAdapterFiles, readPeftAdapter } from '../../src/methods/lora/peft.js';
 import { adapterFromMethod } from '../../src/serve/adapters.js';
 import { FineTuner } from '../../src/train/finetuner.js';
@@ -134,6 +135,59 @@ describe('LoRA initializations', () => {
     }
   });
 
+  it('served from the adapter cache as the converted adapter; a raw file PEFT decomposed fused is refused', async () => {
+    const files = filesOf('gpt2', 3);
+    const ft = await make(files, { init: 'pissa', rank: 2, targetModules: ['q', 'k', 'v', 'fc'] });
+    try {
+      await ft.step(batch);
+      const lora = ft.method as Lora;
+      // What the cache serves on the original base: s B' A' = s (B A - B0 A0).
+      const served = await adapterFromMethod(ft.method);
+      if (served.kind !== 'lora') throw new Error('expected a LoRA adapter');
+      const name = 'layers.1.fc';
+      const m = served.modules.get(name)!;
+      const d = lora.modules.get(name)!;
+      expect(m.rank).toBe(2 * d.rank);
+      const start = lora.initial!.get(name)!;
+      const want = (await product(ft, name)).map((v, i) => {
+        const [o, j] = [Math.floor(i / d.in), i % d.in];
+        let b0a0 = 0;
+        for (let k = 0; k < d.rank; k++) b0a0 += start.B[o * d.rank + k] * start.A[k * d.in + j];
+        return v - d.scale * b0a0;
+      });
+      const got = want.map((_, i) => {
+        const [o, j] = [Math.floor(i / d.in), i % d.in];
+        let ba = 0;
+        for (let k = 0; k < m.rank; k++) ba += m.B[o * m.rank + k] * m.A[k * d.in + j];
+        return m.scale * ba;
+      });
+      expect(compare(got, want).rel).toBeLessThan(1e-5);
+      // Raw (unconverted) files on the fused c_attn: PEFT decomposed the fused weight, which loading here would not repeat.
+      const saved = await peftAdapterFiles(lora);
+      const config = JSON.parse(new TextDecoder().decode(saved['adapter_config.json']));
+      const raw = new TextEncoder().encode(JSON.stringify({ ...config, init_lora_weights: 'pissa' }));
+      await expect(readPeftAdapter({ config: raw, weights: saved['adapter_model.safetensors'] }, ft.model.config)).rejects.toMatchObject({ name: 'UnsupportedAdapterError', message: expect.stringMatching(/c_attn', which PEFT decomposed as one fused weight/) });
+    } finally {
+      ft.destroy();
+    }
+  });
+
+  it("DoRA measures a base weight again when it is written: the unmerged model equals the merged one", async () => {
+    const ft = await make(filesOf('llama', 8), { dora: true, rank: 3, targetModules: ['q', 'up'] });
+    try {
+      await ft.step(batch);
+      const name = 'model.layers.0.self_attn.q_proj.weight';
+      const w = await ft.readTensor(name);
+      ft.writeTensor(name, w.map((v, i) => v * (1 + 0.5 * Math.sin(i))));
+      const unmerged = await ft.model.logits(batch);
+      // Merging computes n from the weight itself; the unmerged pass from the measured ‖W‖².
+      await ft.gpu.run((rec) => ft.method.setMerged!(rec, true));
+      expect(compare(unmerged, await ft.model.logits(batch)).rel).toBeLessThan(1e-4);
+    } finally {
+      ft.destroy();
+    }
+  });
+
   it('Gaussian: A drawn with std 1 / r and B = 0, as PEFT', async () => {
     const ft = await make(filesOf('llama', 2), { init: 'gaussian', rank: 8, targetModules: ['all-linear'] });
     try {
@@ -155,6 +209,12 @@ describe('LoRA initializations', () => {
     await expect(make(files, { init: 'svd' as never })).rejects.toThrow(/init must be one of kaiming, gaussian, pissa, olora/);
     await expect(make(files, { init: 'olora', pissaNiter: 2 })).rejects.toThrow(/pissaNiter applies to init 'pissa'/);
     await expect(make(files, { dora: true, dropout: 0.1 })).rejects.toThrow(/DoRA with dropout/);
+    await expect(make(filesOf('gpt2', 1), { dora: true, targetModules: ['q', 'fc'] })).rejects.toThrow(/DoRA on q without k, v: PEFT adapts c_attn as one module/);
+    await expect(FineTuner.create(await testGpu(), await openCheckpoint(memorySource(files)), { method: 'zo', zo: { target: 'lora', lora: { init: 'pissa' } }, quantize: 'nf4' })).rejects.toThrow(/4-bit/);
+    // Exact PiSSA's host SVD is refused on wide layers before anything loads (a 2048-wide config).
+    const wide = parseConfig({ architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 2048, intermediate_size: 4096, num_hidden_layers: 1, num_attention_heads: 16, num_key_value_heads: 16, vocab_size: 64, max_position_embeddings: 64 });
+    expect(() => loraModules(wide, { init: 'pissa' })).toThrow(/exact PiSSA of a layer 2048 wide.*give pissaNiter/);
+    expect(loraModules(wide, { init: 'pissa', pissaNiter: 4 }).size).toBe(7);
     // The adapter cache serves plain LoRA: DoRA is refused there by name.
     const dora = await make(files, { dora: true, rank: 2 });
     try {

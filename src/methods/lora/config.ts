@@ -2,7 +2,7 @@
 import { ShapeError } from '../../errors.js';
 import type { ModelConfig } from '../../model/config.js';
 import { checkOptionKeys, optionKeys } from '../../util/options.js';
-import { hfModulePaths, linearModules, type LinearShape } from '../targets.js';
+import { fusedModules, hfModulePaths, linearModules, type LinearShape } from '../targets.js';
 import type { OptionField } from '../fields.js';
 import { checkLoraInit, LORA_INITS, type LoraInit } from './init.js';
 
@@ -60,6 +60,9 @@ export interface LoraOptions {
   fused?: boolean;
 }
 
+/** The widest layer (its smaller side) whose exact SVD PiSSA computes on the host. */
+export const EXACT_PISSA_LIMIT = 1024;
+
 /** The defaults the fields below state; the code below applies them. */
 export const LORA_DEFAULT_RANK = 16;
 export const LORA_DEFAULT_TARGETS: readonly string[] = ['all-linear'];
@@ -109,6 +112,18 @@ export function loraModules(config: ModelConfig, options: LoraOptions = {}): Map
     if (!(Number.isFinite(v) && v > 0)) throw new ShapeError(`LoRA alphaPattern['${key.slice(0, 60)}'] must be a positive number, got ${v}`);
   }
   const modules = linearModules(config, options.targetModules ?? [...LORA_DEFAULT_TARGETS], 'LoRA');
+  if (options.dora) {
+    // PEFT's DoRA has one magnitude per fused module (GPT-2's c_attn): its parts train together or not at all.
+    for (const [hf, parts] of fusedModules(config)) {
+      const adapted = parts.filter((p) => modules.has(p));
+      if (adapted.length && adapted.length < parts.length) throw new ShapeError(`DoRA on ${adapted.map((p) => p.split('.')[2]).join(', ')} without ${parts.filter((p) => !modules.has(p)).map((p) => p.split('.')[2]).join(', ')}: PEFT adapts ${hf.split('.').at(-1)} as one module, so adapt all of its parts`);
+    }
+  }
+  if (options.init === 'pissa' && options.pissaNiter === undefined) {
+    // The exact SVD runs on the host in O(min(in, out)^3): seconds at 512, hours at 4096.
+    const widest = Math.max(...[...modules.values()].map((d) => Math.min(d.in, d.out)));
+    if (widest > EXACT_PISSA_LIMIT) throw new ShapeError(`exact PiSSA of a layer ${widest} wide would take too long on the host (at most ${EXACT_PISSA_LIMIT}): give pissaNiter (randomized SVD, PEFT's "pissa_niter_K"), e.g. 4`);
+  }
   // A rank above a layer's smaller side adds parameters and no expressiveness: B A cannot exceed it.
   const hf = hfModulePaths(config);
   for (const [name, shape] of modules) {

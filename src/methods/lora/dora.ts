@@ -73,22 +73,33 @@ export class Dora {
    * m = ‖W + s B A‖ for the adapter as it now is (B = 0 at a fresh start: m = ‖W‖).
    */
   initialize(): void {
+    this.measure([...this.modules.keys()], true);
+  }
+
+  /** Measures ‖W_j‖² again for modules whose base weight changed (m stays as trained). */
+  baseWritten(modules: string[]): void {
+    this.measure(modules.filter((name) => this.modules.has(name)), false);
+  }
+
+  private measure(names: string[], setMagnitude: boolean): void {
+    if (!names.length) return;
     const rec = this.gpu.recorder();
-    const specs = [...this.modules.values()];
+    const specs = names.map((name) => this.modules.get(name)!);
     const rows = Math.min(IDENTITY_ROWS, Math.max(...specs.map((d) => d.in)));
     const eye = this.gpu.createBuffer(rows * Math.max(...specs.map((d) => d.in)) * 4, undefined, 'dora identity');
     const out = this.gpu.createBuffer(rows * Math.max(...specs.map((d) => d.out)) * 4, undefined, 'dora identity product');
     try {
-      for (const [name, d] of this.modules) {
+      for (const name of names) {
+        const d = this.modules.get(name)!;
         const w = this.baseLinear(`${name}.weight`);
-        rec.clear(this.weightSquares.get(name)!); // measured again after PiSSA or OLoRA rewrote the base
+        rec.clear(this.weightSquares.get(name)!);
         for (let offset = 0; offset < d.in; offset += rows) {
           const M = Math.min(rows, d.in - offset);
           identityChunk(rec, { x: eye, rows: M, cols: d.in, offset });
           linearProduct(rec, w, { x: eye, y: out, M, N: d.out, K: d.in });
           columnSumSquares(rec, { x: out, sums: this.weightSquares.get(name)!, rows: M, cols: d.out });
         }
-        this.columnNorm(rec, name, d, true);
+        if (setMagnitude) this.columnNorm(rec, name, d, true);
       }
       void rec.submit(); // untimed: resolves at once; errors surface at the next device call
     } finally {

@@ -265,6 +265,34 @@ export class Lora implements Method, LinearHooks {
     return dora ? (rec, acts, name, _outDim, _pass, phase) => dora.outputScale(rec, acts, name, phase) : undefined;
   }
 
+  /** A base weight written from outside: DoRA measures its row norms again. */
+  baseWritten(names: string[]): void {
+    this.dora?.baseWritten(names.filter((n) => n.endsWith('.weight')).map((n) => n.replace(/\.weight$/, '')));
+  }
+
+  /**
+   * A module's A [r, in] and B [out, r] as another tool applies them to the original base: as trained,
+   * or after PiSSA or OLoRA converted as PEFT converts them, [A; A0] and [B, -B0] of rank 2r.
+   */
+  async factors(name: string): Promise<{ A: Float32Array; B: Float32Array; rank: number }> {
+    const { out, rank: r } = this.modules.get(name)!;
+    const [A, B] = await Promise.all(['A', 'B'].map((t) => this.gpu.readF32(this.params.view(`${name}.lora_${t}`))));
+    const start = this.initial?.get(name);
+    if (!start) {
+      if (initMutatesBase(this.options.init)) throw new Error(`this ${this.options.init} adapter was never initialized (FineTuner.create runs initialize())`);
+      return { A, B, rank: r };
+    }
+    const b = new Float32Array(out * 2 * r);
+    for (let o = 0; o < out; o++) {
+      b.set(B.subarray(o * r, (o + 1) * r), o * 2 * r);
+      for (let j = 0; j < r; j++) b[o * 2 * r + r + j] = -start.B[o * r + j];
+    }
+    const a = new Float32Array(2 * A.length);
+    a.set(A);
+    a.set(start.A, A.length);
+    return { A: a, B: b, rank: 2 * r };
+  }
+
   /** The adapter trains beside the base: take it out of the weights when merged. */
   readyToTrain(rec: CommandRecorder): void {
     this.setMerged(rec, false);

@@ -7,6 +7,7 @@
 import { UnsupportedAdapterError } from '../../errors.js';
 import { checkFields, describeJson, unset, type FieldTable } from '../../io/config-fields.js';
 import { JsonNumber, type StrictJson } from '../../io/strict-json.js';
+import { initMutatesBase, LORA_INITS } from './init.js';
 
 type Value = StrictJson | undefined;
 
@@ -19,10 +20,11 @@ const PLAIN_INITS = new Set<unknown>([true, false, 'gaussian', 'orthogonal', 'ev
 
 /**
  * Initialisations PEFT repeats on load to rewrite the base into W - s B0 A0 before the saved A and B
- * apply, which this engine repeats too: deterministic decompositions (exact SVD, QR), whose residual is
- * the same whatever sign conventions the two libraries' factorizations take (B0 A0 is a projection).
+ * apply, which this engine repeats too (LoRA's `init`): deterministic decompositions (exact SVD, QR),
+ * whose residual is the same whatever sign conventions the two libraries' factorizations take (B0 A0 is
+ * a projection).
  */
-export const REPEATABLE_INITS = new Set<unknown>(['pissa', 'olora']);
+export const REPEATABLE_INITS = new Set<unknown>(LORA_INITS.filter((init) => initMutatesBase(init)));
 
 /** Initialisations that rewrite the base weight in a way this engine cannot repeat (randomized, data-driven). */
 function unrepeatable(v: Value): boolean {

@@ -10,27 +10,16 @@
  * and each take their rows of its B. DoRA (use_dora) adds `...lora_magnitude_vector` [out] per module
  * (PEFT saves that parameter without '.weight'); a fused module's is the parts' stacked by rows.
  */
-import { ShapeError } from '../../errors.js';
+import { ShapeError, UnsupportedAdapterError } from '../../errors.js';
 import { bytesSource } from '../../io/bytes.js';
 import { InvalidModelFileError, readHeader, readTensorF32, writeSafetensors, type TensorToWrite } from '../../io/safetensors.js';
 import { brief, JsonNumber, parseStrictJson, type StrictJson } from '../../io/strict-json.js';
 import type { ModelConfig } from '../../model/config.js';
-import { hfMappings } from '../../model/layout.js';
-import { LINEAR_WEIGHT } from '../../model/linear-weights.js';
-import { hfModulePaths, linearModules } from '../targets.js';
+import { fusedModules, hfModulePaths, linearModules } from '../targets.js';
 import { defaultLoraAlpha, patternValue, type LoraOptions } from './config.js';
 import { checkLoraConfigFields, REPEATABLE_INITS } from './peft-config.js';
 import { peftInitName } from './init.js';
 import type { Lora } from './layer.js';
-
-/** Engine modules Hugging Face fuses into one weight (GPT-2's q, k, v in c_attn): HF module -> parts in order. */
-function fusedModules(config: ModelConfig): Map<string, string[]> {
-  return new Map(
-    hfMappings(config)
-      .filter((m) => m.parts.length > 1 && m.parts.every((p) => LINEAR_WEIGHT.test(p)))
-      .map((m) => [m.hfName.replace(/\.weight$/, ''), m.parts.map((p) => p.replace(/\.weight$/, ''))]),
-  );
-}
 
 /** The adapter as PEFT's two files, by name. */
 export async function peftAdapterFiles(lora: Lora, options: { baseModel?: string } = {}): Promise<Record<string, Uint8Array>> {
@@ -53,20 +42,8 @@ export async function peftAdapterFiles(lora: Lora, options: { baseModel?: string
   // Modules whose rank or alpha is not the default, by full module path (a pattern PEFT matches exactly).
   const rankPattern: Record<string, number> = {};
   const alphaPattern: Record<string, number> = {};
-  const readRaw = (module: string, t: 'A' | 'B' | 'magnitude') => lora.gpu.readF32(lora.params.view(`${module}.lora_${t}`));
-  const read = async (module: string, t: 'A' | 'B' | 'magnitude'): Promise<Float32Array> => {
-    const now = await readRaw(module, t);
-    const start = initial?.get(module);
-    if (!start || t === 'magnitude') return now;
-    if (t === 'A') return Float32Array.from([...now, ...start.A]);
-    const { out, rank: r } = lora.modules.get(module)!;
-    const b = new Float32Array(out * 2 * r);
-    for (let o = 0; o < out; o++) {
-      b.set(now.subarray(o * r, (o + 1) * r), o * 2 * r);
-      for (let j = 0; j < r; j++) b[o * 2 * r + r + j] = -start.B[o * r + j];
-    }
-    return b;
-  };
+  const read = async (module: string, t: 'A' | 'B' | 'magnitude'): Promise<Float32Array> =>
+    t === 'magnitude' ? lora.gpu.readF32(lora.params.view(`${module}.lora_magnitude`)) : (await lora.factors(module))[t];
   const dora = lora.dora !== null;
   const add = (path: string, a: Float32Array, b: Float32Array, m: Float32Array | null, d: { out: number; in: number; rank: number; alpha: number }) => {
     tensors[`base_model.model.${path}.lora_A.weight`] = { dtype: 'F32', shape: [d.rank, d.in], data: a };
@@ -243,8 +220,17 @@ export async function readPeftAdapter(files: { config: Uint8Array | string; weig
   rankPattern = partRanks;
   alphaPattern = partAlphas;
   const patterns = { ...(Object.keys(rankPattern).length ? { rankPattern } : {}), ...(Object.keys(alphaPattern).length ? { alphaPattern } : {}) };
-  // PiSSA or OLoRA as PEFT saves them by default: attaching repeats the decomposition on the base.
+  // PiSSA or OLoRA as PEFT saves them by default: attaching repeats the decomposition on the base, per
+  // engine module. PEFT decomposed a fused module (GPT-2's c_attn, Phi-3's qkv_proj) whole, and OLoRA
+  // a Conv1D weight as stored ([in, out]), which the per-module [out, in] decomposition does not repeat.
   const init = json.get('init_lora_weights');
   const mutating = REPEATABLE_INITS.has(init) ? { init: init as 'pissa' | 'olora' } : {};
+  if (mutating.init) {
+    const fused = [...targets.keys()].find((m) => engine.get(m)!.length > 1);
+    const conv1d = mutating.init === 'olora' && config.family === 'gpt2';
+    if (fused || conv1d) {
+      throw new UnsupportedAdapterError('init_lora_weights', String(init), `LoRA adapter: init_lora_weights is '${init}' ${fused ? `on '${brief(fused)}', which PEFT decomposed as one fused weight` : 'on GPT-2\'s Conv1D layers, which PEFT\'s OLoRA decomposes transposed'}; loading here does not repeat that: save it converted to plain LoRA in PEFT (save_pretrained(..., path_initial_model_for_weight_conversion=<the initial adapter>)) and load that`);
+    }
+  }
   return { options: { rank, alpha, dropout, targetModules: kinds, ...(rslora ? { rslora } : {}), ...(dora ? { dora } : {}), ...mutating, ...patterns }, tensors, warnings };
 }

@@ -14,6 +14,7 @@ import type { CausalLM } from '../../model/causal-lm.js';
 import type { AdamWConfig, Optimizer } from '../../optim/adamw.js';
 import type { Method, MethodDefinition, TrainableTensors, TrainingStep } from '../method.js';
 import { lora } from '../lora/index.js';
+import { initMutatesBase } from '../lora/init.js';
 import { sparse } from '../sparse/index.js';
 import { checkZoOptions, defaultEpsilon, defaultZoLearningRate, ZO_DEFAULT_DIRECTIONS, ZO_DEFAULT_TARGET, ZO_FIELDS, type ZoOptions, type ZoTarget } from './config.js';
 import { ZoSgd, zoStep } from './step.js';
@@ -107,6 +108,10 @@ export class ZeroOrder implements Method {
     await this.inner.initialize?.();
   }
 
+  baseWritten(names: string[]): void {
+    this.inner.baseWritten?.(names);
+  }
+
   zeroGrads(_rec: CommandRecorder): void {} // no gradients
 
   readyToTrain(rec: CommandRecorder): void {
@@ -159,7 +164,8 @@ export const zo: MethodDefinition<ZoOptions> = {
   },
   check: (config, o) => void checkZoOptions(config, o),
   baseTrainable: (o) => (targetOf(o) === 'full' ? () => true : () => false),
-  writesBase: (o) => targetOf(o) === 'sparse',
+  // Sparse trains inside the base; PiSSA and OLoRA rewrite it into their residual.
+  writesBase: (o) => targetOf(o) === 'sparse' || (targetOf(o) === 'lora' && initMutatesBase(o?.lora?.init)),
   attach: (model, o) => {
     const target = targetOf(o);
     const inner = target === 'full' ? new ModelTensors('full', { names: model.trainableNames, param: (n) => model.params.view(n) })
