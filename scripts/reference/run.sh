@@ -19,5 +19,18 @@ if [ ! -x "$venvs/t4/bin/python" ]; then
   pip_install "$venvs/t4" 'tokenizers>=0.22,<0.23' safetensors huggingface-hub numpy pyyaml regex requests tqdm filelock packaging
 fi
 "$venvs/t5/bin/python" scripts/reference/make_fixtures.py "$venvs/t4/bin/python"
+npx tsx scripts/reference/engine-adapters.ts
+# Super-Tuning is on PEFT's main branch only: PEFT_MAIN names a checkout of it (installed once, beside the
+# pinned release); without one its fixtures stay as committed.
+if [ -n "${PEFT_MAIN:-}" ]; then
+  if [ ! -x "$venvs/peft-main/bin/python" ]; then
+    python3 -m venv "$venvs/peft-main"
+    pip_install "$venvs/peft-main" torch==2.13.0+cpu transformers==5.18.0 accelerate psutil
+    pip_install "$venvs/peft-main" --no-deps --no-build-isolation "$PEFT_MAIN"
+  fi
+  "$venvs/peft-main/bin/python" scripts/reference/make_supertuning_fixtures.py
+else
+  echo "PEFT_MAIN is not set: the Super-Tuning fixtures are kept as committed" >&2
+fi
 git status --short -- test/fixtures/reference
 npx vitest run --project node test/interop

@@ -7,6 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { LORA_CONFIG_FIELDS } from '../../src/methods/lora/peft-config.js';
 import { SHIRA_CONFIG_FIELDS } from '../../src/methods/sparse/interchange.js';
+import { SUPERTUNING_CONFIG_FIELDS } from '../../src/methods/sparse/supertuning.js';
 import { FAMILIES } from '../../src/model/families/index.js';
 import { ROPE_PARAMETER_KEYS } from '../../src/model/hf-config.js';
 import { readJson } from './fixtures.js';
@@ -41,5 +42,8 @@ describe('config fields of the reference libraries', () => {
   it("every field of PEFT's LoraConfig and ShiraConfig is classified", () => {
     expect(unclassified(fields.LoraConfig, LORA_CONFIG_FIELDS), `peft ${fields.peft}`).toEqual([]);
     expect(unclassified(fields.ShiraConfig, SHIRA_CONFIG_FIELDS), `peft ${fields.peft}`).toEqual([]);
+    // Super-Tuning's, from PEFT's main branch (scripts/reference/make_supertuning_fixtures.py).
+    const supertuning = readJson<{ peft: string; SupertuningConfig: string[] }>('supertuning-fields.json');
+    expect(unclassified(supertuning.SupertuningConfig, SUPERTUNING_CONFIG_FIELDS), `peft ${supertuning.peft}`).toEqual([]);
   });
 });

@@ -9,7 +9,10 @@ import { bytesSource } from '../../src/io/bytes.js';
 import { readHeader } from '../../src/io/safetensors.js';
 import type { Lora } from '../../src/methods/lora/layer.js';
 import { peftAdapterFiles, readPeftAdapter } from '../../src/methods/lora/peft.js';
-import { readShiraAdapter, type SparseFineTuning } from '../../src/methods/sparse/index.js';
+import { readShiraAdapter, readSupertuningAdapter, type SparseFineTuning } from '../../src/methods/sparse/index.js';
+import type { SparseLora } from '../../src/methods/sparse-lora/index.js';
+import { methodDefinition } from '../../src/methods/registry.js';
+import type { FineTuneOptions } from '../../src/train/finetuner.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { FineTuner } from '../../src/train/finetuner.js';
 import { compare, testGpu } from '../helpers.js';
@@ -76,6 +79,35 @@ describe('PEFT adapters', () => {
     expect(compare(await adapterLogits(again, base), want).rel).toBeLessThan(1e-4);
   });
 
+  it.each(['supertuning-llama', 'supertuning-llama-supra', 'supertuning-phi3-fused'])("%s: a Super-Tuning adapter (PEFT's main branch), PEFT's logits, and again after saving it", async (name) => {
+    const base = expected(name).base;
+    const want = await logitsOf('peft', name, 'logits.safetensors');
+    /** The logits of Super-Tuning files attached as sparse (or sparse+LoRA in Supra mode), and the method's export. */
+    const attach = async (files: AdapterFiles) => {
+      const ckpt = await openCheckpoint(modelSource(base));
+      const adapter = await readSupertuningAdapter(files, ckpt.config);
+      expect(adapter.warnings).toEqual([]);
+      const mask = adapter.delta.mask;
+      const options: FineTuneOptions = adapter.lora ? { method: 'sparse+lora', 'sparse+lora': { sparse: { mask }, lora: adapter.lora.options } } : { method: 'sparse', sparse: { mask } };
+      const ft = await FineTuner.create(await testGpu(), ckpt, options);
+      try {
+        (adapter.lora ? (ft.method as SparseLora).sparse : (ft.method as SparseFineTuning)).applyDeltas(adapter.delta.deltas);
+        for (const [t, data] of adapter.lora?.tensors ?? []) ft.writeTensor(t, data);
+        const exported = (await methodDefinition(options.method).exportFiles!(ft.method, ckpt.config, {}))!;
+        return { logits: await ft.model.logits(batchOf(modelCase(base).ids)), exported, lora: adapter.lora !== null };
+      } finally {
+        ft.destroy();
+      }
+    };
+    const first = await attach(fixture('peft', name));
+    expect(first.lora).toBe(name !== 'supertuning-llama');
+    expect(compare(first.logits, want).rel).toBeLessThan(1e-4);
+    // Saved again: one Super-Tuning adapter (with the engine's delta file beside it) giving the same logits.
+    expect(Object.keys(first.exported).sort()).toEqual(['adapter_config.json', 'adapter_model.safetensors', 'sparse_delta.safetensors']);
+    const again = await attach({ config: first.exported['adapter_config.json'], weights: first.exported['adapter_model.safetensors'] });
+    expect(compare(again.logits, want).rel).toBeLessThan(1e-4);
+  });
+
   it("shira-llama: a SHiRA adapter, trained in place on its mask: PEFT's logits", async () => {
     const ckpt = await openCheckpoint(modelSource('llama'));
     const delta = await readShiraAdapter({ config: read('peft', 'shira-llama', 'adapter_config.json'), weights: read('peft', 'shira-llama', 'adapter_model.safetensors') }, ckpt.config);
@@ -91,6 +123,6 @@ describe('PEFT adapters', () => {
   });
 
   it('covers every fixture', () => {
-    expect(list('peft')).toEqual(['dora-gpt2-fused-qkv', 'dora-llama', 'lora-gemma2-all-linear', 'lora-gemma3-all-linear', 'lora-gpt2-fused-qkv', 'lora-llama-eva-init', 'lora-llama-orthogonal-init', 'lora-llama-rslora-patterns', 'lora-phi3-fused', 'olora-llama', 'pissa-llama', 'shira-llama']);
+    expect(list('peft')).toEqual(['dora-gpt2-fused-qkv', 'dora-llama', 'lora-gemma2-all-linear', 'lora-gemma3-all-linear', 'lora-gpt2-fused-qkv', 'lora-llama-eva-init', 'lora-llama-orthogonal-init', 'lora-llama-rslora-patterns', 'lora-phi3-fused', 'olora-llama', 'pissa-llama', 'shira-llama', 'supertuning-llama', 'supertuning-llama-supra', 'supertuning-phi3-fused']);
   });
 });

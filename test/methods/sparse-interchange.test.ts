@@ -1,6 +1,6 @@
 /**
- * A trained sparse change in other files: the sparse delta file, PEFT's SHiRA adapter (its exact layout,
- * checked by hand), and the merged Hugging Face model, each read back into a model that must behave as
+ * A trained sparse change in other files: the sparse delta file, PEFT's SHiRA and Super-Tuning adapters
+ * (their exact layouts, checked by hand), and the merged Hugging Face model, each read back into a model that must behave as
  * the trained one; files for another base, or beyond SHiRA's rules, are refused before anything changes.
  */
 import { describe, expect, it } from 'vitest';
@@ -12,7 +12,9 @@ import { memorySource } from '../../src/io/sources.js';
 import { CausalLM } from '../../src/model/causal-lm.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { tinyModelFiles, type TinyModelOptions } from '../../src/model/tiny.js';
-import { randomMask, readShiraAdapter, readSparseDelta, shiraAdapterFiles, sparseDeltaFile, SparseFineTuning, type Granularity, type SparseMask } from '../../src/methods/sparse/index.js';
+import { randomMask, readShiraAdapter, readSparseDelta, readSupertuningAdapter, shiraAdapterFiles, sparseDeltaFile, SparseFineTuning, supertuningAdapterFiles, type Granularity, type SparseMask } from '../../src/methods/sparse/index.js';
+import type { SparseLora } from '../../src/methods/sparse-lora/index.js';
+import { methodDefinition } from '../../src/methods/registry.js';
 import type { MethodName } from '../../src/methods/registry.js';
 import { mergedModelFiles } from '../../src/train/export.js';
 import { FineTuner, type FineTuneOptions } from '../../src/train/finetuner.js';
@@ -155,5 +157,78 @@ describe('the merged Hugging Face model', () => {
     expect(compare(await losses(trained.model), want).rel).toBe(0);
     model.destroy();
     trained.destroy();
+  });
+});
+
+describe("PEFT's Super-Tuning adapter", () => {
+  it('holds a global-budget block mask as PEFT sizes it (by hand), padded with zeros, and reads back to the trained model', async () => {
+    const files = tinyModelFiles(LLAMA);
+    const ft = await fineTune(files, { method: 'sparse', sparse: { selection: 'random', density: 0.05, budget: 'global', granularity: 16, targetModules: ['q', 'down'] } });
+    try {
+      const sparse = ft.method as SparseFineTuning;
+      const adapter = await supertuningAdapterFiles(sparse, ft.model.config);
+      const config = JSON.parse(new TextDecoder().decode(adapter['adapter_config.json']));
+      expect(config).toMatchObject({ peft_type: 'SUPERTUNING', target_modules: ['down_proj', 'q_proj'], r: null, lora_alpha: null, save_precomputed_indices: true });
+      expect(config.sparsity).toBeGreaterThanOrEqual(0);
+      expect(config.sparsity).toBeLessThan(1);
+      const source = bytesSource('a', adapter['adapter_model.safetensors']);
+      const header = await readHeader(source);
+      const deltas = await sparse.deltas();
+      for (const layer of [0, 1]) {
+        for (const [module, path, shape] of [['q', 'self_attn.q_proj', [32, 32]], ['down', 'mlp.down_proj', [32, 48]]] as const) {
+          const name = `base_model.model.model.layers.${layer}.${path}`;
+          const [it, vt] = [header.byName.get(`${name}.supertuning_indices`)!, header.byName.get(`${name}.supertuning_values`)!];
+          // PEFT's update_layer: int(numel * (1 - sparsity)) entries in every module.
+          const n = Math.trunc(shape[0] * shape[1] * (1 - config.sparsity));
+          expect([it.dtype, it.shape, vt.dtype, vt.shape]).toEqual(['I32', [n], 'F32', [n]]);
+          const indices = await readIndexTensor(source, it);
+          const values = await readTensorF32(source, vt);
+          expect(new Set(indices).size).toBe(n);
+          // The mask's elements carry their deltas; the rest is zero padding.
+          const engine = `layers.${layer}.${module}`;
+          const at = new Map(Array.from(indices, (f, i) => [f, values[i]]));
+          const mine = sparse.mask.entries.has(engine) ? Array.from(sparse.mask.valueIndices(engine)) : [];
+          mine.forEach((f, i) => expect(at.get(f), `${engine}[${f}]`).toBe(deltas.get(engine)![i]));
+          const inMask = new Set(mine);
+          indices.forEach((f, i) => inMask.has(f) || expect(values[i], `${engine} padding at ${f}`).toBe(0));
+        }
+      }
+      const read = await readSupertuningAdapter({ config: adapter['adapter_config.json'], weights: adapter['adapter_model.safetensors'] }, ft.model.config);
+      expect(read.lora).toBeNull();
+      const again = await applied(files, read.delta);
+      try {
+        expect(compare(await losses(again.model), await losses(ft.model)).rel).toBeLessThan(1e-5);
+      } finally {
+        again.destroy();
+      }
+    } finally {
+      ft.destroy();
+    }
+  });
+
+  it("refuses GPT-2's Conv1D layers and what it does not apply; GPT-2's sparse+LoRA exports its LoRA as PEFT's LoRA files", async () => {
+    const gpt2 = await fineTune(tinyModelFiles(GPT2), { method: 'sparse+lora', 'sparse+lora': { sparse: { selection: 'random', density: 0.05 }, lora: { rank: 2 } } }, 1);
+    try {
+      const { sparse, lora } = gpt2.method as SparseLora;
+      await expect(supertuningAdapterFiles(sparse, gpt2.model.config, { lora })).rejects.toThrow(/Conv1D layers have no SUPERTUNING form/);
+      const exported = (await methodDefinition('sparse+lora').exportFiles!(gpt2.method, gpt2.model.config, {}))!;
+      expect(JSON.parse(new TextDecoder().decode(exported['adapter_config.json'])).peft_type).toBe('LORA');
+    } finally {
+      gpt2.destroy();
+    }
+    const files = tinyModelFiles(LLAMA);
+    const ft = await fineTune(files, { method: 'sparse', sparse: { selection: 'random', density: 0.05, targetModules: ['q'] } }, 1);
+    try {
+      const adapter = await supertuningAdapterFiles(ft.method as SparseFineTuning, ft.model.config);
+      const config = JSON.parse(new TextDecoder().decode(adapter['adapter_config.json']));
+      const withConfig = (change: object) => readSupertuningAdapter({ config: JSON.stringify({ ...config, ...change }), weights: adapter['adapter_model.safetensors'] }, ft.model.config);
+      await expect(withConfig({ save_precomputed_indices: false })).rejects.toMatchObject({ name: 'UnsupportedAdapterError', field: 'save_precomputed_indices' });
+      await expect(withConfig({ modules_to_save: ['lm_head'] })).rejects.toThrow(/modules_to_save/);
+      await expect(withConfig({ peft_type: 'SHIRA' })).rejects.toThrow(/not SUPERTUNING/);
+      const config2 = (await openCheckpoint(memorySource(tinyModelFiles({ ...LLAMA, hiddenSize: 16, numHeads: 2, numKvHeads: 1 })))).config;
+      await expect(readSupertuningAdapter({ config: adapter['adapter_config.json'], weights: adapter['adapter_model.safetensors'] }, config2)).rejects.toThrow(/outside the 16x16 weight/);
+    } finally {
+      ft.destroy();
+    }
   });
 });

@@ -21,41 +21,48 @@ import { checkLoraConfigFields, REPEATABLE_INITS } from './peft-config.js';
 import { peftInitName } from './init.js';
 import type { Lora } from './layer.js';
 
-/** The adapter as PEFT's two files, by name. */
-export async function peftAdapterFiles(lora: Lora, options: { baseModel?: string } = {}): Promise<Record<string, Uint8Array>> {
-  const tensors: Record<string, TensorToWrite> = {};
-  const targets = new Set<string>();
+/** One module of an adapter as PEFT names and applies it (a fused module's parts joined). */
+export interface PeftLoraModule {
+  /** Hugging Face module path ('model.layers.0.self_attn.q_proj'). */
+  path: string;
+  /** [rank, in] and [out, rank]. */
+  A: Float32Array;
+  B: Float32Array;
+  /** DoRA's magnitude [out], or null. */
+  magnitude: Float32Array | null;
+  out: number;
+  in: number;
+  rank: number;
+  /** lora_alpha as PEFT reads it (alpha / rank, or alpha / sqrt(rank) with rslora, is `scale`). */
+  alpha: number;
+  scale: number;
+}
+
+/**
+ * The adapter's modules as PEFT applies them to the original base, with the rank and alpha its
+ * adapter_config.json states for the rest. PiSSA and OLoRA, trained on the residual W - s B0 A0, come
+ * converted as PEFT converts them (save_pretrained(path_initial_model_for_weight_conversion=...),
+ * peft/tuners/lora/model.py subtract_mutated_init): plain LoRA of rank 2r, s [B, -B0] [A; A0].
+ */
+export async function peftLoraModules(lora: Lora): Promise<{ modules: PeftLoraModule[]; rank: number; alpha: number }> {
   const rslora = lora.options.rslora ?? false;
-  // PiSSA and OLoRA trained on the residual W - s B0 A0: saved as PEFT converts them
-  // (save_pretrained(path_initial_model_for_weight_conversion=...), peft/tuners/lora/model.py
-  // subtract_mutated_init), plain LoRA of rank 2r on the original base: s (B A - B0 A0) = s [B, -B0] [A; A0].
-  const initial = lora.initial;
-  const k = initial ? 2 : 1;
+  const k = lora.initial ? 2 : 1;
   // A rank-kr module keeps its scale: alpha' = s kr, or s sqrt(kr) with rslora.
   const alphaOf = (scale: number, rank: number) => (rslora ? scale * Math.sqrt(rank) : scale * rank);
-  const defaultRank = k * lora.rank;
-  const alpha = initial ? alphaOf(lora.scale, defaultRank) : lora.options.alpha ?? defaultLoraAlpha(lora.rank);
   const spec = (module: string) => {
     const d = lora.modules.get(module)!;
-    return { out: d.out, in: d.in, rank: k * d.rank, scale: d.scale, alpha: initial ? alphaOf(d.scale, k * d.rank) : d.alpha };
+    return { out: d.out, in: d.in, rank: k * d.rank, scale: d.scale, alpha: lora.initial ? alphaOf(d.scale, k * d.rank) : d.alpha };
   };
-  // Modules whose rank or alpha is not the default, by full module path (a pattern PEFT matches exactly).
-  const rankPattern: Record<string, number> = {};
-  const alphaPattern: Record<string, number> = {};
   const read = async (module: string, t: 'A' | 'B' | 'magnitude'): Promise<Float32Array> =>
     t === 'magnitude' ? lora.gpu.readF32(lora.params.view(`${module}.lora_magnitude`)) : (await lora.factors(module))[t];
   const dora = lora.dora !== null;
-  const add = (path: string, a: Float32Array, b: Float32Array, m: Float32Array | null, d: { out: number; in: number; rank: number; alpha: number }) => {
-    tensors[`base_model.model.${path}.lora_A.weight`] = { dtype: 'F32', shape: [d.rank, d.in], data: a };
-    tensors[`base_model.model.${path}.lora_B.weight`] = { dtype: 'F32', shape: [d.out, d.rank], data: b };
-    if (m) tensors[`base_model.model.${path}.lora_magnitude_vector`] = { dtype: 'F32', shape: [d.out], data: m };
-    targets.add(path.split('.').at(-1)!);
-    if (d.rank !== defaultRank) rankPattern[path] = d.rank;
-    if (d.alpha !== alpha) alphaPattern[path] = d.alpha;
-  };
+  const modules: PeftLoraModule[] = [];
   const paths = hfModulePaths(lora.config);
   const shapes = linearModules(lora.config, ['all-linear'], 'LoRA');
-  for (const module of lora.modules.keys()) if (paths.has(module)) add(paths.get(module)!, await read(module, 'A'), await read(module, 'B'), dora ? await read(module, 'magnitude') : null, spec(module));
+  for (const module of lora.modules.keys()) {
+    if (!paths.has(module)) continue;
+    modules.push({ path: paths.get(module)!, A: await read(module, 'A'), B: await read(module, 'B'), magnitude: dora ? await read(module, 'magnitude') : null, ...spec(module) });
+  }
   for (const [path, parts] of fusedModules(lora.config)) {
     const adapted = parts.filter((p) => lora.modules.has(p));
     if (!adapted.length) continue;
@@ -78,17 +85,37 @@ export async function peftAdapterFiles(lora: Lora, options: { baseModel?: string
       if (m) m.set(await read(p, 'magnitude'), row);
       a.set(await read(p, 'A'), col * inDim);
       const bp = await read(p, 'B');
-      const k = d.scale / scale;
-      for (let o = 0; o < d.out; o++) for (let r = 0; r < d.rank; r++) b[(row + o) * rank + col + r] = k === 1 ? bp[o * d.rank + r] : bp[o * d.rank + r] * k;
+      const ratio = d.scale / scale;
+      for (let o = 0; o < d.out; o++) for (let r = 0; r < d.rank; r++) b[(row + o) * rank + col + r] = ratio === 1 ? bp[o * d.rank + r] : bp[o * d.rank + r] * ratio;
       col += d.rank;
     }
     if (m && adapted.length < parts.length) throw new ShapeError(`DoRA on ${adapted.join(', ')} has no PEFT form: PEFT adapts ${path} as one module, so adapt all of ${parts.join(', ')}`);
-    add(path, a, b, m, { out, in: inDim, rank, alpha: alphaOf(scale, rank) });
+    modules.push({ path, A: a, B: b, magnitude: m, out, in: inDim, rank, scale, alpha: alphaOf(scale, rank) });
+  }
+  const rank = k * lora.rank;
+  return { modules, rank, alpha: lora.initial ? alphaOf(lora.scale, rank) : lora.options.alpha ?? defaultLoraAlpha(lora.rank) };
+}
+
+/** The adapter as PEFT's two files, by name. */
+export async function peftAdapterFiles(lora: Lora, options: { baseModel?: string } = {}): Promise<Record<string, Uint8Array>> {
+  const { modules, rank, alpha } = await peftLoraModules(lora);
+  const tensors: Record<string, TensorToWrite> = {};
+  const targets = new Set<string>();
+  // Modules whose rank or alpha is not the default, by full module path (a pattern PEFT matches exactly).
+  const rankPattern: Record<string, number> = {};
+  const alphaPattern: Record<string, number> = {};
+  for (const d of modules) {
+    tensors[`base_model.model.${d.path}.lora_A.weight`] = { dtype: 'F32', shape: [d.rank, d.in], data: d.A };
+    tensors[`base_model.model.${d.path}.lora_B.weight`] = { dtype: 'F32', shape: [d.out, d.rank], data: d.B };
+    if (d.magnitude) tensors[`base_model.model.${d.path}.lora_magnitude_vector`] = { dtype: 'F32', shape: [d.out], data: d.magnitude };
+    targets.add(d.path.split('.').at(-1)!);
+    if (d.rank !== rank) rankPattern[d.path] = d.rank;
+    if (d.alpha !== alpha) alphaPattern[d.path] = d.alpha;
   }
   const config = {
-    peft_type: 'LORA', task_type: 'CAUSAL_LM', r: defaultRank, lora_alpha: alpha, lora_dropout: lora.options.dropout ?? 0,
-    target_modules: [...targets].sort(), bias: 'none', fan_in_fan_out: lora.config.family === 'gpt2', use_rslora: rslora, use_dora: dora,
-    modules_to_save: null, init_lora_weights: initial ? true : peftInitName(lora.options.init), layers_to_transform: null, layers_pattern: null, rank_pattern: rankPattern, alpha_pattern: alphaPattern,
+    peft_type: 'LORA', task_type: 'CAUSAL_LM', r: rank, lora_alpha: alpha, lora_dropout: lora.options.dropout ?? 0,
+    target_modules: [...targets].sort(), bias: 'none', fan_in_fan_out: lora.config.family === 'gpt2', use_rslora: lora.options.rslora ?? false, use_dora: lora.dora !== null,
+    modules_to_save: null, init_lora_weights: lora.initial ? true : peftInitName(lora.options.init), layers_to_transform: null, layers_pattern: null, rank_pattern: rankPattern, alpha_pattern: alphaPattern,
     base_model_name_or_path: options.baseModel ?? null, inference_mode: true, revision: null,
   };
   return {

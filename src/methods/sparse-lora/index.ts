@@ -21,6 +21,7 @@ import { checkSparseOptions, maskNeedsRows, resolveMask, SPARSE_FIELDS, type Spa
 import { SparseFineTuning } from '../sparse/layer.js';
 import { DELTA_FILE, MASK_FILE, savedMask } from '../sparse/index.js';
 import { sparseDeltaFile } from '../sparse/interchange.js';
+import { hasSupertuningForm, supertuningAdapterFiles } from '../sparse/supertuning.js';
 import { peftAdapterFiles } from '../lora/peft.js';
 import { checkOptionKeys, optionKeys } from '../../util/options.js';
 
@@ -33,7 +34,7 @@ export interface SparseLoraOptions {
 
 const SPARSE_LORA_OPTION_KEYS = optionKeys<SparseLoraOptions>()(['sparse', 'lora']);
 
-class SparseLora implements Method, LinearHooks {
+export class SparseLora implements Method, LinearHooks {
   readonly name = 'sparse+lora';
   readonly linear: LinearHooks = this;
   readonly trainable: TrainableTensors;
@@ -172,9 +173,12 @@ export const sparseLora: MethodDefinition<SparseLoraOptions> = {
   },
   checkpointFiles: (method, config) => ({ [MASK_FILE]: (method as SparseLora).sparse.mask.toSafetensors(config) }),
   // Both parts in their own formats: the sparse delta, and the LoRA part as PEFT's adapter.
-  exportFiles: async (method, config, o) => ({
-    [DELTA_FILE]: await sparseDeltaFile((method as SparseLora).sparse, config),
-    ...(await peftAdapterFiles((method as SparseLora).lora, o)),
-  }),
+  // The engine's delta file beside one PEFT adapter holding both parts (Super-Tuning's Supra mode); on
+  // GPT-2, which Super-Tuning cannot adapt, the LoRA part alone as PEFT's LoRA files.
+  exportFiles: async (method, config, o) => {
+    const { sparse, lora } = method as SparseLora;
+    const adapter = hasSupertuningForm(config) ? await supertuningAdapterFiles(sparse, config, { ...o, lora }) : await peftAdapterFiles(lora, o);
+    return { [DELTA_FILE]: await sparseDeltaFile(sparse, config), ...adapter };
+  },
   restoreOptions: async (options, files, config) => ({ ...options, sparse: withMask(await savedMask(files, config)) }),
 };

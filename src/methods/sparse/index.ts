@@ -10,6 +10,7 @@ import { prepareMask, withMask } from './prepare.js';
 import { SparseFineTuning } from './layer.js';
 import { SparseMask } from './mask.js';
 import { sparseDeltaFile } from './interchange.js';
+import { hasSupertuningForm, supertuningAdapterFiles } from './supertuning.js';
 
 export const sparse: MethodDefinition<SparseOptions> = {
   name: 'sparse',
@@ -22,7 +23,11 @@ export const sparse: MethodDefinition<SparseOptions> = {
   writesBase: true,
   attach: (model, options) => new SparseFineTuning(model.gpu, model, resolveMask(model.config, options)),
   checkpointFiles: (method, config) => ({ [MASK_FILE]: (method as SparseFineTuning).mask.toSafetensors(config) }),
-  exportFiles: async (method, config) => ({ [DELTA_FILE]: await sparseDeltaFile(method as SparseFineTuning, config) }),
+  // The engine's delta file, and PEFT's Super-Tuning adapter beside it where the model has one (not GPT-2).
+  exportFiles: async (method, config, o) => ({
+    [DELTA_FILE]: await sparseDeltaFile(method as SparseFineTuning, config),
+    ...(hasSupertuningForm(config) ? await supertuningAdapterFiles(method as SparseFineTuning, config, o) : {}),
+  }),
   restoreOptions: async (options, files, config) => withMask(await savedMask(files, config)),
 };
 
@@ -45,3 +50,4 @@ export { BLOCK_SIZES, SparseMask, type BlockSize, type Granularity, type MaskEnt
 export { columnMask, randomMask, topK, type BudgetOptions } from './budget.js';
 export { calibrate, inverseDiagonal, selectMask, SELECTIONS, sylvaScores, type LayerStatistics, type Selection, type SelectionCost, type SelectOptions, type SelectProgress } from './select.js';
 export { readShiraAdapter, readSparseDelta, shiraAdapterFiles, sparseDeltaFile, type SparseDelta } from './interchange.js';
+export { hasSupertuningForm, readSupertuningAdapter, supertuningAdapterFiles, type SupertuningAdapter } from './supertuning.js';

@@ -36,7 +36,7 @@ export interface SparseDelta {
 const DELTA_FORMAT = 'webgpu-finetune-sparse-delta';
 
 /** File-order values of one Hugging Face tensor's elements, from per-module value-order deltas. */
-function fileOrder(mask: SparseMask, e: HfElements, deltas: Map<string, Float32Array>): Float32Array {
+export function fileOrder(mask: SparseMask, e: HfElements, deltas: Map<string, Float32Array>): Float32Array {
   const position = new Map<string, Map<number, number>>();
   const at = (module: string) => {
     let p = position.get(module);
@@ -47,7 +47,7 @@ function fileOrder(mask: SparseMask, e: HfElements, deltas: Map<string, Float32A
 }
 
 /** Per-module value-order deltas from file-order values per Hugging Face tensor. */
-function valueOrder(mask: SparseMask, elements: Map<string, HfElements>, values: Map<string, Float32Array>): Map<string, Float32Array> {
+export function valueOrder(mask: SparseMask, elements: Map<string, HfElements>, values: Map<string, Float32Array>): Map<string, Float32Array> {
   const byFlat = new Map<string, Map<number, number>>();
   for (const [hfName, e] of elements) {
     const v = values.get(hfName)!;
