@@ -37,6 +37,7 @@ import { randomMask, selectMask } from '../src/methods/sparse/index.js';
 import { GALORE_DEFAULTS } from '../src/methods/galore/config.js';
 import { rng } from '../src/util/random.js';
 import { quantizedModelFiles } from '../src/train/export.js';
+import { bitsandbytesCheckpointFiles } from './bitsandbytes-checkpoint.js';
 
 export interface TrainRow {
   model: string;
@@ -353,8 +354,9 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
   const selection = await benchSelection(gpu, largeModel);
   log(`mask selection (sylva) on ${selection.model}: ${selection.seconds.toFixed(1)} s for ${selection.layers} layers, peak ${(selection.peak_gpu_bytes / 2 ** 20).toFixed(1)} MiB`);
   const load = await benchQuantizedLoad(gpu, largeModel);
-  log(`loading ${load.model} 4-bit (nf4): quantized as it loads ${load.quantize_at_load_ms.toFixed(0)} ms, from a 4-bit checkpoint ${load.prequantized_ms.toFixed(0)} ms (${(load.prequantized_bytes / 2 ** 20).toFixed(1)} MiB of files vs ${(load.f32_bytes / 2 ** 20).toFixed(1)} MiB)`);
+  log(`loading ${load.model} 4-bit (nf4): quantized as it loads ${load.quantize_at_load_ms.toFixed(0)} ms, from a 4-bit checkpoint ${load.prequantized_ms.toFixed(0)} ms (${(load.prequantized_bytes / 2 ** 20).toFixed(1)} MiB of files vs ${(load.f32_bytes / 2 ** 20).toFixed(1)} MiB), from bitsandbytes' ${load.bitsandbytes_ms.toFixed(0)} ms`);
   notes.push('prequantized_vs_quantize_load: loading the large model with its linear weights NF4, quantized on the GPU as each f32 tensor loads, over loading the same model from the 4-bit checkpoint it saved (packed arrays straight to the GPU); both from memory, each waited for on the GPU.');
+  notes.push('bitsandbytes_vs_quantize_load: the same, over loading the same codes from a checkpoint in bitsandbytes\' format (bytes re-packed on the host, then straight to the GPU).');
   const sparseGrad = await benchSparseGrad(gpu, largeModel);
   log(`masked weight gradients at 1% (${sparseGrad.tokens} tokens): elements ${sparseGrad.element_ms.toFixed(1)} ms, ${BENCH_BLOCK}x${BENCH_BLOCK} blocks ${sparseGrad.block_ms.toFixed(1)} ms`);
   notes.push(`sparse: 1% of every linear layer's elements (random mask), trained in place; sparse-block: the same density in ${BENCH_BLOCK}x${BENCH_BLOCK} blocks (large model only: the tiny model's 172 rows are not tiled by blocks); sparse+lora: that mask plus LoRA r16 on every linear layer.`);
@@ -440,6 +442,7 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
       dora_vs_lora_peak_memory: row('dora').peak_gpu_bytes / row('lora').peak_gpu_bytes,
       qdora_vs_qlora_peak_memory: row('qdora-nf4').peak_gpu_bytes / row('qlora-nf4').peak_gpu_bytes,
       prequantized_vs_quantize_load: load.quantize_at_load_ms / load.prequantized_ms,
+      bitsandbytes_vs_quantize_load: load.quantize_at_load_ms / load.bitsandbytes_ms,
       lora_vs_full_peak_memory: row('lora').peak_gpu_bytes / row('full').peak_gpu_bytes,
       sparse_vs_lora_step: step('sparse') / step('lora'),
       sparse_block_vs_lora_step: step('sparse-block') / step('lora'),
@@ -468,8 +471,11 @@ export interface QuantizedLoadRow {
   model: string;
   quantize_at_load_ms: number;
   prequantized_ms: number;
+  /** From the same codes in bitsandbytes' checkpoint format (a `*-bnb-4bit` upload). */
+  bitsandbytes_ms: number;
   f32_bytes: number;
   prequantized_bytes: number;
+  bitsandbytes_bytes: number;
 }
 
 /** Loading a model NF4: quantized as it loads from f32 files, and from the 4-bit checkpoint it saves. */
@@ -483,11 +489,17 @@ export async function benchQuantizedLoad(gpu: Gpu, m: BenchModel): Promise<Quant
   };
   const atLoad = await timeLoad(files, 'nf4');
   const saved = await quantizedModelFiles(atLoad.model);
+  const bnb = await bitsandbytesCheckpointFiles(atLoad.model);
   atLoad.model.destroy();
   const pre = await timeLoad({ ...files, ...saved });
   pre.model.destroy();
+  const fromBnb = await timeLoad({ ...files, ...bnb });
+  fromBnb.model.destroy();
   const bytes = (f: Record<string, string | Uint8Array>) => Object.values(f).reduce((n, v) => n + (typeof v === 'string' ? v.length : v.byteLength), 0);
-  return { model: m.name, quantize_at_load_ms: atLoad.ms, prequantized_ms: pre.ms, f32_bytes: bytes(files), prequantized_bytes: bytes({ ...files, ...saved }) };
+  return {
+    model: m.name, quantize_at_load_ms: atLoad.ms, prequantized_ms: pre.ms, bitsandbytes_ms: fromBnb.ms,
+    f32_bytes: bytes(files), prequantized_bytes: bytes({ ...files, ...saved }), bitsandbytes_bytes: bytes({ ...files, ...bnb }),
+  };
 }
 
 /** Sylva selection on a model: one calibration batch of its benchmark shape. */

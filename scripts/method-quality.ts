@@ -86,6 +86,16 @@ for (const selection of ['sylva', 'fisher', 'snip', 'random', 'columns'] as cons
     configs.push({ label: `sparse ${selection} ${100 * density}%`, method: 'sparse', lrs: SPARSE_LRS, mask: { selection, density }, options: (mask) => ({ sparse: { mask } }) });
   }
 }
+// Drop-and-regrow (SpIEL) from the same masks: every 5 steps (7 swaps in a run), 10% of each layer's
+// entries dropped by smallest change and grown by largest gradient.
+for (const selection of ['sylva', 'random'] as const) {
+  for (const density of [0.01, 0.03]) {
+    configs.push({
+      label: `sparse ${selection} ${100 * density}% + regrowth (every 5, 10%)`, method: 'sparse', lrs: SPARSE_LRS, mask: { selection, density },
+      options: (mask) => ({ sparse: { mask, regrow: true, regrowEvery: 5, regrowFraction: 0.1 } }),
+    });
+  }
+}
 // The same trainable-parameter count as LoRA r8 in every layer, r (in + out) elements (SHiRA's budget).
 for (const selection of ['sylva', 'random'] as const) {
   configs.push({ label: `sparse ${selection}, LoRA r8's count`, method: 'sparse', lrs: SPARSE_LRS, mask: { selection, loraRank: 8 }, options: (mask) => ({ sparse: { mask } }) });

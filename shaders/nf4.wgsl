@@ -19,6 +19,18 @@
 //     word  C + ceil(T / 256):         f32 mean of all absmax
 //   with c_i = round(127 (absmax_i - mean) / s_j), and absmax_i read back as c_i / 127 * s_j + mean.
 //   Codes are chosen with the exact absmax, so qweight is the same with and without it.
+//
+// Checkpoints bitsandbytes saved load as stored, with three variants (only read; quantize writes NF4
+// per row):
+//   FLAT_BLOCKS  the blocks of 64 run over the flattened [N, K] weight, so with K not a multiple of 64 a
+//                block spans rows: the block of word w of row n is (n K + 8 w) / 64, T = ceil(N K / 64).
+//                p.G is 8, so each word is its own group (K is a multiple of 8, so no word spans two
+//                blocks). With K a multiple of 64 the two blockings are the same and this is off.
+//   FP4          bitsandbytes' FP4 code table (FP4_CODES) instead of NF4's.
+//   DQ_MAP       double quantization as bitsandbytes stores it: each code c_i is a u8 index into a map
+//                of 256 f32 values (its dynamic map) held in the 256 words after the mean, and absmax_i
+//                is map[c_i] * s_j + mean; with DQ_OFFSET the scales' groups of 256 start DQ_OFFSET
+//                blocks before this weight (a part of a weight quantized whole).
 struct Params { M: u32, N: u32, K: u32, G: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -28,14 +40,24 @@ struct Params { M: u32, N: u32, K: u32, G: u32 }
 @group(0) @binding(5) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(6) var<storage, read> X: array<f32>;
 
-const BLOCK = 64u; // p.G is always 64
+const BLOCK = 64u; // p.G is 64, or 8 with FLAT_BLOCKS
 override DOUBLE_QUANT: bool = false;
+override FLAT_BLOCKS: bool = false;
+override FP4: bool = false;
+override DQ_MAP: bool = false;
+override DQ_OFFSET: u32 = 0; // with DQ_MAP: blocks of the first scale's 256 that precede this weight
 
 const NF4_CODES = array<f32, 16>(
   -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
   -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
   0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
   0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+);
+// bitsandbytes' get_4bit_type('fp4'): sign, 2 exponent bits and 1 mantissa bit, divided by 12 in f32
+// (its code 8 is +0).
+const FP4_CODES = array<f32, 16>(
+  0.0, 0.00520833349, 0.666666687, 1.0, 0.333333343, 0.5, 0.166666672, 0.25,
+  0.0, -0.00520833349, -0.666666687, -1.0, -0.333333343, -0.5, -0.166666672, -0.25,
 );
 const NF4_THRESHOLDS = array<f32, 15>(
   -0.8480964004993439, -0.6106329262256622, -0.4599952697753906, -0.33967943489551544,
@@ -80,8 +102,12 @@ fn quantize(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec
 }
 
 // Word offsets of the double-quantized absmax array: where the scales start, and the mean.
-fn dq_scales_at() -> u32 { return (p.N * groups_per_row() + 3u) / 4u; }
-fn dq_mean_at() -> u32 { return dq_scales_at() + (p.N * groups_per_row() + 255u) / 256u; }
+fn absmax_blocks() -> u32 {
+  if (FLAT_BLOCKS) { return (p.N * p.K + BLOCK - 1u) / BLOCK; }
+  return p.N * groups_per_row();
+}
+fn dq_scales_at() -> u32 { return (absmax_blocks() + 3u) / 4u; }
+fn dq_mean_at() -> u32 { return dq_scales_at() + (absmax_blocks() + DQ_OFFSET + 255u) / 256u; }
 
 // Double quantization, after quantize has left every block's absmax in Y: one workgroup of 256 takes
 // the mean, then each invocation codes whole 256-block groups (64 words of codes and one scale).
@@ -119,16 +145,25 @@ fn double_quantize(@builtin(local_invocation_index) lid: u32) {
 
 // The block's absmax, and the code values of a word (the decoder of lib/q4_matmul.wgsl).
 fn q4_scale(n: u32, g: u32) -> f32 {
-  let i = n * groups_per_row() + g;
+  var i = n * groups_per_row() + g;
+  if (FLAT_BLOCKS) { i = (n * p.K + g * p.G) / BLOCK; }
   if (!DOUBLE_QUANT) { return bitcast<f32>(absmax[i]); }
+  if (DQ_MAP) {
+    let c = (absmax[i / 4u] >> (8u * (i % 4u))) & 255u;
+    return bitcast<f32>(absmax[dq_mean_at() + 1u + c]) * bitcast<f32>(absmax[dq_scales_at() + (i + DQ_OFFSET) / 256u]) + bitcast<f32>(absmax[dq_mean_at()]);
+  }
   let code = f32(i32(absmax[i / 4u] << (24u - 8u * (i % 4u))) >> 24u);
   return code / 127.0 * bitcast<f32>(absmax[dq_scales_at() + i / 256u]) + bitcast<f32>(absmax[dq_mean_at()]);
 }
 fn q4_offset(n: u32, g: u32) -> f32 { return 0.0; }
+fn code_value(c: u32) -> f32 {
+  if (FP4) { return FP4_CODES[c]; }
+  return NF4_CODES[c];
+}
 fn q4_decode8(word: u32, offset: f32) -> array<vec4f, 2> {
   return array<vec4f, 2>(
-    vec4f(NF4_CODES[word & 15u], NF4_CODES[(word >> 4u) & 15u], NF4_CODES[(word >> 8u) & 15u], NF4_CODES[(word >> 12u) & 15u]),
-    vec4f(NF4_CODES[(word >> 16u) & 15u], NF4_CODES[(word >> 20u) & 15u], NF4_CODES[(word >> 24u) & 15u], NF4_CODES[word >> 28u]),
+    vec4f(code_value(word & 15u), code_value((word >> 4u) & 15u), code_value((word >> 8u) & 15u), code_value((word >> 12u) & 15u)),
+    vec4f(code_value((word >> 16u) & 15u), code_value((word >> 20u) & 15u), code_value((word >> 24u) & 15u), code_value(word >> 28u)),
   );
 }
 

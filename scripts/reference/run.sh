@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `npm run test:reference`: regenerates the reference fixtures with the real libraries (PyTorch,
-# transformers 5 and 4, PEFT; pinned below, installed into .venv-reference/ on first use) and runs the
-# interop tests on them. The fixtures are deterministic: `git status test/fixtures/reference` afterwards
+# transformers 5 and 4, PEFT, bitsandbytes; pinned below, installed into .venv-reference/ on first use)
+# and runs the interop tests on them. The fixtures are deterministic: `git status test/fixtures/reference` afterwards
 # shows what a library release changed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,6 +31,18 @@ if [ -n "${PEFT_MAIN:-}" ]; then
   "$venvs/peft-main/bin/python" scripts/reference/make_supertuning_fixtures.py
 else
   echo "PEFT_MAIN is not set: the Super-Tuning fixtures are kept as committed" >&2
+fi
+# bitsandbytes is not on the package index: BNB_SOURCE names a checkout of it, installed without its
+# native library (its plain-torch backend runs on the CPU); without one its fixtures stay as committed.
+if [ -n "${BNB_SOURCE:-}" ]; then
+  if [ ! -x "$venvs/bnb/bin/python" ]; then
+    python3 -m venv "$venvs/bnb"
+    pip_install "$venvs/bnb" torch==2.13.0+cpu transformers==5.18.0 accelerate scikit-build-core trove-classifiers
+    BNB_SKIP_CMAKE=1 pip_install "$venvs/bnb" --no-deps --no-build-isolation "$BNB_SOURCE"
+  fi
+  "$venvs/bnb/bin/python" scripts/reference/make_bnb_fixtures.py
+else
+  echo "BNB_SOURCE is not set: the bitsandbytes fixtures are kept as committed" >&2
 fi
 git status --short -- test/fixtures/reference
 npx vitest run --project node test/interop

@@ -281,11 +281,12 @@ export async function readTensorF32(source: ByteSource, info: TensorInfo): Promi
   }
 }
 
-/** A tensor to write: floats (stored F32, F16 or BF16) or 32-bit integers (indices). */
+/** A tensor to write: floats (stored F32, F16 or BF16), 32-bit integers (indices) or bytes. */
 export type TensorToWrite =
   | { dtype: 'F32' | 'F16' | 'BF16'; shape: number[]; data: Float32Array }
   | { dtype: 'U32'; shape: number[]; data: Uint32Array }
-  | { dtype: 'I32'; shape: number[]; data: Int32Array };
+  | { dtype: 'I32'; shape: number[]; data: Int32Array }
+  | { dtype: 'U8'; shape: number[]; data: Uint8Array };
 
 function encodeTensor(t: TensorToWrite): Uint8Array {
   if (t.dtype === 'F16' || t.dtype === 'BF16') return new Uint8Array((t.dtype === 'F16' ? f32ToF16(t.data) : f32ToBf16(t.data)).buffer);
@@ -318,9 +319,15 @@ export async function readWords(source: ByteSource, info: TensorInfo): Promise<U
   return new Uint32Array(await readAligned(source, info));
 }
 
+/** Read a tensor of bytes (U8) as stored. */
+export async function readBytes(source: ByteSource, info: TensorInfo): Promise<Uint8Array> {
+  if (info.dtype !== 'U8') throw new InvalidModelFileError(source.name, `tensor '${brief(info.name)}' has dtype ${info.dtype}; expected bytes (U8)`, 'dtype');
+  return new Uint8Array(await readAligned(source, info));
+}
+
 /** Bytes a tensor's data takes in a file. */
 function storedBytes(t: TensorToWrite): number {
-  return t.data.length * (t.dtype === 'F16' || t.dtype === 'BF16' ? 2 : 4);
+  return t.data.length * (t.dtype === 'U8' ? 1 : t.dtype === 'F16' || t.dtype === 'BF16' ? 2 : 4);
 }
 
 /** The index file of a sharded checkpoint, as transformers names it. */

@@ -8,15 +8,15 @@ import type { CommandRecorder } from '../gpu/recorder.js';
 import { launch1d, requireDims, requireElements, shaderConstant } from './common.js';
 import { int4Arrays, type Int4Weight } from './int4.js';
 import type { MatmulVariant } from './matmul.js';
-import { nf4Arrays, nf4Constants, type Nf4Weight } from './nf4.js';
+import { nf4Arrays, nf4Constants, nf4GroupSize, type Nf4Weight } from './nf4.js';
 
 export type Q4Weight = Int4Weight | Nf4Weight;
 
 /** The shader, group size and packed arrays of a weight, each checked against its layout. */
-function bind(kernel: string, w: Q4Weight): { shader: string; arrays: Record<string, BufferLike>; N: number; K: number; wordsPerRow: number; uniforms: Record<string, number>; constants: Record<string, boolean> } {
+function bind(kernel: string, w: Q4Weight): { shader: string; arrays: Record<string, BufferLike>; N: number; K: number; wordsPerRow: number; uniforms: Record<string, number>; constants: Record<string, boolean | number> } {
   const arrays = w.format === 'int4' ? int4Arrays(kernel, w) : nf4Arrays(kernel, w);
   const l = w.layout;
-  const uniforms: Record<string, number> = w.format === 'int4' ? { N: l.N, K: l.K, G: w.layout.groupSize, ZB: w.layout.zeroBias } : { N: l.N, K: l.K, G: 64 };
+  const uniforms: Record<string, number> = w.format === 'int4' ? { N: l.N, K: l.K, G: w.layout.groupSize, ZB: w.layout.zeroBias } : { N: l.N, K: l.K, G: nf4GroupSize(w.layout) };
   return { shader: w.format, arrays, N: l.N, K: l.K, wordsPerRow: l.wordsPerRow, uniforms, constants: w.format === 'nf4' ? nf4Constants(w.layout) : {} };
 }
 

@@ -139,6 +139,12 @@ export interface Method {
   /** The update rule of the trainable set (dense AdamW unless the method brings its own). */
   createOptimizer(config: AdamWConfig): Optimizer;
   /**
+   * Where the trainable values sit, when training moves it (a sparse mask under drop-and-regrow): state
+   * files carry it as index arrays by name, and loading one moves the method there first. `adopt` checks
+   * the whole layout before it changes anything.
+   */
+  readonly layout?: { read(): Map<string, Uint32Array>; adopt(layout: ReadonlyMap<string, Uint32Array>): void };
+  /**
    * Work after attaching that reads the model back (PiSSA's decomposition of the base weights), awaited
    * by FineTuner.create before anything trains or is restored.
    */

@@ -12,13 +12,15 @@ import { int4Bytes, int4Layout } from '../kernels/int4.js';
 import { nf4Bytes, nf4Layout } from '../kernels/nf4.js';
 import type { ModelConfig } from './config.js';
 import { hfMappings, paramSpecs, size } from './layout.js';
-import type { ResolvedQuantization } from './quantized-weights.js';
+import { nf4Options, type QuantizedPart, type ResolvedQuantization } from './quantized-weights.js';
 
 /** How the model stores its weights: 16-bit frozen ones, and 4-bit ones with their format. */
 export interface WeightStorage {
   half: ReadonlySet<string>;
   quantized: ReadonlyMap<string, [number, number]>;
   quantize: ResolvedQuantization | null;
+  /** A stored checkpoint's quantized parts, with their layouts (null when quantized as it loads). */
+  parts?: ReadonlyMap<string, QuantizedPart> | null;
   /** Tensors stored in row pieces that each fit (the embedding and LM head when one binding cannot hold them). */
   split: ReadonlySet<string>;
 }
@@ -36,8 +38,8 @@ export function checkBindingLimits(gpu: Gpu, config: ModelConfig, storage: Weigh
     const advice = 'A device with larger storage bindings runs this model (desktop GPUs offer 1 to 4 GiB).';
     const q = storage.quantized.get(spec.name);
     if (q && storage.quantize) {
-      const { format, groupSize, zeroBias, doubleQuant } = storage.quantize;
-      const arrays = format === 'nf4' ? nf4Bytes(nf4Layout(q[0], q[1], { doubleQuant })) : int4Bytes(int4Layout(q[0], q[1], groupSize, zeroBias));
+      const { format, groupSize, zeroBias } = storage.quantize;
+      const arrays = format === 'nf4' ? nf4Bytes(nf4Layout(q[0], q[1], nf4Options(storage.quantize, storage.parts?.get(spec.name)))) : int4Bytes(int4Layout(q[0], q[1], groupSize, zeroBias));
       for (const [array, bytes] of Object.entries(arrays)) if (array !== 'total') refuse(`${name} (${format}, its ${array})`, bytes, advice);
     } else if (storage.half.has(spec.name)) refuse(`${name} (stored 16-bit)`, Math.ceil(size(spec.shape) / 2) * 4, advice);
     else refuse(`${name} (f32)`, size(spec.shape) * 4, advice);

@@ -164,9 +164,15 @@ export class CausalLM {
     const logicalSpecs = paramSpecs(config);
     // 4-bit takes every frozen linear weight; 16-bit storage keeps the rest it asked for.
     const quantizedShapes = new Map<string, [number, number]>();
+    // A stored checkpoint's quantized parts (bitsandbytes may leave some linears 16-bit).
+    const storedParts = quantize !== undefined && typeof quantize === 'object' && 'packing' in quantize
+      ? new Map(quantizedModules(config, quantize).flatMap((m) => m.parts.map((p) => [p.part, p] as const)))
+      : null;
     if (quantize !== undefined) {
       // Checked where it entered (fromCheckpoint).
-      for (const s of logicalSpecs) if (LINEAR_WEIGHT.test(s.name) && !trainable(s.name)) quantizedShapes.set(s.name, [s.shape[0], s.shape[1]]);
+      for (const s of logicalSpecs) {
+        if (LINEAR_WEIGHT.test(s.name) && !trainable(s.name) && (!storedParts || storedParts.has(s.name))) quantizedShapes.set(s.name, [s.shape[0], s.shape[1]]);
+      }
       for (const name of quantizedShapes.keys()) halfWeights.delete(name);
     }
     const limit = bindingLimit(gpu).bytes;
@@ -174,7 +180,7 @@ export class CausalLM {
     this.tables = tablePieces(config, limit, halfWeights);
     const split = new Set([...this.tables].filter(([, pieces]) => pieces.length > 1).map(([name]) => name));
     // Every other tensor must fit one binding: refused by name before anything is allocated.
-    checkBindingLimits(gpu, config, { half: new Set(halfWeights.keys()), quantized: quantizedShapes, quantize: quantize === undefined ? null : checkQuantizeOption(quantize), split });
+    checkBindingLimits(gpu, config, { half: new Set(halfWeights.keys()), quantized: quantizedShapes, quantize: quantize === undefined ? null : checkQuantizeOption(quantize), parts: storedParts, split });
     const specs = logicalSpecs.flatMap((s) => (split.has(s.name) ? this.tables.get(s.name)!.map((p) => ({ name: p.name, shape: [p.rows, s.shape[1]] })) : [s]));
     for (const name of split) {
       const format = halfWeights.get(name);
@@ -210,7 +216,7 @@ export class CausalLM {
       made.push(this.params);
       this.packed = packedLayout ? new Arena(gpu, packedLayout, 'packed 16-bit weights') : null;
       if (this.packed) made.push(this.packed);
-      this.quantized = quantize !== undefined ? new QuantizedWeights(gpu, quantizedShapes, quantize) : null;
+      this.quantized = quantize !== undefined ? new QuantizedWeights(gpu, quantizedShapes, quantize, storedParts ?? undefined) : null;
       if (this.quantized) made.push(this.quantized);
       this.grads = gradLayout ? new Arena(gpu, gradLayout, 'grads') : null;
       if (this.grads) made.push(this.grads);
@@ -268,9 +274,9 @@ export class CausalLM {
       const present = (m: QuantizedModule) => m.tensors.filter((t) => ckpt.tensors.has(t.name));
       const packed = new Map(modules.flatMap((m) => present(m).map((t) => [t.name, { module: m, array: t.array }] as const)));
       const replaced = new Set(modules.map((m) => m.hfName));
-      const pending = new Map<QuantizedModule, Record<string, Uint32Array | Float32Array>>();
+      const pending = new Map<QuantizedModule, Record<string, Uint32Array | Uint8Array | Float32Array>>();
       await forEachTensor(ckpt, [...model.hfNames.filter((n) => !replaced.has(n)), ...packed.keys()], (name, data) => {
-        hasher.add(name, data instanceof Float32Array ? data : new Float32Array(data.buffer, data.byteOffset, data.length));
+        hasher.add(name, data);
         const p = packed.get(name);
         if (!p) return model.writeHfParts(model.mapping(name), data as Float32Array);
         const arrays = pending.get(p.module) ?? {};

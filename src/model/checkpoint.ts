@@ -6,7 +6,7 @@
  */
 import type { Gpu } from '../gpu/gpu.js';
 import type { ByteSource } from '../io/bytes.js';
-import { InvalidModelFileError, readHeader, readTensorF32, readWords, SHARD_INDEX as INDEX, type TensorInfo } from '../io/safetensors.js';
+import { InvalidModelFileError, readBytes, readHeader, readTensorF32, readWords, SHARD_INDEX as INDEX, type TensorInfo } from '../io/safetensors.js';
 import { checkFileName, missingFileMessage, ModelSourceError, readJson, readText, type ModelSource } from '../io/sources.js';
 import { brief } from '../io/strict-json.js';
 import { parseConfig, type ModelConfig } from './config.js';
@@ -149,8 +149,8 @@ export async function openCheckpoint(source: ModelSource): Promise<Checkpoint> {
   const resolved = resolveWeights(config, new Map([...available].map(([n, l]) => [n, { shape: l.info.shape }])), source.description);
   const tensors = new Map<string, TensorLocation>();
   const dtypes = new Map(expectedWeights(config).map((w) => [w.name, w.dtype]));
-  const allowed = { U32: ['U32', 'I32'], F16: ['F16'], F32: ['F32', 'F16', 'BF16'] };
-  const rule = { U32: 'packed 4-bit words must be U32 or I32', F16: 'it must be F16', F32: 'weights must be F32, F16 or BF16' };
+  const allowed = { U32: ['U32', 'I32'], U8: ['U8'], F16: ['F16'], F32: ['F32', 'F16', 'BF16'] };
+  const rule = { U32: 'packed 4-bit words must be U32 or I32', U8: 'it must be U8', F16: 'it must be F16', F32: 'weights must be F32, F16 or BF16' };
   for (const [canonical, stored] of resolved) {
     const loc = available.get(stored)!;
     const want = dtypes.get(canonical) ?? 'F32';
@@ -168,7 +168,7 @@ export async function openCheckpoint(source: ModelSource): Promise<Checkpoint> {
 export async function forEachTensor(
   ckpt: Checkpoint,
   names: string[],
-  use: (name: string, data: Float32Array | Uint32Array) => void,
+  use: (name: string, data: Float32Array | Uint32Array | Uint8Array) => void,
   onProgress?: (p: LoadProgress) => void,
 ): Promise<void> {
   const span = (n: string) => ckpt.tensors.get(n)!.info.end - ckpt.tensors.get(n)!.info.begin;
@@ -176,8 +176,9 @@ export async function forEachTensor(
   let bytesLoaded = 0;
   for (const [i, name] of names.entries()) {
     const { file, info } = ckpt.tensors.get(name)!;
-    // U32 or I32: the packed words of a 4-bit checkpoint, bit for bit; everything else as f32 values.
-    use(name, info.dtype === 'U32' || info.dtype === 'I32' ? await readWords(file, info) : await readTensorF32(file, info));
+    // U32 or I32: the packed words of a 4-bit checkpoint, bit for bit; U8 bytes as they are; everything
+    // else as f32 values.
+    use(name, info.dtype === 'U32' || info.dtype === 'I32' ? await readWords(file, info) : info.dtype === 'U8' ? await readBytes(file, info) : await readTensorF32(file, info));
     bytesLoaded += span(name);
     onProgress?.({ tensor: name, loaded: i + 1, total: names.length, bytesLoaded, bytesTotal });
   }

@@ -9,9 +9,11 @@
 import { WebGPUFinetuneError } from '../errors.js';
 import { brief } from '../io/strict-json.js';
 import { FAMILIES } from './families/index.js';
+import { bitsandbytesQuantization } from './bitsandbytes.js';
 import { gptqQuantization } from './gptq.js';
 import { checkConfigFields, ConflictingConfigError, InvalidConfigError, standardDtype, tokenIds } from './hf-config.js';
 import { describeValue } from '../io/strict-json.js';
+import type { Nf4Codes } from '../kernels/nf4.js';
 import type { RopeScaling } from '../kernels/rope.js';
 
 export { ConflictingConfigError, InvalidConfigError, UnsupportedConfigError } from './hf-config.js';
@@ -96,7 +98,8 @@ export interface ModelConfig {
   /**
    * Set when the checkpoint stores its linear weights 4-bit: in this engine's packed format
    * (quantization_config with quant_method 'webgpu-finetune'; see model/quantized-weights.ts) or as
-   * GPTQ (quant_method 'gptq'; see model/gptq.ts).
+   * GPTQ (quant_method 'gptq'; see model/gptq.ts) or by bitsandbytes (quant_method 'bitsandbytes'; see
+   * model/bitsandbytes.ts).
    */
   quantization?: StoredQuantization;
 }
@@ -110,7 +113,11 @@ export interface StoredQuantization {
   /** nf4: the absmax array is double-quantized. */
   doubleQuant?: boolean;
   /** Whose tensor names and layouts the file uses. */
-  packing: 'webgpu-finetune' | 'gptq';
+  packing: 'webgpu-finetune' | 'gptq' | 'bitsandbytes';
+  /** bitsandbytes: its code table, NF4 (the default) or FP4. */
+  codes?: Nf4Codes;
+  /** bitsandbytes: patterns of the modules it left unquantized (llm_int8_skip_modules). */
+  skipModules?: string[];
 }
 
 /** One layer's RoPE: its base and scaling. */
@@ -171,14 +178,15 @@ function familyOf(raw: Json): (typeof FAMILIES)[number] {
   return family;
 }
 
-/** The 4-bit format of a checkpoint this engine saved, or a GPTQ one; other schemes are refused by name. */
+/** The 4-bit format of a checkpoint this engine saved, or a GPTQ or bitsandbytes one; other schemes are refused by name. */
 function quantization(qc: unknown): Pick<ModelConfig, 'quantization'> {
   if (qc === undefined || qc === null) return {};
   const q = qc as Json;
   if (typeof qc === 'object' && !Array.isArray(qc) && q.quant_method === 'gptq') return { quantization: gptqQuantization(q) };
+  if (typeof qc === 'object' && !Array.isArray(qc) && q.quant_method === 'bitsandbytes') return { quantization: bitsandbytesQuantization(q) };
   if (typeof qc !== 'object' || Array.isArray(qc) || q.quant_method !== 'webgpu-finetune') {
     const method = typeof qc === 'object' && !Array.isArray(qc) ? String(q.quant_method) : typeof qc;
-    throw new InvalidConfigError(`quantization_config with quant_method '${brief(method)}' is not supported: load the unquantized model (quantize: 'nf4' quantizes it as it loads), a GPTQ 4-bit checkpoint, or a 4-bit checkpoint this engine saved`);
+    throw new InvalidConfigError(`quantization_config with quant_method '${brief(method)}' is not supported: load the unquantized model (quantize: 'nf4' quantizes it as it loads), a GPTQ or bitsandbytes 4-bit checkpoint, or a 4-bit checkpoint this engine saved`);
   }
   if (q.format !== 'nf4' && q.format !== 'int4') throw new InvalidConfigError(`quantization_config.format must be 'nf4' or 'int4', got '${brief(String(q.format))}'`);
   const groupSize = q.format === 'nf4' ? 64 : q.group_size;

@@ -25,8 +25,11 @@ export function shapesDigest(config: ModelConfig): string {
 export class WeightsHasher {
   private readonly h = new Hasher();
 
-  add(name: string, data: Float32Array): void {
-    this.h.text(name).floats(data);
+  add(name: string, data: Float32Array | Uint32Array | Uint8Array): void {
+    this.h.text(name);
+    if (data instanceof Float32Array) this.h.floats(data);
+    else if (data instanceof Uint32Array) this.h.words(data);
+    else this.h.bytes(data);
   }
 
   digest(): string {

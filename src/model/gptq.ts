@@ -56,6 +56,7 @@ export function gptqModules(config: ModelConfig, q: StoredQuantization): Quantiz
     const groups = Math.ceil(K / G);
     out.push({
       hfName: m.hfName,
+      parts: parts.map(({ part }) => ({ part })),
       tensors: [
         { name: `${module}.qweight`, array: 'qweight', shape: [K / 8, N], dtype: 'U32' },
         { name: `${module}.qzeros`, array: 'qzeros', shape: [groups, N / 8], dtype: 'U32' },

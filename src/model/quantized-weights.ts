@@ -20,9 +20,10 @@ import { ShapeError } from '../errors.js';
 import type { Gpu } from '../gpu/gpu.js';
 import { checkOptionKeys } from '../util/options.js';
 import { INT4_GROUP_SIZES, int4Bytes, int4Layout, quantizeInt4, type Int4GroupSize, type Int4ZeroBias } from '../kernels/int4.js';
-import { nf4Bytes, nf4Layout, quantizeNf4 } from '../kernels/nf4.js';
+import { nf4Bytes, nf4Layout, quantizeNf4, type Nf4Codes, type Nf4LayoutOptions } from '../kernels/nf4.js';
 import { dequantizeQ4, type Q4Weight } from '../kernels/q4-matmul.js';
 import type { ModelConfig, StoredQuantization } from './config.js';
+import { bitsandbytesModules } from './bitsandbytes.js';
 import { gptqModules } from './gptq.js';
 import { hfMappings, paramSpecs } from './layout.js';
 import { LINEAR_WEIGHT } from './linear-weights.js';
@@ -41,6 +42,8 @@ export interface ResolvedQuantization {
   groupSize: Int4GroupSize;
   zeroBias: Int4ZeroBias;
   doubleQuant: boolean;
+  /** A bitsandbytes checkpoint's NF4 or FP4, in its layout (model/bitsandbytes.ts); null otherwise. */
+  bitsandbytes: Nf4Codes | null;
 }
 
 /** A user's quantize option has only keys it knows, and no group size NF4 would ignore. */
@@ -60,7 +63,13 @@ export function checkQuantizeOption(q: QuantizeOption | StoredQuantization): Res
   const doubleQuant = typeof q === 'object' && 'doubleQuant' in q ? q.doubleQuant ?? false : false;
   if (typeof doubleQuant !== 'boolean') throw new ShapeError(`doubleQuant must be true or false, got '${String(doubleQuant).slice(0, 40)}'`);
   if (doubleQuant && format !== 'nf4') throw new ShapeError('double quantization applies to nf4 (its absmax); int4 stores f16 scales');
-  return { format, groupSize, zeroBias, doubleQuant };
+  const bitsandbytes = typeof q === 'object' && 'packing' in q && q.packing === 'bitsandbytes' ? q.codes ?? 'nf4' : null;
+  return { format, groupSize, zeroBias, doubleQuant, bitsandbytes };
+}
+
+/** The NF4 layout options of a weight stored this way (a bitsandbytes part carries its place in the whole). */
+export function nf4Options(q: ResolvedQuantization, part?: QuantizedPart): Nf4LayoutOptions {
+  return { doubleQuant: q.doubleQuant, ...(q.bitsandbytes ? { bitsandbytes: part?.bitsandbytes ?? { codes: q.bitsandbytes } } : {}) };
 }
 
 /** A packed array of a 4-bit checkpoint: its tensor name, which array it is, shape and dtype. */
@@ -98,21 +107,30 @@ export function packedTensors(config: ModelConfig, q: { format: QuantFormat; gro
 
 type PackedArrays = Partial<Record<PackedTensorSpec['array'], Uint32Array | Float32Array>>;
 
+/** An engine weight a quantized module becomes; a bitsandbytes part carries its NF4 layout's options. */
+export interface QuantizedPart {
+  part: string;
+  bitsandbytes?: Nf4LayoutOptions['bitsandbytes'];
+}
+
 /**
  * One Hugging Face linear weight of a 4-bit checkpoint, in whichever packing the file uses: the tensors
- * that replace it, and how they become the engine's packed weights (one per part). Words are read as
- * u32 (U32 or I32 in the file), everything else as f32.
+ * that replace it (shape null: any, checked by toParts), and how they become the engine's packed weights
+ * (one per part). Words are read as u32 (U32 or I32 in the file), bytes (U8) as they are, everything else
+ * as f32.
  */
 export interface QuantizedModule {
   hfName: string;
-  tensors: { name: string; array: string; shape: number[]; dtype: 'U32' | 'F32' | 'F16'; optional?: boolean }[];
-  toParts(arrays: Record<string, Uint32Array | Float32Array>): { part: string; arrays: PackedArrays }[];
+  parts: QuantizedPart[];
+  tensors: { name: string; array: string; shape: number[] | null; dtype: 'U32' | 'U8' | 'F32' | 'F16'; optional?: boolean }[];
+  toParts(arrays: Record<string, Uint32Array | Uint8Array | Float32Array>): { part: string; arrays: PackedArrays }[];
 }
 
 /** The quantized modules of a 4-bit checkpoint. */
 export function quantizedModules(config: ModelConfig, q: StoredQuantization): QuantizedModule[] {
   if (q.packing === 'gptq') return gptqModules(config, q);
-  return packedTensors(config, q).map((p) => ({ hfName: p.hfName, tensors: p.tensors, toParts: (arrays) => [{ part: p.part, arrays }] }));
+  if (q.packing === 'bitsandbytes') return bitsandbytesModules(config, q);
+  return packedTensors(config, q).map((p) => ({ hfName: p.hfName, parts: [{ part: p.part }], tensors: p.tensors, toParts: (arrays) => [{ part: p.part, arrays: arrays as PackedArrays }] }));
 }
 
 export class QuantizedWeights {
@@ -123,20 +141,28 @@ export class QuantizedWeights {
   readonly groupSize: Int4GroupSize;
   readonly zeroBias: Int4ZeroBias;
   readonly doubleQuant: boolean;
+  /** Loaded from a bitsandbytes checkpoint, in its layout (NF4 or FP4 codes); null otherwise. */
+  readonly bitsandbytes: Nf4Codes | null;
   /** Double quantization's f32 absmax between its passes, kept with the staging buffer. */
   private dqScratch: GPUBuffer | null = null;
 
-  /** Allocates the packed arrays of each weight, by engine name with its shape [out, in]. */
+  /**
+   * Allocates the packed arrays of each weight, by engine name with its shape [out, in]; `parts` are a
+   * stored checkpoint's (their layouts may differ by part).
+   */
   constructor(
     private readonly gpu: Gpu,
     shapes: Map<string, [number, number]>,
     option: QuantizeOption | StoredQuantization,
+    parts: Map<string, QuantizedPart> = new Map(),
   ) {
-    const { format, groupSize, zeroBias, doubleQuant } = checkQuantizeOption(option);
+    const resolved = checkQuantizeOption(option);
+    const { format, groupSize, zeroBias, doubleQuant } = resolved;
     this.format = format;
     this.groupSize = groupSize;
     this.zeroBias = zeroBias;
     this.doubleQuant = doubleQuant;
+    this.bitsandbytes = resolved.bitsandbytes;
     const buffer = (bytes: number, label: string) => {
       const b = gpu.createBuffer(bytes, undefined, label);
       this.buffers.push(b);
@@ -145,7 +171,7 @@ export class QuantizedWeights {
     try {
       for (const [name, [N, K]] of shapes) {
         if (format === 'nf4') {
-          const layout = nf4Layout(N, K, { doubleQuant });
+          const layout = nf4Layout(N, K, nf4Options(resolved, parts.get(name)));
           const bytes = nf4Bytes(layout);
           this.weights.set(name, { format, layout, qweight: buffer(bytes.qweight, `${name} nf4 codes`), absmax: buffer(bytes.absmax, `${name} nf4 absmax`) });
         } else {

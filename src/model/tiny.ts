@@ -137,6 +137,7 @@ export function randomWeightsFile(config: ModelConfig, o: { seed?: number; std?:
   const rand = rng(o.seed ?? 0);
   const tensors: Record<string, TensorToWrite> = {};
   for (const w of expectedWeights(config)) {
+    if (!w.shape) throw new Error(`randomWeightsFile writes unquantized weights; '${w.name}' is a quantization state`);
     const n = w.shape.reduce((a, b) => a * b, 1);
     const isNormWeight = /(layernorm|norm|ln_\d|ln_f)\.weight$/.test(w.name);
     // A norm's scale is 1: its weight, or (Gemma's 1 + w) a zero weight.

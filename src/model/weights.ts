@@ -10,12 +10,13 @@ import { quantizedModules } from './quantized-weights.js';
 
 export interface WeightSpec {
   name: string;
-  shape: number[];
+  /** null: any shape (a bitsandbytes quantization state, checked as it is read). */
+  shape: number[] | null;
   /**
-   * U32: packed 32-bit words of a 4-bit checkpoint (stored U32 or I32); F16: exactly F16 (GPTQ's
-   * scales); otherwise any float dtype.
+   * U32: packed 32-bit words of a 4-bit checkpoint (stored U32 or I32); U8: bytes (bitsandbytes' codes);
+   * F16: exactly F16 (GPTQ's scales); otherwise any float dtype.
    */
-  dtype?: 'U32' | 'F32' | 'F16';
+  dtype?: 'U32' | 'U8' | 'F32' | 'F16';
   /** A checkpoint may leave it out. */
   optional?: boolean;
 }
@@ -49,7 +50,7 @@ export function resolveWeights(
       continue;
     }
     const shape = available.get(found)!.shape;
-    if (shape.length !== spec.shape.length || shape.some((d, i) => d !== spec.shape[i])) {
+    if (spec.shape && (shape.length !== spec.shape.length || shape.some((d, i) => d !== spec.shape![i]))) {
       throw new InvalidModelFileError(
         where,
         `tensor '${found}' has shape ${brief(JSON.stringify(shape))} but config.json implies ${JSON.stringify(spec.shape)} (config and weights disagree)`,

@@ -94,6 +94,7 @@ export async function mergedModelFiles(ft: FineTuner, options: { dtype?: keyof t
 export async function quantizedModelFiles(model: CausalLM, options: ModelFolderOptions = {}): Promise<Record<string, Uint8Array>> {
   const q = model.quantized;
   if (!q) throw new ShapeError('this model holds no 4-bit weights: load it with quantize to save a 4-bit checkpoint');
+  if (q.bitsandbytes) throw new ShapeError('this model\'s 4-bit weights are a bitsandbytes checkpoint\'s, in its layout: its files are already the 4-bit checkpoint (a merged model saves in full precision)');
   const spec = { format: q.format, groupSize: q.groupSize, doubleQuant: q.doubleQuant };
   const packed = packedTensors(model.config, spec);
   const replaced = new Set(packed.map((p) => p.hfName));

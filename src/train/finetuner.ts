@@ -9,7 +9,7 @@ import type { TensorView } from '../gpu/buffers.js';
 import { brief } from '../io/strict-json.js';
 import type { Gpu } from '../gpu/gpu.js';
 import { bytesSource } from '../io/bytes.js';
-import { InvalidModelFileError, readHeader, readTensorF32, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
+import { InvalidModelFileError, readHeader, readIndexTensor, readTensorF32, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import type { AdamWConfig, Optimizer } from '../optim/adamw.js';
 import { learningRate, type ScheduleOptions } from '../optim/schedule.js';
 import type { Method, TrainingStep } from '../methods/method.js';
@@ -25,6 +25,9 @@ import type { Checkpoint, LoadProgress } from '../model/checkpoint.js';
 import { LINEAR_WEIGHT, type WeightFormat } from '../model/linear-weights.js';
 import { paramSpecs } from '../model/layout.js';
 import type { QuantizeOption } from '../model/quantized-weights.js';
+
+/** State-file tensors holding the method's layout (Method.layout), by this prefix and the layout's names. */
+const LAYOUT = 'layout.';
 
 /**
  * The method by name and its options under the same name: `{ method: 'lora', lora: { rank: 16 } }` (a
@@ -312,6 +315,7 @@ export class FineTuner {
     if (this.micro !== 0) throw new Error('saveState() in the middle of gradient accumulation; save after an optimizer step');
     const tensors: Record<string, TensorToWrite> = {};
     for (const [name, view] of this.stateViews()) tensors[name] = { dtype: 'F32', shape: [view.size / 4], data: await this.gpu.readF32(view) };
+    for (const [name, indices] of this.method.layout?.read() ?? []) tensors[`${LAYOUT}${name}`] = { dtype: 'U32', shape: [indices.length], data: indices };
     return writeSafetensors(tensors, {
       format: 'webgpu-finetune', method: this.options.method, step: String(this.optimizer.step), passes: String(this.passes),
     });
@@ -341,7 +345,20 @@ export class FineTuner {
       const info = header.byName.get(name);
       if (!info || info.shape.length !== 1 || info.shape[0] * 4 !== view.size) throw new InvalidModelFileError('trainable state', `tensor '${name}' is missing or has the wrong size`);
     }
-    for (const [name, view] of views) this.gpu.write(view, await readTensorF32(source, header.byName.get(name)!));
+    // Where the values sit, when training moves it: the method moves there before they are written.
+    const layout = new Map<string, Uint32Array>();
+    for (const [name, info] of header.byName) if (name.startsWith(LAYOUT)) layout.set(name.slice(LAYOUT.length), await readIndexTensor(source, info));
+    if (layout.size && !this.method.layout) throw new InvalidModelFileError('trainable state', 'holds a layout of trainable values this method does not have');
+    const values = new Map<string, Float32Array>();
+    for (const name of views.keys()) values.set(name, await readTensorF32(source, header.byName.get(name)!));
+    if (this.method.layout && layout.size) {
+      try {
+        this.method.layout.adopt(layout);
+      } catch (e) {
+        throw new InvalidModelFileError('trainable state', e instanceof Error ? e.message : String(e));
+      }
+    }
+    for (const [name, view] of views) this.gpu.write(view, values.get(name)!);
     this.afterTrainableWritten();
     this.optimizer.step = step;
     this.passes = passes;

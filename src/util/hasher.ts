@@ -27,7 +27,10 @@ export class Hasher {
   }
 
   text(s: string): this {
-    const bytes = new TextEncoder().encode(s);
+    return this.bytes(new TextEncoder().encode(s));
+  }
+
+  bytes(bytes: Uint8Array): this {
     const words = new Uint32Array(Math.ceil(bytes.length / 4) + 1);
     new Uint8Array(words.buffer).set(bytes);
     words[words.length - 1] = bytes.length; // 'ab' and 'ab\0' differ

@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { dequantizeQ4, matmulQ4, NF4_CODES, nf4Bytes, nf4Layout, quantizeNf4, type Gpu, type Nf4Weight } from '../../src/index.js';
 import { compare, freshSeed, poisoned, randn, rng, testGpu } from '../helpers.js';
 import { checkQ4Products } from './q4-products.js';
+import { bitsandbytesToNf4 } from '../../src/model/bitsandbytes.js';
+import { bnbDequantize4bitRef, bnbQuantize4bitRef } from '../reference/bitsandbytes.js';
 import { dequantizeNf4Ref, doubleQuantAbsmaxRef, NF4_CODES_REF, NF4_THRESHOLDS_REF, nf4Code, nf4EncodeRef, nf4Normalized, type PackedNf4 } from '../reference/nf4.js';
 
 async function quantized(gpu: Gpu, w: Float32Array, N: number, K: number) {
@@ -145,5 +147,49 @@ describe('nf4', () => {
     const weight: Nf4Weight = { format: 'nf4', layout: nf4Layout(4, 64), qweight: small, absmax: small };
     expect(() => quantizeNf4(gpu.recorder(), { w: gpu.createBuffer(4 * 256), out: weight })).toThrow(/qweight needs/);
     expect(() => matmulQ4(gpu.recorder(), { x: gpu.createBuffer(4 * 64), weight, y: gpu.createBuffer(16), M: 1 })).toThrow(/qweight needs/);
+  });
+});
+
+describe('nf4 in bitsandbytes\' layout', () => {
+  // Whole weights [N, K] (parts: rows each, as GPT-2's c_attn splits) covering per-row blocks (K a
+  // multiple of 64), flat blocks spanning rows, partial last blocks, and a part whose double-quantization
+  // scales start mid-group and cross a 256-block boundary.
+  const cases: { N: number; K: number; parts: number[]; codes: 'nf4' | 'fp4'; doubleQuant: boolean }[] = [
+    { N: 5, K: 40, parts: [5], codes: 'nf4', doubleQuant: false },
+    { N: 7, K: 72, parts: [7], codes: 'fp4', doubleQuant: true },
+    { N: 6, K: 128, parts: [6], codes: 'nf4', doubleQuant: true },
+    { N: 9, K: 24, parts: [8, 1], codes: 'fp4', doubleQuant: false },
+    { N: 520, K: 40, parts: [264, 256], codes: 'nf4', doubleQuant: true },
+  ];
+  it.each(cases)('$N x $K in parts $parts, $codes, double quant $doubleQuant: dequantizes to bitsandbytes\' values, products against float64', async ({ N, K, parts, codes, doubleQuant }) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const w = randn(N * K, rand);
+    const stored = bnbQuantize4bitRef(w, { codes, doubleQuant });
+    const want = bnbDequantize4bitRef(stored, N * K);
+    let first = 0;
+    for (const count of parts) {
+      const arrays = bitsandbytesToNf4({ weight: stored.weight, absmax: stored.absmax, nestedAbsmax: stored.nestedAbsmax, nestedMap: stored.nestedMap, offset: stored.offset }, { K, first, count, codes });
+      const layout = nf4Layout(count, K, { doubleQuant, bitsandbytes: { codes, dqOffset: doubleQuant ? ((first * K) / 64) % 256 : 0 } });
+      expect(layout.flatBlocks).toBe(K % 64 !== 0);
+      const weight: Nf4Weight = { format: 'nf4', layout, qweight: gpu.upload(arrays.qweight, 'qweight'), absmax: gpu.upload(arrays.absmax, 'absmax') };
+      const out = poisoned(gpu, count * K, 'dequantized');
+      await gpu.run((rec) => dequantizeQ4(rec, { weight, out }));
+      const got = await gpu.readF32(out);
+      const part = want.subarray(first * K, (first + count) * K);
+      const differs = part.findIndex((v, i) => v !== got[i]);
+      expect(differs, `seed ${seed} rows ${first}.. value ${differs}: ${got[differs]} vs ${part[differs]}`).toBe(-1);
+      for (const variant of ['tiled', 'direct'] as const) await checkQ4Products(gpu, weight, Float64Array.from(part), 19, variant, rand, seed);
+      first += count;
+    }
+  });
+
+  it('is loaded, never written by the quantizer', async () => {
+    const gpu = await testGpu();
+    const layout = nf4Layout(4, 40, { bitsandbytes: { codes: 'nf4' } });
+    const b = gpu.createBuffer(nf4Bytes(layout).total);
+    expect(() => quantizeNf4(gpu.recorder(), { w: gpu.createBuffer(4 * 160), out: { format: 'nf4', layout, qweight: b, absmax: b } })).toThrow(/bitsandbytes' layout/);
+    expect(() => nf4Layout(4, 36, { bitsandbytes: { codes: 'nf4' } })).toThrow(/multiple of 8/);
   });
 });

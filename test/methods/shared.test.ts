@@ -33,7 +33,7 @@ type Richer = Partial<FineTuneOptions> & { families?: string[] };
 const FEW = ['llama', 'phi3', 'gpt2'];
 const RICHER: Partial<Record<MethodName, Richer[]>> = {
   lora: [{ lora: { rank: 4, targetModules: ['all-linear'] } }, { lora: { rank: 4, dora: true }, families: FEW }],
-  sparse: [{ sparse: { selection: 'random', density: 0.1 } }],
+  sparse: [{ sparse: { selection: 'random', density: 0.1 } }, { sparse: { selection: 'random', density: 0.1, regrow: true, regrowEvery: 1 }, families: FEW }],
   'sparse+lora': [{ 'sparse+lora': { sparse: { selection: 'random', density: 0.1 }, lora: { rank: 2 } } }],
   galore: [{ galore: { rank: 4, updateGap: 2 } }],
   lisa: [{ lisa: { layers: 1, interval: 2 } }, { lisa: { layers: 1, interval: 2, moments: 'keep' }, families: FEW }],

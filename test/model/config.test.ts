@@ -369,7 +369,7 @@ describe('batches', () => {
 
 describe('expected weights', () => {
   const tiny = parseConfig({ ...QWEN2_05B, hidden_size: 8, intermediate_size: 12, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 11 });
-  const have = () => new Map(expectedWeights(tiny).map((w) => [w.name, { shape: w.shape }]));
+  const have = () => new Map(expectedWeights(tiny).map((w) => [w.name, { shape: w.shape! }]));
 
   it('lists every tensor with HF names and [out, in] shapes', () => {
     const w = expectedWeights(tiny);
@@ -397,7 +397,7 @@ describe('expected weights', () => {
 
   it('finds GPT-2 weights with or without the transformer. prefix', () => {
     const c = parseConfig({ ...GPT2, n_embd: 8, n_head: 2, n_layer: 1, n_positions: 16, vocab_size: 10 });
-    const bare = new Map(expectedWeights(c).map((w) => [w.name.replace('transformer.', ''), { shape: w.shape }]));
+    const bare = new Map(expectedWeights(c).map((w) => [w.name.replace('transformer.', ''), { shape: w.shape! }]));
     const resolved = resolveWeights(c, bare);
     expect(resolved.get('transformer.h.0.attn.c_attn.weight')).toBe('h.0.attn.c_attn.weight');
   });

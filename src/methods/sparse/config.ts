@@ -6,6 +6,7 @@ import { BLOCK_SIZES, SparseMask } from './mask.js';
 import { checkOptionKeys, optionKeys } from '../../util/options.js';
 import type { OptionField } from '../fields.js';
 import { DEFAULT_DENSITY } from './budget.js';
+import { checkRegrowth, DEFAULT_REGROW_FRACTION, type RegrowthOptions } from './regrowth.js';
 
 /** How a mask is chosen: from data (sylva, fisher, snip; ./select.ts) or data-free (random, columns; ./budget.ts). */
 export type Selection = 'sylva' | 'fisher' | 'snip' | 'random' | 'columns';
@@ -74,4 +75,57 @@ export function resolveMask(config: ModelConfig, o: SparseOptions = {}): SparseM
   const needsRows = maskNeedsRows(o);
   if (needsRows) throw new ShapeError(needsRows);
   return o.selection === 'columns' ? columnMask(config, o) : randomMask(config, o);
+}
+
+/** The sparse method's own options: a mask as SparseOptions choose it, and drop-and-regrow (./regrowth.ts). */
+export interface SparseMethodOptions extends SparseOptions {
+  /** Drop the least-changed entries and grow new ones where the gradient is largest, periodically (SpIEL). */
+  regrow?: boolean;
+  /** With regrow: optimizer steps between regrowths. Default 20. */
+  regrowEvery?: number;
+  /** With regrow: fraction of each module's entries swapped at each regrowth. Default 0.1. */
+  regrowFraction?: number;
+}
+
+export const DEFAULT_REGROW_EVERY = 20;
+
+const WITH_REGROW = [{ field: 'regrow', is: ['true'] }];
+
+export const REGROWTH_FIELDS: readonly OptionField[] = [
+  { name: 'regrow', path: ['regrow'], kind: 'boolean', default: false, help: 'drop-and-regrow (SpIEL): periodically drop the least-changed trained weights and grow as many where the gradient is largest; element masks' },
+  { name: 'regrow-every', path: ['regrowEvery'], kind: 'integer', min: 1, max: 1_000_000, default: DEFAULT_REGROW_EVERY, appliesWhen: WITH_REGROW, help: 'optimizer steps between regrowths' },
+  { name: 'regrow-fraction', path: ['regrowFraction'], kind: 'number', above: 0, max: 0.5, default: DEFAULT_REGROW_FRACTION, appliesWhen: WITH_REGROW, help: 'fraction of each layer\'s trained weights swapped at each regrowth' },
+];
+
+type RegrowthKeys = Pick<SparseMethodOptions, 'regrow' | 'regrowEvery' | 'regrowFraction'>;
+
+/** The mask options and the regrowth options, apart. */
+export function splitRegrowth(o: SparseMethodOptions = {}): { sparse: SparseOptions; regrowth: RegrowthKeys } {
+  const { regrow, regrowEvery, regrowFraction, ...sparse } = o;
+  const regrowth: RegrowthKeys = {};
+  if (regrow !== undefined) regrowth.regrow = regrow;
+  if (regrowEvery !== undefined) regrowth.regrowEvery = regrowEvery;
+  if (regrowFraction !== undefined) regrowth.regrowFraction = regrowFraction;
+  return { sparse, regrowth };
+}
+
+/** Drop-and-regrow as the options ask, or undefined; its settings without regrow are refused, not ignored. */
+export function regrowthOf(o: SparseMethodOptions = {}): RegrowthOptions | undefined {
+  if (o.regrow !== undefined && typeof o.regrow !== 'boolean') throw new ShapeError(`regrow must be true or false, got '${String(o.regrow).slice(0, 40)}'`);
+  if (!o.regrow) {
+    const given = (['regrowEvery', 'regrowFraction'] as const).filter((k) => o[k] !== undefined);
+    if (given.length) throw new ShapeError(`${given.join(' and ')} apply with regrow: true`);
+    return undefined;
+  }
+  const r = { every: o.regrowEvery ?? DEFAULT_REGROW_EVERY, fraction: o.regrowFraction ?? DEFAULT_REGROW_FRACTION };
+  checkRegrowth(r);
+  return r;
+}
+
+export function checkSparseMethodOptions(config: ModelConfig, o: SparseMethodOptions = {}): void {
+  const { sparse } = splitRegrowth(o);
+  checkSparseOptions(config, sparse);
+  if (!regrowthOf(o)) return;
+  const granularity = sparse.mask?.granularity ?? sparse.granularity ?? 'element';
+  if (granularity !== 'element') throw new ShapeError(`drop-and-regrow swaps single weights; this mask has ${granularity}x${granularity} blocks`);
 }

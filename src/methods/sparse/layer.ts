@@ -16,11 +16,14 @@ import type { Activations } from '../../model/activations.js';
 import type { CausalLM } from '../../model/causal-lm.js';
 import { ShapeError } from '../../errors.js';
 import type { WeightFormat } from '../../kernels/matmul.js';
+import { matmul } from '../../kernels/matmul.js';
 import { AdamW, type AdamWConfig, type InPlaceTarget, type Optimizer, type OptimizerGroup, type TrainableSet } from '../../optim/adamw.js';
-import type { LinearHooks, Method } from '../method.js';
+import type { LinearHooks, Method, TrainingStep } from '../method.js';
 import type { ModelFingerprint } from '../../model/fingerprint.js';
 import { isDense } from '../../model/linear-weights.js';
-import type { SparseMask } from './mask.js';
+import { backpropStep } from '../../train/backprop-step.js';
+import { SparseMask } from './mask.js';
+import { checkRegrowth, DEFAULT_REGROW_FRACTION, planSwap, recordSwap, type ModuleSwap, type RegrowthOptions, type SwapScratch } from './regrowth.js';
 
 const VALUES = '.sparse_values';
 
@@ -46,13 +49,28 @@ export class SparseFineTuning implements Method, LinearHooks {
   private readonly weights = new Map<string, { view: TensorView; format: WeightFormat; size: number }>();
   /** Room for the largest module's delta (deltaWeight). */
   private readonly scratch: GPUBuffer;
+  /** With drop-and-regrow (./regrowth.ts): its own step, which scores and swaps. */
+  readonly step?: TrainingStep;
+  private adam: AdamW | null = null;
+  /** Dense weight gradients of the step being scored, by module (a regrowth step only). */
+  private scoring: Map<string, GPUBuffer> | null = null;
+
+  /** The positions that train (drop-and-regrow replaces it). */
+  mask: SparseMask;
 
   constructor(
     readonly gpu: Gpu,
     model: CausalLM,
-    readonly mask: SparseMask,
+    mask: SparseMask,
+    regrowth?: RegrowthOptions,
   ) {
+    this.mask = mask;
     mask.checkModel(model.config, model.fingerprint);
+    if (regrowth) {
+      checkRegrowth(regrowth);
+      if (mask.granularity !== 'element') throw new ShapeError(`drop-and-regrow swaps single weights; this mask has ${mask.granularity}x${mask.granularity} blocks`);
+      this.step = this.regrowingStep(regrowth.every, regrowth.fraction ?? DEFAULT_REGROW_FRACTION);
+    }
     this.base = model.fingerprint;
     for (const [module, e] of mask.entries) {
       const w = model.linearWeight(`${module}.weight`);
@@ -93,6 +111,44 @@ export class SparseFineTuning implements Method, LinearHooks {
     void rec.submit();
   }
 
+  /** The mask as index arrays by module, for state files; loading one moves the values there first. */
+  readonly layout = {
+    read: () => new Map([...this.mask.entries].map(([m, e]) => [m, e.indices])),
+    adopt: (layout: ReadonlyMap<string, Uint32Array>) => this.adoptMask(layout),
+  };
+
+  /**
+   * Moves to another mask of the same modules and counts (a state saved after drop-and-regrow), checked
+   * whole first: the base is restored at the old mask, the base values gathered at the new one; the
+   * values are the caller's to write next (FineTuner.loadState), then merged by trainableWritten.
+   */
+  private adoptMask(layout: ReadonlyMap<string, Uint32Array>): void {
+    const modules = this.modules;
+    if (layout.size !== modules.length || modules.some((m) => !layout.has(m))) {
+      throw new ShapeError(`the saved mask covers ${[...layout.keys()].join(', ') || 'nothing'}; this one ${modules.join(', ')}`);
+    }
+    const entries = new Map(modules.map((m) => {
+      const e = this.mask.entries.get(m)!;
+      const indices = layout.get(m)!;
+      if (indices.length !== e.indices.length) throw new ShapeError(`the saved mask holds ${indices.length} entries of '${m}'; this one ${e.indices.length}`);
+      return [m, { ...e, indices }] as const;
+    }));
+    const mask = new SparseMask(this.mask.granularity, entries, this.mask.info);
+    const rec = this.gpu.recorder();
+    this.setMerged(rec, false);
+    void rec.submit();
+    this.mask = mask;
+    const gather = this.gpu.recorder();
+    for (const m of modules) {
+      this.gpu.write(this.indices.view(m), mask.valueIndices(m));
+      if (this.blocks) this.gpu.write(this.blocks.view(m), mask.entries.get(m)!.indices);
+      const w = this.weights.get(m)!;
+      sparseGather(gather, { indices: this.indices.view(m), nnz: mask.nnz(m), values: this.originals.view(`${m}${VALUES}`), weight: w.view, weightSize: w.size, weightFormat: w.format });
+    }
+    void gather.submit();
+    this.merged = true; // once the caller's values are written, trainableWritten merges them
+  }
+
   get modules(): string[] {
     return [...this.mask.entries.keys()];
   }
@@ -103,6 +159,8 @@ export class SparseFineTuning implements Method, LinearHooks {
 
   /** The gradient only at the mask: dV += dy^T x sampled at each element, or per selected block. */
   weightGradient(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, dy: TensorView, outDim: number, inDim: number): boolean {
+    const dense = this.scoring?.get(name);
+    if (dense) matmul(rec, { a: dy, b: x, c: dense, M: outDim, N: inDim, K: acts.T, transA: true });
     const out = this.grads.view(`${name}${VALUES}`);
     const common = { dY: dy, x, T: acts.T, N: outDim, K: inDim, out, accumulate: true };
     if (this.blocks) {
@@ -114,7 +172,108 @@ export class SparseFineTuning implements Method, LinearHooks {
   }
 
   createOptimizer(config: AdamWConfig): Optimizer {
-    return new AdamW(this.gpu, [this.optimizerGroup()], config);
+    this.adam = new AdamW(this.gpu, [this.optimizerGroup()], config);
+    return this.adam;
+  }
+
+  /**
+   * Backpropagation with drop-and-regrow: a step that completes every `every`-th optimizer step also
+   * computes each module's dense weight gradient, read back with the trained deltas to plan the swaps,
+   * which are queued as soon as they are planned (its loss resolves after): steps recorded before run
+   * on the old mask, steps recorded after on the new one.
+   */
+  private regrowingStep(every: number, fraction: number): TrainingStep {
+    return {
+      probe: backpropStep.probe,
+      record: (rec, ctx) => {
+        const scoring = ctx.update !== null && (ctx.optimizer.step + 1) % every === 0;
+        if (scoring) {
+          this.scoring = new Map();
+          for (const [m, e] of this.mask.entries) this.scoring.set(m, this.gpu.createBuffer(e.rows * e.cols * 4, undefined, `regrowth gradient ${m}`));
+        }
+        let step;
+        try {
+          step = backpropStep.record(rec, ctx);
+        } catch (e) {
+          this.releaseScoring();
+          throw e;
+        }
+        if (!scoring) return step;
+        return {
+          finish: () => {
+            const loss = step.finish();
+            const planned = this.planSwaps(fraction);
+            return Promise.all([loss, planned]).then(([l]) => l);
+          },
+        };
+      },
+    };
+  }
+
+  /** Reads back the scored step's gradients and deltas, plans every module's swap and applies them. */
+  private async planSwaps(fraction: number): Promise<void> {
+    const dense = this.scoring!;
+    this.scoring = null;
+    try {
+      // Every readback is queued at once, right after the scored step.
+      const reads = this.modules.map((m) => Promise.all([
+        this.gpu.readF32(dense.get(m)!), this.gpu.readF32(this.values.view(`${m}${VALUES}`)), this.gpu.readF32(this.originals.view(`${m}${VALUES}`)),
+      ]));
+      const plans = new Map<string, ModuleSwap>();
+      for (const [i, m] of this.modules.entries()) {
+        const [gradient, values, originals] = await reads[i];
+        const swap = planSwap(this.mask.entries.get(m)!.indices, values.map((v, j) => v - originals[j]), gradient, fraction);
+        if (swap) plans.set(m, swap);
+      }
+      this.applySwaps(plans);
+    } finally {
+      for (const b of dense.values()) this.gpu.destroyBuffer(b);
+    }
+  }
+
+  private releaseScoring(): void {
+    for (const b of this.scoring?.values() ?? []) this.gpu.destroyBuffer(b);
+    this.scoring = null;
+  }
+
+  /**
+   * Swaps the planned entries, module by module (each its own submission, so the index arrays written
+   * for one are not overwritten before it runs), and replaces the mask.
+   */
+  private applySwaps(planned: Map<string, ModuleSwap>): void {
+    if (!planned.size) return;
+    if (!this.adam) throw new Error('drop-and-regrow needs the method\'s own optimizer');
+    const most = Math.max(...[...planned.keys()].map((m) => this.mask.nnz(m)), 1);
+    const made: GPUBuffer[] = [];
+    const buffer = (label: string) => {
+      const b = this.gpu.createBuffer(most * 4, undefined, `regrowth ${label}`);
+      made.push(b);
+      return b;
+    };
+    try {
+      const scratch: SwapScratch = {
+        droppedFlat: buffer('dropped indices'), droppedOld: buffer('dropped positions'), keptOld: buffer('kept positions'), keptNew: buffer('kept new positions'),
+        old: buffer('old values'), moved: buffer('moved values'),
+      };
+      const entries = new Map(this.mask.entries);
+      for (const [m, swap] of planned) {
+        const w = this.weights.get(m)!;
+        const name = `${m}${VALUES}`;
+        const moments = this.adam.momentViews(name);
+        this.gpu.write(this.indices.view(m), swap.indices);
+        for (const key of ['droppedFlat', 'droppedOld', 'keptOld', 'keptNew'] as const) if (swap[key].length) this.gpu.write(scratch[key], swap[key]);
+        const rec = this.gpu.recorder();
+        recordSwap(rec, {
+          nnz: this.mask.nnz(m), indices: this.indices.view(m), values: this.values.view(name), originals: this.originals.view(name),
+          moments: [moments.m, moments.v], weight: w.view, weightSize: w.size, weightFormat: w.format,
+        }, swap, scratch);
+        void rec.submit();
+        entries.set(m, { ...entries.get(m)!, indices: swap.indices });
+      }
+      this.mask = new SparseMask(this.mask.granularity, entries, this.mask.info);
+    } finally {
+      for (const b of made) this.gpu.destroyBuffer(b);
+    }
   }
 
   /** The values as an optimizer group: updated values go straight into their weights. */
@@ -214,6 +373,7 @@ export class SparseFineTuning implements Method, LinearHooks {
   }
 
   destroy(): void {
+    this.releaseScoring();
     for (const a of [this.values, this.grads, this.originals, this.indices, this.blocks]) a?.destroy();
     this.gpu.destroyBuffer(this.scratch);
   }
