@@ -489,8 +489,10 @@ export async function benchQuantizedLoad(gpu: Gpu, m: BenchModel): Promise<Quant
   };
   const atLoad = await timeLoad(files, 'nf4');
   const saved = await quantizedModelFiles(atLoad.model);
-  const bnb = await bitsandbytesCheckpointFiles(atLoad.model);
   atLoad.model.destroy();
+  const f32 = await CausalLM.fromCheckpoint(gpu, await openCheckpoint(memorySource(files)));
+  const bnb = await bitsandbytesCheckpointFiles(f32);
+  f32.destroy();
   const pre = await timeLoad({ ...files, ...saved });
   pre.model.destroy();
   const fromBnb = await timeLoad({ ...files, ...bnb });

@@ -143,7 +143,14 @@ export interface Method {
    * files carry it as index arrays by name, and loading one moves the method there first. `adopt` checks
    * the whole layout before it changes anything.
    */
-  readonly layout?: { read(): Map<string, Uint32Array>; adopt(layout: ReadonlyMap<string, Uint32Array>): void };
+  readonly layout?: {
+    read(): Map<string, Uint32Array>;
+    /** The layout attached with: what a state file without one was saved over. */
+    initial(): Map<string, Uint32Array>;
+    adopt(layout: ReadonlyMap<string, Uint32Array>): void;
+    /** Waits for a move in flight, so that what is read next is in one layout's order. */
+    settle(): Promise<void>;
+  };
   /**
    * Work after attaching that reads the model back (PiSSA's decomposition of the base weights), awaited
    * by FineTuner.create before anything trains or is restored.

@@ -145,6 +145,22 @@ export function bitsandbytesModules(config: ModelConfig, q: StoredQuantization):
   return out;
 }
 
+/**
+ * Bytes of codes with the two nibbles of each swapped: bitsandbytes puts a byte's first value in the high
+ * nibble, the engine's words (read little-endian) in the low one; the swap is its own inverse.
+ */
+export function swapNibbles(bytes: Uint8Array): Uint8Array {
+  const out = new Uint8Array(Math.ceil(bytes.length / 4) * 4);
+  out.set(bytes);
+  // Four bytes at a time (the loader's hot loop on a large model).
+  const words = new Uint32Array(out.buffer);
+  for (let i = 0; i < words.length; i++) {
+    const w = words[i];
+    words[i] = ((w & 0x0f0f0f0f) << 4) | ((w >>> 4) & 0x0f0f0f0f);
+  }
+  return out.subarray(0, bytes.length);
+}
+
 /** A bitsandbytes 4-bit weight's stored arrays (nested ones only when double-quantized). */
 export interface BitsandbytesArrays {
   weight: Uint8Array;
@@ -170,16 +186,7 @@ export function bitsandbytesToNf4(a: BitsandbytesArrays, o: { K: number; first: 
   // K is a multiple of 8, so rows hold whole words and the flattened codes are the packed rows.
   const words = count * l.wordsPerRow;
   const bytes = a.weight.subarray((first * K) / 2, (first * K) / 2 + words * 4);
-  const qweight = new Uint32Array(words);
-  for (let w = 0; w < words; w++) {
-    let word = 0;
-    for (let j = 0; j < 4; j++) {
-      const b = bytes[w * 4 + j];
-      // bitsandbytes' byte: value 2j in the high nibble, 2j + 1 in the low; the engine's the other way.
-      word |= (((b & 15) << 4) | (b >> 4)) << (8 * j);
-    }
-    qweight[w] = word >>> 0;
-  }
+  const qweight = new Uint32Array(swapNibbles(bytes).buffer, 0, words);
   if (!doubleQuant) return { qweight, absmax: (a.absmax as Float32Array).slice(b0, b0 + l.blocks) };
   const absmax = new Uint32Array(l.absmaxWords);
   const codes = new Uint8Array(absmax.buffer, 0, l.blocks);

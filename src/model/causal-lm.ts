@@ -254,9 +254,9 @@ export class CausalLM {
     if (stored) {
       // A 4-bit checkpoint loads as it is: its linear weights stay 4-bit and frozen.
       const held = checkQuantizeOption(stored);
-      if (asked && (asked.format !== held.format || (held.format === 'int4' && asked.groupSize !== held.groupSize) || asked.doubleQuant !== held.doubleQuant)) {
+      if (asked && (asked.format !== held.format || (held.format === 'int4' && asked.groupSize !== held.groupSize) || asked.doubleQuant !== held.doubleQuant || held.bitsandbytes === 'fp4')) {
         const detail = held.format === 'int4' ? ` (groups of ${held.groupSize})` : held.doubleQuant ? ' (double-quantized)' : '';
-        throw new ShapeError(`this checkpoint is already ${held.format}${detail}; quantize cannot change it`);
+        throw new ShapeError(`this checkpoint is already ${held.bitsandbytes === 'fp4' ? 'fp4 (bitsandbytes)' : held.format}${detail}; quantize cannot change it`);
       }
       const trained = paramSpecs(ckpt.config).find((s) => LINEAR_WEIGHT.test(s.name) && trainable(s.name));
       if (trained) throw new ShapeError(`this checkpoint's linear weights are ${stored.format} and stay frozen; '${trained.name}' cannot train (use LoRA)`);

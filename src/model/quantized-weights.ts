@@ -20,7 +20,7 @@ import { ShapeError } from '../errors.js';
 import type { Gpu } from '../gpu/gpu.js';
 import { checkOptionKeys } from '../util/options.js';
 import { INT4_GROUP_SIZES, int4Bytes, int4Layout, quantizeInt4, type Int4GroupSize, type Int4ZeroBias } from '../kernels/int4.js';
-import { nf4Bytes, nf4Layout, quantizeNf4, type Nf4Codes, type Nf4LayoutOptions } from '../kernels/nf4.js';
+import { nf4Bytes, nf4Layout, nf4Quantizable, quantizeNf4, type Nf4Codes, type Nf4LayoutOptions } from '../kernels/nf4.js';
 import { dequantizeQ4, type Q4Weight } from '../kernels/q4-matmul.js';
 import type { ModelConfig, StoredQuantization } from './config.js';
 import { bitsandbytesModules } from './bitsandbytes.js';
@@ -69,7 +69,8 @@ export function checkQuantizeOption(q: QuantizeOption | StoredQuantization): Res
 
 /** The NF4 layout options of a weight stored this way (a bitsandbytes part carries its place in the whole). */
 export function nf4Options(q: ResolvedQuantization, part?: QuantizedPart): Nf4LayoutOptions {
-  return { doubleQuant: q.doubleQuant, ...(q.bitsandbytes ? { bitsandbytes: part?.bitsandbytes ?? { codes: q.bitsandbytes } } : {}) };
+  if (q.bitsandbytes && !part?.bitsandbytes) throw new Error(`unreachable: a bitsandbytes weight's layout comes with its part ('${part?.part}')`);
+  return { doubleQuant: q.doubleQuant, ...(q.bitsandbytes ? { bitsandbytes: part!.bitsandbytes } : {}) };
 }
 
 /** A packed array of a 4-bit checkpoint: its tensor name, which array it is, shape and dtype. */
@@ -215,6 +216,9 @@ export class QuantizedWeights {
    */
   write(name: string, data: Float32Array): void {
     const w = this.get(name);
+    if (w.format === 'nf4' && !nf4Quantizable(w.layout)) {
+      throw new ShapeError(`'${name}' holds a bitsandbytes checkpoint's 4-bit codes, which load as stored and are never quantized here: rewriting the base weight needs an unquantized base (or quantize: 'nf4' at load)`);
+    }
     if (data.length !== w.layout.N * w.layout.K) throw new RangeError(`'${name}' needs ${w.layout.N * w.layout.K} values, got ${data.length}`);
     if (!this.staging || this.staging.size < data.byteLength) {
       this.releaseStaging();

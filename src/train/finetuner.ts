@@ -313,6 +313,7 @@ export class FineTuner {
    */
   async saveState(): Promise<Uint8Array> {
     if (this.micro !== 0) throw new Error('saveState() in the middle of gradient accumulation; save after an optimizer step');
+    await this.method.layout?.settle();
     const tensors: Record<string, TensorToWrite> = {};
     for (const [name, view] of this.stateViews()) tensors[name] = { dtype: 'F32', shape: [view.size / 4], data: await this.gpu.readF32(view) };
     for (const [name, indices] of this.method.layout?.read() ?? []) tensors[`${LAYOUT}${name}`] = { dtype: 'U32', shape: [indices.length], data: indices };
@@ -349,11 +350,12 @@ export class FineTuner {
     const layout = new Map<string, Uint32Array>();
     for (const [name, info] of header.byName) if (name.startsWith(LAYOUT)) layout.set(name.slice(LAYOUT.length), await readIndexTensor(source, info));
     if (layout.size && !this.method.layout) throw new InvalidModelFileError('trainable state', 'holds a layout of trainable values this method does not have');
+    await this.method.layout?.settle();
     const values = new Map<string, Float32Array>();
     for (const name of views.keys()) values.set(name, await readTensorF32(source, header.byName.get(name)!));
-    if (this.method.layout && layout.size) {
+    if (this.method.layout) {
       try {
-        this.method.layout.adopt(layout);
+        this.method.layout.adopt(layout.size ? layout : this.method.layout.initial());
       } catch (e) {
         throw new InvalidModelFileError('trainable state', e instanceof Error ? e.message : String(e));
       }

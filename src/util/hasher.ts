@@ -30,11 +30,16 @@ export class Hasher {
     return this.bytes(new TextEncoder().encode(s));
   }
 
+  /** Hash bytes as zero-padded words, then their count ('ab' and 'ab\0' differ). */
   bytes(bytes: Uint8Array): this {
-    const words = new Uint32Array(Math.ceil(bytes.length / 4) + 1);
-    new Uint8Array(words.buffer).set(bytes);
-    words[words.length - 1] = bytes.length; // 'ab' and 'ab\0' differ
-    return this.words(words);
+    const whole = bytes.length >> 2;
+    // Whole words are hashed in place where the bytes are aligned (a 4-bit weight's codes need no copy).
+    if (bytes.byteOffset % 4 === 0) this.words(new Uint32Array(bytes.buffer, bytes.byteOffset, whole));
+    else this.words(new Uint32Array(bytes.slice(0, whole * 4).buffer));
+    const tail = new Uint32Array(bytes.length % 4 ? 2 : 1);
+    new Uint8Array(tail.buffer).set(bytes.subarray(whole * 4));
+    tail[tail.length - 1] = bytes.length;
+    return this.words(tail);
   }
 
   /** 16 hex digits. */

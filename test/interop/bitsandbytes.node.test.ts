@@ -76,6 +76,9 @@ describe('bitsandbytes 4-bit checkpoints', () => {
       const got = await model.readParam(part);
       const differs = want.findIndex((v, i) => v !== got[i]);
       expect(differs, `value ${differs}: ${got[differs]} vs ${want[differs]}`).toBe(-1);
+      // Its codes are loaded, never re-quantized: writing the weight is refused by name, changing nothing.
+      expect(() => model.writeHf(module, new Float32Array(N * K))).toThrow(/bitsandbytes checkpoint's 4-bit codes/);
+      expect(await model.readParam(part)).toEqual(got);
     } finally {
       model.destroy();
     }
@@ -116,6 +119,9 @@ describe('bitsandbytes 4-bit checkpoints', () => {
     await expect(withQuant({ bnb_4bit_use_double_quant: false })).rejects.toThrow(/absmax.*U8|U8.*absmax|dtype/);
     const gpu = await testGpu();
     await expect(withQuant({ bnb_4bit_quant_type: 'fp4' }).then((c) => CausalLM.fromCheckpoint(gpu, c))).rejects.toThrow(/bitsandbytes__fp4|missing/);
+    // The codes load as stored: another quantization, or an init that rewrites the base, is refused.
+    await expect(CausalLM.fromCheckpoint(gpu, await openCheckpoint(source('phi3-fp4')), { quantize: 'nf4' })).rejects.toThrow(/already fp4 \(bitsandbytes\)/);
+    await expect(FineTuner.create(gpu, await openCheckpoint(source(name)), { method: 'lora', lora: { rank: 2, init: 'pissa' } })).rejects.toThrow(/trains inside the base weights, which a 4-bit base cannot hold/);
     // A quantization state with another blocksize: refused when its module is read, nothing left allocated.
     const t = await tensorsOf(name);
     const key = 'model.layers.0.self_attn.q_proj.weight.quant_state.bitsandbytes__nf4';

@@ -180,7 +180,8 @@ describe('nf4 in bitsandbytes\' layout', () => {
       const part = want.subarray(first * K, (first + count) * K);
       const differs = part.findIndex((v, i) => v !== got[i]);
       expect(differs, `seed ${seed} rows ${first}.. value ${differs}: ${got[differs]} vs ${part[differs]}`).toBe(-1);
-      for (const variant of ['tiled', 'direct'] as const) await checkQ4Products(gpu, weight, Float64Array.from(part), 19, variant, rand, seed);
+      // The products read the same scales: checked on the smaller weights (the largest one is there for its scale groups).
+      if (count <= 64) for (const variant of ['tiled', 'direct'] as const) await checkQ4Products(gpu, weight, Float64Array.from(part), 19, variant, rand, seed);
       first += count;
     }
   });

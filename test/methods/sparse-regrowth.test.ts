@@ -118,6 +118,11 @@ describe('sparse drop-and-regrow', () => {
       const [la, lb] = [await a.step(batches[2]), await b.step(batches[2])];
       expect(lb.loss).toBe(la.loss);
       for (const m of ma.modules) expect(await b.model.readParam(`${m}.weight`)).toEqual(await a.model.readParam(`${m}.weight`));
+      // And back: the regrown fine-tuner takes the state of one on the first mask.
+      const fixed = await base.saveState();
+      await a.loadState(fixed);
+      expect(ma.mask.entries.get('layers.0.q')!.indices).toEqual(mask.entries.get('layers.0.q')!.indices);
+      expect((await a.evaluate(batches[0])).loss).toBe((await base.evaluate(batches[0])).loss);
       const other = randomMask(ckpt.config, { density: 0.3, seed, targetModules: ['q', 'down'] });
       const c = await FineTuner.create(gpu, ckpt, { ...common, sparse: { mask: other } });
       try {

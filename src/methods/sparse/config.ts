@@ -125,7 +125,6 @@ export function regrowthOf(o: SparseMethodOptions = {}): RegrowthOptions | undef
 export function checkSparseMethodOptions(config: ModelConfig, o: SparseMethodOptions = {}): void {
   const { sparse } = splitRegrowth(o);
   checkSparseOptions(config, sparse);
-  if (!regrowthOf(o)) return;
-  const granularity = sparse.mask?.granularity ?? sparse.granularity ?? 'element';
-  if (granularity !== 'element') throw new ShapeError(`drop-and-regrow swaps single weights; this mask has ${granularity}x${granularity} blocks`);
+  const regrowth = regrowthOf(o);
+  if (regrowth) checkRegrowth(regrowth, sparse.mask?.granularity ?? sparse.granularity ?? 'element');
 }

@@ -14,7 +14,7 @@ import { blockSparseGrad, sparseGather, sparseGrad, sparseScatter } from '../../
 import { Arena, bindingLimit, planArena } from '../../model/arena.js';
 import type { Activations } from '../../model/activations.js';
 import type { CausalLM } from '../../model/causal-lm.js';
-import { ShapeError } from '../../errors.js';
+import { BufferTooLargeError, ShapeError } from '../../errors.js';
 import type { WeightFormat } from '../../kernels/matmul.js';
 import { matmul } from '../../kernels/matmul.js';
 import { AdamW, type AdamWConfig, type InPlaceTarget, type Optimizer, type OptimizerGroup, type TrainableSet } from '../../optim/adamw.js';
@@ -54,6 +54,11 @@ export class SparseFineTuning implements Method, LinearHooks {
   private adam: AdamW | null = null;
   /** Dense weight gradients of the step being scored, by module (a regrowth step only). */
   private scoring: Map<string, GPUBuffer> | null = null;
+  /** A scored step's regrowth until its swaps are queued (or it failed). */
+  private pending: Promise<void> | null = null;
+  private destroyed = false;
+  /** The mask attached with: what a state file without a layout was saved over. */
+  private readonly attachedMask: SparseMask;
 
   /** The positions that train (drop-and-regrow replaces it). */
   mask: SparseMask;
@@ -65,10 +70,14 @@ export class SparseFineTuning implements Method, LinearHooks {
     regrowth?: RegrowthOptions,
   ) {
     this.mask = mask;
+    this.attachedMask = mask;
     mask.checkModel(model.config, model.fingerprint);
     if (regrowth) {
-      checkRegrowth(regrowth);
-      if (mask.granularity !== 'element') throw new ShapeError(`drop-and-regrow swaps single weights; this mask has ${mask.granularity}x${mask.granularity} blocks`);
+      checkRegrowth(regrowth, mask.granularity);
+      const limit = bindingLimit(gpu);
+      for (const [m, e] of mask.entries) {
+        if (e.rows * e.cols * 4 > limit.bytes) throw new BufferTooLargeError(`drop-and-regrow's f32 gradient of '${m}'`, e.rows * e.cols * 4, limit.bytes, limit.name, 'Train this mask without regrow, or on a device with larger storage bindings.');
+      }
       this.step = this.regrowingStep(regrowth.every, regrowth.fraction ?? DEFAULT_REGROW_FRACTION);
     }
     this.base = model.fingerprint;
@@ -111,10 +120,15 @@ export class SparseFineTuning implements Method, LinearHooks {
     void rec.submit();
   }
 
-  /** The mask as index arrays by module, for state files; loading one moves the values there first. */
+  /**
+   * The mask as index arrays by module, for state files; loading one moves the values there first (a
+   * file without one was saved over the mask attached with).
+   */
   readonly layout = {
     read: () => new Map([...this.mask.entries].map(([m, e]) => [m, e.indices])),
+    initial: () => new Map([...this.attachedMask.entries].map(([m, e]) => [m, e.indices])),
     adopt: (layout: ReadonlyMap<string, Uint32Array>) => this.adoptMask(layout),
+    settle: () => this.settle(),
   };
 
   /**
@@ -124,9 +138,11 @@ export class SparseFineTuning implements Method, LinearHooks {
    */
   private adoptMask(layout: ReadonlyMap<string, Uint32Array>): void {
     const modules = this.modules;
-    if (layout.size !== modules.length || modules.some((m) => !layout.has(m))) {
-      throw new ShapeError(`the saved mask covers ${[...layout.keys()].join(', ') || 'nothing'}; this one ${modules.join(', ')}`);
+    const missing = modules.filter((m) => !layout.has(m));
+    if (layout.size !== modules.length || missing.length) {
+      throw new ShapeError(`the saved mask covers ${layout.size} layers, this one ${modules.length}${missing.length ? ` (the saved one lacks '${missing[0]}')` : ''}`);
     }
+    if (modules.every((m) => layout.get(m)!.every((v, i) => v === this.mask.entries.get(m)!.indices[i]))) return; // already there
     const entries = new Map(modules.map((m) => {
       const e = this.mask.entries.get(m)!;
       const indices = layout.get(m)!;
@@ -179,18 +195,24 @@ export class SparseFineTuning implements Method, LinearHooks {
   /**
    * Backpropagation with drop-and-regrow: a step that completes every `every`-th optimizer step also
    * computes each module's dense weight gradient, read back with the trained deltas to plan the swaps,
-   * which are queued as soon as they are planned (its loss resolves after): steps recorded before run
-   * on the old mask, steps recorded after on the new one.
+   * which are queued as soon as they are planned; its loss resolves after, so an awaited step is followed
+   * by steps on the new mask. A step recorded while a plan is pending is not scored (a plan is made
+   * against the mask it read), and a swap that lands between micro-batches moves their gradients too.
    */
   private regrowingStep(every: number, fraction: number): TrainingStep {
     return {
-      probe: backpropStep.probe,
+      // Scoring holds an f32 copy of every targeted weight: automatic batch sizes leave room for it.
+      probe: (rec, model, batch) => {
+        const scoring = this.scoringBuffers();
+        const release = backpropStep.probe(rec, model, batch);
+        return () => {
+          release();
+          for (const b of scoring.values()) this.gpu.destroyBuffer(b);
+        };
+      },
       record: (rec, ctx) => {
-        const scoring = ctx.update !== null && (ctx.optimizer.step + 1) % every === 0;
-        if (scoring) {
-          this.scoring = new Map();
-          for (const [m, e] of this.mask.entries) this.scoring.set(m, this.gpu.createBuffer(e.rows * e.cols * 4, undefined, `regrowth gradient ${m}`));
-        }
+        const scoring = ctx.update !== null && (ctx.optimizer.step + 1) % every === 0 && !this.pending;
+        if (scoring) this.scoring = this.scoringBuffers();
         let step;
         try {
           step = backpropStep.record(rec, ctx);
@@ -203,6 +225,7 @@ export class SparseFineTuning implements Method, LinearHooks {
           finish: () => {
             const loss = step.finish();
             const planned = this.planSwaps(fraction);
+            this.pending = planned.catch(() => undefined).finally(() => (this.pending = null));
             return Promise.all([loss, planned]).then(([l]) => l);
           },
         };
@@ -210,21 +233,44 @@ export class SparseFineTuning implements Method, LinearHooks {
     };
   }
 
+  /** An f32 [out, in] buffer per targeted weight, for a scored step's dense gradients. */
+  private scoringBuffers(): Map<string, GPUBuffer> {
+    const out = new Map<string, GPUBuffer>();
+    try {
+      for (const [m, e] of this.mask.entries) out.set(m, this.gpu.createBuffer(e.rows * e.cols * 4, undefined, `regrowth gradient ${m}`));
+    } catch (e) {
+      for (const b of out.values()) this.gpu.destroyBuffer(b);
+      throw e;
+    }
+    return out;
+  }
+
+  /** Settles a pending regrowth, so what is read next (state, deltas) is in one mask's order. */
+  async settle(): Promise<void> {
+    await this.pending;
+  }
+
   /** Reads back the scored step's gradients and deltas, plans every module's swap and applies them. */
   private async planSwaps(fraction: number): Promise<void> {
     const dense = this.scoring!;
     this.scoring = null;
+    const mask = this.mask;
     try {
       // Every readback is queued at once, right after the scored step.
-      const reads = this.modules.map((m) => Promise.all([
+      const modules = [...mask.entries.keys()];
+      const reads = modules.map((m) => Promise.all([
         this.gpu.readF32(dense.get(m)!), this.gpu.readF32(this.values.view(`${m}${VALUES}`)), this.gpu.readF32(this.originals.view(`${m}${VALUES}`)),
       ]));
       const plans = new Map<string, ModuleSwap>();
-      for (const [i, m] of this.modules.entries()) {
+      for (const [i, m] of modules.entries()) {
         const [gradient, values, originals] = await reads[i];
-        const swap = planSwap(this.mask.entries.get(m)!.indices, values.map((v, j) => v - originals[j]), gradient, fraction);
+        const delta = values.map((v, j) => v - originals[j]);
+        if (delta.some(Number.isNaN) || gradient.some(Number.isNaN)) throw new ShapeError(`drop-and-regrow: '${m}' has NaN values or gradients: training diverged (a lower learning rate may help)`);
+        const swap = planSwap(mask.entries.get(m)!.indices, delta, gradient, fraction);
         if (swap) plans.set(m, swap);
       }
+      // Nothing else moves the mask while a plan is pending; a destroyed method takes no swap.
+      if (this.destroyed || this.mask !== mask) return;
       this.applySwaps(plans);
     } finally {
       for (const b of dense.values()) this.gpu.destroyBuffer(b);
@@ -265,7 +311,7 @@ export class SparseFineTuning implements Method, LinearHooks {
         const rec = this.gpu.recorder();
         recordSwap(rec, {
           nnz: this.mask.nnz(m), indices: this.indices.view(m), values: this.values.view(name), originals: this.originals.view(name),
-          moments: [moments.m, moments.v], weight: w.view, weightSize: w.size, weightFormat: w.format,
+          moved: [moments.m, moments.v, this.grads.view(name)], weight: w.view, weightSize: w.size, weightFormat: w.format,
         }, swap, scratch);
         void rec.submit();
         entries.set(m, { ...entries.get(m)!, indices: swap.indices });
@@ -315,6 +361,7 @@ export class SparseFineTuning implements Method, LinearHooks {
 
   /** The trained change per module, values - originals, in value order. */
   async deltas(): Promise<Map<string, Float32Array>> {
+    await this.settle();
     const out = new Map<string, Float32Array>();
     for (const m of this.modules) {
       const [values, originals] = await Promise.all([this.gpu.readF32(this.values.view(`${m}${VALUES}`)), this.gpu.readF32(this.originals.view(`${m}${VALUES}`))]);
@@ -373,6 +420,7 @@ export class SparseFineTuning implements Method, LinearHooks {
   }
 
   destroy(): void {
+    this.destroyed = true;
     this.releaseScoring();
     for (const a of [this.values, this.grads, this.originals, this.indices, this.blocks]) a?.destroy();
     this.gpu.destroyBuffer(this.scratch);

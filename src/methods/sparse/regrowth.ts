@@ -26,7 +26,9 @@ export interface RegrowthOptions {
 
 export const DEFAULT_REGROW_FRACTION = 0.1;
 
-export function checkRegrowth(o: RegrowthOptions): void {
+/** Valid settings, on an element mask (blocks are refused: a swap moves single weights). */
+export function checkRegrowth(o: RegrowthOptions, granularity: 'element' | number = 'element'): void {
+  if (granularity !== 'element') throw new ShapeError(`drop-and-regrow swaps single weights; this mask has ${granularity}x${granularity} blocks`);
   if (!Number.isInteger(o.every) || o.every < 1) throw new ShapeError(`regrowth every must be a positive integer of steps, got ${String(o.every).slice(0, 40)}`);
   const f = o.fraction ?? DEFAULT_REGROW_FRACTION;
   if (!(typeof f === 'number' && f > 0 && f <= 0.5)) throw new ShapeError(`regrowth fraction must lie in (0, 0.5], got ${String(f).slice(0, 40)}`);
@@ -87,7 +89,8 @@ export interface SwapTarget {
   indices: GPUBuffer | { buffer: GPUBuffer; offset: number; size: number };
   values: { buffer: GPUBuffer; offset: number; size: number };
   originals: { buffer: GPUBuffer; offset: number; size: number };
-  moments: { buffer: GPUBuffer; offset: number; size: number }[];
+  /** Arrays whose kept entries move and grown ones start at zero: AdamW's moments, the gradient. */
+  moved: { buffer: GPUBuffer; offset: number; size: number }[];
   weight: { buffer: GPUBuffer; offset: number; size: number };
   weightSize: number;
   weightFormat: 'f32' | 'f16' | 'bf16';
@@ -117,8 +120,8 @@ export function recordSwap(rec: CommandRecorder, t: SwapTarget, s: ModuleSwap, s
   sparseGather(rec, { indices: scratch.droppedOld, nnz: k, values: moved, weight: t.originals, weightSize: t.nnz });
   sparseScatter(rec, { indices: scratch.droppedFlat, nnz: k, values: moved, weight: t.weight, weightSize: t.weightSize, ...fmt });
   // Each array in the new order: from the weight (values and base values of grown entries) or zero
-  // (moments), then the kept entries moved from their old positions.
-  for (const [array, fromWeight] of [[t.values, true], [t.originals, true], ...t.moments.map((m) => [m, false] as const)] as const) {
+  // (moments, gradient), then the kept entries moved from their old positions.
+  for (const [array, fromWeight] of [[t.values, true], [t.originals, true], ...t.moved.map((m) => [m, false] as const)] as const) {
     rec.copy(array, old);
     if (fromWeight) sparseGather(rec, { indices: t.indices, nnz: t.nnz, values: array, weight: t.weight, weightSize: t.weightSize, ...fmt });
     else rec.clear(array);

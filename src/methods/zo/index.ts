@@ -58,7 +58,7 @@ function quantizedScales(model: CausalLM): ModelTensors {
   const why = !q ? 'a 4-bit base: load with quantize \'nf4\' (or a 4-bit NF4 checkpoint)'
     : q.format !== 'nf4' ? `an NF4 base, and this one is ${q.format} (its scales are f16 pairs)`
     : q.doubleQuant ? 'an NF4 base with f32 scales, and this one is double-quantized (8-bit scales)'
-    : q.bitsandbytes ? 'an NF4 base this engine quantized, and this one is a bitsandbytes checkpoint (its layout saves nowhere)' : null;
+    : q.bitsandbytes ? 'an NF4 base in this engine\'s layout, and this one is a bitsandbytes checkpoint\'s (blocks across rows, its own code tables), which this target cannot save' : null;
   if (why) throw new ShapeError(`the zeroth-order target 'quantized' trains the block scales of ${why}`);
   const views = new Map(q!.names.map((w) => {
     const weight = q!.get(w);
