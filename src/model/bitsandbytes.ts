@@ -89,9 +89,9 @@ export function bitsandbytesModules(config: ModelConfig, q: StoredQuantization):
     // Each part starts on a block boundary of the flattened weight, and owns its blocks from there.
     let first = 0;
     const placed = parts.map(({ part, N: n }) => {
-      const b0 = (first * K) / NF4_BLOCK;
+      const { b0, dqOffset } = partPlacement(first, K, dq);
       if (!Number.isInteger(b0)) throw new InvalidConfigError(`${module} (${N} x ${K}) splits into parts of ${parts.map((p) => p.N).join(', ')} rows, and bitsandbytes' blocks of ${NF4_BLOCK} cross a part boundary`);
-      const at = { part, first, count: n, b0, dqOffset: dq ? b0 % NESTED_BLOCK : 0 };
+      const at = { part, first, count: n, dqOffset };
       first += n;
       return at;
     });
@@ -161,6 +161,15 @@ export function swapNibbles(bytes: Uint8Array): Uint8Array {
   return out.subarray(0, bytes.length);
 }
 
+/**
+ * Where rows [first, ...) of a weight with in-width K start among bitsandbytes' blocks: the first block
+ * b0, and, double-quantized, how many blocks of its group of 256 come before it (the layout's dqOffset).
+ */
+export function partPlacement(first: number, K: number, doubleQuant: boolean): { b0: number; dqOffset: number } {
+  const b0 = (first * K) / NF4_BLOCK;
+  return { b0, dqOffset: doubleQuant ? b0 % NESTED_BLOCK : 0 };
+}
+
 /** A bitsandbytes 4-bit weight's stored arrays (nested ones only when double-quantized). */
 export interface BitsandbytesArrays {
   weight: Uint8Array;
@@ -181,8 +190,8 @@ export interface BitsandbytesArrays {
 export function bitsandbytesToNf4(a: BitsandbytesArrays, o: { K: number; first: number; count: number; codes: Nf4Codes }): { qweight: Uint32Array; absmax: Float32Array | Uint32Array } {
   const { K, first, count } = o;
   const doubleQuant = a.absmax instanceof Uint8Array;
-  const b0 = (first * K) / NF4_BLOCK;
-  const l = nf4Layout(count, K, { doubleQuant, bitsandbytes: { codes: o.codes, dqOffset: doubleQuant ? b0 % NESTED_BLOCK : 0 } });
+  const { b0, dqOffset } = partPlacement(first, K, doubleQuant);
+  const l = nf4Layout(count, K, { doubleQuant, bitsandbytes: { codes: o.codes, dqOffset } });
   // K is a multiple of 8, so rows hold whole words and the flattened codes are the packed rows.
   const words = count * l.wordsPerRow;
   const bytes = a.weight.subarray((first * K) / 2, (first * K) / 2 + words * 4);

@@ -160,14 +160,13 @@ export class CausalLM {
     private readonly halfWeights: Map<string, HalfFormat> = new Map(),
     quantize?: QuantizeOption | StoredQuantization,
     gradients = true,
+    /** A 4-bit checkpoint's quantized modules (bitsandbytes may leave some linears 16-bit); null otherwise. */
+    storedModules: QuantizedModule[] | null = null,
   ) {
     const logicalSpecs = paramSpecs(config);
     // 4-bit takes every frozen linear weight; 16-bit storage keeps the rest it asked for.
     const quantizedShapes = new Map<string, [number, number]>();
-    // A stored checkpoint's quantized parts (bitsandbytes may leave some linears 16-bit).
-    const storedParts = quantize !== undefined && typeof quantize === 'object' && 'packing' in quantize
-      ? new Map(quantizedModules(config, quantize).flatMap((m) => m.parts.map((p) => [p.part, p] as const)))
-      : null;
+    const storedParts = storedModules ? new Map(storedModules.flatMap((m) => m.parts.map((p) => [p.part, p] as const))) : null;
     if (quantize !== undefined) {
       // Checked where it entered (fromCheckpoint).
       for (const s of logicalSpecs) {
@@ -262,7 +261,8 @@ export class CausalLM {
       if (trained) throw new ShapeError(`this checkpoint's linear weights are ${stored.format} and stay frozen; '${trained.name}' cannot train (use LoRA)`);
     }
     const quantize = stored ?? options.quantize;
-    const model = new CausalLM(gpu, ckpt.config, trainable, options.activationCacheBytes, halfWeightFormats(ckpt, trainable, options.baseDtype), quantize, options.gradients ?? true);
+    const modules = stored ? quantizedModules(ckpt.config, stored) : [];
+    const model = new CausalLM(gpu, ckpt.config, trainable, options.activationCacheBytes, halfWeightFormats(ckpt, trainable, options.baseDtype), quantize, options.gradients ?? true, stored ? modules : null);
     // Shaders compile while the weights stream, so the first step does not wait for them.
     const warming = gpu.pipelines.warmModules();
     warming.catch(() => undefined); // a broken shader is reported by the step that uses it
@@ -270,7 +270,6 @@ export class CausalLM {
       const hasher = new WeightsHasher();
       // A 4-bit checkpoint's packed arrays go to the GPU as stored (no quantization pass; a GPTQ file's
       // words rearranged), each weight once all its arrays are read.
-      const modules = stored ? quantizedModules(ckpt.config, stored) : [];
       const present = (m: QuantizedModule) => m.tensors.filter((t) => ckpt.tensors.has(t.name));
       const packed = new Map(modules.flatMap((m) => present(m).map((t) => [t.name, { module: m, array: t.array }] as const)));
       const replaced = new Set(modules.map((m) => m.hfName));

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { dequantizeQ4, matmulQ4, NF4_CODES, nf4Bytes, nf4Layout, quantizeNf4, type Gpu, type Nf4Weight } from '../../src/index.js';
 import { compare, freshSeed, poisoned, randn, rng, testGpu } from '../helpers.js';
 import { checkQ4Products } from './q4-products.js';
-import { bitsandbytesToNf4 } from '../../src/model/bitsandbytes.js';
+import { bitsandbytesToNf4, partPlacement } from '../../src/model/bitsandbytes.js';
 import { bnbDequantize4bitRef, bnbQuantize4bitRef } from '../reference/bitsandbytes.js';
 import { dequantizeNf4Ref, doubleQuantAbsmaxRef, NF4_CODES_REF, NF4_THRESHOLDS_REF, nf4Code, nf4EncodeRef, nf4Normalized, type PackedNf4 } from '../reference/nf4.js';
 
@@ -171,7 +171,7 @@ describe('nf4 in bitsandbytes\' layout', () => {
     let first = 0;
     for (const count of parts) {
       const arrays = bitsandbytesToNf4({ weight: stored.weight, absmax: stored.absmax, nestedAbsmax: stored.nestedAbsmax, nestedMap: stored.nestedMap, offset: stored.offset }, { K, first, count, codes });
-      const layout = nf4Layout(count, K, { doubleQuant, bitsandbytes: { codes, dqOffset: doubleQuant ? ((first * K) / 64) % 256 : 0 } });
+      const layout = nf4Layout(count, K, { doubleQuant, bitsandbytes: { codes, dqOffset: partPlacement(first, K, doubleQuant).dqOffset } });
       expect(layout.flatBlocks).toBe(K % 64 !== 0);
       const weight: Nf4Weight = { format: 'nf4', layout, qweight: gpu.upload(arrays.qweight, 'qweight'), absmax: gpu.upload(arrays.absmax, 'absmax') };
       const out = poisoned(gpu, count * K, 'dequantized');

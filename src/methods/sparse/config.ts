@@ -109,7 +109,10 @@ export function splitRegrowth(o: SparseMethodOptions = {}): { sparse: SparseOpti
   return { sparse, regrowth };
 }
 
-/** Drop-and-regrow as the options ask, or undefined; its settings without regrow are refused, not ignored. */
+/**
+ * Drop-and-regrow as the options ask (checked by checkSparseMethodOptions and the method), or undefined;
+ * its settings without regrow are refused, not ignored.
+ */
 export function regrowthOf(o: SparseMethodOptions = {}): RegrowthOptions | undefined {
   if (o.regrow !== undefined && typeof o.regrow !== 'boolean') throw new ShapeError(`regrow must be true or false, got '${String(o.regrow).slice(0, 40)}'`);
   if (!o.regrow) {
@@ -117,9 +120,7 @@ export function regrowthOf(o: SparseMethodOptions = {}): RegrowthOptions | undef
     if (given.length) throw new ShapeError(`${given.join(' and ')} apply with regrow: true`);
     return undefined;
   }
-  const r = { every: o.regrowEvery ?? DEFAULT_REGROW_EVERY, fraction: o.regrowFraction ?? DEFAULT_REGROW_FRACTION };
-  checkRegrowth(r);
-  return r;
+  return { every: o.regrowEvery ?? DEFAULT_REGROW_EVERY, fraction: o.regrowFraction ?? DEFAULT_REGROW_FRACTION };
 }
 
 export function checkSparseMethodOptions(config: ModelConfig, o: SparseMethodOptions = {}): void {

@@ -110,11 +110,8 @@ export class SparseFineTuning implements Method, LinearHooks {
     this.trainable = { names: modules.map((m) => `${m}${VALUES}`), param: (n) => this.values.view(n), grads: this.grads };
     const rec = gpu.recorder();
     for (const m of modules) {
-      gpu.write(this.indices.view(m), mask.valueIndices(m));
-      if (this.blocks) gpu.write(this.blocks.view(m), mask.entries.get(m)!.indices);
-      const w = this.weights.get(m)!;
-      sparseGather(rec, { indices: this.indices.view(m), nnz: mask.nnz(m), values: this.values.view(`${m}${VALUES}`), weight: w.view, weightSize: w.size, weightFormat: w.format });
-      rec.copy(this.values.view(`${m}${VALUES}`), this.originals.view(`${m}${VALUES}`));
+      this.placeAt(rec, m);
+      rec.copy(this.originals.view(`${m}${VALUES}`), this.values.view(`${m}${VALUES}`));
     }
     for (const b of this.grads.buffers) rec.clear(b);
     void rec.submit();
@@ -155,14 +152,20 @@ export class SparseFineTuning implements Method, LinearHooks {
     void rec.submit();
     this.mask = mask;
     const gather = this.gpu.recorder();
-    for (const m of modules) {
-      this.gpu.write(this.indices.view(m), mask.valueIndices(m));
-      if (this.blocks) this.gpu.write(this.blocks.view(m), mask.entries.get(m)!.indices);
-      const w = this.weights.get(m)!;
-      sparseGather(gather, { indices: this.indices.view(m), nnz: mask.nnz(m), values: this.originals.view(`${m}${VALUES}`), weight: w.view, weightSize: w.size, weightFormat: w.format });
-    }
+    for (const m of modules) this.placeAt(gather, m);
     void gather.submit();
     this.merged = true; // once the caller's values are written, trainableWritten merges them
+  }
+
+  /**
+   * Puts module m's indices (and blocks) of this.mask on the GPU and records gathering the weight's
+   * values there into its originals: the base values, while the weight holds the base.
+   */
+  private placeAt(rec: CommandRecorder, m: string): void {
+    this.gpu.write(this.indices.view(m), this.mask.valueIndices(m));
+    if (this.blocks) this.gpu.write(this.blocks.view(m), this.mask.entries.get(m)!.indices);
+    const w = this.weights.get(m)!;
+    sparseGather(rec, { indices: this.indices.view(m), nnz: this.mask.nnz(m), values: this.originals.view(`${m}${VALUES}`), weight: w.view, weightSize: w.size, weightFormat: w.format });
   }
 
   get modules(): string[] {
