@@ -5,7 +5,7 @@
 import { ShapeError } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
 import { hfMappings, paramSpecs } from '../model/layout.js';
-import { LINEAR_WEIGHT } from '../model/linear-weights.js';
+import { LINEAR_WEIGHT, linearMappings } from '../model/linear-weights.js';
 
 const ALIASES: Record<string, string> = {
   q_proj: 'q', k_proj: 'k', v_proj: 'v', o_proj: 'o', gate_proj: 'gate', up_proj: 'up', down_proj: 'down', c_fc: 'fc', out_proj: 'o',
@@ -53,8 +53,8 @@ export function hfModulePaths(config: ModelConfig, o: { untransposed?: boolean }
 /** Engine modules Hugging Face fuses into one weight (GPT-2's q, k, v in c_attn): HF module -> parts in order. */
 export function fusedModules(config: ModelConfig): Map<string, string[]> {
   return new Map(
-    hfMappings(config)
-      .filter((m) => m.parts.length > 1 && m.parts.every((p) => LINEAR_WEIGHT.test(p)))
+    linearMappings(config)
+      .filter((m) => m.parts.length > 1)
       .map((m) => [m.hfName.replace(/\.weight$/, ''), m.parts.map((p) => p.replace(/\.weight$/, ''))]),
   );
 }

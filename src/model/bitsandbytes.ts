@@ -25,8 +25,8 @@ import { InvalidModelFileError } from '../io/safetensors.js';
 import { brief } from '../io/strict-json.js';
 import { FP4_CODES, NF4_BLOCK, NF4_CODES, nf4Layout, type Nf4Codes } from '../kernels/nf4.js';
 import { InvalidConfigError, type ModelConfig, type StoredQuantization } from './config.js';
-import { hfMappings, paramSpecs } from './layout.js';
-import { LINEAR_WEIGHT } from './linear-weights.js';
+import { paramSpecs } from './layout.js';
+import { linearMappings } from './linear-weights.js';
 import type { QuantizedModule } from './quantized-weights.js';
 
 type Json = Record<string, unknown>;
@@ -77,8 +77,7 @@ export function bitsandbytesModules(config: ModelConfig, q: StoredQuantization):
   const codes = q.codes ?? 'nf4';
   const dq = !!q.doubleQuant;
   const out: QuantizedModule[] = [];
-  for (const m of hfMappings(config)) {
-    if (!m.parts.every((p) => LINEAR_WEIGHT.test(p))) continue;
+  for (const m of linearMappings(config)) {
     const module = m.hfName.replace(/\.weight$/, '');
     if (skipped(module, q.skipModules ?? [])) continue;
     const K = shapes.get(m.parts[0])![1];

@@ -20,8 +20,8 @@ import { InvalidModelFileError, f32ToF16 } from '../io/safetensors.js';
 import { brief } from '../io/strict-json.js';
 import { INT4_GROUP_SIZES, int4Layout, type Int4GroupSize, type Int4ZeroBias } from '../kernels/int4.js';
 import { InvalidConfigError, type ModelConfig, type StoredQuantization } from './config.js';
-import { hfMappings, paramSpecs } from './layout.js';
-import { LINEAR_WEIGHT } from './linear-weights.js';
+import { paramSpecs } from './layout.js';
+import { linearMappings } from './linear-weights.js';
 import type { QuantizedModule } from './quantized-weights.js';
 
 type Json = Record<string, unknown>;
@@ -46,8 +46,7 @@ export function gptqModules(config: ModelConfig, q: StoredQuantization): Quantiz
   const shapes = new Map(paramSpecs(config).map((s) => [s.name, s.shape]));
   const G = q.groupSize;
   const out: QuantizedModule[] = [];
-  for (const m of hfMappings(config)) {
-    if (!m.parts.every((p) => LINEAR_WEIGHT.test(p))) continue;
+  for (const m of linearMappings(config)) {
     const module = m.hfName.replace(/\.weight$/, '');
     const parts = m.parts.map((part) => ({ part, N: shapes.get(part)![0] }));
     const K = shapes.get(m.parts[0])![1];

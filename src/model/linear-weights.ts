@@ -14,7 +14,8 @@ import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../io/safetensors.js';
 import type { WeightFormat } from '../kernels/matmul.js';
 import type { Q4Weight } from '../kernels/q4-matmul.js';
 import type { Checkpoint } from './checkpoint.js';
-import { hfMappings } from './layout.js';
+import type { ModelConfig } from './config.js';
+import { hfMappings, type HfMapping } from './layout.js';
 import type { QuantFormat } from './quantized-weights.js';
 
 export type { WeightFormat };
@@ -41,6 +42,11 @@ export type HalfFormat = Exclude<WeightFormat, 'f32'>;
 
 /** Engine names of linear-layer weights (the matmul's B operand). */
 export const LINEAR_WEIGHT = /^layers\.\d+\.(q|k|v|o|gate|up|down|fc|proj)\.weight$/;
+
+/** The Hugging Face tensors that are linear weights of the decoder blocks (a fused one whole, its parts listed). */
+export function linearMappings(config: ModelConfig): HfMapping[] {
+  return hfMappings(config).filter((m) => m.parts.every((p) => LINEAR_WEIGHT.test(p)));
+}
 
 /**
  * The frozen weights to keep 16-bit: with `baseDtype` given, every frozen linear weight, token embedding

@@ -25,8 +25,8 @@ import { dequantizeQ4, type Q4Weight } from '../kernels/q4-matmul.js';
 import type { ModelConfig, StoredQuantization } from './config.js';
 import { bitsandbytesModules } from './bitsandbytes.js';
 import { gptqModules } from './gptq.js';
-import { hfMappings, paramSpecs } from './layout.js';
-import { LINEAR_WEIGHT } from './linear-weights.js';
+import { paramSpecs } from './layout.js';
+import { linearMappings } from './linear-weights.js';
 
 export type QuantFormat = 'int4' | 'nf4';
 export const QUANT_FORMATS: readonly QuantFormat[] = ['int4', 'nf4'];
@@ -85,8 +85,7 @@ export interface PackedTensorSpec {
 export function packedTensors(config: ModelConfig, q: { format: QuantFormat; groupSize: number; doubleQuant?: boolean }): { hfName: string; part: string; tensors: PackedTensorSpec[] }[] {
   const shapes = new Map(paramSpecs(config).map((s) => [s.name, s.shape]));
   const out: { hfName: string; part: string; tensors: PackedTensorSpec[] }[] = [];
-  for (const m of hfMappings(config)) {
-    if (!m.parts.every((p) => LINEAR_WEIGHT.test(p))) continue;
+  for (const m of linearMappings(config)) {
     const module = m.hfName.replace(/\.weight$/, '');
     for (const part of m.parts) {
       const [N, K] = shapes.get(part)!;

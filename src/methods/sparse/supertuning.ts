@@ -20,8 +20,7 @@ import { InvalidModelFileError, readHeader, readIndexTensor, readTensorF32, writ
 import { brief, JsonNumber, parseStrictJson, type StrictJson } from '../../io/strict-json.js';
 import type { ModelConfig } from '../../model/config.js';
 import { shapesDigest } from '../../model/fingerprint.js';
-import { hfMappings } from '../../model/layout.js';
-import { LINEAR_WEIGHT } from '../../model/linear-weights.js';
+import { linearMappings } from '../../model/linear-weights.js';
 import type { Lora } from '../lora/layer.js';
 import { peftLoraModules, readPeftAdapter, type PeftAdapter } from '../lora/peft.js';
 import { fileOrder, valueOrder, type SparseDelta } from './interchange.js';
@@ -31,9 +30,7 @@ import { hfElements, readHfIndices, SparseMask, type HfIndexTensor } from './mas
 /** The linear weights PEFT names as modules (fused ones whole), by Hugging Face module path: [out, in]. */
 function linearShapes(config: ModelConfig): Map<string, [number, number]> {
   return new Map(
-    hfMappings(config)
-      .filter((m) => m.parts.every((p) => LINEAR_WEIGHT.test(p)))
-      .map((m) => [m.hfName.replace(/\.weight$/, ''), [m.hfShape[0], m.hfShape[1]]]),
+    linearMappings(config).map((m) => [m.hfName.replace(/\.weight$/, ''), [m.hfShape[0], m.hfShape[1]]]),
   );
 }
 
