@@ -2,6 +2,7 @@
 import { defineConfig } from 'vite';
 import { playwright } from '@vitest/browser-playwright';
 import type { Plugin } from 'vite';
+import { existsSync, readFileSync } from 'node:fs';
 import { hubMiddleware } from './test/fixtures/hub-middleware';
 import { hostileMiddleware } from './test/fixtures/hostile-server';
 
@@ -40,6 +41,22 @@ export const CHROMIUM_ARGS = [
 
 const testTimeout = 120_000;
 
+/**
+ * The second adapter: Mesa's lavapipe (scripts/lavapipe.sh, which `npm test` runs first), with shader-f16
+ * and subgroups, at subgroup size 8 (LP_NATIVE_VECTOR_WIDTH 256) and, on CPUs with AVX-512, 16 (512).
+ * Both variables are read when a process first creates a Vulkan instance, which each test file's fresh
+ * worker does. Without the extracted driver (vitest run by hand) these projects are left out.
+ */
+const LAVAPIPE_ICD = new URL('./.lavapipe/lvp_icd.json', import.meta.url).pathname;
+const lavapipeWidths = existsSync(LAVAPIPE_ICD) ? [256, ...(/\bavx512f\b/.test(cpuFlags()) ? [512] : [])] : [];
+function cpuFlags(): string {
+  try {
+    return readFileSync('/proc/cpuinfo', 'utf8');
+  } catch {
+    return '';
+  }
+}
+
 export default defineConfig({
   // `npm run build:demo`: the demo page as static files in dist-demo/ (the page at demo/index.html, the
   // root index.html sending `/` there, the shipped models and datasets beside it), served by any static host.
@@ -57,6 +74,16 @@ export default defineConfig({
           hookTimeout: testTimeout,
         },
       },
+      ...lavapipeWidths.map((width) => ({
+        test: {
+          name: `lavapipe-${width / 32}`,
+          environment: 'node',
+          include: ['test/kernels/**/*.test.ts', 'test/gpu/**/*.test.ts', 'test/model/**/*.test.ts'],
+          env: { VK_ICD_FILENAMES: LAVAPIPE_ICD, LP_NATIVE_VECTOR_WIDTH: String(width) },
+          testTimeout,
+          hookTimeout: testTimeout,
+        },
+      })),
       {
         plugins: [fixtureHub()],
         // The README's browser example imports the package by name: in the browser tests, its source.

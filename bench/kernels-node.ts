@@ -1,4 +1,7 @@
-/** Kernel benchmark in Node (Dawn). Writes bench/results/kernels-node.json. Flags: --software | --hardware. */
+/**
+ * Kernel benchmark in Node (Dawn). Writes bench/results/kernels-node.json, or kernels-node-lavapipe.json
+ * on lavapipe (`npm run bench:kernels:lavapipe`). Flags: --software | --hardware.
+ */
 import { requestDevice } from '../src/node.js';
 import { formatKernelBench, runKernelBench } from './kernels.js';
 import { writeResult } from './runner.js';
@@ -7,6 +10,6 @@ const gpu = await requestDevice({ powerPreference: 'high-performance' });
 const preset = process.argv.includes('--hardware') ? 'hardware' : process.argv.includes('--software') ? 'software' : undefined;
 const result = await runKernelBench(gpu, { preset, log: (l) => console.error(`  ${l}`) });
 console.log(formatKernelBench(result));
-writeResult('kernels-node.json', result);
+writeResult(/llvmpipe/i.test(gpu.describe()) ? 'kernels-node-lavapipe.json' : 'kernels-node.json', result);
 gpu.destroy();
 process.exit(0);

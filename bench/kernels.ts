@@ -27,6 +27,7 @@ import {
   type Q4Weight,
   type MatmulVariant,
 } from '../src/index.js';
+import { runVariantBench } from './kernel-variants.js';
 
 export interface BenchRow {
   kernel: string;
@@ -43,6 +44,9 @@ export interface KernelBenchResult {
   device: string;
   adapter: Gpu['adapter'];
   features: Gpu['features'];
+  /** The kernel choices this device got, and why (Gpu.tuningReasons). */
+  tuning: Gpu['tuning'];
+  tuningReasons: Gpu['tuningReasons'];
   timing: 'gpu-timestamps' | 'wall-clock';
   peaks: { bandwidthGBps: number; computeGflops: number; computeFrom: string };
   rows: BenchRow[];
@@ -64,6 +68,8 @@ interface Sizes {
   /** A LoRA linear layer: tokens, out, in, rank. */
   lora: { T: number; N: number; K: number; R: number };
   reduce: [number, number];
+  /** The 16-bit-weight matmul of the variant comparisons (bench/kernel-variants.ts). */
+  halfMatmul: [number, number, number];
   reps: number;
 }
 
@@ -82,6 +88,7 @@ const SOFTWARE: Sizes = {
   sparse: { T: 256, N: 512, K: 512 },
   lora: { T: 256, N: 512, K: 512, R: 16 },
   reduce: [512, 2048],
+  halfMatmul: [256, 1024, 256],
   reps: 3,
 };
 
@@ -101,8 +108,21 @@ const HARDWARE: Sizes = {
   sparse: { T: 4096, N: 4096, K: 4096 },
   lora: { T: 4096, N: 4096, K: 4096, R: 16 },
   reduce: [8192, 8192],
+  halfMatmul: [4096, 4096, 4096],
   reps: 20,
 };
+
+/** Mean ms of one repetition of `record` on `gpu`; a warm-up run first (compiles pipelines). */
+export async function timeKernel(gpu: Gpu, record: (rec: CommandRecorder) => void, reps: number): Promise<{ ms: number; timestamps: boolean }> {
+  await gpu.run(record);
+  const rec = gpu.recorder();
+  for (let i = 0; i < reps; i++) record(rec);
+  const t0 = performance.now();
+  const gpuMs = await rec.submit({ timed: true });
+  await gpu.sync();
+  const wall = performance.now() - t0;
+  return { ms: (gpuMs ?? wall) / reps, timestamps: gpuMs !== null };
+}
 
 export interface KernelBenchOptions {
   /** Override the size preset: 'software' or 'hardware' (default from the adapter). */
@@ -116,17 +136,10 @@ export async function runKernelBench(gpu: Gpu, options: KernelBenchOptions = {})
   const rows: BenchRow[] = [];
   let usedTimestamps = gpu.features.timestampQuery;
 
-  /** Mean ms of one repetition of `record`; warm-up run first (compiles pipelines). */
   async function time(record: (rec: CommandRecorder) => void, reps = sizes.reps): Promise<number> {
-    await gpu.run(record);
-    const rec = gpu.recorder();
-    for (let i = 0; i < reps; i++) record(rec);
-    const t0 = performance.now();
-    const gpuMs = await rec.submit({ timed: true });
-    await gpu.sync();
-    const wall = performance.now() - t0;
-    if (gpuMs === null) usedTimestamps = false;
-    return (gpuMs ?? wall) / reps;
+    const { ms, timestamps } = await timeKernel(gpu, record, reps);
+    if (!timestamps) usedTimestamps = false;
+    return ms;
   }
   const random = (n: number) => {
     const a = new Float32Array(n);
@@ -207,6 +220,10 @@ export async function runKernelBench(gpu: Gpu, options: KernelBenchOptions = {})
   const rout = buf(rr);
   const reduceMs = await time((rec) => reduceRows(rec, { x: rx, out: rout, rows: rr, cols: rc, op: 'sumsq' }));
   rows.push({ kernel: 'reduce rows (sumsq)', shape: `${rr}x${rc}`, ms: reduceMs, gbps: (4 * rr * rc) / reduceMs / 1e6 });
+
+  // Subgroup reductions and f16 loads against the paths every device has, on twin devices.
+  const variants = await runVariantBench(gpu, { reduce: sizes.reduce, matmul: sizes.halfMatmul, reps: sizes.reps }, log);
+  rows.push(...variants.rows);
 
   // 4-bit weights (int4 group 128, NF4): the fused products vs dequantizing into an f32 scratch and then
   // a plain matmul; forward (x @ W^T) and input gradient (dy @ W).
@@ -306,6 +323,8 @@ export async function runKernelBench(gpu: Gpu, options: KernelBenchOptions = {})
     device: gpu.describe(),
     adapter: gpu.adapter,
     features: gpu.features,
+    tuning: gpu.tuning,
+    tuningReasons: gpu.tuningReasons,
     timing: usedTimestamps ? 'gpu-timestamps' : 'wall-clock',
     peaks: { bandwidthGBps: bandwidth, computeGflops: best.gflops, computeFrom: best.from },
     rows,
@@ -324,6 +343,7 @@ export async function runKernelBench(gpu: Gpu, options: KernelBenchOptions = {})
         const [M, N, K] = sizes.matmul[sizes.matmul.length - 1];
         return matmulMs.get(`direct ${M}x${N}x${K}`)! / matmulMs.get(`tiled ${M}x${N}x${K}`)!;
       })(),
+      ...variants.ratios,
     },
     date: new Date().toISOString(),
   };

@@ -1,6 +1,10 @@
 // Embeds shaders/*.wgsl into src/kernels/shaders.gen.ts so the browser, workers and Node load the same
 // text without fetch or fs. The one substitution: a line `// #include lib/NAME.wgsl` is replaced by that
-// file's text (shared helpers such as workgroup reductions). Run by npm scripts; never edit the output.
+// file's text (shared helpers such as workgroup reductions). Feature variants are made the same way: a
+// shader that includes lib/workgroup_reduce.wgsl gets a 'subgroups' variant with lib/subgroup_reduce.wgsl
+// in its place and `enable subgroups;` first, which devices with that feature compile instead; one that
+// includes lib/half_read.wgsl an 'f16' variant reading 16-bit weights with f16 loads. A shader has at most
+// one variant (they would otherwise need combining). Run by npm scripts; never edit the output.
 import { readFileSync, readdirSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -9,14 +13,28 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const shaderDir = join(root, 'shaders');
 const out = join(root, 'src/kernels/shaders.gen.ts');
 
-function expand(file, seen = new Set()) {
+/** Feature variants: the included file each swaps, its replacement, and the directive it needs. */
+const VARIANTS = {
+  subgroups: { swap: 'lib/workgroup_reduce.wgsl', with: 'lib/subgroup_reduce.wgsl', enable: 'subgroups' },
+  f16: { swap: 'lib/half_read.wgsl', with: 'lib/half_read_f16.wgsl', enable: 'f16' },
+};
+
+function expand(file, seen = new Set(), variant = null) {
   if (seen.has(file)) throw new Error(`include cycle at ${file}`);
   seen.add(file);
   const text = readFileSync(join(shaderDir, file), 'utf8');
   return text.replace(/^\/\/ #include (\S+)\s*$/gm, (_, inc) => {
+    if (variant && inc === variant.swap) inc = variant.with;
     if (!existsSync(join(shaderDir, inc))) throw new Error(`${file}: missing include ${inc}`);
-    return `// ---- begin ${inc}\n${expand(inc, new Set(seen)).trimEnd()}\n// ---- end ${inc}`;
+    return `// ---- begin ${inc}\n${expand(inc, new Set(seen), variant).trimEnd()}\n// ---- end ${inc}`;
   });
+}
+
+/** The variant's text of a shader, or null when the shader does not include what the variant swaps. */
+function expandVariant(file, variant) {
+  const text = expand(file, new Set(), variant);
+  if (text === expand(file)) return null;
+  return `enable ${variant.enable};\n${text}`;
 }
 
 /**
@@ -103,6 +121,27 @@ export function generate() {
   for (const f of names) {
     const name = f.replace(/\.wgsl$/, '');
     ts += `  ${JSON.stringify(name)}: ${JSON.stringify(shaderInterface(name, expand(f)))},\n`;
+  }
+  ts += '};\n\n';
+  ts += '/** Per device feature, the shaders that have a variant for it (same host interface), by name. */\n';
+  for (const f of names) {
+    const has = Object.entries(VARIANTS).filter(([, v]) => expandVariant(f, v) !== null).map(([k]) => k);
+    if (has.length > 1) throw new Error(`${f}: variants ${has.join(' and ')} would need combining`);
+  }
+  ts += `export const SHADER_VARIANTS: Record<${Object.keys(VARIANTS).map((v) => JSON.stringify(v)).join(' | ')}, Record<string, string>> = {\n`;
+  for (const [feature, variant] of Object.entries(VARIANTS)) {
+    ts += `  ${feature}: {\n`;
+    for (const f of names) {
+      const name = f.replace(/\.wgsl$/, '');
+      const text = expandVariant(f, variant);
+      if (text === null) continue;
+      // The variant is bound exactly like the base shader; a difference would be a bug in the library file.
+      if (JSON.stringify(shaderInterface(name, text)) !== JSON.stringify(shaderInterface(name, expand(f)))) {
+        throw new Error(`${name}: its ${feature} variant has a different host interface`);
+      }
+      ts += `    ${JSON.stringify(name)}: ${JSON.stringify(text)},\n`;
+    }
+    ts += '  },\n';
   }
   ts += '};\n';
   return ts;

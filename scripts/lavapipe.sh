@@ -22,6 +22,8 @@ if [ ! -f "$dir/lvp_icd.json" ]; then
   for deb in "$dir"/debs/*.deb; do dpkg-deb -x "$deb" "$dir/root"; done
   lib=$(realpath "$dir/root/usr/lib/x86_64-linux-gnu")
   [ -f "$lib/libvulkan_lvp.so" ] || { echo "lavapipe: libvulkan_lvp.so missing after extracting the packages" >&2; exit 1; }
+  missing=$(ldd "$lib/libvulkan_lvp.so" | awk '/not found/ {print $1}')
+  [ -z "$missing" ] || { echo "lavapipe: libraries missing for libvulkan_lvp.so: $missing (Debian: apt-get install libllvm15)" >&2; exit 1; }
   printf '{"file_format_version":"1.0.1","ICD":{"library_path":"%s/libvulkan_lvp.so","api_version":"1.4.305"}}\n' "$lib" > "$dir/lvp_icd.json"
 fi
 echo "VK_ICD_FILENAMES=$(realpath "$dir/lvp_icd.json") LD_LIBRARY_PATH=$(realpath "$dir/root/usr/lib/x86_64-linux-gnu")"

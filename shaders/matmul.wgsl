@@ -16,9 +16,10 @@
 //
 // B_FORMAT picks how B is stored, so a frozen 16-bit weight is read as it is, never widened in memory:
 //   0: f32 in B;  1: bfloat16 in Bh;  2: IEEE binary16 in Bh.
-// Bh packs two values per u32, element 2i in the low half and 2i + 1 in the high half (little-endian
-// order, as the file's bytes); bf16 widens by a shift, f16 by the core unpack2x16float (no shader-f16
-// needed). The operand not in use is bound to a placeholder.
+// Bh holds two values per 4 bytes, element 2i in the low half and 2i + 1 in the high half (little-endian
+// order, as the file's bytes), read by lib/half_read.wgsl (packed u32 words: bf16 widens by a shift, f16
+// by the core unpack2x16float) or, on devices with shader-f16, its variant lib/half_read_f16.wgsl (f16
+// loads). The operand not in use is bound to a placeholder.
 struct Params {
   M: u32, N: u32, K: u32, batch: u32,
   strideA: u32, strideB: u32, strideC: u32, alpha: f32,
@@ -32,7 +33,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read> U: array<f32>;
 @group(0) @binding(6) var<storage, read> V: array<f32>;
-@group(0) @binding(7) var<storage, read> Bh: array<u32>;
+// #include lib/half_read.wgsl
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
@@ -65,9 +66,7 @@ fn a_at(base: u32, m: u32, k: u32) -> f32 {
 // Element i of B in its storage format.
 fn b_elem(i: u32) -> f32 {
   if (B_FORMAT == FORMAT_F32) { return B[i]; }
-  let bits = (Bh[i >> 1u] >> ((i & 1u) * 16u)) & 0xffffu;
-  if (B_FORMAT == FORMAT_BF16) { return bitcast<f32>(bits << 16u); }
-  return unpack2x16float(bits).x;
+  return half_at(i, B_FORMAT == FORMAT_BF16);
 }
 
 fn b_at(base: u32, k: u32, n: u32) -> f32 {

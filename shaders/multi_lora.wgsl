@@ -28,6 +28,7 @@ const NONE: u32 = 0xffffffffu;
 override WG: u32 = 256;
 
 // #include lib/flat_index.wgsl
+// #include lib/workgroup_reduce.wgsl
 
 fn slotOf(t: u32) -> u32 {
   if (p.fixedSlot != NONE) { return p.fixedSlot; }
@@ -55,6 +56,28 @@ fn shrink(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u
   }
   for (; k < p.inDim; k++) { acc.x = fma(x[xr + k], pool[a + k], acc.x); }
   u[i] = (acc.x + acc.y) + (acc.z + acc.w);
+}
+
+// The same u, one workgroup per (t, j): its invocations stride over k and reduce across the workgroup
+// (over subgroups where the device has them). For GPUs, where rank-many outputs per row are too few
+// invocations to fill the device and each would walk a whole row alone.
+@compute @workgroup_size(WG)
+fn shrink_cooperative(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                      @builtin(local_invocation_index) lid: u32) {
+  let i = wid.y * nwg.x + wid.x;
+  // Workgroups past the end, or on rows without an adapter, still take part in the reduction's
+  // barriers (uniform control flow) but read and write nothing.
+  let live = i < p.T * p.R;
+  var s = NONE;
+  if (live) { s = slotOf(i / p.R); }
+  let a = s * p.slotStride + p.offA + (i % p.R) * p.inDim;
+  let xr = (i / p.R) * p.inDim;
+  var acc = 0.0;
+  if (s != NONE) {
+    for (var k = lid; k < p.inDim; k += WG) { acc = fma(x[xr + k], pool[a + k], acc); }
+  }
+  let total = wg_sum(lid, acc);
+  if (s != NONE && lid == 0u) { u[i] = total; }
 }
 
 // y[t, n] += scale * sum_j u[t, j] B[n, j] of row t's adapter: one invocation per output element.

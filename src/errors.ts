@@ -93,6 +93,19 @@ export class UnsupportedAdapterError extends WebGPUFinetuneError {
 }
 
 /**
+ * Something asked for needs a WebGPU feature the device does not have (mixed precision without
+ * `shader-f16`, subgroup reductions without `subgroups`): `feature` names it, `wantedBy` what asked.
+ */
+export class FeatureUnavailableError extends WebGPUFinetuneError {
+  constructor(
+    readonly feature: string,
+    readonly wantedBy: string,
+  ) {
+    super('feature-unavailable', `${wantedBy} needs the WebGPU feature '${feature}', which this device does not have`);
+  }
+}
+
+/**
  * An options object (or a JSON file of the engine's own) holds a key it does not know: a misspelt or
  * unsupported option, which would otherwise do nothing. `key` is the key, `suggestion` the nearest known one.
  */

@@ -44,8 +44,14 @@ export function testGpu(tuning?: Partial<GpuTuning>): Promise<Gpu> {
   return gpu;
 }
 
-/** Both reduction profiles: the CPU one (4 invocations) and the GPU one (256). */
-export const REDUCTION_SIZES = [4, 256];
+export type ReductionProfile = Pick<GpuTuning, 'reductionWorkgroupSize' | 'reductions'>;
+/**
+ * Every reduction profile, with a label for test names: the CPU size (4 invocations) and the GPU size
+ * (256), each as a workgroup tree and over subgroups (of whatever size the device under test has).
+ */
+export const REDUCTIONS: [string, ReductionProfile][] = [4, 256].flatMap((size) =>
+  (['workgroup', 'subgroup'] as const).map((reductions): [string, ReductionProfile] => [`${reductions} reduction over ${size}`, { reductionWorkgroupSize: size, reductions }]),
+);
 
 /** A storage buffer of n floats filled with NaN: any element a kernel fails to write shows up. */
 export function poisoned(gpu: Gpu, n: number, label = 'poisoned'): GPUBuffer {

@@ -20,6 +20,8 @@ export interface RequestDeviceOptions {
   dawnOptions?: string[];
   /** Use f16 features when present (default true). */
   allowF16?: boolean;
+  /** Use subgroup operations when present (default true); false gives every device the workgroup-memory paths. */
+  allowSubgroups?: boolean;
   /** Wrap every dispatch in an error scope and keep shader text in errors (slow; for debugging). */
   debug?: boolean;
   /** Label prefix for every GPU object this device creates. */
@@ -58,9 +60,11 @@ export async function requestDevice(requested: RequestDeviceOptions = {}): Promi
   const runtime = detectRuntime();
   const options = runtime === 'node' ? { ...requested, dawnOptions: requested.dawnOptions ?? defaultDawnOptions(requested.allowF16 !== false) } : requested;
   const adapter = runtime === 'node' ? await nodeAdapter(options) : await browserAdapter(options);
-  const wanted = OPTIONAL_FEATURES.filter(
-    (f) => adapter.features.has(f) && (f !== 'shader-f16' || options.allowF16 !== false),
-  );
+  const declined = new Set<string>([
+    ...(options.allowF16 === false ? ['shader-f16'] : []),
+    ...(options.allowSubgroups === false ? ['subgroups', 'chromium-experimental-subgroup-matrix'] : []),
+  ]);
+  const wanted = OPTIONAL_FEATURES.filter((f) => adapter.features.has(f) && !declined.has(f));
   const requiredLimits: Record<string, number> = {};
   // Ask for everything the adapter offers: the defaults (e.g. 128 MiB storage bindings) are far below real GPUs.
   for (const key in adapter.limits) {

@@ -7,11 +7,12 @@
 import {
   BufferTooLargeError,
   DeviceLostError,
+  FeatureUnavailableError,
   GPUOutOfMemoryError,
   GPUValidationFailedError,
   WebGPUFinetuneError,
 } from '../errors.js';
-import { SHADERS } from '../kernels/shaders.gen.js';
+import { SHADERS, SHADER_VARIANTS } from '../kernels/shaders.gen.js';
 import { asView, BufferPool, MAP_READ_DST, STORAGE, UNIFORM_DST, type BufferLike } from './buffers.js';
 import type { Runtime, RequestDeviceOptions } from './device.js';
 import { PipelineCache } from './pipelines.js';
@@ -61,18 +62,52 @@ export interface AdapterDescription {
 export interface GpuTuning {
   /** Matmul family variant: 'tiled' (workgroup-memory tiles) or 'direct' (registers only). */
   matmulVariant: 'tiled' | 'direct';
-  /** Workgroup size of kernels built on workgroup tree reductions (a power of two). */
+  /** Workgroup size of kernels built on workgroup-wide reductions (a power of two). */
   reductionWorkgroupSize: number;
+  /**
+   * How those kernels reduce across their workgroup: 'subgroup' (one subgroupAdd/subgroupMax per
+   * subgroup, then the few partials: needs the `subgroups` feature, any subgroup size) or 'workgroup'
+   * (a tree in workgroup memory, log2 of the size in barriers; every device).
+   */
+  reductions: 'subgroup' | 'workgroup';
+  /**
+   * How kernels read frozen 16-bit weights (bf16, f16): 'native' (f16 loads: needs `shader-f16`) or
+   * 'packed' (u32 words unpacked by shifts and unpack2x16float; every device). The same values either way.
+   */
+  halfLoads: 'native' | 'packed';
+  /**
+   * The multi-adapter shrink (x A^T per row's adapter): 'direct' (one invocation per output, no
+   * barriers) or 'cooperative' (one workgroup per output, reduced as `reductions` says).
+   */
+  multiLoraShrink: 'direct' | 'cooperative';
   /** Elements each invocation of an element-wise kernel (AdamW, element-wise ops) handles. */
   elementsPerInvocation: number;
   /** Attention training kernels: 'tiled' (rows staged in workgroup memory) or 'direct' (one invocation per row). */
   attentionVariant: 'tiled' | 'direct';
 }
 
-export function defaultTuning(isSoftware: boolean): GpuTuning {
+/** The kernel choices for a kind of device, each with the reason it was made (see Gpu.tuningReasons). */
+export function defaultTuning(isSoftware: boolean, features: Partial<Pick<GpuFeatures, 'subgroups' | 'shaderF16'>> = {}): GpuTuning {
+  const reductions = features.subgroups ? 'subgroup' : 'workgroup';
+  const halfLoads = features.shaderF16 ? 'native' : 'packed';
   return isSoftware
-    ? { matmulVariant: 'direct', reductionWorkgroupSize: 4, elementsPerInvocation: 8, attentionVariant: 'tiled' }
-    : { matmulVariant: 'tiled', reductionWorkgroupSize: 256, elementsPerInvocation: 1, attentionVariant: 'tiled' };
+    ? { matmulVariant: 'direct', reductionWorkgroupSize: 4, reductions, halfLoads, multiLoraShrink: 'direct', elementsPerInvocation: 8, attentionVariant: 'tiled' }
+    : { matmulVariant: 'tiled', reductionWorkgroupSize: 256, reductions, halfLoads, multiLoraShrink: 'cooperative', elementsPerInvocation: 1, attentionVariant: 'tiled' };
+}
+
+function defaultReasons(isSoftware: boolean, features: GpuFeatures, subgroupSizes: string): Record<keyof GpuTuning, string> {
+  const kind = isSoftware ? 'a CPU implementation: barriers and workgroup memory are dear' : 'a GPU';
+  return {
+    matmulVariant: `default for ${kind}`,
+    reductionWorkgroupSize: `default for ${kind}`,
+    reductions: features.subgroups
+      ? `the device has 'subgroups' (subgroup size ${subgroupSizes}): one subgroup operation and three barriers per reduction`
+      : `the device lacks 'subgroups': a tree in workgroup memory`,
+    halfLoads: features.shaderF16 ? "the device has 'shader-f16': f16 loads" : "the device lacks 'shader-f16': packed u32 words",
+    multiLoraShrink: `default for ${kind}`,
+    elementsPerInvocation: `default for ${kind}`,
+    attentionVariant: 'the tiled kernels measured faster on both kinds of device',
+  };
 }
 
 export interface MemoryStats {
@@ -93,6 +128,8 @@ export class Gpu {
   readonly pipelines: PipelineCache;
   readonly pool: BufferPool;
   readonly tuning: GpuTuning;
+  /** Why each kernel choice of `tuning` was made: the device's kind and features, or the caller's override. */
+  readonly tuningReasons: Record<keyof GpuTuning, string>;
   readonly debug: boolean;
   /** Resolves when the device is lost, with the typed error every later call throws. */
   readonly lost: Promise<DeviceLostError>;
@@ -132,13 +169,27 @@ export class Gpu {
       isFallbackAdapter,
       isSoftware: isFallbackAdapter || /swiftshader|llvmpipe|lavapipe/i.test(`${vendor} ${architecture} ${info?.description ?? ''}`),
     };
-    this.tuning = { ...defaultTuning(this.adapter.isSoftware), ...options.tuning };
     this.features = {
       shaderF16: device.features.has('shader-f16'),
       subgroups: device.features.has('subgroups'),
       timestampQuery: device.features.has('timestamp-query'),
       subgroupMatrix: device.features.has('chromium-experimental-subgroup-matrix' as GPUFeatureName),
     };
+    if (options.tuning?.reductions === 'subgroup' && !this.features.subgroups) {
+      device.destroy();
+      throw new FeatureUnavailableError('subgroups', "tuning.reductions 'subgroup'");
+    }
+    if (options.tuning?.halfLoads === 'native' && !this.features.shaderF16) {
+      device.destroy();
+      throw new FeatureUnavailableError('shader-f16', "tuning.halfLoads 'native'");
+    }
+    const sizes = (device as GPUDevice & { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } }).adapterInfo ?? info;
+    const { subgroupMinSize: lo, subgroupMaxSize: hi } = (sizes ?? {}) as { subgroupMinSize?: number; subgroupMaxSize?: number };
+    const subgroupSizes = lo === undefined ? 'unknown' : lo === hi ? `${lo}` : `${lo}..${hi}`;
+    this.tuning = { ...defaultTuning(this.adapter.isSoftware, this.features), ...options.tuning };
+    const reasons = defaultReasons(this.adapter.isSoftware, this.features, subgroupSizes);
+    for (const key of Object.keys(options.tuning ?? {}) as (keyof GpuTuning)[]) reasons[key] = 'set by the caller';
+    this.tuningReasons = reasons;
     this.requested = options;
     const limits: Record<string, number> = {};
     for (const key in device.limits) {
@@ -148,7 +199,12 @@ export class Gpu {
     // Limits asked below the device's defaults (which a device never goes under) hold for the engine's own checks.
     for (const [key, v] of Object.entries(options.limits ?? {})) limits[key] = Math.min(limits[key], v);
     this.limits = limits as GpuLimits;
-    this.pipelines = new PipelineCache(device, SHADERS);
+    // Shaders with a variant for a feature the tuning uses compile that variant, under the same name.
+    this.pipelines = new PipelineCache(device, {
+      ...SHADERS,
+      ...(this.tuning.reductions === 'subgroup' ? SHADER_VARIANTS.subgroups : {}),
+      ...(this.tuning.halfLoads === 'native' ? SHADER_VARIANTS.f16 : {}),
+    });
     this.pool = new BufferPool(this);
     this.lost = device.lost.then((info) => {
       const error = (this.lostError = new DeviceLostError(String(info.reason ?? 'unknown'), info.message));

@@ -64,10 +64,18 @@ export function multiLora(rec: CommandRecorder, a: MultiLoraArgs): void {
   }
   const uniforms = { T, inDim, outDim, R, slotStride: a.slotStride, offA: a.offA, offB: a.offB, fixedSlot, scaleStride: a.scaleStride, scaleOffset: a.scaleOffset };
   if (T * R >= 2 ** 32) throw new ShapeError('multiLora: T * rank exceeds 2^32 invocations; split the batch');
-  rec.dispatch({
-    shader: 'multi_lora', entryPoint: 'shrink', constants: { WG }, uniforms, storage: { x: a.x, pool: a.pool, rowSlot: rowSlots, u: a.u },
-    workgroups: launch1d(rec.gpu, T * R, WG), label: `multi-lora shrink T=${T} r=${R}`,
-  });
+  if (rec.gpu.tuning.multiLoraShrink === 'cooperative') {
+    rec.dispatch({
+      shader: 'multi_lora', entryPoint: 'shrink_cooperative', constants: { WG: rec.gpu.tuning.reductionWorkgroupSize }, uniforms, storage: { x: a.x, pool: a.pool, rowSlot: rowSlots, u: a.u },
+      // one workgroup per output, folded like a 1-D launch of workgroups of size 1
+      workgroups: launch1d(rec.gpu, T * R, 1), label: `multi-lora shrink (cooperative) T=${T} r=${R}`,
+    });
+  } else {
+    rec.dispatch({
+      shader: 'multi_lora', entryPoint: 'shrink', constants: { WG }, uniforms, storage: { x: a.x, pool: a.pool, rowSlot: rowSlots, u: a.u },
+      workgroups: launch1d(rec.gpu, T * R, WG), label: `multi-lora shrink T=${T} r=${R}`,
+    });
+  }
   rec.dispatch({
     shader: 'multi_lora', entryPoint: 'expand', constants: { WG }, uniforms, storage: { pool: a.pool, rowSlot: rowSlots, scales: a.scales, u: a.u, y: a.y },
     workgroups: launch1d(rec.gpu, T * outDim, WG), label: `multi-lora expand T=${T} n=${outDim}`,

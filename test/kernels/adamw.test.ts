@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { adamwStep, decodeHalves, encodeHalves, gradNorm, gradNormScratchSize, sparseAdamwStep, sparseGather, ShapeError } from '../../src/index.js';
-import { compare, freshSeed, randn, REDUCTION_SIZES, rng, testGpu } from '../helpers.js';
+import { compare, freshSeed, randn, REDUCTIONS, rng, testGpu } from '../helpers.js';
 import { adamwRef, clipFactorRef } from '../reference/adamw.js';
 import { randomMask } from '../reference/sparse.js';
 
@@ -64,14 +64,14 @@ describe.each([1, 8])('fused AdamW, %i elements per invocation', (per) => {
   });
 });
 
-describe.each(REDUCTION_SIZES)('global gradient norm and clipping factor, workgroup %i', (wg) => {
+describe.each(REDUCTIONS)('global gradient norm and clipping factor, %s', (_, reduction) => {
   it.each([
     [[1], 1e9],
     [[3, 17, 100], 1.0],
     [[70_001, 257, 1], 10.0], // more than 256 workgroups of input: the first stage strides
     [[33, 5], 0], // maxNorm 0: report the norm, do not clip
   ])('sizes %j maxNorm %f', async (sizes, maxNorm) => {
-    const gpu = await testGpu({ reductionWorkgroupSize: wg });
+    const gpu = await testGpu(reduction);
     const seed = freshSeed();
     const rand = rng(seed);
     const hosts = sizes.map((n) => randn(n, rand, 0.7));

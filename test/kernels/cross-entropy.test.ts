@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { crossEntropyBackward, crossEntropyChunk, crossEntropyForward, decodeHalves, encodeHalves, IGNORE_INDEX, ShapeError } from '../../src/index.js';
-import { compare, freshSeed, poisoned, randn, REDUCTION_SIZES, rng, testGpu } from '../helpers.js';
+import { compare, freshSeed, poisoned, randn, REDUCTIONS, rng, testGpu } from '../helpers.js';
 import { crossEntropyRef } from '../reference/cross-entropy.js';
 
-describe.each(REDUCTION_SIZES)('fused chunked cross-entropy, workgroup %i', (wg) => {
+describe.each(REDUCTIONS)('fused chunked cross-entropy, %s', (_, reduction) => {
   it.each([
     // T, H, V, chunk, logit soft cap (Gemma 2)
     [1, 8, 100, 64, null],
@@ -14,7 +14,7 @@ describe.each(REDUCTION_SIZES)('fused chunked cross-entropy, workgroup %i', (wg)
     [17, 17, 257, 64, 3],
     [9, 12, 300, 128, 0.8],
   ])('T=%i H=%i V=%i chunk %i softcap %s: losses, dHidden, dWeight', async (T, H, V, chunk, softcap) => {
-    const gpu = await testGpu({ reductionWorkgroupSize: wg });
+    const gpu = await testGpu(reduction);
     const seed = freshSeed();
     const rand = rng(seed);
     const hh = randn(T * H, rand, 1.5);
@@ -44,7 +44,7 @@ describe.each(REDUCTION_SIZES)('fused chunked cross-entropy, workgroup %i', (wg)
     ['bf16', 17, 18, 257, 64],
     ['f16', 33, 8, 300, 128],
   ] as const)('a frozen %s LM head: T=%i H=%i V=%i chunk %i, losses and dHidden of the decoded weight', async (format, T, H, V, chunk) => {
-    const gpu = await testGpu({ reductionWorkgroupSize: wg });
+    const gpu = await testGpu(reduction);
     const seed = freshSeed();
     const rand = rng(seed);
     const hh = randn(T * H, rand, 1.5);
@@ -73,7 +73,7 @@ describe.each(REDUCTION_SIZES)('fused chunked cross-entropy, workgroup %i', (wg)
   });
 
   it('rejects chunks that break weight alignment', async () => {
-    const gpu = await testGpu({ reductionWorkgroupSize: wg });
+    const gpu = await testGpu(reduction);
     const b = gpu.createBuffer(1 << 16);
     expect(() => crossEntropyForward(gpu.recorder(), { hidden: b, weight: b, targets: b, T: 2, H: 4, V: 100, chunk: 50, logits: b, stats: b, losses: b })).toThrow(ShapeError);
   });

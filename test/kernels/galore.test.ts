@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { galoreAdam, galoreOrthonormalize, galoreSubspace } from '../../src/kernels/galore.js';
-import { compare, freshSeed, poisoned, randn, REDUCTION_SIZES, rng, testGpu } from '../helpers.js';
+import { compare, freshSeed, poisoned, randn, REDUCTIONS, rng, testGpu } from '../helpers.js';
 import { singularSubspace, subspaceCosine } from '../reference/svd.js';
 
 /** Float64 Gram-Schmidt of `count` vectors of `length` (vector k, element i at k vstride + i estride). */
@@ -35,12 +35,12 @@ function lowRankish(m: number, n: number, rand: () => number): Float64Array {
   return g;
 }
 
-describe.each(REDUCTION_SIZES)('GaLore kernels, workgroup %i', (wg) => {
+describe.each(REDUCTIONS)('GaLore kernels, %s', (_, reduction) => {
   it.each([
     ['rows', 5, 37, 37, 1],
     ['columns', 6, 29, 1, 6],
   ] as const)('orthonormalizes %s in order as float64 Gram-Schmidt does', async (_, count, length, vstride, estride) => {
-    const gpu = await testGpu({ reductionWorkgroupSize: wg });
+    const gpu = await testGpu(reduction);
     const seed = freshSeed();
     const x = randn(count * length, rng(seed));
     const buffer = gpu.upload(x);
@@ -52,7 +52,7 @@ describe.each(REDUCTION_SIZES)('GaLore kernels, workgroup %i', (wg) => {
     ['right', 40, 24],
     ['left', 20, 36],
   ] as const)('finds the top singular subspace (%s vectors) that a float64 SVD finds', async (side, m, n) => {
-    const gpu = await testGpu({ reductionWorkgroupSize: wg });
+    const gpu = await testGpu(reduction);
     const seed = freshSeed();
     const g = lowRankish(m, n, rng(seed));
     const r = 4;

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, matmul, ShapeError, type MatmulVariant, type WeightFormat } from '../../src/index.js';
 import { dropoutKeep } from '../../src/util/random.js';
+import type { GpuTuning } from '../../src/gpu/gpu.js';
 import { compare, freshSeed, poisoned, randn, rng, testGpu } from '../helpers.js';
 import { matmulRef, type MatmulRefArgs } from '../reference/matmul.js';
 
@@ -17,8 +18,8 @@ function packHalves(b: Float32Array, format: 'bf16' | 'f16'): { rounded: Float32
   return { rounded: format === 'bf16' ? bf16ToF32(bits) : f16ToF32(bits), packed };
 }
 
-async function check(variant: MatmulVariant, c: Case): Promise<void> {
-  const gpu = await testGpu();
+async function check(variant: MatmulVariant, c: Case, tuning?: Partial<GpuTuning>): Promise<void> {
+  const gpu = await testGpu(tuning);
   const seed = freshSeed();
   const rand = rng(seed);
   const batch = c.batch ?? 1;
@@ -63,15 +64,44 @@ describe.each(VARIANTS)('matmul (%s)', (variant) => {
 
   it('broadcasts a shared weight across the batch (y = x W^T)', () =>
     check(variant, { M: 13, N: 31, K: 27, batch: 4, transB: true, broadcastB: true }));
+});
 
-  // A frozen 16-bit weight read packed: the forward product (x W^T) and the input gradient (dY W).
+// A frozen 16-bit weight read as stored, packed in u32 words or (devices with shader-f16) by f16 loads:
+// the forward product (x W^T) and the input gradient (dY W).
+const hasF16 = (await testGpu()).features.shaderF16;
+const HALF_LOADS = VARIANTS.flatMap((variant) => (hasF16 ? (['packed', 'native'] as const) : (['packed'] as const)).map((halfLoads) => [variant, halfLoads] as const));
+describe.each(HALF_LOADS)('matmul (%s) with a 16-bit B, %s loads', (variant, halfLoads) => {
+  const tuning = { halfLoads };
   it.each([
     ['bf16', true, 17, 33, 101],
     ['bf16', false, 33, 17, 3],
     ['f16', true, 3, 65, 33],
     ['f16', false, 100, 33, 17],
-  ] as const)('B stored %s, transB=%s at %ix%ix%i', (bFormat, transB, M, N, K) => check(variant, { M, N, K, transB, bFormat }));
-  it('B stored bf16 and broadcast across a batch', () => check(variant, { M: 7, N: 9, K: 11, batch: 3, transB: true, broadcastB: true, bFormat: 'bf16' }));
+  ] as const)('B stored %s, transB=%s at %ix%ix%i', (bFormat, transB, M, N, K) => check(variant, { M, N, K, transB, bFormat }, tuning));
+  it('B stored bf16 and broadcast across a batch', () => check(variant, { M: 7, N: 9, K: 11, batch: 3, transB: true, broadcastB: true, bFormat: 'bf16' }, tuning));
+});
+
+describe.skipIf(!hasF16)('16-bit weights read natively and packed', () => {
+  it.each(['f16', 'bf16'] as const)('give the same products bit for bit, subnormals, zeros of both signs and extremes included (%s)', async (format) => {
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const [M, N, K] = [5, 7, 9];
+    // Bit patterns straight from the format's range: random ones, then the special finite values.
+    const bits = Uint16Array.from({ length: N * K + 1 } /* whole 4-byte words */, () => Math.floor(rand() * 0x10000));
+    const special = format === 'f16' ? [0x0000, 0x8000, 0x0001, 0x83ff, 0x0400, 0x7bff, 0xfbff, 0x3c00] : [0x0000, 0x8000, 0x0001, 0x807f, 0x0080, 0x7f7f, 0xff7f, 0x3f80];
+    bits.set(special);
+    // Clearing the exponent's top bit (bit 14 in both formats) keeps every value finite.
+    for (let i = 0; i < bits.length; i++) bits[i] &= 0xbfff;
+    const a = randn(M * K, rand);
+    const results = [];
+    for (const halfLoads of ['packed', 'native'] as const) {
+      const gpu = await testGpu({ halfLoads });
+      const C = poisoned(gpu, M * N);
+      await gpu.run((rec) => matmul(rec, { a: gpu.upload(a), b: gpu.upload(bits), bFormat: format, c: C, M, N, K, transB: true }));
+      results.push(Array.from(await gpu.readF32(C)));
+    }
+    expect(results[1], `seed ${seed}`).toEqual(results[0]);
+  });
 });
 
 describe.each(VARIANTS)('matmul epilogue: bias and a low-rank (LoRA) term fused into the store (%s)', (variant) => {

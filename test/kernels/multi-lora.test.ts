@@ -1,9 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { multiLora, NO_SLOT, ShapeError } from '../../src/index.js';
-import { compare, freshSeed, poisoned, randn, rng, testGpu } from '../helpers.js';
+import type { GpuTuning } from '../../src/gpu/gpu.js';
+import { compare, freshSeed, poisoned, randn, REDUCTIONS, rng, testGpu } from '../helpers.js';
 import { multiLoraRef } from '../reference/multi-lora.js';
 
-describe('many LoRA adapters in one batch (shrink and expand over a pool of slots)', () => {
+// The direct shrink, and the cooperative one under every reduction profile.
+const SHRINKS: [string, Partial<GpuTuning>][] = [
+  ['direct shrink', { multiLoraShrink: 'direct' }],
+  ...REDUCTIONS.map(([label, reduction]): [string, Partial<GpuTuning>] => [`cooperative shrink, ${label}`, { multiLoraShrink: 'cooperative', ...reduction }]),
+];
+
+describe.each(SHRINKS)('many LoRA adapters in one batch (shrink and expand over a pool of slots): %s', (_, tuning) => {
   it.each([
     // T, inDim, outDim, rank, slots
     [1, 3, 5, 1, 1],
@@ -13,7 +20,7 @@ describe('many LoRA adapters in one batch (shrink and expand over a pool of slot
     [64, 64, 64, 16, 3],
     [65, 70, 80, 4, 2],
   ])('T=%i in=%i out=%i rank %i over %i slots, rows on different slots and some on none', async (T, inDim, outDim, rank, slots) => {
-    const gpu = await testGpu();
+    const gpu = await testGpu(tuning);
     const seed = freshSeed();
     const rand = rng(seed);
     // Two modules per slot, this one second, with a gap, so offsets and strides are exercised.
@@ -47,7 +54,7 @@ describe('many LoRA adapters in one batch (shrink and expand over a pool of slot
   });
 
   it('rows with no slot are left exactly as they were', async () => {
-    const gpu = await testGpu();
+    const gpu = await testGpu(tuning);
     const rand = rng(freshSeed());
     const [T, inDim, outDim, rank] = [6, 9, 10, 2];
     const slotStride = rank * (inDim + outDim);
@@ -63,6 +70,9 @@ describe('many LoRA adapters in one batch (shrink and expand over a pool of slot
     expect(got[0]).not.toBe(y0[0]);
   });
 
+});
+
+describe('many LoRA adapters in one batch: bad arguments', () => {
   it('refuses a module outside its slot, a slot outside the pool and short buffers', async () => {
     const gpu = await testGpu();
     const b = (n: number) => gpu.createBuffer(n * 4);

@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { normBackward, normForward, type NormKind } from '../../src/index.js';
-import { compare, freshSeed, poisoned, randn, REDUCTION_SIZES, rng, testGpu } from '../helpers.js';
+import { compare, freshSeed, poisoned, randn, REDUCTIONS, rng, testGpu } from '../helpers.js';
 import { normBackwardRef, normForwardRef } from '../reference/layers.js';
 
 // Weight offset 1 is Gemma's RMSNorm, x * rstd * (1 + w): the reference scales by w + 1 (the same gradient in w).
 const kinds: [NormKind, number][] = [['rmsnorm', 0], ['layernorm', 0], ['rmsnorm', 1]];
-const cases = REDUCTION_SIZES.flatMap((wg) => kinds.map(([kind, offset]) => [kind, offset, wg] as const));
+const cases = REDUCTIONS.flatMap(([label, reduction]) => kinds.map(([kind, offset]) => [kind, offset, label, reduction] as const));
 
-describe.each(cases)('%s, weight offset %i, workgroup %i', (kind, weightOffset, wg) => {
+describe.each(cases)('%s, weight offset %i, %s', (kind, weightOffset, _, reduction) => {
   it.each([
     [1, 1],
     [3, 17],
@@ -15,7 +15,7 @@ describe.each(cases)('%s, weight offset %i, workgroup %i', (kind, weightOffset, 
     [5, 257],
     [33, 64],
   ])('%ix%i forward and backward', async (rows, cols) => {
-    const gpu = await testGpu({ reductionWorkgroupSize: wg });
+    const gpu = await testGpu(reduction);
     const seed = freshSeed();
     const rand = rng(seed);
     const eps = 1e-5;

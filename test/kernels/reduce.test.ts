@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { elementwise, reduceRows, type ElementwiseOp, type ReduceOp } from '../../src/index.js';
-import { compare, freshSeed, poisoned, randn, REDUCTION_SIZES, rng, testGpu } from '../helpers.js';
+import { compare, freshSeed, poisoned, randn, REDUCTIONS, rng, testGpu } from '../helpers.js';
 import { dropoutKeep } from '../../src/util/random.js';
 import { reduceRowsRef } from '../reference/reduce.js';
 
-describe.each(REDUCTION_SIZES.flatMap((wg) => (['sum', 'max', 'sumsq'] as ReduceOp[]).map((op) => [op, wg] as const)))('reduce rows: %s, workgroup %i', (op, wg) => {
+describe.each(REDUCTIONS.flatMap(([label, reduction]) => (['sum', 'max', 'sumsq'] as ReduceOp[]).map((op) => [op, label, reduction] as const)))('reduce rows: %s, %s', (op, _, reduction) => {
   it.each([
     [1, 1],
     [3, 17],
@@ -12,7 +12,7 @@ describe.each(REDUCTION_SIZES.flatMap((wg) => (['sum', 'max', 'sumsq'] as Reduce
     [100, 33],
     [2, 1000],
   ])('%ix%i', async (rows, cols) => {
-    const gpu = await testGpu({ reductionWorkgroupSize: wg });
+    const gpu = await testGpu(reduction);
     const seed = freshSeed();
     const rand = rng(seed);
     const xh = randn(rows * cols, rand);

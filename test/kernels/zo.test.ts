@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { zoDirectionKey, zoGaussian, zoLossSum, zoPerturb, zoRun, zoUpdate, ZO_SKIP, type ZoSegment } from '../../src/kernels/zo.js';
-import { compare, freshSeed, poisoned, randn, REDUCTION_SIZES, rng, testGpu } from '../helpers.js';
+import { compare, freshSeed, poisoned, randn, REDUCTIONS, rng, testGpu } from '../helpers.js';
 
 /** z of every element of a run of `segments`, on the host (0 where skipped). */
 function hostDirection(seed: number, step: number, j: number, n: number, segments: ZoSegment[]): Float64Array {
@@ -95,8 +95,8 @@ describe('zeroth-order directions', () => {
 });
 
 describe('zeroth-order loss sums', () => {
-  it.each(REDUCTION_SIZES)('sums a pass\'s token losses into its slot and the step\'s accumulator (workgroup %i)', async (wg) => {
-    const gpu = await testGpu({ reductionWorkgroupSize: wg });
+  it.each(REDUCTIONS)('sums a pass\'s token losses into its slot and the step\'s accumulator (%s)', async (_, reduction) => {
+    const gpu = await testGpu(reduction);
     const seed = freshSeed();
     const rand = rng(seed);
     const n = 1037;

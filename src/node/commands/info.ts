@@ -16,7 +16,8 @@ export const infoCommand: Command = {
     console.log(`features: ${Object.entries(gpu.features).filter(([, on]) => on).map(([f]) => f).join(', ') || 'none'}`);
     console.log(`limits:   maxBufferSize ${l.maxBufferSize}, maxStorageBufferBindingSize ${l.maxStorageBufferBindingSize},`);
     console.log(`          workgroup storage ${l.maxComputeWorkgroupStorageSize} B, ${l.maxComputeInvocationsPerWorkgroup} invocations/workgroup`);
-    console.log(`tuning:   matmul ${gpu.tuning.matmulVariant}, reductions ${gpu.tuning.reductionWorkgroupSize}-wide, attention ${gpu.tuning.attentionVariant}`);
+    console.log('tuning:');
+    for (const [key, value] of Object.entries(gpu.tuning)) console.log(`  ${key} ${value}: ${gpu.tuningReasons[key as keyof typeof gpu.tuning]}`);
     console.log(`dawn:     ${gpu.requested.dawnOptions?.join(' ') || 'defaults'}`);
     if (gpu.adapter.isSoftware) console.log('note:     a CPU implementation; expect ~1 GFLOP/s. Compare ratios, not absolute speed.');
     gpu.destroy();
