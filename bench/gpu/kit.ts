@@ -19,7 +19,7 @@ import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { tinyModelFiles } from '../../src/model/tiny.js';
 import { CausalLM } from '../../src/model/causal-lm.js';
 import { rng } from '../../src/util/random.js';
-import { formatKernelBench, runKernelBench } from '../kernels.js';
+import { formatKernelBench, runKernelBench, type KernelBenchResult } from '../kernels.js';
 import { formatTrainBench, runTrainBench, trainBenchModels, trainPreset, type TrainBenchResult, type TrainPreset } from '../train.js';
 import { loadTestFile, runTests, type TestReport } from './test-runner.js';
 import testModules from 'kit:tests';
@@ -96,11 +96,17 @@ async function summary(): Promise<boolean> {
   const read = <T>(file: string): T | null => (existsSync(join(out, file)) ? (JSON.parse(readFileSync(join(out, file), 'utf8')) as T) : null);
   const t = read<{ passed: number; failed: number; skipped: number; seconds: number; reports: TestReport[] }>('tests.json');
   const train = read<TrainBenchResult>('train-node.json');
+  const kernels = read<KernelBenchResult>('kernels-node.json');
   const torch = read<TorchReference>('torch.json');
   const lines = [`# GPU kit: ${train?.device ?? 'no benchmark ran'}`, ''];
   if (t) {
     lines.push(`Tests: ${t.passed} passed, ${t.failed} failed, ${t.skipped} skipped in ${t.seconds.toFixed(0)} s.`, '');
     for (const r of t.reports.filter((x) => x.status === 'failed')) lines.push(`- FAILED ${r.name}: ${r.error?.split('\n')[0]}`);
+  }
+  if (kernels) {
+    // The kernel choices this GPU got and why (subgroup reductions, f16 loads, ...), then every kernel row.
+    lines.push('', '## Kernels', '', ...Object.entries(kernels.tuning).map(([k, v]) => `- ${k} ${v}: ${kernels.tuningReasons[k as keyof typeof kernels.tuning]}`));
+    lines.push('', '```', formatKernelBench(kernels), '```');
   }
   if (train) lines.push('', '```', formatTrainBench(train), '```');
   if (torch) {

@@ -13,6 +13,8 @@ export type MatmulVariant = 'tiled' | 'direct';
 export interface MatmulArgs {
   /** op(A) is [M, K]: A stored [M, K], or [K, M] when transA. */
   a: BufferLike;
+  /** How A is stored: f32 (default), or bf16 / f16 packed two per u32 (16-bit activations). */
+  aFormat?: WeightFormat;
   /** op(B) is [K, N]: B stored [K, N], or [N, K] when transB. */
   b: BufferLike;
   /** How B is stored: f32 (default), or bf16 / f16 packed two per u32 (a frozen 16-bit weight). */
@@ -40,7 +42,7 @@ export interface MatmulArgs {
   lowRank?: LowRankTerm;
 }
 
-/** Storage formats of a matmul's B operand (and of linear weights). */
+/** Storage formats of a matmul's operands (and of linear weights). */
 export type WeightFormat = 'f32' | 'bf16' | 'f16';
 
 /** C += scale * mask * (u @ op(v)): u [M, rank] row-major; op(v) [rank, N], stored [rank, N] or [N, rank] with transV. */
@@ -62,10 +64,12 @@ export function matmul(rec: CommandRecorder, args: MatmulArgs): void {
   const strideB = args.strideB ?? K * N;
   const strideC = args.strideC ?? M * N;
   requireDims('matmul', { M, N, K, batch, strideA, strideB, strideC });
-  requireElements('matmul', 'A', args.a, (batch - 1) * strideA + M * K);
+  const aFormat = args.aFormat ?? 'f32';
   const bFormat = args.bFormat ?? 'f32';
   // 16-bit operands hold two elements per 4-byte word.
-  requireElements('matmul', 'B', args.b, bFormat === 'f32' ? (batch - 1) * strideB + K * N : Math.ceil(((batch - 1) * strideB + K * N) / 2));
+  const words = (format: WeightFormat, n: number) => (format === 'f32' ? n : Math.ceil(n / 2));
+  requireElements('matmul', 'A', args.a, words(aFormat, (batch - 1) * strideA + M * K));
+  requireElements('matmul', 'B', args.b, words(bFormat, (batch - 1) * strideB + K * N));
   requireElements('matmul', 'C', args.c, (batch - 1) * strideC + M * N);
   if (args.bias) requireElements('matmul', 'bias', args.bias, N);
   const lr = args.lowRank;
@@ -89,7 +93,7 @@ export function matmul(rec: CommandRecorder, args: MatmulArgs): void {
     entryPoint: variant === 'tiled' ? 'matmul_tiled' : 'matmul_direct',
     constants: {
       TRANS_A: !!args.transA, TRANS_B: !!args.transB, ACCUMULATE: !!args.accumulate,
-      BIAS: !!args.bias, LOW_RANK: !!lr, TRANS_V: !!lr?.transV, DROPOUT: !!lr?.dropout, B_FORMAT: shaderConstant('matmul', `FORMAT_${bFormat.toUpperCase()}`),
+      BIAS: !!args.bias, LOW_RANK: !!lr, TRANS_V: !!lr?.transV, DROPOUT: !!lr?.dropout, A_FORMAT: shaderConstant('matmul', `FORMAT_${aFormat.toUpperCase()}`), B_FORMAT: shaderConstant('matmul', `FORMAT_${bFormat.toUpperCase()}`),
     },
     uniforms: {
       M, N, K, batch, strideA, strideB, strideC, alpha: args.alpha ?? 1,
@@ -97,7 +101,8 @@ export function matmul(rec: CommandRecorder, args: MatmulArgs): void {
       threshold: lr?.dropout ? dropoutThreshold(lr.dropout.p) : 0,
     },
     storage: {
-      A: args.a, B: bFormat === 'f32' ? args.b : unused, Bh: bFormat === 'f32' ? unused : args.b, C: args.c,
+      A: aFormat === 'f32' ? args.a : unused, Ah: aFormat === 'f32' ? unused : args.a,
+      B: bFormat === 'f32' ? args.b : unused, Bh: bFormat === 'f32' ? unused : args.b, C: args.c,
       bias: args.bias ?? unused, U: lr?.u ?? unused, V: lr?.v ?? unused,
     },
     workgroups: [Math.ceil(N / tileN), Math.ceil(M / tileM), batch],

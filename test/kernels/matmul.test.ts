@@ -8,7 +8,7 @@ import { matmulRef, type MatmulRefArgs } from '../reference/matmul.js';
 const VARIANTS: MatmulVariant[] = ['tiled', 'direct'];
 
 /** One matmul call: the reference's arguments without the data, and whether B is shared across the batch. */
-type Case = Omit<MatmulRefArgs, 'a' | 'b' | 'c' | 'strideA' | 'strideB' | 'strideC'> & { broadcastB?: boolean; bFormat?: WeightFormat };
+type Case = Omit<MatmulRefArgs, 'a' | 'b' | 'c' | 'strideA' | 'strideB' | 'strideC'> & { broadcastB?: boolean; aFormat?: WeightFormat; bFormat?: WeightFormat };
 
 /** B rounded to its 16-bit format (what the reference multiplies) and packed two per word (what the GPU reads). */
 function packHalves(b: Float32Array, format: 'bf16' | 'f16'): { rounded: Float32Array; packed: Uint16Array } {
@@ -24,17 +24,19 @@ async function check(variant: MatmulVariant, c: Case, tuning?: Partial<GpuTuning
   const rand = rng(seed);
   const batch = c.batch ?? 1;
   const strideB = c.broadcastB ? 0 : c.K * c.N;
-  const a = randn(batch * c.M * c.K, rand);
+  let a = randn(batch * c.M * c.K, rand);
   let b = randn(c.broadcastB ? c.K * c.N : batch * c.K * c.N, rand);
+  let aData: Float32Array | Uint16Array = a;
   let bData: Float32Array | Uint16Array = b;
+  if (c.aFormat && c.aFormat !== 'f32') ({ rounded: a, packed: aData } = packHalves(a, c.aFormat));
   if (c.bFormat && c.bFormat !== 'f32') ({ rounded: b, packed: bData } = packHalves(b, c.bFormat));
   const c0 = randn(batch * c.M * c.N, rand);
-  const A = gpu.upload(a, 'A');
+  const A = gpu.upload(aData, 'A');
   const B = gpu.upload(bData, 'B');
   // Accumulation reads C, so it starts from random values; otherwise C is poisoned.
   const C = c.accumulate ? gpu.upload(c0, 'C') : poisoned(gpu, batch * c.M * c.N, 'C');
   await gpu.run((rec) =>
-    matmul(rec, { a: A, b: B, bFormat: c.bFormat, c: C, M: c.M, N: c.N, K: c.K, batch, strideB, transA: c.transA, transB: c.transB, alpha: c.alpha, accumulate: c.accumulate, variant }),
+    matmul(rec, { a: A, aFormat: c.aFormat, b: B, bFormat: c.bFormat, c: C, M: c.M, N: c.N, K: c.K, batch, strideB, transA: c.transA, transB: c.transB, alpha: c.alpha, accumulate: c.accumulate, variant }),
   );
   const got = await gpu.readF32(C);
   const want = matmulRef({ a, b, c: c0, M: c.M, N: c.N, K: c.K, batch, strideB, transA: c.transA, transB: c.transB, alpha: c.alpha, accumulate: c.accumulate });
@@ -79,19 +81,70 @@ describe.each(HALF_LOADS)('matmul (%s) with a 16-bit B, %s loads', (variant, hal
     ['f16', false, 100, 33, 17],
   ] as const)('B stored %s, transB=%s at %ix%ix%i', (bFormat, transB, M, N, K) => check(variant, { M, N, K, transB, bFormat }, tuning));
   it('B stored bf16 and broadcast across a batch', () => check(variant, { M: 7, N: 9, K: 11, batch: 3, transB: true, broadcastB: true, bFormat: 'bf16' }, tuning));
+  // 16-bit activations (mixed precision): the forward product with both operands 16-bit, and A transposed (dW = dY^T X).
+  it.each([
+    ['f16', 'f16', false, true, 17, 33, 101],
+    ['f16', 'f32', true, false, 33, 17, 3],
+    ['bf16', 'bf16', false, true, 3, 65, 33],
+    ['f16', 'bf16', true, true, 65, 9, 40],
+  ] as const)('A stored %s and B %s, transA=%s transB=%s at %ix%ix%i', (aFormat, bFormat, transA, transB, M, N, K) => check(variant, { M, N, K, transA, transB, aFormat, bFormat }, tuning));
+  it('A stored f16 in a batch with accumulation', () => check(variant, { M: 7, N: 9, K: 11, batch: 3, alpha: 0.5, accumulate: true, aFormat: 'f16' }, tuning));
 });
 
-describe.skipIf(!hasF16)('16-bit weights read natively and packed', () => {
-  it.each(['f16', 'bf16'] as const)('give the same products bit for bit, subnormals, zeros of both signs and extremes included (%s)', async (format) => {
+describe('matmul of f16 operands against the exact product of the unrounded ones', () => {
+  // Rounding each input to f16 (unit roundoff u = 2^-11) moves a product a*b by at most (2u + u^2)|a b|;
+  // the product of two f16 values is exact in f32, and summing K of them in f32 adds at most
+  // gamma_K = K v / (1 - K v), v = 2^-24, of the sum of their magnitudes. Per element of C:
+  //   |C - exact| <= (2u + u^2) sum |a b| + gamma_K sum |a~ b~|   (a~, b~ the rounded inputs).
+  it.each([
+    [17, 33, 257],
+    [64, 64, 1000],
+  ])('%ix%ix%i stays within the derived bound, and the rounding shows beyond the f32 tolerance', async (M, N, K) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const a = randn(M * K, rand);
+    const b = randn(N * K, rand);
+    const ah = packHalves(a, 'f16');
+    const bh = packHalves(b, 'f16');
+    const C = poisoned(gpu, M * N);
+    await gpu.run((rec) => matmul(rec, { a: gpu.upload(ah.packed), aFormat: 'f16', b: gpu.upload(bh.packed), bFormat: 'f16', c: C, M, N, K, transB: true }));
+    const got = await gpu.readF32(C);
+    const [u, v] = [2 ** -11, 2 ** -24];
+    const gamma = (K * v) / (1 - K * v);
+    let worst = 0;
+    for (let m = 0; m < M; m++) {
+      for (let n = 0; n < N; n++) {
+        let exact = 0;
+        let magnitude = 0;
+        let roundedMagnitude = 0;
+        for (let k = 0; k < K; k++) {
+          exact += a[m * K + k] * b[n * K + k];
+          magnitude += Math.abs(a[m * K + k] * b[n * K + k]);
+          roundedMagnitude += Math.abs(ah.rounded[m * K + k] * bh.rounded[n * K + k]);
+        }
+        const bound = (2 * u + u * u) * magnitude + gamma * roundedMagnitude;
+        worst = Math.max(worst, Math.abs(got[m * N + n] - exact) / bound);
+      }
+    }
+    expect(worst, `seed ${seed}: worst error over its bound`).toBeLessThanOrEqual(1);
+    // Rounding the inputs does move the result: more than f32's kernel tolerance allows.
+    const f32Product = matmulRef({ a, b, c: new Float32Array(M * N), M, N, K, transB: true });
+    expect(compare(got, f32Product).rel, `seed ${seed}`).toBeGreaterThan(1e-4);
+  });
+});
+
+describe('16-bit weights read natively and packed', () => {
+  for (const format of ['f16', 'bf16'] as const) it.skipIf(!hasF16)(`give the same products bit for bit, subnormals, zeros of both signs and extremes included (${format})`, async () => {
     const seed = freshSeed();
     const rand = rng(seed);
     const [M, N, K] = [5, 7, 9];
     // Bit patterns straight from the format's range: random ones, then the special finite values.
-    const bits = Uint16Array.from({ length: N * K + 1 } /* whole 4-byte words */, () => Math.floor(rand() * 0x10000));
+    // Clearing the exponent's top bit (bit 14 in both formats) keeps the random ones finite.
+    const bits = Uint16Array.from({ length: N * K + 1 } /* whole 4-byte words */, () => Math.floor(rand() * 0x10000) & 0xbfff);
+    // Zeros of both signs, the smallest subnormal, the largest subnormal (negative), the smallest normal, ±max, one.
     const special = format === 'f16' ? [0x0000, 0x8000, 0x0001, 0x83ff, 0x0400, 0x7bff, 0xfbff, 0x3c00] : [0x0000, 0x8000, 0x0001, 0x807f, 0x0080, 0x7f7f, 0xff7f, 0x3f80];
     bits.set(special);
-    // Clearing the exponent's top bit (bit 14 in both formats) keeps every value finite.
-    for (let i = 0; i < bits.length; i++) bits[i] &= 0xbfff;
     const a = randn(M * K, rand);
     const results = [];
     for (const halfLoads of ['packed', 'native'] as const) {
