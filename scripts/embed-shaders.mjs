@@ -3,7 +3,7 @@
 // file's text (shared helpers such as workgroup reductions). Feature variants are made the same way: a
 // shader that includes lib/workgroup_reduce.wgsl gets a 'subgroups' variant with lib/subgroup_reduce.wgsl
 // in its place and `enable subgroups;` first, which devices with that feature compile instead; one that
-// includes lib/half_read.wgsl an 'f16' variant reading 16-bit weights with f16 loads. A shader has at most
+// includes lib/half_read.wgsl an 'f16' variant reading 16-bit operands with f16 loads. A shader has at most
 // one variant (they would otherwise need combining). Run by npm scripts; never edit the output.
 import { readFileSync, readdirSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';

@@ -71,8 +71,9 @@ export interface GpuTuning {
    */
   reductions: 'subgroup' | 'workgroup';
   /**
-   * How kernels read frozen 16-bit weights (bf16, f16): 'native' (f16 loads: needs `shader-f16`) or
-   * 'packed' (u32 words unpacked by shifts and unpack2x16float; every device). The same values either way.
+   * How kernels read 16-bit operands (frozen bf16/f16 weights, 16-bit activations): 'native' (f16 loads:
+   * needs `shader-f16`) or 'packed' (u32 words unpacked by shifts and unpack2x16float; every device). The
+   * same values either way.
    */
   halfLoads: 'native' | 'packed';
   /**
