@@ -44,7 +44,7 @@ const testTimeout = 120_000;
 /**
  * The second adapter: Mesa's lavapipe (scripts/lavapipe.sh, which `npm test` runs first), with shader-f16
  * and subgroups, at subgroup size 8 (LP_NATIVE_VECTOR_WIDTH 256: kernel, device and model tests) and, on
- * CPUs with AVX-512, 16 (512: kernel and device tests).
+ * CPUs with AVX-512, 16 (512: the kernel tests, and the test that the adapter has that width).
  * Both variables are read when a process first creates a Vulkan instance, which each test file's fresh
  * worker does. Without the extracted driver (vitest run by hand) these projects are left out.
  */
@@ -79,8 +79,9 @@ export default defineConfig({
         test: {
           name: `lavapipe-${width / 32}`,
           environment: 'node',
-          // The kernels at both widths (what a subgroup size can change), the whole model at the first.
-          include: ['test/kernels/**/*.test.ts', 'test/gpu/**/*.test.ts', ...(width === lavapipeWidths[0] ? ['test/model/**/*.test.ts'] : [])],
+          // The kernels at both widths (what a subgroup size can change); the device's own tests and the
+          // whole model at the first (a device without subgroups, say, is the same device at any width).
+          include: ['test/kernels/**/*.test.ts', 'test/gpu/adapter.node.test.ts', ...(width === lavapipeWidths[0] ? ['test/gpu/**/*.test.ts', 'test/model/**/*.test.ts'] : [])],
           // Not about the device: the JS heap and allocation failures (leaks), and the shipped base's
           // pre-training; both run on the default adapter.
           exclude: ['test/gpu/leaks.node.test.ts', 'test/model/pretrained-base.node.test.ts'],
