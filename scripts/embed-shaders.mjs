@@ -46,6 +46,7 @@ function expandVariant(file, variant) {
 export function shaderInterface(name, text) {
   const code = text.replace(/\/\*[\s\S]*?\*\//g, '').replace(/\/\/[^\n]*/g, '');
   const bindings = {};
+  const f32Storage = [];
   let uniforms = null;
   // Every buffer declaration must be in the one form read below (group 0, then binding), or the
   // interface would silently miss it.
@@ -68,6 +69,7 @@ export function shaderInterface(name, text) {
     } else {
       if (Number(binding) === 0) throw new Error(`${name}: storage ${varName} at binding 0, which is the uniforms'`);
       bindings[varName] = Number(binding);
+      if (/\bf32\b|vec\df\b|mat\dx\df\b/.test(type)) f32Storage.push(varName);
     }
   }
   const overrides = [...code.matchAll(/^override\s+(\w+)/gm)].map((m) => m[1]);
@@ -106,7 +108,7 @@ export function shaderInterface(name, text) {
     const usesUniforms = uniforms && [...seen].some((fn) => functions[fn].has(uniforms.variable));
     entryPoints[m[1]] = { storage: Object.keys(bindings).filter((b) => used.has(b)), uniforms: Boolean(usesUniforms) };
   }
-  return { uniforms, storage: bindings, overrides, constants, entryPoints };
+  return { uniforms, storage: bindings, f32Storage, overrides, constants, entryPoints };
 }
 
 export function generate() {

@@ -171,6 +171,12 @@ async function maskFor(c: Config, seed: number): Promise<{ mask: SparseMask; cos
   return masks.get(key);
 }
 
+// Mixed precision (f16 operands in every linear product; needs shader-f16): the same runs as their f32 rows.
+for (const label of ['full', 'LoRA r8']) {
+  const c = configs.find((x) => x.label === label)!;
+  configs.push({ ...c, label: `${label}, mixed precision`, options: (mask, seed) => ({ ...c.options(mask, seed), precision: 'mixed' }) });
+}
+
 async function run(c: Config, lr: number, seed: number, phase: RunResult['phase']): Promise<RunResult> {
   const selected = await maskFor(c, seed);
   const t0 = performance.now();

@@ -8,12 +8,14 @@
 //   OP_DROPOUT:       y = x * keep(i) * s0          keep(i) = hash(i ^ hash(u0)) >= u1, u1 = p * 2^32
 //   OP_DROPOUT_ADD: y = y + x * keep(i) * s0      (the gradient of dropout, with the same mask)
 //   OP_SOFTCAP:       y = s0 * tanh(y / s0)          (Gemma 2's final logit soft-capping)
+// With HALF_X, x is read from xh: f16 values packed two per word (mixed precision's activations).
 struct Params { n: u32, s0: f32, s1: f32, u0: u32, u1: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> z: array<f32>;
+@group(0) @binding(4) var<storage, read> xh: array<u32>;
 
 override WG: u32 = 256;
 override OP: u32 = 0; // one of the OP_ codes below (the host reads them from here)
@@ -28,6 +30,7 @@ const OP_DROPOUT_ADD = 7u;
 const OP_SOFTCAP = 8u;
 // Elements per invocation, strided by the launch size (see adamw.wgsl).
 override PER: u32 = 1;
+override HALF_X: bool = false;
 
 // #include lib/flat_index.wgsl
 
@@ -36,6 +39,11 @@ override PER: u32 = 1;
 // #include lib/tanh.wgsl
 
 fn keep(i: u32) -> f32 { return select(0.0, p.s0, dropout_keeps(i, p.u0, p.u1)); }
+
+fn xv(i: u32) -> f32 {
+  if (HALF_X) { return unpack2x16float(xh[i / 2u])[i & 1u]; }
+  return x[i];
+}
 
 @compute @workgroup_size(WG)
 fn elementwise(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -47,14 +55,14 @@ fn elementwise(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
     if (i >= p.n) { return; }
     switch (OP) {
       case OP_SCALE: { y[i] = p.s0 * y[i]; }
-      case OP_AXPY: { y[i] = fma(p.s0, x[i], y[i]); }
-      case OP_ADDCMUL: { y[i] = y[i] + p.s0 * x[i] * z[i]; }
-      case OP_SQRT_AFFINE: { y[i] = sqrt(x[i]) * p.s0 + p.s1; }
-      case OP_ADDCDIV: { y[i] = y[i] + p.s0 * x[i] / z[i]; }
-      case OP_DROPOUT: { y[i] = x[i] * keep(i); }
-      case OP_DROPOUT_ADD: { y[i] = y[i] + x[i] * keep(i); }
+      case OP_AXPY: { y[i] = fma(p.s0, xv(i), y[i]); }
+      case OP_ADDCMUL: { y[i] = y[i] + p.s0 * xv(i) * z[i]; }
+      case OP_SQRT_AFFINE: { y[i] = sqrt(xv(i)) * p.s0 + p.s1; }
+      case OP_ADDCDIV: { y[i] = y[i] + p.s0 * xv(i) / z[i]; }
+      case OP_DROPOUT: { y[i] = xv(i) * keep(i); }
+      case OP_DROPOUT_ADD: { y[i] = y[i] + xv(i) * keep(i); }
       case OP_SOFTCAP: { y[i] = soft_cap(y[i], p.s0); }
-      default: { y[i] = x[i] + z[i]; }
+      default: { y[i] = xv(i) + z[i]; }
     }
   }
 }

@@ -2,7 +2,8 @@
 //   rmsnorm:   y = x * rstd * w,               rstd = 1 / sqrt(mean(x^2) + eps)
 //   layernorm: y = (x - mean) * rstd * w + b,  rstd = 1 / sqrt(var(x) + eps)   (biased variance)
 // The scale is w + offset: offset 1 is Gemma's RMSNorm, x * rstd * (1 + w), its weight stored as w.
-// The forward pass saves stats[2 * row] = mean (0 for rmsnorm) and stats[2 * row + 1] = rstd.
+// The forward pass saves stats[2 * row] = mean (0 for rmsnorm) and stats[2 * row + 1] = rstd. With
+// HALF_OUT it stores y as f16 in yh, two per word (an even cols): mixed precision's input to a product.
 // Backward: dx is overwritten; dw and db accumulate (+=), so gradients of several micro-batches sum.
 // Row kernels use one workgroup per row (folded into x and y); weight-gradient kernels one invocation
 // per column, walking the rows (neighbouring invocations read neighbouring columns).
@@ -18,13 +19,22 @@ struct Params { rows: u32, cols: u32, eps: f32, offset: f32 }
 @group(0) @binding(7) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dw: array<f32>;
 @group(0) @binding(9) var<storage, read_write> db: array<f32>;
+@group(0) @binding(10) var<storage, read_write> yh: array<u32>;
 
 override WG: u32 = 256;
 override LAYERNORM: bool = false;
+override HALF_OUT: bool = false;
 
 // #include lib/workgroup_reduce.wgsl
+// #include lib/half_encode.wgsl
 
 fn row_of(wid: vec3u, nwg: vec3u) -> u32 { return wid.y * nwg.x + wid.x; }
+
+fn normed(base: u32, c: u32, mean: f32, rstd: f32) -> f32 {
+  var v = (x[base + c] - mean) * rstd * (w[c] + p.offset);
+  if (LAYERNORM) { v += b[c]; }
+  return v;
+}
 
 @compute @workgroup_size(WG)
 fn norm_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -47,10 +57,13 @@ fn norm_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
   }
   let rstd = inverseSqrt(wg_sum(lid, ss) / f32(p.cols) + p.eps);
   if (!live) { return; }
-  for (var c = lid; c < p.cols; c += WG) {
-    var v = (x[base + c] - mean) * rstd * (w[c] + p.offset);
-    if (LAYERNORM) { v += b[c]; }
-    y[base + c] = v;
+  if (HALF_OUT) {
+    for (var j = lid; 2u * j < p.cols; j += WG) {
+      let c = 2u * j;
+      yh[base / 2u + j] = half_encode(normed(base, c, mean, rstd), HALF_F16) | (half_encode(normed(base, c + 1u, mean, rstd), HALF_F16) << 16u);
+    }
+  } else {
+    for (var c = lid; c < p.cols; c += WG) { y[base + c] = normed(base, c, mean, rstd); }
   }
   if (lid == 0u) {
     stats[2u * row] = mean;

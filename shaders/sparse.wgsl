@@ -9,15 +9,23 @@ struct Params { nnz: u32, T: u32, N: u32, K: u32, alpha: f32 }
 @group(0) @binding(4) var<storage, read_write> values: array<f32>; // [nnz]
 @group(0) @binding(5) var<storage, read_write> W: array<f32>;      // [N, K]
 @group(0) @binding(6) var<storage, read_write> WH: array<atomic<u32>>; // [N, K] 16-bit, packed in pairs
+@group(0) @binding(7) var<storage, read> Xh: array<u32>;    // [T, K] f16, packed in pairs (HALF_X)
 
 override WG: u32 = 256;
 override ACCUMULATE: bool = false;
 override ADD: bool = false;
 
 override HALF: u32 = 0;
+// The layer input X is f16 (mixed precision's activations), read from Xh.
+override HALF_X: bool = false;
 
 // #include lib/flat_index.wgsl
 // #include lib/half_store.wgsl
+
+fn xat(e: u32) -> f32 {
+  if (HALF_X) { return unpack2x16float(Xh[e / 2u])[e & 1u]; }
+  return X[e];
+}
 
 // Sampled dense-dense product: values[p] = alpha * sum_t dY[t, n] * X[t, k] at (n, k) = idx[p], the
 // gradient of y = x W^T at the masked entries only (nnz * T work instead of N * K * T). Sorted indices
@@ -35,10 +43,10 @@ fn sparse_grad(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
   var t = 0u;
   for (; t + 4u <= p.T; t += 4u) {
     let dy = vec4f(dY[t * p.N + n], dY[(t + 1u) * p.N + n], dY[(t + 2u) * p.N + n], dY[(t + 3u) * p.N + n]);
-    let x = vec4f(X[t * p.K + k], X[(t + 1u) * p.K + k], X[(t + 2u) * p.K + k], X[(t + 3u) * p.K + k]);
+    let x = vec4f(xat(t * p.K + k), xat((t + 1u) * p.K + k), xat((t + 2u) * p.K + k), xat((t + 3u) * p.K + k));
     acc = fma(dy, x, acc);
   }
-  for (; t < p.T; t++) { acc.x = fma(dY[t * p.N + n], X[t * p.K + k], acc.x); }
+  for (; t < p.T; t++) { acc.x = fma(dY[t * p.N + n], xat(t * p.K + k), acc.x); }
   var g = p.alpha * ((acc.x + acc.y) + (acc.z + acc.w));
   if (ACCUMULATE) { g += values[i]; }
   values[i] = g;
@@ -73,7 +81,7 @@ fn block_grad(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
       var b = 0.0;
       if (t < p.T) {
         a = dY[t * p.N + n0 + j];
-        b = X[t * p.K + k0 + j];
+        b = xat(t * p.K + k0 + j);
       }
       dyTile[e] = a;
       xTile[e] = b;

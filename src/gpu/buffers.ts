@@ -8,6 +8,12 @@ export interface TensorView {
   offset: number;
   /** Byte length of the view. */
   size: number;
+  /**
+   * Its elements are 16-bit, packed two per 4-byte word (mixed precision's f16 activations); absent: 4-byte
+   * elements. Products read such a view as a 16-bit operand, and binding it where a kernel reads f32 is
+   * refused (CommandRecorder.dispatch), so no kernel reads its words as floats.
+   */
+  format?: 'f16' | 'bf16';
 }
 
 export type BufferLike = GPUBuffer | TensorView;
@@ -24,7 +30,7 @@ export function view(b: BufferLike, byteOffset: number, byteSize: number): Tenso
   if (byteOffset < 0 || byteSize < 0 || byteOffset + byteSize > v.size) {
     throw new RangeError(`view [${byteOffset}, ${byteOffset + byteSize}) is outside a ${v.size}-byte buffer`);
   }
-  return { buffer: v.buffer, offset: v.offset + byteOffset, size: byteSize };
+  return { buffer: v.buffer, offset: v.offset + byteOffset, size: byteSize, ...(v.format ? { format: v.format } : {}) };
 }
 
 export const STORAGE = 0x0080 | 0x0004 | 0x0008; // STORAGE | COPY_SRC | COPY_DST (numeric: GPUBufferUsage is a runtime global)

@@ -10,10 +10,11 @@ import {
   FeatureUnavailableError,
   GPUOutOfMemoryError,
   GPUValidationFailedError,
+  ShapeError,
   WebGPUFinetuneError,
 } from '../errors.js';
 import { SHADERS, SHADER_VARIANTS } from '../kernels/shaders.gen.js';
-import { asView, BufferPool, MAP_READ_DST, STORAGE, UNIFORM_DST, type BufferLike } from './buffers.js';
+import { asView, BufferPool, MAP_READ_DST, STORAGE, UNIFORM_DST, type BufferLike, type TensorView } from './buffers.js';
 import type { Runtime, RequestDeviceOptions } from './device.js';
 import { PipelineCache } from './pipelines.js';
 import { CommandRecorder } from './recorder.js';
@@ -336,6 +337,8 @@ export class Gpu {
   }
 
   async readF32(source: BufferLike, byteOffset = 0, count?: number): Promise<Float32Array> {
+    const format = (source as TensorView).format;
+    if (format) throw new ShapeError(`readF32: this view holds packed ${format} values; read() its words`);
     return new Float32Array(await this.read(source, byteOffset, count === undefined ? undefined : count * 4));
   }
 

@@ -55,6 +55,8 @@ export function resolveBindings(spec: DispatchSpec): ResolvedSpec {
   const bindingNames: (string | undefined)[] = [];
   for (const name of entry.storage) {
     if (!given[name]) throw new ShapeError(`${where}: entry point ${spec.entryPoint} uses binding '${name}': bind a buffer (the placeholder where the mode ignores it)`);
+    const format = (given[name] as TensorView).format;
+    if (format && iface.f32Storage.includes(name)) throw new ShapeError(`${where}: binding '${name}' reads f32, and the view bound there holds packed ${format} values`);
     storage[iface.storage[name] - 1] = given[name];
     bindingNames[iface.storage[name] - 1] = name;
   }

@@ -8,6 +8,8 @@ export interface ShaderInterface {
   uniforms: { binding: number; variable: string; fields: [string, 'u32' | 'i32' | 'f32'][] } | null;
   /** Storage bindings by variable name. */
   storage: Record<string, number>;
+  /** The storage bindings whose elements are f32 (a view of packed 16-bit values may not bind there). */
+  f32Storage: string[];
   /** Pipeline-overridable constants. */
   overrides: string[];
   /** Module constants with numeric values (tile sizes), for hosts that must agree with them. */

@@ -1,5 +1,6 @@
 /** Element-wise updates (shaders/elementwise.wgsl); the building blocks of unfused optimizers and residuals. */
-import type { BufferLike } from '../gpu/buffers.js';
+import { asView, type BufferLike } from '../gpu/buffers.js';
+import { ShapeError } from '../errors.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { dropoutThreshold } from '../util/random.js';
 import { launch1d, requireDims, requireElements, shaderConstant } from './common.js';
@@ -39,14 +40,17 @@ export function elementwise(rec: CommandRecorder, { op, y, x, z, n, s0 = 1, s1 =
   }
   requireDims(`elementwise ${op}`, { n });
   requireElements(`elementwise ${op}`, 'y', y, n);
-  if (spec.x) requireElements(`elementwise ${op}`, 'x', x ?? rec.gpu.placeholder(), n);
+  // x may be a view of packed f16 values (mixed precision's activations), read through its own binding.
+  const halfX = spec.x && x ? asView(x).format : undefined;
+  if (halfX && halfX !== 'f16') throw new ShapeError(`elementwise ${op}: x holds ${halfX} values; 16-bit x is f16`);
+  if (spec.x) requireElements(`elementwise ${op}`, 'x', x ?? rec.gpu.placeholder(), halfX ? Math.ceil(n / 2) : n);
   if (spec.z) requireElements(`elementwise ${op}`, 'z', z ?? rec.gpu.placeholder(), n);
   const per = rec.gpu.tuning.elementsPerInvocation;
   // Every binding is statically used by the entry point, so unused operands get a placeholder buffer.
   rec.dispatch({
     shader: 'elementwise',
     entryPoint: 'elementwise',
-    constants: { OP: opCode(op), WG, PER: per },
+    constants: { OP: opCode(op), WG, PER: per, HALF_X: !!halfX },
     uniforms: {
       n,
       s0: dropout ? 1 / (1 - dropout.p) : s0,
@@ -54,7 +58,7 @@ export function elementwise(rec: CommandRecorder, { op, y, x, z, n, s0 = 1, s1 =
       u0: dropout ? dropout.seed >>> 0 : 0,
       u1: dropout ? dropoutThreshold(dropout.p) : 0,
     },
-    storage: { y, x: spec.x ? x! : rec.gpu.placeholder(), z: spec.z ? z! : rec.gpu.placeholder() },
+    storage: { y, x: spec.x && !halfX ? x! : rec.gpu.placeholder(), xh: halfX ? x! : rec.gpu.placeholder(), z: spec.z ? z! : rec.gpu.placeholder() },
     workgroups: launch1d(rec.gpu, Math.ceil(n / per), WG),
     label: `elementwise ${op} ${n}`,
   });

@@ -15,3 +15,4 @@ export * from './embedding.js';
 export * from './attention.js';
 export * from './cross-entropy.js';
 export * from './multi-lora.js';
+export * from './cast.js';

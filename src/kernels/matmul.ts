@@ -3,7 +3,7 @@
  * store: a broadcast bias and a low-rank product (a LoRA path) with optional dropout (shaders/matmul.wgsl).
  */
 import { ShapeError } from '../errors.js';
-import type { BufferLike } from '../gpu/buffers.js';
+import type { BufferLike, TensorView } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { dropoutThreshold } from '../util/random.js';
 import { requireDims, requireElements, shaderConstant } from './common.js';
@@ -64,8 +64,8 @@ export function matmul(rec: CommandRecorder, args: MatmulArgs): void {
   const strideB = args.strideB ?? K * N;
   const strideC = args.strideC ?? M * N;
   requireDims('matmul', { M, N, K, batch, strideA, strideB, strideC });
-  const aFormat = args.aFormat ?? 'f32';
-  const bFormat = args.bFormat ?? 'f32';
+  const aFormat = operandFormat('A', args.a, args.aFormat);
+  const bFormat = operandFormat('B', args.b, args.bFormat);
   // 16-bit operands hold two elements per 4-byte word.
   const words = (format: WeightFormat, n: number) => (format === 'f32' ? n : Math.ceil(n / 2));
   requireElements('matmul', 'A', args.a, words(aFormat, (batch - 1) * strideA + M * K));
@@ -108,6 +108,13 @@ export function matmul(rec: CommandRecorder, args: MatmulArgs): void {
     workgroups: [Math.ceil(N / tileN), Math.ceil(M / tileM), batch],
     label: `matmul ${batch}x${M}x${N}x${K}`,
   });
+}
+
+/** An operand's storage format: as given, or as its view says (f16 activations); the two must agree. */
+function operandFormat(name: string, b: BufferLike, given: WeightFormat | undefined): WeightFormat {
+  const held = (b as TensorView).format;
+  if (given && held && given !== held) throw new ShapeError(`matmul: ${name} is given as ${given}, and its view holds ${held} values`);
+  return given ?? held ?? 'f32';
 }
 
 /** C[M, N] += the low-rank term alone, as its own pass (what the fused epilogue saves). */

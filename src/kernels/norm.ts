@@ -1,5 +1,6 @@
 /** RMSNorm and LayerNorm forward and backward (shaders/norm.wgsl). */
-import type { BufferLike } from '../gpu/buffers.js';
+import { asView, type BufferLike } from '../gpu/buffers.js';
+import { ShapeError } from '../errors.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { launch1d, requireDims, requireElements, shaderConstant } from './common.js';
 
@@ -26,6 +27,7 @@ export interface NormForwardArgs extends NormShape {
   weight: BufferLike;
   /** LayerNorm only. */
   bias?: BufferLike;
+  /** The normalized rows: f32, or a view of packed f16 values (format 'f16', an even cols) that takes them rounded. */
   y: BufferLike;
   /** [rows, 2]: mean and rstd per row, saved for the backward pass. */
   stats: BufferLike;
@@ -33,15 +35,18 @@ export interface NormForwardArgs extends NormShape {
 
 export function normForward(rec: CommandRecorder, a: NormForwardArgs): void {
   const ln = a.kind === 'layernorm';
-  check('normForward', a, { x: [a.x, a.rows * a.cols], weight: [a.weight, a.cols], bias: [a.bias, a.cols], y: [a.y, a.rows * a.cols], stats: [a.stats, 2 * a.rows] });
+  // A y view of packed f16 values (mixed precision) takes the normalized rows rounded to f16.
+  const half = asView(a.y).format;
+  if (half && (half !== 'f16' || a.cols % 2 !== 0)) throw new ShapeError(`normForward: a 16-bit output is f16 with an even row length, got ${half} rows of ${a.cols}`);
+  check('normForward', a, { x: [a.x, a.rows * a.cols], weight: [a.weight, a.cols], bias: [a.bias, a.cols], y: [a.y, half ? (a.rows * a.cols) / 2 : a.rows * a.cols], stats: [a.stats, 2 * a.rows] });
   if (ln && !a.bias) throw new TypeError('normForward: layernorm needs a bias');
   rec.dispatch({
     shader: 'norm',
     entryPoint: 'norm_forward',
-    constants: { WG: rec.gpu.tuning.reductionWorkgroupSize, LAYERNORM: ln },
+    constants: { WG: rec.gpu.tuning.reductionWorkgroupSize, LAYERNORM: ln, HALF_OUT: !!half },
     uniforms: uniforms(a),
     // `b` and `db` are statically used even when LAYERNORM is off, so RMSNorm binds the placeholder.
-    storage: { x: a.x, w: a.weight, b: ln ? a.bias! : rec.gpu.placeholder(), y: a.y, stats: a.stats },
+    storage: { x: a.x, w: a.weight, b: ln ? a.bias! : rec.gpu.placeholder(), y: half ? rec.gpu.placeholder('write') : a.y, yh: half ? a.y : rec.gpu.placeholder('write'), stats: a.stats },
     workgroups: launch1d(rec.gpu, a.rows, 1),
     label: `${a.kind} forward ${a.rows}x${a.cols}`,
   });

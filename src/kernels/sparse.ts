@@ -3,7 +3,7 @@
  * The optimizer for the values is sparseAdamwStep in ./adamw.ts (it also writes the values into W).
  */
 import { ShapeError } from '../errors.js';
-import type { BufferLike } from '../gpu/buffers.js';
+import { asView, type BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { launch1d, requireDims, requireElements, shaderConstant } from './common.js';
 import type { WeightFormat } from './matmul.js';
@@ -32,7 +32,7 @@ interface MaskArgs {
 export interface SparseGradArgs extends MaskArgs {
   /** Upstream gradient dY [T, N]. */
   dY: BufferLike;
-  /** Layer input X [T, K]. */
+  /** Layer input X [T, K]: f32, or a view of packed f16 values (mixed precision). */
   x: BufferLike;
   T: number;
   N: number;
@@ -48,17 +48,26 @@ export function sparseGrad(rec: CommandRecorder, a: SparseGradArgs): void {
   if (a.N * a.K > 2 ** 32) throw new ShapeError('sparseGrad: N * K exceeds u32 flat indices');
   requireElements('sparseGrad', 'indices', a.indices, a.nnz);
   requireElements('sparseGrad', 'dY', a.dY, a.T * a.N);
-  requireElements('sparseGrad', 'X', a.x, a.T * a.K);
+  const x = layerInput('sparseGrad', rec, a.x, a.T * a.K);
   requireElements('sparseGrad', 'out', a.out, a.nnz);
   rec.dispatch({
     shader: 'sparse',
     entryPoint: 'sparse_grad',
-    constants: { WG, ACCUMULATE: !!a.accumulate },
+    constants: { WG, ACCUMULATE: !!a.accumulate, HALF_X: x.half },
     uniforms: { nnz: a.nnz, T: a.T, N: a.N, K: a.K, alpha: a.alpha ?? 1 },
-    storage: { idx: a.indices, dY: a.dY, X: a.x, values: a.out },
+    storage: { idx: a.indices, dY: a.dY, ...x.bindings, values: a.out },
     workgroups: launch1d(rec.gpu, a.nnz, WG),
     label: `sparse_grad nnz=${a.nnz} T=${a.T}`,
   });
+}
+
+/** The layer input's bindings: X (f32), or Xh for a view of packed f16 values (mixed precision). */
+function layerInput(kernel: string, rec: CommandRecorder, x: BufferLike, n: number): { half: boolean; bindings: { X: BufferLike; Xh: BufferLike } } {
+  const format = asView(x).format;
+  if (format && format !== 'f16') throw new ShapeError(`${kernel}: X holds ${format} values; a 16-bit X is f16`);
+  requireElements(kernel, 'X', x, format ? Math.ceil(n / 2) : n);
+  const unused = rec.gpu.placeholder();
+  return { half: !!format, bindings: format ? { X: unused, Xh: x } : { X: x, Xh: unused } };
 }
 
 export interface BlockSparseGradArgs extends Omit<SparseGradArgs, 'indices' | 'nnz'> {
@@ -80,14 +89,14 @@ export function blockSparseGrad(rec: CommandRecorder, a: BlockSparseGradArgs): v
   if (a.N % bs || a.K % bs) throw new ShapeError(`blockSparseGrad: ${bs}x${bs} blocks do not tile a ${a.N}x${a.K} weight`);
   requireElements('blockSparseGrad', 'blocks', a.blocks, a.numBlocks);
   requireElements('blockSparseGrad', 'dY', a.dY, a.T * a.N);
-  requireElements('blockSparseGrad', 'X', a.x, a.T * a.K);
+  const x = layerInput('blockSparseGrad', rec, a.x, a.T * a.K);
   requireElements('blockSparseGrad', 'out', a.out, a.numBlocks * bs * bs);
   rec.dispatch({
     shader: 'sparse',
     entryPoint: 'block_grad',
-    constants: { BS: bs, ACCUMULATE: !!a.accumulate },
+    constants: { BS: bs, ACCUMULATE: !!a.accumulate, HALF_X: x.half },
     uniforms: { nnz: a.numBlocks, T: a.T, N: a.N, K: a.K, alpha: a.alpha ?? 1 },
-    storage: { idx: a.blocks, dY: a.dY, X: a.x, values: a.out },
+    storage: { idx: a.blocks, dY: a.dY, ...x.bindings, values: a.out },
     workgroups: launch1d(rec.gpu, a.numBlocks, 1),
     label: `block_grad ${a.numBlocks}x${bs}^2 T=${a.T}`,
   });

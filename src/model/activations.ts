@@ -7,7 +7,9 @@
  * layers share: the backward pass recomputes each layer's forward from the stream entering it, one more
  * forward's work for a fraction of the memory. An inference arena (evaluation, generation, zeroth-order
  * training) keeps nothing for a backward pass: one set of layer tensors and two stream buffers that the
- * layers alternate between, so its size does not grow with the depth.
+ * layers alternate between, so its size does not grow with the depth. Under mixed precision the inputs
+ * of the linear layers that norms and the MLP's activation write (ln1, ln2, h) are f16, packed two per
+ * word: views with format 'f16', which the products read as 16-bit operands.
  */
 import type { TensorView } from '../gpu/buffers.js';
 import type { Gpu } from '../gpu/gpu.js';
@@ -19,9 +21,21 @@ type View = TensorView;
 
 export type ActivationKind = 'train' | 'checkpointed' | 'inference';
 
+/** A planned tensor: its name, its length in 4-byte words, and 'f16' where it holds packed halves. */
+export interface PlannedTensor {
+  name: string;
+  length: number;
+  format?: 'f16';
+}
+
+/** Whether a model's arenas keep the linear layers' norm and activation inputs f16 (mixed precision, even widths). */
+export function halfLinearInputs(c: ModelConfig, precision: 'f32' | 'mixed'): boolean {
+  return precision === 'mixed' && c.hiddenSize % 2 === 0 && c.intermediateSize % 2 === 0;
+}
+
 /** What one layer keeps from its forward pass for its backward pass. */
 export interface LayerActivations {
-  /** norm1(x), [T, H], and its per-token statistics [T, 2]. */
+  /** norm1(x), [T, H] (f16 under mixed precision, as ln2 and h), and its per-token statistics [T, 2]. */
   ln1: View;
   st1: View;
   /** Projections after RoPE: [T, heads * headDim], [T, kvHeads * headDim]. */
@@ -116,8 +130,11 @@ export class Activations {
     readonly B: number,
     readonly S: number,
     readonly kind: ActivationKind = 'train',
+    /** The linear layers' norm and activation inputs in f16 (see halfLinearInputs). */
+    readonly half = false,
   ) {
-    const plan = Activations.plan(config, B, S, kind);
+    const plan = Activations.plan(config, B, S, kind, half);
+    const formats = new Map(plan.filter((t) => t.format).map((t) => [t.name, t.format!]));
     this.T = B * S;
     this.chunk = crossEntropyChunk(this.T, config.vocabSize, 32 << 20);
     // Every size is checked before the first allocation, and a failure part way releases what was made.
@@ -130,7 +147,8 @@ export class Activations {
     }
     const v = (name: string): View => {
       const buffer = this.buffers.get(name)!;
-      return { buffer, offset: 0, size: buffer.size };
+      const format = formats.get(name);
+      return { buffer, offset: 0, size: buffer.size, ...(format ? { format } : {}) };
     };
     this.ids = v('ids');
     this.positions = v('positions');
@@ -170,15 +188,17 @@ export class Activations {
   }
 
   /** The tensors of a (batch, sequence) shape, by name and f32 length. */
-  static plan(c: ModelConfig, B: number, S: number, kind: ActivationKind = 'train'): { name: string; length: number }[] {
+  static plan(c: ModelConfig, B: number, S: number, kind: ActivationKind = 'train', half = false): PlannedTensor[] {
     const T = B * S;
     const H = c.hiddenSize;
     const qd = c.numHeads * c.headDim;
     const kvd = c.numKvHeads * c.headDim;
     const I = c.intermediateSize;
     const chunk = crossEntropyChunk(T, c.vocabSize, 32 << 20);
-    const t: { name: string; length: number }[] = [];
+    const t: PlannedTensor[] = [];
     const add = (name: string, length: number) => t.push({ name, length });
+    // An f16 linear input: half the words.
+    const addHalf = (name: string, length: number) => (half ? t.push({ name, length: Math.ceil(length / 2), format: 'f16' }) : add(name, length));
     for (const n of ['ids', 'positions', 'segments', 'targets', 'ones', 'emb.order', 'emb.unique', 'pos.order', 'pos.unique']) add(n, T);
     add('emb.offsets', T + 1);
     add('pos.offsets', T + 1);
@@ -188,7 +208,7 @@ export class Activations {
     const shared = kind !== 'train';
     for (let i = 0; i < (shared ? 1 : c.numLayers); i++) {
       const p = shared ? 'l.' : `l${i}.`;
-      add(`${p}ln1`, T * H);
+      addHalf(`${p}ln1`, T * H);
       add(`${p}st1`, 2 * T);
       add(`${p}q`, T * qd);
       add(`${p}k`, T * kvd);
@@ -208,7 +228,7 @@ export class Activations {
         add(`${p}mo`, T * H);
         add(`${p}stm`, 2 * T);
       }
-      add(`${p}ln2`, T * H);
+      addHalf(`${p}ln2`, T * H);
       add(`${p}st2`, 2 * T);
       add(`${p}a`, T * I);
       if (c.family === 'llama') add(`${p}b`, T * I);
@@ -216,7 +236,7 @@ export class Activations {
     // The MLP's activated hidden state: one buffer for all layers. The forward pass writes each layer's
     // just before its down projection reads it; the backward pass recomputes it from a (and b), one
     // elementwise op, instead of keeping a copy per layer (a third of the MLP's activations).
-    add('h', T * I);
+    addHalf('h', T * I);
     add('lnf', T * H);
     add('stf', 2 * T);
     add('logits', T * Math.min(chunk, c.vocabSize));
@@ -240,9 +260,9 @@ export class Activations {
     return Activations.bytesOf(Activations.plan(c, B, S, 'train').filter((t) => GRADIENT_SCRATCH.has(t.name)));
   }
 
-  /** Bytes an arena of this shape and kind allocates. */
-  static bytesFor(c: ModelConfig, B: number, S: number, kind: ActivationKind): number {
-    return Activations.bytesOf(Activations.plan(c, B, S, kind));
+  /** Bytes an arena of this shape and kind allocates (`half`: with f16 linear inputs). */
+  static bytesFor(c: ModelConfig, B: number, S: number, kind: ActivationKind, half = false): number {
+    return Activations.bytesOf(Activations.plan(c, B, S, kind, half));
   }
 
   /** Bytes a plan allocates (every buffer at least 4 bytes). */

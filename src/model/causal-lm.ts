@@ -17,11 +17,12 @@ import { checkBindingLimits } from './binding-limits.js';
 import { hfMappings, hfToParts, paramSpecs, partsToHf, size, type HfMapping } from './layout.js';
 import { shapesDigest, WeightsHasher, type ModelFingerprint } from './fingerprint.js';
 import { Transformer, type ParamAccess, type TablePiece } from './transformer.js';
-import { Activations, type ActivationKind } from './activations.js';
+import { Activations, halfLinearInputs, type ActivationKind } from './activations.js';
 import { EVAL_PASS, type PassContext } from '../methods/method.js';
-import { BufferTooLargeError, ShapeError } from '../errors.js';
+import { BufferTooLargeError, FeatureUnavailableError, ShapeError } from '../errors.js';
 import { checkOptionKeys, optionKeys } from '../util/options.js';
 import { decodeHalves, encodeHalves, halfWeightFormats, LINEAR_WEIGHT, type HalfFormat, type LinearWeight, type WeightFormat } from './linear-weights.js';
+import { packHalves } from '../kernels/cast.js';
 import { checkQuantizeOption, checkQuantizeOptionKeys, quantizedModules, QuantizedWeights, type QuantizedModule, type QuantizeOption } from './quantized-weights.js';
 
 export interface CausalLMOptions {
@@ -51,6 +52,25 @@ export interface CausalLMOptions {
    * and the LM head keep `baseDtype`; trainable weights stay f32.
    */
   quantize?: QuantizeOption;
+  /**
+   * 'mixed': every linear layer's product reads 16-bit operands with f32 accumulation, in the spirit of
+   * PyTorch's autocast. Frozen weights are stored f16 (unless `baseDtype` says otherwise); each trainable
+   * linear weight keeps its f32 master, which the optimizer updates, and an f16 working copy the products
+   * read, refreshed from the master before each forward pass. Gradients stay f32. Needs the device
+   * feature 'shader-f16' (FeatureUnavailableError otherwise). Default 'f32'.
+   */
+  precision?: Precision;
+}
+
+export type Precision = 'f32' | 'mixed';
+export const PRECISIONS: readonly Precision[] = ['f32', 'mixed'];
+
+/** Checks a precision option and that the device can run it. */
+export function checkPrecision(gpu: Gpu, precision: unknown): Precision {
+  if (precision === undefined) return 'f32';
+  if (!PRECISIONS.includes(precision as Precision)) throw new ShapeError(`precision must be one of ${PRECISIONS.join(', ')}, got ${JSON.stringify(precision)}`);
+  if (precision === 'mixed' && !gpu.features.shaderF16) throw new FeatureUnavailableError('shader-f16', "precision 'mixed'");
+  return precision as Precision;
 }
 
 /**
@@ -81,7 +101,7 @@ export interface PretrainedOptions {
 }
 
 export const PRETRAINED_OPTION_KEYS = optionKeys<PretrainedOptions>()(['gpu', 'hub']);
-export const CAUSAL_LM_OPTION_KEYS = optionKeys<CausalLMOptions>()(['trainable', 'gradients', 'onProgress', 'activationCacheBytes', 'baseDtype', 'quantize']);
+export const CAUSAL_LM_OPTION_KEYS = optionKeys<CausalLMOptions>()(['trainable', 'gradients', 'onProgress', 'activationCacheBytes', 'baseDtype', 'quantize', 'precision']);
 
 /** Resolves the source, opens its checkpoint, and gets a device when none was given. */
 export async function openPretrained(source: SourceLike, options: PretrainedOptions): Promise<{ gpu: Gpu; ckpt: Checkpoint }> {
@@ -120,6 +140,18 @@ export class CausalLM {
   readonly packed: Arena | null;
   /** Frozen linear weights kept 4-bit (null unless loaded with `quantize`). */
   readonly quantized: QuantizedWeights | null;
+  /**
+   * Mixed precision's f16 working copies of the trainable linear weights, packed two per u32 (null in
+   * f32). The products read these; the f32 masters in `params` are what trains.
+   */
+  readonly working: Arena | null;
+  /** Whether the working copies may lag their masters (see prepareWeights). */
+  private workingStale = true;
+
+  /** Whether activation arenas keep the linear layers' norm and activation inputs f16 (mixed precision). */
+  get halfActivations(): boolean {
+    return halfLinearInputs(this.config, this.precision);
+  }
   /** Gradients of the trainable parameters (null when nothing trains). */
   readonly grads: Arena | null;
   readonly trainableNames: string[];
@@ -162,6 +194,7 @@ export class CausalLM {
     gradients = true,
     /** A 4-bit checkpoint's quantized modules (bitsandbytes may leave some linears 16-bit); null otherwise. */
     storedModules: QuantizedModule[] | null = null,
+    readonly precision: Precision = 'f32',
   ) {
     const logicalSpecs = paramSpecs(config);
     // 4-bit takes every frozen linear weight; 16-bit storage keeps the rest it asked for.
@@ -193,6 +226,9 @@ export class CausalLM {
     this.trainableNames = specs.map((s) => s.name).filter((name) => trainable(name.replace(/#\d+$/, '')));
     const paramLayout = planArena(specs.filter((s) => !halfWeights.has(s.name) && !quantizedShapes.has(s.name)).map((s) => ({ name: s.name, length: size(s.shape) })), limit);
     const packedLayout = halfWeights.size ? planArena(specs.filter((s) => halfWeights.has(s.name)).map((s) => ({ name: s.name, length: Math.ceil(size(s.shape) / 2) })), limit) : null;
+    const workingLayout = precision === 'mixed'
+      ? planArena(this.trainableNames.filter((name) => LINEAR_WEIGHT.test(name)).map((name) => ({ name, length: Math.ceil(this.sizes.get(name)! / 2) })), limit)
+      : null;
     const gradLayout = this.trainableNames.length && gradients
       ? planArena(this.trainableNames.map((name) => ({ name, length: this.sizes.get(name)! })), limit)
       : null;
@@ -207,6 +243,7 @@ export class CausalLM {
       grad: (name) => (this.baseGradients ? this.baseGradients(name) : this.grads?.has(name) ? this.grads.view(name) : null),
       has: (name) => this.params.has(name) || halfWeights.has(name) || quantizedShapes.has(name),
       pieces: (name) => this.tables.get(name) ?? [{ name, rows: config.vocabSize, rowStart: 0 }],
+      prepareWeights: (rec, beforeTraining) => this.prepareWeights(rec, beforeTraining),
     };
     // Each allocation is undone if a later one fails, so a failed load leaves the device as it was.
     const made: { destroy(): void }[] = [];
@@ -217,6 +254,8 @@ export class CausalLM {
       if (this.packed) made.push(this.packed);
       this.quantized = quantize !== undefined ? new QuantizedWeights(gpu, quantizedShapes, quantize, storedParts ?? undefined) : null;
       if (this.quantized) made.push(this.quantized);
+      this.working = workingLayout?.slots.size ? new Arena(gpu, workingLayout, 'f16 working copies') : null;
+      if (this.working) made.push(this.working);
       this.grads = gradLayout ? new Arena(gpu, gradLayout, 'grads') : null;
       if (this.grads) made.push(this.grads);
       this.transformer = new Transformer(gpu, config, access);
@@ -262,7 +301,12 @@ export class CausalLM {
     }
     const quantize = stored ?? options.quantize;
     const modules = stored ? quantizedModules(ckpt.config, stored) : [];
-    const model = new CausalLM(gpu, ckpt.config, trainable, options.activationCacheBytes, halfWeightFormats(ckpt, trainable, options.baseDtype), quantize, options.gradients ?? true, stored ? modules : null);
+    const precision = checkPrecision(gpu, options.precision);
+    // The 4-bit products dequantize into f32 and read f32 inputs: nothing of theirs would be f16.
+    if (precision === 'mixed' && quantize !== undefined) throw new ShapeError("precision 'mixed' makes the linear products read f16 operands, and a 4-bit base is read by its own f32 products: train a 4-bit base in 'f32' precision");
+    // Mixed precision stores the frozen weights f16 unless told otherwise.
+    const baseDtype = options.baseDtype ?? (precision === 'mixed' ? 'f16' : undefined);
+    const model = new CausalLM(gpu, ckpt.config, trainable, options.activationCacheBytes, halfWeightFormats(ckpt, trainable, baseDtype), quantize, options.gradients ?? true, stored ? modules : null, precision);
     // Shaders compile while the weights stream, so the first step does not wait for them.
     const warming = gpu.pipelines.warmModules();
     warming.catch(() => undefined); // a broken shader is reported by the step that uses it
@@ -328,6 +372,23 @@ export class CausalLM {
     const format = this.halfWeights.get(name);
     if (format) this.gpu.write(this.packed!.view(name), encodeHalves(data, format, name));
     else this.gpu.write(this.params.view(name), data);
+    this.workingStale = true;
+  }
+
+  /**
+   * Refresh the f16 working copies from their f32 masters (mixed precision): before every pass that may
+   * train (anything recorded after it can update the masters), otherwise only when they may lag, so
+   * generation's token-by-token passes cast once.
+   */
+  private prepareWeights(rec: CommandRecorder, beforeTraining: boolean): void {
+    if (!this.working || (!beforeTraining && !this.workingStale)) return;
+    for (const name of this.working.layout.slots.keys()) packHalves(rec, { x: this.params.view(name), y: this.working.view(name), n: this.sizes.get(name)!, format: 'f16' });
+    this.workingStale = beforeTraining;
+  }
+
+  /** Masters changed outside this model's own writes (restored state): the next pass refreshes the copies. */
+  weightsChanged(): void {
+    this.workingStale = true;
   }
 
   /** A parameter by engine name, as f32 values (16-bit weights widened on the host). */
@@ -342,7 +403,8 @@ export class CausalLM {
   linearWeight(name: string): LinearWeight {
     if (this.quantized?.has(name)) return { format: this.quantized.format, q4: this.quantized.get(name) };
     const format = this.halfWeights.get(name);
-    return format ? { view: this.packed!.view(name), format } : { view: this.params.view(name), format: 'f32' };
+    if (format) return { view: this.packed!.view(name), format };
+    return this.working?.has(name) ? { view: this.working.view(name), format: 'f16' } : { view: this.params.view(name), format: 'f32' };
   }
 
   /** An f32 parameter's view; a 16-bit weight has none, and a caller that would write f32 into it is refused. */
@@ -360,9 +422,9 @@ export class CausalLM {
     return bytes;
   }
 
-  /** Bytes of every weight as stored on the GPU: f32, packed 16-bit and 4-bit (gradients not included). */
+  /** Bytes of every weight as stored on the GPU: f32, packed 16-bit, 4-bit and f16 working copies (gradients not included). */
   get weightBytes(): number {
-    const arenas = [this.params, this.packed].reduce((n, a) => n + (a?.buffers.reduce((m, b) => m + b.size, 0) ?? 0), 0);
+    const arenas = [this.params, this.packed, this.working].reduce((n, a) => n + (a?.buffers.reduce((m, b) => m + b.size, 0) ?? 0), 0);
     return arenas + (this.quantized?.bytes ?? 0);
   }
 
@@ -396,7 +458,7 @@ export class CausalLM {
     if (acts) {
       this.activations.delete(key); // move to the most recently used end
     } else {
-      const plan = Activations.plan(this.config, B, S, kind);
+      const plan = Activations.plan(this.config, B, S, kind, this.halfActivations);
       for (const t of plan) this.gpu.checkBufferSize(t.length * 4, `act ${t.name}`); // refuse before evicting anything
       if (kind !== 'inference') {
         // A training arena supersedes an inference one of the same shape (and one of the other training
@@ -416,7 +478,7 @@ export class CausalLM {
         this.activations.delete(k);
         total -= a.bytes;
       }
-      acts = new Activations(this.gpu, this.config, B, S, kind);
+      acts = new Activations(this.gpu, this.config, B, S, kind, this.halfActivations);
     }
     this.activations.set(key, acts);
     return acts;
@@ -573,6 +635,7 @@ export class CausalLM {
     this.params.destroy();
     this.packed?.destroy();
     this.quantized?.destroy();
+    this.working?.destroy();
     this.grads?.destroy();
     this.transformer.destroy();
   }

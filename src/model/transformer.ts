@@ -41,6 +41,11 @@ export interface ParamAccess {
    * a storage binding when the whole does not.
    */
   pieces(name: 'embed' | 'lm_head'): TablePiece[];
+  /**
+   * Make the weights the products read current before a forward pass (mixed precision's f16 copies of
+   * f32 masters); `beforeTraining` when the pass may be followed by an update.
+   */
+  prepareWeights?(rec: CommandRecorder, beforeTraining: boolean): void;
 }
 
 /** A row piece of the embedding or LM head, by its stored name: rows [rowStart, rowStart + rows). */
@@ -221,7 +226,8 @@ export class Transformer {
 
   /** Records the forward pass through the per-token losses (acts 'losses'). */
   forward(rec: CommandRecorder, acts: Activations, pass: PassContext = EVAL_PASS): void {
-    this.forwardHidden(rec, acts, this.selfAttention, pass);
+    this.params.prepareWeights?.(rec, true);
+    this.forwardLayers(rec, acts, this.selfAttention, pass);
     crossEntropyForward(rec, this.ceArgs(acts));
   }
 
@@ -234,6 +240,11 @@ export class Transformer {
    * attention (default: within the batch; generation passes attention over its KV cache).
    */
   forwardHidden(rec: CommandRecorder, acts: Activations, attend: AttentionStep = this.selfAttention, pass: PassContext = EVAL_PASS): void {
+    this.params.prepareWeights?.(rec, false);
+    this.forwardLayers(rec, acts, attend, pass);
+  }
+
+  private forwardLayers(rec: CommandRecorder, acts: Activations, attend: AttentionStep, pass: PassContext): void {
     this.pass = pass;
     const c = this.config;
     const pieces = this.table('embed');

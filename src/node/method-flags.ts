@@ -6,6 +6,7 @@
 import { FieldValueError, parseField, unmetCondition, shownDefault, withOption, type FileField, type OptionField } from '../methods/fields.js';
 import { allMethodFields, DEFAULT_METHOD, methodDefinition, methodNames, quantizableMethods, quantizedBaseConflict, type MethodName } from '../methods/registry.js';
 import { QUANT_FORMATS, type QuantizeOption } from '../model/quantized-weights.js';
+import { PRECISIONS, type Precision } from '../model/causal-lm.js';
 import type { DatasetFile } from '../data/records.js';
 import { choiceFlag, UsageError, type Flag, type FlagTable, type FlagValues } from './flags.js';
 import { fileBytes, type OpenedModel } from './setup.js';
@@ -31,6 +32,7 @@ export function methodFlagTable(): FlagTable {
   for (const { field, methods } of allMethodFields()) table[field.name] = fieldFlag(field, methods);
   table.quantize = { type: 'string', value: QUANT_FORMATS.join('|'), help: `store the frozen base 4-bit (QLoRA) [${quantizableMethods().join(', ')}]` };
   table['double-quant'] = { type: 'boolean', help: 'nf4: store the absmax 8-bit too' };
+  table.precision = { type: 'string', value: PRECISIONS.join('|'), default: 'f32', help: "'mixed': f16 operands in every linear product, f32 master weights and gradients (needs shader-f16)" };
   return table;
 }
 
@@ -42,6 +44,7 @@ export interface MethodFlags {
   /** File fields given (a sparse mask): parsed against the model once it is open. */
   files: { field: FileField; file: DatasetFile }[];
   quantize?: QuantizeOption;
+  precision: Precision;
 }
 
 /** A field's value from its flag, a usage error naming the flag when it is not one it takes. */
@@ -80,7 +83,7 @@ export async function readMethodFlags(values: FlagValues): Promise<MethodFlags> 
     if (conflict) throw new UsageError(`--quantize makes the frozen base 4-bit, and ${conflict}: use --method ${quantizableMethods().join(' or ')}`);
     quantize = values['double-quant'] ? { format, doubleQuant: true } : format;
   }
-  return { method, options, files, quantize };
+  return { method, options, files, quantize, precision: choiceFlag(values, 'precision', PRECISIONS) };
 }
 
 /** The method's options for the opened model: files parsed against it, the options checked against its layers. */

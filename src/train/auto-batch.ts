@@ -54,7 +54,7 @@ function divisorsDescending(n: number): number[] {
 export function planProblem(ft: FineTuner, rows: number, S: number, budgetBytes: number, checkpointed = false): MicroBatchTrial | null {
   // A method that trains from forward passes alone needs inference's activations.
   const kind = forwardOnly(ft) ? 'inference' : checkpointed ? 'checkpointed' : 'train';
-  const plan = Activations.plan(ft.model.config, rows, S, kind);
+  const plan = Activations.plan(ft.model.config, rows, S, kind, ft.model.halfActivations);
   const limit = Math.min(ft.gpu.limits.maxStorageBufferBindingSize, ft.gpu.limits.maxBufferSize);
   const largest = plan.reduce((a, b) => (b.length > a.length ? b : a));
   if (largest.length * 4 > limit) {

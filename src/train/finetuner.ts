@@ -19,7 +19,7 @@ import { checkOptionKeys, optionKeys } from '../util/options.js';
 import { ADAMW_CONFIG_KEYS } from '../optim/adamw.js';
 import { SCHEDULE_OPTION_KEYS } from '../optim/schedule.js';
 import type { BatchInput, PreparedBatch } from '../model/batch.js';
-import { CausalLM, openPretrained, PRETRAINED_OPTION_KEYS, type EvalResult, type PretrainedOptions } from '../model/causal-lm.js';
+import { CausalLM, openPretrained, PRETRAINED_OPTION_KEYS, type EvalResult, type Precision, type PretrainedOptions } from '../model/causal-lm.js';
 import type { SourceLike } from '../io/sources.js';
 import type { Checkpoint, LoadProgress } from '../model/checkpoint.js';
 import { LINEAR_WEIGHT, type WeightFormat } from '../model/linear-weights.js';
@@ -41,6 +41,8 @@ export interface FineTuneOptions extends MethodOptions {
   baseDtype?: WeightFormat;
   /** Store the frozen linear weights 4-bit, quantized as they load (CausalLMOptions.quantize): QLoRA. */
   quantize?: QuantizeOption;
+  /** 'mixed': 16-bit operands in every linear product, f32 masters and gradients (CausalLMOptions.precision). Default 'f32'. */
+  precision?: Precision;
   /** Micro-batches per optimizer step. Default 1. */
   gradientAccumulation?: number;
   /** Recompute each layer in the backward pass instead of keeping its activations (CausalLM.gradientCheckpointing). Default false. */
@@ -50,7 +52,7 @@ export interface FineTuneOptions extends MethodOptions {
 
 /** Every key of FineTuneOptions but the methods' own (each method's options go under its name). */
 export const FINE_TUNE_OPTION_KEYS = optionKeys<FineTuneOptions>()([
-  'method', 'optimizer', 'baseDtype', 'quantize', 'gradientAccumulation', 'gradientCheckpointing', 'onProgress', ...(Object.keys(METHODS) as MethodName[]),
+  'method', 'optimizer', 'baseDtype', 'quantize', 'precision', 'gradientAccumulation', 'gradientCheckpointing', 'onProgress', ...(Object.keys(METHODS) as MethodName[]),
 ]);
 
 /**
@@ -154,7 +156,7 @@ export class FineTuner {
     }
     const needsRows = definition.prepare?.needed(methodOptions);
     if (needsRows) throw new ShapeError(needsRows);
-    const model = await CausalLM.fromCheckpoint(gpu, ckpt, { trainable, gradients: !definition.forwardOnly && !definition.ownsBaseGradients, onProgress: options.onProgress, baseDtype: options.baseDtype, quantize: options.quantize });
+    const model = await CausalLM.fromCheckpoint(gpu, ckpt, { trainable, gradients: !definition.forwardOnly && !definition.ownsBaseGradients, onProgress: options.onProgress, baseDtype: options.baseDtype, quantize: options.quantize, precision: options.precision });
     let ft: FineTuner;
     try {
       ft = new FineTuner(gpu, model, options);
@@ -299,6 +301,7 @@ export class FineTuner {
   }
 
   private afterTrainableWritten(): void {
+    this.model.weightsChanged();
     if (!this.method.trainableWritten) return;
     const rec = this.gpu.recorder();
     this.method.trainableWritten(rec);

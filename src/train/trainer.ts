@@ -72,7 +72,7 @@ export interface TrainerOptions extends Omit<FineTuneOptions, 'optimizer' | 'gra
 }
 
 export const TRAINER_OPTION_KEYS = optionKeys<TrainerOptions>()([
-  'method', 'baseDtype', 'quantize', 'onProgress', ...(Object.keys(METHODS) as MethodName[]),
+  'method', 'baseDtype', 'quantize', 'precision', 'onProgress', ...(Object.keys(METHODS) as MethodName[]),
   'steps', 'epochs', 'batchSize', 'microBatch', 'memoryBudgetBytes', 'gradientCheckpointing', 'optimizer', 'evalEvery', 'evalAccuracy',
   'seed', 'checkpoints', 'resume', 'overwrite', 'onEvent',
 ]);
@@ -154,7 +154,7 @@ interface TrainerState {
   /** Every file of the checkpoint (this one last). */
   files: string[];
   /** What rebuilds the fine-tuner: the method with its options as plain JSON (masks are files of their own). */
-  fineTune: Pick<FineTuneOptions, 'method' | 'quantize' | 'baseDtype'> & { options: unknown };
+  fineTune: Pick<FineTuneOptions, 'method' | 'quantize' | 'baseDtype' | 'precision'> & { options: unknown };
 }
 
 const TRAINER_STATE_KEYS = optionKeys<TrainerState>()(['format', 'version', 'step', 'rowsSeen', 'seed', 'totalSteps', 'batchSize', 'microBatch', 'gradientCheckpointing', 'method', 'data', 'files', 'fineTune']);
@@ -170,7 +170,7 @@ function parseTrainerState(bytes: Uint8Array, where: string): TrainerState {
   if (state?.format !== TRAINER_FORMAT || state.version !== 1) throw new CheckpointError(`${where} is not a trainer state of this version`);
   checkOptionKeys(where, state, TRAINER_STATE_KEYS);
   checkOptionKeys(`${where}: data`, state.data, ['rows', 'seqLength', 'digest']);
-  checkOptionKeys(`${where}: fineTune`, state.fineTune, ['method', 'quantize', 'baseDtype', 'options']);
+  checkOptionKeys(`${where}: fineTune`, state.fineTune, ['method', 'quantize', 'baseDtype', 'precision', 'options']);
   return state;
 }
 
@@ -256,9 +256,9 @@ export class Trainer {
       methodOptions = done.options as typeof methodOptions;
       prepared = done.report;
     }
-    const { method, quantize, baseDtype, onProgress } = options;
+    const { method, quantize, baseDtype, precision, onProgress } = options;
     const ft = await FineTuner.create(gpu, ckpt, {
-      method, [method]: methodOptions, quantize, baseDtype, onProgress, optimizer: optimizerOptions(options, data), gradientCheckpointing: options.gradientCheckpointing === true,
+      method, [method]: methodOptions, quantize, baseDtype, precision, onProgress, optimizer: optimizerOptions(options, data), gradientCheckpointing: options.gradientCheckpointing === true,
     });
     return new Trainer(ft, data, options, resumeFiles, stale, prepared);
   }
@@ -436,7 +436,7 @@ export class Trainer {
       format: TRAINER_FORMAT, version: 1, step: this.step, rowsSeen: this.rowsSeen, seed: this.seed, totalSteps: this.totalSteps,
       batchSize: this.batchSize, microBatch: this.choice?.microBatch ?? 0, gradientCheckpointing: this.choice?.gradientCheckpointing ?? false, method: this.options.method,
       data: { rows: this.data.train.rows, seqLength: this.data.train.S, digest: dataDigest(this.data.train) }, files: [],
-      fineTune: { method: this.options.method, options: plainOptions(this.options[this.options.method]), quantize: this.options.quantize, baseDtype: this.options.baseDtype },
+      fineTune: { method: this.options.method, options: plainOptions(this.options[this.options.method]), quantize: this.options.quantize, baseDtype: this.options.baseDtype, precision: this.options.precision },
     };
     const files: Record<string, Uint8Array> = {
       [STATE_FILE]: await this.ft.saveState(),
@@ -562,11 +562,11 @@ export async function loadFineTunedRun(gpu: Gpu, ckpt: Checkpoint, store: Checkp
   const files = await readCheckpoint(store, checkpoint);
   const state = parseTrainerState(files[TRAINER_FILE], `${checkpoint}/${TRAINER_FILE}`);
   if (!state.fineTune) throw new CheckpointError(`${checkpoint}/${TRAINER_FILE} does not say how the run was fine-tuned`);
-  const { method, quantize, baseDtype } = state.fineTune;
+  const { method, quantize, baseDtype, precision } = state.fineTune;
   const definition = methodDefinition(method);
   let options = state.fineTune.options as never;
   if (definition.restoreOptions) options = (await definition.restoreOptions(options, files, ckpt.config)) as never;
-  const ft = await FineTuner.create(gpu, ckpt, { method, [method]: options, quantize, baseDtype });
+  const ft = await FineTuner.create(gpu, ckpt, { method, [method]: options, quantize, baseDtype, precision });
   try {
     await ft.loadState(files[STATE_FILE]);
   } catch (e) {

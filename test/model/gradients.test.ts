@@ -8,6 +8,7 @@ import { compare, freshSeed, randn, rng, testGpu } from '../helpers.js';
 import { Lora, loraBase, type LoraOptions } from '../../src/methods/lora/index.js';
 import { modelLossAndGrads } from '../reference/model.js';
 import type { QuantizeOption } from '../../src/model/quantized-weights.js';
+import { decodeHalves, encodeHalves, LINEAR_WEIGHT, type DenseWeight } from '../../src/model/linear-weights.js';
 
 const MODELS: [string, TinyModelOptions][] = [
   ['llama (GQA)', { architecture: 'llama', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 2, maxPositions: 32 }],
@@ -65,6 +66,63 @@ describe.each(MODELS)('whole-model loss and gradients: %s', (_name, options) => 
   });
 });
 
+const hasF16 = (await testGpu()).features.shaderF16;
+
+/**
+ * Mixed precision rounds exactly the operands of the linear products to f16: the weights (f16 working
+ * copies of the f32 masters) and the inputs that norms and the MLP's activation write. Everything else is
+ * f32 arithmetic, so its loss and gradients are the float64 model's with the same roundings (each
+ * passed straight through by the backward pass, as PyTorch's autocast does), to the whole-model f32
+ * tolerance; the gradient is applied to the masters.
+ */
+describe.each(MODELS)('mixed precision: whole-model loss and gradients: %s', (_name, options) => {
+  it.skipIf(!hasF16)('are the float64 reference with the f16 roundings of the linear products\' operands', async () => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const ckpt = await openCheckpoint(memorySource(tinyModelFiles({ ...options, seed, initStd: 0.2 })));
+    const model = await CausalLM.fromCheckpoint(gpu, ckpt, { trainable: () => true, precision: 'mixed' });
+    try {
+      const [B, S] = [2, 11];
+      const batch = model.prepare({ ids: Array.from({ length: B * S }, () => Math.floor(rand() * 256)), B, S });
+      const loss = await model.loss(batch, true);
+      const params = new Map<string, Float64Array>();
+      let rounded = 0;
+      for (const s of paramSpecs(ckpt.config)) {
+        const master = await gpu.readF32(model.params.view(s.name));
+        const w = model.linearWeight(s.name);
+        if (!LINEAR_WEIGHT.test(s.name)) {
+          params.set(s.name, Float64Array.from(master));
+          continue;
+        }
+        // What the products read: the working copy, rounded from the master as the host rounds it.
+        expect('view' in w && w.format, s.name).toBe('f16');
+        const copy = decodeHalves(await gpu.read((w as DenseWeight).view), master.length, 'f16');
+        expect(copy, `seed ${seed}: ${s.name}'s working copy`).toEqual(decodeHalves(encodeHalves(master, 'f16').buffer as ArrayBuffer, master.length, 'f16'));
+        rounded += copy.filter((v, i) => v !== master[i]).length;
+        params.set(s.name, Float64Array.from(copy));
+      }
+      expect(rounded, 'the f16 copies differ from the masters').toBeGreaterThan(0);
+      expect(model.halfActivations).toBe(true);
+      const ref = modelLossAndGrads(ckpt.config, params, batch, undefined, toF16);
+      expect(Math.abs(loss - ref.loss) / ref.loss, `seed ${seed} loss ${loss} vs ${ref.loss}`).toBeLessThan(1e-4);
+      let globalScale = 0;
+      for (const g of ref.grads.values()) for (const v of g) globalScale = Math.max(globalScale, Math.abs(v));
+      for (const s of paramSpecs(ckpt.config)) {
+        const want = ref.grads.get(s.name)!;
+        const err = compare(await gpu.readF32(model.gradView(s.name)!), want);
+        if (want.every((v) => Math.abs(v) < 1e-12 * globalScale)) {
+          expect(err.maxAbs / globalScale, `seed ${seed} ${s.name} should be ~0`).toBeLessThan(1e-5);
+          continue;
+        }
+        expect(err.rel, `seed ${seed} grad of ${s.name} (max abs ${err.maxAbs})`).toBeLessThan(1e-3);
+      }
+    } finally {
+      model.destroy();
+    }
+  });
+});
+
 /**
  * How the frozen base is stored: as the checkpoint (f32), a BF16 checkpoint kept bf16, f32 stored f16 on
  * request, or 4-bit (QLoRA).
@@ -73,15 +131,21 @@ interface BaseStorage {
   dtype?: 'BF16';
   baseDtype?: 'f16';
   quantize?: QuantizeOption;
+  /** Mixed precision: the base f16 (unless 4-bit) and the linear layers' inputs f16. */
+  precision?: 'mixed';
 }
+
+/** f16 rounding of float64 values, as the kernels store mixed precision's activations (via f32). */
+const toF16 = (v: Float64Array) => Float64Array.from(decodeHalves(encodeHalves(Float32Array.from(v), 'f16').buffer as ArrayBuffer, v.length, 'f16'));
 
 async function loraGradients(options: TinyModelOptions, dropout: number, fused: boolean, base: BaseStorage = {}, patterns: Pick<LoraOptions, 'rankPattern' | 'alphaPattern' | 'dora'> = {}): Promise<void> {
   const gpu = await testGpu();
   const seed = freshSeed();
   const rand = rng(seed);
   const ckpt = await openCheckpoint(memorySource(tinyModelFiles({ ...options, seed, initStd: 0.2, dtype: base.dtype })));
-  const model = await CausalLM.fromCheckpoint(gpu, ckpt, { baseDtype: base.baseDtype, quantize: base.quantize });
-  if (base.dtype || base.baseDtype) expect(model.packed).not.toBeNull(); // the frozen linears really are 16-bit
+  const model = await CausalLM.fromCheckpoint(gpu, ckpt, { baseDtype: base.baseDtype, quantize: base.quantize, precision: base.precision });
+  if (base.dtype || base.baseDtype || base.precision) expect(model.packed).not.toBeNull(); // the frozen weights really are 16-bit
+  if (base.precision) expect(model.halfActivations).toBe(true);
   if (base.quantize) expect(model.linearWeight('layers.0.q.weight').format).toBe(typeof base.quantize === 'string' ? base.quantize : base.quantize.format);
   const lora = new Lora(gpu, ckpt.config, { rank: 3, alpha: 5, dropout, fused, ...patterns, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down', 'fc', 'proj'].filter((m) => paramSpecs(ckpt.config).some((s) => s.name.endsWith(`.${m}.weight`))), seed }, loraBase(model));
   model.transformer.hooks = lora;
@@ -119,7 +183,7 @@ async function loraGradients(options: TinyModelOptions, dropout: number, fused: 
         ...(patterns.dora ? { magnitude: Float64Array.from(await gpu.readF32(lora.params.view(`${name}.lora_magnitude`))) } : {}),
       });
     }
-    const ref = modelLossAndGrads(ckpt.config, params, batch, { scale: lora.scale, rank: 3, modules, dropout: { p: dropout, seed: (m) => lora.dropoutSeed(m, pass) } });
+    const ref = modelLossAndGrads(ckpt.config, params, batch, { scale: lora.scale, rank: 3, modules, dropout: { p: dropout, seed: (m) => lora.dropoutSeed(m, pass) } }, base.precision ? toF16 : undefined);
     expect(Math.abs(loss - ref.loss) / ref.loss, `seed ${seed}`).toBeLessThan(1e-4);
     for (const name of lora.names) {
       const err = compare(await gpu.readF32(lora.grads.view(name)), ref.grads.get(name)!);
@@ -145,6 +209,10 @@ describe.each<[string, BaseStorage]>([
   ['an f32 checkpoint stored f16', { baseDtype: 'f16' }],
 ])('LoRA gradients on a 16-bit base: %s', (_base, base) => {
   it.each(MODELS)('match the float64 reference on %s', (_name, options) => loraGradients(options, 0.3, true, base));
+});
+
+describe.skipIf(!hasF16)('LoRA gradients under mixed precision (an f16 base, f16 inputs to the products, dropout on them)', () => {
+  it.each(MODELS)('match the float64 reference with the same roundings on %s', (_name, options) => loraGradients(options, 0.3, true, { precision: 'mixed' }));
 });
 
 describe('LoRA gradients with per-module ranks and alphas (rankPattern, alphaPattern)', () => {

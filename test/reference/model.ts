@@ -119,8 +119,14 @@ function dims(c: ModelConfig, batch: Pick<PreparedBatch, 'B' | 'S' | 'segments' 
   };
 }
 
+/**
+ * Rounds the linear layers' norm and activation inputs (ln1, ln2, h) as mixed precision stores them; the
+ * backward pass treats the rounding as the identity (the straight-through rule of autocast).
+ */
+export type InputRounding = (v: Float64Array) => Float64Array;
+
 /** Forward to the final norm: the last residual stream x, its norm lnf, and each layer's saved tensors. */
-export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch, 'B' | 'S' | 'ids' | 'positions' | 'segments'>, lora?: LoraRef) {
+export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch, 'B' | 'S' | 'ids' | 'positions' | 'segments'>, lora?: LoraRef, round: InputRounding = (v) => v) {
   const { T, H, D, rotate, qd, kvd, I, gpt2, attnShape, normScale } = dims(c, batch);
   const p = (n: string) => params.get(n)!;
   const norm = (n: string, x: Float64Array) => normForwardRef(c.norm, x, normScale(p(`${n}.weight`)), gpt2 ? p(`${n}.bias`) : null, T, H, c.normEps).y;
@@ -145,7 +151,7 @@ export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch,
   for (let i = 0; i < c.numLayers; i++) {
     const L = `layers.${i}`;
     const s: Record<string, Float64Array> = { x };
-    s.ln1 = norm(`${L}.norm1`, x);
+    s.ln1 = round(norm(`${L}.norm1`, x));
     let q = lin(`${L}.q`, s.ln1, qd, H);
     let k = lin(`${L}.k`, s.ln1, kvd, H);
     const v = lin(`${L}.v`, s.ln1, kvd, H);
@@ -162,14 +168,14 @@ export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch,
     // Gemma: a norm on the attention's and the MLP's outputs before each residual add.
     if (c.postNorms) s.ao = lin(`${L}.o`, s.att, H, qd);
     s.xm = add(x, c.postNorms ? norm(`${L}.post_attn_norm`, s.ao) : lin(`${L}.o`, s.att, H, qd));
-    s.ln2 = norm(`${L}.norm2`, s.xm);
+    s.ln2 = round(norm(`${L}.norm2`, s.xm));
     if (gpt2) {
       s.a = lin(`${L}.fc`, s.ln2, I, H);
-      s.h = s.a.map((v) => geluRef(v, c.activation === 'gelu' ? 'gelu' : 'gelu_new'));
+      s.h = round(s.a.map((v) => geluRef(v, c.activation === 'gelu' ? 'gelu' : 'gelu_new')));
     } else {
       s.a = lin(`${L}.gate`, s.ln2, I, H);
       s.b = lin(`${L}.up`, s.ln2, I, H);
-      s.h = swigluForwardRef(s.a, s.b, c.activation);
+      s.h = round(swigluForwardRef(s.a, s.b, c.activation));
     }
     const down = gpt2 ? 'proj' : 'down';
     s.mo = lin(`${L}.${down}`, s.h, H, I);
@@ -180,11 +186,11 @@ export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch,
   return { x, lnf, saved };
 }
 
-export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatch, lora?: LoraRef): { loss: number; grads: P } {
+export function modelLossAndGrads(c: ModelConfig, params: P, batch: PreparedBatch, lora?: LoraRef, round?: InputRounding): { loss: number; grads: P } {
   const { T, H, D, rotate, qd, kvd, I, gpt2, attnShape, normScale } = dims(c, batch);
   const p = (n: string) => params.get(n)!;
 
-  const { x, lnf, saved } = forwardRef(c, params, batch, lora);
+  const { x, lnf, saved } = forwardRef(c, params, batch, lora, round);
   const head = c.tieWordEmbeddings ? 'embed' : 'lm_head';
   const count = Math.max(batch.targetCount, 1);
   const ce = crossEntropyRef(lnf, p(head), batch.targets, T, H, c.vocabSize, 1 / count, c.finalLogitSoftcap);

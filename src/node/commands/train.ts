@@ -112,7 +112,7 @@ async function train(values: FlagValues): Promise<void> {
     const store = folderCheckpointStore(join(output, 'checkpoints'));
     const progress = progressReporter(json, log);
     const options: TrainerOptions = {
-      method, [method]: methodOptions, quantize, steps, epochs, batchSize, microBatch, gradientCheckpointing: checkpointing, seed, evalEvery,
+      method, [method]: methodOptions, quantize, precision: methodFlags.precision, steps, epochs, batchSize, microBatch, gradientCheckpointing: checkpointing, seed, evalEvery,
       optimizer: { lr, schedule, warmupRatio, weightDecay, maxGradNorm },
       checkpoints: { store, every: saveEvery, keep },
       resume: folder.resume || undefined,
@@ -126,7 +126,7 @@ async function train(values: FlagValues): Promise<void> {
     try {
       await mkdir(output, { recursive: true });
       await writeFileAtomic(join(output, RUN_FILE), new TextEncoder().encode(JSON.stringify({ command: 'train', flags: runFlags(values), output }, null, 2)));
-      log(`method:  ${method} (${methodDefinition(method).summary}): ${trainer.ft.trainableParameters} parameters train${quantize ? `; base ${typeof quantize === 'string' ? quantize : quantize.format}, ${(trainer.ft.model.linearWeightBytes / 2 ** 20).toFixed(2)} MiB of linear weights` : ''}`);
+      log(`method:  ${method} (${methodDefinition(method).summary}): ${trainer.ft.trainableParameters} parameters train${quantize ? `; base ${typeof quantize === 'string' ? quantize : quantize.format}, ${(trainer.ft.model.linearWeightBytes / 2 ** 20).toFixed(2)} MiB of linear weights` : ''}${methodFlags.precision === 'mixed' ? '; mixed precision (f16 operands)' : ''}`);
       const prompts = samplePrompts(data, samples);
       const before = folder.resume || !prompts.length ? null : await generateSamples(trainer.ft, prompts);
       if (!folder.resume && data.validation) {
