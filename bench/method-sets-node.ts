@@ -3,7 +3,9 @@
  * benchmark's preset, with the same rows and ratios as bench:train computes among all methods, in a
  * fraction of its time. `frugal` (bench:frugal): inference, full fine-tuning, LoRA, zeroth-order on LoRA
  * and on the full model, LISA (2 layers) and GaLore (r = hidden / 8). `adapters` (bench:adapters): LoRA
- * and DoRA on the f32 base and on the NF4 base (QLoRA, QDoRA). Writes bench/results/<set>-node.json.
+ * and DoRA on the f32 base and on the NF4 base (QLoRA, QDoRA). `precision` (bench:precision, on lavapipe:
+ * it needs shader-f16): full fine-tuning and LoRA in f32 and in mixed precision. Writes
+ * bench/results/<set>-node.json.
  */
 import { GALORE_DEFAULTS } from '../src/methods/galore/config.js';
 import { memorySource } from '../src/io/sources.js';
@@ -11,7 +13,9 @@ import { openCheckpoint } from '../src/model/checkpoint.js';
 import { tinyModelFiles } from '../src/model/tiny.js';
 import { requestDevice } from '../src/node.js';
 import type { FineTuneOptions } from '../src/train/finetuner.js';
-import { BENCH_OPTIONS, measureInference, measureStep, trainBenchModels, trainPreset, type TrainRow } from './train.js';
+import { BENCH_OPTIONS, measureInference, measureStep, trainBenchModels, trainPreset, type BenchModel, type TrainRow } from './train.js';
+import { Activations } from '../src/model/activations.js';
+import type { ModelConfig } from '../src/model/config.js';
 import { writeResult } from './runner.js';
 
 const gpu = await requestDevice({ powerPreference: 'high-performance' });
@@ -20,10 +24,26 @@ const steps = preset === 'software' ? 2 : 10;
 type Row = (method: string) => TrainRow;
 interface MethodSet {
   variants(hiddenSize: number): [string, FineTuneOptions][];
-  ratios(row: Row): Record<string, number>;
+  ratios(row: Row, m: BenchModel, config: ModelConfig): Record<string, number>;
 }
 
 const SETS: Record<string, MethodSet> = {
+  precision: {
+    variants: () => [
+      ['full', { method: 'full', optimizer: { lr: 1e-4 } }],
+      ['full-mixed', { method: 'full', precision: 'mixed', optimizer: { lr: 1e-4 } }],
+      ['lora', { method: 'lora', ...BENCH_OPTIONS.lora, optimizer: { lr: 1e-4 } }],
+      ['lora-mixed', { method: 'lora', ...BENCH_OPTIONS.lora, precision: 'mixed', optimizer: { lr: 1e-4 } }],
+    ],
+    ratios: (row, m, config) => ({
+      full_mixed_vs_f32_step: row('full-mixed').step_ms / row('full').step_ms,
+      lora_mixed_vs_f32_step: row('lora-mixed').step_ms / row('lora').step_ms,
+      full_mixed_vs_f32_peak_memory: row('full-mixed').peak_gpu_bytes / row('full').peak_gpu_bytes,
+      lora_mixed_vs_f32_peak_memory: row('lora-mixed').peak_gpu_bytes / row('lora').peak_gpu_bytes,
+      // The training arena of the benchmark's batch, planned: what f16 linear inputs save.
+      mixed_vs_f32_training_activations: Activations.bytesFor(config, m.B, m.S, 'train', true) / Activations.bytesFor(config, m.B, m.S, 'train'),
+    }),
+  },
   frugal: {
     variants: (hiddenSize) => [
       ['full', { method: 'full', optimizer: { lr: 1e-4 } }],
@@ -88,7 +108,8 @@ for (const m of trainBenchModels(preset)) {
 }
 const ratios: Record<string, number> = {};
 for (const m of trainBenchModels(preset)) {
-  const of = set.ratios((method) => rows.find((r) => r.model === m.name && r.method === method)!);
+  const { config } = await openCheckpoint(memorySource(tinyModelFiles(m.options)));
+  const of = set.ratios((method) => rows.find((r) => r.model === m.name && r.method === method)!, m, config);
   for (const [k, v] of Object.entries(of)) ratios[`${m.name}: ${k}`] = v;
 }
 const result = { device: gpu.describe(), preset, rows, ratios };

@@ -53,11 +53,12 @@ export interface CausalLMOptions {
    */
   quantize?: QuantizeOption;
   /**
-   * 'mixed': every linear layer's product reads 16-bit operands with f32 accumulation, in the spirit of
-   * PyTorch's autocast. Frozen weights are stored f16 (unless `baseDtype` says otherwise); each trainable
-   * linear weight keeps its f32 master, which the optimizer updates, and an f16 working copy the products
-   * read, refreshed from the master before each forward pass. Gradients stay f32. Needs the device
-   * feature 'shader-f16' (FeatureUnavailableError otherwise). Default 'f32'.
+   * 'mixed': the decoder's linear products (q, k, v, o and the MLP's) read f16 operands and accumulate in
+   * f32, in the spirit of PyTorch's autocast. Frozen weights are stored f16 (unless `baseDtype` says
+   * otherwise); each trainable linear weight keeps its f32 master, which the optimizer updates, and an f16
+   * working copy the products read, refreshed from the master before each forward pass; the norms and the
+   * MLP's activation write their outputs f16 (see Activations). Gradients stay f32. Needs the device
+   * feature 'shader-f16' (FeatureUnavailableError otherwise); a 4-bit base is refused. Default 'f32'.
    */
   precision?: Precision;
 }
@@ -147,11 +148,6 @@ export class CausalLM {
   readonly working: Arena | null;
   /** Whether the working copies may lag their masters (see prepareWeights). */
   private workingStale = true;
-
-  /** Whether activation arenas keep the linear layers' norm and activation inputs f16 (mixed precision). */
-  get halfActivations(): boolean {
-    return halfLinearInputs(this.config, this.precision);
-  }
   /** Gradients of the trainable parameters (null when nothing trains). */
   readonly grads: Arena | null;
   readonly trainableNames: string[];
@@ -389,6 +385,11 @@ export class CausalLM {
   /** Masters changed outside this model's own writes (restored state): the next pass refreshes the copies. */
   weightsChanged(): void {
     this.workingStale = true;
+  }
+
+  /** Whether activation arenas keep the linear layers' norm and activation inputs f16 (mixed precision). */
+  get halfActivations(): boolean {
+    return halfLinearInputs(this.config, this.precision);
   }
 
   /** A parameter by engine name, as f32 values (16-bit weights widened on the host). */

@@ -83,7 +83,9 @@ export async function readMethodFlags(values: FlagValues): Promise<MethodFlags> 
     if (conflict) throw new UsageError(`--quantize makes the frozen base 4-bit, and ${conflict}: use --method ${quantizableMethods().join(' or ')}`);
     quantize = values['double-quant'] ? { format, doubleQuant: true } : format;
   }
-  return { method, options, files, quantize, precision: choiceFlag(values, 'precision', PRECISIONS) };
+  const precision = choiceFlag(values, 'precision', PRECISIONS);
+  if (precision === 'mixed' && quantize) throw new UsageError('--precision mixed makes the linear products read f16 operands, and a --quantize base is read by its own f32 products: give one of them');
+  return { method, options, files, quantize, precision };
 }
 
 /** The method's options for the opened model: files parsed against it, the options checked against its layers. */

@@ -6,7 +6,10 @@ import { paramSpecs } from '../../src/model/layout.js';
 import { tinyModelFiles, type TinyModelOptions } from '../../src/model/tiny.js';
 import { compare, freshSeed, randn, rng, testGpu } from '../helpers.js';
 import { Lora, loraBase, type LoraOptions } from '../../src/methods/lora/index.js';
-import { modelLossAndGrads } from '../reference/model.js';
+import { modelLossAndGrads, type InputRounding } from '../reference/model.js';
+import type { LinearHooks } from '../../src/methods/method.js';
+import type { CommandRecorder } from '../../src/gpu/recorder.js';
+import type { TensorView } from '../../src/gpu/buffers.js';
 import type { QuantizeOption } from '../../src/model/quantized-weights.js';
 import { decodeHalves, encodeHalves, LINEAR_WEIGHT, type DenseWeight } from '../../src/model/linear-weights.js';
 
@@ -69,6 +72,56 @@ describe.each(MODELS)('whole-model loss and gradients: %s', (_name, options) => 
 const hasF16 = (await testGpu()).features.shaderF16;
 
 /**
+ * Mixed precision's f16 linear inputs as the GPU stored them, copied out by a hook on each linear layer
+ * as its forward product reads them (h is one buffer all layers share), wrapping the method's own hooks.
+ * The reference takes these values as its roundings after checking each is a rounding of its own value:
+ * where an f32 result lies within its rounding error of an f16 tie, the GPU and a float64 reference may
+ * round to different neighbours, and the comparison would measure that tie, not the gradients.
+ */
+function captureLinearInputs(model: CausalLM, inner: LinearHooks | null): { hooks: LinearHooks; rounding: () => Promise<InputRounding> } {
+  const gpu = model.gpu;
+  const sites: Record<string, string> = { q: 'ln1', gate: 'ln2', fc: 'ln2', down: 'h', proj: 'h' };
+  const copies = new Map<string, { buffer: GPUBuffer; n: number }>();
+  const capture = (rec: CommandRecorder, name: string, x: TensorView, inDim: number, T: number) => {
+    const [, layer, module] = /^(layers\.\d+)\.(\w+)$/.exec(name)!;
+    const site = sites[module];
+    if (!site || x.format !== 'f16') return;
+    if (!copies.has(`${layer}.${site}`)) copies.set(`${layer}.${site}`, { buffer: gpu.createBuffer(x.size, undefined, `captured ${name} input`), n: T * inDim });
+    rec.copy(x, copies.get(`${layer}.${site}`)!.buffer, x.size);
+  };
+  const hooks: LinearHooks = {
+    has: (name) => inner?.has(name) ?? true,
+    get fused() {
+      return inner?.fused ?? false;
+    },
+    outputTerm: (rec, acts, name, x, outDim, inDim, pass) => {
+      capture(rec, name, x, inDim, acts.T);
+      return inner?.outputTerm?.(rec, acts, name, x, outDim, inDim, pass);
+    },
+    ...(inner?.inputGradTerm ? { inputGradTerm: inner.inputGradTerm.bind(inner) } : {}),
+    ...(inner?.outputScale ? { outputScale: inner.outputScale.bind(inner) } : {}),
+    ...(inner?.weightGradient ? { weightGradient: inner.weightGradient.bind(inner) } : {}),
+  };
+  const rounding = async (): Promise<InputRounding> => {
+    const stored = new Map<string, Float32Array>();
+    for (const [site, { buffer, n }] of copies) stored.set(site, decodeHalves(await gpu.read(buffer), n, 'f16'));
+    for (const { buffer } of copies.values()) gpu.destroyBuffer(buffer);
+    return (v, site) => {
+      const got = stored.get(site);
+      if (!got) throw new Error(`no f16 input was captured at ${site}`);
+      let scale = 0;
+      for (const x of v) scale = Math.max(scale, Math.abs(x));
+      // Each stored value is the f32 result rounded once: within half an f16 unit of the exact value, plus the f32 tolerance.
+      for (let i = 0; i < v.length; i++) {
+        if (!(Math.abs(got[i] - v[i]) <= 2 ** -11 * Math.abs(v[i]) + 1e-4 * scale)) throw new Error(`${site}[${i}] is stored as ${got[i]}, not a rounding of ${v[i]}`);
+      }
+      return Float64Array.from(got);
+    };
+  };
+  return { hooks, rounding };
+}
+
+/**
  * Mixed precision rounds exactly the operands of the linear products to f16: the weights (f16 working
  * copies of the f32 masters) and the inputs that norms and the MLP's activation write. Everything else is
  * f32 arithmetic, so its loss and gradients are the float64 model's with the same roundings (each
@@ -85,7 +138,10 @@ describe.each(MODELS)('mixed precision: whole-model loss and gradients: %s', (_n
     try {
       const [B, S] = [2, 11];
       const batch = model.prepare({ ids: Array.from({ length: B * S }, () => Math.floor(rand() * 256)), B, S });
+      const captured = captureLinearInputs(model, null);
+      model.transformer.hooks = captured.hooks;
       const loss = await model.loss(batch, true);
+      model.transformer.hooks = null;
       const params = new Map<string, Float64Array>();
       let rounded = 0;
       for (const s of paramSpecs(ckpt.config)) {
@@ -104,7 +160,7 @@ describe.each(MODELS)('mixed precision: whole-model loss and gradients: %s', (_n
       }
       expect(rounded, 'the f16 copies differ from the masters').toBeGreaterThan(0);
       expect(model.halfActivations).toBe(true);
-      const ref = modelLossAndGrads(ckpt.config, params, batch, undefined, toF16);
+      const ref = modelLossAndGrads(ckpt.config, params, batch, undefined, await captured.rounding());
       expect(Math.abs(loss - ref.loss) / ref.loss, `seed ${seed} loss ${loss} vs ${ref.loss}`).toBeLessThan(1e-4);
       let globalScale = 0;
       for (const g of ref.grads.values()) for (const v of g) globalScale = Math.max(globalScale, Math.abs(v));
@@ -135,8 +191,7 @@ interface BaseStorage {
   precision?: 'mixed';
 }
 
-/** f16 rounding of float64 values, as the kernels store mixed precision's activations (via f32). */
-const toF16 = (v: Float64Array) => Float64Array.from(decodeHalves(encodeHalves(Float32Array.from(v), 'f16').buffer as ArrayBuffer, v.length, 'f16'));
+
 
 async function loraGradients(options: TinyModelOptions, dropout: number, fused: boolean, base: BaseStorage = {}, patterns: Pick<LoraOptions, 'rankPattern' | 'alphaPattern' | 'dora'> = {}): Promise<void> {
   const gpu = await testGpu();
@@ -148,7 +203,8 @@ async function loraGradients(options: TinyModelOptions, dropout: number, fused: 
   if (base.precision) expect(model.halfActivations).toBe(true);
   if (base.quantize) expect(model.linearWeight('layers.0.q.weight').format).toBe(typeof base.quantize === 'string' ? base.quantize : base.quantize.format);
   const lora = new Lora(gpu, ckpt.config, { rank: 3, alpha: 5, dropout, fused, ...patterns, targetModules: ['q', 'k', 'v', 'o', 'gate', 'up', 'down', 'fc', 'proj'].filter((m) => paramSpecs(ckpt.config).some((s) => s.name.endsWith(`.${m}.weight`))), seed }, loraBase(model));
-  model.transformer.hooks = lora;
+  const captured = base.precision ? captureLinearInputs(model, lora) : null;
+  model.transformer.hooks = captured?.hooks ?? lora;
   if (patterns.rankPattern) expect(new Set([...lora.modules.values()].map((d) => d.rank)).size).toBeGreaterThan(1); // the patterns did apply
   const pass = { training: true, pass: 1 + Math.floor(rand() * 100) };
   try {
@@ -183,7 +239,7 @@ async function loraGradients(options: TinyModelOptions, dropout: number, fused: 
         ...(patterns.dora ? { magnitude: Float64Array.from(await gpu.readF32(lora.params.view(`${name}.lora_magnitude`))) } : {}),
       });
     }
-    const ref = modelLossAndGrads(ckpt.config, params, batch, { scale: lora.scale, rank: 3, modules, dropout: { p: dropout, seed: (m) => lora.dropoutSeed(m, pass) } }, base.precision ? toF16 : undefined);
+    const ref = modelLossAndGrads(ckpt.config, params, batch, { scale: lora.scale, rank: 3, modules, dropout: { p: dropout, seed: (m) => lora.dropoutSeed(m, pass) } }, await captured?.rounding());
     expect(Math.abs(loss - ref.loss) / ref.loss, `seed ${seed}`).toBeLessThan(1e-4);
     for (const name of lora.names) {
       const err = compare(await gpu.readF32(lora.grads.view(name)), ref.grads.get(name)!);

@@ -6,6 +6,11 @@ import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { decodeHalves, encodeHalves, LINEAR_WEIGHT, type DenseWeight } from '../../src/model/linear-weights.js';
 import { tinyModelFiles, type TinyModelOptions } from '../../src/model/tiny.js';
 import { FineTuner } from '../../src/train/finetuner.js';
+import { loadDataset } from '../../src/data/dataset.js';
+import { skillExamples } from '../../src/data/skills.js';
+import { loadTokenizer } from '../../src/data/tokenizer.js';
+import { memoryCheckpointStore } from '../../src/train/checkpoints.js';
+import { loadFineTunedRun, Trainer, type TrainerOptions } from '../../src/train/trainer.js';
 import { freshSeed, randn, rng, testGpu } from '../helpers.js';
 
 const hasF16 = (await testGpu()).features.shaderF16;
@@ -63,6 +68,30 @@ describe.skipIf(!hasF16)('mixed precision', () => {
       trained.destroy();
       frozen.destroy();
     }
+  });
+
+  it('resumes from a checkpoint with the losses of the uninterrupted run, bit for bit (the precision is part of the run)', async () => {
+    const gpu = await testGpu();
+    const files = tinyModelFiles({ ...LLAMA, seed: 4 });
+    const rows = skillExamples(60, 5, 'shift').map((e) => JSON.stringify({ prompt: String.fromCharCode(...e.prompt), completion: String.fromCharCode(...e.answer.slice(0, -1)) }));
+    const data = await loadDataset({ name: 'shift.jsonl', bytes: new TextEncoder().encode(rows.join('\n')) }, await loadTokenizer(memorySource(files)), { seqLength: 32 });
+    const options: TrainerOptions = { method: 'full', precision: 'mixed', steps: 4, batchSize: 4, microBatch: 2, optimizer: { lr: 1e-3 } };
+    const trainer = async (more: Partial<TrainerOptions>) => Trainer.create(gpu, await openCheckpoint(memorySource(files)), data, { ...options, ...more });
+    const whole = await trainer({});
+    const want = await whole.train();
+    whole.destroy();
+    const store = memoryCheckpointStore();
+    const first = await trainer({ checkpoints: { store }, onEvent: (e) => e.type === 'step' && e.step === 1 && first.cancel() });
+    const head = await first.train();
+    first.destroy();
+    // The run's own checkpoint says mixed: resuming without the option still trains mixed.
+    const { ft } = await loadFineTunedRun(gpu, await openCheckpoint(memorySource(files)), store);
+    expect(ft.model.precision).toBe('mixed');
+    ft.destroy();
+    const second = await trainer({ checkpoints: { store }, resume: true });
+    const tail = await second.train();
+    second.destroy();
+    expect([...head.losses, ...tail.losses]).toEqual(want.losses);
   });
 
   it('is refused over a 4-bit base, whose products read f32', async () => {

@@ -120,10 +120,11 @@ function dims(c: ModelConfig, batch: Pick<PreparedBatch, 'B' | 'S' | 'segments' 
 }
 
 /**
- * Rounds the linear layers' norm and activation inputs (ln1, ln2, h) as mixed precision stores them; the
- * backward pass treats the rounding as the identity (the straight-through rule of autocast).
+ * Rounds the linear layers' norm and activation inputs as mixed precision stores them, by site
+ * ('layers.<i>.ln1', '.ln2', '.h'); the backward pass treats the rounding as the identity (the
+ * straight-through rule of autocast).
  */
-export type InputRounding = (v: Float64Array) => Float64Array;
+export type InputRounding = (v: Float64Array, site: string) => Float64Array;
 
 /** Forward to the final norm: the last residual stream x, its norm lnf, and each layer's saved tensors. */
 export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch, 'B' | 'S' | 'ids' | 'positions' | 'segments'>, lora?: LoraRef, round: InputRounding = (v) => v) {
@@ -151,7 +152,7 @@ export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch,
   for (let i = 0; i < c.numLayers; i++) {
     const L = `layers.${i}`;
     const s: Record<string, Float64Array> = { x };
-    s.ln1 = round(norm(`${L}.norm1`, x));
+    s.ln1 = round(norm(`${L}.norm1`, x), `${L}.ln1`);
     let q = lin(`${L}.q`, s.ln1, qd, H);
     let k = lin(`${L}.k`, s.ln1, kvd, H);
     const v = lin(`${L}.v`, s.ln1, kvd, H);
@@ -168,14 +169,14 @@ export function forwardRef(c: ModelConfig, params: P, batch: Pick<PreparedBatch,
     // Gemma: a norm on the attention's and the MLP's outputs before each residual add.
     if (c.postNorms) s.ao = lin(`${L}.o`, s.att, H, qd);
     s.xm = add(x, c.postNorms ? norm(`${L}.post_attn_norm`, s.ao) : lin(`${L}.o`, s.att, H, qd));
-    s.ln2 = round(norm(`${L}.norm2`, s.xm));
+    s.ln2 = round(norm(`${L}.norm2`, s.xm), `${L}.ln2`);
     if (gpt2) {
       s.a = lin(`${L}.fc`, s.ln2, I, H);
-      s.h = round(s.a.map((v) => geluRef(v, c.activation === 'gelu' ? 'gelu' : 'gelu_new')));
+      s.h = round(s.a.map((v) => geluRef(v, c.activation === 'gelu' ? 'gelu' : 'gelu_new')), `${L}.h`);
     } else {
       s.a = lin(`${L}.gate`, s.ln2, I, H);
       s.b = lin(`${L}.up`, s.ln2, I, H);
-      s.h = round(swigluForwardRef(s.a, s.b, c.activation));
+      s.h = round(swigluForwardRef(s.a, s.b, c.activation), `${L}.h`);
     }
     const down = gpt2 ? 'proj' : 'down';
     s.mo = lin(`${L}.${down}`, s.h, H, I);
