@@ -1,6 +1,6 @@
 // Fused AdamW over a flat parameter buffer: one dispatch reads param, grad, m, v once and writes
 // param, m, v once (the unfused form takes ~8 element-wise passes). clip[0] is the global clipping
-// factor produced by gradnorm.wgsl (write 1.0 there to disable clipping).
+// factor produced by gradnorm.wgsl (write 1.0 there to disable clipping); below 0, the step is skipped.
 // #include lib/adamw_update.wgsl
 // #include lib/flat_index.wgsl
 
@@ -22,6 +22,7 @@ fn adamw_step(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
   let first = flat_index(wid, nwg, lid, WG);
   let stride = nwg.x * nwg.y * WG;
   let scale = clip[0];
+  if (scale < 0.0) { return; }
   for (var e = 0u; e < PER; e++) {
     let i = first + e * stride;
     if (i >= o.n) { return; }

@@ -7,6 +7,10 @@
 //   galore_adam:           g = grads * gradScale * clip;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
 //                          out = stepSize * m / (sqrt(v) + eps)   (galore_torch's AdamW: eps outside the
 //                          bias correction, which stepSize = lr sqrt(1 - b2^t) / (1 - b1^t) carries)
+//   galore_commit:         out[i] = vectors[i], a new projection taking the old one's place
+//   galore_decay:          out[i] *= stepSize, the decoupled weight decay
+// A clip[0] below 0 (gradnorm.wgsl's skip of a step whose gradient norm is not finite) leaves the moments,
+// the projection and the weight as they are: galore_adam writes a zero update, the others nothing.
 struct GaloreParams {
   count: u32,
   length: u32,
@@ -76,10 +80,30 @@ fn galore_adam(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
                @builtin(local_invocation_index) lid: u32) {
   let i = flat_index(wid, nwg, lid, WG);
   if (i >= p.n) { return; }
+  if (clip[0] < 0.0) {
+    out[i] = 0.0;
+    return;
+  }
   let g = grads[i] * p.gradScale * clip[0];
   let m1 = p.beta1 * m[i] + p.oneMinusBeta1 * g;
   let v1 = p.beta2 * v[i] + p.oneMinusBeta2 * g * g;
   m[i] = m1;
   v[i] = v1;
   out[i] = p.stepSize * m1 / (sqrt(v1) + p.eps);
+}
+
+@compute @workgroup_size(WG)
+fn galore_commit(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                 @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid, WG);
+  if (i >= p.n || clip[0] < 0.0) { return; }
+  out[i] = vectors[i];
+}
+
+@compute @workgroup_size(WG)
+fn galore_decay(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid, WG);
+  if (i >= p.n || clip[0] < 0.0) { return; }
+  out[i] *= p.stepSize;
 }

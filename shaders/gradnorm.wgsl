@@ -3,8 +3,10 @@
 // partials[offset + workgroup]; several tensors can fill disjoint ranges. Stage 2 (clip_factor, one
 // workgroup) sums the partials: norm = scale * sqrt(sum), out[0] = min(1, maxNorm / (norm + 1e-6))
 // (1 when maxNorm <= 0), out[1] = norm. This is torch.nn.utils.clip_grad_norm_'s rule; `scale` is the
-// factor the optimizer applies to the raw gradient sum first (e.g. 1 / accumulation steps).
-struct Params { n: u32, offset: u32, numPartials: u32, maxNorm: f32, scale: f32 }
+// factor the optimizer applies to the raw gradient sum first (e.g. 1 / accumulation steps). With `skip`,
+// a norm that is not finite (an overflow) makes out[0] = -1, which every optimizer kernel takes as "leave
+// everything as it is" (PyTorch's GradScaler skips such a step), and counts the step in out[2].
+struct Params { n: u32, offset: u32, numPartials: u32, maxNorm: f32, scale: f32, skip: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -35,6 +37,11 @@ fn clip_factor(@builtin(local_invocation_index) lid: u32) {
   if (lid == 0u) {
     var factor = 1.0;
     if (p.maxNorm > 0.0) { factor = min(1.0, p.maxNorm / (norm + 1e-6)); }
+    // By its bits: a compiler may assume floats are finite and fold a comparison away.
+    if (p.skip != 0u && (bitcast<u32>(norm) & 0x7f800000u) == 0x7f800000u) {
+      factor = -1.0;
+      out[2] += 1.0;
+    }
     out[0] = factor;
     out[1] = norm;
   }

@@ -1,6 +1,6 @@
 // Sparse AdamW: the fused AdamW update over the masked values and their moments, then each new value is
 // written into the dense weight in place, W[idx[p]] = value, so the next forward pass sees it with no
-// adapter and no separate scatter dispatch.
+// adapter and no separate scatter dispatch. A clip[0] below 0 (gradnorm.wgsl's skip) leaves all as it is.
 // #include lib/adamw_update.wgsl
 // #include lib/flat_index.wgsl
 
@@ -32,7 +32,7 @@ fn update(i: u32) -> f32 {
 fn sparse_adamw(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                 @builtin(local_invocation_index) lid: u32) {
   let i = flat_index(wid, nwg, lid, WG);
-  if (i >= o.n) { return; }
+  if (i >= o.n || clip[0] < 0.0) { return; }
   W[idx[i]] = update(i);
 }
 
@@ -41,6 +41,6 @@ fn sparse_adamw(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
 fn sparse_adamw_half(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                      @builtin(local_invocation_index) lid: u32) {
   let i = flat_index(wid, nwg, lid, WG);
-  if (i >= o.n) { return; }
+  if (i >= o.n || clip[0] < 0.0) { return; }
   store_half(idx[i], update(i));
 }

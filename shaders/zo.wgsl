@@ -4,6 +4,7 @@
 //   zo_update:   params[i] += restore * z_last(i) (the last direction's restoring step, fused when given);
 //                params[i] -= lr * (sum_j c_j z_j(i) + wd * params[i]),  c_j = (acc[2j] - acc[2j+1]) * coef
 //   zo_loss_sum: sums[slot] = sum_t losses[t];  acc[slot] += the same (one workgroup)
+// With `skip`, an update whose c_j is not finite (a loss that overflowed) only restores the parameters.
 // A dispatch covers one run of a parameter buffer; `segments` maps each element of the run to its tensor
 // (vec4u: first element in the run, tensor index or SKIP for a gap, weight decay 0/1, unused), so z of an
 // element depends on (seed, step, direction, tensor, element within the tensor) and not on the layout.
@@ -22,6 +23,7 @@ struct ZoParams {
   weight_decay: f32,
   coef: f32,
   restore: f32,
+  skip: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: ZoParams;
@@ -113,12 +115,16 @@ fn zo_update(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
     let at = locate(i);
     var g = vec2f(0.0);
     var last = vec2f(0.0);
+    var finite = true;
     for (var j = 0u; j < p.directions; j++) {
       let c = (acc_in[2u * j] - acc_in[2u * j + 1u]) * p.coef;
+      finite = finite && (bitcast<u32>(c) & 0x7f800000u) != 0x7f800000u;
       last = draws(direction_key(p.seed, p.step, j), at, i);
       g = fma(vec2f(c), last, g);
     }
-    let decay = vec2<bool>(at.s0.z == 1u && at.s0.y != SKIP, at.s1.z == 1u && at.s1.y != SKIP);
+    let skipped = p.skip != 0u && !finite;
+    if (skipped) { g = vec2f(0.0); }
+    let decay = vec2<bool>(!skipped && at.s0.z == 1u && at.s0.y != SKIP, !skipped && at.s1.z == 1u && at.s1.y != SKIP);
     for (var e = 0u; e < 2u; e++) {
       let k = i + e;
       if (k >= p.n) { break; }

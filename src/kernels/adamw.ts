@@ -46,7 +46,7 @@ export interface AdamWStepArgs extends AdamWOptions {
   grads: BufferLike;
   m: BufferLike;
   v: BufferLike;
-  /** clip[0]: global clipping factor (from gradNorm, or 1.0). */
+  /** clip[0]: global clipping factor (from gradNorm, or 1.0); below 0 the step changes nothing. */
   clip: BufferLike;
   n: number;
   step: number;
@@ -119,18 +119,24 @@ export interface GradNormArgs {
   tensors: { buffer: BufferLike; n: number }[];
   /** Scratch of gradNormScratchSize(sizes) floats. */
   partials: BufferLike;
-  /** out[0] = clipping factor min(1, maxNorm / (norm + 1e-6)), out[1] = norm. */
+  /**
+   * out[0] = clipping factor min(1, maxNorm / (norm + 1e-6)), out[1] = norm; with `skipNonFinite`, out[0] =
+   * -1 when the norm is not finite (the optimizer kernels then skip the step) and out[2] counts such steps.
+   */
   out: BufferLike;
   /** No clipping (factor 1) when <= 0 or infinite. */
   maxNorm: number;
   /** The norm is of gradScale * gradients: pass the optimizer's gradScale. Default 1. */
   gradScale?: number;
+  /** Skip the step when the norm is not finite (an overflow), as PyTorch's GradScaler does. Default false. */
+  skipNonFinite?: boolean;
 }
 
-export function gradNorm(rec: CommandRecorder, { tensors, partials, out, maxNorm, gradScale = 1 }: GradNormArgs): void {
+export function gradNorm(rec: CommandRecorder, { tensors, partials, out, maxNorm, gradScale = 1, skipNonFinite = false }: GradNormArgs): void {
   const total = gradNormScratchSize(tensors.map((t) => t.n));
   requireElements('gradNorm', 'partials', partials, total);
-  requireElements('gradNorm', 'out', out, 2);
+  requireElements('gradNorm', 'out', out, skipNonFinite ? 3 : 2);
+  const skip = skipNonFinite ? 1 : 0;
   const max = Number.isFinite(maxNorm) ? maxNorm : 0;
   let offset = 0;
   for (const t of tensors) {
@@ -141,7 +147,7 @@ export function gradNorm(rec: CommandRecorder, { tensors, partials, out, maxNorm
       shader: 'gradnorm',
       entryPoint: 'sumsq_partials',
       constants: { WG: rec.gpu.tuning.reductionWorkgroupSize },
-      uniforms: { n: t.n, offset, numPartials: total, maxNorm: max, scale: gradScale },
+      uniforms: { n: t.n, offset, numPartials: total, maxNorm: max, scale: gradScale, skip },
       storage: { x: t.buffer, partials },
       workgroups: [groups],
       label: `gradnorm partials ${t.n}`,
@@ -152,7 +158,7 @@ export function gradNorm(rec: CommandRecorder, { tensors, partials, out, maxNorm
     shader: 'gradnorm',
     entryPoint: 'clip_factor',
     constants: { WG: rec.gpu.tuning.reductionWorkgroupSize },
-    uniforms: { n: 0, offset: 0, numPartials: total, maxNorm: max, scale: Math.abs(gradScale) },
+    uniforms: { n: 0, offset: 0, numPartials: total, maxNorm: max, scale: Math.abs(gradScale), skip },
     storage: { partials, out },
     workgroups: [1],
     label: 'gradnorm clip factor',

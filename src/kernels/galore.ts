@@ -82,6 +82,29 @@ export function galoreAdam(rec: CommandRecorder, a: GaloreAdamArgs): void {
   });
 }
 
+/** to[0..n) = from[0..n): a refreshed projection into place, unless clip[0] < 0 (a skipped step). */
+export function galoreCommit(rec: CommandRecorder, a: { from: BufferLike; to: BufferLike; n: number; clip: BufferLike }): void {
+  requireDims('galore_commit', { n: a.n });
+  requireElements('galore_commit', 'from', a.from, a.n);
+  requireElements('galore_commit', 'to', a.to, a.n);
+  requireElements('galore_commit', 'clip', a.clip, 1);
+  rec.dispatch({
+    shader: 'galore', entryPoint: 'galore_commit', constants: { WG }, uniforms: galoreUniforms({ n: a.n }),
+    storage: { vectors: a.from, out: a.to, clip: a.clip }, workgroups: launch1d(rec.gpu, a.n, WG), label: `galore_commit ${a.n}`,
+  });
+}
+
+/** weight[0..n) *= factor (decoupled weight decay), unless clip[0] < 0 (a skipped step). */
+export function galoreDecay(rec: CommandRecorder, a: { weight: BufferLike; n: number; factor: number; clip: BufferLike }): void {
+  requireDims('galore_decay', { n: a.n });
+  requireElements('galore_decay', 'weight', a.weight, a.n);
+  requireElements('galore_decay', 'clip', a.clip, 1);
+  rec.dispatch({
+    shader: 'galore', entryPoint: 'galore_decay', constants: { WG }, uniforms: galoreUniforms({ n: a.n, stepSize: a.factor }),
+    storage: { out: a.weight, clip: a.clip }, workgroups: launch1d(rec.gpu, a.n, WG), label: `galore_decay ${a.n}`,
+  });
+}
+
 export interface GaloreSubspaceArgs {
   /** The gradient G [rows, cols] (row-major). */
   g: BufferLike;

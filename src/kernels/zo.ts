@@ -51,8 +51,8 @@ interface Direction {
 }
 
 /** Every field of ZoParams (an entry point ignores those it does not read). */
-function zoUniforms(u: Partial<Record<'n' | 'segments' | 'seed' | 'step' | 'direction' | 'directions' | 'slot' | 'scale' | 'lr' | 'weight_decay' | 'coef' | 'restore', number>>): Record<string, number> {
-  return { n: 0, segments: 0, seed: 0, step: 0, direction: 0, directions: 0, slot: 0, scale: 0, lr: 0, weight_decay: 0, coef: 0, restore: 0, ...u };
+function zoUniforms(u: Partial<Record<'n' | 'segments' | 'seed' | 'step' | 'direction' | 'directions' | 'slot' | 'scale' | 'lr' | 'weight_decay' | 'coef' | 'restore' | 'skip', number>>): Record<string, number> {
+  return { n: 0, segments: 0, seed: 0, step: 0, direction: 0, directions: 0, slot: 0, scale: 0, lr: 0, weight_decay: 0, coef: 0, restore: 0, skip: 0, ...u };
 }
 
 /** params += scale * z_direction over the run. */
@@ -71,15 +71,16 @@ export function zoPerturb(rec: CommandRecorder, run: ZoRun, d: Direction & { dir
 /**
  * params -= lr * (Σ_j c_j z_j + weightDecay * params) over the run, c_j = (acc[2j] - acc[2j+1]) * coef:
  * acc holds each direction's summed losses at +ε (even slots) and -ε (odd slots). With `restore`, params
- * first take restore * z of the last direction (its restoring step, fused: one pass fewer).
+ * first take restore * z of the last direction (its restoring step, fused: one pass fewer). With
+ * `skipNonFinite`, a c_j that is not finite (an overflowed loss) leaves the update out: only the restore.
  */
-export function zoUpdate(rec: CommandRecorder, run: ZoRun, d: Direction & { directions: number; acc: BufferLike; coef: number; lr: number; weightDecay: number; restore?: number }): void {
+export function zoUpdate(rec: CommandRecorder, run: ZoRun, d: Direction & { directions: number; acc: BufferLike; coef: number; lr: number; weightDecay: number; restore?: number; skipNonFinite?: boolean }): void {
   requireElements('zo_update', 'acc', d.acc, 2 * d.directions);
   rec.dispatch({
     shader: 'zo',
     entryPoint: 'zo_update',
     constants: { WG, PER: rec.gpu.tuning.elementsPerInvocation },
-    uniforms: zoUniforms({ n: run.n, segments: run.segmentCount, seed: d.seed >>> 0, step: d.step >>> 0, directions: d.directions, coef: d.coef, lr: d.lr, weight_decay: d.weightDecay, restore: d.restore ?? 0 }),
+    uniforms: zoUniforms({ n: run.n, segments: run.segmentCount, seed: d.seed >>> 0, step: d.step >>> 0, directions: d.directions, coef: d.coef, lr: d.lr, weight_decay: d.weightDecay, restore: d.restore ?? 0, skip: d.skipNonFinite ? 1 : 0 }),
     storage: { params: run.params, segments: run.segments, acc_in: d.acc },
     workgroups: pairLaunch(rec, run.n),
     label: `zo_update ${run.n}`,

@@ -39,9 +39,16 @@ export interface AdamWConfig {
    * (max_grad_norm 1); 0 or Infinity disables clipping. Default 1.
    */
   maxGradNorm?: number;
+  /**
+   * Leave every parameter and moment as it is when the global gradient norm is not finite (an overflow),
+   * as PyTorch's GradScaler skips such a step; decided on the GPU, with no host round trip. The skipped
+   * step still counts in the schedule and in bias correction. Default: on under mixed precision, off in
+   * f32 (where torch.optim.AdamW applies whatever the gradient holds).
+   */
+  skipNonFinite?: boolean;
 }
 
-export const ADAMW_CONFIG_KEYS = optionKeys<AdamWConfig>()(['beta1', 'beta2', 'eps', 'weightDecay', 'decay', 'maxGradNorm']);
+export const ADAMW_CONFIG_KEYS = optionKeys<AdamWConfig>()(['beta1', 'beta2', 'eps', 'weightDecay', 'decay', 'maxGradNorm', 'skipNonFinite']);
 
 /** Named trainable tensors, their views, and the arena their gradients accumulate in. */
 export interface TrainableSet {
@@ -65,6 +72,8 @@ export interface Optimizer {
   gradView(name: string): TensorView;
   /** Its state tensors by checkpoint name (e.g. '<tensor>.adam_m'), to save and restore. */
   stateViews(): Map<string, TensorView>;
+  /** Steps it left out for a gradient norm that was not finite (AdamWConfig.skipNonFinite), where it counts them. */
+  skippedSteps?(): Promise<number>;
   destroy(): void;
 }
 
@@ -108,7 +117,7 @@ export class AdamW implements Optimizer {
   private readonly groups: OptimizerGroup[];
   private readonly moments: { m: Arena; v: Arena }[] = [];
   private readonly partials: GPUBuffer;
-  /** out[0] = clip factor, out[1] = global gradient norm (before clipping). */
+  /** out[0] = clip factor (-1: skipped), out[1] = global gradient norm (before clipping), out[2] = steps skipped. */
   readonly normOut: GPUBuffer;
   step = 0;
 
@@ -135,7 +144,7 @@ export class AdamW implements Optimizer {
       }
       this.partials = gpu.createBuffer(gradNormScratchSize(this.gradTensors().map((t) => t.n)) * 4, undefined, 'grad norm partials');
       made.push({ destroy: () => gpu.destroyBuffer(this.partials) });
-      this.normOut = gpu.createBuffer(8, undefined, 'grad norm');
+      this.normOut = gpu.createBuffer(12, undefined, 'grad norm');
     } catch (e) {
       for (const m of made) m.destroy(); // a failure part way releases what was made
       throw e;
@@ -153,7 +162,7 @@ export class AdamW implements Optimizer {
   record(rec: CommandRecorder, lr: number, gradScale = 1): void {
     this.step++;
     const c = this.config;
-    gradNorm(rec, { tensors: this.gradTensors(), partials: this.partials, out: this.normOut, maxNorm: c.maxGradNorm ?? 1, gradScale });
+    gradNorm(rec, { tensors: this.gradTensors(), partials: this.partials, out: this.normOut, maxNorm: c.maxGradNorm ?? 1, gradScale, skipNonFinite: c.skipNonFinite });
     this.groups.forEach(({ set, inPlace, stepOf, lrScale }, g) => {
       const { m, v } = this.moments[g];
       for (const name of set.names) {
@@ -196,6 +205,11 @@ export class AdamW implements Optimizer {
   /** The global gradient norm of the last recorded step (after it ran). */
   async lastGradNorm(): Promise<number> {
     return (await this.gpu.readF32(this.normOut))[1];
+  }
+
+  /** Steps skipped for a gradient norm that was not finite (skipNonFinite), since this optimizer was made. */
+  async skippedSteps(): Promise<number> {
+    return (await this.gpu.readF32(this.normOut))[2];
   }
 
   destroy(): void {

@@ -108,7 +108,8 @@ export class FineTuner {
     const definition = methodDefinition(options.method);
     this.method = definition.attach(model, options[options.method]);
     try {
-      this.optimizer = this.method.createOptimizer(options.optimizer ?? {});
+      // Mixed precision's f16 operands can overflow: such steps are skipped unless told otherwise.
+      this.optimizer = this.method.createOptimizer({ ...options.optimizer, skipNonFinite: options.optimizer?.skipNonFinite ?? model.precision === 'mixed' });
     } catch (e) {
       this.method.destroy();
       throw e;

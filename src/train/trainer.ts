@@ -121,6 +121,11 @@ export interface TrainResult {
   /** Each optimizer step's loss this run, in order (from the resumed step on). */
   losses: number[];
   evals: { step: number; loss: number; perplexity: number; accuracy?: number }[];
+  /**
+   * Optimizer steps this run left out for a gradient norm that was not finite (AdamWConfig.skipNonFinite,
+   * on under mixed precision): 0 when none was, or when the optimizer does not count them.
+   */
+  skippedSteps: number;
 }
 
 /** Training stopped on an error it cannot continue past; the last checkpoint, if any, is intact. */
@@ -328,7 +333,8 @@ export class Trainer {
   private async run(): Promise<TrainResult> {
     const o = this.options;
     const train = this.data.train;
-    const result: TrainResult = { reason: 'completed', step: this.step, losses: [], evals: [] };
+    const result: TrainResult = { reason: 'completed', step: this.step, losses: [], evals: [], skippedSteps: 0 };
+    const skippedBefore = (await this.ft.optimizer.skippedSteps?.()) ?? 0;
     let resumedFrom: number | null = null;
     if (this.resumeFiles) {
       resumedFrom = await this.restore(this.resumeFiles);
@@ -409,6 +415,7 @@ export class Trainer {
       throw this.stopped(e, lastSaved);
     }
     result.step = this.step;
+    result.skippedSteps = ((await this.ft.optimizer.skippedSteps?.()) ?? 0) - skippedBefore;
     this.emit({ type: 'done', step: this.step, reason: result.reason, seconds: (performance.now() - t0) / 1000 });
     return result;
   }

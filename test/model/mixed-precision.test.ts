@@ -5,7 +5,7 @@ import { CausalLM } from '../../src/model/causal-lm.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { decodeHalves, encodeHalves, LINEAR_WEIGHT, type DenseWeight } from '../../src/model/linear-weights.js';
 import { tinyModelFiles, type TinyModelOptions } from '../../src/model/tiny.js';
-import { FineTuner } from '../../src/train/finetuner.js';
+import { FineTuner, type FineTuneOptions } from '../../src/train/finetuner.js';
 import { loadDataset } from '../../src/data/dataset.js';
 import { skillExamples } from '../../src/data/skills.js';
 import { loadTokenizer } from '../../src/data/tokenizer.js';
@@ -92,6 +92,45 @@ describe.skipIf(!hasF16)('mixed precision', () => {
     const tail = await second.train();
     second.destroy();
     expect([...head.losses, ...tail.losses]).toEqual(want.losses);
+  });
+
+  // A norm weight of 1e5 puts ln1 past f16's 65504: infinities in the forward pass, a loss and gradients
+  // that are not finite. f32 holds the same values with room to spare.
+  it.each<[string, FineTuneOptions]>([
+    ['full', { method: 'full' }],
+    ['LoRA', { method: 'lora', lora: { rank: 4 } }],
+    ['sparse', { method: 'sparse', sparse: { selection: 'random', density: 0.1 } }],
+    ['GaLore (a projection refresh)', { method: 'galore', galore: { rank: 4, updateGap: 1 } }],
+    ['LISA', { method: 'lisa', lisa: { layers: 1, interval: 2 } }],
+  ])('skips a step that overflows f16 (%s): every trained tensor and optimizer state as it was, and counted', async (_, options) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const ckpt = await openCheckpoint(memorySource(tinyModelFiles({ ...LLAMA, seed })));
+    const ft = await FineTuner.create(gpu, ckpt, { ...options, precision: 'mixed', optimizer: { lr: 1e-2 } } as FineTuneOptions);
+    try {
+      const batch = () => ({ ids: Array.from({ length: 2 * 9 }, () => Math.floor(rand() * 256)), B: 2, S: 9 });
+      await ft.step(batch());
+      const norm = 'model.layers.0.input_layernorm.weight';
+      const healthy = await ft.readTensor(norm);
+      ft.writeTensor(norm, healthy.map(() => 1e5));
+      // The state's tensors: what follows the safetensors header (whose metadata counts the steps, skipped or not).
+      const state = async () => {
+        const bytes = new Uint8Array(await ft.saveState());
+        return bytes.slice(8 + Number(new DataView(bytes.buffer).getBigUint64(0, true)));
+      };
+      const before = await state();
+      const r = await ft.step(batch());
+      expect(Number.isFinite(r.loss), `seed ${seed}: the loss overflowed`).toBe(false);
+      expect(await state(), `seed ${seed}: nothing moved`).toEqual(before);
+      expect(await ft.optimizer.skippedSteps!()).toBe(1);
+      ft.writeTensor(norm, healthy);
+      const after = await ft.step(batch());
+      expect(Number.isFinite(after.loss)).toBe(true);
+      expect(await state(), 'a healthy step trains again').not.toEqual(before);
+    } finally {
+      ft.destroy();
+    }
   });
 
   it('is refused over a 4-bit base, whose products read f32', async () => {

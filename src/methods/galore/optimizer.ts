@@ -9,8 +9,7 @@ import type { TensorView } from '../../gpu/buffers.js';
 import type { Gpu } from '../../gpu/gpu.js';
 import type { CommandRecorder } from '../../gpu/recorder.js';
 import { ADAMW_DEFAULTS } from '../../kernels/adamw.js';
-import { elementwise } from '../../kernels/elementwise.js';
-import { galoreAdam, galoreSubspace } from '../../kernels/galore.js';
+import { galoreAdam, galoreCommit, galoreDecay, galoreSubspace } from '../../kernels/galore.js';
 import { matmul } from '../../kernels/matmul.js';
 import { Arena, bindingLimit, planArena } from '../../model/arena.js';
 import type { CausalLM } from '../../model/causal-lm.js';
@@ -112,7 +111,10 @@ export class GaloreAdamW implements Optimizer {
       const p = this.state.p.view(w.name);
       if (refresh) {
         const key = hash32((hash32((hash32(this.o.seed) ^ t) >>> 0) ^ Math.floor(before / this.o.updateGap)) >>> 0);
-        galoreSubspace(rec, { g, rows: w.m, cols: w.n, rank: w.r, p, right: w.right, scratch: this.scratch.r, iterations: this.o.iterations, key });
+        // Into the update's scratch (free until galore_adam), then into place unless the step is skipped.
+        const pSize = w.r * (w.right ? w.n : w.m);
+        galoreSubspace(rec, { g, rows: w.m, cols: w.n, rank: w.r, p: this.scratch.n, right: w.right, scratch: this.scratch.r, iterations: this.o.iterations, key });
+        galoreCommit(rec, { from: this.scratch.n, to: p, n: pSize, clip: this.plain.normOut });
       }
       if (w.right) matmul(rec, { a: g, b: p, c: this.scratch.r, M: w.m, N: w.r, K: w.n, transB: true });
       else matmul(rec, { a: p, b: g, c: this.scratch.r, M: w.r, N: w.n, K: w.m, transA: true });
@@ -123,12 +125,16 @@ export class GaloreAdamW implements Optimizer {
       if (w.right) matmul(rec, { a: this.scratch.n, b: p, c: weight, M: w.m, N: w.n, K: w.r, alpha: -this.o.scale, accumulate: true });
       else matmul(rec, { a: p, b: this.scratch.n, c: weight, M: w.m, N: w.n, K: w.r, alpha: -this.o.scale, accumulate: true });
       // Decoupled decay after the update, as galore_torch applies it.
-      if (wd > 0 && (c.decay ?? decays)(w.name)) elementwise(rec, { op: 'scale', y: weight, n: w.m * w.n, s0: 1 - lr * wd });
+      if (wd > 0 && (c.decay ?? decays)(w.name)) galoreDecay(rec, { weight, n: w.m * w.n, factor: 1 - lr * wd, clip: this.plain.normOut });
     });
   }
 
   gradView(name: string): TensorView {
     return this.model.grads!.view(name);
+  }
+
+  skippedSteps(): Promise<number> {
+    return this.plain.skippedSteps();
   }
 
   stateViews(): Map<string, TensorView> {

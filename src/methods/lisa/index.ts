@@ -36,6 +36,10 @@ class LisaOptimizer implements Optimizer {
     this.adam.record(rec, lr, gradScale);
   }
 
+  skippedSteps(): Promise<number> {
+    return this.adam.skippedSteps();
+  }
+
   gradView(name: string): TensorView {
     const view = this.lisa.gradientOf(name);
     if (!view) throw new RangeError(`'${name}' is not among the tensors LISA trains at this step`);

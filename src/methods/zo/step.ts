@@ -68,7 +68,7 @@ export class ZoSgd implements Optimizer {
   record(rec: CommandRecorder, lr: number, gradScale = 1, restore = 0): void {
     const { epsilon, directions, seed } = this.settings;
     const coef = gradScale / (2 * epsilon * directions);
-    for (const run of this.runs) zoUpdate(rec, run, { seed, step: this.step, directions, acc: this.acc, coef, lr, weightDecay: this.config.weightDecay ?? 0, restore });
+    for (const run of this.runs) zoUpdate(rec, run, { seed, step: this.step, directions, acc: this.acc, coef, lr, weightDecay: this.config.weightDecay ?? 0, restore, skipNonFinite: this.config.skipNonFinite });
     rec.clear(this.acc);
     this.step++;
   }

@@ -135,6 +135,7 @@ async function train(values: FlagValues): Promise<void> {
         log(`eval before training: loss ${e.loss.toFixed(4)}, perplexity ${e.perplexity.toFixed(2)} (${e.tokens} held-out tokens)`);
       }
       const result = await runWithProgress(trainer, json, log);
+      if (result.skippedSteps) log(`${result.skippedSteps} optimizer step(s) skipped: their gradient norm was not finite (an f16 overflow under mixed precision)`);
       if (prompts.length) printSamples(m, prompts, before, await generateSamples(trainer.ft, prompts), log);
       if (result.reason === 'cancelled') {
         log(`stopped at step ${result.step}; the checkpoint is in ${join(output, 'checkpoints')}: continue with the same command and --resume`);
