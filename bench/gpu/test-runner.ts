@@ -1,5 +1,5 @@
 /**
- * The part of vitest's API the GPU tests use (describe, it, each, skipIf, beforeAll, afterAll, and
+ * The part of vitest's API the GPU tests use (describe, it, each, skipIf on both, beforeAll, afterAll, and
  * vitest's own `expect` from @vitest/expect), so the kit can bundle the unchanged test files into one
  * script that runs on a machine with nothing but a Node binary. Tests run one at a time, in file order.
  */
@@ -59,7 +59,21 @@ function defineTest(name: string, fn: Fn): void {
   current.children.push({ name, fn });
 }
 
-export const describe = Object.assign(defineSuite, { each: withEach(defineSuite) });
+/** Every test under a suite, at any depth, skipped. */
+function skipAll(suite: Suite): void {
+  for (const c of suite.children) {
+    if (isSuite(c)) skipAll(c);
+    else c.fn = null;
+  }
+}
+
+export const describe = Object.assign(defineSuite, {
+  each: withEach(defineSuite),
+  skipIf: (skip: boolean) => (name: string, body: Fn) => {
+    defineSuite(name, body);
+    if (skip) skipAll(current.children[current.children.length - 1] as Suite);
+  },
+});
 export const it = Object.assign(defineTest, {
   each: withEach(defineTest),
   skipIf: (skip: boolean) => (name: string, fn: Fn) => current.children.push({ name, fn: skip ? null : fn }),

@@ -5,9 +5,9 @@
 import { ShapeError } from '../errors.js';
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { launch1d, requireDims, requireElements } from './common.js';
+import { halfConstant, launch1d, requireDims, requireElements } from './common.js';
 import type { WeightFormat } from './matmul.js';
-import { halfConstant, weightBinding } from './sparse.js';
+import { weightBinding } from './sparse.js';
 
 export interface AdamWOptions {
   lr: number;

@@ -4,9 +4,8 @@
  */
 import type { BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { launch1d, requireDims, requireElements } from './common.js';
+import { halfConstant, launch1d, requireDims, requireElements } from './common.js';
 import type { WeightFormat } from './matmul.js';
-import { halfConstant } from './sparse.js';
 
 const WG = 256;
 

@@ -37,3 +37,8 @@ export function shaderConstant(shader: string, name: string): number {
   if (value === undefined) throw new Error(`shaders/${shader}.wgsl declares no constant '${name}'`);
   return value;
 }
+
+/** The HALF pipeline constant for a 16-bit format (shaders/lib/half_encode.wgsl's HALF_BF16, HALF_F16). */
+export function halfConstant(shader: string, format: 'bf16' | 'f16'): number {
+  return shaderConstant(shader, format === 'bf16' ? 'HALF_BF16' : 'HALF_F16');
+}

@@ -5,7 +5,7 @@
 import { ShapeError } from '../errors.js';
 import { asView, type BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { launch1d, requireDims, requireElements, shaderConstant } from './common.js';
+import { halfConstant, launch1d, requireDims, requireElements, shaderConstant } from './common.js';
 import type { WeightFormat } from './matmul.js';
 
 const WG = 256;
@@ -111,11 +111,6 @@ export interface ScatterArgs extends MaskArgs {
   weightFormat?: WeightFormat;
   /** weight[idx] += values instead of = (f32 weights only). */
   add?: boolean;
-}
-
-/** The HALF pipeline constant of shaders/lib/half_store.wgsl for a 16-bit format. */
-export function halfConstant(shader: string, format: Exclude<WeightFormat, 'f32'>): number {
-  return shaderConstant(shader, format === 'bf16' ? 'HALF_BF16' : 'HALF_F16');
 }
 
 /** The weight binding of a sparse kernel: W (f32) or WH (16-bit, packed in pairs), checked for size. */

@@ -61,6 +61,10 @@ describe('the vitest shim the kit bundles', () => {
       });
       shim.it.each([{ x: 1 }])('row %j', ({ x }) => shim.expect(x).toEqual(1));
       shim.it.skipIf(true)('skipped', () => undefined);
+      shim.describe.skipIf(true)('a skipped suite', () => {
+        shim.describe('nested', () => shim.it('inside', () => undefined));
+      });
+      shim.describe.skipIf(false)('a kept suite', () => shim.it('runs', () => undefined));
       shim.it('rejects', async () => shim.expect(Promise.reject(new Error('no'))).rejects.toThrow('no'));
       shim.it('hangs', () => new Promise(() => undefined));
       shim.describe('broken setup', () => {
@@ -75,6 +79,8 @@ describe('the vitest shim the kit bundles', () => {
     expect(status).toEqual({
       'f.test.ts > row {"x":1}': 'passed',
       'f.test.ts > skipped': 'skipped',
+      'f.test.ts > a skipped suite > nested > inside': 'skipped',
+      'f.test.ts > a kept suite > runs': 'passed',
       'f.test.ts > rejects': 'passed',
       'f.test.ts > hangs': 'failed',
       'f.test.ts > suite 1 a > adds': 'failed',

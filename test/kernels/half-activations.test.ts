@@ -30,7 +30,7 @@ function expectF16Rounded(got: Float32Array, want: ArrayLike<number>, message: s
   for (let i = 0; i < want.length; i++) scale = Math.max(scale, Math.abs(want[i]));
   for (let i = 0; i < want.length; i++) {
     const bound = 2 ** -11 * Math.abs(want[i]) + 1e-4 * scale;
-    if (!(Math.abs(got[i] - want[i]) <= bound)) expect.fail(`${message}: element ${i} is ${got[i]}, want ${want[i]} within ${bound}`);
+    if (!(Math.abs(got[i] - want[i]) <= bound)) throw new Error(`${message}: element ${i} is ${got[i]}, want ${want[i]} within ${bound}`);
   }
 }
 
