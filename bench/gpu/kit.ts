@@ -21,6 +21,7 @@ import { CausalLM } from '../../src/model/causal-lm.js';
 import { rng } from '../../src/util/random.js';
 import { formatKernelBench, runKernelBench, type KernelBenchResult } from '../kernels.js';
 import { formatTrainBench, runTrainBench, trainBenchModels, trainPreset, type TrainBenchResult, type TrainPreset } from '../train.js';
+import { formatMethodSet, runMethodSet, type MethodSetResult } from '../method-sets.js';
 import { loadTestFile, runTests, type TestReport } from './test-runner.js';
 import testModules from 'kit:tests';
 
@@ -64,6 +65,12 @@ async function bench(): Promise<boolean> {
   const train = await runTrainBench(gpu, { preset, log });
   console.log(formatTrainBench(train));
   save('train-node.json', train);
+  // Mixed precision against f32, where the device can run it.
+  if (gpu.features.shaderF16) {
+    const precision = await runMethodSet(gpu, 'precision', preset, log);
+    console.log(formatMethodSet(precision));
+    save('precision-node.json', precision);
+  }
   gpu.destroy();
   return true;
 }
@@ -109,6 +116,8 @@ async function summary(): Promise<boolean> {
     lines.push('', '```', formatKernelBench(kernels), '```');
   }
   if (train) lines.push('', '```', formatTrainBench(train), '```');
+  const precision = read<MethodSetResult>('precision-node.json');
+  if (precision) lines.push('', '## Mixed precision against f32', '', '```', formatMethodSet(precision), '```');
   if (torch) {
     lines.push('', `## Against PyTorch ${torch.torch} on ${torch.device} (${torch.steps_timed} timed steps)`, '');
     lines.push('| model | batch | engine loss | PyTorch loss | relative difference | transformers loss |', '| --- | --- | --- | --- | --- | --- |');
