@@ -44,6 +44,13 @@ export function testGpu(tuning?: Partial<GpuTuning>): Promise<Gpu> {
   return gpu;
 }
 
+/**
+ * The tests run in Chromium, whose Dawn runs the same shader text on the same SwiftShader as Node's. Where
+ * a file's variants differ only in which kernels or layouts run, Node runs them all and Chromium a few
+ * (each of its devices compiles every pipeline anew, at several seconds apiece).
+ */
+export const IN_BROWSER = typeof window !== 'undefined';
+
 export type ReductionProfile = Pick<GpuTuning, 'reductionWorkgroupSize' | 'reductions'>;
 /**
  * Every reduction profile, with a label for test names: the CPU size (4 invocations) and the GPU size
@@ -52,7 +59,7 @@ export type ReductionProfile = Pick<GpuTuning, 'reductionWorkgroupSize' | 'reduc
  * same SwiftShader, where every profile runs, and each profile's device compiles every pipeline anew.
  */
 export const REDUCTIONS: [string, ReductionProfile][] = [4, 256].flatMap((size) =>
-  (typeof window === 'undefined' ? (['workgroup', 'subgroup'] as const) : (['subgroup'] as const)).map((reductions): [string, ReductionProfile] => [`${reductions} reduction over ${size}`, { reductionWorkgroupSize: size, reductions }]),
+  (IN_BROWSER ? (['subgroup'] as const) : (['workgroup', 'subgroup'] as const)).map((reductions): [string, ReductionProfile] => [`${reductions} reduction over ${size}`, { reductionWorkgroupSize: size, reductions }]),
 );
 
 /** A storage buffer of n floats filled with NaN: any element a kernel fails to write shows up. */

@@ -16,7 +16,7 @@ import { tinyModelFiles } from '../../src/model/tiny.js';
 import { Activations } from '../../src/model/activations.js';
 import { CheckpointError, latestCheckpoint, memoryCheckpointStore, RunExistsError } from '../../src/train/checkpoints.js';
 import { Trainer, TrainingStoppedError, type TrainerEvent, type TrainerOptions } from '../../src/train/trainer.js';
-import { testGpu } from '../helpers.js';
+import { IN_BROWSER, testGpu } from '../helpers.js';
 
 const files = tinyModelFiles({ architecture: 'llama', seed: 4, hiddenSize: 32, numLayers: 2, numHeads: 2, numKvHeads: 1, maxPositions: 64 });
 
@@ -54,7 +54,9 @@ async function trainer(options: Partial<TrainerOptions>, gpu?: Awaited<ReturnTyp
 }
 
 describe('Trainer', () => {
-  it.each(METHODS)('%s: resuming from a checkpoint gives the losses of the uninterrupted run, bit for bit', async (_, options) => {
+  // Chromium: the adapter, 4-bit, full and projected paths (see IN_BROWSER); Node: every method.
+  const resumed = IN_BROWSER ? METHODS.filter(([name]) => ['lora (dropout)', 'qlora (nf4)', 'full', 'galore'].includes(name)) : METHODS;
+  it.each(resumed)('%s: resuming from a checkpoint gives the losses of the uninterrupted run, bit for bit', async (_, options) => {
     const whole = await trainer(options);
     const want = await whole.train();
     whole.destroy();
