@@ -187,7 +187,7 @@ export class Activations {
     }
   }
 
-  /** The tensors of a (batch, sequence) shape, by name and f32 length. */
+  /** The tensors of a (batch, sequence) shape, by name and length in 4-byte words (f16 ones hold two per word). */
   static plan(c: ModelConfig, B: number, S: number, kind: ActivationKind = 'train', half = false): PlannedTensor[] {
     const T = B * S;
     const H = c.hiddenSize;
