@@ -6,20 +6,18 @@
  * QDoRA). `precision` (needs shader-f16): full fine-tuning and LoRA in f32 and in mixed precision.
  * bench/method-sets-node.ts runs one from the command line; the GPU kit runs `precision`.
  */
-import { GALORE_DEFAULTS } from '../src/methods/galore/config.js';
 import { memorySource } from '../src/io/sources.js';
 import { openCheckpoint } from '../src/model/checkpoint.js';
 import { tinyModelFiles } from '../src/model/tiny.js';
 import type { Gpu } from '../src/gpu/gpu.js';
 import type { FineTuneOptions } from '../src/train/finetuner.js';
-import { BENCH_OPTIONS, measureInference, measureStep, trainBenchModels, type BenchModel, type TrainPreset, type TrainRow } from './train.js';
+import { adapterRatios, BENCH_OPTIONS, frugalRatios, measureInference, measureStep, trainBenchModels, type BenchModel, type RowOf, type TrainPreset, type TrainRow } from './train.js';
 import { Activations } from '../src/model/activations.js';
 import type { ModelConfig } from '../src/model/config.js';
 
-type Row = (method: string) => TrainRow;
 interface MethodSet {
   variants(hiddenSize: number): [string, FineTuneOptions][];
-  ratios(row: Row, m: BenchModel, config: ModelConfig): Record<string, number>;
+  ratios(row: RowOf, m: BenchModel, config: ModelConfig): Record<string, number>;
 }
 
 export const METHOD_SETS: Record<string, MethodSet> = {
@@ -48,23 +46,7 @@ export const METHOD_SETS: Record<string, MethodSet> = {
       ['lisa', { method: 'lisa', ...BENCH_OPTIONS.lisa, optimizer: { lr: 1e-4 } }],
       ['galore', { method: 'galore', galore: { rank: hiddenSize / 8 }, optimizer: { lr: 1e-4 } }],
     ],
-    ratios: (row) => {
-      const step = (method: string) => row(method).step_ms;
-      const gap = GALORE_DEFAULTS.updateGap;
-      return {
-        zo_lora_peak_vs_inference_peak: row('zo').peak_gpu_bytes / row('inference').peak_gpu_bytes,
-        zo_full_peak_vs_inference_peak: row('zo-full').peak_gpu_bytes / row('inference').peak_gpu_bytes,
-        // Against two forward passes of the same model (its adapter included), timed alone.
-        zo_step_vs_two_forwards: step('zo') / (2 * row('zo').forward_ms),
-        zo_full_step_vs_two_forwards: step('zo-full') / (2 * row('zo-full').forward_ms),
-        galore_optimizer_bytes_vs_adamw: row('galore').optimizer_state_bytes / row('full').optimizer_state_bytes,
-        galore_step_vs_full_step: step('galore') / step('full'),
-        galore_step_amortized_vs_full_step: (step('galore') * (gap - 1) + row('galore').refresh_step_ms!) / gap / step('full'),
-        lisa_peak_vs_full_peak: row('lisa').peak_gpu_bytes / row('full').peak_gpu_bytes,
-        lisa_peak_vs_lora_peak: row('lisa').peak_gpu_bytes / row('lora').peak_gpu_bytes,
-        lisa_step_vs_full_step: step('lisa') / step('full'),
-      };
-    },
+    ratios: frugalRatios,
   },
   adapters: {
     variants: () => {
@@ -76,12 +58,7 @@ export const METHOD_SETS: Record<string, MethodSet> = {
         ['qdora-nf4', { method: 'lora', lora: { ...lora, dora: true }, quantize: 'nf4', optimizer: { lr: 1e-4 } }],
       ];
     },
-    ratios: (row) => ({
-      lora_dora_vs_lora_step: row('dora').step_ms / row('lora').step_ms,
-      qdora_vs_qlora_step: row('qdora-nf4').step_ms / row('qlora-nf4').step_ms,
-      dora_vs_lora_peak_memory: row('dora').peak_gpu_bytes / row('lora').peak_gpu_bytes,
-      qdora_vs_qlora_peak_memory: row('qdora-nf4').peak_gpu_bytes / row('qlora-nf4').peak_gpu_bytes,
-    }),
+    ratios: adapterRatios,
   },
 };
 

@@ -437,10 +437,7 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
       qlora_int4_vs_lora_step: step('qlora-int4') / step('lora'),
       qlora_base_bytes_vs_f32: row('qlora-nf4').linear_weight_bytes / row('lora').linear_weight_bytes,
       qlora_vs_lora_peak_memory: row('qlora-nf4').peak_gpu_bytes / row('lora').peak_gpu_bytes,
-      lora_dora_vs_lora_step: step('dora') / step('lora'),
-      qdora_vs_qlora_step: step('qdora-nf4') / step('qlora-nf4'),
-      dora_vs_lora_peak_memory: row('dora').peak_gpu_bytes / row('lora').peak_gpu_bytes,
-      qdora_vs_qlora_peak_memory: row('qdora-nf4').peak_gpu_bytes / row('qlora-nf4').peak_gpu_bytes,
+      ...adapterRatios(row),
       prequantized_vs_quantize_load: load.quantize_at_load_ms / load.prequantized_ms,
       bitsandbytes_vs_quantize_load: load.quantize_at_load_ms / load.bitsandbytes_ms,
       lora_vs_full_peak_memory: row('lora').peak_gpu_bytes / row('full').peak_gpu_bytes,
@@ -450,20 +447,42 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
       sparse_vs_lora_peak_memory: row('sparse').peak_gpu_bytes / row('lora').peak_gpu_bytes,
       sparse_block_vs_element_grad: sparseGrad.block_ms / sparseGrad.element_ms,
       mask_selection_seconds_per_layer: selection.seconds / selection.layers,
-      zo_lora_peak_vs_inference_peak: row('zo').peak_gpu_bytes / row('inference').peak_gpu_bytes,
-      zo_full_peak_vs_inference_peak: row('zo-full').peak_gpu_bytes / row('inference').peak_gpu_bytes,
-      // Against two forward passes of the same model (its adapter included), timed alone.
-      zo_step_vs_two_forwards: step('zo') / (2 * row('zo').forward_ms),
-      zo_full_step_vs_two_forwards: step('zo-full') / (2 * row('zo-full').forward_ms),
-      galore_optimizer_bytes_vs_adamw: row('galore').optimizer_state_bytes / row('full').optimizer_state_bytes,
-      galore_step_vs_full_step: step('galore') / step('full'),
-      galore_step_amortized_vs_full_step: (step('galore') * (GALORE_DEFAULTS.updateGap - 1) + row('galore').refresh_step_ms!) / GALORE_DEFAULTS.updateGap / step('full'),
-      lisa_peak_vs_full_peak: row('lisa').peak_gpu_bytes / row('full').peak_gpu_bytes,
-      lisa_peak_vs_lora_peak: row('lisa').peak_gpu_bytes / row('lora').peak_gpu_bytes,
-      lisa_step_vs_full_step: step('lisa') / step('full'),
+      ...frugalRatios(row),
     },
     notes,
     date: new Date().toISOString(),
+  };
+}
+
+/** A (model's) row by method. */
+export type RowOf = (method: string) => TrainRow;
+
+/** The memory-frugal methods against full fine-tuning, LoRA and inference (bench:train, bench:frugal). */
+export function frugalRatios(row: RowOf): Record<string, number> {
+  const step = (method: string) => row(method).step_ms;
+  const gap = GALORE_DEFAULTS.updateGap;
+  return {
+    zo_lora_peak_vs_inference_peak: row('zo').peak_gpu_bytes / row('inference').peak_gpu_bytes,
+    zo_full_peak_vs_inference_peak: row('zo-full').peak_gpu_bytes / row('inference').peak_gpu_bytes,
+    // Against two forward passes of the same model (its adapter included), timed alone.
+    zo_step_vs_two_forwards: step('zo') / (2 * row('zo').forward_ms),
+    zo_full_step_vs_two_forwards: step('zo-full') / (2 * row('zo-full').forward_ms),
+    galore_optimizer_bytes_vs_adamw: row('galore').optimizer_state_bytes / row('full').optimizer_state_bytes,
+    galore_step_vs_full_step: step('galore') / step('full'),
+    galore_step_amortized_vs_full_step: (step('galore') * (gap - 1) + row('galore').refresh_step_ms!) / gap / step('full'),
+    lisa_peak_vs_full_peak: row('lisa').peak_gpu_bytes / row('full').peak_gpu_bytes,
+    lisa_peak_vs_lora_peak: row('lisa').peak_gpu_bytes / row('lora').peak_gpu_bytes,
+    lisa_step_vs_full_step: step('lisa') / step('full'),
+  };
+}
+
+/** DoRA against LoRA, on the f32 and the NF4 base (bench:train, bench:adapters). */
+export function adapterRatios(row: RowOf): Record<string, number> {
+  return {
+    lora_dora_vs_lora_step: row('dora').step_ms / row('lora').step_ms,
+    qdora_vs_qlora_step: row('qdora-nf4').step_ms / row('qlora-nf4').step_ms,
+    dora_vs_lora_peak_memory: row('dora').peak_gpu_bytes / row('lora').peak_gpu_bytes,
+    qdora_vs_qlora_peak_memory: row('qdora-nf4').peak_gpu_bytes / row('qlora-nf4').peak_gpu_bytes,
   };
 }
 
