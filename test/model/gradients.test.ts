@@ -30,6 +30,23 @@ const MODELS: [string, TinyModelOptions][] = [
   ['gemma3 (q/k norms, local RoPE base on the window-4 layer, final soft cap)', { architecture: 'gemma3', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 2, numKvHeads: 1, headDim: 12, queryPreAttnScalar: 20, slidingWindow: 4, slidingWindowPattern: 2, ropeTheta: 1e6, ropeLocalTheta: 100, finalSoftcap: 3, maxPositions: 32 }],
 ];
 
+/** The loss to 1e-4 and every parameter's gradient to 1e-3 of the float64 reference's (relative). */
+async function expectReference(model: CausalLM, loss: number, ref: { loss: number; grads: Map<string, Float64Array> }, seed: number): Promise<void> {
+  expect(Math.abs(loss - ref.loss) / ref.loss, `seed ${seed} loss ${loss} vs ${ref.loss}`).toBeLessThan(1e-4);
+  let globalScale = 0;
+  for (const g of ref.grads.values()) for (const v of g) globalScale = Math.max(globalScale, Math.abs(v));
+  for (const s of paramSpecs(model.config)) {
+    const want = ref.grads.get(s.name)!;
+    const err = compare(await model.gpu.readF32(model.gradView(s.name)!), want);
+    if (want.every((v) => Math.abs(v) < 1e-12 * globalScale)) {
+      // Analytically zero (GPT-2's key bias: softmax ignores a shift shared by all of a query's scores).
+      expect(err.maxAbs / globalScale, `seed ${seed} ${s.name} should be ~0`).toBeLessThan(1e-5);
+      continue;
+    }
+    expect(err.rel, `seed ${seed} grad of ${s.name} (max abs ${err.maxAbs})`).toBeLessThan(1e-3);
+  }
+}
+
 describe.each(MODELS)('whole-model loss and gradients: %s', (_name, options) => {
   it.each([false, true])('match the float64 reference (packed with a loss mask: %s)', async (packed) => {
     const gpu = await testGpu();
@@ -49,20 +66,7 @@ describe.each(MODELS)('whole-model loss and gradients: %s', (_name, options) => 
       const loss = await model.loss(batch, true);
       const params = new Map<string, Float64Array>();
       for (const s of paramSpecs(ckpt.config)) params.set(s.name, Float64Array.from(await gpu.readF32(model.params.view(s.name))));
-      const ref = modelLossAndGrads(ckpt.config, params, batch);
-      expect(Math.abs(loss - ref.loss) / ref.loss, `seed ${seed} loss ${loss} vs ${ref.loss}`).toBeLessThan(1e-4);
-      let globalScale = 0;
-      for (const g of ref.grads.values()) for (const v of g) globalScale = Math.max(globalScale, Math.abs(v));
-      for (const s of paramSpecs(ckpt.config)) {
-        const want = ref.grads.get(s.name)!;
-        const err = compare(await gpu.readF32(model.gradView(s.name)!), want);
-        if (want.every((v) => Math.abs(v) < 1e-12 * globalScale)) {
-          // Analytically zero (GPT-2's key bias: softmax ignores a shift shared by all of a query's scores).
-          expect(err.maxAbs / globalScale, `seed ${seed} ${s.name} should be ~0`).toBeLessThan(1e-5);
-          continue;
-        }
-        expect(err.rel, `seed ${seed} grad of ${s.name} (max abs ${err.maxAbs})`).toBeLessThan(1e-3);
-      }
+      await expectReference(model, loss, modelLossAndGrads(ckpt.config, params, batch), seed);
     } finally {
       model.destroy();
     }
@@ -160,19 +164,7 @@ describe.each(MODELS)('mixed precision: whole-model loss and gradients: %s', (_n
       }
       expect(rounded, 'the f16 copies differ from the masters').toBeGreaterThan(0);
       expect(model.halfActivations).toBe(true);
-      const ref = modelLossAndGrads(ckpt.config, params, batch, undefined, await captured.rounding());
-      expect(Math.abs(loss - ref.loss) / ref.loss, `seed ${seed} loss ${loss} vs ${ref.loss}`).toBeLessThan(1e-4);
-      let globalScale = 0;
-      for (const g of ref.grads.values()) for (const v of g) globalScale = Math.max(globalScale, Math.abs(v));
-      for (const s of paramSpecs(ckpt.config)) {
-        const want = ref.grads.get(s.name)!;
-        const err = compare(await gpu.readF32(model.gradView(s.name)!), want);
-        if (want.every((v) => Math.abs(v) < 1e-12 * globalScale)) {
-          expect(err.maxAbs / globalScale, `seed ${seed} ${s.name} should be ~0`).toBeLessThan(1e-5);
-          continue;
-        }
-        expect(err.rel, `seed ${seed} grad of ${s.name} (max abs ${err.maxAbs})`).toBeLessThan(1e-3);
-      }
+      await expectReference(model, loss, modelLossAndGrads(ckpt.config, params, batch, undefined, await captured.rounding()), seed);
     } finally {
       model.destroy();
     }
