@@ -244,6 +244,7 @@ export class Transformer {
     this.forwardLayers(rec, acts, attend, pass);
   }
 
+  /** The forward pass through the final norm, with the weights as they are (forward and forwardHidden prepare them). */
   private forwardLayers(rec: CommandRecorder, acts: Activations, attend: AttentionStep, pass: PassContext): void {
     this.pass = pass;
     const c = this.config;
