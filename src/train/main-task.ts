@@ -7,7 +7,7 @@
 import { packExamples, skillExamples, type HeldOutSkill, type SkillRows } from '../data/skills.js';
 import type { SparseMask } from '../methods/sparse/mask.js';
 import { selectMask, type Selection, type SelectOptions } from '../methods/sparse/select.js';
-import { CALIBRATION_TOKENS } from '../methods/sparse/prepare.js';
+import { CALIBRATION_TOKENS } from '../methods/sparse/config.js';
 import type { Gpu } from '../gpu/gpu.js';
 import { CausalLM } from '../model/causal-lm.js';
 import type { Checkpoint } from '../model/checkpoint.js';

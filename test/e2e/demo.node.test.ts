@@ -101,7 +101,8 @@ describe('the demo page', () => {
     expect(await page.textContent('#data-preview')).toMatch(/next-letter\.jsonl: 3000 rows, prompt-completion/);
     // Short runs: batches of 4, a few held-out rows, no evaluation or checkpoint mid-run.
     await page.fill('#batch-size', '4');
-    await page.fill('#validation', '0.02');
+    await page.fill('#seq-len', '32');
+    await page.fill('#validation', '0.01');
     await page.fill('#save-every', '1000');
     for (const [label, o] of [
       ['lora', { method: 'lora', quantize: '', steps: 8, lr: '0.005' }],

@@ -24,16 +24,25 @@ export interface SparseOptions extends BudgetOptions {
    * at attach, 'random' (PEFT's SHiRA) or 'columns' (PaCA).
    */
   selection?: Selection;
+  /** Token positions of the training rows a data-driven selection scores on. Default CALIBRATION_TOKENS (4096). */
+  calibrationTokens?: number;
   /** Seed of a data-free selection. Default 0. */
   seed?: number;
 }
 
 export const DEFAULT_SELECTION: Selection = 'sylva';
 
+/**
+ * Token positions a selection sees. Fewer make the mean gradient noisy: at 1,024 the method-quality
+ * study's Sylva masks at LoRA r8's parameter count scored 7 points lower than at 4,096.
+ */
+export const CALIBRATION_TOKENS = 4096;
+
 /** Sparse fine-tuning's options as a user sets them (see OptionField). */
 export const SPARSE_FIELDS: readonly OptionField[] = [
-  { name: 'mask', path: ['mask'], kind: 'file', commandLineOnly: true, decides: ['selection', 'density', 'granularity'], help: 'a saved mask (select-mask); it decides density, granularity and targets', load: (file, config) => SparseMask.fromSafetensors(file.bytes, config, file.name) },
+  { name: 'mask', path: ['mask'], kind: 'file', commandLineOnly: true, decides: ['selection', 'calibration-tokens', 'density', 'granularity'], help: 'a saved mask (select-mask); it decides density, granularity and targets', load: (file, config) => SparseMask.fromSafetensors(file.bytes, config, file.name) },
   { name: 'selection', path: ['selection'], kind: 'choice', choices: SELECTIONS, default: DEFAULT_SELECTION, help: 'how the mask is chosen without one: sylva, fisher and snip score the weights on the first training rows' },
+  { name: 'calibration-tokens', path: ['calibrationTokens'], kind: 'integer', min: 1, max: 1 << 24, default: CALIBRATION_TOKENS, appliesWhen: [{ field: 'selection', is: ['sylva', 'fisher', 'snip'] }], help: 'tokens of the first training rows the selection scores on' },
   { name: 'density', path: ['density'], kind: 'number', above: 0, max: 1, default: DEFAULT_DENSITY, help: 'fraction of each weight that trains' },
   { name: 'granularity', path: ['granularity'], kind: 'choice', choices: ['element', ...BLOCK_SIZES], default: 'element', help: 'single weights or square blocks of that side' },
 ];
@@ -52,10 +61,10 @@ export function maskNeedsRows(o: SparseOptions = {}): string | null {
 }
 
 /** What a mask decides; given beside one, they would be ignored. */
-const DECIDED_BY_MASK = ['selection', 'density', 'granularity', 'budget', 'targetModules', 'loraRank', 'seed'] as const;
+const DECIDED_BY_MASK = ['selection', 'calibrationTokens', 'density', 'granularity', 'budget', 'targetModules', 'loraRank', 'seed'] as const;
 
 export const BUDGET_OPTION_KEYS = optionKeys<BudgetOptions>()(['density', 'granularity', 'budget', 'targetModules', 'loraRank']);
-export const SPARSE_OPTION_KEYS = optionKeys<SparseOptions>()(['mask', 'selection', 'seed', ...BUDGET_OPTION_KEYS as readonly (keyof BudgetOptions)[]]);
+export const SPARSE_OPTION_KEYS = optionKeys<SparseOptions>()(['mask', 'selection', 'calibrationTokens', 'seed', ...BUDGET_OPTION_KEYS as readonly (keyof BudgetOptions)[]]);
 
 export function checkSparseOptions(config: ModelConfig, o: SparseOptions = {}): void {
   checkOptionKeys('sparse options', o, SPARSE_OPTION_KEYS);

@@ -52,9 +52,9 @@ export async function savedMask(files: Record<string, Uint8Array>, config: Model
 }
 
 export { SparseFineTuning, type SparseMethodOptions, type SparseOptions };
-export { DEFAULT_SELECTION, maskNeedsRows, REGROWTH_FIELDS, selectsOnData, SPARSE_FIELDS } from './config.js';
+export { CALIBRATION_TOKENS, DEFAULT_SELECTION, maskNeedsRows, REGROWTH_FIELDS, selectsOnData, SPARSE_FIELDS } from './config.js';
 export { planSwap, type ModuleSwap, type RegrowthOptions } from './regrowth.js';
-export { CALIBRATION_BATCH_TOKENS, CALIBRATION_TOKENS, calibrationRows, selectMaskOnRows } from './prepare.js';
+export { CALIBRATION_BATCH_TOKENS, calibrationRows, selectMaskOnRows } from './prepare.js';
 export { BLOCK_SIZES, SparseMask, type BlockSize, type Granularity, type MaskEntry, type MaskInfo } from './mask.js';
 export { columnMask, randomMask, topK, type BudgetOptions } from './budget.js';
 export { calibrate, inverseDiagonal, selectMask, SELECTIONS, sylvaScores, type LayerStatistics, type Selection, type SelectionCost, type SelectOptions, type SelectProgress } from './select.js';

@@ -1,19 +1,19 @@
 /** `webgpu-finetune select-mask`: pick a sparse fine-tuning mask on a dataset and save it for `train --mask`. */
 import { writeFileAtomic } from '../../io/files.js';
 import { CausalLM } from '../../model/causal-lm.js';
-import { CALIBRATION_TOKENS, calibrationRows, selectMask, SPARSE_FIELDS, type Granularity, type Selection } from '../../methods/sparse/index.js';
+import { calibrationRows, selectMask, SPARSE_FIELDS, type Granularity, type Selection } from '../../methods/sparse/index.js';
 import type { OptionField } from '../../methods/fields.js';
 import { fieldFlag, readFieldFlag } from '../method-flags.js';
 import type { SelectProgress } from '../../methods/sparse/select.js';
 import { progressReporter } from '../progress.js';
 import { selectionProgress } from '../../train/progress.js';
-import { choiceFlag, HELP_FLAG, numberFlag, UsageError, type Command, type FlagValues } from '../flags.js';
+import { choiceFlag, HELP_FLAG, UsageError, type Command, type FlagValues } from '../flags.js';
 import { DATA_FLAGS, datasetFromFlags, describeDataset, MODEL_FLAGS, openModel, readDataFlags } from '../setup.js';
 
 const { validation: _validation, ...dataFlags } = DATA_FLAGS;
 
 /** The sparse method's own fields for how a mask is chosen, with their defaults. */
-const SELECTION_FIELDS = ['selection', 'density', 'granularity'].map((name) => SPARSE_FIELDS.find((f) => f.name === name)) as (OptionField & { kind: 'choice' | 'number' })[];
+const SELECTION_FIELDS = ['selection', 'calibration-tokens', 'density', 'granularity'].map((name) => SPARSE_FIELDS.find((f) => f.name === name)) as (OptionField & { kind: 'choice' | 'number' | 'integer' })[];
 
 export const selectMaskCommand: Command = {
   name: 'select-mask',
@@ -26,7 +26,6 @@ export const selectMaskCommand: Command = {
     ...dataFlags,
     ...Object.fromEntries(SELECTION_FIELDS.map((f) => [f.name, fieldFlag(f)])),
     budget: { type: 'string', value: 'per-matrix|global', default: 'per-matrix', help: 'the density in every matrix, or the top scores over all' },
-    'calibration-tokens': { type: 'string', value: 'N', default: String(CALIBRATION_TOKENS), help: 'tokens of the data the selection sees' },
     out: { type: 'string', value: 'FILE', help: 'where the mask goes (required), a .safetensors file' },
     help: HELP_FLAG,
   },
@@ -35,9 +34,8 @@ export const selectMaskCommand: Command = {
 
 async function selectMaskCommand_(values: FlagValues): Promise<void> {
   if (values.out === undefined) throw new UsageError('select-mask: --out FILE is required');
-  const [selection, density, granularity] = SELECTION_FIELDS.map((f) => (values[f.name] === undefined ? f.default : readFieldFlag(f, values))) as [Selection, number, Granularity];
+  const [selection, tokens, density, granularity] = SELECTION_FIELDS.map((f) => (values[f.name] === undefined ? f.default : readFieldFlag(f, values))) as [Selection, number, number, Granularity];
   const budget = choiceFlag(values, 'budget', ['per-matrix', 'global'] as const);
-  const tokens = numberFlag(values, 'calibration-tokens', { integer: true, min: 1, max: 1 << 24 });
   const dataFlags = await readDataFlags({ ...values, validation: '0' });
   const m = await openModel(values, (l) => console.log(l));
   try {
