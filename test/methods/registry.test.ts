@@ -85,7 +85,11 @@ describe('method registry', () => {
       // Zeroth-order reads the fields of what it trains, and only those.
       expect(readMethodForm('zo')).toEqual({ target: 'lora', directions: 1, lora: { rank: 16, dropout: 0, dora: false, init: 'kaiming', targetModules: ['all-linear'] } });
       (document.getElementById('zo-target') as HTMLSelectElement).value = 'sparse';
-      expect(readMethodForm('zo')).toEqual({ target: 'sparse', directions: 1, sparse: { selection: 'sylva', density: 0.01, granularity: 'element' } });
+      expect(readMethodForm('zo')).toEqual({ target: 'sparse', directions: 1, sparse: { selection: 'sylva', calibrationTokens: 4096, density: 0.01, granularity: 'element' } });
+      // The calibration size applies only to a selection that scores on data.
+      (document.getElementById('selection') as HTMLSelectElement).value = 'random';
+      expect(readMethodForm('sparse')).toEqual({ selection: 'random', density: 0.01, granularity: 'element', regrow: false });
+      (document.getElementById('selection') as HTMLSelectElement).value = 'sylva';
       (document.getElementById('zo-target') as HTMLSelectElement).value = 'full';
       expect(readMethodForm('zo')).toEqual({ target: 'full', directions: 1 });
       expect(quantize.getAttribute('data-method')).toBe('lora zo norms');
