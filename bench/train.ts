@@ -32,12 +32,14 @@ import {
   type ModelConfig,
   type PreparedBatch,
   type TinyModelOptions,
+  type WorkCounts,
 } from '../src/index.js';
 import { randomMask, selectMask } from '../src/methods/sparse/index.js';
 import { GALORE_DEFAULTS } from '../src/methods/galore/config.js';
 import { rng } from '../src/util/random.js';
 import { quantizedModelFiles } from '../src/train/export.js';
 import { bitsandbytesCheckpointFiles } from './bitsandbytes-checkpoint.js';
+import { GPT2_D128, stepsInTurn, WORK_METHODS, type WorkRow } from './dispatches.js';
 
 export interface TrainRow {
   model: string;
@@ -58,6 +60,17 @@ export interface TrainRow {
   optimizer_state_bytes: number;
   /** GaLore: one step that recomputes the projections (every updateGap steps). */
   refresh_step_ms?: number;
+  /** What the last timed step asked of the device (bench/dispatches.ts): exact counts, not times. */
+  dispatches_per_step?: number;
+  submits_per_step?: number;
+  bind_groups_per_step?: number;
+  uniform_bytes_per_step?: number;
+  buffers_per_step?: number;
+}
+
+/** The per-step work of a row, from the engine's counts. */
+function workFields(w: WorkCounts): Pick<TrainRow, 'dispatches_per_step' | 'submits_per_step' | 'bind_groups_per_step' | 'uniform_bytes_per_step' | 'buffers_per_step'> {
+  return { dispatches_per_step: w.dispatches, submits_per_step: w.submits, bind_groups_per_step: w.bindGroups, uniform_bytes_per_step: w.uniformBytes, buffers_per_step: w.buffersCreated };
 }
 
 /** Sylva-style mask selection on the large model: one calibration batch, every linear layer. */
@@ -101,6 +114,7 @@ export interface TrainBenchResult {
   selection: SelectionRow;
   sparse_grad: SparseGradRow;
   quantized_load: QuantizedLoadRow;
+  work: WorkRow[];
   ratios: { flash_vs_naive_seq1024: number; flash_vs_naive_mem_seq1024: number; lora_vs_full_step: number; [k: string]: number };
   notes: string[];
   date: string;
@@ -220,8 +234,13 @@ export async function measureStep(gpu: Gpu, ckpt: Checkpoint, m: BenchModel, met
     const batch = () => ({ ids: Array.from({ length: m.B * m.S }, () => Math.floor(rand() * 256)), B: m.B, S: m.S });
     await ft.step(batch()); // warm-up: pipelines, activation arena
     const t0 = performance.now();
-    for (let s = 0; s < steps; s++) await ft.step(batch());
+    let work = gpu.workCounts();
+    for (let s = 0; s < steps; s++) {
+      if (s === steps - 1) work = gpu.workCounts(); // counted over the last step: the counts are exact either way
+      await ft.step(batch());
+    }
     const stepMs = (performance.now() - t0) / steps;
+    work = gpu.workSince(work);
     let refreshStepMs: number | undefined;
     const gap = opts.method === 'galore' ? opts.galore?.updateGap ?? GALORE_DEFAULTS.updateGap : 0;
     if (gap) {
@@ -240,6 +259,7 @@ export async function measureStep(gpu: Gpu, ckpt: Checkpoint, m: BenchModel, met
       peak_gpu_bytes: gpu.memoryStats().peakBytes - base, linear_weight_bytes: ft.model.linearWeightBytes, mfu: flops / (stepMs / 1000) / (peakGflops * 1e9),
       forward_ms: phases.forward, backward_ms: phases.backward, optimizer_ms: phases.optimizer,
       optimizer_state_bytes: [...ft.optimizer.stateViews().values()].reduce((n, v) => n + v.size, 0), refresh_step_ms: refreshStepMs,
+      ...workFields(work),
     };
   } finally {
     ft.destroy();
@@ -350,6 +370,11 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
       log(`${m.name} ${method}: ${row.step_ms.toFixed(0)} ms/step (forward ${row.forward_ms.toFixed(0)}, backward ${row.backward_ms.toFixed(0)}, optimizer ${row.optimizer_ms.toFixed(0)}), ${row.tokens_per_s.toFixed(0)} tokens/s, peak ${(row.peak_gpu_bytes / 2 ** 20).toFixed(1)} MiB, MFU ${(100 * row.mfu).toFixed(1)}%`);
     }
   }
+  // The small GPT-2 whose step is nearly all per-dispatch cost: full and LoRA in turn, with their counts.
+  const work = await stepsInTurn(gpu, GPT2_D128, WORK_METHODS, preset.steps + 1);
+  for (const w of work) log(`${w.model} ${w.method}: ${w.step_ms.toFixed(0)} ms/step, ${w.dispatches} dispatches, ${w.submits} submits, ${w.bindGroups} bind groups made, ${w.uniformBytes} uniform bytes, ${w.buffersCreated} buffers made`);
+  notes.push(`work: ${GPT2_D128.name} (GPT-2, d ${GPT2_D128.options.hiddenSize}, ${GPT2_D128.options.numLayers} layers, ${GPT2_D128.B} x ${GPT2_D128.S} tokens), full and LoRA r8 on q, k, v and fc, steps taken in turn; dispatches and the other counts are what one steady-state step asks of the device, counted by the engine (exact, the same on every run). Each row has the same counts over its last timed step.`);
+
   const largeModel = preset.models[preset.models.length - 1];
   const selection = await benchSelection(gpu, largeModel);
   log(`mask selection (sylva) on ${selection.model}: ${selection.seconds.toFixed(1)} s for ${selection.layers} layers, peak ${(selection.peak_gpu_bytes / 2 ** 20).toFixed(1)} MiB`);
@@ -415,6 +440,8 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
   const at1024 = attention.find((r) => r.seq === 1024)!;
   const large = preset.models[preset.models.length - 1].name;
   const row = (method: string) => rows.find((r) => r.model === large && r.method === method)!;
+  const tinyRow = (method: string) => rows.find((r) => r.model === preset.models[0].name && r.method === method)!;
+  const workRow = (method: string) => work.find((r) => r.method === method)!;
   const step = (method: string) => row(method).step_ms;
   return {
     runtime: gpu.runtime === 'node' ? 'node' : 'chromium',
@@ -425,7 +452,14 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
     selection,
     sparse_grad: sparseGrad,
     quantized_load: load,
+    work,
     ratios: {
+      dispatches_per_step_full_tiny: tinyRow('full').dispatches_per_step!,
+      dispatches_per_step_lora_tiny: tinyRow('lora').dispatches_per_step!,
+      lora_vs_full_step_tiny: tinyRow('lora').step_ms / tinyRow('full').step_ms,
+      dispatches_per_step_full_gpt2_d128: workRow('full').dispatches,
+      dispatches_per_step_lora_gpt2_d128: workRow('lora').dispatches,
+      lora_vs_full_step_gpt2_d128: workRow('lora').step_ms / workRow('full').step_ms,
       flash_vs_naive_seq1024: at1024.naive_ms / at1024.flash_ms,
       flash_vs_naive_mem_seq1024: at1024.naive_bytes / at1024.flash_bytes,
       attention_tiled_vs_direct_seq1024: at1024.direct_fwd_bwd_ms! / at1024.tiled_fwd_bwd_ms!,
@@ -577,9 +611,13 @@ async function benchSparseGrad(gpu: Gpu, m: BenchModel): Promise<SparseGradRow> 
 
 export function formatTrainBench(r: TrainBenchResult): string {
   const lines = [`device: ${r.device}   matmul peak ${r.peakGflops.toFixed(2)} GFLOP/s`, ''];
-  lines.push(`${'model'.padEnd(16)} ${'method'.padEnd(14)} ${'batch'.padEnd(8)} ${'step ms'.padStart(10)} ${'fwd ms'.padStart(9)} ${'bwd ms'.padStart(9)} ${'opt ms'.padStart(8)} ${'tokens/s'.padStart(10)} ${'peak MiB'.padStart(9)} ${'MFU'.padStart(7)}`);
+  lines.push(`${'model'.padEnd(16)} ${'method'.padEnd(14)} ${'batch'.padEnd(8)} ${'step ms'.padStart(10)} ${'fwd ms'.padStart(9)} ${'bwd ms'.padStart(9)} ${'opt ms'.padStart(8)} ${'tokens/s'.padStart(10)} ${'peak MiB'.padStart(9)} ${'MFU'.padStart(7)} ${'dispatches'.padStart(10)}`);
   for (const x of r.rows) {
-    lines.push(`${x.model.padEnd(16)} ${x.method.padEnd(14)} ${x.batch.padEnd(8)} ${x.step_ms.toFixed(1).padStart(10)} ${x.forward_ms.toFixed(1).padStart(9)} ${x.backward_ms.toFixed(1).padStart(9)} ${x.optimizer_ms.toFixed(1).padStart(8)} ${x.tokens_per_s.toFixed(0).padStart(10)} ${(x.peak_gpu_bytes / 2 ** 20).toFixed(1).padStart(9)} ${`${(100 * x.mfu).toFixed(1)}%`.padStart(7)}`);
+    lines.push(`${x.model.padEnd(16)} ${x.method.padEnd(14)} ${x.batch.padEnd(8)} ${x.step_ms.toFixed(1).padStart(10)} ${x.forward_ms.toFixed(1).padStart(9)} ${x.backward_ms.toFixed(1).padStart(9)} ${x.optimizer_ms.toFixed(1).padStart(8)} ${x.tokens_per_s.toFixed(0).padStart(10)} ${(x.peak_gpu_bytes / 2 ** 20).toFixed(1).padStart(9)} ${`${(100 * x.mfu).toFixed(1)}%`.padStart(7)} ${String(x.dispatches_per_step ?? '').padStart(10)}`);
+  }
+  lines.push('', `${'model'.padEnd(16)} ${'method'.padEnd(14)} ${'batch'.padEnd(8)} ${'step ms'.padStart(10)} ${'dispatches'.padStart(10)} ${'submits'.padStart(8)} ${'bind groups'.padStart(11)} ${'uniform B'.padStart(10)} ${'buffers'.padStart(8)}`);
+  for (const w of r.work) {
+    lines.push(`${w.model.padEnd(16)} ${w.method.padEnd(14)} ${w.batch.padEnd(8)} ${w.step_ms.toFixed(1).padStart(10)} ${String(w.dispatches).padStart(10)} ${String(w.submits).padStart(8)} ${String(w.bindGroups).padStart(11)} ${String(w.uniformBytes).padStart(10)} ${String(w.buffersCreated).padStart(8)}`);
   }
   lines.push('', `mask selection (sylva, ${r.selection.model}): ${r.selection.seconds.toFixed(1)} s for ${r.selection.layers} layers (${r.selection.calibration_tokens} calibration tokens), peak ${(r.selection.peak_gpu_bytes / 2 ** 20).toFixed(1)} MiB`);
   lines.push(`masked weight gradients at 1% (${r.sparse_grad.model}, ${r.sparse_grad.tokens} tokens): elements ${r.sparse_grad.element_ms.toFixed(1)} ms, ${r.sparse_grad.block_size}x${r.sparse_grad.block_size} blocks ${r.sparse_grad.block_ms.toFixed(1)} ms`);

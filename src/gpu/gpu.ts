@@ -16,7 +16,7 @@ import {
 import { SHADERS, SHADER_VARIANTS } from '../kernels/shaders.gen.js';
 import { asView, BufferPool, MAP_READ_DST, STORAGE, UNIFORM_DST, type BufferLike, type TensorView } from './buffers.js';
 import type { Runtime, RequestDeviceOptions } from './device.js';
-import { PipelineCache } from './pipelines.js';
+import { BindGroupCache, PipelineCache } from './pipelines.js';
 import { CommandRecorder } from './recorder.js';
 
 export interface GpuFeatures {
@@ -39,6 +39,30 @@ export interface GpuLimits {
   minStorageBufferOffsetAlignment: number;
   minUniformBufferOffsetAlignment: number;
   [name: string]: number;
+}
+
+/**
+ * What the device was asked to do, counted by the engine where it asks: per training step these are the
+ * fixed costs that dominate small models (each dispatch costs microseconds on a GPU, milliseconds on a
+ * CPU implementation), whatever the arithmetic.
+ */
+export interface WorkCounts {
+  /** Compute dispatches encoded. */
+  dispatches: number;
+  /** Command buffers submitted. */
+  submits: number;
+  /** Bind groups created. */
+  bindGroups: number;
+  /** Bytes of uniforms written to the device. */
+  uniformBytes: number;
+  /** GPU buffers created (pooled temporaries count when the pool makes one). */
+  buffersCreated: number;
+  /** Dispatches by kernel (`shader.entryPoint`). */
+  byKernel: Map<string, number>;
+}
+
+export function emptyWork(): WorkCounts {
+  return { dispatches: 0, submits: 0, bindGroups: 0, uniformBytes: 0, buffersCreated: 0, byKernel: new Map() };
 }
 
 export interface AdapterDescription {
@@ -128,6 +152,8 @@ export class Gpu {
   readonly features: GpuFeatures;
   readonly limits: GpuLimits;
   readonly pipelines: PipelineCache;
+  /** Bind groups reused across submissions (see BindGroupCache). */
+  readonly bindGroups = new BindGroupCache();
   readonly pool: BufferPool;
   readonly tuning: GpuTuning;
   /** Why each kernel choice of `tuning` was made: the device's kind and features, or the caller's override. */
@@ -137,8 +163,8 @@ export class Gpu {
   readonly lost: Promise<DeviceLostError>;
   /** The options the device was made with (in Node, with the Dawn options it got by default). */
   readonly requested: RequestDeviceOptions;
-  /** Command buffers submitted by recorders so far (a training step should submit few). */
-  submitCount = 0;
+  /** What was asked of the device so far, counted where it happens (see WorkCounts). */
+  readonly work: WorkCounts = emptyWork();
 
   private lostError: DeviceLostError | null = null;
   /** Rejections of the operations now waiting on the device, called if it is lost (see untilLost). */
@@ -146,6 +172,7 @@ export class Gpu {
   private pendingErrors: WebGPUFinetuneError[] = [];
   private scopeChecks = new Set<Promise<void>>();
   private uniforms: GPUBuffer | null = null;
+  private tables: GPUBuffer | null = null;
   private querySet: GPUQuerySet | null = null;
   private readonly placeholders = new Map<'read' | 'write', GPUBuffer>();
   private memory: MemoryStats = { currentBytes: 0, peakBytes: 0, buffers: 0 };
@@ -267,6 +294,7 @@ export class Gpu {
     const buffer = this.device.createBuffer({ size: bytes, usage, label: `${this.labelPrefix}:${label}` });
     this.memory.currentBytes += bytes;
     this.memory.buffers++;
+    this.work.buffersCreated++;
     this.memory.peakBytes = Math.max(this.memory.peakBytes, this.memory.currentBytes);
     return buffer;
   }
@@ -405,6 +433,18 @@ export class Gpu {
     return this.uniforms;
   }
 
+  /** The device-wide buffer of recorded tables (CommandRecorder.table), grown to at least `bytes`. */
+  tableBuffer(bytes: number): GPUBuffer {
+    if (!this.tables || this.tables.size < bytes) {
+      let size = 64 * 1024;
+      while (size < bytes) size *= 2;
+      const grown = this.createBuffer(size, STORAGE, 'recorded tables'); // the old one stays if this fails
+      if (this.tables) this.destroyBuffer(this.tables);
+      this.tables = grown;
+    }
+    return this.tables;
+  }
+
   timestampQuerySet(): GPUQuerySet {
     this.querySet ??= this.device.createQuerySet({ type: 'timestamp', count: 2, label: 'timestamps' });
     return this.querySet;
@@ -431,13 +471,29 @@ export class Gpu {
     };
   }
 
-  noteSubmitted(): void {
-    this.submitCount++;
+  /** A copy of the counts so far; `workSince(before)` gives what was asked of the device since a copy. */
+  workCounts(): WorkCounts {
+    return { ...this.work, byKernel: new Map(this.work.byKernel) };
+  }
+
+  workSince(before: WorkCounts): WorkCounts {
+    const now = this.work;
+    const byKernel = new Map<string, number>();
+    for (const [k, n] of now.byKernel) if (n - (before.byKernel.get(k) ?? 0) > 0) byKernel.set(k, n - (before.byKernel.get(k) ?? 0));
+    return {
+      dispatches: now.dispatches - before.dispatches,
+      submits: now.submits - before.submits,
+      bindGroups: now.bindGroups - before.bindGroups,
+      uniformBytes: now.uniformBytes - before.uniformBytes,
+      buffersCreated: now.buffersCreated - before.buffersCreated,
+      byKernel,
+    };
   }
 
   /** Release pooled temporaries and the device. */
   destroy(): void {
     this.pool.trim();
+    this.bindGroups.clear();
     this.device.destroy();
   }
 

@@ -1,11 +1,11 @@
 export { requestDevice, detectRuntime, defaultDawnOptions, SWIFTSHADER_ICD } from './device.js';
 export type { RequestDeviceOptions, Runtime } from './device.js';
 export { Gpu, defaultTuning } from './gpu.js';
-export type { GpuTuning, GpuFeatures, GpuLimits, AdapterDescription, MemoryStats } from './gpu.js';
+export type { GpuTuning, GpuFeatures, GpuLimits, AdapterDescription, MemoryStats, WorkCounts } from './gpu.js';
 export { asView, view, BufferPool, STORAGE, alignUp } from './buffers.js';
 export type { BufferLike, TensorView } from './buffers.js';
 export { CommandRecorder, resolveBindings } from './recorder.js';
 export type { ShaderInterface } from './shader-interface.js';
 export type { DispatchSpec, SubmitOptions, UniformValue } from './recorder.js';
-export { PipelineCache, pipelineKey } from './pipelines.js';
+export { BindGroupCache, PipelineCache, pipelineKey } from './pipelines.js';
 export type { KernelId, Constants } from './pipelines.js';

@@ -115,3 +115,47 @@ export class PipelineCache {
     return m;
   }
 }
+
+/**
+ * Bind groups by pipeline and bound ranges: a training step records the same dispatches over the same
+ * buffers every time (uniforms and tables at the same offsets of the device's buffers), so after the
+ * first step none is created. Buffers and pipelines are told apart by identity (an id per object, never
+ * reused), so a destroyed buffer's groups are never found again; the cache is dropped whole when it grows
+ * past `capacity`, which bounds what such groups hold on to.
+ */
+export class BindGroupCache {
+  private readonly groups = new Map<string, GPUBindGroup>();
+  private readonly ids = new WeakMap<object, number>();
+  private nextId = 1;
+
+  constructor(private readonly capacity = 8192) {}
+
+  private id(o: object): number {
+    let id = this.ids.get(o);
+    if (id === undefined) this.ids.set(o, (id = this.nextId++));
+    return id;
+  }
+
+  get(pipeline: GPUComputePipeline, entries: GPUBindGroupEntry[], create: () => GPUBindGroup): GPUBindGroup {
+    let key = String(this.id(pipeline));
+    for (const e of entries) {
+      const r = e.resource as GPUBufferBinding;
+      key += `|${e.binding}:${this.id(r.buffer)}:${r.offset ?? 0}:${r.size ?? ''}`;
+    }
+    let group = this.groups.get(key);
+    if (!group) {
+      if (this.groups.size >= this.capacity) this.groups.clear();
+      group = create();
+      this.groups.set(key, group);
+    }
+    return group;
+  }
+
+  get size(): number {
+    return this.groups.size;
+  }
+
+  clear(): void {
+    this.groups.clear();
+  }
+}

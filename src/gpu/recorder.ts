@@ -10,6 +10,18 @@ import type { Gpu } from './gpu.js';
 import type { KernelId } from './pipelines.js';
 import { SHADER_INTERFACES } from '../kernels/shaders.gen.js';
 
+/**
+ * Words a recorder uploads with its submission (a per-dispatch table: the segments of a multi-tensor
+ * kernel), bound as a read-only storage range of the device's table buffer. Like the uniforms, every
+ * table of a submission goes up in one queue write.
+ */
+export class RecordedTable {
+  constructor(
+    readonly offset: number,
+    readonly size: number,
+  ) {}
+}
+
 /** One 4-byte field of a uniform struct, typed as the WGSL declares it. */
 export type UniformValue = { type: 'u32' | 'i32' | 'f32'; value: number };
 
@@ -22,7 +34,7 @@ export interface DispatchSpec extends KernelId {
    * Storage buffers by the names the WGSL gives its bindings (`{ x, stats, dy, dx }`): every binding the
    * entry point uses, and no other (WebGPU's automatic layout holds exactly those).
    */
-  storage: Record<string, BufferLike>;
+  storage: Record<string, BufferLike | RecordedTable>;
   workgroups: [number, number?, number?];
 }
 
@@ -31,7 +43,7 @@ interface ResolvedSpec extends KernelId {
   label?: string;
   uniforms: UniformValue[];
   /** Index i is binding i + 1; holes are bindings the entry point does not use. */
-  storage: (BufferLike | undefined)[];
+  storage: (BufferLike | RecordedTable | undefined)[];
   /** The WGSL name of each bound binding, for messages. */
   bindingNames: (string | undefined)[];
   workgroups: [number, number?, number?];
@@ -51,7 +63,7 @@ export function resolveBindings(spec: DispatchSpec): ResolvedSpec {
     if (!Object.hasOwn(iface.storage, name)) throw new ShapeError(`${where}: '${name}' is not a storage binding of shaders/${spec.shader}.wgsl (${Object.keys(iface.storage).join(', ')})`);
     if (!entry.storage.includes(name)) throw new ShapeError(`${where}: entry point ${spec.entryPoint} does not use binding '${name}' (it uses ${entry.storage.join(', ')})`);
   }
-  const storage: (BufferLike | undefined)[] = [];
+  const storage: (BufferLike | RecordedTable | undefined)[] = [];
   const bindingNames: (string | undefined)[] = [];
   for (const name of entry.storage) {
     if (!given[name]) throw new ShapeError(`${where}: entry point ${spec.entryPoint} uses binding '${name}': bind a buffer (the placeholder where the mode ignores it)`);
@@ -86,6 +98,8 @@ export interface SubmitOptions {
 export class CommandRecorder {
   private commands: Command[] = [];
   private uniformBytes = 0;
+  private readonly tables: { words: Uint32Array; offset: number }[] = [];
+  private tableBytes = 0;
   private submitted = false;
 
   constructor(readonly gpu: Gpu) {}
@@ -99,8 +113,9 @@ export class CommandRecorder {
    * (by label), offset and size. Two recordings of the same work give the same lines (tests use it).
    */
   describe(): string[] {
-    const at = (b: BufferLike | undefined) => {
+    const at = (b: BufferLike | RecordedTable | undefined) => {
       if (!b) return '-';
+      if (b instanceof RecordedTable) return `table@${b.offset}+${b.size}`;
       const v = asView(b);
       return `${v.buffer.label}@${v.offset}+${v.size}`;
     };
@@ -122,7 +137,7 @@ export class CommandRecorder {
     const align = this.gpu.limits.minStorageBufferOffsetAlignment;
     const maxBinding = this.gpu.limits.maxStorageBufferBindingSize;
     spec.storage.forEach((b, i) => {
-      if (!b) return;
+      if (!b || b instanceof RecordedTable) return;
       const v = asView(b);
       if (v.offset % align !== 0) {
         throw new ShapeError(`${spec.label ?? spec.entryPoint}: binding '${spec.bindingNames[i]}' offset ${v.offset} is not a multiple of ${align}`);
@@ -138,6 +153,17 @@ export class CommandRecorder {
     if (uniformSize) this.uniformBytes = alignUp(uniformOffset + uniformSize, this.gpu.limits.minUniformBufferOffsetAlignment);
     if (x * y * z > 0) this.commands.push({ kind: 'dispatch', spec, uniformOffset, uniformSize });
     return this;
+  }
+
+  /** `words` uploaded with this submission, to bind as a read-only storage binding of a later dispatch. */
+  table(words: Uint32Array): RecordedTable {
+    if (this.submitted) throw new Error('CommandRecorder.table() after submit()');
+    const offset = this.tableBytes;
+    const size = Math.max(words.byteLength, 4);
+    if (size > this.gpu.limits.maxStorageBufferBindingSize) throw new ShapeError(`a recorded table of ${size} bytes exceeds maxStorageBufferBindingSize`);
+    this.tables.push({ words, offset });
+    this.tableBytes = alignUp(offset + size, this.gpu.limits.minStorageBufferOffsetAlignment);
+    return new RecordedTable(offset, size);
   }
 
   copy(src: BufferLike, dst: BufferLike, size?: number): this {
@@ -181,6 +207,16 @@ export class CommandRecorder {
       }
       uniformBuffer = gpu.uniformBuffer(this.uniformBytes);
       device.queue.writeBuffer(uniformBuffer, 0, data);
+      gpu.work.uniformBytes += this.uniformBytes;
+    }
+
+    let tableBuffer: GPUBuffer | undefined;
+    if (this.tableBytes > 0) {
+      const data = new Uint32Array(this.tableBytes / 4);
+      for (const t of this.tables) data.set(t.words, t.offset / 4);
+      tableBuffer = gpu.tableBuffer(this.tableBytes);
+      device.queue.writeBuffer(tableBuffer, 0, data);
+      gpu.work.uniformBytes += this.tableBytes;
     }
 
     // Errors of this submission are caught by scopes and thrown by the next sync() or device call.
@@ -188,16 +224,16 @@ export class CommandRecorder {
     device.pushErrorScope('validation');
     let result: (() => Promise<number | null>) | null = null;
     try {
-      result = this.encodeAndSubmit(uniformBuffer, options.timed ?? false);
+      result = this.encodeAndSubmit(uniformBuffer, tableBuffer, options.timed ?? false);
     } finally {
       gpu.watchErrorScope('submit');
       gpu.watchErrorScope('submit');
     }
-    gpu.noteSubmitted();
+    gpu.work.submits++;
     return result ? result() : Promise.resolve(null);
   }
 
-  private encodeAndSubmit(uniformBuffer: GPUBuffer | undefined, timed: boolean): (() => Promise<number | null>) | null {
+  private encodeAndSubmit(uniformBuffer: GPUBuffer | undefined, tableBuffer: GPUBuffer | undefined, timed: boolean): (() => Promise<number | null>) | null {
     const gpu = this.gpu;
     const device = gpu.device;
     const timing = timed && gpu.features.timestampQuery ? gpu.timestampQuerySet() : undefined;
@@ -226,7 +262,7 @@ export class CommandRecorder {
           );
           passCount++;
         }
-        this.encodeDispatch(pass, c.spec, uniformBuffer, c.uniformOffset, c.uniformSize);
+        this.encodeDispatch(pass, c.spec, uniformBuffer, tableBuffer, c.uniformOffset, c.uniformSize);
       } else {
         endPass();
         if (c.kind === 'copy') encoder.copyBufferToBuffer(c.src.buffer, c.src.offset, c.dst.buffer, c.dst.offset, c.size);
@@ -255,6 +291,7 @@ export class CommandRecorder {
     pass: GPUComputePassEncoder,
     spec: ResolvedSpec,
     uniformBuffer: GPUBuffer | undefined,
+    tableBuffer: GPUBuffer | undefined,
     uniformOffset: number,
     uniformSize: number,
   ): void {
@@ -264,16 +301,23 @@ export class CommandRecorder {
     if (uniformSize > 0) entries.push({ binding: 0, resource: { buffer: uniformBuffer!, offset: uniformOffset, size: uniformSize } });
     spec.storage.forEach((b, i) => {
       if (!b) return;
-      const v = asView(b);
+      const v = b instanceof RecordedTable ? { buffer: tableBuffer!, offset: b.offset, size: b.size } : asView(b);
       entries.push({ binding: i + 1, resource: { buffer: v.buffer, offset: v.offset, size: v.size } });
     });
     const label = spec.label ?? `${spec.shader}:${spec.entryPoint}`;
     if (gpu.debug) gpu.device.pushErrorScope('validation');
-    const bindGroup = gpu.device.createBindGroup({ label, layout: pipeline.getBindGroupLayout(0), entries });
+    const work = gpu.work;
+    const bindGroup = gpu.bindGroups.get(pipeline, entries, () => {
+      work.bindGroups++;
+      return gpu.device.createBindGroup({ label, layout: pipeline.getBindGroupLayout(0), entries });
+    });
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
     const [x, y = 1, z = 1] = spec.workgroups;
     pass.dispatchWorkgroups(x, y, z);
+    work.dispatches++;
+    const kernel = `${spec.shader}.${spec.entryPoint}`;
+    work.byKernel.set(kernel, (work.byKernel.get(kernel) ?? 0) + 1);
     if (gpu.debug) gpu.watchErrorScope(label);
   }
 }

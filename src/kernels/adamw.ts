@@ -1,9 +1,10 @@
 /**
- * Fused AdamW (shaders/adamw.wgsl, shaders/sparse_adamw.wgsl) and the global gradient-norm reduction that
+ * Fused AdamW (shaders/adamw.wgsl; over many tensors at once, shaders/adamw_multi.wgsl; at a mask,
+ * shaders/sparse_adamw.wgsl) and the global gradient-norm reduction that
  * feeds its clipping factor (shaders/gradnorm.wgsl).
  */
 import { ShapeError } from '../errors.js';
-import type { BufferLike } from '../gpu/buffers.js';
+import type { BufferLike, TensorView } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { halfConstant, launch1d, requireDims, requireElements } from './common.js';
 import type { WeightFormat } from './matmul.js';
@@ -70,6 +71,85 @@ export function adamwStep(rec: CommandRecorder, a: AdamWStepArgs): void {
     workgroups: launch1d(rec.gpu, Math.ceil(a.n / per), WG),
     label: `adamw ${a.n}`,
   });
+}
+
+/** One f32 tensor of a multi-tensor AdamW step: its views, elements, and its own step and rates. */
+export interface AdamWTensor {
+  params: TensorView;
+  grads: TensorView;
+  /** The moments; v at the same offset as m (arenas of one layout). */
+  m: TensorView;
+  v: TensorView;
+  n: number;
+  /** Its bias-correction step (1-based), learning rate and weight decay. */
+  step: number;
+  lr: number;
+  weightDecay: number;
+}
+
+export interface AdamWMultiArgs {
+  tensors: AdamWTensor[];
+  /** clip[0]: global clipping factor (from gradNorm, or 1.0); below 0 the step changes nothing. */
+  clip: BufferLike;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  /** Multiplies every gradient before the update. Default 1. */
+  gradScale?: number;
+}
+
+const SEGMENT_WORDS = 8;
+
+/**
+ * AdamW over many f32 tensors (shaders/adamw_multi.wgsl): one dispatch per set of buffers they live in
+ * (an arena has few), each tensor a segment of it with its own offsets, bias corrections and decay in a
+ * table uploaded with the submission. The update of adamwStep, bit for bit, in one dispatch instead of one
+ * per tensor.
+ */
+export function adamwMultiStep(rec: CommandRecorder, a: AdamWMultiArgs): void {
+  requireElements('adamwMulti', 'clip', a.clip, 1);
+  const sets: { buffers: GPUBuffer[]; tensors: AdamWTensor[] }[] = [];
+  for (const t of a.tensors) {
+    requireDims('adamwMulti', { n: t.n });
+    for (const [name, view] of [['params', t.params], ['grads', t.grads], ['m', t.m], ['v', t.v]] as const) {
+      requireElements('adamwMulti', name, view, t.n);
+      if (view.offset % 4 !== 0) throw new ShapeError(`adamwMulti: ${name} offset ${view.offset} is not a whole number of f32 elements`);
+    }
+    if (t.m.offset !== t.v.offset) throw new ShapeError(`adamwMulti: the moments of a tensor must share their offset (m ${t.m.offset}, v ${t.v.offset})`);
+    const buffers = [t.params.buffer, t.grads.buffer, t.m.buffer, t.v.buffer];
+    if (new Set(buffers).size < 4) throw new ShapeError('adamwMulti: parameters, gradients and both moments must be four different buffers');
+    const set = sets.find((x) => x.buffers.every((b, i) => b === buffers[i]));
+    if (set) set.tensors.push(t);
+    else sets.push({ buffers, tensors: [t] });
+  }
+  const beta1 = a.beta1 ?? ADAMW_DEFAULTS.beta1;
+  const beta2 = a.beta2 ?? ADAMW_DEFAULTS.beta2;
+  const eps = a.eps ?? ADAMW_DEFAULTS.eps;
+  const per = rec.gpu.tuning.elementsPerInvocation;
+  for (const { buffers, tensors } of sets) {
+    const words = new Uint32Array(tensors.length * SEGMENT_WORDS);
+    const floats = new Float32Array(words.buffer);
+    let total = 0;
+    tensors.forEach((t, s) => {
+      const u = adamwUniforms(t.n, t.step, { lr: t.lr, weightDecay: t.weightDecay, beta1, beta2, eps });
+      const at = s * SEGMENT_WORDS;
+      words.set([total, t.n, t.params.offset / 4, t.grads.offset / 4, t.m.offset / 4], at);
+      floats.set([u.stepSize, u.bc2Sqrt, u.decay], at + 5);
+      total += t.n;
+    });
+    if (total >= 2 ** 32) throw new ShapeError(`adamwMulti: ${total} elements in one set of buffers exceed the u32 index space`);
+    const [params, grads, m, v] = buffers.map((buffer) => ({ buffer, offset: 0, size: buffer.size }));
+    const u = adamwUniforms(total, 1, { lr: 0, beta1, beta2, eps });
+    rec.dispatch({
+      shader: 'adamw_multi',
+      entryPoint: 'adamw_multi',
+      constants: { WG, PER: per },
+      uniforms: { total, segments: tensors.length, beta1, oneMinusBeta1: u.oneMinusBeta1, beta2, oneMinusBeta2: u.oneMinusBeta2, eps, gradScale: a.gradScale ?? 1 },
+      storage: { params, grads, m, v, clip: a.clip, segs: rec.table(words) },
+      workgroups: launch1d(rec.gpu, Math.ceil(total / per), WG),
+      label: `adamw ${tensors.length} tensors, ${total} elements`,
+    });
+  }
 }
 
 export interface SparseAdamWStepArgs extends AdamWStepArgs {

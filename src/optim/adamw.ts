@@ -1,14 +1,14 @@
 /**
  * AdamW over a set of named trainable tensors: moments in arenas laid out like the tensors trained, the global
  * gradient norm and clipping factor computed on the GPU (no host round trip), then one fused AdamW
- * dispatch per tensor. Weight decay skips biases and norm weights, as the Hugging Face Trainer does.
- * Tensors of masked values (sparse fine-tuning) take the sparse kernel, which writes each updated value
+ * dispatch over every dense tensor of a set of buffers (an arena's). Weight decay skips biases and norm
+ * weights, as the Hugging Face Trainer does. Tensors of masked values (sparse fine-tuning) take the sparse kernel, which writes each updated value
  * into its frozen weight in place.
  */
 import type { TensorView } from '../gpu/buffers.js';
 import type { Gpu } from '../gpu/gpu.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { ADAMW_DEFAULTS, adamwStep, gradNorm, gradNormScratchSize, sparseAdamwStep } from '../kernels/adamw.js';
+import { ADAMW_DEFAULTS, adamwMultiStep, gradNorm, gradNormScratchSize, sparseAdamwStep, type AdamWTensor } from '../kernels/adamw.js';
 import { Arena, bindingLimit, planArena } from '../model/arena.js';
 import { optionKeys } from '../util/options.js';
 import type { WeightFormat } from '../kernels/matmul.js';
@@ -163,21 +163,24 @@ export class AdamW implements Optimizer {
     this.step++;
     const c = this.config;
     gradNorm(rec, { tensors: this.gradTensors(), partials: this.partials, out: this.normOut, maxNorm: c.maxGradNorm ?? 1, gradScale, skipNonFinite: c.skipNonFinite });
+    const betas = { beta1: c.beta1 ?? ADAMW_DEFAULTS.beta1, beta2: c.beta2 ?? ADAMW_DEFAULTS.beta2, eps: c.eps ?? ADAMW_DEFAULTS.eps };
+    const dense: AdamWTensor[] = [];
     this.groups.forEach(({ set, inPlace, stepOf, lrScale }, g) => {
       const { m, v } = this.moments[g];
       for (const name of set.names) {
         const params = set.param(name);
-        const args = {
-          params, grads: set.grads.view(name), m: m.view(name), v: v.view(name), clip: this.normOut,
-          n: params.size / 4, step: stepOf ? stepOf(name, this.step) : this.step, lr: lr * (lrScale?.(name) ?? 1), gradScale,
-          beta1: c.beta1 ?? ADAMW_DEFAULTS.beta1, beta2: c.beta2 ?? ADAMW_DEFAULTS.beta2, eps: c.eps ?? ADAMW_DEFAULTS.eps,
+        const tensor: AdamWTensor = {
+          params, grads: set.grads.view(name), m: m.view(name), v: v.view(name),
+          n: params.size / 4, step: stepOf ? stepOf(name, this.step) : this.step, lr: lr * (lrScale?.(name) ?? 1),
           weightDecay: (c.decay ?? decays)(name) ? c.weightDecay ?? ADAMW_DEFAULTS.weightDecay : 0,
         };
         const target = inPlace?.(name);
-        if (target) sparseAdamwStep(rec, { ...args, indices: target.indices, weight: target.weight, weightSize: target.weightSize, weightFormat: target.weightFormat });
-        else adamwStep(rec, args);
+        if (target) sparseAdamwStep(rec, { ...tensor, ...betas, clip: this.normOut, gradScale, indices: target.indices, weight: target.weight, weightSize: target.weightSize, weightFormat: target.weightFormat });
+        else dense.push(tensor);
       }
     });
+    // Every dense tensor in one dispatch per set of buffers (torch's multi-tensor AdamW).
+    if (dense.length) adamwMultiStep(rec, { tensors: dense, clip: this.normOut, gradScale, ...betas });
   }
 
   gradView(name: string): TensorView {

@@ -11,6 +11,7 @@ import {
   view,
   launch1d,
   PipelineCache,
+  type CommandRecorder,
 } from '../../src/index.js';
 import { testGpu } from '../helpers.js';
 
@@ -128,15 +129,39 @@ describe('device', () => {
     const gpu = await testGpu();
     const a = gpu.upload(new Float32Array(64).fill(1));
     const c = gpu.createBuffer(4 * 64);
-    const before = gpu.submitCount;
+    const before = gpu.work.submits;
     const rec = gpu.recorder();
     for (let i = 0; i < 10; i++) matmul(rec, { a, b: a, c, M: 8, N: 8, K: 8, accumulate: i > 0 });
     const ms = await rec.submit({ timed: true });
     await gpu.sync();
-    expect(gpu.submitCount - before).toBe(1);
+    expect(gpu.work.submits - before).toBe(1);
     if (gpu.features.timestampQuery) expect(ms === null || ms >= 0).toBe(true);
     else expect(ms).toBeNull();
     expect((await gpu.readF32(c))[0]).toBe(80);
+  });
+
+  it('counts its work, and a recording repeated over the same buffers creates no bind group again', async () => {
+    const gpu = await testGpu();
+    const a = gpu.upload(Float32Array.from({ length: 64 }, (_, i) => i % 7));
+    const c = gpu.createBuffer(4 * 64);
+    const record = (rec: CommandRecorder, b: GPUBuffer) => {
+      matmul(rec, { a, b, c, M: 8, N: 8, K: 8 });
+      matmul(rec, { a, b, c, M: 8, N: 8, K: 8, accumulate: true });
+    };
+    await gpu.run((rec) => record(rec, a));
+    const before = gpu.workCounts();
+    await gpu.run((rec) => record(rec, a));
+    const work = gpu.workSince(before);
+    expect([work.dispatches, work.submits, work.bindGroups, work.buffersCreated]).toEqual([2, 1, 0, 0]);
+    expect(work.uniformBytes).toBeGreaterThan(0);
+    expect(Object.fromEntries(work.byKernel)).toEqual({ [[...work.byKernel.keys()][0]]: 2 });
+    // Another buffer in the same place binds anew, and the product is of its values, not the first one's.
+    const b = gpu.upload(new Float32Array(64).fill(1));
+    const again = gpu.workCounts();
+    await gpu.run((rec) => record(rec, b));
+    expect(gpu.workSince(again).bindGroups).toBe(2);
+    const want = Array.from({ length: 8 }, (_, i) => 2 * Array.from({ length: 8 }, (_, k) => (i * 8 + k) % 7).reduce((x, y) => x + y, 0));
+    expect(Array.from((await gpu.readF32(c)).filter((_, j) => j % 8 === 0))).toEqual(want);
   });
 
   it('folds large 1-D launches into two dimensions', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { adamwStep, decodeHalves, encodeHalves, gradNorm, gradNormScratchSize, sparseAdamwStep, sparseGather, ShapeError } from '../../src/index.js';
+import { adamwMultiStep, adamwStep, decodeHalves, encodeHalves, gradNorm, gradNormScratchSize, sparseAdamwStep, sparseGather, ShapeError } from '../../src/index.js';
 import { compare, freshSeed, randn, REDUCTIONS, rng, testGpu } from '../helpers.js';
 import { adamwRef, clipFactorRef } from '../reference/adamw.js';
 import { randomMask } from '../reference/sparse.js';
@@ -61,6 +61,100 @@ describe.each([1, 8])('fused AdamW, %i elements per invocation', (per) => {
     expect(() =>
       adamwStep(gpu.recorder(), { params: b, grads: b, m: b, v: b, clip: b, n: 4, step: 0, lr: 1 }),
     ).toThrow(ShapeError);
+  });
+});
+
+describe.each([1, 8])('multi-tensor AdamW, %i elements per invocation', (per) => {
+  // Tensors of awkward sizes, each with its own step, rate and decay, at offsets that differ between the
+  // parameters (two buffers, reversed order), the gradients and the moments, with poisoned padding between.
+  const SIZES = [1, 3, 257, 1000, 17, 64];
+  const HYPERS = SIZES.map((_, i) => ({ step: 1 + (i % 3), lr: 1e-2 * (1 + i), weightDecay: i % 2 ? 0.1 : 0 }));
+  const padded = (n: number) => Math.ceil(n / 64) * 64 + 64; // elements: 256-byte aligned, then a gap
+
+  it('updates every tensor as float64 AdamW does, touches no padding, and dispatches once per set of buffers', async () => {
+    const gpu = await testGpu({ elementsPerInvocation: per });
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const layout = (order: number[]) => {
+      const at = new Array<number>(SIZES.length);
+      let end = 0;
+      for (const i of order) {
+        at[i] = end;
+        end += padded(SIZES[i]);
+      }
+      return { at, end };
+    };
+    const forward = SIZES.map((_, i) => i);
+    // Parameters: the first three tensors in one buffer, the rest in another, each in reversed order.
+    const paramSets = [[2, 1, 0], [5, 4, 3]].map((order) => layout(order));
+    const gradLayout = layout(forward);
+    const momentLayout = layout([3, 0, 5, 1, 4, 2]);
+    const POISON = 12345.5;
+    const paramData = paramSets.map((l) => new Float32Array(l.end).fill(POISON));
+    const p0 = SIZES.map((n) => randn(n, rand));
+    SIZES.forEach((n, i) => paramData[i < 3 ? 0 : 1].set(p0[i], paramSets[i < 3 ? 0 : 1].at[i]));
+    const paramBuffers = paramData.map((d, k) => gpu.upload(d, `params ${k}`));
+    const grads = gpu.upload(new Float32Array(gradLayout.end).fill(POISON), 'grads');
+    const m = gpu.upload(new Float32Array(momentLayout.end), 'm');
+    const v = gpu.upload(new Float32Array(momentLayout.end), 'v');
+    const clip = gpu.createBuffer(8, undefined, 'clip');
+    const view = (buffer: GPUBuffer, at: number, n: number) => ({ buffer, offset: at * 4, size: n * 4 });
+    const tensors = SIZES.map((n, i) => ({
+      params: view(paramBuffers[i < 3 ? 0 : 1], paramSets[i < 3 ? 0 : 1].at[i], n),
+      grads: view(grads, gradLayout.at[i], n),
+      m: view(m, momentLayout.at[i], n),
+      v: view(v, momentLayout.at[i], n),
+      n,
+    }));
+    const ref = SIZES.map((n, i) => ({ p: Float64Array.from(p0[i]), m: new Float64Array(n), v: new Float64Array(n) }));
+    for (let step = 0; step < 2; step++) {
+      const g = SIZES.map((n) => randn(n, rand));
+      g.forEach((x, i) => gpu.write(grads, x, gradLayout.at[i] * 4));
+      const factor = 0.75 - 0.25 * step;
+      gpu.write(clip, Float32Array.of(factor, 0));
+      const before = gpu.workCounts();
+      await gpu.run((rec) => adamwMultiStep(rec, { tensors: tensors.map((t, i) => ({ ...t, ...HYPERS[i], step: HYPERS[i].step + step })), clip, gradScale: 0.5, beta1: 0.9, beta2: 0.99, eps: 1e-8 }));
+      expect(gpu.workSince(before).dispatches).toBe(2);
+      SIZES.forEach((_, i) => adamwRef(ref[i].p, g[i], ref[i].m, ref[i].v, { ...HYPERS[i], step: HYPERS[i].step + step, beta1: 0.9, beta2: 0.99, eps: 1e-8, gradScale: 0.5, clip: factor }));
+    }
+    const got = await Promise.all(paramBuffers.map((b) => gpu.readF32(b)));
+    const gotM = await gpu.readF32(m);
+    SIZES.forEach((n, i) => {
+      const k = i < 3 ? 0 : 1;
+      const at = paramSets[k].at[i];
+      const err = compare(got[k].subarray(at, at + n), ref[i].p, Math.max(HYPERS[i].lr, ...Array.from(p0[i], Math.abs)));
+      expect(err.rel, `seed ${seed} tensor ${i} (n ${n})`).toBeLessThan(1e-4);
+      const errM = compare(gotM.subarray(momentLayout.at[i], momentLayout.at[i] + n), ref[i].m, 0.1);
+      expect(errM.rel, `seed ${seed} tensor ${i} m`).toBeLessThan(1e-4);
+    });
+    // Nothing outside the tensors was written.
+    got.forEach((data, k) => {
+      const inside = new Uint8Array(data.length);
+      SIZES.forEach((n, i) => (i < 3) === (k === 0) && inside.fill(1, paramSets[k].at[i], paramSets[k].at[i] + n));
+      expect(data.filter((x, j) => !inside[j] && x !== POISON)).toHaveLength(0);
+    });
+  });
+
+  it('changes nothing when the clipping factor marks the step skipped', async () => {
+    const gpu = await testGpu({ elementsPerInvocation: per });
+    const n = 300;
+    const p0 = randn(n, rng(freshSeed()));
+    const [params, grads, m, v] = ['params', 'grads', 'm', 'v'].map((label) => gpu.upload(label === 'params' ? p0 : randn(n, rng(2)), label));
+    const clip = gpu.upload(Float32Array.of(-1, Infinity), 'clip');
+    const views = { params: { buffer: params, offset: 0, size: n * 4 }, grads: { buffer: grads, offset: 0, size: n * 4 }, m: { buffer: m, offset: 0, size: n * 4 }, v: { buffer: v, offset: 0, size: n * 4 } };
+    await gpu.run((rec) => adamwMultiStep(rec, { tensors: [{ ...views, n, step: 1, lr: 0.1, weightDecay: 0.1 }], clip }));
+    expect(await gpu.readF32(params)).toEqual(p0);
+  });
+
+  it('refuses moments at different offsets and a buffer bound twice', async () => {
+    const gpu = await testGpu();
+    const b = gpu.createBuffer(4096);
+    const c = gpu.createBuffer(4096);
+    const [d, e] = [gpu.createBuffer(4096), gpu.createBuffer(4096)];
+    const at = (buffer: GPUBuffer, offset = 0) => ({ buffer, offset, size: 64 });
+    const rec = gpu.recorder();
+    expect(() => adamwMultiStep(rec, { tensors: [{ params: at(b), grads: at(c), m: at(d), v: at(e, 256), n: 16, step: 1, lr: 1, weightDecay: 0 }], clip: b })).toThrow(/share their offset/);
+    expect(() => adamwMultiStep(rec, { tensors: [{ params: at(b), grads: at(b, 256), m: at(d), v: at(e), n: 16, step: 1, lr: 1, weightDecay: 0 }], clip: c })).toThrow(/four different buffers/);
   });
 });
 
