@@ -4,7 +4,8 @@
 // The scale is w + offset: offset 1 is Gemma's RMSNorm, x * rstd * (1 + w), its weight stored as w.
 // The forward pass saves stats[2 * row] = mean (0 for rmsnorm) and stats[2 * row + 1] = rstd. With
 // HALF_OUT it stores y as f16 in yh, two per word (an even cols): mixed precision's input to a product.
-// Backward: dx is overwritten; dw and db accumulate (+=), so gradients of several micro-batches sum.
+// Backward: dx is overwritten, or with ACCUMULATE added to (a residual stream's gradient, which the
+// norm's input gradient joins); dw and db accumulate (+=), so gradients of several micro-batches sum.
 // Row kernels use one workgroup per row (folded into x and y); weight-gradient kernels one invocation
 // per column, walking the rows (neighbouring invocations read neighbouring columns).
 struct Params { rows: u32, cols: u32, eps: f32, offset: f32 }
@@ -24,6 +25,7 @@ struct Params { rows: u32, cols: u32, eps: f32, offset: f32 }
 override WG: u32 = 256;
 override LAYERNORM: bool = false;
 override HALF_OUT: bool = false;
+override ACCUMULATE: bool = false;
 
 // #include lib/workgroup_reduce.wgsl
 // #include lib/half_encode.wgsl
@@ -101,7 +103,8 @@ fn norm_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
   for (var c = lid; c < p.cols; c += WG) {
     let g = dy[base + c] * (w[c] + p.offset);
     let xhat = (x[base + c] - mean) * rstd;
-    dx[base + c] = rstd * (g - meanG - xhat * meanGx);
+    let d = rstd * (g - meanG - xhat * meanGx);
+    if (ACCUMULATE) { dx[base + c] += d; } else { dx[base + c] = d; }
   }
 }
 

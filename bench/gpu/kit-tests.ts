@@ -3,7 +3,7 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** Folders (every *.test.ts in them except Node-only ones) and single files, under test/. */
-export const KIT_TESTS = ['kernels', 'gpu/device.test.ts', 'model', 'methods', 'train/optimizer.test.ts', 'train/state.test.ts', 'serve'];
+export const KIT_TESTS = ['kernels', 'gpu/device.test.ts', 'model', 'methods', 'train/optimizer.test.ts', 'train/state.test.ts', 'train/dispatch-budget.test.ts', 'serve'];
 
 /** The files KIT_TESTS names, relative to `testDir`, in a stable order. */
 export function kitTestFiles(testDir: string): string[] {

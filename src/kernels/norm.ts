@@ -57,8 +57,10 @@ export interface NormBackwardArgs extends NormShape {
   weight: BufferLike;
   stats: BufferLike;
   dy: BufferLike;
-  /** Overwritten. */
+  /** Overwritten, or with `accumulate` added to. */
   dx: BufferLike;
+  /** Add the input gradient to dx (a residual stream's gradient) rather than overwrite it. Default false. */
+  accumulate?: boolean;
   /** Accumulated (+=); omit when the norm weight is frozen. */
   dWeight?: BufferLike;
   /** LayerNorm: accumulated (+=) with dWeight. */
@@ -69,7 +71,7 @@ export function normBackward(rec: CommandRecorder, a: NormBackwardArgs): void {
   const ln = a.kind === 'layernorm';
   const n = a.rows * a.cols;
   check('normBackward', a, { x: [a.x, n], weight: [a.weight, a.cols], stats: [a.stats, 2 * a.rows], dy: [a.dy, n], dx: [a.dx, n], dWeight: [a.dWeight, a.cols], dBias: [a.dBias, a.cols] });
-  const constants = { WG: rec.gpu.tuning.reductionWorkgroupSize, LAYERNORM: ln };
+  const constants = { WG: rec.gpu.tuning.reductionWorkgroupSize, LAYERNORM: ln, ACCUMULATE: a.accumulate ?? false };
   rec.dispatch({
     shader: 'norm',
     entryPoint: 'norm_backward',

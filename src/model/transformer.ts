@@ -207,17 +207,15 @@ export class Transformer {
     });
   }
 
-  /** dx (= or, with `accumulate`, +=) norm backward of dy (through the scratch buffer dtmp). */
+  /** dx (= or, with `accumulate`, +=) norm backward of dy. */
   private normBackwardInto(rec: CommandRecorder, acts: Activations, name: string, x: View, stats: View, dy: View, dx: View, accumulate: boolean): void {
     const c = this.config;
-    const target = accumulate ? acts.grad!.dtmp : dx;
     normBackward(rec, {
-      kind: c.norm, rows: acts.T, cols: c.hiddenSize, eps: c.normEps, weightOffset: c.normWeightOffset, x, stats, dy, dx: target,
+      kind: c.norm, rows: acts.T, cols: c.hiddenSize, eps: c.normEps, weightOffset: c.normWeightOffset, x, stats, dy, dx, accumulate,
       weight: this.params.param(`${name}.weight`),
       dWeight: this.params.grad(`${name}.weight`) ?? undefined,
       dBias: c.norm === 'layernorm' ? this.params.grad(`${name}.bias`) ?? undefined : undefined,
     });
-    if (accumulate) elementwise(rec, { op: 'axpy', y: dx, x: target, n: acts.T * c.hiddenSize, s0: 1 });
   }
 
   private attentionShape(acts: Activations, layer: number) {
@@ -378,7 +376,7 @@ export class Transformer {
       let dMlp = dx;
       if (l.post) {
         // x_{i+1} = xm + post_mlp_norm(mo): mo (and the norm's statistics) recomputed when checkpointed,
-        // its gradient through dtmp, free until norm2's backward below.
+        // its gradient through dtmp.
         if (acts.checkpointed) this.mlpOutput(rec, acts, i, g.dtmp);
         this.normBackwardInto(rec, acts, `${L}.post_mlp_norm`, l.post.mo, l.post.stm, dx, g.dtmp, false);
         dMlp = g.dtmp;
