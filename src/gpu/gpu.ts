@@ -53,7 +53,7 @@ export interface WorkCounts {
   submits: number;
   /** Bind groups created. */
   bindGroups: number;
-  /** Bytes of uniforms written to the device. */
+  /** Bytes of uniforms and recorded tables written to the device. */
   uniformBytes: number;
   /** GPU buffers created (pooled temporaries count when the pool makes one). */
   buffersCreated: number;

@@ -4,7 +4,7 @@ export { Gpu, defaultTuning } from './gpu.js';
 export type { GpuTuning, GpuFeatures, GpuLimits, AdapterDescription, MemoryStats, WorkCounts } from './gpu.js';
 export { asView, view, BufferPool, STORAGE, alignUp } from './buffers.js';
 export type { BufferLike, TensorView } from './buffers.js';
-export { CommandRecorder, resolveBindings } from './recorder.js';
+export { CommandRecorder, RecordedTable, resolveBindings } from './recorder.js';
 export type { ShaderInterface } from './shader-interface.js';
 export type { DispatchSpec, SubmitOptions, UniformValue } from './recorder.js';
 export { BindGroupCache, PipelineCache, pipelineKey } from './pipelines.js';

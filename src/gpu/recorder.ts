@@ -1,8 +1,9 @@
 /**
  * Batched command recording: kernels append dispatches, copies and clears; `submit()` encodes them into
  * one command buffer (consecutive dispatches share one compute pass) and writes every dispatch's
- * uniforms with a single queue write. Uniforms live in one device-wide buffer; reusing it across
- * submissions is safe because queue writes and submissions execute in queue order.
+ * uniforms with a single queue write, and its recorded tables (`table()`) with another. Uniforms and
+ * tables live in two device-wide buffers; reusing them across submissions is safe because queue writes
+ * and submissions execute in queue order. Bind groups come from the device's cache (BindGroupCache).
  */
 import { ShapeError } from '../errors.js';
 import { asView, alignUp, type BufferLike, type TensorView } from './buffers.js';

@@ -103,8 +103,8 @@ const SEGMENT_WORDS = 8;
 /**
  * AdamW over many f32 tensors (shaders/adamw_multi.wgsl): one dispatch per set of buffers they live in
  * (an arena has few), each tensor a segment of it with its own offsets, bias corrections and decay in a
- * table uploaded with the submission. The update of adamwStep, bit for bit, in one dispatch instead of one
- * per tensor.
+ * table uploaded with the submission. The arithmetic of adamwStep, in one dispatch instead of one per
+ * tensor.
  */
 export function adamwMultiStep(rec: CommandRecorder, a: AdamWMultiArgs): void {
   requireElements('adamwMulti', 'clip', a.clip, 1);
