@@ -1,4 +1,5 @@
 export * from './matmul.js';
+export * from './matmul-grouped.js';
 export * from './adamw.js';
 export * from './int4.js';
 export * from './nf4.js';

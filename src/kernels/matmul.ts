@@ -111,7 +111,7 @@ export function matmul(rec: CommandRecorder, args: MatmulArgs): void {
 }
 
 /** An operand's storage format: as given, or as its view says (f16 activations); the two must agree. */
-function operandFormat(name: string, b: BufferLike, given: WeightFormat | undefined): WeightFormat {
+export function operandFormat(name: string, b: BufferLike, given: WeightFormat | undefined): WeightFormat {
   const held = (b as TensorView).format;
   if (given && held && given !== held) throw new ShapeError(`matmul: ${name} is given as ${given}, and its view holds ${held} values`);
   return given ?? held ?? 'f32';

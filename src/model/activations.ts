@@ -21,12 +21,32 @@ type View = TensorView;
 
 export type ActivationKind = 'train' | 'checkpointed' | 'inference';
 
-/** A planned tensor: its name, its length in 4-byte words, and 'f16' where it holds packed halves. */
+/**
+ * A planned tensor: its name, its length in 4-byte words, 'f16' where it holds packed halves, and the
+ * group whose one buffer it shares (see GROUP_ALIGN).
+ */
 export interface PlannedTensor {
   name: string;
   length: number;
   format?: 'f16';
+  group?: string;
 }
+
+/** A buffer of an arena: one tensor, or a group of them at GROUP_ALIGN-aligned offsets. */
+export interface PlannedBuffer {
+  name: string;
+  bytes: number;
+  tensors: { tensor: PlannedTensor; offset: number }[];
+}
+
+/**
+ * Tensors that one grouped product writes or reads together share a buffer (q, k and v; their
+ * gradients), so one binding covers them all. Each starts at a multiple of 256 bytes, the largest
+ * minStorageBufferOffsetAlignment WebGPU allows, so every device can bind each alone. A group larger
+ * than 128 MiB, the smallest maxStorageBufferBindingSize a device may have, keeps a buffer per tensor.
+ */
+const GROUP_ALIGN = 256;
+const GROUP_MAX_BYTES = 128 << 20;
 
 /** Whether a model's arenas keep the linear layers' norm and activation inputs f16 (mixed precision, even widths). */
 export function halfLinearInputs(c: ModelConfig, precision: 'f32' | 'mixed'): boolean {
@@ -133,23 +153,23 @@ export class Activations {
     /** The linear layers' norm and activation inputs in f16 (see halfLinearInputs). */
     readonly half = false,
   ) {
-    const plan = Activations.plan(config, B, S, kind, half);
-    const formats = new Map(plan.filter((t) => t.format).map((t) => [t.name, t.format!]));
+    const buffers = Activations.buffersOf(Activations.plan(config, B, S, kind, half));
     this.T = B * S;
     this.chunk = crossEntropyChunk(this.T, config.vocabSize, 32 << 20);
     // Every size is checked before the first allocation, and a failure part way releases what was made.
-    for (const { name, length } of plan) gpu.checkBufferSize(length * 4, `act ${name}`);
+    for (const { name, bytes } of buffers) gpu.checkBufferSize(bytes, `act ${name}`);
+    const views = new Map<string, View>();
     try {
-      for (const { name, length } of plan) this.buffers.set(name, gpu.createBuffer(length * 4, undefined, `act ${name}`));
+      for (const { name, bytes, tensors } of buffers) {
+        const buffer = gpu.createBuffer(bytes, undefined, `act ${name}`);
+        this.buffers.set(name, buffer);
+        for (const { tensor: t, offset } of tensors) views.set(t.name, { buffer, offset, size: Math.max(4, t.length * 4), ...(t.format ? { format: t.format } : {}) });
+      }
     } catch (e) {
       this.destroy();
       throw e;
     }
-    const v = (name: string): View => {
-      const buffer = this.buffers.get(name)!;
-      const format = formats.get(name);
-      return { buffer, offset: 0, size: buffer.size, ...(format ? { format } : {}) };
-    };
+    const v = (name: string): View => views.get(name)!;
     this.ids = v('ids');
     this.positions = v('positions');
     this.segments = v('segments');
@@ -196,7 +216,7 @@ export class Activations {
     const I = c.intermediateSize;
     const chunk = crossEntropyChunk(T, c.vocabSize, 32 << 20);
     const t: PlannedTensor[] = [];
-    const add = (name: string, length: number) => t.push({ name, length });
+    const add = (name: string, length: number, group?: string) => t.push({ name, length, ...(group ? { group } : {}) });
     // An f16 linear input: half the words.
     const addHalf = (name: string, length: number) => (half ? t.push({ name, length: Math.ceil(length / 2), format: 'f16' }) : add(name, length));
     for (const n of ['ids', 'positions', 'segments', 'targets', 'ones', 'emb.order', 'emb.unique', 'pos.order', 'pos.unique']) add(n, T);
@@ -210,12 +230,13 @@ export class Activations {
       const p = shared ? 'l.' : `l${i}.`;
       addHalf(`${p}ln1`, T * H);
       add(`${p}st1`, 2 * T);
-      add(`${p}q`, T * qd);
-      add(`${p}k`, T * kvd);
-      add(`${p}v`, T * kvd);
+      // The q, k and v products write one group (with a per-head norm, the tensors before it).
+      add(`${p}q`, T * qd, c.qkNorm ? undefined : `${p}qkv`);
+      add(`${p}k`, T * kvd, c.qkNorm ? undefined : `${p}qkv`);
+      add(`${p}v`, T * kvd, `${p}qkv`);
       if (c.qkNorm) {
-        add(`${p}qp`, T * qd);
-        add(`${p}kp`, T * kvd);
+        add(`${p}qp`, T * qd, `${p}qkv`);
+        add(`${p}kp`, T * kvd, `${p}qkv`);
         add(`${p}qst`, 2 * T * c.numHeads);
         add(`${p}kst`, 2 * T * c.numKvHeads);
       }
@@ -245,9 +266,10 @@ export class Activations {
     if (kind !== 'inference') {
       // Backward scratch, reused by every layer (GRADIENT_SCRATCH names it).
       for (const n of ['dx', 'dtmp', 'dln']) add(n, T * H);
-      add('dq', T * qd);
-      add('dk', T * kvd);
-      add('dv', T * kvd);
+      // What attention's backward writes and the q, k and v products read, one group.
+      add('dq', T * qd, 'dqkv');
+      add('dk', T * kvd, 'dqkv');
+      add('dv', T * kvd, 'dqkv');
       add('datt', T * qd);
       if (c.qkNorm) add('dkp', T * kvd);
       for (const n of ['da', 'db', 'dh']) add(n, T * I);
@@ -266,8 +288,35 @@ export class Activations {
   }
 
   /** Bytes a plan allocates (every buffer at least 4 bytes). */
-  static bytesOf(plan: { length: number }[]): number {
-    return plan.reduce((sum, t) => sum + Math.max(4, Math.ceil(t.length) * 4), 0);
+  static bytesOf(plan: PlannedTensor[]): number {
+    return Activations.buffersOf(plan).reduce((sum, b) => sum + b.bytes, 0);
+  }
+
+  /** The buffers of a plan: a group's tensors in one, at aligned offsets; every other tensor alone. */
+  static buffersOf(plan: PlannedTensor[]): PlannedBuffer[] {
+    const bytes = (t: PlannedTensor) => Math.max(4, Math.ceil(t.length) * 4);
+    const groups = new Map<string, PlannedTensor[]>();
+    for (const t of plan) if (t.group) groups.set(t.group, [...(groups.get(t.group) ?? []), t]);
+    const fits = (members: PlannedTensor[]) => members.reduce((sum, t) => sum + Math.ceil(bytes(t) / GROUP_ALIGN) * GROUP_ALIGN, 0) <= GROUP_MAX_BYTES;
+    const out: PlannedBuffer[] = [];
+    const done = new Set<string>();
+    for (const t of plan) {
+      const members = t.group ? groups.get(t.group)! : [];
+      if (!t.group || !fits(members)) {
+        out.push({ name: t.name, bytes: bytes(t), tensors: [{ tensor: t, offset: 0 }] });
+        continue;
+      }
+      if (done.has(t.group)) continue;
+      done.add(t.group);
+      let offset = 0;
+      const tensors = members.map((m) => {
+        const at = offset;
+        offset += Math.ceil(bytes(m) / GROUP_ALIGN) * GROUP_ALIGN;
+        return { tensor: m, offset: at };
+      });
+      out.push({ name: t.group, bytes: offset, tensors });
+    }
+    return out;
   }
 
   /** Holders that still read this arena after an await (a readback of its losses); see retire(). */

@@ -460,7 +460,7 @@ export class CausalLM {
       this.activations.delete(key); // move to the most recently used end
     } else {
       const plan = Activations.plan(this.config, B, S, kind, this.halfActivations);
-      for (const t of plan) this.gpu.checkBufferSize(t.length * 4, `act ${t.name}`); // refuse before evicting anything
+      for (const b of Activations.buffersOf(plan)) this.gpu.checkBufferSize(b.bytes, `act ${b.name}`); // refuse before evicting anything
       if (kind !== 'inference') {
         // A training arena supersedes an inference one of the same shape (and one of the other training
         // kind): release it first, so the two never coexist and it is not counted against the budget.

@@ -15,6 +15,7 @@ import { crossEntropyBackward, crossEntropyForward } from '../kernels/cross-entr
 import { embeddingBackward, embeddingForward } from '../kernels/embedding.js';
 import { elementwise } from '../kernels/elementwise.js';
 import { addLowRank, addTerms, matmul } from '../kernels/matmul.js';
+import { matmulGrouped, type GroupedProblem } from '../kernels/matmul-grouped.js';
 import { matmulQ4, matmulQ4InputGrad } from '../kernels/q4-matmul.js';
 import { columnScaleBackward, columnScaleForward } from '../kernels/column-scale.js';
 import { normBackward, normForward } from '../kernels/norm.js';
@@ -129,16 +130,22 @@ export class Transformer {
   private pieceLogits: GPUBuffer | null = null;
 
   /**
-   * y = x W^T (+ b) (+ the method's term), one matmul with the bias and the term fused into its store;
-   * under a method's per-column scale, y = s ⊙ (x W^T + term) + b, the scale applied after the matmul.
+   * y = x W^T (+ b) (+ the method's term) (+ residual), one matmul with the bias and the term fused into
+   * its store; under a method's per-column scale, y = s ⊙ (x W^T + term) + b, the scale applied after the
+   * matmul. A residual is added in the same store (the grouped matmul's epilogue) where the method adds
+   * nothing to this output, otherwise by its own pass.
    */
-  private linear(rec: CommandRecorder, acts: Activations, x: View, name: string, y: View, outDim: number, inDim: number): void {
+  private linear(rec: CommandRecorder, acts: Activations, x: View, name: string, y: View, outDim: number, inDim: number, residual?: View): void {
     const T = acts.T;
     const hooks = this.hooks?.has(name) ? this.hooks : null;
     const term = hooks?.outputTerm?.(rec, acts, name, x, outDim, inDim, this.pass);
     const bias = this.params.has(`${name}.bias`) ? this.params.param(`${name}.bias`) : undefined;
     const scale = hooks?.outputScale?.(rec, acts, name, outDim, this.pass, 'forward');
     const w = this.params.weight(`${name}.weight`);
+    if (residual && isDense(w) && !term && !scale && !hooks?.outputAdd) {
+      matmulGrouped(rec, [{ c: y, M: T, N: outDim, terms: [{ a: x, b: w.view, bFormat: w.format, transB: true, K: inDim }], bias, residual }]);
+      return;
+    }
     if (isDense(w)) {
       matmul(rec, { a: x, b: w.view, bFormat: w.format, c: y, M: T, N: outDim, K: inDim, transB: true, bias: scale ? undefined : bias, lowRank: hooks?.fused ? term : undefined });
       if (term && !hooks!.fused) addLowRank(rec, y, T, outDim, term);
@@ -150,17 +157,77 @@ export class Transformer {
     hooks?.outputAdd?.(rec, acts, name, x, y, outDim, inDim, this.pass);
     // z is kept wherever a backward pass may follow: in training arenas, whatever the pass.
     if (scale) columnScaleForward(rec, { y, scale: scale.scale, bias, saved: acts.grad ? scale.saved : undefined, rows: T, cols: outDim });
+    if (residual) elementwise(rec, { op: 'axpy', y, x: residual, n: T * outDim, s0: 1 });
+  }
+
+  /** Whether a method changes this linear layer's output (a term, a scale, an addition). */
+  private hooksOutput(name: string): boolean {
+    const h = this.hooks?.has(name) ? this.hooks : null;
+    return !!(h?.outputTerm || h?.outputScale || h?.outputAdd);
+  }
+
+  /** Whether a method changes this linear layer's input gradient (a term, a scale). */
+  private hooksInputGrad(name: string): boolean {
+    const h = this.hooks?.has(name) ? this.hooks : null;
+    return !!(h?.inputGradTerm || h?.outputScale);
+  }
+
+  /**
+   * Linear layers that read one input (q, k and v): those with dense weights and no method's term in one
+   * grouped matmul, each with its bias; the others one by one.
+   */
+  private linears(rec: CommandRecorder, acts: Activations, x: View, outs: { name: string; y: View; outDim: number }[], inDim: number): void {
+    const plain = outs.filter((o) => isDense(this.params.weight(`${o.name}.weight`)) && !this.hooksOutput(o.name));
+    for (const o of outs) if (plain.length < 2 || !plain.includes(o)) this.linear(rec, acts, x, o.name, o.y, o.outDim, inDim);
+    if (plain.length < 2) return;
+    matmulGrouped(rec, plain.map((o) => {
+      const w = this.params.weight(`${o.name}.weight`) as DenseWeight;
+      const bias = this.params.has(`${o.name}.bias`) ? this.params.param(`${o.name}.bias`) : undefined;
+      return { c: o.y, M: acts.T, N: o.outDim, terms: [{ a: x, b: w.view, bFormat: w.format, transB: true, K: inDim }], bias };
+    }));
+  }
+
+  /**
+   * The backward pass of linears() into one dx (= or +=): the plain layers' input gradients as the terms of
+   * one product, their weight and bias gradients in one grouped matmul; the others one by one.
+   */
+  private linearsBackward(rec: CommandRecorder, acts: Activations, x: View, grads: { name: string; dy: View; outDim: number }[], dx: View, inDim: number, accumulateDx = false): void {
+    const T = acts.T;
+    const plain = grads.filter((g) => isDense(this.params.weight(`${g.name}.weight`)) && !this.hooksInputGrad(g.name));
+    if (plain.length < 2) {
+      grads.forEach((g, i) => this.linearBackward(rec, acts, x, g.name, g.dy, dx, g.outDim, inDim, accumulateDx || i > 0));
+      return;
+    }
+    const weights = plain.map((g) => this.params.weight(`${g.name}.weight`) as DenseWeight);
+    matmulGrouped(rec, [{ c: dx, M: T, N: inDim, terms: plain.map((g, i) => ({ a: g.dy, b: weights[i].view, bFormat: weights[i].format, K: g.outDim })), accumulate: accumulateDx }]);
+    for (const g of grads) if (!plain.includes(g)) this.linearBackward(rec, acts, x, g.name, g.dy, dx, g.outDim, inDim, true);
+    const problems: GroupedProblem[] = [];
+    for (const g of plain) {
+      const hooks = this.hooks?.has(g.name) ? this.hooks : null;
+      const ownGradient = hooks?.weightGradient?.(rec, acts, g.name, x, g.dy, g.outDim, inDim, this.pass) ?? false;
+      problems.push(...this.parameterGrads(g.name, x, g.dy, g.dy, g.outDim, inDim, T, ownGradient));
+    }
+    matmulGrouped(rec, problems);
+  }
+
+  /** dW += dy^T x (unless the method keeps its own) and db += dyOut^T 1, as grouped-matmul problems. */
+  private parameterGrads(name: string, x: View, dy: View, dyOut: View, outDim: number, inDim: number, T: number, ownGradient: boolean): GroupedProblem[] {
+    const dW = ownGradient ? null : this.params.grad(`${name}.weight`);
+    const dB = this.params.has(`${name}.bias`) ? this.params.grad(`${name}.bias`) : null;
+    const out: GroupedProblem[] = [];
+    if (dW) out.push({ c: dW, M: outDim, N: inDim, terms: [{ a: dy, transA: true, b: x, K: T }], accumulate: true });
+    if (dB) out.push({ c: dB, M: outDim, N: 1, terms: [{ a: dyOut, transA: true, b: 'ones', K: T }], accumulate: true });
+    return out;
   }
 
   /**
    * dx (= or +=) = dy W (+ the method's term); dW += dy^T x (or the method's own weight gradient);
-   * db += ones^T dy. Under a per-column scale, dy ⊙ s takes dy's place below the scale.
+   * db += dy^T 1, with dW in one grouped matmul. Under a per-column scale, dy ⊙ s takes dy's place below
+   * the scale.
    */
   private linearBackward(rec: CommandRecorder, acts: Activations, x: View, name: string, dyOut: View, dx: View, outDim: number, inDim: number, accumulateDx = false): void {
     const T = acts.T;
     const hooks = this.hooks?.has(name) ? this.hooks : null;
-    const dB = this.params.has(`${name}.bias`) ? this.params.grad(`${name}.bias`) : null;
-    if (dB) matmul(rec, { a: acts.ones, b: dyOut, c: dB, M: 1, N: outDim, K: T, accumulate: true });
     const scale = hooks?.outputScale?.(rec, acts, name, outDim, this.pass, 'backward');
     let dy = dyOut;
     if (scale) {
@@ -179,8 +246,7 @@ export class Transformer {
       if (term) addLowRank(rec, dx, T, inDim, term);
     }
     const ownGradient = hooks?.weightGradient?.(rec, acts, name, x, dy, outDim, inDim, this.pass) ?? false;
-    const dW = ownGradient ? null : this.params.grad(`${name}.weight`);
-    if (dW) matmul(rec, { a: dy, b: x, c: dW, M: outDim, N: inDim, K: T, transA: true, accumulate: true });
+    matmulGrouped(rec, this.parameterGrads(name, x, dy, dyOut, outDim, inDim, T, ownGradient));
   }
 
   private norm(rec: CommandRecorder, acts: Activations, name: string, x: View, y: View, stats: View): void {
@@ -275,9 +341,11 @@ export class Transformer {
     const L = `layers.${i}`;
     const l = acts.layers[i];
     this.norm(rec, acts, `${L}.norm1`, acts.stream[i], l.ln1, l.st1);
-    this.linear(rec, acts, l.ln1, `${L}.q`, l.qk?.q ?? l.q, qd, H);
-    this.linear(rec, acts, l.ln1, `${L}.k`, l.qk?.k ?? l.k, kvd, H);
-    this.linear(rec, acts, l.ln1, `${L}.v`, l.v, kvd, H);
+    this.linears(rec, acts, l.ln1, [
+      { name: `${L}.q`, y: l.qk?.q ?? l.q, outDim: qd },
+      { name: `${L}.k`, y: l.qk?.k ?? l.k, outDim: kvd },
+      { name: `${L}.v`, y: l.v, outDim: kvd },
+    ], H);
     if (l.qk) {
       this.headNorm(rec, acts, `${L}.q_norm`, l.qk.q, l.q, l.qk.qStats, c.numHeads);
       this.headNorm(rec, acts, `${L}.k_norm`, l.qk.k, l.k, l.qk.kStats, c.numKvHeads);
@@ -288,8 +356,8 @@ export class Transformer {
     if (l.post) {
       this.linear(rec, acts, l.att, `${L}.o`, l.post.ao, H, qd);
       this.norm(rec, acts, `${L}.post_attn_norm`, l.post.ao, l.xm, l.post.sta);
-    } else this.linear(rec, acts, l.att, `${L}.o`, l.xm, H, qd);
-    elementwise(rec, { op: 'axpy', y: l.xm, x: acts.stream[i], n: T * H, s0: 1 });
+      elementwise(rec, { op: 'axpy', y: l.xm, x: acts.stream[i], n: T * H, s0: 1 });
+    } else this.linear(rec, acts, l.att, `${L}.o`, l.xm, H, qd, acts.stream[i]);
     this.norm(rec, acts, `${L}.norm2`, l.xm, l.ln2, l.st2);
     this.family.mlpUp(rec, acts, L, l);
   }
@@ -297,18 +365,18 @@ export class Transformer {
   /** The MLP's output projection and the residual: the stream leaving layer i. */
   private layerOutput(rec: CommandRecorder, acts: Activations, i: number): void {
     const c = this.config;
+    const l = acts.layers[i];
+    if (!l.post) return this.linear(rec, acts, l.h, `layers.${i}.${this.family.down}`, acts.stream[i + 1], c.hiddenSize, c.intermediateSize, l.xm);
     this.mlpOutput(rec, acts, i, acts.stream[i + 1]);
-    elementwise(rec, { op: 'axpy', y: acts.stream[i + 1], x: acts.layers[i].xm, n: acts.T * c.hiddenSize, s0: 1 });
+    elementwise(rec, { op: 'axpy', y: acts.stream[i + 1], x: l.xm, n: acts.T * c.hiddenSize, s0: 1 });
   }
 
-  /** The MLP's output into `out`: the down projection of h, or (Gemma) its norm, keeping what that norm's backward reads. */
+  /** (Gemma) The MLP's output into `out`: the norm of the down projection of h, keeping what that norm's backward reads. */
   private mlpOutput(rec: CommandRecorder, acts: Activations, i: number, out: View): void {
     const c = this.config;
     const l = acts.layers[i];
-    const down = `layers.${i}.${this.family.down}`;
-    if (!l.post) return this.linear(rec, acts, l.h, down, out, c.hiddenSize, c.intermediateSize);
-    this.linear(rec, acts, l.h, down, l.post.mo, c.hiddenSize, c.intermediateSize);
-    this.norm(rec, acts, `layers.${i}.post_mlp_norm`, l.post.mo, out, l.post.stm);
+    this.linear(rec, acts, l.h, `layers.${i}.${this.family.down}`, l.post!.mo, c.hiddenSize, c.intermediateSize);
+    this.norm(rec, acts, `layers.${i}.post_mlp_norm`, l.post!.mo, out, l.post!.stm);
   }
 
   /** logits [rows, vocab] of final hidden states [rows, hidden]. */
@@ -402,9 +470,11 @@ export class Transformer {
         this.headNormBackward(rec, acts, `${L}.q_norm`, l.qk.q, l.qk.qStats, g.dq, dq, c.numHeads);
         this.headNormBackward(rec, acts, `${L}.k_norm`, l.qk.k, l.qk.kStats, g.dk, dk, c.numKvHeads);
       }
-      this.linearBackward(rec, acts, l.ln1, `${L}.q`, dq, g.dln, qd, H);
-      this.linearBackward(rec, acts, l.ln1, `${L}.k`, dk, g.dln, kvd, H, true);
-      this.linearBackward(rec, acts, l.ln1, `${L}.v`, g.dv, g.dln, kvd, H, true);
+      this.linearsBackward(rec, acts, l.ln1, [
+        { name: `${L}.q`, dy: dq, outDim: qd },
+        { name: `${L}.k`, dy: dk, outDim: kvd },
+        { name: `${L}.v`, dy: g.dv, outDim: kvd },
+      ], g.dln, H);
       this.normBackwardInto(rec, acts, `${L}.norm1`, acts.stream[i], l.st1, g.dln, dx, true);
     }
     const embed = this.table('embed');

@@ -56,9 +56,9 @@ export function planProblem(ft: FineTuner, rows: number, S: number, budgetBytes:
   const kind = forwardOnly(ft) ? 'inference' : checkpointed ? 'checkpointed' : 'train';
   const plan = Activations.plan(ft.model.config, rows, S, kind, ft.model.halfActivations);
   const limit = Math.min(ft.gpu.limits.maxStorageBufferBindingSize, ft.gpu.limits.maxBufferSize);
-  const largest = plan.reduce((a, b) => (b.length > a.length ? b : a));
-  if (largest.length * 4 > limit) {
-    return { rows, checkpointed, outcome: 'over-limit', detail: `its activation '${largest.name}' takes ${mib(largest.length * 4)}, over the device's ${mib(limit)} per binding` };
+  const largest = Activations.buffersOf(plan).reduce((a, b) => (b.bytes > a.bytes ? b : a));
+  if (largest.bytes > limit) {
+    return { rows, checkpointed, outcome: 'over-limit', detail: `its activation '${largest.name}' takes ${mib(largest.bytes)}, over the device's ${mib(limit)} per binding` };
   }
   const bytes = Activations.bytesOf(plan);
   if (bytes > budgetBytes) return { rows, checkpointed, outcome: 'over-budget', detail: `its activations take ${mib(bytes)}, over the ${mib(budgetBytes)} budget` };

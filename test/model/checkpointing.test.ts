@@ -61,4 +61,28 @@ describe('gradient checkpointing', () => {
     expect(names('checkpointed').filter((n) => n.startsWith('l.'))).toEqual(names('train').filter((n) => n.startsWith('l0.')).map((n) => n.replace('l0.', 'l.')));
     expect(names('checkpointed').some((n) => /^l\d/.test(n))).toBe(false);
   });
+
+  it('puts q, k and v, and their gradients, in one buffer each at 256-byte offsets, and only while the group fits 128 MiB', async () => {
+    const config = (await openCheckpoint(memorySource(tinyModelFiles(cases[0][1])))).config;
+    const qd = config.numHeads * config.headDim;
+    const kvd = config.numKvHeads * config.headDim;
+    const check = (T: number, grouped: boolean) => {
+      const buffers = Activations.buffersOf(Activations.plan(config, 1, T, 'train'));
+      for (const [group, names] of [['l1.qkv', ['l1.q', 'l1.k', 'l1.v']], ['dqkv', ['dq', 'dk', 'dv']]] as const) {
+        const holder = buffers.filter((b) => b.tensors.some((t) => (names as readonly string[]).includes(t.tensor.name)));
+        if (!grouped) {
+          expect(holder.map((b) => b.name)).toEqual(names);
+          continue;
+        }
+        expect(holder.map((b) => b.name)).toEqual([group]);
+        const [q, k, v] = holder[0].tensors;
+        expect([q.offset, k.offset, v.offset]).toEqual([0, Math.ceil((T * qd * 4) / 256) * 256, Math.ceil((T * qd * 4) / 256) * 256 + Math.ceil((T * kvd * 4) / 256) * 256]);
+        expect(holder[0].bytes).toBe(v.offset + Math.ceil((T * kvd * 4) / 256) * 256);
+      }
+      expect(Activations.bytesOf(Activations.plan(config, 1, T, 'train'))).toBe(buffers.reduce((s, b) => s + b.bytes, 0));
+    };
+    check(7, true);
+    // T (qd + 2 kvd) words past 128 MiB: each tensor its own buffer, as a device with the smallest binding limit needs.
+    check(Math.ceil((128 << 20) / 4 / (qd + 2 * kvd)) + 1, false);
+  });
 });

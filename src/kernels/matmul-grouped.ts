@@ -1,0 +1,214 @@
+/**
+ * Grouped matmul (shaders/matmul_grouped.wgsl): independent products in one dispatch, each a sum of
+ * terms op(A) op(B) with its own shapes, transposes and offsets, and an epilogue of bias, residual and
+ * accumulation. A linear layer's weight and bias gradients are one dispatch this way (the bias's is a
+ * term against a column of ones), as are the q, k and v products that share their input.
+ */
+import { ShapeError } from '../errors.js';
+import { alignUp, asView, type BufferLike, type TensorView } from '../gpu/buffers.js';
+import type { CommandRecorder } from '../gpu/recorder.js';
+import { requireDims, shaderConstant } from './common.js';
+import { operandFormat, type MatmulVariant, type WeightFormat } from './matmul.js';
+
+/** One K range of a product: op(A) [M, K] times op(B) [K, N]. */
+export interface GroupedTerm {
+  /** Stored [M, K], or [K, M] when transA. */
+  a: BufferLike;
+  aFormat?: WeightFormat;
+  transA?: boolean;
+  /** Stored [K, N], or [N, K] when transB; 'ones' is a column of ones (N = 1): the row sums of op(A). */
+  b: BufferLike | 'ones';
+  bFormat?: WeightFormat;
+  transB?: boolean;
+  K: number;
+}
+
+/** C [M, N] (= or +=) alpha * (sum of its terms) + bias [N] (every row) + residual [M, N]. */
+export interface GroupedProblem {
+  c: BufferLike;
+  M: number;
+  N: number;
+  terms: GroupedTerm[];
+  /** Default 1; scales the terms, not the bias or the residual. */
+  alpha?: number;
+  accumulate?: boolean;
+  bias?: BufferLike;
+  residual?: BufferLike;
+}
+
+/** A term with its operands resolved to views and formats. */
+interface Operand {
+  view: TensorView;
+  format: WeightFormat;
+}
+
+interface Part {
+  problem: GroupedProblem;
+  terms: GroupedTerm[];
+  a: Operand;
+  b: Operand | null;
+  accumulate: boolean;
+  bias?: TensorView;
+  residual?: TensorView;
+}
+
+const PROBLEM_WORDS = shaderConstant('matmul_grouped', 'PROBLEM_WORDS');
+const TERM_WORDS = shaderConstant('matmul_grouped', 'TERM_WORDS');
+const FLAG_ACCUMULATE = shaderConstant('matmul_grouped', 'FLAG_ACCUMULATE');
+const FLAG_BIAS = shaderConstant('matmul_grouped', 'FLAG_BIAS');
+const FLAG_RESIDUAL = shaderConstant('matmul_grouped', 'FLAG_RESIDUAL');
+
+/**
+ * Records the products in as few dispatches as their buffers allow: one where every A, every B, every C
+ * (and bias, residual) lie in one buffer each, more where they do not. The problems must be independent:
+ * none may read a buffer another writes. A problem whose terms read different buffers is split into
+ * dispatches that accumulate in turn.
+ */
+export function matmulGrouped(rec: CommandRecorder, problems: GroupedProblem[], variant?: MatmulVariant): void {
+  const written = new Set(problems.map((p) => asView(p.c).buffer));
+  const waves: Part[][] = [];
+  for (const p of problems) {
+    validate(p);
+    for (const read of [...p.terms.flatMap((t) => (t.b === 'ones' ? [t.a] : [t.a, t.b])), p.bias, p.residual]) {
+      if (read && written.has(asView(read).buffer)) throw new ShapeError('matmulGrouped: a problem reads a buffer that a problem of the same group writes; record them as separate groups');
+    }
+    if (p.M === 0 || p.N === 0) continue;
+    // Terms reading the same buffers form one part; later parts accumulate onto the first.
+    const parts: Part[] = [];
+    for (const t of p.terms) {
+      const a = { view: asView(t.a), format: operandFormat('A', t.a, t.aFormat) };
+      const b = t.b === 'ones' ? null : { view: asView(t.b), format: operandFormat('B', t.b, t.bFormat) };
+      const part = parts.find((x) => sameOperand(x.a, a) && (x.b === null || b === null || sameOperand(x.b, b)));
+      if (part) {
+        part.terms.push(t);
+        part.b ??= b;
+      } else parts.push({ problem: p, terms: [t], a, b, accumulate: true });
+    }
+    if (parts.length === 0) {
+      // No terms: the epilogue alone (bias, residual).
+      const placeholder = { view: asView(rec.gpu.placeholder()), format: 'f32' as const };
+      parts.push({ problem: p, terms: [], a: placeholder, b: null, accumulate: true });
+    }
+    parts[0].accumulate = !!p.accumulate;
+    if (p.bias) parts[0].bias = asView(p.bias);
+    if (p.residual) parts[0].residual = asView(p.residual);
+    parts.forEach((part, i) => (waves[i] ??= []).push(part));
+  }
+  const chosen = variant ?? rec.gpu.tuning.matmulVariant;
+  for (const wave of waves) {
+    const dispatches: Part[][] = [];
+    for (const part of wave) {
+      const group = dispatches.find((d) => d.every((q) => compatible(q, part)));
+      if (group) group.push(part);
+      else dispatches.push([part]);
+    }
+    for (const parts of dispatches) record(rec, parts, chosen);
+  }
+}
+
+function validate(p: GroupedProblem): void {
+  requireDims('matmulGrouped', { M: p.M, N: p.N });
+  const halfWords = (format: WeightFormat, n: number) => (format === 'f32' ? n : Math.ceil(n / 2));
+  const need = (name: string, b: BufferLike, format: WeightFormat, elements: number) => {
+    if (asView(b).size < halfWords(format, elements) * 4) throw new ShapeError(`matmulGrouped: ${name} needs ${elements} ${format} elements, and its view has ${asView(b).size} bytes`);
+  };
+  for (const t of p.terms) {
+    requireDims('matmulGrouped', { K: t.K });
+    if (t.b === 'ones' && p.N !== 1) throw new ShapeError(`matmulGrouped: a term against a column of ones needs N = 1, got ${p.N}`);
+    need('A', t.a, operandFormat('A', t.a, t.aFormat), p.M * t.K);
+    if (t.b !== 'ones') need('B', t.b, operandFormat('B', t.b, t.bFormat), t.K * p.N);
+  }
+  need('C', p.c, 'f32', p.M * p.N);
+  if ((asView(p.c) as TensorView).format) throw new ShapeError('matmulGrouped: C must hold f32 values');
+  if (p.bias) need('bias', p.bias, 'f32', p.N);
+  if (p.residual) need('residual', p.residual, 'f32', p.M * p.N);
+}
+
+function sameOperand(x: Operand, y: Operand): boolean {
+  return x.view.buffer === y.view.buffer && x.format === y.format;
+}
+
+/** Whether two parts can share one dispatch's bindings. */
+function compatible(x: Part, y: Part): boolean {
+  const same = (u: Operand | TensorView | null | undefined, v: Operand | TensorView | null | undefined) => {
+    if (!u || !v) return true;
+    const bu = 'view' in u ? u.view.buffer : u.buffer;
+    const bv = 'view' in v ? v.view.buffer : v.buffer;
+    return bu === bv && ('format' in u ? u.format : undefined) === ('format' in v ? v.format : undefined);
+  };
+  return sameOperand(x.a, y.a) && same(x.b, y.b) && asView(x.problem.c).buffer === asView(y.problem.c).buffer && same(x.bias, y.bias) && same(x.residual, y.residual);
+}
+
+/** One range of a buffer covering every view bound to a slot, and each view's element offset in it. */
+function cover(rec: CommandRecorder, views: TensorView[], format: WeightFormat): { binding: TensorView; offset: (v: TensorView) => number } {
+  const align = rec.gpu.limits.minStorageBufferOffsetAlignment;
+  const start = Math.floor(Math.min(...views.map((v) => v.offset)) / align) * align;
+  const end = Math.max(...views.map((v) => v.offset + v.size));
+  const binding = { buffer: views[0].buffer, offset: start, size: alignUp(end - start, 4) };
+  if (binding.size > rec.gpu.limits.maxStorageBufferBindingSize) throw new ShapeError(`matmulGrouped: the operands of one group span ${binding.size} bytes of a buffer, past maxStorageBufferBindingSize`);
+  const bytesPerElement = format === 'f32' ? 4 : 2;
+  return { binding, offset: (v) => (v.offset - start) / bytesPerElement };
+}
+
+function record(rec: CommandRecorder, parts: Part[], variant: MatmulVariant): void {
+  const unused = rec.gpu.placeholder();
+  const first = <T>(f: (p: Part) => T | null | undefined) => parts.map(f).find((x) => x) ?? null;
+  const aFormat = parts[0].a.format;
+  const bFormat = first((p) => p.b)?.format ?? 'f32';
+  // Every term's operands, not only each part's first.
+  const a = cover(rec, parts.flatMap((p) => (p.terms.length ? p.terms.map((t) => asView(t.a)) : [p.a.view])), aFormat);
+  const bViews = parts.flatMap((p) => p.terms.flatMap((t) => (t.b === 'ones' ? [] : [asView(t.b)])));
+  const b = bViews.length ? cover(rec, bViews, bFormat) : null;
+  const c = cover(rec, parts.map((p) => asView(p.problem.c)), 'f32');
+  const biasViews = parts.flatMap((p) => (p.bias ? [p.bias] : []));
+  const bias = biasViews.length ? cover(rec, biasViews, 'f32') : null;
+  const residualViews = parts.flatMap((p) => (p.residual ? [p.residual] : []));
+  const residual = residualViews.length ? cover(rec, residualViews, 'f32') : null;
+  // C ranges must not overlap: each workgroup writes its problem's C alone.
+  const ranges = parts.map(({ problem: p }) => [asView(p.c).offset, asView(p.c).offset + p.M * p.N * 4] as const).sort((x, y) => x[0] - y[0]);
+  for (let i = 1; i < ranges.length; i++) {
+    if (ranges[i][0] < ranges[i - 1][1]) throw new ShapeError('matmulGrouped: two problems of one group write overlapping ranges of C');
+  }
+  const termCount = parts.reduce((s, p) => s + p.terms.length, 0);
+  const words = new Uint32Array(parts.length * PROBLEM_WORDS + termCount * TERM_WORDS);
+  const floats = new Float32Array(words.buffer);
+  let next = parts.length * PROBLEM_WORDS;
+  parts.forEach((part, z) => {
+    const p = part.problem;
+    const flags = (part.accumulate ? FLAG_ACCUMULATE : 0) | (part.bias ? FLAG_BIAS : 0) | (part.residual ? FLAG_RESIDUAL : 0);
+    const at = z * PROBLEM_WORDS;
+    words.set([p.M, p.N, flags, part.terms.length, next, c.offset(asView(p.c)), part.bias ? bias!.offset(part.bias) : 0, part.residual ? residual!.offset(part.residual) : 0], at);
+    floats[at + 8] = p.alpha ?? 1;
+    for (const t of part.terms) {
+      const av = asView(t.a);
+      const aOff = a.offset(av);
+      // op(A)[m, k] = A[a + m * am + k * ak]; op(B)[k, n] = B[b + k * bk + n * bn].
+      const [am, ak] = t.transA ? [1, p.M] : [t.K, 1];
+      const ones = t.b === 'ones';
+      const [bk, bn] = ones ? [0, 0] : t.transB ? [1, t.K] : [p.N, 1];
+      const bOff = ones ? 0 : b!.offset(asView(t.b as BufferLike));
+      words.set([aOff, am, ak, bOff, bk, bn, t.K, ones ? 1 : 0], next);
+      next += TERM_WORDS;
+    }
+  });
+  const [tileM, tileN] = variant === 'tiled' ? [shaderConstant('matmul_grouped', 'BM'), shaderConstant('matmul_grouped', 'BN')] : [shaderConstant('matmul_grouped', 'DWG') * shaderConstant('matmul_grouped', 'TM'), shaderConstant('matmul_grouped', 'DWG') * shaderConstant('matmul_grouped', 'TN')];
+  const x = Math.max(...parts.map((p) => Math.ceil(p.problem.N / tileN)));
+  const y = Math.max(...parts.map((p) => Math.ceil(p.problem.M / tileM)));
+  const half = (format: WeightFormat) => format !== 'f32';
+  rec.dispatch({
+    shader: 'matmul_grouped',
+    entryPoint: variant === 'tiled' ? 'grouped_tiled' : 'grouped_direct',
+    constants: { A_FORMAT: formatConstant(aFormat), B_FORMAT: formatConstant(bFormat) },
+    storage: {
+      A: half(aFormat) ? unused : a.binding, Ah: half(aFormat) ? a.binding : unused,
+      B: !b || half(bFormat) ? unused : b.binding, Bh: b && half(bFormat) ? b.binding : unused,
+      C: c.binding, bias: bias?.binding ?? unused, R: residual?.binding ?? unused, table: rec.table(words),
+    },
+    workgroups: [x, y, parts.length],
+    label: `matmul_grouped ${parts.map((p) => `${p.problem.M}x${p.problem.N}`).join(',')}`,
+  });
+}
+
+function formatConstant(format: WeightFormat): number {
+  return shaderConstant('matmul_grouped', `FORMAT_${format.toUpperCase()}`);
+}

@@ -1,0 +1,175 @@
+import { describe, expect, it } from 'vitest';
+import { matmulGrouped, ShapeError, type GroupedProblem, type MatmulVariant, type TensorView, type WeightFormat } from '../../src/index.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../src/index.js';
+import type { Gpu } from '../../src/gpu/gpu.js';
+import { compare, freshSeed, randn, rng, testGpu } from '../helpers.js';
+import { matmulRef } from '../reference/matmul.js';
+
+const VARIANTS: MatmulVariant[] = ['tiled', 'direct'];
+
+/** A term's shape: op(A) [M, K] and op(B) [K, N], with B a column of ones when `ones`. */
+interface TermCase { K: number; transA?: boolean; transB?: boolean; ones?: boolean; aBuffer?: 1 }
+interface ProblemCase { M: number; N: number; terms: TermCase[]; alpha?: number; accumulate?: boolean; bias?: boolean; residual?: boolean }
+
+/**
+ * Values laid out in one buffer at awkward offsets (a gap of a few elements before each), as tensors of
+ * an arena are: 16-bit ones rounded (what the reference multiplies) and packed two per word.
+ */
+class Packer {
+  private values: number[] = [];
+  readonly rounded: Float32Array[] = [];
+  constructor(
+    private readonly format: WeightFormat,
+    private readonly rand: () => number,
+  ) {}
+
+  add(data: Float32Array): { index: number; start: number } {
+    // 16-bit views start on a whole word: an even element.
+    const gap = 1 + Math.floor(this.rand() * 5);
+    let start = this.values.length + gap;
+    if (this.format !== 'f32' && start % 2) start++;
+    while (this.values.length < start) this.values.push(NaN);
+    let v = data;
+    if (this.format === 'bf16') v = bf16ToF32(f32ToBf16(data));
+    if (this.format === 'f16') v = f16ToF32(f32ToF16(data));
+    this.values.push(...v);
+    this.rounded.push(v);
+    return { index: this.rounded.length - 1, start };
+  }
+
+  upload(gpu: Gpu, label: string): GPUBuffer {
+    const n = this.values.length + 8;
+    if (this.format === 'f32') return gpu.upload(Float32Array.from({ length: n }, (_, i) => this.values[i] ?? NaN), label);
+    const f = Float32Array.from({ length: n + (n % 2) }, (_, i) => this.values[i] ?? 0);
+    return gpu.upload(this.format === 'bf16' ? f32ToBf16(f) : f32ToF16(f), label);
+  }
+
+  view(buffer: GPUBuffer, start: number, length: number): TensorView {
+    const bytes = this.format === 'f32' ? 4 : 2;
+    return { buffer, offset: start * bytes, size: Math.ceil((length * bytes) / 4) * 4 };
+  }
+}
+
+async function check(variant: MatmulVariant, cases: ProblemCase[], formats: { a?: WeightFormat; b?: WeightFormat } = {}, expectDispatches = 1): Promise<void> {
+  const gpu = await testGpu();
+  const seed = freshSeed();
+  const rand = rng(seed);
+  const aFormat = formats.a ?? 'f32';
+  const bFormat = formats.b ?? 'f32';
+  const packs = { a: new Packer(aFormat, rand), a2: new Packer(aFormat, rand), b: new Packer(bFormat, rand), c: new Packer('f32', rand), bias: new Packer('f32', rand), r: new Packer('f32', rand) };
+  const layout = cases.map((p) => ({
+    terms: p.terms.map((t) => ({
+      a: (t.aBuffer ? packs.a2 : packs.a).add(randn(p.M * t.K, rand)),
+      b: t.ones ? null : packs.b.add(randn(t.K * p.N, rand)),
+    })),
+    c: packs.c.add(randn(p.M * p.N, rand)),
+    bias: p.bias ? packs.bias.add(randn(p.N, rand)) : null,
+    r: p.residual ? packs.r.add(randn(p.M * p.N, rand)) : null,
+  }));
+  const buffers = { a: packs.a.upload(gpu, 'A'), a2: packs.a2.upload(gpu, 'A2'), b: packs.b.upload(gpu, 'B'), bias: packs.bias.upload(gpu, 'bias'), r: packs.r.upload(gpu, 'R') };
+  // C: the starting values where a problem accumulates, poison (NaN) everywhere else, gaps included.
+  const cInit = layout.map((l, i) => (cases[i].accumulate ? packs.c.rounded[l.c.index] : new Float32Array(cases[i].M * cases[i].N).fill(NaN)));
+  const cBuffer = (() => {
+    const end = Math.max(...layout.map((l, i) => l.c.start + cases[i].M * cases[i].N)) + 8;
+    const data = new Float32Array(end).fill(NaN);
+    layout.forEach((l, i) => data.set(cInit[i], l.c.start));
+    return gpu.upload(data, 'C');
+  })();
+  const problems: GroupedProblem[] = cases.map((p, i) => ({
+    M: p.M, N: p.N, alpha: p.alpha, accumulate: p.accumulate,
+    c: packs.c.view(cBuffer, layout[i].c.start, p.M * p.N),
+    bias: layout[i].bias ? packs.bias.view(buffers.bias, layout[i].bias!.start, p.N) : undefined,
+    residual: layout[i].r ? packs.r.view(buffers.r, layout[i].r!.start, p.M * p.N) : undefined,
+    terms: p.terms.map((t, j) => {
+      const at = layout[i].terms[j];
+      const aPack = t.aBuffer ? packs.a2 : packs.a;
+      return {
+        K: t.K, transA: t.transA, transB: t.transB, aFormat, bFormat,
+        a: aPack.view(t.aBuffer ? buffers.a2 : buffers.a, at.a.start, p.M * t.K),
+        b: at.b ? packs.b.view(buffers.b, at.b.start, t.K * p.N) : ('ones' as const),
+      };
+    }),
+  }));
+  const before = gpu.workCounts();
+  await gpu.run((rec) => matmulGrouped(rec, problems, variant));
+  expect(gpu.workSince(before).dispatches).toBe(expectDispatches);
+  const got = await gpu.readF32(cBuffer);
+  layout.forEach((l, i) => {
+    const p = cases[i];
+    const want = new Float64Array(p.M * p.N);
+    p.terms.forEach((t, j) => {
+      const a = (t.aBuffer ? packs.a2 : packs.a).rounded[l.terms[j].a.index];
+      const b = l.terms[j].b ? packs.b.rounded[l.terms[j].b!.index] : new Float32Array(t.K).fill(1);
+      const term = matmulRef({ a, b, M: p.M, N: p.N, K: t.K, transA: t.transA, transB: t.transB, alpha: p.alpha });
+      for (let e = 0; e < want.length; e++) want[e] += term[e];
+    });
+    for (let m = 0; m < p.M; m++) {
+      for (let n = 0; n < p.N; n++) {
+        const e = m * p.N + n;
+        if (l.bias) want[e] += packs.bias.rounded[l.bias.index][n];
+        if (l.r) want[e] += packs.r.rounded[l.r.index][e];
+        if (p.accumulate) want[e] += cInit[i][e];
+      }
+    }
+    const err = compare(got.subarray(l.c.start, l.c.start + p.M * p.N), want);
+    expect(err.rel, `seed ${seed} ${variant} problem ${i} ${JSON.stringify(p)} maxAbs ${err.maxAbs}`).toBeLessThan(1e-4);
+  });
+  // The gaps between problems' C stay poisoned: nothing is written outside a problem.
+  const inside = new Set(layout.flatMap((l, i) => Array.from({ length: cases[i].M * cases[i].N }, (_, e) => l.c.start + e)));
+  for (let e = 0; e < got.length; e++) if (!inside.has(e)) expect(got[e], `seed ${seed}: C[${e}] outside every problem was written`).toBeNaN();
+  for (const b of [...Object.values(buffers), cBuffer]) gpu.destroyBuffer(b);
+}
+
+// A linear layer's weight and bias gradients (dW += alpha dY^T X, db += dY^T 1), a three-term input
+// gradient with a bias and a residual, and a 1x1 product: every problem of one dispatch.
+const LAYER: ProblemCase[] = [
+  { M: 37, N: 29, terms: [{ K: 53, transA: true }], alpha: 0.37, accumulate: true },
+  { M: 37, N: 1, terms: [{ K: 53, transA: true, ones: true }], alpha: 0.37, accumulate: true },
+  { M: 53, N: 29, terms: [{ K: 17 }, { K: 5, transB: true }, { K: 70, transA: true, transB: true }], bias: true, residual: true },
+  { M: 1, N: 1, terms: [{ K: 1, transB: true }], bias: true },
+];
+
+describe.each(VARIANTS)('matmulGrouped (%s)', (variant) => {
+  it('a layer\'s products, bias gradients and multi-term sums in one dispatch', () => check(variant, LAYER));
+
+  it('large and small problems together (edge tiles of each)', () =>
+    check(variant, [
+      { M: 130, N: 67, terms: [{ K: 33, transB: true }], bias: true },
+      { M: 3, N: 200, terms: [{ K: 2 }], accumulate: true },
+      { M: 65, N: 1, terms: [{ K: 129, transA: true, ones: true }] },
+    ]));
+
+  it('a problem whose terms read two buffers: split into dispatches that accumulate in turn', () =>
+    check(variant, [
+      { M: 21, N: 19, terms: [{ K: 13 }, { K: 11, aBuffer: 1 }], bias: true, residual: true },
+      { M: 9, N: 19, terms: [{ K: 7, transA: true }] },
+    ], {}, 2));
+
+  it('the epilogue alone: no terms', () => check(variant, [{ M: 5, N: 7, terms: [], bias: true, residual: true }]));
+
+  it.each([
+    ['bf16', 'f32'],
+    ['f32', 'f16'],
+    ['f16', 'bf16'],
+  ] as const)('16-bit operands: A %s, B %s', (a, b) =>
+    check(variant, [
+      { M: 19, N: 23, terms: [{ K: 41, transB: true }], bias: true },
+      { M: 23, N: 1, terms: [{ K: 19, transA: true, ones: true }] },
+      { M: 17, N: 23, terms: [{ K: 6 }, { K: 9, transA: true }], residual: true },
+    ], { a, b }));
+});
+
+describe('matmulGrouped refuses', () => {
+  it('overlapping outputs, a problem reading what the group writes, and ones against N > 1', async () => {
+    const gpu = await testGpu();
+    const x = gpu.createBuffer(4096);
+    const y = gpu.createBuffer(4096);
+    const c = gpu.createBuffer(4096);
+    const view = (buffer: GPUBuffer, offset: number, size: number) => ({ buffer, offset, size });
+    const product = (cv: TensorView, a: TensorView = view(x, 0, 64)): GroupedProblem => ({ c: cv, M: 4, N: 4, terms: [{ a, b: view(y, 0, 64), K: 4 }] });
+    await expect(gpu.run((rec) => matmulGrouped(rec, [product(view(c, 0, 64)), product(view(c, 32, 64))]))).rejects.toThrow(ShapeError);
+    await expect(gpu.run((rec) => matmulGrouped(rec, [product(view(c, 0, 64)), product(view(x, 256, 64), view(c, 512, 64))]))).rejects.toThrow(/reads a buffer/);
+    await expect(gpu.run((rec) => matmulGrouped(rec, [{ c: view(c, 0, 64), M: 4, N: 2, terms: [{ a: view(x, 0, 64), b: 'ones', K: 4 }] }]))).rejects.toThrow(/ones needs N = 1/);
+    for (const b of [x, y, c]) gpu.destroyBuffer(b);
+  });
+});
