@@ -1,9 +1,9 @@
 // Grouped matmul: several independent products in one dispatch, as CUTLASS's grouped GEMM, so a layer's
 // products that share their operands' buffers cost one dispatch instead of one each. Workgroup z is
 // the problem; each problem is read from a table recorded with the submission:
-//   C = alpha * sum over its terms of op(A_t) @ op(B_t)  (+ bias[n]) (+ R[m, n]) (+ C)
+//   C = sum over its terms of alpha_t * op(A_t) @ op(B_t)  (+ bias[n]) (+ R[m, n]) (+ C)
 // A term is one K range: op(A)[m, k] = A[a + m * am + k * ak], op(B)[k, n] = B[b + k * bk + n * bn], so
-// transposes are strides. A term with `ones` multiplies by a column of ones (op(B) = 1, N = 1): the row
+// transposes are strides; a LoRA path (s (x A^T) B^T) is a term with its own alpha. A term with `ones` multiplies by a column of ones (op(B) = 1, N = 1): the row
 // sums of op(A), which is a bias's gradient (db = dy^T 1). Terms in one problem sum in registers, so
 // dx = dq Wq + dk Wk + dv Wv is one problem. Every problem of a dispatch binds the same buffers: A for
 // every A, and so on; offsets are in elements of those bindings.
@@ -28,8 +28,8 @@ const FORMAT_BF16 = 1u;
 const FORMAT_F16 = 2u;
 
 // Table layout, in 4-byte words: PROBLEM_WORDS per problem from word 0, then the terms, TERM_WORDS each.
-const PROBLEM_WORDS = 12u;
-const TERM_WORDS = 8u;
+const PROBLEM_WORDS = 8u;
+const TERM_WORDS = 9u;
 const FLAG_ACCUMULATE = 1u;
 const FLAG_BIAS = 2u;
 const FLAG_RESIDUAL = 4u;
@@ -38,25 +38,24 @@ struct Problem {
   M: u32, N: u32, flags: u32, terms: u32,
   // Word of the first term; offsets of C, bias and R.
   first: u32, c: u32, bias: u32, residual: u32,
-  alpha: f32,
 }
 
 struct Term {
   a: u32, am: u32, ak: u32,
   b: u32, bk: u32, bn: u32,
-  K: u32, ones: u32,
+  K: u32, ones: u32, alpha: f32,
 }
 
 fn problem(z: u32) -> Problem {
   let w = z * PROBLEM_WORDS;
   return Problem(table[w], table[w + 1u], table[w + 2u], table[w + 3u], table[w + 4u], table[w + 5u],
-                 table[w + 6u], table[w + 7u], bitcast<f32>(table[w + 8u]));
+                 table[w + 6u], table[w + 7u]);
 }
 
 fn term(p: Problem, t: u32) -> Term {
   let w = p.first + t * TERM_WORDS;
   return Term(table[w], table[w + 1u], table[w + 2u], table[w + 3u], table[w + 4u], table[w + 5u],
-              table[w + 6u], table[w + 7u]);
+              table[w + 6u], table[w + 7u], bitcast<f32>(table[w + 8u]));
 }
 
 fn a_elem(i: u32) -> f32 {
@@ -69,11 +68,11 @@ fn b_elem(i: u32) -> f32 {
   return half_b(i, B_FORMAT == FORMAT_BF16);
 }
 
-// Stores C[m, n] = alpha * acc + bias + residual (+ C).
+// Stores C[m, n] = acc + bias + residual (+ C).
 fn store(p: Problem, m: u32, n: u32, acc: f32) {
   if (m >= p.M || n >= p.N) { return; }
   let i = m * p.N + n;
-  var c = p.alpha * acc;
+  var c = acc;
   if ((p.flags & FLAG_BIAS) != 0u) { c += bias[p.bias + n]; }
   if ((p.flags & FLAG_RESIDUAL) != 0u) { c += R[p.residual + i]; }
   if ((p.flags & FLAG_ACCUMULATE) != 0u) { c += C[p.c + i]; }
@@ -111,9 +110,11 @@ fn grouped_direct(@builtin(global_invocation_id) gid: vec3u) {
   let m0 = gid.y * TM;
   let n0 = gid.x * TN;
   if (m0 >= p.M || n0 >= p.N) { return; }
-  var acc: array<vec4f, 4>;
+  var sum: array<vec4f, 4>;
   for (var ti = 0u; ti < p.terms; ti++) {
     let t = term(p, ti);
+    // Zeroed explicitly per term: an implementation may keep a declaration's storage across iterations.
+    var acc = array<vec4f, 4>(vec4f(0.0), vec4f(0.0), vec4f(0.0), vec4f(0.0));
     // Rows and columns past the edge are clamped: they read valid memory and are never stored.
     var am: array<u32, 4>;
     var bn: array<u32, 4>;
@@ -142,9 +143,10 @@ fn grouped_direct(@builtin(global_invocation_id) gid: vec3u) {
       }
       for (; k < t.K; k++) { acc = step_k(acc, am, bn, k, t.ak, t.bk); }
     }
+    for (var i = 0u; i < TM; i++) { sum[i] = fma(vec4f(t.alpha), acc[i], sum[i]); }
   }
   for (var i = 0u; i < TM; i++) {
-    for (var j = 0u; j < TN; j++) { store(p, m0 + i, n0 + j, acc[i][j]); }
+    for (var j = 0u; j < TN; j++) { store(p, m0 + i, n0 + j, sum[i][j]); }
   }
 }
 
@@ -175,9 +177,11 @@ fn grouped_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id
   let m0 = wid.y * BM;
   let n0 = wid.x * BN;
   if (m0 >= p.M || n0 >= p.N) { return; } // the whole workgroup: no barrier is skipped by part of it
-  var acc: array<vec4f, 4>;
+  var sum: array<vec4f, 4>;
   for (var ti = 0u; ti < p.terms; ti++) {
     let t = term(p, ti);
+    // Zeroed explicitly per term: an implementation may keep a declaration's storage across iterations.
+    var acc = array<vec4f, 4>(vec4f(0.0), vec4f(0.0), vec4f(0.0), vec4f(0.0));
     for (var k0 = 0u; k0 < t.K; k0 += BK) {
       // 1024 elements per tile, 4 per invocation; the fast-moving index follows the operand's unit stride.
       for (var r = 0u; r < 4u; r++) {
@@ -201,10 +205,11 @@ fn grouped_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id
       }
       workgroupBarrier();
     }
+    for (var i = 0u; i < TM; i++) { sum[i] = fma(vec4f(t.alpha), acc[i], sum[i]); }
   }
   let bm = m0 + lid.y * TM;
   let bn = n0 + lid.x * TN;
   for (var i = 0u; i < TM; i++) {
-    for (var j = 0u; j < TN; j++) { store(p, bm + i, bn + j, acc[i][j]); }
+    for (var j = 0u; j < TN; j++) { store(p, bm + i, bn + j, sum[i][j]); }
   }
 }

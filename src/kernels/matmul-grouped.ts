@@ -21,9 +21,11 @@ export interface GroupedTerm {
   bFormat?: WeightFormat;
   transB?: boolean;
   K: number;
+  /** Default 1 (times the problem's alpha). */
+  alpha?: number;
 }
 
-/** C [M, N] (= or +=) alpha * (sum of its terms) + bias [N] (every row) + residual [M, N]. */
+/** C [M, N] (= or +=) alpha * (sum of its terms, each times its own alpha) + bias [N] (every row) + residual [M, N]. */
 export interface GroupedProblem {
   c: BufferLike;
   M: number;
@@ -178,7 +180,6 @@ function record(rec: CommandRecorder, parts: Part[], variant: MatmulVariant): vo
     const flags = (part.accumulate ? FLAG_ACCUMULATE : 0) | (part.bias ? FLAG_BIAS : 0) | (part.residual ? FLAG_RESIDUAL : 0);
     const at = z * PROBLEM_WORDS;
     words.set([p.M, p.N, flags, part.terms.length, next, c.offset(asView(p.c)), part.bias ? bias!.offset(part.bias) : 0, part.residual ? residual!.offset(part.residual) : 0], at);
-    floats[at + 8] = p.alpha ?? 1;
     for (const t of part.terms) {
       const av = asView(t.a);
       const aOff = a.offset(av);
@@ -188,6 +189,7 @@ function record(rec: CommandRecorder, parts: Part[], variant: MatmulVariant): vo
       const [bk, bn] = ones ? [0, 0] : t.transB ? [1, t.K] : [p.N, 1];
       const bOff = ones ? 0 : b!.offset(asView(t.b as BufferLike));
       words.set([aOff, am, ak, bOff, bk, bn, t.K, ones ? 1 : 0], next);
+      floats[next + 8] = (p.alpha ?? 1) * (t.alpha ?? 1);
       next += TERM_WORDS;
     }
   });

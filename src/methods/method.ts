@@ -61,6 +61,13 @@ export interface LinearHooks {
   /** Records the method's own gradients and returns a term added to the input gradient dx (LoRA), if any here. */
   inputGradTerm?(rec: CommandRecorder, acts: Activations, name: string, x: View, dy: View, outDim: number, inDim: number, pass: PassContext): LowRankTerm | undefined;
   /**
+   * outputTerm of several layers that read one input (q, k and v), in order, their products grouped: what
+   * a fused method gives so the transformer can group the layers' products too. Every name is one `has`.
+   */
+  outputTerms?(rec: CommandRecorder, acts: Activations, mods: { name: string; outDim: number }[], x: View, inDim: number, pass: PassContext): (LowRankTerm | undefined)[];
+  /** inputGradTerm of several layers that read one input, in order, their products grouped. */
+  inputGradTerms?(rec: CommandRecorder, acts: Activations, mods: { name: string; dy: View; outDim: number }[], x: View, inDim: number, pass: PassContext): (LowRankTerm | undefined)[];
+  /**
    * A per-column scale on the output, y = s ⊙ (x W^T + term) + b (DoRA: magnitude over the column norm
    * of W + ΔW). Called in the forward pass (in a training arena, `acts.grad`, the layer keeps its unscaled
    * output z in `saved`) and again in the backward pass, where the layer takes dz = dy ⊙ s for every

@@ -14,8 +14,8 @@ import { attentionBackward, attentionForward } from '../kernels/attention.js';
 import { crossEntropyBackward, crossEntropyForward } from '../kernels/cross-entropy.js';
 import { embeddingBackward, embeddingForward } from '../kernels/embedding.js';
 import { elementwise } from '../kernels/elementwise.js';
-import { addLowRank, addTerms, matmul } from '../kernels/matmul.js';
-import { matmulGrouped, type GroupedProblem } from '../kernels/matmul-grouped.js';
+import { addLowRank, addTerms, matmul, type LowRankTerm } from '../kernels/matmul.js';
+import { matmulGrouped, type GroupedProblem, type GroupedTerm } from '../kernels/matmul-grouped.js';
 import { matmulQ4, matmulQ4InputGrad } from '../kernels/q4-matmul.js';
 import { columnScaleBackward, columnScaleForward } from '../kernels/column-scale.js';
 import { normBackward, normForward } from '../kernels/norm.js';
@@ -172,37 +172,68 @@ export class Transformer {
     return !!(h?.inputGradTerm || h?.outputScale);
   }
 
+  /** Whether a linear layer's method adds only low-rank terms that it can record for a group of layers. */
+  private groupsTerms(name: string, phase: 'forward' | 'backward'): boolean {
+    const h = this.hooks;
+    if (!h?.has(name) || !h.fused || h.outputScale || h.outputAdd) return false;
+    return phase === 'forward' ? !!(h.outputTerm && h.outputTerms) : !!(h.inputGradTerm && h.inputGradTerms);
+  }
+
+  /** The term of a grouped product for a method's low-rank term (one without dropout: the forward's). */
+  private lowRankTerm(t: LowRankTerm): GroupedTerm {
+    if (t.dropout) throw new Error('unreachable: a low-rank term with dropout in a grouped product');
+    return { a: t.u, b: t.v, transB: t.transV, K: t.rank, alpha: t.scale ?? 1 };
+  }
+
   /**
-   * Linear layers that read one input (q, k and v): those with dense weights and no method's term in one
-   * grouped matmul, each with its bias; the others one by one.
+   * Linear layers that read one input (q, k and v): those with dense weights and, at most, a method's
+   * low-rank term (LoRA) in one grouped matmul, each with its bias and term; the others one by one.
    */
   private linears(rec: CommandRecorder, acts: Activations, x: View, outs: { name: string; y: View; outDim: number }[], inDim: number): void {
-    const plain = outs.filter((o) => isDense(this.params.weight(`${o.name}.weight`)) && !this.hooksOutput(o.name));
-    for (const o of outs) if (plain.length < 2 || !plain.includes(o)) this.linear(rec, acts, x, o.name, o.y, o.outDim, inDim);
-    if (plain.length < 2) return;
-    matmulGrouped(rec, plain.map((o) => {
+    const dense = (name: string) => isDense(this.params.weight(`${name}.weight`));
+    const adapted = outs.filter((o) => dense(o.name) && this.groupsTerms(o.name, 'forward'));
+    const grouped = outs.filter((o) => adapted.includes(o) || (dense(o.name) && !this.hooksOutput(o.name)));
+    if (grouped.length < 2) {
+      for (const o of outs) this.linear(rec, acts, x, o.name, o.y, o.outDim, inDim);
+      return;
+    }
+    for (const o of outs) if (!grouped.includes(o)) this.linear(rec, acts, x, o.name, o.y, o.outDim, inDim);
+    const terms = adapted.length ? this.hooks!.outputTerms!(rec, acts, adapted, x, inDim, this.pass) : [];
+    matmulGrouped(rec, grouped.map((o) => {
       const w = this.params.weight(`${o.name}.weight`) as DenseWeight;
       const bias = this.params.has(`${o.name}.bias`) ? this.params.param(`${o.name}.bias`) : undefined;
-      return { c: o.y, M: acts.T, N: o.outDim, terms: [{ a: x, b: w.view, bFormat: w.format, transB: true, K: inDim }], bias };
+      const term = terms[adapted.indexOf(o)];
+      return { c: o.y, M: acts.T, N: o.outDim, terms: [{ a: x, b: w.view, bFormat: w.format, transB: true, K: inDim }, ...(term ? [this.lowRankTerm(term)] : [])], bias };
     }));
   }
 
   /**
-   * The backward pass of linears() into one dx (= or +=): the plain layers' input gradients as the terms of
-   * one product, their weight and bias gradients in one grouped matmul; the others one by one.
+   * The backward pass of linears() into one dx (= or +=): the grouped layers' input gradients (with their
+   * low-rank terms) as the terms of one product, their weight and bias gradients in one grouped matmul;
+   * the others one by one.
    */
   private linearsBackward(rec: CommandRecorder, acts: Activations, x: View, grads: { name: string; dy: View; outDim: number }[], dx: View, inDim: number, accumulateDx = false): void {
     const T = acts.T;
-    const plain = grads.filter((g) => isDense(this.params.weight(`${g.name}.weight`)) && !this.hooksInputGrad(g.name));
-    if (plain.length < 2) {
+    const dense = (name: string) => isDense(this.params.weight(`${name}.weight`));
+    const adapted = grads.filter((g) => dense(g.name) && this.groupsTerms(g.name, 'backward'));
+    const grouped = grads.filter((g) => adapted.includes(g) || (dense(g.name) && !this.hooksInputGrad(g.name)));
+    if (grouped.length < 2) {
       grads.forEach((g, i) => this.linearBackward(rec, acts, x, g.name, g.dy, dx, g.outDim, inDim, accumulateDx || i > 0));
       return;
     }
-    const weights = plain.map((g) => this.params.weight(`${g.name}.weight`) as DenseWeight);
-    matmulGrouped(rec, [{ c: dx, M: T, N: inDim, terms: plain.map((g, i) => ({ a: g.dy, b: weights[i].view, bFormat: weights[i].format, K: g.outDim })), accumulate: accumulateDx }]);
-    for (const g of grads) if (!plain.includes(g)) this.linearBackward(rec, acts, x, g.name, g.dy, dx, g.outDim, inDim, true);
+    const terms = adapted.length ? this.hooks!.inputGradTerms!(rec, acts, adapted, x, inDim, this.pass) : [];
+    // Terms with dropout (a mask on the term alone) are added after the grouped product.
+    const masked = terms.filter((t) => t?.dropout);
+    const products: GroupedTerm[] = grouped.map((g) => {
+      const w = this.params.weight(`${g.name}.weight`) as DenseWeight;
+      return { a: g.dy, b: w.view, bFormat: w.format, K: g.outDim };
+    });
+    for (const t of terms) if (t && !t.dropout) products.push(this.lowRankTerm(t));
+    matmulGrouped(rec, [{ c: dx, M: T, N: inDim, terms: products, accumulate: accumulateDx }]);
+    for (const t of masked) addLowRank(rec, dx, T, inDim, t!);
+    for (const g of grads) if (!grouped.includes(g)) this.linearBackward(rec, acts, x, g.name, g.dy, dx, g.outDim, inDim, true);
     const problems: GroupedProblem[] = [];
-    for (const g of plain) {
+    for (const g of grouped) {
       const hooks = this.hooks?.has(g.name) ? this.hooks : null;
       const ownGradient = hooks?.weightGradient?.(rec, acts, g.name, x, g.dy, g.outDim, inDim, this.pass) ?? false;
       problems.push(...this.parameterGrads(g.name, x, g.dy, g.dy, g.outDim, inDim, T, ownGradient));

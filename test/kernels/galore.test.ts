@@ -59,7 +59,9 @@ describe.each(REDUCTIONS)('GaLore kernels, %s', (_, reduction) => {
     const right = side === 'right';
     const p = poisoned(gpu, r * (right ? n : m));
     const scratch = poisoned(gpu, r * (right ? m : n));
-    await gpu.run((rec) => galoreSubspace(rec, { g: gpu.upload(Float32Array.from(g)), rows: m, cols: n, rank: r, p, right, scratch, iterations: 8, key: seed }));
+    // 16 iterations: convergence from a random start depends on how far the start lies from the subspace,
+    // and 8 (GaLore's default) left one start in a few hundred at a cosine of 0.9996 (seed 1413532685).
+    await gpu.run((rec) => galoreSubspace(rec, { g: gpu.upload(Float32Array.from(g)), rows: m, cols: n, rank: r, p, right, scratch, iterations: 16, key: seed }));
     const got = await gpu.readF32(p);
     const d = right ? n : m;
     const vectors = Array.from({ length: r }, (_, k) => Float64Array.from({ length: d }, (_, i) => (right ? got[k * n + i] : got[i * r + k])));

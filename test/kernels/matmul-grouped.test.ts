@@ -8,7 +8,7 @@ import { matmulRef } from '../reference/matmul.js';
 const VARIANTS: MatmulVariant[] = ['tiled', 'direct'];
 
 /** A term's shape: op(A) [M, K] and op(B) [K, N], with B a column of ones when `ones`. */
-interface TermCase { K: number; transA?: boolean; transB?: boolean; ones?: boolean; aBuffer?: 1 }
+interface TermCase { K: number; transA?: boolean; transB?: boolean; ones?: boolean; aBuffer?: 1; alpha?: number }
 interface ProblemCase { M: number; N: number; terms: TermCase[]; alpha?: number; accumulate?: boolean; bias?: boolean; residual?: boolean }
 
 /**
@@ -84,7 +84,7 @@ async function check(variant: MatmulVariant, cases: ProblemCase[], formats: { a?
       const at = layout[i].terms[j];
       const aPack = t.aBuffer ? packs.a2 : packs.a;
       return {
-        K: t.K, transA: t.transA, transB: t.transB, aFormat, bFormat,
+        K: t.K, transA: t.transA, transB: t.transB, alpha: t.alpha, aFormat, bFormat,
         a: aPack.view(t.aBuffer ? buffers.a2 : buffers.a, at.a.start, p.M * t.K),
         b: at.b ? packs.b.view(buffers.b, at.b.start, t.K * p.N) : ('ones' as const),
       };
@@ -100,7 +100,7 @@ async function check(variant: MatmulVariant, cases: ProblemCase[], formats: { a?
     p.terms.forEach((t, j) => {
       const a = (t.aBuffer ? packs.a2 : packs.a).rounded[l.terms[j].a.index];
       const b = l.terms[j].b ? packs.b.rounded[l.terms[j].b!.index] : new Float32Array(t.K).fill(1);
-      const term = matmulRef({ a, b, M: p.M, N: p.N, K: t.K, transA: t.transA, transB: t.transB, alpha: p.alpha });
+      const term = matmulRef({ a, b, M: p.M, N: p.N, K: t.K, transA: t.transA, transB: t.transB, alpha: (p.alpha ?? 1) * (t.alpha ?? 1) });
       for (let e = 0; e < want.length; e++) want[e] += term[e];
     });
     for (let m = 0; m < p.M; m++) {
@@ -121,11 +121,11 @@ async function check(variant: MatmulVariant, cases: ProblemCase[], formats: { a?
 }
 
 // A linear layer's weight and bias gradients (dW += alpha dY^T X, db += dY^T 1), a three-term input
-// gradient with a bias and a residual, and a 1x1 product: every problem of one dispatch.
+// gradient with a bias, a residual and each term its own scale, and a 1x1 product: every problem of one dispatch.
 const LAYER: ProblemCase[] = [
   { M: 37, N: 29, terms: [{ K: 53, transA: true }], alpha: 0.37, accumulate: true },
   { M: 37, N: 1, terms: [{ K: 53, transA: true, ones: true }], alpha: 0.37, accumulate: true },
-  { M: 53, N: 29, terms: [{ K: 17 }, { K: 5, transB: true }, { K: 70, transA: true, transB: true }], bias: true, residual: true },
+  { M: 53, N: 29, terms: [{ K: 17 }, { K: 5, transB: true, alpha: -2.5 }, { K: 70, transA: true, transB: true, alpha: 0.3 }], bias: true, residual: true },
   { M: 1, N: 1, terms: [{ K: 1, transB: true }], bias: true },
 ];
 
@@ -141,7 +141,7 @@ describe.each(VARIANTS)('matmulGrouped (%s)', (variant) => {
 
   it('a problem whose terms read two buffers: split into dispatches that accumulate in turn', () =>
     check(variant, [
-      { M: 21, N: 19, terms: [{ K: 13 }, { K: 11, aBuffer: 1 }], bias: true, residual: true },
+      { M: 21, N: 19, terms: [{ K: 13 }, { K: 11, aBuffer: 1, alpha: 0.7 }], alpha: 1.5, bias: true, residual: true },
       { M: 9, N: 19, terms: [{ K: 7, transA: true }] },
     ], {}, 2));
 
@@ -155,7 +155,7 @@ describe.each(VARIANTS)('matmulGrouped (%s)', (variant) => {
     check(variant, [
       { M: 19, N: 23, terms: [{ K: 41, transB: true }], bias: true },
       { M: 23, N: 1, terms: [{ K: 19, transA: true, ones: true }] },
-      { M: 17, N: 23, terms: [{ K: 6 }, { K: 9, transA: true }], residual: true },
+      { M: 17, N: 23, terms: [{ K: 6, alpha: 3 }, { K: 9, transA: true }], residual: true },
     ], { a, b }));
 });
 

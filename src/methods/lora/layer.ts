@@ -10,6 +10,7 @@ import type { Gpu } from '../../gpu/gpu.js';
 import type { CommandRecorder } from '../../gpu/recorder.js';
 import { elementwise } from '../../kernels/elementwise.js';
 import { matmul, type LowRankTerm } from '../../kernels/matmul.js';
+import { matmulGrouped } from '../../kernels/matmul-grouped.js';
 import { Arena, bindingLimit, planArena } from '../../model/arena.js';
 import type { ModelConfig } from '../../model/config.js';
 import type { Activations } from '../../model/activations.js';
@@ -54,8 +55,8 @@ export class Lora implements Method, LinearHooks {
    * in Hugging Face, so separate adapters on them have no PEFT name.
    */
   private readonly hfModules: Map<string, string>;
-  /** Per activation arena: x A^T of every module, the shared gradient scratch and dropped inputs. */
-  private readonly scratch = new Map<Activations, Map<string, GPUBuffer>>();
+  /** Per activation arena: x A^T of every module, the gradient scratch and dropped inputs. */
+  private readonly scratch = new Map<Activations, LoraScratch>();
   /** DoRA's magnitudes and norms, with options.dora. */
   readonly dora: Dora | null = null;
   /**
@@ -194,10 +195,13 @@ export class Lora implements Method, LinearHooks {
 
   /** dropout(x) with this module's mask for the current step, in a per-shape buffer shared by the modules of that input width. */
   private droppedInput(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, inDim: number, pass: PassContext): GPUBuffer {
-    const bufs = this.buffers(acts);
-    const key = `xd:${inDim}`;
-    let xd = bufs.get(key);
-    if (!xd) bufs.set(key, (xd = this.gpu.createBuffer(acts.T * inDim * 4, undefined, `lora ${key}`)));
+    const scratch = this.buffers(acts);
+    let xd = scratch.dropped.get(inDim);
+    if (!xd) {
+      xd = this.gpu.createBuffer(acts.T * inDim * 4, undefined, `lora dropped x ${inDim}`);
+      scratch.owned.push(xd);
+      scratch.dropped.set(inDim, xd);
+    }
     elementwise(rec, { op: 'dropout', y: xd, x, n: acts.T * inDim, dropout: { p: this.options.dropout!, seed: this.dropoutSeed(name, pass) } });
     return xd;
   }
@@ -206,17 +210,24 @@ export class Lora implements Method, LinearHooks {
     return !this.merged && this.modules.has(name);
   }
 
-  /** Per-shape buffers: x A^T for every module (kept for backward) and one shared gradient scratch. */
-  private buffers(acts: Activations): Map<string, GPUBuffer> {
+  /**
+   * Per-shape buffers: x A^T for every module (kept for backward), one buffer per layer so that a layer's
+   * modules are one grouped product; the gradient du likewise, one layer's worth that every layer reuses.
+   */
+  private buffers(acts: Activations): LoraScratch {
     let m = this.scratch.get(acts);
     if (!m) {
-      const made = new Map<string, GPUBuffer>();
+      const made: LoraScratch = { u: new Map(), du: null, dropped: new Map(), owned: [] };
       m = made;
       this.scratch.set(acts, made);
       // Released with the arena, when the model's activation cache evicts its shape.
       acts.onDestroy(() => this.releaseScratch(acts));
       try {
-        for (const [name, d] of this.modules) made.set(name, this.gpu.createBuffer(acts.T * d.rank * 4, undefined, `lora u ${name}`));
+        for (const [layer, { bytes, offsets }] of this.layerLayout(acts.T)) {
+          const buffer = this.gpu.createBuffer(bytes, undefined, `lora u ${layer}`);
+          made.owned.push(buffer);
+          for (const [name, offset] of offsets) made.u.set(name, { buffer, offset, size: acts.T * this.modules.get(name)!.rank * 4 });
+        }
       } catch (e) {
         this.releaseScratch(acts); // no half-made set stays cached for the next step to trip on
         throw e;
@@ -225,15 +236,40 @@ export class Lora implements Method, LinearHooks {
     return m;
   }
 
+  /** The gradient scratch du of every module, made on the first backward pass (inference arenas never need it). */
+  private gradScratch(acts: Activations): Map<string, TensorView> {
+    const scratch = this.buffers(acts);
+    if (!scratch.du) {
+      const layout = [...this.layerLayout(acts.T).values()];
+      const buffer = this.gpu.createBuffer(Math.max(...layout.map((l) => l.bytes)), undefined, 'lora du');
+      scratch.owned.push(buffer);
+      scratch.du = new Map(layout.flatMap((l) => [...l.offsets].map(([name, offset]) => [name, { buffer, offset, size: acts.T * this.modules.get(name)!.rank * 4 }] as const)));
+    }
+    return scratch.du;
+  }
+
+  /** Each layer's modules ('layers.3' -> q, k, ...) at 256-byte offsets of one buffer of T rows of their ranks. */
+  private layerLayout(T: number): Map<string, { bytes: number; offsets: Map<string, number> }> {
+    const layers = new Map<string, { bytes: number; offsets: Map<string, number> }>();
+    for (const [name, d] of this.modules) {
+      const layer = name.replace(/\.[^.]+$/, '');
+      const l = layers.get(layer) ?? { bytes: 0, offsets: new Map() };
+      layers.set(layer, l);
+      l.offsets.set(name, l.bytes);
+      l.bytes += Math.ceil((T * d.rank * 4) / 256) * 256;
+    }
+    return layers;
+  }
+
   private releaseScratch(acts: Activations): void {
-    for (const b of this.scratch.get(acts)?.values() ?? []) this.gpu.destroyBuffer(b);
+    for (const b of this.scratch.get(acts)?.owned ?? []) this.gpu.destroyBuffer(b);
     this.scratch.delete(acts);
   }
 
   /** Records u = x' A^T (x' = dropout(x) while training) and returns the term s u B^T the layer adds. */
   outputTerm(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, _outDim: number, inDim: number, pass: PassContext): LowRankTerm {
     const { rank: r, scale } = this.modules.get(name)!;
-    const u = this.buffers(acts).get(name)!;
+    const u = this.buffers(acts).u.get(name)!;
     const input = this.dropoutActive(pass) ? this.droppedInput(rec, acts, name, x, inDim, pass) : x;
     matmul(rec, { a: input, b: this.params.view(`${name}.lora_A`), c: u, M: acts.T, N: r, K: inDim, transB: true });
     return { u, v: this.params.view(`${name}.lora_B`), rank: r, transV: true, scale };
@@ -246,17 +282,41 @@ export class Lora implements Method, LinearHooks {
   inputGradTerm(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, dy: TensorView, outDim: number, inDim: number, pass: PassContext): LowRankTerm {
     const { rank: r, scale } = this.modules.get(name)!;
     const T = acts.T;
-    const bufs = this.buffers(acts);
-    const u = bufs.get(name)!;
-    // The shared gradient scratch, made on the first backward pass (inference arenas never need it).
-    let du = bufs.get('du');
-    if (!du) bufs.set('du', (du = this.gpu.createBuffer(T * Math.max(...[...this.modules.values()].map((d) => d.rank)) * 4, undefined, 'lora du')));
+    const u = this.buffers(acts).u.get(name)!;
+    const du = this.gradScratch(acts).get(name)!;
     matmul(rec, { a: dy, b: u, c: this.grads.view(`${name}.lora_B`), M: outDim, N: r, K: T, transA: true, alpha: scale, accumulate: true });
     matmul(rec, { a: dy, b: this.params.view(`${name}.lora_B`), c: du, M: T, N: r, K: outDim, alpha: scale });
     const dropout = this.dropoutActive(pass) ? { p: this.options.dropout!, seed: this.dropoutSeed(name, pass) } : undefined;
     const input = dropout ? this.droppedInput(rec, acts, name, x, inDim, pass) : x;
     matmul(rec, { a: du, b: input, c: this.grads.view(`${name}.lora_A`), M: r, N: inDim, K: T, transA: true, accumulate: true });
     return { u: du, v: this.params.view(`${name}.lora_A`), rank: r, dropout };
+  }
+
+  /**
+   * outputTerm of modules that read one input (q, k and v): their products x A^T in one grouped matmul.
+   * While dropout applies, each module's input has its own mask, so each is recorded alone.
+   */
+  outputTerms(rec: CommandRecorder, acts: Activations, mods: { name: string; outDim: number }[], x: TensorView, inDim: number, pass: PassContext): LowRankTerm[] {
+    if (this.dropoutActive(pass)) return mods.map((m) => this.outputTerm(rec, acts, m.name, x, m.outDim, inDim, pass));
+    const u = this.buffers(acts).u;
+    matmulGrouped(rec, mods.map(({ name }) => ({ c: u.get(name)!, M: acts.T, N: this.modules.get(name)!.rank, terms: [{ a: x, b: this.params.view(`${name}.lora_A`), transB: true, K: inDim }] })));
+    return mods.map(({ name }) => ({ u: u.get(name)!, v: this.params.view(`${name}.lora_B`), rank: this.modules.get(name)!.rank, transV: true, scale: this.modules.get(name)!.scale }));
+  }
+
+  /**
+   * inputGradTerm of modules that read one input: dB, du and dA of all of them in three grouped matmuls.
+   * While dropout applies, each module alone (its own mask).
+   */
+  inputGradTerms(rec: CommandRecorder, acts: Activations, mods: { name: string; dy: TensorView; outDim: number }[], x: TensorView, inDim: number, pass: PassContext): LowRankTerm[] {
+    if (this.dropoutActive(pass)) return mods.map((m) => this.inputGradTerm(rec, acts, m.name, x, m.dy, m.outDim, inDim, pass));
+    const T = acts.T;
+    const u = this.buffers(acts).u;
+    const du = this.gradScratch(acts);
+    const spec = (name: string) => this.modules.get(name)!;
+    matmulGrouped(rec, mods.map(({ name, dy, outDim }) => ({ c: this.grads.view(`${name}.lora_B`), M: outDim, N: spec(name).rank, terms: [{ a: dy, transA: true, b: u.get(name)!, K: T, alpha: spec(name).scale }], accumulate: true })));
+    matmulGrouped(rec, mods.map(({ name, dy, outDim }) => ({ c: du.get(name)!, M: T, N: spec(name).rank, terms: [{ a: dy, b: this.params.view(`${name}.lora_B`), K: outDim, alpha: spec(name).scale }] })));
+    matmulGrouped(rec, mods.map(({ name }) => ({ c: this.grads.view(`${name}.lora_A`), M: spec(name).rank, N: inDim, terms: [{ a: du.get(name)!, transA: true, b: x, K: T }], accumulate: true })));
+    return mods.map(({ name }) => ({ u: du.get(name)!, v: this.params.view(`${name}.lora_A`), rank: spec(name).rank }));
   }
 
   /** DoRA's column scale m / n; absent for plain LoRA (the transformer then applies none). */
@@ -346,4 +406,16 @@ export class Lora implements Method, LinearHooks {
     this.grads.destroy();
     for (const acts of [...this.scratch.keys()]) this.releaseScratch(acts);
   }
+}
+
+/** A LoRA's buffers for one activation arena. */
+interface LoraScratch {
+  /** x A^T of each module, kept for the backward pass. */
+  u: Map<string, TensorView>;
+  /** du of each module (one layer's worth, reused by every layer); null until a backward pass. */
+  du: Map<string, TensorView> | null;
+  /** Dropped inputs by input width. */
+  dropped: Map<number, GPUBuffer>;
+  /** Every buffer above, released with the arena. */
+  owned: GPUBuffer[];
 }

@@ -64,6 +64,19 @@ export class SparseLora implements Method, LinearHooks {
     return this.lora.has(name) ? this.lora.inputGradTerm(rec, acts, name, x, dy, outDim, inDim, pass) : undefined;
   }
 
+  /** The adapter's grouped products for the modules it adapts; none for those only the sparse part trains. */
+  outputTerms(rec: CommandRecorder, acts: Activations, mods: { name: string; outDim: number }[], x: TensorView, inDim: number, pass: PassContext): (LowRankTerm | undefined)[] {
+    const adapted = mods.filter((m) => this.lora.has(m.name));
+    const terms = adapted.length ? this.lora.outputTerms(rec, acts, adapted, x, inDim, pass) : [];
+    return mods.map((m) => terms[adapted.indexOf(m)]);
+  }
+
+  inputGradTerms(rec: CommandRecorder, acts: Activations, mods: { name: string; dy: TensorView; outDim: number }[], x: TensorView, inDim: number, pass: PassContext): (LowRankTerm | undefined)[] {
+    const adapted = mods.filter((m) => this.lora.has(m.name));
+    const terms = adapted.length ? this.lora.inputGradTerms(rec, acts, adapted, x, inDim, pass) : [];
+    return mods.map((m) => terms[adapted.indexOf(m)]);
+  }
+
   weightGradient(rec: CommandRecorder, acts: Activations, name: string, x: TensorView, dy: TensorView, outDim: number, inDim: number): boolean {
     return this.sparse.has(name) && this.sparse.weightGradient(rec, acts, name, x, dy, outDim, inDim);
   }
