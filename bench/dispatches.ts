@@ -55,6 +55,8 @@ export interface WorkRow extends StepWork {
   model: string;
   method: string;
   batch: string;
+  /** Whether products that share buffers ran grouped (GpuTuning.groupedProducts). */
+  products: 'grouped' | 'separate';
   /** Mean wall time of the timed steps, the methods' steps taken in turn. */
   step_ms: number;
 }
@@ -63,9 +65,12 @@ export interface WorkRow extends StepWork {
  * Each method's step on one model, timed in turn (one step of each, `rounds` times, so that the machine's
  * drift falls on all alike), with the work of each method's last step counted.
  */
-export async function stepsInTurn(gpu: Gpu, c: WorkConfig, methods: Record<string, FineTuneOptions>, rounds: number): Promise<WorkRow[]> {
+export async function stepsInTurn(gpu: Gpu, c: WorkConfig, methods: Record<string, FineTuneOptions>, rounds: number, products: WorkRow['products']): Promise<WorkRow[]> {
   const ckpt = await openCheckpoint(memorySource(tinyModelFiles(c.options)));
   const tuners: [string, FineTuner][] = [];
+  // The device's choice, set for these steps alone: every step reads it as it records.
+  const chosen = gpu.tuning.groupedProducts;
+  gpu.tuning.groupedProducts = products === 'grouped';
   try {
     for (const [name, options] of Object.entries(methods)) tuners.push([name, await FineTuner.create(gpu, ckpt, { ...options, optimizer: { lr: 1e-3 } })]);
     const rand = rng(1);
@@ -84,9 +89,10 @@ export async function stepsInTurn(gpu: Gpu, c: WorkConfig, methods: Record<strin
     }
     return tuners.map(([name]) => {
       const { byKernel, ...counts } = work.get(name)!;
-      return { model: c.name, method: name, batch: `${c.B}x${c.S}`, step_ms: ms.get(name)! / rounds, ...counts, byKernel: Object.fromEntries([...byKernel].sort((a, b) => b[1] - a[1])) };
+      return { model: c.name, method: name, batch: `${c.B}x${c.S}`, products, step_ms: ms.get(name)! / rounds, ...counts, byKernel: Object.fromEntries([...byKernel].sort((a, b) => b[1] - a[1])) };
     });
   } finally {
     for (const [, ft] of tuners) ft.destroy();
+    gpu.tuning.groupedProducts = chosen;
   }
 }

@@ -371,9 +371,10 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
     }
   }
   // The small GPT-2 whose step is nearly all per-dispatch cost: full and LoRA in turn, with their counts.
-  const work = await stepsInTurn(gpu, GPT2_D128, WORK_METHODS, preset.steps + 1);
-  for (const w of work) log(`${w.model} ${w.method}: ${w.step_ms.toFixed(0)} ms/step, ${w.dispatches} dispatches, ${w.submits} submits, ${w.bindGroups} bind groups made, ${w.uniformBytes} uniform bytes, ${w.buffersCreated} buffers made`);
-  notes.push(`work: ${GPT2_D128.name} (GPT-2, d ${GPT2_D128.options.hiddenSize}, ${GPT2_D128.options.numLayers} layers, ${GPT2_D128.B} x ${GPT2_D128.S} tokens), full and LoRA r8 on q, k, v and fc, steps taken in turn; dispatches and the other counts are what one steady-state step asks of the device, counted by the engine (exact, the same on every run). Each row has the same counts over its last timed step.`);
+  const work: WorkRow[] = [];
+  for (const products of ['grouped', 'separate'] as const) work.push(...(await stepsInTurn(gpu, GPT2_D128, WORK_METHODS, preset.steps + 1, products)));
+  for (const w of work) log(`${w.model} ${w.method} (${w.products} products): ${w.step_ms.toFixed(0)} ms/step, ${w.dispatches} dispatches, ${w.submits} submits, ${w.bindGroups} bind groups made, ${w.uniformBytes} uniform bytes, ${w.buffersCreated} buffers made`);
+  notes.push(`work: ${GPT2_D128.name} (GPT-2, d ${GPT2_D128.options.hiddenSize}, ${GPT2_D128.options.numLayers} layers, ${GPT2_D128.B} x ${GPT2_D128.S} tokens), full and LoRA r8 on q, k, v and fc, steps taken in turn, with grouped products (GPUs' default) and without (SwiftShader's); dispatches and the other counts are what one steady-state step asks of the device, counted by the engine (exact, the same on every run). Each row has the same counts over its last timed step.`);
 
   const largeModel = preset.models[preset.models.length - 1];
   const selection = await benchSelection(gpu, largeModel);
@@ -441,7 +442,7 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
   const large = preset.models[preset.models.length - 1].name;
   const row = (method: string) => rows.find((r) => r.model === large && r.method === method)!;
   const tinyRow = (method: string) => rows.find((r) => r.model === preset.models[0].name && r.method === method)!;
-  const workRow = (method: string) => work.find((r) => r.method === method)!;
+  const workRow = (method: string, products: WorkRow['products'] = 'grouped') => work.find((r) => r.method === method && r.products === products)!;
   const step = (method: string) => row(method).step_ms;
   return {
     runtime: gpu.runtime === 'node' ? 'node' : 'chromium',
@@ -460,6 +461,9 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
       dispatches_per_step_full_gpt2_d128: workRow('full').dispatches,
       dispatches_per_step_lora_gpt2_d128: workRow('lora').dispatches,
       lora_vs_full_step_gpt2_d128: workRow('lora').step_ms / workRow('full').step_ms,
+      dispatches_per_step_full_gpt2_d128_separate: workRow('full', 'separate').dispatches,
+      dispatches_per_step_lora_gpt2_d128_separate: workRow('lora', 'separate').dispatches,
+      lora_vs_full_step_gpt2_d128_separate: workRow('lora', 'separate').step_ms / workRow('full', 'separate').step_ms,
       flash_vs_naive_seq1024: at1024.naive_ms / at1024.flash_ms,
       flash_vs_naive_mem_seq1024: at1024.naive_bytes / at1024.flash_bytes,
       attention_tiled_vs_direct_seq1024: at1024.direct_fwd_bwd_ms! / at1024.tiled_fwd_bwd_ms!,
@@ -617,7 +621,7 @@ export function formatTrainBench(r: TrainBenchResult): string {
   }
   lines.push('', `${'model'.padEnd(16)} ${'method'.padEnd(14)} ${'batch'.padEnd(8)} ${'step ms'.padStart(10)} ${'dispatches'.padStart(10)} ${'submits'.padStart(8)} ${'bind groups'.padStart(11)} ${'uniform B'.padStart(10)} ${'buffers'.padStart(8)}`);
   for (const w of r.work) {
-    lines.push(`${w.model.padEnd(16)} ${w.method.padEnd(14)} ${w.batch.padEnd(8)} ${w.step_ms.toFixed(1).padStart(10)} ${String(w.dispatches).padStart(10)} ${String(w.submits).padStart(8)} ${String(w.bindGroups).padStart(11)} ${String(w.uniformBytes).padStart(10)} ${String(w.buffersCreated).padStart(8)}`);
+    lines.push(`${w.model.padEnd(16)} ${`${w.method} ${w.products}`.padEnd(14)} ${w.batch.padEnd(8)} ${w.step_ms.toFixed(1).padStart(10)} ${String(w.dispatches).padStart(10)} ${String(w.submits).padStart(8)} ${String(w.bindGroups).padStart(11)} ${String(w.uniformBytes).padStart(10)} ${String(w.buffersCreated).padStart(8)}`);
   }
   lines.push('', `mask selection (sylva, ${r.selection.model}): ${r.selection.seconds.toFixed(1)} s for ${r.selection.layers} layers (${r.selection.calibration_tokens} calibration tokens), peak ${(r.selection.peak_gpu_bytes / 2 ** 20).toFixed(1)} MiB`);
   lines.push(`masked weight gradients at 1% (${r.sparse_grad.model}, ${r.sparse_grad.tokens} tokens): elements ${r.sparse_grad.element_ms.toFixed(1)} ms, ${r.sparse_grad.block_size}x${r.sparse_grad.block_size} blocks ${r.sparse_grad.block_ms.toFixed(1)} ms`);

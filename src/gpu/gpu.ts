@@ -110,18 +110,25 @@ export interface GpuTuning {
   elementsPerInvocation: number;
   /** Attention training kernels: 'tiled' (rows staged in workgroup memory) or 'direct' (one invocation per row). */
   attentionVariant: 'tiled' | 'direct';
+  /**
+   * Products that share their buffers (a layer's q, k and v; a weight's and its bias's gradients; a
+   * product and the residual it adds) in one dispatch of the grouped matmul (true), or each in its own,
+   * matmul.wgsl's where it can (false). Fewer dispatches, each reading its shapes from a table.
+   */
+  groupedProducts: boolean;
 }
 
 /** The kernel choices for a kind of device, each with the reason it was made (see Gpu.tuningReasons). */
-export function defaultTuning(isSoftware: boolean, features: Partial<Pick<GpuFeatures, 'subgroups' | 'shaderF16'>> = {}): GpuTuning {
+export function defaultTuning(isSoftware: boolean, features: Partial<Pick<GpuFeatures, 'subgroups' | 'shaderF16'>> = {}, swiftShader = false): GpuTuning {
   const reductions = features.subgroups ? 'subgroup' : 'workgroup';
   const halfLoads = features.shaderF16 ? 'native' : 'packed';
+  const groupedProducts = !swiftShader;
   return isSoftware
-    ? { matmulVariant: 'direct', reductionWorkgroupSize: 4, reductions, halfLoads, multiLoraShrink: 'direct', elementsPerInvocation: 8, attentionVariant: 'tiled' }
-    : { matmulVariant: 'tiled', reductionWorkgroupSize: 256, reductions, halfLoads, multiLoraShrink: 'cooperative', elementsPerInvocation: 1, attentionVariant: 'tiled' };
+    ? { matmulVariant: 'direct', reductionWorkgroupSize: 4, reductions, halfLoads, multiLoraShrink: 'direct', elementsPerInvocation: 8, attentionVariant: 'tiled', groupedProducts }
+    : { matmulVariant: 'tiled', reductionWorkgroupSize: 256, reductions, halfLoads, multiLoraShrink: 'cooperative', elementsPerInvocation: 1, attentionVariant: 'tiled', groupedProducts };
 }
 
-function defaultReasons(isSoftware: boolean, features: GpuFeatures, subgroupSizes: string): Record<keyof GpuTuning, string> {
+function defaultReasons(isSoftware: boolean, features: GpuFeatures, subgroupSizes: string, swiftShader: boolean): Record<keyof GpuTuning, string> {
   const kind = isSoftware ? 'a CPU implementation: barriers and workgroup memory are dear' : 'a GPU';
   return {
     matmulVariant: `default for ${kind}`,
@@ -133,6 +140,9 @@ function defaultReasons(isSoftware: boolean, features: GpuFeatures, subgroupSize
     multiLoraShrink: `default for ${kind}`,
     elementsPerInvocation: `default for ${kind}`,
     attentionVariant: 'the tiled kernels measured faster on both kinds of device',
+    groupedProducts: swiftShader
+      ? 'SwiftShader: a dispatch costs little beside its arithmetic, and it runs the grouped kernel\'s table-driven loops 1.3 to 1.5x slower than matmul.wgsl\'s'
+      : 'fewer dispatches, each a fixed cost on a GPU (lavapipe runs the grouped kernel as fast as matmul.wgsl)',
   };
 }
 
@@ -215,8 +225,9 @@ export class Gpu {
     const sizes = (device as GPUDevice & { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } }).adapterInfo ?? info;
     const { subgroupMinSize: lo, subgroupMaxSize: hi } = (sizes ?? {}) as { subgroupMinSize?: number; subgroupMaxSize?: number };
     const subgroupSizes = lo === undefined ? 'unknown' : lo === hi ? `${lo}` : `${lo}..${hi}`;
-    this.tuning = { ...defaultTuning(this.adapter.isSoftware, this.features), ...options.tuning };
-    const reasons = defaultReasons(this.adapter.isSoftware, this.features, subgroupSizes);
+    const swiftShader = /swiftshader/i.test(`${vendor} ${architecture} ${info?.description ?? ''}`);
+    this.tuning = { ...defaultTuning(this.adapter.isSoftware, this.features, swiftShader), ...options.tuning };
+    const reasons = defaultReasons(this.adapter.isSoftware, this.features, subgroupSizes, swiftShader);
     for (const key of Object.keys(options.tuning ?? {}) as (keyof GpuTuning)[]) reasons[key] = 'set by the caller';
     this.tuningReasons = reasons;
     this.requested = options;

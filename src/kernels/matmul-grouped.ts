@@ -8,7 +8,8 @@ import { ShapeError } from '../errors.js';
 import { alignUp, asView, type BufferLike, type TensorView } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { requireDims, shaderConstant } from './common.js';
-import { operandFormat, type MatmulVariant, type WeightFormat } from './matmul.js';
+import { elementwise } from './elementwise.js';
+import { matmul, operandFormat, type MatmulVariant, type WeightFormat } from './matmul.js';
 
 /** One K range of a product: op(A) [M, K] times op(B) [K, N]. */
 export interface GroupedTerm {
@@ -67,6 +68,29 @@ const FLAG_RESIDUAL = shaderConstant('matmul_grouped', 'FLAG_RESIDUAL');
  * dispatches that accumulate in turn.
  */
 export function matmulGrouped(rec: CommandRecorder, problems: GroupedProblem[], variant?: MatmulVariant): void {
+  if (!rec.gpu.tuning.groupedProducts && problems.length > 0) {
+    // Each product on its own (GpuTuning.groupedProducts): matmul.wgsl's, with the residual as its own pass.
+    for (const p of problems) if (!recordSeparately(rec, p, variant)) groupProblems(rec, [p], variant);
+    return;
+  }
+  groupProblems(rec, problems, variant);
+}
+
+/** A problem as matmul.wgsl's products (one per term) and an axpy for the residual; false where its views cannot be bound so. */
+function recordSeparately(rec: CommandRecorder, p: GroupedProblem, variant?: MatmulVariant): boolean {
+  const align = rec.gpu.limits.minStorageBufferOffsetAlignment;
+  const bindable = (v: BufferLike | 'ones' | undefined) => v === undefined || (v !== 'ones' && asView(v).offset % align === 0);
+  if (p.terms.length === 0 || !p.terms.every((t) => bindable(t.a) && bindable(t.b)) || ![p.c, p.bias, p.residual].every(bindable)) return false;
+  validate(p);
+  p.terms.forEach((t, i) => matmul(rec, {
+    a: t.a, aFormat: t.aFormat, b: t.b as BufferLike, bFormat: t.bFormat, c: p.c, M: p.M, N: p.N, K: t.K, transA: t.transA, transB: t.transB,
+    alpha: (p.alpha ?? 1) * (t.alpha ?? 1), accumulate: i > 0 || p.accumulate, bias: i === 0 ? p.bias : undefined, variant,
+  }));
+  if (p.residual) elementwise(rec, { op: 'axpy', y: p.c, x: p.residual, n: p.M * p.N, s0: 1 });
+  return true;
+}
+
+function groupProblems(rec: CommandRecorder, problems: GroupedProblem[], variant?: MatmulVariant): void {
   const written = new Set(problems.map((p) => asView(p.c).buffer));
   const waves: Part[][] = [];
   for (const p of problems) {
@@ -153,6 +177,19 @@ function cover(rec: CommandRecorder, views: TensorView[], format: WeightFormat):
 }
 
 function record(rec: CommandRecorder, parts: Part[], variant: MatmulVariant): void {
+  // One product alone is matmul.wgsl's, whose loops are specialized by its overrides: the grouped kernel
+  // reads shapes and strides from its table, and SwiftShader ran it 1.3 to 1.5x slower at K = 128.
+  const only = parts.length === 1 && parts[0].terms.length === 1 && !parts[0].residual ? parts[0] : null;
+  const align = rec.gpu.limits.minStorageBufferOffsetAlignment;
+  const bindable = (...views: (BufferLike | 'ones' | undefined)[]) => views.every((v) => v === undefined || (v !== 'ones' && asView(v).offset % align === 0));
+  if (only && only.terms[0].b !== 'ones' && bindable(only.terms[0].a, only.terms[0].b, only.problem.c, only.bias)) {
+    const [t, p] = [only.terms[0], only.problem];
+    matmul(rec, {
+      a: t.a, aFormat: only.a.format, b: t.b as BufferLike, bFormat: only.b!.format, c: p.c, M: p.M, N: p.N, K: t.K,
+      transA: t.transA, transB: t.transB, alpha: (p.alpha ?? 1) * (t.alpha ?? 1), accumulate: only.accumulate, bias: only.bias, variant,
+    });
+    return;
+  }
   const unused = rec.gpu.placeholder();
   const first = <T>(f: (p: Part) => T | null | undefined) => parts.map(f).find((x) => x) ?? null;
   const aFormat = parts[0].a.format;

@@ -193,7 +193,8 @@ export class Transformer {
     const dense = (name: string) => isDense(this.params.weight(`${name}.weight`));
     const adapted = outs.filter((o) => dense(o.name) && this.groupsTerms(o.name, 'forward'));
     const grouped = outs.filter((o) => adapted.includes(o) || (dense(o.name) && !this.hooksOutput(o.name)));
-    if (grouped.length < 2) {
+    // Without grouped products (GpuTuning.groupedProducts), a method's term stays fused in its layer's matmul.
+    if (grouped.length < 2 || !this.gpu.tuning.groupedProducts) {
       for (const o of outs) this.linear(rec, acts, x, o.name, o.y, o.outDim, inDim);
       return;
     }
@@ -217,7 +218,7 @@ export class Transformer {
     const dense = (name: string) => isDense(this.params.weight(`${name}.weight`));
     const adapted = grads.filter((g) => dense(g.name) && this.groupsTerms(g.name, 'backward'));
     const grouped = grads.filter((g) => adapted.includes(g) || (dense(g.name) && !this.hooksInputGrad(g.name)));
-    if (grouped.length < 2) {
+    if (grouped.length < 2 || !this.gpu.tuning.groupedProducts) {
       grads.forEach((g, i) => this.linearBackward(rec, acts, x, g.name, g.dy, dx, g.outDim, inDim, accumulateDx || i > 0));
       return;
     }

@@ -50,8 +50,11 @@ class Packer {
   }
 }
 
+// The grouped kernel itself, whatever this device's default (GpuTuning.groupedProducts).
+const GROUPED = { groupedProducts: true };
+
 async function check(variant: MatmulVariant, cases: ProblemCase[], formats: { a?: WeightFormat; b?: WeightFormat } = {}, expectDispatches = 1): Promise<void> {
-  const gpu = await testGpu();
+  const gpu = await testGpu(GROUPED);
   const seed = freshSeed();
   const rand = rng(seed);
   const aFormat = formats.a ?? 'f32';
@@ -159,9 +162,53 @@ describe.each(VARIANTS)('matmulGrouped (%s)', (variant) => {
     ], { a, b }));
 });
 
+describe('matmulGrouped, one product alone', () => {
+  it.each(VARIANTS)('records matmul.wgsl\'s specialized product (%s) where its views can be bound, with the same result', async (variant) => {
+    const gpu = await testGpu(GROUPED);
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const [M, N, K] = [23, 17, 45];
+    const [a, b, bias, c0] = [randn(K * M, rand), randn(N * K, rand), randn(N, rand), randn(M * N, rand)];
+    const [A, B, bias_, C] = [gpu.upload(a), gpu.upload(b), gpu.upload(bias), gpu.upload(c0)];
+    const before = gpu.workCounts();
+    await gpu.run((rec) => matmulGrouped(rec, [{ c: C, M, N, alpha: 0.5, accumulate: true, bias: bias_, terms: [{ a: A, transA: true, b: B, transB: true, K, alpha: -3 }] }], variant));
+    expect(Object.fromEntries(gpu.workSince(before).byKernel)).toEqual({ [`matmul.matmul_${variant}`]: 1 });
+    const want = matmulRef({ a, b, c: c0, M, N, K, transA: true, transB: true, alpha: -1.5, accumulate: true });
+    for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) want[m * N + n] += bias[n];
+    expect(compare(await gpu.readF32(C), want).rel, `seed ${seed}`).toBeLessThan(1e-4);
+    for (const x of [A, B, bias_, C]) gpu.destroyBuffer(x);
+  });
+});
+
+describe('matmulGrouped with groupedProducts off', () => {
+  it('records each term as matmul.wgsl\'s product and the residual as an axpy, with the grouped result', async () => {
+    const results: Float32Array[] = [];
+    const seed = freshSeed();
+    for (const groupedProducts of [true, false]) {
+      const gpu = await testGpu({ groupedProducts });
+      const rand = rng(seed);
+      const [M, N] = [19, 21];
+      const [a1, b1, a2, b2, bias, r, c0] = [randn(M * 7, rand), randn(N * 7, rand), randn(9 * M, rand), randn(9 * N, rand), randn(N, rand), randn(M * N, rand), randn(M * N, rand)];
+      const up = [a1, b1, a2, b2, bias, r, c0].map((x) => gpu.upload(x));
+      const [A1, B1, A2, B2, bias_, R, C] = up;
+      const before = gpu.workCounts();
+      await gpu.run((rec) => matmulGrouped(rec, [{ c: C, M, N, accumulate: true, bias: bias_, residual: R, terms: [{ a: A1, b: B1, transB: true, K: 7 }, { a: A2, transA: true, b: B2, K: 9, alpha: 0.25 }] }], 'direct'));
+      const kernels = Object.fromEntries(gpu.workSince(before).byKernel);
+      // Grouped: the terms read different buffers, so two dispatches; the second, a product alone, is matmul.wgsl's.
+      expect(kernels).toEqual(groupedProducts ? { 'matmul_grouped.grouped_direct': 1, 'matmul.matmul_direct': 1 } : { 'matmul.matmul_direct': 2, 'elementwise.elementwise': 1 });
+      results.push(await gpu.readF32(C));
+      for (const x of up) gpu.destroyBuffer(x);
+      const want = matmulRef({ a: a1, b: b1, c: c0, M, N, K: 7, transB: true, accumulate: true });
+      const second = matmulRef({ a: a2, b: b2, M, N, K: 9, transA: true, alpha: 0.25 });
+      for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) want[m * N + n] += second[m * N + n] + bias[n] + r[m * N + n];
+      expect(compare(results.at(-1)!, want).rel, `seed ${seed} grouped ${groupedProducts}`).toBeLessThan(1e-4);
+    }
+  });
+});
+
 describe('matmulGrouped refuses', () => {
   it('overlapping outputs, a problem reading what the group writes, and ones against N > 1', async () => {
-    const gpu = await testGpu();
+    const gpu = await testGpu(GROUPED);
     const x = gpu.createBuffer(4096);
     const y = gpu.createBuffer(4096);
     const c = gpu.createBuffer(4096);
