@@ -116,12 +116,11 @@ export class Activations {
   readonly chunk: number;
   /** Bytes of this arena's own buffers (what the model's activation cache budgets). */
   readonly bytes: number;
-  /** Batch inputs: token ids, positions, segment ids and targets per token, and a row of ones. */
+  /** Batch inputs: token ids, positions, segment ids and targets per token. */
   readonly ids: View;
   readonly positions: View;
   readonly segments: View;
   readonly targets: View;
-  readonly ones: View;
   readonly embedPlan: IdPlanViews;
   readonly positionPlan: IdPlanViews;
   /** The residual stream: stream[i] enters layer i; stream[numLayers] leaves the last one. */
@@ -174,7 +173,6 @@ export class Activations {
     this.positions = v('positions');
     this.segments = v('segments');
     this.targets = v('targets');
-    this.ones = v('ones');
     this.embedPlan = { order: v('emb.order'), unique: v('emb.unique'), offsets: v('emb.offsets') };
     this.positionPlan = { order: v('pos.order'), unique: v('pos.unique'), offsets: v('pos.offsets') };
     const inference = kind === 'inference';
@@ -199,12 +197,6 @@ export class Activations {
       ? { dx: v('dx'), dtmp: v('dtmp'), dln: v('dln'), dq: v('dq'), dk: v('dk'), dv: v('dv'), datt: v('datt'), da: v('da'), db: v('db'), dh: v('dh'), dkp: config.qkNorm ? v('dkp') : null }
       : null;
     this.bytes = [...this.buffers.values()].reduce((sum, b) => sum + b.size, 0);
-    try {
-      gpu.write(this.ones, new Float32Array(this.T).fill(1));
-    } catch (e) {
-      this.destroy();
-      throw e;
-    }
   }
 
   /** The tensors of a (batch, sequence) shape, by name and length in 4-byte words (f16 ones hold two per word). */
@@ -219,7 +211,7 @@ export class Activations {
     const add = (name: string, length: number, group?: string) => t.push({ name, length, ...(group ? { group } : {}) });
     // An f16 linear input: half the words.
     const addHalf = (name: string, length: number) => (half ? t.push({ name, length: Math.ceil(length / 2), format: 'f16' }) : add(name, length));
-    for (const n of ['ids', 'positions', 'segments', 'targets', 'ones', 'emb.order', 'emb.unique', 'pos.order', 'pos.unique']) add(n, T);
+    for (const n of ['ids', 'positions', 'segments', 'targets', 'emb.order', 'emb.unique', 'pos.order', 'pos.unique']) add(n, T);
     add('emb.offsets', T + 1);
     add('pos.offsets', T + 1);
     // The residual stream entering each layer (two alternating buffers for inference).

@@ -253,9 +253,9 @@ export class Transformer {
   }
 
   /**
-   * dx (= or +=) = dy W (+ the method's term); dW += dy^T x (or the method's own weight gradient);
-   * db += dy^T 1, with dW in one grouped matmul. Under a per-column scale, dy ⊙ s takes dy's place below
-   * the scale.
+   * dx (= or +=) = dy W (+ the method's term); dW += dy^T x (or the method's own weight gradient) and
+   * db += dy^T 1 as one grouped matmul. Under a per-column scale, dy ⊙ s takes dy's place below the scale
+   * (the bias's gradient takes dy itself).
    */
   private linearBackward(rec: CommandRecorder, acts: Activations, x: View, name: string, dyOut: View, dx: View, outDim: number, inDim: number, accumulateDx = false): void {
     const T = acts.T;
