@@ -19,7 +19,7 @@
 // A_FORMAT does the same for A (in Ah): 16-bit activations of mixed precision. Either way the products
 // of 16-bit values are exact in f32 and accumulate in f32, as tensor cores do.
 // Ah and Bh hold two values per 4 bytes, element 2i in the low half and 2i + 1 in the high half (little-endian
-// order, as the file's bytes), read by lib/half_read.wgsl (packed u32 words: bf16 widens by a shift, f16
+// order, as the file's bytes), read through lib/matmul_operands.wgsl by lib/half_read.wgsl (packed u32 words: bf16 widens by a shift, f16
 // by the core unpack2x16float) or, on devices with shader-f16, its variant lib/half_read_f16.wgsl (f16
 // loads). The operand not in use is bound to a placeholder.
 struct Params {
@@ -35,7 +35,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read> U: array<f32>;
 @group(0) @binding(6) var<storage, read> V: array<f32>;
-// #include lib/half_read.wgsl
+// #include lib/matmul_operands.wgsl
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
@@ -44,11 +44,6 @@ override BIAS: bool = false;
 override LOW_RANK: bool = false;
 override TRANS_V: bool = false;
 override DROPOUT: bool = false;
-override A_FORMAT: u32 = 0;
-override B_FORMAT: u32 = 0;
-const FORMAT_F32 = 0u;
-const FORMAT_BF16 = 1u;
-const FORMAT_F16 = 2u;
 
 // #include lib/hash.wgsl
 
@@ -60,22 +55,10 @@ const BM = 64u; // WGY * TM
 const BN = 64u; // WGX * TN
 const BK = 16u;
 
-// Element i of A in its storage format.
-fn a_elem(i: u32) -> f32 {
-  if (A_FORMAT == FORMAT_F32) { return A[i]; }
-  return half_a(i, A_FORMAT == FORMAT_BF16);
-}
-
 fn a_at(base: u32, m: u32, k: u32) -> f32 {
   if (m >= p.M || k >= p.K) { return 0.0; }
   if (TRANS_A) { return a_elem(base + k * p.M + m); }
   return a_elem(base + m * p.K + k);
-}
-
-// Element i of B in its storage format.
-fn b_elem(i: u32) -> f32 {
-  if (B_FORMAT == FORMAT_F32) { return B[i]; }
-  return half_b(i, B_FORMAT == FORMAT_BF16);
 }
 
 fn b_at(base: u32, k: u32, n: u32) -> f32 {
@@ -168,29 +151,6 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id)
 // ---- Direct: same 4x4 register blocks, operands read straight from storage, no barriers. Faster on
 // CPU implementations (SwiftShader), where barriers are costly and caches do the staging.
 const DWG = 8u; // 8x8 invocations, a 32x32 tile of C per workgroup
-
-// One rank-1 update of the 4x4 block at k, written out so no inner loop is left to the compiler. The
-// f32 form reads A and B directly: with the storage-format branches of a_elem and b_elem in this loop,
-// SwiftShader ran the f32 products 1.2 to 1.3x slower, constant as the overrides are.
-fn step_k_f32(acc: array<vec4f, 4>, am: array<u32, 4>, bn: array<u32, 4>, k: u32, ak: u32, bk: u32) -> array<vec4f, 4> {
-  let bv = vec4f(B[bn[0] + k * bk], B[bn[1] + k * bk], B[bn[2] + k * bk], B[bn[3] + k * bk]);
-  return array<vec4f, 4>(
-    fma(vec4f(A[am[0] + k * ak]), bv, acc[0]),
-    fma(vec4f(A[am[1] + k * ak]), bv, acc[1]),
-    fma(vec4f(A[am[2] + k * ak]), bv, acc[2]),
-    fma(vec4f(A[am[3] + k * ak]), bv, acc[3]),
-  );
-}
-
-fn step_k(acc: array<vec4f, 4>, am: array<u32, 4>, bn: array<u32, 4>, k: u32, ak: u32, bk: u32) -> array<vec4f, 4> {
-  let bv = vec4f(b_elem(bn[0] + k * bk), b_elem(bn[1] + k * bk), b_elem(bn[2] + k * bk), b_elem(bn[3] + k * bk));
-  return array<vec4f, 4>(
-    fma(vec4f(a_elem(am[0] + k * ak)), bv, acc[0]),
-    fma(vec4f(a_elem(am[1] + k * ak)), bv, acc[1]),
-    fma(vec4f(a_elem(am[2] + k * ak)), bv, acc[2]),
-    fma(vec4f(a_elem(am[3] + k * ak)), bv, acc[3]),
-  );
-}
 
 @compute @workgroup_size(DWG, DWG)
 fn matmul_direct(@builtin(global_invocation_id) gid: vec3u) {

@@ -8,8 +8,8 @@
 // dx = dq Wq + dk Wk + dv Wv is one problem. Every problem of a dispatch binds the same buffers: A for
 // every A, and so on; offsets are in elements of those bindings.
 //
-// The arithmetic is matmul.wgsl's (4x4 register blocks; f32 accumulation; 16-bit operands through
-// lib/half_read.wgsl by A_FORMAT and B_FORMAT), in its two forms: direct for CPU implementations, tiled
+// The arithmetic is matmul.wgsl's (4x4 register blocks; f32 accumulation; its operand reads and register
+// steps from lib/matmul_operands.wgsl, 16-bit operands by A_FORMAT and B_FORMAT), in its two forms: direct for CPU implementations, tiled
 // (workgroup memory) for GPUs. Workgroups past a problem's edge return at once: the grid is the largest
 // problem's.
 
@@ -19,13 +19,7 @@
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read> R: array<f32>;
 @group(0) @binding(6) var<storage, read> table: array<u32>;
-// #include lib/half_read.wgsl
-
-override A_FORMAT: u32 = 0;
-override B_FORMAT: u32 = 0;
-const FORMAT_F32 = 0u;
-const FORMAT_BF16 = 1u;
-const FORMAT_F16 = 2u;
+// #include lib/matmul_operands.wgsl
 
 // Table layout, in 4-byte words: PROBLEM_WORDS per problem from word 0, then the terms, TERM_WORDS each.
 const PROBLEM_WORDS = 8u;
@@ -58,16 +52,6 @@ fn term(p: Problem, t: u32) -> Term {
               table[w + 6u], table[w + 7u], bitcast<f32>(table[w + 8u]));
 }
 
-fn a_elem(i: u32) -> f32 {
-  if (A_FORMAT == FORMAT_F32) { return A[i]; }
-  return half_a(i, A_FORMAT == FORMAT_BF16);
-}
-
-fn b_elem(i: u32) -> f32 {
-  if (B_FORMAT == FORMAT_F32) { return B[i]; }
-  return half_b(i, B_FORMAT == FORMAT_BF16);
-}
-
 // Stores C[m, n] = acc + bias + residual (+ C).
 fn store(p: Problem, m: u32, n: u32, acc: f32) {
   if (m >= p.M || n >= p.N) { return; }
@@ -83,26 +67,6 @@ fn store(p: Problem, m: u32, n: u32, acc: f32) {
 const DWG = 8u;
 const TM = 4u;
 const TN = 4u;
-
-fn step_k_f32(acc: array<vec4f, 4>, am: array<u32, 4>, bn: array<u32, 4>, k: u32, ak: u32, bk: u32) -> array<vec4f, 4> {
-  let bv = vec4f(B[bn[0] + k * bk], B[bn[1] + k * bk], B[bn[2] + k * bk], B[bn[3] + k * bk]);
-  return array<vec4f, 4>(
-    fma(vec4f(A[am[0] + k * ak]), bv, acc[0]),
-    fma(vec4f(A[am[1] + k * ak]), bv, acc[1]),
-    fma(vec4f(A[am[2] + k * ak]), bv, acc[2]),
-    fma(vec4f(A[am[3] + k * ak]), bv, acc[3]),
-  );
-}
-
-fn step_k(acc: array<vec4f, 4>, am: array<u32, 4>, bn: array<u32, 4>, k: u32, ak: u32, bk: u32) -> array<vec4f, 4> {
-  let bv = vec4f(b_elem(bn[0] + k * bk), b_elem(bn[1] + k * bk), b_elem(bn[2] + k * bk), b_elem(bn[3] + k * bk));
-  return array<vec4f, 4>(
-    fma(vec4f(a_elem(am[0] + k * ak)), bv, acc[0]),
-    fma(vec4f(a_elem(am[1] + k * ak)), bv, acc[1]),
-    fma(vec4f(a_elem(am[2] + k * ak)), bv, acc[2]),
-    fma(vec4f(a_elem(am[3] + k * ak)), bv, acc[3]),
-  );
-}
 
 @compute @workgroup_size(DWG, DWG)
 fn grouped_direct(@builtin(global_invocation_id) gid: vec3u) {
