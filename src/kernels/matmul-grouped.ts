@@ -68,7 +68,7 @@ const FLAG_RESIDUAL = shaderConstant('matmul_grouped', 'FLAG_RESIDUAL');
  * dispatches that accumulate in turn.
  */
 export function matmulGrouped(rec: CommandRecorder, problems: GroupedProblem[], variant?: MatmulVariant): void {
-  if (!rec.gpu.tuning.groupedProducts && problems.length > 0) {
+  if (!rec.gpu.tuning.groupedProducts) {
     // Each product on its own (GpuTuning.groupedProducts): matmul.wgsl's, with the residual as its own pass.
     for (const p of problems) if (!recordSeparately(rec, p, variant)) groupProblems(rec, [p], variant);
     return;
@@ -180,16 +180,7 @@ function record(rec: CommandRecorder, parts: Part[], variant: MatmulVariant): vo
   // One product alone is matmul.wgsl's, whose loops are specialized by its overrides: the grouped kernel
   // reads shapes and strides from its table, and SwiftShader ran it 1.3 to 1.5x slower at K = 128.
   const only = parts.length === 1 && parts[0].terms.length === 1 && !parts[0].residual ? parts[0] : null;
-  const align = rec.gpu.limits.minStorageBufferOffsetAlignment;
-  const bindable = (...views: (BufferLike | 'ones' | undefined)[]) => views.every((v) => v === undefined || (v !== 'ones' && asView(v).offset % align === 0));
-  if (only && only.terms[0].b !== 'ones' && bindable(only.terms[0].a, only.terms[0].b, only.problem.c, only.bias)) {
-    const [t, p] = [only.terms[0], only.problem];
-    matmul(rec, {
-      a: t.a, aFormat: only.a.format, b: t.b as BufferLike, bFormat: only.b!.format, c: p.c, M: p.M, N: p.N, K: t.K,
-      transA: t.transA, transB: t.transB, alpha: (p.alpha ?? 1) * (t.alpha ?? 1), accumulate: only.accumulate, bias: only.bias, variant,
-    });
-    return;
-  }
+  if (only && recordSeparately(rec, { ...only.problem, terms: only.terms, accumulate: only.accumulate, bias: only.bias, residual: undefined }, variant)) return;
   const unused = rec.gpu.placeholder();
   const first = <T>(f: (p: Part) => T | null | undefined) => parts.map(f).find((x) => x) ?? null;
   const aFormat = parts[0].a.format;
