@@ -17,7 +17,6 @@ struct Params { n: u32 }
 @group(0) @binding(7) var<storage, read_write> outh: array<u32>;
 
 override WG: u32 = 256;
-override GELU_TANH: bool = true;
 override GATE: u32 = 0u;
 override HALF_OUT: bool = false;
 
@@ -26,29 +25,7 @@ override HALF_OUT: bool = false;
 
 fn sigmoid(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
 
-// Abramowitz & Stegun 7.1.26: |error| < 1.5e-7.
-fn erf_approx(x: f32) -> f32 {
-  let t = 1.0 / (1.0 + 0.3275911 * abs(x));
-  let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-  return sign(x) * (1.0 - poly * exp(-x * x));
-}
-
-const K = 0.7978845608028654; // sqrt(2 / pi)
-
-// #include lib/tanh.wgsl
-
-fn gelu(x: f32) -> f32 {
-  if (GELU_TANH) { return 0.5 * x * (1.0 + tanh_bounded(K * (x + 0.044715 * x * x * x))); }
-  return 0.5 * x * (1.0 + erf_approx(x * 0.7071067811865476));
-}
-
-fn gelu_grad(x: f32) -> f32 {
-  if (GELU_TANH) {
-    let t = tanh_bounded(K * (x + 0.044715 * x * x * x));
-    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * K * (1.0 + 0.134145 * x * x);
-  }
-  return 0.5 * (1.0 + erf_approx(x * 0.7071067811865476)) + x * exp(-0.5 * x * x) * 0.3989422804014327;
-}
+// #include lib/gelu.wgsl
 
 // The gated MLP's activation of the gate, and its derivative.
 fn gate_act(x: f32) -> f32 {

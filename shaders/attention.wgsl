@@ -17,7 +17,11 @@
 // Sliding window (window > 0, Mistral): query position i also needs i - j < window; 0 means unlimited.
 // Soft-capping (softcap > 0, Gemma 2): each scaled score s becomes softcap * tanh(s / softcap) before the
 // softmax; the backward passes multiply by its derivative, 1 - tanh^2, taken from the capped score.
-struct Params { B: u32, S: u32, nH: u32, nKV: u32, D: u32, scale: f32, Skv: u32, qOffset: u32, window: u32, softcap: f32 }
+struct Params {
+  B: u32, S: u32, nH: u32, nKV: u32, D: u32, scale: f32, Skv: u32, qOffset: u32, window: u32, softcap: f32,
+  // attention_backward_tiled: where dQ, dK and dV start in dQKV (elements).
+  dqAt: u32, dkAt: u32, dvAt: u32,
+}
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -277,24 +281,16 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_inv
   stats[2u * (row * p.nH + h)] = m + log(l);
 }
 
-// Tiled attention_backward_dq (needs attention_backward_prep's delta, like the direct form).
-@compute @workgroup_size(OWN)
-fn attention_backward_dq_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let b = wid.z;
-  let h = wid.y;
+// The tiled dQ pass for query position i of the tile from q0 (rows past the sequence are not `live`):
+// acc = the sum over the keys it sees of P_ij (dO_i . v_j - delta_i) k_j, to be scaled. Every invocation
+// of the workgroup must call it (it stages keys and values for all of them).
+fn dq_tiled(acc: ptr<function, array<f32, MAX_D>>, b: u32, h: u32, q0: u32, i: u32, row: u32, live: bool, lid: u32, rowLse: f32, rowDelta: f32) {
   let g = h / (p.nH / p.nKV);
-  let i = wid.x * OWN + lid;
-  let live = i < p.S;
-  let row = b * p.S + min(i, p.S - 1u);
   let qb = q_at(row, h);
   var qr: array<f32, MAX_D>;
   var dor: array<f32, MAX_D>;
-  var acc: array<f32, MAX_D>;
-  for (var d = 0u; d < p.D; d++) { qr[d] = q[qb + d] * p.scale; dor[d] = dO[qb + d]; acc[d] = 0.0; }
-  let st = 2u * (row * p.nH + h);
-  let rowLse = stats[st];
-  let rowDelta = stats[st + 1u];
-  let keys = query_tile_keys(wid.x * OWN);
+  for (var d = 0u; d < p.D; d++) { qr[d] = q[qb + d] * p.scale; dor[d] = dO[qb + d]; (*acc)[d] = 0.0; }
+  let keys = query_tile_keys(q0);
   let jMin = window_start(i);
   for (var j0 = keys.x; j0 < keys.y; j0 += TILE) {
     stage_kv(b, g, j0, lid);
@@ -312,17 +308,88 @@ fn attention_backward_dq_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local
         }
         let sc = cap(s);
         let ds = exp(sc - rowLse) * (dp - rowDelta) * cap_grad(sc);
-        for (var d = 0u; d < p.D; d++) { acc[d] = fma(ds, tileA[jj * p.D + d], acc[d]); }
+        for (var d = 0u; d < p.D; d++) { (*acc)[d] = fma(ds, tileA[jj * p.D + d], (*acc)[d]); }
       }
     }
     workgroupBarrier();
   }
+}
+
+// Tiled attention_backward_dq (needs attention_backward_prep's delta, like the direct form).
+@compute @workgroup_size(OWN)
+fn attention_backward_dq_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let b = wid.z;
+  let h = wid.y;
+  let i = wid.x * OWN + lid;
+  let live = i < p.S;
+  let row = b * p.S + min(i, p.S - 1u);
+  let st = 2u * (row * p.nH + h);
+  var acc: array<f32, MAX_D>;
+  dq_tiled(&acc, b, h, wid.x * OWN, i, row, live, lid, stats[st], stats[st + 1u]);
   if (!live) { return; }
+  let qb = q_at(row, h);
   for (var d = 0u; d < p.D; d++) { dQ[qb + d] = acc[d] * p.scale; }
 }
 
-// Tiled attention_backward_dkv: the workgroup owns OWN key rows of key/value head g and stages, for each
-// query head sharing g, TILE query rows at a time (q, dO and their log-sum-exp and delta).
+// The dK/dV pass: the workgroup owns OWN key rows of key/value head g and walks, for each query head
+// sharing g, the query rows that see them, TILE at a time: stage_queries stages q and dO, the entry point
+// their (log-sum-exp, delta) pairs into tileStats, and dkv_tile folds the staged rows into key row j's
+// dk and dv (kr: its key, pre-scaled; vr: its value).
+struct KeyRow { kr: array<f32, MAX_D>, vr: array<f32, MAX_D>, dk: array<f32, MAX_D>, dv: array<f32, MAX_D> }
+
+fn key_row(b: u32, g: u32, row: u32) -> KeyRow {
+  var r: KeyRow;
+  let kb = kv_at(row, g);
+  for (var d = 0u; d < p.D; d++) { r.kr[d] = k[kb + d] * p.scale; r.vr[d] = v[kb + d]; r.dk[d] = 0.0; r.dv[d] = 0.0; }
+  return r;
+}
+
+// The query rows [start, end) that see any of the keys k0 .. k0 + OWN - 1 (causal, window).
+fn key_tile_queries(k0: u32) -> vec2u {
+  return vec2u(k0, window_end(min(k0 + OWN, p.S) - 1u));
+}
+
+fn stage_queries(b: u32, h: u32, i0: u32, lid: u32) {
+  for (var e = lid; e < TILE * p.D; e += OWN) {
+    let i = i0 + e / p.D;
+    var qd = vec2f(0.0);
+    if (i < p.S) {
+      let at = q_at(b * p.S + i, h) + e % p.D;
+      qd = vec2f(q[at], dO[at]);
+    }
+    tileA[e] = qd.x;
+    tileB[e] = qd.y;
+  }
+}
+
+fn dkv_tile(r: ptr<function, KeyRow>, b: u32, j: u32, row: u32, i0: u32) {
+  let iEnd = window_end(j);
+  for (var ii = 0u; ii < TILE; ii++) {
+    let i = i0 + ii;
+    if (i >= iEnd) { break; }
+    if (i < j || !visible(b * p.S + i, row)) { continue; }
+    var s = 0.0;
+    var dp = 0.0;
+    for (var d = 0u; d < p.D; d++) {
+      s = fma(tileA[ii * p.D + d], (*r).kr[d], s);
+      dp = fma(tileB[ii * p.D + d], (*r).vr[d], dp);
+    }
+    let sc = cap(s);
+    let pr = exp(sc - tileStats[ii].x);
+    let ds = pr * (dp - tileStats[ii].y) * p.scale * cap_grad(sc);
+    for (var d = 0u; d < p.D; d++) {
+      (*r).dv[d] = fma(pr, tileB[ii * p.D + d], (*r).dv[d]);
+      (*r).dk[d] = fma(ds, tileA[ii * p.D + d], (*r).dk[d]);
+    }
+  }
+}
+
+// Row i of query head h of sequence b, clamped into the sequence (staged rows past it are never used).
+fn stats_at(b: u32, h: u32, i: u32) -> u32 {
+  return 2u * ((b * p.S + min(i, p.S - 1u)) * p.nH + h);
+}
+
+// Tiled attention_backward_dkv (needs attention_backward_prep's delta, like the direct form).
 @compute @workgroup_size(OWN)
 fn attention_backward_dkv_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   let b = wid.z;
@@ -330,60 +397,82 @@ fn attention_backward_dkv_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(loca
   let j = wid.x * OWN + lid; // key position within the sequence
   let live = j < p.S;
   let row = b * p.S + min(j, p.S - 1u);
-  let kb = kv_at(row, g);
-  var kr: array<f32, MAX_D>;
-  var vr: array<f32, MAX_D>;
-  var dk: array<f32, MAX_D>;
-  var dv: array<f32, MAX_D>;
-  for (var d = 0u; d < p.D; d++) { kr[d] = k[kb + d] * p.scale; vr[d] = v[kb + d]; dk[d] = 0.0; dv[d] = 0.0; }
-  // Queries from the first owned key to the last query that sees the last owned key.
-  let k0 = wid.x * OWN;
-  let qStart = k0;
-  let qEnd = window_end(min(k0 + OWN, p.S) - 1u);
-  let iEnd = window_end(j);
+  var r = key_row(b, g, row);
+  let queries = key_tile_queries(wid.x * OWN);
   let group = p.nH / p.nKV;
   for (var hh = 0u; hh < group; hh++) {
     let h = g * group + hh;
-    for (var i0 = qStart; i0 < qEnd; i0 += TILE) {
-      for (var e = lid; e < TILE * p.D; e += OWN) {
-        let i = i0 + e / p.D;
-        var qd = vec2f(0.0);
-        if (i < p.S) {
-          let at = q_at(b * p.S + i, h) + e % p.D;
-          qd = vec2f(q[at], dO[at]);
-        }
-        tileA[e] = qd.x;
-        tileB[e] = qd.y;
-      }
+    for (var i0 = queries.x; i0 < queries.y; i0 += TILE) {
+      stage_queries(b, h, i0, lid);
       for (var e = lid; e < TILE; e += OWN) {
-        let i = min(i0 + e, p.S - 1u);
-        let st = 2u * ((b * p.S + i) * p.nH + h);
+        let st = stats_at(b, h, i0 + e);
         tileStats[e] = vec2f(stats[st], stats[st + 1u]);
       }
       workgroupBarrier();
-      if (live) {
-        for (var ii = 0u; ii < TILE; ii++) {
-          let i = i0 + ii;
-          if (i >= iEnd) { break; }
-          if (i < j || !visible(b * p.S + i, row)) { continue; }
-          var s = 0.0;
-          var dp = 0.0;
-          for (var d = 0u; d < p.D; d++) {
-            s = fma(tileA[ii * p.D + d], kr[d], s);
-            dp = fma(tileB[ii * p.D + d], vr[d], dp);
-          }
-          let sc = cap(s);
-          let pr = exp(sc - tileStats[ii].x);
-          let ds = pr * (dp - tileStats[ii].y) * p.scale * cap_grad(sc);
-          for (var d = 0u; d < p.D; d++) {
-            dv[d] = fma(pr, tileB[ii * p.D + d], dv[d]);
-            dk[d] = fma(ds, tileA[ii * p.D + d], dk[d]);
-          }
-        }
-      }
+      if (live) { dkv_tile(&r, b, j, row, i0); }
       workgroupBarrier();
     }
   }
   if (!live) { return; }
-  for (var d = 0u; d < p.D; d++) { dK[kb + d] = dk[d]; dV[kb + d] = dv[d]; }
+  let kb = kv_at(row, g);
+  for (var d = 0u; d < p.D; d++) { dK[kb + d] = r.dk[d]; dV[kb + d] = r.dv[d]; }
+}
+
+// ---- The whole backward pass in one dispatch, where dQ, dK and dV lie in one buffer (dQKV, at offsets
+// dqAt, dkAt and dvAt): workgroups y < nH take the dQ pass of query head y, the others the dK/dV pass of
+// key/value head y - nH. Neither has the prep pass's delta, so each computes it from dO and O: the dQ pass
+// for its own row, the dK/dV pass for each staged query row (TILE dot products per tile, shared by the
+// workgroup's OWN keys).
+@group(0) @binding(12) var<storage, read_write> dQKV: array<f32>;
+
+fn row_delta(row: u32, h: u32) -> f32 {
+  let base = q_at(row, h);
+  var s = 0.0;
+  for (var d = 0u; d < p.D; d++) { s = fma(dO[base + d], o[base + d], s); }
+  return s;
+}
+
+@compute @workgroup_size(OWN)
+fn attention_backward_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let b = wid.z;
+  if (wid.y < p.nH) {
+    let h = wid.y;
+    let i = wid.x * OWN + lid;
+    let live = i < p.S;
+    let row = b * p.S + min(i, p.S - 1u);
+    var acc: array<f32, MAX_D>;
+    dq_tiled(&acc, b, h, wid.x * OWN, i, row, live, lid, stats[2u * (row * p.nH + h)], row_delta(row, h));
+    // No early return: the other branch's barriers must stay in uniform control flow.
+    if (live) {
+      let qb = p.dqAt + q_at(row, h);
+      for (var d = 0u; d < p.D; d++) { dQKV[qb + d] = acc[d] * p.scale; }
+    }
+  } else {
+    attention_backward_dkv_role(b, wid.y - p.nH, wid.x, lid);
+  }
+}
+
+fn attention_backward_dkv_role(b: u32, g: u32, tile: u32, lid: u32) {
+  let j = tile * OWN + lid;
+  let live = j < p.S;
+  let row = b * p.S + min(j, p.S - 1u);
+  var r = key_row(b, g, row);
+  let queries = key_tile_queries(tile * OWN);
+  let group = p.nH / p.nKV;
+  for (var hh = 0u; hh < group; hh++) {
+    let h = g * group + hh;
+    for (var i0 = queries.x; i0 < queries.y; i0 += TILE) {
+      stage_queries(b, h, i0, lid);
+      for (var e = lid; e < TILE; e += OWN) {
+        let i = min(i0 + e, p.S - 1u);
+        tileStats[e] = vec2f(stats[stats_at(b, h, i)], row_delta(b * p.S + i, h));
+      }
+      workgroupBarrier();
+      if (live) { dkv_tile(&r, b, j, row, i0); }
+      workgroupBarrier();
+    }
+  }
+  if (!live) { return; }
+  let kb = kv_at(row, g);
+  for (var d = 0u; d < p.D; d++) { dQKV[p.dkAt + kb + d] = r.dk[d]; dQKV[p.dvAt + kb + d] = r.dv[d]; }
 }

@@ -3,10 +3,11 @@
 // statistics, so full [T, V] logits never exist.
 //   stats[3t + 0] = running max m, [3t + 1] = running sum l of exp(x - m), [3t + 2] = the target's logit
 //   loss[t] = m + log(l) - logit[target]   (0 for ignored rows, target < 0, e.g. HF's -100)
-// Backward recomputes each chunk and turns it into d logits = scale * (softmax - onehot) in place.
+// Backward recomputes each chunk (unless the forward's one chunk is still there) and turns it into
+// d logits = scale * (softmax - onehot) in place.
 // Soft-capping (softcap > 0, Gemma 2's final_logit_softcapping): every logit x is read as
 // softcap * tanh(x / softcap), and its gradient carries the derivative 1 - tanh^2.
-struct Params { T: u32, VC: u32, c0: u32, scale: f32, softcap: f32 }
+struct Params { T: u32, VC: u32, c0: u32, scale: f32, softcap: f32, edges: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> logits: array<f32>; // [T, VC] chunk starting at vocab c0
@@ -29,46 +30,41 @@ fn logit(i: u32) -> f32 {
 // #include lib/workgroup_reduce.wgsl
 // #include lib/flat_index.wgsl
 
-@compute @workgroup_size(WG)
-fn ce_reset(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-            @builtin(local_invocation_index) lid: u32) {
-  let t = flat_index(wid, nwg, lid, WG);
-  if (t >= p.T) { return; }
-  stats[3u * t] = NEG_INF;
-  stats[3u * t + 1u] = 0.0;
-  stats[3u * t + 2u] = 0.0;
-}
+// Which chunk this is: the first starts the statistics (nothing to merge), the last also writes the losses.
+const FIRST_CHUNK = 1u;
+const LAST_CHUNK = 2u;
 
-// One workgroup per row: merge this chunk's max and sum of exponentials into the running statistics.
+// One workgroup per row: merge this chunk's max and sum of exponentials into the running statistics;
+// after the last chunk, the row's loss.
 @compute @workgroup_size(WG)
 fn ce_chunk_stats(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                   @builtin(local_invocation_index) lid: u32) {
   let t = wid.y * nwg.x + wid.x;
   let live = t < p.T;
   let base = t * p.VC;
+  // The statistics of the chunks before this one: none before the first.
+  var before = vec3f(NEG_INF, 0.0, 0.0);
+  if (live && (p.edges & FIRST_CHUNK) == 0u) { before = vec3f(stats[3u * t], stats[3u * t + 1u], stats[3u * t + 2u]); }
   var mx = NEG_INF;
   if (live) { for (var c = lid; c < p.VC; c += WG) { mx = max(mx, logit(base + c)); } }
   let chunkMax = wg_max(lid, mx);
-  var m = NEG_INF;
-  if (live) { m = max(stats[3u * t], chunkMax); }
+  let m = max(before.x, chunkMax);
   var s = 0.0;
   if (live) { for (var c = lid; c < p.VC; c += WG) { s += exp(logit(base + c) - m); } }
   let chunkSum = wg_sum(lid, s);
   if (!live || lid != 0u) { return; }
-  stats[3u * t + 1u] = stats[3u * t + 1u] * exp(stats[3u * t] - m) + chunkSum;
-  stats[3u * t] = m;
+  let l = before.y * exp(before.x - m) + chunkSum;
   let tgt = targets[t];
-  if (tgt >= i32(p.c0) && tgt < i32(p.c0 + p.VC)) { stats[3u * t + 2u] = logit(base + u32(tgt) - p.c0); }
-}
-
-@compute @workgroup_size(WG)
-fn ce_loss(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-           @builtin(local_invocation_index) lid: u32) {
-  let t = flat_index(wid, nwg, lid, WG);
-  if (t >= p.T) { return; }
-  var loss = 0.0;
-  if (targets[t] >= 0) { loss = stats[3u * t] + log(stats[3u * t + 1u]) - stats[3u * t + 2u]; }
-  losses[t] = loss;
+  var tgtLogit = before.z;
+  if (tgt >= i32(p.c0) && tgt < i32(p.c0 + p.VC)) { tgtLogit = logit(base + u32(tgt) - p.c0); }
+  stats[3u * t] = m;
+  stats[3u * t + 1u] = l;
+  stats[3u * t + 2u] = tgtLogit;
+  if ((p.edges & LAST_CHUNK) != 0u) {
+    var loss = 0.0;
+    if (tgt >= 0) { loss = m + log(l) - tgtLogit; }
+    losses[t] = loss;
+  }
 }
 
 // In place: logits -> scale * (softmax - onehot(tgt)); ignored rows get 0.

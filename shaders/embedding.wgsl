@@ -1,6 +1,7 @@
 // Embedding lookup and its gradient.
-//   forward:  out[t, c] = scale * table[ids[t], c]  (+ out[t, c] with ACCUMULATE, e.g. adding position
-//             embeddings); scale is 1, or Gemma's sqrt(hidden size);
+//   forward:  out[t, c] = scale * table[ids[t], c]  (+ out[t, c] with ACCUMULATE)
+//             (+ posTable[positions[t], c] with POSITIONS: GPT-2's learned positions, in the same pass);
+//             scale is 1, or Gemma's sqrt(hidden size);
 //             TABLE_FORMAT 0: f32 in table; 1: bfloat16, 2: IEEE binary16, packed two per u32 in table_h
 //             (element 2i in the low half), as the matmul's Bh.
 //   backward: dtable[u, c] += scale * the sum of dout[t, c] over the tokens t with id u. Without float atomics this is
@@ -8,7 +9,7 @@
 //   invocation owns one (id, c) and the result is deterministic.
 // PIECE: the table holds rows [r0, r0 + rows) of a vocabulary split into pieces that each fit a binding;
 // tokens whose ids fall outside are another piece's (skipped), and rows are indexed from r0.
-struct Params { T: u32, C: u32, rows: u32, U: u32, scale: f32, r0: u32 }
+struct Params { T: u32, C: u32, rows: u32, U: u32, scale: f32, r0: u32, posRows: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;      // forward: [T]; backward: unique ids [U]
@@ -19,11 +20,14 @@ struct Params { T: u32, C: u32, rows: u32, U: u32, scale: f32, r0: u32 }
 @group(0) @binding(6) var<storage, read> dout: array<f32>;     // [T, C]
 @group(0) @binding(7) var<storage, read_write> dtable: array<f32>; // [rows, C]
 @group(0) @binding(8) var<storage, read> table_h: array<u32>;  // [rows, C] 16-bit, packed
+@group(0) @binding(9) var<storage, read> positions: array<u32>; // [T]
+@group(0) @binding(10) var<storage, read> posTable: array<f32>; // [posRows, C]
 
 override WG: u32 = 256;
 override ACCUMULATE: bool = false;
 override TABLE_FORMAT: u32 = 0u;
 override PIECE: bool = false;
+override POSITIONS: bool = false;
 
 fn table_value(i: u32) -> f32 {
   if (TABLE_FORMAT == 0u) { return table[i]; }
@@ -46,7 +50,8 @@ fn embedding_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups)
     if (ids[t] < p.r0 || ids[t] - p.r0 >= p.rows) { return; }
     row = ids[t] - p.r0;
   }
-  let v = table_value(row * p.C + c) * p.scale;
+  var v = table_value(row * p.C + c) * p.scale;
+  if (POSITIONS) { v += posTable[min(positions[t], p.posRows - 1u) * p.C + c]; }
   if (ACCUMULATE) { out[i] += v; } else { out[i] = v; }
 }
 

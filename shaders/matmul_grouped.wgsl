@@ -2,6 +2,12 @@
 // products that share their operands' buffers cost one dispatch instead of one each. Workgroup z is
 // the problem; each problem is read from a table recorded with the submission:
 //   C = sum over its terms of alpha_t * op(A_t) @ op(B_t)  (+ bias[n]) (+ R[m, n]) (+ C)
+// and two activation epilogues (GELU, lib/gelu.wgsl), so an MLP's activation costs no pass of its own:
+//   ACT_OUT:  R[m, n] = gelu(C[m, n]) beside C (the up projection keeps its pre-activation for backward)
+//   ACT_GRAD: C = (the sum above) * gelu'(R[m, n]), R holding the pre-activation (the down projection's
+//             input gradient written as the up projection's output gradient)
+// R serves one of the three (residual, activation output, activation input) per problem: a ninth storage
+// binding would pass WebGPU's default limit of eight.
 // A term is one K range: op(A)[m, k] = A[a + m * am + k * ak], op(B)[k, n] = B[b + k * bk + n * bn], so
 // transposes are strides; a LoRA path (s (x A^T) B^T) is a term with its own alpha. A term with `ones` multiplies by a column of ones (op(B) = 1, N = 1): the row
 // sums of op(A), which is a bias's gradient (db = dy^T 1). Terms in one problem sum in registers, so
@@ -17,9 +23,10 @@
 @group(0) @binding(2) var<storage, read> B: array<f32>;
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
-@group(0) @binding(5) var<storage, read> R: array<f32>;
+@group(0) @binding(5) var<storage, read_write> R: array<f32>;
 @group(0) @binding(6) var<storage, read> table: array<u32>;
 // #include lib/matmul_operands.wgsl
+// #include lib/gelu.wgsl
 
 // Table layout, in 4-byte words: PROBLEM_WORDS per problem from word 0, then the terms, TERM_WORDS each.
 const PROBLEM_WORDS = 8u;
@@ -27,6 +34,8 @@ const TERM_WORDS = 9u;
 const FLAG_ACCUMULATE = 1u;
 const FLAG_BIAS = 2u;
 const FLAG_RESIDUAL = 4u;
+const FLAG_ACT_OUT = 8u;
+const FLAG_ACT_GRAD = 16u;
 
 struct Problem {
   M: u32, N: u32, flags: u32, terms: u32,
@@ -52,7 +61,7 @@ fn term(p: Problem, t: u32) -> Term {
               table[w + 6u], table[w + 7u], bitcast<f32>(table[w + 8u]));
 }
 
-// Stores C[m, n] = acc + bias + residual (+ C).
+// Stores C[m, n] = acc + bias + residual (+ C), times gelu'(R) with ACT_GRAD; and gelu of it in R with ACT_OUT.
 fn store(p: Problem, m: u32, n: u32, acc: f32) {
   if (m >= p.M || n >= p.N) { return; }
   let i = m * p.N + n;
@@ -60,7 +69,9 @@ fn store(p: Problem, m: u32, n: u32, acc: f32) {
   if ((p.flags & FLAG_BIAS) != 0u) { c += bias[p.bias + n]; }
   if ((p.flags & FLAG_RESIDUAL) != 0u) { c += R[p.residual + i]; }
   if ((p.flags & FLAG_ACCUMULATE) != 0u) { c += C[p.c + i]; }
+  if ((p.flags & FLAG_ACT_GRAD) != 0u) { c *= gelu_grad(R[p.residual + i]); }
   C[p.c + i] = c;
+  if ((p.flags & FLAG_ACT_OUT) != 0u) { R[p.residual + i] = gelu(c); }
 }
 
 // ---- Direct: operands read straight from storage (matmul.wgsl's matmul_direct, strides at run time).

@@ -51,6 +51,9 @@ export function testGpu(tuning?: Partial<GpuTuning>): Promise<Gpu> {
  */
 export const IN_BROWSER = typeof window !== 'undefined';
 
+/** The test projects on lavapipe, the second adapter (vite.config.ts sets its vector width for them). */
+export const ON_LAVAPIPE = !IN_BROWSER && Boolean(process.env.LP_NATIVE_VECTOR_WIDTH);
+
 export type ReductionProfile = Pick<GpuTuning, 'reductionWorkgroupSize' | 'reductions'>;
 /**
  * Every reduction profile, with a label for test names: the CPU size (4 invocations) and the GPU size

@@ -1,10 +1,11 @@
 /**
  * Flash-style causal attention with GQA and packed-document segments (shaders/attention.wgsl): forward
- * saves the log-sum-exp; backward recomputes probabilities in a dQ pass and a dK/dV pass, no atomics.
+ * saves the log-sum-exp; backward recomputes probabilities in a dQ pass and a dK/dV pass, no atomics:
+ * one dispatch doing both where dQ, dK and dV share a buffer (tiled), else three (a delta pass first).
  * Direct kernels (one invocation per row and head) or workgroup-tiled ones, as the device tuning says.
  */
 import { ShapeError } from '../errors.js';
-import type { BufferLike } from '../gpu/buffers.js';
+import { asView, type BufferLike, type TensorView } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { launch1d, requireDims, requireElements } from './common.js';
 
@@ -39,8 +40,11 @@ function checkShape(kernel: string, s: AttentionShape): void {
   if (s.softcap != null && !(s.softcap > 0 && Number.isFinite(s.softcap))) throw new ShapeError(`${kernel}: softcap must be a positive number, got ${s.softcap}`);
 }
 
-function params(s: AttentionShape, kvRows = s.S, qOffset = 0) {
-  return { B: s.B, S: s.S, nH: s.nH, nKV: s.nKV, D: s.headDim, scale: s.scale ?? 1 / Math.sqrt(s.headDim), Skv: kvRows, qOffset, window: s.window ?? 0, softcap: s.softcap ?? 0 };
+function params(s: AttentionShape, kvRows = s.S, qOffset = 0, gradientsAt = { dq: 0, dk: 0, dv: 0 }) {
+  return {
+    B: s.B, S: s.S, nH: s.nH, nKV: s.nKV, D: s.headDim, scale: s.scale ?? 1 / Math.sqrt(s.headDim), Skv: kvRows, qOffset, window: s.window ?? 0, softcap: s.softcap ?? 0,
+    dqAt: gradientsAt.dq, dkAt: gradientsAt.dk, dvAt: gradientsAt.dv,
+  };
 }
 
 /** Rows per workgroup of the tiled kernels (their workgroup size). */
@@ -141,12 +145,23 @@ export function attentionBackward(rec: CommandRecorder, a: AttentionBackwardArgs
   const constants = { WG, SEGMENTS: !!a.segments };
   const seg = a.segments ?? rec.gpu.placeholder();
   const label = `${a.B}x${a.S} h${a.nH}/${a.nKV} d${a.headDim}`;
+  const tiled = (a.variant ?? rec.gpu.tuning.attentionVariant) === 'tiled';
+  const gradients = tiled ? oneBinding(rec, [a.dQ, a.dK, a.dV]) : null;
+  if (gradients) {
+    const [dq, dk, dv] = gradients.at;
+    rec.dispatch({
+      shader: 'attention', entryPoint: 'attention_backward_tiled', constants: tileConstants(rec, a.headDim, !!a.segments, true),
+      uniforms: params(a, a.S, 0, { dq, dk, dv }), storage: { q: a.q, k: a.k, v: a.v, segments: seg, o: a.o, stats: a.stats, dO: a.dO, dQKV: gradients.binding },
+      workgroups: [Math.ceil(a.S / OWN), a.nH + a.nKV, a.B], label: `attention backward tiled ${label}`,
+    });
+    return;
+  }
   rec.dispatch({
     shader: 'attention', entryPoint: 'attention_backward_prep', constants, uniforms: params(a),
     storage: { o: a.o, stats: a.stats, dO: a.dO },
     workgroups: launch1d(rec.gpu, rows * a.nH, WG), label: `attention backward prep ${label}`,
   });
-  if ((a.variant ?? rec.gpu.tuning.attentionVariant) === 'tiled') {
+  if (tiled) {
     rec.dispatch({
       shader: 'attention', entryPoint: 'attention_backward_dq_tiled', constants: tileConstants(rec, a.headDim, !!a.segments, false),
       uniforms: params(a), storage: { q: a.q, k: a.k, v: a.v, segments: seg, stats: a.stats, dO: a.dO, dQ: a.dQ },
@@ -169,6 +184,23 @@ export function attentionBackward(rec: CommandRecorder, a: AttentionBackwardArgs
     storage: { q: a.q, k: a.k, v: a.v, segments: seg, stats: a.stats, dO: a.dO, dK: a.dK, dV: a.dV },
     workgroups: launch1d(rec.gpu, rows * a.nKV, WG), label: `attention backward dkv ${label}`,
   });
+}
+
+/**
+ * One binding over views of one buffer, and each view's start in it (elements), where the views lie in
+ * one buffer within a binding's size; null otherwise.
+ */
+function oneBinding(rec: CommandRecorder, buffers: BufferLike[]): { binding: TensorView; at: number[] } | null {
+  const views = buffers.map(asView);
+  if (views.some((v) => v.buffer !== views[0].buffer || v.offset % 4)) return null;
+  // Overlapping outputs stay apart, for WebGPU's own check of writable bindings to refuse them.
+  const sorted = [...views].sort((x, y) => x.offset - y.offset);
+  if (sorted.some((v, i) => i > 0 && v.offset < sorted[i - 1].offset + sorted[i - 1].size)) return null;
+  const align = rec.gpu.limits.minStorageBufferOffsetAlignment;
+  const start = Math.floor(Math.min(...views.map((v) => v.offset)) / align) * align;
+  const end = Math.max(...views.map((v) => v.offset + v.size));
+  if (end - start > rec.gpu.limits.maxStorageBufferBindingSize) return null;
+  return { binding: { buffer: views[0].buffer, offset: start, size: end - start }, at: views.map((v) => (v.offset - start) / 4) };
 }
 
 /** Bytes of the probability matrix naive attention materializes. */

@@ -1,13 +1,14 @@
 /**
  * Cross-entropy fused with the LM head and chunked along the vocabulary (shaders/cross_entropy.wgsl):
  * only a [T, chunk] slice of logits exists at any time. Backward recomputes each slice, so the cost is
- * one extra logits matmul in exchange for never holding [T, V] floats.
+ * one extra logits matmul in exchange for never holding [T, V] floats; a vocabulary of one chunk
+ * recorded right after its forward pass reuses the forward's slice (`forwardLogits`).
  */
 import { ShapeError } from '../errors.js';
 import { SHADER_INTERFACES } from './shaders.gen.js';
 import { view, type BufferLike } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
-import { launch1d, requireDims, requireElements } from './common.js';
+import { launch1d, requireDims, requireElements, shaderConstant } from './common.js';
 import { matmul, type WeightFormat } from './matmul.js';
 
 const WG = 256;
@@ -96,12 +97,15 @@ function chunkLogits(rec: CommandRecorder, a: CrossEntropyArgs, weight: BufferLi
 
 type BufferArg = 'logits' | 'targets' | 'stats' | 'losses';
 
-function ceDispatch(rec: CommandRecorder, entryPoint: string, a: CrossEntropyArgs, width: number, c0: number, scale: number, workgroups: [number, number?]): void {
+const FIRST_CHUNK = shaderConstant('cross_entropy', 'FIRST_CHUNK');
+const LAST_CHUNK = shaderConstant('cross_entropy', 'LAST_CHUNK');
+
+function ceDispatch(rec: CommandRecorder, entryPoint: string, a: CrossEntropyArgs, width: number, c0: number, scale: number, workgroups: [number, number?], edges = 0): void {
   rec.dispatch({
     shader: 'cross_entropy',
     entryPoint,
     constants: { WG: entryPoint === 'ce_chunk_stats' ? rec.gpu.tuning.reductionWorkgroupSize : WG },
-    uniforms: { T: a.T, VC: width, c0, scale, softcap: a.softcap ?? 0 },
+    uniforms: { T: a.T, VC: width, c0, scale, softcap: a.softcap ?? 0, edges },
     // Each entry point binds exactly the buffers its WGSL uses, as the generated interface lists them.
     storage: Object.fromEntries(SHADER_INTERFACES.cross_entropy.entryPoints[entryPoint].storage.map((name) => [name, a[name as BufferArg]])),
     workgroups,
@@ -109,17 +113,25 @@ function ceDispatch(rec: CommandRecorder, entryPoint: string, a: CrossEntropyArg
   });
 }
 
-/** Per-token losses into `losses` and the statistics the backward pass needs into `stats`. */
+/**
+ * Per-token losses into `losses` and the statistics the backward pass needs into `stats`: each chunk's
+ * logits, then their statistics merged into the running ones (the first starts them, the last writes
+ * the losses).
+ */
 export function crossEntropyForward(rec: CommandRecorder, a: CrossEntropyArgs): void {
   check('crossEntropyForward', a);
-  const rows = launch1d(rec.gpu, a.T, WG);
-  ceDispatch(rec, 'ce_reset', a, 0, 0, 0, rows);
   const pieces = headPieces(a);
-  for (const { c0, width, piece, local } of chunks(a)) {
+  const all = chunks(a);
+  all.forEach(({ c0, width, piece, local }, i) => {
     chunkLogits(rec, a, pieces[piece].weight, local, width);
-    ceDispatch(rec, 'ce_chunk_stats', a, width, c0, 0, launch1d(rec.gpu, a.T, 1));
-  }
-  ceDispatch(rec, 'ce_loss', a, 0, 0, 0, rows);
+    const edges = (i === 0 ? FIRST_CHUNK : 0) | (i === all.length - 1 ? LAST_CHUNK : 0);
+    ceDispatch(rec, 'ce_chunk_stats', a, width, c0, 0, launch1d(rec.gpu, a.T, 1), edges);
+  });
+}
+
+/** Whether the vocabulary is one chunk: the forward pass leaves its whole logits in `logits`. */
+export function crossEntropyOneChunk(a: Pick<CrossEntropyArgs, 'V' | 'chunk' | 'pieces'>): boolean {
+  return !a.pieces && a.V <= a.chunk;
 }
 
 export interface CrossEntropyBackwardArgs extends CrossEntropyArgs {
@@ -131,6 +143,11 @@ export interface CrossEntropyBackwardArgs extends CrossEntropyArgs {
   dWeightPieces?: BufferLike[];
   /** Gradient of the objective per token loss, e.g. 1 / (number of target tokens) for a mean. */
   gradScale: number;
+  /**
+   * `logits` still holds what crossEntropyForward left there on these inputs (one chunk, nothing written
+   * there since): the backward pass uses it instead of recomputing it.
+   */
+  forwardLogits?: boolean;
 }
 
 /** Needs `stats` from crossEntropyForward on the same inputs. */
@@ -143,8 +160,9 @@ export function crossEntropyBackward(rec: CommandRecorder, a: CrossEntropyBackwa
   if (dWeights && dWeights.length !== pieces.length) throw new ShapeError(`crossEntropyBackward: ${dWeights.length} weight gradients for ${pieces.length} pieces`);
   dWeights?.forEach((d, i) => requireElements('crossEntropyBackward', 'dWeight', d, pieces[i].rows * a.H));
   if (dWeights && (a.weightFormat ?? 'f32') !== 'f32') throw new ShapeError('crossEntropyBackward: a trained LM head is f32');
+  if (a.forwardLogits && !crossEntropyOneChunk(a)) throw new ShapeError('crossEntropyBackward: forwardLogits needs a vocabulary of one chunk');
   chunks(a).forEach(({ c0, width, piece, local }, i) => {
-    chunkLogits(rec, a, pieces[piece].weight, local, width);
+    if (!a.forwardLogits) chunkLogits(rec, a, pieces[piece].weight, local, width);
     ceDispatch(rec, 'ce_chunk_grad', a, width, c0, a.gradScale, launch1d(rec.gpu, a.T * width, WG));
     // dHidden (+)= dLogits [T, width] @ W_chunk [width, H]
     matmul(rec, { a: a.logits, b: weightRows(a, pieces[piece].weight, local, width), bFormat: a.weightFormat, c: a.dHidden, M: a.T, N: a.H, K: width, accumulate: i > 0 });

@@ -43,8 +43,10 @@ export interface EmbeddingForwardArgs {
   T: number;
   C: number;
   rows: number;
-  /** out += lookup (e.g. position embeddings onto token embeddings). */
+  /** out += lookup. */
   accumulate?: boolean;
+  /** Learned absolute positions (GPT-2), added in the same pass: row positions[t] of `table` [rows, C], f32. */
+  positions?: { ids: BufferLike; table: BufferLike; rows: number };
   /** Multiplies each looked-up row (Gemma's sqrt(hidden size), as an f32); default 1. */
   scale?: number;
   /**
@@ -60,13 +62,22 @@ export function embeddingForward(rec: CommandRecorder, a: EmbeddingForwardArgs):
   const format = a.tableFormat ?? 'f32';
   requireElements('embeddingForward', 'table', a.table, format === 'f32' ? a.rows * a.C : Math.ceil((a.rows * a.C) / 2));
   requireElements('embeddingForward', 'out', a.out, a.T * a.C);
+  const pos = a.positions;
+  if (pos) {
+    requireDims('embeddingForward', { positionRows: pos.rows });
+    requireElements('embeddingForward', 'positions', pos.ids, a.T);
+    requireElements('embeddingForward', 'position table', pos.table, pos.rows * a.C);
+  }
   const unused = rec.gpu.placeholder();
   rec.dispatch({
     shader: 'embedding',
     entryPoint: 'embedding_forward',
-    constants: { WG, ACCUMULATE: !!a.accumulate, TABLE_FORMAT: { f32: 0, bf16: 1, f16: 2 }[format], PIECE: a.rowOffset !== undefined },
-    uniforms: { T: a.T, C: a.C, rows: a.rows, U: 0, scale: a.scale ?? 1, r0: a.rowOffset ?? 0 },
-    storage: { ids: a.ids, table: format === 'f32' ? a.table : unused, table_h: format === 'f32' ? unused : a.table, out: a.out },
+    constants: { WG, ACCUMULATE: !!a.accumulate, TABLE_FORMAT: { f32: 0, bf16: 1, f16: 2 }[format], PIECE: a.rowOffset !== undefined, POSITIONS: !!pos },
+    uniforms: { T: a.T, C: a.C, rows: a.rows, U: 0, scale: a.scale ?? 1, r0: a.rowOffset ?? 0, posRows: pos?.rows ?? 0 },
+    storage: {
+      ids: a.ids, table: format === 'f32' ? a.table : unused, table_h: format === 'f32' ? unused : a.table, out: a.out,
+      positions: pos?.ids ?? unused, posTable: pos?.table ?? unused,
+    },
     workgroups: launch1d(rec.gpu, a.T * a.C, WG),
     label: `embedding forward ${a.T}x${a.C}`,
   });
@@ -102,7 +113,7 @@ export function embeddingBackward(rec: CommandRecorder, a: EmbeddingBackwardArgs
     shader: 'embedding',
     entryPoint: 'embedding_backward',
     constants: { WG, PIECE: a.rowOffset !== undefined },
-    uniforms: { T: a.T, C: a.C, rows: a.rows, U: a.U, scale: a.scale ?? 1, r0: a.rowOffset ?? 0 },
+    uniforms: { T: a.T, C: a.C, rows: a.rows, U: a.U, scale: a.scale ?? 1, r0: a.rowOffset ?? 0, posRows: 0 },
     storage: { ids: a.unique, offsets: a.offsets, order: a.order, dout: a.dOut, dtable: a.dTable },
     workgroups: launch1d(rec.gpu, a.U * a.C, WG),
     label: `embedding backward ${a.U}x${a.C}`,

@@ -1,13 +1,15 @@
 /**
  * Grouped matmul (shaders/matmul_grouped.wgsl): independent products in one dispatch, each a sum of
- * terms op(A) op(B) with its own shapes, transposes and offsets, and an epilogue of bias, residual and
- * accumulation. A linear layer's weight and bias gradients are one dispatch this way (the bias's is a
- * term against a column of ones), as are the q, k and v products that share their input.
+ * terms op(A) op(B) with its own shapes, transposes and offsets, and an epilogue of bias, residual,
+ * accumulation and a GELU (its output beside C, or its derivative applied to C). A linear layer's
+ * weight and bias gradients are one dispatch this way (the bias's is a term against a column of ones),
+ * as are the q, k and v products that share their input.
  */
 import { ShapeError } from '../errors.js';
 import { alignUp, asView, type BufferLike, type TensorView } from '../gpu/buffers.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { requireDims, shaderConstant } from './common.js';
+import { geluForward, type GeluKind } from './activation.js';
 import { elementwise } from './elementwise.js';
 import { matmul, operandFormat, type MatmulVariant, type WeightFormat } from './matmul.js';
 
@@ -37,6 +39,13 @@ export interface GroupedProblem {
   accumulate?: boolean;
   bias?: BufferLike;
   residual?: BufferLike;
+  /** out [M, N] = gelu(C) as C is stored, C keeping the pre-activation (an MLP's up projection). */
+  activation?: { kind: GeluKind; out: BufferLike };
+  /**
+   * C = (the terms) * gelu'(x), x [M, N] the pre-activation: the gradient through the activation in the
+   * product that computes the gradient of its output. No bias, residual or accumulation with it.
+   */
+  activationGrad?: { kind: GeluKind; x: BufferLike };
 }
 
 /** A term with its operands resolved to views and formats. */
@@ -53,6 +62,10 @@ interface Part {
   accumulate: boolean;
   bias?: TensorView;
   residual?: TensorView;
+  /** The activation epilogues, on a problem's last part: what ACT_OUT writes and what ACT_GRAD reads, both through R. */
+  activationOut?: TensorView;
+  activationInput?: TensorView;
+  activationKind?: GeluKind;
 }
 
 const PROBLEM_WORDS = shaderConstant('matmul_grouped', 'PROBLEM_WORDS');
@@ -60,6 +73,8 @@ const TERM_WORDS = shaderConstant('matmul_grouped', 'TERM_WORDS');
 const FLAG_ACCUMULATE = shaderConstant('matmul_grouped', 'FLAG_ACCUMULATE');
 const FLAG_BIAS = shaderConstant('matmul_grouped', 'FLAG_BIAS');
 const FLAG_RESIDUAL = shaderConstant('matmul_grouped', 'FLAG_RESIDUAL');
+const FLAG_ACT_OUT = shaderConstant('matmul_grouped', 'FLAG_ACT_OUT');
+const FLAG_ACT_GRAD = shaderConstant('matmul_grouped', 'FLAG_ACT_GRAD');
 
 /**
  * Records the products in as few dispatches as their buffers allow: one where every A, every B, every C
@@ -80,22 +95,24 @@ export function matmulGrouped(rec: CommandRecorder, problems: GroupedProblem[], 
 function recordSeparately(rec: CommandRecorder, p: GroupedProblem, variant?: MatmulVariant): boolean {
   const align = rec.gpu.limits.minStorageBufferOffsetAlignment;
   const bindable = (v: BufferLike | 'ones' | undefined) => v === undefined || (v !== 'ones' && asView(v).offset % align === 0);
-  if (p.terms.length === 0 || !p.terms.every((t) => bindable(t.a) && bindable(t.b)) || ![p.c, p.bias, p.residual].every(bindable)) return false;
+  // The activation's gradient has no pass of its own to fall back on; the grouped kernel records it.
+  if (p.activationGrad || p.terms.length === 0 || !p.terms.every((t) => bindable(t.a) && bindable(t.b)) || ![p.c, p.bias, p.residual].every(bindable)) return false;
   validate(p);
   p.terms.forEach((t, i) => matmul(rec, {
     a: t.a, aFormat: t.aFormat, b: t.b as BufferLike, bFormat: t.bFormat, c: p.c, M: p.M, N: p.N, K: t.K, transA: t.transA, transB: t.transB,
     alpha: (p.alpha ?? 1) * (t.alpha ?? 1), accumulate: i > 0 || p.accumulate, bias: i === 0 ? p.bias : undefined, variant,
   }));
   if (p.residual) elementwise(rec, { op: 'axpy', y: p.c, x: p.residual, n: p.M * p.N, s0: 1 });
+  if (p.activation) geluForward(rec, { x: p.c, y: p.activation.out, n: p.M * p.N, kind: p.activation.kind });
   return true;
 }
 
 function groupProblems(rec: CommandRecorder, problems: GroupedProblem[], variant?: MatmulVariant): void {
-  const written = new Set(problems.map((p) => asView(p.c).buffer));
+  const written = new Set(problems.flatMap((p) => [asView(p.c).buffer, ...(p.activation ? [asView(p.activation.out).buffer] : [])]));
   const waves: Part[][] = [];
   for (const p of problems) {
     validate(p);
-    for (const read of [...p.terms.flatMap((t) => (t.b === 'ones' ? [t.a] : [t.a, t.b])), p.bias, p.residual]) {
+    for (const read of [...p.terms.flatMap((t) => (t.b === 'ones' ? [t.a] : [t.a, t.b])), p.bias, p.residual, p.activationGrad?.x]) {
       if (read && written.has(asView(read).buffer)) throw new ShapeError('matmulGrouped: a problem reads a buffer that a problem of the same group writes; record them as separate groups');
     }
     if (p.M === 0 || p.N === 0) continue;
@@ -118,6 +135,10 @@ function groupProblems(rec: CommandRecorder, problems: GroupedProblem[], variant
     parts[0].accumulate = !!p.accumulate;
     if (p.bias) parts[0].bias = asView(p.bias);
     if (p.residual) parts[0].residual = asView(p.residual);
+    // The activation sees the whole sum: the last part's store, after the others have accumulated.
+    const last = parts[parts.length - 1];
+    if (p.activation) Object.assign(last, { activationOut: asView(p.activation.out), activationKind: p.activation.kind });
+    if (p.activationGrad) Object.assign(last, { activationInput: asView(p.activationGrad.x), activationKind: p.activationGrad.kind });
     parts.forEach((part, i) => (waves[i] ??= []).push(part));
   }
   const chosen = variant ?? rec.gpu.tuning.matmulVariant;
@@ -148,10 +169,25 @@ function validate(p: GroupedProblem): void {
   if ((asView(p.c) as TensorView).format) throw new ShapeError('matmulGrouped: C must hold f32 values');
   if (p.bias) need('bias', p.bias, 'f32', p.N);
   if (p.residual) need('residual', p.residual, 'f32', p.M * p.N);
+  if (p.activation) {
+    if (p.residual) throw new ShapeError('matmulGrouped: a problem has a residual or an activation output, not both');
+    need('activation output', p.activation.out, 'f32', p.M * p.N);
+    if ((asView(p.activation.out) as TensorView).format) throw new ShapeError('matmulGrouped: the activation output must hold f32 values');
+    if (asView(p.activation.out).buffer === asView(p.c).buffer) throw new ShapeError('matmulGrouped: the activation output must not share C\'s buffer');
+  }
+  if (p.activationGrad) {
+    if (p.activation || p.bias || p.residual || p.accumulate) throw new ShapeError('matmulGrouped: an activation\'s gradient takes no bias, residual, accumulation or activation output');
+    need('activation input', p.activationGrad.x, 'f32', p.M * p.N);
+  }
 }
 
 function sameOperand(x: Operand, y: Operand): boolean {
   return x.view.buffer === y.view.buffer && x.format === y.format;
+}
+
+/** What a part binds to R: its residual, or its activation's output or input (one at most). */
+function rOf(p: Part): TensorView | undefined {
+  return p.residual ?? p.activationOut ?? p.activationInput;
 }
 
 /** Whether two parts can share one dispatch's bindings. */
@@ -162,7 +198,11 @@ function compatible(x: Part, y: Part): boolean {
     const bv = 'view' in v ? v.view.buffer : v.buffer;
     return bu === bv && ('format' in u ? u.format : undefined) === ('format' in v ? v.format : undefined);
   };
-  return sameOperand(x.a, y.a) && same(x.b, y.b) && asView(x.problem.c).buffer === asView(y.problem.c).buffer && same(x.bias, y.bias) && same(x.residual, y.residual);
+  return (
+    sameOperand(x.a, y.a) && same(x.b, y.b) && asView(x.problem.c).buffer === asView(y.problem.c).buffer && same(x.bias, y.bias) &&
+    same(rOf(x), rOf(y)) &&
+    (!x.activationKind || !y.activationKind || x.activationKind === y.activationKind)
+  );
 }
 
 /** One range of a buffer covering every view bound to a slot, and each view's element offset in it. */
@@ -179,8 +219,9 @@ function cover(rec: CommandRecorder, views: TensorView[], format: WeightFormat):
 function record(rec: CommandRecorder, parts: Part[], variant: MatmulVariant): void {
   // One product alone is matmul.wgsl's, whose loops are specialized by its overrides: the grouped kernel
   // reads shapes and strides from its table, and SwiftShader ran it 1.3 to 1.5x slower at K = 128.
-  const only = parts.length === 1 && parts[0].terms.length === 1 && !parts[0].residual ? parts[0] : null;
-  if (only && recordSeparately(rec, { ...only.problem, terms: only.terms, accumulate: only.accumulate, bias: only.bias, residual: undefined }, variant)) return;
+  // The epilogues matmul.wgsl lacks (residual, activation) keep a lone product here: one dispatch, not two.
+  const only = parts.length === 1 && parts[0].terms.length === 1 && !rOf(parts[0]) ? parts[0] : null;
+  if (only && recordSeparately(rec, { ...only.problem, terms: only.terms, accumulate: only.accumulate, bias: only.bias, residual: undefined, activation: undefined, activationGrad: undefined }, variant)) return;
   const unused = rec.gpu.placeholder();
   const first = <T>(f: (p: Part) => T | null | undefined) => parts.map(f).find((x) => x) ?? null;
   const aFormat = parts[0].a.format;
@@ -192,8 +233,10 @@ function record(rec: CommandRecorder, parts: Part[], variant: MatmulVariant): vo
   const c = cover(rec, parts.map((p) => asView(p.problem.c)), 'f32');
   const biasViews = parts.flatMap((p) => (p.bias ? [p.bias] : []));
   const bias = biasViews.length ? cover(rec, biasViews, 'f32') : null;
-  const residualViews = parts.flatMap((p) => (p.residual ? [p.residual] : []));
+  // R: residuals, or an activation's output or input.
+  const residualViews = parts.flatMap((p) => rOf(p) ?? []);
   const residual = residualViews.length ? cover(rec, residualViews, 'f32') : null;
+  const activationKind = first((p) => p.activationKind) ?? 'gelu_new';
   // C ranges must not overlap: each workgroup writes its problem's C alone.
   const ranges = parts.map(({ problem: p }) => [asView(p.c).offset, asView(p.c).offset + p.M * p.N * 4] as const).sort((x, y) => x[0] - y[0]);
   for (let i = 1; i < ranges.length; i++) {
@@ -205,9 +248,11 @@ function record(rec: CommandRecorder, parts: Part[], variant: MatmulVariant): vo
   let next = parts.length * PROBLEM_WORDS;
   parts.forEach((part, z) => {
     const p = part.problem;
-    const flags = (part.accumulate ? FLAG_ACCUMULATE : 0) | (part.bias ? FLAG_BIAS : 0) | (part.residual ? FLAG_RESIDUAL : 0);
-    const at = z * PROBLEM_WORDS;
-    words.set([p.M, p.N, flags, part.terms.length, next, c.offset(asView(p.c)), part.bias ? bias!.offset(part.bias) : 0, part.residual ? residual!.offset(part.residual) : 0], at);
+    const flags =
+      (part.accumulate ? FLAG_ACCUMULATE : 0) | (part.bias ? FLAG_BIAS : 0) | (part.residual ? FLAG_RESIDUAL : 0) |
+      (part.activationOut ? FLAG_ACT_OUT : 0) | (part.activationInput ? FLAG_ACT_GRAD : 0);
+    const r = rOf(part);
+    words.set([p.M, p.N, flags, part.terms.length, next, c.offset(asView(p.c)), part.bias ? bias!.offset(part.bias) : 0, r ? residual!.offset(r) : 0], z * PROBLEM_WORDS);
     for (const t of part.terms) {
       const av = asView(t.a);
       const aOff = a.offset(av);
@@ -228,11 +273,11 @@ function record(rec: CommandRecorder, parts: Part[], variant: MatmulVariant): vo
   rec.dispatch({
     shader: 'matmul_grouped',
     entryPoint: variant === 'tiled' ? 'grouped_tiled' : 'grouped_direct',
-    constants: { A_FORMAT: formatConstant(aFormat), B_FORMAT: formatConstant(bFormat) },
+    constants: { A_FORMAT: formatConstant(aFormat), B_FORMAT: formatConstant(bFormat), GELU_TANH: activationKind === 'gelu_new' },
     storage: {
       A: half(aFormat) ? unused : a.binding, Ah: half(aFormat) ? a.binding : unused,
       B: !b || half(bFormat) ? unused : b.binding, Bh: b && half(bFormat) ? b.binding : unused,
-      C: c.binding, bias: bias?.binding ?? unused, R: residual?.binding ?? unused, table: rec.table(words),
+      C: c.binding, bias: bias?.binding ?? unused, R: residual?.binding ?? rec.gpu.placeholder('write'), table: rec.table(words),
     },
     workgroups: [x, y, parts.length],
     label: `matmul_grouped ${parts.map((p) => `${p.problem.M}x${p.problem.N}`).join(',')}`,

@@ -11,9 +11,10 @@ import { asView, type TensorView } from '../gpu/buffers.js';
 import type { Gpu } from '../gpu/gpu.js';
 import type { CommandRecorder } from '../gpu/recorder.js';
 import { attentionBackward, attentionForward } from '../kernels/attention.js';
-import { crossEntropyBackward, crossEntropyForward } from '../kernels/cross-entropy.js';
+import { crossEntropyBackward, crossEntropyForward, crossEntropyOneChunk } from '../kernels/cross-entropy.js';
 import { embeddingBackward, embeddingForward } from '../kernels/embedding.js';
 import { elementwise } from '../kernels/elementwise.js';
+import { geluForward, type GeluKind } from '../kernels/activation.js';
 import { addLowRank, addTerms, matmul, type LowRankTerm } from '../kernels/matmul.js';
 import { matmulGrouped, type GroupedProblem, type GroupedTerm } from '../kernels/matmul-grouped.js';
 import { matmulQ4, matmulQ4InputGrad } from '../kernels/q4-matmul.js';
@@ -103,7 +104,7 @@ export class Transformer {
     this.family = familyOf(c).parts({
       config: c,
       params,
-      linear: (rec, acts, x, name, y, outDim, inDim) => this.linear(rec, acts, x, name, y, outDim, inDim),
+      linear: (rec, acts, x, name, y, outDim, inDim, activation) => this.linear(rec, acts, x, name, y, outDim, inDim, undefined, activation),
       linearBackward: (rec, acts, x, name, dy, dx, outDim, inDim, accumulateDx) => this.linearBackward(rec, acts, x, name, dy, dx, outDim, inDim, accumulateDx),
       ropeTable: (layer, acts) => {
         const tables = this.layerRopeTables[layer]!;
@@ -132,18 +133,21 @@ export class Transformer {
   /**
    * y = x W^T (+ b) (+ the method's term) (+ residual), one matmul with the bias and the term fused into
    * its store; under a method's per-column scale, y = s ⊙ (x W^T + term) + b, the scale applied after the
-   * matmul. A residual is added in the same store (the grouped matmul's epilogue) where the method adds
-   * nothing to this output, otherwise by its own pass.
+   * matmul. A residual, or an activation of y into `activation.out`, is computed in the same store (the
+   * grouped matmul's epilogue) where the method adds nothing to this output, otherwise by its own pass.
    */
-  private linear(rec: CommandRecorder, acts: Activations, x: View, name: string, y: View, outDim: number, inDim: number, residual?: View): void {
+  private linear(rec: CommandRecorder, acts: Activations, x: View, name: string, y: View, outDim: number, inDim: number, residual?: View, activation?: { kind: GeluKind; out: View }): void {
     const T = acts.T;
     const hooks = this.hooks?.has(name) ? this.hooks : null;
     const term = hooks?.outputTerm?.(rec, acts, name, x, outDim, inDim, this.pass);
     const bias = this.params.has(`${name}.bias`) ? this.params.param(`${name}.bias`) : undefined;
     const scale = hooks?.outputScale?.(rec, acts, name, outDim, this.pass, 'forward');
     const w = this.params.weight(`${name}.weight`);
-    if (residual && isDense(w) && !term && !scale && !hooks?.outputAdd) {
-      matmulGrouped(rec, [{ c: y, M: T, N: outDim, terms: [{ a: x, b: w.view, bFormat: w.format, transB: true, K: inDim }], bias, residual }]);
+    // The epilogue writes f32: a 16-bit activation (mixed precision) takes its own pass.
+    const fusedActivation = activation && !asView(activation.out).format ? activation : undefined;
+    if ((residual || fusedActivation) && isDense(w) && !term && !scale && !hooks?.outputAdd) {
+      matmulGrouped(rec, [{ c: y, M: T, N: outDim, terms: [{ a: x, b: w.view, bFormat: w.format, transB: true, K: inDim }], bias, residual, activation: fusedActivation }]);
+      if (activation && !fusedActivation) geluForward(rec, { x: y, y: activation.out, n: T * outDim, kind: activation.kind });
       return;
     }
     if (isDense(w)) {
@@ -158,6 +162,7 @@ export class Transformer {
     // z is kept wherever a backward pass may follow: in training arenas, whatever the pass.
     if (scale) columnScaleForward(rec, { y, scale: scale.scale, bias, saved: acts.grad ? scale.saved : undefined, rows: T, cols: outDim });
     if (residual) elementwise(rec, { op: 'axpy', y, x: residual, n: T * outDim, s0: 1 });
+    if (activation) geluForward(rec, { x: y, y: activation.out, n: T * outDim, kind: activation.kind });
   }
 
   /** Whether a method changes this linear layer's output (a term, a scale, an addition). */
@@ -255,9 +260,13 @@ export class Transformer {
   /**
    * dx (= or +=) = dy W (+ the method's term); dW += dy^T x (or the method's own weight gradient) and
    * db += dy^T 1 as one grouped matmul. Under a per-column scale, dy ⊙ s takes dy's place below the scale
-   * (the bias's gradient takes dy itself).
+   * (the bias's gradient takes dy itself). With `activationGrad`, dx = (dy W) * act'(activationGrad.x) instead
+   * (see activationGradOf).
    */
-  private linearBackward(rec: CommandRecorder, acts: Activations, x: View, name: string, dyOut: View, dx: View, outDim: number, inDim: number, accumulateDx = false): void {
+  private linearBackward(
+    rec: CommandRecorder, acts: Activations, x: View, name: string, dyOut: View, dx: View, outDim: number, inDim: number, accumulateDx = false,
+    activationGrad?: { kind: GeluKind; x: View },
+  ): void {
     const T = acts.T;
     const hooks = this.hooks?.has(name) ? this.hooks : null;
     const scale = hooks?.outputScale?.(rec, acts, name, outDim, this.pass, 'backward');
@@ -270,7 +279,10 @@ export class Transformer {
     }
     const term = hooks?.inputGradTerm?.(rec, acts, name, x, dy, outDim, inDim, this.pass);
     const w = this.params.weight(`${name}.weight`);
-    if (isDense(w)) {
+    if (activationGrad && isDense(w)) {
+      // dx = (dy W) * act'(a) in one product: activationGradOf allows no term or scale here.
+      matmulGrouped(rec, [{ c: dx, M: T, N: inDim, terms: [{ a: dy, b: w.view, bFormat: w.format, K: outDim }], activationGrad }]);
+    } else if (isDense(w)) {
       matmul(rec, { a: dy, b: w.view, bFormat: w.format, c: dx, M: T, N: inDim, K: outDim, accumulate: accumulateDx, lowRank: hooks?.fused ? term : undefined });
       if (term && !hooks!.fused) addLowRank(rec, dx, T, inDim, term);
     } else {
@@ -279,6 +291,17 @@ export class Transformer {
     }
     const ownGradient = hooks?.weightGradient?.(rec, acts, name, x, dy, outDim, inDim, this.pass) ?? false;
     matmulGrouped(rec, this.parameterGrads(name, x, dy, dyOut, outDim, inDim, T, ownGradient));
+  }
+
+  /**
+   * The family's lone activation as an epilogue of the down projection's input gradient (dx = dy W times
+   * act'(a)), where that product runs in the grouped kernel (GpuTuning.groupedProducts) on a dense weight
+   * whose method adds no term to its input gradient; otherwise undefined.
+   */
+  private activationGradOf(down: string, l: LayerActivations): { kind: GeluKind; x: View } | undefined {
+    const kind = this.family.activation;
+    if (!kind || !this.gpu.tuning.groupedProducts || this.hooksInputGrad(down) || !isDense(this.params.weight(`${down}.weight`)) || asView(l.a).format) return undefined;
+    return { kind, x: l.a };
   }
 
   private norm(rec: CommandRecorder, acts: Activations, name: string, x: View, y: View, stats: View): void {
@@ -320,11 +343,19 @@ export class Transformer {
     return { B: acts.B, S: acts.S, ...layerAttention(this.config, layer), segments: acts.hasSegments ? acts.segments : undefined };
   }
 
+  /**
+   * The activations whose logits buffer holds the last forward pass's whole logits (a vocabulary of one
+   * chunk), until a backward pass turns them into gradients: that pass then need not recompute them.
+   */
+  private heldLogits: Activations | null = null;
+
   /** Records the forward pass through the per-token losses (acts 'losses'). */
   forward(rec: CommandRecorder, acts: Activations, pass: PassContext = EVAL_PASS): void {
     this.params.prepareWeights?.(rec, true);
     this.forwardLayers(rec, acts, this.selfAttention, pass);
-    crossEntropyForward(rec, this.ceArgs(acts));
+    const ce = this.ceArgs(acts);
+    crossEntropyForward(rec, ce);
+    this.heldLogits = crossEntropyOneChunk(ce) ? acts : null;
   }
 
   /** Self-attention within the batch (causal, segments, windows): what training and evaluation use. */
@@ -345,14 +376,15 @@ export class Transformer {
     this.pass = pass;
     const c = this.config;
     const pieces = this.table('embed');
-    // A split table: each piece writes the tokens whose ids it holds.
+    const pos = this.family.positionEmbedding;
+    const positions = pos ? { ids: acts.positions, table: this.params.param(pos), rows: c.maxPositions } : undefined;
+    // A split table: each piece writes the tokens whose ids it holds (with their positions' rows).
     for (const p of pieces) {
       embeddingForward(rec, {
         ids: acts.ids, table: p.weight.view, tableFormat: p.weight.format, out: acts.stream[0], T: acts.T, C: c.hiddenSize, rows: p.rows, scale: c.embedScale,
-        rowOffset: pieces.length > 1 ? p.rowStart : undefined,
+        rowOffset: pieces.length > 1 ? p.rowStart : undefined, positions,
       });
     }
-    this.family.embedPositions(rec, acts);
     for (let i = 0; i < c.numLayers; i++) {
       this.layerForward(rec, acts, i, attend);
       this.layerOutput(rec, acts, i);
@@ -462,7 +494,8 @@ export class Transformer {
     const dx = g.dx;
     const head = this.table(this.lmHead);
     const dHead = head.every((p) => p.grad) ? head.map((p) => p.grad!) : undefined;
-    crossEntropyBackward(rec, { ...this.ceArgs(acts), dHidden: g.dln, ...(head.length > 1 ? { dWeightPieces: dHead } : { dWeight: dHead?.[0] }), gradScale });
+    crossEntropyBackward(rec, { ...this.ceArgs(acts), dHidden: g.dln, ...(head.length > 1 ? { dWeightPieces: dHead } : { dWeight: dHead?.[0] }), gradScale, forwardLogits: this.heldLogits === acts });
+    this.heldLogits = null;
     this.normBackwardInto(rec, acts, 'norm_f', acts.stream[c.numLayers], acts.stf, g.dln, dx, false);
     for (let i = c.numLayers - 1; i >= 0; i--) {
       const L = `layers.${i}`;
@@ -471,8 +504,10 @@ export class Transformer {
       // from the stream entering it (same kernels, same pass: bit for bit what the forward pass wrote).
       if (acts.checkpointed) this.layerForward(rec, acts, i, this.selfAttention);
       // x_{i+1} = xm + mlp(norm2(xm)): dx flows to xm unchanged, plus through the MLP, whose input h
-      // (one buffer for all layers) is recomputed from a and b.
-      this.family.mlpActivate(rec, acts, l);
+      // (one buffer for all layers) is recomputed from a and b where the down projection's backward reads
+      // it: for its weight's gradient, or a method's hook (checkpointing has just recomputed it).
+      const down = `${L}.${this.family.down}`;
+      if (!acts.checkpointed && (this.params.grad(`${down}.weight`) || this.hooks?.has(down))) this.family.mlpActivate(rec, acts, l);
       let dMlp = dx;
       if (l.post) {
         // x_{i+1} = xm + post_mlp_norm(mo): mo (and the norm's statistics) recomputed when checkpointed,
@@ -481,8 +516,10 @@ export class Transformer {
         this.normBackwardInto(rec, acts, `${L}.post_mlp_norm`, l.post.mo, l.post.stm, dx, g.dtmp, false);
         dMlp = g.dtmp;
       }
-      this.linearBackward(rec, acts, l.h, `${L}.${this.family.down}`, dMlp, g.dh, H, I);
-      this.family.mlpUpBackward(rec, acts, L, l, g);
+      // A lone GELU's backward in the down projection's input-gradient product, where products are grouped.
+      const activationGrad = this.activationGradOf(down, l);
+      this.linearBackward(rec, acts, l.h, down, dMlp, activationGrad ? g.da : g.dh, H, I, false, activationGrad);
+      this.family.mlpUpBackward(rec, acts, L, l, g, !!activationGrad);
       this.normBackwardInto(rec, acts, `${L}.norm2`, l.xm, l.st2, g.dln, dx, true);
       // xm = x_i + attention(norm1(x_i)) W_o^T (Gemma: + post_attn_norm of that projection).
       let dAttnOut = dx;
@@ -517,7 +554,12 @@ export class Transformer {
         dOut: dx, dTable: p.grad, T, C: H, rows: p.rows, scale: c.embedScale, rowOffset: embed.length > 1 ? p.rowStart : undefined,
       });
     }
-    this.family.embedPositionsBackward(rec, acts, dx);
+    const dPos = this.family.positionEmbedding ? this.params.grad(this.family.positionEmbedding) : null;
+    if (dPos) {
+      // Positions as ids: each position's gradient is the sum over the tokens at that position.
+      const plan = acts.positionPlan;
+      embeddingBackward(rec, { unique: plan.unique, offsets: plan.offsets, order: plan.order, U: acts.uniquePositions, dOut: dx, dTable: dPos, T, C: H, rows: c.maxPositions });
+    }
   }
 
   destroy(): void {

@@ -21,12 +21,16 @@ function packedSegments(B: number, S: number, rand: () => number): Uint32Array {
   return seg;
 }
 
+// Gradients in three buffers, or at offsets of one (as a training step's activations hold them), where the
+// tiled kernels take the whole backward pass in one dispatch instead of three.
 describe.each([
-  [false, 'direct'],
-  [true, 'direct'],
-  [false, 'tiled'],
-  [true, 'tiled'],
-] as const)('flash attention equals naive attention (segments: %s, kernels %s)', (useSegments, attentionVariant) => {
+  [false, 'direct', 'three buffers'],
+  [true, 'direct', 'three buffers'],
+  [false, 'tiled', 'three buffers'],
+  [true, 'tiled', 'three buffers'],
+  [false, 'tiled', 'one buffer'],
+  [true, 'tiled', 'one buffer'],
+] as const)('flash attention equals naive attention (segments: %s, kernels %s, gradients in %s)', (useSegments, attentionVariant, layout) => {
   it.each([
     // B, S, nH, nKV, D, sliding window, soft cap (Gemma 2; with a score scale of its own, 1 / sqrt(D + 7))
     [1, 1, 1, 1, 4, null, null],
@@ -50,20 +54,32 @@ describe.each([
     const segments = seg ? gpu.upload(seg) : undefined;
     const o = poisoned(gpu, rows * nH * D);
     const stats = poisoned(gpu, rows * nH * 2);
-    const [dQ, dK, dV] = [poisoned(gpu, rows * nH * D), poisoned(gpu, rows * nKV * D), poisoned(gpu, rows * nKV * D)];
+    const sizes = [rows * nH * D, rows * nKV * D, rows * nKV * D];
+    // One buffer: dK first, then dQ, then dV, each after a gap and at a 256-byte boundary, all poisoned.
+    const at = [256 * (Math.ceil((sizes[1] * 4) / 256) + 2), 256, 0];
+    at[2] = at[0] + 256 * (Math.ceil((sizes[0] * 4) / 256) + 1);
+    const shared = layout === 'one buffer' ? poisoned(gpu, at[2] / 4 + sizes[2] + 64) : null;
+    const [dQ, dK, dV] = sizes.map((n, i) => (shared ? { buffer: shared, offset: at[i], size: n * 4 } : poisoned(gpu, n)));
     const scale = softcap ? 1 / Math.sqrt(D + 7) : undefined;
     const shape = { B, S, nH, nKV, headDim: D, segments, window, softcap, scale };
-    await gpu.run((rec) => {
-      attentionForward(rec, { ...shape, q, k, v, o, stats });
-      attentionBackward(rec, { ...shape, q, k, v, o, stats, dO, dQ, dK, dV });
-    });
+    await gpu.run((rec) => attentionForward(rec, { ...shape, q, k, v, o, stats }));
+    const before = gpu.workCounts();
+    await gpu.run((rec) => attentionBackward(rec, { ...shape, q, k, v, o, stats, dO, dQ, dK, dV }));
+    expect(gpu.workSince(before).dispatches).toBe(shared ? 1 : 3);
     const ref = { B, S, nH, nKV, D, segments: seg, window, softcap, scale };
     const msg = `seed ${seed} B${B} S${S} h${nH}/${nKV} D${D} window ${window} softcap ${softcap}`;
     expect(compare(await gpu.readF32(o), attentionForwardRef(ref, qh, kh, vh)).rel, msg).toBeLessThan(1e-4);
     const bwd = attentionBackwardRef(ref, qh, kh, vh, dOh);
-    expect(compare(await gpu.readF32(dQ), bwd.dq).rel, `${msg} dQ`).toBeLessThan(1e-4);
-    expect(compare(await gpu.readF32(dK), bwd.dk).rel, `${msg} dK`).toBeLessThan(1e-4);
-    expect(compare(await gpu.readF32(dV), bwd.dv).rel, `${msg} dV`).toBeLessThan(1e-4);
+    const [gotQ, gotK, gotV] = await Promise.all([dQ, dK, dV].map((g) => gpu.readF32(g)));
+    expect(compare(gotQ, bwd.dq).rel, `${msg} dQ`).toBeLessThan(1e-4);
+    expect(compare(gotK, bwd.dk).rel, `${msg} dK`).toBeLessThan(1e-4);
+    expect(compare(gotV, bwd.dv).rel, `${msg} dV`).toBeLessThan(1e-4);
+    if (shared) {
+      // Nothing outside the three gradients was written.
+      const all = await gpu.readF32(shared);
+      const inside = (e: number) => [dQ, dK, dV].some((g, i) => e * 4 >= at[i] && e * 4 < at[i] + sizes[i] * 4);
+      for (let e = 0; e < all.length; e++) if (!inside(e)) expect(all[e], `${msg}: element ${e} outside the gradients was written`).toBeNaN();
+    }
   });
 });
 

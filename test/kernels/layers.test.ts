@@ -123,10 +123,12 @@ describe('activations', () => {
 
 describe('embedding', () => {
   it.each([
-    [1, 1, 1],
-    [17, 33, 10],
-    [100, 17, 257],
-  ])('T=%i C=%i rows=%i forward (scaled, as Gemma scales by sqrt(C)), position add, deterministic backward', async (T, C, rows) => {
+    [1, 1, 1, 'its own pass'],
+    [17, 33, 10, 'its own pass'],
+    [100, 17, 257, 'its own pass'],
+    [17, 33, 10, 'the same pass'],
+    [100, 17, 257, 'the same pass'],
+  ] as const)('T=%i C=%i rows=%i forward (scaled, as Gemma scales by sqrt(C)), positions added in %s, deterministic backward', async (T, C, rows, where) => {
     const gpu = await testGpu();
     const seed = freshSeed();
     const rand = rng(seed);
@@ -139,8 +141,10 @@ describe('embedding', () => {
     const plan = embeddingGradPlan(ids, rows);
     const scale = Math.fround(Math.sqrt(C));
     await gpu.run((rec) => {
-      embeddingForward(rec, { ids: gpu.upload(ids), table, out, T, C, rows, scale });
-      embeddingForward(rec, { ids: gpu.upload(pos), table: ptable, out, T, C, rows, accumulate: true });
+      if (where === 'its own pass') {
+        embeddingForward(rec, { ids: gpu.upload(ids), table, out, T, C, rows, scale });
+        embeddingForward(rec, { ids: gpu.upload(pos), table: ptable, out, T, C, rows, accumulate: true });
+      } else embeddingForward(rec, { ids: gpu.upload(ids), table, out, T, C, rows, scale, positions: { ids: gpu.upload(pos), table: ptable, rows } });
       embeddingBackward(rec, {
         unique: gpu.upload(plan.unique), offsets: gpu.upload(plan.offsets), order: gpu.upload(plan.order),
         U: plan.unique.length, dOut, dTable, T, C, rows, scale,

@@ -4,12 +4,14 @@ import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../src/index.js';
 import type { Gpu } from '../../src/gpu/gpu.js';
 import { compare, freshSeed, randn, rng, testGpu } from '../helpers.js';
 import { matmulRef } from '../reference/matmul.js';
+import { geluGradRef, geluRef } from '../reference/layers.js';
 
 const VARIANTS: MatmulVariant[] = ['tiled', 'direct'];
 
 /** A term's shape: op(A) [M, K] and op(B) [K, N], with B a column of ones when `ones`. */
 interface TermCase { K: number; transA?: boolean; transB?: boolean; ones?: boolean; aBuffer?: 1; alpha?: number }
-interface ProblemCase { M: number; N: number; terms: TermCase[]; alpha?: number; accumulate?: boolean; bias?: boolean; residual?: boolean }
+/** `activation`: gelu(C) stored beside C ('out'), or C times gelu' of a pre-activation ('grad'); GELU's tanh form unless `exactGelu`. */
+interface ProblemCase { M: number; N: number; terms: TermCase[]; alpha?: number; accumulate?: boolean; bias?: boolean; residual?: boolean; activation?: 'out' | 'grad'; exactGelu?: boolean }
 
 /**
  * Values laid out in one buffer at awkward offsets (a gap of a few elements before each), as tensors of
@@ -37,9 +39,14 @@ class Packer {
     return { index: this.rounded.length - 1, start };
   }
 
+  /** What upload() writes, for f32: the values, NaN in the gaps and past the end. */
+  contents(): Float32Array {
+    return Float32Array.from({ length: this.values.length + 8 }, (_, i) => this.values[i] ?? NaN);
+  }
+
   upload(gpu: Gpu, label: string): GPUBuffer {
     const n = this.values.length + 8;
-    if (this.format === 'f32') return gpu.upload(Float32Array.from({ length: n }, (_, i) => this.values[i] ?? NaN), label);
+    if (this.format === 'f32') return gpu.upload(this.contents(), label);
     const f = Float32Array.from({ length: n + (n % 2) }, (_, i) => this.values[i] ?? 0);
     return gpu.upload(this.format === 'bf16' ? f32ToBf16(f) : f32ToF16(f), label);
   }
@@ -59,7 +66,7 @@ async function check(variant: MatmulVariant, cases: ProblemCase[], formats: { a?
   const rand = rng(seed);
   const aFormat = formats.a ?? 'f32';
   const bFormat = formats.b ?? 'f32';
-  const packs = { a: new Packer(aFormat, rand), a2: new Packer(aFormat, rand), b: new Packer(bFormat, rand), c: new Packer('f32', rand), bias: new Packer('f32', rand), r: new Packer('f32', rand) };
+  const packs = { a: new Packer(aFormat, rand), a2: new Packer(aFormat, rand), b: new Packer(bFormat, rand), c: new Packer('f32', rand), bias: new Packer('f32', rand), r: new Packer('f32', rand), y: new Packer('f32', rand) };
   const layout = cases.map((p) => ({
     terms: p.terms.map((t) => ({
       a: (t.aBuffer ? packs.a2 : packs.a).add(randn(p.M * t.K, rand)),
@@ -67,9 +74,11 @@ async function check(variant: MatmulVariant, cases: ProblemCase[], formats: { a?
     })),
     c: packs.c.add(randn(p.M * p.N, rand)),
     bias: p.bias ? packs.bias.add(randn(p.N, rand)) : null,
-    r: p.residual ? packs.r.add(randn(p.M * p.N, rand)) : null,
+    // R holds residuals and the pre-activations of activations' gradients; Y (poisoned) the activations' outputs.
+    r: p.residual || p.activation === 'grad' ? packs.r.add(randn(p.M * p.N, rand)) : null,
+    y: p.activation === 'out' ? packs.y.add(new Float32Array(p.M * p.N).fill(NaN)) : null,
   }));
-  const buffers = { a: packs.a.upload(gpu, 'A'), a2: packs.a2.upload(gpu, 'A2'), b: packs.b.upload(gpu, 'B'), bias: packs.bias.upload(gpu, 'bias'), r: packs.r.upload(gpu, 'R') };
+  const buffers = { a: packs.a.upload(gpu, 'A'), a2: packs.a2.upload(gpu, 'A2'), b: packs.b.upload(gpu, 'B'), bias: packs.bias.upload(gpu, 'bias'), r: packs.r.upload(gpu, 'R'), y: packs.y.upload(gpu, 'Y') };
   // C: the starting values where a problem accumulates, poison (NaN) everywhere else, gaps included.
   const cInit = layout.map((l, i) => (cases[i].accumulate ? packs.c.rounded[l.c.index] : new Float32Array(cases[i].M * cases[i].N).fill(NaN)));
   const cBuffer = (() => {
@@ -82,7 +91,9 @@ async function check(variant: MatmulVariant, cases: ProblemCase[], formats: { a?
     M: p.M, N: p.N, alpha: p.alpha, accumulate: p.accumulate,
     c: packs.c.view(cBuffer, layout[i].c.start, p.M * p.N),
     bias: layout[i].bias ? packs.bias.view(buffers.bias, layout[i].bias!.start, p.N) : undefined,
-    residual: layout[i].r ? packs.r.view(buffers.r, layout[i].r!.start, p.M * p.N) : undefined,
+    residual: p.residual ? packs.r.view(buffers.r, layout[i].r!.start, p.M * p.N) : undefined,
+    activation: layout[i].y ? { kind: p.exactGelu ? 'gelu' : 'gelu_new', out: packs.y.view(buffers.y, layout[i].y!.start, p.M * p.N) } : undefined,
+    activationGrad: p.activation === 'grad' ? { kind: p.exactGelu ? 'gelu' : 'gelu_new', x: packs.r.view(buffers.r, layout[i].r!.start, p.M * p.N) } : undefined,
     terms: p.terms.map((t, j) => {
       const at = layout[i].terms[j];
       const aPack = t.aBuffer ? packs.a2 : packs.a;
@@ -97,6 +108,7 @@ async function check(variant: MatmulVariant, cases: ProblemCase[], formats: { a?
   await gpu.run((rec) => matmulGrouped(rec, problems, variant));
   expect(gpu.workSince(before).dispatches).toBe(expectDispatches);
   const got = await gpu.readF32(cBuffer);
+  const gotY = await gpu.readF32(buffers.y);
   layout.forEach((l, i) => {
     const p = cases[i];
     const want = new Float64Array(p.M * p.N);
@@ -110,13 +122,22 @@ async function check(variant: MatmulVariant, cases: ProblemCase[], formats: { a?
       for (let n = 0; n < p.N; n++) {
         const e = m * p.N + n;
         if (l.bias) want[e] += packs.bias.rounded[l.bias.index][n];
-        if (l.r) want[e] += packs.r.rounded[l.r.index][e];
+        if (p.residual) want[e] += packs.r.rounded[l.r!.index][e];
         if (p.accumulate) want[e] += cInit[i][e];
+        if (p.activation === 'grad') want[e] *= geluGradRef(packs.r.rounded[l.r!.index][e], p.exactGelu ? 'gelu' : 'gelu_new');
       }
     }
     const err = compare(got.subarray(l.c.start, l.c.start + p.M * p.N), want);
     expect(err.rel, `seed ${seed} ${variant} problem ${i} ${JSON.stringify(p)} maxAbs ${err.maxAbs}`).toBeLessThan(1e-4);
+    if (l.y) {
+      const act = compare(gotY.subarray(l.y.start, l.y.start + p.M * p.N), want.map((x) => geluRef(x, p.exactGelu ? 'gelu' : 'gelu_new')));
+      expect(act.rel, `seed ${seed} ${variant} problem ${i}: the activation output`).toBeLessThan(1e-4);
+    }
   });
+  // Y stays poisoned outside the activations' outputs, and R (read through a writable binding) is unchanged.
+  const inY = new Set(layout.flatMap((l, i) => (l.y ? Array.from({ length: cases[i].M * cases[i].N }, (_, e) => l.y!.start + e) : [])));
+  for (let e = 0; e < gotY.length; e++) if (!inY.has(e)) expect(gotY[e], `seed ${seed}: Y[${e}] outside every activation output was written`).toBeNaN();
+  expect(await gpu.readF32(buffers.r), `seed ${seed}: R was written`).toEqual(packs.r.contents());
   // The gaps between problems' C stay poisoned: nothing is written outside a problem.
   const inside = new Set(layout.flatMap((l, i) => Array.from({ length: cases[i].M * cases[i].N }, (_, e) => l.c.start + e)));
   for (let e = 0; e < got.length; e++) if (!inside.has(e)) expect(got[e], `seed ${seed}: C[${e}] outside every problem was written`).toBeNaN();
@@ -149,6 +170,21 @@ describe.each(VARIANTS)('matmulGrouped (%s)', (variant) => {
     ], {}, 2));
 
   it('the epilogue alone: no terms', () => check(variant, [{ M: 5, N: 7, terms: [], bias: true, residual: true }]));
+
+  // R is one binding: the outputs (in Y) take one dispatch, the residual and the gradient's input (in R) another.
+  it.each([false, true])('activation epilogues (exact GELU: %s): gelu(C) beside C, and C times gelu\'', (exactGelu) =>
+    check(variant, [
+      { M: 45, N: 70, terms: [{ K: 19, transB: true }], bias: true, activation: 'out', exactGelu },
+      { M: 8, N: 70, terms: [{ K: 3 }], residual: true },
+      { M: 37, N: 3, terms: [{ K: 70 }, { K: 6, alpha: -0.5 }], activation: 'grad', exactGelu },
+      { M: 5, N: 9, terms: [{ K: 11, transA: true }], activation: 'out', accumulate: true, exactGelu },
+    ], {}, 2));
+
+  it('activation epilogues on a problem split over two buffers: applied once, to the whole sum', () =>
+    check(variant, [
+      { M: 21, N: 19, terms: [{ K: 13 }, { K: 11, aBuffer: 1, alpha: 0.7 }], bias: true, activation: 'out' },
+      { M: 17, N: 23, terms: [{ K: 6, transB: true }, { K: 9, aBuffer: 1, transA: true }], activation: 'grad' },
+    ], {}, 3));
 
   it.each([
     ['bf16', 'f32'],
@@ -217,6 +253,10 @@ describe('matmulGrouped refuses', () => {
     await expect(gpu.run((rec) => matmulGrouped(rec, [product(view(c, 0, 64)), product(view(c, 32, 64))]))).rejects.toThrow(ShapeError);
     await expect(gpu.run((rec) => matmulGrouped(rec, [product(view(c, 0, 64)), product(view(x, 256, 64), view(c, 512, 64))]))).rejects.toThrow(/reads a buffer/);
     await expect(gpu.run((rec) => matmulGrouped(rec, [{ c: view(c, 0, 64), M: 4, N: 2, terms: [{ a: view(x, 0, 64), b: 'ones', K: 4 }] }]))).rejects.toThrow(/ones needs N = 1/);
+    // An activation's gradient multiplies the whole result: nothing may be added to it.
+    const grad = { kind: 'gelu_new' as const, x: view(y, 1024, 64) };
+    await expect(gpu.run((rec) => matmulGrouped(rec, [{ ...product(view(c, 0, 64)), accumulate: true, activationGrad: grad }]))).rejects.toThrow(/activation's gradient/);
+    await expect(gpu.run((rec) => matmulGrouped(rec, [{ ...product(view(c, 0, 64)), activation: { kind: 'gelu', out: view(c, 1024, 64) } }]))).rejects.toThrow(/share C's buffer/);
     for (const b of [x, y, c]) gpu.destroyBuffer(b);
   });
 });

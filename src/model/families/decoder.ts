@@ -197,8 +197,6 @@ export function decoderParts(ops: DecoderOps): FamilyParts {
   const c = ops.config;
   const I = c.intermediateSize;
   const parts: FamilyParts = {
-    embedPositions: () => {},
-    embedPositionsBackward: () => {},
     rotate: (rec, acts, layer, q, k, backward) => {
       const r = { positions: acts.positions, table: ops.ropeTable(layer, acts), T: acts.T, headDim: c.headDim, rotaryDim: c.rotaryDim, maxPositions: c.maxPositions, backward };
       rope(rec, { ...r, x: q, heads: c.numHeads });

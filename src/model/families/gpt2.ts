@@ -5,7 +5,6 @@
 import { COMMON_FIELDS, ConflictingConfigError, dropoutField, InvalidConfigError } from '../hf-config.js';
 import { brief } from '../../io/strict-json.js';
 import type { DecoderOps, FamilyConfig, FamilyParts } from './family.js';
-import { embeddingBackward, embeddingForward } from '../../kernels/embedding.js';
 import { geluBackward, geluForward } from '../../kernels/activation.js';
 import { configBool, configInt, configNumber, type Json } from '../hf-config.js';
 
@@ -27,26 +26,17 @@ function gpt2Parts(ops: DecoderOps): FamilyParts {
   const c = ops.config;
   const kind = c.activation === 'gelu' ? 'gelu' : 'gelu_new';
   const parts: FamilyParts = {
-    embedPositions: (rec, acts) =>
-      embeddingForward(rec, { ids: acts.positions, table: ops.params.param('pos_embed'), out: acts.stream[0], T: acts.T, C: c.hiddenSize, rows: c.maxPositions, accumulate: true }),
-    embedPositionsBackward: (rec, acts, dx) => {
-      const dPos = ops.params.grad('pos_embed');
-      if (!dPos) return;
-      // Positions as ids: each position's gradient is the sum over the tokens at that position.
-      const plan = acts.positionPlan;
-      embeddingBackward(rec, { unique: plan.unique, offsets: plan.offsets, order: plan.order, U: acts.uniquePositions, dOut: dx, dTable: dPos, T: acts.T, C: c.hiddenSize, rows: c.maxPositions });
-    },
+    positionEmbedding: 'pos_embed',
     rotate: () => {},
-    mlpUp: (rec, acts, L, l) => {
-      ops.linear(rec, acts, l.ln2, `${L}.fc`, l.a, c.intermediateSize, c.hiddenSize);
-      parts.mlpActivate(rec, acts, l);
-    },
+    // The activation in fc's product where it can be (see DecoderOps.linear); mlpActivate recomputes it.
+    mlpUp: (rec, acts, L, l) => ops.linear(rec, acts, l.ln2, `${L}.fc`, l.a, c.intermediateSize, c.hiddenSize, { kind, out: l.h }),
     mlpActivate: (rec, acts, l) => geluForward(rec, { x: l.a, y: l.h, n: acts.T * c.intermediateSize, kind }),
-    mlpUpBackward: (rec, acts, L, l, g) => {
-      geluBackward(rec, { x: l.a, dY: g.dh, dX: g.da, n: acts.T * c.intermediateSize, kind });
+    mlpUpBackward: (rec, acts, L, l, g, activationDone) => {
+      if (!activationDone) geluBackward(rec, { x: l.a, dY: g.dh, dX: g.da, n: acts.T * c.intermediateSize, kind });
       ops.linearBackward(rec, acts, l.ln2, `${L}.fc`, g.da, g.dln, c.intermediateSize, c.hiddenSize);
     },
     down: 'proj',
+    activation: kind,
   };
   return parts;
 }
