@@ -24,6 +24,7 @@ import { ropeTable, type RopeRange } from '../kernels/rope.js';
 import { layerRope, type ModelConfig } from './config.js';
 import type { Activations, LayerActivations } from './activations.js';
 import { familyOf, type FamilyParts } from './families/index.js';
+import { paramSpecs } from './layout.js';
 import { isDense, type DenseWeight, type LinearWeight } from './linear-weights.js';
 import { EVAL_PASS, type LinearHooks, type PassContext } from '../methods/method.js';
 
@@ -214,11 +215,11 @@ export class Transformer {
   }
 
   /**
-   * The backward pass of linears() into one dx (= or +=): the grouped layers' input gradients (with their
-   * low-rank terms) as the terms of one product, their weight and bias gradients in one grouped matmul;
-   * the others one by one.
+   * The backward pass of linears() into one dx (= or +=; none where nothing below takes a gradient): the
+   * grouped layers' input gradients (with their low-rank terms) as the terms of one product, their weight
+   * and bias gradients in one grouped matmul; the others one by one.
    */
-  private linearsBackward(rec: CommandRecorder, acts: Activations, x: View, grads: { name: string; dy: View; outDim: number }[], dx: View, inDim: number, accumulateDx = false): void {
+  private linearsBackward(rec: CommandRecorder, acts: Activations, x: View, grads: { name: string; dy: View; outDim: number }[], dx: View | null, inDim: number, accumulateDx = false): void {
     const T = acts.T;
     const dense = (name: string) => isDense(this.params.weight(`${name}.weight`));
     const adapted = grads.filter((g) => dense(g.name) && this.groupsTerms(g.name, 'backward'));
@@ -235,8 +236,10 @@ export class Transformer {
       return { a: g.dy, b: w.view, bFormat: w.format, K: g.outDim };
     });
     for (const t of terms) if (t && !t.dropout) products.push(this.lowRankTerm(t));
-    matmulGrouped(rec, [{ c: dx, M: T, N: inDim, terms: products, accumulate: accumulateDx }]);
-    for (const t of masked) addLowRank(rec, dx, T, inDim, t!);
+    if (dx) {
+      matmulGrouped(rec, [{ c: dx, M: T, N: inDim, terms: products, accumulate: accumulateDx }]);
+      for (const t of masked) addLowRank(rec, dx, T, inDim, t!);
+    }
     for (const g of grads) if (!grouped.includes(g)) this.linearBackward(rec, acts, x, g.name, g.dy, dx, g.outDim, inDim, true);
     const problems: GroupedProblem[] = [];
     for (const g of grouped) {
@@ -258,13 +261,13 @@ export class Transformer {
   }
 
   /**
-   * dx (= or +=) = dy W (+ the method's term); dW += dy^T x (or the method's own weight gradient) and
+   * dx (= or +=; none where nothing below takes a gradient) = dy W (+ the method's term); dW += dy^T x (or the method's own weight gradient) and
    * db += dy^T 1 as one grouped matmul. Under a per-column scale, dy ⊙ s takes dy's place below the scale
    * (the bias's gradient takes dy itself). With `activationGrad`, dx = (dy W) * act'(activationGrad.x) instead
    * (see activationGradOf).
    */
   private linearBackward(
-    rec: CommandRecorder, acts: Activations, x: View, name: string, dyOut: View, dx: View, outDim: number, inDim: number, accumulateDx = false,
+    rec: CommandRecorder, acts: Activations, x: View, name: string, dyOut: View, dx: View | null, outDim: number, inDim: number, accumulateDx = false,
     activationGrad?: { kind: GeluKind; x: View },
   ): void {
     const T = acts.T;
@@ -279,18 +282,46 @@ export class Transformer {
     }
     const term = hooks?.inputGradTerm?.(rec, acts, name, x, dy, outDim, inDim, this.pass);
     const w = this.params.weight(`${name}.weight`);
-    if (activationGrad && isDense(w)) {
+    // Without dx, the method's term was recorded for its own gradients alone.
+    if (dx && activationGrad && isDense(w)) {
       // dx = (dy W) * act'(a) in one product: activationGradOf allows no term or scale here.
       matmulGrouped(rec, [{ c: dx, M: T, N: inDim, terms: [{ a: dy, b: w.view, bFormat: w.format, K: outDim }], activationGrad }]);
-    } else if (isDense(w)) {
+    } else if (dx && isDense(w)) {
       matmul(rec, { a: dy, b: w.view, bFormat: w.format, c: dx, M: T, N: inDim, K: outDim, accumulate: accumulateDx, lowRank: hooks?.fused ? term : undefined });
       if (term && !hooks!.fused) addLowRank(rec, dx, T, inDim, term);
-    } else {
+    } else if (dx && !isDense(w)) {
       matmulQ4InputGrad(rec, { dy, weight: w.q4, dx, M: T, accumulate: accumulateDx });
       if (term) addLowRank(rec, dx, T, inDim, term);
     }
     const ownGradient = hooks?.weightGradient?.(rec, acts, name, x, dy, outDim, inDim, this.pass) ?? false;
     matmulGrouped(rec, this.parameterGrads(name, x, dy, dyOut, outDim, inDim, T, ownGradient));
+  }
+
+  /**
+   * The lowest layer that trains anything (a parameter, or a method's hooks on its linear layers), or -1
+   * where the embeddings train: the backward pass goes no lower, as autograd stops where nothing requires
+   * a gradient. With the embeddings frozen (LoRA, sparse), layer 0's q, k and v products take their own
+   * gradients alone, and no input gradient.
+   */
+  private lowestTrainedLayer(): number {
+    const pos = this.family.positionEmbedding;
+    if (this.table('embed').some((p) => p.grad) || (pos && this.params.grad(pos))) return -1;
+    let lowest = this.config.numLayers;
+    for (const { name } of paramSpecs(this.config)) {
+      const layer = /^layers\.(\d+)\./.exec(name);
+      if (layer && this.trains(name)) lowest = Math.min(lowest, Number(layer[1]));
+    }
+    return lowest;
+  }
+
+  /** A norm's parameters: its weight, and its bias where it has one. */
+  private paramsOf(norm: string): string[] {
+    return [`${norm}.weight`, `${norm}.bias`].filter((name) => this.params.has(name));
+  }
+
+  /** Whether a parameter takes a gradient: its own, or through a method's hooks on its linear layer. */
+  private trains(param: string): boolean {
+    return !!this.params.grad(param) || !!this.hooks?.has(param.replace(/\.(weight|bias)$/, ''));
   }
 
   /**
@@ -494,10 +525,11 @@ export class Transformer {
     const dx = g.dx;
     const head = this.table(this.lmHead);
     const dHead = head.every((p) => p.grad) ? head.map((p) => p.grad!) : undefined;
+    const lowest = this.lowestTrainedLayer();
     crossEntropyBackward(rec, { ...this.ceArgs(acts), dHidden: g.dln, ...(head.length > 1 ? { dWeightPieces: dHead } : { dWeight: dHead?.[0] }), gradScale, forwardLogits: this.heldLogits === acts });
     this.heldLogits = null;
     this.normBackwardInto(rec, acts, 'norm_f', acts.stream[c.numLayers], acts.stf, g.dln, dx, false);
-    for (let i = c.numLayers - 1; i >= 0; i--) {
+    for (let i = c.numLayers - 1; i >= Math.max(lowest, 0); i--) {
       const L = `layers.${i}`;
       const l = acts.layers[i];
       // Gradient checkpointing: the layers share one set of tensors, so this layer's are recomputed
@@ -539,12 +571,14 @@ export class Transformer {
         this.headNormBackward(rec, acts, `${L}.q_norm`, l.qk.q, l.qk.qStats, g.dq, dq, c.numHeads);
         this.headNormBackward(rec, acts, `${L}.k_norm`, l.qk.k, l.qk.kStats, g.dk, dk, c.numKvHeads);
       }
+      // In the lowest layer that trains anything, these products' input gradient serves its first norm alone.
+      const inputGrad = i > lowest || this.paramsOf(`${L}.norm1`).some((name) => this.trains(name));
       this.linearsBackward(rec, acts, l.ln1, [
         { name: `${L}.q`, dy: dq, outDim: qd },
         { name: `${L}.k`, dy: dk, outDim: kvd },
         { name: `${L}.v`, dy: g.dv, outDim: kvd },
-      ], g.dln, H);
-      this.normBackwardInto(rec, acts, `${L}.norm1`, acts.stream[i], l.st1, g.dln, dx, true);
+      ], inputGrad ? g.dln : null, H);
+      if (inputGrad) this.normBackwardInto(rec, acts, `${L}.norm1`, acts.stream[i], l.st1, g.dln, dx, true);
     }
     const embed = this.table('embed');
     for (const p of embed) {

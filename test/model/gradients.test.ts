@@ -30,12 +30,12 @@ const MODELS: [string, TinyModelOptions][] = [
   ['gemma3 (q/k norms, local RoPE base on the window-4 layer, final soft cap)', { architecture: 'gemma3', hiddenSize: 32, intermediateSize: 40, numLayers: 2, numHeads: 2, numKvHeads: 1, headDim: 12, queryPreAttnScalar: 20, slidingWindow: 4, slidingWindowPattern: 2, ropeTheta: 1e6, ropeLocalTheta: 100, finalSoftcap: 3, maxPositions: 32 }],
 ];
 
-/** The loss to 1e-4 and every parameter's gradient to 1e-3 of the float64 reference's (relative). */
-async function expectReference(model: CausalLM, loss: number, ref: { loss: number; grads: Map<string, Float64Array> }, seed: number): Promise<void> {
+/** The loss to 1e-4 and every (trained) parameter's gradient to 1e-3 of the float64 reference's (relative). */
+async function expectReference(model: CausalLM, loss: number, ref: { loss: number; grads: Map<string, Float64Array> }, seed: number, trained = (_name: string) => true): Promise<void> {
   expect(Math.abs(loss - ref.loss) / ref.loss, `seed ${seed} loss ${loss} vs ${ref.loss}`).toBeLessThan(1e-4);
   let globalScale = 0;
   for (const g of ref.grads.values()) for (const v of g) globalScale = Math.max(globalScale, Math.abs(v));
-  for (const s of paramSpecs(model.config)) {
+  for (const s of paramSpecs(model.config).filter((p) => trained(p.name))) {
     const want = ref.grads.get(s.name)!;
     const err = compare(await model.gpu.readF32(model.gradView(s.name)!), want);
     if (want.every((v) => Math.abs(v) < 1e-12 * globalScale)) {
@@ -67,6 +67,36 @@ describe.each(MODELS)('whole-model loss and gradients: %s', (_name, options) => 
       const params = new Map<string, Float64Array>();
       for (const s of paramSpecs(ckpt.config)) params.set(s.name, Float64Array.from(await gpu.readF32(model.params.view(s.name))));
       await expectReference(model, loss, modelLossAndGrads(ckpt.config, params, batch), seed);
+    } finally {
+      model.destroy();
+    }
+  });
+});
+
+// The backward pass goes no lower than the lowest layer that trains: the top layer alone (with its first
+// norm, whose gradient needs that layer's q, k and v input gradient, or without it) gets the reference's
+// gradients, and the layer below runs no backward kernel at all.
+describe.each(MODELS.filter(([name]) => /^(llama \(GQA\)|gpt2)$/.test(name)))('the top layer alone trains: %s', (_name, options) => {
+  it.each([true, false])('its gradients match the float64 reference, and layer 0 records no backward pass (its first norm trains: %s)', async (norm1) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const ckpt = await openCheckpoint(memorySource(tinyModelFiles({ ...options, seed, initStd: 0.2 })));
+    const top = `layers.${ckpt.config.numLayers - 1}.`;
+    const trained = (name: string) => name.startsWith(top) && (norm1 || !name.startsWith(`${top}norm1.`));
+    const model = await CausalLM.fromCheckpoint(gpu, ckpt, { trainable: trained });
+    try {
+      const batch = model.prepare({ ids: Array.from({ length: 22 }, () => Math.floor(rand() * 256)), B: 2, S: 11 });
+      const before = gpu.workCounts();
+      const loss = await model.loss(batch, true);
+      const attentionBackward = [...gpu.workSince(before).byKernel].filter(([k]) => k.startsWith('attention.attention_backward'));
+      // One layer's attention backward: one dispatch of the kernel that takes it whole, or the three passes.
+      const perLayer = attentionBackward.some(([k]) => k === 'attention.attention_backward_tiled') ? 1 : 3;
+      expect(attentionBackward.reduce((n, [, count]) => n + count, 0)).toBe(perLayer);
+      const params = new Map<string, Float64Array>();
+      for (const s of paramSpecs(ckpt.config)) params.set(s.name, Float64Array.from(await gpu.readF32(model.params.view(s.name))));
+      for (const s of paramSpecs(ckpt.config)) expect(!!model.gradView(s.name), `${s.name} trains`).toBe(trained(s.name));
+      await expectReference(model, loss, modelLossAndGrads(ckpt.config, params, batch), seed, trained);
     } finally {
       model.destroy();
     }
