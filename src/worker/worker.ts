@@ -22,6 +22,26 @@ function transferred(files: Record<string, Uint8Array>): Record<string, Uint8Arr
   return Comlink.transfer(files, Object.values(files).map((f) => f.buffer as ArrayBuffer).filter((b, i, all) => all.indexOf(b) === i));
 }
 
+/**
+ * Calls to the page through its proxied callbacks (events, streamed text) still on their way. Each proxy
+ * has a channel of its own, so a result sent after them could reach the page first: results wait for them.
+ */
+const inFlight = new Set<Promise<void>>();
+
+function deliver(call: unknown): void {
+  const delivered: Promise<void> = Promise.resolve(call)
+    .then(() => undefined, () => undefined)
+    .finally(() => inFlight.delete(delivered));
+  inFlight.add(delivered);
+}
+
+/** `result`, once every callback it made has reached the page. */
+async function settled<T>(result: Promise<T>): Promise<T> {
+  const value = await result;
+  await Promise.all([...inFlight]);
+  return value;
+}
+
 export const workerApi = {
   /** Read a dataset file's records (no model needed): its format, row count and unreadable rows. */
   async previewDataset(file: SessionFile) {
@@ -31,16 +51,16 @@ export const workerApi = {
   async open(spec: SessionSpec, onEvent: (event: SessionEvent) => void) {
     session?.destroy();
     session = null;
-    session = await FineTuneSession.open(spec, { onEvent: (e) => void onEvent(e) });
+    session = await FineTuneSession.open(spec, { onEvent: (e) => deliver(onEvent(e)) });
     return session.info;
   },
-  train: () => current().train(),
+  train: () => settled(current().train()),
   pause: () => current().pause(),
   resume: () => current().resume(),
   cancel: () => current().cancel(),
-  evaluate: () => current().evaluate(),
+  evaluate: () => settled(current().evaluate()),
   generate: (prompt: string, request: GenerateRequest | undefined, onText?: (text: string) => void) =>
-    current().generate(prompt, request, onText && ((t) => void onText(t))),
+    settled(current().generate(prompt, request, onText && ((t) => deliver(onText(t))))),
   save: () => current().save(),
   exportAdapter: async (o?: { baseModel?: string }) => transferred(await current().exportAdapter(o)),
   exportMerged: async () => transferred(await current().exportMerged()),
