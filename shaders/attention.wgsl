@@ -8,8 +8,10 @@
 //   segments (u32 [B * S], with SEGMENTS): token i attends to j only when j <= i and both carry the same
 //   segment id, so packed documents never attend to each other.
 // Query head h reads key/value head h / (nH / nKV). Scores are scaled by `scale` (1 / sqrt(D)).
-// Each invocation owns one (row, head) and keeps its D-vector in registers; D <= MAX_D. Every entry
-// point binds at most 8 storage buffers, WebGPU's default limit.
+// Each invocation owns one (row, head) and keeps its D-vector in function-scope arrays: D is the override
+// HD (loops of a trip count known when the pipeline is made), and the host sizes the arrays by setting
+// MAX_D (a power of two, HD <= MAX_D <= 256) in the module's text. Every entry point binds at most 8
+// storage buffers, WebGPU's default limit.
 // Decoding (forward only): queries are Sq rows per sequence at absolute positions qOffset.., keys and
 // values Skv rows per sequence (a KV cache); query i sees keys j <= qOffset + i. With SEQ_OFFSETS each
 // sequence b has its own qOffset, seqOffsets[b] (a batch of prompts of different lengths). Training:
@@ -18,7 +20,7 @@
 // Soft-capping (softcap > 0, Gemma 2): each scaled score s becomes softcap * tanh(s / softcap) before the
 // softmax; the backward passes multiply by its derivative, 1 - tanh^2, taken from the capped score.
 struct Params {
-  B: u32, S: u32, nH: u32, nKV: u32, D: u32, scale: f32, Skv: u32, qOffset: u32, window: u32, softcap: f32,
+  B: u32, S: u32, nH: u32, nKV: u32, scale: f32, Skv: u32, qOffset: u32, window: u32, softcap: f32,
   // attention_backward_tiled: where dQ, dK and dV start in dQKV (elements).
   dqAt: u32, dkAt: u32, dvAt: u32,
 }
@@ -37,15 +39,32 @@ struct Params {
 @group(0) @binding(11) var<storage, read> seqOffsets: array<u32>;
 
 override WG: u32 = 64;
+override HD: u32 = 1u; // the head dim, D
 override SEGMENTS: bool = false;
 override SEQ_OFFSETS: bool = false;
-const MAX_D = 256u;
+const MAX_D = 256u; // sized by the host to the head dim
 const NEG_INF = -3.402823e38;
 
 // #include lib/flat_index.wgsl
 
-fn q_at(row: u32, h: u32) -> u32 { return (row * p.nH + h) * p.D; }
-fn kv_at(row: u32, g: u32) -> u32 { return (row * p.nKV + g) * p.D; }
+// Head rows are held as HD4 vec4s, the last zero-padded past HD: a quarter of the loop steps and memory
+// operations of scalars, which CPU implementations (SwiftShader) pay for one by one. Every dot product
+// over a head row sums the same quads in the same order, so that dO . O (delta) and dO . v_j agree to the
+// last bit where O = v_j (a query that sees one key), and their difference is exactly zero.
+override HD4: u32 = (HD + 3u) / 4u;
+const MAX_D4 = MAX_D / 4u;
+// Elements 4c .. 4c + 3 of a head row, clamped into it, and which of them lie inside it.
+fn quad(c: u32) -> vec4u { return min(vec4u(4u * c) + vec4u(0u, 1u, 2u, 3u), vec4u(HD - 1u)); }
+fn inside(c: u32) -> vec4<bool> { return vec4u(4u * c) + vec4u(0u, 1u, 2u, 3u) < vec4u(HD); }
+// Quad c of the head row at element `at` of q, k, v, dO or o; zero past HD.
+fn q4(at: u32, c: u32) -> vec4f { let i = quad(c) + at; return select(vec4f(0.0), vec4f(q[i.x], q[i.y], q[i.z], q[i.w]), inside(c)); }
+fn k4(at: u32, c: u32) -> vec4f { let i = quad(c) + at; return select(vec4f(0.0), vec4f(k[i.x], k[i.y], k[i.z], k[i.w]), inside(c)); }
+fn v4(at: u32, c: u32) -> vec4f { let i = quad(c) + at; return select(vec4f(0.0), vec4f(v[i.x], v[i.y], v[i.z], v[i.w]), inside(c)); }
+fn dO4(at: u32, c: u32) -> vec4f { let i = quad(c) + at; return select(vec4f(0.0), vec4f(dO[i.x], dO[i.y], dO[i.z], dO[i.w]), inside(c)); }
+fn o4(at: u32, c: u32) -> vec4f { let i = quad(c) + at; return select(vec4f(0.0), vec4f(o[i.x], o[i.y], o[i.z], o[i.w]), inside(c)); }
+
+fn q_at(row: u32, h: u32) -> u32 { return (row * p.nH + h) * HD; }
+fn kv_at(row: u32, g: u32) -> u32 { return (row * p.nKV + g) * HD; }
 
 // First key position that query position i sees under the sliding window.
 fn window_start(i: u32) -> u32 {
@@ -104,35 +123,43 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups)
   let first = seqStart + window_start(pos);
   let last = seqStart + min(pos, p.Skv - 1u); // last visible key row
   let g = h / (p.nH / p.nKV);
-  var qr: array<f32, MAX_D>;
-  var acc: array<f32, MAX_D>;
+  var qr: array<vec4f, MAX_D4>;
+  var acc: array<vec4f, MAX_D4>;
   let qb = q_at(row, h);
-  for (var d = 0u; d < p.D; d++) { qr[d] = q[qb + d] * p.scale; acc[d] = 0.0; }
+  for (var c = 0u; c < HD4; c++) { qr[c] = q4(qb, c) * p.scale; acc[c] = vec4f(0.0); }
   var m = NEG_INF;
   var l = 0.0;
   for (var j = first; j <= last; j++) {
     if (!visible(row, j)) { continue; }
     let kb = kv_at(j, g);
     var s = 0.0;
-    for (var d = 0u; d < p.D; d++) { s = fma(qr[d], k[kb + d], s); }
+    for (var c = 0u; c < HD4; c++) { s += dot(qr[c], k4(kb, c)); }
     let w = online_softmax(&m, &l, cap(s));
-    for (var d = 0u; d < p.D; d++) { acc[d] = fma(w.x, v[kb + d], acc[d] * w.y); }
+    for (var c = 0u; c < HD4; c++) { acc[c] = fma(vec4f(w.x), v4(kb, c), acc[c] * w.y); }
   }
   let inv = 1.0 / l;
-  for (var d = 0u; d < p.D; d++) { o[qb + d] = acc[d] * inv; }
+  for (var c = 0u; c < HD4; c++) {
+    let out = acc[c] * inv;
+    for (var e = 0u; e < 4u && 4u * c + e < HD; e++) { o[qb + 4u * c + e] = out[e]; }
+  }
   stats[2u * t] = m + log(l);
 }
 
-// stats[row, h, 1] = delta = sum over d of dO * O: the softmax-backward term shared by every key of that row.
+// delta = sum over d of dO * O for (row, h): the softmax-backward term shared by every key of that row.
+fn row_delta(row: u32, h: u32) -> f32 {
+  let base = q_at(row, h);
+  var s = 0.0;
+  for (var c = 0u; c < HD4; c++) { s += dot(dO4(base, c), o4(base, c)); }
+  return s;
+}
+
+// stats[row, h, 1] = delta.
 @compute @workgroup_size(WG)
 fn attention_backward_prep(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                            @builtin(local_invocation_index) lid: u32) {
   let t = flat_index(wid, nwg, lid, WG);
   if (t >= p.B * p.S * p.nH) { return; }
-  let base = t * p.D;
-  var s = 0.0;
-  for (var d = 0u; d < p.D; d++) { s = fma(dO[base + d], o[base + d], s); }
-  stats[2u * t + 1u] = s;
+  stats[2u * t + 1u] = row_delta(t / p.nH, t % p.nH);
 }
 
 // dQ[i] = scale * sum over visible j of P_ij (dO_i . v_j - delta_i) k_j, one invocation per (row, head).
@@ -146,10 +173,10 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgro
   let first = (row / p.S) * p.S + window_start(row % p.S);
   let g = h / (p.nH / p.nKV);
   let qb = q_at(row, h);
-  var qr: array<f32, MAX_D>;
-  var dor: array<f32, MAX_D>;
-  var acc: array<f32, MAX_D>;
-  for (var d = 0u; d < p.D; d++) { qr[d] = q[qb + d] * p.scale; dor[d] = dO[qb + d]; acc[d] = 0.0; }
+  var qr: array<vec4f, MAX_D4>;
+  var dor: array<vec4f, MAX_D4>;
+  var acc: array<vec4f, MAX_D4>;
+  for (var c = 0u; c < HD4; c++) { qr[c] = q4(qb, c) * p.scale; dor[c] = dO4(qb, c); acc[c] = vec4f(0.0); }
   let rowLse = stats[2u * t];
   let rowDelta = stats[2u * t + 1u];
   for (var j = first; j <= row; j++) {
@@ -157,15 +184,18 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgro
     let kb = kv_at(j, g);
     var s = 0.0;
     var dp = 0.0;
-    for (var d = 0u; d < p.D; d++) {
-      s = fma(qr[d], k[kb + d], s);
-      dp = fma(dor[d], v[kb + d], dp);
+    for (var c = 0u; c < HD4; c++) {
+      s += dot(qr[c], k4(kb, c));
+      dp += dot(dor[c], v4(kb, c));
     }
     let sc = cap(s);
-        let ds = exp(sc - rowLse) * (dp - rowDelta) * cap_grad(sc);
-    for (var d = 0u; d < p.D; d++) { acc[d] = fma(ds, k[kb + d], acc[d]); }
+    let ds = exp(sc - rowLse) * (dp - rowDelta) * cap_grad(sc);
+    for (var c = 0u; c < HD4; c++) { acc[c] = fma(vec4f(ds), k4(kb, c), acc[c]); }
   }
-  for (var d = 0u; d < p.D; d++) { dQ[qb + d] = acc[d] * p.scale; }
+  for (var c = 0u; c < HD4; c++) {
+    let out = acc[c] * p.scale;
+    for (var e = 0u; e < 4u && 4u * c + e < HD; e++) { dQ[qb + 4u * c + e] = out[e]; }
+  }
 }
 
 // dV[j] = sum of P_ij dO_i and dK[j] = scale * sum of P_ij (dO_i . v_j - delta_i) q_i, over the visible
@@ -180,11 +210,11 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgr
   let last = (row / p.S) * p.S + window_end(row % p.S); // one past the last row that sees this key
   let group = p.nH / p.nKV;
   let kb = kv_at(row, g);
-  var kr: array<f32, MAX_D>;
-  var vr: array<f32, MAX_D>;
-  var dk: array<f32, MAX_D>;
-  var dv: array<f32, MAX_D>;
-  for (var d = 0u; d < p.D; d++) { kr[d] = k[kb + d]; vr[d] = v[kb + d]; dk[d] = 0.0; dv[d] = 0.0; }
+  var kr: array<vec4f, MAX_D4>;
+  var vr: array<vec4f, MAX_D4>;
+  var dk: array<vec4f, MAX_D4>;
+  var dv: array<vec4f, MAX_D4>;
+  for (var c = 0u; c < HD4; c++) { kr[c] = k4(kb, c); vr[c] = v4(kb, c); dk[c] = vec4f(0.0); dv[c] = vec4f(0.0); }
   for (var i = row; i < last; i++) {
     if (!visible(i, row)) { continue; }
     for (var hh = 0u; hh < group; hh++) {
@@ -192,21 +222,23 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgr
       let qb = q_at(i, h);
       var s = 0.0;
       var dp = 0.0;
-      for (var d = 0u; d < p.D; d++) {
-        s = fma(q[qb + d], kr[d], s);
-        dp = fma(dO[qb + d], vr[d], dp);
+      for (var c = 0u; c < HD4; c++) {
+        s += dot(q4(qb, c), kr[c]);
+        dp += dot(dO4(qb, c), vr[c]);
       }
       let st = 2u * (i * p.nH + h);
       let sc = cap(s * p.scale);
       let pr = exp(sc - stats[st]);
       let ds = pr * (dp - stats[st + 1u]) * p.scale * cap_grad(sc);
-      for (var d = 0u; d < p.D; d++) {
-        dv[d] = fma(pr, dO[qb + d], dv[d]);
-        dk[d] = fma(ds, q[qb + d], dk[d]);
+      for (var c = 0u; c < HD4; c++) {
+        dv[c] = fma(vec4f(pr), dO4(qb, c), dv[c]);
+        dk[c] = fma(vec4f(ds), q4(qb, c), dk[c]);
       }
     }
   }
-  for (var d = 0u; d < p.D; d++) { dK[kb + d] = dk[d]; dV[kb + d] = dv[d]; }
+  for (var c = 0u; c < HD4; c++) {
+    for (var e = 0u; e < 4u && 4u * c + e < HD; e++) { dK[kb + 4u * c + e] = dk[c][e]; dV[kb + 4u * c + e] = dv[c][e]; }
+  }
 }
 
 // ---- Tiled kernels for GPUs. A workgroup owns OWN consecutive rows (queries for the forward and dQ passes,
@@ -216,31 +248,39 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgr
 // points. Dispatch: x = row tiles, y = heads (query heads, or key/value heads for dK/dV), z = sequences.
 override OWN: u32 = 64; // rows per workgroup (the workgroup size)
 override TILE: u32 = 16; // rows per staged tile
-override DK: u32 = 64; // head dim capacity of the staged tiles (>= D)
+override DK: u32 = 64; // head dim capacity of the staged tiles (>= D, a multiple of 4)
 // Forward and dQ stage keys in tileA and values in tileB; dK/dV stages queries and output gradients, with
 // their (log-sum-exp, delta) pairs in tileStats.
-var<workgroup> tileA: array<f32, TILE * DK>;
-var<workgroup> tileB: array<f32, TILE * DK>;
+var<workgroup> tileA: array<vec4f, TILE * DK / 4u>;
+var<workgroup> tileB: array<vec4f, TILE * DK / 4u>;
 var<workgroup> tileStats: array<vec2f, TILE>;
 
 // Stages rows r0 .. r0 + TILE - 1 of key/value head g of sequence b into tileA (K) and tileB (V); rows past
 // the sequence read as zero. Every invocation of the workgroup must call it.
 fn stage_kv(b: u32, g: u32, r0: u32, lid: u32) {
-  for (var e = lid; e < TILE * p.D; e += OWN) {
-    let j = r0 + e / p.D;
-    var kv = vec2f(0.0);
+  for (var e = lid; e < TILE * HD4; e += OWN) {
+    let j = r0 + e / HD4;
+    var kk = vec4f(0.0);
+    var vv = vec4f(0.0);
     if (j < p.S) {
-      let at = kv_at(b * p.S + j, g) + e % p.D;
-      kv = vec2f(k[at], v[at]);
+      let at = kv_at(b * p.S + j, g);
+      kk = k4(at, e % HD4);
+      vv = v4(at, e % HD4);
     }
-    tileA[e] = kv.x;
-    tileB[e] = kv.y;
+    tileA[e] = kk;
+    tileB[e] = vv;
   }
 }
 
 // The staged key range [start, end) that queries q0 .. q0 + OWN - 1 of the workgroup see (causal, window).
 fn query_tile_keys(q0: u32) -> vec2u {
   return vec2u(window_start(q0), min(q0 + OWN, p.S));
+}
+
+// How many of the staged rows r0 .. r0 + TILE - 1 lie at or before position i (causal): the loops over a
+// tile stop there.
+fn causal_count(r0: u32, i: u32) -> u32 {
+  return select(0u, min(TILE, i + 1u - r0), i >= r0);
 }
 
 @compute @workgroup_size(OWN)
@@ -251,10 +291,10 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_inv
   let i = wid.x * OWN + lid; // query position within the sequence
   let live = i < p.S;
   let row = b * p.S + min(i, p.S - 1u);
-  var qr: array<f32, MAX_D>;
-  var acc: array<f32, MAX_D>;
+  var qr: array<vec4f, MAX_D4>;
+  var acc: array<vec4f, MAX_D4>;
   let qb = q_at(row, h);
-  for (var d = 0u; d < p.D; d++) { qr[d] = q[qb + d] * p.scale; acc[d] = 0.0; }
+  for (var c = 0u; c < HD4; c++) { qr[c] = q4(qb, c) * p.scale; acc[c] = vec4f(0.0); }
   var m = NEG_INF;
   var l = 0.0;
   let keys = query_tile_keys(wid.x * OWN);
@@ -262,54 +302,53 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_inv
   for (var j0 = keys.x; j0 < keys.y; j0 += TILE) {
     stage_kv(b, g, j0, lid);
     workgroupBarrier();
-    if (live) {
-      for (var jj = 0u; jj < TILE; jj++) {
-        let j = j0 + jj;
-        if (j > i) { break; }
-        if (j < jMin || !visible(row, b * p.S + j)) { continue; }
-        var s = 0.0;
-        for (var d = 0u; d < p.D; d++) { s = fma(qr[d], tileA[jj * p.D + d], s); }
-        let w = online_softmax(&m, &l, cap(s));
-        for (var d = 0u; d < p.D; d++) { acc[d] = fma(w.x, tileB[jj * p.D + d], acc[d] * w.y); }
-      }
+    let n = select(0u, causal_count(j0, i), live);
+    for (var jj = 0u; jj < n; jj++) {
+      let j = j0 + jj;
+      if (j < jMin || !visible(row, b * p.S + j)) { continue; }
+      var s = 0.0;
+      for (var c = 0u; c < HD4; c++) { s += dot(qr[c], tileA[jj * HD4 + c]); }
+      let w = online_softmax(&m, &l, cap(s));
+      for (var c = 0u; c < HD4; c++) { acc[c] = fma(vec4f(w.x), tileB[jj * HD4 + c], acc[c] * w.y); }
     }
     workgroupBarrier();
   }
   if (!live) { return; }
   let inv = 1.0 / l;
-  for (var d = 0u; d < p.D; d++) { o[qb + d] = acc[d] * inv; }
+  for (var c = 0u; c < HD4; c++) {
+    let out = acc[c] * inv;
+    for (var e = 0u; e < 4u && 4u * c + e < HD; e++) { o[qb + 4u * c + e] = out[e]; }
+  }
   stats[2u * (row * p.nH + h)] = m + log(l);
 }
 
 // The tiled dQ pass for query position i of the tile from q0 (rows past the sequence are not `live`):
 // acc = the sum over the keys it sees of P_ij (dO_i . v_j - delta_i) k_j, to be scaled. Every invocation
 // of the workgroup must call it (it stages keys and values for all of them).
-fn dq_tiled(acc: ptr<function, array<f32, MAX_D>>, b: u32, h: u32, q0: u32, i: u32, row: u32, live: bool, lid: u32, rowLse: f32, rowDelta: f32) {
+fn dq_tiled(acc: ptr<function, array<vec4f, MAX_D4>>, b: u32, h: u32, q0: u32, i: u32, row: u32, live: bool, lid: u32, rowLse: f32, rowDelta: f32) {
   let g = h / (p.nH / p.nKV);
   let qb = q_at(row, h);
-  var qr: array<f32, MAX_D>;
-  var dor: array<f32, MAX_D>;
-  for (var d = 0u; d < p.D; d++) { qr[d] = q[qb + d] * p.scale; dor[d] = dO[qb + d]; (*acc)[d] = 0.0; }
+  var qr: array<vec4f, MAX_D4>;
+  var dor: array<vec4f, MAX_D4>;
+  for (var c = 0u; c < HD4; c++) { qr[c] = q4(qb, c) * p.scale; dor[c] = dO4(qb, c); (*acc)[c] = vec4f(0.0); }
   let keys = query_tile_keys(q0);
   let jMin = window_start(i);
   for (var j0 = keys.x; j0 < keys.y; j0 += TILE) {
     stage_kv(b, g, j0, lid);
     workgroupBarrier();
-    if (live) {
-      for (var jj = 0u; jj < TILE; jj++) {
-        let j = j0 + jj;
-        if (j > i) { break; }
-        if (j < jMin || !visible(row, b * p.S + j)) { continue; }
-        var s = 0.0;
-        var dp = 0.0;
-        for (var d = 0u; d < p.D; d++) {
-          s = fma(qr[d], tileA[jj * p.D + d], s);
-          dp = fma(dor[d], tileB[jj * p.D + d], dp);
-        }
-        let sc = cap(s);
-        let ds = exp(sc - rowLse) * (dp - rowDelta) * cap_grad(sc);
-        for (var d = 0u; d < p.D; d++) { (*acc)[d] = fma(ds, tileA[jj * p.D + d], (*acc)[d]); }
+    let n = select(0u, causal_count(j0, i), live);
+    for (var jj = 0u; jj < n; jj++) {
+      let j = j0 + jj;
+      if (j < jMin || !visible(row, b * p.S + j)) { continue; }
+      var s = 0.0;
+      var dp = 0.0;
+      for (var c = 0u; c < HD4; c++) {
+        s += dot(qr[c], tileA[jj * HD4 + c]);
+        dp += dot(dor[c], tileB[jj * HD4 + c]);
       }
+      let sc = cap(s);
+      let ds = exp(sc - rowLse) * (dp - rowDelta) * cap_grad(sc);
+      for (var c = 0u; c < HD4; c++) { (*acc)[c] = fma(vec4f(ds), tileA[jj * HD4 + c], (*acc)[c]); }
     }
     workgroupBarrier();
   }
@@ -324,23 +363,26 @@ fn attention_backward_dq_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local
   let live = i < p.S;
   let row = b * p.S + min(i, p.S - 1u);
   let st = 2u * (row * p.nH + h);
-  var acc: array<f32, MAX_D>;
+  var acc: array<vec4f, MAX_D4>;
   dq_tiled(&acc, b, h, wid.x * OWN, i, row, live, lid, stats[st], stats[st + 1u]);
   if (!live) { return; }
   let qb = q_at(row, h);
-  for (var d = 0u; d < p.D; d++) { dQ[qb + d] = acc[d] * p.scale; }
+  for (var c = 0u; c < HD4; c++) {
+    let out = acc[c] * p.scale;
+    for (var e = 0u; e < 4u && 4u * c + e < HD; e++) { dQ[qb + 4u * c + e] = out[e]; }
+  }
 }
 
 // The dK/dV pass: the workgroup owns OWN key rows of key/value head g and walks, for each query head
 // sharing g, the query rows that see them, TILE at a time: stage_queries stages q and dO, the entry point
 // their (log-sum-exp, delta) pairs into tileStats, and dkv_tile folds the staged rows into key row j's
 // dk and dv (kr: its key, pre-scaled; vr: its value).
-struct KeyRow { kr: array<f32, MAX_D>, vr: array<f32, MAX_D>, dk: array<f32, MAX_D>, dv: array<f32, MAX_D> }
+struct KeyRow { kr: array<vec4f, MAX_D4>, vr: array<vec4f, MAX_D4>, dk: array<vec4f, MAX_D4>, dv: array<vec4f, MAX_D4> }
 
 fn key_row(b: u32, g: u32, row: u32) -> KeyRow {
   var r: KeyRow;
   let kb = kv_at(row, g);
-  for (var d = 0u; d < p.D; d++) { r.kr[d] = k[kb + d] * p.scale; r.vr[d] = v[kb + d]; r.dk[d] = 0.0; r.dv[d] = 0.0; }
+  for (var c = 0u; c < HD4; c++) { r.kr[c] = k4(kb, c) * p.scale; r.vr[c] = v4(kb, c); r.dk[c] = vec4f(0.0); r.dv[c] = vec4f(0.0); }
   return r;
 }
 
@@ -350,36 +392,39 @@ fn key_tile_queries(k0: u32) -> vec2u {
 }
 
 fn stage_queries(b: u32, h: u32, i0: u32, lid: u32) {
-  for (var e = lid; e < TILE * p.D; e += OWN) {
-    let i = i0 + e / p.D;
-    var qd = vec2f(0.0);
+  for (var e = lid; e < TILE * HD4; e += OWN) {
+    let i = i0 + e / HD4;
+    var qq = vec4f(0.0);
+    var dd = vec4f(0.0);
     if (i < p.S) {
-      let at = q_at(b * p.S + i, h) + e % p.D;
-      qd = vec2f(q[at], dO[at]);
+      let at = q_at(b * p.S + i, h);
+      qq = q4(at, e % HD4);
+      dd = dO4(at, e % HD4);
     }
-    tileA[e] = qd.x;
-    tileB[e] = qd.y;
+    tileA[e] = qq;
+    tileB[e] = dd;
   }
 }
 
 fn dkv_tile(r: ptr<function, KeyRow>, b: u32, j: u32, row: u32, i0: u32) {
   let iEnd = window_end(j);
-  for (var ii = 0u; ii < TILE; ii++) {
-    let i = i0 + ii;
-    if (i >= iEnd) { break; }
-    if (i < j || !visible(b * p.S + i, row)) { continue; }
+  // Staged rows before the key (i < j) do not see it; those from iEnd on are past its window.
+  let first = select(0u, j - i0, j > i0);
+  let end = min(TILE, select(0u, iEnd - i0, iEnd > i0));
+  for (var ii = first; ii < end; ii++) {
+    if (!visible(b * p.S + i0 + ii, row)) { continue; }
     var s = 0.0;
     var dp = 0.0;
-    for (var d = 0u; d < p.D; d++) {
-      s = fma(tileA[ii * p.D + d], (*r).kr[d], s);
-      dp = fma(tileB[ii * p.D + d], (*r).vr[d], dp);
+    for (var c = 0u; c < HD4; c++) {
+      s += dot(tileA[ii * HD4 + c], (*r).kr[c]);
+      dp += dot(tileB[ii * HD4 + c], (*r).vr[c]);
     }
     let sc = cap(s);
     let pr = exp(sc - tileStats[ii].x);
     let ds = pr * (dp - tileStats[ii].y) * p.scale * cap_grad(sc);
-    for (var d = 0u; d < p.D; d++) {
-      (*r).dv[d] = fma(pr, tileB[ii * p.D + d], (*r).dv[d]);
-      (*r).dk[d] = fma(ds, tileA[ii * p.D + d], (*r).dk[d]);
+    for (var c = 0u; c < HD4; c++) {
+      (*r).dv[c] = fma(vec4f(pr), tileB[ii * HD4 + c], (*r).dv[c]);
+      (*r).dk[c] = fma(vec4f(ds), tileA[ii * HD4 + c], (*r).dk[c]);
     }
   }
 }
@@ -415,7 +460,9 @@ fn attention_backward_dkv_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(loca
   }
   if (!live) { return; }
   let kb = kv_at(row, g);
-  for (var d = 0u; d < p.D; d++) { dK[kb + d] = r.dk[d]; dV[kb + d] = r.dv[d]; }
+  for (var c = 0u; c < HD4; c++) {
+    for (var e = 0u; e < 4u && 4u * c + e < HD; e++) { dK[kb + 4u * c + e] = r.dk[c][e]; dV[kb + 4u * c + e] = r.dv[c][e]; }
+  }
 }
 
 // ---- The whole backward pass in one dispatch, where dQ, dK and dV lie in one buffer (dQKV, at offsets
@@ -425,12 +472,6 @@ fn attention_backward_dkv_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(loca
 // workgroup's OWN keys).
 @group(0) @binding(12) var<storage, read_write> dQKV: array<f32>;
 
-fn row_delta(row: u32, h: u32) -> f32 {
-  let base = q_at(row, h);
-  var s = 0.0;
-  for (var d = 0u; d < p.D; d++) { s = fma(dO[base + d], o[base + d], s); }
-  return s;
-}
 
 @compute @workgroup_size(OWN)
 fn attention_backward_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -440,12 +481,15 @@ fn attention_backward_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_in
     let i = wid.x * OWN + lid;
     let live = i < p.S;
     let row = b * p.S + min(i, p.S - 1u);
-    var acc: array<f32, MAX_D>;
+    var acc: array<vec4f, MAX_D4>;
     dq_tiled(&acc, b, h, wid.x * OWN, i, row, live, lid, stats[2u * (row * p.nH + h)], row_delta(row, h));
     // No early return: the other branch's barriers must stay in uniform control flow.
     if (live) {
       let qb = p.dqAt + q_at(row, h);
-      for (var d = 0u; d < p.D; d++) { dQKV[qb + d] = acc[d] * p.scale; }
+      for (var c = 0u; c < HD4; c++) {
+        let out = acc[c] * p.scale;
+        for (var e = 0u; e < 4u && 4u * c + e < HD; e++) { dQKV[qb + 4u * c + e] = out[e]; }
+      }
     }
   } else {
     attention_backward_dkv_role(b, wid.y - p.nH, wid.x, lid);
@@ -474,5 +518,7 @@ fn attention_backward_dkv_role(b: u32, g: u32, tile: u32, lid: u32) {
   }
   if (!live) { return; }
   let kb = kv_at(row, g);
-  for (var d = 0u; d < p.D; d++) { dQKV[p.dkAt + kb + d] = r.dk[d]; dQKV[p.dvAt + kb + d] = r.dv[d]; }
+  for (var c = 0u; c < HD4; c++) {
+    for (var e = 0u; e < 4u && 4u * c + e < HD; e++) { dQKV[p.dkAt + kb + 4u * c + e] = r.dk[c][e]; dQKV[p.dvAt + kb + 4u * c + e] = r.dv[c][e]; }
+  }
 }

@@ -150,9 +150,12 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id)
 
 // ---- Direct: same 4x4 register blocks, operands read straight from storage, no barriers. Faster on
 // CPU implementations (SwiftShader), where barriers are costly and caches do the staging.
-const DWG = 8u; // 8x8 invocations, a 32x32 tile of C per workgroup
+// DWG_X x DWG_Y invocations (64), a (4 DWG_Y) x (4 DWG_X) tile of C per workgroup: 8 x 8 by default, 2 x 32
+// for a product 8 columns wide (a LoRA path's x A^T), so that no invocation of a SIMD group idles.
+override DWG_X: u32 = 8u;
+override DWG_Y: u32 = 8u;
 
-@compute @workgroup_size(DWG, DWG)
+@compute @workgroup_size(DWG_X, DWG_Y)
 fn matmul_direct(@builtin(global_invocation_id) gid: vec3u) {
   let aBase = gid.z * p.strideA;
   let bBase = gid.z * p.strideB;

@@ -1,6 +1,6 @@
 /**
- * Compute pipelines built once per (shader, entry point, override constants). Shapes never enter the
- * key: they travel as uniforms, so one pipeline serves every size.
+ * Compute pipelines built once per (shader, entry point, override constants, sizes). Shapes never enter
+ * the key: they travel as uniforms, so one pipeline serves every size.
  */
 export type Constants = Record<string, number | boolean>;
 
@@ -8,13 +8,43 @@ export interface KernelId {
   shader: string;
   entryPoint: string;
   constants?: Constants;
+  /**
+   * Module constants (`const NAME = 256u;`) given other values in the WGSL text: a function-scope array's
+   * length must be a constant expression, which an override constant is not, so an array sized to the
+   * problem (attention's head rows) takes a size here. Each distinct set compiles a module of its own.
+   */
+  sizes?: Record<string, number>;
 }
 
-export function pipelineKey({ shader, entryPoint, constants }: KernelId): string {
-  const parts = Object.keys(constants ?? {})
+function sortedPairs(values: Record<string, number | boolean> | undefined): string {
+  return Object.keys(values ?? {})
     .sort()
-    .map((k) => `${k}=${Number(constants![k])}`);
-  return `${shader}:${entryPoint}${parts.length ? `:${parts.join(',')}` : ''}`;
+    .map((k) => `${k}=${Number(values![k])}`)
+    .join(',');
+}
+
+/** The module a kernel's sizes select: the shader's name, with its sizes when it has any. */
+export function moduleKey(shader: string, sizes?: Record<string, number>): string {
+  const s = sortedPairs(sizes);
+  return s ? `${shader}[${s}]` : shader;
+}
+
+export function pipelineKey({ shader, entryPoint, constants, sizes }: KernelId): string {
+  const parts = sortedPairs(constants);
+  return `${moduleKey(shader, sizes)}:${entryPoint}${parts ? `:${parts}` : ''}`;
+}
+
+/** The WGSL with each named module constant's value replaced; every name must be declared `const NAME = <integer>u;` once. */
+export function sizedSource(shader: string, code: string, sizes: Record<string, number> | undefined): string {
+  let out = code;
+  for (const [name, value] of Object.entries(sizes ?? {})) {
+    if (!Number.isInteger(value) || value < 1) throw new Error(`${shader}: size ${name} must be a positive integer, got ${value}`);
+    const declaration = new RegExp(`^const ${name} = \\d+u;`, 'gm');
+    const found = out.match(declaration)?.length ?? 0;
+    if (found !== 1) throw new Error(`${shader}: size ${name} needs one 'const ${name} = <integer>u;' line, found ${found}`);
+    out = out.replace(declaration, `const ${name} = ${value}u;`);
+  }
+  return out;
 }
 
 function numericConstants(constants: Constants | undefined): Record<string, number> {
@@ -37,15 +67,20 @@ export class PipelineCache {
     return this.pipelines.size;
   }
 
-  module(shader: string): GPUShaderModule {
-    let m = this.modules.get(shader);
+  module(shader: string, sizes?: Record<string, number>): GPUShaderModule {
+    const key = moduleKey(shader, sizes);
+    let m = this.modules.get(key);
     if (!m) {
-      const code = this.sources[shader];
-      if (code === undefined) throw new Error(`unknown shader '${shader}'`);
-      m = this.device.createShaderModule({ label: shader, code });
-      this.modules.set(shader, m);
+      m = this.device.createShaderModule({ label: key, code: this.source(shader, sizes) });
+      this.modules.set(key, m);
     }
     return m;
+  }
+
+  private source(shader: string, sizes?: Record<string, number>): string {
+    const code = this.sources[shader];
+    if (code === undefined) throw new Error(`unknown shader '${shader}'`);
+    return sizedSource(shader, code, sizes);
   }
 
   get(id: KernelId): GPUComputePipeline {
@@ -55,7 +90,7 @@ export class PipelineCache {
       p = this.device.createComputePipeline({
         label: key,
         layout: 'auto',
-        compute: { module: this.module(id.shader), entryPoint: id.entryPoint, constants: numericConstants(id.constants) },
+        compute: { module: this.module(id.shader, id.sizes), entryPoint: id.entryPoint, constants: numericConstants(id.constants) },
       });
       this.pipelines.set(key, p);
     }
@@ -68,7 +103,7 @@ export class PipelineCache {
       ids.map(async (id) => {
         const key = pipelineKey(id);
         if (this.pipelines.has(key)) return;
-        const module = await this.checkedModule(id.shader);
+        const module = await this.checkedModule(id.shader, id.sizes);
         const p = await this.device.createComputePipelineAsync({
           label: key,
           layout: 'auto',
@@ -88,30 +123,31 @@ export class PipelineCache {
   }
 
   /** The shader module, compiled inside an error scope so a broken shader rejects here, with line numbers. */
-  private checkedModule(shader: string): Promise<GPUShaderModule> {
-    const cached = this.modules.get(shader);
+  private checkedModule(shader: string, sizes?: Record<string, number>): Promise<GPUShaderModule> {
+    const key = moduleKey(shader, sizes);
+    const cached = this.modules.get(key);
     if (cached) return Promise.resolve(cached);
     // Concurrent warm-ups of one shader share a single compilation.
-    let pending = this.compiling.get(shader);
+    let pending = this.compiling.get(key);
     if (!pending) {
-      pending = this.compileChecked(shader).finally(() => this.compiling.delete(shader));
-      this.compiling.set(shader, pending);
+      pending = this.compileChecked(shader, sizes).finally(() => this.compiling.delete(key));
+      this.compiling.set(key, pending);
     }
     return pending;
   }
 
-  private async compileChecked(shader: string): Promise<GPUShaderModule> {
-    const code = this.sources[shader];
-    if (code === undefined) throw new Error(`unknown shader '${shader}'`);
+  private async compileChecked(shader: string, sizes?: Record<string, number>): Promise<GPUShaderModule> {
+    const key = moduleKey(shader, sizes);
+    const code = this.source(shader, sizes);
     this.device.pushErrorScope('validation');
-    const m = this.device.createShaderModule({ label: shader, code });
+    const m = this.device.createShaderModule({ label: key, code });
     const [info, error] = await Promise.all([m.getCompilationInfo(), this.device.popErrorScope()]);
     const errors = info.messages.filter((msg) => msg.type === 'error');
     if (errors.length || error) {
       const detail = errors.map((e) => `${e.lineNum}:${e.linePos} ${e.message}`).join('; ') || error!.message;
-      throw new Error(`${shader}: ${detail}`);
+      throw new Error(`${key}: ${detail}`);
     }
-    this.modules.set(shader, m);
+    this.modules.set(key, m);
     return m;
   }
 }

@@ -59,6 +59,9 @@ export function resolveBindings(spec: DispatchSpec): ResolvedSpec {
   for (const name of Object.keys(spec.constants ?? {})) {
     if (!iface.overrides.includes(name)) throw new ShapeError(`${where}: '${name}' is not an override constant of shaders/${spec.shader}.wgsl (${iface.overrides.join(', ') || 'none'})`);
   }
+  for (const name of Object.keys(spec.sizes ?? {})) {
+    if (!(name in iface.constants)) throw new ShapeError(`${where}: size '${name}' is not a module constant of shaders/${spec.shader}.wgsl`);
+  }
   const given = spec.storage;
   for (const name of Object.keys(given)) {
     if (!Object.hasOwn(iface.storage, name)) throw new ShapeError(`${where}: '${name}' is not a storage binding of shaders/${spec.shader}.wgsl (${Object.keys(iface.storage).join(', ')})`);
@@ -83,7 +86,7 @@ export function resolveBindings(spec: DispatchSpec): ResolvedSpec {
     if (value === undefined) throw new ShapeError(`${where}: uniform '${name}' is not set`);
     return { type, value };
   });
-  return { shader: spec.shader, entryPoint: spec.entryPoint, constants: spec.constants, label: spec.label, uniforms, storage, bindingNames, workgroups: spec.workgroups };
+  return { shader: spec.shader, entryPoint: spec.entryPoint, constants: spec.constants, sizes: spec.sizes, label: spec.label, uniforms, storage, bindingNames, workgroups: spec.workgroups };
 }
 
 type Command =
@@ -124,7 +127,7 @@ export class CommandRecorder {
       if (c.kind === 'copy') return `copy ${at(c.src)} -> ${at(c.dst)} ${c.size}`;
       if (c.kind === 'clear') return `clear ${at(c.dst)}`;
       const s = c.spec;
-      return `${s.shader}.${s.entryPoint} ${JSON.stringify(s.constants ?? {})} u=${JSON.stringify(s.uniforms)} wg=${s.workgroups.join('x')} ${s.storage.map(at).join(' ')}`;
+      return `${s.shader}.${s.entryPoint} ${JSON.stringify(s.constants ?? {})}${s.sizes ? ` sizes=${JSON.stringify(s.sizes)}` : ''} u=${JSON.stringify(s.uniforms)} wg=${s.workgroups.join('x')} ${s.storage.map(at).join(' ')}`;
     });
   }
 

@@ -42,9 +42,18 @@ function checkShape(kernel: string, s: AttentionShape): void {
 
 function params(s: AttentionShape, kvRows = s.S, qOffset = 0, gradientsAt = { dq: 0, dk: 0, dv: 0 }) {
   return {
-    B: s.B, S: s.S, nH: s.nH, nKV: s.nKV, D: s.headDim, scale: s.scale ?? 1 / Math.sqrt(s.headDim), Skv: kvRows, qOffset, window: s.window ?? 0, softcap: s.softcap ?? 0,
+    B: s.B, S: s.S, nH: s.nH, nKV: s.nKV, scale: s.scale ?? 1 / Math.sqrt(s.headDim), Skv: kvRows, qOffset, window: s.window ?? 0, softcap: s.softcap ?? 0,
     dqAt: gradientsAt.dq, dkAt: gradientsAt.dk, dvAt: gradientsAt.dv,
   };
+}
+
+/**
+ * The attention shader with its head rows sized to the head dim (MAX_D, a power of two at least 4): an
+ * invocation's rows live in function-scope arrays, whose length must be a constant, and arrays sized for
+ * the largest head dim cost every smaller one their memory and its initialization.
+ */
+function attentionModule(headDim: number): { shader: 'attention'; sizes: { MAX_D: number } } {
+  return { shader: 'attention', sizes: { MAX_D: Math.max(4, 2 ** Math.ceil(Math.log2(headDim))) } };
 }
 
 /** Rows per workgroup of the tiled kernels (their workgroup size). */
@@ -58,7 +67,7 @@ function tileConstants(rec: CommandRecorder, headDim: number, segments: boolean,
   const DK = Math.max(8, 2 ** Math.ceil(Math.log2(headDim)));
   const bytesPerRow = 8 * DK + (withStats ? 8 : 0);
   const TILE = Math.max(1, Math.min(32, Math.floor(rec.gpu.limits.maxComputeWorkgroupStorageSize / bytesPerRow)));
-  return { OWN, TILE, DK, SEGMENTS: segments };
+  return { OWN, TILE, DK, SEGMENTS: segments, HD: headDim };
 }
 
 export interface AttentionForwardArgs extends AttentionShape {
@@ -103,7 +112,7 @@ export function attentionForward(rec: CommandRecorder, a: AttentionForwardArgs):
   requireElements('attentionForward', 'stats', a.stats, rows * a.nH * 2);
   if (!cache && (a.variant ?? rec.gpu.tuning.attentionVariant) === 'tiled') {
     rec.dispatch({
-      shader: 'attention',
+      ...attentionModule(a.headDim),
       entryPoint: 'attention_forward_tiled',
       constants: tileConstants(rec, a.headDim, !!a.segments, false),
       uniforms: params(a),
@@ -115,9 +124,9 @@ export function attentionForward(rec: CommandRecorder, a: AttentionForwardArgs):
   }
   const unused = rec.gpu.placeholder();
   rec.dispatch({
-    shader: 'attention',
+    ...attentionModule(a.headDim),
     entryPoint: 'attention_forward',
-    constants: { WG, SEGMENTS: !!a.segments, SEQ_OFFSETS: !!offsetsBuffer },
+    constants: { WG, SEGMENTS: !!a.segments, SEQ_OFFSETS: !!offsetsBuffer, HD: a.headDim },
     uniforms: params(a, kvRows, offsetsBuffer ? 0 : offsets[0]),
     storage: { q: a.q, k: a.k, v: a.v, segments: a.segments ?? unused, o: a.o, stats: a.stats, seqOffsets: offsetsBuffer ?? unused },
     workgroups: launch1d(rec.gpu, rows * a.nH, WG),
@@ -142,7 +151,7 @@ export function attentionBackward(rec: CommandRecorder, a: AttentionBackwardArgs
     requireElements('attentionBackward', name, b, n);
   }
   requireElements('attentionBackward', 'stats', a.stats, rows * a.nH * 2);
-  const constants = { WG, SEGMENTS: !!a.segments };
+  const constants = { WG, SEGMENTS: !!a.segments, HD: a.headDim };
   const seg = a.segments ?? rec.gpu.placeholder();
   const label = `${a.B}x${a.S} h${a.nH}/${a.nKV} d${a.headDim}`;
   const tiled = (a.variant ?? rec.gpu.tuning.attentionVariant) === 'tiled';
@@ -150,37 +159,37 @@ export function attentionBackward(rec: CommandRecorder, a: AttentionBackwardArgs
   if (gradients) {
     const [dq, dk, dv] = gradients.at;
     rec.dispatch({
-      shader: 'attention', entryPoint: 'attention_backward_tiled', constants: tileConstants(rec, a.headDim, !!a.segments, true),
+      ...attentionModule(a.headDim), entryPoint: 'attention_backward_tiled', constants: tileConstants(rec, a.headDim, !!a.segments, true),
       uniforms: params(a, a.S, 0, { dq, dk, dv }), storage: { q: a.q, k: a.k, v: a.v, segments: seg, o: a.o, stats: a.stats, dO: a.dO, dQKV: gradients.binding },
       workgroups: [Math.ceil(a.S / OWN), a.nH + a.nKV, a.B], label: `attention backward tiled ${label}`,
     });
     return;
   }
   rec.dispatch({
-    shader: 'attention', entryPoint: 'attention_backward_prep', constants, uniforms: params(a),
+    ...attentionModule(a.headDim), entryPoint: 'attention_backward_prep', constants, uniforms: params(a),
     storage: { o: a.o, stats: a.stats, dO: a.dO },
     workgroups: launch1d(rec.gpu, rows * a.nH, WG), label: `attention backward prep ${label}`,
   });
   if (tiled) {
     rec.dispatch({
-      shader: 'attention', entryPoint: 'attention_backward_dq_tiled', constants: tileConstants(rec, a.headDim, !!a.segments, false),
+      ...attentionModule(a.headDim), entryPoint: 'attention_backward_dq_tiled', constants: tileConstants(rec, a.headDim, !!a.segments, false),
       uniforms: params(a), storage: { q: a.q, k: a.k, v: a.v, segments: seg, stats: a.stats, dO: a.dO, dQ: a.dQ },
       workgroups: [Math.ceil(a.S / OWN), a.nH, a.B], label: `attention backward dq tiled ${label}`,
     });
     rec.dispatch({
-      shader: 'attention', entryPoint: 'attention_backward_dkv_tiled', constants: tileConstants(rec, a.headDim, !!a.segments, true),
+      ...attentionModule(a.headDim), entryPoint: 'attention_backward_dkv_tiled', constants: tileConstants(rec, a.headDim, !!a.segments, true),
       uniforms: params(a), storage: { q: a.q, k: a.k, v: a.v, segments: seg, stats: a.stats, dO: a.dO, dK: a.dK, dV: a.dV },
       workgroups: [Math.ceil(a.S / OWN), a.nKV, a.B], label: `attention backward dkv tiled ${label}`,
     });
     return;
   }
   rec.dispatch({
-    shader: 'attention', entryPoint: 'attention_backward_dq', constants, uniforms: params(a),
+    ...attentionModule(a.headDim), entryPoint: 'attention_backward_dq', constants, uniforms: params(a),
     storage: { q: a.q, k: a.k, v: a.v, segments: seg, stats: a.stats, dO: a.dO, dQ: a.dQ },
     workgroups: launch1d(rec.gpu, rows * a.nH, WG), label: `attention backward dq ${label}`,
   });
   rec.dispatch({
-    shader: 'attention', entryPoint: 'attention_backward_dkv', constants, uniforms: params(a),
+    ...attentionModule(a.headDim), entryPoint: 'attention_backward_dkv', constants, uniforms: params(a),
     storage: { q: a.q, k: a.k, v: a.v, segments: seg, stats: a.stats, dO: a.dO, dK: a.dK, dV: a.dV },
     workgroups: launch1d(rec.gpu, rows * a.nKV, WG), label: `attention backward dkv ${label}`,
   });
@@ -218,8 +227,8 @@ export function naiveAttentionForward(rec: CommandRecorder, a: AttentionForwardA
   const rows = a.B * a.S;
   requireElements('naiveAttentionForward', 'scores', a.scores, naiveAttentionScratchBytes(a.B, a.S, a.nH) / 4);
   requireElements('naiveAttentionForward', 'o', a.o, rows * a.nH * a.headDim);
-  const { B, S, nH, nKV, D, scale } = params(a);
-  const uniforms = { B, S, nH, nKV, D, scale };
+  const { B, S, nH, nKV, scale } = params(a);
+  const uniforms = { B, S, nH, nKV, D: a.headDim, scale };
   const label = `naive attention ${a.B}x${a.S} h${a.nH}`;
   rec.dispatch({ shader: 'attention_naive', entryPoint: 'naive_scores', uniforms, storage: { q: a.q, k: a.k, P: a.scores }, workgroups: launch1d(rec.gpu, a.B * a.nH * a.S * a.S, 256), label });
   rec.dispatch({

@@ -85,14 +85,16 @@ export function matmul(rec: CommandRecorder, args: MatmulArgs): void {
     }
   }
   const variant = args.variant ?? rec.gpu.tuning.matmulVariant;
-  // C tile per workgroup, as the shader declares it: BM x BN (tiled), DWG x DWG invocations of TM x TN (direct).
-  const [tileM, tileN] = variant === 'tiled' ? [shaderConstant('matmul', 'BM'), shaderConstant('matmul', 'BN')] : [shaderConstant('matmul', 'DWG') * shaderConstant('matmul', 'TM'), shaderConstant('matmul', 'DWG') * shaderConstant('matmul', 'TN')];
+  // C tile per workgroup, as the shader declares it: BM x BN (tiled), DWG_Y x DWG_X invocations of TM x TN (direct).
+  const [dx, dy] = directShape(N);
+  const [tileM, tileN] = variant === 'tiled' ? [shaderConstant('matmul', 'BM'), shaderConstant('matmul', 'BN')] : [dy * shaderConstant('matmul', 'TM'), dx * shaderConstant('matmul', 'TN')];
   const unused = rec.gpu.placeholder();
   rec.dispatch({
     shader: 'matmul',
     entryPoint: variant === 'tiled' ? 'matmul_tiled' : 'matmul_direct',
     constants: {
       TRANS_A: !!args.transA, TRANS_B: !!args.transB, ACCUMULATE: !!args.accumulate,
+      ...(variant === 'direct' ? { DWG_X: dx, DWG_Y: dy } : {}),
       BIAS: !!args.bias, LOW_RANK: !!lr, TRANS_V: !!lr?.transV, DROPOUT: !!lr?.dropout, A_FORMAT: shaderConstant('matmul', `FORMAT_${aFormat.toUpperCase()}`), B_FORMAT: shaderConstant('matmul', `FORMAT_${bFormat.toUpperCase()}`),
     },
     uniforms: {
@@ -108,6 +110,15 @@ export function matmul(rec: CommandRecorder, args: MatmulArgs): void {
     workgroups: [Math.ceil(N / tileN), Math.ceil(M / tileM), batch],
     label: `matmul ${batch}x${M}x${N}x${K}`,
   });
+}
+
+/**
+ * The direct kernel's workgroup (x, y) of 64 invocations, each owning 4 columns: 2 x 32 for products at
+ * most 8 columns wide (a LoRA path's x A^T), where 8 x 8 would leave most of each SIMD group idle
+ * (SwiftShader ran them 2 to 3 times faster so); 8 x 8 otherwise. Two shapes, so two pipelines at most.
+ */
+function directShape(N: number): [number, number] {
+  return N <= 8 ? [2, 32] : [8, 8];
 }
 
 /** An operand's storage format: as given, or as its view says (f16 activations); the two must agree. */

@@ -13,6 +13,7 @@ import {
   PipelineCache,
   type CommandRecorder,
 } from '../../src/index.js';
+import { pipelineKey, sizedSource } from '../../src/gpu/pipelines.js';
 import { testGpu } from '../helpers.js';
 
 describe('device', () => {
@@ -40,7 +41,7 @@ describe('device', () => {
     gpu.destroy();
   });
 
-  it('caches pipelines by shader, entry point and constants, never by shape', async () => {
+  it('caches pipelines by shader, entry point and constants, never by shape beyond a kernel\'s few workgroup shapes', async () => {
     // A device of its own: the counts below assume no other test has made these pipelines yet.
     const gpu = await requestDevice({ label: 'pipeline cache' });
     const a = gpu.createBuffer(4 * 64);
@@ -52,7 +53,21 @@ describe('device', () => {
     expect(gpu.pipelines.size).toBe(after);
     await gpu.run((rec) => matmul(rec, { a, b, c, M: 7, N: 5, K: 3, variant: 'direct', transA: true }));
     expect(gpu.pipelines.size).toBe(after + 1);
+    // Products over 8 columns wide take the direct kernel's other workgroup shape, once.
+    await gpu.run((rec) => matmul(rec, { a, b, c, M: 2, N: 9, K: 3, variant: 'direct' }));
+    await gpu.run((rec) => matmul(rec, { a, b, c, M: 1, N: 40, K: 1, variant: 'direct' }));
+    expect(gpu.pipelines.size).toBe(after + 2);
     gpu.destroy();
+  });
+
+  it('resizes a module constant in the WGSL text, and refuses a size the text does not declare once', () => {
+    const code = 'const MAX_D = 256u;\nconst MAX_D4 = MAX_D / 4u;\nconst TILE = 8u;';
+    expect(sizedSource('s', code, { MAX_D: 64 })).toBe('const MAX_D = 64u;\nconst MAX_D4 = MAX_D / 4u;\nconst TILE = 8u;');
+    expect(sizedSource('s', code, undefined)).toBe(code);
+    expect(() => sizedSource('s', code, { MAX_D4: 8 })).toThrow(/one 'const MAX_D4 = <integer>u;' line, found 0/);
+    expect(() => sizedSource('s', code, { MAX_D: 1.5 })).toThrow(/positive integer/);
+    expect(pipelineKey({ shader: 'attention', entryPoint: 'e', constants: { HD: 5 }, sizes: { MAX_D: 8 } })).toBe('attention[MAX_D=8]:e:HD=5');
+    expect(pipelineKey({ shader: 'attention', entryPoint: 'e' })).toBe('attention:e');
   });
 
   it('compiles every entry point ahead of use, and reports compile errors', async () => {
@@ -85,6 +100,10 @@ describe('device', () => {
       })),
       ...['ce_chunk_stats', 'ce_chunk_grad'].map((entryPoint) => ({ shader: 'cross_entropy', entryPoint })),
     ]);
+    // Modules with a constant resized (attention's head rows) compile as modules of their own.
+    const before = gpu.pipelines.size;
+    await gpu.pipelines.warm([4, 32, 256].map((MAX_D) => ({ shader: 'attention', entryPoint: 'attention_forward_tiled', constants: { HD: MAX_D - 1 }, sizes: { MAX_D } })));
+    expect(gpu.pipelines.size).toBe(before + 3);
     // And every entry point of every shader, from the generated interface, with its default constants.
     await gpu.pipelines.warm(Object.entries(SHADER_INTERFACES).flatMap(([shader, iface]) => Object.keys(iface.entryPoints).map((entryPoint) => ({ shader, entryPoint }))));
     const broken = new PipelineCache(gpu.device, { broken: '@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }' });
@@ -122,6 +141,7 @@ describe('device', () => {
     expect(() => rec.dispatch({ ...base, entryPoint: 'reduce_columns', storage: {} })).toThrow(/has no entry point 'reduce_columns'/);
     expect(() => rec.dispatch({ ...base, uniforms: { rows: 1, cols: 1 }, storage: { x: view(buf, 4, 32), out: buf } })).toThrow(/binding 'x' offset 4 is not a multiple of/);
     expect(() => rec.dispatch({ ...base, constants: { WG: 64, TILE: 8 }, uniforms: { rows: 1, cols: 1 }, storage: { x: buf, out: buf } })).toThrow(/'TILE' is not an override constant of shaders\/reduce.wgsl/);
+    expect(() => rec.dispatch({ ...base, sizes: { ROWS: 8 }, uniforms: { rows: 1, cols: 1 }, storage: { x: buf, out: buf } })).toThrow(/size 'ROWS' is not a module constant of shaders\/reduce.wgsl/);
     gpu.destroyBuffer(buf);
   });
 
