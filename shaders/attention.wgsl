@@ -247,12 +247,11 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgr
 // read from storage once per workgroup instead of once per invocation. Same results as the direct entry
 // points. Dispatch: x = row tiles, y = heads (query heads, or key/value heads for dK/dV), z = sequences.
 override OWN: u32 = 64; // rows per workgroup (the workgroup size)
-override TILE: u32 = 16; // rows per staged tile
-override DK: u32 = 64; // head dim capacity of the staged tiles (>= D, a multiple of 4)
+override TILE: u32 = 4; // rows per staged tile, set by the host; the default fits MAX_D 256 in 16 KiB
 // Forward and dQ stage keys in tileA and values in tileB; dK/dV stages queries and output gradients, with
 // their (log-sum-exp, delta) pairs in tileStats.
-var<workgroup> tileA: array<vec4f, TILE * DK / 4u>;
-var<workgroup> tileB: array<vec4f, TILE * DK / 4u>;
+var<workgroup> tileA: array<vec4f, TILE * MAX_D4>;
+var<workgroup> tileB: array<vec4f, TILE * MAX_D4>;
 var<workgroup> tileStats: array<vec2f, TILE>;
 
 // Stages rows r0 .. r0 + TILE - 1 of key/value head g of sequence b into tileA (K) and tileB (V); rows past

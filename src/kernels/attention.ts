@@ -53,21 +53,25 @@ function params(s: AttentionShape, kvRows = s.S, qOffset = 0, gradientsAt = { dq
  * the largest head dim cost every smaller one their memory and its initialization.
  */
 function attentionModule(headDim: number): { shader: 'attention'; sizes: { MAX_D: number } } {
-  return { shader: 'attention', sizes: { MAX_D: Math.max(4, 2 ** Math.ceil(Math.log2(headDim))) } };
+  return { shader: 'attention', sizes: { MAX_D: headRowCapacity(headDim) } };
+}
+
+/** MAX_D: the head dim's power of two, at least 4 (one vec4 quad). */
+function headRowCapacity(headDim: number): number {
+  return Math.max(4, 2 ** Math.ceil(Math.log2(headDim)));
 }
 
 /** Rows per workgroup of the tiled kernels (their workgroup size). */
 const OWN = 64;
 
 /**
- * Override constants for the tiled kernels: staged tiles of TILE rows of DK floats, two of them (plus
+ * Override constants for the tiled kernels: staged tiles of TILE rows of MAX_D floats, two of them (plus
  * TILE (lse, delta) pairs when `withStats`), within the device's workgroup storage.
  */
 function tileConstants(rec: CommandRecorder, headDim: number, segments: boolean, withStats: boolean) {
-  const DK = Math.max(8, 2 ** Math.ceil(Math.log2(headDim)));
-  const bytesPerRow = 8 * DK + (withStats ? 8 : 0);
+  const bytesPerRow = 8 * headRowCapacity(headDim) + (withStats ? 8 : 0);
   const TILE = Math.max(1, Math.min(32, Math.floor(rec.gpu.limits.maxComputeWorkgroupStorageSize / bytesPerRow)));
-  return { OWN, TILE, DK, SEGMENTS: segments, HD: headDim };
+  return { OWN, TILE, SEGMENTS: segments, HD: headDim };
 }
 
 export interface AttentionForwardArgs extends AttentionShape {
