@@ -95,10 +95,11 @@ export interface AttentionRow {
   seq: number;
   /** Forward, in the device's default kernel form. */
   flash_ms: number;
-  /** Backward (delta, dQ, dK/dV passes), default form. */
+  /** Backward, default form (gradients in one buffer, as a training step holds them). */
   flash_backward_ms: number;
   /** Forward plus backward in each kernel form, at the longest sequence only. */
   tiled_fwd_bwd_ms?: number;
+  blocked_fwd_bwd_ms?: number;
   direct_fwd_bwd_ms?: number;
   naive_ms: number;
   flash_bytes: number;
@@ -407,7 +408,11 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
     const o = gpu.createBuffer(n * 4);
     const stats = gpu.createBuffer(S * nH * 2 * 4);
     const scores = gpu.createBuffer(naiveAttentionScratchBytes(1, S, nH));
-    const [dO, dQ, dK, dV] = [gpu.upload(data()), gpu.createBuffer(n * 4), gpu.createBuffer(n * 4), gpu.createBuffer(n * 4)];
+    // The gradients share a buffer, as a training step holds them: the tiled and blocked backward passes
+    // then run in one dispatch.
+    const dO = gpu.upload(data());
+    const dQKV = gpu.createBuffer(3 * n * 4);
+    const [dQ, dK, dV] = [0, 1, 2].map((i) => ({ buffer: dQKV, offset: i * n * 4, size: n * 4 }));
     const shape = { B: 1, S, nH, nKV: nH, headDim: D, q, k, v, o, stats };
     const grads = { ...shape, dO, dQ, dK, dV };
     const time = async (record: (rec: CommandRecorder) => void) => {
@@ -424,7 +429,7 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
       flash_bytes: n * 4 + S * nH * 8, naive_bytes: n * 4 + naiveAttentionScratchBytes(1, S, nH),
     };
     if (S === preset.attentionSeqs[preset.attentionSeqs.length - 1]) {
-      for (const variant of ['tiled', 'direct'] as const) {
+      for (const variant of ['tiled', 'blocked', 'direct'] as const) {
         const ms = await time((rec) => {
           attentionForward(rec, { ...shape, variant });
           attentionBackward(rec, { ...grads, variant });
@@ -434,9 +439,9 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
     }
     attention.push(row);
     log(`attention S=${S}: flash ${flashMs.toFixed(1)} ms (backward ${backwardMs.toFixed(1)} ms), naive ${naiveMs.toFixed(1)} ms`);
-    for (const x of [q, k, v, o, stats, scores, dO, dQ, dK, dV]) gpu.destroyBuffer(x);
+    for (const x of [q, k, v, o, stats, scores, dO, dQKV]) gpu.destroyBuffer(x);
   }
-  notes.push(`Attention: B=1, ${nH} heads of ${D}; naive is forward only. Memory is the workspace beyond q, k, v (output and log-sum-exp for flash; output and the S x S probabilities for naive). At the longest sequence, forward plus backward runs in both kernel forms (tiled: K/V or Q/dO tiles shared through workgroup memory; direct: one invocation per row reading storage).`);
+  notes.push(`Attention: B=1, ${nH} heads of ${D}; naive is forward only. Memory is the workspace beyond q, k, v (output and log-sum-exp for flash; output and the S x S probabilities for naive). At the longest sequence, forward plus backward runs in each kernel form (tiled: K/V or Q/dO tiles shared through workgroup memory; blocked: 32 x 32 score blocks in workgroup memory, register-blocked as a matmul is; direct: one invocation per row reading storage).`);
 
   const at1024 = attention.find((r) => r.seq === 1024)!;
   const large = preset.models[preset.models.length - 1].name;
@@ -467,6 +472,7 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
       flash_vs_naive_seq1024: at1024.naive_ms / at1024.flash_ms,
       flash_vs_naive_mem_seq1024: at1024.naive_bytes / at1024.flash_bytes,
       attention_tiled_vs_direct_seq1024: at1024.direct_fwd_bwd_ms! / at1024.tiled_fwd_bwd_ms!,
+      attention_blocked_vs_tiled_seq1024: at1024.blocked_fwd_bwd_ms! / at1024.tiled_fwd_bwd_ms!,
       lora_vs_full_step: step('lora') / step('full'),
       lora_fused_vs_separate_step: step('lora-separate') / step('lora'),
       lora_bf16_base_vs_f32_step: step('lora-bf16-base') / step('lora'),

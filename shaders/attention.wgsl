@@ -19,84 +19,15 @@
 // Sliding window (window > 0, Mistral): query position i also needs i - j < window; 0 means unlimited.
 // Soft-capping (softcap > 0, Gemma 2): each scaled score s becomes softcap * tanh(s / softcap) before the
 // softmax; the backward passes multiply by its derivative, 1 - tanh^2, taken from the capped score.
-struct Params {
-  B: u32, S: u32, nH: u32, nKV: u32, scale: f32, Skv: u32, qOffset: u32, window: u32, softcap: f32,
-  // attention_backward_tiled: where dQ, dK and dV start in dQKV (elements).
-  dqAt: u32, dkAt: u32, dvAt: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
-@group(0) @binding(4) var<storage, read> segments: array<u32>;
-@group(0) @binding(5) var<storage, read_write> o: array<f32>;
-@group(0) @binding(6) var<storage, read_write> stats: array<f32>;
-@group(0) @binding(7) var<storage, read> dO: array<f32>;
-@group(0) @binding(8) var<storage, read_write> dQ: array<f32>;
-@group(0) @binding(9) var<storage, read_write> dK: array<f32>;
-@group(0) @binding(10) var<storage, read_write> dV: array<f32>;
-@group(0) @binding(11) var<storage, read> seqOffsets: array<u32>;
+// attention_blocked.wgsl holds the same kernels in another form (score blocks, for CPU implementations).
+// #include lib/attention_common.wgsl
 
 override WG: u32 = 64;
-override HD: u32 = 1u; // the head dim, D
-override SEGMENTS: bool = false;
 override SEQ_OFFSETS: bool = false;
 const MAX_D = 256u; // sized by the host to the head dim
-const NEG_INF = -3.402823e38;
+const MAX_D4 = MAX_D / 4u;
 
 // #include lib/flat_index.wgsl
-
-// Head rows are held as HD4 vec4s, the last zero-padded past HD: a quarter of the loop steps and memory
-// operations of scalars, which CPU implementations (SwiftShader) pay for one by one. Every dot product
-// over a head row sums the same quads in the same order, so that dO . O (delta) and dO . v_j agree to the
-// last bit where O = v_j (a query that sees one key), and their difference is exactly zero.
-override HD4: u32 = (HD + 3u) / 4u;
-const MAX_D4 = MAX_D / 4u;
-// Elements 4c .. 4c + 3 of a head row, clamped into it, and which of them lie inside it.
-fn quad(c: u32) -> vec4u { return min(vec4u(4u * c) + vec4u(0u, 1u, 2u, 3u), vec4u(HD - 1u)); }
-fn inside(c: u32) -> vec4<bool> { return vec4u(4u * c) + vec4u(0u, 1u, 2u, 3u) < vec4u(HD); }
-// Quad c of the head row at element `at` of q, k, v, dO or o; zero past HD.
-fn q4(at: u32, c: u32) -> vec4f { let i = quad(c) + at; return select(vec4f(0.0), vec4f(q[i.x], q[i.y], q[i.z], q[i.w]), inside(c)); }
-fn k4(at: u32, c: u32) -> vec4f { let i = quad(c) + at; return select(vec4f(0.0), vec4f(k[i.x], k[i.y], k[i.z], k[i.w]), inside(c)); }
-fn v4(at: u32, c: u32) -> vec4f { let i = quad(c) + at; return select(vec4f(0.0), vec4f(v[i.x], v[i.y], v[i.z], v[i.w]), inside(c)); }
-fn dO4(at: u32, c: u32) -> vec4f { let i = quad(c) + at; return select(vec4f(0.0), vec4f(dO[i.x], dO[i.y], dO[i.z], dO[i.w]), inside(c)); }
-fn o4(at: u32, c: u32) -> vec4f { let i = quad(c) + at; return select(vec4f(0.0), vec4f(o[i.x], o[i.y], o[i.z], o[i.w]), inside(c)); }
-
-fn q_at(row: u32, h: u32) -> u32 { return (row * p.nH + h) * HD; }
-fn kv_at(row: u32, g: u32) -> u32 { return (row * p.nKV + g) * HD; }
-
-// First key position that query position i sees under the sliding window.
-fn window_start(i: u32) -> u32 {
-  if (p.window == 0u || i < p.window) { return 0u; }
-  return i + 1u - p.window;
-}
-
-// One past the last query position that sees key position j under the sliding window (capped at S).
-fn window_end(j: u32) -> u32 {
-  if (p.window == 0u) { return p.S; }
-  return min(p.S, j + p.window);
-}
-
-// #include lib/tanh.wgsl
-
-fn cap(s: f32) -> f32 {
-  if (p.softcap == 0.0) { return s; }
-  return soft_cap(s, p.softcap);
-}
-
-// d cap(s) / d s from the capped score c.
-fn cap_grad(c: f32) -> f32 {
-  if (p.softcap == 0.0) { return 1.0; }
-  let t = c / p.softcap;
-  return 1.0 - t * t;
-}
-
-fn visible(i: u32, j: u32) -> bool {
-  // j <= i is guaranteed by the loops; only the segment test remains.
-  if (SEGMENTS) { return segments[i] == segments[j]; }
-  return true;
-}
 
 // One step of the online softmax: folds score s into the running max m and sum l, and returns
 // (weight of this key, correction factor for everything accumulated so far).
@@ -143,14 +74,6 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups)
     for (var e = 0u; e < 4u && 4u * c + e < HD; e++) { o[qb + 4u * c + e] = out[e]; }
   }
   stats[2u * t] = m + log(l);
-}
-
-// delta = sum over d of dO * O for (row, h): the softmax-backward term shared by every key of that row.
-fn row_delta(row: u32, h: u32) -> f32 {
-  let base = q_at(row, h);
-  var s = 0.0;
-  for (var c = 0u; c < HD4; c++) { s += dot(dO4(base, c), o4(base, c)); }
-  return s;
 }
 
 // stats[row, h, 1] = delta.
@@ -469,9 +392,6 @@ fn attention_backward_dkv_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(loca
 // key/value head y - nH. Neither has the prep pass's delta, so each computes it from dO and O: the dQ pass
 // for its own row, the dK/dV pass for each staged query row (TILE dot products per tile, shared by the
 // workgroup's OWN keys).
-@group(0) @binding(12) var<storage, read_write> dQKV: array<f32>;
-
-
 @compute @workgroup_size(OWN)
 fn attention_backward_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   let b = wid.z;

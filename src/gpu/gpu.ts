@@ -14,6 +14,7 @@ import {
   WebGPUFinetuneError,
 } from '../errors.js';
 import { SHADERS, SHADER_VARIANTS } from '../kernels/shaders.gen.js';
+import type { AttentionVariant } from '../kernels/attention.js';
 import { asView, BufferPool, MAP_READ_DST, STORAGE, UNIFORM_DST, type BufferLike, type TensorView } from './buffers.js';
 import type { Runtime, RequestDeviceOptions } from './device.js';
 import { BindGroupCache, PipelineCache } from './pipelines.js';
@@ -108,8 +109,12 @@ export interface GpuTuning {
   multiLoraShrink: 'direct' | 'cooperative';
   /** Elements each invocation of an element-wise kernel (AdamW, element-wise ops) handles. */
   elementsPerInvocation: number;
-  /** Attention training kernels: 'tiled' (rows staged in workgroup memory) or 'direct' (one invocation per row). */
-  attentionVariant: 'tiled' | 'direct';
+  /**
+   * Attention training kernels: 'tiled' (rows staged in workgroup memory), 'blocked' (32 x 32 score blocks
+   * in workgroup memory, register-blocked like a matmul; CPU implementations) or 'direct' (one invocation
+   * per row).
+   */
+  attentionVariant: AttentionVariant;
   /**
    * Products that share their buffers (a layer's q, k and v; a weight's and its bias's gradients; a
    * product and the residual it adds) in one dispatch of the grouped matmul (true), or each in its own,
@@ -124,7 +129,7 @@ export function defaultTuning(isSoftware: boolean, features: Partial<Pick<GpuFea
   const halfLoads = features.shaderF16 ? 'native' : 'packed';
   const groupedProducts = !swiftShader;
   return isSoftware
-    ? { matmulVariant: 'direct', reductionWorkgroupSize: 4, reductions, halfLoads, multiLoraShrink: 'direct', elementsPerInvocation: 8, attentionVariant: 'tiled', groupedProducts }
+    ? { matmulVariant: 'direct', reductionWorkgroupSize: 4, reductions, halfLoads, multiLoraShrink: 'direct', elementsPerInvocation: 8, attentionVariant: swiftShader ? 'blocked' : 'tiled', groupedProducts }
     : { matmulVariant: 'tiled', reductionWorkgroupSize: 256, reductions, halfLoads, multiLoraShrink: 'cooperative', elementsPerInvocation: 1, attentionVariant: 'tiled', groupedProducts };
 }
 
@@ -139,7 +144,9 @@ function defaultReasons(isSoftware: boolean, features: GpuFeatures, subgroupSize
     halfLoads: features.shaderF16 ? "the device has 'shader-f16': f16 loads" : "the device lacks 'shader-f16': packed u32 words",
     multiLoraShrink: `default for ${kind}`,
     elementsPerInvocation: `default for ${kind}`,
-    attentionVariant: 'the tiled kernels measured faster on both kinds of device',
+    attentionVariant: swiftShader
+      ? 'SwiftShader: score blocks computed as matmuls are, with no per-invocation head-row arrays, measured faster than the tiled kernels'
+      : 'the tiled kernels measured faster than one invocation per row on GPUs and lavapipe',
     groupedProducts: swiftShader
       ? 'SwiftShader: a dispatch costs little beside its arithmetic, and it runs the grouped kernel\'s table-driven loops 1.3 to 1.5x slower than matmul.wgsl\'s'
       : 'fewer dispatches, each a fixed cost on a GPU (lavapipe runs the grouped kernel as fast as matmul.wgsl)',

@@ -2,7 +2,8 @@
  * Flash-style causal attention with GQA and packed-document segments (shaders/attention.wgsl): forward
  * saves the log-sum-exp; backward recomputes probabilities in a dQ pass and a dK/dV pass, no atomics:
  * one dispatch doing both where dQ, dK and dV share a buffer (tiled), else three (a delta pass first).
- * Direct kernels (one invocation per row and head) or workgroup-tiled ones, as the device tuning says.
+ * Direct kernels (one invocation per row and head), workgroup-tiled ones, or score blocks computed as
+ * matmuls are (shaders/attention_blocked.wgsl, for CPU implementations), as the device tuning says.
  */
 import { ShapeError } from '../errors.js';
 import { asView, type BufferLike, type TensorView } from '../gpu/buffers.js';
@@ -10,6 +11,7 @@ import type { CommandRecorder } from '../gpu/recorder.js';
 import { launch1d, requireDims, requireElements } from './common.js';
 
 export const ATTENTION_MAX_HEAD_DIM = 256;
+export type AttentionVariant = 'tiled' | 'blocked' | 'direct';
 const WG = 64;
 
 export interface AttentionShape {
@@ -28,7 +30,7 @@ export interface AttentionShape {
   /** Sliding window (Mistral): query position i sees key positions j with i - j < window. Omit for none. */
   window?: number | null;
   /** Kernel form; default: the device tuning's. Decoding over a KV cache always runs direct. */
-  variant?: 'tiled' | 'direct';
+  variant?: AttentionVariant;
 }
 
 function checkShape(kernel: string, s: AttentionShape): void {
@@ -74,6 +76,14 @@ function tileConstants(rec: CommandRecorder, headDim: number, segments: boolean,
   return { OWN, TILE, SEGMENTS: segments, HD: headDim };
 }
 
+/** Rows per workgroup of the score-block kernels. */
+const BLOCK = 32;
+
+/** Head dims up to 128 take one quad per invocation in the products with head rows, larger ones two. */
+function blockConstants(headDim: number, segments: boolean) {
+  return { HD: headDim, NQ: headDim > 128 ? 2 : 1, SEGMENTS: segments };
+}
+
 export interface AttentionForwardArgs extends AttentionShape {
   q: BufferLike;
   k: BufferLike;
@@ -114,7 +124,20 @@ export function attentionForward(rec: CommandRecorder, a: AttentionForwardArgs):
   requireElements('attentionForward', 'v', a.v, a.B * kvRows * a.nKV * a.headDim);
   requireElements('attentionForward', 'o', a.o, rows * a.nH * a.headDim);
   requireElements('attentionForward', 'stats', a.stats, rows * a.nH * 2);
-  if (!cache && (a.variant ?? rec.gpu.tuning.attentionVariant) === 'tiled') {
+  const variant = a.variant ?? rec.gpu.tuning.attentionVariant;
+  if (!cache && variant === 'blocked') {
+    rec.dispatch({
+      shader: 'attention_blocked',
+      entryPoint: 'attention_forward_blocked',
+      constants: blockConstants(a.headDim, !!a.segments),
+      uniforms: params(a),
+      storage: { q: a.q, k: a.k, v: a.v, segments: a.segments ?? rec.gpu.placeholder(), o: a.o, stats: a.stats },
+      workgroups: [Math.ceil(a.S / BLOCK), a.nH, a.B],
+      label: `attention forward blocked ${a.B}x${a.S} h${a.nH}/${a.nKV} d${a.headDim}`,
+    });
+    return;
+  }
+  if (!cache && variant === 'tiled') {
     rec.dispatch({
       ...attentionModule(a.headDim),
       entryPoint: 'attention_forward_tiled',
@@ -158,8 +181,19 @@ export function attentionBackward(rec: CommandRecorder, a: AttentionBackwardArgs
   const constants = { WG, SEGMENTS: !!a.segments, HD: a.headDim };
   const seg = a.segments ?? rec.gpu.placeholder();
   const label = `${a.B}x${a.S} h${a.nH}/${a.nKV} d${a.headDim}`;
-  const tiled = (a.variant ?? rec.gpu.tuning.attentionVariant) === 'tiled';
+  const variant = a.variant ?? rec.gpu.tuning.attentionVariant;
+  // The blocked form runs in one dispatch where the gradients share a binding, else as the tiled one does.
+  const tiled = variant !== 'direct';
   const gradients = tiled ? oneBinding(rec, [a.dQ, a.dK, a.dV]) : null;
+  if (gradients && variant === 'blocked') {
+    const [dq, dk, dv] = gradients.at;
+    rec.dispatch({
+      shader: 'attention_blocked', entryPoint: 'attention_backward_blocked', constants: blockConstants(a.headDim, !!a.segments),
+      uniforms: params(a, a.S, 0, { dq, dk, dv }), storage: { q: a.q, k: a.k, v: a.v, segments: seg, o: a.o, stats: a.stats, dO: a.dO, dQKV: gradients.binding },
+      workgroups: [Math.ceil(a.S / BLOCK), a.nH + a.nKV, a.B], label: `attention backward blocked ${label}`,
+    });
+    return;
+  }
   if (gradients) {
     const [dq, dk, dv] = gradients.at;
     rec.dispatch({

@@ -22,7 +22,7 @@ function packedSegments(B: number, S: number, rand: () => number): Uint32Array {
 }
 
 // Gradients in three buffers, or at offsets of one (as a training step's activations hold them), where the
-// tiled kernels take the whole backward pass in one dispatch instead of three.
+// tiled and blocked kernels take the whole backward pass in one dispatch instead of three.
 describe.each([
   [false, 'direct', 'three buffers'],
   [true, 'direct', 'three buffers'],
@@ -30,8 +30,10 @@ describe.each([
   [true, 'tiled', 'three buffers'],
   [false, 'tiled', 'one buffer'],
   [true, 'tiled', 'one buffer'],
+  [false, 'blocked', 'one buffer'],
+  [true, 'blocked', 'one buffer'],
 ] as const)('flash attention equals naive attention (segments: %s, kernels %s, gradients in %s)', (useSegments, attentionVariant, layout) => {
-  it.each([
+  it.each<[number, number, number, number, number, number | null, number | null]>([
     // B, S, nH, nKV, D, sliding window, soft cap (Gemma 2; with a score scale of its own, 1 / sqrt(D + 7))
     [1, 1, 1, 1, 4, null, null],
     [2, 3, 2, 1, 8, null, null],
@@ -43,6 +45,8 @@ describe.each([
     [2, 130, 2, 2, 12, 64, null],
     [2, 90, 4, 2, 16, null, 1.5],
     [1, 140, 2, 1, 8, 33, 0.7],
+    // Head dims past 128: two quads per invocation in the blocked kernels' products with head rows.
+    ...(attentionVariant === 'blocked' ? [[1, 45, 2, 1, 160, 9, null] as [number, number, number, number, number, number, null]] : []),
   ])('B=%i S=%i heads %i/%i D=%i window %s softcap %s, forward and backward', async (B, S, nH, nKV, D, window, softcap) => {
     const gpu = await testGpu({ attentionVariant });
     const seed = freshSeed();

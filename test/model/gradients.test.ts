@@ -89,9 +89,10 @@ describe.each(MODELS.filter(([name]) => /^(llama \(GQA\)|gpt2)$/.test(name)))('t
       const batch = model.prepare({ ids: Array.from({ length: 22 }, () => Math.floor(rand() * 256)), B: 2, S: 11 });
       const before = gpu.workCounts();
       const loss = await model.loss(batch, true);
-      const attentionBackward = [...gpu.workSince(before).byKernel].filter(([k]) => k.startsWith('attention.attention_backward'));
-      // One layer's attention backward: one dispatch of the kernel that takes it whole, or the three passes.
-      const perLayer = attentionBackward.some(([k]) => k === 'attention.attention_backward_tiled') ? 1 : 3;
+      const attentionBackward = [...gpu.workSince(before).byKernel].filter(([k]) => /^attention(_blocked)?\.attention_backward/.test(k));
+      // One layer's attention backward: one dispatch of a kernel that takes it whole, or the three passes.
+      const whole = ['attention.attention_backward_tiled', 'attention_blocked.attention_backward_blocked'];
+      const perLayer = attentionBackward.some(([k]) => whole.includes(k)) ? 1 : 3;
       expect(attentionBackward.reduce((n, [, count]) => n + count, 0)).toBe(perLayer);
       const params = new Map<string, Float64Array>();
       for (const s of paramSpecs(ckpt.config)) params.set(s.name, Float64Array.from(await gpu.readF32(model.params.view(s.name))));
