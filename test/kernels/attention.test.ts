@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { attentionBackward, attentionForward, naiveAttentionForward, naiveAttentionScratchBytes, ShapeError } from '../../src/index.js';
-import { compare, freshSeed, poisoned, randn, rng, testGpu } from '../helpers.js';
+import { compare, freshSeed, IN_BROWSER, poisoned, randn, rng, testGpu } from '../helpers.js';
 import { attentionBackwardRef, attentionForwardRef } from '../reference/attention.js';
 
 /** Document ids for packed rows: random document lengths, restarting per sequence. */
@@ -30,7 +30,9 @@ describe.each([
   [true, 'tiled', 'three buffers'],
   [false, 'tiled', 'one buffer'],
   [true, 'tiled', 'one buffer'],
-  [false, 'blocked', 'one buffer'],
+  // Chromium compiles each pipeline anew, at seconds apiece: there the blocked kernels run with segments
+  // only, which mask more.
+  ...(IN_BROWSER ? [] : [[false, 'blocked', 'one buffer'] as const]),
   [true, 'blocked', 'one buffer'],
 ] as const)('flash attention equals naive attention (segments: %s, kernels %s, gradients in %s)', (useSegments, attentionVariant, layout) => {
   it.each<[number, number, number, number, number, number | null, number | null]>([
