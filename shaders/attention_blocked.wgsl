@@ -39,10 +39,7 @@ fn score_block(qAt: vec4u, kAt: vec4u) -> mat4x4f {
       x = mat4x4f(q4(qAt.x, c), q4(qAt.y, c), q4(qAt.z, c), q4(qAt.w, c));
       y = mat4x4f(k4(kAt.x, c), k4(kAt.y, c), k4(kAt.z, c), k4(kAt.w, c));
     }
-    s += mat4x4f(vec4f(dot(x[0], y[0]), dot(x[0], y[1]), dot(x[0], y[2]), dot(x[0], y[3])),
-                 vec4f(dot(x[1], y[0]), dot(x[1], y[1]), dot(x[1], y[2]), dot(x[1], y[3])),
-                 vec4f(dot(x[2], y[0]), dot(x[2], y[1]), dot(x[2], y[2]), dot(x[2], y[3])),
-                 vec4f(dot(x[3], y[0]), dot(x[3], y[1]), dot(x[3], y[2]), dot(x[3], y[3])));
+    s = add_dots(s, x, y);
   }
   return s;
 }
