@@ -106,6 +106,16 @@ fn store_o(at: u32, c: u32, x: vec4f) {
   for (var e = 0u; e < 4u && 4u * c + e < HD; e++) { o[at + 4u * c + e] = x[e]; }
 }
 
+// The register block invocation lid owns in the products with head rows: rows r0 .. r0 + 3 of the block,
+// quads cg and c1 = cg + CG; `live` unless its column group lies past HD4 (the last of the 8 CG may).
+struct OwnedBlock { r0: u32, cg: u32, c1: u32, live: bool }
+
+fn owned_block(lid: u32) -> OwnedBlock {
+  let r0 = 4u * (lid / CG);
+  let cg = lid % CG;
+  return OwnedBlock(r0, cg, cg + CG, r0 < BLOCK && cg < HD4);
+}
+
 @compute @workgroup_size(WGB)
 fn attention_forward_blocked(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   let b = wid.z;
@@ -113,11 +123,11 @@ fn attention_forward_blocked(@builtin(workgroup_id) wid: vec3u, @builtin(local_i
   let g = h / (p.nH / p.nKV);
   let i0 = wid.x * BLOCK;
   let seq = b * p.S;
-  // Products with head rows: rows r0 .. r0 + 3, quads cg and cg + CG.
-  let r0 = 4u * (lid / CG);
-  let cg = lid % CG;
-  let live = r0 < BLOCK && cg < HD4; // 8 CG invocations, of which the last column group may lie past HD4
-  let c1 = cg + CG;
+  let own = owned_block(lid);
+  let r0 = own.r0;
+  let cg = own.cg;
+  let c1 = own.c1;
+  let live = own.live;
   var acc0 = mat4x4f();
   var acc1 = mat4x4f();
   for (var r = lid; r < BLOCK; r += WGB) { blockRows[r] = vec4f(NEG_INF, 0.0, 1.0, 0.0); }
@@ -287,10 +297,11 @@ fn stage_row_stats(seq: u32, h: u32, i0: u32, lid: u32) {
 fn dq_blocked(b: u32, h: u32, i0: u32, lid: u32) {
   let g = h / (p.nH / p.nKV);
   let seq = b * p.S;
-  let r0 = 4u * (lid / CG);
-  let cg = lid % CG;
-  let live = r0 < BLOCK && cg < HD4;
-  let c1 = cg + CG;
+  let own = owned_block(lid);
+  let r0 = own.r0;
+  let cg = own.cg;
+  let c1 = own.c1;
+  let live = own.live;
   var acc0 = mat4x4f();
   var acc1 = mat4x4f();
   stage_row_stats(seq, h, i0, lid);
@@ -328,10 +339,11 @@ fn dq_blocked(b: u32, h: u32, i0: u32, lid: u32) {
 // key j, of every query head sharing g, of P_ij dO_i and scale * dS_ij q_i.
 fn dkv_blocked(b: u32, g: u32, j0: u32, lid: u32) {
   let seq = b * p.S;
-  let r0 = 4u * (lid / CG);
-  let cg = lid % CG;
-  let live = r0 < BLOCK && cg < HD4;
-  let c1 = cg + CG;
+  let own = owned_block(lid);
+  let r0 = own.r0;
+  let cg = own.cg;
+  let c1 = own.c1;
+  let live = own.live;
   var dk0 = mat4x4f();
   var dk1 = mat4x4f();
   var dv0 = mat4x4f();
