@@ -5,7 +5,7 @@
  * tuning. On a small model each dispatch costs more than its arithmetic (milliseconds on a CPU
  * implementation, microseconds on a GPU): these counts are the step's fixed cost.
  */
-import { FineTuner, memorySource, openCheckpoint, tinyModelFiles, type FineTuneOptions, type Gpu, type TinyModelOptions, type WorkCounts } from '../src/index.js';
+import { FineTuner, memorySource, openCheckpoint, tinyModelFiles, type FineTuneOptions, type Gpu, type GpuTuning, type TinyModelOptions, type WorkCounts } from '../src/index.js';
 import { rng } from '../src/util/random.js';
 
 export interface WorkConfig {
@@ -48,6 +48,20 @@ export async function stepWork(gpu: Gpu, c: WorkConfig, options: FineTuneOptions
     return { ...counts, byKernel: Object.fromEntries([...byKernel].sort((a, b) => b[1] - a[1])) };
   } finally {
     ft.destroy();
+  }
+}
+
+/** How a GPU runs a step: grouped products and the tiled attention kernels (the dispatch targets' terms). */
+export const AS_ON_A_GPU: Partial<GpuTuning> = { groupedProducts: true, attentionVariant: 'tiled' };
+
+/** stepWork with these tuning choices for its steps (a count: it does not depend on the device's speed). */
+export async function stepWorkWith(gpu: Gpu, tuning: Partial<GpuTuning>, c: WorkConfig, options: FineTuneOptions): Promise<StepWork> {
+  const chosen = { ...gpu.tuning };
+  Object.assign(gpu.tuning, tuning);
+  try {
+    return await stepWork(gpu, c, options);
+  } finally {
+    Object.assign(gpu.tuning, chosen);
   }
 }
 

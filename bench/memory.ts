@@ -86,7 +86,7 @@ export async function runMemoryBench(
   const rand = rng(9);
   const ids = Array.from({ length: B * S }, () => Math.floor(rand() * config.vocabSize));
   // Backward scratch: what a training arena adds to an inference one; the rest of an arena is kept activations.
-  const scratch = Activations.scratchBytes(config, B, S);
+  const scratch = Activations.scratchBytes(config, B, S, gpu.tuning.attentionVariant);
   const measure = o.variants ?? MEMORY_VARIANTS;
   const rows: MemoryRow[] = (o.earlier ?? []).filter((r) => !measure.includes(r.variant));
   for (const variant of measure) {
@@ -100,7 +100,7 @@ export async function runMemoryBench(
       ...(variant.includes('qlora-nf4') ? { quantize: 'nf4' as const } : {}),
       gradientCheckpointing: variant.endsWith('-checkpointed'),
     });
-    const arena = Activations.bytesFor(config, B, S, zo ? 'inference' : variant.endsWith('-checkpointed') ? 'checkpointed' : 'train');
+    const arena = Activations.bytesFor(config, B, S, zo ? 'inference' : variant.endsWith('-checkpointed') ? 'checkpointed' : 'train', false, gpu.tuning.attentionVariant);
     try {
       const loaded = gpu.memoryStats().currentBytes - before;
       gpu.resetPeakMemory();

@@ -42,7 +42,7 @@ const base = gpu.memoryStats();
 for (let s = 0; s < shapes; s++) await ft.step(toBatchInput(successorRows(2 + (s % 4), 1 + (s >> 2), s)));
 const held = gpu.memoryStats();
 const cachedShapes = ft.model.cachedShapes.length;
-const largest = Activations.bytesFor(ft.model.config, 5, 4 * (1 + ((shapes - 1) >> 2)), 'train');
+const largest = Activations.bytesFor(ft.model.config, 5, 4 * (1 + ((shapes - 1) >> 2)), 'train', false, gpu.tuning.attentionVariant);
 ft.destroy();
 gpu.destroy();
 

@@ -10,6 +10,9 @@ import {
   blockSparseGrad,
   CausalLM,
   FineTuner,
+  keepsScores,
+  KEPT_SCORES_MAX_BYTES,
+  keptScoresLength,
   matmul,
   matmulFlops,
   memorySource,
@@ -39,7 +42,7 @@ import { GALORE_DEFAULTS } from '../src/methods/galore/config.js';
 import { rng } from '../src/util/random.js';
 import { quantizedModelFiles } from '../src/train/export.js';
 import { bitsandbytesCheckpointFiles } from './bitsandbytes-checkpoint.js';
-import { GPT2_D128, stepsInTurn, WORK_METHODS, type WorkRow } from './dispatches.js';
+import { AS_ON_A_GPU, GPT2_D128, stepsInTurn, stepWorkWith, WORK_METHODS, type StepWork, type WorkRow } from './dispatches.js';
 
 export interface TrainRow {
   model: string;
@@ -100,6 +103,9 @@ export interface AttentionRow {
   /** Forward plus backward in each kernel form, at the longest sequence only. */
   tiled_fwd_bwd_ms?: number;
   blocked_fwd_bwd_ms?: number;
+  /** The blocked backward recomputing the scores in its dK/dV pass, and keeping them from its dQ pass (short sequences). */
+  blocked_backward_ms?: number;
+  blocked_kept_backward_ms?: number;
   direct_fwd_bwd_ms?: number;
   naive_ms: number;
   flash_bytes: number;
@@ -375,6 +381,10 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
   const work: WorkRow[] = [];
   for (const products of ['grouped', 'separate'] as const) work.push(...(await stepsInTurn(gpu, GPT2_D128, WORK_METHODS, preset.steps + 1, products)));
   for (const w of work) log(`${w.model} ${w.method} (${w.products} products): ${w.step_ms.toFixed(0)} ms/step, ${w.dispatches} dispatches, ${w.submits} submits, ${w.bindGroups} bind groups made, ${w.uniformBytes} uniform bytes, ${w.buffersCreated} buffers made`);
+  // The dispatch targets are a GPU's: counted with its choices whatever this device would choose.
+  const onGpu: Record<string, StepWork> = {};
+  for (const [m, o] of Object.entries(WORK_METHODS)) onGpu[m] = await stepWorkWith(gpu, AS_ON_A_GPU, GPT2_D128, o);
+  for (const [m, w] of Object.entries(onGpu)) log(`${GPT2_D128.name} ${m} as a GPU runs it (grouped products, tiled attention): ${w.dispatches} dispatches`);
   notes.push(`work: ${GPT2_D128.name} (GPT-2, d ${GPT2_D128.options.hiddenSize}, ${GPT2_D128.options.numLayers} layers, ${GPT2_D128.B} x ${GPT2_D128.S} tokens), full and LoRA r8 on q, k, v and fc, steps taken in turn, with grouped products (GPUs' default) and without (SwiftShader's); dispatches and the other counts are what one steady-state step asks of the device, counted by the engine (exact, the same on every run). Each row has the same counts over its last timed step.`);
 
   const largeModel = preset.models[preset.models.length - 1];
@@ -411,8 +421,10 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
     // The gradients share a buffer, as a training step holds them: the tiled and blocked backward passes
     // then run in one dispatch.
     const dO = gpu.upload(data());
-    const dQKV = gpu.createBuffer(3 * n * 4);
-    const [dQ, dK, dV] = [0, 1, 2].map((i) => ({ buffer: dQKV, offset: i * n * 4, size: n * 4 }));
+    // With room after them for the scores, where the blocked backward keeps them at this length.
+    const kept = keepsScores('blocked', 1, S, nH) ? keptScoresLength(1, S, nH) : 0;
+    const dQKV = gpu.createBuffer((3 * n + kept) * 4);
+    const [dQ, dK, dV, keptScores] = [0, 1, 2, 3].map((i) => ({ buffer: dQKV, offset: i * n * 4, size: (i < 3 ? n : kept) * 4 }));
     const shape = { B: 1, S, nH, nKV: nH, headDim: D, q, k, v, o, stats };
     const grads = { ...shape, dO, dQ, dK, dV };
     const time = async (record: (rec: CommandRecorder) => void) => {
@@ -428,6 +440,10 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
       seq: S, flash_ms: flashMs, flash_backward_ms: backwardMs, naive_ms: naiveMs,
       flash_bytes: n * 4 + S * nH * 8, naive_bytes: n * 4 + naiveAttentionScratchBytes(1, S, nH),
     };
+    if (kept) {
+      row.blocked_backward_ms = await time((rec) => attentionBackward(rec, { ...grads, variant: 'blocked' }));
+      row.blocked_kept_backward_ms = await time((rec) => attentionBackward(rec, { ...grads, variant: 'blocked', keptScores }));
+    }
     if (S === preset.attentionSeqs[preset.attentionSeqs.length - 1]) {
       for (const variant of ['tiled', 'blocked', 'direct'] as const) {
         const ms = await time((rec) => {
@@ -441,9 +457,10 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
     log(`attention S=${S}: flash ${flashMs.toFixed(1)} ms (backward ${backwardMs.toFixed(1)} ms), naive ${naiveMs.toFixed(1)} ms`);
     for (const x of [q, k, v, o, stats, scores, dO, dQKV]) gpu.destroyBuffer(x);
   }
-  notes.push(`Attention: B=1, ${nH} heads of ${D}; naive is forward only. Memory is the workspace beyond q, k, v (output and log-sum-exp for flash; output and the S x S probabilities for naive). At the longest sequence, forward plus backward runs in each kernel form (tiled: K/V or Q/dO tiles shared through workgroup memory; blocked: 32 x 32 score blocks in workgroup memory, register-blocked as a matmul is; direct: one invocation per row reading storage).`);
+  notes.push(`Attention: B=1, ${nH} heads of ${D}; naive is forward only. Memory is the workspace beyond q, k, v (output and log-sum-exp for flash; output and the S x S probabilities for naive). At the longest sequence, forward plus backward runs in each kernel form (tiled: K/V or Q/dO tiles shared through workgroup memory; blocked: 32 x 32 score blocks in workgroup memory, register-blocked as a matmul is; direct: one invocation per row reading storage). Where the scores fit in ${KEPT_SCORES_MAX_BYTES >> 20} MiB, the blocked backward is timed alone twice: its dK/dV pass computing the scores again (blocked_backward_ms) and reading them as its dQ pass kept them (blocked_kept_backward_ms).`);
 
   const at1024 = attention.find((r) => r.seq === 1024)!;
+  const at256 = attention.find((r) => r.seq === 256)!;
   const large = preset.models[preset.models.length - 1].name;
   const row = (method: string) => rows.find((r) => r.model === large && r.method === method)!;
   const tinyRow = (method: string) => rows.find((r) => r.model === preset.models[0].name && r.method === method)!;
@@ -463,8 +480,8 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
       dispatches_per_step_full_tiny: tinyRow('full').dispatches_per_step!,
       dispatches_per_step_lora_tiny: tinyRow('lora').dispatches_per_step!,
       lora_vs_full_step_tiny: tinyRow('lora').step_ms / tinyRow('full').step_ms,
-      dispatches_per_step_full_gpt2_d128: workRow('full').dispatches,
-      dispatches_per_step_lora_gpt2_d128: workRow('lora').dispatches,
+      dispatches_per_step_full_gpt2_d128: onGpu.full.dispatches,
+      dispatches_per_step_lora_gpt2_d128: onGpu.lora.dispatches,
       lora_vs_full_step_gpt2_d128: workRow('lora').step_ms / workRow('full').step_ms,
       dispatches_per_step_full_gpt2_d128_separate: workRow('full', 'separate').dispatches,
       dispatches_per_step_lora_gpt2_d128_separate: workRow('lora', 'separate').dispatches,
@@ -473,6 +490,7 @@ export async function runTrainBench(gpu: Gpu, options: { preset?: TrainPreset; l
       flash_vs_naive_mem_seq1024: at1024.naive_bytes / at1024.flash_bytes,
       attention_tiled_vs_direct_seq1024: at1024.direct_fwd_bwd_ms! / at1024.tiled_fwd_bwd_ms!,
       attention_blocked_vs_tiled_seq1024: at1024.blocked_fwd_bwd_ms! / at1024.tiled_fwd_bwd_ms!,
+      attention_backward_kept_vs_recomputed_seq256: at256.blocked_kept_backward_ms! / at256.blocked_backward_ms!,
       lora_vs_full_step: step('lora') / step('full'),
       lora_fused_vs_separate_step: step('lora-separate') / step('lora'),
       lora_bf16_base_vs_f32_step: step('lora-bf16-base') / step('lora'),

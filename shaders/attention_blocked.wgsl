@@ -259,6 +259,39 @@ fn put_key_columns(b: u32, i: u32, j: u32, at: u32, s: vec4f, dp: vec4f, row: ve
   blockGrads[at] = p0.y * p.scale; blockGrads[at + BLOCK_PAD] = p1.y * p.scale; blockGrads[at + 2u * BLOCK_PAD] = p2.y * p.scale; blockGrads[at + 3u * BLOCK_PAD] = p3.y * p.scale;
 }
 
+// The two-pass backward (KEEP_SCORES): the dQ pass keeps every score's probability and scaled gradient in
+// dQKV, from element keptAt, [B, nH, S, S] each, gradients after probabilities, and 4 spare elements after
+// both; the dK/dV pass reads them instead of computing them again.
+override KEEP_SCORES: bool = false;
+
+fn kept_plane() -> u32 { return p.B * p.nH * p.S * p.S; }
+
+// Keeps the probability and scaled gradient of score (i, j) of head h of sequence b; a score outside the
+// sequence goes to the spare elements, which nothing reads as a score.
+fn keep(b: u32, h: u32, i: u32, j: u32, pg: vec2f) {
+  let inside = (i < p.S) & (j < p.S);
+  let at = p.keptAt + ((b * p.nH + h) * p.S + i) * p.S + j;
+  let spare = p.keptAt + 2u * kept_plane();
+  dQKV[select(spare, at, inside)] = pg.x;
+  dQKV[select(spare, at + kept_plane(), inside)] = pg.y * p.scale;
+}
+
+// grads_row, keeping each score's probability and scaled gradient for the dK/dV pass.
+fn grads_row_kept(b: u32, h: u32, i: u32, j: u32, s: vec4f, dp: vec4f, row: vec4f) -> vec4f {
+  let p0 = prob_and_grad(b, i, j, s.x, dp.x, row);
+  let p1 = prob_and_grad(b, i, j + 1u, s.y, dp.y, row);
+  let p2 = prob_and_grad(b, i, j + 2u, s.z, dp.z, row);
+  let p3 = prob_and_grad(b, i, j + 3u, s.w, dp.w, row);
+  keep(b, h, i, j, p0); keep(b, h, i, j + 1u, p1); keep(b, h, i, j + 2u, p2); keep(b, h, i, j + 3u, p3);
+  return vec4f(p0.y, p1.y, p2.y, p3.y);
+}
+
+// Score gradients of query i and keys j .. j + 3 of head h, kept where the two-pass backward runs.
+fn dq_grads_row(b: u32, h: u32, i: u32, j: u32, s: vec4f, dp: vec4f, row: vec4f) -> vec4f {
+  if (KEEP_SCORES) { return grads_row_kept(b, h, i, j, s, dp, row); }
+  return grads_row(b, i, j, s, dp, row);
+}
+
 // Quad c of head row `at` of k, q or dO, the head dim a multiple of 4 or not.
 fn k_quad(at: u32, c: u32) -> vec4f { if (HD % 4u == 0u) { return k4at(at + 4u * c); } return k4(at, c); }
 fn q_quad(at: u32, c: u32) -> vec4f { if (HD % 4u == 0u) { return q4at(at + 4u * c); } return q4(at, c); }
@@ -283,6 +316,50 @@ fn store_grad_block(at: vec4u, r: u32, c0: u32, c1: u32, x0: mat4x4f, x1: mat4x4
 @compute @workgroup_size(WGB)
 fn attention_backward_blocked(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   if (wid.y < p.nH) { dq_blocked(wid.z, wid.y, wid.x * BLOCK, lid); } else { dkv_blocked(wid.z, wid.y - p.nH, wid.x * BLOCK, lid); }
+}
+
+// The two-pass backward's first pass: dQ, keeping every score's probability and gradient (KEEP_SCORES).
+@compute @workgroup_size(WGB)
+fn attention_backward_dq_keeping(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  dq_blocked(wid.z, wid.y, wid.x * BLOCK, lid);
+}
+
+// Its second pass: dK and dV of key rows j .. j + 3 of key/value head g per invocation (its register
+// blocks), sums over the query rows that see them of the kept P_ij dO_i and scale * dS_ij q_i, in the order
+// dkv_blocked takes them. No workgroup memory and no barriers: each invocation reads its four keys' scores
+// of each query row as one quad, and the head rows straight from storage.
+@compute @workgroup_size(WGB)
+fn attention_backward_dkv_kept(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let own = owned_block(lid);
+  let j = wid.x * BLOCK + own.r0;
+  if (!own.live || j >= p.S) { return; }
+  let b = wid.z;
+  let g = wid.y;
+  let seq = b * p.S;
+  let plane = kept_plane();
+  var dk0 = mat4x4f();
+  var dk1 = mat4x4f();
+  var dv0 = mat4x4f();
+  var dv1 = mat4x4f();
+  let group = p.nH / p.nKV;
+  // Queries before j see none of the four keys; those from j to the window's end see at least one, and
+  // the dQ pass wrote their quads of scores whole (zero where a query does not see a key).
+  let end = window_end(min(j + 3u, p.S - 1u));
+  for (var hh = 0u; hh < group; hh++) {
+    let h = g * group + hh;
+    for (var i = j; i < end; i++) {
+      let at = p.keptAt + ((b * p.nH + h) * p.S + i) * p.S + j;
+      let pr = vec4f(dQKV[at], dQKV[at + 1u], dQKV[at + 2u], dQKV[at + 3u]);
+      let ds = vec4f(dQKV[at + plane], dQKV[at + plane + 1u], dQKV[at + plane + 2u], dQKV[at + plane + 3u]);
+      let qAt = row_at(seq, i, h, p.nH);
+      dv0 = add_outer(dv0, pr, dO_quad(qAt, own.cg));
+      dk0 = add_outer(dk0, ds, q_quad(qAt, own.cg));
+      if (NQ > 1u) { dv1 = add_outer(dv1, pr, dO4(qAt, own.c1)); dk1 = add_outer(dk1, ds, q4(qAt, own.c1)); }
+    }
+  }
+  let at = rows_at(seq, j, g, p.nKV);
+  store_grad_block(vec4u(p.dkAt) + at, j, own.cg, own.c1, dk0, dk1);
+  store_grad_block(vec4u(p.dvAt) + at, j, own.cg, own.c1, dv0, dv1);
 }
 
 // The (log-sum-exp, delta) pairs of query rows i0 .. i0 + BLOCK - 1 of head h into blockRows.
@@ -313,10 +390,10 @@ fn dq_blocked(b: u32, h: u32, i0: u32, lid: u32) {
       let kc = 4u * (t % 8u);
       if (j0 + kc > i0 + qr + 3u) { continue; } // never read
       let sg = scores_and_grads(rows_at(seq, i0 + qr, h, p.nH), rows_at(seq, j0 + kc, g, p.nKV));
-      put_block_row(qr * BLOCK_PAD + kc, grads_row(b, i0 + qr, j0 + kc, sg.s[0], sg.dp[0], blockRows[qr]));
-      put_block_row((qr + 1u) * BLOCK_PAD + kc, grads_row(b, i0 + qr + 1u, j0 + kc, sg.s[1], sg.dp[1], blockRows[qr + 1u]));
-      put_block_row((qr + 2u) * BLOCK_PAD + kc, grads_row(b, i0 + qr + 2u, j0 + kc, sg.s[2], sg.dp[2], blockRows[qr + 2u]));
-      put_block_row((qr + 3u) * BLOCK_PAD + kc, grads_row(b, i0 + qr + 3u, j0 + kc, sg.s[3], sg.dp[3], blockRows[qr + 3u]));
+      put_block_row(qr * BLOCK_PAD + kc, dq_grads_row(b, h, i0 + qr, j0 + kc, sg.s[0], sg.dp[0], blockRows[qr]));
+      put_block_row((qr + 1u) * BLOCK_PAD + kc, dq_grads_row(b, h, i0 + qr + 1u, j0 + kc, sg.s[1], sg.dp[1], blockRows[qr + 1u]));
+      put_block_row((qr + 2u) * BLOCK_PAD + kc, dq_grads_row(b, h, i0 + qr + 2u, j0 + kc, sg.s[2], sg.dp[2], blockRows[qr + 2u]));
+      put_block_row((qr + 3u) * BLOCK_PAD + kc, dq_grads_row(b, h, i0 + qr + 3u, j0 + kc, sg.s[3], sg.dp[3], blockRows[qr + 3u]));
     }
     workgroupBarrier();
     if (live) {

@@ -4,8 +4,9 @@
 // soft-capping and delta.
 struct Params {
   B: u32, S: u32, nH: u32, nKV: u32, scale: f32, Skv: u32, qOffset: u32, window: u32, softcap: f32,
-  // The one-dispatch backward passes: where dQ, dK and dV start in dQKV (elements).
-  dqAt: u32, dkAt: u32, dvAt: u32,
+  // The one-dispatch backward passes: where dQ, dK and dV start in dQKV (elements); the two-pass blocked
+  // backward: where the kept probabilities start (their gradients follow, B nH S S elements on).
+  dqAt: u32, dkAt: u32, dvAt: u32, keptAt: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -3,7 +3,8 @@
  * saves the log-sum-exp; backward recomputes probabilities in a dQ pass and a dK/dV pass, no atomics:
  * one dispatch doing both where dQ, dK and dV share a buffer (tiled), else three (a delta pass first).
  * Direct kernels (one invocation per row and head), workgroup-tiled ones, or score blocks computed as
- * matmuls are (shaders/attention_blocked.wgsl, for CPU implementations), as the device tuning says.
+ * matmuls are (shaders/attention_blocked.wgsl, for CPU implementations), as the device tuning says; the
+ * blocked backward of a short sequence keeps its scores between its dQ and dK/dV passes (keptScores).
  */
 import { ShapeError } from '../errors.js';
 import { asView, type BufferLike, type TensorView } from '../gpu/buffers.js';
@@ -42,11 +43,28 @@ function checkShape(kernel: string, s: AttentionShape): void {
   if (s.softcap != null && !(s.softcap > 0 && Number.isFinite(s.softcap))) throw new ShapeError(`${kernel}: softcap must be a positive number, got ${s.softcap}`);
 }
 
-function params(s: AttentionShape, kvRows = s.S, qOffset = 0, gradientsAt = { dq: 0, dk: 0, dv: 0 }) {
+function params(s: AttentionShape, kvRows = s.S, qOffset = 0, at: { dq: number; dk: number; dv: number; kept?: number } = { dq: 0, dk: 0, dv: 0 }) {
   return {
     B: s.B, S: s.S, nH: s.nH, nKV: s.nKV, scale: s.scale ?? 1 / Math.sqrt(s.headDim), Skv: kvRows, qOffset, window: s.window ?? 0, softcap: s.softcap ?? 0,
-    dqAt: gradientsAt.dq, dkAt: gradientsAt.dk, dvAt: gradientsAt.dv,
+    dqAt: at.dq, dkAt: at.dk, dvAt: at.dv, keptAt: at.kept ?? 0,
   };
+}
+
+/**
+ * The most the blocked backward keeps of its scores (probabilities and gradients, 2 B nH S^2 values): up
+ * to this, it computes them once, in the dQ pass, rather than again in the dK/dV pass. Short sequences
+ * (4 x 128 tokens of 4 heads keep 2 MiB): longer ones recompute, as flash attention does.
+ */
+export const KEPT_SCORES_MAX_BYTES = 16 << 20;
+
+/** Elements the blocked backward keeps its scores in (see AttentionBackwardArgs.keptScores). */
+export function keptScoresLength(B: number, S: number, nH: number): number {
+  return 2 * B * nH * S * S + 4;
+}
+
+/** Whether a training step on this kernel form and shape keeps attention's scores for the backward pass. */
+export function keepsScores(variant: AttentionVariant, B: number, S: number, nH: number): boolean {
+  return variant === 'blocked' && keptScoresLength(B, S, nH) * 4 <= KEPT_SCORES_MAX_BYTES;
 }
 
 /**
@@ -167,6 +185,12 @@ export interface AttentionBackwardArgs extends AttentionForwardArgs {
   dQ: BufferLike;
   dK: BufferLike;
   dV: BufferLike;
+  /**
+   * Room for every score's probability and gradient (keptScoresLength elements) in dQ, dK and dV's
+   * buffer: the blocked form then runs as two passes, the dQ pass keeping them and the dK/dV pass
+   * reading them, in place of computing each score twice. Ignored by the other forms.
+   */
+  keptScores?: BufferLike;
 }
 
 export function attentionBackward(rec: CommandRecorder, a: AttentionBackwardArgs): void {
@@ -184,6 +208,23 @@ export function attentionBackward(rec: CommandRecorder, a: AttentionBackwardArgs
   const variant = a.variant ?? rec.gpu.tuning.attentionVariant;
   // The blocked form runs in one dispatch where the gradients share a binding, else as the tiled one does.
   const tiled = variant !== 'direct';
+  const kept = variant === 'blocked' && a.keptScores ? oneBinding(rec, [a.dQ, a.dK, a.dV, a.keptScores]) : null;
+  if (kept) {
+    requireElements('attentionBackward', 'keptScores', a.keptScores!, keptScoresLength(a.B, a.S, a.nH));
+    const [dq, dk, dv, keptAt] = kept.at;
+    const uniforms = params(a, a.S, 0, { dq, dk, dv, kept: keptAt });
+    rec.dispatch({
+      shader: 'attention_blocked', entryPoint: 'attention_backward_dq_keeping', constants: { ...blockConstants(a.headDim, !!a.segments), KEEP_SCORES: true },
+      uniforms, storage: { q: a.q, k: a.k, v: a.v, segments: seg, o: a.o, stats: a.stats, dO: a.dO, dQKV: kept.binding },
+      workgroups: [Math.ceil(a.S / BLOCK), a.nH, a.B], label: `attention backward dq keeping ${label}`,
+    });
+    rec.dispatch({
+      shader: 'attention_blocked', entryPoint: 'attention_backward_dkv_kept', constants: blockConstants(a.headDim, !!a.segments),
+      uniforms, storage: { q: a.q, dO: a.dO, dQKV: kept.binding },
+      workgroups: [Math.ceil(a.S / BLOCK), a.nKV, a.B], label: `attention backward dkv kept ${label}`,
+    });
+    return;
+  }
   const gradients = tiled ? oneBinding(rec, [a.dQ, a.dK, a.dV]) : null;
   if (gradients && variant === 'blocked') {
     const [dq, dk, dv] = gradients.at;

@@ -13,6 +13,7 @@
  */
 import type { TensorView } from '../gpu/buffers.js';
 import type { Gpu } from '../gpu/gpu.js';
+import { keepsScores, keptScoresLength, type AttentionVariant } from '../kernels/attention.js';
 import { crossEntropyChunk } from '../kernels/cross-entropy.js';
 import type { PreparedBatch } from './batch.js';
 import type { ModelConfig } from './config.js';
@@ -97,6 +98,8 @@ export interface GradientScratch {
   dh: View;
   /** With a per-head q/k norm: the gradient of the key projection before it (the query's reuses datt). */
   dkp: View | null;
+  /** Where attention's blocked backward keeps its scores (beside dq, dk and dv), for short sequences; else null. */
+  kept: View | null;
 }
 
 /** A sorted grouping of token positions by id, for deterministic embedding gradients. */
@@ -107,7 +110,7 @@ export interface IdPlanViews {
 }
 
 /** The tensors of a training arena's backward scratch. */
-const GRADIENT_SCRATCH = new Set(['dx', 'dtmp', 'dln', 'dq', 'dk', 'dv', 'datt', 'dkp', 'da', 'db', 'dh']);
+const GRADIENT_SCRATCH = new Set(['dx', 'dtmp', 'dln', 'dq', 'dk', 'dv', 'kept', 'datt', 'dkp', 'da', 'db', 'dh']);
 
 export class Activations {
   private readonly buffers = new Map<string, GPUBuffer>();
@@ -152,7 +155,8 @@ export class Activations {
     /** The linear layers' norm and activation inputs in f16 (see halfLinearInputs). */
     readonly half = false,
   ) {
-    const buffers = Activations.buffersOf(Activations.plan(config, B, S, kind, half));
+    const plan = Activations.plan(config, B, S, kind, half, gpu.tuning.attentionVariant);
+    const buffers = Activations.buffersOf(plan);
     this.T = B * S;
     this.chunk = crossEntropyChunk(this.T, config.vocabSize, 32 << 20);
     // Every size is checked before the first allocation, and a failure part way releases what was made.
@@ -194,13 +198,14 @@ export class Activations {
     this.cestats = v('cestats');
     this.losses = v('losses');
     this.grad = kind !== 'inference'
-      ? { dx: v('dx'), dtmp: v('dtmp'), dln: v('dln'), dq: v('dq'), dk: v('dk'), dv: v('dv'), datt: v('datt'), da: v('da'), db: v('db'), dh: v('dh'), dkp: config.qkNorm ? v('dkp') : null }
+      ? { dx: v('dx'), dtmp: v('dtmp'), dln: v('dln'), dq: v('dq'), dk: v('dk'), dv: v('dv'), datt: v('datt'), da: v('da'), db: v('db'), dh: v('dh'), dkp: config.qkNorm ? v('dkp') : null, kept: plan.some((t) => t.name === 'kept') ? v('kept') : null }
       : null;
     this.bytes = [...this.buffers.values()].reduce((sum, b) => sum + b.size, 0);
   }
 
   /** The tensors of a (batch, sequence) shape, by name and length in 4-byte words (f16 ones hold two per word). */
-  static plan(c: ModelConfig, B: number, S: number, kind: ActivationKind = 'train', half = false): PlannedTensor[] {
+  /** `attention`: the device's attention kernels, whose blocked backward may keep its scores here. */
+  static plan(c: ModelConfig, B: number, S: number, kind: ActivationKind = 'train', half = false, attention: AttentionVariant = 'tiled'): PlannedTensor[] {
     const T = B * S;
     const H = c.hiddenSize;
     const qd = c.numHeads * c.headDim;
@@ -262,6 +267,7 @@ export class Activations {
       add('dq', T * qd, 'dqkv');
       add('dk', T * kvd, 'dqkv');
       add('dv', T * kvd, 'dqkv');
+      if (keepsScores(attention, B, S, c.numHeads)) add('kept', keptScoresLength(B, S, c.numHeads), 'dqkv');
       add('datt', T * qd);
       if (c.qkNorm) add('dkp', T * kvd);
       for (const n of ['da', 'db', 'dh']) add(n, T * I);
@@ -270,13 +276,13 @@ export class Activations {
   }
 
   /** Bytes of a training arena's backward scratch (the gradients every layer reuses). */
-  static scratchBytes(c: ModelConfig, B: number, S: number): number {
-    return Activations.bytesOf(Activations.plan(c, B, S, 'train').filter((t) => GRADIENT_SCRATCH.has(t.name)));
+  static scratchBytes(c: ModelConfig, B: number, S: number, attention: AttentionVariant = 'tiled'): number {
+    return Activations.bytesOf(Activations.plan(c, B, S, 'train', false, attention).filter((t) => GRADIENT_SCRATCH.has(t.name)));
   }
 
-  /** Bytes an arena of this shape and kind allocates (`half`: with f16 linear inputs). */
-  static bytesFor(c: ModelConfig, B: number, S: number, kind: ActivationKind, half = false): number {
-    return Activations.bytesOf(Activations.plan(c, B, S, kind, half));
+  /** Bytes an arena of this shape and kind allocates (`half`: with f16 linear inputs; `attention`: as plan()). */
+  static bytesFor(c: ModelConfig, B: number, S: number, kind: ActivationKind, half = false, attention: AttentionVariant = 'tiled'): number {
+    return Activations.bytesOf(Activations.plan(c, B, S, kind, half, attention));
   }
 
   /** Bytes a plan allocates (every buffer at least 4 bytes). */

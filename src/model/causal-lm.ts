@@ -459,7 +459,7 @@ export class CausalLM {
     if (acts) {
       this.activations.delete(key); // move to the most recently used end
     } else {
-      const plan = Activations.plan(this.config, B, S, kind, this.halfActivations);
+      const plan = Activations.plan(this.config, B, S, kind, this.halfActivations, this.gpu.tuning.attentionVariant);
       for (const b of Activations.buffersOf(plan)) this.gpu.checkBufferSize(b.bytes, `act ${b.name}`); // refuse before evicting anything
       if (kind !== 'inference') {
         // A training arena supersedes an inference one of the same shape (and one of the other training

@@ -562,7 +562,7 @@ export class Transformer {
       this.linearBackward(rec, acts, l.att, `${L}.o`, dAttnOut, g.datt, H, qd);
       attentionBackward(rec, {
         ...this.attentionShape(acts, i), q: l.q, k: l.k, v: l.v, o: l.att, stats: l.ast,
-        dO: g.datt, dQ: g.dq, dK: g.dk, dV: g.dv,
+        dO: g.datt, dQ: g.dq, dK: g.dk, dV: g.dv, keptScores: g.kept ?? undefined,
       });
       this.family.rotate(rec, acts, i, g.dq, g.dk, true);
       // Through the per-head q/k norm: attention's gradient input (datt) is spent, so it takes dq's.

@@ -54,7 +54,7 @@ function divisorsDescending(n: number): number[] {
 export function planProblem(ft: FineTuner, rows: number, S: number, budgetBytes: number, checkpointed = false): MicroBatchTrial | null {
   // A method that trains from forward passes alone needs inference's activations.
   const kind = forwardOnly(ft) ? 'inference' : checkpointed ? 'checkpointed' : 'train';
-  const plan = Activations.plan(ft.model.config, rows, S, kind, ft.model.halfActivations);
+  const plan = Activations.plan(ft.model.config, rows, S, kind, ft.model.halfActivations, ft.gpu.tuning.attentionVariant);
   const limit = Math.min(ft.gpu.limits.maxStorageBufferBindingSize, ft.gpu.limits.maxBufferSize);
   const largest = Activations.buffersOf(plan).reduce((a, b) => (b.bytes > a.bytes ? b : a));
   if (largest.bytes > limit) {

@@ -46,7 +46,7 @@ describe('memory over long runs', () => {
   it('activations of many batch shapes stay within the cache budget, least recently used released first', async () => {
     const gpu = await testGpu();
     const ckpt = await openCheckpoint(memorySource(files));
-    const shapeBytes = (B: number, S: number) => Activations.bytesFor(ckpt.config, B, S, 'train');
+    const shapeBytes = (B: number, S: number) => Activations.bytesFor(ckpt.config, B, S, 'train', false, gpu.tuning.attentionVariant);
     const budget = 3 * shapeBytes(2, 64);
     const ft = await FineTuner.create(gpu, ckpt, { method: 'lora', lora: { rank: 4 } });
     const model = ft.model;
@@ -77,7 +77,7 @@ describe('memory over long runs', () => {
     await ft.evaluate(batch);
     expect(ft.model.cachedShapes).toEqual([`${key} inference`]);
     const inference = Activations.bytesFor(ckpt.config, batch.B, batch.S, 'inference');
-    const train = Activations.bytesFor(ckpt.config, batch.B, batch.S, 'train');
+    const train = Activations.bytesFor(ckpt.config, batch.B, batch.S, 'train', false, gpu.tuning.attentionVariant);
     expect(ft.model.activationBytes).toBe(inference);
     expect(inference).toBeLessThan(0.8 * train);
     const arena = ft.model.activationsFor(batch.B, batch.S, 'inference');

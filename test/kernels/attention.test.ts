@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { attentionBackward, attentionForward, naiveAttentionForward, naiveAttentionScratchBytes, ShapeError } from '../../src/index.js';
+import { attentionBackward, attentionForward, keptScoresLength, naiveAttentionForward, naiveAttentionScratchBytes, ShapeError } from '../../src/index.js';
 import { compare, freshSeed, IN_BROWSER, ON_LAVAPIPE, poisoned, randn, rng, testGpu } from '../helpers.js';
 import { attentionBackwardRef, attentionForwardRef } from '../reference/attention.js';
 
@@ -22,7 +22,8 @@ function packedSegments(B: number, S: number, rand: () => number): Uint32Array {
 }
 
 // Gradients in three buffers, or at offsets of one (as a training step's activations hold them), where the
-// tiled and blocked kernels take the whole backward pass in one dispatch instead of three.
+// tiled and blocked kernels take the whole backward pass in one dispatch instead of three; with room there
+// for the scores, the blocked kernels keep them between a dQ pass and a dK/dV pass.
 describe.each([
   [false, 'direct', 'three buffers'],
   [true, 'direct', 'three buffers'],
@@ -33,8 +34,8 @@ describe.each([
   // The blocked kernels are SwiftShader's (Node's Dawn and Chromium here). Chromium compiles each pipeline
   // anew, at seconds apiece: there they run with segments only, which mask more. Lavapipe's compiler takes
   // up to minutes over their written-out register blocks, and lavapipe never chooses them.
-  ...(IN_BROWSER || ON_LAVAPIPE ? [] : [[false, 'blocked', 'one buffer'] as const]),
-  ...(ON_LAVAPIPE ? [] : [[true, 'blocked', 'one buffer'] as const]),
+  ...(IN_BROWSER || ON_LAVAPIPE ? [] : [[false, 'blocked', 'one buffer'] as const, [false, 'blocked', 'one buffer with the scores kept'] as const]),
+  ...(ON_LAVAPIPE ? [] : [[true, 'blocked', 'one buffer'] as const, [true, 'blocked', 'one buffer with the scores kept'] as const]),
 ] as const)('flash attention equals naive attention (segments: %s, kernels %s, gradients in %s)', (useSegments, attentionVariant, layout) => {
   it.each<[number, number, number, number, number, number | null, number | null]>([
     // B, S, nH, nKV, D, sliding window, soft cap (Gemma 2; with a score scale of its own, 1 / sqrt(D + 7))
@@ -62,17 +63,21 @@ describe.each([
     const o = poisoned(gpu, rows * nH * D);
     const stats = poisoned(gpu, rows * nH * 2);
     const sizes = [rows * nH * D, rows * nKV * D, rows * nKV * D];
-    // One buffer: dK first, then dQ, then dV, each after a gap and at a 256-byte boundary, all poisoned.
-    const at = [256 * (Math.ceil((sizes[1] * 4) / 256) + 2), 256, 0];
+    // One buffer: dK first, then dQ, then dV, then the kept scores, each after a gap and at a 256-byte
+    // boundary, all poisoned.
+    const kept = layout === 'one buffer with the scores kept' ? keptScoresLength(B, S, nH) : 0;
+    sizes.push(kept);
+    const at = [256 * (Math.ceil((sizes[1] * 4) / 256) + 2), 256, 0, 0];
     at[2] = at[0] + 256 * (Math.ceil((sizes[0] * 4) / 256) + 1);
-    const shared = layout === 'one buffer' ? poisoned(gpu, at[2] / 4 + sizes[2] + 64) : null;
-    const [dQ, dK, dV] = sizes.map((n, i) => (shared ? { buffer: shared, offset: at[i], size: n * 4 } : poisoned(gpu, n)));
+    at[3] = at[2] + 256 * (Math.ceil((sizes[2] * 4) / 256) + 1);
+    const shared = layout === 'three buffers' ? null : poisoned(gpu, at[3] / 4 + kept + 64);
+    const [dQ, dK, dV, keptScores] = sizes.map((n, i) => (shared ? { buffer: shared, offset: at[i], size: n * 4 } : poisoned(gpu, n)));
     const scale = softcap ? 1 / Math.sqrt(D + 7) : undefined;
     const shape = { B, S, nH, nKV, headDim: D, segments, window, softcap, scale };
     await gpu.run((rec) => attentionForward(rec, { ...shape, q, k, v, o, stats }));
     const before = gpu.workCounts();
-    await gpu.run((rec) => attentionBackward(rec, { ...shape, q, k, v, o, stats, dO, dQ, dK, dV }));
-    expect(gpu.workSince(before).dispatches).toBe(shared ? 1 : 3);
+    await gpu.run((rec) => attentionBackward(rec, { ...shape, q, k, v, o, stats, dO, dQ, dK, dV, ...(kept ? { keptScores } : {}) }));
+    expect(gpu.workSince(before).dispatches).toBe(kept ? 2 : shared ? 1 : 3);
     const ref = { B, S, nH, nKV, D, segments: seg, window, softcap, scale };
     const msg = `seed ${seed} B${B} S${S} h${nH}/${nKV} D${D} window ${window} softcap ${softcap}`;
     expect(compare(await gpu.readF32(o), attentionForwardRef(ref, qh, kh, vh)).rel, msg).toBeLessThan(1e-4);
@@ -82,9 +87,9 @@ describe.each([
     expect(compare(gotK, bwd.dk).rel, `${msg} dK`).toBeLessThan(1e-4);
     expect(compare(gotV, bwd.dv).rel, `${msg} dV`).toBeLessThan(1e-4);
     if (shared) {
-      // Nothing outside the three gradients was written.
+      // Nothing outside the three gradients (and the room for the scores) was written.
       const all = await gpu.readF32(shared);
-      const inside = (e: number) => [dQ, dK, dV].some((g, i) => e * 4 >= at[i] && e * 4 < at[i] + sizes[i] * 4);
+      const inside = (e: number) => sizes.some((n, i) => e * 4 >= at[i] && e * 4 < at[i] + n * 4);
       for (let e = 0; e < all.length; e++) if (!inside(e)) expect(all[e], `${msg}: element ${e} outside the gradients was written`).toBeNaN();
     }
   });

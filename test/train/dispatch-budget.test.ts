@@ -1,7 +1,8 @@
 /**
  * What one steady-state training step asks of the device, per method, against the budget committed in
- * dispatch-budget.json, with grouped products (what GPUs run) and without (SwiftShader's default; see
- * GpuTuning.groupedProducts). Counts, not times: they never flake. A change that adds dispatches to a
+ * dispatch-budget.json, as GPUs run it (grouped products, tiled attention) and as SwiftShader does
+ * (separate products, GpuTuning.groupedProducts; its attention in score blocks, whose backward keeps the
+ * scores between two passes). Counts, not times: they never flake. A change that adds dispatches to a
  * step raises the budget in the same commit and says why; one that removes some lowers it.
  */
 import { describe, expect, it } from 'vitest';
@@ -30,7 +31,7 @@ const CASES = MODES.flatMap((mode) => Object.keys(MODELS).map((model) => [model,
 
 describe.each(CASES)('one training step of %s, %s products', (model, mode) => {
   it.each(Object.keys(METHODS))('%s: dispatches within the budget, one submit, no bind group or buffer made', async (method) => {
-    const gpu = await testGpu({ groupedProducts: mode === 'grouped' });
+    const gpu = await testGpu(mode === 'grouped' ? { groupedProducts: true, attentionVariant: 'tiled' } : { groupedProducts: false, attentionVariant: 'blocked' });
     const ckpt = await openCheckpoint(memorySource(tinyModelFiles(MODELS[model])));
     const ft = await FineTuner.create(gpu, ckpt, { ...METHODS[method], optimizer: { lr: 1e-3 } });
     try {

@@ -125,7 +125,8 @@ describe('Trainer', () => {
 
   it('the automatic micro-batch is the largest divisor of the batch within the activation budget', async () => {
     const d = await data();
-    const per = Activations.bytesFor((await openCheckpoint(memorySource(files))).config, 1, d.train.S, 'train');
+    const attention = (await testGpu()).tuning.attentionVariant;
+    const per = Activations.bytesFor((await openCheckpoint(memorySource(files))).config, 1, d.train.S, 'train', false, attention);
     const t = await trainer({ method: 'lora', lora, batchSize: 12, microBatch: 'auto', memoryBudgetBytes: per * 4.5, steps: 1 });
     await t.train();
     const choice = t.microBatch!;
@@ -143,8 +144,9 @@ describe('Trainer', () => {
   it('turns gradient checkpointing on only when not even one row fits without it, and trains the same', async () => {
     const d = await data();
     const config = (await openCheckpoint(memorySource(files))).config;
-    const keep = Activations.bytesFor(config, 1, d.train.S, 'train');
-    const recompute = Activations.bytesFor(config, 1, d.train.S, 'checkpointed');
+    const attention = (await testGpu()).tuning.attentionVariant;
+    const keep = Activations.bytesFor(config, 1, d.train.S, 'train', false, attention);
+    const recompute = Activations.bytesFor(config, 1, d.train.S, 'checkpointed', false, attention);
     expect(recompute).toBeLessThan(keep);
     const budget = (keep + recompute) / 2; // one row keeping every activation is over it; recomputing, under
     const t = await trainer({ method: 'lora', lora, batchSize: 4, microBatch: 'auto', memoryBudgetBytes: budget, steps: 3 });
