@@ -11,6 +11,7 @@ import type { CommandRecorder } from '../gpu/recorder.js';
 import { requireDims, shaderConstant } from './common.js';
 import { geluForward, type GeluKind } from './activation.js';
 import { elementwise } from './elementwise.js';
+import { sumColumns } from './reduce.js';
 import { matmul, operandFormat, type MatmulVariant, type WeightFormat } from './matmul.js';
 
 /** One K range of a product: op(A) [M, K] times op(B) [K, N]. */
@@ -91,10 +92,19 @@ export function matmulGrouped(rec: CommandRecorder, problems: GroupedProblem[], 
   groupProblems(rec, problems, variant);
 }
 
-/** A problem as matmul.wgsl's products (one per term) and an axpy for the residual; false where its views cannot be bound so. */
+/**
+ * A problem as matmul.wgsl's products (one per term) and an axpy for the residual, or a bias's gradient
+ * (dy^T against ones) as column sums; false where its views cannot be bound so.
+ */
 function recordSeparately(rec: CommandRecorder, p: GroupedProblem, variant?: MatmulVariant): boolean {
   const align = rec.gpu.limits.minStorageBufferOffsetAlignment;
   const bindable = (v: BufferLike | 'ones' | undefined) => v === undefined || (v !== 'ones' && asView(v).offset % align === 0);
+  const [t] = p.terms;
+  if (p.terms.length === 1 && t.b === 'ones' && t.transA && operandFormat('A', t.a, t.aFormat) === 'f32' && !p.bias && !p.residual && !p.activation && !p.activationGrad && bindable(t.a) && bindable(p.c)) {
+    validate(p);
+    sumColumns(rec, { x: t.a, out: p.c, rows: t.K, cols: p.M, alpha: (p.alpha ?? 1) * (t.alpha ?? 1), accumulate: p.accumulate });
+    return true;
+  }
   // The activation's gradient has no pass of its own to fall back on; the grouped kernel records it.
   if (p.activationGrad || p.terms.length === 0 || !p.terms.every((t) => bindable(t.a) && bindable(t.b)) || ![p.c, p.bias, p.residual].every(bindable)) return false;
   validate(p);

@@ -203,8 +203,10 @@ export class Activations {
     this.bytes = [...this.buffers.values()].reduce((sum, b) => sum + b.size, 0);
   }
 
-  /** The tensors of a (batch, sequence) shape, by name and length in 4-byte words (f16 ones hold two per word). */
-  /** `attention`: the device's attention kernels, whose blocked backward may keep its scores here. */
+  /**
+   * The tensors of a (batch, sequence) shape, by name and length in 4-byte words (f16 ones hold two per
+   * word); `attention` is the device's attention kernel form, whose blocked backward may keep its scores here.
+   */
   static plan(c: ModelConfig, B: number, S: number, kind: ActivationKind = 'train', half = false, attention: AttentionVariant = 'tiled'): PlannedTensor[] {
     const T = B * S;
     const H = c.hiddenSize;

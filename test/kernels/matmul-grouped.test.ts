@@ -242,6 +242,29 @@ describe('matmulGrouped with groupedProducts off', () => {
   });
 });
 
+describe('matmulGrouped with groupedProducts off, a bias gradient', () => {
+  it('records dy^T 1 as column sums beside the weight gradient\'s product', async () => {
+    const seed = freshSeed();
+    const gpu = await testGpu({ groupedProducts: false });
+    const rand = rng(seed);
+    const [M, N, K] = [45, 19, 131];
+    const [dy, x, w0, b0] = [randn(K * M, rand), randn(K * N, rand), randn(M * N, rand), randn(M, rand)];
+    const [A, X, W, C] = [gpu.upload(dy), gpu.upload(x), gpu.upload(w0), gpu.upload(b0)];
+    const before = gpu.workCounts();
+    await gpu.run((rec) => matmulGrouped(rec, [
+      { c: W, M, N, accumulate: true, terms: [{ a: A, transA: true, b: X, K }] },
+      { c: C, M, N: 1, alpha: 0.5, accumulate: true, terms: [{ a: A, transA: true, b: 'ones', K, alpha: 3 }] },
+    ], 'direct'));
+    const kernels = Object.fromEntries(gpu.workSince(before).byKernel);
+    expect(kernels).toEqual({ 'matmul.matmul_direct': 1, 'reduce.sum_columns': 1 });
+    const want = Float64Array.from(b0);
+    for (let m = 0; m < M; m++) for (let k = 0; k < K; k++) want[m] += 1.5 * dy[k * M + m];
+    expect(compare(await gpu.readF32(C), want).rel, `seed ${seed}`).toBeLessThan(1e-4);
+    expect(compare(await gpu.readF32(W), matmulRef({ a: dy, b: x, c: w0, M, N, K, transA: true, accumulate: true })).rel, `seed ${seed}: dW`).toBeLessThan(1e-4);
+    for (const b of [A, X, W, C]) gpu.destroyBuffer(b);
+  });
+});
+
 describe('matmulGrouped refuses', () => {
   it('overlapping outputs, a problem reading what the group writes, and ones against N > 1', async () => {
     const gpu = await testGpu(GROUPED);

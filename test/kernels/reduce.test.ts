@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { elementwise, reduceRows, type ElementwiseOp, type ReduceOp } from '../../src/index.js';
+import { elementwise, reduceRows, sumColumns, type ElementwiseOp, type ReduceOp } from '../../src/index.js';
 import { compare, freshSeed, poisoned, randn, REDUCTIONS, rng, testGpu } from '../helpers.js';
 import { dropoutKeep } from '../../src/util/random.js';
 import { reduceRowsRef } from '../reference/reduce.js';
@@ -20,6 +20,30 @@ describe.each(REDUCTIONS.flatMap(([label, reduction]) => (['sum', 'max', 'sumsq'
     const out = poisoned(gpu, rows);
     await gpu.run((rec) => reduceRows(rec, { x, out, rows, cols, op }));
     const err = compare(await gpu.readF32(out), reduceRowsRef(xh, rows, cols, op));
+    expect(err.rel, `seed ${seed} maxAbs ${err.maxAbs}`).toBeLessThan(1e-4);
+  });
+});
+
+describe('column sums (a bias\'s gradient)', () => {
+  it.each([
+    [1, 1, 1, false],
+    [53, 37, 0.37, true],
+    [129, 65, 1, false],
+    [512, 130, -2, true],
+  ])('%ix%i, alpha %s, accumulating: %s', async (rows, cols, alpha, accumulate) => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const rand = rng(seed);
+    const [xh, start] = [randn(rows * cols, rand), randn(cols, rand)];
+    const x = gpu.upload(xh);
+    const out = accumulate ? gpu.upload(start) : poisoned(gpu, cols);
+    await gpu.run((rec) => sumColumns(rec, { x, out, rows, cols, alpha, accumulate }));
+    const want = new Float64Array(cols);
+    for (let c = 0; c < cols; c++) {
+      for (let r = 0; r < rows; r++) want[c] += xh[r * cols + c];
+      want[c] = alpha * want[c] + (accumulate ? start[c] : 0);
+    }
+    const err = compare(await gpu.readF32(out), want);
     expect(err.rel, `seed ${seed} maxAbs ${err.maxAbs}`).toBeLessThan(1e-4);
   });
 });
