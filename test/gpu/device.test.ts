@@ -133,15 +133,15 @@ describe('device', () => {
     const buf = gpu.createBuffer(64);
     const rec = gpu.recorder();
     const base = { shader: 'reduce', entryPoint: 'reduce_rows', workgroups: [1] as [number] };
-    expect(() => rec.dispatch({ ...base, uniforms: { rows: 1, cols: 1 }, storage: { x: buf, output: buf } })).toThrow(/'output' is not a storage binding of shaders\/reduce.wgsl \(x, out\)/);
-    expect(() => rec.dispatch({ ...base, uniforms: { rows: 1, cols: 1 }, storage: { x: buf } })).toThrow(/uses binding 'out'/);
-    expect(() => rec.dispatch({ ...base, uniforms: { rows: 1, columns: 1 }, storage: { x: buf, out: buf } })).toThrow(/'columns' is not a uniform/);
-    expect(() => rec.dispatch({ ...base, uniforms: { rows: 1 }, storage: { x: buf, out: buf } })).toThrow(/uniform 'cols' is not set/);
+    expect(() => rec.dispatch({ ...base, uniforms: { rows: 1, cols: 1, alpha: 1 }, storage: { x: buf, output: buf } })).toThrow(/'output' is not a storage binding of shaders\/reduce.wgsl \(x, out\)/);
+    expect(() => rec.dispatch({ ...base, uniforms: { rows: 1, cols: 1, alpha: 1 }, storage: { x: buf } })).toThrow(/uses binding 'out'/);
+    expect(() => rec.dispatch({ ...base, uniforms: { rows: 1, columns: 1, alpha: 1 }, storage: { x: buf, out: buf } })).toThrow(/'columns' is not a uniform/);
+    expect(() => rec.dispatch({ ...base, uniforms: { rows: 1, alpha: 1 }, storage: { x: buf, out: buf } })).toThrow(/uniform 'cols' is not set/);
     expect(() => rec.dispatch({ shader: 'norm', entryPoint: 'norm_backward', uniforms: { rows: 1, cols: 1, eps: 1 }, storage: { x: buf, w: buf, y: buf, stats: buf, dy: buf, dx: buf }, workgroups: [1] })).toThrow(/does not use binding 'y'/);
     expect(() => rec.dispatch({ ...base, entryPoint: 'reduce_columns', storage: {} })).toThrow(/has no entry point 'reduce_columns'/);
-    expect(() => rec.dispatch({ ...base, uniforms: { rows: 1, cols: 1 }, storage: { x: view(buf, 4, 32), out: buf } })).toThrow(/binding 'x' offset 4 is not a multiple of/);
-    expect(() => rec.dispatch({ ...base, constants: { WG: 64, TILE: 8 }, uniforms: { rows: 1, cols: 1 }, storage: { x: buf, out: buf } })).toThrow(/'TILE' is not an override constant of shaders\/reduce.wgsl/);
-    expect(() => rec.dispatch({ ...base, sizes: { ROWS: 8 }, uniforms: { rows: 1, cols: 1 }, storage: { x: buf, out: buf } })).toThrow(/size 'ROWS' is not a module constant of shaders\/reduce.wgsl/);
+    expect(() => rec.dispatch({ ...base, uniforms: { rows: 1, cols: 1, alpha: 1 }, storage: { x: view(buf, 4, 32), out: buf } })).toThrow(/binding 'x' offset 4 is not a multiple of/);
+    expect(() => rec.dispatch({ ...base, constants: { WG: 64, TILE: 8 }, uniforms: { rows: 1, cols: 1, alpha: 1 }, storage: { x: buf, out: buf } })).toThrow(/'TILE' is not an override constant of shaders\/reduce.wgsl/);
+    expect(() => rec.dispatch({ ...base, sizes: { ROWS: 8 }, uniforms: { rows: 1, cols: 1, alpha: 1 }, storage: { x: buf, out: buf } })).toThrow(/size 'ROWS' is not a module constant of shaders\/reduce.wgsl/);
     gpu.destroyBuffer(buf);
   });
 
@@ -207,7 +207,7 @@ describe('bad input and failures', () => {
     const align = gpu.device.limits.minStorageBufferOffsetAlignment;
     expect(() => matmul(rec, { a: view(buf, 4, 64), b: buf, c: buf, M: 2, N: 2, K: 2 })).toThrow(new RegExp(`multiple of ${align}\\b`));
     expect(() =>
-      rec.dispatch({ shader: 'reduce', entryPoint: 'reduce_rows', storage: { x: buf, out: buf }, uniforms: { rows: 1, cols: 1 }, workgroups: [70000] }),
+      rec.dispatch({ shader: 'reduce', entryPoint: 'reduce_rows', storage: { x: buf, out: buf }, uniforms: { rows: 1, cols: 1, alpha: 1 }, workgroups: [70000] }),
     ).toThrow(ShapeError);
     expect(() => rec.copy(view(buf, 0, 256), view(buf, 1024, 256))).toThrow(/one buffer/);
   });
