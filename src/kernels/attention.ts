@@ -206,7 +206,8 @@ export function attentionBackward(rec: CommandRecorder, a: AttentionBackwardArgs
   const seg = a.segments ?? rec.gpu.placeholder();
   const label = `${a.B}x${a.S} h${a.nH}/${a.nKV} d${a.headDim}`;
   const variant = a.variant ?? rec.gpu.tuning.attentionVariant;
-  // The blocked form runs in one dispatch where the gradients share a binding, else as the tiled one does.
+  // The blocked form keeps the scores between two passes where they have room beside the gradients; it
+  // and the tiled form run in one dispatch where the gradients share a binding, else as the tiled three.
   const tiled = variant !== 'direct';
   const kept = variant === 'blocked' && a.keptScores ? oneBinding(rec, [a.dQ, a.dK, a.dV, a.keptScores]) : null;
   if (kept) {
